@@ -1,0 +1,63 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "Interprocess",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Interprocess", targets: ["Interprocess"]),
+        .executable(name: "ipc", targets: ["ipc"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
+    ],
+    targets: [
+        // C shim: only what Swift cannot call (variadic fcntl/syscall, futex constants) and the
+        // C structs of the shared-memory headers. No logic.
+        .target(name: "CInterprocess"),
+        // Typed wrappers of the operating system. The only target that imports Glibc/Darwin.
+        .target(
+            name: "InterprocessSystem",
+            dependencies: [
+                "CInterprocess",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "Interprocess",
+            dependencies: [
+                "InterprocessSystem",
+                "CInterprocess",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "ipc",
+            dependencies: [
+                "Interprocess",
+                "InterprocessSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // A peer process that the tests spawn (not a product).
+        .executableTarget(
+            name: "InterprocessTestChild",
+            dependencies: ["Interprocess", "InterprocessSystem"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "InterprocessTests",
+            dependencies: ["Interprocess", "InterprocessSystem", "InterprocessTestChild", "ipc"],
+            swiftSettings: strictSettings
+        ),
+    ]
+)

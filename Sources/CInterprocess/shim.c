@@ -1,0 +1,75 @@
+#define _GNU_SOURCE
+#include "CInterprocess.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
+
+#if defined(F_OFD_GETLK)
+const int cipc_F_OFD_GETLK = F_OFD_GETLK;
+const int cipc_F_OFD_SETLK = F_OFD_SETLK;
+const int cipc_F_OFD_SETLKW = F_OFD_SETLKW;
+#else
+const int cipc_F_OFD_GETLK = -1;
+const int cipc_F_OFD_SETLK = -1;
+const int cipc_F_OFD_SETLKW = -1;
+#endif
+
+int cipc_fcntl_lock(int fd, int cmd, short type, int64_t start, int64_t len, short *type_out) {
+    if (cmd < 0) { errno = ENOSYS; return -1; }
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)start;
+    fl.l_len = (off_t)len;
+    fl.l_pid = 0; // required to be 0 for OFD locks
+    int rc = fcntl(fd, cmd, &fl);
+    if (rc == 0 && type_out) *type_out = fl.l_type;
+    return rc;
+}
+
+#if defined(__linux__)
+const uint32_t cipc_FUTEX2_SIZE_U32 = 0x02;
+
+int cipc_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns) {
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = (time_t)(timeout_ns / 1000000000LL);
+        ts.tv_nsec = (long)(timeout_ns % 1000000000LL);
+        tsp = &ts;
+    }
+    return (int)syscall(SYS_futex, word, FUTEX_WAIT, expected, tsp, NULL, 0);
+}
+
+int cipc_futex_wake(uint32_t *word, int32_t count) {
+    return (int)syscall(SYS_futex, word, FUTEX_WAKE, count, NULL, NULL, 0);
+}
+
+int cipc_futex_waitv(cipc_futex_waiter *waiters, uint32_t count, int64_t deadline_ns) {
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449
+#endif
+    struct timespec ts, *tsp = NULL;
+    if (deadline_ns >= 0) {
+        ts.tv_sec = (time_t)(deadline_ns / 1000000000LL);
+        ts.tv_nsec = (long)(deadline_ns % 1000000000LL);
+        tsp = &ts;
+    }
+    return (int)syscall(SYS_futex_waitv, waiters, count, 0, tsp, CLOCK_MONOTONIC);
+}
+
+int32_t cipc_gettid(void) { return (int32_t)syscall(SYS_gettid); }
+#else
+const uint32_t cipc_FUTEX2_SIZE_U32 = 0x02;
+int cipc_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns) {
+    (void)word; (void)expected; (void)timeout_ns; errno = ENOSYS; return -1;
+}
+int cipc_futex_wake(uint32_t *word, int32_t count) { (void)word; (void)count; errno = ENOSYS; return -1; }
+int cipc_futex_waitv(cipc_futex_waiter *w, uint32_t c, int64_t d) { (void)w; (void)c; (void)d; errno = ENOSYS; return -1; }
+int32_t cipc_gettid(void) { return (int32_t)getpid(); }
+#endif

@@ -1,0 +1,107 @@
+public import SystemPackage
+
+/// The error that every Interprocess operation throws.
+///
+/// It names what went wrong (`code`), the object it concerns (`objectName`), the operating system's
+/// error where there is one (`systemError`), and a sentence for people (`description`).
+///
+/// ```swift
+/// do {
+///     let segment = try SharedMemory.open(name: "orders")
+/// } catch where error.code == .notFound {
+///     // nobody created it yet
+/// }
+/// ```
+///
+/// `Code` is a struct with static members rather than an enum so that new codes can be added
+/// without breaking a client's `switch`.
+public struct InterprocessError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What kind of failure this is.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        fileprivate enum Value: String, Sendable {
+            case alreadyExists, notFound, createFailed, openFailed, outOfMemory, statFailed
+            case invalidName, invalidSize, invalidArgument, permissionDenied, incompatible, corrupt, closed
+            case encodingFailed, decodingFailed, timedOut, wouldBlock, cancelled, ownerDied, notOwner
+            case systemError
+        }
+        fileprivate let value: Value
+        fileprivate init(_ value: Value) { self.value = value }
+
+        public var description: String { value.rawValue }
+
+        /// An object of that name exists already (create).
+        public static let alreadyExists = Code(.alreadyExists)
+        /// No object of that name exists (open, remove).
+        public static let notFound = Code(.notFound)
+        /// The operating system refused to create the object.
+        public static let createFailed = Code(.createFailed)
+        /// The operating system refused to open or map the object.
+        public static let openFailed = Code(.openFailed)
+        /// Not enough memory in the shared memory file system (or the address space) for the object.
+        public static let outOfMemory = Code(.outOfMemory)
+        /// The object's status could not be read (`fstat`).
+        public static let statFailed = Code(.statFailed)
+        /// The name is empty, too long, or contains '/' or NUL.
+        public static let invalidName = Code(.invalidName)
+        /// The size is zero, too large, or does not fit.
+        public static let invalidSize = Code(.invalidSize)
+        /// An argument is out of its range.
+        public static let invalidArgument = Code(.invalidArgument)
+        /// The caller lacks permission.
+        public static let permissionDenied = Code(.permissionDenied)
+        /// The object is not an Interprocess object, or of another layout version or kind.
+        public static let incompatible = Code(.incompatible)
+        /// The object's header or data is inconsistent: truncated, scribbled over, or written by a
+        /// buggy peer.
+        public static let corrupt = Code(.corrupt)
+        /// The handle was closed.
+        public static let closed = Code(.closed)
+        /// A value could not be encoded.
+        public static let encodingFailed = Code(.encodingFailed)
+        /// Stored bytes could not be decoded as the requested type.
+        public static let decodingFailed = Code(.decodingFailed)
+        /// A wait ran out of time.
+        public static let timedOut = Code(.timedOut)
+        /// A `try…` operation would have had to wait.
+        public static let wouldBlock = Code(.wouldBlock)
+        /// The waiting task was cancelled.
+        public static let cancelled = Code(.cancelled)
+        /// A lock's previous owner died while holding it.
+        public static let ownerDied = Code(.ownerDied)
+        /// The caller does not hold the lock it tried to release.
+        public static let notOwner = Code(.notOwner)
+        /// Any other operating system failure.
+        public static let systemError = Code(.systemError)
+    }
+
+    /// What kind of failure this is.
+    public var code: Code
+    /// The name of the object concerned, if any.
+    public var objectName: String?
+    /// The operating system's error, if the failure came from a system call.
+    public var systemError: Errno?
+    /// Details for people.
+    public var detail: String
+
+    public init(_ code: Code, objectName: String? = nil, systemError: Errno? = nil, detail: String = "") {
+        self.code = code
+        self.objectName = objectName
+        self.systemError = systemError
+        self.detail = detail
+    }
+
+    public var description: String {
+        var text = code.description
+        if let objectName { text += " '\(objectName)'" }
+        if !detail.isEmpty { text += ": \(detail)" }
+        if let systemError { text += " (\(systemError), errno \(systemError.rawValue))" }
+        return text
+    }
+}
+
+extension InterprocessError.Code {
+    /// Lets `catch InterprocessError.Code.notFound { … }` match.
+    public static func ~= (pattern: InterprocessError.Code, error: any Error) -> Bool {
+        (error as? InterprocessError)?.code == pattern
+    }
+}

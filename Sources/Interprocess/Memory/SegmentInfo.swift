@@ -1,0 +1,167 @@
+#if canImport(FoundationEssentials)
+public import FoundationEssentials
+#else
+public import Foundation
+#endif
+import CInterprocess
+import InterprocessSystem
+import SystemPackage
+
+/// What a segment's header and the kernel's locks say about a named object, read without opening
+/// (registering with) it. `ipc ls` and `ipc inspect` print these.
+public struct SegmentInfo: Sendable, Hashable, Codable {
+    /// One process handle registered in the segment's holder table.
+    public struct Holder: Sendable, Hashable, Codable {
+        /// The holder's process id.
+        public var pid: Int32
+        /// Whether the holder still holds it: decided by the kernel (the holder's lock), not by the pid.
+        public var alive: Bool
+        /// When the handle was opened.
+        public var openedAt: Date
+    }
+
+    /// The segment's name.
+    public var name: String
+    /// The name the operating system knows (with its leading slash).
+    public var osName: String
+    /// What it holds ("raw", "mutex", …).
+    public var kind: String
+    /// Usable payload bytes.
+    public var size: Int
+    /// Bytes of the whole file, header included.
+    public var totalSize: Int
+    /// Where the payload starts in the file.
+    public var payloadOffset: Int
+    /// The lifetime rule, if the header is readable.
+    public var lifetime: Lifetime?
+    /// "initializing", "ready" or "removed".
+    public var state: String
+    /// When it was created.
+    public var createdAt: Date
+    /// The creating process.
+    public var creatorPID: Int32
+    /// Permission bits, in octal ("0600").
+    public var permissions: String
+    /// Owner's user id.
+    public var owner: UInt32
+    /// Registered holders, alive and dead (dead ones are swept by the next open or close).
+    public var holders: [Holder]
+    /// Whether any process holds it now (the kernel's view, including holders beyond the table).
+    public var isHeld: Bool
+    /// A ``Lifetime/whileReferenced`` segment that nobody holds any more: the next open, create or
+    /// `ipc gc` sweeps it.
+    public var isAbandoned: Bool
+    /// What is wrong with it, if its header is inconsistent.
+    public var problem: String?
+    /// Kind-specific state (for synchronization primitives: owner, count, waiters).
+    public var details: [String: String]
+
+    /// Reads the header and locks of the object `osName` (with slash).
+    static func read(osName: String, name requested: String?) throws(InterprocessError) -> SegmentInfo {
+        let label = requested ?? String(osName.dropFirst())
+        let fd: FileDescriptor
+        do { fd = try SharedMemoryObject.open(osName, create: false, exclusive: false, readOnly: true) } catch {
+            throw SegmentHandle.systemFailure(error, name: label, default: .openFailed)
+        }
+        defer { try? fd.close() }
+        let status: FileStatus
+        do { status = try fd.status() } catch { throw InterprocessError(.statFailed, objectName: label, systemError: error) }
+        let bytes: [UInt8]
+        do { bytes = try fd.read(count: SegmentHeader.size, at: 0) } catch {
+            throw SegmentHandle.systemFailure(error, name: label, default: .openFailed)
+        }
+        guard bytes.count >= 8, bytes.withUnsafeBytes({ $0.loadUnaligned(as: UInt64.self) }) == CIPC_SEGMENT_MAGIC else {
+            throw InterprocessError(.incompatible, objectName: label, detail: "not an Interprocess segment")
+        }
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: SegmentHeader.size, alignment: 64)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: SegmentHeader.size)
+        bytes.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        let header = SegmentHeader(buffer)
+        let h = header.pointer.pointee
+        let headerName = header.name
+        var problem: String?
+        if bytes.count < SegmentHeader.size {
+            problem = "truncated: \(status.size) bytes, less than the \(SegmentHeader.size)-byte header"
+        } else {
+            do { try header.validate(fileSize: status.size, name: requested ?? headerName, kind: nil) } catch {
+                problem = error.detail
+            }
+        }
+        let isHeld = (try? FileLock.isLocked(fd, byte: LockByte.live)) ?? true
+        var holders: [Holder] = []
+        for index in 0..<SegmentHeader.holderCapacity {
+            let slot = header.slot(index).pointee
+            guard slot.pid != 0 else { continue }
+            let alive = (try? FileLock.isLocked(fd, byte: LockByte.slotBase + Int64(index))) ?? true
+            holders.append(Holder(pid: Int32(bitPattern: slot.pid), alive: alive, openedAt: Date(nanoseconds: slot.opened_ns)))
+        }
+        let state = SegmentState(rawValue: h.state)
+        let lifetime = Lifetime(code: h.lifetime)
+        var info = SegmentInfo(
+            name: problem == nil ? headerName : (requested ?? label), osName: osName,
+            kind: SegmentKind(rawValue: h.kind).description,
+            size: Int(clamping: h.payload_size), totalSize: Int(status.size), payloadOffset: Int(clamping: h.payload_offset),
+            lifetime: lifetime,
+            state: state.map { "\($0)" } ?? "invalid(\(h.state))",
+            createdAt: Date(nanoseconds: h.created_ns), creatorPID: Int32(bitPattern: h.creator_pid),
+            permissions: "0" + String(status.mode & 0o777, radix: 8), owner: status.owner,
+            holders: holders, isHeld: isHeld,
+            isAbandoned: problem == nil && state == .ready && lifetime == .whileReferenced && !isHeld,
+            problem: problem, details: [:])
+        if problem == nil, status.size > Int64(SegmentHeader.size),
+           let describe = SegmentInfo.describers.withLock({ $0[h.kind] }) {
+            let count = min(Int(status.size) - SegmentHeader.size, 4096)
+            if let payload = try? fd.read(count: count, at: Int64(SegmentHeader.size)) {
+                info.details = payload.withUnsafeBytes { describe($0) }
+            }
+        }
+        return info
+    }
+
+    /// Kind-specific state readers, registered by the primitives (they read a copy of the payload).
+    static let describers = Mutex<[UInt32: @Sendable (UnsafeRawBufferPointer) -> [String: String]]>([:])
+}
+
+import Synchronization
+
+extension Date {
+    init(nanoseconds: UInt64) {
+        self.init(timeIntervalSince1970: Double(nanoseconds) / 1e9)
+    }
+}
+
+extension SharedMemory {
+    /// What the header and the kernel's locks say about a named object, read without opening it.
+    /// Throws `notFound`, `permissionDenied`, or `incompatible` for an object that is not ours;
+    /// an inconsistent header is reported in ``SegmentInfo/problem``.
+    public static func info(name: String) throws(InterprocessError) -> SegmentInfo {
+        try SegmentInfo.read(osName: osName(for: name), name: name)
+    }
+
+    /// Every Interprocess object in the shared memory directory that this user can read, by name.
+    public static func list() -> [SegmentInfo] {
+        SharedMemoryObject.listNames().compactMap { try? SegmentInfo.read(osName: "/" + $0, name: nil) }
+    }
+
+    /// Finds objects nobody will use again — ``Lifetime/whileReferenced`` segments whose holders all
+    /// died, creations whose creator died, removals whose remover died — and removes them.
+    /// - Parameter dryRun: only report what would be removed.
+    /// - Returns: what was (or would be) removed.
+    @discardableResult
+    public static func collectGarbage(dryRun: Bool = false) -> [SegmentInfo] {
+        var removed: [SegmentInfo] = []
+        for fileName in SharedMemoryObject.listNames() {
+            let osName = "/" + fileName
+            guard let info = try? SegmentInfo.read(osName: osName, name: nil) else { continue }
+            let stale = !info.isHeld && (info.isAbandoned || info.state == "initializing" || info.state == "removed")
+            guard stale else { continue }
+            if dryRun {
+                removed.append(info)
+            } else if (try? SegmentHandle.sweepIfAbandoned(name: info.name, osName: osName, includingEmpty: false)) == true {
+                removed.append(info)
+            }
+        }
+        return removed
+    }
+}

@@ -1,0 +1,126 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+public import SystemPackage
+
+/// Storing values in one call.
+///
+/// Stored data is *framed*: the payload starts with the byte count as a little-endian 64-bit
+/// integer, followed by the bytes. Strings are UTF-8; `Codable` values are JSON, so programs in other
+/// languages can read them (see the README). Reads check the stored length against the segment's size
+/// and fail with `corrupt` rather than trust it.
+///
+/// A store is not atomic with respect to a concurrent load in another process: guard the segment
+/// with a ``ProcessMutex`` (or use a channel) when writers and readers overlap.
+extension SharedMemory {
+    /// Bytes of the length prefix.
+    public static let framePrefixSize = 8
+
+    /// Creates a segment just big enough for `bytes` and stores them (framed).
+    public static func create(
+        name: String, bytes: some Collection<UInt8>, permissions: FilePermissions = .ownerReadWrite,
+        lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> SharedMemory {
+        let data = Array(bytes)
+        let handle = try SegmentHandle.create(
+            name: name, kind: .raw, payloadSize: framePrefixSize + data.count, permissions: permissions, lifetime: lifetime
+        ) { payload in
+            Self.writeFrame(data, into: payload)
+        }
+        return SharedMemory(handle: handle)
+    }
+
+    /// Creates a segment just big enough for `string` (UTF-8) and stores it (framed).
+    public static func create(
+        name: String, string: String, permissions: FilePermissions = .ownerReadWrite,
+        lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> SharedMemory {
+        try create(name: name, bytes: Array(string.utf8), permissions: permissions, lifetime: lifetime)
+    }
+
+    /// Creates a segment just big enough for `value` (JSON) and stores it (framed).
+    public static func create(
+        name: String, storing value: some Encodable, permissions: FilePermissions = .ownerReadWrite,
+        lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> SharedMemory {
+        try create(name: name, bytes: try encode(value, name: name), permissions: permissions, lifetime: lifetime)
+    }
+
+    /// Stores `bytes` (framed). Fails with `invalidSize` if they do not fit.
+    public func write(_ bytes: some Collection<UInt8>) throws(InterprocessError) {
+        let data = Array(bytes)
+        guard data.count <= size - Self.framePrefixSize else {
+            throw InterprocessError(.invalidSize, objectName: name, detail: "\(data.count) bytes do not fit; it holds \(max(size - Self.framePrefixSize, 0)) after the 8-byte length")
+        }
+        try withMapping { payload in Self.writeFrame(data, into: payload) }
+    }
+
+    /// Stores `string` as UTF-8 (framed).
+    public func write(_ string: String) throws(InterprocessError) {
+        try write(Array(string.utf8))
+    }
+
+    /// Stores `value` as JSON (framed).
+    public func store(_ value: some Encodable) throws(InterprocessError) {
+        try write(Self.encode(value, name: name))
+    }
+
+    /// The stored bytes. Fails with `corrupt` if the stored length does not fit the segment.
+    public func readBytes() throws(InterprocessError) -> [UInt8] {
+        try withMapping { payload throws(InterprocessError) -> [UInt8] in
+            guard payload.count >= Self.framePrefixSize else {
+                throw InterprocessError(.corrupt, objectName: name, detail: "\(payload.count) bytes cannot hold a length prefix")
+            }
+            let length = UInt64(littleEndian: payload.loadUnaligned(as: UInt64.self))
+            guard length <= UInt64(payload.count - Self.framePrefixSize) else {
+                throw InterprocessError(.corrupt, objectName: name, detail: "stored length \(length) exceeds the \(payload.count - Self.framePrefixSize) bytes available")
+            }
+            return Array(UnsafeRawBufferPointer(rebasing: payload[Self.framePrefixSize..<(Self.framePrefixSize + Int(length))]))
+        }
+    }
+
+    /// The stored string. Fails with `decodingFailed` if the bytes are not UTF-8.
+    public func readString() throws(InterprocessError) -> String {
+        let bytes = try readBytes()
+        guard let string = String(validating: bytes, as: UTF8.self) else {
+            throw InterprocessError(.decodingFailed, objectName: name, detail: "the stored bytes are not UTF-8")
+        }
+        return string
+    }
+
+    /// The stored value, decoded from JSON.
+    public func load<T: Decodable>(_ type: T.Type = T.self) throws(InterprocessError) -> T {
+        let bytes = try readBytes()
+        do { return try JSONDecoder().decode(T.self, from: Data(bytes)) } catch {
+            throw InterprocessError(.decodingFailed, objectName: name, detail: "\(T.self): \(error)")
+        }
+    }
+
+    // MARK: Helpers
+
+    private static func encode(_ value: some Encodable, name: String) throws(InterprocessError) -> [UInt8] {
+        do {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            return Array(try encoder.encode(value))
+        } catch {
+            throw InterprocessError(.encodingFailed, objectName: name, detail: "\(error)")
+        }
+    }
+
+    private static func writeFrame(_ data: [UInt8], into payload: UnsafeMutableRawBufferPointer) {
+        payload.storeBytes(of: UInt64(data.count).littleEndian, toByteOffset: 0, as: UInt64.self)
+        data.withUnsafeBytes { source in
+            if !source.isEmpty { (payload.baseAddress! + framePrefixSize).copyMemory(from: source.baseAddress!, byteCount: source.count) }
+        }
+    }
+
+    private func withMapping<R>(_ body: (UnsafeMutableRawBufferPointer) throws(InterprocessError) -> R) throws(InterprocessError) -> R {
+        let mapping = try handle.mapping()
+        return try withExtendedLifetime(mapping) { () throws(InterprocessError) -> R in
+            try body(UnsafeMutableRawBufferPointer(start: mapping.base + SegmentHeader.size, count: size))
+        }
+    }
+}

@@ -1,0 +1,214 @@
+public import SystemPackage
+import InterprocessSystem
+
+/// A named segment of memory shared between processes.
+///
+/// ```swift
+/// // Process A
+/// let segment = try SharedMemory.create(name: "telemetry", size: 1 << 20)
+/// try segment.store(Reading(celsius: 21.5))
+///
+/// // Process B
+/// let segment = try SharedMemory.open(name: "telemetry")
+/// let reading = try segment.load(Reading.self)
+/// ```
+///
+/// New memory is zero-filled. By default a segment lives ``Lifetime/whileReferenced``: while any
+/// process holds it open; the last ``close()`` (or the release of the last reference) removes its
+/// name, and a holder that was killed does not keep it alive. ``Lifetime/persistent`` segments stay
+/// until ``remove(name:)``.
+///
+/// Opening one name twice, in one process or several, gives independent handles: closing one leaves
+/// the others working. A handle is `Sendable`; the bytes themselves are shared memory, which other
+/// threads and processes may change at any time: synchronize access with the primitives of this
+/// library, and never trust what another process wrote.
+///
+/// Layout of the file (documented for programs in other languages): a 4096-byte header
+/// (`cipc_segment_header` in `CInterprocess.h`, magic `IPCSEGMT`) and then the payload of
+/// ``size`` bytes at offset ``payloadOffset``.
+public final class SharedMemory: Sendable {
+    let handle: SegmentHandle
+
+    init(handle: SegmentHandle) { self.handle = handle }
+
+    /// Where the payload starts in the object's file (4096).
+    public static let payloadOffset = 4096
+
+    /// Longest name in bytes.
+    public static let maximumNameLength = 255
+
+    /// The segment's name.
+    public var name: String { handle.name }
+    /// The name the operating system knows (`shm_open`'s name, with its leading slash), for programs
+    /// in other languages, e.g. Python's `multiprocessing.shared_memory.SharedMemory(name:)`.
+    public var osName: String { handle.osName }
+    /// Usable bytes.
+    public var size: Int { handle.payloadSize }
+    /// When the name is removed.
+    public var lifetime: Lifetime { handle.lifetime }
+    /// Whether ``close()`` was called.
+    public var isClosed: Bool { handle.isClosed }
+
+    /// Creates a segment of `size` zero-filled bytes. Fails with `alreadyExists` if the name is taken:
+    /// of two processes racing to create one name, exactly one succeeds.
+    ///
+    /// - Parameters:
+    ///   - name: 1 to 255 bytes, no '/' and no NUL.
+    ///   - size: usable bytes, at least 1. The memory is reserved now, so a segment bigger than the
+    ///     shared memory file system can hold fails here with `outOfMemory` (it never succeeds and
+    ///     then crashes with SIGBUS on first touch).
+    ///   - permissions: owner-only by default; applied exactly, without the umask.
+    ///   - lifetime: ``Lifetime/whileReferenced`` by default.
+    public static func create(
+        name: String, size: Int, permissions: FilePermissions = .ownerReadWrite,
+        lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> SharedMemory {
+        SharedMemory(handle: try SegmentHandle.create(
+            name: name, kind: .raw, payloadSize: size, permissions: permissions, lifetime: lifetime))
+    }
+
+    /// Creates a segment named by a ``SharedObjectName``.
+    public static func create(
+        name: SharedObjectName, size: Int, permissions: FilePermissions = .ownerReadWrite,
+        lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> SharedMemory {
+        try create(name: name.description, size: size, permissions: permissions, lifetime: lifetime)
+    }
+
+    /// Opens an existing segment. Fails with `notFound` if there is none (or its last holder died and
+    /// it was swept), `incompatible` if the object is not an Interprocess segment of this version,
+    /// `corrupt` if its header is inconsistent, `permissionDenied`.
+    public static func open(name: String) throws(InterprocessError) -> SharedMemory {
+        SharedMemory(handle: try SegmentHandle.open(name: name, kind: .raw))
+    }
+
+    /// Opens a segment named by a ``SharedObjectName``.
+    public static func open(name: SharedObjectName) throws(InterprocessError) -> SharedMemory {
+        try open(name: name.description)
+    }
+
+    /// Opens the segment if it exists, or creates it. `created` tells which happened. An existing
+    /// segment smaller than `size` is an `invalidSize` error.
+    public static func openOrCreate(
+        name: String, size: Int, permissions: FilePermissions = .ownerReadWrite,
+        lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> (segment: SharedMemory, created: Bool) {
+        for _ in 0..<64 {
+            do throws(InterprocessError) {
+                return (try create(name: name, size: size, permissions: permissions, lifetime: lifetime), true)
+            } catch where error.code == .alreadyExists {}
+            do throws(InterprocessError) {
+                let segment = try open(name: name)
+                guard segment.size >= size else {
+                    throw InterprocessError(.invalidSize, objectName: name, detail: "it exists with \(segment.size) bytes, fewer than \(size)")
+                }
+                return (segment, false)
+            } catch where error.code == .notFound {}
+        }
+        throw InterprocessError(.createFailed, objectName: name, detail: "it kept appearing and disappearing")
+    }
+
+    /// Unregisters this handle. The last holder of a ``Lifetime/whileReferenced`` segment removes its
+    /// name. Idempotent; also done when the last reference goes away. Afterwards the bytes can no
+    /// longer be accessed through this handle (`closed`).
+    public func close() { handle.close() }
+
+    /// Removes a segment's name. Processes that hold it keep their memory until they close it; new
+    /// opens fail with `notFound`. Refuses (`incompatible`) to remove an object that is not an
+    /// Interprocess segment.
+    public static func remove(name: String) throws(InterprocessError) {
+        let osName = try osName(for: name)
+        let fd: FileDescriptor
+        do { fd = try SharedMemoryObject.open(osName, create: false, exclusive: false) } catch {
+            throw SegmentHandle.systemFailure(error, name: name, default: .openFailed)
+        }
+        defer { try? fd.close() }
+        do {
+            // Wait for a creator that is still initializing it.
+            guard try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: Clock.deadline(after: SegmentHandle.lockWait)) else {
+                throw InterprocessError(.openFailed, objectName: name, detail: "another process held it exclusively")
+            }
+        } catch let error as Errno {
+            throw SegmentHandle.systemFailure(error, name: name, default: .openFailed)
+        } catch {
+            throw error as! InterprocessError
+        }
+        defer { FileLock.unlock(fd, byte: LockByte.live) }
+        let status: FileStatus
+        do { status = try fd.status() } catch { throw InterprocessError(.statFailed, objectName: name, systemError: error) }
+        guard status.size >= Int64(SegmentHeader.size), let page = try? MemoryMapping(fd: fd, length: SegmentHeader.size),
+              SegmentHeader(page.base).pointer.pointee.magic == CInterprocessMagic
+        else {
+            throw InterprocessError(.incompatible, objectName: name, detail: "not an Interprocess segment; not removed")
+        }
+        SegmentHeader(page.base).stateWord.pointee.store(SegmentState.removed.rawValue, ordering: .releasing)
+        guard SegmentHandle.unlinkIfSame(fd: fd, osName: osName) else {
+            throw InterprocessError(.notFound, objectName: name, detail: "another process removed it first")
+        }
+    }
+
+    /// Removes a segment named by a ``SharedObjectName``.
+    public static func remove(name: SharedObjectName) throws(InterprocessError) {
+        try remove(name: name.description)
+    }
+
+    /// Whether a usable segment of this name exists (ready, and for ``Lifetime/whileReferenced``,
+    /// held by a live process). Does not open or sweep it.
+    public static func exists(name: String) -> Bool {
+        guard let info = try? info(name: name) else { return false }
+        return info.problem == nil && info.state == "ready" && !info.isAbandoned
+    }
+
+    /// Calls `body` with the segment's bytes. The pointer must not escape `body`.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        let mapping = try handle.mapping()
+        return try withExtendedLifetime(mapping) {
+            try body(UnsafeRawBufferPointer(start: mapping.base + SegmentHeader.size, count: size))
+        }
+    }
+
+    /// Calls `body` with the segment's bytes, writable. The pointer must not escape `body`.
+    public func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
+        let mapping = try handle.mapping()
+        return try withExtendedLifetime(mapping) {
+            try body(UnsafeMutableRawBufferPointer(start: mapping.base + SegmentHeader.size, count: size))
+        }
+    }
+
+    // MARK: Names
+
+    /// Why `name` is not a valid segment name, or nil if it is.
+    static func validationProblem(_ name: String) -> String? {
+        let bytes = Array(name.utf8)
+        if bytes.isEmpty { return "the name is empty" }
+        if bytes.count > maximumNameLength { return "the name has \(bytes.count) bytes; at most \(maximumNameLength) are allowed" }
+        if bytes.contains(0) { return "the name contains a NUL byte" }
+        if bytes.contains(UInt8(ascii: "/")) { return "the name contains '/'" }
+        if name == "." || name == ".." { return "'\(name)' is not a valid name" }
+        return nil
+    }
+
+    /// The operating system's name for `name`, after checking it.
+    static func osName(for name: String) throws(InterprocessError) -> String {
+        if let problem = validationProblem(name) {
+            throw InterprocessError(.invalidName, objectName: name.replacingNulls, detail: problem)
+        }
+        #if canImport(Darwin)
+        // macOS allows 31 bytes (PSHMNAMLEN) including the slash: longer names map to a stable hash;
+        // the real name is kept (and checked) in the header.
+        if name.utf8.count > 30 {
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            return "/" + name.prefix(12) + "~" + String(hash, radix: 36)
+        }
+        #endif
+        return "/" + name
+    }
+}
+
+import CInterprocess
+let CInterprocessMagic = CIPC_SEGMENT_MAGIC
+
+extension String {
+    var replacingNulls: String { String(decoding: utf8.map { $0 == 0 ? UInt8(ascii: "?") : $0 }, as: UTF8.self) }
+}

@@ -1,0 +1,220 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+package import SystemPackage
+
+/// A child process started with `posix_spawn` (never `fork`: the parent is multithreaded).
+/// Used by the tests, `ipc demo` and `ipc bench` to run real peer processes.
+package struct ChildProcess: Sendable {
+    /// How a child ended.
+    package enum Termination: Sendable, Equatable, CustomStringConvertible {
+        case exited(Int32)
+        case signaled(Int32)
+
+        package var description: String {
+            switch self {
+            case .exited(let code): "exited with status \(code)"
+            case .signaled(let signal): "killed by signal \(signal)"
+            }
+        }
+    }
+
+    /// Where a child's standard output or error goes.
+    package enum Output: Sendable {
+        case null, inherit, pipe
+    }
+
+    package let pid: Int32
+    /// Our end of the child's standard output / error, when spawned with `.pipe`.
+    package let standardOutput: FileDescriptor?
+    package let standardError: FileDescriptor?
+
+    /// Starts `executable` with `arguments` (not including argv[0]).
+    package static func spawn(
+        _ executable: String, _ arguments: [String],
+        standardOutput: Output = .null, standardError: Output = .null,
+        environment: [String: String]? = nil
+    ) throws(Errno) -> ChildProcess {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+
+        var ourEnds: [FileDescriptor?] = [nil, nil]
+        var theirEnds: [CInt] = []
+        defer { for fd in theirEnds { close(fd) } }
+        for (index, (target, output)) in [(CInt(1), standardOutput), (CInt(2), standardError)].enumerated() {
+            switch output {
+            case .null:
+                posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_WRONLY, 0)
+            case .inherit:
+                break
+            case .pipe:
+                var fds: [CInt] = [0, 0]
+                _ = try valueOrErrno { pipe(&fds) }
+                _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+                _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+                posix_spawn_file_actions_adddup2(&actions, fds[1], target)
+                ourEnds[index] = FileDescriptor(rawValue: fds[0])
+                theirEnds.append(fds[1])
+            }
+        }
+
+        let argv = ([executable] + arguments).map { strdup($0) }
+        defer { argv.forEach { free($0) } }
+        let env: [UnsafeMutablePointer<CChar>?]
+        if let environment {
+            env = environment.map { strdup("\($0.key)=\($0.value)") }
+        } else {
+            var inherited: [UnsafeMutablePointer<CChar>?] = []
+            var cursor = environ
+            while let entry = cursor.pointee { inherited.append(strdup(entry)); cursor += 1 }
+            env = inherited
+        }
+        defer { env.forEach { free($0) } }
+
+        var pid: pid_t = 0
+        let rc = (argv + [nil]).withUnsafeBufferPointer { argvBuffer in
+            (env + [nil]).withUnsafeBufferPointer { envBuffer in
+                posix_spawn(&pid, executable, &actions, nil, argvBuffer.baseAddress!, envBuffer.baseAddress!)
+            }
+        }
+        guard rc == 0 else {
+            ourEnds.forEach { try? $0?.close() }
+            throw Errno(rawValue: rc)
+        }
+        return ChildProcess(pid: pid, standardOutput: ourEnds[0], standardError: ourEnds[1])
+    }
+
+    /// Reaps the child if it has ended, without blocking.
+    package func poll() -> Termination? {
+        var status: CInt = 0
+        let rc = waitpid(pid, &status, WNOHANG)
+        guard rc == pid else { return nil }
+        return Self.decode(status)
+    }
+
+    /// Waits up to `timeout` for the child to end. On timeout the child is killed with SIGKILL,
+    /// reaped, and nil is returned: a test never waits forever on a straggler.
+    @discardableResult
+    package func wait(timeout: Duration) -> Termination? {
+        let deadline = Clock.deadline(after: timeout)
+        var pause: UInt64 = 100_000
+        while true {
+            if let termination = poll() { return termination }
+            if Clock.monotonicNanoseconds() >= deadline {
+                kill(signal: SIGKILL)
+                var status: CInt = 0
+                _ = waitpid(pid, &status, 0)
+                return nil
+            }
+            Clock.sleep(nanoseconds: pause)
+            pause = min(pause * 2, 5_000_000)
+        }
+    }
+
+    package func kill(signal: Int32) {
+        _ = Glibc_kill(pid, signal)
+    }
+
+    private static func decode(_ status: CInt) -> Termination {
+        let low = status & 0x7f
+        if low == 0 { return .exited((status >> 8) & 0xff) }
+        return .signaled(low)
+    }
+
+    /// Runs a command to completion, collecting its output. Kills it after `timeout`.
+    package static func run(
+        _ executable: String, _ arguments: [String], timeout: Duration = .seconds(60),
+        environment: [String: String]? = nil
+    ) throws(Errno) -> (termination: Termination?, standardOutput: String, standardError: String) {
+        let child = try spawn(executable, arguments, standardOutput: .pipe, standardError: .pipe, environment: environment)
+        let deadline = Clock.deadline(after: timeout)
+        var outputs: [[UInt8]] = [[], []]
+        var open = [child.standardOutput!, child.standardError!]
+        var indices = [0, 1]
+        defer { open.forEach { try? $0.close() } }
+        while !open.isEmpty {
+            let now = Clock.monotonicNanoseconds()
+            if now >= deadline { break }
+            var fds = open.map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
+            let waitMs = CInt(min((deadline - now) / 1_000_000 + 1, 1000))
+            let ready = Glibc_poll(&fds, nfds_t(fds.count), waitMs)
+            if ready <= 0 { continue }
+            for position in fds.indices.reversed() where fds[position].revents != 0 {
+                var chunk = [UInt8](repeating: 0, count: 65536)
+                let n = chunk.withUnsafeMutableBytes { read(fds[position].fd, $0.baseAddress, $0.count) }
+                if n > 0 {
+                    outputs[indices[position]].append(contentsOf: chunk[..<n])
+                } else if n == 0 || (errno != EINTR && errno != EAGAIN) {
+                    try? open[position].close()
+                    open.remove(at: position)
+                    indices.remove(at: position)
+                }
+            }
+        }
+        let remaining = max(Int64(deadline) - Int64(Clock.monotonicNanoseconds()), 0)
+        let termination = child.wait(timeout: .nanoseconds(remaining))
+        return (termination, String(decoding: outputs[0], as: UTF8.self), String(decoding: outputs[1], as: UTF8.self))
+    }
+}
+
+@inline(__always) private func Glibc_kill(_ pid: pid_t, _ signal: Int32) -> Int32 { kill(pid, signal) }
+@inline(__always) private func Glibc_poll(_ fds: UnsafeMutablePointer<pollfd>, _ n: nfds_t, _ timeout: CInt) -> CInt {
+    poll(fds, n, timeout)
+}
+
+/// Paths of executables built beside the running one (the test binary, `ipc`, the test child).
+package enum BuiltExecutable {
+    /// The directory of the running executable.
+    package static var directory: String {
+        #if os(Linux)
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return "." }
+        let path = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        #else
+        let path = CommandLine.arguments[0]
+        #endif
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return String(path[..<slash])
+    }
+
+    /// Finds `name` next to the running executable or in a directory above it.
+    package static func path(of name: String) -> String? {
+        var directory = Self.directory
+        for _ in 0..<4 {
+            let candidate = directory + "/" + name
+            if access(candidate, X_OK) == 0 { return candidate }
+            guard let slash = directory.lastIndex(of: "/"), slash != directory.startIndex else { break }
+            directory = String(directory[..<slash])
+        }
+        return nil
+    }
+}
+
+/// Unbuffered writes to standard output and error (no stdio globals, so no shared mutable state).
+package enum StandardStream {
+    package static func write(_ text: String, to fd: Int32 = 1) {
+        var bytes = Array(text.utf8)
+        writeAll(&bytes, to: fd)
+    }
+
+    package static func write(bytes: [UInt8], to fd: Int32 = 1) {
+        var bytes = bytes
+        writeAll(&bytes, to: fd)
+    }
+
+    private static func writeAll(_ bytes: inout [UInt8], to fd: Int32) {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc_write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 { if errno == EINTR { continue } else { return } }
+            done += n
+        }
+    }
+}
+
+@inline(__always) private func Glibc_write(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int { write(fd, p, n) }

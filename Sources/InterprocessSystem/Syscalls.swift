@@ -1,0 +1,224 @@
+// Typed wrappers of the operating system calls that Interprocess needs.
+//
+// Three tiers, as in swift-system: a 1:1 call, a helper that turns -1 into a thrown `Errno` and retries
+// EINTR, and the Swift-named function the library calls. This is the only target that imports the C
+// library; everything here is `package`, so users of Interprocess never see it.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+package import SystemPackage
+import CInterprocess
+
+/// The current `errno` as an `Errno`.
+@inline(__always)
+package var currentErrno: Errno { Errno(rawValue: errno) }
+
+/// Runs `body` until it does not fail with EINTR; turns -1 into a thrown `Errno`.
+@inline(__always)
+package func valueOrErrno<I: FixedWidthInteger>(
+    retryOnInterrupt: Bool = true, _ body: () -> I
+) throws(Errno) -> I {
+    while true {
+        let value = body()
+        if value != -1 { return value }
+        let error = currentErrno
+        if retryOnInterrupt && error == .interrupted { continue }
+        throw error
+    }
+}
+
+/// What `fstat` tells about an open file.
+package struct FileStatus: Sendable, Equatable {
+    package var size: Int64
+    package var mode: UInt32
+    package var owner: UInt32
+    package var linkCount: UInt64
+    package var device: UInt64
+    package var inode: UInt64
+    /// Last status change, nanoseconds since the epoch.
+    package var changeTimeNanoseconds: Int64
+
+    package var permissions: FilePermissions { FilePermissions(rawValue: CModeT(mode & 0o7777)) }
+}
+
+extension stat {
+    fileprivate var fileStatus: FileStatus {
+        #if canImport(Darwin)
+        let ctime = Int64(st_ctimespec.tv_sec) * 1_000_000_000 + Int64(st_ctimespec.tv_nsec)
+        #else
+        let ctime = Int64(st_ctim.tv_sec) * 1_000_000_000 + Int64(st_ctim.tv_nsec)
+        #endif
+        return FileStatus(
+            size: Int64(st_size), mode: UInt32(st_mode), owner: UInt32(st_uid),
+            linkCount: UInt64(st_nlink), device: UInt64(st_dev), inode: UInt64(st_ino),
+            changeTimeNanoseconds: ctime)
+    }
+}
+
+/// POSIX shared memory objects and the files behind them.
+package enum SharedMemoryObject {
+    /// The directory where the system keeps shared memory objects, where there is one.
+    package static var directory: String? {
+        #if os(Linux)
+        return "/dev/shm"
+        #else
+        return nil
+        #endif
+    }
+
+    /// Opens a shared memory object. The corresponding C function is `shm_open`.
+    /// - Parameter osName: the name with its leading slash.
+    package static func open(
+        _ osName: String, create: Bool, exclusive: Bool, readOnly: Bool = false,
+        permissions: FilePermissions = .ownerReadWrite
+    ) throws(Errno) -> FileDescriptor {
+        var flags = readOnly ? O_RDONLY : O_RDWR
+        if create { flags |= O_CREAT }
+        if exclusive { flags |= O_EXCL }
+        let fd = try valueOrErrno { () -> CInt in
+            #if canImport(Darwin)
+            return osName.withCString { shm_open_shim($0, flags, permissions.rawValue) }
+            #else
+            return shm_open(osName, flags | O_CLOEXEC, permissions.rawValue)
+            #endif
+        }
+        return FileDescriptor(rawValue: fd)
+    }
+
+    /// Removes a shared memory object's name. The corresponding C function is `shm_unlink`.
+    package static func unlink(_ osName: String) throws(Errno) {
+        _ = try valueOrErrno { shm_unlink(osName) }
+    }
+
+    /// The names (without slash) of the objects in the shared memory directory.
+    package static func listNames() -> [String] {
+        guard let directory, let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw -> String in
+                let bytes = raw.bindMemory(to: UInt8.self)
+                let length = bytes.firstIndex(of: 0) ?? bytes.count
+                return String(decoding: UnsafeBufferPointer(rebasing: bytes[..<length]), as: UTF8.self)
+            }
+            if name == "." || name == ".." { continue }
+            if entry.pointee.d_type != UInt8(DT_REG) && entry.pointee.d_type != UInt8(DT_UNKNOWN) { continue }
+            names.append(name)
+        }
+        return names.sorted()
+    }
+
+    /// Bytes still free in the file system that holds shared memory objects, if it can be told.
+    package static func availableBytes() -> UInt64? {
+        guard let directory else { return nil }
+        var info = statvfs()
+        guard statvfs(directory, &info) == 0 else { return nil }
+        return UInt64(info.f_bavail) &* UInt64(info.f_frsize)
+    }
+
+    /// The status of the object a name refers to now, without opening it.
+    package static func status(ofName osName: String) throws(Errno) -> FileStatus {
+        guard let directory else { throw Errno.noFunction }
+        var st = stat()
+        _ = try valueOrErrno { stat(directory + osName, &st) }
+        return st.fileStatus
+    }
+}
+
+#if canImport(Darwin)
+@_silgen_name("shm_open")
+private func shm_open_shim(_ name: UnsafePointer<CChar>, _ oflag: CInt, _ mode: mode_t) -> CInt
+#endif
+
+extension FileDescriptor {
+    /// The corresponding C function is `fstat`.
+    package func status() throws(Errno) -> FileStatus {
+        try statusOfDescriptor(rawValue)
+    }
+
+    /// Sets the file's size. The corresponding C function is `ftruncate`.
+    package func truncate(to size: Int64) throws(Errno) {
+        _ = try valueOrErrno { ftruncate(rawValue, off_t(size)) }
+    }
+
+    /// Reserves the file's blocks so that later writes cannot fail for lack of space.
+    /// The corresponding C function is `posix_fallocate` (on Linux; a no-op elsewhere).
+    package func reserve(bytes: Int64) throws(Errno) {
+        #if os(Linux)
+        while true {
+            let rc = posix_fallocate(rawValue, 0, off_t(bytes))
+            if rc == 0 { return }
+            if rc == EINTR { continue }
+            throw Errno(rawValue: rc)
+        }
+        #endif
+    }
+
+    /// Sets the permission bits exactly (no umask). The corresponding C function is `fchmod`.
+    package func setPermissions(_ permissions: FilePermissions) throws(Errno) {
+        _ = try valueOrErrno { fchmod(rawValue, permissions.rawValue) }
+    }
+
+    /// Reads exactly `count` bytes at `offset`, or fewer at the end of the file.
+    /// The corresponding C function is `pread`.
+    package func read(count: Int, at offset: Int64) throws(Errno) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let result = buffer.withUnsafeMutableBytes { raw in
+                Result { () throws(Errno) -> Int in
+                    try valueOrErrno { readAt(rawValue, raw.baseAddress! + done, count - done, offset + Int64(done)) }
+                }
+            }
+            let n = try result.get()
+            if n == 0 { break }
+            done += n
+        }
+        buffer.removeLast(count - done)
+        return buffer
+    }
+}
+
+private func statusOfDescriptor(_ fd: CInt) throws(Errno) -> FileStatus {
+    var st = stat()
+    _ = try valueOrErrno { fstat(fd, &st) }
+    return st.fileStatus
+}
+
+private func readAt(_ fd: CInt, _ buffer: UnsafeMutableRawPointer, _ count: Int, _ offset: Int64) -> Int {
+    pread(fd, buffer, count, off_t(offset))
+}
+
+/// A memory mapping of a whole file, unmapped on deinit.
+///
+/// `@unchecked Sendable`: the mapping is immutable after init (base and length never change) and
+/// the memory it points to is shared memory, which every user accesses through atomics or under
+/// its own synchronization; unmapping happens only in deinit, when no reference is left.
+package final class MemoryMapping: @unchecked Sendable {
+    package let base: UnsafeMutableRawPointer
+    package let length: Int
+
+    /// Maps `length` bytes of `fd` shared and read-write. The corresponding C function is `mmap`.
+    package init(fd: FileDescriptor, length: Int, writable: Bool = true) throws(Errno) {
+        let protection = writable ? (PROT_READ | PROT_WRITE) : PROT_READ
+        guard let pointer = mmap(nil, length, protection, MAP_SHARED, fd.rawValue, 0),
+              pointer != MAP_FAILED
+        else { throw currentErrno }
+        self.base = pointer
+        self.length = length
+    }
+
+    deinit { munmap(base, length) }
+
+    package var bytes: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: base, count: length)
+    }
+}
+
+/// The system's memory page size.
+package let systemPageSize: Int = Int(sysconf(Int32(_SC_PAGESIZE)))

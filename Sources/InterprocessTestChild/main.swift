@@ -1,0 +1,122 @@
+// A peer process that the tests spawn with posix_spawn. Each command does one thing and reports
+// through its exit status, a line on standard output ("ready" when it is in position), and shared
+// memory. Exit codes: 0 success, 1 unexpected failure, 2 usage, 3 the expected "already exists",
+// 4 timed out waiting.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Interprocess
+import InterprocessSystem
+
+func say(_ line: String) {
+    StandardStream.write(line + "\n")
+}
+
+func fail(_ message: String, code: Int32 = 1) -> Never {
+    StandardStream.write("child: \(message)\n", to: 2)
+    exit(code)
+}
+
+/// Waits until the monotonic clock reaches `deadline` (a start line shared by several children).
+func waitUntil(_ deadline: UInt64) {
+    while Clock.monotonicNanoseconds() < deadline { cipcRelax() }
+}
+
+func cipcRelax() { sched_yield() }
+
+var arguments = Array(CommandLine.arguments.dropFirst())
+if arguments.first == "--as-nobody" {
+    arguments.removeFirst()
+    guard setgid(65534) == 0, setuid(65534) == 0 else { fail("could not drop privileges") }
+}
+guard let command = arguments.first else { fail("no command", code: 2) }
+let rest = Array(arguments.dropFirst())
+
+func lifetime(_ text: String) -> Lifetime { text == "persistent" ? .persistent : .whileReferenced }
+
+switch command {
+case "hold":
+    // hold NAME SECONDS: open NAME, say ready, sleep (the test kills us or we exit cleanly).
+    let segment: SharedMemory
+    do { segment = try SharedMemory.open(name: rest[0]) } catch { fail("\(error)") }
+    say("ready \(segment.size)")
+    sleep(UInt32(rest[1])!)
+    segment.close()
+
+case "create-hold":
+    // create-hold NAME SIZE LIFETIME SECONDS: create, write "hello from PID", say ready, sleep.
+    let segment: SharedMemory
+    do {
+        segment = try SharedMemory.create(name: rest[0], size: Int(rest[1])!, lifetime: lifetime(rest[2]))
+        try segment.write("hello from \(getpid())")
+    } catch { fail("\(error)") }
+    say("ready")
+    sleep(UInt32(rest[3])!)
+    segment.close()
+
+case "create-exit":
+    // create-exit NAME SIZE LIFETIME TEXT: create, store TEXT, exit without closing.
+    do {
+        let segment = try SharedMemory.create(name: rest[0], size: Int(rest[1])!, lifetime: lifetime(rest[2]))
+        try segment.write(rest[3])
+        exit(0) // deliberately without close: persistent segments must survive this
+    } catch { fail("\(error)") }
+
+case "read":
+    // read NAME: print the stored string.
+    do { say(try SharedMemory.open(name: rest[0]).readString()) } catch { fail("\(error)") }
+
+case "write":
+    // write NAME TEXT: open and store TEXT.
+    do { try SharedMemory.open(name: rest[0]).write(rest[1]) } catch { fail("\(error)") }
+
+case "expect-open-error":
+    // expect-open-error NAME CODE: exit 0 if opening fails with that code.
+    do {
+        _ = try SharedMemory.open(name: rest[0])
+        fail("open succeeded")
+    } catch {
+        say("\(error)")
+        exit(error.code.description == rest[1] ? 0 : 1)
+    }
+
+case "race-create":
+    // race-create NAME START_NS: at the start line, try to create; 0 created, 3 already exists.
+    waitUntil(UInt64(rest[1])!)
+    do {
+        let segment = try SharedMemory.create(name: rest[0], size: 64, lifetime: .persistent)
+        segment.close()
+        exit(0)
+    } catch where error.code == .alreadyExists {
+        exit(3)
+    } catch { fail("\(error)") }
+
+case "unique-names":
+    // unique-names COUNT START_NS: print COUNT unique names, one per line.
+    waitUntil(UInt64(rest[1])!)
+    var out = ""
+    out.reserveCapacity(Int(rest[0])! * 26)
+    for _ in 0..<Int(rest[0])! { out += SharedObjectName.unique(prefix: "t").description; out += "\n" }
+    StandardStream.write(out)
+
+case "send-name":
+    // send-name: create a segment with a unique name storing "payload for <name>", write the
+    // 32-byte raw name to stdout, wait (≤ 20 s) until the peer writes "ack" into the segment.
+    let name = SharedObjectName.unique(prefix: "pipe")
+    do {
+        let segment = try SharedMemory.create(name: name, size: 256)
+        try segment.write("payload for \(name)")
+        let raw = name.rawBytes
+        StandardStream.write(bytes: raw)
+        let deadline = Clock.deadline(after: .seconds(20))
+        while Clock.monotonicNanoseconds() < deadline {
+            if (try? segment.readString()) == "ack" { segment.close(); exit(0) }
+            usleep(1000)
+        }
+        exit(4)
+    } catch { fail("\(error)") }
+
+default:
+    fail("unknown command \(command)", code: 2)
+}
+exit(0)
