@@ -97,13 +97,17 @@ package struct ChildProcess: Sendable {
     }
 
     /// Waits up to `timeout` for the child to end. On timeout the child is killed with SIGKILL,
-    /// reaped, and nil is returned: a test never waits forever on a straggler.
+    /// reaped, and nil is returned: a test never waits forever on a straggler. Also nil at once if
+    /// the child was already reaped.
     @discardableResult
     package func wait(timeout: Duration) -> Termination? {
         let deadline = Clock.deadline(after: timeout)
         var pause: UInt64 = 100_000
         while true {
-            if let termination = poll() { return termination }
+            var status: CInt = 0
+            let rc = waitpid(pid, &status, WNOHANG)
+            if rc == pid { return Self.decode(status) }
+            if rc == -1 && errno == ECHILD { return nil }
             if Clock.monotonicNanoseconds() >= deadline {
                 kill(signal: SIGKILL)
                 var status: CInt = 0

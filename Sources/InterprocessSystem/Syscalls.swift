@@ -164,6 +164,14 @@ extension FileDescriptor {
         _ = try valueOrErrno { fchmod(rawValue, permissions.rawValue) }
     }
 
+    /// Writes all of `bytes` at `offset`. The corresponding C function is `pwrite`.
+    package func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(Errno) {
+        var done = 0
+        while done < bytes.count {
+            done += try valueOrErrno { writeAt(rawValue, bytes.baseAddress! + done, bytes.count - done, offset + Int64(done)) }
+        }
+    }
+
     /// Reads exactly `count` bytes at `offset`, or fewer at the end of the file.
     /// The corresponding C function is `pread`.
     package func read(count: Int, at offset: Int64) throws(Errno) -> [UInt8] {
@@ -188,6 +196,10 @@ private func statusOfDescriptor(_ fd: CInt) throws(Errno) -> FileStatus {
     var st = stat()
     _ = try valueOrErrno { fstat(fd, &st) }
     return st.fileStatus
+}
+
+private func writeAt(_ fd: CInt, _ buffer: UnsafeRawPointer, _ count: Int, _ offset: Int64) -> Int {
+    pwrite(fd, buffer, count, off_t(offset))
 }
 
 private func readAt(_ fd: CInt, _ buffer: UnsafeMutableRawPointer, _ count: Int, _ offset: Int64) -> Int {

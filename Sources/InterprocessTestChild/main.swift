@@ -116,6 +116,25 @@ case "send-name":
         exit(4)
     } catch { fail("\(error)") }
 
+case "create-close":
+    // create-close NAME: create a whileReferenced segment and close it (crash points fire inside).
+    do { try SharedMemory.create(name: rest[0], size: 4096).close() } catch { fail("\(error)") }
+
+case "churn":
+    // churn NAME ITERATIONS: open-or-create, check and bump a counter, close; over and over.
+    // Any error other than the documented races is a failure.
+    for _ in 0..<Int(rest[1])! {
+        do {
+            let (segment, _) = try SharedMemory.openOrCreate(name: rest[0], size: 4096)
+            try segment.withUnsafeMutableBytes { bytes in
+                bytes.storeBytes(of: bytes.load(as: UInt64.self) &+ 1, as: UInt64.self)
+            }
+            segment.close()
+        } catch {
+            fail("\(error)")
+        }
+    }
+
 default:
     fail("unknown command \(command)", code: 2)
 }

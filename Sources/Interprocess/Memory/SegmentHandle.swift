@@ -24,8 +24,8 @@ import Synchronization
 ///   still refers to the same inode, so two cleaners never remove a newer segment of the same name.
 ///
 /// What a process killed at any step leaves behind: before the exclusive lock of a create, an empty
-/// file (swept by the next `create` of that name after a 2 s grace); during initialization, a file in
-/// state `initializing` with no lock (swept by the next open, create or `ipc gc`); while holding,
+/// file (swept by the next `create` of that name after a 2 s grace); during initialization, a file
+/// whose first and only write so far is its header page in state `initializing`, with no lock (swept by the next open, create or `ipc gc`); while holding,
 /// a slot with a dead pid (swept by the next open or close) and, if it was the last holder, an
 /// abandoned segment (swept by the next open, create or `ipc gc`); between marking `removed` and
 /// unlinking, a removed segment (swept the same way).
@@ -90,6 +90,7 @@ final class SegmentHandle: Sendable {
         FileLock.unlock(fd, byte: LockByte.live)
         if lifetime == .whileReferenced, (try? FileLock.tryLock(fd, byte: LockByte.live, .exclusive)) == true {
             if header.transition(from: .ready, to: .removed) {
+                CrashPoint.reached("close.afterMarkRemoved")
                 _ = Self.unlinkIfSame(fd: fd, osName: osName)
             }
             FileLock.unlock(fd, byte: LockByte.live)
@@ -143,18 +144,27 @@ extension SegmentHandle {
     ) throws(InterprocessError) -> SegmentHandle {
         var locked = false
         do {
+            CrashPoint.reached("create.afterOpen")
             locked = try FileLock.lock(fd, byte: LockByte.live, .exclusive, deadline: Clock.deadline(after: lockWait))
             guard locked else { throw Errno.resourceTemporarilyUnavailable }
             try fd.setPermissions(permissions)
+            // The first write to the new file is the whole header page (state `initializing`) in
+            // one pwrite: killed at any point, the file is either empty or recognisably ours.
+            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: SegmentHeader.size, alignment: 64)
+            defer { page.deallocate() }
+            SegmentHeader(page.baseAddress!).initialize(name: name, kind: kind, lifetime: lifetime, payloadSize: payloadSize)
+            try fd.write(UnsafeRawBufferPointer(page), at: 0)
+            CrashPoint.reached("create.afterHeader")
             try fd.truncate(to: Int64(total))
             // tmpfs overcommits: reserve the pages now, so that a segment too big for the machine
             // fails here with ENOSPC instead of killing the process with SIGBUS on first touch.
             try fd.reserve(bytes: Int64(total))
+            CrashPoint.reached("create.afterReserve")
             let mapping = try MemoryMapping(fd: fd, length: total)
             let header = SegmentHeader(mapping.base)
-            header.initialize(name: name, kind: kind, lifetime: lifetime, payloadSize: payloadSize)
             try initialize(UnsafeMutableRawBufferPointer(start: mapping.base + SegmentHeader.size, count: payloadSize))
             let slot = claimSlot(fd: fd, header: header)
+            CrashPoint.reached("create.beforeReady")
             _ = header.transition(from: .initializing, to: .ready)
             _ = try FileLock.tryLock(fd, byte: LockByte.live, .shared) // downgrade: always succeeds
             return SegmentHandle(
@@ -258,6 +268,10 @@ extension SegmentHandle {
             throw systemFailure(error, name: name, default: .openFailed)
         }
         let header = SegmentHeader(mapping.base)
+        guard header.pointer.pointee.magic == CIPC_SEGMENT_MAGIC, header.pointer.pointee.version == CIPC_LAYOUT_VERSION else {
+            try header.validate(fileSize: status.size, name: name, kind: kind) // throws `incompatible`
+            throw InterprocessError(.incompatible, objectName: name)
+        }
         switch SegmentState(rawValue: header.state) {
         case .removed?, .initializing?:
             // Being removed (a fresh open finds the next one, or none), or its creator died

@@ -1,0 +1,169 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+import Interprocess
+import InterprocessSystem
+import Synchronization
+
+/// Names unique to this test run: "ipct-PID-TAG-N".
+enum TestNames {
+    private static let counter = Atomic<Int>(0)
+
+    static func make(_ tag: String) -> String {
+        "ipct-\(getpid())-\(tag)-\(counter.add(1, ordering: .relaxed).newValue)"
+    }
+
+    /// Objects in /dev/shm whose name starts with `prefix`.
+    static func leftovers(_ prefix: String) -> [String] {
+        SharedMemoryObject.listNames().filter { $0.hasPrefix(prefix) }
+    }
+}
+
+/// Runs `body` with a name prefix and checks afterwards that nothing with that prefix is left in
+/// /dev/shm; removes anything left so that one failure does not leak into the next run.
+func withCleanNames(_ tag: String, sourceLocation: SourceLocation = #_sourceLocation, _ body: (String) throws -> Void) rethrows {
+    let prefix = TestNames.make(tag)
+    defer {
+        let left = TestNames.leftovers(prefix)
+        #expect(left.isEmpty, "left in /dev/shm: \(left)", sourceLocation: sourceLocation)
+        for name in left { try? SharedMemoryObject.unlink("/" + name) }
+    }
+    try body(prefix)
+}
+
+/// The test child executable, built beside the test binary.
+enum Peer {
+    static var path: String {
+        guard let path = BuiltExecutable.path(of: "InterprocessTestChild") else {
+            Issue.record("InterprocessTestChild not found near \(BuiltExecutable.directory)")
+            return "/nonexistent"
+        }
+        return path
+    }
+
+    /// Starts the child with `arguments`, its standard output on a pipe.
+    static func spawn(_ arguments: String...) throws -> ChildProcess {
+        try ChildProcess.spawn(path, arguments, standardOutput: .pipe, standardError: .inherit)
+    }
+
+    /// Starts the child with `arguments` and one environment variable set.
+    static func spawn(environment key: String, _ value: String, _ arguments: String...) throws -> ChildProcess {
+        var environment: [String: String] = [:]
+        for (name, entry) in ProcessEnvironment.all { environment[name] = entry }
+        environment[key] = value
+        return try ChildProcess.spawn(path, arguments, standardOutput: .pipe, standardError: .inherit, environment: environment)
+    }
+
+    /// Runs the child to completion (bounded) and returns its exit and output.
+    static func run(_ arguments: String..., timeout: Duration = .seconds(30)) throws -> (termination: ChildProcess.Termination?, output: String) {
+        let result = try ChildProcess.run(path, arguments, timeout: timeout)
+        if !result.standardError.isEmpty { print("child stderr: \(result.standardError)") }
+        return (result.termination, result.standardOutput)
+    }
+}
+
+extension ChildProcess {
+    /// Reads one line from the child's standard output, waiting at most `timeout`.
+    func readLine(timeout: Duration = .seconds(20)) -> String? {
+        guard let fd = standardOutput else { return nil }
+        let deadline = Clock.deadline(after: timeout)
+        var line: [UInt8] = []
+        while true {
+            let now = Clock.monotonicNanoseconds()
+            if now >= deadline { return nil }
+            var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
+            let ready = pollOne(&entry, CInt(min((deadline - now) / 1_000_000 + 1, 1000)))
+            if ready <= 0 { continue }
+            var byte: UInt8 = 0
+            let n = read(fd.rawValue, &byte, 1)
+            if n <= 0 { return line.isEmpty ? nil : String(decoding: line, as: UTF8.self) }
+            if byte == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
+            line.append(byte)
+        }
+    }
+
+    /// Reads exactly `count` bytes from the child's standard output, waiting at most `timeout`.
+    func readBytes(_ count: Int, timeout: Duration = .seconds(20)) -> [UInt8]? {
+        guard let fd = standardOutput else { return nil }
+        let deadline = Clock.deadline(after: timeout)
+        var bytes: [UInt8] = []
+        while bytes.count < count {
+            let now = Clock.monotonicNanoseconds()
+            if now >= deadline { return nil }
+            var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
+            if pollOne(&entry, CInt(min((deadline - now) / 1_000_000 + 1, 1000))) <= 0 { continue }
+            var chunk = [UInt8](repeating: 0, count: count - bytes.count)
+            let n = chunk.withUnsafeMutableBytes { read(fd.rawValue, $0.baseAddress, $0.count) }
+            if n <= 0 { return nil }
+            bytes += chunk[..<n]
+        }
+        return bytes
+    }
+
+    /// Reads the child's standard output until it closes it, waiting at most `timeout`.
+    func readToEnd(timeout: Duration = .seconds(30)) -> String? {
+        guard let fd = standardOutput else { return nil }
+        let deadline = Clock.deadline(after: timeout)
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let now = Clock.monotonicNanoseconds()
+            if now >= deadline { return nil }
+            var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
+            if pollOne(&entry, CInt(min((deadline - now) / 1_000_000 + 1, 1000))) <= 0 { continue }
+            let n = chunk.withUnsafeMutableBytes { read(fd.rawValue, $0.baseAddress, $0.count) }
+            if n == 0 { return String(decoding: bytes, as: UTF8.self) }
+            if n < 0 { if errno == EINTR { continue } else { return nil } }
+            bytes += chunk[..<n]
+        }
+    }
+
+    /// Kills and reaps the child, closing our pipe ends.
+    func stop() {
+        kill(signal: SIGKILL)
+        wait(timeout: .seconds(10))
+        try? standardOutput?.close()
+        try? standardError?.close()
+    }
+}
+
+/// Expects `body` to throw an `InterprocessError` with `code`.
+func expectError<R>(
+    _ code: InterprocessError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> R
+) {
+    do {
+        _ = try body()
+        Issue.record("expected \(code), but it succeeded", sourceLocation: sourceLocation)
+    } catch let error as InterprocessError {
+        #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected \(code), got \(error)", sourceLocation: sourceLocation)
+    }
+}
+
+/// Writes raw bytes into the file of shared memory object `name` (to corrupt it on purpose).
+func scribble(_ name: String, at offset: Int, _ bytes: [UInt8]) {
+    let fd = open("/dev/shm/" + name, O_RDWR)
+    precondition(fd >= 0)
+    defer { close(fd) }
+    let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
+    precondition(written == bytes.count)
+}
+
+private func pollOne(_ entry: inout pollfd, _ timeoutMs: CInt) -> CInt { poll(&entry, 1, timeoutMs) }
+
+enum ProcessEnvironment {
+    static var all: [(String, String)] {
+        var result: [(String, String)] = []
+        var cursor = environ
+        while let entry = cursor.pointee {
+            let text = String(cString: entry)
+            if let equals = text.firstIndex(of: "=") {
+                result.append((String(text[..<equals]), String(text[text.index(after: equals)...])))
+            }
+            cursor += 1
+        }
+        return result
+    }
+}
