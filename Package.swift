@@ -44,6 +44,7 @@ let package = Package(
             dependencies: [
                 "Interprocess",
                 "InterprocessSystem",
+                .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings

@@ -4,10 +4,14 @@ import Glibc
 import Darwin
 #endif
 package import SystemPackage
+import Synchronization
 
 /// A child process started with `posix_spawn` (never `fork`: the parent is multithreaded).
 /// Used by the tests, `ipc demo` and `ipc bench` to run real peer processes.
-package struct ChildProcess: Sendable {
+///
+/// The child is reaped at most once; its termination is remembered, so that waiting again never
+/// signals a pid that may since belong to another process.
+package final class ChildProcess: Sendable {
     /// How a child ended.
     package enum Termination: Sendable, Equatable, CustomStringConvertible {
         case exited(Int32)
@@ -30,6 +34,13 @@ package struct ChildProcess: Sendable {
     /// Our end of the child's standard output / error, when spawned with `.pipe`.
     package let standardOutput: FileDescriptor?
     package let standardError: FileDescriptor?
+    private let reaped = Mutex<Termination?>(nil)
+
+    private init(pid: Int32, standardOutput: FileDescriptor?, standardError: FileDescriptor?) {
+        self.pid = pid
+        self.standardOutput = standardOutput
+        self.standardError = standardError
+    }
 
     /// Starts `executable` with `arguments` (not including argv[0]).
     package static func spawn(
@@ -90,10 +101,13 @@ package struct ChildProcess: Sendable {
 
     /// Reaps the child if it has ended, without blocking.
     package func poll() -> Termination? {
-        var status: CInt = 0
-        let rc = waitpid(pid, &status, WNOHANG)
-        guard rc == pid else { return nil }
-        return Self.decode(status)
+        reaped.withLock { reaped in
+            if let reaped { return reaped }
+            var status: CInt = 0
+            guard waitpid(pid, &status, WNOHANG) == pid else { return nil }
+            reaped = Self.decode(status)
+            return reaped
+        }
     }
 
     /// Waits up to `timeout` for the child to end. On timeout the child is killed with SIGKILL,
@@ -104,14 +118,13 @@ package struct ChildProcess: Sendable {
         let deadline = Clock.deadline(after: timeout)
         var pause: UInt64 = 100_000
         while true {
-            var status: CInt = 0
-            let rc = waitpid(pid, &status, WNOHANG)
-            if rc == pid { return Self.decode(status) }
-            if rc == -1 && errno == ECHILD { return nil }
+            if let termination = poll() { return termination }
             if Clock.monotonicNanoseconds() >= deadline {
                 kill(signal: SIGKILL)
-                var status: CInt = 0
-                _ = waitpid(pid, &status, 0)
+                reaped.withLock { reaped in
+                    var status: CInt = 0
+                    if reaped == nil, waitpid(pid, &status, 0) == pid { reaped = Self.decode(status) }
+                }
                 return nil
             }
             Clock.sleep(nanoseconds: pause)
@@ -119,8 +132,11 @@ package struct ChildProcess: Sendable {
         }
     }
 
+    /// Sends `signal`, unless the child was already reaped (its pid may belong to another process).
     package func kill(signal: Int32) {
-        _ = Glibc_kill(pid, signal)
+        reaped.withLock { reaped in
+            if reaped == nil { _ = Glibc_kill(pid, signal) }
+        }
     }
 
     private static func decode(_ status: CInt) -> Termination {

@@ -290,10 +290,10 @@ struct SharedMemoryTests {
             // gc: the dry run reports, the real run removes; live segments stay.
             let live = try SharedMemory.create(name: prefix + "-live", size: 64)
             defer { live.close() }
-            let wouldRemove = SharedMemory.collectGarbage(dryRun: true).map(\.name).filter { $0.hasPrefix(prefix) }
+            let wouldRemove = SharedMemory.collectGarbage(dryRun: true, prefix: prefix).map(\.name)
             #expect(wouldRemove == [prefix + "-gc"])
             #expect((try? SharedMemory.info(name: prefix + "-gc")) != nil)
-            let removed = SharedMemory.collectGarbage().map(\.name).filter { $0.hasPrefix(prefix) }
+            let removed = SharedMemory.collectGarbage(prefix: prefix).map(\.name)
             #expect(removed == [prefix + "-gc"])
             #expect(TestNames.leftovers(prefix + "-gc").isEmpty)
             #expect(SharedMemory.exists(name: prefix + "-live"))
@@ -330,7 +330,7 @@ struct SharedMemoryTests {
             #expect(try segment.readString() == "kept")
             segment.close()
             #expect(SharedMemory.exists(name: prefix), "closing a persistent segment keeps it")
-            #expect(SharedMemory.collectGarbage(dryRun: true).allSatisfy { $0.name != prefix })
+            #expect(SharedMemory.collectGarbage(dryRun: true, prefix: prefix).isEmpty)
             try SharedMemory.remove(name: prefix)
             #expect(!SharedMemory.exists(name: prefix))
             expectError(.notFound) { try SharedMemory.remove(name: prefix) }

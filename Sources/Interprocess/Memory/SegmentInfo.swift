@@ -146,12 +146,14 @@ extension SharedMemory {
 
     /// Finds objects nobody will use again — ``Lifetime/whileReferenced`` segments whose holders all
     /// died, creations whose creator died, removals whose remover died — and removes them.
-    /// - Parameter dryRun: only report what would be removed.
+    /// - Parameters:
+    ///   - dryRun: only report what would be removed.
+    ///   - prefix: only consider names that start with it.
     /// - Returns: what was (or would be) removed.
     @discardableResult
-    public static func collectGarbage(dryRun: Bool = false) -> [SegmentInfo] {
+    public static func collectGarbage(dryRun: Bool = false, prefix: String = "") -> [SegmentInfo] {
         var removed: [SegmentInfo] = []
-        for fileName in SharedMemoryObject.listNames() {
+        for fileName in SharedMemoryObject.listNames() where fileName.hasPrefix(prefix) {
             let osName = "/" + fileName
             guard let info = try? SegmentInfo.read(osName: osName, name: nil) else { continue }
             let stale = !info.isHeld && (info.isAbandoned || info.state == "initializing" || info.state == "removed")

@@ -1,0 +1,78 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CInterprocess
+package import Synchronization
+
+/// Wait on a 32-bit word in shared memory, wake N waiters: the one primitive under every
+/// Interprocess wait. Linux futexes *without* FUTEX_PRIVATE_FLAG, so that processes that map the
+/// same memory at different addresses wait on the same word.
+package enum Futex {
+    package enum WaitResult: Sendable, Equatable {
+        /// Woken, or the word no longer held the expected value, or a signal interrupted: re-check.
+        case retry
+        /// The deadline passed.
+        case timedOut
+    }
+
+    /// Parks the calling thread while `*word == expected`, until `deadline` (monotonic ns; `.max`:
+    /// none). Spurious returns are possible: callers re-check their condition.
+    @inline(never)
+    package static func wait(_ word: UnsafeMutableRawPointer, expected: UInt32, deadline: UInt64) -> WaitResult {
+        var timeout: Int64 = -1
+        if deadline != .max {
+            let now = Clock.monotonicNanoseconds()
+            if now >= deadline { return .timedOut }
+            timeout = Int64(clamping: deadline - now)
+        }
+        let rc = cipc_futex_wait(word.assumingMemoryBound(to: UInt32.self), expected, timeout)
+        if rc == -1 && errno == ETIMEDOUT { return .timedOut }
+        return .retry
+    }
+
+    /// Wakes up to `count` threads parked on `word`, in any process.
+    @inline(never)
+    @discardableResult
+    package static func wake(_ word: UnsafeMutableRawPointer, count: Int32) -> Int32 {
+        cipc_futex_wake(word.assumingMemoryBound(to: UInt32.self), count)
+    }
+
+    /// Wakes every thread parked on `word`.
+    @discardableResult
+    package static func wakeAll(_ word: UnsafeMutableRawPointer) -> Int32 {
+        wake(word, count: Int32.max)
+    }
+}
+
+/// How to wait before parking. Parking and waking a process costs ~70 µs on these machines while a
+/// spinning peer sees a change in ~0.1 µs, so waits spin briefly first — but never on a single CPU,
+/// where spinning only delays the process we wait for.
+package enum SpinPolicy {
+    /// Online processors, read once.
+    package static let processorCount: Int = max(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), 1)
+
+    /// Pause-instruction rounds before parking (0 on one CPU).
+    package static let spinRounds: Int = processorCount > 1 ? 200 : 0
+
+    /// One spin-loop hint.
+    @inline(__always)
+    package static func pause() { cipc_cpu_relax() }
+
+    /// Gives the CPU to another runnable thread.
+    @inline(__always)
+    package static func yield() { sched_yield() }
+}
+
+/// The pointer to an `Atomic<UInt32>` at `raw`.
+@inline(__always)
+package func atomic32(_ raw: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt32>> {
+    raw.assumingMemoryBound(to: Atomic<UInt32>.self)
+}
+
+/// The pointer to an `Atomic<UInt64>` at `raw` (8-byte aligned).
+@inline(__always)
+package func atomic64(_ raw: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> {
+    raw.assumingMemoryBound(to: Atomic<UInt64>.self)
+}

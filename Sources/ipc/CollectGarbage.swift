@@ -1,0 +1,35 @@
+import ArgumentParser
+import Interprocess
+import InterprocessSystem
+
+/// `ipc gc`: removes segments nobody will use again.
+struct CollectGarbage: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gc",
+        abstract: "Remove abandoned segments (every holder died) and half-made or half-removed ones."
+    )
+
+    @Flag(help: "Only report what would be removed.")
+    var dryRun = false
+
+    @Flag(help: "Print a JSON array of the segments removed (or that would be).")
+    var json = false
+
+    @Option(help: "Only consider segments whose name starts with this prefix.")
+    var prefix = ""
+
+    func run() throws {
+        let removed = SharedMemory.collectGarbage(dryRun: dryRun, prefix: prefix)
+        if json {
+            StandardStream.write(try Format.json(removed))
+            return
+        }
+        guard !removed.isEmpty else {
+            say("nothing to remove")
+            return
+        }
+        for info in removed.sorted(by: { $0.name < $1.name }) {
+            say("\(dryRun ? "would remove" : "removed") \(info.name) (\(info.kind), \(Format.bytes(info.size)); \(Format.staleReason(info)))")
+        }
+    }
+}

@@ -1,0 +1,53 @@
+import ArgumentParser
+import Interprocess
+import InterprocessSystem
+
+/// `ipc inspect NAME`: everything the header and the kernel's locks say about one segment.
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Describe one segment: header, holders, kind-specific state."
+    )
+
+    @Argument(help: "The segment's name (without the leading slash).")
+    var name: String
+
+    @Flag(help: "Print a JSON object.")
+    var json = false
+
+    func run() throws {
+        let info = try SharedMemory.info(name: name)
+        if json {
+            StandardStream.write(try Format.json(info))
+            return
+        }
+        var lines: [(String, String)] = [
+            ("name", info.name),
+            ("osName", info.osName),
+            ("kind", info.kind),
+            ("size", "\(info.size) (\(Format.bytes(info.size)))"),
+            ("totalSize", "\(info.totalSize)"),
+            ("payloadOffset", "\(info.payloadOffset)"),
+            ("lifetime", info.lifetime?.description ?? "unknown"),
+            ("state", info.state),
+            ("createdAt", Format.time(info.createdAt)),
+            ("creatorPID", "\(info.creatorPID)"),
+            ("permissions", info.permissions),
+            ("owner", "\(info.owner)"),
+            ("isHeld", info.isHeld ? "yes" : "no"),
+            ("isAbandoned", info.isAbandoned ? "yes" : "no"),
+        ]
+        if let problem = info.problem { lines.append(("problem", problem)) }
+        lines.append(("holders", info.holders.isEmpty ? "none" : Format.holders(info)))
+        let width = lines.map(\.0.count).max()! + 1
+        for (key, value) in lines {
+            say((key + ":").padding(toLength: width, withPad: " ", startingAt: 0) + " " + value)
+        }
+        for holder in info.holders {
+            say("  pid \(holder.pid)  \(holder.alive ? "alive" : "dead")  opened \(Format.time(holder.openedAt))")
+        }
+        if !info.details.isEmpty {
+            say("details:")
+            for (key, value) in info.details.sorted(by: { $0.key < $1.key }) { say("  \(key): \(value)") }
+        }
+    }
+}

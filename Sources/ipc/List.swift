@@ -1,0 +1,25 @@
+import ArgumentParser
+import Interprocess
+import InterprocessSystem
+
+/// `ipc ls`: every Interprocess segment this user can read.
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ls",
+        abstract: "List shared segments: kind, size, lifetime, holders, problems."
+    )
+
+    @Flag(help: "Print a JSON array of segment descriptions.")
+    var json = false
+
+    func run() throws {
+        let segments = SharedMemory.list().sorted { $0.name < $1.name }
+        if json {
+            StandardStream.write(try Format.json(segments))
+        } else if segments.isEmpty {
+            say("no segments")
+        } else {
+            Format.table(segments).forEach(say)
+        }
+    }
+}
