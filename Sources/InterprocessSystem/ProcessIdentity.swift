@@ -49,6 +49,11 @@ package struct ProcessIdentity: Sendable, Hashable {
         #endif
     }
 
+    /// Whether some process has this pid (one cheap system call: `kill(pid, 0)`).
+    package static func pidExists(_ pid: Int32) -> Bool {
+        kill(pid, 0) == 0 || errno == EPERM
+    }
+
     /// Whether this exact process (pid and start time) is still running. A zombie counts as dead.
     package var isAlive: Bool {
         guard pid > 0 else { return false }

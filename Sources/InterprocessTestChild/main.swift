@@ -135,6 +135,9 @@ case "churn":
         }
     }
 
+case "mutex-hold", "mutex-count", "sem-wait", "event-wait", "cond-wait", "sem-pong":
+    exit(runSyncCommand(command, rest))
+
 default:
     fail("unknown command \(command)", code: 2)
 }

@@ -65,6 +65,66 @@ _Static_assert(offsetof(cipc_segment_header, state) == 24, "state offset");
 _Static_assert(offsetof(cipc_segment_header, name) == 88, "name offset");
 _Static_assert(offsetof(cipc_segment_header, holders) == 2048, "holders offset");
 
+// MARK: - Synchronization primitives (64 bytes each, 8-byte aligned; 64-byte alignment recommended)
+//
+// Each primitive's shared state is one of these structs, in a named segment of its own (at the
+// payload offset) or anywhere in memory that the user shares. `tag` tells what the 64 bytes hold, so
+// that attaching to the wrong memory is an error instead of a misreading. Futex words are 32-bit.
+
+#define CIPC_TAG_MUTEX     0x3158544Du /* "MTX1" */
+#define CIPC_TAG_SEMAPHORE 0x314D4553u /* "SEM1" */
+#define CIPC_TAG_EVENT     0x31545645u /* "EVT1" */
+#define CIPC_TAG_CONDITION 0x31444E43u /* "CND1" */
+#define CIPC_TAG_RWLOCK    0x31574C52u /* "RWL1" */
+#define CIPC_TAG_VARIABLE  0x31524156u /* "VAR1" */
+
+/// A robust mutex. `owner`: 0 when unlocked, else the owner's pid in the low 32 bits (the futex
+/// word) and the low 32 bits of the owner's process start time in the high 32 bits, set by a single
+/// compare-and-swap so that the owner's identity is never half-written.
+typedef struct cipc_mutex {
+    uint64_t owner;         ///<  0
+    uint32_t waiters;       ///<  8: threads parked or about to park
+    uint32_t inconsistent;  ///< 12: 1 after an owner died, until markConsistent()
+    uint32_t owner_tid;     ///< 16: informational (the owner's thread id, 0 if unknown)
+    uint32_t tag;           ///< 20: CIPC_TAG_MUTEX
+    uint64_t recoveries;    ///< 24: how many times a dead owner's lock was taken over
+    uint8_t  reserved[32];
+} cipc_mutex;
+
+/// A counting semaphore. `count` is the futex word.
+typedef struct cipc_semaphore {
+    uint32_t count;     ///<  0
+    uint32_t waiters;   ///<  4
+    uint32_t reserved0[3];
+    uint32_t tag;       ///< 20: CIPC_TAG_SEMAPHORE
+    uint8_t  reserved[40];
+} cipc_semaphore;
+
+/// An event. `state` (the futex word): 0 reset, 1 set. `mode`: 1 manual reset, 2 auto reset.
+typedef struct cipc_event {
+    uint32_t state;     ///<  0
+    uint32_t waiters;   ///<  4
+    uint32_t mode;      ///<  8
+    uint32_t reserved0[2];
+    uint32_t tag;       ///< 20: CIPC_TAG_EVENT
+    uint8_t  reserved[40];
+} cipc_event;
+
+/// A condition variable. `sequence` (the futex word) is bumped by every signal and broadcast.
+typedef struct cipc_condition {
+    uint32_t sequence;  ///<  0
+    uint32_t waiters;   ///<  4
+    uint32_t reserved0[3];
+    uint32_t tag;       ///< 20: CIPC_TAG_CONDITION
+    uint8_t  reserved[40];
+} cipc_condition;
+
+_Static_assert(sizeof(cipc_mutex) == 64, "mutex layout");
+_Static_assert(sizeof(cipc_semaphore) == 64, "semaphore layout");
+_Static_assert(sizeof(cipc_event) == 64, "event layout");
+_Static_assert(sizeof(cipc_condition) == 64, "condition layout");
+_Static_assert(offsetof(cipc_mutex, tag) == 20 && offsetof(cipc_semaphore, tag) == 20, "tag offset");
+
 // MARK: - Open-file-description locks (fcntl is variadic)
 
 /// Lock commands: the open-file-description locks of Linux (F_OFD_*), or -1 where there are none.

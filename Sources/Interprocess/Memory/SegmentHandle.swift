@@ -203,7 +203,14 @@ extension SegmentHandle {
             } catch {
                 throw systemFailure(error, name: name, default: .openFailed)
             }
-            switch try attach(fd: fd, name: name, osName: osName, kind: kind, deadline: deadline) {
+            let attachment: Attachment
+            do {
+                attachment = try attach(fd: fd, name: name, osName: osName, kind: kind, deadline: deadline)
+            } catch {
+                try? fd.close() // drops this descriptor's locks: a failed open must not hold the segment
+                throw error
+            }
+            switch attachment {
             case .attached(let handle):
                 return handle
             case .swept:

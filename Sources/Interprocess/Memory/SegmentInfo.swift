@@ -110,20 +110,23 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
             isAbandoned: problem == nil && state == .ready && lifetime == .whileReferenced && !isHeld,
             problem: problem, details: [:])
         if problem == nil, status.size > Int64(SegmentHeader.size),
-           let describe = SegmentInfo.describers.withLock({ $0[h.kind] }) {
-            let count = min(Int(status.size) - SegmentHeader.size, 4096)
-            if let payload = try? fd.read(count: count, at: Int64(SegmentHeader.size)) {
-                info.details = payload.withUnsafeBytes { describe($0) }
-            }
+           let payload = try? fd.read(count: min(Int(status.size) - SegmentHeader.size, 4096), at: Int64(SegmentHeader.size)) {
+            info.details = payload.withUnsafeBytes { describe(kind: SegmentKind(rawValue: h.kind), state: $0) }
         }
         return info
     }
 
-    /// Kind-specific state readers, registered by the primitives (they read a copy of the payload).
-    static let describers = Mutex<[UInt32: @Sendable (UnsafeRawBufferPointer) -> [String: String]]>([:])
+    /// Kind-specific state, read from a copy of the payload (never trusted: each reader checks sizes).
+    static func describe(kind: SegmentKind, state: UnsafeRawBufferPointer) -> [String: String] {
+        switch kind {
+        case .mutex: ProcessMutex.describe(state)
+        case .semaphore: ProcessSemaphore.describe(state)
+        case .event: ProcessEvent.describe(state)
+        case .condition: ProcessCondition.describe(state)
+        default: [:]
+        }
+    }
 }
-
-import Synchronization
 
 extension Date {
     init(nanoseconds: UInt64) {

@@ -1,0 +1,147 @@
+public import SystemPackage
+import CInterprocess
+import InterprocessSystem
+import Synchronization
+
+/// A condition variable shared between processes, used with a ``ProcessMutex``.
+///
+/// ```swift
+/// try mutex.lock()
+/// while !ready { try condition.wait(on: mutex) }
+/// try mutex.unlock()
+/// ```
+///
+/// As with every condition variable, a wait may return spuriously: wait in a loop on your predicate.
+/// Each ``signal()`` and ``broadcast()`` bumps a sequence word that waiters park on, so a signal sent
+/// after a waiter released the mutex is never lost.
+///
+/// A process killed while waiting leaves `waiters` one too high (a spare wake-up call, nothing missed).
+public final class ProcessCondition: @unchecked Sendable {
+    // `@unchecked Sendable`: the state is shared memory kept mapped by `storage`, used through atomics.
+
+    /// Bytes of shared state.
+    public static let stateSize = 64
+
+    let storage: PrimitiveStorage
+    private let sequence: UnsafeMutablePointer<Atomic<UInt32>>
+    private let waiters: UnsafeMutablePointer<Atomic<UInt32>>
+
+    private init(storage: PrimitiveStorage) {
+        self.storage = storage
+        sequence = atomic32(storage.base)
+        waiters = atomic32(storage.base + 4)
+    }
+
+    private static func initialize(_ base: UnsafeMutableRawPointer) {}
+
+    /// Creates a named condition variable.
+    public static func create(
+        name: String, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> ProcessCondition {
+        ProcessCondition(storage: try PrimitiveStorage.create(
+            name: name, kind: .condition, tag: CIPC_TAG_CONDITION, permissions: permissions, lifetime: lifetime,
+            initialize: initialize))
+    }
+
+    /// Opens a named condition variable.
+    public static func open(name: String) throws(InterprocessError) -> ProcessCondition {
+        ProcessCondition(storage: try PrimitiveStorage.open(name: name, kind: .condition, tag: CIPC_TAG_CONDITION))
+    }
+
+    /// Initializes a condition variable at `offset` in `segment`.
+    public static func create(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessCondition {
+        ProcessCondition(storage: try PrimitiveStorage.place(in: segment, at: offset, tag: CIPC_TAG_CONDITION, what: "condition", initialize: initialize))
+    }
+
+    /// Uses the condition variable that another process created at `offset` in `segment`.
+    public static func open(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessCondition {
+        ProcessCondition(storage: try PrimitiveStorage.place(in: segment, at: offset, tag: CIPC_TAG_CONDITION, what: "condition", initialize: nil))
+    }
+
+    /// The name of a named condition variable.
+    public var name: String? { storage.name }
+
+    /// Unregisters a named condition variable.
+    public func close() { storage.close() }
+
+    /// Atomically releases `mutex` and waits for a signal, then re-acquires `mutex` (whatever
+    /// happened) and returns how that went. The caller must hold `mutex`.
+    @available(*, noasync, message: "use the async wait(on:) in async code")
+    @discardableResult
+    public func wait(on mutex: ProcessMutex) throws(InterprocessError) -> ProcessMutex.Acquisition {
+        try wait(on: mutex, deadline: .max)
+    }
+
+    /// Like ``wait(on:)``, but throws `timedOut` (holding `mutex` again) after `timeout`.
+    @available(*, noasync, message: "use the async wait(on:timeout:) in async code")
+    @discardableResult
+    public func wait(on mutex: ProcessMutex, timeout: Duration) throws(InterprocessError) -> ProcessMutex.Acquisition {
+        try wait(on: mutex, deadline: Clock.deadline(after: timeout))
+    }
+
+    @available(*, noasync)
+    private func wait(on mutex: ProcessMutex, deadline: UInt64) throws(InterprocessError) -> ProcessMutex.Acquisition {
+        let observed = sequence.pointee.load(ordering: .sequentiallyConsistent)
+        waiters.pointee.add(1, ordering: .sequentiallyConsistent)
+        try mutex.unlock()
+        let result = Futex.wait(UnsafeMutableRawPointer(sequence), expected: observed, deadline: deadline)
+        waiters.pointee.subtract(1, ordering: .sequentiallyConsistent)
+        let acquisition = try mutex.lock()
+        if result == .timedOut && sequence.pointee.load(ordering: .relaxed) == observed {
+            throw InterprocessError(.timedOut, objectName: name, detail: "no signal within the timeout")
+        }
+        return acquisition
+    }
+
+    /// Releases `mutex`, waits for a signal without blocking a thread, and re-acquires `mutex`.
+    /// Throws `cancelled` or `timedOut` — in both cases holding `mutex` again.
+    @discardableResult
+    public func wait(on mutex: ProcessMutex, timeout: Duration? = nil) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        let deadline = Clock.deadline(after: timeout)
+        let observed = sequence.pointee.load(ordering: .sequentiallyConsistent)
+        waiters.pointee.add(1, ordering: .sequentiallyConsistent)
+        try mutex.unlock()
+        let outcome = await AsyncFutexWaiter.shared.wait(on: UnsafeMutableRawPointer(sequence), expected: observed, deadline: deadline)
+        waiters.pointee.subtract(1, ordering: .sequentiallyConsistent)
+        let acquisition = try await relock(mutex)
+        switch outcome {
+        case .cancelled:
+            throw InterprocessError(.cancelled, objectName: name, detail: "the waiting task was cancelled")
+        case .timedOut where sequence.pointee.load(ordering: .relaxed) == observed:
+            throw InterprocessError(.timedOut, objectName: name, detail: "no signal within the timeout")
+        default:
+            return acquisition
+        }
+    }
+
+    /// Re-acquires the mutex even if the task was cancelled (a condition wait must return holding it):
+    /// a cancelled task re-acquires it through a detached task, which is not cancelled.
+    private func relock(_ mutex: ProcessMutex) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        if !Task.isCancelled { return try await mutex.lock() }
+        let result = await Task.detached { () async -> Result<ProcessMutex.Acquisition, InterprocessError> in
+            do throws(InterprocessError) { return .success(try await mutex.lock()) } catch { return .failure(error) }
+        }.value
+        return try result.get()
+    }
+
+    /// Wakes one waiter.
+    public func signal() {
+        sequence.pointee.add(1, ordering: .sequentiallyConsistent)
+        if waiters.pointee.load(ordering: .sequentiallyConsistent) != 0 {
+            Futex.wake(UnsafeMutableRawPointer(sequence), count: 1)
+        }
+    }
+
+    /// Wakes every waiter.
+    public func broadcast() {
+        sequence.pointee.add(1, ordering: .sequentiallyConsistent)
+        if waiters.pointee.load(ordering: .sequentiallyConsistent) != 0 {
+            Futex.wakeAll(UnsafeMutableRawPointer(sequence))
+        }
+    }
+
+    static func describe(_ state: UnsafeRawBufferPointer) -> [String: String] {
+        guard state.count >= 8 else { return [:] }
+        return ["sequence": "\(state.load(as: UInt32.self))", "waiters": "\(state.load(fromByteOffset: 4, as: UInt32.self))"]
+    }
+}

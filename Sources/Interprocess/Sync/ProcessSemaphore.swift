@@ -1,0 +1,142 @@
+public import SystemPackage
+import CInterprocess
+import InterprocessSystem
+import Synchronization
+
+/// A counting semaphore shared between processes.
+///
+/// ``wait()`` takes one unit, waiting while the count is 0; ``signal(count:)`` adds units and wakes
+/// that many waiters. `k` signals release exactly `k` waits.
+///
+/// What a process killed at each step leaves behind: killed while parked, `waiters` stays one too
+/// high (unlockers make a spare wake-up call; nobody misses one); killed after taking a unit, the unit
+/// is gone with it — as with any semaphore, a unit is a resource the taker was to give back.
+public final class ProcessSemaphore: @unchecked Sendable {
+    // `@unchecked Sendable`: the state is shared memory kept mapped by `storage`, used through atomics.
+
+    /// Bytes of shared state.
+    public static let stateSize = 64
+    /// The largest count.
+    public static let maximumCount = Int(Int32.max)
+
+    let storage: PrimitiveStorage
+    private let count: UnsafeMutablePointer<Atomic<UInt32>>
+    private let waiters: UnsafeMutableRawPointer
+
+    private init(storage: PrimitiveStorage) {
+        self.storage = storage
+        count = atomic32(storage.base)
+        waiters = storage.base + 4
+    }
+
+    private static func initializer(_ value: Int, name: String) throws(InterprocessError) -> (UnsafeMutableRawPointer) -> Void {
+        guard value >= 0 else {
+            throw InterprocessError(.invalidArgument, objectName: name, detail: "a semaphore's initial value must not be negative (\(value))")
+        }
+        guard value <= maximumCount else {
+            throw InterprocessError(.invalidArgument, objectName: name, detail: "initial value \(value) exceeds \(maximumCount)")
+        }
+        return { base in atomic32(base).initialize(to: Atomic(UInt32(value))) }
+    }
+
+    /// Creates a named semaphore with `value` units. Negative values are rejected (`invalidArgument`).
+    public static func create(
+        name: String, value: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> ProcessSemaphore {
+        ProcessSemaphore(storage: try PrimitiveStorage.create(
+            name: name, kind: .semaphore, tag: CIPC_TAG_SEMAPHORE, permissions: permissions, lifetime: lifetime,
+            initialize: initializer(value, name: name)))
+    }
+
+    /// Opens a named semaphore.
+    public static func open(name: String) throws(InterprocessError) -> ProcessSemaphore {
+        ProcessSemaphore(storage: try PrimitiveStorage.open(name: name, kind: .semaphore, tag: CIPC_TAG_SEMAPHORE))
+    }
+
+    /// Initializes a semaphore with `value` units at `offset` in `segment`.
+    public static func create(in segment: SharedMemory, at offset: Int, value: Int) throws(InterprocessError) -> ProcessSemaphore {
+        ProcessSemaphore(storage: try PrimitiveStorage.place(
+            in: segment, at: offset, tag: CIPC_TAG_SEMAPHORE, what: "semaphore", initialize: initializer(value, name: segment.name)))
+    }
+
+    /// Uses the semaphore that another process created at `offset` in `segment`.
+    public static func open(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessSemaphore {
+        ProcessSemaphore(storage: try PrimitiveStorage.place(in: segment, at: offset, tag: CIPC_TAG_SEMAPHORE, what: "semaphore", initialize: nil))
+    }
+
+    /// The name of a named semaphore.
+    public var name: String? { storage.name }
+
+    /// Unregisters a named semaphore.
+    public func close() { storage.close() }
+
+    /// The current count (a snapshot).
+    public var value: Int { Int(count.pointee.load(ordering: .relaxed)) }
+
+    /// Takes one unit, waiting as long as it takes.
+    @available(*, noasync, message: "use the async wait() in async code")
+    @inline(__always)
+    public func wait() throws(InterprocessError) {
+        if tryWait() { return }
+        try blockingWait(word: count, waiters: waiters, deadline: .max, name: name, attempt)
+    }
+
+    /// Takes one unit, or throws `timedOut` after `timeout`.
+    @available(*, noasync, message: "use the async wait(timeout:) in async code")
+    public func wait(timeout: Duration) throws(InterprocessError) {
+        if tryWait() { return }
+        try blockingWait(word: count, waiters: waiters, deadline: Clock.deadline(after: timeout), name: name, attempt)
+    }
+
+    /// Takes one unit without blocking a thread. Throws `cancelled` — having taken nothing — if the
+    /// task is cancelled, `timedOut` after `timeout`.
+    public func wait(timeout: Duration? = nil) async throws(InterprocessError) {
+        if tryWait() { return }
+        try await asyncWait(word: count, waiters: waiters, deadline: Clock.deadline(after: timeout), name: name, attempt)
+    }
+
+    /// Takes one unit if one is available; never blocks.
+    @inline(__always)
+    public func tryWait() -> Bool {
+        var current = count.pointee.load(ordering: .relaxed)
+        while current > 0 && current <= UInt32(Self.maximumCount) {
+            let (exchanged, original) = count.pointee.compareExchange(expected: current, desired: current - 1, ordering: .acquiring)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    /// Adds `count` units (at least 1) and wakes up to `count` waiters. Throws `invalidArgument` if
+    /// `count` is not positive or the total would exceed ``maximumCount``.
+    @inline(__always)
+    public func signal(count units: Int = 1) throws(InterprocessError) {
+        guard units > 0, units <= Self.maximumCount else {
+            throw InterprocessError(.invalidArgument, objectName: name, detail: "signal count \(units) must be in 1...\(Self.maximumCount)")
+        }
+        var current = count.pointee.load(ordering: .relaxed)
+        while true {
+            guard Int(current) + units <= Self.maximumCount else {
+                throw InterprocessError(.invalidArgument, objectName: name, detail: "the count would exceed \(Self.maximumCount)")
+            }
+            let (exchanged, original) = count.pointee.compareExchange(
+                expected: current, desired: current + UInt32(units), ordering: .sequentiallyConsistent)
+            if exchanged { break }
+            current = original
+        }
+        if atomic32(waiters).pointee.load(ordering: .sequentiallyConsistent) != 0 {
+            Futex.wake(UnsafeMutableRawPointer(count), count: Int32(units))
+        }
+    }
+
+    private func attempt(_: Bool) -> WaitStep<Void> {
+        let current = count.pointee.load(ordering: .relaxed)
+        if current == 0 || current > UInt32(Self.maximumCount) { return .park(expected: current) }
+        return count.pointee.compareExchange(expected: current, desired: current - 1, ordering: .acquiring).exchanged ? .done(()) : .retry
+    }
+
+    static func describe(_ state: UnsafeRawBufferPointer) -> [String: String] {
+        guard state.count >= 8 else { return [:] }
+        return ["count": "\(state.load(as: UInt32.self))", "waiters": "\(state.load(fromByteOffset: 4, as: UInt32.self))"]
+    }
+}

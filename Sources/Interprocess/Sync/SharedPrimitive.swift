@@ -1,0 +1,191 @@
+import SystemPackage
+import CInterprocess
+import InterprocessSystem
+import Synchronization
+
+/// Where a synchronization primitive's 64 bytes of shared state live, and what keeps them mapped:
+/// a named segment of its own, or a place in a ``SharedMemory`` segment that the user owns.
+///
+/// `@unchecked Sendable`: `base` points into a mapping that `mapping` keeps alive for as long as this
+/// object exists, and every access to the shared words goes through atomics.
+final class PrimitiveStorage: @unchecked Sendable {
+    let base: UnsafeMutableRawPointer
+    let mapping: MemoryMapping
+    /// The segment registration of a named primitive (nil for one placed in the user's memory).
+    let segment: SegmentHandle?
+
+    static let size = 64
+
+    private init(base: UnsafeMutableRawPointer, mapping: MemoryMapping, segment: SegmentHandle?) {
+        self.base = base
+        self.mapping = mapping
+        self.segment = segment
+    }
+
+    var tag: UInt32 { base.load(fromByteOffset: 20, as: UInt32.self) }
+
+    /// Creates a named segment of `kind` holding one primitive, initialized by `initialize`.
+    static func create(
+        name: String, kind: SegmentKind, tag: UInt32, permissions: FilePermissions, lifetime: Lifetime,
+        initialize: @escaping (UnsafeMutableRawPointer) -> Void
+    ) throws(InterprocessError) -> PrimitiveStorage {
+        let handle = try SegmentHandle.create(
+            name: name, kind: kind, payloadSize: size, permissions: permissions, lifetime: lifetime
+        ) { payload in
+            initialize(payload.baseAddress!)
+            payload.baseAddress!.storeBytes(of: tag, toByteOffset: 20, as: UInt32.self)
+        }
+        let mapping = try handle.mapping()
+        return PrimitiveStorage(base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle)
+    }
+
+    /// Opens the named primitive `name`, checking its segment kind and its tag.
+    static func open(name: String, kind: SegmentKind, tag: UInt32) throws(InterprocessError) -> PrimitiveStorage {
+        let handle = try SegmentHandle.open(name: name, kind: kind)
+        let mapping = try handle.mapping()
+        let storage = PrimitiveStorage(base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle)
+        guard handle.payloadSize >= size, storage.tag == tag else {
+            throw InterprocessError(.corrupt, objectName: name, detail: "the \(kind) segment does not hold a valid \(kind)")
+        }
+        return storage
+    }
+
+    /// Places a primitive at `offset` in `segment`: checks bounds and alignment, then either
+    /// initializes it (`initialize` non-nil) or checks that a primitive with `tag` is there.
+    static func place(
+        in segment: SharedMemory, at offset: Int, tag: UInt32, what: String,
+        initialize: ((UnsafeMutableRawPointer) -> Void)?
+    ) throws(InterprocessError) -> PrimitiveStorage {
+        guard offset >= 0, offset % 8 == 0, offset <= segment.size - size else {
+            throw InterprocessError(.invalidArgument, objectName: segment.name,
+                detail: "a \(what) needs \(size) bytes at an 8-byte aligned offset; \(offset) does not fit a \(segment.size)-byte segment")
+        }
+        let mapping = try segment.handle.mapping()
+        let base = mapping.base + SegmentHeader.size + offset
+        let storage = PrimitiveStorage(base: base, mapping: mapping, segment: nil)
+        if let initialize {
+            base.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+            initialize(base)
+            atomic32(base + 20).pointee.store(tag, ordering: .releasing)
+        } else if storage.tag != tag {
+            throw InterprocessError(.corrupt, objectName: segment.name, detail: "no \(what) at offset \(offset)")
+        }
+        return storage
+    }
+
+    var name: String? { segment?.name }
+
+    func close() { segment?.close() }
+}
+
+// MARK: - Waiting
+
+/// What one attempt to acquire found.
+enum WaitStep<Value> {
+    /// Acquired.
+    case done(Value)
+    /// Not available: park while the futex word still holds `expected`.
+    case park(expected: UInt32)
+    /// Lost a race: try again at once.
+    case retry
+}
+
+/// The waiting loop shared by every primitive: spin briefly (never on one CPU), then count ourselves
+/// in `waiters` and park on `word` until `attempt` succeeds or `deadline` passes.
+///
+/// `attempt(checkNow)` is told when a periodic check (`recheckEvery`, e.g. a lock owner's liveness)
+/// is due. Wakers skip the system call when `waiters` is 0: the waiter increments it *before* its
+/// final attempt, and a waker changes the word *before* reading `waiters` (both sequentially
+/// consistent), so one of them always sees the other.
+@inline(never)
+func blockingWait<Value>(
+    word: UnsafeMutableRawPointer, waiters: UnsafeMutableRawPointer, deadline: UInt64,
+    recheckEvery: UInt64 = .max, name: String?,
+    _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
+) throws(InterprocessError) -> Value {
+    var rounds = SpinPolicy.spinRounds
+    while rounds > 0 {
+        switch try attempt(false) {
+        case .done(let value): return value
+        case .retry: continue
+        case .park:
+            rounds -= 1
+            SpinPolicy.pause()
+        }
+    }
+    atomic32(waiters).pointee.add(1, ordering: .sequentiallyConsistent)
+    defer { atomic32(waiters).pointee.subtract(1, ordering: .sequentiallyConsistent) }
+    var nextCheck = recheckEvery == .max ? .max : Clock.monotonicNanoseconds() &+ recheckEvery
+    while true {
+        var checkNow = false
+        if nextCheck != .max {
+            let now = Clock.monotonicNanoseconds()
+            if now >= nextCheck {
+                checkNow = true
+                nextCheck = now &+ recheckEvery
+            }
+        }
+        switch try attempt(checkNow) {
+        case .done(let value): return value
+        case .retry: continue
+        case .park(let expected):
+            if Futex.wait(word, expected: expected, deadline: min(deadline, nextCheck)) == .timedOut,
+               Clock.monotonicNanoseconds() >= deadline {
+                // One last attempt: the state may have changed as the time ran out.
+                if case .done(let value) = try attempt(false) { return value }
+                throw InterprocessError(.timedOut, objectName: name, detail: "the wait timed out")
+            }
+        }
+    }
+}
+
+/// The `async` form of ``blockingWait``: parks through the process-wide ``AsyncFutexWaiter`` (no
+/// cooperative thread blocks) and throws `cancelled` — having consumed nothing — when the task is
+/// cancelled.
+func asyncWait<Value>(
+    word: UnsafeMutableRawPointer, waiters: UnsafeMutableRawPointer, deadline: UInt64,
+    recheckEvery: UInt64 = .max, name: String?,
+    _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
+) async throws(InterprocessError) -> Value {
+    var rounds = SpinPolicy.spinRounds / 4
+    while rounds > 0 {
+        switch try attempt(false) {
+        case .done(let value): return value
+        case .retry: continue
+        case .park:
+            rounds -= 1
+            SpinPolicy.pause()
+        }
+    }
+    atomic32(waiters).pointee.add(1, ordering: .sequentiallyConsistent)
+    defer { atomic32(waiters).pointee.subtract(1, ordering: .sequentiallyConsistent) }
+    var nextCheck = recheckEvery == .max ? .max : Clock.monotonicNanoseconds() &+ recheckEvery
+    while true {
+        if Task.isCancelled {
+            throw InterprocessError(.cancelled, objectName: name, detail: "the waiting task was cancelled")
+        }
+        var checkNow = false
+        if nextCheck != .max {
+            let now = Clock.monotonicNanoseconds()
+            if now >= nextCheck {
+                checkNow = true
+                nextCheck = now &+ recheckEvery
+            }
+        }
+        switch try attempt(checkNow) {
+        case .done(let value): return value
+        case .retry: continue
+        case .park(let expected):
+            let outcome = await AsyncFutexWaiter.shared.wait(on: word, expected: expected, deadline: min(deadline, nextCheck))
+            switch outcome {
+            case .cancelled:
+                throw InterprocessError(.cancelled, objectName: name, detail: "the waiting task was cancelled")
+            case .timedOut where Clock.monotonicNanoseconds() >= deadline:
+                if case .done(let value) = try attempt(false) { return value }
+                throw InterprocessError(.timedOut, objectName: name, detail: "the wait timed out")
+            default:
+                break
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Interprocess
+import InterprocessSystem
+
+// Synchronization commands. A "sync segment" holds: mutex @0, semaphore A @64, semaphore B @128,
+// condition @192, counters a/b @512 and @520, flag @576.
+
+/// Runs one synchronization command; returns the exit status (0 success, 4 timed out).
+func runSyncCommand(_ command: String, _ rest: [String]) -> Int32 {
+    do {
+        switch command {
+        case "mutex-hold": try mutexHold(name: rest[0], holdMilliseconds: Int(rest[1])!)
+        case "mutex-count": try mutexCount(segmentName: rest[0], iterations: Int(rest[1])!)
+        case "sem-wait": try ProcessSemaphore.open(name: rest[0]).waitAfterSaying(timeoutMilliseconds: Int(rest[1])!)
+        case "event-wait": try eventWait(name: rest[0], timeoutMilliseconds: Int(rest[1])!)
+        case "cond-wait": try conditionWait(segmentName: rest[0], timeoutMilliseconds: Int(rest[1])!)
+        case "sem-pong": try semaphorePong(segmentName: rest[0], rounds: Int(rest[1])!)
+        default: return 2
+        }
+        return 0
+    } catch let error as InterprocessError {
+        if error.code == .timedOut { return 4 }
+        StandardStream.write("child: \(error)\n", to: 2)
+        return 1
+    } catch {
+        StandardStream.write("child: \(error)\n", to: 2)
+        return 1
+    }
+}
+
+/// Locks the named mutex, says "locked …", holds it, unlocks, says "unlocked", lingers 30 s.
+private func mutexHold(name: String, holdMilliseconds: Int) throws {
+    let mutex = try ProcessMutex.open(name: name)
+    let acquisition = try mutex.lock()
+    say("locked \(acquisition)")
+    usleep(UInt32(holdMilliseconds) * 1000)
+    try mutex.unlock()
+    say("unlocked")
+    sleep(30)
+}
+
+/// Increments a then b under the lock. After a dead owner, repairs (b = a) and marks consistent.
+/// Says "done N" with the number of recoveries it saw.
+private func mutexCount(segmentName: String, iterations: Int) throws {
+    let segment = try SharedMemory.open(name: segmentName)
+    let mutex = try ProcessMutex.open(in: segment, at: 0)
+    var recoveries = 0
+    say("ready")
+    for _ in 0..<iterations {
+        let acquisition = try mutex.lock()
+        let repaired = try segment.withUnsafeMutableBytes { bytes -> Bool in
+            var repaired = false
+            if acquisition == .previousOwnerDied {
+                bytes.storeBytes(of: bytes.load(fromByteOffset: 512, as: UInt64.self), toByteOffset: 520, as: UInt64.self)
+                repaired = true
+            }
+            let a = bytes.load(fromByteOffset: 512, as: UInt64.self)
+            let b = bytes.load(fromByteOffset: 520, as: UInt64.self)
+            if a != b { fail("inconsistent a=\(a) b=\(b) without an owner death") }
+            bytes.storeBytes(of: a + 1, toByteOffset: 512, as: UInt64.self)
+            bytes.storeBytes(of: b + 1, toByteOffset: 520, as: UInt64.self)
+            return repaired
+        }
+        if repaired {
+            recoveries += 1
+            mutex.markConsistent()
+        }
+        try mutex.unlock()
+    }
+    say("done \(recoveries)")
+}
+
+extension ProcessSemaphore {
+    fileprivate func waitAfterSaying(timeoutMilliseconds: Int) throws {
+        say("waiting")
+        try wait(timeout: .milliseconds(timeoutMilliseconds))
+    }
+}
+
+private func eventWait(name: String, timeoutMilliseconds: Int) throws {
+    let event = try ProcessEvent.open(name: name)
+    say("waiting")
+    try event.wait(timeout: .milliseconds(timeoutMilliseconds))
+}
+
+/// Under the mutex, waits on the condition until the flag is non-zero.
+private func conditionWait(segmentName: String, timeoutMilliseconds: Int) throws {
+    let segment = try SharedMemory.open(name: segmentName)
+    let mutex = try ProcessMutex.open(in: segment, at: 0)
+    let condition = try ProcessCondition.open(in: segment, at: 192)
+    let deadline = Clock.deadline(after: .milliseconds(timeoutMilliseconds))
+    try mutex.lock()
+    say("waiting")
+    while try segment.withUnsafeBytes({ $0.load(fromByteOffset: 576, as: UInt64.self) }) == 0 {
+        if Clock.monotonicNanoseconds() >= deadline {
+            throw InterprocessError(.timedOut)
+        }
+        do {
+            try condition.wait(on: mutex, timeout: .milliseconds(200))
+        } catch {
+            if error.code != .timedOut { throw error }
+        }
+    }
+    try mutex.unlock()
+}
+
+/// ROUNDS times: wait on semaphore A, then signal semaphore B.
+private func semaphorePong(segmentName: String, rounds: Int) throws {
+    let segment = try SharedMemory.open(name: segmentName)
+    let ping = try ProcessSemaphore.open(in: segment, at: 64)
+    let pong = try ProcessSemaphore.open(in: segment, at: 128)
+    for _ in 0..<rounds {
+        try ping.wait(timeout: .seconds(20))
+        try pong.signal()
+    }
+}

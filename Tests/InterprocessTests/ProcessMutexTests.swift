@@ -1,0 +1,230 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+import Interprocess
+import InterprocessSystem
+
+/// A segment laid out as the test child's sync commands expect (see SyncCommands.swift).
+func makeSyncSegment(_ name: String) throws -> SharedMemory {
+    let segment = try SharedMemory.create(name: name, size: 4096)
+    _ = try ProcessMutex.create(in: segment, at: 0)
+    _ = try ProcessSemaphore.create(in: segment, at: 64, value: 0)
+    _ = try ProcessSemaphore.create(in: segment, at: 128, value: 0)
+    _ = try ProcessCondition.create(in: segment, at: 192)
+    return segment
+}
+
+/// Seconds since `start` (monotonic).
+func elapsed(since start: UInt64) -> Double { Double(Clock.monotonicNanoseconds() - start) / 1e9 }
+
+@Suite("ProcessMutex", .serialized, .timeLimit(.minutes(3)))
+struct ProcessMutexTests {
+    @Test func uncontendedLockingAndErrors() throws {
+        try withCleanNames("mtx") { name in
+            let mutex = try ProcessMutex.create(name: name)
+            defer { mutex.close() }
+            #expect(mutex.name == name)
+            #expect(!mutex.isLocked)
+            #expect(try mutex.lock() == .acquired)
+            #expect(mutex.isLocked)
+            #expect(try mutex.tryLock() == nil)
+            try mutex.unlock()
+            expectError(.notOwner) { try mutex.unlock() }
+            #expect(try mutex.tryLock() == .acquired)
+            try mutex.unlock()
+            #expect(try mutex.withLock { 42 } == 42)
+            #expect(!mutex.isLocked)
+            // Opening it as another kind of object is an error.
+            expectError(.incompatible) { try SharedMemory.open(name: name) }
+            expectError(.incompatible) { try ProcessSemaphore.open(name: name) }
+            let info = try SharedMemory.info(name: name)
+            #expect(info.kind == "mutex")
+            #expect(info.details["locked"] == "no")
+        }
+    }
+
+    @Test func placementInAUserSegmentIsChecked() throws {
+        try withCleanNames("mtxplace") { name in
+            let segment = try SharedMemory.create(name: name, size: 256)
+            defer { segment.close() }
+            expectError(.invalidArgument) { try ProcessMutex.create(in: segment, at: 3) }
+            expectError(.invalidArgument) { try ProcessMutex.create(in: segment, at: 200) }
+            expectError(.invalidArgument) { try ProcessMutex.create(in: segment, at: -8) }
+            expectError(.corrupt) { try ProcessMutex.open(in: segment, at: 64) }
+            let mutex = try ProcessMutex.create(in: segment, at: 64)
+            let again = try ProcessMutex.open(in: segment, at: 64)
+            try mutex.lock()
+            #expect(try again.tryLock() == nil)
+            try again.unlock() // same process: ownership is per process
+            // The memory stays valid after the segment handle closes: the mutex keeps it mapped.
+            segment.close()
+            try mutex.lock()
+            try mutex.unlock()
+        }
+    }
+
+    @Test func excludesAcrossProcesses() throws {
+        try withCleanNames("mtxcount") { name in
+            let segment = try makeSyncSegment(name)
+            defer { segment.close() }
+            let children = try (0..<3).map { _ in try Peer.spawn("mutex-count", name, "20000") }
+            defer { children.forEach { $0.stop() } }
+            let mutex = try ProcessMutex.open(in: segment, at: 0)
+            for _ in 0..<20000 {
+                try mutex.lock()
+                try segment.withUnsafeMutableBytes { bytes in
+                    bytes.storeBytes(of: bytes.load(fromByteOffset: 512, as: UInt64.self) + 1, toByteOffset: 512, as: UInt64.self)
+                    bytes.storeBytes(of: bytes.load(fromByteOffset: 520, as: UInt64.self) + 1, toByteOffset: 520, as: UInt64.self)
+                }
+                try mutex.unlock()
+            }
+            for child in children {
+                #expect(child.wait(timeout: .seconds(60)) == .exited(0))
+            }
+            let (a, b) = try segment.withUnsafeBytes { ($0.load(fromByteOffset: 512, as: UInt64.self), $0.load(fromByteOffset: 520, as: UInt64.self)) }
+            #expect(a == 80_000)
+            #expect(b == 80_000)
+        }
+    }
+
+    @Test func ownerKilledWhileHoldingIsTakenOverAndReported() throws {
+        try withCleanNames("mtxdead") { name in
+            let mutex = try ProcessMutex.create(name: name)
+            defer { mutex.close() }
+            let child = try Peer.spawn("mutex-hold", name, "60000")
+            defer { child.stop() }
+            #expect(child.readLine() == "locked acquired")
+            #expect(try mutex.tryLock() == nil, "a live owner keeps it")
+            #expect(try SharedMemory.info(name: name).details["ownerPID"] == "\(child.pid)")
+            child.kill(signal: SIGKILL)
+            child.wait(timeout: .seconds(10))
+            let start = Clock.monotonicNanoseconds()
+            #expect(try mutex.lock(timeout: .seconds(5)) == .previousOwnerDied)
+            let took = elapsed(since: start)
+            #expect(took < 0.5, "took over after \(took) s; documented bound is 50 ms")
+            #expect(!mutex.isConsistent)
+            try mutex.unlock()
+            // Still inconsistent: withLock refuses to run the body and releases the lock.
+            expectError(.ownerDied) { try mutex.withLock { Issue.record("ran on inconsistent data") } }
+            #expect(!mutex.isLocked)
+            var repaired = false
+            try mutex.withLock(onOwnerDied: { repaired = true }) {}
+            #expect(repaired)
+            #expect(mutex.isConsistent)
+            #expect(try mutex.lock() == .acquired)
+            try mutex.unlock()
+            #expect(try SharedMemory.info(name: name).details["recoveries"] == "1")
+        }
+    }
+
+    @Test func tryLockTakesOverFromAGoneOwner() throws {
+        try withCleanNames("mtxtry") { name in
+            let mutex = try ProcessMutex.create(name: name)
+            defer { mutex.close() }
+            let child = try Peer.spawn("mutex-hold", name, "60000")
+            #expect(child.readLine() == "locked acquired")
+            child.stop() // killed and reaped: the pid no longer exists
+            #expect(try mutex.tryLock() == .previousOwnerDied)
+            mutex.markConsistent()
+            try mutex.unlock()
+        }
+    }
+
+    @Test func aReusedPidIsNotMistakenForTheOwner() throws {
+        try withCleanNames("mtxreuse") { name in
+            let segment = try SharedMemory.create(name: name, size: 4096)
+            defer { segment.close() }
+            let mutex = try ProcessMutex.create(in: segment, at: 0)
+            // The lock word names a live process — this one — but with another start time: what a
+            // dead owner whose pid was reused looks like.
+            let identity = ProcessIdentity.current
+            let stale = UInt64(UInt32(truncatingIfNeeded: identity.startTime &+ 1)) << 32 | UInt64(UInt32(identity.pid))
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: stale, toByteOffset: 0, as: UInt64.self) }
+            #expect(try mutex.lock(timeout: .seconds(5)) == .previousOwnerDied)
+            mutex.markConsistent()
+            try mutex.unlock()
+            // A live owner with its true start time is respected: the wait times out.
+            let child = try Peer.spawn("create-hold", name + "-peer", "64", "whileReferenced", "30")
+            defer { child.stop() }
+            #expect(child.readLine() == "ready")
+            let childStart = try #require(ProcessIdentity.startTime(of: child.pid))
+            let live = UInt64(UInt32(truncatingIfNeeded: childStart)) << 32 | UInt64(UInt32(child.pid))
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: live, toByteOffset: 0, as: UInt64.self) }
+            expectError(.timedOut) { try mutex.lock(timeout: .milliseconds(120)) }
+            child.stop()
+            expectError(.notFound) { try SharedMemory.open(name: name + "-peer") } // sweeps what the child held
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(0), toByteOffset: 0, as: UInt64.self) }
+        }
+    }
+
+    @Test func ownersKilledAtRandomMomentsNeverDeadlockOrCorrupt() throws {
+        try withCleanNames("mtxchaos") { name in
+            let segment = try makeSyncSegment(name)
+            defer { segment.close() }
+            var generator = SystemRandomNumberGenerator()
+            var survivorRecoveries = 0
+            for _ in 0..<12 {
+                let victim = try Peer.spawn("mutex-count", name, "1000000")
+                let survivor = try Peer.spawn("mutex-count", name, "3000")
+                #expect(victim.readLine() == "ready")
+                #expect(survivor.readLine() == "ready")
+                Clock.sleep(nanoseconds: UInt64.random(in: 0...3_000_000, using: &generator))
+                victim.kill(signal: SIGKILL)
+                let line = survivor.readLine(timeout: .seconds(30))
+                #expect(line?.hasPrefix("done ") == true, "survivor said \(String(describing: line))")
+                survivorRecoveries += Int(line?.dropFirst(5) ?? "") ?? 0
+                #expect(survivor.wait(timeout: .seconds(30)) == .exited(0))
+                victim.stop()
+                survivor.stop()
+            }
+            // Each kill that landed inside the critical section was repaired by the next locker.
+            let mutex = try ProcessMutex.open(in: segment, at: 0)
+            if try mutex.lock(timeout: .seconds(5)) == .previousOwnerDied {
+                try segment.withUnsafeMutableBytes { $0.storeBytes(of: $0.load(fromByteOffset: 512, as: UInt64.self), toByteOffset: 520, as: UInt64.self) }
+                mutex.markConsistent()
+            }
+            let (a, b) = try segment.withUnsafeBytes { ($0.load(fromByteOffset: 512, as: UInt64.self), $0.load(fromByteOffset: 520, as: UInt64.self)) }
+            #expect(a == b)
+            try mutex.unlock()
+            print("mutex chaos: \(survivorRecoveries) takeovers from killed owners")
+        }
+    }
+
+    @Test func timedLockReturnsOnTime() throws {
+        try withCleanNames("mtxtime") { name in
+            let mutex = try ProcessMutex.create(name: name)
+            defer { mutex.close() }
+            let child = try Peer.spawn("mutex-hold", name, "60000")
+            defer { child.stop() }
+            #expect(child.readLine() == "locked acquired")
+            let start = Clock.monotonicNanoseconds()
+            expectError(.timedOut) { try mutex.lock(timeout: .milliseconds(150)) }
+            let took = elapsed(since: start)
+            #expect(took >= 0.149 && took < 1.0, "\(took) s")
+        }
+    }
+
+    @Test func asyncLockWaitsWithoutBlockingAndHonoursCancellation() async throws {
+        let prefix = TestNames.make("mtxasync")
+        let mutex = try ProcessMutex.create(name: prefix)
+        defer { mutex.close() }
+        let child = try Peer.spawn("mutex-hold", prefix, "300")
+        defer { child.stop() }
+        #expect(child.readLine() == "locked acquired")
+        // Cancelled while waiting: returns promptly with `cancelled`, acquiring nothing.
+        let waiting = Task { try await mutex.lock() }
+        try await Task.sleep(for: .milliseconds(50))
+        let start = Clock.monotonicNanoseconds()
+        waiting.cancel()
+        await #expect(throws: InterprocessError.self) { try await waiting.value }
+        #expect(elapsed(since: start) < 0.5)
+        // A fresh async wait gets the lock once the child releases it.
+        #expect(try await mutex.lock(timeout: .seconds(10)) == .acquired)
+        #expect(child.readLine() == "unlocked")
+        try mutex.unlock()
+        child.stop()
+        mutex.close() // the last holder now: removes the name
+        #expect(TestNames.leftovers(prefix).isEmpty)
+    }
+}
