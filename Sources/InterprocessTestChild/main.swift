@@ -138,6 +138,9 @@ case "churn":
 case "mutex-hold", "mutex-count", "sem-wait", "event-wait", "cond-wait", "sem-pong":
     exit(runSyncCommand(command, rest))
 
+case let command where command.hasPrefix("rw-") || command.hasPrefix("var-"):
+    exit(runReaderWriterAndVariableCommand(command, rest))
+
 default:
     fail("unknown command \(command)", code: 2)
 }
