@@ -110,11 +110,21 @@ public final class ProcessEvent: @unchecked Sendable {
         try blockingWait(word: state, waiters: waiters, deadline: Clock.deadline(after: timeout), name: name, attempt)
     }
 
-    /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task is
-    /// cancelled, `timedOut` after `timeout`.
-    public func wait(timeout: Duration? = nil) async throws(InterprocessError) {
+    /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task
+    /// is cancelled.
+    public func wait() async throws(InterprocessError) {
+        try await wait(deadline: .max)
+    }
+
+    /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task
+    /// is cancelled, `timedOut` after `timeout`.
+    public func wait(timeout: Duration) async throws(InterprocessError) {
+        try await wait(deadline: Clock.deadline(after: timeout))
+    }
+
+    private func wait(deadline: UInt64) async throws(InterprocessError) {
         if tryWait() { return }
-        try await asyncWait(word: state, waiters: waiters, deadline: Clock.deadline(after: timeout), name: name, attempt)
+        try await asyncWait(word: state, waiters: waiters, deadline: deadline, name: name, attempt)
     }
 
     /// Returns whether the event is set (auto reset: consuming it); never blocks.

@@ -132,13 +132,23 @@ public final class ProcessMutex: @unchecked Sendable {
     }
 
     /// Acquires the lock without blocking a thread; throws `cancelled` (having acquired nothing)
+    /// if the task is cancelled.
+    @discardableResult
+    public func lock() async throws(InterprocessError) -> Acquisition {
+        try await lock(deadline: .max)
+    }
+
+    /// Acquires the lock without blocking a thread; throws `cancelled` (having acquired nothing)
     /// if the task is cancelled, `timedOut` after `timeout`.
     @discardableResult
-    public func lock(timeout: Duration? = nil) async throws(InterprocessError) -> Acquisition {
+    public func lock(timeout: Duration) async throws(InterprocessError) -> Acquisition {
+        try await lock(deadline: Clock.deadline(after: timeout))
+    }
+
+    private func lock(deadline: UInt64) async throws(InterprocessError) -> Acquisition {
         if let acquisition = try tryLock() { return acquisition }
         return try await asyncWait(
-            word: word, waiters: waiters, deadline: Clock.deadline(after: timeout), recheckEvery: Self.livenessInterval,
-            name: name, attempt)
+            word: word, waiters: waiters, deadline: deadline, recheckEvery: Self.livenessInterval, name: name, attempt)
     }
 
     /// Acquires the lock if it is free, or if its owner is gone (dead pid); nil if someone holds it.

@@ -88,11 +88,21 @@ public final class ProcessSemaphore: @unchecked Sendable {
         try blockingWait(word: count, waiters: waiters, deadline: Clock.deadline(after: timeout), name: name, attempt)
     }
 
-    /// Takes one unit without blocking a thread. Throws `cancelled` — having taken nothing — if the
-    /// task is cancelled, `timedOut` after `timeout`.
-    public func wait(timeout: Duration? = nil) async throws(InterprocessError) {
+    /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task
+    /// is cancelled.
+    public func wait() async throws(InterprocessError) {
+        try await wait(deadline: .max)
+    }
+
+    /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task
+    /// is cancelled, `timedOut` after `timeout`.
+    public func wait(timeout: Duration) async throws(InterprocessError) {
+        try await wait(deadline: Clock.deadline(after: timeout))
+    }
+
+    private func wait(deadline: UInt64) async throws(InterprocessError) {
         if tryWait() { return }
-        try await asyncWait(word: count, waiters: waiters, deadline: Clock.deadline(after: timeout), name: name, attempt)
+        try await asyncWait(word: count, waiters: waiters, deadline: deadline, name: name, attempt)
     }
 
     /// Takes one unit if one is available; never blocks.
