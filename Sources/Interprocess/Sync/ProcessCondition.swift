@@ -94,10 +94,19 @@ public final class ProcessCondition: @unchecked Sendable {
     }
 
     /// Releases `mutex`, waits for a signal without blocking a thread, and re-acquires `mutex`.
-    /// Throws `cancelled` or `timedOut` — in both cases holding `mutex` again.
+    /// Throws `cancelled` — holding `mutex` again.
     @discardableResult
-    public func wait(on mutex: ProcessMutex, timeout: Duration? = nil) async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        let deadline = Clock.deadline(after: timeout)
+    public func wait(on mutex: ProcessMutex) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        try await wait(on: mutex, deadline: .max)
+    }
+
+    /// Like the untimed async wait, but throws `timedOut` (holding `mutex` again) after `timeout`.
+    @discardableResult
+    public func wait(on mutex: ProcessMutex, timeout: Duration) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        try await wait(on: mutex, deadline: Clock.deadline(after: timeout))
+    }
+
+    private func wait(on mutex: ProcessMutex, deadline: UInt64) async throws(InterprocessError) -> ProcessMutex.Acquisition {
         let observed = sequence.pointee.load(ordering: .sequentiallyConsistent)
         waiters.pointee.add(1, ordering: .sequentiallyConsistent)
         try mutex.unlock()
