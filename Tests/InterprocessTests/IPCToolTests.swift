@@ -280,6 +280,29 @@ struct IPCToolTests {
         #expect(throws: InterprocessError.self) { try SharedMemory.info(name: name) }
     }
 
+    @Test func lsAndInspectShowNamedPrimitivesState() throws {
+        let name = uniqueName()
+        let mutex = try ProcessMutex.create(name: name + "-m")
+        defer { mutex.close() }
+        let semaphore = try ProcessSemaphore.create(name: name + "-s", value: 3)
+        defer { semaphore.close() }
+        let child = try Peer.spawn("mutex-hold", name + "-m", "60000")
+        defer { child.stop() }
+        #expect(child.readLine() == "locked acquired")
+
+        let list = try ipc("ls")
+        let mutexRow = try #require(list.output.split(separator: "\n").first { $0.hasPrefix(name + "-m ") })
+        #expect(mutexRow.contains("mutex") && mutexRow.contains("locked by \(child.pid)"), "\(mutexRow)")
+        let semaphoreRow = try #require(list.output.split(separator: "\n").first { $0.hasPrefix(name + "-s ") })
+        #expect(semaphoreRow.contains("semaphore") && semaphoreRow.contains("count 3"), "\(semaphoreRow)")
+
+        let inspect = try ipc("inspect", name + "-m")
+        #expect(inspect.output.contains("ownerPID: \(child.pid)"))
+        child.stop()
+        let afterDeath = try ipc("ls")
+        #expect(afterDeath.output.split(separator: "\n").first { $0.hasPrefix(name + "-m ") }?.contains("(dead)") == true)
+    }
+
     @Test func demoRunsTwoProcesses() throws {
         let result = try ipc("demo")
         #expect(result.succeeded, "\(result.termination?.description ?? "timed out"): \(result.error)")
