@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Interprocess
 import InterprocessSystem
 
@@ -21,6 +22,7 @@ struct Demo: ParsableCommand {
         try session.awaitReply()
         try session.showHolders()
         try session.releasePeer()
+        try session.recoverFromAKilledLockOwner()
         try session.closeAndCheckGone()
     }
 }
@@ -35,6 +37,8 @@ enum DemoScript {
     static let timeout: Duration = .seconds(10)
     static let pollInterval: UInt64 = 2_000_000
     static let goodbye = "bye"
+    /// Where the demo's ``ProcessMutex`` lives in the segment.
+    static let mutexOffset = 2048
 
     static func greeting(from pid: Int32) -> String {
         "hello from demo pid \(pid)"
@@ -77,9 +81,12 @@ final class DemoSession {
     private var peer: ChildProcess?
     private var peerEnded: ChildProcess.Termination?
 
+    let mutex: ProcessMutex
+
     init() throws {
         segment = try SharedMemory.create(name: name, size: DemoScript.segmentSize)
-        log("created segment \(name) (\(segment.size) bytes, lifetime \(segment.lifetime))")
+        mutex = try ProcessMutex.create(in: segment, at: DemoScript.mutexOffset)
+        log("created segment \(name) (\(segment.size) bytes, lifetime \(segment.lifetime)) with a mutex at offset \(DemoScript.mutexOffset)")
     }
 
     func shareGreeting() throws {
@@ -120,6 +127,30 @@ final class DemoSession {
         guard let termination else { throw ToolError("the peer did not exit within \(DemoScript.timeout) and was killed") }
         guard termination == .exited(0) else { throw ToolError("the peer \(termination)") }
         log("the peer \(termination)")
+    }
+
+    /// A second peer takes the mutex and is killed with SIGKILL while holding it; this process
+    /// then takes the lock over and is told that the previous owner died.
+    func recoverFromAKilledLockOwner() throws {
+        let executable = BuiltExecutable.path(of: "ipc") ?? CommandLine.arguments[0]
+        log("starting another peer that takes the mutex and keeps it")
+        let holder = try ChildProcess.spawn(
+            executable, ["demo-peer", name.description, "--hold-lock"], standardOutput: .inherit, standardError: .inherit)
+        defer { holder.wait(timeout: .zero) }
+        try DemoScript.wait(for: "the peer to take the mutex", until: { mutex.isLocked }, giveUp: {
+            holder.poll().map { "the lock-holding peer \($0)" }
+        })
+        log("the mutex is locked by pid \(holder.pid); killing that process with SIGKILL")
+        holder.kill(signal: SIGKILL)
+        _ = holder.wait(timeout: DemoScript.timeout)
+        let start = Clock.monotonicNanoseconds()
+        let acquisition = try mutex.lock(timeout: DemoScript.timeout)
+        let took = Double(Clock.monotonicNanoseconds() - start) / 1e6
+        log("locked the mutex after \(String(format: "%.1f", took)) ms: \(acquisition)")
+        guard acquisition == .previousOwnerDied else { throw ToolError("expected previousOwnerDied, got \(acquisition)") }
+        log("repairing the shared data, marking the mutex consistent and unlocking it")
+        mutex.markConsistent()
+        try mutex.unlock()
     }
 
     func closeAndCheckGone() throws {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Interprocess
+import InterprocessSystem
 
 /// `ipc demo-peer NAME` (hidden): the second process of `ipc demo`.
 struct DemoPeer: ParsableCommand {
@@ -12,8 +13,19 @@ struct DemoPeer: ParsableCommand {
     @Argument(help: "The segment that `ipc demo` created.")
     var name: String
 
+    @Flag(help: "Take the segment's mutex and hold it until killed (at most 30 s).")
+    var holdLock = false
+
     func run() throws {
         let log = DemoLog(role: "peer")
+        if holdLock {
+            let segment = try SharedMemory.open(name: name)
+            let mutex = try ProcessMutex.open(in: segment, at: DemoScript.mutexOffset)
+            try mutex.lock()
+            log("took the mutex; holding it")
+            Clock.sleep(nanoseconds: 30_000_000_000)
+            return
+        }
         let segment = try SharedMemory.open(name: name)
         defer { segment.close() }
         let greeting = try segment.readString()

@@ -310,6 +310,7 @@ struct IPCToolTests {
         #expect(result.output.contains("[peer pid "))
         #expect(result.output.contains("2 alive, 0 dead"))
         #expect(result.output.contains("is gone"))
+        #expect(result.output.contains("previousOwnerDied"), "the demo recovers the mutex of a killed peer")
         // The segment it used is gone.
         let name = try #require(
             result.output.split(separator: " ").first { $0.hasPrefix("demo_") }.map(String.init))
