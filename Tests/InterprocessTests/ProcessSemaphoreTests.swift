@@ -43,7 +43,7 @@ struct ProcessSemaphoreTests {
         try withCleanNames("semk") { name in
             let semaphore = try ProcessSemaphore.create(name: name, value: 0)
             defer { semaphore.close() }
-            let children = try (0..<5).map { _ in try Peer.spawn("sem-wait", name, "2500") }
+            let children = try (0..<5).map { _ in try Peer.spawn("sem-wait", name, "4000") }
             defer { children.forEach { $0.stop() } }
             for child in children { #expect(child.readLine() == "waiting") }
             #expect(waitForWaiters(name, 5), "all five children parked")
