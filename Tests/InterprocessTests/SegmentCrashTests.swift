@@ -34,8 +34,12 @@ struct SegmentCrashTests {
             #expect(TestNames.leftovers(name) == [name])
             // A young empty file may be a creator that has not locked yet: it is not swept at once…
             expectError(.alreadyExists) { try SharedMemory.create(name: name, size: 64) }
-            // …but once older than the grace period, create takes the name over.
-            Clock.sleep(nanoseconds: 2_200_000_000)
+            // …an open waits for it to be initialized, and once it is older than the grace period
+            // reports that nothing usable is there…
+            let start = Clock.monotonicNanoseconds()
+            expectError(.notFound) { try SharedMemory.open(name: name) }
+            #expect(elapsed(since: start) < 4.0)
+            // …and create takes the name over.
             let segment = try SharedMemory.create(name: name, size: 64)
             segment.close()
         }

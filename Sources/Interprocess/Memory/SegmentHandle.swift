@@ -263,6 +263,13 @@ extension SegmentHandle {
         do { status = try fd.status() } catch {
             throw InterprocessError(.statFailed, objectName: name, systemError: error)
         }
+        if status.size == 0 {
+            // Not initialized yet: a creator between `shm_open` and its exclusive lock (we may even
+            // hold our shared lock before it gets there), or one that died in that window.
+            FileLock.unlock(fd, byte: LockByte.live)
+            if UInt64(clamping: Int64(Clock.realtimeNanoseconds()) - status.changeTimeNanoseconds) < creationGrace { return .retry }
+            throw InterprocessError(.notFound, objectName: name, detail: "only an empty object is there (its creator died before writing to it); create replaces it")
+        }
         guard status.size >= Int64(SegmentHeader.size) else {
             throw InterprocessError(.corrupt, objectName: name, detail: "the file has \(status.size) bytes, less than the \(SegmentHeader.size)-byte header")
         }
