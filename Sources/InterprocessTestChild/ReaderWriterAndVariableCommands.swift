@@ -1,8 +1,215 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Interprocess
 import InterprocessSystem
+import Synchronization
 
-/// Commands for ProcessRWLock ("rw-…") and SharedVariable ("var-…"); returns the exit status.
+// Commands for ProcessRWLock ("rw-…") and SharedVariable ("var-…").
+//
+// An "rw segment" holds: the reader-writer lock @0, counters a/b @512 and @520, a stop flag @576
+// (UInt64), a start flag @584 (UInt64) and an arrival counter @600 (UInt32, atomic). Shared
+// variables hold `Int`.
+
+/// Runs one reader-writer lock or shared variable command; returns the exit status (0 success,
+/// 1 failure, 2 usage, 4 timed out).
 func runReaderWriterAndVariableCommand(_ command: String, _ rest: [String]) -> Int32 {
-    StandardStream.write("child: unknown command \(command)\n", to: 2)
-    return 2
+    do {
+        switch command {
+        case "rw-read-barrier":
+            try readBarrier(segmentName: rest[0], readers: Int(rest[1])!, timeoutMilliseconds: Int(rest[2])!)
+        case "rw-count": try rwCount(segmentName: rest[0], iterations: Int(rest[1])!)
+        case "rw-check": try rwCheck(segmentName: rest[0], iterations: Int(rest[1])!)
+        case "rw-read-loop": try readLoop(segmentName: rest[0])
+        case "rw-write-hold": try writeHold(name: rest[0], holdMilliseconds: Int(rest[1])!)
+        case "rw-read-hold": try readHold(name: rest[0], holdMilliseconds: Int(rest[1])!)
+        case "var-take":
+            let variable = try SharedVariable<Int>.open(name: rest[0])
+            say("waiting")
+            say("took \(try variable.take(timeout: .milliseconds(Int(rest[1])!)))")
+        case "var-read":
+            let variable = try SharedVariable<Int>.open(name: rest[0])
+            say("waiting")
+            say("read \(try variable.read(timeout: .milliseconds(Int(rest[1])!)))")
+        case "var-put":
+            let variable = try SharedVariable<Int>.open(name: rest[0])
+            say("putting")
+            try variable.put(Int(rest[1])!, timeout: .milliseconds(Int(rest[2])!))
+            say("put")
+        case "var-swap":
+            let variable = try SharedVariable<Int>.open(name: rest[0])
+            say("swapping")
+            say("swapped \(try variable.swap(Int(rest[1])!, timeout: .milliseconds(Int(rest[2])!)))")
+        case "var-take-n":
+            let variable = try SharedVariable<Int>.open(name: rest[0])
+            say("ready")
+            var sum = 0
+            for _ in 0..<Int(rest[1])! { sum += try variable.take(timeout: .seconds(20)) }
+            say("sum \(sum)")
+        case "var-put-n":
+            let variable = try SharedVariable<Int>.open(name: rest[0])
+            say("ready")
+            for value in 1...Int(rest[1])! { try variable.put(value, timeout: .seconds(20)) }
+            say("done")
+        case "var-churn": try variableChurn(name: rest[0], iterations: Int(rest[1])!)
+        default:
+            StandardStream.write("child: unknown command \(command)\n", to: 2)
+            return 2
+        }
+        return 0
+    } catch let error as InterprocessError {
+        if error.code == .timedOut { return 4 }
+        StandardStream.write("child: \(error)\n", to: 2)
+        return 1
+    } catch {
+        StandardStream.write("child: \(error)\n", to: 2)
+        return 1
+    }
+}
+
+private func arrivals(_ bytes: UnsafeMutableRawBufferPointer) -> UnsafeMutablePointer<Atomic<UInt32>> {
+    atomic32(bytes.baseAddress! + 600)
+}
+
+/// Takes a read lock, counts itself in, and keeps the lock until `readers` processes hold it at
+/// once (or times out: exit 4).
+private func readBarrier(segmentName: String, readers: Int, timeoutMilliseconds: Int) throws {
+    let segment = try SharedMemory.open(name: segmentName)
+    let lock = try ProcessRWLock.open(in: segment, at: 0)
+    try lock.readLock(timeout: .seconds(20))
+    try segment.withUnsafeMutableBytes { _ = arrivals($0).pointee.add(1, ordering: .sequentiallyConsistent) }
+    say("locked")
+    let deadline = Clock.deadline(after: .milliseconds(timeoutMilliseconds))
+    while try segment.withUnsafeMutableBytes({ arrivals($0).pointee.load(ordering: .sequentiallyConsistent) }) < UInt32(readers) {
+        if Clock.monotonicNanoseconds() >= deadline { throw InterprocessError(.timedOut) }
+        usleep(1000)
+    }
+    try lock.readUnlock()
+}
+
+/// Says "ready" and waits (≤ 20 s) for the start flag, so that all children run at once.
+private func waitForStart(_ segment: SharedMemory) throws {
+    say("ready")
+    let deadline = Clock.deadline(after: .seconds(20))
+    while try segment.withUnsafeBytes({ $0.load(fromByteOffset: 584, as: UInt64.self) }) == 0 {
+        if Clock.monotonicNanoseconds() >= deadline { throw InterprocessError(.timedOut) }
+        usleep(100)
+    }
+}
+
+/// Under the write lock: increments a, dawdles ~1 µs (a reader let in now would see a ≠ b), then
+/// increments b.
+private func rwIncrement(_ segment: SharedMemory) throws {
+    try segment.withUnsafeMutableBytes { bytes in
+        bytes.storeBytes(of: bytes.load(fromByteOffset: 512, as: UInt64.self) + 1, toByteOffset: 512, as: UInt64.self)
+        for _ in 0..<50 { SpinPolicy.pause() }
+        bytes.storeBytes(of: bytes.load(fromByteOffset: 520, as: UInt64.self) + 1, toByteOffset: 520, as: UInt64.self)
+    }
+}
+
+/// After the start flag, increments a then b under the write lock, `iterations` times.
+private func rwCount(segmentName: String, iterations: Int) throws {
+    let segment = try SharedMemory.open(name: segmentName)
+    let lock = try ProcessRWLock.open(in: segment, at: 0)
+    try waitForStart(segment)
+    for _ in 0..<iterations {
+        try lock.writeLock(timeout: .seconds(20))
+        try rwIncrement(segment)
+        try lock.writeUnlock()
+    }
+    say("done")
+}
+
+/// After the start flag, checks under read locks that no writer is halfway (a == b), `iterations`
+/// times.
+private func rwCheck(segmentName: String, iterations: Int) throws {
+    let segment = try SharedMemory.open(name: segmentName)
+    let lock = try ProcessRWLock.open(in: segment, at: 0)
+    try waitForStart(segment)
+    for _ in 0..<iterations {
+        try lock.readLock(timeout: .seconds(20))
+        let (a, b) = try segment.withUnsafeBytes { ($0.load(fromByteOffset: 512, as: UInt64.self), $0.load(fromByteOffset: 520, as: UInt64.self)) }
+        // Read twice: a writer inside would be caught between the loads too.
+        let again = try segment.withUnsafeBytes { $0.load(fromByteOffset: 512, as: UInt64.self) }
+        if a != b || again != a { fail("a writer was inside with a reader: a=\(a) b=\(b) then a=\(again)") }
+        try lock.readUnlock()
+    }
+    say("done")
+}
+
+/// Keeps taking and releasing read locks (holding each ~300 µs, asleep, and re-taking at once)
+/// until the stop flag is set; says "ready" after the first. Says "done N" with the number of read
+/// locks taken.
+private func readLoop(segmentName: String) throws {
+    let segment = try SharedMemory.open(name: segmentName)
+    let lock = try ProcessRWLock.open(in: segment, at: 0)
+    let stopAt = Clock.deadline(after: .seconds(30))
+    var count = 0
+    while Clock.monotonicNanoseconds() < stopAt {
+        if try segment.withUnsafeBytes({ $0.load(fromByteOffset: 576, as: UInt64.self) }) != 0 { break }
+        try lock.readLock(timeout: .seconds(20))
+        count += 1
+        if count == 1 { say("ready") }
+        usleep(300)
+        try lock.readUnlock()
+    }
+    say("done \(count)")
+}
+
+/// Takes the named lock's write lock, says "locked <acquisition>", holds it, releases it, says
+/// "unlocked", lingers 30 s.
+private func writeHold(name: String, holdMilliseconds: Int) throws {
+    let lock = try ProcessRWLock.open(name: name)
+    say("claiming")
+    let acquisition = try lock.writeLock()
+    say("locked \(acquisition)")
+    usleep(UInt32(holdMilliseconds) * 1000)
+    try lock.writeUnlock()
+    say("unlocked")
+    sleep(30)
+}
+
+/// Takes a read lock on the named lock, says "locked", holds it, releases it, says "unlocked",
+/// lingers 30 s.
+private func readHold(name: String, holdMilliseconds: Int) throws {
+    let lock = try ProcessRWLock.open(name: name)
+    let acquisition = try lock.readLock()
+    say("locked \(acquisition)")
+    usleep(UInt32(holdMilliseconds) * 1000)
+    try lock.readUnlock()
+    say("unlocked")
+    sleep(30)
+}
+
+/// Puts, reads, swaps, modifies and takes in a loop with short timeouts (a partner may be killed
+/// at any moment, taking a value with it or leaving one behind: a timeout now and then is fine).
+/// Fails if 25 operations in a row time out — the variable would be wedged. Says "ready" first,
+/// "done T" with the number of timeouts at the end.
+private func variableChurn(name: String, iterations: Int) throws {
+    let variable = try SharedVariable<Int>.open(name: name)
+    let timeout = Duration.milliseconds(200)
+    var timeouts = 0
+    var inARow = 0
+    func attempt(_ operation: () throws -> Void) throws {
+        do {
+            try operation()
+            inARow = 0
+        } catch let error as InterprocessError where error.code == .timedOut {
+            timeouts += 1
+            inARow += 1
+            if inARow >= 25 { fail("wedged: \(inARow) timeouts in a row") }
+        }
+    }
+    say("ready")
+    for i in 0..<iterations {
+        try attempt { try variable.put(i, timeout: timeout) }
+        switch i % 4 {
+        case 0: try attempt { _ = try variable.read(timeout: timeout) }
+        case 1: try attempt { _ = try variable.swap(i &+ 1, timeout: timeout) }
+        case 2: try attempt { try variable.modify(timeout: timeout) { $0 &+= 1 } }
+        default: _ = variable.tryRead()
+        }
+        try attempt { _ = try variable.take(timeout: timeout) }
+    }
+    say("done \(timeouts)")
 }

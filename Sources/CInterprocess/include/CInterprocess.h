@@ -65,7 +65,8 @@ _Static_assert(offsetof(cipc_segment_header, state) == 24, "state offset");
 _Static_assert(offsetof(cipc_segment_header, name) == 88, "name offset");
 _Static_assert(offsetof(cipc_segment_header, holders) == 2048, "holders offset");
 
-// MARK: - Synchronization primitives (64 bytes each, 8-byte aligned; 64-byte alignment recommended)
+// MARK: - Synchronization primitives (64 bytes each — a shared variable: a 320-byte header and its
+// value — 8-byte aligned; 64-byte alignment recommended)
 //
 // Each primitive's shared state is one of these structs, in a named segment of its own (at the
 // payload offset) or anywhere in memory that the user shares. `tag` tells what the 64 bytes hold, so
@@ -119,11 +120,64 @@ typedef struct cipc_condition {
     uint8_t  reserved[40];
 } cipc_condition;
 
+/// A reader-writer lock with writer preference. `owner`: 0 when no writer, else the writer's
+/// identity exactly like `cipc_mutex.owner` (its low half is the futex word readers and writers park
+/// on). A writer first claims `owner` (new readers then back off), then waits on `readers` (the
+/// second futex word) until the readers inside have left, then sets `write_held`.
+typedef struct cipc_rwlock {
+    uint64_t owner;         ///<  0: writer identity (pid | start-time epoch << 32), 0 = none
+    uint32_t readers;       ///<  8: read holders, plus readers about to back off
+    uint32_t waiters;       ///< 12: threads parked on `owner`
+    uint32_t drain_waiters; ///< 16: writers parked on `readers`
+    uint32_t tag;           ///< 20: CIPC_TAG_RWLOCK
+    uint64_t recoveries;    ///< 24: how many times a dead writer's claim was cleared
+    uint32_t write_held;    ///< 32: 1 while the writer is inside (readers drained)
+    uint32_t inconsistent;  ///< 36: 1 after a writer died inside, until markConsistent()
+    uint8_t  reserved[24];
+} cipc_rwlock;
+
+/// One registered reader of a shared variable: a reader that found it empty and waits for the next
+/// put. Free when `owner` is 0; `since` is the generation of the empty state it saw (UINT64_MAX
+/// while not yet set).
+typedef struct cipc_variable_reader {
+    uint64_t owner;  ///< 0: reader identity (pid | start-time epoch << 32), 0 = free
+    uint64_t since;  ///< 8
+} cipc_variable_reader;
+
+#define CIPC_VARIABLE_READERS 16u
+#define CIPC_VARIABLE_HEADER_SIZE 320u
+
+/// The header of a shared variable (an MVar); the value's bytes follow at `value_offset`.
+/// `state`: bit 0 full, bit 1 readers pending (takers wait), bits 2..63 generation (bumped by every
+/// put); its low 32 bits are the futex word. `putter` is the identity of the process that holds the
+/// right to fill the slot (a put, swap or modify in progress), 0 when nobody does.
+typedef struct cipc_variable_header {
+    uint64_t state;              ///<   0
+    uint32_t waiters;            ///<   8: threads parked on `state`
+    uint32_t value_size;         ///<  12: MemoryLayout<Value>.size
+    uint32_t value_alignment;    ///<  16: MemoryLayout<Value>.alignment
+    uint32_t tag;                ///<  20: CIPC_TAG_VARIABLE
+    uint64_t putter;             ///<  24
+    uint32_t registered_readers; ///<  32: claimed reader slots (a hint; too high after a crash)
+    uint32_t reader_capacity;    ///<  36: CIPC_VARIABLE_READERS
+    uint32_t value_offset;       ///<  40: from the start of this header
+    uint32_t reserved0;          ///<  44
+    uint64_t recoveries;         ///<  48: dead putters and dead readers cleared
+    uint64_t reserved1;          ///<  56
+    cipc_variable_reader readers[CIPC_VARIABLE_READERS]; ///< 64..320
+} cipc_variable_header;
+
 _Static_assert(sizeof(cipc_mutex) == 64, "mutex layout");
 _Static_assert(sizeof(cipc_semaphore) == 64, "semaphore layout");
 _Static_assert(sizeof(cipc_event) == 64, "event layout");
 _Static_assert(sizeof(cipc_condition) == 64, "condition layout");
 _Static_assert(offsetof(cipc_mutex, tag) == 20 && offsetof(cipc_semaphore, tag) == 20, "tag offset");
+_Static_assert(sizeof(cipc_rwlock) == 64, "rwlock layout");
+_Static_assert(offsetof(cipc_rwlock, tag) == 20 && offsetof(cipc_rwlock, write_held) == 32, "rwlock offsets");
+_Static_assert(sizeof(cipc_variable_reader) == 16, "variable reader layout");
+_Static_assert(sizeof(cipc_variable_header) == CIPC_VARIABLE_HEADER_SIZE, "variable header layout");
+_Static_assert(offsetof(cipc_variable_header, tag) == 20 && offsetof(cipc_variable_header, putter) == 24, "variable offsets");
+_Static_assert(offsetof(cipc_variable_header, readers) == 64, "variable readers offset");
 
 // MARK: - Open-file-description locks (fcntl is variadic)
 

@@ -123,6 +123,8 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
         case .semaphore: ProcessSemaphore.describe(state)
         case .event: ProcessEvent.describe(state)
         case .condition: ProcessCondition.describe(state)
+        case .rwLock: ProcessRWLock.describe(state)
+        case .variable: SharedVariableLayout.describe(state)
         default: [:]
         }
     }

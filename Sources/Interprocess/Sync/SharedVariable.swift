@@ -1,0 +1,794 @@
+public import SystemPackage
+import CInterprocess
+import InterprocessSystem
+import Synchronization
+
+/// A box shared between processes that is either empty or holds one value — Haskell's `MVar`.
+///
+/// ```swift
+/// let jobs = try SharedVariable<Job>.create(name: "next-job")      // or .open(name:) in a peer
+/// try jobs.put(Job(id: 7))           // blocks while full
+/// let job = try jobs.take()          // blocks while empty; empties it
+/// let peek = try jobs.read()         // blocks while empty; leaves the value there
+/// ```
+///
+/// - ``take()`` waits while it is empty and empties it; ``put(_:)`` waits while it is full. One put
+///   releases exactly one taker (the others go on waiting for the next put).
+/// - ``read()`` waits while it is empty and leaves the value in place. **Every reader that was
+///   waiting when a value is put sees that value, before any taker can take it** (like GHC's
+///   `readMVar`): a put releases all waiting readers at once, and takers wait until each of them has
+///   copied the value.
+/// - ``swap(_:)`` takes the value and puts another in its place atomically (no put can slip in
+///   between); ``modify(_:)`` does the same around a closure and, if the closure throws, puts the
+///   original value back.
+///
+/// `Value` is copied byte for byte into shared memory, so it must be `BitwiseCopyable` and mean the
+/// same in every process: plain numbers and structs or tuples of them — never pointers. Opening a
+/// variable with a `Value` of another size or alignment than its creator's throws `incompatible`. A
+/// peer can write any bytes into the value: use a type for which every bit pattern is valid (not
+/// `Bool` or an enum) if peers are not trusted.
+///
+/// ## How it works
+/// The 64-bit state word holds *full* (bit 0), *readers pending* (bit 1) and a generation (bits
+/// 2…63) that every put bumps; everybody parks on its low half. A **take** copies the value out
+/// while the state says full and then empties it with one compare-and-swap on that exact state
+/// (with the 62-bit generation, an old state never comes back), so a take has no intermediate step
+/// at all. A **read** copies the value and checks that the state did not change meanwhile
+/// (seqlock-style); it never writes. A **put** first claims the *putter* word with its identity
+/// (pid and start time, as ``ProcessMutex`` records an owner): only the claimant may fill the slot
+/// and turn the state from empty to full, so readers and takers never see a half-written value.
+///
+/// The reader-before-taker order: a reader that finds the variable empty registers in one of 16
+/// reader slots (its identity and the generation it saw empty), then looks again. A put publishes
+/// the new state with *readers pending* set, then scans the slots: if no registered reader waits
+/// for an older generation, it clears the bit at once. Otherwise the bit stays until the last of
+/// those readers, having copied the value, leaves its slot and clears it. Takers (and swaps) wait
+/// while the bit is set. Both the reader's registration and the put's publication are sequentially
+/// consistent and each then reads what the other wrote, so a reader either is seen by the put's
+/// scan or sees the put itself. Beyond 16 waiting readers, the extra ones are still woken by the
+/// put but are not waited for: one of them may miss a value that a taker empties first, and then
+/// waits for the next.
+///
+/// ## What a process killed at each step leaves behind
+/// - **put**, killed after claiming the putter word but before publishing: the state is still
+///   empty and the slot half-written (nobody reads it while empty). The putter word names a dead
+///   process: the next putter clears it within ~25 ms (bounded by 50 ms) and puts. Killed after
+///   publishing but before releasing the word or settling *readers pending*: the value is in and
+///   visible; the word is cleared as above, and a waiting taker settles the bit itself within 25 ms.
+/// - **take**, killed before its compare-and-swap: nothing changed. After it: the value was taken
+///   (and is gone with the taker, as with any consumer that dies holding what it consumed).
+/// - **read**: reads change nothing. Killed while *waiting* in a reader slot: the slot names a dead
+///   process; if a put comes, takers wait ~25 ms, find the reader dead, clear its slot and go on.
+/// - **swap** / **modify**, killed after taking the value (holding the putter word, state empty):
+///   the value is gone with it; the putter word is cleared by the next putter as for a put; the
+///   variable is empty and works.
+/// - any waiter killed while parked leaves the waiter count one too high (a spare wake-up call).
+///
+/// Ownership of the putter word is per process, like ``ProcessMutex``. Do not use the variable from
+/// inside a ``modify(_:)`` body: the variable is empty and the putter word held while it runs.
+public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
+    // `@unchecked Sendable`: the state is shared memory kept mapped by `mapping`, touched through
+    // atomics; the value's bytes are only written by the holder of the putter word while the state
+    // says empty, and copies of them are validated against the state.
+
+    private typealias Layout = SharedVariableLayout
+
+    /// Bytes of shared state for this `Value`: a 320-byte header, then the value (padded so that it
+    /// is aligned), rounded up to 8.
+    public static var stateSize: Int {
+        Layout.size(valueSize: MemoryLayout<Value>.size, alignment: MemoryLayout<Value>.alignment)
+    }
+
+    private let mapping: MemoryMapping
+    /// The segment registration of a named variable (nil for one placed in the user's memory).
+    private let segment: SegmentHandle?
+    private let base: UnsafeMutableRawPointer
+    private let state: UnsafeMutablePointer<Atomic<UInt64>>
+    private let stateWord: UnsafeMutableRawPointer
+    private let waiters: UnsafeMutableRawPointer
+    private let putter: UnsafeMutablePointer<Atomic<UInt64>>
+    private let registered: UnsafeMutablePointer<Atomic<UInt32>>
+    private let recoveries: UnsafeMutablePointer<Atomic<UInt64>>
+    private let slot: UnsafeMutableRawPointer
+    /// This process's identity word: pid | start-time epoch << 32.
+    private let me: UInt64
+
+    private init(base: UnsafeMutableRawPointer, mapping: MemoryMapping, segment: SegmentHandle?) {
+        self.base = base
+        self.mapping = mapping
+        self.segment = segment
+        state = atomic64(base)
+        stateWord = base
+        waiters = base + 8
+        putter = atomic64(base + 24)
+        registered = atomic32(base + 32)
+        recoveries = atomic64(base + 48)
+        slot = base + Layout.valueOffset(alignment: MemoryLayout<Value>.alignment)
+        me = ProcessMutex.ownerWord(ProcessIdentity.current)
+    }
+
+    // MARK: Creating and opening
+
+    /// Creates a named variable (a segment of kind `variable`), empty or holding `initialValue`.
+    public static func create(
+        name: String, initialValue: Value? = nil, permissions: FilePermissions = .ownerReadWrite,
+        lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> SharedVariable {
+        try checkValueType(name: name)
+        let handle = try SegmentHandle.create(
+            name: name, kind: .variable, payloadSize: stateSize, permissions: permissions, lifetime: lifetime
+        ) { payload in
+            initialize(payload.baseAddress!, initialValue: initialValue)
+        }
+        let mapping = try handle.mapping()
+        return SharedVariable(base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle)
+    }
+
+    /// Opens a named variable. Throws `incompatible` if it holds a value of another size or
+    /// alignment than `Value` (or is not a variable).
+    public static func open(name: String) throws(InterprocessError) -> SharedVariable {
+        let handle = try SegmentHandle.open(name: name, kind: .variable)
+        do throws(InterprocessError) {
+            let mapping = try handle.mapping()
+            let base = mapping.base + SegmentHeader.size
+            try validate(base, available: handle.payloadSize, name: name)
+            return SharedVariable(base: base, mapping: mapping, segment: handle)
+        } catch {
+            handle.close()
+            throw error
+        }
+    }
+
+    /// Initializes a variable at `offset` in `segment` (``stateSize`` bytes, at an offset that is a
+    /// multiple of 8 and of `Value`'s alignment), empty or holding `initialValue`.
+    public static func create(in segment: SharedMemory, at offset: Int, initialValue: Value? = nil) throws(InterprocessError) -> SharedVariable {
+        try checkValueType(name: segment.name)
+        let (base, mapping) = try place(in: segment, at: offset)
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: stateSize)
+        initialize(base, initialValue: initialValue)
+        return SharedVariable(base: base, mapping: mapping, segment: nil)
+    }
+
+    /// Uses the variable that another process created at `offset` in `segment`.
+    public static func open(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> SharedVariable {
+        let (base, mapping) = try place(in: segment, at: offset)
+        try validate(base, available: segment.size - offset, name: segment.name)
+        return SharedVariable(base: base, mapping: mapping, segment: nil)
+    }
+
+    /// The name of a named variable.
+    public var name: String? { segment?.name }
+
+    /// Unregisters a named variable (the last holder of a `.whileReferenced` one removes the name).
+    public func close() { segment?.close() }
+
+    /// Whether the variable is empty now (a snapshot).
+    public var isEmpty: Bool { state.pointee.load(ordering: .acquiring) & Layout.full == 0 }
+
+    // MARK: Taking
+
+    /// Takes the value, waiting while the variable is empty (or while readers that were waiting
+    /// when it was put have not copied it yet).
+    @available(*, noasync, message: "use the async take() in async code")
+    public func take() throws(InterprocessError) -> Value {
+        if let value = tryTake() { return value }
+        return try blockingWait(
+            word: stateWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name, takeAttempt)
+    }
+
+    /// Takes the value, or throws `timedOut` after `timeout` (having taken nothing).
+    @available(*, noasync, message: "use the async take(timeout:) in async code")
+    public func take(timeout: Duration) throws(InterprocessError) -> Value {
+        if let value = tryTake() { return value }
+        return try blockingWait(
+            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout),
+            recheckEvery: ProcessMutex.livenessInterval, name: name, takeAttempt)
+    }
+
+    /// Takes the value without blocking a thread. Throws `cancelled` — having taken nothing — if the
+    /// task is cancelled, `timedOut` after `timeout`.
+    public func take(timeout: Duration? = nil) async throws(InterprocessError) -> Value {
+        if let value = tryTake() { return value }
+        return try await asyncWait(
+            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout),
+            recheckEvery: ProcessMutex.livenessInterval, name: name, takeAttempt)
+    }
+
+    /// Takes the value if there is one that no waiting reader still has to see; nil otherwise.
+    /// Never blocks.
+    public func tryTake() -> Value? {
+        var settled = false
+        while true {
+            switch takeAttempt(false) {
+            case .done(let value): return value
+            case .retry: continue
+            case .park(let expected):
+                // Held back by readers: clear the slots of readers whose process is gone, once.
+                guard !settled, UInt64(expected) & Layout.pending != 0 else { return nil }
+                settled = true
+                guard settle(.pidGone) else { return nil }
+                wakeWaiters()
+            }
+        }
+    }
+
+    // MARK: Putting
+
+    /// Puts `value`, waiting while the variable is full.
+    @available(*, noasync, message: "use the async put(_:) in async code")
+    public func put(_ value: Value) throws(InterprocessError) {
+        if tryPut(value) { return }
+        try blockingWait(
+            word: stateWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name
+        ) { check in putAttempt(value, check) }
+    }
+
+    /// Puts `value`, or throws `timedOut` after `timeout` (having put nothing).
+    @available(*, noasync, message: "use the async put(_:timeout:) in async code")
+    public func put(_ value: Value, timeout: Duration) throws(InterprocessError) {
+        if tryPut(value) { return }
+        try blockingWait(
+            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout),
+            recheckEvery: ProcessMutex.livenessInterval, name: name
+        ) { check in putAttempt(value, check) }
+    }
+
+    /// Puts `value` without blocking a thread. Throws `cancelled` — having put nothing — if the task
+    /// is cancelled, `timedOut` after `timeout`.
+    public func put(_ value: Value, timeout: Duration? = nil) async throws(InterprocessError) {
+        if tryPut(value) { return }
+        try await asyncWait(
+            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout),
+            recheckEvery: ProcessMutex.livenessInterval, name: name
+        ) { check in putAttempt(value, check) }
+    }
+
+    /// Puts `value` if the variable is empty and no other put is in progress; returns whether it did.
+    /// Never blocks.
+    public func tryPut(_ value: Value) -> Bool {
+        var recovered = false
+        while true {
+            switch putAttempt(value, false) {
+            case .done: return true
+            case .retry: continue
+            case .park(let expected):
+                // Empty but claimed by a putter whose process is gone: clear its claim, once.
+                let holder = putter.pointee.load(ordering: .relaxed)
+                guard !recovered, UInt64(expected) & Layout.full == 0, holder != 0, Self.pidGone(holder) else { return false }
+                recovered = true
+                recoverPutter(holder)
+            }
+        }
+    }
+
+    // MARK: Reading
+
+    /// Returns the value without taking it, waiting while the variable is empty. A reader that waits
+    /// gets the very next value put, before any taker can take it.
+    @available(*, noasync, message: "use the async read() in async code")
+    public func read() throws(InterprocessError) -> Value {
+        if let value = tryRead() { return value }
+        var registration = Registration()
+        defer { leave(registration) }
+        return try blockingWait(word: stateWord, waiters: waiters, deadline: .max, name: name) { _ in readAttempt(&registration) }
+    }
+
+    /// Returns the value without taking it, or throws `timedOut` after `timeout`.
+    @available(*, noasync, message: "use the async read(timeout:) in async code")
+    public func read(timeout: Duration) throws(InterprocessError) -> Value {
+        if let value = tryRead() { return value }
+        var registration = Registration()
+        defer { leave(registration) }
+        return try blockingWait(
+            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout), name: name
+        ) { _ in readAttempt(&registration) }
+    }
+
+    /// Returns the value without taking it and without blocking a thread. Throws `cancelled` if the
+    /// task is cancelled, `timedOut` after `timeout`.
+    public func read(timeout: Duration? = nil) async throws(InterprocessError) -> Value {
+        if let value = tryRead() { return value }
+        var registration = Registration()
+        defer { leave(registration) }
+        return try await asyncWait(
+            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout), name: name
+        ) { _ in readAttempt(&registration) }
+    }
+
+    /// The value if the variable is full; nil if it is empty. Never blocks.
+    public func tryRead() -> Value? {
+        for _ in 0..<64 {
+            let current = state.pointee.load(ordering: .sequentiallyConsistent)
+            guard current & Layout.full != 0 else { return nil }
+            if let value = copyIfUnchanged(current) { return value }
+        }
+        return nil
+    }
+
+    /// Calls `body` with the value (waiting while the variable is empty), leaving it in place.
+    @available(*, noasync, message: "use the async read() in async code")
+    public func withValue<R>(_ body: (Value) throws -> R) throws -> R {
+        try body(read())
+    }
+
+    // MARK: Exchanging
+
+    /// Takes the value and puts `newValue` in its place, with no put in between; returns the old
+    /// value. Waits while the variable is empty.
+    @available(*, noasync, message: "use the async swap(_:) in async code")
+    public func swap(_ newValue: Value) throws(InterprocessError) -> Value {
+        let old = try beginExchange(deadline: .max)
+        finishExchange(newValue)
+        return old
+    }
+
+    /// Like ``swap(_:)``, but throws `timedOut` after `timeout` (having changed nothing).
+    @available(*, noasync, message: "use the async swap(_:timeout:) in async code")
+    public func swap(_ newValue: Value, timeout: Duration) throws(InterprocessError) -> Value {
+        let old = try beginExchange(deadline: Clock.deadline(after: timeout))
+        finishExchange(newValue)
+        return old
+    }
+
+    /// Like ``swap(_:)``, without blocking a thread. Throws `cancelled` or `timedOut` having changed
+    /// nothing.
+    public func swap(_ newValue: Value, timeout: Duration? = nil) async throws(InterprocessError) -> Value {
+        let old = try await beginExchange(deadline: Clock.deadline(after: timeout))
+        finishExchange(newValue)
+        return old
+    }
+
+    /// Swaps if the variable is full (and no waiting reader still has to see its value): returns
+    /// the old value, or nil without changing anything. Never blocks.
+    public func trySwap(_ newValue: Value) -> Value? {
+        var yields = 0
+        while true {
+            switch exchangeAttempt(false, &yields) {
+            case .done(let old):
+                finishExchange(newValue)
+                return old
+            case .retry: continue
+            case .park: return nil
+            }
+        }
+    }
+
+    /// Takes the value (waiting while the variable is empty), lets `body` change it, and puts the
+    /// result back, with no put in between. If `body` throws, puts the original value back and
+    /// rethrows. While `body` runs the variable is empty: readers and takers wait, and so do putters.
+    /// A process killed inside `body` takes the value with it (the variable stays empty and usable).
+    @available(*, noasync, message: "use the async modify(timeout:_:) in async code")
+    public func modify<R>(_ body: (inout Value) throws -> R) throws -> R {
+        try exchange(original: try beginExchange(deadline: .max), body)
+    }
+
+    /// Like ``modify(_:)``, but throws `timedOut` after `timeout` if the variable stayed empty (having
+    /// changed nothing, and without running `body`).
+    @available(*, noasync, message: "use the async modify(timeout:_:) in async code")
+    public func modify<R>(timeout: Duration, _ body: (inout Value) throws -> R) throws -> R {
+        try exchange(original: try beginExchange(deadline: Clock.deadline(after: timeout)), body)
+    }
+
+    /// Like ``modify(_:)``, waiting without blocking a thread (`body` itself runs synchronously).
+    /// Throws `cancelled` or `timedOut` having changed nothing, without running `body`.
+    public func modify<R>(timeout: Duration? = nil, _ body: (inout Value) throws -> R) async throws -> R {
+        try exchange(original: try await beginExchange(deadline: Clock.deadline(after: timeout)), body)
+    }
+
+    private func exchange<R>(original: Value, _ body: (inout Value) throws -> R) throws -> R {
+        var value = original
+        do {
+            let result = try body(&value)
+            finishExchange(value)
+            return result
+        } catch {
+            finishExchange(original)
+            throw error
+        }
+    }
+
+    // MARK: Internals: attempts
+
+    private func takeAttempt(_ check: Bool) -> WaitStep<Value> {
+        let current = state.pointee.load(ordering: .sequentiallyConsistent)
+        guard current & Layout.full != 0 else { return .park(expected: Layout.futexValue(current)) }
+        if current & Layout.pending != 0 {
+            if check && settle(.dead) {
+                wakeWaiters()
+                return .retry
+            }
+            return .park(expected: Layout.futexValue(current))
+        }
+        return withCopy { copy -> WaitStep<Value> in
+            // Unchanged state ⇒ nobody took it, so nobody refilled the slot: the copy is the value.
+            guard state.pointee.compareExchange(
+                expected: current, desired: current & ~(Layout.full | Layout.pending), ordering: .acquiringAndReleasing
+            ).exchanged else { return .retry }
+            wakeWaiters()
+            return .done(copy.load(as: Value.self))
+        }
+    }
+
+    private func putAttempt(_ value: Value, _ check: Bool) -> WaitStep<Void> {
+        let current = state.pointee.load(ordering: .sequentiallyConsistent)
+        if current & Layout.full != 0 { return .park(expected: Layout.futexValue(current)) }
+        let holder = putter.pointee.load(ordering: .sequentiallyConsistent)
+        if holder != 0 {
+            if check && !ProcessMutex.isAlive(ownerWord: holder) {
+                recoverPutter(holder)
+                return .retry
+            }
+            // Another put (or swap) is filling it: the state changes when it is done.
+            return .park(expected: Layout.futexValue(current))
+        }
+        guard putter.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged else { return .retry }
+        CrashPoint.reached("variable.put.afterClaim")
+        let now = state.pointee.load(ordering: .sequentiallyConsistent)
+        guard now & Layout.full == 0 else {
+            releasePutter()
+            return .retry
+        }
+        slot.storeBytes(of: value, as: Value.self)
+        publish(from: now)
+        return .done(())
+    }
+
+    /// Where a waiting reader stands: its slot (if it got one) and the generation it saw empty.
+    private struct Registration {
+        var slot: Int?
+        var since: UInt64 = 0
+        var tried = false
+    }
+
+    private func readAttempt(_ registration: inout Registration) -> WaitStep<Value> {
+        let current = state.pointee.load(ordering: .sequentiallyConsistent)
+        if current & Layout.full != 0 {
+            if let value = copyIfUnchanged(current) { return .done(value) }
+            return .retry
+        }
+        let generation = current >> 2
+        if let index = registration.slot {
+            if registration.since != generation {
+                readerSince(index).pointee.store(generation, ordering: .sequentiallyConsistent)
+                registration.since = generation
+                return .retry // look again after registering
+            }
+            return .park(expected: Layout.futexValue(current))
+        }
+        if !registration.tried {
+            registration.tried = true
+            if let index = claimReaderSlot(since: generation) {
+                registration.slot = index
+                registration.since = generation
+                return .retry // look again after registering
+            }
+        }
+        return .park(expected: Layout.futexValue(current))
+    }
+
+    /// Waits until the variable is full (and no reader is pending), claims the putter word and takes
+    /// the value, leaving the variable empty and the putter word held: ``finishExchange(_:)`` next.
+    @available(*, noasync)
+    private func beginExchange(deadline: UInt64) throws(InterprocessError) -> Value {
+        var yields = 0
+        return try blockingWait(
+            word: stateWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval, name: name
+        ) { check in exchangeAttempt(check, &yields) }
+    }
+
+    private func beginExchange(deadline: UInt64) async throws(InterprocessError) -> Value {
+        var yields = 0
+        return try await asyncWait(
+            word: stateWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval, name: name
+        ) { check in exchangeAttempt(check, &yields) }
+    }
+
+    private func exchangeAttempt(_ check: Bool, _ yields: inout Int) -> WaitStep<Value> {
+        let current = state.pointee.load(ordering: .sequentiallyConsistent)
+        guard current & Layout.full != 0 else { return .park(expected: Layout.futexValue(current)) }
+        if current & Layout.pending != 0 {
+            if check && settle(.dead) {
+                wakeWaiters()
+                return .retry
+            }
+            return .park(expected: Layout.futexValue(current))
+        }
+        let holder = putter.pointee.load(ordering: .sequentiallyConsistent)
+        if holder != 0 {
+            if check && !ProcessMutex.isAlive(ownerWord: holder) {
+                recoverPutter(holder)
+                return .retry
+            }
+            // Full and claimed: a putter between publishing and releasing, or one that found it full
+            // and is letting go — a few instructions. Give it the CPU; park if it takes long.
+            if yields < 64 {
+                yields += 1
+                SpinPolicy.yield()
+                return .retry
+            }
+            return .park(expected: Layout.futexValue(current))
+        }
+        guard putter.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged else { return .retry }
+        let now = state.pointee.load(ordering: .sequentiallyConsistent)
+        guard now & (Layout.full | Layout.pending) == Layout.full else {
+            releasePutter()
+            return .retry
+        }
+        return withCopy { copy -> WaitStep<Value> in
+            guard state.pointee.compareExchange(
+                expected: now, desired: now & ~Layout.full, ordering: .acquiringAndReleasing
+            ).exchanged else {
+                releasePutter()
+                return .retry
+            }
+            CrashPoint.reached("variable.exchange.afterTake")
+            return .done(copy.load(as: Value.self))
+        }
+    }
+
+    /// Fills the slot we hold the putter word for (state empty) and publishes it.
+    private func finishExchange(_ value: Value) {
+        let current = state.pointee.load(ordering: .sequentiallyConsistent)
+        slot.storeBytes(of: value, as: Value.self)
+        publish(from: current)
+    }
+
+    // MARK: Internals: protocol steps
+
+    /// Publishes the value just written into the slot (state `empty` at generation g → full at g+1,
+    /// readers pending), releases the putter word, clears *pending* if no registered reader waits
+    /// for it, and wakes everybody.
+    private func publish(from empty: UInt64) {
+        let next = ((empty & ~(Layout.full | Layout.pending)) &+ Layout.generationUnit) | Layout.full | Layout.pending
+        state.pointee.store(next, ordering: .sequentiallyConsistent)
+        CrashPoint.reached("variable.put.afterPublish")
+        putter.pointee.store(0, ordering: .sequentiallyConsistent)
+        _ = settle(.never)
+        wakeWaiters()
+    }
+
+    private func releasePutter() {
+        putter.pointee.store(0, ordering: .sequentiallyConsistent)
+        wakeWaiters()
+    }
+
+    /// Clears the putter word of a dead putter (nothing to repair: it either never published, and
+    /// the state is still empty, or did, and the value is complete).
+    private func recoverPutter(_ dead: UInt64) {
+        guard putter.pointee.compareExchange(expected: dead, desired: 0, ordering: .sequentiallyConsistent).exchanged else { return }
+        recoveries.pointee.add(1, ordering: .relaxed)
+        _ = settle(.never)
+        wakeWaiters()
+    }
+
+    private enum Liveness {
+        /// Every registered reader counts.
+        case never
+        /// Readers whose pid is gone are cleared (one cheap system call each).
+        case pidGone
+        /// Readers that are not alive (pid and start time) are cleared.
+        case dead
+    }
+
+    /// If the state is full with *readers pending*, and no registered reader still waits for an
+    /// older generation (clearing dead ones as `liveness` says), clears the bit. Returns whether it
+    /// cleared it (the caller wakes the waiters).
+    private func settle(_ liveness: Liveness) -> Bool {
+        while true {
+            let current = state.pointee.load(ordering: .sequentiallyConsistent)
+            guard current & (Layout.full | Layout.pending) == Layout.full | Layout.pending else { return false }
+            let generation = current >> 2
+            if registered.pointee.load(ordering: .sequentiallyConsistent) != 0 {
+                for index in 0..<Layout.readerCapacity {
+                    let owner = readerOwner(index).pointee.load(ordering: .sequentiallyConsistent)
+                    guard owner != 0, readerSince(index).pointee.load(ordering: .sequentiallyConsistent) < generation else { continue }
+                    let dead = switch liveness {
+                    case .never: false
+                    case .pidGone: Self.pidGone(owner)
+                    case .dead: !ProcessMutex.isAlive(ownerWord: owner)
+                    }
+                    guard dead else { return false }
+                    recoverReader(index, dead: owner)
+                }
+            }
+            if state.pointee.compareExchange(
+                expected: current, desired: current & ~Layout.pending, ordering: .sequentiallyConsistent
+            ).exchanged { return true }
+        }
+    }
+
+    /// Registers a waiting reader: counts it, claims a free slot and records the generation it saw
+    /// empty. Nil when all slots are taken by live readers.
+    private func claimReaderSlot(since generation: UInt64) -> Int? {
+        registered.pointee.add(1, ordering: .sequentiallyConsistent)
+        for pass in 0..<2 {
+            for index in 0..<Layout.readerCapacity where readerOwner(index).pointee.load(ordering: .relaxed) == 0 {
+                if readerOwner(index).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
+                    readerSince(index).pointee.store(generation, ordering: .sequentiallyConsistent)
+                    return index
+                }
+            }
+            guard pass == 0 else { break }
+            // All taken: free the slots of readers whose process is gone, and try once more.
+            for index in 0..<Layout.readerCapacity {
+                let owner = readerOwner(index).pointee.load(ordering: .relaxed)
+                if owner != 0 && Self.pidGone(owner) { recoverReader(index, dead: owner) }
+            }
+        }
+        registered.pointee.subtract(1, ordering: .sequentiallyConsistent)
+        return nil
+    }
+
+    /// A reader is done (returned, timed out or cancelled): frees its slot and, if it was the last
+    /// one a put waited for, lets takers go.
+    private func leave(_ registration: Registration) {
+        guard let index = registration.slot else { return }
+        readerSince(index).pointee.store(Layout.noGeneration, ordering: .relaxed)
+        readerOwner(index).pointee.store(0, ordering: .sequentiallyConsistent)
+        registered.pointee.subtract(1, ordering: .sequentiallyConsistent)
+        if settle(.never) { wakeWaiters() }
+    }
+
+    /// Frees the slot of the dead reader `dead` (claiming it first, so that one process repairs it).
+    private func recoverReader(_ index: Int, dead: UInt64) {
+        guard readerOwner(index).pointee.compareExchange(expected: dead, desired: me, ordering: .sequentiallyConsistent).exchanged else { return }
+        readerSince(index).pointee.store(Layout.noGeneration, ordering: .relaxed)
+        readerOwner(index).pointee.store(0, ordering: .sequentiallyConsistent)
+        registered.pointee.subtract(1, ordering: .sequentiallyConsistent)
+        recoveries.pointee.add(1, ordering: .relaxed)
+    }
+
+    @inline(__always)
+    private func wakeWaiters() {
+        if atomic32(waiters).pointee.load(ordering: .sequentiallyConsistent) != 0 {
+            Futex.wakeAll(stateWord)
+        }
+    }
+
+    /// Copies the slot into a temporary buffer and calls `body` with it (the copy is only turned
+    /// into a `Value` once it is known to be whole).
+    @inline(__always)
+    private func withCopy<R>(_ body: (UnsafeRawPointer) -> R) -> R {
+        withUnsafeTemporaryAllocation(
+            byteCount: Swift.max(MemoryLayout<Value>.size, 1), alignment: MemoryLayout<Value>.alignment
+        ) { buffer in
+            buffer.baseAddress!.copyMemory(from: slot, byteCount: MemoryLayout<Value>.size)
+            return body(UnsafeRawPointer(buffer.baseAddress!))
+        }
+    }
+
+    /// The value, if the state still says full at the generation of `observed` after copying it.
+    private func copyIfUnchanged(_ observed: UInt64) -> Value? {
+        withCopy { copy -> Value? in
+            atomicMemoryFence(ordering: .acquiring)
+            let now = state.pointee.load(ordering: .relaxed)
+            guard now | Layout.pending == observed | Layout.pending else { return nil }
+            return copy.load(as: Value.self)
+        }
+    }
+
+    private func readerOwner(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
+        atomic64(base + Layout.readersOffset + index * Layout.readerStride)
+    }
+
+    private func readerSince(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
+        atomic64(base + Layout.readersOffset + index * Layout.readerStride + 8)
+    }
+
+    private static func pidGone(_ identity: UInt64) -> Bool {
+        let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: identity))
+        return pid <= 0 || !ProcessIdentity.pidExists(pid)
+    }
+
+    // MARK: Internals: layout
+
+    private static func checkValueType(name: String) throws(InterprocessError) {
+        guard MemoryLayout<Value>.alignment <= 4096, MemoryLayout<Value>.size <= Int(UInt32.max) - 8192 else {
+            throw InterprocessError(.invalidArgument, objectName: name,
+                detail: "\(Value.self) (\(MemoryLayout<Value>.size) bytes, aligned to \(MemoryLayout<Value>.alignment)) is too big for a shared variable")
+        }
+    }
+
+    private static func initialize(_ base: UnsafeMutableRawPointer, initialValue: Value?) {
+        let alignment = MemoryLayout<Value>.alignment
+        base.storeBytes(of: UInt32(MemoryLayout<Value>.size), toByteOffset: 12, as: UInt32.self)
+        base.storeBytes(of: UInt32(alignment), toByteOffset: 16, as: UInt32.self)
+        base.storeBytes(of: UInt32(Layout.readerCapacity), toByteOffset: 36, as: UInt32.self)
+        base.storeBytes(of: UInt32(Layout.valueOffset(alignment: alignment)), toByteOffset: 40, as: UInt32.self)
+        for index in 0..<Layout.readerCapacity {
+            atomic64(base + Layout.readersOffset + index * Layout.readerStride).initialize(to: Atomic(0))
+            atomic64(base + Layout.readersOffset + index * Layout.readerStride + 8).initialize(to: Atomic(Layout.noGeneration))
+        }
+        var initialState: UInt64 = 0
+        if let initialValue {
+            (base + Layout.valueOffset(alignment: alignment)).storeBytes(of: initialValue, as: Value.self)
+            initialState = Layout.generationUnit | Layout.full
+        }
+        atomic64(base).initialize(to: Atomic(initialState))
+        atomic32(base + 20).pointee.store(CIPC_TAG_VARIABLE, ordering: .releasing)
+    }
+
+    /// Checks what a peer wrote before trusting it: the tag, the value's size and alignment, and a
+    /// layout that fits the `available` bytes.
+    private static func validate(_ base: UnsafeMutableRawPointer, available: Int, name: String) throws(InterprocessError) {
+        guard available >= Layout.headerSize, atomic32(base + 20).pointee.load(ordering: .acquiring) == CIPC_TAG_VARIABLE else {
+            throw InterprocessError(.corrupt, objectName: name, detail: "no valid shared variable there")
+        }
+        let size = Int(base.load(fromByteOffset: 12, as: UInt32.self))
+        let alignment = Int(base.load(fromByteOffset: 16, as: UInt32.self))
+        guard size == MemoryLayout<Value>.size, alignment == MemoryLayout<Value>.alignment else {
+            throw InterprocessError(.incompatible, objectName: name,
+                detail: "it holds \(size)-byte values aligned to \(alignment); \(Value.self) has \(MemoryLayout<Value>.size) bytes aligned to \(MemoryLayout<Value>.alignment)")
+        }
+        let capacity = Int(base.load(fromByteOffset: 36, as: UInt32.self))
+        let offset = Int(base.load(fromByteOffset: 40, as: UInt32.self))
+        guard capacity == Layout.readerCapacity, offset == Layout.valueOffset(alignment: alignment),
+              Layout.size(valueSize: size, alignment: alignment) <= available
+        else {
+            throw InterprocessError(.corrupt, objectName: name, detail: "inconsistent shared variable header")
+        }
+    }
+
+    /// Checks that ``stateSize`` bytes fit at `offset` in `segment`, suitably aligned.
+    private static func place(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> (UnsafeMutableRawPointer, MemoryMapping) {
+        let alignment = Swift.max(MemoryLayout<Value>.alignment, 8)
+        guard offset >= 0, offset % alignment == 0, offset <= segment.size - stateSize else {
+            throw InterprocessError(.invalidArgument, objectName: segment.name,
+                detail: "a shared variable of \(Value.self) needs \(stateSize) bytes at a \(alignment)-byte aligned offset; \(offset) does not fit a \(segment.size)-byte segment")
+        }
+        let mapping = try segment.handle.mapping()
+        return (mapping.base + SegmentHeader.size + offset, mapping)
+    }
+}
+
+/// The shared layout of a ``SharedVariable`` (`cipc_variable_header` in `CInterprocess.h`),
+/// independent of its `Value`.
+enum SharedVariableLayout {
+    static let headerSize = Int(CIPC_VARIABLE_HEADER_SIZE)
+    static let readerCapacity = Int(CIPC_VARIABLE_READERS)
+    static let readersOffset = 64
+    static let readerStride = 16
+
+    /// State bits: full, readers pending; the generation counts from bit 2.
+    static let full: UInt64 = 1
+    static let pending: UInt64 = 2
+    static let generationUnit: UInt64 = 4
+    /// A free reader slot's `since`: later than every generation.
+    static let noGeneration = UInt64.max
+
+    /// The futex word's value for a state (its low half).
+    @inline(__always)
+    static func futexValue(_ state: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: state) }
+
+    static func valueOffset(alignment: Int) -> Int {
+        let unit = max(alignment, 8)
+        return (headerSize + unit - 1) / unit * unit
+    }
+
+    static func size(valueSize: Int, alignment: Int) -> Int {
+        valueOffset(alignment: alignment) + (valueSize + 7) / 8 * 8
+    }
+
+    /// Full or empty, generation, pending readers, waiting readers, the putter, read from a copy of
+    /// the state.
+    static func describe(_ state: UnsafeRawBufferPointer) -> [String: String] {
+        guard state.count >= headerSize else { return [:] }
+        let word = state.load(as: UInt64.self)
+        let putter = state.load(fromByteOffset: 24, as: UInt64.self)
+        var blocked = 0
+        for index in 0..<readerCapacity where state.load(fromByteOffset: readersOffset + index * readerStride, as: UInt64.self) != 0 {
+            blocked += 1
+        }
+        return [
+            "full": word & full == 0 ? "no" : "yes",
+            "generation": "\(word >> 2)",
+            "readersPending": word & pending == 0 ? "no" : "yes",
+            "waitingReaders": "\(blocked)",
+            "waiters": "\(state.load(fromByteOffset: 8, as: UInt32.self))",
+            "valueSize": "\(state.load(fromByteOffset: 12, as: UInt32.self))",
+            "valueAlignment": "\(state.load(fromByteOffset: 16, as: UInt32.self))",
+            "putter": putter == 0 ? "-" : "\(Int32(bitPattern: UInt32(truncatingIfNeeded: putter)))",
+            "recoveries": "\(state.load(fromByteOffset: 48, as: UInt64.self))",
+        ]
+    }
+}

@@ -1,0 +1,332 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+import Interprocess
+import InterprocessSystem
+import Synchronization
+
+/// A segment laid out as the test child's "rw-…" commands expect (see
+/// ReaderWriterAndVariableCommands.swift): the lock @0, counters a/b @512/@520, stop flag @576,
+/// arrival counter @600.
+func makeRWSegment(_ name: String) throws -> SharedMemory {
+    let segment = try SharedMemory.create(name: name, size: 4096)
+    _ = try ProcessRWLock.create(in: segment, at: 0)
+    return segment
+}
+
+/// Polls `condition` every millisecond until it holds or `timeout` passes; returns whether it held.
+func pollUntil(timeout: Duration = .seconds(10), _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Clock.deadline(after: timeout)
+    while Clock.monotonicNanoseconds() < deadline {
+        if try condition() { return true }
+        usleep(1000)
+    }
+    return try condition()
+}
+
+@Suite("ProcessRWLock", .serialized, .timeLimit(.minutes(3)))
+struct ProcessRWLockTests {
+    @Test func uncontendedLockingAndErrors() throws {
+        try withCleanNames("rwl") { name in
+            let lock = try ProcessRWLock.create(name: name)
+            defer { lock.close() }
+            #expect(lock.name == name)
+            #expect(!lock.isWriteLocked && lock.readerCount == 0)
+            #expect(try lock.readLock() == .acquired)
+            #expect(lock.tryReadLock() == .acquired)
+            #expect(lock.readerCount == 2)
+            #expect(lock.tryWriteLock() == nil, "readers inside")
+            #expect(!lock.isWriteLocked, "a failed try gives its claim back")
+            try lock.readUnlock()
+            try lock.readUnlock()
+            expectError(.notOwner) { try lock.readUnlock() }
+            expectError(.notOwner) { try lock.writeUnlock() }
+            #expect(try lock.writeLock() == .acquired)
+            #expect(lock.isWriteLocked)
+            #expect(lock.tryReadLock() == nil)
+            #expect(lock.tryWriteLock() == nil)
+            #expect(try SharedMemory.info(name: name).details["writeLocked"] == "yes")
+            try lock.writeUnlock()
+            #expect(lock.tryWriteLock() == .acquired)
+            try lock.writeUnlock()
+            #expect(try lock.withReadLock { 1 } == 1)
+            #expect(try lock.withWriteLock { 2 } == 2)
+            #expect(!lock.isWriteLocked && lock.readerCount == 0)
+            expectError(.timedOut) { try lock.withWriteLock { try lock.readLock(timeout: .milliseconds(20)) } }
+            #expect(!lock.isWriteLocked)
+            // Opening it as another kind of object is an error.
+            expectError(.incompatible) { try ProcessMutex.open(name: name) }
+            expectError(.incompatible) { try SharedMemory.open(name: name) }
+            let info = try SharedMemory.info(name: name)
+            #expect(info.kind == "rwlock")
+            #expect(info.details["readers"] == "0")
+            #expect(info.details["writer"] == "-")
+            let again = try ProcessRWLock.open(name: name)
+            #expect(again.readerCount == 0)
+            again.close()
+        }
+    }
+
+    @Test func placementInAUserSegmentIsChecked() throws {
+        try withCleanNames("rwlplace") { name in
+            let segment = try SharedMemory.create(name: name, size: 256)
+            defer { segment.close() }
+            expectError(.invalidArgument) { try ProcessRWLock.create(in: segment, at: 4) }
+            expectError(.invalidArgument) { try ProcessRWLock.create(in: segment, at: 200) }
+            expectError(.corrupt) { try ProcessRWLock.open(in: segment, at: 64) }
+            _ = try ProcessMutex.create(in: segment, at: 128)
+            expectError(.corrupt) { try ProcessRWLock.open(in: segment, at: 128) }
+            let lock = try ProcessRWLock.create(in: segment, at: 64)
+            let again = try ProcessRWLock.open(in: segment, at: 64)
+            try lock.writeLock()
+            #expect(again.tryReadLock() == nil)
+            try again.writeUnlock() // same process: ownership is per process
+            segment.close()
+            try lock.readLock()
+            try lock.readUnlock()
+        }
+    }
+
+    @Test func manyReadersHoldItAtOnceAcrossProcesses() throws {
+        try withCleanNames("rwlshare") { name in
+            let segment = try makeRWSegment(name)
+            defer { segment.close() }
+            let lock = try ProcessRWLock.open(in: segment, at: 0)
+            // Each child takes a read lock, counts itself in and keeps the lock until the count
+            // reaches 5: this process counts once for its own read lock and once more after it has
+            // seen all four readers inside at the same time. A lock that let only one reader in at a
+            // time would make the children time out.
+            let arrivals = { (delta: UInt32) in
+                try segment.withUnsafeMutableBytes { atomic32($0.baseAddress! + 600).pointee.add(delta, ordering: .sequentiallyConsistent).newValue }
+            }
+            try lock.readLock(timeout: .seconds(5))
+            _ = try arrivals(1)
+            let children = try (0..<3).map { _ in try Peer.spawn("rw-read-barrier", name, "5", "10000") }
+            defer { children.forEach { $0.stop() } }
+            for child in children { #expect(child.readLine() == "locked") }
+            #expect(try arrivals(0) == 4)
+            #expect(lock.readerCount == 4)
+            #expect(lock.tryWriteLock() == nil)
+            _ = try arrivals(1)
+            for child in children { #expect(child.wait(timeout: .seconds(20)) == .exited(0)) }
+            #expect(lock.readerCount == 1)
+            try lock.readUnlock()
+            #expect(try lock.writeLock(timeout: .seconds(1)) == .acquired)
+            try lock.writeUnlock()
+        }
+    }
+
+    @Test func writersExcludeReadersAndEachOtherAcrossProcesses() throws {
+        try withCleanNames("rwlcount") { name in
+            let segment = try makeRWSegment(name)
+            defer { segment.close() }
+            // Writers increment a, dawdle, increment b; readers check a == b. All start together.
+            let writers = try (0..<2).map { _ in try Peer.spawn("rw-count", name, "10000") }
+            let checkers = try (0..<2).map { _ in try Peer.spawn("rw-check", name, "20000") }
+            defer { (writers + checkers).forEach { $0.stop() } }
+            for child in writers + checkers { #expect(child.readLine() == "ready") }
+            let lock = try ProcessRWLock.open(in: segment, at: 0)
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(1), toByteOffset: 584, as: UInt64.self) }
+            for _ in 0..<10000 {
+                try lock.writeLock(timeout: .seconds(20))
+                try segment.withUnsafeMutableBytes { bytes in
+                    bytes.storeBytes(of: bytes.load(fromByteOffset: 512, as: UInt64.self) + 1, toByteOffset: 512, as: UInt64.self)
+                    for _ in 0..<50 { SpinPolicy.pause() }
+                    bytes.storeBytes(of: bytes.load(fromByteOffset: 520, as: UInt64.self) + 1, toByteOffset: 520, as: UInt64.self)
+                }
+                try lock.writeUnlock()
+            }
+            for child in writers + checkers {
+                #expect(child.wait(timeout: .seconds(60)) == .exited(0))
+            }
+            let (a, b) = try segment.withUnsafeBytes { ($0.load(fromByteOffset: 512, as: UInt64.self), $0.load(fromByteOffset: 520, as: UInt64.self)) }
+            #expect(a == 30_000)
+            #expect(b == 30_000)
+            #expect(lock.readerCount == 0 && !lock.isWriteLocked)
+        }
+    }
+
+    @Test func aWriterIsNotStarvedByAStreamOfReaders() throws {
+        try withCleanNames("rwlstarve") { name in
+            let segment = try makeRWSegment(name)
+            defer { segment.close() }
+            let readers = try (0..<2).map { _ in try Peer.spawn("rw-read-loop", name) }
+            defer { readers.forEach { $0.stop() } }
+            for reader in readers { #expect(reader.readLine() == "ready") }
+            let lock = try ProcessRWLock.open(in: segment, at: 0)
+            Clock.sleep(nanoseconds: 50_000_000) // the readers overlap in full swing
+            for _ in 0..<5 {
+                let start = Clock.monotonicNanoseconds()
+                #expect(try lock.writeLock(timeout: .seconds(5)) == .acquired)
+                let took = elapsed(since: start)
+                #expect(took < 1.0, "the writer waited \(took) s")
+                try lock.writeUnlock()
+                Clock.sleep(nanoseconds: 10_000_000)
+            }
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(1), toByteOffset: 576, as: UInt64.self) }
+            for reader in readers {
+                let line = reader.readLine()
+                #expect(line?.hasPrefix("done ") == true)
+                #expect(reader.wait(timeout: .seconds(20)) == .exited(0))
+            }
+        }
+    }
+
+    @Test func timedLocksReturnOnTimeAndAnAbandonedClaimLetsReadersIn() throws {
+        try withCleanNames("rwltime") { name in
+            let lock = try ProcessRWLock.create(name: name)
+            defer { lock.close() }
+            // A writer elsewhere: both kinds of lock time out.
+            let writer = try Peer.spawn("rw-write-hold", name, "400")
+            defer { writer.stop() }
+            #expect(writer.readLine() == "claiming")
+            #expect(writer.readLine() == "locked acquired")
+            var start = Clock.monotonicNanoseconds()
+            expectError(.timedOut) { try lock.readLock(timeout: .milliseconds(150)) }
+            var took = elapsed(since: start)
+            #expect(took >= 0.149 && took < 1.0, "\(took) s")
+            start = Clock.monotonicNanoseconds()
+            expectError(.timedOut) { try lock.writeLock(timeout: .milliseconds(100)) }
+            took = elapsed(since: start)
+            #expect(took >= 0.099 && took < 1.0, "\(took) s")
+            #expect(writer.readLine() == "unlocked")
+            // A reader elsewhere: a writer claims, waits for it, times out and gives the claim back —
+            // then readers get in again.
+            let reader = try Peer.spawn("rw-read-hold", name, "800")
+            defer { reader.stop() }
+            #expect(reader.readLine() == "locked acquired")
+            start = Clock.monotonicNanoseconds()
+            expectError(.timedOut) { try lock.writeLock(timeout: .milliseconds(150)) }
+            took = elapsed(since: start)
+            #expect(took >= 0.149 && took < 1.0, "\(took) s")
+            #expect(!lock.isWriteLocked)
+            #expect(lock.tryReadLock() == .acquired)
+            try lock.readUnlock()
+            #expect(reader.readLine() == "unlocked")
+            #expect(try lock.writeLock(timeout: .seconds(1)) == .acquired)
+            try lock.writeUnlock()
+        }
+    }
+
+    @Test func asyncLocksHonourCancellationAndAcquireNothing() async throws {
+        let prefix = TestNames.make("rwlasync")
+        let lock = try ProcessRWLock.create(name: prefix)
+        defer { lock.close() }
+        // Cancelled while waiting for a writer: returns promptly, holds nothing.
+        let writer = try Peer.spawn("rw-write-hold", prefix, "500")
+        defer { writer.stop() }
+        #expect(writer.readLine() == "claiming")
+        #expect(writer.readLine() == "locked acquired")
+        let waitingReader = Task { try await lock.readLock() }
+        let waitingWriter = Task { try await lock.writeLock() }
+        try await Task.sleep(for: .milliseconds(50))
+        var start = Clock.monotonicNanoseconds()
+        waitingReader.cancel()
+        waitingWriter.cancel()
+        await #expect(throws: InterprocessError.self) { try await waitingReader.value }
+        await #expect(throws: InterprocessError.self) { try await waitingWriter.value }
+        #expect(elapsed(since: start) < 0.5)
+        #expect(try await lock.readLock(timeout: .seconds(10)) == .acquired)
+        #expect(writer.readLine() == "unlocked")
+        #expect(lock.readerCount == 1, "the cancelled reader holds nothing")
+        try lock.readUnlock()
+        // Cancelled while waiting for readers to leave: the claim is given back.
+        let reader = try Peer.spawn("rw-read-hold", prefix, "2000")
+        defer { reader.stop() }
+        #expect(reader.readLine() == "locked acquired")
+        let draining = Task { try await lock.writeLock() }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(lock.isWriteLocked, "claimed, waiting for the reader")
+        start = Clock.monotonicNanoseconds()
+        draining.cancel()
+        do {
+            _ = try await draining.value
+            Issue.record("the cancelled writer got the lock")
+        } catch let error as InterprocessError {
+            #expect(error.code == .cancelled)
+        }
+        #expect(elapsed(since: start) < 0.5)
+        #expect(!lock.isWriteLocked)
+        #expect(lock.tryReadLock() == .acquired)
+        try lock.readUnlock()
+        #expect(try await lock.writeLock(timeout: .seconds(10)) == .acquired)
+        try lock.writeUnlock()
+        writer.stop()
+        reader.stop()
+        lock.close()
+        #expect(TestNames.leftovers(prefix).isEmpty)
+    }
+
+    @Test func aWriterKilledWhileHoldingIsTakenOverAndReported() throws {
+        try withCleanNames("rwldead") { name in
+            let lock = try ProcessRWLock.create(name: name)
+            defer { lock.close() }
+            let child = try Peer.spawn("rw-write-hold", name, "60000")
+            defer { child.stop() }
+            #expect(child.readLine() == "claiming")
+            #expect(child.readLine() == "locked acquired")
+            #expect(lock.tryWriteLock() == nil, "a live writer keeps it")
+            #expect(try SharedMemory.info(name: name).details["writer"] == "\(child.pid)")
+            child.kill(signal: SIGKILL)
+            let start = Clock.monotonicNanoseconds()
+            #expect(try lock.writeLock(timeout: .seconds(5)) == .previousOwnerDied)
+            let took = elapsed(since: start)
+            #expect(took < 0.5, "took over after \(took) s; documented bound is 50 ms")
+            #expect(!lock.isConsistent)
+            try lock.writeUnlock()
+            // Inconsistent until repaired: readers are told, the convenience forms refuse.
+            #expect(try lock.readLock(timeout: .seconds(5)) == .previousOwnerDied)
+            try lock.readUnlock()
+            expectError(.ownerDied) { try lock.withReadLock { Issue.record("read inconsistent data") } }
+            expectError(.ownerDied) { try lock.withWriteLock { Issue.record("ran on inconsistent data") } }
+            #expect(lock.readerCount == 0 && !lock.isWriteLocked)
+            var repaired = false
+            try lock.withWriteLock(onOwnerDied: { repaired = true }) {}
+            #expect(repaired && lock.isConsistent)
+            #expect(try lock.readLock(timeout: .seconds(5)) == .acquired)
+            try lock.readUnlock()
+            #expect(try SharedMemory.info(name: name).details["recoveries"] == "1")
+        }
+    }
+
+    @Test func aReaderClearsADeadWritersLock() throws {
+        try withCleanNames("rwldeadread") { name in
+            let lock = try ProcessRWLock.create(name: name)
+            defer { lock.close() }
+            let child = try Peer.spawn("rw-write-hold", name, "60000")
+            defer { child.stop() }
+            #expect(child.readLine() == "claiming")
+            #expect(child.readLine() == "locked acquired")
+            child.kill(signal: SIGKILL)
+            let start = Clock.monotonicNanoseconds()
+            #expect(try lock.readLock(timeout: .seconds(5)) == .previousOwnerDied)
+            #expect(elapsed(since: start) < 0.5)
+            #expect(!lock.isWriteLocked)
+            try lock.readUnlock()
+            #expect(try lock.writeLock(timeout: .seconds(1)) == .previousOwnerDied)
+            lock.markConsistent()
+            try lock.writeUnlock()
+        }
+    }
+
+    @Test func aWriterKilledWhileWaitingForReadersLeavesItConsistent() throws {
+        try withCleanNames("rwldeadclaim") { name in
+            let lock = try ProcessRWLock.create(name: name)
+            defer { lock.close() }
+            try lock.readLock()
+            let child = try Peer.spawn("rw-write-hold", name, "60000")
+            defer { child.stop() }
+            #expect(child.readLine() == "claiming")
+            #expect(pollUntil { lock.isWriteLocked }, "the child claims the lock and waits for our reader")
+            #expect(lock.tryReadLock() == nil, "writer preference: a claim keeps new readers out")
+            child.stop() // killed and reaped while waiting for readers
+            #expect(lock.tryReadLock() == .acquired, "the dead claim is cleared; the writer was never inside")
+            try lock.readUnlock()
+            try lock.readUnlock()
+            #expect(try lock.writeLock(timeout: .seconds(1)) == .acquired)
+            #expect(lock.isConsistent)
+            try lock.writeUnlock()
+        }
+    }
+}
