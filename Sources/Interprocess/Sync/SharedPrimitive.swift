@@ -90,6 +90,45 @@ enum WaitStep<Value> {
     case retry
 }
 
+/// Calls `attempt` up to `rounds` times with a pause instruction between failures; the value if
+/// one attempt succeeded. The spin phase of both wait drivers.
+@inline(__always)
+private func spin<Value>(
+    rounds: Int, _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
+) throws(InterprocessError) -> Value? {
+    var rounds = rounds
+    while rounds > 0 {
+        switch try attempt(false) {
+        case .done(let value): return value
+        case .retry: continue
+        case .park:
+            rounds -= 1
+            SpinPolicy.pause()
+        }
+    }
+    return nil
+}
+
+/// When the next periodic check (e.g. of a lock owner's liveness) is due, for both wait drivers.
+private struct PeriodicCheck {
+    let interval: UInt64
+    private(set) var next: UInt64
+
+    init(every interval: UInt64) {
+        self.interval = interval
+        next = interval == .max ? .max : Clock.monotonicNanoseconds() &+ interval
+    }
+
+    /// Whether a check is due now; if so, schedules the next one.
+    mutating func isDue() -> Bool {
+        guard next != .max else { return false }
+        let now = Clock.monotonicNanoseconds()
+        guard now >= next else { return false }
+        next = now &+ interval
+        return true
+    }
+}
+
 /// The waiting loop shared by every primitive: spin briefly (never on one CPU), then count ourselves
 /// in `waiters` and park on `word` until `attempt` succeeds or `deadline` passes.
 ///
@@ -103,33 +142,16 @@ func blockingWait<Value>(
     recheckEvery: UInt64 = .max, name: String?,
     _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
 ) throws(InterprocessError) -> Value {
-    var rounds = SpinPolicy.spinRounds
-    while rounds > 0 {
-        switch try attempt(false) {
-        case .done(let value): return value
-        case .retry: continue
-        case .park:
-            rounds -= 1
-            SpinPolicy.pause()
-        }
-    }
+    if let value = try spin(rounds: SpinPolicy.spinRounds, attempt) { return value }
     atomic32(waiters).pointee.add(1, ordering: .sequentiallyConsistent)
     defer { atomic32(waiters).pointee.subtract(1, ordering: .sequentiallyConsistent) }
-    var nextCheck = recheckEvery == .max ? .max : Clock.monotonicNanoseconds() &+ recheckEvery
+    var check = PeriodicCheck(every: recheckEvery)
     while true {
-        var checkNow = false
-        if nextCheck != .max {
-            let now = Clock.monotonicNanoseconds()
-            if now >= nextCheck {
-                checkNow = true
-                nextCheck = now &+ recheckEvery
-            }
-        }
-        switch try attempt(checkNow) {
+        switch try attempt(check.isDue()) {
         case .done(let value): return value
         case .retry: continue
         case .park(let expected):
-            if Futex.wait(word, expected: expected, deadline: min(deadline, nextCheck)) == .timedOut,
+            if Futex.wait(word, expected: expected, deadline: min(deadline, check.next)) == .timedOut,
                Clock.monotonicNanoseconds() >= deadline {
                 // One last attempt: the state may have changed as the time ran out.
                 if case .done(let value) = try attempt(false) { return value }
@@ -147,36 +169,20 @@ func asyncWait<Value>(
     recheckEvery: UInt64 = .max, name: String?,
     _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
 ) async throws(InterprocessError) -> Value {
-    var rounds = SpinPolicy.spinRounds / 4
-    while rounds > 0 {
-        switch try attempt(false) {
-        case .done(let value): return value
-        case .retry: continue
-        case .park:
-            rounds -= 1
-            SpinPolicy.pause()
-        }
-    }
+    // A shorter spin: this runs on a cooperative thread.
+    if let value = try spin(rounds: SpinPolicy.spinRounds / 4, attempt) { return value }
     atomic32(waiters).pointee.add(1, ordering: .sequentiallyConsistent)
     defer { atomic32(waiters).pointee.subtract(1, ordering: .sequentiallyConsistent) }
-    var nextCheck = recheckEvery == .max ? .max : Clock.monotonicNanoseconds() &+ recheckEvery
+    var check = PeriodicCheck(every: recheckEvery)
     while true {
         if Task.isCancelled {
             throw InterprocessError(.cancelled, objectName: name, detail: "the waiting task was cancelled")
         }
-        var checkNow = false
-        if nextCheck != .max {
-            let now = Clock.monotonicNanoseconds()
-            if now >= nextCheck {
-                checkNow = true
-                nextCheck = now &+ recheckEvery
-            }
-        }
-        switch try attempt(checkNow) {
+        switch try attempt(check.isDue()) {
         case .done(let value): return value
         case .retry: continue
         case .park(let expected):
-            let outcome = await AsyncFutexWaiter.shared.wait(on: word, expected: expected, deadline: min(deadline, nextCheck))
+            let outcome = await AsyncFutexWaiter.shared.wait(on: word, expected: expected, deadline: min(deadline, check.next))
             switch outcome {
             case .cancelled:
                 throw InterprocessError(.cancelled, objectName: name, detail: "the waiting task was cancelled")
