@@ -155,12 +155,23 @@ public final class ProcessRWLock: @unchecked Sendable {
     }
 
     /// Takes a read lock without blocking a thread; throws `cancelled` (having acquired nothing) if
+    /// the task is cancelled.
+    @discardableResult
+    public func readLock() async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        try await readLock(deadline: .max)
+    }
+
+    /// Takes a read lock without blocking a thread; throws `cancelled` (having acquired nothing) if
     /// the task is cancelled, `timedOut` after `timeout`.
     @discardableResult
-    public func readLock(timeout: Duration? = nil) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+    public func readLock(timeout: Duration) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        try await readLock(deadline: Clock.deadline(after: timeout))
+    }
+
+    private func readLock(deadline: UInt64) async throws(InterprocessError) -> ProcessMutex.Acquisition {
         if let acquisition = tryReadLock() { return acquisition }
         return try await asyncWait(
-            word: ownerWord, waiters: waiters, deadline: Clock.deadline(after: timeout),
+            word: ownerWord, waiters: waiters, deadline: deadline,
             recheckEvery: ProcessMutex.livenessInterval, name: name, readAttempt)
     }
 
@@ -248,11 +259,22 @@ public final class ProcessRWLock: @unchecked Sendable {
         return enterWrite()
     }
 
+    /// Takes the write lock without blocking a thread. Throws `cancelled` having
+    /// acquired nothing (a claim already made is given back).
+    @discardableResult
+    public func writeLock() async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        try await writeLock(deadline: .max)
+    }
+
     /// Takes the write lock without blocking a thread. Throws `cancelled` or `timedOut` having
     /// acquired nothing (a claim already made is given back).
     @discardableResult
-    public func writeLock(timeout: Duration? = nil) async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        let deadline = Clock.deadline(after: timeout)
+    public func writeLock(timeout: Duration) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        try await writeLock(deadline: Clock.deadline(after: timeout))
+    }
+
+    private func writeLock(deadline: UInt64) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        let deadline = deadline
         if !owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
             try await asyncWait(
                 word: ownerWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,

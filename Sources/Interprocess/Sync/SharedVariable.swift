@@ -186,11 +186,21 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     }
 
     /// Takes the value without blocking a thread. Throws `cancelled` — having taken nothing — if the
+    /// task is cancelled.
+    public func take() async throws(InterprocessError) -> Value {
+        try await take(deadline: .max)
+    }
+
+    /// Takes the value without blocking a thread. Throws `cancelled` — having taken nothing — if the
     /// task is cancelled, `timedOut` after `timeout`.
-    public func take(timeout: Duration? = nil) async throws(InterprocessError) -> Value {
+    public func take(timeout: Duration) async throws(InterprocessError) -> Value {
+        try await take(deadline: Clock.deadline(after: timeout))
+    }
+
+    private func take(deadline: UInt64) async throws(InterprocessError) -> Value {
         if let value = tryTake() { return value }
         return try await asyncWait(
-            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout),
+            word: stateWord, waiters: waiters, deadline: deadline,
             recheckEvery: ProcessMutex.livenessInterval, name: name, takeAttempt)
     }
 
@@ -234,11 +244,21 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     }
 
     /// Puts `value` without blocking a thread. Throws `cancelled` — having put nothing — if the task
+    /// is cancelled.
+    public func put(_ value: Value) async throws(InterprocessError) {
+        try await put(value, deadline: .max)
+    }
+
+    /// Puts `value` without blocking a thread. Throws `cancelled` — having put nothing — if the task
     /// is cancelled, `timedOut` after `timeout`.
-    public func put(_ value: Value, timeout: Duration? = nil) async throws(InterprocessError) {
+    public func put(_ value: Value, timeout: Duration) async throws(InterprocessError) {
+        try await put(value, deadline: Clock.deadline(after: timeout))
+    }
+
+    private func put(_ value: Value, deadline: UInt64) async throws(InterprocessError) {
         if tryPut(value) { return }
         try await asyncWait(
-            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout),
+            word: stateWord, waiters: waiters, deadline: deadline,
             recheckEvery: ProcessMutex.livenessInterval, name: name
         ) { check in putAttempt(value, check) }
     }
@@ -285,13 +305,23 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     }
 
     /// Returns the value without taking it and without blocking a thread. Throws `cancelled` if the
+    /// task is cancelled.
+    public func read() async throws(InterprocessError) -> Value {
+        try await read(deadline: .max)
+    }
+
+    /// Returns the value without taking it and without blocking a thread. Throws `cancelled` if the
     /// task is cancelled, `timedOut` after `timeout`.
-    public func read(timeout: Duration? = nil) async throws(InterprocessError) -> Value {
+    public func read(timeout: Duration) async throws(InterprocessError) -> Value {
+        try await read(deadline: Clock.deadline(after: timeout))
+    }
+
+    private func read(deadline: UInt64) async throws(InterprocessError) -> Value {
         if let value = tryRead() { return value }
         var registration = Registration()
         defer { leave(registration) }
         return try await asyncWait(
-            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout), name: name
+            word: stateWord, waiters: waiters, deadline: deadline, name: name
         ) { _ in readAttempt(&registration) }
     }
 
@@ -330,10 +360,20 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         return old
     }
 
+    /// Like ``swap(_:)``, without blocking a thread. Throws `cancelled` having changed
+    /// nothing.
+    public func swap(_ newValue: Value) async throws(InterprocessError) -> Value {
+        try await swap(newValue, deadline: .max)
+    }
+
     /// Like ``swap(_:)``, without blocking a thread. Throws `cancelled` or `timedOut` having changed
     /// nothing.
-    public func swap(_ newValue: Value, timeout: Duration? = nil) async throws(InterprocessError) -> Value {
-        let old = try await beginExchange(deadline: Clock.deadline(after: timeout))
+    public func swap(_ newValue: Value, timeout: Duration) async throws(InterprocessError) -> Value {
+        try await swap(newValue, deadline: Clock.deadline(after: timeout))
+    }
+
+    private func swap(_ newValue: Value, deadline: UInt64) async throws(InterprocessError) -> Value {
+        let old = try await beginExchange(deadline: deadline)
         finishExchange(newValue)
         return old
     }
