@@ -1,0 +1,145 @@
+// The operating-system baselines and small OS wrappers of `ipc bench`: a pthread robust
+// process-shared mutex, pipes, Unix socket pairs, one-byte reads and writes, and the bounds of a
+// peer's life. This is the only file of the tool that imports Glibc: these are benchmark baselines,
+// not library code (the library's own OS layer is InterprocessSystem).
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A pthread mutex that is process-shared and robust, placed in shared memory: the baseline that
+/// ``ProcessMutex`` must beat. The corresponding C type is `pthread_mutex_t`, initialized with
+/// `pthread_mutexattr_setpshared(PTHREAD_PROCESS_SHARED)` and `pthread_mutexattr_setrobust(PTHREAD_MUTEX_ROBUST)`.
+struct RobustPthreadMutex {
+    let pointer: UnsafeMutablePointer<pthread_mutex_t>
+
+    /// Bytes it occupies (40 on x86-64 Linux).
+    static let size = MemoryLayout<pthread_mutex_t>.size
+
+    /// Initializes an unlocked mutex at `raw`, in memory that other processes map.
+    static func create(at raw: UnsafeMutableRawPointer) throws -> RobustPthreadMutex {
+        var attributes = pthread_mutexattr_t()
+        try check(pthread_mutexattr_init(&attributes), "pthread_mutexattr_init")
+        defer { pthread_mutexattr_destroy(&attributes) }
+        try check(pthread_mutexattr_setpshared(&attributes, Int32(PTHREAD_PROCESS_SHARED)), "pthread_mutexattr_setpshared")
+        try check(pthread_mutexattr_setrobust(&attributes, Int32(PTHREAD_MUTEX_ROBUST)), "pthread_mutexattr_setrobust")
+        let pointer = raw.bindMemory(to: pthread_mutex_t.self, capacity: 1)
+        try check(pthread_mutex_init(pointer, &attributes), "pthread_mutex_init")
+        return RobustPthreadMutex(pointer: pointer)
+    }
+
+    /// Uses the mutex that another process initialized at `raw`.
+    static func open(at raw: UnsafeMutableRawPointer) -> RobustPthreadMutex {
+        RobustPthreadMutex(pointer: raw.assumingMemoryBound(to: pthread_mutex_t.self))
+    }
+
+    @inline(__always)
+    func lock() throws {
+        let rc = pthread_mutex_lock(pointer)
+        if rc != 0 { try failed(rc) }
+    }
+
+    @inline(__always)
+    func unlock() {
+        pthread_mutex_unlock(pointer)
+    }
+
+    /// A lock failure: after EOWNERDEAD the mutex is made consistent (and released) before throwing,
+    /// so that the other process can go on and report its own result.
+    private func failed(_ rc: Int32) throws -> Never {
+        if rc == EOWNERDEAD {
+            pthread_mutex_consistent(pointer)
+            pthread_mutex_unlock(pointer)
+            throw ToolError("pthread_mutex_lock: the previous owner died holding the lock")
+        }
+        throw ToolError("pthread_mutex_lock failed: \(String(cString: strerror(rc)))")
+    }
+
+    private static func check(_ rc: Int32, _ call: String) throws {
+        guard rc == 0 else { throw ToolError("\(call) failed: \(String(cString: strerror(rc)))") }
+    }
+}
+
+/// A file descriptor that this process owns: closed once, by ``close()`` or when the last
+/// reference goes away.
+final class BenchDescriptor {
+    private(set) var fd: Int32
+
+    init(_ fd: Int32) { self.fd = fd }
+
+    func close() {
+        if fd >= 0 { _ = Glibc.close(fd) }
+        fd = -1
+    }
+
+    deinit { close() }
+}
+
+/// Pipes, socket pairs and single-byte messages. Descriptors cross to peers as command-line
+/// arguments (their numbers).
+enum BenchIO {
+    /// A pipe, both ends close-on-exec.
+    static func pipe() throws -> (read: BenchDescriptor, write: BenchDescriptor) {
+        var fds: [Int32] = [-1, -1]
+        guard Glibc.pipe(&fds) == 0 else { throw failure("pipe") }
+        setInheritable(fds, false)
+        return (BenchDescriptor(fds[0]), BenchDescriptor(fds[1]))
+    }
+
+    /// A connected pair of Unix stream sockets, both close-on-exec.
+    static func socketPair() throws -> (BenchDescriptor, BenchDescriptor) {
+        var fds: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { throw failure("socketpair") }
+        setInheritable(fds, false)
+        return (BenchDescriptor(fds[0]), BenchDescriptor(fds[1]))
+    }
+
+    /// Clears (`true`) or sets (`false`) close-on-exec. `ipc bench` spawns its peers from one thread,
+    /// so a descriptor made inheritable just for one spawn leaks into no other child.
+    static func setInheritable(_ fds: [Int32], _ inheritable: Bool) {
+        for fd in fds { _ = fcntl(fd, F_SETFD, inheritable ? 0 : FD_CLOEXEC) }
+    }
+
+    /// Writes one byte.
+    @inline(__always)
+    static func writeByte(_ fd: Int32) throws {
+        var byte: UInt8 = 1
+        while true {
+            let n = write(fd, &byte, 1)
+            if n == 1 { return }
+            if n < 0 && errno == EINTR { continue }
+            throw failure("write")
+        }
+    }
+
+    /// Reads one byte; false at end of file (the other side closed or died).
+    @inline(__always)
+    static func readByte(_ fd: Int32) throws -> Bool {
+        var byte: UInt8 = 0
+        while true {
+            let n = read(fd, &byte, 1)
+            if n == 1 { return true }
+            if n == 0 { return false }
+            if errno == EINTR { continue }
+            throw failure("read")
+        }
+    }
+
+    private static func failure(_ call: String) -> ToolError {
+        ToolError("\(call) failed: \(String(cString: strerror(errno)))")
+    }
+}
+
+/// The bounds of a peer process's life.
+enum PeerLifetime {
+    /// Ends this process with SIGALRM after `seconds`, whatever it is doing (a peer that the bench
+    /// stopped waiting for never lingers).
+    static func limit(seconds: Int) {
+        _ = alarm(UInt32(clamping: max(seconds, 1)))
+    }
+
+    /// SIGKILL.
+    static let killSignal: Int32 = SIGKILL
+
+    /// The parent process's id (it changes when the parent dies and the peer is re-parented).
+    static var parentPID: Int32 { getppid() }
+}
