@@ -1,7 +1,7 @@
 public import SystemPackage
 import CInterprocess
 import InterprocessSystem
-import Synchronization
+public import Synchronization
 
 /// A mutual-exclusion lock shared between processes that survives its owner's death.
 ///
@@ -51,12 +51,15 @@ public final class ProcessMutex: @unchecked Sendable {
     public static let stateSize = 64
 
     let storage: PrimitiveStorage
-    private let owner: UnsafeMutablePointer<Atomic<UInt64>>
+    // The fast paths are inlined into callers (a call across the module boundary costs as much as the
+    // lock itself), so the words they touch are `@usableFromInline`.
+    @usableFromInline let owner: UnsafeMutablePointer<Atomic<UInt64>>
     private let word: UnsafeMutableRawPointer
     private let waiters: UnsafeMutableRawPointer
-    private let inconsistent: UnsafeMutablePointer<Atomic<UInt32>>
+    @usableFromInline let waiterCount: UnsafeMutablePointer<Atomic<UInt32>>
+    @usableFromInline let inconsistent: UnsafeMutablePointer<Atomic<UInt32>>
     /// This process's lock word: pid | start-time epoch << 32.
-    private let me: UInt64
+    @usableFromInline let me: UInt64
 
     static let livenessInterval: UInt64 = 25_000_000
 
@@ -65,6 +68,7 @@ public final class ProcessMutex: @unchecked Sendable {
         owner = atomic64(storage.base)
         word = storage.base
         waiters = storage.base + 8
+        waiterCount = atomic32(storage.base + 8)
         inconsistent = atomic32(storage.base + 12)
         me = Self.ownerWord(ProcessIdentity.current)
     }
@@ -113,12 +117,19 @@ public final class ProcessMutex: @unchecked Sendable {
     /// ~25 ms (see the type's documentation).
     @available(*, noasync, message: "use the async lock() in async code")
     @discardableResult
-    @inline(__always)
+    @inlinable
     public func lock() throws(InterprocessError) -> Acquisition {
         if owner.pointee.compareExchange(expected: 0, desired: me, ordering: .acquiring).exchanged {
             return inconsistent.pointee.load(ordering: .relaxed) == 0 ? .acquired : .previousOwnerDied
         }
-        return try blockingWait(word: word, waiters: waiters, deadline: .max, recheckEvery: Self.livenessInterval, name: name, attempt)
+        return try lockSlowly()
+    }
+
+    @available(*, noasync)
+    @usableFromInline
+    @inline(never)
+    func lockSlowly() throws(InterprocessError) -> Acquisition {
+        try blockingWait(word: word, waiters: waiters, deadline: .max, recheckEvery: Self.livenessInterval, name: name, attempt)
     }
 
     /// Acquires the lock, or throws `timedOut` after `timeout`.
@@ -167,14 +178,22 @@ public final class ProcessMutex: @unchecked Sendable {
     }
 
     /// Releases the lock. Throws `notOwner` (and releases nothing) if this process does not hold it.
+    @inlinable
     public func unlock() throws(InterprocessError) {
-        guard owner.pointee.load(ordering: .relaxed) == me else {
-            throw InterprocessError(.notOwner, objectName: name, detail: "this process does not hold the mutex")
-        }
+        guard owner.pointee.load(ordering: .relaxed) == me else { throw notOwnerError() }
         owner.pointee.store(0, ordering: .sequentiallyConsistent)
-        if atomic32(waiters).pointee.load(ordering: .sequentiallyConsistent) != 0 {
-            Futex.wake(word, count: 1)
-        }
+        if waiterCount.pointee.load(ordering: .sequentiallyConsistent) != 0 { wakeOne() }
+    }
+
+    @usableFromInline
+    @inline(never)
+    func wakeOne() {
+        Futex.wake(word, count: 1)
+    }
+
+    @usableFromInline
+    func notOwnerError() -> InterprocessError {
+        InterprocessError(.notOwner, objectName: name, detail: "this process does not hold the mutex")
     }
 
     /// Declares the protected data repaired after a ``Acquisition/previousOwnerDied`` acquisition.

@@ -90,20 +90,27 @@ enum WaitStep<Value> {
     case retry
 }
 
-/// Calls `attempt` up to `rounds` times with a pause instruction between failures; the value if
-/// one attempt succeeded. The spin phase of both wait drivers.
+/// Calls `attempt` up to `rounds` times with a pause instruction between failures, then up to
+/// `yields` times with a `sched_yield` between failures; the value if one attempt succeeded. The spin
+/// phase of both wait drivers.
 @inline(__always)
 private func spin<Value>(
-    rounds: Int, _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
+    rounds: Int, yields: Int = 0, _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
 ) throws(InterprocessError) -> Value? {
     var rounds = rounds
-    while rounds > 0 {
+    var yields = yields
+    while rounds > 0 || yields > 0 {
         switch try attempt(false) {
         case .done(let value): return value
         case .retry: continue
         case .park:
-            rounds -= 1
-            SpinPolicy.pause()
+            if rounds > 0 {
+                rounds -= 1
+                SpinPolicy.pause()
+            } else {
+                yields -= 1
+                SpinPolicy.yield()
+            }
         }
     }
     return nil
@@ -142,7 +149,7 @@ func blockingWait<Value>(
     recheckEvery: UInt64 = .max, name: String?,
     _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
 ) throws(InterprocessError) -> Value {
-    if let value = try spin(rounds: SpinPolicy.spinRounds, attempt) { return value }
+    if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, attempt) { return value }
     atomic32(waiters).pointee.add(1, ordering: .sequentiallyConsistent)
     defer { atomic32(waiters).pointee.subtract(1, ordering: .sequentiallyConsistent) }
     var check = PeriodicCheck(every: recheckEvery)
