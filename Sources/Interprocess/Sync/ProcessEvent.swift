@@ -11,7 +11,7 @@ import Synchronization
 ///   with nobody waiting it stays set until one wait consumes it. Setting a set event does nothing.
 ///
 /// A process killed while waiting leaves `waiters` one too high (a spare wake-up call, nothing missed).
-public final class ProcessEvent: @unchecked Sendable {
+public final class ProcessEvent: @unchecked Sendable, FutexWaitable {
     // `@unchecked Sendable`: the state is shared memory kept mapped by `storage`, used through atomics.
 
     /// How the event resets.
@@ -26,6 +26,8 @@ public final class ProcessEvent: @unchecked Sendable {
     let storage: PrimitiveStorage
     private let state: UnsafeMutablePointer<Atomic<UInt32>>
     private let waiters: UnsafeMutableRawPointer
+    var waitWord: UnsafeMutableRawPointer { UnsafeMutableRawPointer(state) }
+    var waiterWord: UnsafeMutableRawPointer { waiters }
     /// The mode, read once when attaching (a peer cannot change it under us).
     public let mode: Mode
 
@@ -99,42 +101,35 @@ public final class ProcessEvent: @unchecked Sendable {
     @available(*, noasync, message: "use the async wait() in async code")
     @inline(__always)
     public func wait() throws(InterprocessError) {
-        if tryWait() { return }
-        try blockingWait(word: state, waiters: waiters, deadline: .max, name: name, attempt)
+        try waitBlocking(deadline: .max)
     }
 
     /// Waits until the event is set, or throws `timedOut` after `timeout`.
     @available(*, noasync, message: "use the async wait(timeout:) in async code")
     public func wait(timeout: Duration) throws(InterprocessError) {
-        if tryWait() { return }
-        try blockingWait(word: state, waiters: waiters, deadline: Clock.deadline(after: timeout), name: name, attempt)
+        try waitBlocking(deadline: Clock.deadline(after: timeout))
     }
 
     /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task
     /// is cancelled.
     public func wait() async throws(InterprocessError) {
-        try await wait(deadline: .max)
+        try await waitAsync(deadline: .max)
     }
 
     /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task
     /// is cancelled, `timedOut` after `timeout`.
     public func wait(timeout: Duration) async throws(InterprocessError) {
-        try await wait(deadline: Clock.deadline(after: timeout))
-    }
-
-    private func wait(deadline: UInt64) async throws(InterprocessError) {
-        if tryWait() { return }
-        try await asyncWait(word: state, waiters: waiters, deadline: deadline, name: name, attempt)
+        try await waitAsync(deadline: Clock.deadline(after: timeout))
     }
 
     /// Returns whether the event is set (auto reset: consuming it); never blocks.
     @inline(__always)
     public func tryWait() -> Bool {
-        if case .done = attempt(false) { return true }
+        if case .done = waitAttempt(false) { return true }
         return false
     }
 
-    private func attempt(_: Bool) -> WaitStep<Void> {
+    func waitAttempt(_: Bool) -> WaitStep<Void> {
         let current = state.pointee.load(ordering: .acquiring)
         guard current != 0 else { return .park(expected: 0) }
         if mode == .manualReset { return .done(()) }

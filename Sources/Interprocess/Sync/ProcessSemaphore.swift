@@ -11,7 +11,7 @@ import Synchronization
 /// What a process killed at each step leaves behind: killed while parked, `waiters` stays one too
 /// high (unlockers make a spare wake-up call; nobody misses one); killed after taking a unit, the unit
 /// is gone with it — as with any semaphore, a unit is a resource the taker was to give back.
-public final class ProcessSemaphore: @unchecked Sendable {
+public final class ProcessSemaphore: @unchecked Sendable, FutexWaitable {
     // `@unchecked Sendable`: the state is shared memory kept mapped by `storage`, used through atomics.
 
     /// Bytes of shared state.
@@ -22,6 +22,8 @@ public final class ProcessSemaphore: @unchecked Sendable {
     let storage: PrimitiveStorage
     private let count: UnsafeMutablePointer<Atomic<UInt32>>
     private let waiters: UnsafeMutableRawPointer
+    var waitWord: UnsafeMutableRawPointer { UnsafeMutableRawPointer(count) }
+    var waiterWord: UnsafeMutableRawPointer { waiters }
 
     private init(storage: PrimitiveStorage) {
         self.storage = storage
@@ -77,32 +79,25 @@ public final class ProcessSemaphore: @unchecked Sendable {
     @available(*, noasync, message: "use the async wait() in async code")
     @inline(__always)
     public func wait() throws(InterprocessError) {
-        if tryWait() { return }
-        try blockingWait(word: count, waiters: waiters, deadline: .max, name: name, attempt)
+        try waitBlocking(deadline: .max)
     }
 
     /// Takes one unit, or throws `timedOut` after `timeout`.
     @available(*, noasync, message: "use the async wait(timeout:) in async code")
     public func wait(timeout: Duration) throws(InterprocessError) {
-        if tryWait() { return }
-        try blockingWait(word: count, waiters: waiters, deadline: Clock.deadline(after: timeout), name: name, attempt)
+        try waitBlocking(deadline: Clock.deadline(after: timeout))
     }
 
     /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task
     /// is cancelled.
     public func wait() async throws(InterprocessError) {
-        try await wait(deadline: .max)
+        try await waitAsync(deadline: .max)
     }
 
     /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task
     /// is cancelled, `timedOut` after `timeout`.
     public func wait(timeout: Duration) async throws(InterprocessError) {
-        try await wait(deadline: Clock.deadline(after: timeout))
-    }
-
-    private func wait(deadline: UInt64) async throws(InterprocessError) {
-        if tryWait() { return }
-        try await asyncWait(word: count, waiters: waiters, deadline: deadline, name: name, attempt)
+        try await waitAsync(deadline: Clock.deadline(after: timeout))
     }
 
     /// Takes one unit if one is available; never blocks.
@@ -139,7 +134,7 @@ public final class ProcessSemaphore: @unchecked Sendable {
         }
     }
 
-    private func attempt(_: Bool) -> WaitStep<Void> {
+    func waitAttempt(_: Bool) -> WaitStep<Void> {
         let current = count.pointee.load(ordering: .relaxed)
         if current == 0 || current > UInt32(Self.maximumCount) { return .park(expected: current) }
         return count.pointee.compareExchange(expected: current, desired: current - 1, ordering: .acquiring).exchanged ? .done(()) : .retry

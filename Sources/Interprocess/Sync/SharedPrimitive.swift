@@ -80,6 +80,30 @@ final class PrimitiveStorage: @unchecked Sendable {
 
 // MARK: - Waiting
 
+/// A primitive whose waits all follow one shape: try without blocking, then spin and park on one
+/// futex word until `waitAttempt` succeeds (``ProcessSemaphore``, ``ProcessEvent``). The blocking and
+/// async waits live here once; the types keep only their public, documented entry points.
+protocol FutexWaitable: AnyObject {
+    var waitWord: UnsafeMutableRawPointer { get }
+    var waiterWord: UnsafeMutableRawPointer { get }
+    var name: String? { get }
+    func tryWait() -> Bool
+    func waitAttempt(_ checkNow: Bool) -> WaitStep<Void>
+}
+
+extension FutexWaitable {
+    @available(*, noasync)
+    func waitBlocking(deadline: UInt64) throws(InterprocessError) {
+        if tryWait() { return }
+        try blockingWait(word: waitWord, waiters: waiterWord, deadline: deadline, name: name, waitAttempt)
+    }
+
+    func waitAsync(deadline: UInt64) async throws(InterprocessError) {
+        if tryWait() { return }
+        try await asyncWait(word: waitWord, waiters: waiterWord, deadline: deadline, name: name, waitAttempt)
+    }
+}
+
 /// What one attempt to acquire found.
 enum WaitStep<Value> {
     /// Acquired.
