@@ -83,6 +83,7 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
     /// Details for people.
     public var detail: String
 
+    /// An error with `code`, about `objectName`, caused by `systemError`, explained by `detail`.
     public init(_ code: Code, objectName: String? = nil, systemError: Errno? = nil, detail: String = "") {
         self.code = code
         self.objectName = objectName

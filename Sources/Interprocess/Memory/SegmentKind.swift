@@ -1,7 +1,9 @@
 /// What a segment holds. Stored in every segment's header so that opening a segment as the wrong
 /// kind of object fails with ``InterprocessError/Code/incompatible`` instead of misreading it.
 public struct SegmentKind: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {
+    /// The value stored in the header's `kind` field.
     public let rawValue: UInt32
+    /// The kind stored as `rawValue` (unknown kinds are kept, and described as "unknown(N)").
     public init(rawValue: UInt32) { self.rawValue = rawValue }
 
     /// Raw bytes: a ``SharedMemory`` segment.
