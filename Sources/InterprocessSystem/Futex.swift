@@ -4,7 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CInterprocess
-package import Synchronization
+public import Synchronization
 
 /// Wait on a 32-bit word in shared memory, wake N waiters: the one primitive under every
 /// Interprocess wait. Linux futexes *without* FUTEX_PRIVATE_FLAG, so that processes that map the
@@ -63,7 +63,7 @@ package enum SpinPolicy {
     /// at the spinning floor.
     package static let yieldRounds: Int = 10
 
-    /// One spin-loop hint.
+    /// One spin-loop hint (a call across the module boundary costs far less than the pause itself).
     @inline(__always)
     package static func pause() { cipc_cpu_relax() }
 
@@ -72,14 +72,15 @@ package enum SpinPolicy {
     package static func yield() { sched_yield() }
 }
 
-/// The pointer to an `Atomic<UInt32>` at `raw`.
-@inline(__always)
+/// The pointer to an `Atomic<UInt32>` at `raw`. Inlinable: every primitive's hot path calls it
+/// from another module.
+@inlinable
 package func atomic32(_ raw: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt32>> {
     raw.assumingMemoryBound(to: Atomic<UInt32>.self)
 }
 
 /// The pointer to an `Atomic<UInt64>` at `raw` (8-byte aligned).
-@inline(__always)
+@inlinable
 package func atomic64(_ raw: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> {
     raw.assumingMemoryBound(to: Atomic<UInt64>.self)
 }
