@@ -7,8 +7,8 @@ import Synchronization
 
 // Commands for ProcessRWLock ("rw-…") and SharedVariable ("var-…").
 //
-// An "rw segment" holds: the reader-writer lock @0, counters a/b @512 and @520, a stop flag @576
-// (UInt64), a start flag @584 (UInt64) and an arrival counter @600 (UInt32, atomic). Shared
+// An "rw segment" holds: the reader-writer lock @0, counters a/b @1024 and @1032, a stop flag @1088
+// (UInt64), a start flag @1096 (UInt64) and an arrival counter @1112 (UInt32, atomic). Shared
 // variables hold `Int`.
 
 /// Runs one reader-writer lock or shared variable command; returns the exit status (0 success,
@@ -21,6 +21,7 @@ func runReaderWriterAndVariableCommand(_ command: String, _ rest: [String]) -> I
         case "rw-count": try rwCount(segmentName: rest[0], iterations: Int(rest[1])!)
         case "rw-check": try rwCheck(segmentName: rest[0], iterations: Int(rest[1])!)
         case "rw-read-loop": try readLoop(segmentName: rest[0])
+        case "rw-read-churn": try readChurn(segmentName: rest[0])
         case "rw-write-hold": try writeHold(name: rest[0], holdMilliseconds: Int(rest[1])!)
         case "rw-read-hold": try readHold(name: rest[0], holdMilliseconds: Int(rest[1])!)
         case "var-take":
@@ -68,7 +69,7 @@ func runReaderWriterAndVariableCommand(_ command: String, _ rest: [String]) -> I
 }
 
 private func arrivals(_ bytes: UnsafeMutableRawBufferPointer) -> UnsafeMutablePointer<Atomic<UInt32>> {
-    atomic32(bytes.baseAddress! + 600)
+    atomic32(bytes.baseAddress! + 1112)
 }
 
 /// Takes a read lock, counts itself in, and keeps the lock until `readers` processes hold it at
@@ -91,7 +92,7 @@ private func readBarrier(segmentName: String, readers: Int, timeoutMilliseconds:
 private func waitForStart(_ segment: SharedMemory) throws {
     say("ready")
     let deadline = Clock.deadline(after: .seconds(20))
-    while try segment.withUnsafeBytes({ $0.load(fromByteOffset: 584, as: UInt64.self) }) == 0 {
+    while try segment.withUnsafeBytes({ $0.load(fromByteOffset: 1096, as: UInt64.self) }) == 0 {
         if Clock.monotonicNanoseconds() >= deadline { throw InterprocessError(.timedOut) }
         usleep(100)
     }
@@ -101,9 +102,9 @@ private func waitForStart(_ segment: SharedMemory) throws {
 /// increments b.
 private func rwIncrement(_ segment: SharedMemory) throws {
     try segment.withUnsafeMutableBytes { bytes in
-        bytes.storeBytes(of: bytes.load(fromByteOffset: 512, as: UInt64.self) + 1, toByteOffset: 512, as: UInt64.self)
+        bytes.storeBytes(of: bytes.load(fromByteOffset: 1024, as: UInt64.self) + 1, toByteOffset: 1024, as: UInt64.self)
         for _ in 0..<50 { SpinPolicy.pause() }
-        bytes.storeBytes(of: bytes.load(fromByteOffset: 520, as: UInt64.self) + 1, toByteOffset: 520, as: UInt64.self)
+        bytes.storeBytes(of: bytes.load(fromByteOffset: 1032, as: UInt64.self) + 1, toByteOffset: 1032, as: UInt64.self)
     }
 }
 
@@ -128,9 +129,9 @@ private func rwCheck(segmentName: String, iterations: Int) throws {
     try waitForStart(segment)
     for _ in 0..<iterations {
         try lock.readLock(timeout: .seconds(20))
-        let (a, b) = try segment.withUnsafeBytes { ($0.load(fromByteOffset: 512, as: UInt64.self), $0.load(fromByteOffset: 520, as: UInt64.self)) }
+        let (a, b) = try segment.withUnsafeBytes { ($0.load(fromByteOffset: 1024, as: UInt64.self), $0.load(fromByteOffset: 1032, as: UInt64.self)) }
         // Read twice: a writer inside would be caught between the loads too.
-        let again = try segment.withUnsafeBytes { $0.load(fromByteOffset: 512, as: UInt64.self) }
+        let again = try segment.withUnsafeBytes { $0.load(fromByteOffset: 1024, as: UInt64.self) }
         if a != b || again != a { fail("a writer was inside with a reader: a=\(a) b=\(b) then a=\(again)") }
         try lock.readUnlock()
     }
@@ -146,11 +147,32 @@ private func readLoop(segmentName: String) throws {
     let stopAt = Clock.deadline(after: .seconds(30))
     var count = 0
     while Clock.monotonicNanoseconds() < stopAt {
-        if try segment.withUnsafeBytes({ $0.load(fromByteOffset: 576, as: UInt64.self) }) != 0 { break }
+        if try segment.withUnsafeBytes({ $0.load(fromByteOffset: 1088, as: UInt64.self) }) != 0 { break }
         try lock.readLock(timeout: .seconds(20))
         count += 1
         if count == 1 { say("ready") }
         usleep(300)
+        try lock.readUnlock()
+    }
+    say("done \(count)")
+}
+
+/// Takes and releases read locks back to back, without pausing (so that a kill lands anywhere in
+/// the read path), until the stop flag is set or 30 s pass; says "ready" after the first. Says
+/// "done N" with the number of read locks taken.
+private func readChurn(segmentName: String) throws {
+    let segment = try SharedMemory.open(name: segmentName)
+    let lock = try ProcessRWLock.open(in: segment, at: 0)
+    let stopAt = Clock.deadline(after: .seconds(30))
+    var count = 0
+    while true {
+        if count % 64 == 0 {
+            if try segment.withUnsafeBytes({ $0.load(fromByteOffset: 1088, as: UInt64.self) }) != 0 { break }
+            if Clock.monotonicNanoseconds() >= stopAt { break }
+        }
+        try lock.readLock(timeout: .seconds(20))
+        count += 1
+        if count == 1 { say("ready") }
         try lock.readUnlock()
     }
     say("done \(count)")

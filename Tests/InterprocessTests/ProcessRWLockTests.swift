@@ -7,12 +7,21 @@ import InterprocessSystem
 import Synchronization
 
 /// A segment laid out as the test child's "rw-…" commands expect (see
-/// ReaderWriterAndVariableCommands.swift): the lock @0, counters a/b @512/@520, stop flag @576,
-/// arrival counter @600.
+/// ReaderWriterAndVariableCommands.swift): the lock @0, counters a/b @1024/@1032, stop flag @1088,
+/// arrival counter @1112.
 func makeRWSegment(_ name: String) throws -> SharedMemory {
     let segment = try SharedMemory.create(name: name, size: 4096)
     _ = try ProcessRWLock.create(in: segment, at: 0)
     return segment
+}
+
+/// The overflow count, reader slots in use and reader recoveries of the lock @0 of an rw segment
+/// (offsets as in `cipc_rwlock`).
+func rwState(_ segment: SharedMemory) throws -> (overflow: UInt32, slotsInUse: Int, readerRecoveries: UInt64) {
+    try segment.withUnsafeBytes { bytes in
+        let inUse = (0..<32).filter { bytes.load(fromByteOffset: 64 + $0 * 16, as: UInt64.self) != 0 }.count
+        return (bytes.load(fromByteOffset: 40, as: UInt32.self), inUse, bytes.load(fromByteOffset: 48, as: UInt64.self))
+    }
 }
 
 /// Polls `condition` every millisecond until it holds or `timeout` passes; returns whether it held.
@@ -70,18 +79,28 @@ struct ProcessRWLockTests {
 
     @Test func placementInAUserSegmentIsChecked() throws {
         try withCleanNames("rwlplace") { name in
-            let segment = try SharedMemory.create(name: name, size: 256)
+            #expect(ProcessRWLock.stateSize == 576)
+            let segment = try SharedMemory.create(name: name, size: 2048)
             defer { segment.close() }
             expectError(.invalidArgument) { try ProcessRWLock.create(in: segment, at: 4) }
-            expectError(.invalidArgument) { try ProcessRWLock.create(in: segment, at: 200) }
+            expectError(.invalidArgument) { try ProcessRWLock.create(in: segment, at: 1600) }
             expectError(.corrupt) { try ProcessRWLock.open(in: segment, at: 64) }
-            _ = try ProcessMutex.create(in: segment, at: 128)
-            expectError(.corrupt) { try ProcessRWLock.open(in: segment, at: 128) }
+            _ = try ProcessMutex.create(in: segment, at: 1024)
+            expectError(.corrupt) { try ProcessRWLock.open(in: segment, at: 1024) }
             let lock = try ProcessRWLock.create(in: segment, at: 64)
+            // A header with another slot count or state size (another layout) is refused.
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(64), toByteOffset: 64 + 56, as: UInt32.self) }
+            expectError(.corrupt) { try ProcessRWLock.open(in: segment, at: 64) }
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(576), toByteOffset: 64 + 56, as: UInt32.self) }
             let again = try ProcessRWLock.open(in: segment, at: 64)
             try lock.writeLock()
             #expect(again.tryReadLock() == nil)
             try again.writeUnlock() // same process: ownership is per process
+            // Read locks are per process too: one instance's lock is released through another.
+            try lock.readLock()
+            #expect(again.readerCount == 1)
+            try again.readUnlock()
+            expectError(.notOwner) { try lock.readUnlock() }
             segment.close()
             try lock.readLock()
             try lock.readUnlock()
@@ -98,7 +117,7 @@ struct ProcessRWLockTests {
             // seen all four readers inside at the same time. A lock that let only one reader in at a
             // time would make the children time out.
             let arrivals = { (delta: UInt32) in
-                try segment.withUnsafeMutableBytes { atomic32($0.baseAddress! + 600).pointee.add(delta, ordering: .sequentiallyConsistent).newValue }
+                try segment.withUnsafeMutableBytes { atomic32($0.baseAddress! + 1112).pointee.add(delta, ordering: .sequentiallyConsistent).newValue }
             }
             try lock.readLock(timeout: .seconds(5))
             _ = try arrivals(1)
@@ -127,20 +146,20 @@ struct ProcessRWLockTests {
             defer { (writers + checkers).forEach { $0.stop() } }
             for child in writers + checkers { #expect(child.readLine() == "ready") }
             let lock = try ProcessRWLock.open(in: segment, at: 0)
-            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(1), toByteOffset: 584, as: UInt64.self) }
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(1), toByteOffset: 1096, as: UInt64.self) }
             for _ in 0..<10000 {
                 try lock.writeLock(timeout: .seconds(20))
                 try segment.withUnsafeMutableBytes { bytes in
-                    bytes.storeBytes(of: bytes.load(fromByteOffset: 512, as: UInt64.self) + 1, toByteOffset: 512, as: UInt64.self)
+                    bytes.storeBytes(of: bytes.load(fromByteOffset: 1024, as: UInt64.self) + 1, toByteOffset: 1024, as: UInt64.self)
                     for _ in 0..<50 { SpinPolicy.pause() }
-                    bytes.storeBytes(of: bytes.load(fromByteOffset: 520, as: UInt64.self) + 1, toByteOffset: 520, as: UInt64.self)
+                    bytes.storeBytes(of: bytes.load(fromByteOffset: 1032, as: UInt64.self) + 1, toByteOffset: 1032, as: UInt64.self)
                 }
                 try lock.writeUnlock()
             }
             for child in writers + checkers {
                 #expect(child.wait(timeout: .seconds(60)) == .exited(0))
             }
-            let (a, b) = try segment.withUnsafeBytes { ($0.load(fromByteOffset: 512, as: UInt64.self), $0.load(fromByteOffset: 520, as: UInt64.self)) }
+            let (a, b) = try segment.withUnsafeBytes { ($0.load(fromByteOffset: 1024, as: UInt64.self), $0.load(fromByteOffset: 1032, as: UInt64.self)) }
             #expect(a == 30_000)
             #expect(b == 30_000)
             #expect(lock.readerCount == 0 && !lock.isWriteLocked)
@@ -164,7 +183,7 @@ struct ProcessRWLockTests {
                 try lock.writeUnlock()
                 Clock.sleep(nanoseconds: 10_000_000)
             }
-            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(1), toByteOffset: 576, as: UInt64.self) }
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(1), toByteOffset: 1088, as: UInt64.self) }
             for reader in readers {
                 let line = reader.readLine()
                 #expect(line?.hasPrefix("done ") == true)
@@ -327,6 +346,135 @@ struct ProcessRWLockTests {
             #expect(try lock.writeLock(timeout: .seconds(1)) == .acquired)
             #expect(lock.isConsistent)
             try lock.writeUnlock()
+        }
+    }
+
+    @Test func aReaderKilledWhileHoldingIsFreedForWriters() throws {
+        try withCleanNames("rwldeadreader") { name in
+            let lock = try ProcessRWLock.create(name: name)
+            defer { lock.close() }
+            let child = try Peer.spawn("rw-read-hold", name, "60000")
+            defer { child.stop() }
+            #expect(child.readLine() == "locked acquired")
+            #expect(lock.readerCount == 1)
+            #expect(lock.tryWriteLock() == nil, "a live reader keeps writers out")
+            var info = try SharedMemory.info(name: name)
+            #expect(info.details["readers"] == "1" && info.details["readerSlotsInUse"] == "1")
+            child.kill(signal: SIGKILL)
+            #expect(pollUntil(timeout: .seconds(5)) { (try? SharedMemory.info(name: name).details["readerSlotsDead"]) == "1" })
+            info = try SharedMemory.info(name: name)
+            #expect(info.details["readers"] == "0" && info.details["deadReaders"] == "1")
+            let start = Clock.monotonicNanoseconds()
+            #expect(try lock.writeLock(timeout: .seconds(5)) == .acquired, "a dead reader leaves the data consistent")
+            let took = elapsed(since: start)
+            #expect(took < 1.0, "the writer waited \(took) s for a dead reader; documented bound is 50 ms")
+            #expect(lock.readerCount == 0)
+            try lock.writeUnlock()
+            info = try SharedMemory.info(name: name)
+            #expect(info.details["readerRecoveries"] == "1")
+            #expect(info.details["readerSlotsInUse"] == "0", "the writer freed the dead reader's slot")
+            // tryWriteLock frees the slot of a dead reader whose pid is gone (killed and reaped).
+            let second = try Peer.spawn("rw-read-hold", name, "60000")
+            defer { second.stop() }
+            #expect(second.readLine() == "locked acquired")
+            #expect(lock.tryWriteLock() == nil)
+            second.stop()
+            #expect(lock.tryWriteLock() == .acquired)
+            try lock.writeUnlock()
+            #expect(try lock.readLock(timeout: .seconds(1)) == .acquired)
+            try lock.readUnlock()
+            #expect(try SharedMemory.info(name: name).details["readerRecoveries"] == "2")
+        }
+    }
+
+    @Test func readersKilledAtRandomMomentsNeverWedgeWriters() throws {
+        try withCleanNames("rwlchurn") { name in
+            let segment = try makeRWSegment(name)
+            defer { segment.close() }
+            let lock = try ProcessRWLock.open(in: segment, at: 0)
+            var generator = SystemRandomNumberGenerator()
+            // 20 rounds of two readers each: 40 processes, more than the 32 slots, so dead readers'
+            // slots are reused too.
+            for round in 0..<20 {
+                let readers = [
+                    try Peer.spawn("rw-read-churn", name),
+                    try Peer.spawn(round % 2 == 0 ? "rw-read-loop" : "rw-read-churn", name),
+                ]
+                defer { readers.forEach { $0.stop() } }
+                for reader in readers { #expect(reader.readLine() == "ready") }
+                for _ in 0..<3 {
+                    #expect(try lock.writeLock(timeout: .seconds(2)) == .acquired)
+                    try lock.writeUnlock()
+                    usleep(UInt32.random(in: 0...3000, using: &generator))
+                }
+                usleep(UInt32.random(in: 0...5000, using: &generator))
+                for reader in readers { reader.kill(signal: SIGKILL) }
+                let start = Clock.monotonicNanoseconds()
+                #expect(try lock.writeLock(timeout: .seconds(2)) == .acquired, "round \(round)")
+                let took = elapsed(since: start)
+                #expect(took < 1.0, "round \(round): the writer waited \(took) s")
+                #expect(lock.readerCount == 0)
+                try lock.writeUnlock()
+            }
+            let state = try rwState(segment)
+            #expect(state.overflow == 0)
+            #expect(state.readerRecoveries >= 1, "no reader was ever killed holding a read lock: the test tested nothing")
+            #expect(lock.tryReadLock() == .acquired)
+            try lock.readUnlock()
+        }
+    }
+
+    @Test func readersBeyondTheSlotsOverflowAndDeadSlotsAreReused() throws {
+        try withCleanNames("rwloverflow") { name in
+            let segment = try makeRWSegment(name)
+            defer { segment.close() }
+            let lock = try ProcessRWLock.open(in: segment, at: 0)
+            // Fill all 32 slots with a live process (pid 1; epoch 0 is not compared), holding nothing.
+            let slot = { (index: Int) in 64 + index * 16 }
+            try segment.withUnsafeMutableBytes { bytes in
+                for index in 0..<32 { bytes.storeBytes(of: UInt64(1), toByteOffset: slot(index), as: UInt64.self) }
+            }
+            #expect(try lock.readLock(timeout: .seconds(1)) == .acquired)
+            #expect(try lock.readLock(timeout: .seconds(1)) == .acquired)
+            var state = try rwState(segment)
+            #expect(state.overflow == 2 && state.slotsInUse == 32)
+            #expect(lock.readerCount == 2)
+            #expect(lock.tryWriteLock() == nil)
+            try lock.readUnlock()
+            try lock.readUnlock()
+            expectError(.notOwner) { try lock.readUnlock() }
+            #expect(try lock.writeLock(timeout: .seconds(1)) == .acquired)
+            try lock.writeUnlock()
+            // Slot 5 now names a dead process (pid 1 with another start time) holding two locks.
+            try segment.withUnsafeMutableBytes { bytes in
+                bytes.storeBytes(of: UInt64(1) | UInt64(0xDEAD_BEEF) << 32, toByteOffset: slot(5), as: UInt64.self)
+                bytes.storeBytes(of: UInt32(2), toByteOffset: slot(5) + 8, as: UInt32.self)
+            }
+            #expect(lock.readerCount == 2)
+            let start = Clock.monotonicNanoseconds()
+            #expect(try lock.writeLock(timeout: .seconds(5)) == .acquired)
+            #expect(elapsed(since: start) < 1.0)
+            try lock.writeUnlock()
+            state = try rwState(segment)
+            #expect(state.readerRecoveries == 1 && state.slotsInUse == 31)
+            // The freed slot is this process's now: no overflow.
+            #expect(try lock.readLock(timeout: .seconds(1)) == .acquired)
+            state = try rwState(segment)
+            #expect(state.overflow == 0 && state.slotsInUse == 32)
+            #expect(try segment.withUnsafeBytes { $0.load(fromByteOffset: slot(5) + 8, as: UInt32.self) } == 1)
+            try lock.readUnlock()
+            // A dead process's slot holding nothing is reused by a process that needs one.
+            try segment.withUnsafeMutableBytes { bytes in
+                bytes.storeBytes(of: UInt64(1) | UInt64(0xDEAD_BEEF) << 32, toByteOffset: slot(9), as: UInt64.self)
+            }
+            let child = try Peer.spawn("rw-read-loop", name)
+            defer { child.stop() }
+            #expect(child.readLine() == "ready")
+            #expect(try segment.withUnsafeBytes { $0.load(fromByteOffset: slot(9), as: UInt32.self) } == UInt32(bitPattern: child.pid))
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(1), toByteOffset: 1088, as: UInt64.self) }
+            #expect(child.readLine()?.hasPrefix("done ") == true)
+            #expect(child.wait(timeout: .seconds(20)) == .exited(0))
+            #expect(lock.readerCount == 0)
         }
     }
 }

@@ -122,18 +122,42 @@ typedef struct cipc_condition {
 
 /// A reader-writer lock with writer preference. `owner`: 0 when no writer, else the writer's
 /// identity exactly like `cipc_mutex.owner` (its low half is the futex word readers and writers park
-/// on). A writer first claims `owner` (new readers then back off), then waits on `readers` (the
-/// second futex word) until the readers inside have left, then sets `write_held`.
+/// on). A writer first claims `owner` (new readers then back off), then waits on `drain` (the second
+/// futex word, bumped by readers that leave while a writer claims) until the read holds of all
+/// reader slots and `overflow` add up to 0, then sets `write_held`.
+///
+/// Read holds are counted per process: a process's first read lock claims a slot (`owner` 0 → its
+/// identity) and keeps it while it lives; each read lock/unlock increments/decrements the slot's
+/// `holds`. A dead process's slot is freed by a waiting writer or by a process that needs a slot:
+/// `owner` dead → the cleaner's identity | CIPC_RWLOCK_CLEANING, `holds` → 0, `owner` → 0 (or the
+/// claimer's identity). Processes that find every slot taken by live processes count their read
+/// holds in `overflow`, which is not recovered if they die holding one.
+typedef struct cipc_rwlock_reader {
+    uint64_t owner;     ///< 0: the process's identity (pid | start-time epoch << 32), 0 = free
+    uint32_t holds;     ///< 8: read locks the process holds
+    uint32_t reserved;  ///< 12
+} cipc_rwlock_reader;
+
+#define CIPC_RWLOCK_READERS 32u
+#define CIPC_RWLOCK_SIZE 576u
+/// Set in a reader slot's `owner` (bit 31: never part of a pid) while a cleaner frees it.
+#define CIPC_RWLOCK_CLEANING 0x80000000ull
+
 typedef struct cipc_rwlock {
-    uint64_t owner;         ///<  0: writer identity (pid | start-time epoch << 32), 0 = none
-    uint32_t readers;       ///<  8: read holders, plus readers about to back off
-    uint32_t waiters;       ///< 12: threads parked on `owner`
-    uint32_t drain_waiters; ///< 16: writers parked on `readers`
-    uint32_t tag;           ///< 20: CIPC_TAG_RWLOCK
-    uint64_t recoveries;    ///< 24: how many times a dead writer's claim was cleared
-    uint32_t write_held;    ///< 32: 1 while the writer is inside (readers drained)
-    uint32_t inconsistent;  ///< 36: 1 after a writer died inside, until markConsistent()
-    uint8_t  reserved[24];
+    uint64_t owner;             ///<  0: writer identity (pid | start-time epoch << 32), 0 = none
+    uint32_t drain;             ///<  8: bumped by readers leaving while a writer claims (futex word)
+    uint32_t waiters;           ///< 12: threads parked on `owner`
+    uint32_t drain_waiters;     ///< 16: writers parked on `drain`
+    uint32_t tag;               ///< 20: CIPC_TAG_RWLOCK
+    uint64_t recoveries;        ///< 24: how many times a dead writer's claim was cleared
+    uint32_t write_held;        ///< 32: 1 while the writer is inside (readers drained)
+    uint32_t inconsistent;      ///< 36: 1 after a writer died inside, until markConsistent()
+    uint32_t overflow;          ///< 40: read holds of processes that found no free slot
+    uint32_t reader_capacity;   ///< 44: CIPC_RWLOCK_READERS
+    uint64_t reader_recoveries; ///< 48: dead readers' slots freed while they held read locks
+    uint32_t state_size;        ///< 56: CIPC_RWLOCK_SIZE
+    uint32_t reserved;          ///< 60
+    cipc_rwlock_reader readers[CIPC_RWLOCK_READERS]; ///< 64
 } cipc_rwlock;
 
 /// One registered reader of a shared variable: a reader that found it empty and waits for the next
@@ -172,8 +196,11 @@ _Static_assert(sizeof(cipc_semaphore) == 64, "semaphore layout");
 _Static_assert(sizeof(cipc_event) == 64, "event layout");
 _Static_assert(sizeof(cipc_condition) == 64, "condition layout");
 _Static_assert(offsetof(cipc_mutex, tag) == 20 && offsetof(cipc_semaphore, tag) == 20, "tag offset");
-_Static_assert(sizeof(cipc_rwlock) == 64, "rwlock layout");
+_Static_assert(sizeof(cipc_rwlock_reader) == 16 && CIPC_RWLOCK_READERS == 32, "rwlock reader layout (ProcessRWLock.swift hard-codes both)");
+_Static_assert(sizeof(cipc_rwlock) == CIPC_RWLOCK_SIZE, "rwlock layout");
 _Static_assert(offsetof(cipc_rwlock, tag) == 20 && offsetof(cipc_rwlock, write_held) == 32, "rwlock offsets");
+_Static_assert(offsetof(cipc_rwlock, overflow) == 40 && offsetof(cipc_rwlock, reader_recoveries) == 48, "rwlock offsets");
+_Static_assert(offsetof(cipc_rwlock, state_size) == 56 && offsetof(cipc_rwlock, readers) == 64, "rwlock readers offset");
 _Static_assert(sizeof(cipc_variable_reader) == 16, "variable reader layout");
 _Static_assert(sizeof(cipc_variable_header) == CIPC_VARIABLE_HEADER_SIZE, "variable header layout");
 _Static_assert(offsetof(cipc_variable_header, tag) == 20 && offsetof(cipc_variable_header, putter) == 24, "variable offsets");

@@ -28,107 +28,198 @@ import Synchronization
 /// ``withWriteLock(onOwnerDied:_:)`` runs your repair first. A writer that died while still waiting
 /// for readers never touched the data: clearing its claim leaves the lock consistent.
 ///
+/// **A reader's death** is recovered too. Read locks are counted per process, in one of 32 reader
+/// slots (the process's identity and how many read locks it holds): a process's first read lock
+/// claims a free slot, and the process keeps it (at 0 holds too) for as long as it lives. A writer
+/// waiting for readers checks every 25 ms whether a slot with holds names a dead process, and frees
+/// it: a reader killed holding read locks delays a writer by about 25 ms (bounded by 50 ms), and,
+/// through writer preference, the readers behind that writer. A dead process's slot — holding locks
+/// or not — is also reused by the next process that needs a slot. A process that finds all 32 slots
+/// taken by live processes does not wait: it counts its read locks in a shared *overflow* count,
+/// which is *not* recovered (see below); it looks for a dead process's slot again at most every
+/// 25 ms.
+///
 /// What a process killed at each step leaves behind:
 /// - a **writer** killed after claiming the owner word (waiting for readers, or inside): the word
 ///   names a dead process; the next waiter clears it or takes it over within ~25 ms (bounded by
 ///   50 ms); inside, the lock becomes inconsistent (above). Killed between taking over and marking
 ///   it inconsistent, the word names the dead taker, and the dead writer's `write_held` mark is
 ///   still there: the next waiter does both again.
-/// - a **reader** killed while *holding* a read lock: **not recovered.** Readers are counted, not
-///   recorded (the 64-byte state has no room for one slot per reader), so the count stays one too
-///   high: readers still get in until a writer arrives, but from then on that writer waits for a
-///   reader that will never leave — and, because of writer preference, so does every later reader.
-///   Writers that use ``writeLock(timeout:)`` time out and give their claim back (readers then go
-///   on); a writer waiting without a timeout waits forever. `ipc inspect` shows the count. Kill
-///   readers only while they hold no lock, or use a ``ProcessMutex`` (which does recover) where
-///   readers may crash. A reader killed *while taking* a read lock (between its increment and its
-///   check) leaves the same one-too-high count.
+/// - a **reader** killed while holding read locks, or while taking or releasing one (its slot's
+///   holds then count the lock or not): its slot names a dead process; a waiting writer frees it
+///   within ~25 ms (bounded by 50 ms), so its holds stop counting. Killed while claiming a slot:
+///   the slot is free or names the dead process with no holds — harmless, reused later.
+/// - a process killed while **freeing a dead process's slot**: the slot names the dead cleaner
+///   (marked as cleaning) and is freed again by the next writer or claimer, like any dead slot.
+/// - a reader in **overflow** (all 32 slots were taken by live processes when it took the lock)
+///   killed holding a read lock: **not recovered** — the overflow count stays one too high, and
+///   writers wait for a reader that will never leave (``writeLock(timeout:)`` times out and gives
+///   its claim back; readers then go on). `ipc inspect` shows `overflowReaders`. Keep the number of
+///   processes that read the lock at 32 or fewer (or let them exit: a dead process's slot is
+///   reused) where readers may crash.
 /// - any process killed while **parked** leaves a waiter count one too high, which only costs
 ///   unlockers a spare wake-up call.
 ///
-/// **Ownership is per process**, as for ``ProcessMutex``: threads of one process share one identity.
-/// A thread that holds a read lock and asks for the write lock deadlocks (no upgrades). Read locks
-/// are not recorded at all: ``readUnlock()`` from a process that holds none releases someone
-/// else's, and is refused (`notOwner`) only when no reader holds the lock.
+/// **Ownership is per process**, as for ``ProcessMutex``: threads of one process share one identity
+/// and one reader slot. A thread that holds a read lock and asks for the write lock deadlocks (no
+/// upgrades). ``readUnlock()`` releases one of this process's read locks, and is refused
+/// (`notOwner`) when this process holds none (unless overflow readers hold some: the overflow
+/// count is not per process).
 ///
-/// Speed: an uncontended read lock is one fetch-add and one load, its unlock one fetch-subtract; an
-/// uncontended write lock one compare-and-swap, one load and one store. No system call unless
-/// someone is parked. Waits spin briefly (never on one CPU), then park on a futex.
+/// Speed: an uncontended read lock is three loads (the owner word, the slot index this instance
+/// cached, that slot's identity), one fetch-add on this process's slot and one load; its unlock
+/// three loads, one compare-and-swap and one load. An uncontended write lock is one
+/// compare-and-swap, 33 loads (the overflow count and the reader slots, on 9 cache lines) and one
+/// store. No system call unless someone is parked — except that a writer waiting for readers checks
+/// the liveness of the processes whose slots hold read locks every 25 ms (a /proc read each). A
+/// process's first read lock claims its slot (a short scan under a process-wide mutex). Waits spin
+/// briefly (never on one CPU), then park on a futex.
 public final class ProcessRWLock: @unchecked Sendable {
-    // `@unchecked Sendable`: the state is 64 bytes of shared memory kept mapped by `storage`, and
-    // touched only through atomics.
+    // `@unchecked Sendable`: the state is shared memory kept mapped by `mapping`, touched only
+    // through atomics; the instance's own state is atomic too.
 
     /// Bytes of shared state (place it at an 8-byte aligned offset; 64-byte alignment avoids sharing
-    /// a cache line with other data).
-    public static let stateSize = 64
+    /// a cache line with other data): a 64-byte header and 32 reader slots of 16 bytes.
+    public static let stateSize = Int(CIPC_RWLOCK_SIZE)
 
-    let storage: PrimitiveStorage
+    // Literal constants (`CIPC_RWLOCK_READERS`, `offsetof(cipc_rwlock, readers)` and
+    // `sizeof(cipc_rwlock_reader)`; `validate` checks the first against the header): the hot paths
+    // must not pay for a lazily initialized global.
+    @inline(__always) static var readerCapacity: Int { 32 }
+    @inline(__always) static var readersOffset: Int { 64 }
+    @inline(__always) static var readerStride: Int { 16 }
+    /// Marks a reader slot being freed: the cleaner's identity with bit 31 (never part of a pid) set.
+    @inline(__always) static var cleaning: UInt64 { 0x8000_0000 }
+
+    private let mapping: MemoryMapping
+    /// The segment registration of a named lock (nil for one placed in the user's memory).
+    private let segment: SegmentHandle?
+    private let base: UnsafeMutableRawPointer
     /// The writer's identity; its low half (offset 0) is the futex word everybody waiting for the
     /// writer parks on.
     private let owner: UnsafeMutablePointer<Atomic<UInt64>>
     private let ownerWord: UnsafeMutableRawPointer
-    /// Read holders: the futex word a claiming writer parks on until it drops to 0.
-    private let readers: UnsafeMutablePointer<Atomic<UInt32>>
-    private let readersWord: UnsafeMutableRawPointer
+    /// Bumped by readers leaving while a writer claims: the futex word a claiming writer parks on.
+    private let drain: UnsafeMutablePointer<Atomic<UInt32>>
+    private let drainWord: UnsafeMutableRawPointer
     private let waiters: UnsafeMutableRawPointer
     private let drainWaiters: UnsafeMutableRawPointer
     private let recoveries: UnsafeMutablePointer<Atomic<UInt64>>
     private let writeHeld: UnsafeMutablePointer<Atomic<UInt32>>
     private let inconsistent: UnsafeMutablePointer<Atomic<UInt32>>
+    /// Read holds of processes that found no free slot.
+    private let overflow: UnsafeMutablePointer<Atomic<UInt32>>
+    private let readerRecoveries: UnsafeMutablePointer<Atomic<UInt64>>
     /// This process's owner word: pid | start-time epoch << 32.
     private let me: UInt64
+    /// The index of this process's reader slot, as last found (-1: none yet); re-validated on use.
+    private let cachedSlot = Atomic<Int>(-1)
+    /// When a process without a slot may next look for a dead process's slot (monotonic ns).
+    private let nextReclaimScan = Atomic<UInt64>(0)
 
-    private init(storage: PrimitiveStorage) {
-        self.storage = storage
-        let base = storage.base
+    /// Serializes this process's slot claims (rare), so that a process never claims two slots.
+    private static let claiming = Mutex<Void>(())
+
+    private init(base: UnsafeMutableRawPointer, mapping: MemoryMapping, segment: SegmentHandle?) {
+        self.base = base
+        self.mapping = mapping
+        self.segment = segment
         owner = atomic64(base)
         ownerWord = base
-        readers = atomic32(base + 8)
-        readersWord = base + 8
+        drain = atomic32(base + 8)
+        drainWord = base + 8
         waiters = base + 12
         drainWaiters = base + 16
         recoveries = atomic64(base + 24)
         writeHeld = atomic32(base + 32)
         inconsistent = atomic32(base + 36)
+        overflow = atomic32(base + 40)
+        readerRecoveries = atomic64(base + 48)
         me = ProcessMutex.ownerWord(ProcessIdentity.current)
     }
 
+    /// Initializes zeroed memory and publishes the tag last.
     private static func initialize(_ base: UnsafeMutableRawPointer) {
-        atomic64(base).initialize(to: Atomic(0))
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: stateSize)
+        base.storeBytes(of: UInt32(readerCapacity), toByteOffset: 44, as: UInt32.self)
+        base.storeBytes(of: UInt32(stateSize), toByteOffset: 56, as: UInt32.self)
+        atomic32(base + 20).pointee.store(CIPC_TAG_RWLOCK, ordering: .releasing)
+    }
+
+    /// Checks what a peer wrote before trusting it: the tag, the slot count and the state size.
+    private static func validate(_ base: UnsafeMutableRawPointer, available: Int, name: String, what: String) throws(InterprocessError) {
+        guard available >= stateSize, atomic32(base + 20).pointee.load(ordering: .acquiring) == CIPC_TAG_RWLOCK else {
+            throw InterprocessError(.corrupt, objectName: name, detail: "no valid \(what) there")
+        }
+        guard base.load(fromByteOffset: 44, as: UInt32.self) == UInt32(readerCapacity),
+              base.load(fromByteOffset: 56, as: UInt32.self) == UInt32(stateSize)
+        else {
+            throw InterprocessError(.corrupt, objectName: name, detail: "inconsistent \(what) header (another layout version?)")
+        }
     }
 
     /// Creates a named reader-writer lock (a segment of kind `rwlock`), unlocked.
     public static func create(
         name: String, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
     ) throws(InterprocessError) -> ProcessRWLock {
-        ProcessRWLock(storage: try PrimitiveStorage.create(
-            name: name, kind: .rwLock, tag: CIPC_TAG_RWLOCK, permissions: permissions, lifetime: lifetime,
-            initialize: initialize))
+        let handle = try SegmentHandle.create(
+            name: name, kind: .rwLock, payloadSize: stateSize, permissions: permissions, lifetime: lifetime
+        ) { payload in
+            initialize(payload.baseAddress!)
+        }
+        do throws(InterprocessError) {
+            let mapping = try handle.mapping()
+            return ProcessRWLock(base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle)
+        } catch {
+            handle.close()
+            throw error
+        }
     }
 
     /// Opens a named reader-writer lock.
     public static func open(name: String) throws(InterprocessError) -> ProcessRWLock {
-        ProcessRWLock(storage: try PrimitiveStorage.open(name: name, kind: .rwLock, tag: CIPC_TAG_RWLOCK))
+        let handle = try SegmentHandle.open(name: name, kind: .rwLock)
+        do throws(InterprocessError) {
+            let mapping = try handle.mapping()
+            let base = mapping.base + SegmentHeader.size
+            try validate(base, available: handle.payloadSize, name: name, what: "rwlock")
+            return ProcessRWLock(base: base, mapping: mapping, segment: handle)
+        } catch {
+            handle.close()
+            throw error
+        }
     }
 
     /// Initializes a new, unlocked reader-writer lock at `offset` in `segment` (``stateSize`` bytes).
     public static func create(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessRWLock {
-        ProcessRWLock(storage: try PrimitiveStorage.place(
-            in: segment, at: offset, tag: CIPC_TAG_RWLOCK, what: "reader-writer lock", initialize: initialize))
+        let (base, mapping) = try place(in: segment, at: offset)
+        initialize(base)
+        return ProcessRWLock(base: base, mapping: mapping, segment: nil)
     }
 
     /// Uses the reader-writer lock that another process created at `offset` in `segment`.
     public static func open(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessRWLock {
-        ProcessRWLock(storage: try PrimitiveStorage.place(
-            in: segment, at: offset, tag: CIPC_TAG_RWLOCK, what: "reader-writer lock", initialize: nil))
+        let (base, mapping) = try place(in: segment, at: offset)
+        try validate(base, available: segment.size - offset, name: segment.name, what: "reader-writer lock at offset \(offset)")
+        return ProcessRWLock(base: base, mapping: mapping, segment: nil)
+    }
+
+    /// Checks that ``stateSize`` bytes fit at `offset` in `segment`, 8-byte aligned.
+    private static func place(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> (UnsafeMutableRawPointer, MemoryMapping) {
+        guard offset >= 0, offset % 8 == 0, offset <= segment.size - stateSize else {
+            throw InterprocessError(.invalidArgument, objectName: segment.name,
+                detail: "a reader-writer lock needs \(stateSize) bytes at an 8-byte aligned offset; \(offset) does not fit a \(segment.size)-byte segment")
+        }
+        let mapping = try segment.handle.mapping()
+        return (mapping.base + SegmentHeader.size + offset, mapping)
     }
 
     /// The name of a named reader-writer lock.
-    public var name: String? { storage.name }
+    public var name: String? { segment?.name }
 
     /// Unregisters a named reader-writer lock (the last holder of a `.whileReferenced` one removes
     /// the name).
-    public func close() { storage.close() }
+    public func close() { segment?.close() }
 
     // MARK: Reading
 
@@ -139,7 +230,7 @@ public final class ProcessRWLock: @unchecked Sendable {
     @discardableResult
     @inline(__always)
     public func readLock() throws(InterprocessError) -> ProcessMutex.Acquisition {
-        if owner.pointee.load(ordering: .relaxed) == 0 && enterRead() { return acquisition }
+        if owner.pointee.load(ordering: .relaxed) == 0 && enterRead(readCounter()) { return acquisition }
         return try blockingWait(
             word: ownerWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name, readAttempt)
     }
@@ -181,7 +272,7 @@ public final class ProcessRWLock: @unchecked Sendable {
         for _ in 0..<2 {
             let current = owner.pointee.load(ordering: .relaxed)
             if current == 0 {
-                if enterRead() { return acquisition }
+                if enterRead(readCounter()) { return acquisition }
                 continue
             }
             let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: current))
@@ -191,19 +282,18 @@ public final class ProcessRWLock: @unchecked Sendable {
         return nil
     }
 
-    /// Releases a read lock. Throws `notOwner` (and releases nothing) if no reader holds the lock.
+    /// Releases one of this process's read locks. Throws `notOwner` (and releases nothing) if this
+    /// process holds none (and no process in overflow holds one).
     public func readUnlock() throws(InterprocessError) {
-        var current = readers.pointee.load(ordering: .relaxed)
-        while true {
-            guard current != 0 else {
-                throw InterprocessError(.notOwner, objectName: name, detail: "no reader holds the lock")
-            }
-            let (exchanged, original) = readers.pointee.compareExchange(
-                expected: current, desired: current - 1, ordering: .sequentiallyConsistent)
-            if exchanged { break }
-            current = original
+        if let index = ownSlot(), Self.decrementIfPositive(slotHolds(index)) {
+            leftRead()
+            return
         }
-        if current == 1 { wakeDrainingWriter() }
+        if Self.decrementIfPositive(overflow) {
+            leftRead()
+            return
+        }
+        throw InterprocessError(.notOwner, objectName: name, detail: "this process holds no read lock")
     }
 
     /// Runs `body` holding a read lock. If a writer died inside and the data was not repaired since,
@@ -231,8 +321,10 @@ public final class ProcessRWLock: @unchecked Sendable {
             try blockingWait(
                 word: ownerWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name, claimAttempt)
         }
-        if readers.pointee.load(ordering: .sequentiallyConsistent) != 0 {
-            try blockingWait(word: readersWord, waiters: drainWaiters, deadline: .max, name: name, drainAttempt)
+        if readersInside() != 0 {
+            try blockingWait(
+                word: drainWord, waiters: drainWaiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval,
+                name: name, drainAttempt)
         }
         return enterWrite()
     }
@@ -248,9 +340,11 @@ public final class ProcessRWLock: @unchecked Sendable {
                 word: ownerWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,
                 name: name, claimAttempt)
         }
-        if readers.pointee.load(ordering: .sequentiallyConsistent) != 0 {
+        if readersInside() != 0 {
             do {
-                try blockingWait(word: readersWord, waiters: drainWaiters, deadline: deadline, name: name, drainAttempt)
+                try blockingWait(
+                    word: drainWord, waiters: drainWaiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,
+                    name: name, drainAttempt)
             } catch {
                 giveClaimBack()
                 throw error
@@ -280,9 +374,11 @@ public final class ProcessRWLock: @unchecked Sendable {
                 word: ownerWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,
                 name: name, claimAttempt)
         }
-        if readers.pointee.load(ordering: .sequentiallyConsistent) != 0 {
+        if readersInside() != 0 {
             do {
-                try await asyncWait(word: readersWord, waiters: drainWaiters, deadline: deadline, name: name, drainAttempt)
+                try await asyncWait(
+                    word: drainWord, waiters: drainWaiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,
+                    name: name, drainAttempt)
             } catch {
                 giveClaimBack()
                 throw error
@@ -292,7 +388,9 @@ public final class ProcessRWLock: @unchecked Sendable {
     }
 
     /// Takes the write lock if nobody holds or claims it (or the writer is gone: dead pid) and no
-    /// reader is inside; nil otherwise. Never blocks.
+    /// reader is inside (the slots of readers whose pid is gone are freed first); nil otherwise. Never
+    /// blocks. (A blocking or timed lock also catches a dead reader whose pid is a zombie or was
+    /// reused.)
     public func tryWriteLock() -> ProcessMutex.Acquisition? {
         let current = owner.pointee.load(ordering: .relaxed)
         if current == 0 {
@@ -301,7 +399,7 @@ public final class ProcessRWLock: @unchecked Sendable {
             let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: current))
             guard pid <= 0 || !ProcessIdentity.pidExists(pid), takeOver(from: current) else { return nil }
         }
-        if readers.pointee.load(ordering: .sequentiallyConsistent) != 0 {
+        if readersInside() != 0 && !(freeDeadReaders(thorough: false) && readersInside() == 0) {
             giveClaimBack()
             return nil
         }
@@ -329,8 +427,9 @@ public final class ProcessRWLock: @unchecked Sendable {
     /// Whether a writer holds or claims the lock now (a snapshot).
     public var isWriteLocked: Bool { owner.pointee.load(ordering: .relaxed) != 0 }
 
-    /// How many read locks are held now (a snapshot; includes readers killed while holding one).
-    public var readerCount: Int { Int(readers.pointee.load(ordering: .relaxed)) }
+    /// How many read locks are held now (a snapshot; includes readers killed while holding one whose
+    /// slots no writer has freed yet).
+    public var readerCount: Int { Int(readersInside()) }
 
     /// Runs `body` holding the write lock. If a writer died inside and the data was not marked
     /// consistent, releases the lock and throws `ownerDied` without running `body`: use
@@ -364,28 +463,170 @@ public final class ProcessRWLock: @unchecked Sendable {
         inconsistent.pointee.load(ordering: .relaxed) == 0 ? .acquired : .previousOwnerDied
     }
 
-    /// Counts this reader in, then checks for a writer (both sequentially consistent, against the
-    /// writer's claim-then-count): either the reader sees the writer, or the writer sees the reader.
+    /// Counts this reader in (in `counter`: its slot's holds or the overflow count), then checks for
+    /// a writer (both sequentially consistent, against the writer's claim-then-sum): either the reader
+    /// sees the writer, or the writer sees the reader.
     @inline(__always)
-    private func enterRead() -> Bool {
-        readers.pointee.add(1, ordering: .sequentiallyConsistent)
+    private func enterRead(_ counter: UnsafeMutablePointer<Atomic<UInt32>>) -> Bool {
+        counter.pointee.add(1, ordering: .sequentiallyConsistent)
         if owner.pointee.load(ordering: .sequentiallyConsistent) == 0 { return true }
-        // A writer claimed the lock meanwhile: back off (and wake it if we were the last reader).
-        if readers.pointee.subtract(1, ordering: .sequentiallyConsistent).newValue == 0 { wakeDrainingWriter() }
+        // A writer claimed the lock meanwhile: back off (and wake it).
+        counter.pointee.subtract(1, ordering: .sequentiallyConsistent)
+        leftRead()
         return false
     }
 
+    /// After a read hold was given back: if a writer claims the lock, bump the drain word and wake it.
+    /// (The decrement comes before the owner load, the writer's claim before its sum: either the
+    /// writer's sum sees the decrement, or we see the claim and bump the word it parks on.)
     @inline(__always)
-    private func wakeDrainingWriter() {
+    private func leftRead() {
+        guard owner.pointee.load(ordering: .sequentiallyConsistent) != 0 else { return }
+        nudgeWriter()
+    }
+
+    private func nudgeWriter() {
+        drain.pointee.add(1, ordering: .sequentiallyConsistent)
         if atomic32(drainWaiters).pointee.load(ordering: .sequentiallyConsistent) != 0 {
-            Futex.wakeAll(readersWord)
+            Futex.wakeAll(drainWord)
         }
+    }
+
+    private static func decrementIfPositive(_ counter: UnsafeMutablePointer<Atomic<UInt32>>) -> Bool {
+        var current = counter.pointee.load(ordering: .relaxed)
+        while current != 0 {
+            let (exchanged, original) = counter.pointee.compareExchange(
+                expected: current, desired: current - 1, ordering: .sequentiallyConsistent)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    // MARK: Internals: reader slots
+
+    // `assumingMemoryBound` directly: `atomic32`/`atomic64` live in another module and are not
+    // inlined into these loops.
+    @inline(__always)
+    private func slotOwner(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
+        (base + Self.readersOffset + index &* Self.readerStride).assumingMemoryBound(to: Atomic<UInt64>.self)
+    }
+
+    @inline(__always)
+    private func slotHolds(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt32>> {
+        (base + Self.readersOffset + index &* Self.readerStride + 8).assumingMemoryBound(to: Atomic<UInt32>.self)
+    }
+
+    /// Where this process counts a new read lock: its slot's holds (claiming a slot first if it has
+    /// none), or the overflow count if every slot is taken by a live process.
+    @inline(__always)
+    private func readCounter() -> UnsafeMutablePointer<Atomic<UInt32>> {
+        let index = cachedSlot.load(ordering: .relaxed)
+        if index >= 0 && slotOwner(index).pointee.load(ordering: .relaxed) == me { return slotHolds(index) }
+        let claimed = claimSlot()
+        return claimed >= 0 ? slotHolds(claimed) : overflow
+    }
+
+    /// This process's slot, if it has one (never claims).
+    private func ownSlot() -> Int? {
+        let index = cachedSlot.load(ordering: .relaxed)
+        if index >= 0 && slotOwner(index).pointee.load(ordering: .relaxed) == me { return index }
+        for index in 0..<Self.readerCapacity where slotOwner(index).pointee.load(ordering: .relaxed) == me {
+            cachedSlot.store(index, ordering: .relaxed)
+            return index
+        }
+        return nil
+    }
+
+    /// Finds or claims this process's slot: one it already has (another instance may have claimed
+    /// it), a free one, or — at most every 25 ms when none is free — a dead process's. -1 if every
+    /// slot is taken by a live process.
+    @inline(never)
+    private func claimSlot() -> Int {
+        Self.claiming.withLock { _ -> Int in
+            if let index = ownSlot() { return index }
+            for index in 0..<Self.readerCapacity where slotOwner(index).pointee.load(ordering: .relaxed) == 0 {
+                if slotOwner(index).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
+                    cachedSlot.store(index, ordering: .relaxed)
+                    return index
+                }
+            }
+            let now = Clock.monotonicNanoseconds()
+            guard now >= nextReclaimScan.load(ordering: .relaxed) else { return -1 }
+            nextReclaimScan.store(now &+ ProcessMutex.livenessInterval, ordering: .relaxed)
+            for index in 0..<Self.readerCapacity {
+                let holder = slotOwner(index).pointee.load(ordering: .relaxed)
+                if holder == 0 {
+                    if slotOwner(index).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
+                        cachedSlot.store(index, ordering: .relaxed)
+                        return index
+                    }
+                } else if !Self.isAlive(slotHolder: holder), free(index, holder: holder, keep: true) {
+                    cachedSlot.store(index, ordering: .relaxed)
+                    return index
+                }
+            }
+            return -1
+        }
+    }
+
+    /// Whether the process a slot names (its holder, or the cleaner freeing it) is alive.
+    private static func isAlive(slotHolder: UInt64) -> Bool {
+        ProcessMutex.isAlive(ownerWord: slotHolder & ~cleaning)
+    }
+
+    /// Frees the slot of the dead process `holder`: marks it as being cleaned by us, drops its holds,
+    /// then leaves it free (or ours, with `keep`: only under `claiming`). False if it changed meanwhile.
+    private func free(_ index: Int, holder: UInt64, keep: Bool) -> Bool {
+        guard slotOwner(index).pointee.compareExchange(
+            expected: holder, desired: me | Self.cleaning, ordering: .sequentiallyConsistent).exchanged else { return false }
+        let held = slotHolds(index).pointee.exchange(0, ordering: .sequentiallyConsistent)
+        slotOwner(index).pointee.store(keep ? me : 0, ordering: .sequentiallyConsistent)
+        if held != 0 {
+            readerRecoveries.pointee.add(1, ordering: .relaxed)
+            if !keep { return true }
+            // A writer may wait for these holds.
+            leftRead()
+        }
+        return true
+    }
+
+    /// A writer's check: frees the slots of dead processes that still count read holds — by start
+    /// time (`thorough`, reading /proc: catches zombies and reused pids), or only those whose pid is
+    /// gone (one cheap system call per slot). Whether it freed any.
+    private func freeDeadReaders(thorough: Bool = true) -> Bool {
+        var freed = false
+        for index in 0..<Self.readerCapacity where slotHolds(index).pointee.load(ordering: .relaxed) != 0 {
+            let holder = slotOwner(index).pointee.load(ordering: .relaxed)
+            guard holder != 0 && holder != me else { continue }
+            let dead: Bool
+            if thorough {
+                dead = !Self.isAlive(slotHolder: holder)
+            } else {
+                let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: holder & ~Self.cleaning))
+                dead = pid <= 0 || !ProcessIdentity.pidExists(pid)
+            }
+            if dead && free(index, holder: holder, keep: false) {
+                freed = true
+            }
+        }
+        return freed
+    }
+
+    /// The read holds of all slots plus the overflow count.
+    @inline(__always)
+    private func readersInside() -> UInt32 {
+        var sum = overflow.pointee.load(ordering: .sequentiallyConsistent)
+        for index in 0..<Self.readerCapacity {
+            sum &+= slotHolds(index).pointee.load(ordering: .sequentiallyConsistent)
+        }
+        return sum
     }
 
     private func readAttempt(_ checkOwner: Bool) -> WaitStep<ProcessMutex.Acquisition> {
         let current = owner.pointee.load(ordering: .relaxed)
         if current == 0 {
-            return enterRead() ? .done(acquisition) : .retry
+            return enterRead(readCounter()) ? .done(acquisition) : .retry
         }
         if checkOwner && !ProcessMutex.isAlive(ownerWord: current) {
             clearDeadWriter(current)
@@ -405,9 +646,13 @@ public final class ProcessRWLock: @unchecked Sendable {
         return .park(expected: UInt32(truncatingIfNeeded: current))
     }
 
-    private func drainAttempt(_: Bool) -> WaitStep<Void> {
-        let count = readers.pointee.load(ordering: .sequentiallyConsistent)
-        return count == 0 ? .done(()) : .park(expected: count)
+    /// Reads the drain word before summing the holds: a reader that leaves after the sum bumps the
+    /// word after, so the park returns at once. Every 25 ms, frees dead readers' slots.
+    private func drainAttempt(_ checkReaders: Bool) -> WaitStep<Void> {
+        let sequence = drain.pointee.load(ordering: .sequentiallyConsistent)
+        if readersInside() == 0 { return .done(()) }
+        if checkReaders && freeDeadReaders() { return .retry }
+        return .park(expected: sequence)
     }
 
     /// Claimed and drained: mark ourselves inside before the caller touches the data.
@@ -447,21 +692,51 @@ public final class ProcessRWLock: @unchecked Sendable {
         giveClaimBack()
     }
 
-    /// The writer, readers, waiters, consistency and recoveries, read from a copy of the state.
+    /// The writer, readers, reader slots, waiters, consistency and recoveries, read from a copy of
+    /// the state.
     static func describe(_ state: UnsafeRawBufferPointer) -> [String: String] {
-        guard state.count >= 40 else { return [:] }
+        guard state.count >= 64 else { return [:] }
         let word = state.load(as: UInt64.self)
         let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: word))
         let inside = state.load(fromByteOffset: 32, as: UInt32.self) != 0
-        return [
+        let overflowHolds = state.load(fromByteOffset: 40, as: UInt32.self)
+        var details = [
             "writer": word == 0 ? "-" : "\(pid)",
             "writerAlive": word == 0 ? "-" : (ProcessMutex.isAlive(ownerWord: word) ? "yes" : "no"),
             "writeLocked": word == 0 ? "no" : (inside ? "yes" : "claimed"),
-            "readers": "\(state.load(fromByteOffset: 8, as: UInt32.self))",
             "waiters": "\(state.load(fromByteOffset: 12, as: UInt32.self))",
             "drainingWriters": "\(state.load(fromByteOffset: 16, as: UInt32.self))",
             "consistent": state.load(fromByteOffset: 36, as: UInt32.self) == 0 ? "yes" : "no",
             "recoveries": "\(state.load(fromByteOffset: 24, as: UInt64.self))",
+            "overflowReaders": "\(overflowHolds)",
+            "readerRecoveries": "\(state.load(fromByteOffset: 48, as: UInt64.self))",
         ]
+        let capacity = Int(state.load(fromByteOffset: 44, as: UInt32.self))
+        guard capacity == readerCapacity, state.count >= stateSize else {
+            details["readers"] = "?"
+            return details
+        }
+        var live: UInt64 = UInt64(overflowHolds)
+        var dead: UInt64 = 0
+        var inUse = 0
+        var deadSlots = 0
+        for index in 0..<capacity {
+            let holder = state.load(fromByteOffset: readersOffset + index * readerStride, as: UInt64.self)
+            let holds = state.load(fromByteOffset: readersOffset + index * readerStride + 8, as: UInt32.self)
+            guard holder != 0 else { continue }
+            inUse += 1
+            if isAlive(slotHolder: holder) {
+                live += UInt64(holds)
+            } else {
+                deadSlots += 1
+                dead += UInt64(holds)
+            }
+        }
+        details["readers"] = "\(live)"
+        details["deadReaders"] = "\(dead)"
+        details["readerSlots"] = "\(capacity)"
+        details["readerSlotsInUse"] = "\(inUse)"
+        details["readerSlotsDead"] = "\(deadSlots)"
+        return details
     }
 }
