@@ -213,25 +213,16 @@ public final class ProcessMutex: @unchecked Sendable {
     /// ``withLock(onOwnerDied:_:)`` to repair.
     @available(*, noasync, message: "use lock() async / unlock() in async code")
     public func withLock<R>(_ body: () throws -> R) throws -> R {
-        if try lock() == .previousOwnerDied {
-            try unlock()
-            throw InterprocessError(.ownerDied, objectName: name, detail: "a previous owner died holding the lock; the data may be inconsistent")
-        }
-        defer { try? unlock() }
-        return try body()
+        try withLockRefusingInconsistentData(lock: { () throws(InterprocessError) in try lock() }, unlock: unlock, name: name, body)
     }
 
     /// Runs `body` holding the lock; if a previous owner died, first runs `recover` (holding the lock)
     /// and, if it returns, marks the mutex consistent.
     @available(*, noasync, message: "use lock() async / unlock() in async code")
     public func withLock<R>(onOwnerDied recover: () throws -> Void, _ body: () throws -> R) throws -> R {
-        let acquisition = try lock()
-        defer { try? unlock() }
-        if acquisition == .previousOwnerDied {
-            try recover()
-            markConsistent()
-        }
-        return try body()
+        try withLockRecovering(
+            lock: { () throws(InterprocessError) in try lock() }, unlock: unlock, markConsistent: markConsistent,
+            recover: recover, body)
     }
 
     // MARK: Internals

@@ -300,12 +300,7 @@ public final class ProcessRWLock: @unchecked Sendable {
     /// releases the lock and throws `ownerDied` without running `body`.
     @available(*, noasync, message: "use readLock() async / readUnlock() in async code")
     public func withReadLock<R>(_ body: () throws -> R) throws -> R {
-        if try readLock() == .previousOwnerDied {
-            try readUnlock()
-            throw InterprocessError(.ownerDied, objectName: name, detail: "a writer died holding the lock; the data may be inconsistent")
-        }
-        defer { try? readUnlock() }
-        return try body()
+        try withLockRefusingInconsistentData(lock: { () throws(InterprocessError) in try readLock() }, unlock: readUnlock, name: name, body)
     }
 
     // MARK: Writing
@@ -436,26 +431,18 @@ public final class ProcessRWLock: @unchecked Sendable {
     /// ``withWriteLock(onOwnerDied:_:)`` to repair.
     @available(*, noasync, message: "use writeLock() async / writeUnlock() in async code")
     public func withWriteLock<R>(_ body: () throws -> R) throws -> R {
-        if try writeLock() == .previousOwnerDied {
-            try writeUnlock()
-            throw InterprocessError(.ownerDied, objectName: name, detail: "a writer died holding the lock; the data may be inconsistent")
-        }
-        defer { try? writeUnlock() }
-        return try body()
+        try withLockRefusingInconsistentData(lock: { () throws(InterprocessError) in try writeLock() }, unlock: writeUnlock, name: name, body)
     }
 
     /// Runs `body` holding the write lock; if a writer died inside, first runs `recover` (holding the
     /// lock) and, if it returns, marks the lock consistent.
     @available(*, noasync, message: "use writeLock() async / writeUnlock() in async code")
     public func withWriteLock<R>(onOwnerDied recover: () throws -> Void, _ body: () throws -> R) throws -> R {
-        let acquisition = try writeLock()
-        defer { try? writeUnlock() }
-        if acquisition == .previousOwnerDied {
-            try recover()
-            markConsistent()
-        }
-        return try body()
+        try withLockRecovering(
+            lock: { () throws(InterprocessError) in try writeLock() }, unlock: writeUnlock, markConsistent: markConsistent,
+            recover: recover, body)
     }
+
 
     // MARK: Internals
 

@@ -78,6 +78,38 @@ final class PrimitiveStorage: @unchecked Sendable {
     func close() { segment?.close() }
 }
 
+// MARK: - Scoped locking after an owner's death
+
+/// Runs `body` between `lock` and `unlock`. If the lock reports that a previous owner died and the
+/// data was not marked consistent since, releases it and throws `ownerDied` without running `body`.
+/// The `withLock` / `withReadLock` / `withWriteLock` of the robust locks.
+func withLockRefusingInconsistentData<R>(
+    lock: () throws(InterprocessError) -> ProcessMutex.Acquisition, unlock: () throws(InterprocessError) -> Void,
+    name: String?, _ body: () throws -> R
+) throws -> R {
+    if try lock() == .previousOwnerDied {
+        try unlock()
+        throw InterprocessError(.ownerDied, objectName: name, detail: "a previous owner died holding the lock; the data may be inconsistent")
+    }
+    defer { try? unlock() }
+    return try body()
+}
+
+/// Runs `body` between `lock` and `unlock`; if a previous owner died, first runs `recover` (holding
+/// the lock) and, if it returns, `markConsistent`. The `withLock(onOwnerDied:_:)` of the robust locks.
+func withLockRecovering<R>(
+    lock: () throws(InterprocessError) -> ProcessMutex.Acquisition, unlock: () throws(InterprocessError) -> Void,
+    markConsistent: () -> Void, recover: () throws -> Void, _ body: () throws -> R
+) throws -> R {
+    let acquisition = try lock()
+    defer { try? unlock() }
+    if acquisition == .previousOwnerDied {
+        try recover()
+        markConsistent()
+    }
+    return try body()
+}
+
 // MARK: - Waiting
 
 /// A primitive whose waits all follow one shape: try without blocking, then spin and park on one
