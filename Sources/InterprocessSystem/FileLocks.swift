@@ -19,9 +19,6 @@ package enum FileLock {
         var cType: Int16 { self == .shared ? Int16(F_RDLCK) : Int16(F_WRLCK) }
     }
 
-    /// Whether this system has open-file-description locks.
-    package static var isSupported: Bool { cipc_F_OFD_SETLK >= 0 }
-
     /// Tries to take (or convert to) a lock on one byte; returns false when another description holds
     /// a conflicting lock. The corresponding C call is `fcntl(fd, F_OFD_SETLK, …)`.
     package static func tryLock(_ fd: FileDescriptor, byte: Int64, _ kind: Kind) throws(Errno) -> Bool {
