@@ -205,6 +205,33 @@ struct ProcessMutexTests {
         }
     }
 
+    @Test func anAlreadyCancelledTaskAcquiresNothingEvenWhenFree() async throws {
+        let name = TestNames.make("cancelled")
+        let mutex = try ProcessMutex.create(name: name + "-m")
+        let semaphore = try ProcessSemaphore.create(name: name + "-s", value: 1)
+        let lock = try ProcessRWLock.create(name: name + "-rw")
+        let variable = try SharedVariable<UInt64>.create(name: name + "-v", initialValue: 7)
+        defer { mutex.close(); semaphore.close(); lock.close(); variable.close() }
+        let outcomes = await Task { () async -> [InterprocessError.Code?] in
+            withUnsafeCurrentTask { $0?.cancel() }
+            func code(_ body: () async throws -> Void) async -> InterprocessError.Code? {
+                do { try await body(); return nil } catch { return (error as? InterprocessError)?.code }
+            }
+            return [
+                await code { _ = try await mutex.lock() },
+                await code { try await semaphore.wait() },
+                await code { _ = try await lock.readLock() },
+                await code { _ = try await lock.writeLock() },
+                await code { _ = try await variable.take() },
+            ]
+        }.value
+        #expect(outcomes == Array(repeating: InterprocessError.Code.cancelled, count: 5))
+        #expect(!mutex.isLocked)
+        #expect(semaphore.value == 1)
+        #expect(lock.readerCount == 0 && !lock.isWriteLocked)
+        #expect(variable.tryRead() == 7)
+    }
+
     @Test func asyncLockWaitsWithoutBlockingAndHonoursCancellation() async throws {
         let prefix = TestNames.make("mtxasync")
         let mutex = try ProcessMutex.create(name: prefix)

@@ -107,6 +107,7 @@ public final class ProcessCondition: @unchecked Sendable {
     }
 
     private func wait(on mutex: ProcessMutex, deadline: UInt64) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        try throwIfCancelled(name)
         let observed = sequence.pointee.load(ordering: .sequentiallyConsistent)
         waiters.pointee.add(1, ordering: .sequentiallyConsistent)
         try mutex.unlock()

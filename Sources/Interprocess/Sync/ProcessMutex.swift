@@ -157,6 +157,7 @@ public final class ProcessMutex: @unchecked Sendable {
     }
 
     private func lock(deadline: UInt64) async throws(InterprocessError) -> Acquisition {
+        try throwIfCancelled(name)
         if let acquisition = try tryLock() { return acquisition }
         return try await asyncWait(
             word: word, waiters: waiters, deadline: deadline, recheckEvery: Self.livenessInterval, name: name, attempt)

@@ -260,6 +260,7 @@ public final class ProcessRWLock: @unchecked Sendable {
     }
 
     private func readLock(deadline: UInt64) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        try throwIfCancelled(name)
         if let acquisition = tryReadLock() { return acquisition }
         return try await asyncWait(
             word: ownerWord, waiters: waiters, deadline: deadline,
@@ -363,6 +364,7 @@ public final class ProcessRWLock: @unchecked Sendable {
     }
 
     private func writeLock(deadline: UInt64) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        try throwIfCancelled(name)
         let deadline = deadline
         if !owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
             try await asyncWait(

@@ -131,6 +131,7 @@ extension FutexWaitable {
     }
 
     func waitAsync(deadline: UInt64) async throws(InterprocessError) {
+        try throwIfCancelled(name)
         if tryWait() { return }
         try await asyncWait(word: waitWord, waiters: waiterWord, deadline: deadline, name: name, waitAttempt)
     }
@@ -221,6 +222,15 @@ func blockingWait<Value>(
                 throw InterprocessError(.timedOut, objectName: name, detail: "the wait timed out")
             }
         }
+    }
+}
+
+/// Throws `cancelled` if the current task is cancelled. Every `async` acquisition starts with it, so
+/// that a cancelled task never acquires anything — not even a lock that happens to be free.
+@inline(__always)
+func throwIfCancelled(_ name: String?) throws(InterprocessError) {
+    if Task.isCancelled {
+        throw InterprocessError(.cancelled, objectName: name, detail: "the waiting task was cancelled")
     }
 }
 

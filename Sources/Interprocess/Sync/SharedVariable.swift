@@ -198,6 +198,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     }
 
     private func take(deadline: UInt64) async throws(InterprocessError) -> Value {
+        try throwIfCancelled(name)
         if let value = tryTake() { return value }
         return try await asyncWait(
             word: stateWord, waiters: waiters, deadline: deadline,
@@ -256,6 +257,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     }
 
     private func put(_ value: Value, deadline: UInt64) async throws(InterprocessError) {
+        try throwIfCancelled(name)
         if tryPut(value) { return }
         try await asyncWait(
             word: stateWord, waiters: waiters, deadline: deadline,
@@ -317,6 +319,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     }
 
     private func read(deadline: UInt64) async throws(InterprocessError) -> Value {
+        try throwIfCancelled(name)
         if let value = tryRead() { return value }
         var registration = Registration()
         defer { leave(registration) }
@@ -517,6 +520,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     }
 
     private func beginExchange(deadline: UInt64) async throws(InterprocessError) -> Value {
+        try throwIfCancelled(name)
         var yields = 0
         return try await asyncWait(
             word: stateWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval, name: name
