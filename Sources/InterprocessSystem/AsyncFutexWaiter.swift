@@ -60,6 +60,9 @@ package final class AsyncFutexWaiter: @unchecked Sendable {
             return state.nextID
         }
         let address = UInt(bitPattern: word)
+        // The handler may run after the wait was resumed but before it returns, and then leaves the id
+        // in `cancelledEarly`; it cannot run once this returns, so the id is dropped here.
+        defer { _ = state.withLock { $0.cancelledEarly.remove(id) } }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
                 let cancelled = state.withLock { state -> Bool in
