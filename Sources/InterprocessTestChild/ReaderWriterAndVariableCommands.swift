@@ -178,29 +178,18 @@ private func readChurn(segmentName: String) throws {
     say("done \(count)")
 }
 
-/// Takes the named lock's write lock, says "locked <acquisition>", holds it, releases it, says
-/// "unlocked", lingers 30 s.
+/// Says "claiming", then takes the named lock's write lock and holds it (see `holdLock` in
+/// SyncCommands.swift).
 private func writeHold(name: String, holdMilliseconds: Int) throws {
     let lock = try ProcessRWLock.open(name: name)
     say("claiming")
-    let acquisition = try lock.writeLock()
-    say("locked \(acquisition)")
-    usleep(UInt32(holdMilliseconds) * 1000)
-    try lock.writeUnlock()
-    say("unlocked")
-    sleep(30)
+    try holdLock(holdMilliseconds: holdMilliseconds, lock: { try lock.writeLock() }, unlock: lock.writeUnlock)
 }
 
-/// Takes a read lock on the named lock, says "locked", holds it, releases it, says "unlocked",
-/// lingers 30 s.
+/// Takes a read lock on the named lock and holds it (see `holdLock` in SyncCommands.swift).
 private func readHold(name: String, holdMilliseconds: Int) throws {
     let lock = try ProcessRWLock.open(name: name)
-    let acquisition = try lock.readLock()
-    say("locked \(acquisition)")
-    usleep(UInt32(holdMilliseconds) * 1000)
-    try lock.readUnlock()
-    say("unlocked")
-    sleep(30)
+    try holdLock(holdMilliseconds: holdMilliseconds, lock: { try lock.readLock() }, unlock: lock.readUnlock)
 }
 
 /// Puts, reads, swaps, modifies and takes in a loop with short timeouts (a partner may be killed

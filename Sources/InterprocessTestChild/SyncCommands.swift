@@ -30,15 +30,23 @@ func runSyncCommand(_ command: String, _ rest: [String]) -> Int32 {
     }
 }
 
-/// Locks the named mutex, says "locked …", holds it, unlocks, says "unlocked", lingers 30 s.
-private func mutexHold(name: String, holdMilliseconds: Int) throws {
-    let mutex = try ProcessMutex.open(name: name)
-    let acquisition = try mutex.lock()
+/// Takes a lock with `lock`, says "locked <acquisition>", holds it `holdMilliseconds`, releases it
+/// with `unlock`, says "unlocked", then lingers 30 s (the test kills us). Serves every "…-hold" command.
+func holdLock(
+    holdMilliseconds: Int, lock: () throws -> ProcessMutex.Acquisition, unlock: () throws -> Void
+) throws {
+    let acquisition = try lock()
     say("locked \(acquisition)")
     usleep(UInt32(holdMilliseconds) * 1000)
-    try mutex.unlock()
+    try unlock()
     say("unlocked")
     sleep(30)
+}
+
+/// Locks the named mutex and holds it (see ``holdLock(holdMilliseconds:lock:unlock:)``).
+private func mutexHold(name: String, holdMilliseconds: Int) throws {
+    let mutex = try ProcessMutex.open(name: name)
+    try holdLock(holdMilliseconds: holdMilliseconds, lock: { try mutex.lock() }, unlock: mutex.unlock)
 }
 
 /// Increments a then b under the lock. After a dead owner, repairs (b = a) and marks consistent.
