@@ -33,6 +33,17 @@ int cipc_fcntl_lock(int fd, int cmd, short type, int64_t start, int64_t len, sho
     return rc;
 }
 
+int cipc_pipe_cloexec(int fds[2]) {
+#if defined(__linux__)
+    return pipe2(fds, O_CLOEXEC);
+#else
+    if (pipe(fds) != 0) return -1;
+    (void)fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    (void)fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+    return 0;
+#endif
+}
+
 #if defined(__linux__)
 const uint32_t cipc_FUTEX2_SIZE_U32 = 0x02;
 

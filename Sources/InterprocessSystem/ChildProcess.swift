@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CInterprocess
 package import SystemPackage
 import Synchronization
 
@@ -31,45 +32,58 @@ package final class ChildProcess: Sendable {
     }
 
     package let pid: Int32
-    /// Our end of the child's standard output / error, when spawned with `.pipe`.
+    /// Our end of the child's standard input / output / error, when spawned with `.pipe`.
+    package let standardInput: FileDescriptor?
     package let standardOutput: FileDescriptor?
     package let standardError: FileDescriptor?
     private let reaped = Mutex<Termination?>(nil)
+    private let pipesClosed = Mutex(false)
 
-    private init(pid: Int32, standardOutput: FileDescriptor?, standardError: FileDescriptor?) {
+    private init(pid: Int32, ends: [FileDescriptor?]) {
         self.pid = pid
-        self.standardOutput = standardOutput
-        self.standardError = standardError
+        standardInput = ends[0]
+        standardOutput = ends[1]
+        standardError = ends[2]
     }
 
-    /// Starts `executable` with `arguments` (not including argv[0]).
+    /// Starts `executable` with `arguments` (not including argv[0]). Standard input is /dev/null
+    /// unless `standardInput` is `.pipe` (then ``standardInput`` is our writing end: closing it
+    /// gives the child end-of-file).
+    ///
+    /// Every pipe is created close-on-exec in one step (`pipe2`), so that a child spawned by another
+    /// thread at the same moment never inherits an end of it (which would keep a pipe open after
+    /// this child exits, and a reader waiting for end-of-file waiting on).
     package static func spawn(
         _ executable: String, _ arguments: [String],
-        standardOutput: Output = .null, standardError: Output = .null,
+        standardInput: Output = .null, standardOutput: Output = .null, standardError: Output = .null,
         environment: [String: String]? = nil
     ) throws(Errno) -> ChildProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
 
-        var ourEnds: [FileDescriptor?] = [nil, nil]
+        var ourEnds: [FileDescriptor?] = [nil, nil, nil]
         var theirEnds: [CInt] = []
         defer { for fd in theirEnds { close(fd) } }
-        for (index, (target, output)) in [(CInt(1), standardOutput), (CInt(2), standardError)].enumerated() {
+        let streams = [(CInt(0), standardInput), (CInt(1), standardOutput), (CInt(2), standardError)]
+        for (target, output) in streams {
             switch output {
             case .null:
-                posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_WRONLY, 0)
+                posix_spawn_file_actions_addopen(&actions, target, "/dev/null", target == 0 ? O_RDONLY : O_WRONLY, 0)
             case .inherit:
                 break
             case .pipe:
                 var fds: [CInt] = [0, 0]
-                _ = try valueOrErrno { pipe(&fds) }
-                _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-                _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-                posix_spawn_file_actions_adddup2(&actions, fds[1], target)
-                ourEnds[index] = FileDescriptor(rawValue: fds[0])
-                theirEnds.append(fds[1])
+                guard cipc_pipe_cloexec(&fds) == 0 else {
+                    let error = Errno(rawValue: errno)
+                    ourEnds.forEach { try? $0?.close() }
+                    throw error
+                }
+                // fds[0] reads, fds[1] writes: the child gets the reading end of its input.
+                let (ours, theirs) = target == 0 ? (fds[1], fds[0]) : (fds[0], fds[1])
+                posix_spawn_file_actions_adddup2(&actions, theirs, target)
+                ourEnds[Int(target)] = FileDescriptor(rawValue: ours)
+                theirEnds.append(theirs)
             }
         }
 
@@ -96,7 +110,44 @@ package final class ChildProcess: Sendable {
             ourEnds.forEach { try? $0?.close() }
             throw Errno(rawValue: rc)
         }
-        return ChildProcess(pid: pid, standardOutput: ourEnds[0], standardError: ourEnds[1])
+        return ChildProcess(pid: pid, ends: ourEnds)
+    }
+
+    /// Writes `text` to the child's standard input (spawned with `.pipe`); false if the child is gone
+    /// or its input was closed. Never raises SIGPIPE: the signal is blocked for this thread during
+    /// the write and a pending one is consumed, so a test that tells a dead child something lives on.
+    @discardableResult
+    package func send(_ text: String) -> Bool {
+        guard let fd = standardInput else { return false }
+        var pipeSignal = sigset_t()
+        sigemptyset(&pipeSignal)
+        sigaddset(&pipeSignal, SIGPIPE)
+        var previous = sigset_t()
+        pthread_sigmask(SIG_BLOCK, &pipeSignal, &previous)
+        defer {
+            var zero = timespec(tv_sec: 0, tv_nsec: 0)
+            while sigtimedwait(&pipeSignal, nil, &zero) == SIGPIPE {}
+            pthread_sigmask(SIG_SETMASK, &previous, nil)
+        }
+        let bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc_write(fd.rawValue, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 { if errno == EINTR { continue } else { return false } }
+            done += n
+        }
+        return true
+    }
+
+    /// Closes our ends of the child's pipes, once: a second call does nothing (closing a descriptor
+    /// twice could close one that another thread has opened since under the same number).
+    package func closePipes() {
+        let first = pipesClosed.withLock { closed in
+            defer { closed = true }
+            return !closed
+        }
+        guard first else { return }
+        for fd in [standardInput, standardOutput, standardError] { try? fd?.close() }
     }
 
     /// Reaps the child if it has ended, without blocking.

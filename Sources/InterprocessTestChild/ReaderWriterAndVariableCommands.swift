@@ -22,8 +22,8 @@ func runReaderWriterAndVariableCommand(_ command: String, _ rest: [String]) -> I
         case "rw-check": try rwCheck(segmentName: rest[0], iterations: Int(rest[1])!)
         case "rw-read-loop": try readLoop(segmentName: rest[0])
         case "rw-read-churn": try readChurn(segmentName: rest[0])
-        case "rw-write-hold": try writeHold(name: rest[0], holdMilliseconds: Int(rest[1])!)
-        case "rw-read-hold": try readHold(name: rest[0], holdMilliseconds: Int(rest[1])!)
+        case "rw-write-hold": try writeHold(name: rest[0])
+        case "rw-read-hold": try readHold(name: rest[0])
         case "var-take":
             let variable = try SharedVariable<Int>.open(name: rest[0])
             say("waiting")
@@ -180,16 +180,16 @@ private func readChurn(segmentName: String) throws {
 
 /// Says "claiming", then takes the named lock's write lock and holds it (see `holdLock` in
 /// SyncCommands.swift).
-private func writeHold(name: String, holdMilliseconds: Int) throws {
+private func writeHold(name: String) throws {
     let lock = try ProcessRWLock.open(name: name)
     say("claiming")
-    try holdLock(holdMilliseconds: holdMilliseconds, lock: { try lock.writeLock() }, unlock: lock.writeUnlock)
+    try holdLock(lock: { try lock.writeLock() }, unlock: lock.writeUnlock)
 }
 
 /// Takes a read lock on the named lock and holds it (see `holdLock` in SyncCommands.swift).
-private func readHold(name: String, holdMilliseconds: Int) throws {
+private func readHold(name: String) throws {
     let lock = try ProcessRWLock.open(name: name)
-    try holdLock(holdMilliseconds: holdMilliseconds, lock: { try lock.readLock() }, unlock: lock.readUnlock)
+    try holdLock(lock: { try lock.readLock() }, unlock: lock.readUnlock)
 }
 
 /// Puts, reads, swaps, modifies and takes in a loop with short timeouts (a partner may be killed

@@ -11,7 +11,7 @@ import InterprocessSystem
 func runSyncCommand(_ command: String, _ rest: [String]) -> Int32 {
     do {
         switch command {
-        case "mutex-hold": try mutexHold(name: rest[0], holdMilliseconds: Int(rest[1])!)
+        case "mutex-hold": try mutexHold(name: rest[0])
         case "mutex-count": try mutexCount(segmentName: rest[0], iterations: Int(rest[1])!)
         case "sem-wait": try ProcessSemaphore.open(name: rest[0]).waitAfterSaying(timeoutMilliseconds: Int(rest[1])!)
         case "event-wait": try eventWait(name: rest[0], timeoutMilliseconds: Int(rest[1])!)
@@ -30,23 +30,22 @@ func runSyncCommand(_ command: String, _ rest: [String]) -> Int32 {
     }
 }
 
-/// Takes a lock with `lock`, says "locked <acquisition>", holds it `holdMilliseconds`, releases it
-/// with `unlock`, says "unlocked", then lingers 30 s (the test kills us). Serves every "…-hold" command.
-func holdLock(
-    holdMilliseconds: Int, lock: () throws -> ProcessMutex.Acquisition, unlock: () throws -> Void
-) throws {
+/// Takes a lock with `lock`, says "locked <acquisition>", holds it until the test writes a line
+/// (or closes our input; at most 60 s), releases it with `unlock`, says "unlocked", then lingers
+/// until told again (the test kills us or closes our input). Serves every "…-hold" command.
+func holdLock(lock: () throws -> ProcessMutex.Acquisition, unlock: () throws -> Void) throws {
     let acquisition = try lock()
     say("locked \(acquisition)")
-    usleep(UInt32(holdMilliseconds) * 1000)
+    awaitInstruction(upTo: 60)
     try unlock()
     say("unlocked")
-    sleep(30)
+    awaitInstruction(upTo: 60)
 }
 
-/// Locks the named mutex and holds it (see ``holdLock(holdMilliseconds:lock:unlock:)``).
-private func mutexHold(name: String, holdMilliseconds: Int) throws {
+/// Locks the named mutex and holds it (see ``holdLock(lock:unlock:)``).
+private func mutexHold(name: String) throws {
     let mutex = try ProcessMutex.open(name: name)
-    try holdLock(holdMilliseconds: holdMilliseconds, lock: { try mutex.lock() }, unlock: mutex.unlock)
+    try holdLock(lock: { try mutex.lock() }, unlock: mutex.unlock)
 }
 
 /// Increments a then b under the lock. After a dead owner, repairs (b = a) and marks consistent.
@@ -80,8 +79,12 @@ private func mutexCount(segmentName: String, iterations: Int) throws {
     say("done \(recoveries)")
 }
 
+// The waits below exit 0 when they get what they wait for, and 4 when they time out or when the
+// test tells them to stop waiting (a line on our input).
+
 extension ProcessSemaphore {
     fileprivate func waitAfterSaying(timeoutMilliseconds: Int) throws {
+        exitWhenTold(status: 4)
         say("waiting")
         try wait(timeout: .milliseconds(timeoutMilliseconds))
     }
@@ -89,6 +92,7 @@ extension ProcessSemaphore {
 
 private func eventWait(name: String, timeoutMilliseconds: Int) throws {
     let event = try ProcessEvent.open(name: name)
+    exitWhenTold(status: 4)
     say("waiting")
     try event.wait(timeout: .milliseconds(timeoutMilliseconds))
 }

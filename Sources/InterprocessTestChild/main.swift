@@ -24,6 +24,45 @@ func waitUntil(_ deadline: UInt64) {
 
 func cipcRelax() { sched_yield() }
 
+/// Waits for the test to tell us to go on: returns the next line on standard input, or nil when the
+/// test closed it (or died) or `seconds` passed — an upper bound, never what orders events.
+@discardableResult
+func awaitInstruction(upTo seconds: Int) -> String? {
+    let deadline = Clock.deadline(after: .seconds(seconds))
+    var line: [UInt8] = []
+    while true {
+        let now = Clock.monotonicNanoseconds()
+        if now >= deadline { return nil }
+        var entry = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
+        let ready = poll(&entry, 1, CInt(min((deadline - now) / 1_000_000 + 1, 1000)))
+        if ready < 0 && errno != EINTR { return nil }
+        if ready <= 0 { continue }
+        var byte: UInt8 = 0
+        let n = read(0, &byte, 1)
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return nil }
+        if byte == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
+        line.append(byte)
+    }
+}
+
+/// Starts a thread that ends this process with exit status `status` as soon as the test writes a
+/// line to our standard input or closes it: how a test stops a child that is still waiting, without
+/// a timeout deciding the outcome.
+func exitWhenTold(status: Int32) {
+    exitStatusWhenTold = status
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { _ in
+        awaitInstruction(upTo: 3600)
+        _exit(exitStatusWhenTold)
+    }, nil)
+    if rc != 0 { fail("could not start the instruction thread") }
+    pthread_detach(thread)
+}
+
+/// Set once, before the thread that reads it starts.
+nonisolated(unsafe) var exitStatusWhenTold: Int32 = 0
+
 var arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "--as-nobody" {
     arguments.removeFirst()
@@ -36,22 +75,24 @@ func lifetime(_ text: String) -> Lifetime { text == "persistent" ? .persistent :
 
 switch command {
 case "hold":
-    // hold NAME SECONDS: open NAME, say ready, sleep (the test kills us or we exit cleanly).
+    // hold NAME SECONDS: open NAME, say ready, hold it until told (a line or end of our input; at
+    // most SECONDS), close it.
     let segment: SharedMemory
     do { segment = try SharedMemory.open(name: rest[0]) } catch { fail("\(error)") }
     say("ready \(segment.size)")
-    sleep(UInt32(rest[1])!)
+    awaitInstruction(upTo: Int(rest[1])!)
     segment.close()
 
 case "create-hold":
-    // create-hold NAME SIZE LIFETIME SECONDS: create, write "hello from PID", say ready, sleep.
+    // create-hold NAME SIZE LIFETIME SECONDS: create, write "hello from PID", say ready, hold it
+    // until told (at most SECONDS), close it.
     let segment: SharedMemory
     do {
         segment = try SharedMemory.create(name: rest[0], size: Int(rest[1])!, lifetime: lifetime(rest[2]))
         try segment.write("hello from \(getpid())")
     } catch { fail("\(error)") }
     say("ready")
-    sleep(UInt32(rest[3])!)
+    awaitInstruction(upTo: Int(rest[3])!)
     segment.close()
 
 case "create-exit":

@@ -233,7 +233,7 @@ struct IPCToolTests {
         let name = uniqueName()
         defer { try? SharedMemory.remove(name: name) }
         let child = try startHolder(name)
-        defer { try? child.standardOutput?.close() }
+        defer { child.closePipes() }
         var reaped = false
         defer { if !reaped { child.wait(timeout: .zero) } }  // kills a straggler
 
@@ -258,7 +258,7 @@ struct IPCToolTests {
         let name = uniqueName()
         defer { try? SharedMemory.remove(name: name) }
         let child = try startHolder(name)
-        defer { try? child.standardOutput?.close() }
+        defer { child.closePipes() }
 
         child.kill(signal: SIGKILL)
         #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
@@ -286,7 +286,7 @@ struct IPCToolTests {
         defer { mutex.close() }
         let semaphore = try ProcessSemaphore.create(name: name + "-s", value: 3)
         defer { semaphore.close() }
-        let child = try Peer.spawn("mutex-hold", name + "-m", "60000")
+        let child = try Peer.spawn("mutex-hold", name + "-m")
         defer { child.stop() }
         #expect(child.readLine() == "locked acquired")
 

@@ -64,6 +64,7 @@ struct ProcessConditionTests {
         let condition = try ProcessCondition.create(name: name + "-c")
         let mutex = try ProcessMutex.create(name: name + "-m")
         defer { condition.close(); mutex.close() }
+        let waitersOfCondition = { waiters(name + "-c") }
         let waiting = Task { () async throws -> Bool in
             try await mutex.lock()
             do {
@@ -76,17 +77,17 @@ struct ProcessConditionTests {
             try mutex.unlock()
             return false
         }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await eventually { waitersOfCondition() == 1 }, "the task waits on the condition")
         waiting.cancel()
         #expect(try await waiting.value, "cancelled, and holding the mutex again")
         #expect(!mutex.isLocked)
         // And a signal reaches an async waiter.
         let signalled = Task { () async throws in
             try await mutex.lock()
-            try await condition.wait(on: mutex, timeout: .seconds(10))
+            try await condition.wait(on: mutex, timeout: .seconds(20))
             try mutex.unlock()
         }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await eventually { waitersOfCondition() == 1 }, "the task waits on the condition")
         condition.signal()
         try await signalled.value
     }

@@ -64,15 +64,15 @@ struct ProcessEventTests {
         let event = try ProcessEvent.create(name: name, mode: .autoReset)
         defer { event.close() }
         let cancelled = Task { try await event.wait() }
-        try await Task.sleep(for: .milliseconds(30))
+        #expect(await eventually { waiters(name) == 1 }, "the task parked")
         cancelled.cancel()
         await #expect(throws: InterprocessError.self) { try await cancelled.value }
         event.set()
         #expect(event.isSet, "the cancelled wait consumed nothing")
         try await event.wait(timeout: .seconds(5))
         #expect(!event.isSet)
-        let waiting = Task { try await event.wait(timeout: .seconds(10)) }
-        try await Task.sleep(for: .milliseconds(30))
+        let waiting = Task { try await event.wait(timeout: .seconds(20)) }
+        #expect(await eventually { waiters(name) == 1 }, "the task parked")
         event.set()
         try await waiting.value
     }

@@ -92,7 +92,7 @@ struct ProcessMutexTests {
         try withCleanNames("mtxdead") { name in
             let mutex = try ProcessMutex.create(name: name)
             defer { mutex.close() }
-            let child = try Peer.spawn("mutex-hold", name, "60000")
+            let child = try Peer.spawn("mutex-hold", name)
             defer { child.stop() }
             #expect(child.readLine() == "locked acquired")
             #expect(try mutex.tryLock() == nil, "a live owner keeps it")
@@ -122,7 +122,7 @@ struct ProcessMutexTests {
         try withCleanNames("mtxtry") { name in
             let mutex = try ProcessMutex.create(name: name)
             defer { mutex.close() }
-            let child = try Peer.spawn("mutex-hold", name, "60000")
+            let child = try Peer.spawn("mutex-hold", name)
             #expect(child.readLine() == "locked acquired")
             child.stop() // killed and reaped: the pid no longer exists
             #expect(try mutex.tryLock() == .previousOwnerDied)
@@ -195,7 +195,7 @@ struct ProcessMutexTests {
         try withCleanNames("mtxtime") { name in
             let mutex = try ProcessMutex.create(name: name)
             defer { mutex.close() }
-            let child = try Peer.spawn("mutex-hold", name, "60000")
+            let child = try Peer.spawn("mutex-hold", name)
             defer { child.stop() }
             #expect(child.readLine() == "locked acquired")
             let start = Clock.monotonicNanoseconds()
@@ -232,22 +232,74 @@ struct ProcessMutexTests {
         #expect(variable.tryRead() == 7)
     }
 
+    /// A cancellation that meets a release may legitimately go either way: each outcome must be
+    /// whole. Acquired: the task holds the lock (or the unit) exactly once; cancelled: it holds nothing.
+    @Test func aCancellationThatMeetsAReleaseEitherAcquiresOrHoldsNothing() async throws {
+        let prefix = TestNames.make("cancelrace")
+        let mutex = try ProcessMutex.create(name: prefix + "-m")
+        let semaphore = try ProcessSemaphore.create(name: prefix + "-s", value: 0)
+        defer { mutex.close(); semaphore.close() }
+        var outcomes: [String: Int] = [:]
+        for round in 0..<40 {
+            // The mutex: held here, a task parks on it, then the release and the cancellation race.
+            try await mutex.lock()
+            let locking = Task { try await mutex.lock() }
+            #expect(await eventually { waiters(prefix + "-m") == 1 }, "round \(round): the task parked")
+            try mutex.unlock()
+            locking.cancel()
+            switch await locking.result {
+            case .success(let acquisition):
+                #expect(acquisition == .acquired)
+                #expect(mutex.isLocked, "acquired, so held")
+                try mutex.unlock()
+                outcomes["mutex acquired", default: 0] += 1
+            case .failure(let error):
+                #expect((error as? InterprocessError)?.code == .cancelled, "\(error)")
+                #expect(!mutex.isLocked, "cancelled, so nothing held")
+                outcomes["mutex cancelled", default: 0] += 1
+            }
+            #expect(!mutex.isLocked)
+            // The semaphore: one unit signalled as the waiting task is cancelled.
+            let waiting = Task { try await semaphore.wait() }
+            #expect(await eventually { waiters(prefix + "-s") == 1 }, "round \(round): the task parked")
+            try semaphore.signal()
+            waiting.cancel()
+            switch await waiting.result {
+            case .success:
+                #expect(semaphore.value == 0, "acquired: the unit was consumed once")
+                outcomes["semaphore acquired", default: 0] += 1
+            case .failure(let error):
+                #expect((error as? InterprocessError)?.code == .cancelled, "\(error)")
+                #expect(semaphore.value == 1, "cancelled: the unit is still there")
+                #expect(semaphore.tryWait())
+                outcomes["semaphore cancelled", default: 0] += 1
+            }
+            #expect(semaphore.value == 0)
+        }
+        print("cancellation meeting a release: \(outcomes.sorted { $0.key < $1.key })")
+    }
+
     @Test func asyncLockWaitsWithoutBlockingAndHonoursCancellation() async throws {
         let prefix = TestNames.make("mtxasync")
         let mutex = try ProcessMutex.create(name: prefix)
         defer { mutex.close() }
-        let child = try Peer.spawn("mutex-hold", prefix, "300")
+        let child = try Peer.spawn("mutex-hold", prefix)
         defer { child.stop() }
         #expect(child.readLine() == "locked acquired")
-        // Cancelled while waiting: returns promptly with `cancelled`, acquiring nothing.
+        // Cancelled while parked (the child holds the lock until told): returns promptly with
+        // `cancelled`, acquiring nothing.
         let waiting = Task { try await mutex.lock() }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await eventually { waiters(prefix) == 1 }, "the task parked behind the child")
         let start = Clock.monotonicNanoseconds()
         waiting.cancel()
         await #expect(throws: InterprocessError.self) { try await waiting.value }
         #expect(elapsed(since: start) < 0.5)
-        // A fresh async wait gets the lock once the child releases it.
-        #expect(try await mutex.lock(timeout: .seconds(10)) == .acquired)
+        #expect(try SharedMemory.info(name: prefix).details["ownerPID"] == "\(child.pid)", "the cancelled task took nothing")
+        // A fresh async wait, parked before the child lets go, gets the lock once it does.
+        let fresh = Task { try await mutex.lock(timeout: .seconds(20)) }
+        #expect(await eventually { waiters(prefix) == 1 }, "the fresh task parked behind the child")
+        child.tell("release")
+        #expect(try await fresh.value == .acquired)
         #expect(child.readLine() == "unlocked")
         try mutex.unlock()
         child.stop()

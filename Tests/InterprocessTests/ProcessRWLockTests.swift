@@ -174,7 +174,6 @@ struct ProcessRWLockTests {
             defer { readers.forEach { $0.stop() } }
             for reader in readers { #expect(reader.readLine() == "ready") }
             let lock = try ProcessRWLock.open(in: segment, at: 0)
-            Clock.sleep(nanoseconds: 50_000_000) // the readers overlap in full swing
             for _ in 0..<5 {
                 let start = Clock.monotonicNanoseconds()
                 #expect(try lock.writeLock(timeout: .seconds(5)) == .acquired)
@@ -196,8 +195,8 @@ struct ProcessRWLockTests {
         try withCleanNames("rwltime") { name in
             let lock = try ProcessRWLock.create(name: name)
             defer { lock.close() }
-            // A writer elsewhere: both kinds of lock time out.
-            let writer = try Peer.spawn("rw-write-hold", name, "400")
+            // A writer elsewhere, holding until told: both kinds of lock time out.
+            let writer = try Peer.spawn("rw-write-hold", name)
             defer { writer.stop() }
             #expect(writer.readLine() == "claiming")
             #expect(writer.readLine() == "locked acquired")
@@ -209,10 +208,11 @@ struct ProcessRWLockTests {
             expectError(.timedOut) { try lock.writeLock(timeout: .milliseconds(100)) }
             took = elapsed(since: start)
             #expect(took >= 0.099 && took < 1.0, "\(took) s")
+            writer.tell("release")
             #expect(writer.readLine() == "unlocked")
             // A reader elsewhere: a writer claims, waits for it, times out and gives the claim back —
             // then readers get in again.
-            let reader = try Peer.spawn("rw-read-hold", name, "800")
+            let reader = try Peer.spawn("rw-read-hold", name)
             defer { reader.stop() }
             #expect(reader.readLine() == "locked acquired")
             start = Clock.monotonicNanoseconds()
@@ -222,6 +222,7 @@ struct ProcessRWLockTests {
             #expect(!lock.isWriteLocked)
             #expect(lock.tryReadLock() == .acquired)
             try lock.readUnlock()
+            reader.tell("release")
             #expect(reader.readLine() == "unlocked")
             #expect(try lock.writeLock(timeout: .seconds(1)) == .acquired)
             try lock.writeUnlock()
@@ -232,30 +233,34 @@ struct ProcessRWLockTests {
         let prefix = TestNames.make("rwlasync")
         let lock = try ProcessRWLock.create(name: prefix)
         defer { lock.close() }
-        // Cancelled while waiting for a writer: returns promptly, holds nothing.
-        let writer = try Peer.spawn("rw-write-hold", prefix, "500")
+        // Cancelled while waiting for a writer (which holds until told): returns promptly, holds nothing.
+        let writer = try Peer.spawn("rw-write-hold", prefix)
         defer { writer.stop() }
         #expect(writer.readLine() == "claiming")
         #expect(writer.readLine() == "locked acquired")
         let waitingReader = Task { try await lock.readLock() }
         let waitingWriter = Task { try await lock.writeLock() }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await eventually { waiters(prefix) == 2 }, "both tasks parked behind the writer")
         var start = Clock.monotonicNanoseconds()
         waitingReader.cancel()
         waitingWriter.cancel()
         await #expect(throws: InterprocessError.self) { try await waitingReader.value }
         await #expect(throws: InterprocessError.self) { try await waitingWriter.value }
         #expect(elapsed(since: start) < 0.5)
-        #expect(try await lock.readLock(timeout: .seconds(10)) == .acquired)
+        #expect(lock.readerCount == 0, "the cancelled reader holds nothing")
+        #expect(try SharedMemory.info(name: prefix).details["writer"] == "\(writer.pid)", "the cancelled writer took nothing")
+        writer.tell("release")
         #expect(writer.readLine() == "unlocked")
+        #expect(try await lock.readLock(timeout: .seconds(10)) == .acquired)
         #expect(lock.readerCount == 1, "the cancelled reader holds nothing")
         try lock.readUnlock()
         // Cancelled while waiting for readers to leave: the claim is given back.
-        let reader = try Peer.spawn("rw-read-hold", prefix, "2000")
+        let reader = try Peer.spawn("rw-read-hold", prefix)
         defer { reader.stop() }
         #expect(reader.readLine() == "locked acquired")
         let draining = Task { try await lock.writeLock() }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await eventually { (try? SharedMemory.info(name: prefix).details["drainingWriters"]) == "1" },
+                "the task claimed the lock and parked, waiting for the reader")
         #expect(lock.isWriteLocked, "claimed, waiting for the reader")
         start = Clock.monotonicNanoseconds()
         draining.cancel()
@@ -269,6 +274,8 @@ struct ProcessRWLockTests {
         #expect(!lock.isWriteLocked)
         #expect(lock.tryReadLock() == .acquired)
         try lock.readUnlock()
+        reader.tell("release")
+        #expect(reader.readLine() == "unlocked")
         #expect(try await lock.writeLock(timeout: .seconds(10)) == .acquired)
         try lock.writeUnlock()
         writer.stop()
@@ -281,7 +288,7 @@ struct ProcessRWLockTests {
         try withCleanNames("rwldead") { name in
             let lock = try ProcessRWLock.create(name: name)
             defer { lock.close() }
-            let child = try Peer.spawn("rw-write-hold", name, "60000")
+            let child = try Peer.spawn("rw-write-hold", name)
             defer { child.stop() }
             #expect(child.readLine() == "claiming")
             #expect(child.readLine() == "locked acquired")
@@ -313,7 +320,7 @@ struct ProcessRWLockTests {
         try withCleanNames("rwldeadread") { name in
             let lock = try ProcessRWLock.create(name: name)
             defer { lock.close() }
-            let child = try Peer.spawn("rw-write-hold", name, "60000")
+            let child = try Peer.spawn("rw-write-hold", name)
             defer { child.stop() }
             #expect(child.readLine() == "claiming")
             #expect(child.readLine() == "locked acquired")
@@ -334,7 +341,7 @@ struct ProcessRWLockTests {
             let lock = try ProcessRWLock.create(name: name)
             defer { lock.close() }
             try lock.readLock()
-            let child = try Peer.spawn("rw-write-hold", name, "60000")
+            let child = try Peer.spawn("rw-write-hold", name)
             defer { child.stop() }
             #expect(child.readLine() == "claiming")
             #expect(pollUntil { lock.isWriteLocked }, "the child claims the lock and waits for our reader")
@@ -353,7 +360,7 @@ struct ProcessRWLockTests {
         try withCleanNames("rwldeadreader") { name in
             let lock = try ProcessRWLock.create(name: name)
             defer { lock.close() }
-            let child = try Peer.spawn("rw-read-hold", name, "60000")
+            let child = try Peer.spawn("rw-read-hold", name)
             defer { child.stop() }
             #expect(child.readLine() == "locked acquired")
             #expect(lock.readerCount == 1)
@@ -374,7 +381,7 @@ struct ProcessRWLockTests {
             #expect(info.details["readerRecoveries"] == "1")
             #expect(info.details["readerSlotsInUse"] == "0", "the writer freed the dead reader's slot")
             // tryWriteLock frees the slot of a dead reader whose pid is gone (killed and reaped).
-            let second = try Peer.spawn("rw-read-hold", name, "60000")
+            let second = try Peer.spawn("rw-read-hold", name)
             defer { second.stop() }
             #expect(second.readLine() == "locked acquired")
             #expect(lock.tryWriteLock() == nil)

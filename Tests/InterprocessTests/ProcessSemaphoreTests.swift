@@ -43,11 +43,15 @@ struct ProcessSemaphoreTests {
         try withCleanNames("semk") { name in
             let semaphore = try ProcessSemaphore.create(name: name, value: 0)
             defer { semaphore.close() }
-            let children = try (0..<5).map { _ in try Peer.spawn("sem-wait", name, "4000") }
+            // The children wait until signalled, or until told to stop waiting (exit 4).
+            let children = try (0..<5).map { _ in try Peer.spawn("sem-wait", name, "60000") }
             defer { children.forEach { $0.stop() } }
             for child in children { #expect(child.readLine() == "waiting") }
             #expect(waitForWaiters(name, 5), "all five children parked")
             try semaphore.signal(count: 3)
+            #expect(pollUntil(timeout: .seconds(20)) { children.filter { $0.poll() != nil }.count >= 3 }, "three released")
+            #expect(waitForWaiters(name, 2), "two still parked")
+            for child in children where child.poll() == nil { child.tell("stop") }
             let results = children.map { $0.wait(timeout: .seconds(20)) }
             #expect(results.filter { $0 == .exited(0) }.count == 3, "\(results)")
             #expect(results.filter { $0 == .exited(4) }.count == 2, "\(results)")
@@ -105,7 +109,7 @@ struct ProcessSemaphoreTests {
         let semaphore = try ProcessSemaphore.create(name: name, value: 0)
         defer { semaphore.close() }
         let waiting = Task { try await semaphore.wait() }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await eventually { waiters(name) == 1 }, "the task parked")
         let start = Clock.monotonicNanoseconds()
         waiting.cancel()
         do {
@@ -142,7 +146,8 @@ struct ProcessSemaphoreTests {
             for _ in 0..<200 {
                 group.addTask { try await semaphore.wait(timeout: .seconds(20)) }
             }
-            try await Task.sleep(for: .milliseconds(100))
+            // All 200 parked at once (on the waiter thread: none holds a cooperative thread).
+            #expect(await eventually { waiters(name) == 200 }, "\(waiters(name) ?? -1) of 200 parked")
             try semaphore.signal(count: 200)
             try await group.waitForAll()
         }

@@ -13,7 +13,7 @@ struct SegmentCrashTests {
         try withCleanNames("crash") { name in
             let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "create-close", name)
             #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
-            try? child.standardOutput?.close()
+            child.closePipes()
             // The name is left behind in an intermediate state…
             #expect(!TestNames.leftovers(name).isEmpty)
             #expect(!SharedMemory.exists(name: name))
@@ -30,7 +30,7 @@ struct SegmentCrashTests {
         try withCleanNames("crash0") { name in
             let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", "create.afterOpen", "create-close", name)
             #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
-            try? child.standardOutput?.close()
+            child.closePipes()
             #expect(TestNames.leftovers(name) == [name])
             // A young empty file may be a creator that has not locked yet: it is not swept at once…
             expectError(.alreadyExists) { try SharedMemory.create(name: name, size: 64) }
@@ -57,7 +57,7 @@ struct SegmentCrashTests {
                 Clock.sleep(nanoseconds: UInt64.random(in: 1_000_000...20_000_000, using: &generator))
                 children[1].kill(signal: SIGKILL)
                 let results = children.map { $0.wait(timeout: .seconds(60)) }
-                children.forEach { try? $0.standardOutput?.close() }
+                children.forEach { $0.closePipes() }
                 for result in results {
                     #expect(result == .exited(0) || result == .signaled(SIGKILL), "\(String(describing: result))")
                     if result == .signaled(SIGKILL) { killed += 1 }

@@ -201,7 +201,7 @@ struct SharedVariableTests {
         defer { variable.close() }
         let taking = Task { try await variable.take() }
         let reading = Task { try await variable.read() }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await eventually { details(prefix)["waiters"] == "2" && details(prefix)["waitingReaders"] == "1" }, "both tasks parked")
         let start = Clock.monotonicNanoseconds()
         taking.cancel()
         reading.cancel()

@@ -42,9 +42,10 @@ enum Peer {
         return path
     }
 
-    /// Starts the child with `arguments`, its standard output on a pipe.
+    /// Starts the child with `arguments`, its standard input and output on pipes (``ChildProcess/tell(_:)``
+    /// tells it to go on; ``ChildProcess/readLine(timeout:)`` reads what it says).
     static func spawn(_ arguments: String...) throws -> ChildProcess {
-        try ChildProcess.spawn(path, arguments, standardOutput: .pipe, standardError: .inherit)
+        try ChildProcess.spawn(path, arguments, standardInput: .pipe, standardOutput: .pipe, standardError: .inherit)
     }
 
     /// Starts the child with `arguments` and one environment variable set.
@@ -52,7 +53,8 @@ enum Peer {
         var environment: [String: String] = [:]
         for (name, entry) in ProcessEnvironment.all { environment[name] = entry }
         environment[key] = value
-        return try ChildProcess.spawn(path, arguments, standardOutput: .pipe, standardError: .inherit, environment: environment)
+        return try ChildProcess.spawn(
+            path, arguments, standardInput: .pipe, standardOutput: .pipe, standardError: .inherit, environment: environment)
     }
 
     /// Runs the child to completion (bounded) and returns its exit and output.
@@ -64,6 +66,12 @@ enum Peer {
 }
 
 extension ChildProcess {
+    /// Tells a child that holds something (a lock, a segment, a wait) to go on: one line on its
+    /// standard input. The child, not a clock, decides when the next step happens.
+    func tell(_ line: String = "go") {
+        #expect(send(line + "\n"), "child \(pid) is gone or stopped listening")
+    }
+
     /// Reads one line from the child's standard output, waiting at most `timeout`.
     func readLine(timeout: Duration = .seconds(20)) -> String? {
         guard let fd = standardOutput else { return nil }
@@ -119,13 +127,30 @@ extension ChildProcess {
         }
     }
 
-    /// Kills and reaps the child, closing our pipe ends.
+    /// Kills and reaps the child and closes our pipe ends (once, however often it is called: a test
+    /// and its `defer` may both stop a child).
     func stop() {
         kill(signal: SIGKILL)
         wait(timeout: .seconds(10))
-        try? standardOutput?.close()
-        try? standardError?.close()
+        closePipes()
     }
+}
+
+/// Polls `condition` every 2 ms, without blocking a thread of the cooperative pool, until it holds
+/// or `timeout` passes; returns whether it held. How an async test waits for state it can observe
+/// (a waiter parked, a lock claimed).
+func eventually(timeout: Duration = .seconds(20), _ condition: () throws -> Bool) async rethrows -> Bool {
+    let deadline = Clock.deadline(after: timeout)
+    while Clock.monotonicNanoseconds() < deadline {
+        if try condition() { return true }
+        try? await Task.sleep(for: .milliseconds(2))
+    }
+    return try condition()
+}
+
+/// The `waiters` detail of the named primitive (as `ipc inspect` shows it), or nil.
+func waiters(_ name: String) -> Int? {
+    (try? SharedMemory.info(name: name)).flatMap { Int($0.details["waiters"] ?? "") }
 }
 
 /// Expects `body` to throw an `InterprocessError` with `code`.

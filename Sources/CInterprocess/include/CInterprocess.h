@@ -218,6 +218,10 @@ extern const int cipc_F_OFD_SETLKW;
 /// conflicting lock or F_UNLCK.
 int cipc_fcntl_lock(int fd, int cmd, short type, int64_t start, int64_t len, short *type_out);
 
+/// pipe2(fds, O_CLOEXEC): both ends close-on-exec from the start (Linux; elsewhere pipe + fcntl,
+/// which leaves a window in which a concurrent spawn inherits them).
+int cipc_pipe_cloexec(int fds[2]);
+
 // MARK: - Futex (syscall is variadic)
 
 /// Waits while `*word == expected`, up to `timeout_ns` relative nanoseconds (negative: forever).
