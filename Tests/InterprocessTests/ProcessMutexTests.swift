@@ -280,30 +280,32 @@ struct ProcessMutexTests {
     }
 
     @Test func asyncLockWaitsWithoutBlockingAndHonoursCancellation() async throws {
-        let prefix = TestNames.make("mtxasync")
-        let mutex = try ProcessMutex.create(name: prefix)
-        defer { mutex.close() }
-        let child = try Peer.spawn("mutex-hold", prefix)
-        defer { child.stop() }
-        #expect(child.readLine() == "locked acquired")
-        // Cancelled while parked (the child holds the lock until told): returns promptly with
-        // `cancelled`, acquiring nothing.
-        let waiting = Task { try await mutex.lock() }
-        #expect(await eventually { waiters(prefix) == 1 }, "the task parked behind the child")
-        let start = Clock.monotonicNanoseconds()
-        waiting.cancel()
-        await #expect(throws: InterprocessError.self) { try await waiting.value }
-        #expect(elapsed(since: start) < 0.5)
-        #expect(try SharedMemory.info(name: prefix).details["ownerPID"] == "\(child.pid)", "the cancelled task took nothing")
-        // A fresh async wait, parked before the child lets go, gets the lock once it does.
-        let fresh = Task { try await mutex.lock(timeout: .seconds(20)) }
-        #expect(await eventually { waiters(prefix) == 1 }, "the fresh task parked behind the child")
-        child.tell("release")
-        #expect(try await fresh.value == .acquired)
-        #expect(child.readLine() == "unlocked")
-        try mutex.unlock()
-        child.stop()
-        mutex.close() // the last holder now: removes the name
-        #expect(TestNames.leftovers(prefix).isEmpty)
+        try await onOwnQueue { executor in
+            let prefix = TestNames.make("mtxasync")
+            let mutex = try ProcessMutex.create(name: prefix)
+            defer { mutex.close() }
+            let child = try Peer.spawn("mutex-hold", prefix)
+            defer { child.stop() }
+            #expect(child.readLine() == "locked acquired")
+            // Cancelled while parked (the child holds the lock until told): returns promptly with
+            // `cancelled`, acquiring nothing.
+            let waiting = Task(executorPreference: executor) { try await mutex.lock() }
+            #expect(await eventually { waiters(prefix) == 1 }, "the task parked behind the child")
+            let start = Clock.monotonicNanoseconds()
+            waiting.cancel()
+            await #expect(throws: InterprocessError.self) { try await waiting.value }
+            #expect(elapsed(since: start) < 0.5)
+            #expect(try SharedMemory.info(name: prefix).details["ownerPID"] == "\(child.pid)", "the cancelled task took nothing")
+            // A fresh async wait, parked before the child lets go, gets the lock once it does.
+            let fresh = Task(executorPreference: executor) { try await mutex.lock(timeout: .seconds(20)) }
+            #expect(await eventually { waiters(prefix) == 1 }, "the fresh task parked behind the child")
+            child.tell("release")
+            #expect(try await fresh.value == .acquired)
+            #expect(child.readLine() == "unlocked")
+            try mutex.unlock()
+            child.stop()
+            mutex.close() // the last holder now: removes the name
+            #expect(TestNames.leftovers(prefix).isEmpty)
+        }
     }
 }

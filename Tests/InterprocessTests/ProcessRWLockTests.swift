@@ -230,58 +230,60 @@ struct ProcessRWLockTests {
     }
 
     @Test func asyncLocksHonourCancellationAndAcquireNothing() async throws {
-        let prefix = TestNames.make("rwlasync")
-        let lock = try ProcessRWLock.create(name: prefix)
-        defer { lock.close() }
-        // Cancelled while waiting for a writer (which holds until told): returns promptly, holds nothing.
-        let writer = try Peer.spawn("rw-write-hold", prefix)
-        defer { writer.stop() }
-        #expect(writer.readLine() == "claiming")
-        #expect(writer.readLine() == "locked acquired")
-        let waitingReader = Task { try await lock.readLock() }
-        let waitingWriter = Task { try await lock.writeLock() }
-        #expect(await eventually { waiters(prefix) == 2 }, "both tasks parked behind the writer")
-        var start = Clock.monotonicNanoseconds()
-        waitingReader.cancel()
-        waitingWriter.cancel()
-        await #expect(throws: InterprocessError.self) { try await waitingReader.value }
-        await #expect(throws: InterprocessError.self) { try await waitingWriter.value }
-        #expect(elapsed(since: start) < 0.5)
-        #expect(lock.readerCount == 0, "the cancelled reader holds nothing")
-        #expect(try SharedMemory.info(name: prefix).details["writer"] == "\(writer.pid)", "the cancelled writer took nothing")
-        writer.tell("release")
-        #expect(writer.readLine() == "unlocked")
-        #expect(try await lock.readLock(timeout: .seconds(10)) == .acquired)
-        #expect(lock.readerCount == 1, "the cancelled reader holds nothing")
-        try lock.readUnlock()
-        // Cancelled while waiting for readers to leave: the claim is given back.
-        let reader = try Peer.spawn("rw-read-hold", prefix)
-        defer { reader.stop() }
-        #expect(reader.readLine() == "locked acquired")
-        let draining = Task { try await lock.writeLock() }
-        #expect(await eventually { (try? SharedMemory.info(name: prefix).details["drainingWriters"]) == "1" },
-                "the task claimed the lock and parked, waiting for the reader")
-        #expect(lock.isWriteLocked, "claimed, waiting for the reader")
-        start = Clock.monotonicNanoseconds()
-        draining.cancel()
-        do {
-            _ = try await draining.value
-            Issue.record("the cancelled writer got the lock")
-        } catch let error as InterprocessError {
-            #expect(error.code == .cancelled)
+        try await onOwnQueue { executor in
+            let prefix = TestNames.make("rwlasync")
+            let lock = try ProcessRWLock.create(name: prefix)
+            defer { lock.close() }
+            // Cancelled while waiting for a writer (which holds until told): returns promptly, holds nothing.
+            let writer = try Peer.spawn("rw-write-hold", prefix)
+            defer { writer.stop() }
+            #expect(writer.readLine() == "claiming")
+            #expect(writer.readLine() == "locked acquired")
+            let waitingReader = Task(executorPreference: executor) { try await lock.readLock() }
+            let waitingWriter = Task(executorPreference: executor) { try await lock.writeLock() }
+            #expect(await eventually { waiters(prefix) == 2 }, "both tasks parked behind the writer")
+            var start = Clock.monotonicNanoseconds()
+            waitingReader.cancel()
+            waitingWriter.cancel()
+            await #expect(throws: InterprocessError.self) { try await waitingReader.value }
+            await #expect(throws: InterprocessError.self) { try await waitingWriter.value }
+            #expect(elapsed(since: start) < 0.5)
+            #expect(lock.readerCount == 0, "the cancelled reader holds nothing")
+            #expect(try SharedMemory.info(name: prefix).details["writer"] == "\(writer.pid)", "the cancelled writer took nothing")
+            writer.tell("release")
+            #expect(writer.readLine() == "unlocked")
+            #expect(try await lock.readLock(timeout: .seconds(10)) == .acquired)
+            #expect(lock.readerCount == 1, "the cancelled reader holds nothing")
+            try lock.readUnlock()
+            // Cancelled while waiting for readers to leave: the claim is given back.
+            let reader = try Peer.spawn("rw-read-hold", prefix)
+            defer { reader.stop() }
+            #expect(reader.readLine() == "locked acquired")
+            let draining = Task(executorPreference: executor) { try await lock.writeLock() }
+            #expect(await eventually { (try? SharedMemory.info(name: prefix).details["drainingWriters"]) == "1" },
+                    "the task claimed the lock and parked, waiting for the reader")
+            #expect(lock.isWriteLocked, "claimed, waiting for the reader")
+            start = Clock.monotonicNanoseconds()
+            draining.cancel()
+            do {
+                _ = try await draining.value
+                Issue.record("the cancelled writer got the lock")
+            } catch let error as InterprocessError {
+                #expect(error.code == .cancelled)
+            }
+            #expect(elapsed(since: start) < 0.5)
+            #expect(!lock.isWriteLocked)
+            #expect(lock.tryReadLock() == .acquired)
+            try lock.readUnlock()
+            reader.tell("release")
+            #expect(reader.readLine() == "unlocked")
+            #expect(try await lock.writeLock(timeout: .seconds(10)) == .acquired)
+            try lock.writeUnlock()
+            writer.stop()
+            reader.stop()
+            lock.close()
+            #expect(TestNames.leftovers(prefix).isEmpty)
         }
-        #expect(elapsed(since: start) < 0.5)
-        #expect(!lock.isWriteLocked)
-        #expect(lock.tryReadLock() == .acquired)
-        try lock.readUnlock()
-        reader.tell("release")
-        #expect(reader.readLine() == "unlocked")
-        #expect(try await lock.writeLock(timeout: .seconds(10)) == .acquired)
-        try lock.writeUnlock()
-        writer.stop()
-        reader.stop()
-        lock.close()
-        #expect(TestNames.leftovers(prefix).isEmpty)
     }
 
     @Test func aWriterKilledWhileHoldingIsTakenOverAndReported() throws {

@@ -105,36 +105,38 @@ struct ProcessSemaphoreTests {
     }
 
     @Test func asyncWaitHonoursCancellationAndConsumesNothing() async throws {
-        let name = TestNames.make("semasync")
-        let semaphore = try ProcessSemaphore.create(name: name, value: 0)
-        defer { semaphore.close() }
-        let waiting = Task { try await semaphore.wait() }
-        #expect(await eventually { waiters(name) == 1 }, "the task parked")
-        let start = Clock.monotonicNanoseconds()
-        waiting.cancel()
-        do {
-            try await waiting.value
-            Issue.record("a cancelled wait returned normally")
-        } catch let error as InterprocessError {
-            #expect(error.code == .cancelled)
+        try await onOwnQueue { executor in
+            let name = TestNames.make("semasync")
+            let semaphore = try ProcessSemaphore.create(name: name, value: 0)
+            defer { semaphore.close() }
+            let waiting = Task(executorPreference: executor) { try await semaphore.wait() }
+            #expect(await eventually { waiters(name) == 1 }, "the task parked")
+            let start = Clock.monotonicNanoseconds()
+            waiting.cancel()
+            do {
+                try await waiting.value
+                Issue.record("a cancelled wait returned normally")
+            } catch let error as InterprocessError {
+                #expect(error.code == .cancelled)
+            }
+            #expect(elapsed(since: start) < 0.5)
+            try semaphore.signal()
+            #expect(semaphore.value == 1, "the cancelled wait took nothing")
+            // An async wait completes when another process signals.
+            #expect(semaphore.tryWait())
+            let segmentName = TestNames.make("semasync2")
+            let segment = try makeSyncSegment(segmentName)
+            defer { segment.close() }
+            let ping = try ProcessSemaphore.open(in: segment, at: 64)
+            let pong = try ProcessSemaphore.open(in: segment, at: 128)
+            let child = try Peer.spawn("sem-pong", segmentName, "50")
+            defer { child.stop() }
+            for _ in 0..<50 {
+                try ping.signal()
+                try await pong.wait(timeout: .seconds(20))
+            }
+            await #expect(throws: InterprocessError.self) { try await pong.wait(timeout: .milliseconds(50)) }
         }
-        #expect(elapsed(since: start) < 0.5)
-        try semaphore.signal()
-        #expect(semaphore.value == 1, "the cancelled wait took nothing")
-        // An async wait completes when another process signals.
-        #expect(semaphore.tryWait())
-        let segmentName = TestNames.make("semasync2")
-        let segment = try makeSyncSegment(segmentName)
-        defer { segment.close() }
-        let ping = try ProcessSemaphore.open(in: segment, at: 64)
-        let pong = try ProcessSemaphore.open(in: segment, at: 128)
-        let child = try Peer.spawn("sem-pong", segmentName, "50")
-        defer { child.stop() }
-        for _ in 0..<50 {
-            try ping.signal()
-            try await pong.wait(timeout: .seconds(20))
-        }
-        await #expect(throws: InterprocessError.self) { try await pong.wait(timeout: .milliseconds(50)) }
     }
 
     @Test func manyAsyncWaitersShareOneThread() async throws {

@@ -196,36 +196,38 @@ struct SharedVariableTests {
     }
 
     @Test func asyncWaitsHonourCancellationAndConsumeNothing() async throws {
-        let prefix = TestNames.make("varasync")
-        let variable = try SharedVariable<Int>.create(name: prefix)
-        defer { variable.close() }
-        let taking = Task { try await variable.take() }
-        let reading = Task { try await variable.read() }
-        #expect(await eventually { details(prefix)["waiters"] == "2" && details(prefix)["waitingReaders"] == "1" }, "both tasks parked")
-        let start = Clock.monotonicNanoseconds()
-        taking.cancel()
-        reading.cancel()
-        await #expect(throws: InterprocessError.self) { try await taking.value }
-        await #expect(throws: InterprocessError.self) { try await reading.value }
-        #expect(elapsed(since: start) < 0.5)
-        #expect(details(prefix)["waitingReaders"] == "0", "the cancelled reader left its slot")
-        // Nothing was consumed, and no cancelled reader holds takers back.
-        try await variable.put(3)
-        #expect(variable.tryTake() == 3)
-        // The async forms do wait for a value from another process.
-        let putter = try Peer.spawn("var-put", prefix, "11", "10000")
-        defer { putter.stop() }
-        #expect(try await variable.read(timeout: .seconds(10)) == 11)
-        #expect(try await variable.swap(12, timeout: .seconds(10)) == 11)
-        #expect(try await variable.modify(timeout: .seconds(10)) { value -> Int in value += 1; return value } == 13)
-        #expect(try await variable.take(timeout: .seconds(10)) == 13)
-        await #expect(throws: InterprocessError.self) { try await variable.take(timeout: .milliseconds(30)) }
-        try await variable.put(1, timeout: .seconds(1))
-        await #expect(throws: InterprocessError.self) { try await variable.put(2, timeout: .milliseconds(30)) }
-        #expect(variable.tryTake() == 1)
-        putter.stop()
-        variable.close()
-        #expect(TestNames.leftovers(prefix).isEmpty)
+        try await onOwnQueue { executor in
+            let prefix = TestNames.make("varasync")
+            let variable = try SharedVariable<Int>.create(name: prefix)
+            defer { variable.close() }
+            let taking = Task(executorPreference: executor) { try await variable.take() }
+            let reading = Task(executorPreference: executor) { try await variable.read() }
+            #expect(await eventually { details(prefix)["waiters"] == "2" && details(prefix)["waitingReaders"] == "1" }, "both tasks parked")
+            let start = Clock.monotonicNanoseconds()
+            taking.cancel()
+            reading.cancel()
+            await #expect(throws: InterprocessError.self) { try await taking.value }
+            await #expect(throws: InterprocessError.self) { try await reading.value }
+            #expect(elapsed(since: start) < 0.5)
+            #expect(details(prefix)["waitingReaders"] == "0", "the cancelled reader left its slot")
+            // Nothing was consumed, and no cancelled reader holds takers back.
+            try await variable.put(3)
+            #expect(variable.tryTake() == 3)
+            // The async forms do wait for a value from another process.
+            let putter = try Peer.spawn("var-put", prefix, "11", "10000")
+            defer { putter.stop() }
+            #expect(try await variable.read(timeout: .seconds(10)) == 11)
+            #expect(try await variable.swap(12, timeout: .seconds(10)) == 11)
+            #expect(try await variable.modify(timeout: .seconds(10)) { value -> Int in value += 1; return value } == 13)
+            #expect(try await variable.take(timeout: .seconds(10)) == 13)
+            await #expect(throws: InterprocessError.self) { try await variable.take(timeout: .milliseconds(30)) }
+            try await variable.put(1, timeout: .seconds(1))
+            await #expect(throws: InterprocessError.self) { try await variable.put(2, timeout: .milliseconds(30)) }
+            #expect(variable.tryTake() == 1)
+            putter.stop()
+            variable.close()
+            #expect(TestNames.leftovers(prefix).isEmpty)
+        }
     }
 
     // MARK: Processes killed at each step

@@ -5,6 +5,7 @@ import Testing
 import Interprocess
 import InterprocessSystem
 import Synchronization
+import Dispatch
 
 /// Names unique to this test run: "ipct-PID-TAG-N".
 enum TestNames {
@@ -146,6 +147,29 @@ func eventually(timeout: Duration = .seconds(20), _ condition: () throws -> Bool
         try? await Task.sleep(for: .milliseconds(2))
     }
     return try condition()
+}
+
+/// A task executor with a serial dispatch queue of its own (a queue always gets a thread).
+///
+/// Swift Testing runs the synchronous tests of the parallel suites on the cooperative pool (2 threads
+/// on 2 CPUs), where they block while they wait for children; an async test that measures how
+/// promptly a cancelled wait returns would measure that congestion too (seen: 1.5 s on a loaded
+/// machine). Tasks that prefer this executor run beside the pool instead, so such a bound measures
+/// the library, not the pool.
+final class OwnQueueExecutor: TaskExecutor {
+    private let queue = DispatchQueue(label: "interprocess.tests.own-queue")
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
+/// Runs `body` on an ``OwnQueueExecutor`` of its own; tasks that `body` starts should prefer it too
+/// (`Task(executorPreference: executor) { … }`: unstructured tasks do not inherit a preference).
+func onOwnQueue<R: Sendable>(_ body: (OwnQueueExecutor) async throws -> R) async rethrows -> R {
+    let executor = OwnQueueExecutor()
+    return try await withTaskExecutorPreference(executor) { try await body(executor) }
 }
 
 /// The `waiters` detail of the named primitive (as `ipc inspect` shows it), or nil.
