@@ -33,6 +33,12 @@ int cipc_fcntl_lock(int fd, int cmd, short type, int64_t start, int64_t len, sho
     return rc;
 }
 
+#if defined(O_TMPFILE)
+const int cipc_O_TMPFILE = O_TMPFILE;
+#else
+const int cipc_O_TMPFILE = 0;
+#endif
+
 int cipc_pipe_cloexec(int fds[2]) {
 #if defined(__linux__)
     return pipe2(fds, O_CLOEXEC);

@@ -22,6 +22,9 @@ package struct ProcessIdentity: Sendable, Hashable {
         return ProcessIdentity(pid: pid, startTime: startTime(of: pid) ?? 0)
     }()
 
+    /// This process's effective user id. The corresponding C function is `geteuid`.
+    package static var effectiveUserID: UInt32 { UInt32(geteuid()) }
+
     /// The current process id (not cached: correct in a child after fork/exec).
     package static var currentPID: Int32 { getpid() }
 

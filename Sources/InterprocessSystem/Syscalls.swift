@@ -37,6 +37,7 @@ package struct FileStatus: Sendable, Equatable {
     package var size: Int64
     package var mode: UInt32
     package var owner: UInt32
+    package var group: UInt32
     package var linkCount: UInt64
     package var device: UInt64
     package var inode: UInt64
@@ -44,6 +45,8 @@ package struct FileStatus: Sendable, Equatable {
     package var changeTimeNanoseconds: Int64
 
     package var permissions: FilePermissions { FilePermissions(rawValue: CModeT(mode & 0o7777)) }
+    package var isRegularFile: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFREG) }
+    package var isDirectory: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFDIR) }
 }
 
 extension stat {
@@ -54,7 +57,7 @@ extension stat {
         let ctime = Int64(st_ctim.tv_sec) * 1_000_000_000 + Int64(st_ctim.tv_nsec)
         #endif
         return FileStatus(
-            size: Int64(st_size), mode: UInt32(st_mode), owner: UInt32(st_uid),
+            size: Int64(st_size), mode: UInt32(st_mode), owner: UInt32(st_uid), group: UInt32(st_gid),
             linkCount: UInt64(st_nlink), device: UInt64(st_dev), inode: UInt64(st_ino),
             changeTimeNanoseconds: ctime)
     }
@@ -71,7 +74,11 @@ package enum SharedMemoryObject {
         #endif
     }
 
-    /// Opens a shared memory object. The corresponding C function is `shm_open`.
+    /// Opens a shared memory object. The corresponding C function is `shm_open`; on Linux the file
+    /// in /dev/shm is opened directly, so that nothing another user put at the name can block or
+    /// redirect the open: `O_NONBLOCK` (a FIFO never blocks), `O_NOFOLLOW` (no symbolic links),
+    /// `O_NOCTTY`. Only a regular file is returned: anything else (a FIFO, a directory, a device)
+    /// throws ``notRegularFile``, whatever appeared under the name.
     /// - Parameter osName: the name with its leading slash.
     package static func open(
         _ osName: String, create: Bool, exclusive: Bool, readOnly: Bool = false,
@@ -84,10 +91,52 @@ package enum SharedMemoryObject {
             #if canImport(Darwin)
             return osName.withCString { shm_open_shim($0, flags, permissions.rawValue) }
             #else
-            return shm_open(osName, flags | O_CLOEXEC, permissions.rawValue)
+            return Glibc.open(directory! + osName, flags | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY, permissions.rawValue)
             #endif
         }
+        let descriptor = FileDescriptor(rawValue: fd)
+        do throws(Errno) {
+            guard try descriptor.status().isRegularFile else { throw notRegularFile }
+        } catch {
+            try? descriptor.close()
+            throw error
+        }
+        return descriptor
+    }
+
+    /// What ``open(_:create:exclusive:readOnly:permissions:)`` throws for an object that is not a
+    /// regular file (a FIFO, a directory, a device node, a socket, a symbolic link).
+    package static let notRegularFile = Errno.notSupported
+
+    /// Whether unnamed creation (``createUnnamed(permissions:)`` then ``link(_:as:)``) is available.
+    package static var canCreateUnnamed: Bool {
+        #if os(Linux)
+        return true
+        #else
+        return false
+        #endif
+    }
+
+    /// Creates a shared memory file with no name (Linux `O_TMPFILE` in /dev/shm): nobody can open
+    /// it until ``link(_:as:)`` gives it one, so a creator killed before that leaves nothing behind.
+    package static func createUnnamed(permissions: FilePermissions) throws(Errno) -> FileDescriptor {
+        #if os(Linux)
+        let fd = try valueOrErrno { Glibc.open(directory!, cipc_O_TMPFILE | O_RDWR | O_CLOEXEC, permissions.rawValue) }
         return FileDescriptor(rawValue: fd)
+        #else
+        throw Errno.notSupported
+        #endif
+    }
+
+    /// Gives the unnamed file open as `fd` the name `osName`, atomically; throws `fileExists` if the
+    /// name is taken (of two processes linking one name, exactly one succeeds).
+    /// The corresponding C function is `linkat` (through /proc/self/fd, which needs no privilege).
+    package static func link(_ fd: FileDescriptor, as osName: String) throws(Errno) {
+        #if os(Linux)
+        _ = try valueOrErrno { linkat(AT_FDCWD, "/proc/self/fd/\(fd.rawValue)", AT_FDCWD, directory! + osName, AT_SYMLINK_FOLLOW) }
+        #else
+        throw Errno.notSupported
+        #endif
     }
 
     /// Removes a shared memory object's name. The corresponding C function is `shm_unlink`.
@@ -121,11 +170,12 @@ package enum SharedMemoryObject {
         return UInt64(info.f_bavail) &* UInt64(info.f_frsize)
     }
 
-    /// The status of the object a name refers to now, without opening it.
+    /// The status of the object a name refers to now, without opening it (a symbolic link is not
+    /// followed). The corresponding C function is `lstat`.
     package static func status(ofName osName: String) throws(Errno) -> FileStatus {
         guard let directory else { throw Errno.noFunction }
         var st = stat()
-        _ = try valueOrErrno { stat(directory + osName, &st) }
+        _ = try valueOrErrno { lstat(directory + osName, &st) }
         return st.fileStatus
     }
 }
@@ -157,6 +207,11 @@ extension FileDescriptor {
             throw Errno(rawValue: rc)
         }
         #endif
+    }
+
+    /// Gives the file to `group` (the owner stays). The corresponding C function is `fchown`.
+    package func setGroup(_ group: UInt32) throws(Errno) {
+        _ = try valueOrErrno { fchown(rawValue, uid_t(bitPattern: -1), gid_t(group)) }
     }
 
     /// Sets the permission bits exactly (no umask). The corresponding C function is `fchmod`.

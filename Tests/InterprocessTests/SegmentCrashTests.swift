@@ -8,40 +8,49 @@ import InterprocessSystem
 /// Peers SIGKILLed at each step of the segment protocols, and many peers churning at once.
 @Suite("Segment crashes", .serialized, .timeLimit(.minutes(3)))
 struct SegmentCrashTests {
-    @Test(arguments: ["create.afterHeader", "create.afterReserve", "create.beforeReady", "close.afterMarkRemoved"])
-    func creatorOrCloserKilledMidwayLeavesNothingWedged(point: String) throws {
+    /// The segment is built unnamed (O_TMPFILE) and named only when complete: a creator killed
+    /// before that leaves nothing at all behind.
+    @Test(arguments: ["create.afterOpen", "create.afterHeader", "create.afterReserve", "create.beforeLink"])
+    func aCreatorKilledBeforeNamingTheSegmentLeavesNothing(point: String) throws {
         try withCleanNames("crash") { name in
             let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "create-close", name)
             #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
             child.closePipes()
-            // The name is left behind in an intermediate state…
-            #expect(!TestNames.leftovers(name).isEmpty)
-            #expect(!SharedMemory.exists(name: name))
-            // …an open does not hang or see a half-built segment…
+            #expect(TestNames.leftovers(name).isEmpty, "nothing is left behind")
             expectError(.notFound) { try SharedMemory.open(name: name) }
-            // …and the name can be created again.
             let segment = try SharedMemory.create(name: name, size: 64)
             #expect(try segment.readBytes() == [])
             segment.close()
         }
     }
 
-    @Test func creatorKilledBeforeLockingLeavesAnEmptyFileThatCreateSweepsAfterGrace() throws {
-        try withCleanNames("crash0") { name in
-            let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", "create.afterOpen", "create-close", name)
+    /// Killed right after naming it, the creator leaves a complete segment that nobody holds: the
+    /// next open sweeps it, and the name can be created again.
+    @Test func aCreatorKilledRightAfterNamingLeavesAnAbandonedSegmentThatIsSwept() throws {
+        try withCleanNames("crashlink") { name in
+            let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", "create.afterLink", "create-close", name)
             #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
             child.closePipes()
             #expect(TestNames.leftovers(name) == [name])
-            // A young empty file may be a creator that has not locked yet: it is not swept at once…
-            expectError(.alreadyExists) { try SharedMemory.create(name: name, size: 64) }
-            // …an open waits for it to be initialized, and once it is older than the grace period
-            // reports that nothing usable is there…
-            let start = Clock.monotonicNanoseconds()
+            #expect(!SharedMemory.exists(name: name))
+            #expect(try SharedMemory.info(name: name).isAbandoned)
             expectError(.notFound) { try SharedMemory.open(name: name) }
-            #expect(elapsed(since: start) < 4.0)
-            // …and create takes the name over.
+            #expect(TestNames.leftovers(name).isEmpty, "the open swept it")
             let segment = try SharedMemory.create(name: name, size: 64)
             segment.close()
+        }
+    }
+
+    /// The last closer unlinks the name first and marks the header afterwards: killed in between,
+    /// it leaves no name behind.
+    @Test func aLastCloserKilledAfterUnlinkingLeavesNoName() throws {
+        try withCleanNames("crashclose") { name in
+            let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", "close.afterUnlink", "create-close", name)
+            #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
+            child.closePipes()
+            #expect(TestNames.leftovers(name).isEmpty)
+            expectError(.notFound) { try SharedMemory.open(name: name) }
+            try SharedMemory.create(name: name, size: 64).close()
         }
     }
 

@@ -222,6 +222,9 @@ int cipc_fcntl_lock(int fd, int cmd, short type, int64_t start, int64_t len, sho
 /// which leaves a window in which a concurrent spawn inherits them).
 int cipc_pipe_cloexec(int fds[2]);
 
+/// O_TMPFILE (a macro of two flags that Swift does not import); 0 where the platform has none.
+extern const int cipc_O_TMPFILE;
+
 // MARK: - Futex (syscall is variadic)
 
 /// Waits while `*word == expected`, up to `timeout_ns` relative nanoseconds (negative: forever).

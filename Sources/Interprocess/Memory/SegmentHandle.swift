@@ -9,26 +9,39 @@ import Synchronization
 /// ## The lifetime protocol
 /// Every holder keeps a *shared* lock on byte ``LockByte/live`` of the segment's file and a lock on
 /// its holder slot's byte. The kernel drops both the instant the holder dies, however it dies.
-/// - **create**: `shm_open(O_EXCL)` (so exactly one of two racing creators wins), then an *exclusive*
-///   lock on the live byte while the header and payload are set up (state `initializing`), then the
-///   state becomes `ready` and the lock is downgraded to shared. Openers wait on that lock, so nobody
-///   ever sees a half-built segment.
-/// - **open**: first an exclusive *try*-lock on the live byte. Success means nobody holds the segment:
-///   a `.whileReferenced` segment is then abandoned (its last holder died without closing) and is
-///   swept; the open reports `notFound`. Otherwise the opener takes a shared lock and registers.
+/// - **create**: the file is built with no name (`O_TMPFILE` in /dev/shm): header (state `ready`),
+///   size, reserved pages, the payload's initial contents, the creator's locks and holder slot; only
+///   then is it given its name, atomically, with `linkat` — which fails if the name exists, so of two
+///   racing creators exactly one wins. Nobody can ever open a half-built segment.
+/// - **open**: an exclusive *try*-lock on the live byte first. Success means nobody holds the
+///   segment: a `.whileReferenced` segment is then abandoned (its last holder died without closing)
+///   and is swept; the open reports `notFound`. Otherwise the opener takes a shared lock, checks that
+///   the file still has a name (a file unlinked under it is retried), and registers.
 /// - **close**: release the slot and the shared lock, then try the exclusive lock. Whoever gets it
-///   while the state is `ready` is the last holder: it marks the header `removed` (so that an opener
-///   that raced in retries) and unlinks the name. Two closers at once: each releases before trying,
-///   so the last one to release always succeeds, or a sweeper holding the lock finishes the job.
+///   is the last holder: it unlinks the name and only then marks the header `removed`. Two closers at
+///   once: each releases before trying, so the last one to release always succeeds, or a sweeper
+///   holding the lock finishes the job.
 /// - **unlink** always happens under an exclusive lock on ``LockByte/gate`` and only if the name
-///   still refers to the same inode, so two cleaners never remove a newer segment of the same name.
+///   still refers to the same inode, so two cleaners never remove a newer segment of the same name;
+///   nothing is marked before an unlink has succeeded (a refused unlink changes nothing).
 ///
-/// What a process killed at any step leaves behind: before the exclusive lock of a create, an empty
-/// file (swept by the next `create` of that name after a 2 s grace); during initialization, a file
-/// whose first and only write so far is its header page in state `initializing`, with no lock (swept by the next open, create or `ipc gc`); while holding,
-/// a slot with a dead pid (swept by the next open or close) and, if it was the last holder, an
-/// abandoned segment (swept by the next open, create or `ipc gc`); between marking `removed` and
-/// unlinking, a removed segment (swept the same way).
+/// What a process killed at any step leaves behind: before the `linkat` of a create, nothing (the
+/// unnamed file vanishes with its last descriptor); while holding, a slot with a dead holder (swept
+/// by the next open or close) and, if it was the last holder of a `.whileReferenced` segment, an
+/// abandoned segment (swept by the next open, create or `ipc gc`); between unlinking and marking
+/// `removed`, a nameless file that only its remaining holders see.
+///
+/// ## What is checked before anything is touched
+/// /dev/shm is writable by every user, and any process that can write a segment's file can change or
+/// truncate it. An open therefore accepts only a regular file (never blocks on a FIFO, never follows
+/// a link) owned by a trusted user (``TrustedOwners``), reads and validates the header with `pread`
+/// (no mapping yet, so a short file cannot raise SIGBUS), makes sure every page of the file exists
+/// (`posix_fallocate`: a file that claims more than the file system can hold fails with
+/// `outOfMemory`), and only then maps it. A header that is damaged — state, checksum, sizes — is
+/// `corrupt`: it is reported, never swept. Close checks the file's size again before it touches the
+/// header. What remains: a process with write access that truncates the file *while* others use it
+/// makes their next access fault (SIGBUS); the kernel offers no way to stop that for a named file
+/// (anonymous, sealed segments will).
 final class SegmentHandle: Sendable {
     let name: String
     let osName: String
@@ -43,10 +56,8 @@ final class SegmentHandle: Sendable {
         let mapping: MemoryMapping
     }
 
-    /// How long an open waits for a creator that is still initializing, or a closer deciding.
+    /// How long an open waits for a closer or sweeper deciding (holding the exclusive lock).
     static let lockWait: Duration = .seconds(5)
-    /// How old an uninitialized, unlocked object must be before it counts as abandoned.
-    static let creationGrace: UInt64 = 2_000_000_000
 
     private init(name: String, osName: String, kind: SegmentKind, lifetime: Lifetime, payloadSize: Int, registration: Registration) {
         self.name = name
@@ -72,6 +83,17 @@ final class SegmentHandle: Sendable {
     /// The holder slot of this handle, if the table had room.
     var slot: Int? { registration.withLock { $0?.slot } }
 
+    /// Throws `corrupt` if the file is now shorter than the mapping (another process truncated it):
+    /// touching the missing pages would kill this process with SIGBUS.
+    func checkFileSize() throws(InterprocessError) {
+        guard let (fd, length) = registration.withLock({ $0.map { ($0.fd, $0.mapping.length) } }) else {
+            throw InterprocessError(.closed, objectName: name, detail: "the handle was closed")
+        }
+        guard let status = try? fd.status(), status.size >= Int64(length) else {
+            throw InterprocessError(.corrupt, objectName: name, detail: "the file was truncated by another process")
+        }
+    }
+
     /// Unregisters this holder; the last holder of a `.whileReferenced` segment removes its name.
     /// The mapping stays valid until the last reference to it (a borrow in flight, a primitive built
     /// on it) is released.
@@ -81,17 +103,19 @@ final class SegmentHandle: Sendable {
             return state
         }) else { return }
         let fd = registration.fd
+        // The header is touched only while the file still covers it (a peer may have truncated it).
+        let intact = (try? fd.status()).map { $0.size >= Int64(SegmentHeader.size) } ?? false
         let header = SegmentHeader(registration.mapping.base)
         if let slot = registration.slot {
-            header.slotPID(slot).pointee.store(0, ordering: .releasing)
+            if intact { header.slotPID(slot).pointee.store(0, ordering: .releasing) }
             FileLock.unlock(fd, byte: LockByte.slotBase + Int64(slot))
         }
-        Self.sweepDeadSlots(fd: fd, header: header, own: nil)
+        if intact { Self.sweepDeadSlots(fd: fd, header: header, own: nil) }
         FileLock.unlock(fd, byte: LockByte.live)
         if lifetime == .whileReferenced, (try? FileLock.tryLock(fd, byte: LockByte.live, .exclusive)) == true {
-            if header.transition(from: .ready, to: .removed) {
-                CrashPoint.reached("close.afterMarkRemoved")
-                _ = Self.unlinkIfSame(fd: fd, osName: osName)
+            if intact, header.state == SegmentState.ready.rawValue, Self.unlinkIfSame(fd: fd, osName: osName) == .unlinked {
+                CrashPoint.reached("close.afterUnlink")
+                _ = header.transition(from: .ready, to: .removed)
             }
             FileLock.unlock(fd, byte: LockByte.live)
         }
@@ -105,8 +129,8 @@ extension SegmentHandle {
     static let maximumPayloadSize = Int(Int64.max) - SegmentHeader.size - 2 * systemPageSize
 
     static func create(
-        name: String, kind: SegmentKind, payloadSize: Int, permissions: FilePermissions, lifetime: Lifetime,
-        initialize: (UnsafeMutableRawBufferPointer) throws(InterprocessError) -> Void = { _ in }
+        name: String, kind: SegmentKind, payloadSize: Int, permissions: FilePermissions, group: UInt32? = nil,
+        lifetime: Lifetime, initialize: (UnsafeMutableRawBufferPointer) throws(InterprocessError) -> Void = { _ in }
     ) throws(InterprocessError) -> SegmentHandle {
         let osName = try SharedMemory.osName(for: name)
         guard payloadSize > 0 else {
@@ -119,40 +143,62 @@ extension SegmentHandle {
         if let free = SharedMemoryObject.availableBytes(), UInt64(total) > free {
             throw InterprocessError(.outOfMemory, objectName: name, detail: "needs \(total) bytes; the shared memory file system has \(free) free")
         }
+        let fd: FileDescriptor
+        do { fd = try SharedMemoryObject.createUnnamed(permissions: permissions) } catch {
+            throw systemFailure(error, name: name, default: .createFailed)
+        }
+        let handle: SegmentHandle
+        do throws(InterprocessError) {
+            handle = try build(
+                fd: fd, name: name, osName: osName, kind: kind, payloadSize: payloadSize, total: total,
+                permissions: permissions, group: group, lifetime: lifetime, initialize: initialize)
+        } catch {
+            try? fd.close() // the file has no name yet: it vanishes with its descriptor
+            throw error
+        }
+        // Give it its name: exactly one of several racing creators succeeds.
         for _ in 0..<16 {
-            let fd: FileDescriptor
             do {
-                fd = try SharedMemoryObject.open(osName, create: true, exclusive: true, permissions: permissions)
+                try SharedMemoryObject.link(fd, as: osName)
+                CrashPoint.reached("create.afterLink")
+                return handle
             } catch {
-                if error == .fileExists {
-                    if try sweepIfAbandoned(name: name, osName: osName, includingEmpty: true) { continue }
-                    throw InterprocessError(.alreadyExists, objectName: name, systemError: error)
-                }
+                if error == .fileExists, try sweepIfAbandoned(name: name, osName: osName) { continue }
+                handle.discardUnnamed()
+                if error == .fileExists { throw InterprocessError(.alreadyExists, objectName: name, systemError: error) }
                 throw systemFailure(error, name: name, default: .createFailed)
             }
-            return try initializeNew(
-                fd: fd, name: name, osName: osName, kind: kind, payloadSize: payloadSize, total: total,
-                permissions: permissions, lifetime: lifetime, initialize: initialize)
         }
+        handle.discardUnnamed()
         throw InterprocessError(.alreadyExists, objectName: name, detail: "other processes kept creating and removing it")
     }
 
-    private static func initializeNew(
+    /// Drops a handle whose file never got a name (nothing to unlink, nobody else holds it).
+    private func discardUnnamed() {
+        guard let registration = registration.withLock({ state -> Registration? in
+            defer { state = nil }
+            return state
+        }) else { return }
+        try? registration.fd.close()
+    }
+
+    /// Builds the complete segment in the unnamed file `fd`: permissions, header (ready), size,
+    /// reserved pages, payload, this creator's locks and holder slot.
+    private static func build(
         fd: FileDescriptor, name: String, osName: String, kind: SegmentKind, payloadSize: Int, total: Int,
-        permissions: FilePermissions, lifetime: Lifetime,
+        permissions: FilePermissions, group: UInt32?, lifetime: Lifetime,
         initialize: (UnsafeMutableRawBufferPointer) throws(InterprocessError) -> Void
     ) throws(InterprocessError) -> SegmentHandle {
-        var locked = false
         do {
             CrashPoint.reached("create.afterOpen")
-            locked = try FileLock.lock(fd, byte: LockByte.live, .exclusive, deadline: Clock.deadline(after: lockWait))
-            guard locked else { throw Errno.resourceTemporarilyUnavailable }
+            if let group { try fd.setGroup(group) }
             try fd.setPermissions(permissions)
-            // The first write to the new file is the whole header page (state `initializing`) in
-            // one pwrite: killed at any point, the file is either empty or recognisably ours.
+            guard try FileLock.tryLock(fd, byte: LockByte.live, .shared) else { throw Errno.resourceTemporarilyUnavailable }
             let page = UnsafeMutableRawBufferPointer.allocate(byteCount: SegmentHeader.size, alignment: 64)
             defer { page.deallocate() }
-            SegmentHeader(page.baseAddress!).initialize(name: name, kind: kind, lifetime: lifetime, payloadSize: payloadSize)
+            let header = SegmentHeader(page.baseAddress!)
+            header.initialize(name: name, kind: kind, lifetime: lifetime, payloadSize: payloadSize)
+            header.stateWord.pointee.store(SegmentState.ready.rawValue, ordering: .relaxed)
             try fd.write(UnsafeRawBufferPointer(page), at: 0)
             CrashPoint.reached("create.afterHeader")
             try fd.truncate(to: Int64(total))
@@ -161,18 +207,13 @@ extension SegmentHandle {
             try fd.reserve(bytes: Int64(total))
             CrashPoint.reached("create.afterReserve")
             let mapping = try MemoryMapping(fd: fd, length: total)
-            let header = SegmentHeader(mapping.base)
             try initialize(UnsafeMutableRawBufferPointer(start: mapping.base + SegmentHeader.size, count: payloadSize))
-            let slot = claimSlot(fd: fd, header: header)
-            CrashPoint.reached("create.beforeReady")
-            _ = header.transition(from: .initializing, to: .ready)
-            _ = try FileLock.tryLock(fd, byte: LockByte.live, .shared) // downgrade: always succeeds
+            let slot = claimSlot(fd: fd, header: SegmentHeader(mapping.base))
+            CrashPoint.reached("create.beforeLink")
             return SegmentHandle(
                 name: name, osName: osName, kind: kind, lifetime: lifetime, payloadSize: payloadSize,
                 registration: Registration(fd: fd, slot: slot, mapping: mapping))
         } catch {
-            if locked { _ = unlinkIfSame(fd: fd, osName: osName) } else { try? SharedMemoryObject.unlink(osName) }
-            try? fd.close()
             switch error {
             case let error as InterprocessError: throw error
             case let errno as Errno:
@@ -182,8 +223,8 @@ extension SegmentHandle {
                 if errno == .fileTooLarge || errno == .invalidArgument {
                     throw InterprocessError(.invalidSize, objectName: name, systemError: errno, detail: "\(total) bytes")
                 }
-                if errno == .resourceTemporarilyUnavailable {
-                    throw InterprocessError(.createFailed, objectName: name, detail: "could not lock the new segment")
+                if errno == .notPermitted, let group {
+                    throw InterprocessError(.permissionDenied, objectName: name, systemError: errno, detail: "could not give the segment to group \(group)")
                 }
                 throw systemFailure(errno, name: name, default: .createFailed)
             default:
@@ -192,20 +233,15 @@ extension SegmentHandle {
         }
     }
 
-    static func open(name: String, kind: SegmentKind?) throws(InterprocessError) -> SegmentHandle {
+    static func open(name: String, kind: SegmentKind?, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> SegmentHandle {
         let osName = try SharedMemory.osName(for: name)
         let deadline = Clock.deadline(after: lockWait)
         var pause: UInt64 = 50_000
         while true {
-            let fd: FileDescriptor
-            do {
-                fd = try SharedMemoryObject.open(osName, create: false, exclusive: false)
-            } catch {
-                throw systemFailure(error, name: name, default: .openFailed)
-            }
+            let fd = try openChecked(name: name, osName: osName, trusting: trust)
             let attachment: Attachment
             do {
-                attachment = try attach(fd: fd, name: name, osName: osName, kind: kind, deadline: deadline)
+                attachment = try attach(fd: fd, name: name, osName: osName, kind: kind, trust: trust, deadline: deadline)
             } catch {
                 try? fd.close() // drops this descriptor's locks: a failed open must not hold the segment
                 throw error
@@ -219,11 +255,31 @@ extension SegmentHandle {
             case .retry:
                 try? fd.close()
                 if Clock.monotonicNanoseconds() >= deadline {
-                    throw InterprocessError(.openFailed, objectName: name, detail: "it stayed uninitialized or kept being removed for \(lockWait)")
+                    throw InterprocessError(.openFailed, objectName: name, detail: "it kept being removed for \(lockWait)")
                 }
                 Clock.sleep(nanoseconds: pause)
                 pause = min(pause * 2, 10_000_000)
             }
+        }
+    }
+
+    /// Opens the file at `osName` read-write: a regular file (never a FIFO, a link or a device),
+    /// owned by someone `trust` accepts.
+    static func openChecked(
+        name: String, osName: String, trusting trust: TrustedOwners, readOnly: Bool = false
+    ) throws(InterprocessError) -> FileDescriptor {
+        let fd: FileDescriptor
+        do { fd = try SharedMemoryObject.open(osName, create: false, exclusive: false, readOnly: readOnly) } catch {
+            throw systemFailure(error, name: name, default: .openFailed)
+        }
+        do throws(InterprocessError) {
+            let status: FileStatus
+            do { status = try fd.status() } catch { throw InterprocessError(.statFailed, objectName: name, systemError: error) }
+            try trust.check(status, name: name)
+            return fd
+        } catch {
+            try? fd.close()
+            throw error
         }
     }
 
@@ -234,22 +290,17 @@ extension SegmentHandle {
     }
 
     private static func attach(
-        fd: FileDescriptor, name: String, osName: String, kind: SegmentKind?, deadline: UInt64
+        fd: FileDescriptor, name: String, osName: String, kind: SegmentKind?, trust: TrustedOwners, deadline: UInt64
     ) throws(InterprocessError) -> Attachment {
         do {
             if try FileLock.tryLock(fd, byte: LockByte.live, .exclusive) {
                 // Nobody else holds it. Decide under the exclusive lock.
-                switch try examineUnheld(fd: fd, name: name, includingEmpty: false) {
-                case .abandoned:
+                if try examineUnheld(fd: fd, name: name) == .abandoned {
                     sweep(fd: fd, osName: osName)
                     FileLock.unlock(fd, byte: LockByte.live)
                     return .swept
-                case .tooYoung:
-                    FileLock.unlock(fd, byte: LockByte.live)
-                    return .retry
-                case .inUse:
-                    _ = try FileLock.tryLock(fd, byte: LockByte.live, .shared) // downgrade
                 }
+                _ = try FileLock.tryLock(fd, byte: LockByte.live, .shared) // downgrade
             } else if !(try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: deadline)) {
                 throw InterprocessError(.openFailed, objectName: name, detail: "another process held it exclusively for \(lockWait)")
             }
@@ -258,126 +309,149 @@ extension SegmentHandle {
         } catch {
             throw error as! InterprocessError
         }
-
-        let status: FileStatus
-        do { status = try fd.status() } catch {
-            throw InterprocessError(.statFailed, objectName: name, systemError: error)
-        }
-        if status.size == 0 {
-            // Not initialized yet: a creator between `shm_open` and its exclusive lock (we may even
-            // hold our shared lock before it gets there), or one that died in that window.
-            FileLock.unlock(fd, byte: LockByte.live)
-            if UInt64(clamping: Int64(Clock.realtimeNanoseconds()) - status.changeTimeNanoseconds) < creationGrace { return .retry }
-            throw InterprocessError(.notFound, objectName: name, detail: "only an empty object is there (its creator died before writing to it); create replaces it")
-        }
-        guard status.size >= Int64(SegmentHeader.size) else {
-            throw InterprocessError(.corrupt, objectName: name, detail: "the file has \(status.size) bytes, less than the \(SegmentHeader.size)-byte header")
-        }
-        guard status.size <= Int64(Int.max) else {
-            throw InterprocessError(.corrupt, objectName: name, detail: "size \(status.size)")
-        }
-        let mapping: MemoryMapping
-        do { mapping = try MemoryMapping(fd: fd, length: Int(status.size)) } catch {
-            if error == .noMemory { throw InterprocessError(.outOfMemory, objectName: name, systemError: error, detail: "could not map \(status.size) bytes") }
-            throw systemFailure(error, name: name, default: .openFailed)
-        }
-        let header = SegmentHeader(mapping.base)
-        guard header.pointer.pointee.magic == CIPC_SEGMENT_MAGIC, header.pointer.pointee.version == CIPC_LAYOUT_VERSION else {
-            try header.validate(fileSize: status.size, name: name, kind: kind) // throws `incompatible`
-            throw InterprocessError(.incompatible, objectName: name)
-        }
-        switch SegmentState(rawValue: header.state) {
-        case .removed?, .initializing?:
-            // Being removed (a fresh open finds the next one, or none), or its creator died
-            // before finishing (the next round's exclusive lock sweeps it).
+        // From here on we hold a shared lock: nobody sweeps or removes-as-last-holder under us.
+        let checked = try readHeader(fd: fd, name: name)
+        if checked.status.linkCount == 0 {
+            // Removed (unlinked) after we opened it: a fresh open finds the next one, or none.
             FileLock.unlock(fd, byte: LockByte.live)
             return .retry
-        default:
-            break
         }
-        try header.validate(fileSize: status.size, name: name, kind: kind)
+        let header = SegmentHeader(checked.page.baseAddress!)
+        try header.validate(fileSize: checked.status.size, name: name, kind: kind)
+        guard header.state == SegmentState.ready.rawValue else {
+            throw InterprocessError(.corrupt, objectName: name, detail: "the header's state is \(header.state) on a named segment (only 'ready' is valid)")
+        }
+        let size = checked.status.size
+        guard size <= Int64(Int.max) else { throw InterprocessError(.corrupt, objectName: name, detail: "size \(size)") }
+        do {
+            // Every page must exist before the mapping is touched: a sparse file that claims more than
+            // the file system holds would otherwise raise SIGBUS on first use.
+            try fd.reserve(bytes: size)
+        } catch {
+            if error == .noSpace || error == .noMemory {
+                throw InterprocessError(.outOfMemory, objectName: name, systemError: error, detail: "the shared memory file system cannot hold its \(size) bytes")
+            }
+            throw systemFailure(error, name: name, default: .openFailed)
+        }
+        let mapping: MemoryMapping
+        do { mapping = try MemoryMapping(fd: fd, length: Int(size)) } catch {
+            if error == .noMemory { throw InterprocessError(.outOfMemory, objectName: name, systemError: error, detail: "could not map \(size) bytes") }
+            throw systemFailure(error, name: name, default: .openFailed)
+        }
         let lifetime = Lifetime(code: header.pointer.pointee.lifetime)!
-        let slot = claimSlot(fd: fd, header: header)
-        sweepDeadSlots(fd: fd, header: header, own: slot)
+        let payloadSize = Int(header.pointer.pointee.payload_size)
+        let segmentKind = SegmentKind(rawValue: header.pointer.pointee.kind)
+        let mapped = SegmentHeader(mapping.base)
+        let slot = claimSlot(fd: fd, header: mapped)
+        sweepDeadSlots(fd: fd, header: mapped, own: slot)
         return .attached(SegmentHandle(
-            name: name, osName: osName, kind: SegmentKind(rawValue: header.pointer.pointee.kind), lifetime: lifetime,
-            payloadSize: Int(header.pointer.pointee.payload_size),
+            name: name, osName: osName, kind: segmentKind, lifetime: lifetime, payloadSize: payloadSize,
             registration: Registration(fd: fd, slot: slot, mapping: mapping)))
     }
+
+    /// A copy of the header page, read with `pread` (never a mapping: a short file cannot fault),
+    /// and the file's status. Throws `incompatible` for an empty file or one without our magic,
+    /// `corrupt` for one shorter than a header.
+    static func readHeader(fd: FileDescriptor, name: String) throws(InterprocessError) -> (page: HeaderCopy, status: FileStatus) {
+        let status: FileStatus
+        do { status = try fd.status() } catch { throw InterprocessError(.statFailed, objectName: name, systemError: error) }
+        if status.size == 0 {
+            throw InterprocessError(.incompatible, objectName: name, detail: "an empty file, not an Interprocess segment (Interprocess never leaves one: it names a segment only when it is complete)")
+        }
+        let bytes: [UInt8]
+        do { bytes = try fd.read(count: SegmentHeader.size, at: 0) } catch { throw systemFailure(error, name: name, default: .openFailed) }
+        guard bytes.count >= 8, bytes.withUnsafeBytes({ $0.loadUnaligned(as: UInt64.self) }) == CIPC_SEGMENT_MAGIC else {
+            throw InterprocessError(.incompatible, objectName: name, detail: "not an Interprocess segment (no IPCSEGMT magic)")
+        }
+        guard bytes.count == SegmentHeader.size else {
+            throw InterprocessError(.corrupt, objectName: name, detail: "the file has \(status.size) bytes, less than the \(SegmentHeader.size)-byte header")
+        }
+        return (HeaderCopy(bytes), status)
+    }
+}
+
+/// A heap copy of a header page, 64-byte aligned, freed on deinit.
+final class HeaderCopy {
+    let buffer: UnsafeMutableRawBufferPointer
+    var baseAddress: UnsafeMutableRawPointer? { buffer.baseAddress }
+
+    init(_ bytes: [UInt8]) {
+        buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: SegmentHeader.size, alignment: 64)
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: min($0.count, buffer.count)) }
+    }
+
+    deinit { buffer.deallocate() }
 }
 
 // MARK: - Sweeping and unlinking
 
 extension SegmentHandle {
     enum Verdict {
-        case inUse, abandoned, tooYoung
+        case inUse, abandoned
     }
 
-    /// Decides what an object that nobody holds is. The caller holds the exclusive live lock.
-    /// - `abandoned`: ours, and nobody will ever use it again (a `.whileReferenced` segment with no
-    ///   holder, a creation whose creator died, a removal whose remover died).
-    /// - `tooYoung`: not initialized yet and younger than the grace period (a creator between
-    ///   `shm_open` and its lock).
-    /// - `inUse`: anything else (a `.persistent` segment, a file that is not ours, a corrupt one);
-    ///   the caller goes on and validates it.
-    static func examineUnheld(fd: FileDescriptor, name: String, includingEmpty: Bool) throws(InterprocessError) -> Verdict {
-        let status: FileStatus
-        do { status = try fd.status() } catch {
-            throw InterprocessError(.statFailed, objectName: name, systemError: error)
-        }
-        let age = UInt64(clamping: Int64(Clock.realtimeNanoseconds()) - status.changeTimeNanoseconds)
-        if status.size == 0 {
-            if age < creationGrace { return .tooYoung }
-            return includingEmpty ? .abandoned : .inUse
-        }
-        guard status.size >= Int64(SegmentHeader.size),
-              let page = try? MemoryMapping(fd: fd, length: SegmentHeader.size)
+    /// Decides what an object that nobody holds is. The caller holds the exclusive live lock and has
+    /// checked the owner. `abandoned` only for a provably complete, undamaged `.whileReferenced`
+    /// segment of ours in state `ready` with no holder left; anything else — a `.persistent` segment,
+    /// a file that is not ours, a damaged one — is `inUse`, and the caller goes on and reports it.
+    static func examineUnheld(fd: FileDescriptor, name: String) throws(InterprocessError) -> Verdict {
+        guard let checked = try? readHeader(fd: fd, name: name), checked.status.linkCount > 0 else { return .inUse }
+        let header = SegmentHeader(checked.page.baseAddress!)
+        guard (try? header.validate(fileSize: checked.status.size, name: name, kind: nil)) != nil,
+              header.state == SegmentState.ready.rawValue,
+              header.pointer.pointee.lifetime == Lifetime.whileReferenced.rawCode
         else { return .inUse }
-        let header = SegmentHeader(page.base)
-        guard header.pointer.pointee.magic == CIPC_SEGMENT_MAGIC, header.pointer.pointee.version == CIPC_LAYOUT_VERSION else { return .inUse }
-        switch SegmentState(rawValue: header.state) {
-        case .initializing?, .removed?:
-            return .abandoned
-        case .ready?:
-            return header.pointer.pointee.lifetime == Lifetime.whileReferenced.rawCode ? .abandoned : .inUse
-        case nil:
-            return .inUse
-        }
+        return .abandoned
     }
 
-    /// Marks an abandoned object removed and unlinks its name. The caller holds the exclusive live lock.
+    /// Unlinks an abandoned segment's name, then marks it removed. The caller holds the exclusive
+    /// live lock.
     static func sweep(fd: FileDescriptor, osName: String) {
+        guard unlinkIfSame(fd: fd, osName: osName) == .unlinked else { return }
         if let status = try? fd.status(), status.size >= Int64(SegmentHeader.size),
            let page = try? MemoryMapping(fd: fd, length: SegmentHeader.size) {
-            SegmentHeader(page.base).stateWord.pointee.store(SegmentState.removed.rawValue, ordering: .releasing)
+            _ = SegmentHeader(page.base).transition(from: .ready, to: .removed)
         }
-        _ = unlinkIfSame(fd: fd, osName: osName)
     }
 
-    /// Opens `osName` and sweeps it if it is abandoned. Returns whether it swept.
-    static func sweepIfAbandoned(name: String, osName: String, includingEmpty: Bool) throws(InterprocessError) -> Bool {
-        guard let fd = try? SharedMemoryObject.open(osName, create: false, exclusive: false) else { return false }
+    /// Opens `osName` and sweeps it if it is an abandoned segment of a trusted owner. Returns whether
+    /// it swept.
+    static func sweepIfAbandoned(name: String, osName: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Bool {
+        guard let fd = try? openChecked(name: name, osName: osName, trusting: trust) else { return false }
         defer { try? fd.close() }
         guard (try? FileLock.tryLock(fd, byte: LockByte.live, .exclusive)) == true else { return false }
         defer { FileLock.unlock(fd, byte: LockByte.live) }
-        guard try examineUnheld(fd: fd, name: name, includingEmpty: includingEmpty) == .abandoned else { return false }
+        guard try examineUnheld(fd: fd, name: name) == .abandoned else { return false }
         sweep(fd: fd, osName: osName)
         return true
+    }
+
+    enum UnlinkOutcome: Equatable {
+        case unlinked
+        /// The name is gone or names another file now.
+        case gone
+        case failed(Errno)
     }
 
     /// Unlinks `osName` if it still names the file open as `fd`. Serialized by the gate lock, so that
     /// of several cleaners exactly one unlinks, and never a newer object of the same name.
     @discardableResult
-    static func unlinkIfSame(fd: FileDescriptor, osName: String) -> Bool {
+    static func unlinkIfSame(fd: FileDescriptor, osName: String) -> UnlinkOutcome {
         guard (try? FileLock.lock(fd, byte: LockByte.gate, .exclusive, deadline: Clock.deadline(after: lockWait))) == true else {
-            return false
+            return .failed(.resourceTemporarilyUnavailable)
         }
         defer { FileLock.unlock(fd, byte: LockByte.gate) }
         guard let mine = try? fd.status(), mine.linkCount > 0,
               let named = try? SharedMemoryObject.status(ofName: osName),
               named.inode == mine.inode, named.device == mine.device
-        else { return false }
-        return (try? SharedMemoryObject.unlink(osName)) != nil
+        else { return .gone }
+        do {
+            try SharedMemoryObject.unlink(osName)
+            return .unlinked
+        } catch {
+            return error == .noSuchFileOrDirectory ? .gone : .failed(error)
+        }
     }
 
     // MARK: Holder slots
@@ -413,6 +487,8 @@ extension SegmentHandle {
         case Errno.noSuchFileOrDirectory: InterprocessError(.notFound, objectName: name, systemError: errno)
         case Errno.permissionDenied, Errno.notPermitted: InterprocessError(.permissionDenied, objectName: name, systemError: errno)
         case Errno.fileNameTooLong, Errno.invalidArgument: InterprocessError(.invalidName, objectName: name, systemError: errno)
+        case SharedMemoryObject.notRegularFile, Errno.isDirectory, Errno.tooManySymbolicLinkLevels:
+            InterprocessError(.incompatible, objectName: name, systemError: errno, detail: "not a regular file (a FIFO, directory, device or link is never an Interprocess segment)")
         case Errno.noSpace, Errno.noMemory: InterprocessError(.outOfMemory, objectName: name, systemError: errno)
         case Errno.fileExists: InterprocessError(.alreadyExists, objectName: name, systemError: errno)
         default: InterprocessError(code, objectName: name, systemError: errno)

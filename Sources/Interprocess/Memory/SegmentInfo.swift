@@ -44,6 +44,8 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
     public var permissions: String
     /// Owner's user id.
     public var owner: UInt32
+    /// The file's group id.
+    public var group: UInt32
     /// Registered holders, alive and dead (dead ones are swept by the next open or close).
     public var holders: [Holder]
     /// Whether any process holds it now (the kernel's view, including holders beyond the table).
@@ -63,6 +65,7 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
         do { fd = try SharedMemoryObject.open(osName, create: false, exclusive: false, readOnly: true) } catch {
             throw SegmentHandle.systemFailure(error, name: label, default: .openFailed)
         }
+        // Never trusted: everything below reads copies (pread) and reports what it finds.
         defer { try? fd.close() }
         let status: FileStatus
         do { status = try fd.status() } catch { throw InterprocessError(.statFailed, objectName: label, systemError: error) }
@@ -79,13 +82,15 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
         bytes.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         let header = SegmentHeader(buffer)
         let h = header.pointer.pointee
-        let headerName = header.name
         var problem: String?
         if bytes.count < SegmentHeader.size {
             problem = "truncated: \(status.size) bytes, less than the \(SegmentHeader.size)-byte header"
         } else {
-            do { try header.validate(fileSize: status.size, name: requested ?? headerName, kind: nil) } catch {
+            do { try header.validate(fileSize: status.size, name: label, kind: nil) } catch {
                 problem = error.detail
+            }
+            if problem == nil, h.state != SegmentState.ready.rawValue, status.linkCount > 0 {
+                problem = "the header's state is \(h.state) on a named segment (only 'ready' is valid)"
             }
         }
         let isHeld = (try? FileLock.isLocked(fd, byte: LockByte.live)) ?? true
@@ -99,15 +104,15 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
         let state = SegmentState(rawValue: h.state)
         let lifetime = Lifetime(code: h.lifetime)
         var info = SegmentInfo(
-            name: problem == nil ? headerName : (requested ?? label), osName: osName,
+            name: label, osName: osName,
             kind: SegmentKind(rawValue: h.kind).description,
             size: Int(clamping: h.payload_size), totalSize: Int(status.size), payloadOffset: Int(clamping: h.payload_offset),
             lifetime: lifetime,
             state: state.map { "\($0)" } ?? "invalid(\(h.state))",
             createdAt: Date(nanoseconds: h.created_ns), creatorPID: Int32(bitPattern: h.creator_pid),
-            permissions: "0" + String(status.mode & 0o777, radix: 8), owner: status.owner,
+            permissions: "0" + String(status.mode & 0o777, radix: 8), owner: status.owner, group: status.group,
             holders: holders, isHeld: isHeld,
-            isAbandoned: problem == nil && state == .ready && lifetime == .whileReferenced && !isHeld,
+            isAbandoned: problem == nil && state == .ready && lifetime == .whileReferenced && !isHeld && status.linkCount > 0,
             problem: problem, details: [:])
         if problem == nil, status.size > Int64(SegmentHeader.size),
            let payload = try? fd.read(count: min(Int(status.size) - SegmentHeader.size, 4096), at: Int64(SegmentHeader.size)) {
@@ -146,7 +151,7 @@ extension SharedMemory {
 
     /// Every Interprocess object in the shared memory directory that this user can read, by name.
     public static func list() -> [SegmentInfo] {
-        SharedMemoryObject.listNames().compactMap { try? SegmentInfo.read(osName: "/" + $0, name: nil) }
+        SharedMemoryObject.listNames().compactMap { try? SegmentInfo.read(osName: "/" + $0, name: $0) }
     }
 
     /// Finds objects nobody will use again — ``Lifetime/whileReferenced`` segments whose holders all
@@ -155,17 +160,20 @@ extension SharedMemory {
     ///   - dryRun: only report what would be removed.
     ///   - prefix: only consider names that start with it.
     /// - Returns: what was (or would be) removed.
+    ///
+    /// Only segments owned by a trusted user (by default this process's) are considered, and only
+    /// complete, undamaged ones are ever removed: a damaged header is reported by ``list()`` (its
+    /// ``SegmentInfo/problem``), never swept.
     @discardableResult
-    public static func collectGarbage(dryRun: Bool = false, prefix: String = "") -> [SegmentInfo] {
+    public static func collectGarbage(dryRun: Bool = false, prefix: String = "", trusting trust: TrustedOwners = .currentUser) -> [SegmentInfo] {
         var removed: [SegmentInfo] = []
         for fileName in SharedMemoryObject.listNames() where fileName.hasPrefix(prefix) {
             let osName = "/" + fileName
-            guard let info = try? SegmentInfo.read(osName: osName, name: nil) else { continue }
-            let stale = !info.isHeld && (info.isAbandoned || info.state == "initializing" || info.state == "removed")
-            guard stale else { continue }
+            guard let info = try? SegmentInfo.read(osName: osName, name: fileName) else { continue }
+            guard info.isAbandoned, trust.trusts(owner: info.owner, group: info.group) else { continue }
             if dryRun {
                 removed.append(info)
-            } else if (try? SegmentHandle.sweepIfAbandoned(name: info.name, osName: osName, includingEmpty: false)) == true {
+            } else if (try? SegmentHandle.sweepIfAbandoned(name: fileName, osName: osName, trusting: trust)) == true {
                 removed.append(info)
             }
         }

@@ -58,13 +58,15 @@ public final class SharedMemory: Sendable {
     ///     shared memory file system can hold fails here with `outOfMemory` (it never succeeds and
     ///     then crashes with SIGBUS on first touch).
     ///   - permissions: owner-only by default; applied exactly, without the umask.
+    ///   - group: the group the file belongs to (nil: this process's), for sharing with other users
+    ///     who open it with ``TrustedOwners/group(_:)``; this process must be a member.
     ///   - lifetime: ``Lifetime/whileReferenced`` by default.
     public static func create(
-        name: String, size: Int, permissions: FilePermissions = .ownerReadWrite,
+        name: String, size: Int, permissions: FilePermissions = .ownerReadWrite, group: UInt32? = nil,
         lifetime: Lifetime = .whileReferenced
     ) throws(InterprocessError) -> SharedMemory {
         SharedMemory(handle: try SegmentHandle.create(
-            name: name, kind: .raw, payloadSize: size, permissions: permissions, lifetime: lifetime))
+            name: name, kind: .raw, payloadSize: size, permissions: permissions, group: group, lifetime: lifetime))
     }
 
     /// Creates a segment named by a ``SharedObjectName``.
@@ -76,29 +78,31 @@ public final class SharedMemory: Sendable {
     }
 
     /// Opens an existing segment. Fails with `notFound` if there is none (or its last holder died and
-    /// it was swept), `incompatible` if the object is not an Interprocess segment of this version,
-    /// `corrupt` if its header is inconsistent, `permissionDenied`.
-    public static func open(name: String) throws(InterprocessError) -> SharedMemory {
-        SharedMemory(handle: try SegmentHandle.open(name: name, kind: .raw))
+    /// it was swept), `incompatible` if the object is not an Interprocess segment of this version (or
+    /// not a regular file), `corrupt` if its header is inconsistent, `outOfMemory` if its file claims
+    /// more than the shared memory file system can hold, `permissionDenied` if the kernel refuses or
+    /// its owner is not trusted (see ``TrustedOwners``: by default only this user's segments open).
+    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> SharedMemory {
+        SharedMemory(handle: try SegmentHandle.open(name: name, kind: .raw, trusting: trust))
     }
 
     /// Opens a segment named by a ``SharedObjectName``.
-    public static func open(name: SharedObjectName) throws(InterprocessError) -> SharedMemory {
-        try open(name: name.description)
+    public static func open(name: SharedObjectName, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> SharedMemory {
+        try open(name: name.description, trusting: trust)
     }
 
     /// Opens the segment if it exists, or creates it. `created` tells which happened. An existing
     /// segment smaller than `size` is an `invalidSize` error.
     public static func openOrCreate(
-        name: String, size: Int, permissions: FilePermissions = .ownerReadWrite,
-        lifetime: Lifetime = .whileReferenced
+        name: String, size: Int, permissions: FilePermissions = .ownerReadWrite, group: UInt32? = nil,
+        lifetime: Lifetime = .whileReferenced, trusting trust: TrustedOwners = .currentUser
     ) throws(InterprocessError) -> (segment: SharedMemory, created: Bool) {
         for _ in 0..<64 {
             do throws(InterprocessError) {
-                return (try create(name: name, size: size, permissions: permissions, lifetime: lifetime), true)
+                return (try create(name: name, size: size, permissions: permissions, group: group, lifetime: lifetime), true)
             } catch where error.code == .alreadyExists {}
             do throws(InterprocessError) {
-                let segment = try open(name: name)
+                let segment = try open(name: name, trusting: trust)
                 guard segment.size >= size else {
                     throw InterprocessError(.invalidSize, objectName: name, detail: "it exists with \(segment.size) bytes, fewer than \(size)")
                 }
@@ -115,16 +119,27 @@ public final class SharedMemory: Sendable {
 
     /// Removes a segment's name. Processes that hold it keep their memory until they close it; new
     /// opens fail with `notFound`. Refuses (`incompatible`) to remove an object that is not an
-    /// Interprocess segment.
+    /// Interprocess segment (nor anything that is not a regular file). When the kernel refuses the
+    /// unlink (another user's segment in the sticky /dev/shm), the error is `permissionDenied` and the
+    /// segment is left exactly as it was. The owner of a segment it cannot even open (mode 000)
+    /// removes it all the same.
     public static func remove(name: String) throws(InterprocessError) {
         let osName = try osName(for: name)
         let fd: FileDescriptor
         do { fd = try SharedMemoryObject.open(osName, create: false, exclusive: false) } catch {
+            if error == .permissionDenied, let status = try? SharedMemoryObject.status(ofName: osName),
+               status.isRegularFile, status.owner == ProcessIdentity.effectiveUserID {
+                // Our own file, with permissions that keep even us out: the owner may remove it.
+                do { try SharedMemoryObject.unlink(osName) } catch {
+                    throw SegmentHandle.systemFailure(error, name: name, default: .openFailed)
+                }
+                return
+            }
             throw SegmentHandle.systemFailure(error, name: name, default: .openFailed)
         }
         defer { try? fd.close() }
         do {
-            // Wait for a creator that is still initializing it.
+            // Wait for a closer or sweeper that is deciding (holding the lock exclusively).
             guard try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: Clock.deadline(after: SegmentHandle.lockWait)) else {
                 throw InterprocessError(.openFailed, objectName: name, detail: "another process held it exclusively")
             }
@@ -134,16 +149,17 @@ public final class SharedMemory: Sendable {
             throw error as! InterprocessError
         }
         defer { FileLock.unlock(fd, byte: LockByte.live) }
-        let status: FileStatus
-        do { status = try fd.status() } catch { throw InterprocessError(.statFailed, objectName: name, systemError: error) }
-        guard status.size >= Int64(SegmentHeader.size), let page = try? MemoryMapping(fd: fd, length: SegmentHeader.size),
-              SegmentHeader(page.base).pointer.pointee.magic == CInterprocessMagic
-        else {
-            throw InterprocessError(.incompatible, objectName: name, detail: "not an Interprocess segment; not removed")
-        }
-        SegmentHeader(page.base).stateWord.pointee.store(SegmentState.removed.rawValue, ordering: .releasing)
-        guard SegmentHandle.unlinkIfSame(fd: fd, osName: osName) else {
+        _ = try SegmentHandle.readHeader(fd: fd, name: name) // `incompatible` unless it is ours
+        // Unlink first; mark it removed (for the holders) only once that succeeded.
+        switch SegmentHandle.unlinkIfSame(fd: fd, osName: osName) {
+        case .unlinked:
+            if let page = try? MemoryMapping(fd: fd, length: SegmentHeader.size), (try? fd.status())?.size ?? 0 >= Int64(SegmentHeader.size) {
+                _ = SegmentHeader(page.base).transition(from: .ready, to: .removed)
+            }
+        case .gone:
             throw InterprocessError(.notFound, objectName: name, detail: "another process removed it first")
+        case .failed(let error):
+            throw SegmentHandle.systemFailure(error, name: name, default: .systemError)
         }
     }
 
