@@ -52,7 +52,10 @@ let package = Package(
         // A peer process that the tests spawn (not a product).
         .executableTarget(
             name: "InterprocessTestChild",
-            dependencies: ["Interprocess", "InterprocessSystem"],
+            dependencies: [
+                "Interprocess", "InterprocessSystem",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

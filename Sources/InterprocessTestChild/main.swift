@@ -7,6 +7,7 @@ import Glibc
 #endif
 import Interprocess
 import InterprocessSystem
+import SystemPackage
 
 func say(_ line: String) {
     StandardStream.write(line + "\n")
@@ -175,6 +176,56 @@ case "churn":
             fail("\(error)")
         }
     }
+
+case "remove":
+    // remove NAME: SharedMemory.remove; says "removed" (exit 0) or the error code (exit 5).
+    do {
+        try SharedMemory.remove(name: rest[0])
+        say("removed")
+    } catch {
+        say(error.code.description)
+        exit(5)
+    }
+
+case "create-remove":
+    // create-remove NAME MODE: create a persistent segment with permissions MODE (octal), then
+    // remove it; says "removed" (exit 0) or the error code (exit 5).
+    do {
+        let mode = FilePermissions(rawValue: CModeT(rest[1], radix: 8)!)
+        try SharedMemory.create(name: rest[0], size: 64, permissions: mode, lifetime: .persistent).close()
+        try SharedMemory.remove(name: rest[0])
+        say("removed")
+    } catch {
+        say(error.code.description)
+        exit(5)
+    }
+
+case "churn-create":
+    // churn-create NAME N: says ready, then creates and closes a persistent segment N times; a
+    // concurrent remover may delete it at any moment (alreadyExists is then expected, once).
+    say("ready")
+    for _ in 0..<Int(rest[1])! {
+        do {
+            try SharedMemory.create(name: rest[0], size: 4096, lifetime: .persistent).close()
+        } catch where error.code == .alreadyExists {
+        } catch { fail("\(error)") }
+    }
+
+case "gc-dry":
+    // gc-dry PREFIX: the names a dry-run garbage collection would remove, one per line.
+    for info in SharedMemory.collectGarbage(dryRun: true, prefix: rest[0]) { say(info.name) }
+
+case "truncate-close":
+    // truncate-close NAME: open NAME, truncate its file to 0 behind the handle's back, close the
+    // handle (which must not touch the missing pages), say "closed".
+    do {
+        let segment = try SharedMemory.open(name: rest[0])
+        let fd = try SharedMemoryObject.open("/" + rest[0], create: false, exclusive: false)
+        try fd.truncate(to: 0)
+        try fd.close()
+        segment.close()
+        say("closed")
+    } catch { fail("\(error)") }
 
 case "mutex-hold", "mutex-count", "sem-wait", "event-wait", "cond-wait", "sem-pong":
     exit(runSyncCommand(command, rest))
