@@ -117,8 +117,12 @@ extension SharedMemory {
         }
     }
 
+    /// Runs `body` on the payload after checking that the file still covers the mapping (a peer that
+    /// truncated it would otherwise make this access fault with SIGBUS; see ``SharedMemory``'s notes
+    /// on what remains: a truncation *during* the access).
     private func withMapping<R>(_ body: (UnsafeMutableRawBufferPointer) throws(InterprocessError) -> R) throws(InterprocessError) -> R {
         let mapping = try handle.mapping()
+        try handle.checkFileSize()
         return try withExtendedLifetime(mapping) { () throws(InterprocessError) -> R in
             try body(UnsafeMutableRawBufferPointer(start: mapping.base + SegmentHeader.size, count: size))
         }

@@ -23,6 +23,14 @@ import InterprocessSystem
 /// threads and processes may change at any time: synchronize access with the primitives of this
 /// library, and never trust what another process wrote.
 ///
+/// **Other users and hostile peers.** ``open(name:trusting:)`` accepts only a regular file owned by a
+/// trusted user (by default: this process's user; see ``TrustedOwners``), validates the header
+/// before mapping anything and makes every page of the file exist, so that a short or sparse file is
+/// an error, not a crash. The framed ``read()``-style accessors and ``close()`` check the file's size
+/// before they touch it. What remains: a process that may write the file can truncate it *while*
+/// you access the bytes (``withUnsafeBytes(_:)`` included), which faults with SIGBUS; named shared
+/// memory offers no way to forbid that.
+///
 /// Layout of the file (documented for programs in other languages): a 4096-byte header
 /// (`cipc_segment_header` in `CInterprocess.h`, magic `IPCSEGMT`) and then the payload of
 /// ``size`` bytes at offset ``payloadOffset``.
