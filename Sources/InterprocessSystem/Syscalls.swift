@@ -144,22 +144,75 @@ package enum SharedMemoryObject {
         _ = try valueOrErrno { shm_unlink(osName) }
     }
 
-    /// The names (without slash) of the objects in the shared memory directory.
+    /// The names (without slash) of the regular files in the shared memory directory whose names
+    /// are valid UTF-8 (see ``listNonUTF8Names()`` for the others).
     package static func listNames() -> [String] {
+        rawNames().compactMap { String(validating: $0, as: UTF8.self) }.sorted()
+    }
+
+    /// The names of the regular files in the shared memory directory that are not valid UTF-8, as
+    /// bytes (no Interprocess object has one; other programs may make them).
+    package static func listNonUTF8Names() -> [[UInt8]] {
+        rawNames().filter { String(validating: $0, as: UTF8.self) == nil }
+    }
+
+    private static func rawNames() -> [[UInt8]] {
         guard let directory, let dir = opendir(directory) else { return [] }
         defer { closedir(dir) }
-        var names: [String] = []
+        var names: [[UInt8]] = []
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw -> String in
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw -> [UInt8] in
                 let bytes = raw.bindMemory(to: UInt8.self)
-                let length = bytes.firstIndex(of: 0) ?? bytes.count
-                return String(decoding: UnsafeBufferPointer(rebasing: bytes[..<length]), as: UTF8.self)
+                return Array(bytes[..<(bytes.firstIndex(of: 0) ?? bytes.count)])
             }
-            if name == "." || name == ".." { continue }
+            if name == [0x2E] || name == [0x2E, 0x2E] { continue }
             if entry.pointee.d_type != UInt8(DT_REG) && entry.pointee.d_type != UInt8(DT_UNKNOWN) { continue }
             names.append(name)
         }
-        return names.sorted()
+        return names
+    }
+
+    /// `raw` as text: valid UTF-8 as is, every other byte as `\xHH`.
+    package static func escaped(_ raw: [UInt8]) -> String {
+        var text = ""
+        var index = 0
+        while index < raw.count {
+            // The longest valid UTF-8 sequence starting here (1–4 bytes), else one escaped byte.
+            var taken = false
+            for length in (1...min(4, raw.count - index)).reversed() {
+                if let piece = String(validating: raw[index..<(index + length)], as: UTF8.self), piece.unicodeScalars.count == 1 {
+                    text += piece
+                    index += length
+                    taken = true
+                    break
+                }
+            }
+            if !taken {
+                text += "\\x" + String(raw[index], radix: 16, uppercase: true).leftPadded(to: 2)
+                index += 1
+            }
+        }
+        return text
+    }
+
+    /// Opens the object whose file name is `rawName` (bytes, no slash) read-only, with the same
+    /// checks as ``open(_:create:exclusive:readOnly:permissions:)``.
+    package static func open(rawName: [UInt8]) throws(Errno) -> FileDescriptor {
+        guard let directory else { throw Errno.noFunction }
+        let path = Array(directory.utf8) + [0x2F] + rawName + [0]
+        let fd = try valueOrErrno { () -> CInt in
+            path.withUnsafeBufferPointer { buffer in
+                buffer.withMemoryRebound(to: CChar.self) { Glibc.open($0.baseAddress!, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY) }
+            }
+        }
+        let descriptor = FileDescriptor(rawValue: fd)
+        do throws(Errno) {
+            guard try descriptor.status().isRegularFile else { throw notRegularFile }
+        } catch {
+            try? descriptor.close()
+            throw error
+        }
+        return descriptor
     }
 
     /// Bytes still free in the file system that holds shared memory objects, if it can be told.
@@ -284,6 +337,12 @@ package final class MemoryMapping: @unchecked Sendable {
 
     package var bytes: UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: base, count: length)
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }
 

@@ -65,8 +65,13 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
         do { fd = try SharedMemoryObject.open(osName, create: false, exclusive: false, readOnly: true) } catch {
             throw SegmentHandle.systemFailure(error, name: label, default: .openFailed)
         }
-        // Never trusted: everything below reads copies (pread) and reports what it finds.
         defer { try? fd.close() }
+        return try read(fd: fd, osName: osName, label: label, nameProblem: nil)
+    }
+
+    /// Reads the header and locks of the object open as `fd` (read-only), named `label`.
+    /// Never trusted: everything here reads copies (pread) and reports what it finds.
+    static func read(fd: FileDescriptor, osName: String, label: String, nameProblem: String?) throws(InterprocessError) -> SegmentInfo {
         let status: FileStatus
         do { status = try fd.status() } catch { throw InterprocessError(.statFailed, objectName: label, systemError: error) }
         let bytes: [UInt8]
@@ -82,8 +87,9 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
         bytes.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         let header = SegmentHeader(buffer)
         let h = header.pointer.pointee
-        var problem: String?
-        if bytes.count < SegmentHeader.size {
+        var problem: String? = nameProblem
+        if problem != nil {
+        } else if bytes.count < SegmentHeader.size {
             problem = "truncated: \(status.size) bytes, less than the \(SegmentHeader.size)-byte header"
         } else {
             do { try header.validate(fileSize: status.size, name: label, kind: nil) } catch {
@@ -149,9 +155,20 @@ extension SharedMemory {
         try SegmentInfo.read(osName: osName(for: name), name: name)
     }
 
-    /// Every Interprocess object in the shared memory directory that this user can read, by name.
+    /// Every Interprocess object in the shared memory directory that this user can read, by file
+    /// name. A file whose name is not valid UTF-8 (no Interprocess segment has one: names are
+    /// Strings) is listed under an escaped name (`\xFF` for each invalid byte) with a ``SegmentInfo/problem``.
     public static func list() -> [SegmentInfo] {
-        SharedMemoryObject.listNames().compactMap { try? SegmentInfo.read(osName: "/" + $0, name: $0) }
+        var infos = SharedMemoryObject.listNames().compactMap { try? SegmentInfo.read(osName: "/" + $0, name: $0) }
+        for raw in SharedMemoryObject.listNonUTF8Names() {
+            guard let fd = try? SharedMemoryObject.open(rawName: raw) else { continue }
+            defer { try? fd.close() }
+            let label = SharedMemoryObject.escaped(raw)
+            if let info = try? SegmentInfo.read(fd: fd, osName: "/" + label, label: label, nameProblem: "the file name is not valid UTF-8") {
+                infos.append(info)
+            }
+        }
+        return infos
     }
 
     /// Finds objects nobody will use again — ``Lifetime/whileReferenced`` segments whose holders all
