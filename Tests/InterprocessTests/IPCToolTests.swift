@@ -588,10 +588,10 @@ struct IPCToolTests {
             }
         }
         churner.start()
-        let failures = race(name, rounds: 6)
+        let failures = race(name, rounds: 10)
         stop.raised.store(true, ordering: .relaxed)
         Thread.sleep(forTimeInterval: 0.05)
-        #expect(failures.isEmpty, "\(failures.count) of \(6 * writers) writers failed: \(failures.first ?? "")")
+        #expect(failures.isEmpty, "\(failures.count) of \(10 * writers) writers failed: \(failures.first ?? "")")
     }
 
     /// The race of `concurrentWritesToOneNameAllSucceed`, made certain: strace shows us the writer's
