@@ -273,6 +273,9 @@ package enum StandardStream {
         writeAll(&bytes, to: fd)
     }
 
+    /// Whether `fd` (standard output by default) is a terminal.
+    package static func isTerminal(_ fd: Int32 = 1) -> Bool { isatty(fd) == 1 }
+
     package static func write(bytes: [UInt8], to fd: Int32 = 1) {
         var bytes = bytes
         writeAll(&bytes, to: fd)

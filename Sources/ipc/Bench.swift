@@ -44,7 +44,7 @@ struct Bench: ParsableCommand {
         let clockRead = BenchClock.readCost()
         var scenarios: [BenchScenario] = []
         for id in chosen {
-            if !json { StandardStream.write("measuring: \(id.title)…\n", to: 2) }
+            if !json { StandardStream.write(Terminal.escape("measuring: \(id.title)…") + "\n", to: 2) }
             scenarios.append(id.run(plan))
         }
         let results = BenchResults(

@@ -19,7 +19,12 @@ struct CollectGarbage: ParsableCommand {
     var prefix = ""
 
     func run() throws {
-        let removed = SharedMemory.collectGarbage(dryRun: dryRun, prefix: prefix)
+        // Shown by file name, never by the name the header claims.
+        let removed = SharedMemory.collectGarbage(dryRun: dryRun, prefix: prefix).map { info in
+            var info = info
+            info.name = info.fileName
+            return info
+        }
         if json {
             StandardStream.write(try Format.json(removed))
             return

@@ -73,11 +73,13 @@ enum Format {
     /// The `ipc ls` table: a header and one line per segment, columns aligned.
     static func table(_ segments: [SegmentInfo]) -> [String] {
         let header = ["NAME", "KIND", "SIZE", "LIFETIME", "HOLDERS", "CREATED", "STATE"]
+        // Escaped here rather than only by `say`, so that the columns line up.
         let rows = segments.map { info in
             [
                 info.name, info.kind, bytes(info.size), info.lifetime?.description ?? "?", holders(info),
                 time(info.createdAt), note(info),
             ]
+            .map { Terminal.escape($0) }
         }
         let widths = header.indices.map { column in
             ([header] + rows).map { $0[column].count }.max() ?? 0
@@ -91,13 +93,34 @@ enum Format {
         }
     }
 
-    /// Pretty JSON with sorted keys and ISO 8601 dates, followed by a newline.
+    /// Pretty JSON with sorted keys and ISO 8601 dates, followed by a newline; the characters that
+    /// the encoder leaves raw but a terminal would act on are escaped too (``Terminal/escapeJSON(_:)``).
     static func json(_ value: some Encodable) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
         let data = try encoder.encode(value)
-        return String(decoding: data, as: UTF8.self) + "\n"
+        return Terminal.escapeJSON(String(decoding: data, as: UTF8.self)) + "\n"
+    }
+}
+
+extension SegmentInfo {
+    /// The name of the segment's file in the shared memory directory: what `ipc` shows and acts on.
+    /// The header's own name is only a claim by whoever wrote the file.
+    var fileName: String { String(osName.dropFirst()) }
+}
+
+/// The segments `ipc ls` shows.
+enum Listing {
+    /// Every segment this user can read, named by its file. A segment whose header names another
+    /// segment is read again by its file name, so that it carries the library's verdict on that
+    /// (`corrupt`: "the header names the segment …"), exactly as `ipc inspect FILE` would show it.
+    static func segments() -> [SegmentInfo] {
+        SharedMemory.list().compactMap { info in
+            guard info.name != info.fileName else { return info }
+            return try? SharedMemory.info(name: info.fileName)  // nil: it went away meanwhile
+        }
+        .sorted { $0.name < $1.name }
     }
 }
 

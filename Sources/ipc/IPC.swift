@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Interprocess
 import InterprocessSystem
 import SystemPackage
@@ -16,18 +17,52 @@ struct IPC: ParsableCommand {
     )
 
     /// Like `ParsableCommand.main()`, but library and tool errors are printed as "ipc: <description>"
-    /// on standard error (exit status 1) instead of ArgumentParser's "Error: …".
+    /// on standard error (exit status 1) instead of ArgumentParser's "Error: …", an argument that is
+    /// not valid UTF-8 is refused before anything is done (exit status 64), and ArgumentParser's
+    /// error messages, which quote the arguments, are escaped for the terminal like everything else.
     static func main() {
+        let arguments: [String]
+        switch RawArguments.decode() {
+        case .success(let decoded): arguments = decoded
+        case .failure(let error):
+            complain(error.description)
+            exit(withError: ExitCode.validationFailure)
+        }
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(arguments)
             try command.run()
         } catch {
             if let message = ToolError.message(for: error) {
-                StandardStream.write("ipc: \(message)\n", to: 2)
+                complain(message)
                 exit(withError: ExitCode.failure)
             }
-            exit(withError: error)
+            let code = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if code.isSuccess {
+                // Help, version, completion scripts: our own text, which may hold escapes on purpose.
+                if !message.isEmpty { StandardStream.write(message + "\n") }
+            } else if !message.isEmpty {
+                StandardStream.write(escapeUsage(message, arguments: arguments) + "\n", to: 2)
+            }
+            exit(withError: code)
         }
+    }
+
+    /// ArgumentParser's message for a usage error: its lines are its own, but the arguments it quotes
+    /// (whole, or the value of `--option=value`) are escaped with their line feeds.
+    static func escapeUsage(_ message: String, arguments: [String]) -> String {
+        var quoted = Set<String>()
+        for argument in arguments {
+            quoted.insert(argument)
+            if argument.hasPrefix("-"), let equals = argument.firstIndex(of: "=") {
+                quoted.insert(String(argument[argument.index(after: equals)...]))
+            }
+        }
+        var text = message
+        for argument in quoted.filter({ $0.unicodeScalars.contains(where: Terminal.mustEscape) }).sorted(by: { $0.count > $1.count }) {
+            text = text.replacingOccurrences(of: argument, with: Terminal.escape(argument))
+        }
+        return Terminal.escape(text, keepingNewlines: true)
     }
 }
 
@@ -49,12 +84,14 @@ struct ToolError: Error, CustomStringConvertible {
     }
 }
 
-/// Writes a line to standard output, unbuffered (so that a reader on a pipe sees it at once).
+/// Writes a line to standard output, unbuffered (so that a reader on a pipe sees it at once), with
+/// control characters escaped (``Terminal/escape(_:keepingNewlines:)``): a name can never end the
+/// line early or reach the terminal as an escape sequence.
 func say(_ line: String) {
-    StandardStream.write(line + "\n")
+    StandardStream.write(Terminal.escape(line) + "\n")
 }
 
-/// Writes a line to standard error.
+/// Writes a line to standard error as "ipc: <line>", escaped like ``say(_:)``.
 func complain(_ line: String) {
-    StandardStream.write("ipc: \(line)\n", to: 2)
+    StandardStream.write("ipc: " + Terminal.escape(line) + "\n", to: 2)
 }

@@ -2,7 +2,7 @@ import ArgumentParser
 import Interprocess
 import InterprocessSystem
 
-/// `ipc ls`: every Interprocess segment this user can read.
+/// `ipc ls`: every Interprocess segment this user can read, by file name.
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ls",
@@ -13,7 +13,7 @@ struct List: ParsableCommand {
     var json = false
 
     func run() throws {
-        let segments = SharedMemory.list().sorted { $0.name < $1.name }
+        let segments = Listing.segments()
         if json {
             StandardStream.write(try Format.json(segments))
         } else if segments.isEmpty {

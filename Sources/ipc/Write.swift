@@ -32,16 +32,23 @@ struct Write: ParsableCommand {
 
     func run() throws {
         let bytes = try payload()
-        if let segment = try Self.openIfPresent(name) {
-            defer { segment.close() }
-            try segment.write(bytes)
-            say("wrote \(bytes.count) bytes to \(name)")
-        } else {
-            let segment = try SharedMemory.create(name: name, bytes: bytes, lifetime: .persistent)
-            let size = segment.size
-            segment.close()
-            say("created \(name) (\(size) bytes, persistent) and wrote \(bytes.count) bytes")
+        // Open, else create, else open again…: another process may create the name between our
+        // open and our create (then we write into its segment), or remove it between our create
+        // and our open (then we create it). Like `SharedMemory.openOrCreate`, but a new segment is
+        // created already holding the bytes, just big enough.
+        for _ in 0..<64 {
+            if let segment = try Self.openIfPresent(name) {
+                defer { segment.close() }
+                try segment.write(bytes)
+                say("wrote \(bytes.count) bytes to \(name)")
+                return
+            }
+            if let size = try Self.createIfAbsent(name, holding: bytes) {
+                say("created \(name) (\(size) bytes, persistent) and wrote \(bytes.count) bytes")
+                return
+            }
         }
+        throw InterprocessError(.createFailed, objectName: name, detail: "it kept appearing and disappearing")
     }
 
     /// The segment, or nil if there is none of that name.
@@ -49,6 +56,17 @@ struct Write: ParsableCommand {
         do {
             return try SharedMemory.open(name: name)
         } catch where error.code == .notFound {
+            return nil
+        }
+    }
+
+    /// Creates a persistent segment holding `bytes` and returns its size; nil if the name exists.
+    private static func createIfAbsent(_ name: String, holding bytes: [UInt8]) throws(InterprocessError) -> Int? {
+        do {
+            let segment = try SharedMemory.create(name: name, bytes: bytes, lifetime: .persistent)
+            defer { segment.close() }
+            return segment.size
+        } catch where error.code == .alreadyExists {
             return nil
         }
     }

@@ -32,8 +32,7 @@ struct IPCToolTests {
 
     /// Runs `ipc arguments…` to completion (killed after 30 s).
     private func ipc(_ arguments: String...) throws -> Result {
-        let (termination, output, error) = try ChildProcess.run(try ipcPath(), arguments, timeout: .seconds(30))
-        return Result(termination: termination, output: output, error: error)
+        try ipc(arguments: arguments)
     }
 
     /// Parses JSON output.
@@ -41,14 +40,15 @@ struct IPCToolTests {
         try JSONSerialization.jsonObject(with: Data(text.utf8))
     }
 
-    /// Reads from `fd` until the text read contains `marker`; fails after `timeout`.
-    private func readUntil(_ marker: String, from fd: Int32, timeout: Duration = .seconds(10)) throws -> String {
+    /// Reads from `fd` until the text read contains `marker`; fails after `timeout` (unless not
+    /// `required`: then it returns what it read).
+    private func readUntil(_ marker: String, from fd: Int32, timeout: Duration = .seconds(10), required: Bool = true) throws -> String {
         let deadline = Clock.deadline(after: timeout)
         var bytes: [UInt8] = []
         while !String(decoding: bytes, as: UTF8.self).contains(marker) {
             let now = Clock.monotonicNanoseconds()
             guard now < deadline else {
-                Issue.record("timed out waiting for \"\(marker)\"; read so far: \(String(decoding: bytes, as: UTF8.self))")
+                if required { Issue.record("timed out waiting for \"\(marker)\"; read so far: \(String(decoding: bytes, as: UTF8.self))") }
                 break
             }
             var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
@@ -59,11 +59,80 @@ struct IPCToolTests {
             if n > 0 {
                 bytes += chunk[..<n]
             } else if n == 0 || errno != EINTR {
-                Issue.record("output ended before \"\(marker)\": \(String(decoding: bytes, as: UTF8.self))")
+                if required { Issue.record("output ended before \"\(marker)\": \(String(decoding: bytes, as: UTF8.self))") }
                 break
             }
         }
         return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private func ipc(arguments: [String]) throws -> Result {
+        let (termination, output, error) = try ChildProcess.run(try ipcPath(), arguments, timeout: .seconds(30))
+        return Result(termination: termination, output: output, error: error)
+    }
+
+    /// Runs `ipc` with arguments given as raw bytes, which need not be UTF-8 (a Swift `String` cannot
+    /// carry them): through `/bin/sh`, each argument made by `printf` from octal escapes (all but letters and digits, so that none looks like an option to `printf`).
+    private func ipc(rawArguments: [[UInt8]]) throws -> Result {
+        let words = rawArguments.map { bytes in
+            let format = bytes.map { byte -> String in
+                let plain = (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+                let octal = String(byte, radix: 8)
+                return plain ? String(UnicodeScalar(byte)) : "\\" + String(repeating: "0", count: 3 - octal.count) + octal
+            }
+            return "\"$(printf '\(format.joined())')\""
+        }
+        let (termination, output, error) = try ChildProcess.run(
+            "/bin/sh", ["-c", "exec \"$0\" " + words.joined(separator: " "), try ipcPath()], timeout: .seconds(30))
+        return Result(termination: termination, output: output, error: error)
+    }
+
+    /// The first scalar in `text` that a terminal would act on — C0 controls other than the line feeds
+    /// that end lines, DEL, C1 controls, line and paragraph separators, bidirectional controls — if any.
+    private func terminalControl(in text: String) -> Unicode.Scalar? {
+        text.unicodeScalars.first { scalar in
+            switch scalar.value {
+            case 0x0A: false
+            case 0x00...0x1F, 0x7F...0x9F, 0x2028, 0x2029, 0x202A...0x202E, 0x2066...0x2069, 0x200E, 0x200F, 0x061C: true
+            default: false
+            }
+        }
+    }
+
+    /// Checks that neither output of `result` holds anything a terminal would act on.
+    private func expectPrintable(_ result: Result, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        for (stream, text) in [("output", result.output), ("error", result.error)] {
+            if let scalar = terminalControl(in: text) {
+                Issue.record(
+                    "\(what): raw U+\(String(scalar.value, radix: 16, uppercase: true)) in its \(stream): \(text.debugDescription)",
+                    sourceLocation: sourceLocation)
+            }
+        }
+    }
+
+    /// Rewrites the header of the segment file /dev/shm/FILE as another program could: a new name
+    /// (any bytes) and optionally a new lifetime code, with the FNV-1a checksum over bytes 0..<344
+    /// (state and checksum read as zero) recomputed, so that the header is otherwise valid.
+    private func forgeHeader(file: String, name: [UInt8], lifetime: UInt32? = nil) throws {
+        let fd = Glibc.open("/dev/shm/" + file, O_RDWR)
+        try #require(fd >= 0, "cannot open /dev/shm/\(file): errno \(errno)")
+        defer { close(fd) }
+        var header = [UInt8](repeating: 0, count: 4096)
+        try #require(pread(fd, &header, header.count, 0) == header.count)
+        func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+            withUnsafeBytes(of: value.littleEndian) { header.replaceSubrange(offset..<(offset + $0.count), with: $0) }
+        }
+        try #require(name.count <= 256)
+        header.replaceSubrange(88..<344, with: name + [UInt8](repeating: 0, count: 256 - name.count))
+        put(UInt32(name.count), at: 76)
+        if let lifetime { put(lifetime, at: 20) }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for offset in 0..<344 {
+            let byte = (24..<28).contains(offset) || (80..<88).contains(offset) ? 0 : header[offset]
+            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+        }
+        put(hash, at: 80)
+        try #require(pwrite(fd, header, header.count, 0) == header.count)
     }
 
     /// Starts `ipc create NAME --size 4K --hold` and waits until it says it holds the segment.
@@ -342,5 +411,242 @@ struct IPCToolTests {
         #expect(termination == .exited(0), "\(error)")
         #expect(output == text)
         #expect(SharedMemory.exists(name: name))
+    }
+
+    // MARK: Hardening: what the tool prints, what it accepts, and racing writers
+
+    /// A header is written by whoever can write the file: a forged name full of escape sequences and
+    /// line breaks must reach no terminal, and the segment is shown by its file name.
+    @Test func forgedHeaderNameIsNeverPrintedRaw() throws {
+        let name = TestNames.make("forged")
+        defer { try? SharedMemoryObject.unlink("/" + name) }
+        #expect(try ipc("create", name, "--size", "4K").succeeded)
+        let forged = "victim\n\u{1B}[31mFAKE row\u{7F}\u{9B}\u{202E}\u{2028}\u{2066}end"
+        // While referenced and held by nobody: `gc` considers it too.
+        try forgeHeader(file: name, name: Array(forged.utf8), lifetime: 1)
+
+        let list = try ipc("ls")
+        #expect(list.succeeded, "\(list.error)")
+        expectPrintable(list, "ipc ls")
+        let row = try #require(list.output.split(separator: "\n").first { $0.hasPrefix(name + " ") }, "\(list.output)")
+        #expect(row.contains("corrupt") && row.contains("victim\\n\\e[31mFAKE row\\u{7F}\\u{9B}\\u{202E}\\u{2028}\\u{2066}end"), "\(row)")
+        #expect(!list.output.split(separator: "\n").contains { $0.hasPrefix("victim") || ($0.contains("FAKE row") && !$0.hasPrefix(name + " ")) })
+
+        let listJSON = try ipc("ls", "--json")
+        #expect(listJSON.succeeded)
+        expectPrintable(listJSON, "ipc ls --json")
+        let array = try #require(try json(listJSON.output) as? [[String: Any]])
+        #expect(!array.contains { ($0["name"] as? String)?.hasPrefix("victim") == true })
+        let entry = try #require(array.first { $0["name"] as? String == name })
+        #expect((entry["problem"] as? String)?.contains(forged) == true, "the JSON escapes keep the value")
+
+        let inspect = try ipc("inspect", name)
+        #expect(inspect.succeeded, "\(inspect.error)")
+        expectPrintable(inspect, "ipc inspect")
+        #expect(inspect.output.split(separator: "\n").first { $0.hasPrefix("name:") }?.hasSuffix(" " + name) == true, "\(inspect.output)")
+        #expect(inspect.output.contains("the header names the segment 'victim\\n\\e[31mFAKE row"))
+
+        let inspectJSON = try ipc("inspect", name, "--json")
+        #expect(inspectJSON.succeeded)
+        expectPrintable(inspectJSON, "ipc inspect --json")
+        let object = try #require(try json(inspectJSON.output) as? [String: Any])
+        #expect(object["name"] as? String == name)
+
+        for arguments in [["gc", "--dry-run", "--prefix", name], ["gc", "--dry-run", "--json", "--prefix", name], ["gc", "--prefix", name]] {
+            let gc = try ipc(arguments: arguments)
+            #expect(gc.succeeded, "\(arguments): \(gc.error)")
+            expectPrintable(gc, "ipc \(arguments.joined(separator: " "))")
+            #expect(!gc.output.contains("victim"), "\(arguments) names the segment by its header: \(gc.output)")
+        }
+    }
+
+    /// Names given on the command line are printed escaped too: in what the tool says, in its errors
+    /// and in ArgumentParser's usage errors.
+    @Test func commandLineNamesArePrintedEscaped() throws {
+        let name = TestNames.make("esc") + "\u{1B}[31m\nFAKE\u{202E}\u{85}"
+        let shown = String(name.prefix { $0 != "\u{1B}" }) + "\\e[31m\\nFAKE\\u{202E}\\u{85}"
+        defer { try? SharedMemory.remove(name: name) }
+
+        let missing = try ipc("read", name)
+        #expect(missing.termination == .exited(1))
+        expectPrintable(missing, "ipc read (missing)")
+        #expect(missing.error.hasPrefix("ipc: notFound '\(shown)'"), "\(missing.error.debugDescription)")
+        #expect(missing.error.filter { $0 == "\n" }.count == 1, "\(missing.error.debugDescription)")
+
+        let badSize = try ipc("create", name, "--size", "4\u{1B}[2J")
+        #expect(badSize.termination != .exited(0) && badSize.termination != nil)
+        expectPrintable(badSize, "ipc create --size (usage error)")
+        #expect(badSize.error.contains("invalid size '4\\e[2J'"), "\(badSize.error)")
+
+        let created = try ipc("create", name, "--size", "4K")
+        #expect(created.succeeded, "\(created.error)")
+        expectPrintable(created, "ipc create")
+        #expect(created.output == "created \(shown) (4096 bytes, persistent)\n", "\(created.output.debugDescription)")
+
+        let list = try ipc("ls")
+        expectPrintable(list, "ipc ls")
+        #expect(list.output.split(separator: "\n").contains { $0.hasPrefix(shown + " ") })
+
+        let written = try ipc("write", name, "text")
+        expectPrintable(written, "ipc write")
+        #expect(written.output == "wrote 4 bytes to \(shown)\n")
+
+        let removed = try ipc("rm", name)
+        expectPrintable(removed, "ipc rm")
+        #expect(removed.output == "removed \(shown)\n")
+        #expect(!SharedMemory.exists(name: name))
+    }
+
+    /// Swift decodes `argv` with repair: a name that is not UTF-8 would silently become one with
+    /// U+FFFD in it, a different object. The tool refuses such an argument and does nothing.
+    @Test func argumentsThatAreNotUTF8AreRefused() throws {
+        let prefix = TestNames.make("notutf8")
+        let repaired = prefix + "\u{FFFD}"
+        defer {
+            for left in TestNames.leftovers(prefix) { try? SharedMemoryObject.unlink("/" + left) }
+            try? SharedMemory.remove(name: repaired)
+        }
+        let invalid = Array(prefix.utf8) + [0xFF]
+
+        let create = try ipc(rawArguments: [Array("create".utf8), invalid, Array("--size".utf8), Array("4K".utf8)])
+        #expect(create.termination != .exited(0) && create.termination != nil, "\(create.output)")
+        #expect(create.error.contains("argument 2 is not valid UTF-8: '\(prefix)\\xFF'"), "\(create.error)")
+        expectPrintable(create, "ipc create <not UTF-8>")
+        #expect(TestNames.leftovers(prefix).isEmpty, "created \(TestNames.leftovers(prefix))")
+
+        // The text to store is an argument like any other.
+        let text = try ipc(rawArguments: [Array("write".utf8), Array(prefix.utf8), [0x61, 0xC3, 0x28]])
+        #expect(text.termination != .exited(0) && text.termination != nil)
+        #expect(text.error.contains("not valid UTF-8"))
+        #expect(TestNames.leftovers(prefix).isEmpty, "created \(TestNames.leftovers(prefix))")
+
+        // Where the repaired name exists, `rm` and `write` must not act on it instead.
+        let segment = try SharedMemory.create(name: repaired, size: 64, lifetime: .persistent)
+        segment.close()
+        let write = try ipc(rawArguments: [Array("write".utf8), invalid, Array("hello".utf8)])
+        #expect(write.termination != .exited(0) && write.termination != nil)
+        #expect(write.error.contains("not valid UTF-8"))
+        let opened = try SharedMemory.open(name: repaired)
+        #expect(try opened.readBytes().isEmpty, "ipc write wrote into \(repaired.debugDescription)")
+        opened.close()
+        let remove = try ipc(rawArguments: [Array("rm".utf8), invalid])
+        #expect(remove.termination != .exited(0) && remove.termination != nil)
+        #expect(remove.error.contains("not valid UTF-8"))
+        #expect(SharedMemory.exists(name: repaired), "ipc rm removed \(repaired.debugDescription)")
+    }
+
+    /// `ipc write` on a missing name creates it. Writers that race on one fresh name (and a process
+    /// that keeps creating and removing it, which widens the window between a writer's failed open
+    /// and its create) must all succeed: open, else create, else open again.
+    @Test func concurrentWritesToOneNameAllSucceed() throws {
+        let ipc = try ipcPath()
+        let writers = 8
+        func race(_ name: String, rounds: Int) -> [String] {
+            var failures: [String] = []
+            for _ in 0..<rounds {
+                var children: [ChildProcess] = []
+                for _ in 0..<writers {
+                    if let child = try? ChildProcess.spawn(ipc, ["write", name, "same text"], standardError: .pipe) {
+                        children.append(child)
+                    }
+                }
+                for child in children {
+                    let termination = child.wait(timeout: .seconds(60))
+                    if termination != .exited(0) {
+                        var bytes = [UInt8](repeating: 0, count: 4096)
+                        let n = child.standardError.map { fd in bytes.withUnsafeMutableBytes { read(fd.rawValue, $0.baseAddress, $0.count) } } ?? 0
+                        failures.append("\(termination?.description ?? "timed out"): \(String(decoding: bytes.prefix(max(n, 0)), as: UTF8.self))")
+                    }
+                    child.closePipes()
+                }
+                try? SharedMemory.remove(name: name)
+            }
+            return failures
+        }
+
+        // A fresh name each round, writers only.
+        for _ in 0..<3 {
+            let name = TestNames.make("wrace")
+            defer { try? SharedMemory.remove(name: name) }
+            let failures = race(name, rounds: 1)
+            #expect(failures.isEmpty, "\(failures.count) of \(writers) writers failed: \(failures.first ?? "")")
+        }
+
+        // One name, and a churner that creates and removes it as fast as it can.
+        let name = TestNames.make("wchurn")
+        defer { try? SharedMemory.remove(name: name) }
+        final class Flag: Sendable {
+            let raised = Atomic<Bool>(false)
+        }
+        let stop = Flag()
+        let churner = Thread {
+            while !stop.raised.load(ordering: .relaxed) {
+                if let segment = try? SharedMemory.create(name: name, size: 4096, lifetime: .persistent) {
+                    segment.close()
+                    try? SharedMemory.remove(name: name)
+                }
+            }
+        }
+        churner.start()
+        let failures = race(name, rounds: 10)
+        stop.raised.store(true, ordering: .relaxed)
+        Thread.sleep(forTimeInterval: 0.05)
+        #expect(failures.isEmpty, "\(failures.count) of \(10 * writers) writers failed: \(failures.first ?? "")")
+    }
+
+    /// The race of `concurrentWritesToOneNameAllSucceed`, made certain: strace shows us the writer's
+    /// first system call on the segment's file (its open, which finds nothing) and delays its second
+    /// (its create) by 1.5 s, in which we create the name. The writer must then write into ours.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/strace")))
+    func writeThatLosesTheCreateRaceWritesIntoTheWinner() throws {
+        let name = TestNames.make("wlost")
+        defer { try? SharedMemory.remove(name: name) }
+        let path = (SharedMemoryObject.directory ?? "/dev/shm") + "/" + name
+        let child = try ChildProcess.spawn(
+            "/usr/bin/strace",
+            ["-f", "-qq", "-P", path, "-e", "trace=openat", "-e", "inject=openat:delay_enter=1500000:when=2", try ipcPath(), "write", name, "text"],
+            standardOutput: .pipe, standardError: .pipe)
+        defer { child.closePipes() }
+        var reaped = false
+        defer { if !reaped { child.wait(timeout: .zero) } }  // kills a straggler
+        let trace = try readUntil("ENOENT", from: child.standardError!.rawValue, timeout: .seconds(20), required: false)
+        guard trace.contains("ENOENT") else {
+            reaped = true
+            let termination = child.wait(timeout: .seconds(20))
+            if trace.contains("ptrace") || trace.contains("PTRACE") {
+                print("skipped: strace cannot trace here: \(trace)")
+                return
+            }
+            Issue.record("no failed open of \(path) seen (\(termination?.description ?? "still running")): \(trace)")
+            return
+        }
+        let winner = try SharedMemory.create(name: name, size: 4096, lifetime: .persistent)
+        winner.close()
+        let termination = child.wait(timeout: .seconds(30))
+        reaped = true
+        let output = try readUntil("\n", from: child.standardOutput!.rawValue, timeout: .seconds(1), required: false)
+        let rest = try readUntil("\u{0}", from: child.standardError!.rawValue, timeout: .seconds(1), required: false)
+        #expect(termination == .exited(0), "\(trace)\(rest)")
+        #expect(output == "wrote 4 bytes to \(name)\n")
+        let segment = try SharedMemory.open(name: name)
+        #expect(try segment.readString() == "text")
+        segment.close()
+    }
+
+    /// Stored data is whatever the writer chose: on a terminal `ipc read` shows its control
+    /// characters escaped (lines and tabs kept); to a pipe it stays exact.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/script")))
+    func readEscapesControlsOnATerminal() throws {
+        let name = TestNames.make("readtty")
+        defer { try? SharedMemory.remove(name: name) }
+        let text = "line one\n\u{1B}[31mred\ttab\u{9B}\u{202E}"
+        #expect(try ipc("write", name, text).succeeded)
+        #expect(try ipc("read", name).output == text + "\n", "a pipe gets the text as it is")
+
+        let (termination, output, error) = try ChildProcess.run(
+            "/usr/bin/script", ["-qec", "'\(try ipcPath())' read \(name)", "/dev/null"], timeout: .seconds(30))
+        #expect(termination == .exited(0), "\(error)")
+        let lines = output.replacingOccurrences(of: "\r\n", with: "\n")
+        #expect(lines == "line one\n\\e[31mred\ttab\\u{9B}\\u{202E}\n", "\(output.debugDescription)")
     }
 }
