@@ -9,6 +9,8 @@ struct CollectGarbage: ParsableCommand {
         abstract: "Remove abandoned segments (every holder died) and half-made or half-removed ones."
     )
 
+    @OptionGroup var trust: TrustOptions
+
     @Flag(help: "Only report what would be removed.")
     var dryRun = false
 
@@ -20,7 +22,7 @@ struct CollectGarbage: ParsableCommand {
 
     func run() throws {
         // Shown by file name, never by the name the header claims.
-        let removed = SharedMemory.collectGarbage(dryRun: dryRun, prefix: prefix).map { info in
+        let removed = SharedMemory.collectGarbage(dryRun: dryRun, prefix: prefix, trusting: trust.trusted).map { info in
             var info = info
             info.name = info.fileName
             return info

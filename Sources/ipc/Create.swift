@@ -26,6 +26,9 @@ struct Create: ParsableCommand {
     @Option(help: ArgumentHelp("Permission bits in octal.", valueName: "octal"))
     var mode = "600"
 
+    @Option(help: ArgumentHelp("Give the file to this group id (share with its members: they open it with --trust-group).", valueName: "gid"))
+    var group: UInt32?
+
     @Flag(help: "Hold the segment (lifetime: while referenced) until SIGINT or SIGTERM.")
     var hold = false
 
@@ -44,7 +47,7 @@ struct Create: ParsableCommand {
         let bytes = ByteCount.parse(size)!
         let permissions = Self.permissions(mode)!
         guard hold else {
-            let segment = try SharedMemory.create(name: name, size: bytes, permissions: permissions, lifetime: .persistent)
+            let segment = try SharedMemory.create(name: name, size: bytes, permissions: permissions, group: group, lifetime: .persistent)
             segment.close()
             say("created \(name) (\(bytes) bytes, persistent)")
             return
@@ -52,7 +55,7 @@ struct Create: ParsableCommand {
         // Block the signals before the segment exists, so that no signal can end the process while
         // it holds the segment without closing it.
         let signals = TerminationSignals.block()
-        let segment = try SharedMemory.create(name: name, size: bytes, permissions: permissions, lifetime: .whileReferenced)
+        let segment = try SharedMemory.create(name: name, size: bytes, permissions: permissions, group: group, lifetime: .whileReferenced)
         say("holding \(name) (pid \(ProcessIdentity.currentPID)); stop with Ctrl-C")
         let signal = signals.wait()
         segment.close()

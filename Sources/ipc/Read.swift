@@ -16,11 +16,13 @@ struct Read: ParsableCommand {
     @Argument(help: "The segment's name.")
     var name: String
 
+    @OptionGroup var trust: TrustOptions
+
     @Flag(help: "Write the stored bytes exactly, without a trailing newline (even to a terminal).")
     var raw = false
 
     func run() throws {
-        let segment = try SharedMemory.open(name: name)
+        let segment = try SharedMemory.open(name: name, trusting: trust.trusted)
         defer { segment.close() }
         let bytes = try segment.readBytes()
         if raw {

@@ -22,6 +22,8 @@ struct Write: ParsableCommand {
     @Option(help: ArgumentHelp("Store this file's bytes instead ('-': standard input).", valueName: "path"))
     var file: String?
 
+    @OptionGroup var trust: TrustOptions
+
     func validate() throws {
         switch (text, file) {
         case (nil, nil): throw ValidationError("give the TEXT to store or --file PATH")
@@ -37,7 +39,7 @@ struct Write: ParsableCommand {
         // and our open (then we create it). Like `SharedMemory.openOrCreate`, but a new segment is
         // created already holding the bytes, just big enough.
         for _ in 0..<64 {
-            if let segment = try Self.openIfPresent(name) {
+            if let segment = try Self.openIfPresent(name, trusting: trust.trusted) {
                 defer { segment.close() }
                 try segment.write(bytes)
                 say("wrote \(bytes.count) bytes to \(name)")
@@ -52,9 +54,9 @@ struct Write: ParsableCommand {
     }
 
     /// The segment, or nil if there is none of that name.
-    private static func openIfPresent(_ name: String) throws(InterprocessError) -> SharedMemory? {
+    private static func openIfPresent(_ name: String, trusting trust: TrustedOwners) throws(InterprocessError) -> SharedMemory? {
         do {
-            return try SharedMemory.open(name: name)
+            return try SharedMemory.open(name: name, trusting: trust)
         } catch where error.code == .notFound {
             return nil
         }

@@ -232,3 +232,23 @@ struct SegmentHardeningTests {
         }
     }
 }
+
+extension SegmentHardeningTests {
+    @Test func theToolRefusesAPlantedSegmentUnlessTold() throws {
+        guard canActAsAnotherUser("theToolRefusesAPlantedSegmentUnlessTold") else { return }
+        try withCleanNames("toolplant") { prefix in
+            let planted = try Peer.run("--as-nobody", "create-exit", prefix, "64", "persistent", "from nobody")
+            #expect(planted.termination == .exited(0))
+            defer { unlink("/dev/shm/" + prefix) }
+            // Root's write used to go into the planted segment, for its owner to read.
+            let write = try ipc("write", prefix, "SECRET")
+            #expect(write.termination == .exited(1) && write.error.contains("permissionDenied"), "\(write)")
+            let read = try ipc("read", prefix)
+            #expect(read.termination == .exited(1), "\(read)")
+            let trusted = try ipc("read", prefix, "--trust-owner", "65534")
+            #expect(trusted.termination == .exited(0) && trusted.output == "from nobody\n", "\(trusted)")
+            let anyone = try ipc("read", prefix, "--trust-anyone")
+            #expect(anyone.termination == .exited(0), "\(anyone)")
+        }
+    }
+}
