@@ -38,6 +38,9 @@ package final class ChildProcess: Sendable {
     package let standardError: FileDescriptor?
     private let reaped = Mutex<Termination?>(nil)
     private let pipesClosed = Mutex(false)
+    /// Bytes read from ``standardOutput`` and not yet returned: a read that times out in the middle
+    /// of a line keeps what it got for the next.
+    private let unread = Mutex<[UInt8]>([])
 
     private init(pid: Int32, ends: [FileDescriptor?]) {
         self.pid = pid
@@ -148,6 +151,58 @@ package final class ChildProcess: Sendable {
         }
         guard first else { return }
         for fd in [standardInput, standardOutput, standardError] { try? fd?.close() }
+    }
+
+    /// Reads one line from the child's standard output (without its newline), waiting at most
+    /// `timeout`; nil on timeout or end of output. A partial line read before a timeout is kept.
+    package func readLine(timeout: Duration = .seconds(20)) -> String? {
+        let bytes = readOutput(timeout: timeout) { buffer in
+            buffer.firstIndex(of: UInt8(ascii: "\n")).map { $0 + 1 }
+        } atEnd: { buffer in
+            buffer.isEmpty ? nil : buffer.count
+        }
+        guard var bytes else { return nil }
+        if bytes.last == UInt8(ascii: "\n") { bytes.removeLast() }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Reads exactly `count` bytes from the child's standard output, waiting at most `timeout`.
+    package func readBytes(_ count: Int, timeout: Duration = .seconds(20)) -> [UInt8]? {
+        readOutput(timeout: timeout) { $0.count >= count ? count : nil } atEnd: { _ in nil }
+    }
+
+    /// Reads the child's standard output until it closes it, waiting at most `timeout`.
+    package func readToEnd(timeout: Duration = .seconds(30)) -> String? {
+        readOutput(timeout: timeout) { _ in nil } atEnd: { $0.count }.map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Reads from standard output into the unread buffer until `complete` says how many of its
+    /// bytes to return, or the output ends (then `atEnd` decides), or `timeout` passes (nil; the
+    /// bytes stay unread).
+    private func readOutput(
+        timeout: Duration, complete: ([UInt8]) -> Int?, atEnd: ([UInt8]) -> Int?
+    ) -> [UInt8]? {
+        guard let fd = standardOutput else { return nil }
+        let deadline = Clock.deadline(after: timeout)
+        return unread.withLock { buffer -> [UInt8]? in
+            func take(_ count: Int) -> [UInt8] {
+                defer { buffer.removeFirst(count) }
+                return Array(buffer[..<count])
+            }
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while true {
+                if let count = complete(buffer) { return take(count) }
+                let now = Clock.monotonicNanoseconds()
+                if now >= deadline { return nil }
+                var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
+                let ready = Glibc_poll(&entry, 1, CInt(min((deadline - now) / 1_000_000 + 1, 1000)))
+                if ready <= 0 { continue }
+                let n = chunk.withUnsafeMutableBytes { read(fd.rawValue, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return atEnd(buffer).map(take) }
+                buffer += chunk[..<n]
+            }
+        }
     }
 
     /// Reaps the child if it has ended, without blocking.

@@ -100,9 +100,9 @@ struct ProcessMutexTests {
             child.kill(signal: SIGKILL)
             child.wait(timeout: .seconds(10))
             let start = Clock.monotonicNanoseconds()
-            #expect(try mutex.lock(timeout: .seconds(5)) == .previousOwnerDied)
+            #expect(try mutex.lock(timeout: .seconds(20)) == .previousOwnerDied)
             let took = elapsed(since: start)
-            #expect(took < 0.5, "took over after \(took) s; documented bound is 50 ms")
+            #expect(took < promptly, "took over after \(took) s; documented bound is 50 ms")
             #expect(!mutex.isConsistent)
             try mutex.unlock()
             // Still inconsistent: withLock refuses to run the body and releases the lock.
@@ -201,7 +201,7 @@ struct ProcessMutexTests {
             let start = Clock.monotonicNanoseconds()
             expectError(.timedOut) { try mutex.lock(timeout: .milliseconds(150)) }
             let took = elapsed(since: start)
-            #expect(took >= 0.149 && took < 1.0, "\(took) s")
+            #expect(took >= 0.149 && took < promptly, "\(took) s")
         }
     }
 
@@ -294,7 +294,7 @@ struct ProcessMutexTests {
             let start = Clock.monotonicNanoseconds()
             waiting.cancel()
             await #expect(throws: InterprocessError.self) { try await waiting.value }
-            #expect(elapsed(since: start) < 0.5)
+            #expect(elapsed(since: start) < promptly)
             #expect(try SharedMemory.info(name: prefix).details["ownerPID"] == "\(child.pid)", "the cancelled task took nothing")
             // A fresh async wait, parked before the child lets go, gets the lock once it does.
             let fresh = Task(executorPreference: executor) { try await mutex.lock(timeout: .seconds(20)) }

@@ -176,9 +176,9 @@ struct ProcessRWLockTests {
             let lock = try ProcessRWLock.open(in: segment, at: 0)
             for _ in 0..<5 {
                 let start = Clock.monotonicNanoseconds()
-                #expect(try lock.writeLock(timeout: .seconds(5)) == .acquired)
+                #expect(try lock.writeLock(timeout: .seconds(20)) == .acquired)
                 let took = elapsed(since: start)
-                #expect(took < 1.0, "the writer waited \(took) s")
+                #expect(took < promptly, "the writer waited \(took) s")
                 try lock.writeUnlock()
                 Clock.sleep(nanoseconds: 10_000_000)
             }
@@ -203,11 +203,11 @@ struct ProcessRWLockTests {
             var start = Clock.monotonicNanoseconds()
             expectError(.timedOut) { try lock.readLock(timeout: .milliseconds(150)) }
             var took = elapsed(since: start)
-            #expect(took >= 0.149 && took < 1.0, "\(took) s")
+            #expect(took >= 0.149 && took < promptly, "\(took) s")
             start = Clock.monotonicNanoseconds()
             expectError(.timedOut) { try lock.writeLock(timeout: .milliseconds(100)) }
             took = elapsed(since: start)
-            #expect(took >= 0.099 && took < 1.0, "\(took) s")
+            #expect(took >= 0.099 && took < promptly, "\(took) s")
             writer.tell("release")
             #expect(writer.readLine() == "unlocked")
             // A reader elsewhere: a writer claims, waits for it, times out and gives the claim back —
@@ -218,7 +218,7 @@ struct ProcessRWLockTests {
             start = Clock.monotonicNanoseconds()
             expectError(.timedOut) { try lock.writeLock(timeout: .milliseconds(150)) }
             took = elapsed(since: start)
-            #expect(took >= 0.149 && took < 1.0, "\(took) s")
+            #expect(took >= 0.149 && took < promptly, "\(took) s")
             #expect(!lock.isWriteLocked)
             #expect(lock.tryReadLock() == .acquired)
             try lock.readUnlock()
@@ -247,7 +247,7 @@ struct ProcessRWLockTests {
             waitingWriter.cancel()
             await #expect(throws: InterprocessError.self) { try await waitingReader.value }
             await #expect(throws: InterprocessError.self) { try await waitingWriter.value }
-            #expect(elapsed(since: start) < 0.5)
+            #expect(elapsed(since: start) < promptly)
             #expect(lock.readerCount == 0, "the cancelled reader holds nothing")
             #expect(try SharedMemory.info(name: prefix).details["writer"] == "\(writer.pid)", "the cancelled writer took nothing")
             writer.tell("release")
@@ -271,7 +271,7 @@ struct ProcessRWLockTests {
             } catch let error as InterprocessError {
                 #expect(error.code == .cancelled)
             }
-            #expect(elapsed(since: start) < 0.5)
+            #expect(elapsed(since: start) < promptly)
             #expect(!lock.isWriteLocked)
             #expect(lock.tryReadLock() == .acquired)
             try lock.readUnlock()
@@ -298,9 +298,9 @@ struct ProcessRWLockTests {
             #expect(try SharedMemory.info(name: name).details["writer"] == "\(child.pid)")
             child.kill(signal: SIGKILL)
             let start = Clock.monotonicNanoseconds()
-            #expect(try lock.writeLock(timeout: .seconds(5)) == .previousOwnerDied)
+            #expect(try lock.writeLock(timeout: .seconds(20)) == .previousOwnerDied)
             let took = elapsed(since: start)
-            #expect(took < 0.5, "took over after \(took) s; documented bound is 50 ms")
+            #expect(took < promptly, "took over after \(took) s; documented bound is 50 ms")
             #expect(!lock.isConsistent)
             try lock.writeUnlock()
             // Inconsistent until repaired: readers are told, the convenience forms refuse.
@@ -328,8 +328,8 @@ struct ProcessRWLockTests {
             #expect(child.readLine() == "locked acquired")
             child.kill(signal: SIGKILL)
             let start = Clock.monotonicNanoseconds()
-            #expect(try lock.readLock(timeout: .seconds(5)) == .previousOwnerDied)
-            #expect(elapsed(since: start) < 0.5)
+            #expect(try lock.readLock(timeout: .seconds(20)) == .previousOwnerDied)
+            #expect(elapsed(since: start) < promptly)
             #expect(!lock.isWriteLocked)
             try lock.readUnlock()
             #expect(try lock.writeLock(timeout: .seconds(1)) == .previousOwnerDied)
@@ -374,9 +374,9 @@ struct ProcessRWLockTests {
             info = try SharedMemory.info(name: name)
             #expect(info.details["readers"] == "0" && info.details["deadReaders"] == "1")
             let start = Clock.monotonicNanoseconds()
-            #expect(try lock.writeLock(timeout: .seconds(5)) == .acquired, "a dead reader leaves the data consistent")
+            #expect(try lock.writeLock(timeout: .seconds(20)) == .acquired, "a dead reader leaves the data consistent")
             let took = elapsed(since: start)
-            #expect(took < 1.0, "the writer waited \(took) s for a dead reader; documented bound is 50 ms")
+            #expect(took < promptly, "the writer waited \(took) s for a dead reader; documented bound is 50 ms")
             #expect(lock.readerCount == 0)
             try lock.writeUnlock()
             info = try SharedMemory.info(name: name)
@@ -419,9 +419,9 @@ struct ProcessRWLockTests {
                 usleep(UInt32.random(in: 0...5000, using: &generator))
                 for reader in readers { reader.kill(signal: SIGKILL) }
                 let start = Clock.monotonicNanoseconds()
-                #expect(try lock.writeLock(timeout: .seconds(2)) == .acquired, "round \(round)")
+                #expect(try lock.writeLock(timeout: .seconds(20)) == .acquired, "round \(round)")
                 let took = elapsed(since: start)
-                #expect(took < 1.0, "round \(round): the writer waited \(took) s")
+                #expect(took < promptly, "round \(round): the writer waited \(took) s")
                 #expect(lock.readerCount == 0)
                 try lock.writeUnlock()
             }
@@ -461,8 +461,8 @@ struct ProcessRWLockTests {
             }
             #expect(lock.readerCount == 2)
             let start = Clock.monotonicNanoseconds()
-            #expect(try lock.writeLock(timeout: .seconds(5)) == .acquired)
-            #expect(elapsed(since: start) < 1.0)
+            #expect(try lock.writeLock(timeout: .seconds(20)) == .acquired)
+            #expect(elapsed(since: start) < promptly)
             try lock.writeUnlock()
             state = try rwState(segment)
             #expect(state.readerRecoveries == 1 && state.slotsInUse == 31)

@@ -27,7 +27,7 @@ struct SharedVariableTests {
             var start = Clock.monotonicNanoseconds()
             expectError(.timedOut) { try variable.take(timeout: .milliseconds(150)) }
             var took = elapsed(since: start)
-            #expect(took >= 0.149 && took < 1.0, "\(took) s")
+            #expect(took >= 0.149 && took < promptly, "\(took) s")
             expectError(.timedOut) { try variable.read(timeout: .milliseconds(20)) }
             expectError(.timedOut) { try variable.swap(3, timeout: .milliseconds(20)) }
             #expect(details(name)["waitingReaders"] == "0", "a reader that timed out left its slot")
@@ -38,7 +38,7 @@ struct SharedVariableTests {
             start = Clock.monotonicNanoseconds()
             expectError(.timedOut) { try variable.put(2, timeout: .milliseconds(150)) }
             took = elapsed(since: start)
-            #expect(took >= 0.149 && took < 1.0, "\(took) s")
+            #expect(took >= 0.149 && took < promptly, "\(took) s")
             #expect(variable.tryRead() == 1)
             #expect(try variable.read() == 1)
             #expect(try variable.withValue { $0 * 10 } == 10)
@@ -208,7 +208,7 @@ struct SharedVariableTests {
             reading.cancel()
             await #expect(throws: InterprocessError.self) { try await taking.value }
             await #expect(throws: InterprocessError.self) { try await reading.value }
-            #expect(elapsed(since: start) < 0.5)
+            #expect(elapsed(since: start) < promptly)
             #expect(details(prefix)["waitingReaders"] == "0", "the cancelled reader left its slot")
             // Nothing was consumed, and no cancelled reader holds takers back.
             try await variable.put(3)
@@ -242,8 +242,8 @@ struct SharedVariableTests {
             #expect(pollUntil { details(name)["putter"] == "\(child.pid)" })
             #expect(variable.isEmpty, "it died before publishing")
             let start = Clock.monotonicNanoseconds()
-            try variable.put(9, timeout: .seconds(5))
-            #expect(elapsed(since: start) < 0.5)
+            try variable.put(9, timeout: .seconds(20))
+            #expect(elapsed(since: start) < promptly)
             #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
             #expect(try variable.take(timeout: .seconds(1)) == 9)
             #expect(details(name)["recoveries"] == "1")
@@ -259,8 +259,8 @@ struct SharedVariableTests {
             #expect(child.readLine() == "putting")
             #expect(pollUntil { !variable.isEmpty })
             let start = Clock.monotonicNanoseconds()
-            #expect(try variable.take(timeout: .seconds(5)) == 5)
-            #expect(elapsed(since: start) < 0.5)
+            #expect(try variable.take(timeout: .seconds(20)) == 5)
+            #expect(elapsed(since: start) < promptly)
             #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
             try variable.put(6, timeout: .seconds(5))
             #expect(try variable.take(timeout: .seconds(1)) == 6)
@@ -277,8 +277,8 @@ struct SharedVariableTests {
             #expect(child.readLine() == "swapping")
             #expect(pollUntil { variable.isEmpty })
             let start = Clock.monotonicNanoseconds()
-            try variable.put(3, timeout: .seconds(5))
-            #expect(elapsed(since: start) < 0.5)
+            try variable.put(3, timeout: .seconds(20))
+            #expect(elapsed(since: start) < promptly)
             #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
             #expect(try variable.swap(4, timeout: .seconds(1)) == 3)
             #expect(try variable.take(timeout: .seconds(1)) == 4)
@@ -296,9 +296,9 @@ struct SharedVariableTests {
             reader.kill(signal: SIGKILL) // not reaped yet: a zombie, as a crashed peer looks for a while
             try variable.put(3, timeout: .seconds(5))
             let start = Clock.monotonicNanoseconds()
-            #expect(try variable.take(timeout: .seconds(5)) == 3)
+            #expect(try variable.take(timeout: .seconds(20)) == 3)
             let took = elapsed(since: start)
-            #expect(took < 0.5, "the dead reader held the taker back \(took) s")
+            #expect(took < promptly, "the dead reader held the taker back \(took) s")
             #expect(details(name)["waitingReaders"] == "0")
             // Reaped: a try-take clears a dead reader's slot at once.
             let second = try Peer.spawn("var-read", name, "60000")
