@@ -85,11 +85,12 @@ case "hold":
     segment.close()
 
 case "create-hold":
-    // create-hold NAME SIZE LIFETIME SECONDS: create, write "hello from PID", say ready, hold it
-    // until told (at most SECONDS), close it.
+    // create-hold NAME SIZE LIFETIME SECONDS [MODE]: create (permissions MODE, octal; default 600),
+    // write "hello from PID", say ready, hold it until told (at most SECONDS), close it.
     let segment: SharedMemory
     do {
-        segment = try SharedMemory.create(name: rest[0], size: Int(rest[1])!, lifetime: lifetime(rest[2]))
+        let mode = FilePermissions(rawValue: CModeT(rest.count > 4 ? rest[4] : "600", radix: 8)!)
+        segment = try SharedMemory.create(name: rest[0], size: Int(rest[1])!, permissions: mode, lifetime: lifetime(rest[2]))
         try segment.write("hello from \(getpid())")
     } catch { fail("\(error)") }
     say("ready")

@@ -197,7 +197,8 @@ struct SegmentHardeningTests {
     @Test func aDryRunListsOnlyWhatTheRealCollectionWouldRemove() throws {
         guard canActAsAnotherUser("aDryRunListsOnlyWhatTheRealCollectionWouldRemove") else { return }
         try withCleanNames("gcdry") { prefix in
-            let child = try Peer.spawn("create-hold", prefix, "64", "whileReferenced", "30")
+            // Readable by everyone (mode 644), so another user's gc sees it.
+            let child = try Peer.spawn("create-hold", prefix, "64", "whileReferenced", "30", "644")
             #expect(child.readLine() == "ready")
             child.stop()
             #expect(SharedMemory.collectGarbage(dryRun: true, prefix: prefix).map(\.name) == [prefix])
