@@ -176,7 +176,7 @@ case "churn":
         }
     }
 
-case "mutex-hold", "mutex-count", "sem-wait", "event-wait", "cond-wait", "sem-pong":
+case "mutex-hold", "mutex-lock-within", "mutex-count", "sem-wait", "event-wait", "cond-wait", "sem-pong":
     exit(runSyncCommand(command, rest))
 
 case let command where command.hasPrefix("rw-") || command.hasPrefix("var-"):
