@@ -217,6 +217,13 @@ struct OwnerLivenessTests {
             #expect(try lock.readLock(timeout: .seconds(1)) == .acquired)
             try lock.readUnlock()
             #expect(details(name)["contended"] == "no", "\(details(name))")
+            let before = lock.unlockWakes.load(ordering: .relaxed)
+            for _ in 0..<200 {
+                try lock.writeLock()
+                try lock.writeUnlock()
+            }
+            let wakes = lock.unlockWakes.load(ordering: .relaxed) - before
+            #expect(wakes == 0, "\(wakes) of 200 uncontended write unlocks made a wake-up system call")
         }
     }
 }

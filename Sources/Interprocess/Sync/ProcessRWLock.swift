@@ -1,7 +1,7 @@
 public import SystemPackage
 import CInterprocess
 import InterprocessSystem
-import Synchronization
+package import Synchronization
 
 /// A reader-writer lock shared between processes: many readers or one writer, and writers are not
 /// starved.
@@ -128,6 +128,9 @@ public final class ProcessRWLock: @unchecked Sendable {
     private let me: UInt64
     /// The index of this process's reader slot, as last found (-1: none yet); re-validated on use.
     private let cachedSlot = Atomic<Int>(-1)
+    /// How many wake-up system calls this instance made giving a write claim back (tests check that
+    /// an uncontended unlock makes none).
+    package let unlockWakes = Atomic<Int>(0)
     /// When a process without a slot may next look for a dead process's slot (monotonic ns).
     private let nextReclaimScan = Atomic<UInt64>(0)
 
@@ -700,6 +703,7 @@ public final class ProcessRWLock: @unchecked Sendable {
     private func giveClaimBack() {
         writeHeld.pointee.store(0, ordering: .releasing)
         if owner.pointee.exchange(0, ordering: .sequentiallyConsistent) & Self.contended != 0 {
+            unlockWakes.add(1, ordering: .relaxed)
             Futex.wakeAll(ownerWord)
         }
     }
