@@ -155,7 +155,9 @@ package final class OwnerLease: Sendable {
 
     /// A new open file description of the file open as `file`: `/proc/self/fd/N` (read-write, or
     /// read-only where the file's mode no longer lets us write), else `reopenByName` if it is the
-    /// same file. Returns the descriptor and whether it is writable.
+    /// same file, else — no /proc, name gone, mode refusing us — a duplicate of `file` (the same
+    /// description: it stays open, and so keeps the token's lock, after `file` is closed; its owner
+    /// only ever unlocks its own bytes). Returns the descriptor and whether it is writable.
     private static func reopen(
         _ file: FileDescriptor, key: FileKey, reopenByName: () throws(Errno) -> FileDescriptor
     ) throws(Errno) -> (FileDescriptor, Bool) {
@@ -176,12 +178,14 @@ package final class OwnerLease: Sendable {
             if error != .permissionDenied { break }
         }
         // No /proc (or a foreign one): open the name again, if it still names this file.
-        let descriptor: FileDescriptor
-        do { descriptor = try reopenByName() } catch { throw firstError }
-        guard let status = try? descriptor.status(), status.device == key.device, status.inode == key.inode else {
+        if let descriptor = try? reopenByName() {
+            if let status = try? descriptor.status(), status.device == key.device, status.inode == key.inode {
+                return (descriptor, true)
+            }
             try? descriptor.close()
-            throw firstError
         }
-        return (descriptor, true)
+        let duplicate = fcntl(file.rawValue, F_DUPFD_CLOEXEC, 0)
+        guard duplicate >= 0 else { throw firstError }
+        return (FileDescriptor(rawValue: duplicate), fcntl(file.rawValue, F_GETFL) & O_ACCMODE == O_RDWR)
     }
 }
