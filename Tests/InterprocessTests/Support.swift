@@ -6,6 +6,7 @@ import Interprocess
 import InterprocessSystem
 import Synchronization
 import Dispatch
+import SystemPackage
 
 /// Names unique to this test run: "ipct-PID-TAG-N".
 enum TestNames {
@@ -165,5 +166,25 @@ enum ProcessEnvironment {
             cursor += 1
         }
         return result
+    }
+}
+
+/// Owner tokens that look alive, for tests that fill a primitive's state by hand: this object locks
+/// each token's byte on an open file description of the segment file of its own, as a live
+/// process's `OwnerLease` does; the locks go when it is deallocated.
+final class LiveTokens {
+    private let fd: FileDescriptor
+
+    init(segment name: String) throws {
+        fd = try FileDescriptor.open(FilePath("/dev/shm/" + name), .readWrite, options: .closeOnExec)
+    }
+
+    deinit { try? fd.close() }
+
+    /// Makes `token` alive and returns it.
+    func make(_ token: UInt64) throws -> UInt64 {
+        let locked = try FileLock.tryLock(fd, byte: OwnerLease.lockByte(of: token), .exclusive)
+        #expect(locked, "token \(token) is held elsewhere")
+        return token
     }
 }

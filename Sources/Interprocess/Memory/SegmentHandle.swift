@@ -80,6 +80,26 @@ final class SegmentHandle: Sendable {
         return mapping
     }
 
+    /// This process's owner lease on the segment's file (see `OwnerLease`): the identity that the
+    /// synchronization primitives placed in it record, vouched for by a kernel lock. The lease has
+    /// its own description of the file, so it outlives this handle's `close()`; or `closed`.
+    func ownerLease() throws(InterprocessError) -> OwnerLease {
+        let osName = osName
+        let result = registration.withLock { registration -> Result<OwnerLease, InterprocessError> in
+            guard let fd = registration?.fd else {
+                return .failure(InterprocessError(.closed, objectName: name, detail: "the handle was closed"))
+            }
+            do throws(Errno) {
+                return .success(try OwnerLease.acquire(file: fd) { () throws(Errno) in
+                    try SharedMemoryObject.open(osName, create: false, exclusive: false)
+                })
+            } catch {
+                return .failure(InterprocessError(.openFailed, objectName: name, systemError: error))
+            }
+        }
+        return try result.get()
+    }
+
     /// The holder slot of this handle, if the table had room.
     var slot: Int? { registration.withLock { $0?.slot } }
 

@@ -43,9 +43,10 @@ public final class ProcessCondition: @unchecked Sendable {
             initialize: initialize))
     }
 
-    /// Opens a named condition variable.
-    public static func open(name: String) throws(InterprocessError) -> ProcessCondition {
-        ProcessCondition(storage: try PrimitiveStorage.open(name: name, kind: .condition, tag: CIPC_TAG_CONDITION))
+    /// Opens a named condition variable. Only an object of a trusted owner opens (by default: this process's
+    /// user; see ``TrustedOwners``): another user's is `permissionDenied`.
+    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> ProcessCondition {
+        ProcessCondition(storage: try PrimitiveStorage.open(name: name, kind: .condition, tag: CIPC_TAG_CONDITION, trusting: trust))
     }
 
     /// Initializes a condition variable at `offset` in `segment`.

@@ -50,9 +50,10 @@ public final class ProcessSemaphore: @unchecked Sendable, FutexWaitable {
             initialize: initializer(value, name: name)))
     }
 
-    /// Opens a named semaphore.
-    public static func open(name: String) throws(InterprocessError) -> ProcessSemaphore {
-        ProcessSemaphore(storage: try PrimitiveStorage.open(name: name, kind: .semaphore, tag: CIPC_TAG_SEMAPHORE))
+    /// Opens a named semaphore. Only an object of a trusted owner opens (by default: this process's
+    /// user; see ``TrustedOwners``): another user's is `permissionDenied`.
+    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> ProcessSemaphore {
+        ProcessSemaphore(storage: try PrimitiveStorage.open(name: name, kind: .semaphore, tag: CIPC_TAG_SEMAPHORE, trusting: trust))
     }
 
     /// Initializes a semaphore with `value` units at `offset` in `segment`.

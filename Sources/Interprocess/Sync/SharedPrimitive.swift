@@ -13,13 +13,16 @@ final class PrimitiveStorage: @unchecked Sendable {
     let mapping: MemoryMapping
     /// The segment registration of a named primitive (nil for one placed in the user's memory).
     let segment: SegmentHandle?
+    /// This process's identity in the file, for primitives that record owners (``ProcessMutex``).
+    let lease: OwnerLease?
 
     static let size = 64
 
-    private init(base: UnsafeMutableRawPointer, mapping: MemoryMapping, segment: SegmentHandle?) {
+    private init(base: UnsafeMutableRawPointer, mapping: MemoryMapping, segment: SegmentHandle?, lease: OwnerLease?) {
         self.base = base
         self.mapping = mapping
         self.segment = segment
+        self.lease = lease
     }
 
     var tag: UInt32 { base.load(fromByteOffset: 20, as: UInt32.self) }
@@ -27,7 +30,7 @@ final class PrimitiveStorage: @unchecked Sendable {
     /// Creates a named segment of `kind` holding one primitive, initialized by `initialize`.
     static func create(
         name: String, kind: SegmentKind, tag: UInt32, permissions: FilePermissions, lifetime: Lifetime,
-        initialize: @escaping (UnsafeMutableRawPointer) -> Void
+        leased: Bool = false, initialize: @escaping (UnsafeMutableRawPointer) -> Void
     ) throws(InterprocessError) -> PrimitiveStorage {
         let handle = try SegmentHandle.create(
             name: name, kind: kind, payloadSize: size, permissions: permissions, lifetime: lifetime
@@ -35,25 +38,39 @@ final class PrimitiveStorage: @unchecked Sendable {
             initialize(payload.baseAddress!)
             payload.baseAddress!.storeBytes(of: tag, toByteOffset: 20, as: UInt32.self)
         }
-        let mapping = try handle.mapping()
-        return PrimitiveStorage(base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle)
+        do throws(InterprocessError) {
+            let mapping = try handle.mapping()
+            return PrimitiveStorage(
+                base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle,
+                lease: leased ? try handle.ownerLease() : nil)
+        } catch {
+            handle.close()
+            throw error
+        }
     }
 
     /// Opens the named primitive `name`, checking its segment kind and its tag.
-    static func open(name: String, kind: SegmentKind, tag: UInt32) throws(InterprocessError) -> PrimitiveStorage {
-        let handle = try SegmentHandle.open(name: name, kind: kind)
-        let mapping = try handle.mapping()
-        let storage = PrimitiveStorage(base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle)
-        guard handle.payloadSize >= size, storage.tag == tag else {
-            throw InterprocessError(.corrupt, objectName: name, detail: "the \(kind) segment does not hold a valid \(kind)")
+    static func open(
+        name: String, kind: SegmentKind, tag: UInt32, leased: Bool = false, trusting trust: TrustedOwners
+    ) throws(InterprocessError) -> PrimitiveStorage {
+        let handle = try SegmentHandle.open(name: name, kind: kind, trusting: trust)
+        do throws(InterprocessError) {
+            let mapping = try handle.mapping()
+            let base = mapping.base + SegmentHeader.size
+            guard handle.payloadSize >= size, base.load(fromByteOffset: 20, as: UInt32.self) == tag else {
+                throw InterprocessError(.corrupt, objectName: name, detail: "the \(kind) segment does not hold a valid \(kind)")
+            }
+            return PrimitiveStorage(base: base, mapping: mapping, segment: handle, lease: leased ? try handle.ownerLease() : nil)
+        } catch {
+            handle.close()
+            throw error
         }
-        return storage
     }
 
     /// Places a primitive at `offset` in `segment`: checks bounds and alignment, then either
     /// initializes it (`initialize` non-nil) or checks that a primitive with `tag` is there.
     static func place(
-        in segment: SharedMemory, at offset: Int, tag: UInt32, what: String,
+        in segment: SharedMemory, at offset: Int, tag: UInt32, what: String, leased: Bool = false,
         initialize: ((UnsafeMutableRawPointer) -> Void)?
     ) throws(InterprocessError) -> PrimitiveStorage {
         guard offset >= 0, offset % 8 == 0, offset <= segment.size - size else {
@@ -62,7 +79,7 @@ final class PrimitiveStorage: @unchecked Sendable {
         }
         let mapping = try segment.handle.mapping()
         let base = mapping.base + SegmentHeader.size + offset
-        let storage = PrimitiveStorage(base: base, mapping: mapping, segment: nil)
+        let storage = PrimitiveStorage(base: base, mapping: mapping, segment: nil, lease: leased ? try segment.handle.ownerLease() : nil)
         if let initialize {
             base.initializeMemory(as: UInt8.self, repeating: 0, count: size)
             initialize(base)
@@ -200,13 +217,24 @@ private struct PeriodicCheck {
 /// is due. Wakers skip the system call when `waiters` is 0: the waiter increments it *before* its
 /// final attempt, and a waker changes the word *before* reading `waiters` (both sequentially
 /// consistent), so one of them always sees the other.
+///
+/// `whileSpinning`, if given, replaces `attempt` during the spin phase: the locks whose owner word
+/// carries a *contended* bit (``ProcessMutex``, ``ProcessRWLock``) announce themselves in it only
+/// when they are about to park, so that a waiter that gets the lock by spinning leaves no bit (and
+/// no spare wake-up call) behind. Such locks decide wakes by that bit, not by `waiters`, which is
+/// then only a count for `ipc inspect`.
 @inline(never)
 func blockingWait<Value>(
     word: UnsafeMutableRawPointer, waiters: UnsafeMutableRawPointer, deadline: UInt64,
     recheckEvery: UInt64 = .max, name: String?,
+    whileSpinning: ((_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>)? = nil,
     _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
 ) throws(InterprocessError) -> Value {
-    if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, attempt) { return value }
+    if let whileSpinning {
+        if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, whileSpinning) { return value }
+    } else {
+        if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, attempt) { return value }
+    }
     atomic32(waiters).pointee.add(1, ordering: .sequentiallyConsistent)
     defer { atomic32(waiters).pointee.subtract(1, ordering: .sequentiallyConsistent) }
     var check = PeriodicCheck(every: recheckEvery)
@@ -240,10 +268,15 @@ func throwIfCancelled(_ name: String?) throws(InterprocessError) {
 func asyncWait<Value>(
     word: UnsafeMutableRawPointer, waiters: UnsafeMutableRawPointer, deadline: UInt64,
     recheckEvery: UInt64 = .max, name: String?,
+    whileSpinning: ((_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>)? = nil,
     _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
 ) async throws(InterprocessError) -> Value {
     // A shorter spin: this runs on a cooperative thread.
-    if let value = try spin(rounds: SpinPolicy.spinRounds / 4, attempt) { return value }
+    if let whileSpinning {
+        if let value = try spin(rounds: SpinPolicy.spinRounds / 4, whileSpinning) { return value }
+    } else {
+        if let value = try spin(rounds: SpinPolicy.spinRounds / 4, attempt) { return value }
+    }
     atomic32(waiters).pointee.add(1, ordering: .sequentiallyConsistent)
     defer { atomic32(waiters).pointee.subtract(1, ordering: .sequentiallyConsistent) }
     var check = PeriodicCheck(every: recheckEvery)
