@@ -339,6 +339,12 @@ extension SegmentHandle {
         let header = SegmentHeader(checked.page.baseAddress!)
         try header.validate(fileSize: checked.status.size, name: name, kind: kind)
         guard header.state == SegmentState.ready.rawValue else {
+            // A remover unlinks first and marks the header afterwards, so `removed` after our status
+            // check means it was unlinked meanwhile: look again.
+            if let again = try? fd.status(), again.linkCount == 0 {
+                FileLock.unlock(fd, byte: LockByte.live)
+                return .retry
+            }
             throw InterprocessError(.corrupt, objectName: name, detail: "the header's state is \(header.state) on a named segment (only 'ready' is valid)")
         }
         let size = checked.status.size

@@ -95,7 +95,7 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
             do { try header.validate(fileSize: status.size, name: label, kind: nil) } catch {
                 problem = error.detail
             }
-            if problem == nil, h.state != SegmentState.ready.rawValue, status.linkCount > 0 {
+            if problem == nil, h.state != SegmentState.ready.rawValue, ((try? fd.status())?.linkCount ?? 0) > 0 {
                 problem = "the header's state is \(h.state) on a named segment (only 'ready' is valid)"
             }
         }
