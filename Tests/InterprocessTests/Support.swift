@@ -131,6 +131,17 @@ func waiters(_ name: String) -> Int? {
     (try? SharedMemory.info(name: name)).flatMap { Int($0.details["waiters"] ?? "") }
 }
 
+/// The state letter of process `pid` in /proc (`T`: stopped, `S`: sleeping, …), or nil.
+func processState(_ pid: Int32) -> Character? {
+    let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 512)
+    let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    guard n > 0, let paren = buffer[..<n].lastIndex(of: UInt8(ascii: ")")), paren + 2 < n else { return nil }
+    return Character(UnicodeScalar(buffer[paren + 2]))
+}
+
 /// Expects `body` to throw an `InterprocessError` with `code`.
 func expectError<R>(
     _ code: InterprocessError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> R
