@@ -296,12 +296,16 @@ extension SegmentHandle {
             break
         }
         try header.validate(fileSize: status.size, name: name, kind: kind)
-        let lifetime = Lifetime(code: header.pointer.pointee.lifetime)!
+        // What `validate` checked may change under us (a peer can write the header at any time): use
+        // the file's size, not the header's payload size, and never force a re-read field into shape.
+        guard let lifetime = Lifetime(code: header.pointer.pointee.lifetime) else {
+            throw InterprocessError(.corrupt, objectName: name, detail: "the lifetime code changed while opening")
+        }
         let slot = claimSlot(fd: fd, header: header)
         sweepDeadSlots(fd: fd, header: header, own: slot)
         return .attached(SegmentHandle(
             name: name, osName: osName, kind: SegmentKind(rawValue: header.pointer.pointee.kind), lifetime: lifetime,
-            payloadSize: Int(header.pointer.pointee.payload_size),
+            payloadSize: Int(status.size) - SegmentHeader.size,
             registration: Registration(fd: fd, slot: slot, mapping: mapping)))
     }
 }

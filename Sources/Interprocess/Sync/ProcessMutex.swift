@@ -246,7 +246,7 @@ public final class ProcessMutex: @unchecked Sendable {
     private func takeOver(from dead: UInt64) -> Acquisition? {
         guard owner.pointee.compareExchange(expected: dead, desired: me, ordering: .acquiring).exchanged else { return nil }
         inconsistent.pointee.store(1, ordering: .relaxed)
-        atomic64(storage.base + 24).pointee.add(1, ordering: .relaxed)
+        atomic64(storage.base + 24).pointee.wrappingAdd(1, ordering: .relaxed)
         return .previousOwnerDied
     }
 

@@ -120,7 +120,7 @@ protocol FutexWaitable: AnyObject {
     var waiterWord: UnsafeMutableRawPointer { get }
     var name: String? { get }
     func tryWait() -> Bool
-    func waitAttempt(_ checkNow: Bool) -> WaitStep<Void>
+    func waitAttempt(_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Void>
 }
 
 extension FutexWaitable {
@@ -207,8 +207,8 @@ func blockingWait<Value>(
     _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
 ) throws(InterprocessError) -> Value {
     if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, attempt) { return value }
-    atomic32(waiters).pointee.add(1, ordering: .sequentiallyConsistent)
-    defer { atomic32(waiters).pointee.subtract(1, ordering: .sequentiallyConsistent) }
+    try countWaiter(in: waiters, name: name)
+    defer { uncountWaiter(in: waiters) }
     var check = PeriodicCheck(every: recheckEvery)
     while true {
         switch try attempt(check.isDue()) {
@@ -223,6 +223,28 @@ func blockingWait<Value>(
             }
         }
     }
+}
+
+/// The most threads that can be counted in a waiter word: more than any machine runs (Linux's pid_max,
+/// which bounds threads too, is at most 2^22), far from the 32-bit limit.
+let maximumWaiters: UInt32 = 0x7FFF_FFFF
+
+/// Counts the calling thread in the waiter word `waiters` before it parks (sequentially consistent:
+/// see ``blockingWait``). A count above ``maximumWaiters`` is impossible — a peer wrote it — and
+/// counting on from it would wrap to 0 and make wakers skip their wake-up: the increment is undone
+/// and the wait throws `corrupt` (DESIGN §3).
+func countWaiter(in waiters: UnsafeMutableRawPointer, name: String?) throws(InterprocessError) {
+    let previous = atomic32(waiters).pointee.wrappingAdd(1, ordering: .sequentiallyConsistent).oldValue
+    guard previous < maximumWaiters else {
+        atomic32(waiters).pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+        throw InterprocessError(.corrupt, objectName: name, detail: "impossible waiter count \(previous) in the shared state")
+    }
+}
+
+/// Counts the calling thread out of `waiters` after it parked. Wraps: a count that a peer zeroed
+/// meanwhile becomes impossible, which the next waiter reports (``countWaiter(in:name:)``).
+func uncountWaiter(in waiters: UnsafeMutableRawPointer) {
+    atomic32(waiters).pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
 }
 
 /// Throws `cancelled` if the current task is cancelled. Every `async` acquisition starts with it, so
@@ -244,8 +266,8 @@ func asyncWait<Value>(
 ) async throws(InterprocessError) -> Value {
     // A shorter spin: this runs on a cooperative thread.
     if let value = try spin(rounds: SpinPolicy.spinRounds / 4, attempt) { return value }
-    atomic32(waiters).pointee.add(1, ordering: .sequentiallyConsistent)
-    defer { atomic32(waiters).pointee.subtract(1, ordering: .sequentiallyConsistent) }
+    try countWaiter(in: waiters, name: name)
+    defer { uncountWaiter(in: waiters) }
     var check = PeriodicCheck(every: recheckEvery)
     while true {
         if Task.isCancelled {
