@@ -148,7 +148,8 @@ enum WaitStep<Value> {
 }
 
 /// Calls `attempt` up to `rounds` times with a pause instruction between failures, then up to
-/// `yields` times with a `sched_yield` between failures; the value if one attempt succeeded. The spin
+/// `yields` times with a `sched_yield` between failures — none while yields hand the CPU to
+/// CPU-bound processes (``SpinPolicy/yieldIfShort()``); the value if one attempt succeeded. The spin
 /// phase of both wait drivers.
 @inline(__always)
 private func spin<Value>(
@@ -156,7 +157,8 @@ private func spin<Value>(
 ) throws(InterprocessError) -> Value? {
     var rounds = rounds
     var yields = yields
-    while rounds > 0 || yields > 0 {
+    var yielding = false
+    while true {
         switch try attempt(false) {
         case .done(let value): return value
         case .retry: continue
@@ -164,13 +166,17 @@ private func spin<Value>(
             if rounds > 0 {
                 rounds -= 1
                 SpinPolicy.pause()
-            } else {
-                yields -= 1
-                SpinPolicy.yield()
+                continue
             }
+            guard yields > 0 else { return nil }
+            if !yielding {
+                yielding = true
+                if !SpinPolicy.mayYield() { return nil }
+            }
+            yields -= 1
+            if !SpinPolicy.yieldIfShort() { return nil }
         }
     }
-    return nil
 }
 
 /// When the next periodic check (e.g. of a lock owner's liveness) is due, for both wait drivers.
