@@ -364,7 +364,10 @@ extension SegmentHandle {
             if error == .noMemory { throw InterprocessError(.outOfMemory, objectName: name, systemError: error, detail: "could not map \(size) bytes") }
             throw systemFailure(error, name: name, default: .openFailed)
         }
-        let lifetime = Lifetime(code: header.pointer.pointee.lifetime)!
+        // From the validated copy (a peer may rewrite the mapped header at any time); checked anyway.
+        guard let lifetime = Lifetime(code: header.pointer.pointee.lifetime) else {
+            throw InterprocessError(.corrupt, objectName: name, detail: "unknown lifetime code")
+        }
         let payloadSize = Int(header.pointer.pointee.payload_size)
         let segmentKind = SegmentKind(rawValue: header.pointer.pointee.kind)
         let mapped = SegmentHeader(mapping.base)

@@ -296,7 +296,7 @@ public final class ProcessMutex: @unchecked Sendable {
             expected: dead, desired: me | (dead & Self.contended), ordering: .acquiring
         ).exchanged else { return nil }
         inconsistent.pointee.store(1, ordering: .relaxed)
-        atomic64(storage.base + 24).pointee.add(1, ordering: .relaxed)
+        atomic64(storage.base + 24).pointee.wrappingAdd(1, ordering: .relaxed)
         return .previousOwnerDied
     }
 

@@ -476,10 +476,10 @@ public final class ProcessRWLock: @unchecked Sendable {
     /// sees the writer, or the writer sees the reader.
     @inline(__always)
     private func enterRead(_ counter: UnsafeMutablePointer<Atomic<UInt32>>) -> Bool {
-        counter.pointee.add(1, ordering: .sequentiallyConsistent)
+        counter.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         if owner.pointee.load(ordering: .sequentiallyConsistent) == 0 { return true }
         // A writer claimed the lock meanwhile: back off (and wake it).
-        counter.pointee.subtract(1, ordering: .sequentiallyConsistent)
+        counter.pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
         leftRead()
         return false
     }
@@ -494,7 +494,7 @@ public final class ProcessRWLock: @unchecked Sendable {
     }
 
     private func nudgeWriter() {
-        drain.pointee.add(1, ordering: .sequentiallyConsistent)
+        drain.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         if atomic32(drainWaiters).pointee.load(ordering: .sequentiallyConsistent) != 0 {
             Futex.wakeAll(drainWord)
         }
@@ -586,7 +586,7 @@ public final class ProcessRWLock: @unchecked Sendable {
         let held = slotHolds(index).pointee.exchange(0, ordering: .sequentiallyConsistent)
         slotOwner(index).pointee.store(keep ? me : 0, ordering: .sequentiallyConsistent)
         if held != 0 {
-            readerRecoveries.pointee.add(1, ordering: .relaxed)
+            readerRecoveries.pointee.wrappingAdd(1, ordering: .relaxed)
             if !keep { return true }
             // A writer may wait for these holds.
             leftRead()
@@ -721,7 +721,7 @@ public final class ProcessRWLock: @unchecked Sendable {
         if writeHeld.pointee.load(ordering: .relaxed) != 0 {
             inconsistent.pointee.store(1, ordering: .relaxed)
         }
-        recoveries.pointee.add(1, ordering: .relaxed)
+        recoveries.pointee.wrappingAdd(1, ordering: .relaxed)
         return true
     }
 

@@ -137,7 +137,7 @@ protocol FutexWaitable: AnyObject {
     var waiterWord: UnsafeMutableRawPointer { get }
     var name: String? { get }
     func tryWait() -> Bool
-    func waitAttempt(_ checkNow: Bool) -> WaitStep<Void>
+    func waitAttempt(_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Void>
 }
 
 extension FutexWaitable {
@@ -165,7 +165,8 @@ enum WaitStep<Value> {
 }
 
 /// Calls `attempt` up to `rounds` times with a pause instruction between failures, then up to
-/// `yields` times with a `sched_yield` between failures; the value if one attempt succeeded. The spin
+/// `yields` times with a `sched_yield` between failures — none while yields hand the CPU to
+/// CPU-bound processes (``SpinPolicy/yieldIfShort()``); the value if one attempt succeeded. The spin
 /// phase of both wait drivers.
 @inline(__always)
 private func spin<Value>(
@@ -173,7 +174,8 @@ private func spin<Value>(
 ) throws(InterprocessError) -> Value? {
     var rounds = rounds
     var yields = yields
-    while rounds > 0 || yields > 0 {
+    var yielding = false
+    while true {
         switch try attempt(false) {
         case .done(let value): return value
         case .retry: continue
@@ -181,13 +183,17 @@ private func spin<Value>(
             if rounds > 0 {
                 rounds -= 1
                 SpinPolicy.pause()
-            } else {
-                yields -= 1
-                SpinPolicy.yield()
+                continue
             }
+            guard yields > 0 else { return nil }
+            if !yielding {
+                yielding = true
+                if !SpinPolicy.mayYield() { return nil }
+            }
+            yields -= 1
+            if !SpinPolicy.yieldIfShort() { return nil }
         }
     }
-    return nil
 }
 
 /// When the next periodic check (e.g. of a lock owner's liveness) is due, for both wait drivers.
@@ -235,8 +241,8 @@ func blockingWait<Value>(
     } else {
         if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, attempt) { return value }
     }
-    atomic32(waiters).pointee.add(1, ordering: .sequentiallyConsistent)
-    defer { atomic32(waiters).pointee.subtract(1, ordering: .sequentiallyConsistent) }
+    try countWaiter(in: waiters, name: name)
+    defer { uncountWaiter(in: waiters) }
     var check = PeriodicCheck(every: recheckEvery)
     while true {
         switch try attempt(check.isDue()) {
@@ -251,6 +257,28 @@ func blockingWait<Value>(
             }
         }
     }
+}
+
+/// The most threads that can be counted in a waiter word: more than any machine runs (Linux's pid_max,
+/// which bounds threads too, is at most 2^22), far from the 32-bit limit.
+let maximumWaiters: UInt32 = 0x7FFF_FFFF
+
+/// Counts the calling thread in the waiter word `waiters` before it parks (sequentially consistent:
+/// see ``blockingWait``). A count above ``maximumWaiters`` is impossible — a peer wrote it — and
+/// counting on from it would wrap to 0 and make wakers skip their wake-up: the increment is undone
+/// and the wait throws `corrupt` (DESIGN §3).
+func countWaiter(in waiters: UnsafeMutableRawPointer, name: String?) throws(InterprocessError) {
+    let previous = atomic32(waiters).pointee.wrappingAdd(1, ordering: .sequentiallyConsistent).oldValue
+    guard previous < maximumWaiters else {
+        atomic32(waiters).pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+        throw InterprocessError(.corrupt, objectName: name, detail: "impossible waiter count \(previous) in the shared state")
+    }
+}
+
+/// Counts the calling thread out of `waiters` after it parked. Wraps: a count that a peer zeroed
+/// meanwhile becomes impossible, which the next waiter reports (``countWaiter(in:name:)``).
+func uncountWaiter(in waiters: UnsafeMutableRawPointer) {
+    atomic32(waiters).pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
 }
 
 /// Throws `cancelled` if the current task is cancelled. Every `async` acquisition starts with it, so
@@ -277,8 +305,8 @@ func asyncWait<Value>(
     } else {
         if let value = try spin(rounds: SpinPolicy.spinRounds / 4, attempt) { return value }
     }
-    atomic32(waiters).pointee.add(1, ordering: .sequentiallyConsistent)
-    defer { atomic32(waiters).pointee.subtract(1, ordering: .sequentiallyConsistent) }
+    try countWaiter(in: waiters, name: name)
+    defer { uncountWaiter(in: waiters) }
     var check = PeriodicCheck(every: recheckEvery)
     while true {
         if Task.isCancelled {

@@ -619,7 +619,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     /// the state is still empty, or did, and the value is complete).
     private func recoverPutter(_ dead: UInt64) {
         guard putter.pointee.compareExchange(expected: dead, desired: 0, ordering: .sequentiallyConsistent).exchanged else { return }
-        recoveries.pointee.add(1, ordering: .relaxed)
+        recoveries.pointee.wrappingAdd(1, ordering: .relaxed)
         _ = settle(.never)
         wakeWaiters()
     }
@@ -660,7 +660,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     /// Registers a waiting reader: counts it, claims a free slot and records the generation it saw
     /// empty. Nil when all slots are taken by live readers.
     private func claimReaderSlot(since generation: UInt64) -> Int? {
-        registered.pointee.add(1, ordering: .sequentiallyConsistent)
+        registered.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         for pass in 0..<2 {
             for index in 0..<Layout.readerCapacity where readerOwner(index).pointee.load(ordering: .relaxed) == 0 {
                 if readerOwner(index).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
@@ -675,7 +675,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
                 if owner != 0 && !lease.isAlive(owner) { recoverReader(index, dead: owner) }
             }
         }
-        registered.pointee.subtract(1, ordering: .sequentiallyConsistent)
+        registered.pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
         return nil
     }
 
@@ -685,7 +685,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         guard let index = registration.slot else { return }
         readerSince(index).pointee.store(Layout.noGeneration, ordering: .relaxed)
         readerOwner(index).pointee.store(0, ordering: .sequentiallyConsistent)
-        registered.pointee.subtract(1, ordering: .sequentiallyConsistent)
+        registered.pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
         if settle(.never) { wakeWaiters() }
     }
 
@@ -694,8 +694,8 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         guard readerOwner(index).pointee.compareExchange(expected: dead, desired: me, ordering: .sequentiallyConsistent).exchanged else { return }
         readerSince(index).pointee.store(Layout.noGeneration, ordering: .relaxed)
         readerOwner(index).pointee.store(0, ordering: .sequentiallyConsistent)
-        registered.pointee.subtract(1, ordering: .sequentiallyConsistent)
-        recoveries.pointee.add(1, ordering: .relaxed)
+        registered.pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+        recoveries.pointee.wrappingAdd(1, ordering: .relaxed)
     }
 
     @inline(__always)
