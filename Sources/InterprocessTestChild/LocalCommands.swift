@@ -13,6 +13,9 @@ func runLocalCommand(_ command: String, _ rest: [String]) -> Int32 {
         switch command {
         case "local-lock-hold": try lockHold(path: rest[0], mode: rest[1])
         case "local-lock-try": try lockTry(path: rest[0], mode: rest[1])
+        case "local-pipe-write": try pipeWrite(path: rest[0], text: rest[1])
+        case "local-pipe-try-open": try pipeTryOpen(path: rest[0])
+        case "local-pipe-read": try pipeRead(path: rest[0])
         default: return 2
         }
         return 0
@@ -47,6 +50,46 @@ private func lockTry(path: String, mode text: String) throws {
     let lock = try FileLock(path: path)
     say(try lock.tryLock(mode(text)) ? "yes" : "no")
     lock.close()
+}
+
+/// local-pipe-write PATH TEXT: open the FIFO for writing (waiting ≤ 20 s for a reader), say "open";
+/// then, for each line the test sends, write TEXT and say "wrote" — until a write fails: then say
+/// "error CODE" and exit 0 (alive: no SIGPIPE killed us). Ends when the test closes our input.
+private func pipeWrite(path: String, text: String) throws {
+    let pipe = try NamedPipe.openForWriting(path: path, timeout: .seconds(20))
+    say("open")
+    while awaitInstruction(upTo: 60) != nil {
+        do {
+            try pipe.write(Array(text.utf8), timeout: .seconds(20))
+            say("wrote")
+        } catch {
+            say("error \(error.code)")
+            return
+        }
+    }
+}
+
+/// local-pipe-try-open PATH: say "opened" or "error CODE".
+private func pipeTryOpen(path: String) throws {
+    do {
+        _ = try NamedPipe.tryOpenForWriting(path: path)
+        say("opened")
+    } catch {
+        say("error \(error.code)")
+    }
+}
+
+/// local-pipe-read PATH: open the FIFO for reading, say "open", then say "got TEXT" for each read
+/// and "eof" at end of stream.
+private func pipeRead(path: String) throws {
+    let pipe = try NamedPipe.openForReading(path: path)
+    say("open")
+    while true {
+        let bytes = try pipe.read(timeout: .seconds(60))
+        if bytes.isEmpty { break }
+        say("got " + String(decoding: bytes, as: UTF8.self))
+    }
+    say("eof")
 }
 
 /// Writes a line to standard error.
