@@ -183,6 +183,11 @@ package enum UnixSocket {
         _ = shutdown(fd.rawValue, CInt(SHUT_WR))
     }
 
+    /// Ends both directions: the peer reads end-of-file and its writes fail; our blocked waits wake.
+    package static func shutdownBoth(_ fd: FileDescriptor) {
+        _ = shutdown(fd.rawValue, CInt(SHUT_RDWR))
+    }
+
     /// Sends `bytes` (all or part, for a stream) with `descriptors` attached, to `destination` or the
     /// connected peer. Returns the count sent, or nil when nothing fits now (EAGAIN). Never raises
     /// SIGPIPE (MSG_NOSIGNAL). The corresponding C function is `sendmsg`.

@@ -16,6 +16,11 @@ func runLocalCommand(_ command: String, _ rest: [String]) -> Int32 {
         case "local-pipe-write": try pipeWrite(path: rest[0], text: rest[1])
         case "local-pipe-try-open": try pipeTryOpen(path: rest[0])
         case "local-pipe-read": try pipeRead(path: rest[0])
+        case "local-serve": try serve(path: rest[0])
+        case "local-connect": try connect(path: rest[0])
+        case "local-dgram": try datagram(path: rest[0])
+        case "local-segment-receive": try segmentReceive(path: rest[0])
+        case "local-segment-send": try segmentSend(path: rest[0])
         default: return 2
         }
         return 0
@@ -90,6 +95,104 @@ private func pipeRead(path: String) throws {
         say("got " + String(decoding: bytes, as: UTF8.self))
     }
     say("eof")
+}
+
+/// local-serve PATH: listen at PATH, say "listening"; accept one connection (≤ 30 s), say
+/// "accepted PID UID"; then for each message say "got TEXT" and answer "echo TEXT" — a message
+/// "pipe" comes with a pipe's writing end, into which it writes "via descriptor" — until the peer
+/// hangs up ("peer gone").
+private func serve(path: String) throws {
+    let listener = try LocalSocketListener.listen(path: path)
+    defer { listener.close() }
+    say("listening")
+    let connection = try listener.accept(timeout: .seconds(30))
+    say("accepted \(connection.peer.pid) \(connection.peer.uid)")
+    while true {
+        let received = Result { () throws(InterprocessError) -> LocalMessage in try connection.receive(timeout: .seconds(30)) }
+        if case .failure(let error) = received, error.code == .disconnected {
+            say("peer gone")
+            return
+        }
+        let message = try received.get()
+        let text = message.string ?? "?"
+        if text == "pipe", let fd = message.descriptors.first {
+            let bytes = Array("via descriptor".utf8)
+            _ = bytes.withUnsafeBytes { write(fd.rawValue, $0.baseAddress, $0.count) }
+        }
+        message.closeDescriptors()
+        say("got \(text)")
+        try connection.send(Array("echo \(text)".utf8), timeout: .seconds(20))
+    }
+}
+
+/// local-connect PATH: connect (≤ 20 s), say "connected PID UID" (the server's, from the kernel),
+/// send "hello from PID", say "reply TEXT" for the answer, then wait until told (≤ 60 s).
+private func connect(path: String) throws {
+    let socket = try LocalSocket.connect(path: path, timeout: .seconds(20))
+    say("connected \(socket.peer.pid) \(socket.peer.uid)")
+    try socket.send(Array("hello from \(getpid())".utf8), timeout: .seconds(20))
+    let reply = try socket.receive(timeout: .seconds(20))
+    say("reply \(reply.string ?? "?")")
+    awaitInstruction(upTo: 60)
+    socket.close()
+}
+
+/// local-dgram PATH: send the datagram "ping from PID" to the socket bound at PATH, say "sent",
+/// then say "reply TEXT PID" for the answer (the answering process's pid, from the kernel).
+private func datagram(path: String) throws {
+    let socket = try LocalDatagramSocket.connect(path: path)
+    try socket.send(Array("ping from \(getpid())".utf8), timeout: .seconds(20))
+    say("sent")
+    let reply = try socket.receive(timeout: .seconds(20))
+    say("reply \(reply.string ?? "?") \(reply.sender?.pid ?? -1)")
+    socket.close()
+}
+
+/// local-segment-receive PATH: connect, receive a segment's descriptor; say "fd LINK" (what
+/// /proc/self/fd shows for it), "shrink ERRNO" and "grow ERRNO" (what ftruncate to a smaller and a
+/// bigger size did: "ok" or the errno), adopt it, say "read TEXT" (its string), write "from child"
+/// into it, say "wrote", wait until told.
+private func segmentReceive(path: String) throws {
+    let socket = try LocalSocket.connect(path: path, timeout: .seconds(20))
+    let message = try socket.receive(timeout: .seconds(20))
+    guard let fd = message.descriptors.first else { throw InterprocessError(.corrupt, detail: "no descriptor") }
+    var link = [CChar](repeating: 0, count: 256)
+    let n = readlink("/proc/self/fd/\(fd.rawValue)", &link, 255)
+    say("fd " + String(decoding: link.prefix(max(n, 0)).map { UInt8(bitPattern: $0) }, as: UTF8.self))
+    var st = stat()
+    fstat(fd.rawValue, &st)
+    say("shrink " + (ftruncate(fd.rawValue, st.st_size - 4096) == 0 ? "ok" : errnoName(errno)))
+    say("grow " + (ftruncate(fd.rawValue, st.st_size + 4096) == 0 ? "ok" : errnoName(errno)))
+    let segment = try SharedMemory.adopt(fd)
+    say("read \(try segment.readString())")
+    try segment.write("from child")
+    say("wrote")
+    awaitInstruction(upTo: 60)
+    segment.close()
+    socket.close()
+}
+
+/// local-segment-send PATH: connect, create an anonymous segment holding "from child", send it, say
+/// "sent"; when told, say "read TEXT" (what the segment holds then).
+private func segmentSend(path: String) throws {
+    let socket = try LocalSocket.connect(path: path, timeout: .seconds(20))
+    let segment = try SharedMemory.anonymous(size: 8192)
+    try segment.write("from child")
+    try socket.send(segment, timeout: .seconds(20))
+    say("sent")
+    awaitInstruction(upTo: 60)
+    say("read \(try segment.readString())")
+    segment.close()
+    socket.close()
+}
+
+private func errnoName(_ code: Int32) -> String {
+    switch code {
+    case EPERM: "EPERM"
+    case EINVAL: "EINVAL"
+    case EACCES: "EACCES"
+    default: "errno \(code)"
+    }
 }
 
 /// Writes a line to standard error.

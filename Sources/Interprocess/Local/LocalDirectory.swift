@@ -65,6 +65,4 @@ enum LocalDirectory {
     static let instanceSuffix = ".instance"
     /// The suffix of the lock file beside a socket file (see `SocketFile`).
     static let lockSuffix = ".lock"
-    /// The prefix of a socket file being set up (renamed into place when listening).
-    static let pendingPrefix = ".ipc-"
 }
