@@ -21,6 +21,7 @@ func runLocalCommand(_ command: String, _ rest: [String]) -> Int32 {
         case "local-dgram": try datagram(path: rest[0])
         case "local-segment-receive": try segmentReceive(path: rest[0])
         case "local-segment-send": try segmentSend(path: rest[0])
+        case "local-single": try singleInstance(name: rest[0], tag: rest[1], start: UInt64(rest[2])!)
         default: return 2
         }
         return 0
@@ -184,6 +185,27 @@ private func segmentSend(path: String) throws {
     say("read \(try segment.readString())")
     segment.close()
     socket.close()
+}
+
+/// local-single NAME TAG START_NS: at the start line, acquire the single instance NAME with the
+/// arguments ["launch", TAG]. Secondary: say "secondary PRIMARY_PID" and exit 0. Primary: say
+/// "primary", then "launch ARGS… PID" for every later launch, until told; then close.
+private func singleInstance(name: String, tag: String, start: UInt64) throws {
+    waitUntil(start)
+    switch try SingleInstance.acquire(name: name, arguments: ["launch", tag], timeout: .seconds(30)) {
+    case .secondary(let primary):
+        say("secondary \(primary.pid)")
+    case .primary(let instance):
+        say("primary")
+        let printer = Task.detached {
+            for await launch in instance.launches {
+                say((launch.arguments + ["\(launch.process.pid)"]).joined(separator: " "))
+            }
+        }
+        awaitInstruction(upTo: 120)
+        instance.close()
+        _ = printer
+    }
 }
 
 private func errnoName(_ code: Int32) -> String {
