@@ -23,6 +23,7 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
             case invalidName, invalidSize, invalidArgument, permissionDenied, incompatible, corrupt, closed
             case encodingFailed, decodingFailed, timedOut, wouldBlock, cancelled, ownerDied, notOwner
             case systemError
+            case disconnected, connectionRefused
         }
         fileprivate let value: Value
         fileprivate init(_ value: Value) { self.value = value }
@@ -72,6 +73,12 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
         public static let notOwner = Code(.notOwner)
         /// Any other operating system failure.
         public static let systemError = Code(.systemError)
+        /// The other end of a pipe or socket is gone (closed, or its process died), or was never
+        /// there: a write to a pipe that nobody reads, a connection the peer closed.
+        public static let disconnected = Code(.disconnected)
+        /// Nobody listens at a socket's path (a socket file left by a server that died, or a
+        /// listener whose queue of pending connections is full).
+        public static let connectionRefused = Code(.connectionRefused)
     }
 
     /// What kind of failure this is.

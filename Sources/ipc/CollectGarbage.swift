@@ -6,7 +6,7 @@ import InterprocessSystem
 struct CollectGarbage: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gc",
-        abstract: "Remove abandoned segments (every holder died) and half-made or half-removed ones."
+        abstract: "Remove abandoned segments (every holder died), half-made or half-removed ones, and stale socket files."
     )
 
     @OptionGroup var trust: TrustOptions
@@ -27,16 +27,20 @@ struct CollectGarbage: ParsableCommand {
             info.name = info.fileName
             return info
         }
+        let removedLocal = LocalObjects.collectGarbage(dryRun: dryRun, prefix: prefix)
         if json {
-            StandardStream.write(try Format.json(removed))
+            StandardStream.write(try Format.json(removed.map(ListEntry.segment) + removedLocal.map(ListEntry.local)))
             return
         }
-        guard !removed.isEmpty else {
+        guard !removed.isEmpty || !removedLocal.isEmpty else {
             say("nothing to remove")
             return
         }
         for info in removed.sorted(by: { $0.name < $1.name }) {
             say("\(dryRun ? "would remove" : "removed") \(info.name) (\(info.kind), \(Format.bytes(info.size)); \(Format.staleReason(info)))")
+        }
+        for info in removedLocal {
+            say("\(dryRun ? "would remove" : "removed") \(info.path) (socket; \(LocalListing.staleReason))")
         }
     }
 }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <time.h>
 #include <sys/types.h>
+#include "CInterprocessLocal.h"
 
 #ifdef __cplusplus
 extern "C" {

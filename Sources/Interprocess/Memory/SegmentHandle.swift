@@ -123,6 +123,11 @@ final class SegmentHandle: Sendable {
             return state
         }) else { return }
         let fd = registration.fd
+        if isAnonymous {
+            // No name, no slot, no locks: the memory lives while any descriptor or mapping does.
+            try? fd.close()
+            return
+        }
         // The header is touched only while the file still covers it (a peer may have truncated it).
         let intact = (try? fd.status()).map { $0.size >= Int64(SegmentHeader.size) } ?? false
         let header = SegmentHeader(registration.mapping.base)
@@ -140,6 +145,33 @@ final class SegmentHandle: Sendable {
             FileLock.unlock(fd, byte: LockByte.live)
         }
         try? fd.close()
+    }
+}
+
+// MARK: - Anonymous segments
+
+extension SegmentHandle {
+    /// Whether this handle is an anonymous segment (a sealed memory file with no name; see
+    /// `SharedMemory+Anonymous.swift`).
+    var isAnonymous: Bool { osName.isEmpty }
+
+    /// A handle on an anonymous segment whose header the caller wrote or validated: it owns `fd`
+    /// and `mapping`, has no name, no holder slot and no locks.
+    static func anonymous(fd: FileDescriptor, payloadSize: Int, mapping: MemoryMapping) -> SegmentHandle {
+        SegmentHandle(
+            name: "", osName: "", kind: .raw, lifetime: .whileReferenced, payloadSize: payloadSize,
+            registration: Registration(fd: fd, slot: nil, mapping: mapping))
+    }
+
+    /// A new descriptor (close-on-exec) for the segment's file, e.g. to pass it to another process.
+    func duplicateDescriptor() throws(InterprocessError) -> FileDescriptor {
+        let result = registration.withLock { state -> Result<FileDescriptor, InterprocessError> in
+            guard let fd = state?.fd else { return .failure(InterprocessError(.closed, objectName: name, detail: "the handle was closed")) }
+            do throws(Errno) { return .success(try fd.duplicateCloseOnExec()) } catch {
+                return .failure(InterprocessError(.systemError, objectName: name, systemError: error, detail: "could not duplicate its descriptor"))
+            }
+        }
+        return try result.get()
     }
 }
 

@@ -1,0 +1,258 @@
+public import SystemPackage
+import InterprocessSystem
+import Synchronization
+
+/// A lock on a file that any process can name: shared (many holders) or exclusive (one), released by
+/// the kernel the moment its holder dies, however it dies.
+///
+/// ```swift
+/// let lock = try FileLock(path: "/var/tmp/myapp.lock")
+/// try lock.withLock {                                  // exclusive by default
+///     try updateTheCache()
+/// }
+/// if try lock.tryLock(.shared) { defer { lock.unlock() }; readTheCache() }
+/// try lock.lock(timeout: .seconds(2))                  // throws .timedOut
+/// try await lock.lock(.shared)                         // parks no thread; honours cancellation
+/// ```
+///
+/// It is an open-file-description lock on the whole file (Linux `fcntl(F_OFD_SETLK)`), not a
+/// classic POSIX record lock, so:
+/// - it belongs to this `FileLock` (its own open of the file), not to the process: two `FileLock`s
+///   on one file exclude each other within one process exactly as across processes, and closing some
+///   other descriptor of the file does not drop it;
+/// - a process that dies holding it — `exit`, a crash, SIGKILL — leaves nothing behind: the kernel
+///   drops the lock with the process's last descriptor of it, and the next waiter gets it. There is no
+///   stale lock to clean up and no pid to check;
+/// - it is advisory: it excludes other lockers, not readers or writers of the file that do not lock.
+///
+/// The file is created (owner-only by default) if it does not exist, and is never removed or
+/// changed by the lock: its contents are yours. Locking a file on a network file system depends on
+/// that file system's lock support.
+///
+/// A lock held through one `FileLock` is held once: ``lock(_:)`` while holding converts between
+/// shared and exclusive (a conversion to exclusive waits for the other shared holders), and one
+/// ``unlock()`` releases it. Waits come in four forms: blocking (``lock(_:)``, which the kernel wakes
+/// as soon as the lock is free), ``tryLock(_:)``, with a timeout, and `async`. The timed and `async`
+/// forms poll with a growing pause (up to 10 ms), because the kernel offers no way to wait for a
+/// lock with a deadline or from an event loop; they may therefore lose a race against a blocking
+/// waiter.
+public final class FileLock: Sendable {
+    /// How a lock is held.
+    public enum Mode: Sendable, Hashable, CustomStringConvertible {
+        /// Any number of shared holders at once, and no exclusive holder.
+        case shared
+        /// One holder, and nobody else.
+        case exclusive
+
+        public var description: String { self == .shared ? "shared" : "exclusive" }
+
+        var kind: InterprocessSystem.FileLock.Kind { self == .shared ? .shared : .exclusive }
+    }
+
+    /// The path of the locked file, as given.
+    public let path: String
+    private let owner: DescriptorOwner
+    private let held = Mutex<Mode?>(nil)
+
+    /// Opens (and, if `create`, creates) the file at `path` for locking. Takes no lock.
+    ///
+    /// - Parameters:
+    ///   - path: any file you may open; a symbolic link as the last component is refused
+    ///     (`permissionDenied`), so that a link planted in a shared directory cannot redirect it.
+    ///   - create: create the file if it does not exist (`notFound` otherwise).
+    ///   - permissions: of a file this creates (owner-only by default).
+    /// - Throws: `notFound`, `permissionDenied`, `incompatible` (a directory, FIFO, socket or device:
+    ///   only regular files are locked).
+    public init(path: String, create: Bool = true, permissions: FilePermissions = .ownerReadWrite) throws(InterprocessError) {
+        self.path = path
+        guard !path.isEmpty, !path.utf8.contains(0) else {
+            throw InterprocessError(.invalidName, objectName: path, detail: "a path is not empty and contains no NUL")
+        }
+        var flags = LocalPath.nonBlockingFlag | LocalPath.noFollowFlag
+        if create { flags |= LocalPath.createFlag }
+        let fd: FileDescriptor
+        do throws(Errno) {
+            // Read-write, so that exclusive locks work; read-only where only that is allowed (shared
+            // locks then still work, and an exclusive one reports permissionDenied).
+            do throws(Errno) { fd = try LocalPath.open(path, flags | LocalPath.readWrite, permissions: permissions) } catch {
+                guard error == .permissionDenied || error == .readOnlyFileSystem else { throw error }
+                fd = try LocalPath.open(path, (flags & ~LocalPath.createFlag) | LocalPath.readOnly)
+            }
+        } catch {
+            if error == .isDirectory {
+                throw InterprocessError(.incompatible, objectName: path, systemError: error, detail: "a directory (only regular files are locked)")
+            }
+            if error == .tooManySymbolicLinkLevels {
+                throw InterprocessError(.permissionDenied, objectName: path, systemError: error, detail: "the path is a symbolic link")
+            }
+            throw localFailure(error, name: path, default: .openFailed)
+        }
+        do {
+            guard try fd.status().isRegularFile else {
+                try? fd.close()
+                throw InterprocessError(.incompatible, objectName: path, detail: "not a regular file (only regular files are locked)")
+            }
+        } catch let error as Errno {
+            try? fd.close()
+            throw InterprocessError(.statFailed, objectName: path, systemError: error)
+        } catch {
+            throw error as! InterprocessError
+        }
+        owner = DescriptorOwner(fd, name: path)
+    }
+
+    deinit { close() }
+
+    /// How this `FileLock` holds the lock now, or nil.
+    public var mode: Mode? { held.withLock { $0 } }
+
+    /// Whether ``close()`` was called.
+    public var isClosed: Bool { owner.isClosed }
+
+    /// Takes the lock, waiting as long as it takes; the kernel wakes this thread the moment the lock
+    /// is free (or its holder dies). While holding, converts the lock to `mode`.
+    @available(*, noasync, message: "use the async form, or tryLock")
+    public func lock(_ mode: Mode = .exclusive) throws(InterprocessError) {
+        try owner.withDescriptor { fd throws(InterprocessError) in
+            do throws(Errno) { _ = try InterprocessSystem.FileLock.lockWholeFile(fd, mode.kind, wait: true) } catch {
+                throw failure(error)
+            }
+            held.withLock { $0 = mode }
+        }
+    }
+
+    /// Takes the lock if nobody holds it in a conflicting mode; never waits.
+    /// - Returns: whether it is now held in `mode`.
+    public func tryLock(_ mode: Mode = .exclusive) throws(InterprocessError) -> Bool {
+        try owner.withDescriptor { fd throws(InterprocessError) -> Bool in
+            try attempt(fd, mode)
+        }
+    }
+
+    /// Takes the lock, waiting at most `timeout`.
+    /// - Throws: `timedOut` when it is still held by others after `timeout`.
+    @available(*, noasync, message: "use the async form, or tryLock")
+    public func lock(_ mode: Mode = .exclusive, timeout: Duration) throws(InterprocessError) {
+        let deadline = Clock.deadline(after: timeout)
+        var backoff = Backoff()
+        try owner.withDescriptor { fd throws(InterprocessError) in
+            while true {
+                if try attempt(fd, mode) { return }
+                if owner.isClosed { throw owner.closedError() }
+                if Clock.monotonicNanoseconds() >= deadline {
+                    throw InterprocessError(.timedOut, objectName: path, detail: "another holder kept the lock for \(timeout)")
+                }
+                backoff.sleep(before: deadline)
+            }
+        }
+    }
+
+    /// Takes the lock without blocking a thread, waiting as long as it takes.
+    /// - Throws: `cancelled` when the task is cancelled (the lock is then not held).
+    public func lock(_ mode: Mode = .exclusive) async throws(InterprocessError) {
+        try await lockAsync(mode, deadline: .max, timeout: nil)
+    }
+
+    /// Takes the lock without blocking a thread, waiting at most `timeout`.
+    /// - Throws: `cancelled` when the task is cancelled (the lock is then not held), `timedOut`.
+    public func lock(_ mode: Mode = .exclusive, timeout: Duration) async throws(InterprocessError) {
+        try await lockAsync(mode, deadline: Clock.deadline(after: timeout), timeout: timeout)
+    }
+
+    private func lockAsync(_ mode: Mode, deadline: UInt64, timeout: Duration?) async throws(InterprocessError) {
+        var backoff = Backoff()
+        if Task.isCancelled { throw InterprocessError(.cancelled, objectName: path, detail: "the task was cancelled") }
+        let fd = try owner.begin()
+        defer { owner.end() }
+        while true {
+            if try attempt(fd, mode) { return }
+            if owner.isClosed { throw owner.closedError() }
+            if Clock.monotonicNanoseconds() >= deadline {
+                throw InterprocessError(.timedOut, objectName: path, detail: "another holder kept the lock for \(timeout ?? .zero)")
+            }
+            try await backoff.sleepAsync(before: deadline, name: path)
+        }
+    }
+
+    /// Releases the lock (if held).
+    public func unlock() {
+        guard let fd = try? owner.begin() else { return }
+        defer { owner.end() }
+        held.withLock { held in
+            InterprocessSystem.FileLock.unlockWholeFile(fd)
+            held = nil
+        }
+    }
+
+    /// Runs `body` holding the lock in `mode`, then releases it (also when `body` throws).
+    @available(*, noasync, message: "use the async form")
+    public func withLock<R>(_ mode: Mode = .exclusive, _ body: () throws -> R) throws -> R {
+        try lock(mode)
+        defer { unlock() }
+        return try body()
+    }
+
+    /// Runs `body` holding the lock in `mode`, taken without blocking a thread, then releases it.
+    public func withLock<R>(_ mode: Mode = .exclusive, _ body: () async throws -> R) async throws -> R {
+        try await lock(mode)
+        defer { unlock() }
+        return try await body()
+    }
+
+    /// Releases the lock and closes the file. Idempotent; also done when the last reference goes away.
+    public func close() {
+        owner.close { fd in InterprocessSystem.FileLock.unlockWholeFile(fd) }
+        held.withLock { $0 = nil }
+    }
+
+    /// Whether some other `FileLock` (in any process) holds the file's lock in a way that conflicts
+    /// with `mode` — for `.exclusive`, whether anyone holds it at all. Takes no lock; the answer may
+    /// be out of date as soon as it returns.
+    public func isHeldByOthers(against mode: Mode = .exclusive) throws(InterprocessError) -> Bool {
+        try owner.withDescriptor { fd throws(InterprocessError) -> Bool in
+            do throws(Errno) { return try InterprocessSystem.FileLock.wholeFileConflict(fd, with: mode.kind) != nil } catch {
+                throw failure(error)
+            }
+        }
+    }
+
+    private func attempt(_ fd: FileDescriptor, _ mode: Mode) throws(InterprocessError) -> Bool {
+        do throws(Errno) {
+            guard try InterprocessSystem.FileLock.lockWholeFile(fd, mode.kind, wait: false) else { return false }
+        } catch {
+            throw failure(error)
+        }
+        held.withLock { $0 = mode }
+        return true
+    }
+
+    private func failure(_ error: Errno) -> InterprocessError {
+        if error == .badFileDescriptor {
+            return InterprocessError(.permissionDenied, objectName: path, systemError: error, detail: "the file is open read-only here, which allows only shared locks")
+        }
+        return localFailure(error, name: path, default: .systemError)
+    }
+}
+
+// MARK: - The byte locks of segment files
+
+/// The byte-range locks that the library keeps on its own segment files (see `SegmentHandle`):
+/// the same kernel mechanism as the public lock, one byte at a time. These forward to the system
+/// layer, so that the memory layer's calls read `FileLock.tryLock(fd, byte:, .shared)`.
+extension FileLock {
+    static func tryLock(_ fd: FileDescriptor, byte: Int64, _ mode: Mode) throws(Errno) -> Bool {
+        try InterprocessSystem.FileLock.tryLock(fd, byte: byte, mode.kind)
+    }
+
+    static func lock(_ fd: FileDescriptor, byte: Int64, _ mode: Mode, deadline: UInt64) throws(Errno) -> Bool {
+        try InterprocessSystem.FileLock.lock(fd, byte: byte, mode.kind, deadline: deadline)
+    }
+
+    static func unlock(_ fd: FileDescriptor, byte: Int64) {
+        InterprocessSystem.FileLock.unlock(fd, byte: byte)
+    }
+
+    static func isLocked(_ fd: FileDescriptor, byte: Int64, against mode: Mode = .exclusive) throws(Errno) -> Bool {
+        try InterprocessSystem.FileLock.isLocked(fd, byte: byte, against: mode.kind)
+    }
+}

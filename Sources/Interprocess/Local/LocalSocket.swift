@@ -1,0 +1,556 @@
+public import SystemPackage
+import InterprocessSystem
+import Synchronization
+
+/// A connection over a Unix domain stream socket that carries whole messages, each with optional
+/// file descriptors, between two processes on this machine.
+///
+/// ```swift
+/// // Server
+/// let listener = try LocalSocketListener.listen(name: "render")
+/// let connection = try await listener.accept()
+/// print("client:", connection.peer)                          // pid, uid, gid, from the kernel
+/// let request = try await connection.receive()
+/// try await connection.send(Array("done".utf8), descriptors: [resultFile])
+///
+/// // Client (another process)
+/// let socket = try LocalSocket.connect(name: "render", timeout: .seconds(5))
+/// try socket.send(Array("render page 3".utf8))
+/// let reply = try socket.receive(timeout: .seconds(30))
+/// ```
+///
+/// **Messages.** A stream has no message boundaries of its own: each message is framed by an 8-byte
+/// header (length as a little-endian `UInt32`, descriptor count as a little-endian `UInt16`,
+/// version 1, a reserved byte) followed by its bytes; descriptors travel with the header
+/// (`SCM_RIGHTS`). A message longer than ``maximumMessageSize`` is refused by the receiver (which
+/// then shuts the connection down: the stream can no longer be trusted), as is a header that is not
+/// ours, or descriptors that do not match the header — a peer cannot make the receiver allocate
+/// without bound or lose track of the descriptors it sent.
+///
+/// **Descriptor passing** hands the receiver new descriptors for the sender's open files — a memory
+/// segment (``send(_:)-(SharedMemory)``), a pipe end, a file, another socket — which SwiftNIO, for
+/// one, does not offer. A received descriptor belongs to the receiver (see ``LocalMessage``).
+///
+/// **Peers.** ``peer`` holds the other process's pid, uid and gid as the kernel recorded them when
+/// the connection was made (`SO_PEERCRED`); both sides have it.
+///
+/// **Waiting.** Every call comes blocking, `try…` (never waits), with a timeout, and `async` (parks
+/// no thread: one process-wide thread polls every waiting descriptor; honours cancellation). A
+/// receive that times out or is cancelled halfway through a message keeps what it got; the next
+/// receive continues the same message. A send that times out or is cancelled before any byte of its
+/// message went out sends nothing; one that stops halfway leaves the stream unusable for sending,
+/// so it shuts the sending direction down (the peer sees the connection end, never half a message)
+/// and later sends throw `disconnected`. Several tasks may send (or receive) at once: messages are
+/// never interleaved, and each message is received by one receiver.
+///
+/// When the peer is gone, receives throw `disconnected` (after every message it sent was received)
+/// and sends throw `disconnected`; nothing raises SIGPIPE.
+public final class LocalSocket: Sendable {
+    /// The other process, as the kernel saw it connect.
+    public let peer: PeerCredentials
+    let owner: DescriptorOwner
+    private let receiving = Mutex(ReceiveState())
+    private let sending = Mutex(SendState())
+    private let limit: Atomic<Int>
+
+    /// The largest message ``receive()`` accepts by default (64 MiB).
+    public static let defaultMaximumMessageSize = 64 << 20
+    /// Most descriptors one message carries.
+    public static let maximumDescriptors = UnixSocket.maximumDescriptors
+    /// Bytes of the header before each message on the stream.
+    public static let headerSize = 8
+    static let frameVersion: UInt8 = 1
+
+    init(fd: FileDescriptor, name: String?) {
+        owner = DescriptorOwner(fd, name: name)
+        peer = (try? UnixSocket.peerCredentials(fd)).map(PeerCredentials.init) ?? PeerCredentials(pid: 0, uid: .max, gid: .max)
+        limit = Atomic(Self.defaultMaximumMessageSize)
+    }
+
+    deinit { close() }
+
+    /// The largest message this socket accepts, in bytes (at most `UInt32.max`).
+    public var maximumMessageSize: Int {
+        get { limit.load(ordering: .relaxed) }
+        set { limit.store(min(max(newValue, 0), Int(UInt32.max)), ordering: .relaxed) }
+    }
+
+    /// Whether ``close()`` was called.
+    public var isClosed: Bool { owner.isClosed }
+
+    /// The socket's name in errors: the path it connected to, if any.
+    var name: String? { owner.name }
+
+    // MARK: Connecting
+
+    /// A connected pair of sockets in this process (e.g. to hand one end to a child process).
+    public static func pair() throws(InterprocessError) -> (LocalSocket, LocalSocket) {
+        do {
+            let (a, b) = try UnixSocket.pair(.stream)
+            return (LocalSocket(fd: a, name: nil), LocalSocket(fd: b, name: nil))
+        } catch {
+            throw localFailure(error, name: nil, default: .createFailed)
+        }
+    }
+
+    /// Connects to the listener at `path` if it takes the connection at once.
+    /// - Throws: `notFound` (no socket file), `connectionRefused` (a socket file that nobody listens
+    ///   on any more, or a listener whose queue is full), `permissionDenied`.
+    public static func tryConnect(path: String) throws(InterprocessError) -> LocalSocket {
+        guard let socket = try connectAttempt(path: path, queueFull: .connectionRefused) else {
+            throw InterprocessError(.connectionRefused, objectName: path, detail: "the listener's queue of pending connections is full")
+        }
+        return socket
+    }
+
+    /// Connects to the listener at `path`, waiting while its queue of pending connections is full.
+    /// - Throws: as ``tryConnect(path:)``, except for a full queue.
+    @available(*, noasync, message: "use the async form")
+    public static func connect(path: String) throws(InterprocessError) -> LocalSocket {
+        try connectBlocking(path: path, deadline: .max)
+    }
+
+    /// Connects to the listener at `path`, waiting at most `timeout` for a listener to appear and
+    /// take the connection (a missing socket file or one nobody listens on is retried until then:
+    /// the server may be starting).
+    /// - Throws: `timedOut` (with the last reason in its detail), `permissionDenied`.
+    @available(*, noasync, message: "use the async form")
+    public static func connect(path: String, timeout: Duration) throws(InterprocessError) -> LocalSocket {
+        try connectBlocking(path: path, deadline: Clock.deadline(after: timeout), retryMissing: true)
+    }
+
+    /// Connects to the listener at `path` without blocking a thread, waiting while its queue is full.
+    public static func connect(path: String) async throws(InterprocessError) -> LocalSocket {
+        try await connectAsync(path: path, deadline: .max)
+    }
+
+    /// Connects without blocking a thread, waiting at most `timeout` for a listener (see
+    /// ``connect(path:timeout:)``).
+    public static func connect(path: String, timeout: Duration) async throws(InterprocessError) -> LocalSocket {
+        try await connectAsync(path: path, deadline: Clock.deadline(after: timeout), retryMissing: true)
+    }
+
+    /// Connects to the listener named `name` in the per-user runtime directory (see
+    /// ``LocalSocketListener/listen(name:backlog:)``), waiting at most `timeout` for it.
+    @available(*, noasync, message: "use the async form")
+    public static func connect(name: String, timeout: Duration) throws(InterprocessError) -> LocalSocket {
+        try connect(path: LocalSocketListener.path(forName: name), timeout: timeout)
+    }
+
+    /// Connects without blocking a thread to the listener named `name`, waiting at most `timeout`.
+    public static func connect(name: String, timeout: Duration) async throws(InterprocessError) -> LocalSocket {
+        try await connect(path: LocalSocketListener.path(forName: name), timeout: timeout)
+    }
+
+    @available(*, noasync)
+    private static func connectBlocking(path: String, deadline: UInt64, retryMissing: Bool = false) throws(InterprocessError) -> LocalSocket {
+        var backoff = Backoff(first: 50_000, limit: 5_000_000)
+        while true {
+            do {
+                if let socket = try connectAttempt(path: path, queueFull: .timedOut) { return socket }
+            } catch where retryMissing && (error.code == .notFound || error.code == .connectionRefused) {
+                if Clock.monotonicNanoseconds() >= deadline { throw timedOut(path, error) }
+            }
+            if Clock.monotonicNanoseconds() >= deadline {
+                throw InterprocessError(.timedOut, objectName: path, detail: "the listener's queue stayed full")
+            }
+            backoff.sleep(before: deadline)
+        }
+    }
+
+    private static func connectAsync(path: String, deadline: UInt64, retryMissing: Bool = false) async throws(InterprocessError) -> LocalSocket {
+        var backoff = Backoff(first: 50_000, limit: 5_000_000)
+        while true {
+            if Task.isCancelled { throw InterprocessError(.cancelled, objectName: path, detail: "the task was cancelled") }
+            do {
+                if let socket = try connectAttempt(path: path, queueFull: .timedOut) { return socket }
+            } catch where retryMissing && (error.code == .notFound || error.code == .connectionRefused) {
+                if Clock.monotonicNanoseconds() >= deadline { throw timedOut(path, error) }
+            }
+            if Clock.monotonicNanoseconds() >= deadline {
+                throw InterprocessError(.timedOut, objectName: path, detail: "the listener's queue stayed full")
+            }
+            try await backoff.sleepAsync(before: deadline, name: path)
+        }
+    }
+
+    private static func timedOut(_ path: String, _ last: InterprocessError) -> InterprocessError {
+        InterprocessError(.timedOut, objectName: path, systemError: last.systemError, detail: "no listener took the connection in time (last: \(last.code))")
+    }
+
+    /// One connect: the socket, or nil when the listener's queue is full (EAGAIN).
+    private static func connectAttempt(path: String, queueFull: InterprocessError.Code) throws(InterprocessError) -> LocalSocket? {
+        guard let address = UnixSocket.address(path: path) else {
+            throw InterprocessError(.invalidName, objectName: path.replacingNulls, detail: "a socket path has 1 to \(UnixSocket.maximumPathLength) bytes and no NUL")
+        }
+        let fd: FileDescriptor
+        do { fd = try UnixSocket.make(.stream) } catch { throw localFailure(error, name: path, default: .createFailed) }
+        do {
+            try UnixSocket.connect(fd, to: address)
+        } catch {
+            try? fd.close()
+            if error == .resourceTemporarilyUnavailable { return nil }
+            if error == .connectionRefused {
+                throw InterprocessError(.connectionRefused, objectName: path, systemError: error, detail: "nobody listens there (a socket file left by a server that is gone)")
+            }
+            if error == .protocolWrongTypeForSocket {
+                throw InterprocessError(.incompatible, objectName: path, systemError: error, detail: "a datagram socket, not a listener")
+            }
+            throw localFailure(error, name: path, default: .openFailed)
+        }
+        return LocalSocket(fd: fd, name: path)
+    }
+
+    // MARK: Sending
+
+    /// Sends `bytes` as one message, with `descriptors` (which stay open here: the receiver gets its
+    /// own), waiting as long as it takes for room.
+    /// - Throws: `disconnected` when the peer is gone; `invalidSize` for a message over 4 GiB or more
+    ///   than ``maximumDescriptors`` descriptors.
+    @available(*, noasync, message: "use the async form")
+    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = []) throws(InterprocessError) {
+        let id = try enqueue(bytes, descriptors)
+        do {
+            try DescriptorIO.blocking(owner, deadline: .max) { fd throws(InterprocessError) in try sendAttempt(fd, id) }
+        } catch {
+            abandon(id)
+            throw error
+        }
+    }
+
+    /// Sends one message, waiting at most `timeout` for room.
+    /// - Throws: `timedOut` — nothing was sent if no byte of it had gone out; otherwise the socket can
+    ///   no longer send (see ``LocalSocket``).
+    @available(*, noasync, message: "use the async form")
+    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], timeout: Duration) throws(InterprocessError) {
+        let id = try enqueue(bytes, descriptors)
+        do {
+            try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try sendAttempt(fd, id) }
+        } catch {
+            abandon(id)
+            throw error
+        }
+    }
+
+    /// Sends one message without blocking a thread.
+    /// - Throws: `cancelled` (as `timedOut` in ``send(_:descriptors:timeout:)``), `disconnected`.
+    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = []) async throws(InterprocessError) {
+        let id = try enqueue(bytes, descriptors)
+        do {
+            try await DescriptorIO.suspending(owner, deadline: .max) { fd throws(InterprocessError) in try sendAttempt(fd, id) }
+        } catch {
+            abandon(id)
+            throw error
+        }
+    }
+
+    /// Sends one message without blocking a thread, waiting at most `timeout` for room.
+    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], timeout: Duration) async throws(InterprocessError) {
+        let id = try enqueue(bytes, descriptors)
+        do {
+            try await DescriptorIO.suspending(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try sendAttempt(fd, id) }
+        } catch {
+            abandon(id)
+            throw error
+        }
+    }
+
+    /// Sends one message if the socket takes it now; never waits.
+    ///
+    /// - Returns: false if nothing of it could be sent (the socket's buffer is full). True if it was
+    ///   sent — or, for a message bigger than what the socket buffers (about 200 KB on Linux), if its
+    ///   first part was: the rest then stays queued in this socket and goes out, in order, with the
+    ///   next send call of any form or ``flush(timeout:)``.
+    public func trySend(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = []) throws(InterprocessError) -> Bool {
+        let id = try enqueue(bytes, descriptors)
+        do {
+            _ = try DescriptorIO.once(owner) { fd throws(InterprocessError) in try sendAttempt(fd, id) }
+        } catch {
+            abandon(id)
+            throw error
+        }
+        return sending.withLock { state -> Bool in
+            if id <= state.completed { return true }
+            guard let index = state.queue.firstIndex(where: { $0.id == id }) else { return true }
+            if state.queue[index].sent > 0 {
+                // Its first part went out: keep the rest (its descriptors went with the first part).
+                state.queue[index].descriptors = []
+                return true
+            }
+            state.queue.remove(at: index)
+            return false
+        }
+    }
+
+    /// Bytes of messages accepted by ``trySend(_:descriptors:)`` that are still queued in this socket.
+    public var queuedBytes: Int {
+        sending.withLock { state in state.queue.reduce(0) { $0 + $1.frame.count - $1.sent } }
+    }
+
+    /// Sends what ``trySend(_:descriptors:)`` left queued, waiting at most `timeout`.
+    @available(*, noasync, message: "use the async form")
+    public func flush(timeout: Duration) throws(InterprocessError) {
+        guard let last = sending.withLock({ $0.queue.last?.id }) else { return }
+        try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try sendAttempt(fd, last) }
+    }
+
+    private struct Frame {
+        let id: UInt64
+        let frame: [UInt8]
+        var descriptors: [FileDescriptor]
+        var sent = 0
+    }
+
+    private struct SendState {
+        var queue: [Frame] = []
+        var nextID: UInt64 = 0
+        /// Every frame with an id up to this one is sent.
+        var completed: UInt64 = 0
+        var broken: String?
+    }
+
+    private func enqueue(_ bytes: some Collection<UInt8>, _ descriptors: [FileDescriptor]) throws(InterprocessError) -> UInt64 {
+        guard bytes.count <= Int(UInt32.max) else {
+            throw InterprocessError(.invalidSize, objectName: name, detail: "\(bytes.count) bytes; a message holds at most \(UInt32.max)")
+        }
+        guard descriptors.count <= Self.maximumDescriptors else {
+            throw InterprocessError(.invalidSize, objectName: name, detail: "\(descriptors.count) descriptors; a message carries at most \(Self.maximumDescriptors)")
+        }
+        var frame = [UInt8]()
+        frame.reserveCapacity(Self.headerSize + bytes.count)
+        withUnsafeBytes(of: UInt32(bytes.count).littleEndian) { frame.append(contentsOf: $0) }
+        withUnsafeBytes(of: UInt16(descriptors.count).littleEndian) { frame.append(contentsOf: $0) }
+        frame.append(Self.frameVersion)
+        frame.append(0)
+        frame.append(contentsOf: bytes)
+        return try sending.withLock { state throws(InterprocessError) -> UInt64 in
+            if let broken = state.broken { throw InterprocessError(.disconnected, objectName: name, detail: broken) }
+            state.nextID += 1
+            state.queue.append(Frame(id: state.nextID, frame: frame, descriptors: descriptors))
+            return state.nextID
+        }
+    }
+
+    /// Sends queued frames in order until frame `id` is sent (done) or the socket is full (wait).
+    private func sendAttempt(_ fd: FileDescriptor, _ id: UInt64) throws(InterprocessError) -> IOAttempt<Void> {
+        try sending.withLock { state throws(InterprocessError) -> IOAttempt<Void> in
+            while true {
+                if id <= state.completed { return .done(()) }
+                if let broken = state.broken { throw InterprocessError(.disconnected, objectName: name, detail: broken) }
+                guard !state.queue.isEmpty else { return .done(()) }
+                let head = state.queue[0]
+                let result = head.frame.withUnsafeBytes { raw in
+                    Result { () throws(Errno) -> Int? in
+                        try UnixSocket.send(fd, UnsafeRawBufferPointer(rebasing: raw[head.sent...]), descriptors: head.sent == 0 ? head.descriptors : [])
+                    }
+                }
+                let count: Int?
+                do throws(Errno) { count = try result.get() } catch {
+                    state.broken = "the connection was closed by the peer (\(error))"
+                    if error == .brokenPipe || error == .connectionReset {
+                        throw InterprocessError(.disconnected, objectName: name, systemError: error, detail: "the peer closed the connection")
+                    }
+                    throw localFailure(error, name: name, default: .systemError)
+                }
+                guard let count else { return .wait(.writable) }
+                state.queue[0].sent += count
+                if state.queue[0].sent == head.frame.count {
+                    state.completed = head.id
+                    state.queue.removeFirst()
+                }
+            }
+        }
+    }
+
+    /// After a failed, timed-out or cancelled send of frame `id`: a frame not started is dropped; one
+    /// that went out in part breaks the sending side (shut down, so that the peer never waits for the
+    /// rest of a message).
+    private func abandon(_ id: UInt64) {
+        let shutDown = sending.withLock { state -> Bool in
+            guard id > state.completed, let index = state.queue.firstIndex(where: { $0.id == id }) else { return false }
+            if state.queue[index].sent == 0 {
+                state.queue.remove(at: index)
+                return false
+            }
+            if state.broken == nil { state.broken = "an earlier send stopped in the middle of a message; the connection can no longer send" }
+            state.queue.removeAll()
+            return true
+        }
+        if shutDown, let fd = try? owner.begin() {
+            UnixSocket.shutdownSending(fd)
+            owner.end()
+        }
+    }
+
+    // MARK: Receiving
+
+    /// Receives the next message, waiting as long as it takes.
+    /// - Throws: `disconnected` when the peer closed the connection (or died) and every message it
+    ///   sent was received; `invalidSize` / `corrupt` for a message this socket refuses (the
+    ///   connection is then shut down, and every later receive throws the same error).
+    @available(*, noasync, message: "use the async form")
+    public func receive() throws(InterprocessError) -> LocalMessage {
+        try DescriptorIO.blocking(owner, deadline: .max) { fd throws(InterprocessError) in try receiveAttempt(fd) }
+    }
+
+    /// Receives the next message, waiting at most `timeout`.
+    /// - Throws: `timedOut` (part of a message that arrived is kept for the next receive).
+    @available(*, noasync, message: "use the async form")
+    public func receive(timeout: Duration) throws(InterprocessError) -> LocalMessage {
+        try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try receiveAttempt(fd) }
+    }
+
+    /// Receives the next message without blocking a thread.
+    /// - Throws: `cancelled` (part of a message that arrived is kept for the next receive).
+    public func receive() async throws(InterprocessError) -> LocalMessage {
+        try await DescriptorIO.suspending(owner, deadline: .max) { fd throws(InterprocessError) in try receiveAttempt(fd) }
+    }
+
+    /// Receives the next message without blocking a thread, waiting at most `timeout`.
+    public func receive(timeout: Duration) async throws(InterprocessError) -> LocalMessage {
+        try await DescriptorIO.suspending(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try receiveAttempt(fd) }
+    }
+
+    /// Receives a message if a whole one is there; never waits.
+    /// - Returns: nil if no whole message has arrived (what has is kept for the next receive).
+    public func tryReceive() throws(InterprocessError) -> LocalMessage? {
+        try DescriptorIO.once(owner) { fd throws(InterprocessError) in try receiveAttempt(fd) }
+    }
+
+    private struct ReceiveState {
+        var header = [UInt8](repeating: 0, count: LocalSocket.headerSize)
+        var headerCount = 0
+        var payload: [UInt8] = []
+        var payloadCount = 0
+        var descriptors: [FileDescriptor] = []
+        var failure: InterprocessError?
+
+        mutating func reset() {
+            headerCount = 0
+            payload = []
+            payloadCount = 0
+            descriptors = []
+        }
+
+        mutating func fail(_ error: InterprocessError) -> InterprocessError {
+            for fd in descriptors { try? fd.close() }
+            descriptors = []
+            failure = error
+            return error
+        }
+    }
+
+    private func receiveAttempt(_ fd: FileDescriptor) throws(InterprocessError) -> IOAttempt<LocalMessage> {
+        let maximum = maximumMessageSize
+        let outcome = receiving.withLock { state -> Result<IOAttempt<LocalMessage>, InterprocessError> in
+            Result { () throws(InterprocessError) -> IOAttempt<LocalMessage> in try receiveStep(fd, &state, maximum) }
+        }
+        do {
+            return try outcome.get()
+        } catch {
+            if error.code == .corrupt || error.code == .invalidSize {
+                // The stream can no longer be trusted: drop the connection.
+                UnixSocket.shutdownBoth(fd)
+            }
+            throw error
+        }
+    }
+
+    private func receiveStep(_ fd: FileDescriptor, _ state: inout ReceiveState, _ maximum: Int) throws(InterprocessError) -> IOAttempt<LocalMessage> {
+        if let failure = state.failure { throw failure }
+        // The header, with the descriptors that travel with it.
+        while state.headerCount < Self.headerSize {
+            let start = state.headerCount
+            let result = state.header.withUnsafeMutableBytes { raw in
+                Result { () throws(Errno) -> SocketReception? in
+                    try UnixSocket.receive(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[start...]))
+                }
+            }
+            guard let reception = try received(result, &state) else { return .wait(.readable) }
+            if reception.count == 0 {
+                if start == 0 && state.descriptors.isEmpty {
+                    throw InterprocessError(.disconnected, objectName: name, detail: "the peer closed the connection")
+                }
+                throw state.fail(InterprocessError(.disconnected, objectName: name, detail: "the peer closed the connection in the middle of a message"))
+            }
+            state.headerCount += reception.count
+            if state.headerCount == Self.headerSize { try startPayload(&state, maximum) }
+        }
+        // The payload.
+        while state.payloadCount < state.payload.count {
+            let start = state.payloadCount
+            let result = state.payload.withUnsafeMutableBytes { raw in
+                Result { () throws(Errno) -> SocketReception? in
+                    try UnixSocket.receive(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[start...]))
+                }
+            }
+            guard let reception = try received(result, &state) else { return .wait(.readable) }
+            if reception.count == 0 {
+                throw state.fail(InterprocessError(.disconnected, objectName: name, detail: "the peer closed the connection in the middle of a message"))
+            }
+            state.payloadCount += reception.count
+        }
+        let expected = Int(state.header.withUnsafeBytes { UInt16(littleEndian: $0.loadUnaligned(fromByteOffset: 4, as: UInt16.self)) })
+        guard state.descriptors.count == expected else {
+            throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "the message announced \(expected) descriptors and \(state.descriptors.count) arrived"))
+        }
+        let message = LocalMessage(bytes: state.payload, descriptors: state.descriptors, sender: peer)
+        state.reset()
+        return .done(message)
+    }
+
+    /// Checks one `recvmsg`: errors, descriptors that do not belong where they arrived.
+    private func received(_ result: Result<SocketReception?, Errno>, _ state: inout ReceiveState) throws(InterprocessError) -> SocketReception? {
+        let reception: SocketReception?
+        do { reception = try result.get() } catch {
+            if error == .connectionReset {
+                throw state.fail(InterprocessError(.disconnected, objectName: name, systemError: error, detail: "the peer closed the connection"))
+            }
+            throw localFailure(error, name: name, default: .systemError)
+        }
+        guard let reception else { return nil }
+        if reception.controlTruncated {
+            for fd in reception.descriptors { try? fd.close() }
+            throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "more descriptors arrived than a message may carry; the excess was lost"))
+        }
+        if state.descriptors.count + reception.descriptors.count > Self.maximumDescriptors {
+            for fd in reception.descriptors { try? fd.close() }
+            throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "more descriptors arrived than a message may carry"))
+        }
+        state.descriptors += reception.descriptors
+        return reception
+    }
+
+    private func startPayload(_ state: inout ReceiveState, _ maximum: Int) throws(InterprocessError) {
+        let (length, count, version) = state.header.withUnsafeBytes { raw in
+            (Int(UInt32(littleEndian: raw.loadUnaligned(as: UInt32.self))),
+             Int(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt16.self))),
+             raw[6])
+        }
+        guard version == Self.frameVersion else {
+            throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "not an Interprocess message (header version \(version))"))
+        }
+        guard count <= Self.maximumDescriptors else {
+            throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "a message announcing \(count) descriptors"))
+        }
+        guard length <= maximum else {
+            throw state.fail(InterprocessError(.invalidSize, objectName: name, detail: "a message of \(length) bytes; this socket accepts at most \(maximum)"))
+        }
+        state.payload = [UInt8](repeating: 0, count: length)
+        state.payloadCount = 0
+    }
+
+    // MARK: Closing
+
+    /// Closes the connection: the peer's receives throw `disconnected` once it has received what was
+    /// sent, its sends throw `disconnected`. Waits in progress on this socket end with `closed`.
+    /// Descriptors of a message half received are closed. Idempotent; also done when the last
+    /// reference goes away.
+    public func close() {
+        owner.close { fd in UnixSocket.shutdownSending(fd) }
+        receiving.withLock { state in
+            for fd in state.descriptors { try? fd.close() }
+            state.descriptors = []
+        }
+    }
+}

@@ -1,0 +1,116 @@
+public import SystemPackage
+import InterprocessSystem
+
+/// A listening Unix domain stream socket: a socket file that clients connect to with
+/// ``LocalSocket/connect(path:timeout:)``, each connection becoming a ``LocalSocket``.
+///
+/// ```swift
+/// let listener = try LocalSocketListener.listen(name: "render")   // …/interprocess/render.sock
+/// defer { listener.close() }                                        // removes the socket file
+/// while true {
+///     let connection = try await listener.accept()
+///     Task { try await serve(connection) }
+/// }
+/// ```
+///
+/// **The socket file.** It is created owner-only (0600) by default — only this user's processes can
+/// connect; wider ``listen(path:backlog:permissions:)`` permissions are explicit — and is never, even
+/// for an instant, wider than asked. Beside it a lock file (`PATH.lock`) records that a server is
+/// alive: the kernel releases its lock the instant the server dies. So a socket file left behind by
+/// a server that died (even by SIGKILL) is replaced by the next ``listen(path:backlog:permissions:)``,
+/// while the socket file of a live server is never removed or replaced: listening there fails with
+/// `alreadyExists`. Anything at the path that is not a socket is never replaced either. ``close()``
+/// removes both files. The full protocol, and what a server killed at each step leaves behind, is
+/// documented on `SocketFile`.
+///
+/// **Accepting** comes blocking, `try…`, with a timeout, and `async` (parks no thread; honours
+/// cancellation).
+public final class LocalSocketListener: Sendable {
+    /// The socket file's path.
+    public let path: String
+    private let owner: DescriptorOwner
+    private let file: SocketFile
+
+    private init(path: String, fd: FileDescriptor, file: SocketFile) {
+        self.path = path
+        owner = DescriptorOwner(fd, name: path)
+        self.file = file
+    }
+
+    deinit { close() }
+
+    /// Listens at `path`.
+    /// - Parameters:
+    ///   - path: at most 107 bytes (the kernel's limit for a socket address); its directory must
+    ///     exist.
+    ///   - backlog: connections the kernel queues before they are accepted.
+    ///   - permissions: of the socket file; connecting needs write permission. Owner-only by default.
+    /// - Throws: `alreadyExists` if a live server listens there (or something that is not a socket is
+    ///   there); `invalidName` for a path too long; `notFound`, `permissionDenied`.
+    public static func listen(path: String, backlog: Int = 128, permissions: FilePermissions = .ownerReadWrite) throws(InterprocessError) -> LocalSocketListener {
+        let (file, fd) = try SocketFile.claim(path: path, kind: .stream, permissions: permissions) { fd throws(Errno) in
+            try UnixSocket.listen(fd, backlog: backlog)
+        }
+        return LocalSocketListener(path: path, fd: fd, file: file)
+    }
+
+    /// Listens at the socket named `name` in the per-user runtime directory (`…/NAME.sock`, see
+    /// ``LocalObjects``), owner-only.
+    public static func listen(name: String, backlog: Int = 128) throws(InterprocessError) -> LocalSocketListener {
+        try listen(path: path(forName: name), backlog: backlog)
+    }
+
+    /// The path of the socket named `name` in the per-user runtime directory.
+    public static func path(forName name: String) throws(InterprocessError) -> String {
+        try LocalDirectory.path(for: name, suffix: LocalDirectory.socketSuffix)
+    }
+
+    /// Accepts the next connection, waiting as long as it takes.
+    @available(*, noasync, message: "use the async form")
+    public func accept() throws(InterprocessError) -> LocalSocket {
+        try DescriptorIO.blocking(owner, deadline: .max) { fd throws(InterprocessError) in try acceptAttempt(fd) }
+    }
+
+    /// Accepts the next connection, waiting at most `timeout`.
+    /// - Throws: `timedOut`.
+    @available(*, noasync, message: "use the async form")
+    public func accept(timeout: Duration) throws(InterprocessError) -> LocalSocket {
+        try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try acceptAttempt(fd) }
+    }
+
+    /// Accepts the next connection without blocking a thread.
+    /// - Throws: `cancelled`.
+    public func accept() async throws(InterprocessError) -> LocalSocket {
+        try await DescriptorIO.suspending(owner, deadline: .max) { fd throws(InterprocessError) in try acceptAttempt(fd) }
+    }
+
+    /// Accepts the next connection without blocking a thread, waiting at most `timeout`.
+    public func accept(timeout: Duration) async throws(InterprocessError) -> LocalSocket {
+        try await DescriptorIO.suspending(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try acceptAttempt(fd) }
+    }
+
+    /// Accepts a connection if one is waiting; never waits.
+    public func tryAccept() throws(InterprocessError) -> LocalSocket? {
+        try DescriptorIO.once(owner) { fd throws(InterprocessError) in try acceptAttempt(fd) }
+    }
+
+    private func acceptAttempt(_ fd: FileDescriptor) throws(InterprocessError) -> IOAttempt<LocalSocket> {
+        let accepted: FileDescriptor?
+        do { accepted = try UnixSocket.accept(fd) } catch {
+            throw localFailure(error, name: path, default: .systemError)
+        }
+        guard let accepted else { return .wait(.readable) }
+        return .done(LocalSocket(fd: accepted, name: path))
+    }
+
+    /// Stops listening and removes the socket file and its lock file (only if they are still this
+    /// listener's). Connections already accepted go on. Waits in progress end with `closed`.
+    /// Idempotent; also done when the last reference goes away.
+    public func close() {
+        file.release()
+        owner.close { fd in UnixSocket.shutdownBoth(fd) }
+    }
+
+    /// Whether ``close()`` was called.
+    public var isClosed: Bool { owner.isClosed }
+}

@@ -1,0 +1,206 @@
+public import SystemPackage
+import InterprocessSystem
+
+/// Anonymous segments: memory with no name in any file system, shared by handing its descriptor to
+/// another process over a ``LocalSocket``.
+///
+/// ```swift
+/// // Process A
+/// let segment = try SharedMemory.anonymous(size: 1 << 20)
+/// try segment.write("frame 1")
+/// try connection.send(segment)
+///
+/// // Process B
+/// let segment = try connection.receiveSegment(timeout: .seconds(5))
+/// let text = try segment.readString()                  // "frame 1": the same memory
+/// ```
+///
+/// After the hand-over, both sides use the ordinary ``SharedMemory`` API (``size``,
+/// ``withUnsafeMutableBytes(_:)``, ``write(_:)``, ``load(_:)``…); ``name`` is empty and
+/// ``isAnonymous`` is true. The memory lives while any process holds its descriptor or its
+/// mapping, and vanishes with the last: nothing to remove, nothing left behind by a crash, no name
+/// for another process (or user) to guess or plant.
+///
+/// **Sealed against shrinking.** The segment is a Linux memory file (`memfd_create`) sealed with
+/// `F_SEAL_SHRINK`, `F_SEAL_GROW` and `F_SEAL_SEAL`: its size is fixed for good, so no holder —
+/// however buggy or hostile — can truncate it under another's mapping. That is the difference from
+/// a named segment, whose file any process with write access can truncate while others use it,
+/// making their next access fault with SIGBUS (see ``SharedMemory``). A receiver accepts only a
+/// memory file carrying the shrink seal, with a valid header, and makes every page exist before it
+/// maps it; the contents remain writable by every holder, as with any shared memory.
+extension SharedMemory {
+    /// Whether this is an anonymous segment (no name; see ``anonymous(size:)``).
+    public var isAnonymous: Bool { handle.isAnonymous }
+
+    /// Creates an anonymous segment of `size` zero-filled bytes: no name, sealed against shrinking
+    /// and growing, its memory reserved now (too big for the machine fails here with `outOfMemory`,
+    /// never with SIGBUS later). Linux only (`createFailed` elsewhere).
+    public static func anonymous(size: Int) throws(InterprocessError) -> SharedMemory {
+        guard size > 0, size <= SegmentHandle.maximumPayloadSize else {
+            throw InterprocessError(.invalidSize, objectName: nil, detail: "a segment holds 1 to \(SegmentHandle.maximumPayloadSize) bytes, not \(size)")
+        }
+        let total = SegmentHeader.size + size
+        let fd: FileDescriptor
+        do { fd = try MemoryFile.create(label: "interprocess") } catch {
+            throw InterprocessError(.createFailed, objectName: nil, systemError: error, detail: "could not create an anonymous memory file")
+        }
+        do {
+            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: SegmentHeader.size, alignment: 64)
+            defer { page.deallocate() }
+            let header = SegmentHeader(page.baseAddress!)
+            header.initialize(name: "", kind: .raw, lifetime: .whileReferenced, payloadSize: size)
+            header.stateWord.pointee.store(SegmentState.ready.rawValue, ordering: .relaxed)
+            try fd.write(UnsafeRawBufferPointer(page), at: 0)
+            try fd.truncate(to: Int64(total))
+            try fd.reserve(bytes: Int64(total))
+            try MemoryFile.addSeals(fd, [.shrink, .grow, .seal])
+            let mapping = try MemoryMapping(fd: fd, length: total)
+            return SharedMemory(handle: .anonymous(fd: fd, payloadSize: size, mapping: mapping))
+        } catch {
+            try? fd.close()
+            if error == .noSpace || error == .noMemory {
+                throw InterprocessError(.outOfMemory, objectName: nil, systemError: error, detail: "could not reserve \(total) bytes")
+            }
+            if error == .fileTooLarge || error == .invalidArgument {
+                throw InterprocessError(.invalidSize, objectName: nil, systemError: error, detail: "\(total) bytes")
+            }
+            throw InterprocessError(.createFailed, objectName: nil, systemError: error)
+        }
+    }
+
+    /// Makes an anonymous segment of a descriptor received from another process (see
+    /// ``LocalMessage/descriptors``). Takes ownership of `descriptor`: the segment closes it, and so
+    /// does a failure.
+    ///
+    /// - Throws: `incompatible` for anything but a memory file sealed against shrinking that holds an
+    ///   Interprocess segment; `corrupt` for a damaged header; `outOfMemory` when its pages cannot be
+    ///   reserved; `permissionDenied` when it cannot be mapped writable (a write seal).
+    public static func adopt(_ descriptor: FileDescriptor) throws(InterprocessError) -> SharedMemory {
+        do {
+            return try adoptChecked(descriptor)
+        } catch {
+            try? descriptor.close()
+            throw error
+        }
+    }
+
+    private static func adoptChecked(_ fd: FileDescriptor) throws(InterprocessError) -> SharedMemory {
+        let label = "(anonymous)"
+        let status: FileStatus
+        do { status = try fd.status() } catch { throw InterprocessError(.statFailed, objectName: label, systemError: error) }
+        guard status.isRegularFile else {
+            throw InterprocessError(.incompatible, objectName: label, detail: "the descriptor is not a memory file")
+        }
+        // Only a file that nobody can shrink is safe to map: a peer could otherwise truncate it
+        // under this process's mapping (SIGBUS).
+        let seals: MemoryFile.Seals
+        do { seals = try MemoryFile.seals(fd) } catch {
+            throw InterprocessError(.incompatible, objectName: label, systemError: error, detail: "not a sealable memory file (a named file could be truncated under the mapping)")
+        }
+        guard seals.contains(.shrink) else {
+            throw InterprocessError(.incompatible, objectName: label, detail: "the memory file is not sealed against shrinking")
+        }
+        guard status.size >= Int64(SegmentHeader.size), status.size <= Int64(Int.max) else {
+            throw InterprocessError(.corrupt, objectName: label, detail: "\(status.size) bytes cannot hold a segment")
+        }
+        let checked = try SegmentHandle.readHeader(fd: fd, name: label)
+        let header = SegmentHeader(checked.page.baseAddress!)
+        try header.validate(fileSize: status.size, name: "", kind: .raw)
+        guard header.state == SegmentState.ready.rawValue else {
+            throw InterprocessError(.corrupt, objectName: label, detail: "the header's state is \(header.state)")
+        }
+        let payloadSize = Int(header.pointer.pointee.payload_size)
+        do { try fd.reserve(bytes: status.size) } catch {
+            if error == .noSpace || error == .noMemory {
+                throw InterprocessError(.outOfMemory, objectName: label, systemError: error, detail: "could not reserve its \(status.size) bytes")
+            }
+            // A grow seal refuses even a reservation within the size on some kernels: the pages of a
+            // sealed file that the sender reserved are there already.
+            if error != .notPermitted { throw InterprocessError(.openFailed, objectName: label, systemError: error) }
+        }
+        let mapping: MemoryMapping
+        do { mapping = try MemoryMapping(fd: fd, length: Int(status.size)) } catch {
+            if error == .notPermitted || error == .permissionDenied {
+                throw InterprocessError(.permissionDenied, objectName: label, systemError: error, detail: "it cannot be mapped writable (sealed against writes?)")
+            }
+            throw InterprocessError(.openFailed, objectName: label, systemError: error, detail: "could not map \(status.size) bytes")
+        }
+        return SharedMemory(handle: .anonymous(fd: fd, payloadSize: payloadSize, mapping: mapping))
+    }
+
+    /// A new descriptor (close-on-exec) for this segment's memory, to hand to another process by
+    /// other means than ``LocalSocket/send(_:)-(SharedMemory)``. Anonymous segments only; the caller
+    /// owns the descriptor.
+    public func duplicateDescriptor() throws(InterprocessError) -> FileDescriptor {
+        guard isAnonymous else {
+            throw InterprocessError(.invalidArgument, objectName: name, detail: "a named segment is shared by its name; only anonymous segments are handed over as descriptors")
+        }
+        return try handle.duplicateDescriptor()
+    }
+}
+
+/// The bytes of a message that carries a segment's descriptor.
+let segmentMessageTag = Array("IPCSEGMT-ANON".utf8)
+
+extension LocalSocket {
+    /// Hands `segment` (an anonymous one) to the peer, which receives it with ``receiveSegment()``.
+    /// This process keeps its own handle: both see the same memory.
+    @available(*, noasync, message: "use the async form")
+    public func send(_ segment: SharedMemory) throws(InterprocessError) {
+        let fd = try segment.duplicateDescriptor()
+        defer { try? fd.close() }
+        try send(segmentMessageTag, descriptors: [fd])
+    }
+
+    /// Hands `segment` to the peer, waiting at most `timeout` for room.
+    @available(*, noasync, message: "use the async form")
+    public func send(_ segment: SharedMemory, timeout: Duration) throws(InterprocessError) {
+        let fd = try segment.duplicateDescriptor()
+        defer { try? fd.close() }
+        try send(segmentMessageTag, descriptors: [fd], timeout: timeout)
+    }
+
+    /// Hands `segment` to the peer without blocking a thread.
+    public func send(_ segment: SharedMemory) async throws(InterprocessError) {
+        let fd = try segment.duplicateDescriptor()
+        defer { try? fd.close() }
+        try await send(segmentMessageTag, descriptors: [fd])
+    }
+
+    /// Receives a segment that the peer sent with ``send(_:)-(SharedMemory)``, waiting as long as it
+    /// takes. - Throws: `incompatible` if the next message is not a segment (it is then dropped).
+    @available(*, noasync, message: "use the async form")
+    public func receiveSegment() throws(InterprocessError) -> SharedMemory {
+        try Self.segment(from: receive(), name: name)
+    }
+
+    /// Receives a segment, waiting at most `timeout`.
+    @available(*, noasync, message: "use the async form")
+    public func receiveSegment(timeout: Duration) throws(InterprocessError) -> SharedMemory {
+        try Self.segment(from: receive(timeout: timeout), name: name)
+    }
+
+    /// Receives a segment without blocking a thread.
+    public func receiveSegment() async throws(InterprocessError) -> SharedMemory {
+        try Self.segment(from: await receive(), name: name)
+    }
+
+    /// Receives a segment without blocking a thread, waiting at most `timeout`.
+    public func receiveSegment(timeout: Duration) async throws(InterprocessError) -> SharedMemory {
+        try Self.segment(from: await receive(timeout: timeout), name: name)
+    }
+
+    /// Receives a segment if a whole message is there; never waits.
+    public func tryReceiveSegment() throws(InterprocessError) -> SharedMemory? {
+        guard let message = try tryReceive() else { return nil }
+        return try Self.segment(from: message, name: name)
+    }
+
+    private static func segment(from message: LocalMessage, name: String?) throws(InterprocessError) -> SharedMemory {
+        guard message.bytes == segmentMessageTag, message.descriptors.count == 1 else {
+            message.closeDescriptors()
+            throw InterprocessError(.incompatible, objectName: name, detail: "the message is not a segment hand-over (\(message.bytes.count) bytes, \(message.descriptors.count) descriptors)")
+        }
+        return try SharedMemory.adopt(message.descriptors[0])
+    }
+}

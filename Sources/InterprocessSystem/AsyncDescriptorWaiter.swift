@@ -1,0 +1,183 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+package import SystemPackage
+import CInterprocess
+import Synchronization
+
+/// The process-wide waiter behind every `async` operation on a descriptor (sockets, FIFOs): one
+/// thread waits in `poll` on every registered descriptor at once and resumes the continuation of
+/// each one that became ready, timed out, or was cancelled. No cooperative thread ever blocks, and no
+/// thread is burnt per waiter — the descriptor counterpart of ``AsyncFutexWaiter``.
+///
+/// Why `poll` and not epoll (as swift-subprocess's AsyncIO does): several tasks may wait on one
+/// descriptor at once (a reader and a writer of one socket), which epoll allows only once per
+/// descriptor; the set is rebuilt from the registrations on each round, so a registration is just a
+/// dictionary entry; and `poll` exists on every platform we keep code paths for. The cost is linear
+/// in the number of waiters per wake-up, which is small for local IPC.
+///
+/// Resumption with `.ready` means "try the operation again" (level-triggered, like `poll`): callers
+/// loop, and a descriptor that another reader drained simply waits again.
+///
+/// `@unchecked Sendable`: the control pipe's descriptors are set once in `init` and never change;
+/// everything else is under `state`.
+package final class AsyncDescriptorWaiter: @unchecked Sendable {
+    package enum Outcome: Sendable, Equatable {
+        case ready, timedOut, cancelled
+    }
+
+    package static let shared = AsyncDescriptorWaiter()
+
+    private struct Registration {
+        let fd: CInt
+        let events: Int16
+        let deadline: UInt64
+        let continuation: CheckedContinuation<Outcome, Never>
+    }
+
+    private struct State {
+        var registrations: [UInt64: Registration] = [:]
+        var cancelledEarly: Set<UInt64> = []
+        var nextID: UInt64 = 0
+        var started = false
+    }
+
+    private let state = Mutex(State())
+    /// Written (one byte) whenever the set of registrations changes, so that the thread re-arms.
+    private let wakeRead: CInt
+    private let wakeWrite: CInt
+
+    private init() {
+        var fds: [CInt] = [-1, -1]
+        let rc = cipc_pipe_cloexec(&fds)
+        precondition(rc == 0, "could not create the async descriptor waiter's pipe (errno \(errno))")
+        wakeRead = fds[0]
+        wakeWrite = fds[1]
+        for fd in fds { _ = cipc_fcntl_int(fd, F_SETFL, cipc_fcntl_int(fd, F_GETFL, 0) | O_NONBLOCK) }
+    }
+
+    /// Suspends until `fd` is ready for `event` (or has an error or hang-up), `deadline` (monotonic
+    /// ns) passes, or the task is cancelled. The descriptor must stay open until this returns; an
+    /// owner that closes it first calls ``resumeAll(waitingOn:)``.
+    package func wait(for fd: FileDescriptor, _ event: DescriptorEvent, deadline: UInt64) async -> Outcome {
+        if Task.isCancelled { return .cancelled }
+        if Clock.monotonicNanoseconds() >= deadline { return .timedOut }
+        let id = state.withLock { state -> UInt64 in
+            state.nextID += 1
+            return state.nextID
+        }
+        let raw = fd.rawValue
+        let events = event == .readable ? Int16(POLLIN) : Int16(POLLOUT)
+        // The handler may run after the wait was resumed but before it returns, and then leaves the id
+        // in `cancelledEarly`; it cannot run once this returns, so the id is dropped here.
+        defer { _ = state.withLock { $0.cancelledEarly.remove(id) } }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
+                let cancelled = state.withLock { state -> Bool in
+                    if state.cancelledEarly.remove(id) != nil { return true }
+                    state.registrations[id] = Registration(fd: raw, events: events, deadline: deadline, continuation: continuation)
+                    if !state.started {
+                        state.started = true
+                        startThread()
+                    }
+                    return false
+                }
+                if cancelled { continuation.resume(returning: .cancelled) } else { poke() }
+            }
+        } onCancel: {
+            let registration = state.withLock { state -> Registration? in
+                if let registration = state.registrations.removeValue(forKey: id) { return registration }
+                state.cancelledEarly.insert(id)
+                return nil
+            }
+            if let registration {
+                registration.continuation.resume(returning: .cancelled)
+                poke()
+            }
+        }
+    }
+
+    /// Resumes (`.ready`) every wait on `fd`: its owner is about to close it. The waiters' next
+    /// attempt finds the owner closed.
+    package func resumeAll(waitingOn fd: FileDescriptor) {
+        let ready = state.withLock { state -> [CheckedContinuation<Outcome, Never>] in
+            let ids = state.registrations.filter { $0.value.fd == fd.rawValue }.map(\.key)
+            return ids.compactMap { state.registrations.removeValue(forKey: $0)?.continuation }
+        }
+        for continuation in ready { continuation.resume(returning: .ready) }
+        if !ready.isEmpty { poke() }
+    }
+
+    private func poke() {
+        var byte: UInt8 = 1
+        _ = write(wakeWrite, &byte, 1) // a full pipe already guarantees a wake-up
+    }
+
+    private func startThread() {
+        let context = Unmanaged.passRetained(self).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { context in
+            let waiter = Unmanaged<AsyncDescriptorWaiter>.fromOpaque(context!).takeRetainedValue()
+            waiter.run()
+            return nil
+        }, context)
+        precondition(rc == 0, "could not start the async descriptor waiter thread (\(rc))")
+        pthread_detach(thread)
+    }
+
+    private func run() {
+        var drain = [UInt8](repeating: 0, count: 256)
+        while true {
+            // Snapshot: distinct (descriptor, events) pairs, and the earliest deadline.
+            let (entries, earliest) = state.withLock { state -> ([pollfd], UInt64) in
+                var merged: [CInt: Int16] = [:]
+                var earliest = UInt64.max
+                for registration in state.registrations.values {
+                    earliest = min(earliest, registration.deadline)
+                    merged[registration.fd, default: 0] |= registration.events
+                }
+                return (merged.map { pollfd(fd: $0.key, events: $0.value, revents: 0) }, earliest)
+            }
+            var fds = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)] + entries
+            var timeout: CInt = -1
+            if earliest != .max {
+                let now = Clock.monotonicNanoseconds()
+                timeout = earliest <= now ? 0 : CInt(clamping: (earliest - now + 999_999) / 1_000_000)
+            }
+            let rc = poll(&fds, nfds_t(fds.count), timeout)
+            if rc < 0 && errno != EINTR && errno != EAGAIN {
+                // Cannot happen with valid arguments; do not spin.
+                Clock.sleep(nanoseconds: 1_000_000)
+            }
+            if fds[0].revents != 0 {
+                while drain.withUnsafeMutableBytes({ read(wakeRead, $0.baseAddress, $0.count) }) > 0 {}
+            }
+            var ready: [CInt: Int16] = [:]
+            for entry in fds.dropFirst() where entry.revents != 0 { ready[entry.fd] = entry.revents }
+            resolve(ready)
+        }
+    }
+
+    /// Resumes every registration whose descriptor is ready or whose deadline passed.
+    private func resolve(_ ready: [CInt: Int16]) {
+        let now = Clock.monotonicNanoseconds()
+        let failure = Int16(POLLERR) | Int16(POLLHUP) | Int16(POLLNVAL)
+        let resumed = state.withLock { state -> [(CheckedContinuation<Outcome, Never>, Outcome)] in
+            var resumed: [(CheckedContinuation<Outcome, Never>, Outcome)] = []
+            for (id, registration) in state.registrations {
+                if let revents = ready[registration.fd], revents & (registration.events | failure) != 0 {
+                    resumed.append((registration.continuation, .ready))
+                } else if now >= registration.deadline {
+                    resumed.append((registration.continuation, .timedOut))
+                } else {
+                    continue
+                }
+                state.registrations.removeValue(forKey: id)
+            }
+            return resumed
+        }
+        for (continuation, outcome) in resumed { continuation.resume(returning: outcome) }
+    }
+}
