@@ -165,9 +165,10 @@ enum WaitStep<Value> {
 }
 
 /// Calls `attempt` up to `rounds` times with a pause instruction between failures, then up to
-/// `yields` times with a `sched_yield` between failures — none while yields hand the CPU to
-/// CPU-bound processes (``SpinPolicy/yieldIfShort()``); the value if one attempt succeeded. The spin
-/// phase of both wait drivers.
+/// `yields` times with a `sched_yield` between failures; the value if one attempt succeeded. The spin
+/// phase of both wait drivers. While yields hand the CPU to CPU-bound processes
+/// (``SpinPolicy/yieldIfShort()``), it does not yield and pauses only
+/// ``SpinPolicy/contendedSpinRounds`` times. The policy's state is read after the first failure.
 @inline(__always)
 private func spin<Value>(
     rounds: Int, yields: Int = 0, _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
@@ -175,11 +176,16 @@ private func spin<Value>(
     var rounds = rounds
     var yields = yields
     var yielding = false
+    var started = false
     while true {
         switch try attempt(false) {
         case .done(let value): return value
         case .retry: continue
         case .park:
+            if !started {
+                started = true
+                rounds = min(rounds, SpinPolicy.pauseRounds)
+            }
             if rounds > 0 {
                 rounds -= 1
                 SpinPolicy.pause()
