@@ -16,7 +16,9 @@ struct Bench: ParsableCommand {
             (ProcessMutex vs pthread robust mutex vs Swift Mutex), ping-pong between two processes \
             (spinning floor, ProcessSemaphore, ProcessEvent, pipe, Unix socket), two processes \
             contending on one lock, 4 ping-pong pairs on 2 CPUs (oversubscribed), and SharedVariable \
-            put/take round trips (two processes, two threads, an in-process condition-variable box). The exit status \
+            put/take round trips (two processes, two threads, an in-process condition-variable box), local socket \
+            round trips and throughput next to pipe and socketpair, and a segment handed over as a descriptor \
+            against a named one created and opened. The exit status \
             is 0 even when a speed target is missed; it is 1 when a scenario fails or a count is wrong.
             """
     )
@@ -70,6 +72,9 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
     case contendedLock = "contended-lock"
     case oversubscribed = "oversubscribed"
     case sharedVariable = "shared-variable"
+    case localSocketLatency = "local-socket-latency"
+    case localSocketThroughput = "local-socket-throughput"
+    case segmentHandOver = "segment-hand-over"
 
     var title: String {
         switch self {
@@ -78,6 +83,9 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
         case .contendedLock: "two processes contending on one lock"
         case .oversubscribed: "oversubscribed: 4 ping-pong pairs (8 processes) at once"
         case .sharedVariable: "SharedVariable put/take round trip"
+        case .localSocketLatency: "local socket round trip, next to pipe and socketpair"
+        case .localSocketThroughput: "local socket throughput, next to pipe and socketpair"
+        case .segmentHandOver: "segment hand-over: anonymous (descriptor) vs named (create + open)"
         }
     }
 
@@ -90,6 +98,9 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
         case .contendedLock: scenario = ContendedLockBench.scenario()
         case .oversubscribed: scenario = OversubscribedBench.scenario()
         case .sharedVariable: scenario = SharedVariableBench.scenario()
+        case .localSocketLatency: scenario = LocalSocketLatencyBench.scenario()
+        case .localSocketThroughput: scenario = LocalSocketThroughputBench.scenario()
+        case .segmentHandOver: scenario = HandOverBench.scenario()
         }
         do {
             switch self {
@@ -98,6 +109,9 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
             case .contendedLock: try ContendedLockBench.measure(&scenario, plan)
             case .oversubscribed: try OversubscribedBench.measure(&scenario, plan)
             case .sharedVariable: try SharedVariableBench.measure(&scenario, plan)
+            case .localSocketLatency: try LocalSocketLatencyBench.measure(&scenario, plan)
+            case .localSocketThroughput: try LocalSocketThroughputBench.measure(&scenario, plan)
+            case .segmentHandOver: try HandOverBench.measure(&scenario, plan)
             }
             scenario.computeRatios()
         } catch {
