@@ -16,9 +16,11 @@ struct Bench: ParsableCommand {
             (ProcessMutex vs pthread robust mutex vs Swift Mutex), ping-pong between two processes \
             (spinning floor, ProcessSemaphore, ProcessEvent, pipe, Unix socket), two processes \
             contending on one lock, 4 ping-pong pairs on 2 CPUs (oversubscribed), SharedVariable \
-            put/take round trips (two processes, two threads, an in-process condition-variable box), and \
+            put/take round trips (two processes, two threads, an in-process condition-variable box), \
             1 putter and 4 takers moving values through one slot beside one CPU-bound process per CPU \
-            (SharedVariable vs POSIX semaphores; loaded). The exit status \
+            (SharedVariable vs POSIX semaphores; loaded), local socket round trips and throughput next \
+            to pipe and socketpair, and a segment handed over as a descriptor against a named one \
+            created and opened. The exit status \
             is 0 even when a speed target is missed; it is 1 when a scenario fails or a count is wrong.
             """
     )
@@ -73,6 +75,9 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
     case oversubscribed = "oversubscribed"
     case sharedVariable = "shared-variable"
     case loaded = "loaded"
+    case localSocketLatency = "local-socket-latency"
+    case localSocketThroughput = "local-socket-throughput"
+    case segmentHandOver = "segment-hand-over"
 
     var title: String {
         switch self {
@@ -82,6 +87,9 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
         case .oversubscribed: "oversubscribed: 4 ping-pong pairs (8 processes) at once"
         case .sharedVariable: "SharedVariable put/take round trip"
         case .loaded: "loaded: 1 putter → 4 takers through one slot, CPU hogs beside them"
+        case .localSocketLatency: "local socket round trip, next to pipe and socketpair"
+        case .localSocketThroughput: "local socket throughput, next to pipe and socketpair"
+        case .segmentHandOver: "segment hand-over: anonymous (descriptor) vs named (create + open)"
         }
     }
 
@@ -95,6 +103,9 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
         case .oversubscribed: scenario = OversubscribedBench.scenario()
         case .sharedVariable: scenario = SharedVariableBench.scenario()
         case .loaded: scenario = LoadedBench.scenario()
+        case .localSocketLatency: scenario = LocalSocketLatencyBench.scenario()
+        case .localSocketThroughput: scenario = LocalSocketThroughputBench.scenario()
+        case .segmentHandOver: scenario = HandOverBench.scenario()
         }
         do {
             switch self {
@@ -104,6 +115,9 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
             case .oversubscribed: try OversubscribedBench.measure(&scenario, plan)
             case .sharedVariable: try SharedVariableBench.measure(&scenario, plan)
             case .loaded: try LoadedBench.measure(&scenario, plan)
+            case .localSocketLatency: try LocalSocketLatencyBench.measure(&scenario, plan)
+            case .localSocketThroughput: try LocalSocketThroughputBench.measure(&scenario, plan)
+            case .segmentHandOver: try HandOverBench.measure(&scenario, plan)
             }
             scenario.computeRatios()
         } catch {

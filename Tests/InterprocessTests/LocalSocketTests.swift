@@ -189,6 +189,23 @@ struct LocalSocketTests {
         message.closeDescriptors()
         for fds in pipes { close(fds[0]); close(fds[1]) }
 
+        // Queued together, descriptors stay with their own message (one read may return several).
+        for round in 0..<20 {
+            var fds: [Int32] = [-1, -1]
+            #expect(pipe(&fds) == 0)
+            try a.send(Array("before \(round)".utf8))
+            try a.send(Array("with \(round)".utf8), descriptors: [FileDescriptor(rawValue: fds[1])])
+            try a.send(Array("after \(round)".utf8))
+            let before = try b.receive(timeout: .seconds(5))
+            let with = try b.receive(timeout: .seconds(5))
+            let after = try b.receive(timeout: .seconds(5))
+            #expect(before.string == "before \(round)" && before.descriptors.isEmpty)
+            #expect(with.string == "with \(round)" && with.descriptors.count == 1)
+            #expect(after.string == "after \(round)" && after.descriptors.isEmpty)
+            with.closeDescriptors()
+            close(fds[0]); close(fds[1])
+        }
+
         // Limits: a message over the receiver's maximum breaks the connection for good.
         b.maximumMessageSize = 16
         #expect(try a.trySend(Array(repeating: 1, count: 17)))

@@ -417,27 +417,41 @@ public final class LocalSocket: Sendable {
         try DescriptorIO.once(owner) { fd throws(InterprocessError) in try receiveAttempt(fd) }
     }
 
+    /// The receiving side: a read-ahead buffer, so that a small message usually takes one `recvmsg`
+    /// (several, when several are queued), and a message too big for the buffer read straight into its
+    /// own array.
+    ///
+    /// Descriptors ride on a message's first bytes: the kernel attaches them to the first buffer of
+    /// the `sendmsg` that sent the header, hands them out with the first read that touches those
+    /// bytes, and never returns bytes past a buffer that carried descriptors in the same read. So the
+    /// descriptors of one read belong to the last message that *starts* within the bytes it returned;
+    /// descriptors in a read where no message starts are a protocol violation (`corrupt`).
     private struct ReceiveState {
-        var header = [UInt8](repeating: 0, count: LocalSocket.headerSize)
-        var headerCount = 0
-        var payload: [UInt8] = []
-        var payloadCount = 0
-        var descriptors: [FileDescriptor] = []
+        static let capacity = 64 << 10
+
+        /// Buffered bytes are `buffer[start..<end]`; `base` is the stream offset of `buffer[0]`.
+        var buffer: [UInt8] = []
+        var start = 0
+        var end = 0
+        var base: UInt64 = 0
+        /// Descriptors by the stream offset of the message they came with.
+        var descriptors: [UInt64: [FileDescriptor]] = [:]
+        /// A message too big for the buffer, being read straight into `payload`.
+        /// `next` is the stream offset of the message after it.
+        var direct: (payload: [UInt8], count: Int, descriptors: [FileDescriptor], expected: Int, next: UInt64)?
         var failure: InterprocessError?
 
-        mutating func reset() {
-            headerCount = 0
-            payload = []
-            payloadCount = 0
-            descriptors = []
-        }
-
         mutating func fail(_ error: InterprocessError) -> InterprocessError {
-            for fd in descriptors { try? fd.close() }
-            descriptors = []
+            for fds in descriptors.values { for fd in fds { try? fd.close() } }
+            descriptors = [:]
+            if let direct { for fd in direct.descriptors { try? fd.close() } }
+            direct = nil
             failure = error
             return error
         }
+
+        /// Whether nothing of a message has arrived.
+        var isEmpty: Bool { start == end && direct == nil }
     }
 
     private func receiveAttempt(_ fd: FileDescriptor) throws(InterprocessError) -> IOAttempt<LocalMessage> {
@@ -458,48 +472,138 @@ public final class LocalSocket: Sendable {
 
     private func receiveStep(_ fd: FileDescriptor, _ state: inout ReceiveState, _ maximum: Int) throws(InterprocessError) -> IOAttempt<LocalMessage> {
         if let failure = state.failure { throw failure }
-        // The header, with the descriptors that travel with it.
-        while state.headerCount < Self.headerSize {
-            let start = state.headerCount
-            let result = state.header.withUnsafeMutableBytes { raw in
-                Result { () throws(Errno) -> SocketReception? in
-                    try UnixSocket.receive(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[start...]))
-                }
+        while true {
+            if state.direct != nil {
+                if let message = try continueDirect(fd, &state) { return .done(message) }
+                return .wait(.readable)
             }
-            guard let reception = try received(result, &state) else { return .wait(.readable) }
-            if reception.count == 0 {
-                if start == 0 && state.descriptors.isEmpty {
-                    throw InterprocessError(.disconnected, objectName: name, detail: "the peer closed the connection")
-                }
-                throw state.fail(InterprocessError(.disconnected, objectName: name, detail: "the peer closed the connection in the middle of a message"))
-            }
-            state.headerCount += reception.count
-            if state.headerCount == Self.headerSize { try startPayload(&state, maximum) }
+            if let message = try takeBuffered(&state, maximum) { return .done(message) }
+            if state.direct != nil { continue }
+            guard try fill(fd, &state) else { return .wait(.readable) }
         }
-        // The payload.
-        while state.payloadCount < state.payload.count {
-            let start = state.payloadCount
-            let result = state.payload.withUnsafeMutableBytes { raw in
-                Result { () throws(Errno) -> SocketReception? in
-                    try UnixSocket.receive(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[start...]))
-                }
-            }
-            guard let reception = try received(result, &state) else { return .wait(.readable) }
-            if reception.count == 0 {
-                throw state.fail(InterprocessError(.disconnected, objectName: name, detail: "the peer closed the connection in the middle of a message"))
-            }
-            state.payloadCount += reception.count
-        }
-        let expected = Int(state.header.withUnsafeBytes { UInt16(littleEndian: $0.loadUnaligned(fromByteOffset: 4, as: UInt16.self)) })
-        guard state.descriptors.count == expected else {
-            throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "the message announced \(expected) descriptors and \(state.descriptors.count) arrived"))
-        }
-        let message = LocalMessage(bytes: state.payload, descriptors: state.descriptors, sender: peer)
-        state.reset()
-        return .done(message)
     }
 
-    /// Checks one `recvmsg`: errors, descriptors that do not belong where they arrived.
+    /// The message at the front of the buffer, if it is all there; or, for one too big for the
+    /// buffer, switches to reading it directly (and returns nil).
+    private func takeBuffered(_ state: inout ReceiveState, _ maximum: Int) throws(InterprocessError) -> LocalMessage? {
+        guard state.end - state.start >= Self.headerSize else { return nil }
+        let (length, expected) = try header(at: state.start, &state, maximum)
+        let messageStart = state.base &+ UInt64(state.start)
+        if Self.headerSize + length > ReceiveState.capacity {
+            // Too big for the buffer: what is buffered starts its payload, the rest is read into it.
+            var payload = [UInt8](repeating: 0, count: length)
+            let have = state.end - state.start - Self.headerSize
+            let bodyStart = state.start + Self.headerSize
+            payload.withUnsafeMutableBytes { target in
+                state.buffer.withUnsafeBytes { source in
+                    target.baseAddress!.copyMemory(from: source.baseAddress! + bodyStart, byteCount: have)
+                }
+            }
+            let next = messageStart &+ UInt64(Self.headerSize + length)
+            state.direct = (payload, have, state.descriptors.removeValue(forKey: messageStart) ?? [], expected, next)
+            state.start = state.end
+            return nil
+        }
+        guard state.end - state.start >= Self.headerSize + length else { return nil }
+        let bytes = Array(state.buffer[(state.start + Self.headerSize)..<(state.start + Self.headerSize + length)])
+        let descriptors = state.descriptors.removeValue(forKey: messageStart) ?? []
+        state.start += Self.headerSize + length
+        guard descriptors.count == expected else {
+            for fd in descriptors { try? fd.close() }
+            throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "the message announced \(expected) descriptors and \(descriptors.count) arrived"))
+        }
+        return LocalMessage(bytes: bytes, descriptors: descriptors, sender: peer)
+    }
+
+    /// Reads more into the buffer; false when nothing is there (EAGAIN).
+    private func fill(_ fd: FileDescriptor, _ state: inout ReceiveState) throws(InterprocessError) -> Bool {
+        if state.buffer.isEmpty { state.buffer = [UInt8](repeating: 0, count: ReceiveState.capacity) }
+        if state.start > 0 {
+            // Move what is left to the front.
+            let count = state.end - state.start
+            let from = state.start
+            state.buffer.withUnsafeMutableBytes { raw in
+                if count > 0 { raw.baseAddress!.copyMemory(from: raw.baseAddress! + from, byteCount: count) }
+            }
+            state.base &+= UInt64(from)
+            state.start = 0
+            state.end = count
+        }
+        let oldEnd = state.end
+        let result = state.buffer.withUnsafeMutableBytes { raw in
+            Result { () throws(Errno) -> SocketReception? in
+                try UnixSocket.receive(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[oldEnd...]))
+            }
+        }
+        guard let reception = try received(result, &state) else { return false }
+        if reception.count == 0 {
+            if state.isEmpty {
+                throw InterprocessError(.disconnected, objectName: name, detail: "the peer closed the connection")
+            }
+            throw state.fail(InterprocessError(.disconnected, objectName: name, detail: "the peer closed the connection in the middle of a message"))
+        }
+        state.end += reception.count
+        if !reception.descriptors.isEmpty {
+            // They belong to the last message that starts within the bytes just read.
+            var position = state.start
+            var owner: Int?
+            while position < state.end {
+                if position >= oldEnd { owner = position }
+                guard state.end - position >= Self.headerSize else { break }
+                let length = state.buffer.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: position, as: UInt32.self))) }
+                position += Self.headerSize + length
+            }
+            guard let owner else {
+                for fd in reception.descriptors { try? fd.close() }
+                throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "descriptors arrived in the middle of a message"))
+            }
+            let key = state.base &+ UInt64(owner)
+            guard state.descriptors[key] == nil else {
+                for fd in reception.descriptors { try? fd.close() }
+                throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "two sets of descriptors for one message"))
+            }
+            state.descriptors[key] = reception.descriptors
+        }
+        return true
+    }
+
+    /// Reads the rest of a message too big for the buffer straight into its payload: the message
+    /// when complete, nil when the rest is not there yet.
+    private func continueDirect(_ fd: FileDescriptor, _ state: inout ReceiveState) throws(InterprocessError) -> LocalMessage? {
+        while var direct = state.direct, direct.count < direct.payload.count {
+            let done = direct.count
+            state.direct = nil // no copy of the payload while it is written to
+            let result = direct.payload.withUnsafeMutableBytes { raw in
+                Result { () throws(Errno) -> SocketReception? in
+                    try UnixSocket.receive(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[done...]))
+                }
+            }
+            state.direct = direct
+            guard let reception = try received(result, &state) else { return nil }
+            if reception.count == 0 {
+                throw state.fail(InterprocessError(.disconnected, objectName: name, detail: "the peer closed the connection in the middle of a message"))
+            }
+            if !reception.descriptors.isEmpty {
+                for fd in reception.descriptors { try? fd.close() }
+                throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "descriptors arrived in the middle of a message"))
+            }
+            direct.count += reception.count
+            state.direct = direct
+        }
+        guard let direct = state.direct else { return nil }
+        state.direct = nil
+        // The buffer was emptied when the direct read began; the next message starts after this one.
+        state.base = direct.next
+        state.start = 0
+        state.end = 0
+        guard direct.descriptors.count == direct.expected else {
+            for fd in direct.descriptors { try? fd.close() }
+            throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "the message announced \(direct.expected) descriptors and \(direct.descriptors.count) arrived"))
+        }
+        return LocalMessage(bytes: direct.payload, descriptors: direct.descriptors, sender: peer)
+    }
+
+    /// Checks one `recvmsg`: errors, and more descriptors than a message may carry.
     private func received(_ result: Result<SocketReception?, Errno>, _ state: inout ReceiveState) throws(InterprocessError) -> SocketReception? {
         let reception: SocketReception?
         do { reception = try result.get() } catch {
@@ -513,19 +617,15 @@ public final class LocalSocket: Sendable {
             for fd in reception.descriptors { try? fd.close() }
             throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "more descriptors arrived than a message may carry; the excess was lost"))
         }
-        if state.descriptors.count + reception.descriptors.count > Self.maximumDescriptors {
-            for fd in reception.descriptors { try? fd.close() }
-            throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "more descriptors arrived than a message may carry"))
-        }
-        state.descriptors += reception.descriptors
         return reception
     }
 
-    private func startPayload(_ state: inout ReceiveState, _ maximum: Int) throws(InterprocessError) {
-        let (length, count, version) = state.header.withUnsafeBytes { raw in
-            (Int(UInt32(littleEndian: raw.loadUnaligned(as: UInt32.self))),
-             Int(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt16.self))),
-             raw[6])
+    /// The length and descriptor count of the header at `offset` in the buffer, checked.
+    private func header(at offset: Int, _ state: inout ReceiveState, _ maximum: Int) throws(InterprocessError) -> (length: Int, descriptors: Int) {
+        let (length, count, version) = state.buffer.withUnsafeBytes { raw in
+            (Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self))),
+             Int(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt16.self))),
+             raw[offset + 6])
         }
         guard version == Self.frameVersion else {
             throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "not an Interprocess message (header version \(version))"))
@@ -536,8 +636,7 @@ public final class LocalSocket: Sendable {
         guard length <= maximum else {
             throw state.fail(InterprocessError(.invalidSize, objectName: name, detail: "a message of \(length) bytes; this socket accepts at most \(maximum)"))
         }
-        state.payload = [UInt8](repeating: 0, count: length)
-        state.payloadCount = 0
+        return (length, count)
     }
 
     // MARK: Closing
@@ -549,8 +648,7 @@ public final class LocalSocket: Sendable {
     public func close() {
         owner.close { fd in UnixSocket.shutdownSending(fd) }
         receiving.withLock { state in
-            for fd in state.descriptors { try? fd.close() }
-            state.descriptors = []
+            _ = state.fail(InterprocessError(.closed, objectName: name, detail: "it was closed"))
         }
     }
 }
