@@ -16,7 +16,7 @@ struct IPCToolTests {
 
     /// A name no other test (or test run) uses.
     private func uniqueName() -> String {
-        "ipct-cli-\(getpid())-\(Self.counter.add(1, ordering: .relaxed).newValue)"
+        "ipct-cli-\(getpid())-\(TestNames.fixedWidth(Self.counter.add(1, ordering: .relaxed).newValue))"
     }
 
     private func ipcPath() throws -> String {

@@ -8,12 +8,21 @@ import Synchronization
 import Dispatch
 import SystemPackage
 
-/// Names unique to this test run: "ipct-PID-TAG-N".
+/// Names unique to this test run: "ipct-PID-TAG-NNNNNN".
+///
+/// The counter has a fixed width so that no name is a prefix of another test's name: tests collect
+/// garbage and look for leftovers by prefix, and "…-1" must not match "…-17" of a test running beside it.
 enum TestNames {
     private static let counter = Atomic<Int>(0)
 
     static func make(_ tag: String) -> String {
-        "ipct-\(getpid())-\(tag)-\(counter.add(1, ordering: .relaxed).newValue)"
+        "ipct-\(getpid())-\(tag)-\(fixedWidth(counter.add(1, ordering: .relaxed).newValue))"
+    }
+
+    /// `n` in six decimal digits, zero-padded.
+    static func fixedWidth(_ n: Int) -> String {
+        let digits = String(n)
+        return String(repeating: "0", count: max(0, 6 - digits.count)) + digits
     }
 
     /// Objects in /dev/shm whose name starts with `prefix`.
