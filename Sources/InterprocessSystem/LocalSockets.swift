@@ -189,11 +189,12 @@ package enum UnixSocket {
     }
 
     /// Sends `bytes` (all or part, for a stream) with `descriptors` attached, to `destination` or the
-    /// connected peer. Returns the count sent, or nil when nothing fits now (EAGAIN). Never raises
-    /// SIGPIPE (MSG_NOSIGNAL). The corresponding C function is `sendmsg`.
+    /// connected peer. Returns the count sent, or nil when nothing fits now (EAGAIN). `wait`: on a
+    /// socket in blocking mode, wait in the kernel for room (else MSG_DONTWAIT: never wait). Never
+    /// raises SIGPIPE (MSG_NOSIGNAL). The corresponding C function is `sendmsg`.
     package static func send(
         _ fd: FileDescriptor, _ bytes: UnsafeRawBufferPointer, descriptors: [FileDescriptor] = [],
-        to destination: SocketAddress? = nil
+        to destination: SocketAddress? = nil, wait: Bool = false
     ) throws(Errno) -> Int? {
         let rights = descriptors.map(\.rawValue)
         let controlLength = rights.isEmpty ? 0 : cipc_CMSG_SPACE(rights.count * MemoryLayout<CInt>.size)
@@ -224,7 +225,7 @@ package enum UnixSocket {
                     rights.withUnsafeBytes { data.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
                 }
                 while true {
-                    let n = sendmsg(fd.rawValue, &message, cipc_MSG_NOSIGNAL)
+                    let n = sendmsg(fd.rawValue, &message, cipc_MSG_NOSIGNAL | (wait ? 0 : CInt(MSG_DONTWAIT)))
                     if n >= 0 { return n }
                     let error = currentErrno
                     if error == .interrupted { continue }
@@ -238,10 +239,12 @@ package enum UnixSocket {
     /// Receives into `buffer`, with up to ``maximumDescriptors`` descriptors (close-on-exec) and the
     /// sender's credentials if the socket asked for them. `peek` leaves the data queued (and takes no
     /// descriptors); `wholeLength` reports a datagram's full length even when the buffer is shorter.
-    /// Returns nil when nothing is there (EAGAIN); a count of 0 on a stream is end-of-file.
+    /// Returns nil when nothing is there (EAGAIN); a count of 0 on a stream is end-of-file. `wait`:
+    /// on a socket in blocking mode, wait in the kernel for data (else MSG_DONTWAIT: never wait).
     /// The corresponding C function is `recvmsg`.
     package static func receive(
-        _ fd: FileDescriptor, into buffer: UnsafeMutableRawBufferPointer, peek: Bool = false, wholeLength: Bool = false
+        _ fd: FileDescriptor, into buffer: UnsafeMutableRawBufferPointer, peek: Bool = false, wholeLength: Bool = false,
+        wait: Bool = false
     ) throws(Errno) -> SocketReception? {
         let controlLength = peek ? 0 : cipc_CMSG_SPACE(maximumDescriptors * MemoryLayout<CInt>.size) + cipc_CMSG_SPACE(max(cipc_credentials_size, 1))
         let control = UnsafeMutableRawBufferPointer.allocate(byteCount: max(controlLength, 1), alignment: 16)
@@ -252,6 +255,7 @@ package enum UnixSocket {
             try withUnsafeMutablePointer(to: &storage) { storagePointer throws(Errno) -> SocketReception? in
                 var message = msghdr()
                 var flags = cipc_MSG_CMSG_CLOEXEC
+                if !wait { flags |= CInt(MSG_DONTWAIT) }
                 if peek { flags |= CInt(MSG_PEEK) }
                 if wholeLength { flags |= CInt(MSG_TRUNC) }
                 var count = 0

@@ -214,6 +214,35 @@ struct LocalSocketTests {
         expectError(.invalidSize) { try a.send(Array(repeating: 0, count: 1), descriptors: Array(repeating: FileDescriptor(rawValue: 0), count: 65)) }
     }
 
+    @Test func untimedCallsWaitInTheKernelAndEndWhenTheSocketCloses() throws {
+        let (a, b) = try LocalSocket.pair()
+        defer { a.close() }
+        // A receive waiting in the kernel gets what another thread sends.
+        let got = Box<String>()
+        let receiver = Thread { got.value = (try? b.receive())?.string }
+        try a.send(Array("wake".utf8))
+        receiver.join()
+        #expect(got.value == "wake")
+        // One waiting when its socket is closed (before or after it started waiting) ends `closed`.
+        let code = Box<InterprocessError.Code>()
+        let blocked = Thread {
+            do { _ = try b.receive() } catch let error as InterprocessError { code.value = error.code } catch {}
+        }
+        b.close()
+        blocked.join()
+        #expect(code.value == .closed)
+
+        let (c, d) = try LocalDatagramSocket.pair()
+        defer { c.close() }
+        let datagramCode = Box<InterprocessError.Code>()
+        let datagramReceiver = Thread {
+            do { _ = try d.receive() } catch let error as InterprocessError { datagramCode.value = error.code } catch {}
+        }
+        d.close()
+        datagramReceiver.join()
+        #expect(datagramCode.value == .closed)
+    }
+
     @Test func aPeerThatSendsGarbageCannotConfuseTheReceiver() throws {
         try withLocalDirectory("sock6") { directory in
             let path = directory + "/f.sock"
@@ -338,6 +367,12 @@ private func fileIdentity(_ path: String) -> [UInt64]? {
     var st = stat()
     guard lstat(path, &st) == 0 else { return nil }
     return [UInt64(st.st_dev), UInt64(st.st_ino)]
+}
+
+/// A value set by one thread and read by another after a join.
+private final class Box<Value>: @unchecked Sendable {
+    // `@unchecked Sendable`: written by one thread before `Thread.join`, read after it.
+    var value: Value?
 }
 
 /// A thread that runs `body` and can be joined.
