@@ -196,20 +196,32 @@ package enum UnixSocket {
         _ fd: FileDescriptor, _ bytes: UnsafeRawBufferPointer, descriptors: [FileDescriptor] = [],
         to destination: SocketAddress? = nil, wait: Bool = false
     ) throws(Errno) -> Int? {
+        try send(fd, bytes, UnsafeRawBufferPointer(start: nil, count: 0), descriptors: descriptors, to: destination, wait: wait)
+    }
+
+    /// Sends `first` then `second` in one call (gathered: neither is copied here), as
+    /// ``send(_:_:descriptors:to:wait:)``.
+    package static func send(
+        _ fd: FileDescriptor, _ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer, descriptors: [FileDescriptor] = [],
+        to destination: SocketAddress? = nil, wait: Bool = false
+    ) throws(Errno) -> Int? {
         let rights = descriptors.map(\.rawValue)
         let controlLength = rights.isEmpty ? 0 : cipc_CMSG_SPACE(rights.count * MemoryLayout<CInt>.size)
         let control = UnsafeMutableRawBufferPointer.allocate(byteCount: max(controlLength, 1), alignment: 16)
         defer { control.deallocate() }
-        control.initializeMemory(as: UInt8.self, repeating: 0)
+        if controlLength > 0 { control.initializeMemory(as: UInt8.self, repeating: 0) }
         var storage = sockaddr_un()
         var storageLength: socklen_t = 0
         if let destination { storageLength = fill(&storage, destination) }
-        var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
-        return try withUnsafeMutablePointer(to: &vector) { vectorPointer throws(Errno) -> Int? in
+        var vectors = (
+            iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress), iov_len: first.count),
+            iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress), iov_len: second.count))
+        let vectorCount = second.isEmpty ? 1 : 2
+        return try withUnsafeMutablePointer(to: &vectors) { vectorsPointer throws(Errno) -> Int? in
             try withUnsafeMutablePointer(to: &storage) { storagePointer throws(Errno) -> Int? in
                 var message = msghdr()
-                message.msg_iov = vectorPointer
-                message.msg_iovlen = 1
+                message.msg_iov = UnsafeMutableRawPointer(vectorsPointer).assumingMemoryBound(to: iovec.self)
+                message.msg_iovlen = numericCast(vectorCount)
                 if destination != nil {
                     message.msg_name = UnsafeMutableRawPointer(storagePointer)
                     message.msg_namelen = storageLength

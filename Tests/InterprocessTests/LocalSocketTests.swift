@@ -206,6 +206,26 @@ struct LocalSocketTests {
             close(fds[0]); close(fds[1])
         }
 
+        // Big and small messages alternate, with and without descriptors (a big one is read
+        // straight into its own array; the header after it alone).
+        let sizes = [100_000, 3, 70_000, 0, 65_528, 65_529, 10]
+        let alternating = Thread {
+            for (index, size) in sizes.enumerated() {
+                var fds: [Int32] = [-1, -1]
+                _ = pipe(&fds)
+                let payload = [UInt8](repeating: UInt8(index), count: size)
+                try? a.send(payload, descriptors: index % 2 == 0 ? [FileDescriptor(rawValue: fds[1])] : [])
+                close(fds[0]); close(fds[1])
+            }
+        }
+        for (index, size) in sizes.enumerated() {
+            let message = try b.receive(timeout: .seconds(20))
+            #expect(message.bytes == [UInt8](repeating: UInt8(index), count: size), "message \(index)")
+            #expect(message.descriptors.count == (index % 2 == 0 ? 1 : 0), "message \(index)")
+            message.closeDescriptors()
+        }
+        alternating.join()
+
         // Limits: a message over the receiver's maximum breaks the connection for good.
         b.maximumMessageSize = 16
         #expect(try a.trySend(Array(repeating: 1, count: 17)))

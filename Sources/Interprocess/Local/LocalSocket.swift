@@ -290,7 +290,7 @@ public final class LocalSocket: Sendable {
 
     /// Bytes of messages accepted by ``trySend(_:descriptors:)`` that are still queued in this socket.
     public var queuedBytes: Int {
-        sending.withLock { state in state.queue.reduce(0) { $0 + $1.frame.count - $1.sent } }
+        sending.withLock { state in state.queue.reduce(0) { $0 + $1.count - $1.sent } }
     }
 
     /// Sends what ``trySend(_:descriptors:)`` left queued, waiting at most `timeout`.
@@ -300,11 +300,15 @@ public final class LocalSocket: Sendable {
         try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try sendAttempt(fd, last) }
     }
 
+    /// A queued message: its header and its bytes (the caller's array itself, not a copy, when it
+    /// passed an array), sent with one gathering `sendmsg`.
     private struct Frame {
         let id: UInt64
-        let frame: [UInt8]
+        let header: [UInt8]
+        let payload: [UInt8]
         var descriptors: [FileDescriptor]
         var sent = 0
+        var count: Int { header.count + payload.count }
     }
 
     private struct SendState {
@@ -324,17 +328,17 @@ public final class LocalSocket: Sendable {
         guard descriptors.count <= Self.maximumDescriptors else {
             throw InterprocessError(.invalidSize, objectName: name, detail: "\(descriptors.count) descriptors; a message carries at most \(Self.maximumDescriptors)")
         }
-        var frame = [UInt8]()
-        frame.reserveCapacity(Self.headerSize + bytes.count)
-        withUnsafeBytes(of: UInt32(bytes.count).littleEndian) { frame.append(contentsOf: $0) }
-        withUnsafeBytes(of: UInt16(descriptors.count).littleEndian) { frame.append(contentsOf: $0) }
-        frame.append(Self.frameVersion)
-        frame.append(0)
-        frame.append(contentsOf: bytes)
+        var header = [UInt8]()
+        header.reserveCapacity(Self.headerSize)
+        withUnsafeBytes(of: UInt32(bytes.count).littleEndian) { header.append(contentsOf: $0) }
+        withUnsafeBytes(of: UInt16(descriptors.count).littleEndian) { header.append(contentsOf: $0) }
+        header.append(Self.frameVersion)
+        header.append(0)
+        let payload = Array(bytes) // no copy when `bytes` is an array
         return try sending.withLock { state throws(InterprocessError) -> UInt64 in
             if let broken = state.broken { throw InterprocessError(.disconnected, objectName: name, detail: broken) }
             state.nextID += 1
-            state.queue.append(Frame(id: state.nextID, frame: frame, descriptors: descriptors))
+            state.queue.append(Frame(id: state.nextID, header: header, payload: payload, descriptors: descriptors))
             return state.nextID
         }
     }
@@ -364,11 +368,14 @@ public final class LocalSocket: Sendable {
             case .busy: return .busy
             case .write(let frame): head = frame
             }
-            let result = head.frame.withUnsafeBytes { raw in
-                Result { () throws(Errno) -> Int? in
-                    try UnixSocket.send(
-                        fd, UnsafeRawBufferPointer(rebasing: raw[head.sent...]), descriptors: head.sent == 0 ? head.descriptors : [],
-                        wait: wait)
+            let result = head.header.withUnsafeBytes { header in
+                head.payload.withUnsafeBytes { payload in
+                    Result { () throws(Errno) -> Int? in
+                        let sent = head.sent
+                        let first = sent < header.count ? UnsafeRawBufferPointer(rebasing: header[sent...]) : UnsafeRawBufferPointer(rebasing: payload[(sent - header.count)...])
+                        let second = sent < header.count ? payload : UnsafeRawBufferPointer(start: nil, count: 0)
+                        return try UnixSocket.send(fd, first, second, descriptors: sent == 0 ? head.descriptors : [], wait: wait)
+                    }
                 }
             }
             let progressed = try sending.withLock { state throws(InterprocessError) -> Bool in
@@ -383,7 +390,7 @@ public final class LocalSocket: Sendable {
                 }
                 guard let count, state.queue.first?.id == head.id else { return false }
                 state.queue[0].sent += count
-                if state.queue[0].sent == head.frame.count {
+                if state.queue[0].sent == head.count {
                     state.completed = head.id
                     state.queue.removeFirst()
                 }
@@ -475,6 +482,9 @@ public final class LocalSocket: Sendable {
         var failure: InterprocessError?
         /// A placeholder while a receive step runs outside the lock.
         var reading = false
+        /// The last message was too big for the buffer: with nothing buffered, read only the next
+        /// header, so that a big payload goes straight into its own array.
+        var lastWasDirect = false
 
         mutating func fail(_ error: InterprocessError) -> InterprocessError {
             for fds in descriptors.values { for fd in fds { try? fd.close() } }
@@ -493,21 +503,19 @@ public final class LocalSocket: Sendable {
     /// wait in the kernel), leaving a placeholder marked `reading`: other receivers find it busy.
     private func receiveAttempt(_ fd: FileDescriptor, wait: Bool = false) throws(InterprocessError) -> IOAttempt<LocalMessage> {
         let maximum = maximumMessageSize
-        let taken = receiving.withLock { state -> ReceiveState? in
-            if state.reading { return nil }
-            let taken = state
-            state = ReceiveState()
+        // Moved out with `swap`, so that the buffer has one owner and is never copied on write.
+        var local = ReceiveState()
+        let took = receiving.withLock { state -> Bool in
+            if state.reading { return false }
+            swap(&local, &state)
             state.reading = true
-            return taken
+            return true
         }
-        guard var local = taken else { return .busy }
+        guard took else { return .busy }
         let outcome = Result { () throws(InterprocessError) -> IOAttempt<LocalMessage> in try receiveStep(fd, &local, maximum, wait) }
-        let closed = owner.isClosed
-        receiving.withLock { state in
-            // Closed meanwhile: what this step holds is released here.
-            if closed { _ = local.fail(InterprocessError(.closed, objectName: name, detail: "it was closed")) }
-            state = local
-        }
+        // Closed meanwhile: what this step holds is released here.
+        if owner.isClosed { _ = local.fail(InterprocessError(.closed, objectName: name, detail: "it was closed")) }
+        receiving.withLock { state in swap(&local, &state) }
         do {
             return try outcome.get()
         } catch {
@@ -558,6 +566,7 @@ public final class LocalSocket: Sendable {
         let bytes = Array(state.buffer[(state.start + Self.headerSize)..<(state.start + Self.headerSize + length)])
         let descriptors = state.descriptors.removeValue(forKey: messageStart) ?? []
         state.start += Self.headerSize + length
+        state.lastWasDirect = false
         guard descriptors.count == expected else {
             for fd in descriptors { try? fd.close() }
             throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "the message announced \(expected) descriptors and \(descriptors.count) arrived"))
@@ -580,9 +589,10 @@ public final class LocalSocket: Sendable {
             state.end = count
         }
         let oldEnd = state.end
+        let limit = state.lastWasDirect && oldEnd == 0 ? Self.headerSize : ReceiveState.capacity
         let result = state.buffer.withUnsafeMutableBytes { raw in
             Result { () throws(Errno) -> SocketReception? in
-                try UnixSocket.receive(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[oldEnd...]), wait: wait)
+                try UnixSocket.receive(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[oldEnd..<limit]), wait: wait)
             }
         }
         guard let reception = try received(result, &state) else { return false }
@@ -646,6 +656,7 @@ public final class LocalSocket: Sendable {
         state.base = direct.next
         state.start = 0
         state.end = 0
+        state.lastWasDirect = true
         guard direct.descriptors.count == direct.expected else {
             for fd in direct.descriptors { try? fd.close() }
             throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "the message announced \(direct.expected) descriptors and \(direct.descriptors.count) arrived"))
