@@ -351,6 +351,12 @@ extension SegmentHandle {
         let header = SegmentHeader(checked.page.baseAddress!)
         try header.validate(fileSize: checked.status.size, name: name, kind: kind)
         guard header.state == SegmentState.ready.rawValue else {
+            // Removed between our fstat and our read (a remover unlinks before it marks the header
+            // removed, so the link count is 0 by now): open the next one, if any.
+            if header.state == SegmentState.removed.rawValue, (try? fd.status())?.linkCount == 0 {
+                FileLock.unlock(fd, byte: LockByte.live)
+                return .retry
+            }
             throw InterprocessError(.corrupt, objectName: name, detail: "the header's state is \(header.state) on a named segment (only 'ready' is valid)")
         }
         let size = checked.status.size
