@@ -40,8 +40,9 @@ package final class AsyncFutexWaiter: @unchecked Sendable {
     }
 
     private let state = Mutex(State())
-    /// Bumped and woken whenever the set of registrations changes, so the thread re-arms.
-    private let control: UnsafeMutableRawPointer
+    /// Bumped (wrapping) and woken whenever the set of registrations changes, so the thread re-arms.
+    /// `package`: a test sets it near its limit.
+    package let control: UnsafeMutableRawPointer
 
     private init() {
         control = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
@@ -56,7 +57,7 @@ package final class AsyncFutexWaiter: @unchecked Sendable {
         if Task.isCancelled { return .cancelled }
         if Clock.monotonicNanoseconds() >= deadline { return .timedOut }
         let id = state.withLock { state -> UInt64 in
-            state.nextID += 1
+            state.nextID &+= 1
             return state.nextID
         }
         let address = UInt(bitPattern: word)
@@ -90,7 +91,7 @@ package final class AsyncFutexWaiter: @unchecked Sendable {
     }
 
     private func poke() {
-        atomic32(control).pointee.add(1, ordering: .sequentiallyConsistent)
+        atomic32(control).pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         Futex.wake(control, count: 1)
     }
 

@@ -5,19 +5,24 @@ import Darwin
 #endif
 
 /// Named steps inside multi-step protocols where a test can have the process SIGKILL itself, to
-/// prove that a peer dying at exactly that instruction wedges and corrupts nothing.
+/// prove that a peer dying at exactly that instruction wedges and corrupts nothing — or stop itself
+/// (SIGSTOP), so that a test can act at exactly that moment and then let it go on (SIGCONT): how a
+/// test makes a race certain without a clock deciding it.
 ///
-/// Enabled only by the environment variable `INTERPROCESS_CRASH_POINT=<name>` (read once); otherwise
-/// `reached` costs one load and a compare of a nil optional.
+/// Enabled only by the environment variables `INTERPROCESS_CRASH_POINT=<name>` and
+/// `INTERPROCESS_STOP_POINT=<name>` (read once); otherwise `reached` costs one load and a compare of
+/// a nil optional.
 package enum CrashPoint {
-    private static let armed: String? = {
-        guard let value = getenv("INTERPROCESS_CRASH_POINT") else { return nil }
-        return String(cString: value)
+    private static let armed: (crash: String?, stop: String?)? = {
+        let crash = getenv("INTERPROCESS_CRASH_POINT").map { String(cString: $0) }
+        let stop = getenv("INTERPROCESS_STOP_POINT").map { String(cString: $0) }
+        return crash == nil && stop == nil ? nil : (crash, stop)
     }()
 
     @inline(__always)
     package static func reached(_ name: StaticString) {
         guard let armed else { return }
-        if armed == name.description { raise(SIGKILL) }
+        if armed.crash == name.description { raise(SIGKILL) }
+        if armed.stop == name.description { raise(SIGSTOP) }
     }
 }

@@ -6,6 +6,10 @@ import Darwin
 
 /// Who a process is: its pid together with its start time, so that a reused pid is not mistaken
 /// for a process that died.
+///
+/// For display only (the segment holder table shows it). Never decide from it whether an owner is
+/// alive: a pid means nothing in another PID namespace, and /proc may hide other users' processes
+/// (`hidepid`). Owners' liveness comes from the kernel: see `OwnerLease`.
 package struct ProcessIdentity: Sendable, Hashable {
     package var pid: Int32
     /// Linux: field 22 of /proc/PID/stat (clock ticks since boot). 0 where unknown.

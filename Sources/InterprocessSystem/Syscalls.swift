@@ -94,14 +94,18 @@ package enum SharedMemoryObject {
             return Glibc.open(directory! + osName, flags | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY, permissions.rawValue)
             #endif
         }
-        let descriptor = FileDescriptor(rawValue: fd)
+        return try regularFile(FileDescriptor(rawValue: fd))
+    }
+
+    /// `fd` if it is a regular file; otherwise closes it and throws ``notRegularFile``.
+    private static func regularFile(_ fd: FileDescriptor) throws(Errno) -> FileDescriptor {
         do throws(Errno) {
-            guard try descriptor.status().isRegularFile else { throw notRegularFile }
+            guard try fd.status().isRegularFile else { throw notRegularFile }
         } catch {
-            try? descriptor.close()
+            try? fd.close()
             throw error
         }
-        return descriptor
+        return fd
     }
 
     /// What ``open(_:create:exclusive:readOnly:permissions:)`` throws for an object that is not a
@@ -205,14 +209,7 @@ package enum SharedMemoryObject {
                 buffer.withMemoryRebound(to: CChar.self) { Glibc.open($0.baseAddress!, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY) }
             }
         }
-        let descriptor = FileDescriptor(rawValue: fd)
-        do throws(Errno) {
-            guard try descriptor.status().isRegularFile else { throw notRegularFile }
-        } catch {
-            try? descriptor.close()
-            throw error
-        }
-        return descriptor
+        return try regularFile(FileDescriptor(rawValue: fd))
     }
 
     /// Bytes still free in the file system that holds shared memory objects, if it can be told.

@@ -53,6 +53,16 @@ func runReaderWriterAndVariableCommand(_ command: String, _ rest: [String]) -> I
             for value in 1...Int(rest[1])! { try variable.put(value, timeout: .seconds(20)) }
             say("done")
         case "var-churn": try variableChurn(name: rest[0], iterations: Int(rest[1])!)
+        case "var-modify-hold":
+            // Takes the value into a modify (holding the putter word, the variable empty), says
+            // "modifying", adds 1 when told, says "modified".
+            let variable = try SharedVariable<Int>.open(name: rest[0])
+            try variable.modify(timeout: .seconds(20)) { value in
+                say("modifying")
+                awaitInstruction(upTo: 60)
+                value += 1
+            }
+            say("modified")
         default:
             StandardStream.write("child: unknown command \(command)\n", to: 2)
             return 2

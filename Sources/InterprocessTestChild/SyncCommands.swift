@@ -11,7 +11,8 @@ import InterprocessSystem
 func runSyncCommand(_ command: String, _ rest: [String]) -> Int32 {
     do {
         switch command {
-        case "mutex-hold": try mutexHold(name: rest[0])
+        case "mutex-hold": try mutexHold(name: rest[0], offset: rest.count > 1 ? Int(rest[1])! : nil)
+        case "mutex-lock-within": try mutexLockWithin(name: rest[0], timeoutMilliseconds: Int(rest[1])!)
         case "mutex-count": try mutexCount(segmentName: rest[0], iterations: Int(rest[1])!)
         case "sem-wait": try ProcessSemaphore.open(name: rest[0]).waitAfterSaying(timeoutMilliseconds: Int(rest[1])!)
         case "event-wait": try eventWait(name: rest[0], timeoutMilliseconds: Int(rest[1])!)
@@ -42,10 +43,22 @@ func holdLock(lock: () throws -> ProcessMutex.Acquisition, unlock: () throws -> 
     awaitInstruction(upTo: 60)
 }
 
-/// Locks the named mutex and holds it (see ``holdLock(lock:unlock:)``).
-private func mutexHold(name: String) throws {
-    let mutex = try ProcessMutex.open(name: name)
+/// Locks the named mutex — or, with an offset, the mutex at that offset in the segment NAME — and
+/// holds it (see ``holdLock(lock:unlock:)``).
+private func mutexHold(name: String, offset: Int?) throws {
+    let segment = try offset.map { _ in try SharedMemory.open(name: name) }
+    let mutex = try segment.map { try ProcessMutex.open(in: $0, at: offset!) } ?? ProcessMutex.open(name: name)
     try holdLock(lock: { try mutex.lock() }, unlock: mutex.unlock)
+    segment?.close()
+}
+
+/// Tries to lock the named mutex within the timeout: says "locked <acquisition>" and unlocks, or
+/// exits 4 (timed out). Trusts the mutex whoever owns it (it may run as another user).
+private func mutexLockWithin(name: String, timeoutMilliseconds: Int) throws {
+    let mutex = try ProcessMutex.open(name: name, trusting: .anyone)
+    let acquisition = try mutex.lock(timeout: .milliseconds(timeoutMilliseconds))
+    say("locked \(acquisition)")
+    try mutex.unlock()
 }
 
 /// Increments a then b under the lock. After a dead owner, repairs (b = a) and marks consistent.

@@ -228,7 +228,7 @@ case "truncate-close":
         say("closed")
     } catch { fail("\(error)") }
 
-case "mutex-hold", "mutex-count", "sem-wait", "event-wait", "cond-wait", "sem-pong":
+case "mutex-hold", "mutex-lock-within", "mutex-count", "sem-wait", "event-wait", "cond-wait", "sem-pong":
     exit(runSyncCommand(command, rest))
 
 case let command where command.hasPrefix("rw-") || command.hasPrefix("var-"):

@@ -7,7 +7,7 @@ import InterprocessSystem
 /// medians, p99s and ratios against the baselines, with the speed targets marked PASS or FAIL.
 ///
 /// Each scenario lives in its own file (BenchUncontended, BenchPingPong, BenchContention,
-/// BenchOversubscribed); peers are this tool started again as `ipc bench-peer ROLE` (BenchPeer).
+/// BenchOversubscribed, BenchSharedVariable, BenchLoaded); peers are this tool started again as `ipc bench-peer ROLE` (BenchPeer).
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure the primitives against OS baselines (run a release build).",
@@ -15,10 +15,12 @@ struct Bench: ParsableCommand {
             Run it as a release build: swift run -c release ipc bench. Scenarios: uncontended lock \
             (ProcessMutex vs pthread robust mutex vs Swift Mutex), ping-pong between two processes \
             (spinning floor, ProcessSemaphore, ProcessEvent, pipe, Unix socket), two processes \
-            contending on one lock, 4 ping-pong pairs on 2 CPUs (oversubscribed), and SharedVariable \
-            put/take round trips (two processes, two threads, an in-process condition-variable box), local socket \
-            round trips and throughput next to pipe and socketpair, and a segment handed over as a descriptor \
-            against a named one created and opened. The exit status \
+            contending on one lock, 4 ping-pong pairs on 2 CPUs (oversubscribed), SharedVariable \
+            put/take round trips (two processes, two threads, an in-process condition-variable box), \
+            1 putter and 4 takers moving values through one slot beside one CPU-bound process per CPU \
+            (SharedVariable vs POSIX semaphores; loaded), local socket round trips and throughput next \
+            to pipe and socketpair, and a segment handed over as a descriptor against a named one \
+            created and opened. The exit status \
             is 0 even when a speed target is missed; it is 1 when a scenario fails or a count is wrong.
             """
     )
@@ -72,6 +74,7 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
     case contendedLock = "contended-lock"
     case oversubscribed = "oversubscribed"
     case sharedVariable = "shared-variable"
+    case loaded = "loaded"
     case localSocketLatency = "local-socket-latency"
     case localSocketThroughput = "local-socket-throughput"
     case segmentHandOver = "segment-hand-over"
@@ -83,6 +86,7 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
         case .contendedLock: "two processes contending on one lock"
         case .oversubscribed: "oversubscribed: 4 ping-pong pairs (8 processes) at once"
         case .sharedVariable: "SharedVariable put/take round trip"
+        case .loaded: "loaded: 1 putter → 4 takers through one slot, CPU hogs beside them"
         case .localSocketLatency: "local socket round trip, next to pipe and socketpair"
         case .localSocketThroughput: "local socket throughput, next to pipe and socketpair"
         case .segmentHandOver: "segment hand-over: anonymous (descriptor) vs named (create + open)"
@@ -98,6 +102,7 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
         case .contendedLock: scenario = ContendedLockBench.scenario()
         case .oversubscribed: scenario = OversubscribedBench.scenario()
         case .sharedVariable: scenario = SharedVariableBench.scenario()
+        case .loaded: scenario = LoadedBench.scenario()
         case .localSocketLatency: scenario = LocalSocketLatencyBench.scenario()
         case .localSocketThroughput: scenario = LocalSocketThroughputBench.scenario()
         case .segmentHandOver: scenario = HandOverBench.scenario()
@@ -109,6 +114,7 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
             case .contendedLock: try ContendedLockBench.measure(&scenario, plan)
             case .oversubscribed: try OversubscribedBench.measure(&scenario, plan)
             case .sharedVariable: try SharedVariableBench.measure(&scenario, plan)
+            case .loaded: try LoadedBench.measure(&scenario, plan)
             case .localSocketLatency: try LocalSocketLatencyBench.measure(&scenario, plan)
             case .localSocketThroughput: try LocalSocketThroughputBench.measure(&scenario, plan)
             case .segmentHandOver: try HandOverBench.measure(&scenario, plan)
@@ -146,6 +152,12 @@ struct BenchPlan {
     /// Oversubscribed: seconds per run, runs per variant.
     var oversubscribedDuration: UInt64 { quick ? 300_000_000 : 1_500_000_000 }
     var oversubscribedRuns: Int { quick ? 1 : 5 }
+
+    /// Loaded: values moved from the putter to the takers per run, runs per variant, CPU hogs (one
+    /// per CPU).
+    var loadedValues: Int { quick ? 2_000 : 50_000 }
+    var loadedRuns: Int { quick ? 1 : 3 }
+    var loadedHogs: Int { SpinPolicy.processorCount }
 
     /// The most a scenario step may take before its peers are killed.
     var stepTimeout: Duration { .seconds(60) }

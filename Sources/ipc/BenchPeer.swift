@@ -24,10 +24,10 @@ struct BenchPeer: ParsableCommand {
     @Option(help: "This peer's result slot (and pair number).")
     var slot = 0
 
-    @Option(help: "Operations to do (contention roles).")
+    @Option(help: "Operations to do (contention roles), values to put (loaded putter).")
     var count = 0
 
-    @Option(help: "Peers that start together (contention roles).")
+    @Option(help: "Peers that start together (contention roles), takers to stop (loaded putter).")
     var parties = 1
 
     @Option(name: .customLong("in"), help: "Descriptor to read from (pipe and socket roles).")
@@ -112,7 +112,63 @@ struct PeerWork {
             let pong = try SharedVariable<UInt64>.open(in: memory, at: BenchLayout.pongVariable)
             control.markReady()
             try VariableRoundTrip.echo(ping, pong)
+        case .hog:
+            try hog(control)
+        case .loadedPutVariable:
+            let variable = try SharedVariable<UInt64>.open(in: memory, at: BenchLayout.pingVariable)
+            try loadedPut(control) { value throws in try variable.put(value) }
+        case .loadedTakeVariable:
+            let variable = try SharedVariable<UInt64>.open(in: memory, at: BenchLayout.pingVariable)
+            try loadedTake(control) { () throws -> UInt64 in try variable.take() }
+        case .loadedPutPosix:
+            let buffer = PosixSlot.open(base: base)
+            try loadedPut(control) { value throws in try buffer.put(value) }
+        case .loadedTakePosix:
+            let buffer = PosixSlot.open(base: base)
+            try loadedTake(control) { () throws -> UInt64 in try buffer.take() }
         }
+    }
+
+    // MARK: Loaded
+
+    /// Burns its CPU (no system call, no pause) from ready until the bench says stop.
+    private func hog(_ control: BenchControl) throws {
+        let parent = PeerLifetime.parentPID
+        control.markReady()
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        while !control.shouldStop {
+            for _ in 0..<4096 { state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407 }
+            blackHole(state)
+            guard PeerLifetime.parentPID == parent, Clock.monotonicNanoseconds() < deadline else {
+                throw ToolError("bench-peer: the bench went away")
+            }
+        }
+    }
+
+    /// Puts 0..<count, then one quit value per taker (`parties`); records the count and the times.
+    private func loadedPut(_ control: BenchControl, _ put: (UInt64) throws -> Void) throws {
+        control.markReady()
+        try control.awaitGo(deadline: deadline)
+        let start = Clock.monotonicNanoseconds()
+        for value in 0..<UInt64(count) { try put(value) }
+        for _ in 0..<parties { try put(LoadedBench.quit) }
+        control.record(slot: slot, count: UInt64(count), start: start, end: Clock.monotonicNanoseconds())
+    }
+
+    /// Takes values until the quit value; records how many it took, their sum and when it was done.
+    private func loadedTake(_ control: BenchControl, _ take: () throws -> UInt64) throws {
+        control.markReady()
+        try control.awaitGo(deadline: deadline)
+        let start = Clock.monotonicNanoseconds()
+        var taken: UInt64 = 0
+        var sum: UInt64 = 0
+        while true {
+            let value = try take()
+            if value == LoadedBench.quit { break }
+            taken &+= 1
+            sum &+= value
+        }
+        control.record(slot: slot, count: taken, start: start, end: Clock.monotonicNanoseconds(), extra: sum)
     }
 
     // MARK: Ping-pong (the ponging side)

@@ -13,7 +13,8 @@ import Synchronization
 /// - `arrived`: incremented by each contending peer after go (a start barrier, so that they overlap);
 /// - `quit(pair)`: set by the pinging side of a pair to tell its ponging side to exit.
 ///
-/// Slots (one cache line per peer): a peer's count of operations and its start and end times.
+/// Slots (one cache line per peer): a peer's count of operations, its start and end times, and one
+/// more word (the loaded scenario's takers: the sum of the values they took).
 enum BenchLayout {
     static let size = 16384
 
@@ -47,6 +48,11 @@ enum BenchLayout {
     /// Two ``SharedVariable``s of `UInt64` (ping and pong), each on its own cache lines.
     static let pingVariable = 4096
     static var pongVariable: Int { pingVariable + (SharedVariable<UInt64>.stateSize + 63) / 64 * 64 }
+    /// The loaded scenario's POSIX one-slot buffer: two `sem_t` (empty, full) and the slot, each on
+    /// its own cache line. (Its SharedVariable is the one at `pingVariable`.)
+    static let posixEmpty = 8192
+    static let posixFull = 8256
+    static let posixSlot = 8320
 }
 
 /// The control words and result slots of a mapped bench segment.
@@ -61,7 +67,7 @@ struct BenchControl {
             word(offset).initialize(to: Atomic(0))
         }
         for index in 0..<BenchLayout.slotCount {
-            (base + BenchLayout.slot(index)).initializeMemory(as: UInt64.self, repeating: 0, count: 3)
+            (base + BenchLayout.slot(index)).initializeMemory(as: UInt64.self, repeating: 0, count: 4)
         }
     }
 
@@ -71,7 +77,7 @@ struct BenchControl {
             word(offset).pointee.store(0, ordering: .sequentiallyConsistent)
         }
         for index in 0..<BenchLayout.slotCount {
-            (base + BenchLayout.slot(index)).initializeMemory(as: UInt64.self, repeating: 0, count: 3)
+            (base + BenchLayout.slot(index)).initializeMemory(as: UInt64.self, repeating: 0, count: 4)
         }
     }
 
@@ -107,8 +113,9 @@ struct BenchControl {
     @inline(__always)
     var shouldStop: Bool { word(BenchLayout.stop).pointee.load(ordering: .relaxed) != 0 }
 
-    func record(slot: Int, count: UInt64, start: UInt64, end: UInt64) {
+    func record(slot: Int, count: UInt64, start: UInt64, end: UInt64, extra: UInt64 = 0) {
         let slot = base + BenchLayout.slot(slot)
+        slot.storeBytes(of: extra, toByteOffset: 24, as: UInt64.self)
         slot.storeBytes(of: count, as: UInt64.self)
         slot.storeBytes(of: start, toByteOffset: 8, as: UInt64.self)
         slot.storeBytes(of: end, toByteOffset: 16, as: UInt64.self)
@@ -134,6 +141,12 @@ struct BenchControl {
             slot.load(as: UInt64.self), slot.load(fromByteOffset: 8, as: UInt64.self),
             slot.load(fromByteOffset: 16, as: UInt64.self)
         )
+    }
+
+    /// The extra word the peer in `slot` recorded.
+    func extra(slot: Int) -> UInt64 {
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        return (base + BenchLayout.slot(slot)).load(fromByteOffset: 24, as: UInt64.self)
     }
 }
 
@@ -176,6 +189,11 @@ enum BenchRole: String, CaseIterable, Sendable {
     case pairPingPipe = "pair-ping-pipe"
     case pairPongPipe = "pair-pong-pipe"
     case pongVariable = "pong-variable"
+    case hog = "hog"
+    case loadedPutVariable = "loaded-put-variable"
+    case loadedTakeVariable = "loaded-take-variable"
+    case loadedPutPosix = "loaded-put-posix"
+    case loadedTakePosix = "loaded-take-posix"
 }
 
 /// The peer processes of a scenario: started with `posix_spawn`, every one waited for with a

@@ -143,3 +143,77 @@ enum PeerLifetime {
     /// The parent process's id (it changes when the parent dies and the peer is re-parented).
     static var parentPID: Int32 { getppid() }
 }
+
+/// A POSIX unnamed semaphore in shared memory (`sem_init` with `pshared` = 1): the baseline of the
+/// loaded scenario. glibc's is a futex word with a waiter count: `sem_wait` parks at once when the
+/// count is 0 (no spinning), `sem_post` wakes one waiter only when one is counted.
+struct PosixSemaphore {
+    let pointer: UnsafeMutablePointer<sem_t>
+
+    /// Bytes it occupies (32 on x86-64 Linux).
+    static let size = MemoryLayout<sem_t>.size
+
+    /// Initializes a process-shared semaphore with `value` at `raw` (no peer may be using it).
+    static func create(at raw: UnsafeMutableRawPointer, value: UInt32) throws -> PosixSemaphore {
+        let pointer = raw.bindMemory(to: sem_t.self, capacity: 1)
+        guard sem_init(pointer, 1, value) == 0 else { throw ToolError("sem_init failed: \(String(cString: strerror(errno)))") }
+        return PosixSemaphore(pointer: pointer)
+    }
+
+    /// Uses the semaphore that another process initialized at `raw`.
+    static func open(at raw: UnsafeMutableRawPointer) -> PosixSemaphore {
+        PosixSemaphore(pointer: raw.assumingMemoryBound(to: sem_t.self))
+    }
+
+    @inline(__always)
+    func wait() throws {
+        while sem_wait(pointer) != 0 {
+            if errno != EINTR { throw ToolError("sem_wait failed: \(String(cString: strerror(errno)))") }
+        }
+    }
+
+    @inline(__always)
+    func post() throws {
+        guard sem_post(pointer) == 0 else { throw ToolError("sem_post failed: \(String(cString: strerror(errno)))") }
+    }
+}
+
+/// The textbook bounded buffer of one slot between processes, from two POSIX semaphores: `empty`
+/// (starts at 1) counts free slots, `full` (starts at 0) filled ones. A put waits on `empty`, writes
+/// the slot and posts `full`; a take waits on `full`, reads the slot and posts `empty`. The
+/// semaphores order the slot's plain accesses.
+struct PosixSlot {
+    let empty: PosixSemaphore
+    let full: PosixSemaphore
+    let slot: UnsafeMutableRawPointer
+
+    /// Initializes an empty buffer in the bench segment (no peer may be using it).
+    static func create(base: UnsafeMutableRawPointer) throws -> PosixSlot {
+        let slot = base + BenchLayout.posixSlot
+        slot.storeBytes(of: UInt64(0), as: UInt64.self)
+        return PosixSlot(
+            empty: try PosixSemaphore.create(at: base + BenchLayout.posixEmpty, value: 1),
+            full: try PosixSemaphore.create(at: base + BenchLayout.posixFull, value: 0), slot: slot)
+    }
+
+    static func open(base: UnsafeMutableRawPointer) -> PosixSlot {
+        PosixSlot(
+            empty: PosixSemaphore.open(at: base + BenchLayout.posixEmpty),
+            full: PosixSemaphore.open(at: base + BenchLayout.posixFull), slot: base + BenchLayout.posixSlot)
+    }
+
+    @inline(__always)
+    func put(_ value: UInt64) throws {
+        try empty.wait()
+        slot.storeBytes(of: value, as: UInt64.self)
+        try full.post()
+    }
+
+    @inline(__always)
+    func take() throws -> UInt64 {
+        try full.wait()
+        let value = slot.load(as: UInt64.self)
+        try empty.post()
+        return value
+    }
+}

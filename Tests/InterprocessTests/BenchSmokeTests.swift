@@ -18,7 +18,7 @@ struct BenchSmokeTests {
         #expect(json["build"] as? String != nil)
         let scenarios = try #require(json["scenarios"] as? [[String: Any]])
         let ids = scenarios.compactMap { $0["id"] as? String }
-        for expected in ["uncontended-lock", "ping-pong", "contended-lock", "oversubscribed", "shared-variable"] {
+        for expected in ["uncontended-lock", "ping-pong", "contended-lock", "oversubscribed", "shared-variable", "loaded"] {
             #expect(ids.contains(expected), "scenario \(expected) missing from \(ids)")
         }
         for scenario in scenarios {

@@ -594,39 +594,25 @@ struct IPCToolTests {
         #expect(failures.isEmpty, "\(failures.count) of \(10 * writers) writers failed: \(failures.first ?? "")")
     }
 
-    /// The race of `concurrentWritesToOneNameAllSucceed`, made certain: strace shows us the writer's
-    /// first system call on the segment's file (its open, which finds nothing) and delays its second
-    /// (its create) by 1.5 s, in which we create the name. The writer must then write into ours.
-    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/strace")))
-    func writeThatLosesTheCreateRaceWritesIntoTheWinner() throws {
+    /// The race of `concurrentWritesToOneNameAllSucceed`, made certain: the writer finds nothing,
+    /// builds its segment and stops itself just before naming it (`INTERPROCESS_STOP_POINT`); we
+    /// see it stopped, create the name, and let it go on. The writer must then write into ours.
+    @Test func writeThatLosesTheCreateRaceWritesIntoTheWinner() throws {
         let name = TestNames.make("wlost")
         defer { try? SharedMemory.remove(name: name) }
-        let path = (SharedMemoryObject.directory ?? "/dev/shm") + "/" + name
+        var environment: [String: String] = [:]
+        for (key, value) in ProcessEnvironment.all { environment[key] = value }
+        environment["INTERPROCESS_STOP_POINT"] = "create.beforeLink"
         let child = try ChildProcess.spawn(
-            "/usr/bin/strace",
-            ["-f", "-qq", "-P", path, "-e", "trace=openat", "-e", "inject=openat:delay_enter=1500000:when=2", try ipcPath(), "write", name, "text"],
-            standardOutput: .pipe, standardError: .pipe)
-        defer { child.closePipes() }
-        var reaped = false
-        defer { if !reaped { child.wait(timeout: .zero) } }  // kills a straggler
-        let trace = try readUntil("ENOENT", from: child.standardError!.rawValue, timeout: .seconds(20), required: false)
-        guard trace.contains("ENOENT") else {
-            reaped = true
-            let termination = child.wait(timeout: .seconds(20))
-            if trace.contains("ptrace") || trace.contains("PTRACE") {
-                print("skipped: strace cannot trace here: \(trace)")
-                return
-            }
-            Issue.record("no failed open of \(path) seen (\(termination?.description ?? "still running")): \(trace)")
-            return
-        }
+            try ipcPath(), ["write", name, "text"], standardOutput: .pipe, standardError: .pipe, environment: environment)
+        defer { child.stop() }
+        #expect(pollUntil(timeout: .seconds(20)) { processState(child.pid) == "T" }, "the writer stopped before naming its segment")
         let winner = try SharedMemory.create(name: name, size: 4096, lifetime: .persistent)
         winner.close()
+        child.kill(signal: SIGCONT)
         let termination = child.wait(timeout: .seconds(30))
-        reaped = true
-        let output = try readUntil("\n", from: child.standardOutput!.rawValue, timeout: .seconds(1), required: false)
-        let rest = try readUntil("\u{0}", from: child.standardError!.rawValue, timeout: .seconds(1), required: false)
-        #expect(termination == .exited(0), "\(trace)\(rest)")
+        let output = child.readToEnd(timeout: .seconds(5)) ?? ""
+        #expect(termination == .exited(0), "\(output)")
         #expect(output == "wrote 4 bytes to \(name)\n")
         let segment = try SharedMemory.open(name: name)
         #expect(try segment.readString() == "text")

@@ -136,25 +136,23 @@ struct ProcessMutexTests {
             let segment = try SharedMemory.create(name: name, size: 4096)
             defer { segment.close() }
             let mutex = try ProcessMutex.create(in: segment, at: 0)
-            // The lock word names a live process — this one — but with another start time: what a
-            // dead owner whose pid was reused looks like.
-            let identity = ProcessIdentity.current
-            let stale = UInt64(UInt32(truncatingIfNeeded: identity.startTime &+ 1)) << 32 | UInt64(UInt32(identity.pid))
+            // The lock word names a live pid — this process's — with a token whose lock nobody
+            // holds: what a dead owner whose pid was reused looks like.
+            let stale = UInt64(UInt32(bitPattern: getpid())) << 32 | 0x1234_5679
             try segment.withUnsafeMutableBytes { $0.storeBytes(of: stale, toByteOffset: 0, as: UInt64.self) }
             #expect(try mutex.lock(timeout: .seconds(5)) == .previousOwnerDied)
             mutex.markConsistent()
             try mutex.unlock()
-            // A live owner with its true start time is respected: the wait times out.
-            let child = try Peer.spawn("create-hold", name + "-peer", "64", "whileReferenced", "30")
+            // A live owner is respected: the wait times out.
+            let child = try Peer.spawn("mutex-hold", name, "0")
             defer { child.stop() }
-            #expect(child.readLine() == "ready")
-            let childStart = try #require(ProcessIdentity.startTime(of: child.pid))
-            let live = UInt64(UInt32(truncatingIfNeeded: childStart)) << 32 | UInt64(UInt32(child.pid))
-            try segment.withUnsafeMutableBytes { $0.storeBytes(of: live, toByteOffset: 0, as: UInt64.self) }
+            #expect(child.readLine() == "locked acquired")
             expectError(.timedOut) { try mutex.lock(timeout: .milliseconds(120)) }
+            #expect(try mutex.tryLock() == nil)
             child.stop()
-            expectError(.notFound) { try SharedMemory.open(name: name + "-peer") } // sweeps what the child held
-            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(0), toByteOffset: 0, as: UInt64.self) }
+            #expect(try mutex.tryLock() == .previousOwnerDied, "its token died with it")
+            mutex.markConsistent()
+            try mutex.unlock()
         }
     }
 

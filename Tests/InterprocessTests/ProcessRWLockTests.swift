@@ -438,10 +438,12 @@ struct ProcessRWLockTests {
             let segment = try makeRWSegment(name)
             defer { segment.close() }
             let lock = try ProcessRWLock.open(in: segment, at: 0)
-            // Fill all 32 slots with a live process (pid 1; epoch 0 is not compared), holding nothing.
+            // Fill all 32 slots with live processes (tokens whose locks `live` holds), holding nothing.
             let slot = { (index: Int) in 64 + index * 16 }
+            let live = try LiveTokens(segment: name)
+            let tokens = try (0..<32).map { try live.make(UInt64(1) << 32 | UInt64($0 + 1)) }
             try segment.withUnsafeMutableBytes { bytes in
-                for index in 0..<32 { bytes.storeBytes(of: UInt64(1), toByteOffset: slot(index), as: UInt64.self) }
+                for index in 0..<32 { bytes.storeBytes(of: tokens[index], toByteOffset: slot(index), as: UInt64.self) }
             }
             #expect(try lock.readLock(timeout: .seconds(1)) == .acquired)
             #expect(try lock.readLock(timeout: .seconds(1)) == .acquired)
@@ -454,9 +456,10 @@ struct ProcessRWLockTests {
             expectError(.notOwner) { try lock.readUnlock() }
             #expect(try lock.writeLock(timeout: .seconds(1)) == .acquired)
             try lock.writeUnlock()
-            // Slot 5 now names a dead process (pid 1 with another start time) holding two locks.
+            // Slot 5 now names a dead process (pid 1 with a token nobody holds) holding two locks.
+            let dead = UInt64(1) << 32 | 0x0DEA_DBEF
             try segment.withUnsafeMutableBytes { bytes in
-                bytes.storeBytes(of: UInt64(1) | UInt64(0xDEAD_BEEF) << 32, toByteOffset: slot(5), as: UInt64.self)
+                bytes.storeBytes(of: dead, toByteOffset: slot(5), as: UInt64.self)
                 bytes.storeBytes(of: UInt32(2), toByteOffset: slot(5) + 8, as: UInt32.self)
             }
             #expect(lock.readerCount == 2)
@@ -474,16 +477,18 @@ struct ProcessRWLockTests {
             try lock.readUnlock()
             // A dead process's slot holding nothing is reused by a process that needs one.
             try segment.withUnsafeMutableBytes { bytes in
-                bytes.storeBytes(of: UInt64(1) | UInt64(0xDEAD_BEEF) << 32, toByteOffset: slot(9), as: UInt64.self)
+                bytes.storeBytes(of: dead, toByteOffset: slot(9), as: UInt64.self)
             }
             let child = try Peer.spawn("rw-read-loop", name)
             defer { child.stop() }
             #expect(child.readLine() == "ready")
-            #expect(try segment.withUnsafeBytes { $0.load(fromByteOffset: slot(9), as: UInt32.self) } == UInt32(bitPattern: child.pid))
+            // The slot's token shows the child's pid in its high half.
+            #expect(try segment.withUnsafeBytes { $0.load(fromByteOffset: slot(9) + 4, as: UInt32.self) } == UInt32(bitPattern: child.pid))
             try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(1), toByteOffset: 1088, as: UInt64.self) }
             #expect(child.readLine()?.hasPrefix("done ") == true)
             #expect(child.wait(timeout: .seconds(20)) == .exited(0))
             #expect(lock.readerCount == 0)
+            withExtendedLifetime(live) {}
         }
     }
 }

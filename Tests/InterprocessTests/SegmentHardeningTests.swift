@@ -8,6 +8,8 @@ import Testing
 import Interprocess
 import InterprocessSystem
 import SystemPackage
+import Synchronization
+import Dispatch
 
 /// Whether this process can run a child as uid 65534 (it is root and setuid works); if not, prints
 /// why the calling test is skipped.
@@ -57,11 +59,26 @@ struct SegmentHardeningTests {
             let target = "/dev/shm/" + prefix
             let spare = "/dev/shm/" + prefix + "-spare"
             try SharedMemory.create(name: prefix, size: 64, lifetime: .persistent).close()
-            let flipper = try ChildProcess.spawn("/bin/sh", ["-c", """
-                i=0; while [ $i -lt 4000 ]; do mkfifo '\(spare)' 2>/dev/null; mv -f '\(spare)' '\(target)'; \
-                : > '\(spare)'; mv -f '\(spare)' '\(target)'; i=$((i+1)); done
-                """])
-            defer { flipper.stop(); unlink(target); unlink(spare) }
+            // A thread swaps a FIFO and a plain file in under the name, over and over, until told to
+            // stop; it is joined before the names are removed.
+            let stop = Atomic<Bool>(false)
+            let done = DispatchSemaphore(value: 0)
+            DispatchQueue.global().async {
+                while !stop.load(ordering: .relaxed) {
+                    _ = mkfifo(spare, 0o666)
+                    _ = rename(spare, target)
+                    let fd = open(spare, O_CREAT | O_WRONLY | O_CLOEXEC, 0o600)
+                    if fd >= 0 { close(fd) }
+                    _ = rename(spare, target)
+                }
+                done.signal()
+            }
+            defer {
+                stop.store(true, ordering: .relaxed)
+                done.wait()
+                unlink(target)
+                unlink(spare)
+            }
             for round in 0..<15 {
                 for command in [["ls"], ["gc", "--dry-run", "--prefix", prefix], ["inspect", prefix]] {
                     let result = try ipc(command[0], command.count > 1 ? command[1] : "--json", command.count > 2 ? command[2] : "--json", command.count > 3 ? command[3] : "--json")

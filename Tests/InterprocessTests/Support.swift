@@ -6,6 +6,7 @@ import Interprocess
 import InterprocessSystem
 import Synchronization
 import Dispatch
+import SystemPackage
 
 /// Names unique to this test run: "ipct-PID-TAG-N".
 enum TestNames {
@@ -130,6 +131,17 @@ func waiters(_ name: String) -> Int? {
     (try? SharedMemory.info(name: name)).flatMap { Int($0.details["waiters"] ?? "") }
 }
 
+/// The state letter of process `pid` in /proc (`T`: stopped, `S`: sleeping, …), or nil.
+func processState(_ pid: Int32) -> Character? {
+    let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 512)
+    let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    guard n > 0, let paren = buffer[..<n].lastIndex(of: UInt8(ascii: ")")), paren + 2 < n else { return nil }
+    return Character(UnicodeScalar(buffer[paren + 2]))
+}
+
 /// Expects `body` to throw an `InterprocessError` with `code`.
 func expectError<R>(
     _ code: InterprocessError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> R
@@ -165,5 +177,25 @@ enum ProcessEnvironment {
             cursor += 1
         }
         return result
+    }
+}
+
+/// Owner tokens that look alive, for tests that fill a primitive's state by hand: this object locks
+/// each token's byte on an open file description of the segment file of its own, as a live
+/// process's `OwnerLease` does; the locks go when it is deallocated.
+final class LiveTokens {
+    private let fd: FileDescriptor
+
+    init(segment name: String) throws {
+        fd = try FileDescriptor.open(FilePath("/dev/shm/" + name), .readWrite, options: .closeOnExec)
+    }
+
+    deinit { try? fd.close() }
+
+    /// Makes `token` alive and returns it.
+    func make(_ token: UInt64) throws -> UInt64 {
+        let locked = try FileLock.tryLock(fd, byte: OwnerLease.lockByte(of: token), .exclusive)
+        #expect(locked, "token \(token) is held elsewhere")
+        return token
     }
 }

@@ -80,12 +80,30 @@ _Static_assert(offsetof(cipc_segment_header, holders) == 2048, "holders offset")
 #define CIPC_TAG_RWLOCK    0x31574C52u /* "RWL1" */
 #define CIPC_TAG_VARIABLE  0x31524156u /* "VAR1" */
 
-/// A robust mutex. `owner`: 0 when unlocked, else the owner's pid in the low 32 bits (the futex
-/// word) and the low 32 bits of the owner's process start time in the high 32 bits, set by a single
-/// compare-and-swap so that the owner's identity is never half-written.
+// Owner tokens. A process's identity in a segment file (recorded as a mutex owner, a reader-writer
+// lock's writer or reader, a shared variable's putter or reader) is a 64-bit *token*: high 32 bits
+// the pid as that process sees it (display only: it means nothing in another PID namespace), low 32
+// bits random, non-zero, with bit 31 clear. The process holds an open-file-description lock
+// (F_OFD_SETLK) on byte CIPC_TOKEN_LOCK_BASE + (token & CIPC_TOKEN_LOCK_MASK) of the file for as
+// long as it may own anything in it; no other process holds that byte (a token is taken only with a
+// try-lock that proves it). A recorded token is alive exactly while F_OFD_GETLK (type F_WRLCK) on its
+// byte reports a lock — no pids, no /proc. In the words that hold tokens, bit 31 (CIPC_TOKEN_FLAG) is
+// a flag: *contended* in `cipc_mutex.owner` and `cipc_rwlock.owner`, *cleaning* in
+// `cipc_rwlock_reader.owner`; it is never part of a token.
+#define CIPC_TOKEN_FLAG 0x80000000ull
+#define CIPC_TOKEN_LOCK_BASE (1ull << 62)
+#define CIPC_TOKEN_LOCK_MASK (((1ull << 62) - 1) & ~CIPC_TOKEN_FLAG)
+
+/// A robust mutex. `owner`: 0 when unlocked, else the owner's token, set by a single
+/// compare-and-swap so that the owner's identity is never half-written; its low 32 bits are the
+/// futex word waiters park on. Bit 31 (CIPC_TOKEN_FLAG) is *contended*: a waiter sets it before it
+/// parks; unlock exchanges `owner` with 0 and wakes one waiter only if the bit was set; a waiter
+/// that parked takes the lock with the bit set. So a waiter killed while parked costs at most one
+/// spare wake-up call.
 typedef struct cipc_mutex {
     uint64_t owner;         ///<  0
-    uint32_t waiters;       ///<  8: threads parked or about to park
+    uint32_t waiters;       ///<  8: threads parked or about to park (informational: wakes are
+                            ///<     decided by the contended bit; too high after a parked waiter died)
     uint32_t inconsistent;  ///< 12: 1 after an owner died, until markConsistent()
     uint32_t owner_tid;     ///< 16: informational (the owner's thread id, 0 if unknown)
     uint32_t tag;           ///< 20: CIPC_TAG_MUTEX
@@ -122,8 +140,9 @@ typedef struct cipc_condition {
 } cipc_condition;
 
 /// A reader-writer lock with writer preference. `owner`: 0 when no writer, else the writer's
-/// identity exactly like `cipc_mutex.owner` (its low half is the futex word readers and writers park
-/// on). A writer first claims `owner` (new readers then back off), then waits on `drain` (the second
+/// token exactly like `cipc_mutex.owner`, with the same *contended* bit 31 (set by readers and writers
+/// before they park on its low half, the futex word; the writer's unlock wakes them all only if it is
+/// set). A writer first claims `owner` (new readers then back off), then waits on `drain` (the second
 /// futex word, bumped by readers that leave while a writer claims) until the read holds of all
 /// reader slots and `overflow` add up to 0, then sets `write_held`.
 ///
@@ -132,22 +151,23 @@ typedef struct cipc_condition {
 /// `holds`. A dead process's slot is freed by a waiting writer or by a process that needs a slot:
 /// `owner` dead → the cleaner's identity | CIPC_RWLOCK_CLEANING, `holds` → 0, `owner` → 0 (or the
 /// claimer's identity). Processes that find every slot taken by live processes count their read
-/// holds in `overflow`, which is not recovered if they die holding one.
+/// holds in `overflow`, which is not recovered if they die holding one. Only the writer holding the
+/// claim parks on `drain`; whoever takes over a dead writer's claim resets `drain_waiters` to 0.
 typedef struct cipc_rwlock_reader {
-    uint64_t owner;     ///< 0: the process's identity (pid | start-time epoch << 32), 0 = free
+    uint64_t owner;     ///< 0: the process's token (bit 31: being cleaned), 0 = free
     uint32_t holds;     ///< 8: read locks the process holds
     uint32_t reserved;  ///< 12
 } cipc_rwlock_reader;
 
 #define CIPC_RWLOCK_READERS 32u
 #define CIPC_RWLOCK_SIZE 576u
-/// Set in a reader slot's `owner` (bit 31: never part of a pid) while a cleaner frees it.
-#define CIPC_RWLOCK_CLEANING 0x80000000ull
+/// Set in a reader slot's `owner` (bit 31: never part of a token) while a cleaner frees it.
+#define CIPC_RWLOCK_CLEANING CIPC_TOKEN_FLAG
 
 typedef struct cipc_rwlock {
-    uint64_t owner;             ///<  0: writer identity (pid | start-time epoch << 32), 0 = none
+    uint64_t owner;             ///<  0: writer token (bit 31: contended), 0 = none
     uint32_t drain;             ///<  8: bumped by readers leaving while a writer claims (futex word)
-    uint32_t waiters;           ///< 12: threads parked on `owner`
+    uint32_t waiters;           ///< 12: threads parked on `owner` (informational)
     uint32_t drain_waiters;     ///< 16: writers parked on `drain`
     uint32_t tag;               ///< 20: CIPC_TAG_RWLOCK
     uint64_t recoveries;        ///< 24: how many times a dead writer's claim was cleared
@@ -165,7 +185,7 @@ typedef struct cipc_rwlock {
 /// put. Free when `owner` is 0; `since` is the generation of the empty state it saw (UINT64_MAX
 /// while not yet set).
 typedef struct cipc_variable_reader {
-    uint64_t owner;  ///< 0: reader identity (pid | start-time epoch << 32), 0 = free
+    uint64_t owner;  ///< 0: reader token, 0 = free
     uint64_t since;  ///< 8
 } cipc_variable_reader;
 
@@ -174,7 +194,7 @@ typedef struct cipc_variable_reader {
 
 /// The header of a shared variable (an MVar); the value's bytes follow at `value_offset`.
 /// `state`: bit 0 full, bit 1 readers pending (takers wait), bits 2..63 generation (bumped by every
-/// put); its low 32 bits are the futex word. `putter` is the identity of the process that holds the
+/// put); its low 32 bits are the futex word. `putter` is the token of the process that holds the
 /// right to fill the slot (a put, swap or modify in progress), 0 when nobody does.
 typedef struct cipc_variable_header {
     uint64_t state;              ///<   0
@@ -197,15 +217,22 @@ _Static_assert(sizeof(cipc_semaphore) == 64, "semaphore layout");
 _Static_assert(sizeof(cipc_event) == 64, "event layout");
 _Static_assert(sizeof(cipc_condition) == 64, "condition layout");
 _Static_assert(offsetof(cipc_mutex, tag) == 20 && offsetof(cipc_semaphore, tag) == 20, "tag offset");
+_Static_assert(offsetof(cipc_mutex, owner) == 0 && offsetof(cipc_mutex, waiters) == 8, "mutex offsets (ProcessMutex.swift hard-codes them)");
+_Static_assert(offsetof(cipc_mutex, inconsistent) == 12 && offsetof(cipc_mutex, recoveries) == 24, "mutex offsets");
+_Static_assert(CIPC_TOKEN_FLAG == 0x80000000ull && CIPC_TOKEN_LOCK_BASE == 0x4000000000000000ull, "token layout (OwnerLease.swift hard-codes it)");
+_Static_assert(CIPC_TOKEN_LOCK_BASE + CIPC_TOKEN_LOCK_MASK <= 0x7FFFFFFFFFFFFFFFull, "token lock bytes fit a 63-bit file offset");
 _Static_assert(sizeof(cipc_rwlock_reader) == 16 && CIPC_RWLOCK_READERS == 32, "rwlock reader layout (ProcessRWLock.swift hard-codes both)");
 _Static_assert(sizeof(cipc_rwlock) == CIPC_RWLOCK_SIZE, "rwlock layout");
 _Static_assert(offsetof(cipc_rwlock, tag) == 20 && offsetof(cipc_rwlock, write_held) == 32, "rwlock offsets");
 _Static_assert(offsetof(cipc_rwlock, overflow) == 40 && offsetof(cipc_rwlock, reader_recoveries) == 48, "rwlock offsets");
 _Static_assert(offsetof(cipc_rwlock, state_size) == 56 && offsetof(cipc_rwlock, readers) == 64, "rwlock readers offset");
+_Static_assert(offsetof(cipc_rwlock, owner) == 0 && offsetof(cipc_rwlock, waiters) == 12 && offsetof(cipc_rwlock, drain_waiters) == 16, "rwlock offsets");
+_Static_assert(CIPC_RWLOCK_CLEANING == CIPC_TOKEN_FLAG, "the cleaning mark is the token flag bit");
 _Static_assert(sizeof(cipc_variable_reader) == 16, "variable reader layout");
 _Static_assert(sizeof(cipc_variable_header) == CIPC_VARIABLE_HEADER_SIZE, "variable header layout");
 _Static_assert(offsetof(cipc_variable_header, tag) == 20 && offsetof(cipc_variable_header, putter) == 24, "variable offsets");
 _Static_assert(offsetof(cipc_variable_header, readers) == 64, "variable readers offset");
+_Static_assert(offsetof(cipc_variable_header, waiters) == 8 && offsetof(cipc_variable_header, recoveries) == 48, "variable offsets");
 
 // MARK: - Open-file-description locks (fcntl is variadic)
 

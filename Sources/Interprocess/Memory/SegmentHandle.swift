@@ -80,6 +80,26 @@ final class SegmentHandle: Sendable {
         return mapping
     }
 
+    /// This process's owner lease on the segment's file (see `OwnerLease`): the identity that the
+    /// synchronization primitives placed in it record, vouched for by a kernel lock. The lease has
+    /// its own description of the file, so it outlives this handle's `close()`; or `closed`.
+    func ownerLease() throws(InterprocessError) -> OwnerLease {
+        let osName = osName
+        let result = registration.withLock { registration -> Result<OwnerLease, InterprocessError> in
+            guard let fd = registration?.fd else {
+                return .failure(InterprocessError(.closed, objectName: name, detail: "the handle was closed"))
+            }
+            do throws(Errno) {
+                return .success(try OwnerLease.acquire(file: fd) { () throws(Errno) in
+                    try SharedMemoryObject.open(osName, create: false, exclusive: false)
+                })
+            } catch {
+                return .failure(InterprocessError(.openFailed, objectName: name, systemError: error))
+            }
+        }
+        return try result.get()
+    }
+
     /// The holder slot of this handle, if the table had room.
     var slot: Int? { registration.withLock { $0?.slot } }
 
@@ -351,9 +371,9 @@ extension SegmentHandle {
         let header = SegmentHeader(checked.page.baseAddress!)
         try header.validate(fileSize: checked.status.size, name: name, kind: kind)
         guard header.state == SegmentState.ready.rawValue else {
-            // Removed between our fstat and our read (a remover unlinks before it marks the header
-            // removed, so the link count is 0 by now): open the next one, if any.
-            if header.state == SegmentState.removed.rawValue, (try? fd.status())?.linkCount == 0 {
+            // A remover unlinks first and marks the header afterwards, so `removed` after our status
+            // check means it was unlinked meanwhile: look again.
+            if let again = try? fd.status(), again.linkCount == 0 {
                 FileLock.unlock(fd, byte: LockByte.live)
                 return .retry
             }
@@ -376,7 +396,10 @@ extension SegmentHandle {
             if error == .noMemory { throw InterprocessError(.outOfMemory, objectName: name, systemError: error, detail: "could not map \(size) bytes") }
             throw systemFailure(error, name: name, default: .openFailed)
         }
-        let lifetime = Lifetime(code: header.pointer.pointee.lifetime)!
+        // From the validated copy (a peer may rewrite the mapped header at any time); checked anyway.
+        guard let lifetime = Lifetime(code: header.pointer.pointee.lifetime) else {
+            throw InterprocessError(.corrupt, objectName: name, detail: "unknown lifetime code")
+        }
         let payloadSize = Int(header.pointer.pointee.payload_size)
         let segmentKind = SegmentKind(rawValue: header.pointer.pointee.kind)
         let mapped = SegmentHeader(mapping.base)

@@ -38,6 +38,7 @@ enum LockByte {
     static let gate: Int64 = 1
     /// Holder slot i is owned by whoever holds a lock on byte `slotBase + i`.
     static let slotBase: Int64 = 64
+    // Bytes from 2^62 on carry the owner tokens of the primitives in the file (`OwnerLease`).
 }
 
 /// Typed access to a mapped `cipc_segment_header`.

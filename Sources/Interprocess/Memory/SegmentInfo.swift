@@ -95,7 +95,7 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
             do { try header.validate(fileSize: status.size, name: label, kind: nil) } catch {
                 problem = error.detail
             }
-            if problem == nil, h.state != SegmentState.ready.rawValue, status.linkCount > 0 {
+            if problem == nil, h.state != SegmentState.ready.rawValue, ((try? fd.status())?.linkCount ?? 0) > 0 {
                 problem = "the header's state is \(h.state) on a named segment (only 'ready' is valid)"
             }
         }
@@ -122,20 +122,25 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
             problem: problem, details: [:])
         if problem == nil, status.size > Int64(SegmentHeader.size),
            let payload = try? fd.read(count: min(Int(status.size) - SegmentHeader.size, 4096), at: Int64(SegmentHeader.size)) {
-            info.details = payload.withUnsafeBytes { describe(kind: SegmentKind(rawValue: h.kind), state: $0) }
+            // Owners recorded in the state are alive while their token's lock is held: asked through
+            // our own descriptor (never a pid).
+            info.details = payload.withUnsafeBytes {
+                describe(kind: SegmentKind(rawValue: h.kind), state: $0) { OwnerLease.isAlive($0, checkingWith: fd) }
+            }
         }
         return info
     }
 
     /// Kind-specific state, read from a copy of the payload (never trusted: each reader checks sizes).
-    static func describe(kind: SegmentKind, state: UnsafeRawBufferPointer) -> [String: String] {
+    /// `isAlive` tells whether a token recorded in it (an owner, writer, reader or putter) is alive.
+    static func describe(kind: SegmentKind, state: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> [String: String] {
         switch kind {
-        case .mutex: ProcessMutex.describe(state)
+        case .mutex: ProcessMutex.describe(state, isAlive: isAlive)
         case .semaphore: ProcessSemaphore.describe(state)
         case .event: ProcessEvent.describe(state)
         case .condition: ProcessCondition.describe(state)
-        case .rwLock: ProcessRWLock.describe(state)
-        case .variable: SharedVariableLayout.describe(state)
+        case .rwLock: ProcessRWLock.describe(state, isAlive: isAlive)
+        case .variable: SharedVariableLayout.describe(state, isAlive: isAlive)
         default: [:]
         }
     }

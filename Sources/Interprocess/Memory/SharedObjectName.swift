@@ -112,7 +112,7 @@ public struct SharedObjectName: Hashable, Comparable, Sendable, BitwiseCopyable,
             prefixBytes = Array("ipc".utf8)
         }
         let pid = UInt64(UInt32(bitPattern: ProcessIdentity.currentPID))
-        let count = counter.add(1, ordering: .relaxed).newValue
+        let count = counter.wrappingAdd(1, ordering: .relaxed).newValue
         var generator = SystemRandomNumberGenerator()
         let random = generator.next() & ((1 << 50) - 1)
         var bytes = prefixBytes

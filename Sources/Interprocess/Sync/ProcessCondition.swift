@@ -13,7 +13,11 @@ import Synchronization
 ///
 /// As with every condition variable, a wait may return spuriously: wait in a loop on your predicate.
 /// Each ``signal()`` and ``broadcast()`` bumps a sequence word that waiters park on, so a signal sent
-/// after a waiter released the mutex is never lost.
+/// after a waiter released the mutex is never lost. The sequence wraps after 2^32 signals (a waiter
+/// that slept through exactly 2^32 of them would miss the last: as with every futex condition).
+///
+/// A waiter count that a peer made impossible (above 2^31 − 1) makes waits throw `corrupt`, still
+/// holding the mutex.
 ///
 /// A process killed while waiting leaves `waiters` one too high (a spare wake-up call, nothing missed).
 public final class ProcessCondition: @unchecked Sendable {
@@ -43,9 +47,10 @@ public final class ProcessCondition: @unchecked Sendable {
             initialize: initialize))
     }
 
-    /// Opens a named condition variable.
-    public static func open(name: String) throws(InterprocessError) -> ProcessCondition {
-        ProcessCondition(storage: try PrimitiveStorage.open(name: name, kind: .condition, tag: CIPC_TAG_CONDITION))
+    /// Opens a named condition variable. Only an object of a trusted owner opens (by default: this process's
+    /// user; see ``TrustedOwners``): another user's is `permissionDenied`.
+    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> ProcessCondition {
+        ProcessCondition(storage: try PrimitiveStorage.open(name: name, kind: .condition, tag: CIPC_TAG_CONDITION, trusting: trust))
     }
 
     /// Initializes a condition variable at `offset` in `segment`.
@@ -82,10 +87,13 @@ public final class ProcessCondition: @unchecked Sendable {
     @available(*, noasync)
     private func wait(on mutex: ProcessMutex, deadline: UInt64) throws(InterprocessError) -> ProcessMutex.Acquisition {
         let observed = sequence.pointee.load(ordering: .sequentiallyConsistent)
-        waiters.pointee.add(1, ordering: .sequentiallyConsistent)
-        try mutex.unlock()
+        try countWaiter(in: UnsafeMutableRawPointer(waiters), name: name)
+        do { try mutex.unlock() } catch {
+            uncountWaiter(in: UnsafeMutableRawPointer(waiters))
+            throw error
+        }
         let result = Futex.wait(UnsafeMutableRawPointer(sequence), expected: observed, deadline: deadline)
-        waiters.pointee.subtract(1, ordering: .sequentiallyConsistent)
+        uncountWaiter(in: UnsafeMutableRawPointer(waiters))
         let acquisition = try mutex.lock()
         if result == .timedOut && sequence.pointee.load(ordering: .relaxed) == observed {
             throw InterprocessError(.timedOut, objectName: name, detail: "no signal within the timeout")
@@ -109,10 +117,13 @@ public final class ProcessCondition: @unchecked Sendable {
     private func wait(on mutex: ProcessMutex, deadline: UInt64) async throws(InterprocessError) -> ProcessMutex.Acquisition {
         try throwIfCancelled(name)
         let observed = sequence.pointee.load(ordering: .sequentiallyConsistent)
-        waiters.pointee.add(1, ordering: .sequentiallyConsistent)
-        try mutex.unlock()
+        try countWaiter(in: UnsafeMutableRawPointer(waiters), name: name)
+        do { try mutex.unlock() } catch {
+            uncountWaiter(in: UnsafeMutableRawPointer(waiters))
+            throw error
+        }
         let outcome = await AsyncFutexWaiter.shared.wait(on: UnsafeMutableRawPointer(sequence), expected: observed, deadline: deadline)
-        waiters.pointee.subtract(1, ordering: .sequentiallyConsistent)
+        uncountWaiter(in: UnsafeMutableRawPointer(waiters))
         let acquisition = try await relock(mutex)
         switch outcome {
         case .cancelled:
@@ -136,7 +147,7 @@ public final class ProcessCondition: @unchecked Sendable {
 
     /// Wakes one waiter.
     public func signal() {
-        sequence.pointee.add(1, ordering: .sequentiallyConsistent)
+        sequence.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         if waiters.pointee.load(ordering: .sequentiallyConsistent) != 0 {
             Futex.wake(UnsafeMutableRawPointer(sequence), count: 1)
         }
@@ -144,7 +155,7 @@ public final class ProcessCondition: @unchecked Sendable {
 
     /// Wakes every waiter.
     public func broadcast() {
-        sequence.pointee.add(1, ordering: .sequentiallyConsistent)
+        sequence.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         if waiters.pointee.load(ordering: .sequentiallyConsistent) != 0 {
             Futex.wakeAll(UnsafeMutableRawPointer(sequence))
         }

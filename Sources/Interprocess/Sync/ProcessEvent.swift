@@ -58,9 +58,10 @@ public final class ProcessEvent: @unchecked Sendable, FutexWaitable {
             initialize: initializer(mode, initiallySet)))
     }
 
-    /// Opens a named event.
-    public static func open(name: String) throws(InterprocessError) -> ProcessEvent {
-        try ProcessEvent(storage: try PrimitiveStorage.open(name: name, kind: .event, tag: CIPC_TAG_EVENT))
+    /// Opens a named event. Only an object of a trusted owner opens (by default: this process's
+    /// user; see ``TrustedOwners``): another user's is `permissionDenied`.
+    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> ProcessEvent {
+        try ProcessEvent(storage: try PrimitiveStorage.open(name: name, kind: .event, tag: CIPC_TAG_EVENT, trusting: trust))
     }
 
     /// Initializes an event at `offset` in `segment`.

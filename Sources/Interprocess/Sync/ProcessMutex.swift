@@ -12,26 +12,41 @@ public import Synchronization
 /// }
 /// ```
 ///
-/// **Owner death.** The lock word holds the owner's pid and (the low 32 bits of) its process start
-/// time, written by one compare-and-swap, so a reused pid is never mistaken for the owner. A waiter
-/// checks the owner's liveness every 25 ms while it waits; when the owner died holding the lock, the
-/// waiter takes it over and learns it from ``Acquisition/previousOwnerDied`` — within about 25 ms
-/// of starting to wait (bounded by 50 ms). The mutex then stays *inconsistent*, and every later
-/// acquisition reports `previousOwnerDied`, until a holder repairs the data and calls
+/// **Owner death.** The lock word holds the owner's *token*: its identity in the segment's file, which
+/// the owner vouches for with a kernel lock (an open-file-description lock on a byte of the file
+/// that only it holds, dropped by the kernel the instant it dies). Liveness therefore comes from the
+/// kernel, never from pids or /proc: it is right across PID namespaces (containers sharing
+/// /dev/shm), for owners of other users and with /proc mounted `hidepid=2`. The token's high half is
+/// the owner's pid as it saw it (shown by `ipc inspect`, never trusted). A waiter checks the owner's
+/// liveness every 25 ms while it waits (``tryLock()`` checks it once); when the owner died holding
+/// the lock, the waiter takes it over and learns it from ``Acquisition/previousOwnerDied`` — within
+/// about 25 ms of starting to wait (bounded by 50 ms). The mutex then stays *inconsistent*, and every
+/// later acquisition reports `previousOwnerDied`, until a holder repairs the data and calls
 /// ``markConsistent()``. ``withLock(_:)`` throws `ownerDied` in that state (after releasing the lock),
 /// ``withLock(onOwnerDied:_:)`` runs your repair first.
 ///
-/// What a process killed at each step leaves behind: killed while owning, the word names a dead
-/// process (taken over by the next waiter, as above); killed while parked, `waiters` stays one too
-/// high, which only costs unlockers a spare wake-up call; killed between taking over and setting
-/// `inconsistent`, the lock names the dead taker and is taken over again.
+/// **Waking.** Bit 31 of the lock word (never part of a token) says *contended*: a waiter sets it just
+/// before it parks, an unlock exchanges the word with 0 and makes the wake-up system call only if the
+/// bit was set, and a waiter that was parked takes the lock with the bit set (conservatively: others
+/// may still be parked). So once nobody waits any more, at most one spare wake-up call is made and
+/// the fast paths are system-call-free again — also after a waiter was killed while parked.
 ///
-/// **Ownership is per process.** Threads of one process share one identity: another thread of the
-/// owning process may unlock it; a thread that locks it twice deadlocks. Forking without exec is not
-/// supported (the child would share the parent's identity).
+/// What a process killed at each step leaves behind:
+/// - killed while **owning** (or between taking over and setting `inconsistent`): the word names a
+///   dead token; the next waiter (or ``tryLock()``) takes it over, as above.
+/// - killed while **parked** (or spinning): nothing that lasts. The contended bit it set costs the
+///   next unlock one spare wake-up call, after which the lock is uncontended again. (The `waiters`
+///   count that `ipc inspect` shows stays one too high; it only informs, nothing decides by it.)
+///
+/// **Ownership is per process.** Threads and instances of one process share one token per segment
+/// file: another thread of the owning process may unlock it; a thread that locks it twice
+/// deadlocks. The token lives as long as some primitive instance of the process on that file (a
+/// mutex, reader-writer lock or shared variable, named or placed); keep the instance while you hold
+/// the lock — with no instance left, the lock's owner looks dead and is taken over. Forking without
+/// exec is not supported (the child would share the parent's identity).
 ///
 /// Speed: uncontended lock + unlock is one compare-and-swap and one exchange in shared memory; no
-/// system call unless a waiter is parked. Contended waits spin briefly (never on one CPU), then park
+/// system call unless a waiter parked. Contended waits spin briefly (never on one CPU), then park
 /// on a futex.
 public final class ProcessMutex: @unchecked Sendable {
     // `@unchecked Sendable`: the state is 64 bytes of shared memory kept mapped by `storage`, and
@@ -56,25 +71,30 @@ public final class ProcessMutex: @unchecked Sendable {
     @usableFromInline let owner: UnsafeMutablePointer<Atomic<UInt64>>
     private let word: UnsafeMutableRawPointer
     private let waiters: UnsafeMutableRawPointer
-    @usableFromInline let waiterCount: UnsafeMutablePointer<Atomic<UInt32>>
     @usableFromInline let inconsistent: UnsafeMutablePointer<Atomic<UInt32>>
-    /// This process's lock word: pid | start-time epoch << 32.
+    /// This process's identity in the file, and the descriptor that checks others'.
+    private let lease: OwnerLease
+    /// This process's token: what the lock word holds while this process owns it (without the
+    /// contended bit).
     @usableFromInline let me: UInt64
+    /// How many wake-up system calls this instance's unlocks made (tests check that an uncontended
+    /// unlock makes none).
+    package let unlockWakes = Atomic<Int>(0)
+
+    /// Bit 31 of the lock word: a waiter parked (or is about to). Never part of a token.
+    @inlinable static var contended: UInt64 { 0x8000_0000 }
 
     static let livenessInterval: UInt64 = 25_000_000
 
     private init(storage: PrimitiveStorage) {
+        guard let lease = storage.lease else { preconditionFailure("a mutex's storage carries a lease") }
         self.storage = storage
         owner = atomic64(storage.base)
         word = storage.base
         waiters = storage.base + 8
-        waiterCount = atomic32(storage.base + 8)
         inconsistent = atomic32(storage.base + 12)
-        me = Self.ownerWord(ProcessIdentity.current)
-    }
-
-    static func ownerWord(_ identity: ProcessIdentity) -> UInt64 {
-        UInt64(UInt32(truncatingIfNeeded: identity.startTime)) << 32 | UInt64(UInt32(bitPattern: identity.pid))
+        self.lease = lease
+        me = lease.token
     }
 
     private static func initialize(_ base: UnsafeMutableRawPointer) {
@@ -87,22 +107,23 @@ public final class ProcessMutex: @unchecked Sendable {
     ) throws(InterprocessError) -> ProcessMutex {
         ProcessMutex(storage: try PrimitiveStorage.create(
             name: name, kind: .mutex, tag: CIPC_TAG_MUTEX, permissions: permissions, lifetime: lifetime,
-            initialize: initialize))
+            leased: true, initialize: initialize))
     }
 
-    /// Opens a named mutex.
-    public static func open(name: String) throws(InterprocessError) -> ProcessMutex {
-        ProcessMutex(storage: try PrimitiveStorage.open(name: name, kind: .mutex, tag: CIPC_TAG_MUTEX))
+    /// Opens a named mutex. Only an object of a trusted owner opens (by default: this process's
+    /// user; see ``TrustedOwners``): another user's is `permissionDenied`.
+    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> ProcessMutex {
+        ProcessMutex(storage: try PrimitiveStorage.open(name: name, kind: .mutex, tag: CIPC_TAG_MUTEX, leased: true, trusting: trust))
     }
 
     /// Initializes a new, unlocked mutex at `offset` in `segment` (``stateSize`` bytes).
     public static func create(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessMutex {
-        ProcessMutex(storage: try PrimitiveStorage.place(in: segment, at: offset, tag: CIPC_TAG_MUTEX, what: "mutex", initialize: initialize))
+        ProcessMutex(storage: try PrimitiveStorage.place(in: segment, at: offset, tag: CIPC_TAG_MUTEX, what: "mutex", leased: true, initialize: initialize))
     }
 
     /// Uses the mutex that another process created at `offset` in `segment`.
     public static func open(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessMutex {
-        ProcessMutex(storage: try PrimitiveStorage.place(in: segment, at: offset, tag: CIPC_TAG_MUTEX, what: "mutex", initialize: nil))
+        ProcessMutex(storage: try PrimitiveStorage.place(in: segment, at: offset, tag: CIPC_TAG_MUTEX, what: "mutex", leased: true, initialize: nil))
     }
 
     /// The name of a named mutex.
@@ -129,7 +150,9 @@ public final class ProcessMutex: @unchecked Sendable {
     @usableFromInline
     @inline(never)
     func lockSlowly() throws(InterprocessError) -> Acquisition {
-        try blockingWait(word: word, waiters: waiters, deadline: .max, recheckEvery: Self.livenessInterval, name: name, attempt)
+        try blockingWait(
+            word: word, waiters: waiters, deadline: .max, recheckEvery: Self.livenessInterval, name: name,
+            whileSpinning: spinAttempt, attempt)
     }
 
     /// Acquires the lock, or throws `timedOut` after `timeout`.
@@ -139,7 +162,7 @@ public final class ProcessMutex: @unchecked Sendable {
         if let acquisition = try tryLock() { return acquisition }
         return try blockingWait(
             word: word, waiters: waiters, deadline: Clock.deadline(after: timeout), recheckEvery: Self.livenessInterval,
-            name: name, attempt)
+            name: name, whileSpinning: spinAttempt, attempt)
     }
 
     /// Acquires the lock without blocking a thread; throws `cancelled` (having acquired nothing)
@@ -160,11 +183,12 @@ public final class ProcessMutex: @unchecked Sendable {
         try throwIfCancelled(name)
         if let acquisition = try tryLock() { return acquisition }
         return try await asyncWait(
-            word: word, waiters: waiters, deadline: deadline, recheckEvery: Self.livenessInterval, name: name, attempt)
+            word: word, waiters: waiters, deadline: deadline, recheckEvery: Self.livenessInterval, name: name,
+            whileSpinning: spinAttempt, attempt)
     }
 
-    /// Acquires the lock if it is free, or if its owner is gone (dead pid); nil if someone holds it.
-    /// Never blocks. (A blocking or timed lock also catches an owner whose pid was reused.)
+    /// Acquires the lock if it is free, or takes it over if its owner died (one kernel query); nil if
+    /// a live process holds it. Never blocks.
     public func tryLock() throws(InterprocessError) -> Acquisition? {
         let current = owner.pointee.load(ordering: .relaxed)
         if current == 0 {
@@ -173,22 +197,22 @@ public final class ProcessMutex: @unchecked Sendable {
             }
             return nil
         }
-        let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: current))
-        if pid <= 0 || !ProcessIdentity.pidExists(pid) { return takeOver(from: current) }
-        return nil
+        return lease.isAlive(current) ? nil : takeOver(from: current)
     }
 
     /// Releases the lock. Throws `notOwner` (and releases nothing) if this process does not hold it.
     @inlinable
     public func unlock() throws(InterprocessError) {
-        guard owner.pointee.load(ordering: .relaxed) == me else { throw notOwnerError() }
-        owner.pointee.store(0, ordering: .sequentiallyConsistent)
-        if waiterCount.pointee.load(ordering: .sequentiallyConsistent) != 0 { wakeOne() }
+        guard owner.pointee.load(ordering: .relaxed) & ~Self.contended == me else { throw notOwnerError() }
+        // One exchange both releases the lock and tells whether anybody parked: no other word to
+        // read, no race with a waiter announcing itself (it sets the bit in this very word).
+        if owner.pointee.exchange(0, ordering: .releasing) & Self.contended != 0 { wakeOne() }
     }
 
     @usableFromInline
     @inline(never)
     func wakeOne() {
+        unlockWakes.add(1, ordering: .relaxed)
         Futex.wake(word, count: 1)
     }
 
@@ -228,7 +252,9 @@ public final class ProcessMutex: @unchecked Sendable {
 
     // MARK: Internals
 
-    private func attempt(_ checkOwner: Bool) -> WaitStep<Acquisition> {
+    /// An attempt while spinning: takes a free lock without the contended bit (nobody parked behind
+    /// us that we know of), and never announces itself.
+    private func spinAttempt(_ checkOwner: Bool) -> WaitStep<Acquisition> {
         let current = owner.pointee.load(ordering: .relaxed)
         if current == 0 {
             if owner.pointee.compareExchange(expected: 0, desired: me, ordering: .acquiring).exchanged {
@@ -236,38 +262,54 @@ public final class ProcessMutex: @unchecked Sendable {
             }
             return .retry
         }
-        if checkOwner && !Self.isAlive(ownerWord: current) {
+        return .park(expected: UInt32(truncatingIfNeeded: current))
+    }
+
+    /// An attempt of a waiter that parks: takes a free lock *with* the contended bit (others may be
+    /// parked too: our unlock must wake one), takes over a dead owner's lock when a liveness check is
+    /// due, and otherwise sets the contended bit before parking on the word's low half.
+    private func attempt(_ checkOwner: Bool) -> WaitStep<Acquisition> {
+        var current = owner.pointee.load(ordering: .relaxed)
+        if current == 0 {
+            if owner.pointee.compareExchange(expected: 0, desired: me | Self.contended, ordering: .acquiring).exchanged {
+                return .done(inconsistent.pointee.load(ordering: .relaxed) == 0 ? .acquired : .previousOwnerDied)
+            }
+            return .retry
+        }
+        if checkOwner && !lease.isAlive(current) {
             return takeOver(from: current).map { .done($0) } ?? .retry
+        }
+        if current & Self.contended == 0 {
+            // The same word as the unlock's exchange: either the unlock sees the bit, or this fails.
+            guard owner.pointee.compareExchange(expected: current, desired: current | Self.contended, ordering: .relaxed).exchanged else {
+                return .retry
+            }
+            current |= Self.contended
         }
         return .park(expected: UInt32(truncatingIfNeeded: current))
     }
 
-    /// Takes the lock from the dead owner recorded as `dead`; nil if it changed meanwhile.
+    /// Takes the lock from the dead owner recorded as `dead` (keeping its contended bit: whoever
+    /// parked behind the dead owner still waits); nil if it changed meanwhile.
     private func takeOver(from dead: UInt64) -> Acquisition? {
-        guard owner.pointee.compareExchange(expected: dead, desired: me, ordering: .acquiring).exchanged else { return nil }
+        guard owner.pointee.compareExchange(
+            expected: dead, desired: me | (dead & Self.contended), ordering: .acquiring
+        ).exchanged else { return nil }
         inconsistent.pointee.store(1, ordering: .relaxed)
-        atomic64(storage.base + 24).pointee.add(1, ordering: .relaxed)
+        atomic64(storage.base + 24).pointee.wrappingAdd(1, ordering: .relaxed)
         return .previousOwnerDied
     }
 
-    /// Whether the process recorded in a lock word is alive: same pid *and* same start time.
-    static func isAlive(ownerWord: UInt64) -> Bool {
-        let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: ownerWord))
-        let epoch = UInt32(truncatingIfNeeded: ownerWord >> 32)
-        guard pid > 0, let startTime = ProcessIdentity.startTime(of: pid) else { return false }
-        if epoch != 0 && UInt32(truncatingIfNeeded: startTime) != epoch { return false }
-        return ProcessIdentity(pid: pid, startTime: startTime).isAlive
-    }
-
-    /// The owner's pid, waiters, consistency and recoveries, read from a copy of the state.
-    static func describe(_ state: UnsafeRawBufferPointer) -> [String: String] {
+    /// The owner (pid as it saw it, and whether its token is alive: `isAlive`), contention, waiters,
+    /// consistency and recoveries, read from a copy of the state.
+    static func describe(_ state: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> [String: String] {
         guard state.count >= 32 else { return [:] }
         let word = state.load(as: UInt64.self)
-        let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: word))
         return [
             "locked": word == 0 ? "no" : "yes",
-            "ownerPID": word == 0 ? "-" : "\(pid)",
-            "ownerAlive": word == 0 ? "-" : (isAlive(ownerWord: word) ? "yes" : "no"),
+            "ownerPID": word == 0 ? "-" : "\(OwnerLease.displayPID(of: word))",
+            "ownerAlive": word == 0 ? "-" : (isAlive(word) ? "yes" : "no"),
+            "contended": word & contended == 0 ? "no" : "yes",
             "waiters": "\(state.load(fromByteOffset: 8, as: UInt32.self))",
             "consistent": state.load(fromByteOffset: 12, as: UInt32.self) == 0 ? "yes" : "no",
             "recoveries": "\(state.load(fromByteOffset: 24, as: UInt64.self))",

@@ -1,7 +1,7 @@
 public import SystemPackage
 import CInterprocess
 import InterprocessSystem
-import Synchronization
+package import Synchronization
 
 /// A reader-writer lock shared between processes: many readers or one writer, and writers are not
 /// starved.
@@ -18,9 +18,11 @@ import Synchronization
 /// as the readers that were inside when it arrived are done. (The other side of the trade: a
 /// continuous stream of writers keeps readers out.)
 ///
-/// **A writer's death** is recovered like ``ProcessMutex``'s: the owner word holds the writer's pid
-/// and (the low 32 bits of) its process start time, set by one compare-and-swap. Waiters — readers
-/// and writers — check the writer's liveness every 25 ms; a writer takes a dead writer's lock over,
+/// **A writer's death** is recovered like ``ProcessMutex``'s: the owner word holds the writer's
+/// *token* (its identity in the segment's file, vouched for by a kernel lock that dies with it — no
+/// pids, no /proc: right across PID namespaces, users and `hidepid`), set by one compare-and-swap.
+/// Waiters — readers and writers — check the writer's liveness every 25 ms (``tryReadLock()`` and
+/// ``tryWriteLock()`` once); a writer takes a dead writer's lock over,
 /// a reader clears it. When the dead writer was *inside* (past waiting for readers), the lock
 /// becomes *inconsistent*: acquisitions report ``ProcessMutex/Acquisition/previousOwnerDied`` until
 /// a writer repairs the data and calls ``markConsistent()``. ``withWriteLock(_:)`` and
@@ -29,7 +31,7 @@ import Synchronization
 /// for readers never touched the data: clearing its claim leaves the lock consistent.
 ///
 /// **A reader's death** is recovered too. Read locks are counted per process, in one of 32 reader
-/// slots (the process's identity and how many read locks it holds): a process's first read lock
+/// slots (the process's token and how many read locks it holds): a process's first read lock
 /// claims a free slot, and the process keeps it (at 0 holds too) for as long as it lives. A writer
 /// waiting for readers checks every 25 ms whether a slot with holds names a dead process, and frees
 /// it: a reader killed holding read locks delays a writer by about 25 ms (bounded by 50 ms), and,
@@ -57,23 +59,29 @@ import Synchronization
 ///   its claim back; readers then go on). `ipc inspect` shows `overflowReaders`. Keep the number of
 ///   processes that read the lock at 32 or fewer (or let them exit: a dead process's slot is
 ///   reused) where readers may crash.
-/// - any process killed while **parked** leaves a waiter count one too high, which only costs
-///   unlockers a spare wake-up call.
+/// - any process killed while **parked** (or spinning) leaves nothing that lasts. Waiters for the
+///   writer set bit 31 of the owner word (*contended*) before they park, and the writer's unlock
+///   wakes them only if it is set: a killed waiter's bit costs that one unlock a spare wake-up call.
+///   Only the writer holding the claim waits for readers to leave; whoever takes over a dead
+///   writer's claim resets `drain_waiters`, which a writer killed while waiting there left one too
+///   high (until then, readers leaving during a claim make a spare wake-up call each). The
+///   `waiters` count that `ipc inspect` shows stays one too high; it only informs.
 ///
-/// **Ownership is per process**, as for ``ProcessMutex``: threads of one process share one identity
-/// and one reader slot. A thread that holds a read lock and asks for the write lock deadlocks (no
-/// upgrades). ``readUnlock()`` releases one of this process's read locks, and is refused
-/// (`notOwner`) when this process holds none (unless overflow readers hold some: the overflow
-/// count is not per process).
+/// **Ownership is per process**, as for ``ProcessMutex``: threads and instances of one process share
+/// one token per segment file and one reader slot; the token lives as long as some instance of the
+/// process on that file does (keep one while you hold a lock). A thread that holds a read lock and
+/// asks for the write lock deadlocks (no upgrades). ``readUnlock()`` releases one of this process's
+/// read locks, and is refused (`notOwner`) when this process holds none (unless overflow readers
+/// hold some: the overflow count is not per process).
 ///
 /// Speed: an uncontended read lock is three loads (the owner word, the slot index this instance
 /// cached, that slot's identity), one fetch-add on this process's slot and one load; its unlock
 /// three loads, one compare-and-swap and one load. An uncontended write lock is one
 /// compare-and-swap, 33 loads (the overflow count and the reader slots, on 9 cache lines) and one
-/// store. No system call unless someone is parked — except that a writer waiting for readers checks
-/// the liveness of the processes whose slots hold read locks every 25 ms (a /proc read each). A
-/// process's first read lock claims its slot (a short scan under a process-wide mutex). Waits spin
-/// briefly (never on one CPU), then park on a futex.
+/// store; its unlock one store and one exchange. No system call unless someone parked — except that
+/// a writer waiting for readers checks the liveness of the processes whose slots hold read locks
+/// every 25 ms (one `fcntl` each). A process's first read lock claims its slot (a short scan under a
+/// process-wide mutex). Waits spin briefly (never on one CPU), then park on a futex.
 public final class ProcessRWLock: @unchecked Sendable {
     // `@unchecked Sendable`: the state is shared memory kept mapped by `mapping`, touched only
     // through atomics; the instance's own state is atomic too.
@@ -88,8 +96,11 @@ public final class ProcessRWLock: @unchecked Sendable {
     @inline(__always) static var readerCapacity: Int { 32 }
     @inline(__always) static var readersOffset: Int { 64 }
     @inline(__always) static var readerStride: Int { 16 }
-    /// Marks a reader slot being freed: the cleaner's identity with bit 31 (never part of a pid) set.
+    /// Bit 31 of a token word (never part of a token, see `OwnerLease`): in a reader slot, marks it
+    /// being freed (the cleaner's token with the bit set); in the owner word, says *contended* (a
+    /// waiter parked on it, or is about to: the writer's unlock wakes them).
     @inline(__always) static var cleaning: UInt64 { 0x8000_0000 }
+    @inline(__always) static var contended: UInt64 { 0x8000_0000 }
 
     private let mapping: MemoryMapping
     /// The segment registration of a named lock (nil for one placed in the user's memory).
@@ -110,17 +121,23 @@ public final class ProcessRWLock: @unchecked Sendable {
     /// Read holds of processes that found no free slot.
     private let overflow: UnsafeMutablePointer<Atomic<UInt32>>
     private let readerRecoveries: UnsafeMutablePointer<Atomic<UInt64>>
-    /// This process's owner word: pid | start-time epoch << 32.
+    /// This process's identity in the file, and the descriptor that checks others'.
+    private let lease: OwnerLease
+    /// This process's token: the owner word while it claims the lock (without the contended bit),
+    /// and its reader slot's identity.
     private let me: UInt64
     /// The index of this process's reader slot, as last found (-1: none yet); re-validated on use.
     private let cachedSlot = Atomic<Int>(-1)
+    /// How many wake-up system calls this instance made giving a write claim back (tests check that
+    /// an uncontended unlock makes none).
+    package let unlockWakes = Atomic<Int>(0)
     /// When a process without a slot may next look for a dead process's slot (monotonic ns).
     private let nextReclaimScan = Atomic<UInt64>(0)
 
     /// Serializes this process's slot claims (rare), so that a process never claims two slots.
     private static let claiming = Mutex<Void>(())
 
-    private init(base: UnsafeMutableRawPointer, mapping: MemoryMapping, segment: SegmentHandle?) {
+    private init(base: UnsafeMutableRawPointer, mapping: MemoryMapping, segment: SegmentHandle?, lease: OwnerLease) {
         self.base = base
         self.mapping = mapping
         self.segment = segment
@@ -135,7 +152,8 @@ public final class ProcessRWLock: @unchecked Sendable {
         inconsistent = atomic32(base + 36)
         overflow = atomic32(base + 40)
         readerRecoveries = atomic64(base + 48)
-        me = ProcessMutex.ownerWord(ProcessIdentity.current)
+        self.lease = lease
+        me = lease.token
     }
 
     /// Initializes zeroed memory and publishes the tag last.
@@ -169,21 +187,22 @@ public final class ProcessRWLock: @unchecked Sendable {
         }
         do throws(InterprocessError) {
             let mapping = try handle.mapping()
-            return ProcessRWLock(base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle)
+            return ProcessRWLock(base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle, lease: try handle.ownerLease())
         } catch {
             handle.close()
             throw error
         }
     }
 
-    /// Opens a named reader-writer lock.
-    public static func open(name: String) throws(InterprocessError) -> ProcessRWLock {
-        let handle = try SegmentHandle.open(name: name, kind: .rwLock)
+    /// Opens a named reader-writer lock. Only an object of a trusted owner opens (by default: this process's
+    /// user; see ``TrustedOwners``): another user's is `permissionDenied`.
+    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> ProcessRWLock {
+        let handle = try SegmentHandle.open(name: name, kind: .rwLock, trusting: trust)
         do throws(InterprocessError) {
             let mapping = try handle.mapping()
             let base = mapping.base + SegmentHeader.size
             try validate(base, available: handle.payloadSize, name: name, what: "rwlock")
-            return ProcessRWLock(base: base, mapping: mapping, segment: handle)
+            return ProcessRWLock(base: base, mapping: mapping, segment: handle, lease: try handle.ownerLease())
         } catch {
             handle.close()
             throw error
@@ -193,15 +212,16 @@ public final class ProcessRWLock: @unchecked Sendable {
     /// Initializes a new, unlocked reader-writer lock at `offset` in `segment` (``stateSize`` bytes).
     public static func create(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessRWLock {
         let (base, mapping) = try place(in: segment, at: offset)
+        let lease = try segment.handle.ownerLease()
         initialize(base)
-        return ProcessRWLock(base: base, mapping: mapping, segment: nil)
+        return ProcessRWLock(base: base, mapping: mapping, segment: nil, lease: lease)
     }
 
     /// Uses the reader-writer lock that another process created at `offset` in `segment`.
     public static func open(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessRWLock {
         let (base, mapping) = try place(in: segment, at: offset)
         try validate(base, available: segment.size - offset, name: segment.name, what: "reader-writer lock at offset \(offset)")
-        return ProcessRWLock(base: base, mapping: mapping, segment: nil)
+        return ProcessRWLock(base: base, mapping: mapping, segment: nil, lease: try segment.handle.ownerLease())
     }
 
     /// Checks that ``stateSize`` bytes fit at `offset` in `segment`, 8-byte aligned.
@@ -232,7 +252,8 @@ public final class ProcessRWLock: @unchecked Sendable {
     public func readLock() throws(InterprocessError) -> ProcessMutex.Acquisition {
         if owner.pointee.load(ordering: .relaxed) == 0 && enterRead(readCounter()) { return acquisition }
         return try blockingWait(
-            word: ownerWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name, readAttempt)
+            word: ownerWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name,
+            whileSpinning: readSpinAttempt, readAttempt)
     }
 
     /// Takes a read lock, or throws `timedOut` after `timeout`.
@@ -242,7 +263,7 @@ public final class ProcessRWLock: @unchecked Sendable {
         if let acquisition = tryReadLock() { return acquisition }
         return try blockingWait(
             word: ownerWord, waiters: waiters, deadline: Clock.deadline(after: timeout),
-            recheckEvery: ProcessMutex.livenessInterval, name: name, readAttempt)
+            recheckEvery: ProcessMutex.livenessInterval, name: name, whileSpinning: readSpinAttempt, readAttempt)
     }
 
     /// Takes a read lock without blocking a thread; throws `cancelled` (having acquired nothing) if
@@ -264,11 +285,11 @@ public final class ProcessRWLock: @unchecked Sendable {
         if let acquisition = tryReadLock() { return acquisition }
         return try await asyncWait(
             word: ownerWord, waiters: waiters, deadline: deadline,
-            recheckEvery: ProcessMutex.livenessInterval, name: name, readAttempt)
+            recheckEvery: ProcessMutex.livenessInterval, name: name, whileSpinning: readSpinAttempt, readAttempt)
     }
 
-    /// Takes a read lock if no writer holds or claims it, or if the writer is gone (dead pid); nil
-    /// otherwise. Never blocks. (A blocking or timed lock also catches a writer whose pid was reused.)
+    /// Takes a read lock if no writer holds or claims it, or if the writer died (one kernel query:
+    /// its claim is cleared); nil otherwise. Never blocks.
     public func tryReadLock() -> ProcessMutex.Acquisition? {
         for _ in 0..<2 {
             let current = owner.pointee.load(ordering: .relaxed)
@@ -276,8 +297,7 @@ public final class ProcessRWLock: @unchecked Sendable {
                 if enterRead(readCounter()) { return acquisition }
                 continue
             }
-            let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: current))
-            guard pid <= 0 || !ProcessIdentity.pidExists(pid) else { return nil }
+            guard !lease.isAlive(current) else { return nil }
             clearDeadWriter(current)
         }
         return nil
@@ -315,7 +335,8 @@ public final class ProcessRWLock: @unchecked Sendable {
     public func writeLock() throws(InterprocessError) -> ProcessMutex.Acquisition {
         if !owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
             try blockingWait(
-                word: ownerWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name, claimAttempt)
+                word: ownerWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name,
+                whileSpinning: claimSpinAttempt, claimAttempt)
         }
         if readersInside() != 0 {
             try blockingWait(
@@ -334,7 +355,7 @@ public final class ProcessRWLock: @unchecked Sendable {
         if !owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
             try blockingWait(
                 word: ownerWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,
-                name: name, claimAttempt)
+                name: name, whileSpinning: claimSpinAttempt, claimAttempt)
         }
         if readersInside() != 0 {
             do {
@@ -369,7 +390,7 @@ public final class ProcessRWLock: @unchecked Sendable {
         if !owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
             try await asyncWait(
                 word: ownerWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,
-                name: name, claimAttempt)
+                name: name, whileSpinning: claimSpinAttempt, claimAttempt)
         }
         if readersInside() != 0 {
             do {
@@ -384,19 +405,17 @@ public final class ProcessRWLock: @unchecked Sendable {
         return enterWrite()
     }
 
-    /// Takes the write lock if nobody holds or claims it (or the writer is gone: dead pid) and no
-    /// reader is inside (the slots of readers whose pid is gone are freed first); nil otherwise. Never
-    /// blocks. (A blocking or timed lock also catches a dead reader whose pid is a zombie or was
-    /// reused.)
+    /// Takes the write lock if nobody holds or claims it (or the writer died) and no reader is inside
+    /// (the slots of dead readers are freed first); nil otherwise. Never blocks; liveness costs one
+    /// kernel query per recorded process it checks.
     public func tryWriteLock() -> ProcessMutex.Acquisition? {
         let current = owner.pointee.load(ordering: .relaxed)
         if current == 0 {
             guard owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged else { return nil }
         } else {
-            let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: current))
-            guard pid <= 0 || !ProcessIdentity.pidExists(pid), takeOver(from: current) else { return nil }
+            guard !lease.isAlive(current), takeOver(from: current) else { return nil }
         }
-        if readersInside() != 0 && !(freeDeadReaders(thorough: false) && readersInside() == 0) {
+        if readersInside() != 0 && !(freeDeadReaders() && readersInside() == 0) {
             giveClaimBack()
             return nil
         }
@@ -406,7 +425,7 @@ public final class ProcessRWLock: @unchecked Sendable {
     /// Releases the write lock. Throws `notOwner` (and releases nothing) if this process does not
     /// hold it.
     public func writeUnlock() throws(InterprocessError) {
-        guard owner.pointee.load(ordering: .relaxed) == me, writeHeld.pointee.load(ordering: .relaxed) != 0 else {
+        guard owner.pointee.load(ordering: .relaxed) & ~Self.contended == me, writeHeld.pointee.load(ordering: .relaxed) != 0 else {
             throw InterprocessError(.notOwner, objectName: name, detail: "this process does not hold the write lock")
         }
         giveClaimBack()
@@ -457,10 +476,10 @@ public final class ProcessRWLock: @unchecked Sendable {
     /// sees the writer, or the writer sees the reader.
     @inline(__always)
     private func enterRead(_ counter: UnsafeMutablePointer<Atomic<UInt32>>) -> Bool {
-        counter.pointee.add(1, ordering: .sequentiallyConsistent)
+        counter.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         if owner.pointee.load(ordering: .sequentiallyConsistent) == 0 { return true }
         // A writer claimed the lock meanwhile: back off (and wake it).
-        counter.pointee.subtract(1, ordering: .sequentiallyConsistent)
+        counter.pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
         leftRead()
         return false
     }
@@ -475,7 +494,7 @@ public final class ProcessRWLock: @unchecked Sendable {
     }
 
     private func nudgeWriter() {
-        drain.pointee.add(1, ordering: .sequentiallyConsistent)
+        drain.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         if atomic32(drainWaiters).pointee.load(ordering: .sequentiallyConsistent) != 0 {
             Futex.wakeAll(drainWord)
         }
@@ -550,18 +569,13 @@ public final class ProcessRWLock: @unchecked Sendable {
                         cachedSlot.store(index, ordering: .relaxed)
                         return index
                     }
-                } else if !Self.isAlive(slotHolder: holder), free(index, holder: holder, keep: true) {
+                } else if !lease.isAlive(holder), free(index, holder: holder, keep: true) {
                     cachedSlot.store(index, ordering: .relaxed)
                     return index
                 }
             }
             return -1
         }
-    }
-
-    /// Whether the process a slot names (its holder, or the cleaner freeing it) is alive.
-    private static func isAlive(slotHolder: UInt64) -> Bool {
-        ProcessMutex.isAlive(ownerWord: slotHolder & ~cleaning)
     }
 
     /// Frees the slot of the dead process `holder`: marks it as being cleaned by us, drops its holds,
@@ -572,7 +586,7 @@ public final class ProcessRWLock: @unchecked Sendable {
         let held = slotHolds(index).pointee.exchange(0, ordering: .sequentiallyConsistent)
         slotOwner(index).pointee.store(keep ? me : 0, ordering: .sequentiallyConsistent)
         if held != 0 {
-            readerRecoveries.pointee.add(1, ordering: .relaxed)
+            readerRecoveries.pointee.wrappingAdd(1, ordering: .relaxed)
             if !keep { return true }
             // A writer may wait for these holds.
             leftRead()
@@ -580,22 +594,14 @@ public final class ProcessRWLock: @unchecked Sendable {
         return true
     }
 
-    /// A writer's check: frees the slots of dead processes that still count read holds — by start
-    /// time (`thorough`, reading /proc: catches zombies and reused pids), or only those whose pid is
-    /// gone (one cheap system call per slot). Whether it freed any.
-    private func freeDeadReaders(thorough: Bool = true) -> Bool {
+    /// A writer's check: frees the slots of dead processes (the holder's or the cleaner's token no
+    /// longer locked: one `fcntl` per slot) that still count read holds. Whether it freed any.
+    private func freeDeadReaders() -> Bool {
         var freed = false
         for index in 0..<Self.readerCapacity where slotHolds(index).pointee.load(ordering: .relaxed) != 0 {
             let holder = slotOwner(index).pointee.load(ordering: .relaxed)
-            guard holder != 0 && holder != me else { continue }
-            let dead: Bool
-            if thorough {
-                dead = !Self.isAlive(slotHolder: holder)
-            } else {
-                let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: holder & ~Self.cleaning))
-                dead = pid <= 0 || !ProcessIdentity.pidExists(pid)
-            }
-            if dead && free(index, holder: holder, keep: false) {
+            guard holder != 0 && holder & ~Self.cleaning != me else { continue }
+            if !lease.isAlive(holder) && free(index, holder: holder, keep: false) {
                 freed = true
             }
         }
@@ -612,27 +618,67 @@ public final class ProcessRWLock: @unchecked Sendable {
         return sum
     }
 
-    private func readAttempt(_ checkOwner: Bool) -> WaitStep<ProcessMutex.Acquisition> {
+    /// A reader's attempt while spinning: never announces itself in the owner word.
+    private func readSpinAttempt(_ checkOwner: Bool) -> WaitStep<ProcessMutex.Acquisition> {
         let current = owner.pointee.load(ordering: .relaxed)
         if current == 0 {
             return enterRead(readCounter()) ? .done(acquisition) : .retry
         }
-        if checkOwner && !ProcessMutex.isAlive(ownerWord: current) {
-            clearDeadWriter(current)
-            return .retry
-        }
         return .park(expected: UInt32(truncatingIfNeeded: current))
     }
 
-    private func claimAttempt(_ checkOwner: Bool) -> WaitStep<Void> {
+    /// A reader's attempt before parking: clears a dead writer's claim when a check is due, and sets
+    /// the contended bit before parking (the writer's unlock then wakes us).
+    private func readAttempt(_ checkOwner: Bool) -> WaitStep<ProcessMutex.Acquisition> {
+        var current = owner.pointee.load(ordering: .relaxed)
+        if current == 0 {
+            return enterRead(readCounter()) ? .done(acquisition) : .retry
+        }
+        if checkOwner && !lease.isAlive(current) {
+            clearDeadWriter(current)
+            return .retry
+        }
+        guard announce(&current) else { return .retry }
+        return .park(expected: UInt32(truncatingIfNeeded: current))
+    }
+
+    /// A writer's claim attempt while spinning: claims a free lock without the contended bit.
+    private func claimSpinAttempt(_ checkOwner: Bool) -> WaitStep<Void> {
         let current = owner.pointee.load(ordering: .relaxed)
         if current == 0 {
             return owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged ? .done(()) : .retry
         }
-        if checkOwner && !ProcessMutex.isAlive(ownerWord: current) {
+        return .park(expected: UInt32(truncatingIfNeeded: current))
+    }
+
+    /// A writer's claim attempt before parking: claims a free lock *with* the contended bit (others
+    /// may be parked too), takes a dead writer's claim over when a check is due, and otherwise sets
+    /// the contended bit before parking.
+    private func claimAttempt(_ checkOwner: Bool) -> WaitStep<Void> {
+        var current = owner.pointee.load(ordering: .relaxed)
+        if current == 0 {
+            return owner.pointee.compareExchange(
+                expected: 0, desired: me | Self.contended, ordering: .sequentiallyConsistent
+            ).exchanged ? .done(()) : .retry
+        }
+        if checkOwner && !lease.isAlive(current) {
             return takeOver(from: current) ? .done(()) : .retry
         }
+        guard announce(&current) else { return .retry }
         return .park(expected: UInt32(truncatingIfNeeded: current))
+    }
+
+    /// Sets the contended bit in the owner word `current` (a claim) before parking on it; false if
+    /// the word changed meanwhile. The same word as the unlock's exchange: either the unlock sees the
+    /// bit, or this fails.
+    @inline(__always)
+    private func announce(_ current: inout UInt64) -> Bool {
+        guard current & Self.contended == 0 else { return true }
+        guard owner.pointee.compareExchange(expected: current, desired: current | Self.contended, ordering: .relaxed).exchanged else {
+            return false
+        }
+        current |= Self.contended
+        return true
     }
 
     /// Reads the drain word before summing the holds: a reader that leaves after the sum bumps the
@@ -657,20 +703,25 @@ public final class ProcessRWLock: @unchecked Sendable {
     /// Releases our claim (unlock, or a claim abandoned on timeout or cancellation) and wakes waiters.
     private func giveClaimBack() {
         writeHeld.pointee.store(0, ordering: .releasing)
-        owner.pointee.store(0, ordering: .sequentiallyConsistent)
-        if atomic32(waiters).pointee.load(ordering: .sequentiallyConsistent) != 0 {
+        if owner.pointee.exchange(0, ordering: .sequentiallyConsistent) & Self.contended != 0 {
+            unlockWakes.add(1, ordering: .relaxed)
             Futex.wakeAll(ownerWord)
         }
     }
 
-    /// Takes the claim of the dead writer recorded as `dead`; false if it changed meanwhile. If the
-    /// dead writer was inside, the lock becomes inconsistent.
+    /// Takes the claim of the dead writer recorded as `dead` (keeping its contended bit: whoever
+    /// parked behind it still waits); false if it changed meanwhile. If the dead writer was inside,
+    /// the lock becomes inconsistent. Only the claimant ever waits for readers to drain, so the dead
+    /// writer may be the only one counted in `drain_waiters`: the count starts again from 0.
     private func takeOver(from dead: UInt64) -> Bool {
-        guard owner.pointee.compareExchange(expected: dead, desired: me, ordering: .sequentiallyConsistent).exchanged else { return false }
+        guard owner.pointee.compareExchange(
+            expected: dead, desired: me | (dead & Self.contended), ordering: .sequentiallyConsistent
+        ).exchanged else { return false }
+        atomic32(drainWaiters).pointee.store(0, ordering: .sequentiallyConsistent)
         if writeHeld.pointee.load(ordering: .relaxed) != 0 {
             inconsistent.pointee.store(1, ordering: .relaxed)
         }
-        recoveries.pointee.add(1, ordering: .relaxed)
+        recoveries.pointee.wrappingAdd(1, ordering: .relaxed)
         return true
     }
 
@@ -683,15 +734,16 @@ public final class ProcessRWLock: @unchecked Sendable {
 
     /// The writer, readers, reader slots, waiters, consistency and recoveries, read from a copy of
     /// the state.
-    static func describe(_ state: UnsafeRawBufferPointer) -> [String: String] {
+    static func describe(_ state: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> [String: String] {
         guard state.count >= 64 else { return [:] }
         let word = state.load(as: UInt64.self)
-        let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: word))
+        let pid = OwnerLease.displayPID(of: word)
         let inside = state.load(fromByteOffset: 32, as: UInt32.self) != 0
         let overflowHolds = state.load(fromByteOffset: 40, as: UInt32.self)
         var details = [
             "writer": word == 0 ? "-" : "\(pid)",
-            "writerAlive": word == 0 ? "-" : (ProcessMutex.isAlive(ownerWord: word) ? "yes" : "no"),
+            "writerAlive": word == 0 ? "-" : (isAlive(word) ? "yes" : "no"),
+            "contended": word & contended == 0 ? "no" : "yes",
             "writeLocked": word == 0 ? "no" : (inside ? "yes" : "claimed"),
             "waiters": "\(state.load(fromByteOffset: 12, as: UInt32.self))",
             "drainingWriters": "\(state.load(fromByteOffset: 16, as: UInt32.self))",
@@ -714,7 +766,7 @@ public final class ProcessRWLock: @unchecked Sendable {
             let holds = state.load(fromByteOffset: readersOffset + index * readerStride + 8, as: UInt32.self)
             guard holder != 0 else { continue }
             inUse += 1
-            if isAlive(slotHolder: holder) {
+            if isAlive(holder) {
                 live += UInt64(holds)
             } else {
                 deadSlots += 1

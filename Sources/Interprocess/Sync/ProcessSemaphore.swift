@@ -50,9 +50,10 @@ public final class ProcessSemaphore: @unchecked Sendable, FutexWaitable {
             initialize: initializer(value, name: name)))
     }
 
-    /// Opens a named semaphore.
-    public static func open(name: String) throws(InterprocessError) -> ProcessSemaphore {
-        ProcessSemaphore(storage: try PrimitiveStorage.open(name: name, kind: .semaphore, tag: CIPC_TAG_SEMAPHORE))
+    /// Opens a named semaphore. Only an object of a trusted owner opens (by default: this process's
+    /// user; see ``TrustedOwners``): another user's is `permissionDenied`.
+    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> ProcessSemaphore {
+        ProcessSemaphore(storage: try PrimitiveStorage.open(name: name, kind: .semaphore, tag: CIPC_TAG_SEMAPHORE, trusting: trust))
     }
 
     /// Initializes a semaphore with `value` units at `offset` in `segment`.
@@ -100,7 +101,8 @@ public final class ProcessSemaphore: @unchecked Sendable, FutexWaitable {
         try await waitAsync(deadline: Clock.deadline(after: timeout))
     }
 
-    /// Takes one unit if one is available; never blocks.
+    /// Takes one unit if one is available; never blocks. (A count above ``maximumCount``, which only a
+    /// damaged shared state holds, is no unit: false; ``wait()`` and ``signal(count:)`` throw `corrupt`.)
     @inline(__always)
     public func tryWait() -> Bool {
         var current = count.pointee.load(ordering: .relaxed)
@@ -113,7 +115,8 @@ public final class ProcessSemaphore: @unchecked Sendable, FutexWaitable {
     }
 
     /// Adds `count` units (at least 1) and wakes up to `count` waiters. Throws `invalidArgument` if
-    /// `count` is not positive or the total would exceed ``maximumCount``.
+    /// `count` is not positive or the total would exceed ``maximumCount``, `corrupt` if the shared
+    /// count already does.
     @inline(__always)
     public func signal(count units: Int = 1) throws(InterprocessError) {
         guard units > 0, units <= Self.maximumCount else {
@@ -121,6 +124,7 @@ public final class ProcessSemaphore: @unchecked Sendable, FutexWaitable {
         }
         var current = count.pointee.load(ordering: .relaxed)
         while true {
+            guard current <= UInt32(Self.maximumCount) else { throw corruptCount(current) }
             guard Int(current) + units <= Self.maximumCount else {
                 throw InterprocessError(.invalidArgument, objectName: name, detail: "the count would exceed \(Self.maximumCount)")
             }
@@ -134,10 +138,16 @@ public final class ProcessSemaphore: @unchecked Sendable, FutexWaitable {
         }
     }
 
-    func waitAttempt(_: Bool) -> WaitStep<Void> {
+    func waitAttempt(_: Bool) throws(InterprocessError) -> WaitStep<Void> {
         let current = count.pointee.load(ordering: .relaxed)
-        if current == 0 || current > UInt32(Self.maximumCount) { return .park(expected: current) }
+        if current == 0 { return .park(expected: current) }
+        guard current <= UInt32(Self.maximumCount) else { throw corruptCount(current) }
         return count.pointee.compareExchange(expected: current, desired: current - 1, ordering: .acquiring).exchanged ? .done(()) : .retry
+    }
+
+    /// A count above ``maximumCount`` cannot come from `signal`: a peer wrote it.
+    private func corruptCount(_ value: UInt32) -> InterprocessError {
+        InterprocessError(.corrupt, objectName: name, detail: "impossible semaphore count \(value) (the maximum is \(Self.maximumCount))")
     }
 
     static func describe(_ state: UnsafeRawBufferPointer) -> [String: String] {

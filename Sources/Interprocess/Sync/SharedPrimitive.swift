@@ -13,13 +13,16 @@ final class PrimitiveStorage: @unchecked Sendable {
     let mapping: MemoryMapping
     /// The segment registration of a named primitive (nil for one placed in the user's memory).
     let segment: SegmentHandle?
+    /// This process's identity in the file, for primitives that record owners (``ProcessMutex``).
+    let lease: OwnerLease?
 
     static let size = 64
 
-    private init(base: UnsafeMutableRawPointer, mapping: MemoryMapping, segment: SegmentHandle?) {
+    private init(base: UnsafeMutableRawPointer, mapping: MemoryMapping, segment: SegmentHandle?, lease: OwnerLease?) {
         self.base = base
         self.mapping = mapping
         self.segment = segment
+        self.lease = lease
     }
 
     var tag: UInt32 { base.load(fromByteOffset: 20, as: UInt32.self) }
@@ -27,7 +30,7 @@ final class PrimitiveStorage: @unchecked Sendable {
     /// Creates a named segment of `kind` holding one primitive, initialized by `initialize`.
     static func create(
         name: String, kind: SegmentKind, tag: UInt32, permissions: FilePermissions, lifetime: Lifetime,
-        initialize: @escaping (UnsafeMutableRawPointer) -> Void
+        leased: Bool = false, initialize: @escaping (UnsafeMutableRawPointer) -> Void
     ) throws(InterprocessError) -> PrimitiveStorage {
         let handle = try SegmentHandle.create(
             name: name, kind: kind, payloadSize: size, permissions: permissions, lifetime: lifetime
@@ -35,25 +38,39 @@ final class PrimitiveStorage: @unchecked Sendable {
             initialize(payload.baseAddress!)
             payload.baseAddress!.storeBytes(of: tag, toByteOffset: 20, as: UInt32.self)
         }
-        let mapping = try handle.mapping()
-        return PrimitiveStorage(base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle)
+        do throws(InterprocessError) {
+            let mapping = try handle.mapping()
+            return PrimitiveStorage(
+                base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle,
+                lease: leased ? try handle.ownerLease() : nil)
+        } catch {
+            handle.close()
+            throw error
+        }
     }
 
     /// Opens the named primitive `name`, checking its segment kind and its tag.
-    static func open(name: String, kind: SegmentKind, tag: UInt32) throws(InterprocessError) -> PrimitiveStorage {
-        let handle = try SegmentHandle.open(name: name, kind: kind)
-        let mapping = try handle.mapping()
-        let storage = PrimitiveStorage(base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle)
-        guard handle.payloadSize >= size, storage.tag == tag else {
-            throw InterprocessError(.corrupt, objectName: name, detail: "the \(kind) segment does not hold a valid \(kind)")
+    static func open(
+        name: String, kind: SegmentKind, tag: UInt32, leased: Bool = false, trusting trust: TrustedOwners
+    ) throws(InterprocessError) -> PrimitiveStorage {
+        let handle = try SegmentHandle.open(name: name, kind: kind, trusting: trust)
+        do throws(InterprocessError) {
+            let mapping = try handle.mapping()
+            let base = mapping.base + SegmentHeader.size
+            guard handle.payloadSize >= size, base.load(fromByteOffset: 20, as: UInt32.self) == tag else {
+                throw InterprocessError(.corrupt, objectName: name, detail: "the \(kind) segment does not hold a valid \(kind)")
+            }
+            return PrimitiveStorage(base: base, mapping: mapping, segment: handle, lease: leased ? try handle.ownerLease() : nil)
+        } catch {
+            handle.close()
+            throw error
         }
-        return storage
     }
 
     /// Places a primitive at `offset` in `segment`: checks bounds and alignment, then either
     /// initializes it (`initialize` non-nil) or checks that a primitive with `tag` is there.
     static func place(
-        in segment: SharedMemory, at offset: Int, tag: UInt32, what: String,
+        in segment: SharedMemory, at offset: Int, tag: UInt32, what: String, leased: Bool = false,
         initialize: ((UnsafeMutableRawPointer) -> Void)?
     ) throws(InterprocessError) -> PrimitiveStorage {
         guard offset >= 0, offset % 8 == 0, offset <= segment.size - size else {
@@ -62,7 +79,7 @@ final class PrimitiveStorage: @unchecked Sendable {
         }
         let mapping = try segment.handle.mapping()
         let base = mapping.base + SegmentHeader.size + offset
-        let storage = PrimitiveStorage(base: base, mapping: mapping, segment: nil)
+        let storage = PrimitiveStorage(base: base, mapping: mapping, segment: nil, lease: leased ? try segment.handle.ownerLease() : nil)
         if let initialize {
             base.initializeMemory(as: UInt8.self, repeating: 0, count: size)
             initialize(base)
@@ -120,7 +137,7 @@ protocol FutexWaitable: AnyObject {
     var waiterWord: UnsafeMutableRawPointer { get }
     var name: String? { get }
     func tryWait() -> Bool
-    func waitAttempt(_ checkNow: Bool) -> WaitStep<Void>
+    func waitAttempt(_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Void>
 }
 
 extension FutexWaitable {
@@ -149,28 +166,40 @@ enum WaitStep<Value> {
 
 /// Calls `attempt` up to `rounds` times with a pause instruction between failures, then up to
 /// `yields` times with a `sched_yield` between failures; the value if one attempt succeeded. The spin
-/// phase of both wait drivers.
+/// phase of both wait drivers. While yields hand the CPU to CPU-bound processes
+/// (``SpinPolicy/yieldIfShort()``), it does not yield and pauses only
+/// ``SpinPolicy/contendedSpinRounds`` times. The policy's state is read after the first failure.
 @inline(__always)
 private func spin<Value>(
     rounds: Int, yields: Int = 0, _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
 ) throws(InterprocessError) -> Value? {
     var rounds = rounds
     var yields = yields
-    while rounds > 0 || yields > 0 {
+    var yielding = false
+    var started = false
+    while true {
         switch try attempt(false) {
         case .done(let value): return value
         case .retry: continue
         case .park:
+            if !started {
+                started = true
+                rounds = min(rounds, SpinPolicy.pauseRounds)
+            }
             if rounds > 0 {
                 rounds -= 1
                 SpinPolicy.pause()
-            } else {
-                yields -= 1
-                SpinPolicy.yield()
+                continue
             }
+            guard yields > 0 else { return nil }
+            if !yielding {
+                yielding = true
+                if !SpinPolicy.mayYield() { return nil }
+            }
+            yields -= 1
+            if !SpinPolicy.yieldIfShort() { return nil }
         }
     }
-    return nil
 }
 
 /// When the next periodic check (e.g. of a lock owner's liveness) is due, for both wait drivers.
@@ -200,15 +229,26 @@ private struct PeriodicCheck {
 /// is due. Wakers skip the system call when `waiters` is 0: the waiter increments it *before* its
 /// final attempt, and a waker changes the word *before* reading `waiters` (both sequentially
 /// consistent), so one of them always sees the other.
+///
+/// `whileSpinning`, if given, replaces `attempt` during the spin phase: the locks whose owner word
+/// carries a *contended* bit (``ProcessMutex``, ``ProcessRWLock``) announce themselves in it only
+/// when they are about to park, so that a waiter that gets the lock by spinning leaves no bit (and
+/// no spare wake-up call) behind. Such locks decide wakes by that bit, not by `waiters`, which is
+/// then only a count for `ipc inspect`.
 @inline(never)
 func blockingWait<Value>(
     word: UnsafeMutableRawPointer, waiters: UnsafeMutableRawPointer, deadline: UInt64,
     recheckEvery: UInt64 = .max, name: String?,
+    whileSpinning: ((_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>)? = nil,
     _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
 ) throws(InterprocessError) -> Value {
-    if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, attempt) { return value }
-    atomic32(waiters).pointee.add(1, ordering: .sequentiallyConsistent)
-    defer { atomic32(waiters).pointee.subtract(1, ordering: .sequentiallyConsistent) }
+    if let whileSpinning {
+        if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, whileSpinning) { return value }
+    } else {
+        if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, attempt) { return value }
+    }
+    try countWaiter(in: waiters, name: name)
+    defer { uncountWaiter(in: waiters) }
     var check = PeriodicCheck(every: recheckEvery)
     while true {
         switch try attempt(check.isDue()) {
@@ -223,6 +263,28 @@ func blockingWait<Value>(
             }
         }
     }
+}
+
+/// The most threads that can be counted in a waiter word: more than any machine runs (Linux's pid_max,
+/// which bounds threads too, is at most 2^22), far from the 32-bit limit.
+let maximumWaiters: UInt32 = 0x7FFF_FFFF
+
+/// Counts the calling thread in the waiter word `waiters` before it parks (sequentially consistent:
+/// see ``blockingWait``). A count above ``maximumWaiters`` is impossible — a peer wrote it — and
+/// counting on from it would wrap to 0 and make wakers skip their wake-up: the increment is undone
+/// and the wait throws `corrupt` (DESIGN §3).
+func countWaiter(in waiters: UnsafeMutableRawPointer, name: String?) throws(InterprocessError) {
+    let previous = atomic32(waiters).pointee.wrappingAdd(1, ordering: .sequentiallyConsistent).oldValue
+    guard previous < maximumWaiters else {
+        atomic32(waiters).pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+        throw InterprocessError(.corrupt, objectName: name, detail: "impossible waiter count \(previous) in the shared state")
+    }
+}
+
+/// Counts the calling thread out of `waiters` after it parked. Wraps: a count that a peer zeroed
+/// meanwhile becomes impossible, which the next waiter reports (``countWaiter(in:name:)``).
+func uncountWaiter(in waiters: UnsafeMutableRawPointer) {
+    atomic32(waiters).pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
 }
 
 /// Throws `cancelled` if the current task is cancelled. Every `async` acquisition starts with it, so
@@ -240,12 +302,17 @@ func throwIfCancelled(_ name: String?) throws(InterprocessError) {
 func asyncWait<Value>(
     word: UnsafeMutableRawPointer, waiters: UnsafeMutableRawPointer, deadline: UInt64,
     recheckEvery: UInt64 = .max, name: String?,
+    whileSpinning: ((_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>)? = nil,
     _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
 ) async throws(InterprocessError) -> Value {
     // A shorter spin: this runs on a cooperative thread.
-    if let value = try spin(rounds: SpinPolicy.spinRounds / 4, attempt) { return value }
-    atomic32(waiters).pointee.add(1, ordering: .sequentiallyConsistent)
-    defer { atomic32(waiters).pointee.subtract(1, ordering: .sequentiallyConsistent) }
+    if let whileSpinning {
+        if let value = try spin(rounds: SpinPolicy.spinRounds / 4, whileSpinning) { return value }
+    } else {
+        if let value = try spin(rounds: SpinPolicy.spinRounds / 4, attempt) { return value }
+    }
+    try countWaiter(in: waiters, name: name)
+    defer { uncountWaiter(in: waiters) }
     var check = PeriodicCheck(every: recheckEvery)
     while true {
         if Task.isCancelled {

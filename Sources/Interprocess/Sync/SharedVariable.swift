@@ -34,12 +34,14 @@ import Synchronization
 /// while the state says full and then empties it with one compare-and-swap on that exact state
 /// (with the 62-bit generation, an old state never comes back), so a take has no intermediate step
 /// at all. A **read** copies the value and checks that the state did not change meanwhile
-/// (seqlock-style); it never writes. A **put** first claims the *putter* word with its identity
-/// (pid and start time, as ``ProcessMutex`` records an owner): only the claimant may fill the slot
-/// and turn the state from empty to full, so readers and takers never see a half-written value.
+/// (seqlock-style); it never writes. A **put** first claims the *putter* word with its process's
+/// *token* (its identity in the segment's file, vouched for by a kernel lock that dies with it, as
+/// ``ProcessMutex`` records an owner: no pids, so right across PID namespaces, users and
+/// `hidepid`): only the claimant may fill the slot and turn the state from empty to full, so readers
+/// and takers never see a half-written value.
 ///
 /// The reader-before-taker order: a reader that finds the variable empty registers in one of 16
-/// reader slots (its identity and the generation it saw empty), then looks again. A put publishes
+/// reader slots (its token and the generation it saw empty), then looks again. A put publishes
 /// the new state with *readers pending* set, then scans the slots: if no registered reader waits
 /// for an older generation, it clears the bit at once. Otherwise the bit stays until the last of
 /// those readers, having copied the value, leaves its slot and clears it. Takers (and swaps) wait
@@ -58,13 +60,20 @@ import Synchronization
 /// - **take**, killed before its compare-and-swap: nothing changed. After it: the value was taken
 ///   (and is gone with the taker, as with any consumer that dies holding what it consumed).
 /// - **read**: reads change nothing. Killed while *waiting* in a reader slot: the slot names a dead
-///   process; if a put comes, takers wait ~25 ms, find the reader dead, clear its slot and go on.
+///   process; if a put comes, takers wait ~25 ms (``tryTake()`` checks at once), find the reader
+///   dead, clear its slot and go on; a reader that needs a slot when all are taken clears dead
+///   readers' slots too.
 /// - **swap** / **modify**, killed after taking the value (holding the putter word, state empty):
 ///   the value is gone with it; the putter word is cleared by the next putter as for a put; the
 ///   variable is empty and works.
-/// - any waiter killed while parked leaves the waiter count one too high (a spare wake-up call).
+/// - any waiter killed while parked leaves the waiter count one too high, for good: every later put,
+///   take, swap or release of the putter word then makes a wake-up system call (~1 µs) even when
+///   nobody waits. (The state word has no spare bit for a self-healing *contended* flag like
+///   ``ProcessMutex``'s; `ipc inspect` shows `waiters`.)
 ///
-/// Ownership of the putter word is per process, like ``ProcessMutex``. Do not use the variable from
+/// Ownership of the putter word is per process, like ``ProcessMutex``: threads and instances of one
+/// process share one token per segment file, which lives as long as some instance of the process on
+/// that file does. Do not use the variable from
 /// inside a ``modify(_:)`` body: the variable is empty and the putter word held while it runs.
 public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     // `@unchecked Sendable`: the state is shared memory kept mapped by `mapping`, touched through
@@ -90,10 +99,12 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     private let registered: UnsafeMutablePointer<Atomic<UInt32>>
     private let recoveries: UnsafeMutablePointer<Atomic<UInt64>>
     private let slot: UnsafeMutableRawPointer
-    /// This process's identity word: pid | start-time epoch << 32.
+    /// This process's identity in the file, and the descriptor that checks others'.
+    private let lease: OwnerLease
+    /// This process's token: the putter word while it fills the slot, and its reader slots' owner.
     private let me: UInt64
 
-    private init(base: UnsafeMutableRawPointer, mapping: MemoryMapping, segment: SegmentHandle?) {
+    private init(base: UnsafeMutableRawPointer, mapping: MemoryMapping, segment: SegmentHandle?, lease: OwnerLease) {
         self.base = base
         self.mapping = mapping
         self.segment = segment
@@ -104,7 +115,8 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         registered = atomic32(base + 32)
         recoveries = atomic64(base + 48)
         slot = base + Layout.valueOffset(alignment: MemoryLayout<Value>.alignment)
-        me = ProcessMutex.ownerWord(ProcessIdentity.current)
+        self.lease = lease
+        me = lease.token
     }
 
     // MARK: Creating and opening
@@ -120,19 +132,25 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         ) { payload in
             initialize(payload.baseAddress!, initialValue: initialValue)
         }
-        let mapping = try handle.mapping()
-        return SharedVariable(base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle)
+        do throws(InterprocessError) {
+            let mapping = try handle.mapping()
+            return SharedVariable(base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle, lease: try handle.ownerLease())
+        } catch {
+            handle.close()
+            throw error
+        }
     }
 
     /// Opens a named variable. Throws `incompatible` if it holds a value of another size or
-    /// alignment than `Value` (or is not a variable).
-    public static func open(name: String) throws(InterprocessError) -> SharedVariable {
-        let handle = try SegmentHandle.open(name: name, kind: .variable)
+    /// alignment than `Value` (or is not a variable), `permissionDenied` if its owner is not trusted
+    /// (by default only this process's user is; see ``TrustedOwners``).
+    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> SharedVariable {
+        let handle = try SegmentHandle.open(name: name, kind: .variable, trusting: trust)
         do throws(InterprocessError) {
             let mapping = try handle.mapping()
             let base = mapping.base + SegmentHeader.size
             try validate(base, available: handle.payloadSize, name: name)
-            return SharedVariable(base: base, mapping: mapping, segment: handle)
+            return SharedVariable(base: base, mapping: mapping, segment: handle, lease: try handle.ownerLease())
         } catch {
             handle.close()
             throw error
@@ -144,16 +162,17 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     public static func create(in segment: SharedMemory, at offset: Int, initialValue: Value? = nil) throws(InterprocessError) -> SharedVariable {
         try checkValueType(name: segment.name)
         let (base, mapping) = try place(in: segment, at: offset)
+        let lease = try segment.handle.ownerLease()
         base.initializeMemory(as: UInt8.self, repeating: 0, count: stateSize)
         initialize(base, initialValue: initialValue)
-        return SharedVariable(base: base, mapping: mapping, segment: nil)
+        return SharedVariable(base: base, mapping: mapping, segment: nil, lease: lease)
     }
 
     /// Uses the variable that another process created at `offset` in `segment`.
     public static func open(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> SharedVariable {
         let (base, mapping) = try place(in: segment, at: offset)
         try validate(base, available: segment.size - offset, name: segment.name)
-        return SharedVariable(base: base, mapping: mapping, segment: nil)
+        return SharedVariable(base: base, mapping: mapping, segment: nil, lease: try segment.handle.ownerLease())
     }
 
     /// The name of a named variable.
@@ -214,10 +233,10 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
             case .done(let value): return value
             case .retry: continue
             case .park(let expected):
-                // Held back by readers: clear the slots of readers whose process is gone, once.
+                // Held back by readers: clear the slots of readers that died, once.
                 guard !settled, UInt64(expected) & Layout.pending != 0 else { return nil }
                 settled = true
-                guard settle(.pidGone) else { return nil }
+                guard settle(.dead) else { return nil }
                 wakeWaiters()
             }
         }
@@ -274,9 +293,9 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
             case .done: return true
             case .retry: continue
             case .park(let expected):
-                // Empty but claimed by a putter whose process is gone: clear its claim, once.
+                // Empty but claimed by a putter that died: clear its claim, once.
                 let holder = putter.pointee.load(ordering: .relaxed)
-                guard !recovered, UInt64(expected) & Layout.full == 0, holder != 0, Self.pidGone(holder) else { return false }
+                guard !recovered, UInt64(expected) & Layout.full == 0, holder != 0, !lease.isAlive(holder) else { return false }
                 recovered = true
                 recoverPutter(holder)
             }
@@ -457,7 +476,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         if current & Layout.full != 0 { return .park(expected: Layout.futexValue(current)) }
         let holder = putter.pointee.load(ordering: .sequentiallyConsistent)
         if holder != 0 {
-            if check && !ProcessMutex.isAlive(ownerWord: holder) {
+            if check && !lease.isAlive(holder) {
                 recoverPutter(holder)
                 return .retry
             }
@@ -539,7 +558,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         }
         let holder = putter.pointee.load(ordering: .sequentiallyConsistent)
         if holder != 0 {
-            if check && !ProcessMutex.isAlive(ownerWord: holder) {
+            if check && !lease.isAlive(holder) {
                 recoverPutter(holder)
                 return .retry
             }
@@ -600,7 +619,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     /// the state is still empty, or did, and the value is complete).
     private func recoverPutter(_ dead: UInt64) {
         guard putter.pointee.compareExchange(expected: dead, desired: 0, ordering: .sequentiallyConsistent).exchanged else { return }
-        recoveries.pointee.add(1, ordering: .relaxed)
+        recoveries.pointee.wrappingAdd(1, ordering: .relaxed)
         _ = settle(.never)
         wakeWaiters()
     }
@@ -608,9 +627,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     private enum Liveness {
         /// Every registered reader counts.
         case never
-        /// Readers whose pid is gone are cleared (one cheap system call each).
-        case pidGone
-        /// Readers that are not alive (pid and start time) are cleared.
+        /// Readers that died (their token no longer locked: one `fcntl` each) are cleared.
         case dead
     }
 
@@ -628,8 +645,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
                     guard owner != 0, readerSince(index).pointee.load(ordering: .sequentiallyConsistent) < generation else { continue }
                     let dead = switch liveness {
                     case .never: false
-                    case .pidGone: Self.pidGone(owner)
-                    case .dead: !ProcessMutex.isAlive(ownerWord: owner)
+                    case .dead: !lease.isAlive(owner)
                     }
                     guard dead else { return false }
                     recoverReader(index, dead: owner)
@@ -644,7 +660,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     /// Registers a waiting reader: counts it, claims a free slot and records the generation it saw
     /// empty. Nil when all slots are taken by live readers.
     private func claimReaderSlot(since generation: UInt64) -> Int? {
-        registered.pointee.add(1, ordering: .sequentiallyConsistent)
+        registered.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         for pass in 0..<2 {
             for index in 0..<Layout.readerCapacity where readerOwner(index).pointee.load(ordering: .relaxed) == 0 {
                 if readerOwner(index).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
@@ -653,13 +669,13 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
                 }
             }
             guard pass == 0 else { break }
-            // All taken: free the slots of readers whose process is gone, and try once more.
+            // All taken: free the slots of readers that died, and try once more.
             for index in 0..<Layout.readerCapacity {
                 let owner = readerOwner(index).pointee.load(ordering: .relaxed)
-                if owner != 0 && Self.pidGone(owner) { recoverReader(index, dead: owner) }
+                if owner != 0 && !lease.isAlive(owner) { recoverReader(index, dead: owner) }
             }
         }
-        registered.pointee.subtract(1, ordering: .sequentiallyConsistent)
+        registered.pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
         return nil
     }
 
@@ -669,7 +685,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         guard let index = registration.slot else { return }
         readerSince(index).pointee.store(Layout.noGeneration, ordering: .relaxed)
         readerOwner(index).pointee.store(0, ordering: .sequentiallyConsistent)
-        registered.pointee.subtract(1, ordering: .sequentiallyConsistent)
+        registered.pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
         if settle(.never) { wakeWaiters() }
     }
 
@@ -678,8 +694,8 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         guard readerOwner(index).pointee.compareExchange(expected: dead, desired: me, ordering: .sequentiallyConsistent).exchanged else { return }
         readerSince(index).pointee.store(Layout.noGeneration, ordering: .relaxed)
         readerOwner(index).pointee.store(0, ordering: .sequentiallyConsistent)
-        registered.pointee.subtract(1, ordering: .sequentiallyConsistent)
-        recoveries.pointee.add(1, ordering: .relaxed)
+        registered.pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+        recoveries.pointee.wrappingAdd(1, ordering: .relaxed)
     }
 
     @inline(__always)
@@ -717,11 +733,6 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
 
     private func readerSince(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
         atomic64(base + Layout.readersOffset + index * Layout.readerStride + 8)
-    }
-
-    private static func pidGone(_ identity: UInt64) -> Bool {
-        let pid = Int32(bitPattern: UInt32(truncatingIfNeeded: identity))
-        return pid <= 0 || !ProcessIdentity.pidExists(pid)
     }
 
     // MARK: Internals: layout
@@ -813,9 +824,9 @@ enum SharedVariableLayout {
         valueOffset(alignment: alignment) + (valueSize + 7) / 8 * 8
     }
 
-    /// Full or empty, generation, pending readers, waiting readers, the putter, read from a copy of
-    /// the state.
-    static func describe(_ state: UnsafeRawBufferPointer) -> [String: String] {
+    /// Full or empty, generation, pending readers, waiting readers, the putter (pid as it saw it, and
+    /// whether its token is alive: `isAlive`), read from a copy of the state.
+    static func describe(_ state: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> [String: String] {
         guard state.count >= headerSize else { return [:] }
         let word = state.load(as: UInt64.self)
         let putter = state.load(fromByteOffset: 24, as: UInt64.self)
@@ -831,7 +842,8 @@ enum SharedVariableLayout {
             "waiters": "\(state.load(fromByteOffset: 8, as: UInt32.self))",
             "valueSize": "\(state.load(fromByteOffset: 12, as: UInt32.self))",
             "valueAlignment": "\(state.load(fromByteOffset: 16, as: UInt32.self))",
-            "putter": putter == 0 ? "-" : "\(Int32(bitPattern: UInt32(truncatingIfNeeded: putter)))",
+            "putter": putter == 0 ? "-" : "\(OwnerLease.displayPID(of: putter))",
+            "putterAlive": putter == 0 ? "-" : (isAlive(putter) ? "yes" : "no"),
             "recoveries": "\(state.load(fromByteOffset: 48, as: UInt64.self))",
         ]
     }
