@@ -139,6 +139,15 @@ extension FileDescriptor {
         }
     }
 
+    /// Makes reads and writes on this open file description wait (clears `O_NONBLOCK`); calls that
+    /// must not wait then pass a per-call flag (`MSG_DONTWAIT`).
+    package func setBlocking() throws(Errno) {
+        let flags = try valueOrErrno { cipc_fcntl_int(rawValue, F_GETFL, 0) }
+        if flags & O_NONBLOCK != 0 {
+            _ = try valueOrErrno { cipc_fcntl_int(rawValue, F_SETFL, flags & ~O_NONBLOCK) }
+        }
+    }
+
     /// A new descriptor for the same open file description, close-on-exec.
     /// The corresponding C call is `fcntl(F_DUPFD_CLOEXEC)`.
     package func duplicateCloseOnExec() throws(Errno) -> FileDescriptor {

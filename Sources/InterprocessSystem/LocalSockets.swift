@@ -189,26 +189,39 @@ package enum UnixSocket {
     }
 
     /// Sends `bytes` (all or part, for a stream) with `descriptors` attached, to `destination` or the
-    /// connected peer. Returns the count sent, or nil when nothing fits now (EAGAIN). Never raises
-    /// SIGPIPE (MSG_NOSIGNAL). The corresponding C function is `sendmsg`.
+    /// connected peer. Returns the count sent, or nil when nothing fits now (EAGAIN). `wait`: on a
+    /// socket in blocking mode, wait in the kernel for room (else MSG_DONTWAIT: never wait). Never
+    /// raises SIGPIPE (MSG_NOSIGNAL). The corresponding C function is `sendmsg`.
     package static func send(
         _ fd: FileDescriptor, _ bytes: UnsafeRawBufferPointer, descriptors: [FileDescriptor] = [],
-        to destination: SocketAddress? = nil
+        to destination: SocketAddress? = nil, wait: Bool = false
+    ) throws(Errno) -> Int? {
+        try send(fd, bytes, UnsafeRawBufferPointer(start: nil, count: 0), descriptors: descriptors, to: destination, wait: wait)
+    }
+
+    /// Sends `first` then `second` in one call (gathered: neither is copied here), as
+    /// ``send(_:_:descriptors:to:wait:)``.
+    package static func send(
+        _ fd: FileDescriptor, _ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer, descriptors: [FileDescriptor] = [],
+        to destination: SocketAddress? = nil, wait: Bool = false
     ) throws(Errno) -> Int? {
         let rights = descriptors.map(\.rawValue)
         let controlLength = rights.isEmpty ? 0 : cipc_CMSG_SPACE(rights.count * MemoryLayout<CInt>.size)
         let control = UnsafeMutableRawBufferPointer.allocate(byteCount: max(controlLength, 1), alignment: 16)
         defer { control.deallocate() }
-        control.initializeMemory(as: UInt8.self, repeating: 0)
+        if controlLength > 0 { control.initializeMemory(as: UInt8.self, repeating: 0) }
         var storage = sockaddr_un()
         var storageLength: socklen_t = 0
         if let destination { storageLength = fill(&storage, destination) }
-        var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
-        return try withUnsafeMutablePointer(to: &vector) { vectorPointer throws(Errno) -> Int? in
+        var vectors = (
+            iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress), iov_len: first.count),
+            iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress), iov_len: second.count))
+        let vectorCount = second.isEmpty ? 1 : 2
+        return try withUnsafeMutablePointer(to: &vectors) { vectorsPointer throws(Errno) -> Int? in
             try withUnsafeMutablePointer(to: &storage) { storagePointer throws(Errno) -> Int? in
                 var message = msghdr()
-                message.msg_iov = vectorPointer
-                message.msg_iovlen = 1
+                message.msg_iov = UnsafeMutableRawPointer(vectorsPointer).assumingMemoryBound(to: iovec.self)
+                message.msg_iovlen = numericCast(vectorCount)
                 if destination != nil {
                     message.msg_name = UnsafeMutableRawPointer(storagePointer)
                     message.msg_namelen = storageLength
@@ -224,7 +237,7 @@ package enum UnixSocket {
                     rights.withUnsafeBytes { data.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
                 }
                 while true {
-                    let n = sendmsg(fd.rawValue, &message, cipc_MSG_NOSIGNAL)
+                    let n = sendmsg(fd.rawValue, &message, cipc_MSG_NOSIGNAL | (wait ? 0 : CInt(MSG_DONTWAIT)))
                     if n >= 0 { return n }
                     let error = currentErrno
                     if error == .interrupted { continue }
@@ -238,10 +251,12 @@ package enum UnixSocket {
     /// Receives into `buffer`, with up to ``maximumDescriptors`` descriptors (close-on-exec) and the
     /// sender's credentials if the socket asked for them. `peek` leaves the data queued (and takes no
     /// descriptors); `wholeLength` reports a datagram's full length even when the buffer is shorter.
-    /// Returns nil when nothing is there (EAGAIN); a count of 0 on a stream is end-of-file.
+    /// Returns nil when nothing is there (EAGAIN); a count of 0 on a stream is end-of-file. `wait`:
+    /// on a socket in blocking mode, wait in the kernel for data (else MSG_DONTWAIT: never wait).
     /// The corresponding C function is `recvmsg`.
     package static func receive(
-        _ fd: FileDescriptor, into buffer: UnsafeMutableRawBufferPointer, peek: Bool = false, wholeLength: Bool = false
+        _ fd: FileDescriptor, into buffer: UnsafeMutableRawBufferPointer, peek: Bool = false, wholeLength: Bool = false,
+        wait: Bool = false
     ) throws(Errno) -> SocketReception? {
         let controlLength = peek ? 0 : cipc_CMSG_SPACE(maximumDescriptors * MemoryLayout<CInt>.size) + cipc_CMSG_SPACE(max(cipc_credentials_size, 1))
         let control = UnsafeMutableRawBufferPointer.allocate(byteCount: max(controlLength, 1), alignment: 16)
@@ -252,6 +267,7 @@ package enum UnixSocket {
             try withUnsafeMutablePointer(to: &storage) { storagePointer throws(Errno) -> SocketReception? in
                 var message = msghdr()
                 var flags = cipc_MSG_CMSG_CLOEXEC
+                if !wait { flags |= CInt(MSG_DONTWAIT) }
                 if peek { flags |= CInt(MSG_PEEK) }
                 if wholeLength { flags |= CInt(MSG_TRUNC) }
                 var count = 0

@@ -206,12 +206,61 @@ struct LocalSocketTests {
             close(fds[0]); close(fds[1])
         }
 
+        // Big and small messages alternate, with and without descriptors (a big one is read
+        // straight into its own array; the header after it alone).
+        let sizes = [100_000, 3, 70_000, 0, 65_528, 65_529, 10]
+        let alternating = Thread {
+            for (index, size) in sizes.enumerated() {
+                var fds: [Int32] = [-1, -1]
+                _ = pipe(&fds)
+                let payload = [UInt8](repeating: UInt8(index), count: size)
+                try? a.send(payload, descriptors: index % 2 == 0 ? [FileDescriptor(rawValue: fds[1])] : [])
+                close(fds[0]); close(fds[1])
+            }
+        }
+        for (index, size) in sizes.enumerated() {
+            let message = try b.receive(timeout: .seconds(20))
+            #expect(message.bytes == [UInt8](repeating: UInt8(index), count: size), "message \(index)")
+            #expect(message.descriptors.count == (index % 2 == 0 ? 1 : 0), "message \(index)")
+            message.closeDescriptors()
+        }
+        alternating.join()
+
         // Limits: a message over the receiver's maximum breaks the connection for good.
         b.maximumMessageSize = 16
         #expect(try a.trySend(Array(repeating: 1, count: 17)))
         expectError(.invalidSize) { try b.receive(timeout: .seconds(20)) }
         expectError(.invalidSize) { try b.receive(timeout: .seconds(20)) }
         expectError(.invalidSize) { try a.send(Array(repeating: 0, count: 1), descriptors: Array(repeating: FileDescriptor(rawValue: 0), count: 65)) }
+    }
+
+    @Test func untimedCallsWaitInTheKernelAndEndWhenTheSocketCloses() throws {
+        let (a, b) = try LocalSocket.pair()
+        defer { a.close() }
+        // A receive waiting in the kernel gets what another thread sends.
+        let got = Box<String>()
+        let receiver = Thread { got.value = (try? b.receive())?.string }
+        try a.send(Array("wake".utf8))
+        receiver.join()
+        #expect(got.value == "wake")
+        // One waiting when its socket is closed (before or after it started waiting) ends `closed`.
+        let code = Box<InterprocessError.Code>()
+        let blocked = Thread {
+            do { _ = try b.receive() } catch let error as InterprocessError { code.value = error.code } catch {}
+        }
+        b.close()
+        blocked.join()
+        #expect(code.value == .closed)
+
+        let (c, d) = try LocalDatagramSocket.pair()
+        defer { c.close() }
+        let datagramCode = Box<InterprocessError.Code>()
+        let datagramReceiver = Thread {
+            do { _ = try d.receive() } catch let error as InterprocessError { datagramCode.value = error.code } catch {}
+        }
+        d.close()
+        datagramReceiver.join()
+        #expect(datagramCode.value == .closed)
     }
 
     @Test func aPeerThatSendsGarbageCannotConfuseTheReceiver() throws {
@@ -338,6 +387,12 @@ private func fileIdentity(_ path: String) -> [UInt64]? {
     var st = stat()
     guard lstat(path, &st) == 0 else { return nil }
     return [UInt64(st.st_dev), UInt64(st.st_ino)]
+}
+
+/// A value set by one thread and read by another after a join.
+private final class Box<Value>: @unchecked Sendable {
+    // `@unchecked Sendable`: written by one thread before `Thread.join`, read after it.
+    var value: Value?
 }
 
 /// A thread that runs `body` and can be joined.

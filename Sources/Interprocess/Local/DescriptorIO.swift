@@ -82,6 +82,9 @@ enum IOAttempt<Value> {
     case done(Value)
     /// Could not go on now: wait until the descriptor is ready for this, then attempt again.
     case wait(DescriptorEvent)
+    /// Another call on the same object is in the middle of this operation (e.g. a receive waiting in
+    /// the kernel): try again shortly.
+    case busy
 }
 
 /// The drivers behind the blocking, timed and `async` forms of every descriptor operation. The
@@ -89,6 +92,8 @@ enum IOAttempt<Value> {
 enum DescriptorIO {
     /// How long a blocking wait sleeps before it looks again whether its owner was closed.
     static let closeCheckInterval: UInt64 = 50_000_000
+    /// How long a call pauses when another call is in the middle of the same operation.
+    static let busyPause: UInt64 = 1_000_000
 
     /// Attempts until done, waiting in `poll` between attempts, until `deadline` (monotonic ns;
     /// `.max`: no deadline). Throws `timedOut`, or `closed` if the owner is closed meanwhile.
@@ -101,7 +106,9 @@ enum DescriptorIO {
         defer { owner.end() }
         while true {
             if owner.isClosed { throw owner.closedError() }
-            switch try attempt(fd) {
+            let step: IOAttempt<Value>
+            do { step = try attempt(fd) } catch { throw owner.isClosed ? owner.closedError() : error }
+            switch step {
             case .done(let value): return value
             case .wait(let event):
                 let slice = min(deadline, Clock.monotonicNanoseconds() &+ closeCheckInterval)
@@ -111,6 +118,10 @@ enum DescriptorIO {
                     if case .done(let value) = try attempt(fd) { return value }
                     throw InterprocessError(.timedOut, objectName: owner.name, detail: "the wait timed out")
                 }
+            case .busy:
+                let now = Clock.monotonicNanoseconds()
+                if now >= deadline { throw InterprocessError(.timedOut, objectName: owner.name, detail: "the wait timed out") }
+                Clock.sleep(nanoseconds: min(busyPause, deadline - now))
             }
         }
     }
@@ -129,8 +140,17 @@ enum DescriptorIO {
         defer { owner.end() }
         while true {
             if owner.isClosed { throw owner.closedError() }
-            switch try attempt(fd) {
+            let step: IOAttempt<Value>
+            do { step = try attempt(fd) } catch { throw owner.isClosed ? owner.closedError() : error }
+            switch step {
             case .done(let value): return value
+            case .busy:
+                if Clock.monotonicNanoseconds() >= deadline {
+                    throw InterprocessError(.timedOut, objectName: owner.name, detail: "the wait timed out")
+                }
+                do { try await Task.sleep(nanoseconds: busyPause) } catch {
+                    throw InterprocessError(.cancelled, objectName: owner.name, detail: "the task was cancelled")
+                }
             case .wait(let event):
                 switch await AsyncDescriptorWaiter.shared.wait(for: fd, event, deadline: deadline) {
                 case .ready: continue
@@ -141,6 +161,34 @@ enum DescriptorIO {
                     if case .done(let value) = try attempt(fd) { return value }
                     throw InterprocessError(.timedOut, objectName: owner.name, detail: "the wait timed out")
                 }
+            }
+        }
+    }
+
+    /// For a socket in blocking mode: attempts that wait in the kernel (a blocking `recvmsg` or
+    /// `sendmsg`, one system call where the poll-based drivers need two or three), until done. The
+    /// owner's ``DescriptorOwner/close(beforeClosing:)`` shuts the socket down, which ends such a
+    /// wait at once; it then throws `closed`.
+    @available(*, noasync, message: "use the async form")
+    static func inKernel<Value>(
+        _ owner: DescriptorOwner, _ attempt: (FileDescriptor) throws(InterprocessError) -> IOAttempt<Value>
+    ) throws(InterprocessError) -> Value {
+        let fd = try owner.begin()
+        defer { owner.end() }
+        while true {
+            if owner.isClosed { throw owner.closedError() }
+            let step: IOAttempt<Value>
+            do { step = try attempt(fd) } catch {
+                throw owner.isClosed ? owner.closedError() : error
+            }
+            switch step {
+            case .done(let value):
+                return value
+            case .wait(let event):
+                // Not expected in blocking mode; wait like the poll-based driver.
+                _ = DescriptorWait.wait(fd, for: event, deadline: Clock.monotonicNanoseconds() &+ closeCheckInterval)
+            case .busy:
+                Clock.sleep(nanoseconds: busyPause)
             }
         }
     }

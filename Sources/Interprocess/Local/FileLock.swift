@@ -44,6 +44,7 @@ public final class FileLock: Sendable {
         /// One holder, and nobody else.
         case exclusive
 
+        /// "shared" or "exclusive".
         public var description: String { self == .shared ? "shared" : "exclusive" }
 
         var kind: InterprocessSystem.FileLock.Kind { self == .shared ? .shared : .exclusive }

@@ -32,9 +32,12 @@ public final class LocalDatagramSocket: Sendable {
     public let path: String?
     private let owner: DescriptorOwner
     private let file: SocketFile?
-    private let receiving = Mutex(())
+    /// A receive is between its peek and its read (perhaps waiting in the kernel).
+    private let receiving = Atomic<Bool>(false)
 
     private init(fd: FileDescriptor, path: String?, file: SocketFile?) {
+        // Blocking mode: untimed calls wait in the kernel; the others pass MSG_DONTWAIT.
+        try? fd.setBlocking()
         self.path = path
         owner = DescriptorOwner(fd, name: path)
         self.file = file
@@ -114,7 +117,7 @@ public final class LocalDatagramSocket: Sendable {
     @available(*, noasync, message: "use the async form")
     public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], to destination: LocalSocketAddress? = nil) throws(InterprocessError) {
         let data = Array(bytes)
-        try DescriptorIO.blocking(owner, deadline: .max) { fd throws(InterprocessError) in try sendAttempt(fd, data, descriptors, destination) }
+        try DescriptorIO.inKernel(owner) { fd throws(InterprocessError) in try sendAttempt(fd, data, descriptors, destination, wait: true) }
     }
 
     /// Sends one datagram, waiting at most `timeout` while the receiver's queue is full.
@@ -144,13 +147,13 @@ public final class LocalDatagramSocket: Sendable {
     }
 
     private func sendAttempt(
-        _ fd: FileDescriptor, _ data: [UInt8], _ descriptors: [FileDescriptor], _ destination: LocalSocketAddress?
+        _ fd: FileDescriptor, _ data: [UInt8], _ descriptors: [FileDescriptor], _ destination: LocalSocketAddress?, wait: Bool = false
     ) throws(InterprocessError) -> IOAttempt<Void> {
         guard descriptors.count <= UnixSocket.maximumDescriptors else {
             throw InterprocessError(.invalidSize, objectName: path, detail: "\(descriptors.count) descriptors; a message carries at most \(UnixSocket.maximumDescriptors)")
         }
         let result = data.withUnsafeBytes { raw in
-            Result { () throws(Errno) -> Int? in try UnixSocket.send(fd, raw, descriptors: descriptors, to: destination?.raw) }
+            Result { () throws(Errno) -> Int? in try UnixSocket.send(fd, raw, descriptors: descriptors, to: destination?.raw, wait: wait) }
         }
         do {
             guard try result.get() != nil else { return .wait(.writable) }
@@ -173,7 +176,7 @@ public final class LocalDatagramSocket: Sendable {
     /// Receives the next datagram, waiting as long as it takes.
     @available(*, noasync, message: "use the async form")
     public func receive() throws(InterprocessError) -> LocalMessage {
-        try DescriptorIO.blocking(owner, deadline: .max) { fd throws(InterprocessError) in try receiveAttempt(fd) }
+        try DescriptorIO.inKernel(owner) { fd throws(InterprocessError) in try receiveAttempt(fd, wait: true) }
     }
 
     /// Receives the next datagram, waiting at most `timeout`.
@@ -197,24 +200,31 @@ public final class LocalDatagramSocket: Sendable {
         try DescriptorIO.once(owner) { fd throws(InterprocessError) in try receiveAttempt(fd) }
     }
 
-    private func receiveAttempt(_ fd: FileDescriptor) throws(InterprocessError) -> IOAttempt<LocalMessage> {
+    private func receiveAttempt(_ fd: FileDescriptor, wait: Bool = false) throws(InterprocessError) -> IOAttempt<LocalMessage> {
         // Peek at the length, then take the whole datagram into a buffer of that size. Receivers in
-        // this process take turns, so that the datagram peeked at is the one taken.
-        let result = receiving.withLock { _ in
-            Result { () throws(Errno) -> (SocketReception, [UInt8])? in
-                var probe: UInt8 = 0
-                let peeked = try withUnsafeMutableBytes(of: &probe) { raw in
-                    Result { () throws(Errno) -> SocketReception? in try UnixSocket.receive(fd, into: raw, peek: true, wholeLength: true) }
-                }.get()
-                guard let peeked else { return nil }
-                var buffer = [UInt8](repeating: 0, count: max(peeked.count, 1))
-                let reception = try buffer.withUnsafeMutableBytes { raw in
-                    Result { () throws(Errno) -> SocketReception? in try UnixSocket.receive(fd, into: raw, wholeLength: true) }
-                }.get()
-                guard let reception else { return nil }
-                buffer.removeLast(buffer.count - min(reception.count, buffer.count))
-                return (reception, buffer)
-            }
+        // this process take turns, so that the datagram peeked at is the one taken; a receiver that
+        // finds another one at it is told to try again shortly.
+        guard receiving.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return .busy }
+        defer { receiving.store(false, ordering: .releasing) }
+        let result = Result { () throws(Errno) -> (SocketReception, [UInt8])? in
+            var probe: UInt8 = 0
+            let peeked = try withUnsafeMutableBytes(of: &probe) { raw in
+                Result { () throws(Errno) -> SocketReception? in try UnixSocket.receive(fd, into: raw, peek: true, wholeLength: true, wait: wait) }
+            }.get()
+            guard let peeked else { return nil }
+            var buffer = [UInt8](repeating: 0, count: max(peeked.count, 1))
+            let reception = try buffer.withUnsafeMutableBytes { raw in
+                Result { () throws(Errno) -> SocketReception? in try UnixSocket.receive(fd, into: raw, wholeLength: true) }
+            }.get()
+            guard let reception else { return nil }
+            buffer.removeLast(buffer.count - min(reception.count, buffer.count))
+            return (reception, buffer)
+        }
+        // A receive waiting in the kernel is ended by close() (a shutdown), which reads as an empty
+        // datagram.
+        if owner.isClosed {
+            if case .success(let got?) = result { for fd in got.0.descriptors { try? fd.close() } }
+            throw owner.closedError()
         }
         let received: (SocketReception, [UInt8])?
         do { received = try result.get() } catch {

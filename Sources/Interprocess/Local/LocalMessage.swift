@@ -26,6 +26,7 @@ public struct PeerCredentials: Sendable, Hashable, Codable, CustomStringConverti
         self.init(pid: credentials.pid, uid: credentials.uid, gid: credentials.gid)
     }
 
+    /// "pid P, uid U, gid G".
     public var description: String { "pid \(pid), uid \(uid), gid \(gid)" }
 }
 

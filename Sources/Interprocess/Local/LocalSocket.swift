@@ -35,7 +35,9 @@ import Synchronization
 /// the connection was made (`SO_PEERCRED`); both sides have it.
 ///
 /// **Waiting.** Every call comes blocking, `try…` (never waits), with a timeout, and `async` (parks
-/// no thread: one process-wide thread polls every waiting descriptor; honours cancellation). A
+/// no thread: one process-wide thread polls every waiting descriptor; honours cancellation). The
+/// untimed blocking calls wait in the kernel (one `recvmsg` or `sendmsg`, as fast as a raw socket),
+/// and ``close()`` ends such a wait at once (`closed`). A
 /// receive that times out or is cancelled halfway through a message keeps what it got; the next
 /// receive continues the same message. A send that times out or is cancelled before any byte of its
 /// message went out sends nothing; one that stops halfway leaves the stream unusable for sending,
@@ -87,6 +89,8 @@ public final class LocalSocket: Sendable {
     public static func pair() throws(InterprocessError) -> (LocalSocket, LocalSocket) {
         do {
             let (a, b) = try UnixSocket.pair(.stream)
+            try? a.setBlocking()
+            try? b.setBlocking()
             return (LocalSocket(fd: a, name: nil), LocalSocket(fd: b, name: nil))
         } catch {
             throw localFailure(error, name: nil, default: .createFailed)
@@ -198,6 +202,8 @@ public final class LocalSocket: Sendable {
             }
             throw localFailure(error, name: path, default: .openFailed)
         }
+        // Blocking mode: untimed calls wait in the kernel; the others pass MSG_DONTWAIT.
+        try? fd.setBlocking()
         return LocalSocket(fd: fd, name: path)
     }
 
@@ -211,7 +217,7 @@ public final class LocalSocket: Sendable {
     public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = []) throws(InterprocessError) {
         let id = try enqueue(bytes, descriptors)
         do {
-            try DescriptorIO.blocking(owner, deadline: .max) { fd throws(InterprocessError) in try sendAttempt(fd, id) }
+            try DescriptorIO.inKernel(owner) { fd throws(InterprocessError) in try sendAttempt(fd, id, wait: true) }
         } catch {
             abandon(id)
             throw error
@@ -272,7 +278,7 @@ public final class LocalSocket: Sendable {
         return sending.withLock { state -> Bool in
             if id <= state.completed { return true }
             guard let index = state.queue.firstIndex(where: { $0.id == id }) else { return true }
-            if state.queue[index].sent > 0 {
+            if state.queue[index].sent > 0 || (index == 0 && state.writing) {
                 // Its first part went out: keep the rest (its descriptors went with the first part).
                 state.queue[index].descriptors = []
                 return true
@@ -284,7 +290,7 @@ public final class LocalSocket: Sendable {
 
     /// Bytes of messages accepted by ``trySend(_:descriptors:)`` that are still queued in this socket.
     public var queuedBytes: Int {
-        sending.withLock { state in state.queue.reduce(0) { $0 + $1.frame.count - $1.sent } }
+        sending.withLock { state in state.queue.reduce(0) { $0 + $1.count - $1.sent } }
     }
 
     /// Sends what ``trySend(_:descriptors:)`` left queued, waiting at most `timeout`.
@@ -294,11 +300,15 @@ public final class LocalSocket: Sendable {
         try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try sendAttempt(fd, last) }
     }
 
+    /// A queued message: its header and its bytes (the caller's array itself, not a copy, when it
+    /// passed an array), sent with one gathering `sendmsg`.
     private struct Frame {
         let id: UInt64
-        let frame: [UInt8]
+        let header: [UInt8]
+        let payload: [UInt8]
         var descriptors: [FileDescriptor]
         var sent = 0
+        var count: Int { header.count + payload.count }
     }
 
     private struct SendState {
@@ -307,6 +317,8 @@ public final class LocalSocket: Sendable {
         /// Every frame with an id up to this one is sent.
         var completed: UInt64 = 0
         var broken: String?
+        /// A call is writing the head frame (without the lock).
+        var writing = false
     }
 
     private func enqueue(_ bytes: some Collection<UInt8>, _ descriptors: [FileDescriptor]) throws(InterprocessError) -> UInt64 {
@@ -316,34 +328,58 @@ public final class LocalSocket: Sendable {
         guard descriptors.count <= Self.maximumDescriptors else {
             throw InterprocessError(.invalidSize, objectName: name, detail: "\(descriptors.count) descriptors; a message carries at most \(Self.maximumDescriptors)")
         }
-        var frame = [UInt8]()
-        frame.reserveCapacity(Self.headerSize + bytes.count)
-        withUnsafeBytes(of: UInt32(bytes.count).littleEndian) { frame.append(contentsOf: $0) }
-        withUnsafeBytes(of: UInt16(descriptors.count).littleEndian) { frame.append(contentsOf: $0) }
-        frame.append(Self.frameVersion)
-        frame.append(0)
-        frame.append(contentsOf: bytes)
+        var header = [UInt8]()
+        header.reserveCapacity(Self.headerSize)
+        withUnsafeBytes(of: UInt32(bytes.count).littleEndian) { header.append(contentsOf: $0) }
+        withUnsafeBytes(of: UInt16(descriptors.count).littleEndian) { header.append(contentsOf: $0) }
+        header.append(Self.frameVersion)
+        header.append(0)
+        let payload = Array(bytes) // no copy when `bytes` is an array
         return try sending.withLock { state throws(InterprocessError) -> UInt64 in
             if let broken = state.broken { throw InterprocessError(.disconnected, objectName: name, detail: broken) }
             state.nextID += 1
-            state.queue.append(Frame(id: state.nextID, frame: frame, descriptors: descriptors))
+            state.queue.append(Frame(id: state.nextID, header: header, payload: payload, descriptors: descriptors))
             return state.nextID
         }
     }
 
     /// Sends queued frames in order until frame `id` is sent (done) or the socket is full (wait).
-    private func sendAttempt(_ fd: FileDescriptor, _ id: UInt64) throws(InterprocessError) -> IOAttempt<Void> {
-        try sending.withLock { state throws(InterprocessError) -> IOAttempt<Void> in
-            while true {
-                if id <= state.completed { return .done(()) }
+    private enum HeadStep {
+        case finished, busy
+        case write(Frame)
+    }
+
+    /// Sends queued frames in order until frame `id` is sent (done), the socket is full (wait), or
+    /// another call is writing (busy). The `sendmsg` runs without the lock (it may wait in the
+    /// kernel): one caller at a time writes the head frame, marked by `writing`.
+    private func sendAttempt(_ fd: FileDescriptor, _ id: UInt64, wait: Bool = false) throws(InterprocessError) -> IOAttempt<Void> {
+        while true {
+            let step = try sending.withLock { state throws(InterprocessError) -> HeadStep in
+                if id <= state.completed { return .finished }
                 if let broken = state.broken { throw InterprocessError(.disconnected, objectName: name, detail: broken) }
-                guard !state.queue.isEmpty else { return .done(()) }
-                let head = state.queue[0]
-                let result = head.frame.withUnsafeBytes { raw in
+                if state.writing { return .busy }
+                guard let head = state.queue.first else { return .finished }
+                state.writing = true
+                return .write(head)
+            }
+            let head: Frame
+            switch step {
+            case .finished: return .done(())
+            case .busy: return .busy
+            case .write(let frame): head = frame
+            }
+            let result = head.header.withUnsafeBytes { header in
+                head.payload.withUnsafeBytes { payload in
                     Result { () throws(Errno) -> Int? in
-                        try UnixSocket.send(fd, UnsafeRawBufferPointer(rebasing: raw[head.sent...]), descriptors: head.sent == 0 ? head.descriptors : [])
+                        let sent = head.sent
+                        let first = sent < header.count ? UnsafeRawBufferPointer(rebasing: header[sent...]) : UnsafeRawBufferPointer(rebasing: payload[(sent - header.count)...])
+                        let second = sent < header.count ? payload : UnsafeRawBufferPointer(start: nil, count: 0)
+                        return try UnixSocket.send(fd, first, second, descriptors: sent == 0 ? head.descriptors : [], wait: wait)
                     }
                 }
+            }
+            let progressed = try sending.withLock { state throws(InterprocessError) -> Bool in
+                state.writing = false
                 let count: Int?
                 do throws(Errno) { count = try result.get() } catch {
                     state.broken = "the connection was closed by the peer (\(error))"
@@ -352,13 +388,15 @@ public final class LocalSocket: Sendable {
                     }
                     throw localFailure(error, name: name, default: .systemError)
                 }
-                guard let count else { return .wait(.writable) }
+                guard let count, state.queue.first?.id == head.id else { return false }
                 state.queue[0].sent += count
-                if state.queue[0].sent == head.frame.count {
+                if state.queue[0].sent == head.count {
                     state.completed = head.id
                     state.queue.removeFirst()
                 }
+                return true
             }
+            if !progressed { return .wait(.writable) }
         }
     }
 
@@ -368,6 +406,8 @@ public final class LocalSocket: Sendable {
     private func abandon(_ id: UInt64) {
         let shutDown = sending.withLock { state -> Bool in
             guard id > state.completed, let index = state.queue.firstIndex(where: { $0.id == id }) else { return false }
+            // Another call is writing it: that call finishes it, or breaks the connection itself.
+            if index == 0 && state.writing { return false }
             if state.queue[index].sent == 0 {
                 state.queue.remove(at: index)
                 return false
@@ -390,7 +430,7 @@ public final class LocalSocket: Sendable {
     ///   connection is then shut down, and every later receive throws the same error).
     @available(*, noasync, message: "use the async form")
     public func receive() throws(InterprocessError) -> LocalMessage {
-        try DescriptorIO.blocking(owner, deadline: .max) { fd throws(InterprocessError) in try receiveAttempt(fd) }
+        try DescriptorIO.inKernel(owner) { fd throws(InterprocessError) in try receiveAttempt(fd, wait: true) }
     }
 
     /// Receives the next message, waiting at most `timeout`.
@@ -440,6 +480,11 @@ public final class LocalSocket: Sendable {
         /// `next` is the stream offset of the message after it.
         var direct: (payload: [UInt8], count: Int, descriptors: [FileDescriptor], expected: Int, next: UInt64)?
         var failure: InterprocessError?
+        /// A placeholder while a receive step runs outside the lock.
+        var reading = false
+        /// The last message was too big for the buffer: with nothing buffered, read only the next
+        /// header, so that a big payload goes straight into its own array.
+        var lastWasDirect = false
 
         mutating func fail(_ error: InterprocessError) -> InterprocessError {
             for fds in descriptors.values { for fd in fds { try? fd.close() } }
@@ -454,11 +499,23 @@ public final class LocalSocket: Sendable {
         var isEmpty: Bool { start == end && direct == nil }
     }
 
-    private func receiveAttempt(_ fd: FileDescriptor) throws(InterprocessError) -> IOAttempt<LocalMessage> {
+    /// One receive step. The state is taken out of the lock while the step runs (its `recvmsg` may
+    /// wait in the kernel), leaving a placeholder marked `reading`: other receivers find it busy.
+    private func receiveAttempt(_ fd: FileDescriptor, wait: Bool = false) throws(InterprocessError) -> IOAttempt<LocalMessage> {
         let maximum = maximumMessageSize
-        let outcome = receiving.withLock { state -> Result<IOAttempt<LocalMessage>, InterprocessError> in
-            Result { () throws(InterprocessError) -> IOAttempt<LocalMessage> in try receiveStep(fd, &state, maximum) }
+        // Moved out with `swap`, so that the buffer has one owner and is never copied on write.
+        var local = ReceiveState()
+        let took = receiving.withLock { state -> Bool in
+            if state.reading { return false }
+            swap(&local, &state)
+            state.reading = true
+            return true
         }
+        guard took else { return .busy }
+        let outcome = Result { () throws(InterprocessError) -> IOAttempt<LocalMessage> in try receiveStep(fd, &local, maximum, wait) }
+        // Closed meanwhile: what this step holds is released here.
+        if owner.isClosed { _ = local.fail(InterprocessError(.closed, objectName: name, detail: "it was closed")) }
+        receiving.withLock { state in swap(&local, &state) }
         do {
             return try outcome.get()
         } catch {
@@ -470,16 +527,16 @@ public final class LocalSocket: Sendable {
         }
     }
 
-    private func receiveStep(_ fd: FileDescriptor, _ state: inout ReceiveState, _ maximum: Int) throws(InterprocessError) -> IOAttempt<LocalMessage> {
+    private func receiveStep(_ fd: FileDescriptor, _ state: inout ReceiveState, _ maximum: Int, _ wait: Bool) throws(InterprocessError) -> IOAttempt<LocalMessage> {
         if let failure = state.failure { throw failure }
         while true {
             if state.direct != nil {
-                if let message = try continueDirect(fd, &state) { return .done(message) }
+                if let message = try continueDirect(fd, &state, wait) { return .done(message) }
                 return .wait(.readable)
             }
             if let message = try takeBuffered(&state, maximum) { return .done(message) }
             if state.direct != nil { continue }
-            guard try fill(fd, &state) else { return .wait(.readable) }
+            guard try fill(fd, &state, wait) else { return .wait(.readable) }
         }
     }
 
@@ -491,7 +548,8 @@ public final class LocalSocket: Sendable {
         let messageStart = state.base &+ UInt64(state.start)
         if Self.headerSize + length > ReceiveState.capacity {
             // Too big for the buffer: what is buffered starts its payload, the rest is read into it.
-            var payload = [UInt8](repeating: 0, count: length)
+            // Every byte is written by the copy below and the reads that follow before it is used.
+            var payload = [UInt8](unsafeUninitializedCapacity: length) { _, count in count = length }
             let have = state.end - state.start - Self.headerSize
             let bodyStart = state.start + Self.headerSize
             payload.withUnsafeMutableBytes { target in
@@ -508,6 +566,7 @@ public final class LocalSocket: Sendable {
         let bytes = Array(state.buffer[(state.start + Self.headerSize)..<(state.start + Self.headerSize + length)])
         let descriptors = state.descriptors.removeValue(forKey: messageStart) ?? []
         state.start += Self.headerSize + length
+        state.lastWasDirect = false
         guard descriptors.count == expected else {
             for fd in descriptors { try? fd.close() }
             throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "the message announced \(expected) descriptors and \(descriptors.count) arrived"))
@@ -516,7 +575,7 @@ public final class LocalSocket: Sendable {
     }
 
     /// Reads more into the buffer; false when nothing is there (EAGAIN).
-    private func fill(_ fd: FileDescriptor, _ state: inout ReceiveState) throws(InterprocessError) -> Bool {
+    private func fill(_ fd: FileDescriptor, _ state: inout ReceiveState, _ wait: Bool) throws(InterprocessError) -> Bool {
         if state.buffer.isEmpty { state.buffer = [UInt8](repeating: 0, count: ReceiveState.capacity) }
         if state.start > 0 {
             // Move what is left to the front.
@@ -530,9 +589,10 @@ public final class LocalSocket: Sendable {
             state.end = count
         }
         let oldEnd = state.end
+        let limit = state.lastWasDirect && oldEnd == 0 ? Self.headerSize : ReceiveState.capacity
         let result = state.buffer.withUnsafeMutableBytes { raw in
             Result { () throws(Errno) -> SocketReception? in
-                try UnixSocket.receive(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[oldEnd...]))
+                try UnixSocket.receive(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[oldEnd..<limit]), wait: wait)
             }
         }
         guard let reception = try received(result, &state) else { return false }
@@ -569,13 +629,13 @@ public final class LocalSocket: Sendable {
 
     /// Reads the rest of a message too big for the buffer straight into its payload: the message
     /// when complete, nil when the rest is not there yet.
-    private func continueDirect(_ fd: FileDescriptor, _ state: inout ReceiveState) throws(InterprocessError) -> LocalMessage? {
+    private func continueDirect(_ fd: FileDescriptor, _ state: inout ReceiveState, _ wait: Bool) throws(InterprocessError) -> LocalMessage? {
         while var direct = state.direct, direct.count < direct.payload.count {
             let done = direct.count
             state.direct = nil // no copy of the payload while it is written to
             let result = direct.payload.withUnsafeMutableBytes { raw in
                 Result { () throws(Errno) -> SocketReception? in
-                    try UnixSocket.receive(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[done...]))
+                    try UnixSocket.receive(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[done...]), wait: wait)
                 }
             }
             state.direct = direct
@@ -596,6 +656,7 @@ public final class LocalSocket: Sendable {
         state.base = direct.next
         state.start = 0
         state.end = 0
+        state.lastWasDirect = true
         guard direct.descriptors.count == direct.expected else {
             for fd in direct.descriptors { try? fd.close() }
             throw state.fail(InterprocessError(.corrupt, objectName: name, detail: "the message announced \(direct.expected) descriptors and \(direct.descriptors.count) arrived"))
@@ -646,7 +707,7 @@ public final class LocalSocket: Sendable {
     /// Descriptors of a message half received are closed. Idempotent; also done when the last
     /// reference goes away.
     public func close() {
-        owner.close { fd in UnixSocket.shutdownSending(fd) }
+        owner.close { fd in UnixSocket.shutdownBoth(fd) } // also ends a receive waiting in the kernel
         receiving.withLock { state in
             _ = state.fail(InterprocessError(.closed, objectName: name, detail: "it was closed"))
         }

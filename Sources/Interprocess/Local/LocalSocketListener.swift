@@ -100,6 +100,8 @@ public final class LocalSocketListener: Sendable {
             throw localFailure(error, name: path, default: .systemError)
         }
         guard let accepted else { return .wait(.readable) }
+        // Blocking mode: untimed calls wait in the kernel; the others pass MSG_DONTWAIT.
+        try? accepted.setBlocking()
         return .done(LocalSocket(fd: accepted, name: path))
     }
 

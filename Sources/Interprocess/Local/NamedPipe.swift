@@ -36,7 +36,10 @@ import InterprocessSystem
 public final class NamedPipe: Sendable {
     /// Which end this is.
     public enum Direction: Sendable, Hashable {
-        case reading, writing
+        /// The reading end (``openForReading(path:)``).
+        case reading
+        /// The writing end (``openForWriting(path:)`` and its other forms).
+        case writing
     }
 
     /// The FIFO's path.
