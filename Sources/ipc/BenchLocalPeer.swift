@@ -26,7 +26,7 @@ struct LocalBenchPeer: ParsableCommand {
     )
 
     /// The peer's life limit, in seconds.
-    static let lifeLimit = 120
+    static let lifeLimit = BenchPeers.lifeLimitSeconds
 
     @Argument(help: "echo, sink or handover.")
     var role: String
@@ -50,7 +50,7 @@ struct LocalBenchPeer: ParsableCommand {
     var bytes = 0
 
     @Option(name: .customLong("life-limit"), help: "Seconds after which this process ends itself.")
-    var lifeLimit = 120
+    var lifeLimit = BenchPeers.lifeLimitSeconds
 
     func run() throws {
         PeerLifetime.limit(seconds: lifeLimit)

@@ -37,7 +37,7 @@ struct BenchPeer: ParsableCommand {
     var output: Int32 = -1
 
     @Option(name: .customLong("life-limit"), help: "Seconds after which this process ends itself.")
-    var lifeLimit = 120
+    var lifeLimit = BenchPeers.lifeLimitSeconds
 
     func validate() throws {
         guard (0..<BenchLayout.slotCount).contains(slot), slot < BenchLayout.pairCount || !role.isPair else {

@@ -202,8 +202,10 @@ final class BenchPeers {
     private(set) var children: [ChildProcess] = []
     private let executable = BuiltExecutable.path(of: "ipc") ?? CommandLine.arguments[0]
 
-    /// A peer's life limit (it ends itself with SIGALRM after this many seconds).
-    static let lifeLimitSeconds = 120
+    /// A peer's life limit (it ends itself with SIGALRM after this many seconds): a last resort
+    /// against a peer nobody waits for, long enough for a full run on a busy machine (the segment
+    /// hand-over scenario took more than 120 s beside two CPU-bound processes).
+    static let lifeLimitSeconds = 900
 
     /// Starts `ipc bench-peer ROLE --segment NAME …`. The `passing` descriptors (close-on-exec
     /// otherwise) are inherited by this child alone, and closed here once it is started.
