@@ -3,6 +3,7 @@
 import Foundation
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import Testing
 
 @Suite(.serialized)
