@@ -87,7 +87,10 @@ let package = Package(
         ),
         .testTarget(
             name: "InterprocessTests",
-            dependencies: ["Interprocess", "InterprocessSystem", "InterprocessToolSupport", "InterprocessTestChild", "ipc"],
+            dependencies: [
+                "Interprocess", "InterprocessSystem", "InterprocessToolSupport", "InterprocessBenchmarks",
+                "InterprocessTestChild", "ipc",
+            ],
             swiftSettings: strictSettings
         ),
     ]

@@ -61,6 +61,9 @@ package enum BenchScenarios {
 
     /// Every peer role of every scenario, in scenario order.
     static var roles: [BenchRole] { all.flatMap { $0.roles } }
+
+    /// The names of every peer role (`ipc bench-peer ROLE`), in scenario order.
+    package static var roleNames: [String] { roles.map(\.name) }
 }
 
 /// A speed target: the median of one row divided by the median of another must be at most, at
