@@ -95,10 +95,7 @@ public final class LocalSocketListener: Sendable {
     }
 
     private func acceptAttempt(_ fd: FileDescriptor) throws(InterprocessError) -> IOAttempt<LocalSocket> {
-        let accepted: FileDescriptor?
-        do { accepted = try UnixSocket.accept(fd) } catch {
-            throw localFailure(error, name: path, default: .systemError)
-        }
+        let accepted = try perform(.accept, name: path) { () throws(Errno) in try UnixSocket.accept(fd) }
         guard let accepted else { return .wait(.readable) }
         // Blocking mode: untimed calls wait in the kernel; the others pass MSG_DONTWAIT.
         try? accepted.setBlocking()
