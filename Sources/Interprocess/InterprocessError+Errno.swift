@@ -1,5 +1,5 @@
 import InterprocessSystem
-import SystemPackage
+package import SystemPackage
 
 // What an errno means, one table per system operation: every layer of the library turns a failed
 // system call into an `InterprocessError` here, and nowhere else.
@@ -22,7 +22,7 @@ import SystemPackage
 // never a bug (a listener shut down by `close()` answers `accept` with it, for one).
 
 /// A system operation whose errno the library reports.
-enum SystemOperation: String, CaseIterable, Sendable {
+package enum SystemOperation: String, CaseIterable, Sendable {
     // MARK: Named segments (Memory/)
 
     /// `open(/dev/shm, O_TMPFILE)`: the unnamed file of a new segment.
@@ -115,7 +115,7 @@ enum SystemOperation: String, CaseIterable, Sendable {
 }
 
 /// What an errno means after one ``SystemOperation``.
-enum ErrnoMeaning: Equatable, Sendable {
+package enum ErrnoMeaning: Equatable, Sendable {
     /// The error code, and a sentence for people if the errno needs one.
     case error(InterprocessError.Code, String? = nil)
     /// Only a bug in this library can cause it: the process traps.
@@ -124,7 +124,7 @@ enum ErrnoMeaning: Equatable, Sendable {
 
 extension SystemOperation {
     /// The code of an errno that the operation's table does not name.
-    var defaultCode: InterprocessError.Code {
+    package var defaultCode: InterprocessError.Code {
         switch self {
         case .createSegment, .setGroup, .setPermissions, .writeHeader, .resize, .linkSegment,
              .createMemoryFile, .seal, .makeDirectory, .makeFIFO, .openLockFile, .socket, .bind, .listen:
@@ -144,7 +144,7 @@ extension SystemOperation {
 
     /// What `errno` means after this operation; nil where the table does not name it (then
     /// ``defaultCode``, or the caller's).
-    func meaning(of errno: Errno) -> ErrnoMeaning? {
+    package func meaning(of errno: Errno) -> ErrnoMeaning? {
         if errno == Errno.badAddress { return .bug("a buffer or address the library passed is invalid") }
         switch self {
         case .createSegment:
@@ -482,7 +482,7 @@ extension InterprocessError {
     /// the table adds what the errno means there. `otherwise` replaces the operation's default code
     /// for an errno its table does not name. Traps for an errno that only a bug in this library
     /// can cause (see ``ErrnoMeaning/bug(_:)``).
-    init(
+    package init(
         _ operation: SystemOperation, _ errno: Errno, objectName: String?, detail: String = "",
         otherwise fallback: Code? = nil
     ) {

@@ -371,8 +371,14 @@ public final class LocalSocket: Sendable {
                 state.writing = false
                 let count: Int?
                 do throws(Errno) { count = try result.get() } catch {
-                    state.broken = "the connection was closed by the peer (\(error))"
-                    throw InterprocessError(.sendStream, error, objectName: name)
+                    let failure = InterprocessError(.sendStream, error, objectName: name)
+                    // A descriptor to send that is not open (EBADF) fails the whole `sendmsg`: if it
+                    // was the frame's first, nothing went out, its caller drops it, and the
+                    // connection stays usable. Any other failure ends the sending side.
+                    if head.sent > 0 || failure.code != .invalidArgument {
+                        state.broken = "the connection was closed by the peer (\(error))"
+                    }
+                    throw failure
                 }
                 guard let count, state.queue.first?.id == head.id else { return false }
                 state.queue[0].sent += count
