@@ -4,6 +4,7 @@
 // the public type.
 import Interprocess
 import SystemPackage
+import Dispatch
 
 /// errno-probe [--no-descriptors-left] OPERATION ARGUMENT [SIZE]: runs the operation and says "ok",
 /// or "error CODE ERRNO" (ERRNO 0 when the error carries none). Returns the exit status: 0 either
@@ -16,13 +17,10 @@ func runErrnoProbe(_ options: [String]) -> Int32 {
     var arguments = options
     if arguments.first == "--no-descriptors-left" {
         arguments.removeFirst()
-        var held: [FileDescriptor] = []
-        while let fd = try? FileDescriptor.open("/dev/null", .readOnly) {
-            held.append(fd)
-            if held.count > 100_000 { return 2 } // no limit in force
-        }
+        guard useUpDescriptors() else { return 2 }
     }
     guard arguments.count >= 2 else { return 2 }
+    if arguments[0] == "fifo-wait-async" { return waitAsyncWithoutDescriptors(path: arguments[1]) }
     let argument = arguments[1]
     do throws(InterprocessError) {
         switch arguments[0] {
@@ -49,5 +47,47 @@ func runErrnoProbe(_ options: [String]) -> Int32 {
     } catch {
         say("error \(error.code) \(error.systemError?.rawValue ?? 0)")
     }
+    return 0
+}
+
+/// Opens /dev/null until the open-file limit is reached; false if there seems to be no limit.
+private func useUpDescriptors() -> Bool {
+    var held = 0
+    while (try? FileDescriptor.open("/dev/null", .readOnly)) != nil {
+        held += 1
+        if held > 100_000 { return false }
+    }
+    return true
+}
+
+/// fifo-wait-async PATH: opens the FIFO's reading end and, in a task (libdispatch, under the
+/// Swift runtime, needs descriptors of its own to start a worker and traps without them), uses up
+/// every descriptor left, then waits for data with the async read: first 100 ms for nothing (says
+/// "waiting" when that timed out, so the wait went through the process-wide async waiter, created
+/// with no descriptor left for its wake-up pipe), then up to 20 s for what the test writes ("got
+/// COUNT").
+private func waitAsyncWithoutDescriptors(path: String) -> Int32 {
+    let pipe: NamedPipe
+    do { pipe = try NamedPipe.openForReading(path: path) } catch {
+        say("error \(error.code) \(error.systemError?.rawValue ?? 0)")
+        return 1
+    }
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        guard useUpDescriptors() else {
+            say("no open-file limit")
+            done.signal()
+            return
+        }
+        do throws(InterprocessError) {
+            do throws(InterprocessError) { _ = try await pipe.read(timeout: .milliseconds(100)) } catch where error.code == .timedOut {}
+            say("waiting")
+            say("got \(try await pipe.read(timeout: .seconds(20)).count)")
+        } catch {
+            say("error \(error.code) \(error.systemError?.rawValue ?? 0)")
+        }
+        done.signal()
+    }
+    done.wait()
     return 0
 }

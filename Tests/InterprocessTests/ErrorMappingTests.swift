@@ -317,6 +317,30 @@ struct ProvokedErrnoTests {
         }
     }
 
+    /// The async waiter's wake-up pipe is made at the first async wait; with no descriptor left
+    /// then (EMFILE), the waiter works without it instead of trapping.
+    @Test func theAsyncWaiterStartsWithNoDescriptorLeft() throws {
+        guard access("/usr/bin/prlimit", X_OK) == 0 else {
+            print("\(#function): skipped — /usr/bin/prlimit is missing")
+            return
+        }
+        try withLocalDirectory("errno-waiter") { directory in
+            let fifo = directory + "/fifo"
+            try NamedPipe.create(path: fifo)
+            defer { unlink(fifo) }
+            let child = try ChildProcess.spawn(
+                "/usr/bin/prlimit", ["--nofile=64:64", "--", Peer.path, "errno-probe", "fifo-wait-async", fifo],
+                standardInput: .pipe, standardOutput: .pipe, standardError: .inherit)
+            defer { child.stop() }
+            #expect(child.readLine() == "waiting")
+            let writer = try NamedPipe.tryOpenForWriting(path: fifo)
+            defer { writer.close() }
+            try writer.write(Array("hi".utf8), timeout: .seconds(5))
+            #expect(child.readLine() == "got 2")
+            #expect(child.wait(timeout: .seconds(20)) == .exited(0))
+        }
+    }
+
     // MARK: FIFOs, file locks and sockets
 
     @Test func pathsThatAreMissingTooLongOrNotDirectories() throws {
