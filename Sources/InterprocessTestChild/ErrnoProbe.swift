@@ -6,18 +6,21 @@ import Interprocess
 import SystemPackage
 import Dispatch
 
-/// errno-probe [--no-descriptors-left] OPERATION ARGUMENT [SIZE]: runs the operation and says "ok",
+/// errno-probe [--descriptors-left N] OPERATION ARGUMENT [SIZE]: runs the operation and says "ok",
 /// or "error CODE ERRNO" (ERRNO 0 when the error carries none). Returns the exit status: 0 either
-/// way, 2 on bad usage. `--no-descriptors-left` first opens /dev/null until the open-file limit is
-/// reached (run it under a low limit), so that the operation's first open fails with EMFILE.
+/// way, 2 on bad usage. `--descriptors-left N` first opens /dev/null until the open-file limit is
+/// reached (run it under a low limit) and closes N of them again, so that the operation's N+1st
+/// open fails with EMFILE.
 ///
 /// Operations: `segment-create NAME SIZE`, `segment-open NAME`, `fifo-create PATH`,
 /// `fifo-read PATH`, `lock PATH`, `connect PATH`, `listen PATH`.
 func runErrnoProbe(_ options: [String]) -> Int32 {
     var arguments = options
-    if arguments.first == "--no-descriptors-left" {
-        arguments.removeFirst()
-        guard useUpDescriptors() else { return 2 }
+    if arguments.first == "--descriptors-left" {
+        guard arguments.count > 1, let left = Int(arguments[1]) else { return 2 }
+        arguments.removeFirst(2)
+        guard let held = useUpDescriptors() else { return 2 }
+        for fd in held.suffix(left) { try? fd.close() }
     }
     guard arguments.count >= 2 else { return 2 }
     if arguments[0] == "fifo-wait-async" { return waitAsyncWithoutDescriptors(path: arguments[1]) }
@@ -50,14 +53,15 @@ func runErrnoProbe(_ options: [String]) -> Int32 {
     return 0
 }
 
-/// Opens /dev/null until the open-file limit is reached; false if there seems to be no limit.
-private func useUpDescriptors() -> Bool {
-    var held = 0
-    while (try? FileDescriptor.open("/dev/null", .readOnly)) != nil {
-        held += 1
-        if held > 100_000 { return false }
+/// Opens /dev/null until the open-file limit is reached and returns what it opened; nil if there
+/// seems to be no limit.
+private func useUpDescriptors() -> [FileDescriptor]? {
+    var held: [FileDescriptor] = []
+    while let fd = try? FileDescriptor.open("/dev/null", .readOnly) {
+        held.append(fd)
+        if held.count > 100_000 { return nil }
     }
-    return true
+    return held
 }
 
 /// fifo-wait-async PATH: opens the FIFO's reading end and, in a task (libdispatch, under the
@@ -74,7 +78,7 @@ private func waitAsyncWithoutDescriptors(path: String) -> Int32 {
     }
     let done = DispatchSemaphore(value: 0)
     Task {
-        guard useUpDescriptors() else {
+        guard useUpDescriptors() != nil else {
             say("no open-file limit")
             done.signal()
             return

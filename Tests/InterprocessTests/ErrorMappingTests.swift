@@ -303,17 +303,28 @@ struct ProvokedErrnoTests {
         }
         let full = ["/usr/bin/prlimit", "--nofile=64:64", "--"]
         try withCleanNames("errno-emfile") { prefix in
-            let create = try probe(launcher: full, "--no-descriptors-left", "segment-create", prefix, "4096")
+            let create = try probe(launcher: full, "--descriptors-left", "0", "segment-create", prefix, "4096")
             #expect(create.termination == .exited(0) && create.line == "error createFailed \(EMFILE)", "\(create)")
         }
         try withLocalDirectory("errno-emfile") { directory in
-            let listen = try probe(launcher: full, "--no-descriptors-left", "listen", directory + "/s.sock")
+            let listen = try probe(launcher: full, "--descriptors-left", "0", "listen", directory + "/s.sock")
             #expect(listen.termination == .exited(0) && listen.line == "error createFailed \(EMFILE)", "\(listen)")
             let fifo = directory + "/fifo"
             try NamedPipe.create(path: fifo)
             defer { unlink(fifo) }
-            let read = try probe(launcher: full, "--no-descriptors-left", "fifo-read", fifo)
+            let read = try probe(launcher: full, "--descriptors-left", "0", "fifo-read", fifo)
             #expect(read.termination == .exited(0) && read.line == "error openFailed \(EMFILE)", "\(read)")
+            // One descriptor left: the listener's lock file takes it, and the socket that probes a
+            // stale socket file at the path finds none (it used to report EINVAL, as if the path
+            // were bad).
+            let stale = directory + "/stale.sock"
+            let bound = try UnixSocket.make(.stream)
+            try UnixSocket.bind(bound, to: UnixSocket.address(path: stale)!)
+            try bound.close()
+            defer { unlink(stale) }
+            let probing = try probe(launcher: full, "--descriptors-left", "1", "listen", stale)
+            #expect(probing.termination == .exited(0) && probing.line == "error createFailed \(EMFILE)", "\(probing)")
+            #expect(fileMode(stale)?.type == S_IFSOCK, "the stale socket file is left for the next listener")
         }
     }
 

@@ -135,8 +135,8 @@ final class SocketFile: Sendable {
             }
         case .answered:
             throw InterprocessError(.alreadyExists, objectName: path, detail: "a live server listens there")
-        case .unknown(let error):
-            throw InterprocessError(.connectStream, error, objectName: path, detail: "could not tell whether a server listens there")
+        case .unknown(let operation, let error):
+            throw InterprocessError(operation, error, objectName: path, detail: "could not tell whether a server listens there")
         }
     }
 
@@ -180,13 +180,16 @@ final class SocketFile: Sendable {
         case refused
         /// No file.
         case gone
-        /// Cannot tell (e.g. no permission).
-        case unknown(Errno)
+        /// Cannot tell (e.g. no permission, or no descriptor left for the probing socket): the
+        /// operation that failed, and its errno.
+        case unknown(SystemOperation, Errno)
     }
 
     /// Connects to `path` and hangs up at once. A live server sees a connection that ends at once.
     static func probe(path: String, kind: UnixSocket.Kind) -> Probe {
-        guard let address = UnixSocket.address(path: path), let fd = try? UnixSocket.make(kind) else { return .unknown(.invalidArgument) }
+        guard let address = UnixSocket.address(path: path) else { return .unknown(.connectStream, .invalidArgument) } // an invalid path
+        let fd: FileDescriptor
+        do { fd = try UnixSocket.make(kind) } catch { return .unknown(.socket, error) }
         defer { try? fd.close() }
         do throws(Errno) {
             try UnixSocket.connect(fd, to: address)
@@ -196,7 +199,7 @@ final class SocketFile: Sendable {
             case Errno.connectionRefused: return .refused
             case Errno.noSuchFileOrDirectory: return .gone
             case Errno.resourceTemporarilyUnavailable, Errno.protocolWrongTypeForSocket, Errno.nowInProgress: return .answered
-            default: return .unknown(error)
+            default: return .unknown(.connectStream, error)
             }
         }
     }
