@@ -9,6 +9,7 @@ import Glibc
 import Testing
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import SystemPackage
 
 /// Expects `body` to fail with `code`, carrying `errno` as its system error (or none, for nil).
