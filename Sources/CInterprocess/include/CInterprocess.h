@@ -10,6 +10,7 @@
 #include <time.h>
 #include <sys/types.h>
 #include "CInterprocessLocal.h"
+#include "CInterprocessChannel.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -136,6 +136,7 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
         case .condition: ProcessCondition.describe(state)
         case .rwLock: ProcessRWLock.describe(state, isAlive: isAlive)
         case .variable: SharedVariableLayout.describe(state, isAlive: isAlive)
+        case .channel: ChannelLayout.describe(state, isAlive: isAlive)
         default: [:]
         }
     }
