@@ -71,6 +71,23 @@ func runChannelCommand(_ command: String, _ rest: [String]) -> Int32 {
             } catch {
                 say("\(error.code)")
             }
+        case "chan-echo":
+            // chan-echo IN OUT: says "ready", answers each string from IN with "echo " + it on OUT
+            // until IN is closed, then says "echoed N".
+            let input = try Channel<String>.open(name: rest[0])
+            let output = try Channel<String>.open(name: rest[1])
+            say("ready")
+            var echoed = 0
+            echoing: while true {
+                switch Result(catching: { () throws(InterprocessError) in try input.blockingReceive(timeout: .seconds(60)) }) {
+                case .success(let text):
+                    try output.blockingSend("echo " + text, timeout: .seconds(60))
+                    echoed += 1
+                case .failure(let error) where error.code == .closed: break echoing
+                case .failure(let error): throw error
+                }
+            }
+            say("echoed \(echoed)")
         default:
             StandardStream.write("child: unknown command \(command)\n", to: 2)
             return 2

@@ -398,6 +398,85 @@ struct ChannelTests {
         }
     }
 
+    /// Many receivers and senders waiting in one process at once — tasks and threads, on a ring of
+    /// one slot — are all served: every message is received once.
+    @Test func manyWaitersInOneProcessAreAllServed() async throws {
+        try await onOwnQueue { executor in
+            let name = TestNames.make("chanmany")
+            let channel = try Channel<Int>.create(name: name, capacity: 1)
+            defer { channel.detach() }
+            let receivers = 6, senders = 4, each = 150
+            let total = receivers * each
+            precondition(total % senders == 0)
+            var values: [Int] = []
+            try await withThrowingTaskGroup(of: [Int].self) { group in
+                for _ in 0..<receivers {
+                    group.addTask(executorPreference: executor) {
+                        var mine: [Int] = []
+                        for _ in 0..<each { mine.append(try await channel.receive(timeout: .seconds(60))) }
+                        return mine
+                    }
+                }
+                for sender in 0..<senders {
+                    group.addTask(executorPreference: executor) {
+                        for index in 0..<(total / senders) { try await channel.send(sender * 10_000 + index, timeout: .seconds(60)) }
+                        return []
+                    }
+                }
+                for try await batch in group { values += batch }
+            }
+            #expect(values.count == total)
+            #expect(Set(values).count == total, "each message once")
+            #expect(channel.count == 0)
+            #expect(detail(name, "receiversWaiting") == 0 && detail(name, "sendersWaiting") == 0)
+        }
+    }
+
+    /// Two processes bounce a message through two channels of one slot each (the shape of the round
+    /// trip `ipc bench` measures).
+    @Test func pingPongThroughTwoChannelsOfOneSlot() throws {
+        try withCleanNames("chanpingpong") { name in
+            let ping = try Channel<String>.create(name: name + "-ping", capacity: 1)
+            defer { ping.detach() }
+            let pong = try Channel<String>.create(name: name + "-pong", capacity: 1)
+            defer { pong.detach() }
+            let child = try Peer.spawn("chan-echo", name + "-ping", name + "-pong")
+            defer { child.stop() }
+            #expect(child.readLine() == "ready")
+            for round in 0..<2000 {
+                try ping.blockingSend("\(round)", timeout: .seconds(20))
+                #expect(try pong.blockingReceive(timeout: .seconds(20)) == "echo \(round)")
+            }
+            ping.close()
+            #expect(child.readLine() == "echoed 2000")
+            #expect(child.wait(timeout: .seconds(10)) == .exited(0))
+        }
+    }
+
+    /// A `.whileReferenced` channel lives while some process holds it; a `.persistent` one until removed.
+    @Test func lifetimes() throws {
+        try withCleanNames("chanlife") { name in
+            let channel = try Channel<Int>.create(name: name, capacity: 2)
+            let peer = try Channel<Int>.open(name: name)
+            try channel.blockingSend(1)
+            channel.detach()
+            channel.detach()
+            #expect(SharedMemory.exists(name: name), "a holder is left")
+            expectError(.closed) { try channel.trySend(2) }
+            #expect(try peer.blockingReceive() == 1)
+            peer.detach()
+            #expect(!SharedMemory.exists(name: name))
+            let kept = try Channel<Int>.create(name: name + "-kept", capacity: 2, lifetime: .persistent)
+            try kept.blockingSend(3)
+            kept.detach()
+            let again = try Channel<Int>.open(name: name + "-kept")
+            #expect(try again.blockingReceive() == 3)
+            again.detach()
+            try Channel<Int>.remove(name: name + "-kept")
+            #expect(!SharedMemory.exists(name: name + "-kept"))
+        }
+    }
+
     // MARK: Processes killed at each step
 
     /// A sender killed at each step of a send: the others go on at once (within the ~50 ms a waiter

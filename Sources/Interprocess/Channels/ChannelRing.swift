@@ -144,7 +144,9 @@ final class ChannelRing: @unchecked Sendable {
             // Free for our position: claim the slot, then the position.
             let holder = owner(slot).pointee.load(ordering: .relaxed)
             if holder != 0 {
-                return try waitBehind(holder, of: slot, observed: observed, checkNow: checkNow, announce: announce, signal: signal)
+                return try waitBehind(
+                    holder, of: slot, observed: observed, position: sendPosition, at: position,
+                    checkNow: checkNow, announce: announce, signal: signal)
             }
             guard owner(slot).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged else {
                 return .retry
@@ -242,7 +244,9 @@ final class ChannelRing: @unchecked Sendable {
             // The message of our position is in: claim the slot, then the position.
             let holder = owner(slot).pointee.load(ordering: .relaxed)
             if holder != 0 {
-                return try waitBehind(holder, of: slot, observed: observed, checkNow: checkNow, announce: announce, signal: signal)
+                return try waitBehind(
+                    holder, of: slot, observed: observed, position: receivePosition, at: position,
+                    checkNow: checkNow, announce: announce, signal: signal)
             }
             guard owner(slot).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged else {
                 return .retry
@@ -411,14 +415,18 @@ final class ChannelRing: @unchecked Sendable {
     /// it, or one that died doing so. Checks the holder's liveness when `checkNow`, and marks the
     /// slot contended before parking when `announce`.
     private func waitBehind<T>(
-        _ holder: UInt64, of slot: UnsafeMutableRawPointer, observed: UInt64, checkNow: Bool, announce: Bool, signal: UInt32
+        _ holder: UInt64, of slot: UnsafeMutableRawPointer, observed: UInt64,
+        position word: UnsafeMutablePointer<Atomic<UInt64>>, at position: UInt64,
+        checkNow: Bool, announce: Bool, signal: UInt32
     ) throws(InterprocessError) -> WaitStep<T> {
         let token = holder & ~Self.contended
         guard token >= 1 << 32 else {
             // Not a token. An orphan is only ever marked on a slot whose position was received
-            // already, never on the slot a sender or receiver needs next — unless the slot moved on
-            // since we looked.
-            if sequence(slot).pointee.load(ordering: .acquiring) != observed { return .retry }
+            // already, never on the slot a sender or receiver needs next — unless the slot or the
+            // position moved on since we looked (a receiver took it and died meanwhile).
+            if sequence(slot).pointee.load(ordering: .acquiring) != observed || word.pointee.load(ordering: .acquiring) != position {
+                return .retry
+            }
             throw InterprocessError(.corrupt, objectName: name,
                 detail: "slot \(index(of: slot)) is owned by \(token == Self.orphan ? "no process (an orphan mark)" : "\(token), not a process token") while it is needed")
         }
