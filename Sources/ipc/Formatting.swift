@@ -56,6 +56,8 @@ enum Format {
             return (d["set"] == "yes" ? "set" : "reset") + " (\(d["mode"] ?? "?"))" + waitingNote
         case "condition":
             return waiting > 0 ? "\(waiting) waiting" : ""
+        case "channel":
+            return "\(d["count"] ?? "?") of \(d["capacity"] ?? "?") messages" + (d["closed"] == "yes" ? ", closed" : "") + waitingNote
         default:
             return d.isEmpty ? "" : d.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         }

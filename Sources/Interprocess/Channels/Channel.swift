@@ -98,15 +98,21 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     let storage: ChannelStorage
     let codec: ChannelCodec<Message>
     private let detached = Atomic<Bool>(false)
+    /// The message type and format the creator recorded (validated).
+    let recordedType: String
+    let recordedFormat: UInt32
 
-    init(storage: ChannelStorage, codec: ChannelCodec<Message>) throws(InterprocessError) {
+    init(storage: ChannelStorage, codec: ChannelCodec<Message>, checkingType: Bool = true) throws(InterprocessError) {
         do throws(InterprocessError) {
-            let geometry = try ChannelLayout.validate(storage.base, available: storage.available, expecting: codec.messageType)
+            let geometry = try ChannelLayout.validate(
+                storage.base, available: storage.available, expecting: checkingType ? codec.messageType : nil)
             if let size = codec.fixedSize, size > geometry.maxMessageSize {
                 throw InterprocessError(.corrupt, objectName: storage.name, detail: "its slots are smaller than one \(Message.self)")
             }
             self.storage = storage
             self.codec = codec
+            recordedType = geometry.messageType
+            recordedFormat = geometry.format
             ring = try ChannelRing(storage: storage, capacity: geometry.capacity, maxMessageSize: geometry.maxMessageSize, stride: geometry.stride)
         } catch {
             storage.close()
@@ -394,6 +400,44 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
             }
         }
     }
+}
+
+// MARK: - Any message type, as bytes (for `ipc send` / `ipc recv`)
+
+/// How a channel's messages are encoded, as its creator recorded it.
+package enum ChannelMessageFormat: Sendable, Hashable {
+    /// Bytes as they are (`Channel<[UInt8]>`).
+    case bytes
+    /// The raw bytes of a fixed-size value.
+    case rawValue
+    /// A `Codable` value as JSON.
+    case json
+    /// A string as UTF-8.
+    case text
+}
+
+extension Channel where Message == [UInt8] {
+    /// Opens a channel whatever its message type, to send and receive its messages' bytes as they
+    /// are. For the `ipc` tool, which knows the formats (``messageFormat``); programs open a channel
+    /// as its type, which is what keeps them from misreading each other.
+    package static func openAnyType(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Channel {
+        try Channel(storage: ChannelStorage.open(name: name, expecting: nil, trusting: trust), codec: .bytes, checkingType: false)
+    }
+}
+
+extension Channel {
+    /// How the channel's messages are encoded, as its creator recorded it.
+    package var messageFormat: ChannelMessageFormat {
+        switch recordedFormat {
+        case CIPC_CHANNEL_FORMAT_VALUE: .rawValue
+        case CIPC_CHANNEL_FORMAT_JSON: .json
+        case CIPC_CHANNEL_FORMAT_TEXT: .text
+        default: .bytes
+        }
+    }
+
+    /// The message type its creator recorded ("Swift.String as UTF-8 text (16 bytes, aligned to 8)").
+    package var messageTypeDescription: String { recordedType }
 }
 
 // MARK: - Creating and opening, by message type

@@ -93,20 +93,24 @@ struct ChannelMessageType: Sendable, Hashable, CustomStringConvertible {
         return record
     }
 
-    /// Whether `record` (read from a peer's memory) describes this type. Throws `corrupt` for a record
-    /// no creator writes.
-    func matches(_ record: cipc_channel_message_type, format recordedFormat: UInt32) throws(InterprocessError) -> Bool {
+    /// Throws `corrupt` for a recorded type (read from a peer's memory) that no creator writes.
+    static func checkRecord(_ record: cipc_channel_message_type) throws(InterprocessError) {
         let length = Int(record.name_length)
         var copy = record
         let intact = withUnsafeBytes(of: &copy.name) { bytes -> Bool in
             let stored = min(length, bytes.count)
-            return bytes[stored...].allSatisfy { $0 == 0 } && (length > bytes.count || Self.hash(bytes[..<stored]) == record.name_hash)
+            return bytes[stored...].allSatisfy { $0 == 0 } && (length > bytes.count || hash(bytes[..<stored]) == record.name_hash)
         }
-        guard length >= 1, length <= Self.maximumNameLength, intact,
-              record.alignment != 0, record.alignment & (record.alignment - 1) == 0
-        else { throw InterprocessError(.corrupt, detail: "a damaged message type record") }
+        guard length >= 1, length <= maximumNameLength, intact, record.alignment != 0, record.alignment & (record.alignment - 1) == 0 else {
+            throw InterprocessError(.corrupt, detail: "a damaged message type record")
+        }
+    }
+
+    /// Whether the checked `record` and `recordedFormat` describe this type.
+    func matches(_ record: cipc_channel_message_type, format recordedFormat: UInt32) -> Bool {
         var mine = shared
-        let same = withUnsafeBytes(of: &mine) { a in withUnsafeBytes(of: &copy) { b in a.elementsEqual(b) } }
+        var theirs = record
+        let same = withUnsafeBytes(of: &mine) { a in withUnsafeBytes(of: &theirs) { b in a.elementsEqual(b) } }
         return same && recordedFormat == format
     }
 
@@ -179,7 +183,7 @@ enum ChannelLayout {
     @discardableResult
     static func validate(
         _ state: UnsafeMutableRawPointer, available: Int, expecting expected: ChannelMessageType?
-    ) throws(InterprocessError) -> (capacity: Int, maxMessageSize: Int, stride: Int, messageType: String) {
+    ) throws(InterprocessError) -> (capacity: Int, maxMessageSize: Int, stride: Int, messageType: String, format: UInt32) {
         guard available >= headerSize, atomic32(state + offset(\.tag)).pointee.load(ordering: .acquiring) == CIPC_TAG_CHANNEL else {
             throw InterprocessError(.corrupt, detail: "no valid channel there")
         }
@@ -194,20 +198,17 @@ enum ChannelLayout {
         else {
             throw InterprocessError(.corrupt, detail: "inconsistent channel header (capacity \(header.capacity), maximum message size \(header.max_message_size), stride \(header.slot_stride), size \(header.state_size) of \(available) bytes)")
         }
-        if let expected {
-            guard try expected.matches(header.message_type, format: header.format) else {
-                throw InterprocessError(.incompatible,
-                    detail: "it carries \(ChannelMessageType.text(of: header.message_type, format: header.format)); expected \(expected)")
-            }
-        } else {
-            // Even unexamined, the record must be one a creator writes.
-            _ = try ChannelMessageType(format: header.format, typeName: "-", size: 0, alignment: 1, version: 0)
-                .matches(header.message_type, format: header.format)
-        }
+        try ChannelMessageType.checkRecord(header.message_type)
         guard (CIPC_CHANNEL_FORMAT_BYTES...CIPC_CHANNEL_FORMAT_TEXT).contains(header.format) else {
             throw InterprocessError(.incompatible, detail: "its messages are in format \(header.format), which this version does not know")
         }
-        return (capacity, maxMessageSize, stride(maxMessageSize: maxMessageSize), ChannelMessageType.text(of: header.message_type, format: header.format))
+        if let expected, !expected.matches(header.message_type, format: header.format) {
+            throw InterprocessError(.incompatible,
+                detail: "it carries \(ChannelMessageType.text(of: header.message_type, format: header.format)); expected \(expected)")
+        }
+        return (
+            capacity, maxMessageSize, stride(maxMessageSize: maxMessageSize),
+            ChannelMessageType.text(of: header.message_type, format: header.format), header.format)
     }
 
     /// Capacity, message type, depth, closed, waiters and what was recovered, read from a copy of
