@@ -134,6 +134,18 @@ _Static_assert(offsetof(cipc_channel, send_position) == 256 && offsetof(cipc_cha
 _Static_assert(offsetof(cipc_channel, receive_signal) == 384 && offsetof(cipc_channel, receivers_waiting) == 388, "receivers' line");
 _Static_assert(offsetof(cipc_channel, send_signal) == 448 && offsetof(cipc_channel, senders_waiting) == 452, "senders' line");
 
+// MARK: - POSIX message queues (a baseline of the channel benchmark)
+
+/// `mq_open(name, oflag)`, or with O_CREAT `mq_open(name, oflag, mode, &{capacity, message_size})`
+/// (variadic in C). Returns the queue descriptor or -1 with errno (ENOSYS where there are none).
+int cipc_mq_open(const char *name, int oflag, unsigned int mode, long capacity, long message_size);
+/// `mq_send(queue, bytes, count, 0)`, `mq_receive(queue, buffer, capacity, NULL)`, `mq_close`,
+/// `mq_unlink` (<mqueue.h>, which Swift's Glibc module does not include).
+int cipc_mq_send(int queue, const void *bytes, size_t count);
+long cipc_mq_receive(int queue, void *buffer, size_t capacity);
+int cipc_mq_close(int queue);
+int cipc_mq_unlink(const char *name);
+
 #ifdef __cplusplus
 }
 #endif
