@@ -94,9 +94,9 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     // `@unchecked Sendable`: the shared state is reached through `ring`'s atomics; the rest is
     // immutable or atomic.
 
-    let ring: ChannelRing
+    @usableFromInline let ring: ChannelRing
     let storage: ChannelStorage
-    let codec: ChannelCodec<Message>
+    @usableFromInline let codec: ChannelCodec<Message>
     private let detached = Atomic<Bool>(false)
     /// The message type and format the creator recorded (validated).
     let recordedType: String
@@ -122,6 +122,7 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         }
     }
 
+    @usableFromInline
     static func create(
         name: String, capacity: Int, maxMessageSize: Int, codec: ChannelCodec<Message>, permissions: FilePermissions, lifetime: Lifetime
     ) throws(InterprocessError) -> Channel {
@@ -129,10 +130,12 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         return try Channel(storage: ChannelStorage.create(name: name, parameters: parameters, permissions: permissions, lifetime: lifetime), codec: codec)
     }
 
+    @usableFromInline
     static func open(name: String, codec: ChannelCodec<Message>, trusting trust: TrustedOwners) throws(InterprocessError) -> Channel {
         try Channel(storage: ChannelStorage.open(name: name, expecting: codec.messageType, trusting: trust), codec: codec)
     }
 
+    @usableFromInline
     static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int, codec: ChannelCodec<Message>, permissions: FilePermissions,
         lifetime: Lifetime, trusting trust: TrustedOwners
@@ -177,98 +180,81 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         try SharedMemory.remove(name: name)
     }
 
-    @inline(__always)
-    private func checkAttached() throws(InterprocessError) {
+    @usableFromInline
+    func checkAttached() throws(InterprocessError) {
         if detached.load(ordering: .relaxed) {
             throw InterprocessError(.closed, objectName: name, detail: "this handle was detached")
         }
     }
 
     // MARK: Sending
+    //
+    // The verbs are inlinable (with what they touch marked `@usableFromInline`): a program's
+    // `Channel<Job>` then runs them specialized for `Job`. The waiting itself is not generic
+    // (`ChannelRing` claims a slot; the message is copied in or out once it is claimed).
 
     /// Sends `message`, suspending the task (no thread blocks) while the channel is full, for at most
     /// `timeout` — nil: as long as it takes.
     /// - Throws: `closed` if the channel is (or gets) closed; `invalidSize` for a message longer than
     ///   ``maxMessageSize``; `encodingFailed`; `timedOut`; `cancelled` if the task is cancelled — in
     ///   each case having sent nothing; `corrupt` if the ring was damaged.
+    @inlinable
     public func send(_ message: Message, timeout: Duration? = nil) async throws(InterprocessError) {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
         let payload = try encode(message)
-        let ring = ring
-        let deadline = Clock.deadline(after: timeout)
-        if case .done = try payload.withBytes({ bytes in
-            Result { () throws(InterprocessError) in try ring.sendAttempt(bytes, checkNow: false, announce: false) }
-        }).get() { return }
-        do throws(InterprocessError) {
-            try await asyncWait(
-                word: ring.sendSignal, waiters: ring.sendersWaiting, deadline: deadline, recheckEvery: ChannelRing.recoveryInterval,
-                name: name,
-                whileSpinning: { _ throws(InterprocessError) in try Self.attemptSend(payload, ring, checkNow: false, announce: false) },
-                { check throws(InterprocessError) in try Self.attemptSend(payload, ring, checkNow: check, announce: true) })
-        } catch {
-            ring.passOnSenderWake()
-            throw error
-        }
+        let claim = try await ring.claimToSend(timeout: timeout)
+        payload.withBytes { ring.finishSend(claim, $0) }
     }
 
     /// Sends `message`, blocking the calling thread while the channel is full, for at most `timeout`
     /// — nil: as long as it takes. The blocking form of ``send(_:timeout:)``, with its errors (but
     /// never `cancelled`).
     @available(*, noasync, message: "use the async send(_:timeout:) in async code")
+    @inlinable
     public func blockingSend(_ message: Message, timeout: Duration? = nil) throws(InterprocessError) {
         try checkAttached()
         let payload = try encode(message)
-        let ring = ring
-        if case .done = try payload.withBytes({ bytes in
-            Result { () throws(InterprocessError) in try ring.sendAttempt(bytes, checkNow: false, announce: false) }
-        }).get() { return }
-        do throws(InterprocessError) {
-            try blockingWait(
-                word: ring.sendSignal, waiters: ring.sendersWaiting, deadline: Clock.deadline(after: timeout),
-                recheckEvery: ChannelRing.recoveryInterval, name: name,
-                whileSpinning: { _ throws(InterprocessError) in try Self.attemptSend(payload, ring, checkNow: false, announce: false) },
-                { check throws(InterprocessError) in try Self.attemptSend(payload, ring, checkNow: check, announce: true) })
-        } catch {
-            ring.passOnSenderWake()
-            throw error
-        }
+        let claim = try ring.blockingClaimToSend(timeout: timeout)
+        payload.withBytes { ring.finishSend(claim, $0) }
     }
 
     /// Sends `message` if there is room now; never waits. Returns false (having sent nothing) if the
     /// channel is full.
     /// - Throws: `closed`, `invalidSize`, `encodingFailed`, `corrupt`, as ``send(_:timeout:)``.
+    @inlinable
     public func trySend(_ message: Message) throws(InterprocessError) -> Bool {
         try checkAttached()
         let payload = try encode(message)
-        let ring = ring
-        return try payload.withBytes { bytes in
-            Result { () throws(InterprocessError) in try ring.trySend(bytes) }
-        }.get()
+        guard let claim = try ring.tryClaimForSending() else { return false }
+        payload.withBytes { ring.finishSend(claim, $0) }
+        return true
     }
 
-    private func encode(_ message: Message) throws(InterprocessError) -> ChannelPayload<Message> {
+    /// The message as it is copied into a slot; refused (`invalidSize`) if it does not fit one.
+    @inlinable
+    func encode(_ message: Message) throws(InterprocessError) -> ChannelPayload<Message> {
         let payload: ChannelPayload<Message>
         do throws(InterprocessError) {
             payload = try codec.encode(message)
         } catch {
-            var error = error
-            error.objectName = name
-            throw error
+            throw named(error)
         }
-        guard payload.count <= ring.maxMessageSize else {
-            throw InterprocessError(.invalidSize, objectName: name,
-                detail: "a message of \(payload.count) bytes does not fit the channel's \(ring.maxMessageSize)-byte slots")
-        }
+        guard payload.count <= ring.maxMessageSize else { throw tooLong(payload.count) }
         return payload
     }
 
-    private static func attemptSend(
-        _ payload: ChannelPayload<Message>, _ ring: ChannelRing, checkNow: Bool, announce: Bool
-    ) throws(InterprocessError) -> WaitStep<Void> {
-        try payload.withBytes { bytes in
-            Result { () throws(InterprocessError) in try ring.sendAttempt(bytes, checkNow: checkNow, announce: announce) }
-        }.get()
+    @usableFromInline
+    func tooLong(_ count: Int) -> InterprocessError {
+        InterprocessError(.invalidSize, objectName: name,
+            detail: "a message of \(count) bytes does not fit the channel's \(ring.maxMessageSize)-byte slots")
+    }
+
+    @usableFromInline
+    func named(_ error: InterprocessError) -> InterprocessError {
+        var error = error
+        error.objectName = name
+        return error
     }
 
     // MARK: Receiving
@@ -278,75 +264,51 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     /// - Throws: `closed` once the channel is closed and every message was received; `timedOut`;
     ///   `cancelled` if the task is cancelled — in both cases having taken nothing; `decodingFailed`
     ///   for a message that is not a valid `Message` (it was taken); `corrupt` if the ring was damaged.
+    @inlinable
     public func receive(timeout: Duration? = nil) async throws(InterprocessError) -> Message {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
-        let deadline = Clock.deadline(after: timeout)
-        let codec = codec
-        let ring = ring
-        if case .done(let payload) = try ring.receiveAttempt(checkNow: false, announce: false, codec.copyOut) {
-            return try decode(payload)
-        }
-        let payload: ChannelPayload<Message>
-        do throws(InterprocessError) {
-            payload = try await asyncWait(
-                word: ring.receiveSignal, waiters: ring.receiversWaiting, deadline: deadline, recheckEvery: ChannelRing.recoveryInterval,
-                name: name,
-                whileSpinning: { _ throws(InterprocessError) in try ring.receiveAttempt(checkNow: false, announce: false, codec.copyOut) },
-                { check throws(InterprocessError) in try ring.receiveAttempt(checkNow: check, announce: true, codec.copyOut) })
-        } catch {
-            ring.passOnReceiverWake()
-            throw error
-        }
-        return try decode(payload)
+        return try take(try await ring.claimToReceive(timeout: timeout))
     }
 
     /// Receives the next message, blocking the calling thread while the channel is empty, for at
     /// most `timeout` — nil: as long as it takes. The blocking form of ``receive(timeout:)``, with its
     /// errors (but never `cancelled`).
     @available(*, noasync, message: "use the async receive(timeout:) in async code")
+    @inlinable
     public func blockingReceive(timeout: Duration? = nil) throws(InterprocessError) -> Message {
         try checkAttached()
-        let codec = codec
-        let ring = ring
-        if case .done(let payload) = try ring.receiveAttempt(checkNow: false, announce: false, codec.copyOut) {
-            return try decode(payload)
-        }
-        let payload: ChannelPayload<Message>
-        do throws(InterprocessError) {
-            payload = try blockingWait(
-                word: ring.receiveSignal, waiters: ring.receiversWaiting, deadline: Clock.deadline(after: timeout),
-                recheckEvery: ChannelRing.recoveryInterval, name: name,
-                whileSpinning: { _ throws(InterprocessError) in try ring.receiveAttempt(checkNow: false, announce: false, codec.copyOut) },
-                { check throws(InterprocessError) in try ring.receiveAttempt(checkNow: check, announce: true, codec.copyOut) })
-        } catch {
-            ring.passOnReceiverWake()
-            throw error
-        }
-        return try decode(payload)
+        return try take(try ring.blockingClaimToReceive(timeout: timeout))
     }
 
     /// Receives the next message if there is one now; never waits. Returns nil if the channel is
-    /// empty (or its next message is still being written).
+    /// empty (or its next message is still being written). A message whose receiver died is found by
+    /// receivers and senders that wait (within ~50 ms), not by this call.
     /// - Throws: `closed` once the channel is closed and every message was received;
     ///   `decodingFailed`, `corrupt`, as ``receive(timeout:)``.
+    @inlinable
     public func tryReceive() throws(InterprocessError) -> Message? {
         try checkAttached()
-        guard let payload = try ring.tryReceive(codec.copyOut) else { return nil }
-        return try decode(payload)
+        guard let claim = try ring.tryClaimForReceiving() else { return nil }
+        return try take(claim)
     }
 
-    private func decode(_ payload: ChannelPayload<Message>) throws(InterprocessError) -> Message {
+    /// Copies the claimed message out, releases its slot, and decodes it.
+    @inlinable
+    func take(_ claim: ChannelClaim) throws(InterprocessError) -> Message {
+        let codec = codec
+        var payload: ChannelPayload<Message>?
         do throws(InterprocessError) {
+            try ring.finishReceive(claim) { bytes throws(InterprocessError) in payload = try codec.copyOut(bytes) }
+            guard let payload else { throw ChannelCodec<Message>.mismatch() }
             return try codec.decode(payload)
         } catch {
-            var error = error
-            error.objectName = name
-            throw error
+            throw named(error)
         }
     }
 
-    private func cancelledError() -> InterprocessError {
+    @usableFromInline
+    func cancelledError() -> InterprocessError {
         InterprocessError(.cancelled, objectName: name, detail: "the task was cancelled")
     }
 
@@ -446,6 +408,7 @@ extension Channel where Message == [UInt8] {
     /// Creates a channel of byte messages of up to `maxMessageSize` bytes that holds up to
     /// `capacity` of them. Throws `alreadyExists` if the name is taken, `invalidArgument` for a
     /// capacity outside 1...1,048,576 or a size outside 1...16 MiB.
+    @inlinable
     public static func create(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
         lifetime: Lifetime = .whileReferenced
@@ -455,12 +418,14 @@ extension Channel where Message == [UInt8] {
 
     /// Opens a channel of byte messages (`incompatible` if its messages are of another type). Only
     /// a channel of a trusted owner opens (by default: this process's user; see ``TrustedOwners``).
+    @inlinable
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Channel {
         try open(name: name, codec: .bytes, trusting: trust)
     }
 
     /// Opens the channel, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)``
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
+    @inlinable
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
         lifetime: Lifetime = .whileReferenced, trusting trust: TrustedOwners = .currentUser
@@ -475,6 +440,7 @@ extension Channel where Message == String {
     /// Creates a channel of strings (sent as UTF-8) of up to `maxMessageSize` bytes that holds up to
     /// `capacity` of them. Throws `alreadyExists` if the name is taken, `invalidArgument` for a
     /// capacity outside 1...1,048,576 or a size outside 1...16 MiB.
+    @inlinable
     public static func create(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
         lifetime: Lifetime = .whileReferenced
@@ -484,12 +450,14 @@ extension Channel where Message == String {
 
     /// Opens a channel of strings (`incompatible` if its messages are of another type). Only a
     /// channel of a trusted owner opens (by default: this process's user; see ``TrustedOwners``).
+    @inlinable
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Channel {
         try open(name: name, codec: .text, trusting: trust)
     }
 
     /// Opens the channel, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)``
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
+    @inlinable
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
         lifetime: Lifetime = .whileReferenced, trusting trust: TrustedOwners = .currentUser
@@ -533,6 +501,7 @@ extension Channel where Message: BitwiseCopyable {
     /// Creates a channel of `Message` values copied byte for byte (every process must agree on the
     /// type's layout) that holds up to `capacity` of them. Throws `alreadyExists` if the name is
     /// taken, `invalidArgument` for a capacity outside 1...1,048,576.
+    @inlinable
     public static func create(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
     ) throws(InterprocessError) -> Channel {
@@ -542,12 +511,14 @@ extension Channel where Message: BitwiseCopyable {
     /// Opens a channel of raw `Message` values (`incompatible` if its messages are of another type,
     /// even one of the same size). Only a channel of a trusted owner opens (by default: this
     /// process's user; see ``TrustedOwners``).
+    @inlinable
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Channel {
         try open(name: name, codec: .raw, trusting: trust)
     }
 
     /// Opens the channel, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if
     /// there is none; `created` says which. Of racing processes exactly one creates it.
+    @inlinable
     public static func openOrCreate(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
         trusting trust: TrustedOwners = .currentUser
@@ -558,7 +529,8 @@ extension Channel where Message: BitwiseCopyable {
     }
 
     /// A slot holds at least one byte, even for an empty type.
-    private static var rawSlotSize: Int { max(MemoryLayout<Message>.size, 1) }
+    @inlinable
+    static var rawSlotSize: Int { max(MemoryLayout<Message>.size, 1) }
 }
 
 extension Channel where Message: BitwiseCopyable & Codable {
@@ -566,6 +538,7 @@ extension Channel where Message: BitwiseCopyable & Codable {
     /// `BitwiseCopyable` and `Codable` travels raw: every process must agree on its layout) that
     /// holds up to `capacity` of them. Throws `alreadyExists` if the name is taken,
     /// `invalidArgument` for a capacity outside 1...1,048,576.
+    @inlinable
     public static func create(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
     ) throws(InterprocessError) -> Channel {
@@ -575,12 +548,14 @@ extension Channel where Message: BitwiseCopyable & Codable {
 
     /// Opens a channel of raw `Message` values (`incompatible` if its messages are of another type).
     /// Only a channel of a trusted owner opens (by default: this process's user).
+    @inlinable
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Channel {
         try open(name: name, codec: .raw, trusting: trust)
     }
 
     /// Opens the channel, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if
     /// there is none; `created` says which. Of racing processes exactly one creates it.
+    @inlinable
     public static func openOrCreate(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
         trusting trust: TrustedOwners = .currentUser

@@ -8,27 +8,47 @@ import CInterprocess
 /// How a channel's messages become bytes and back, chosen by the message type when a channel is
 /// created or opened: `[UInt8]` as it is, `String` as UTF-8, a `BitwiseCopyable` value as its raw
 /// bytes, any other `Codable` value as JSON.
+///
+/// The sending and receiving verbs of ``Channel`` and the codecs of bytes, strings and raw values
+/// are inlinable, so that a program's `Channel<Job>` runs specialized for `Job` (no generic
+/// metadata is looked up per message); the JSON codec is not (it needs Foundation).
+@usableFromInline
 struct ChannelCodec<Message: Sendable>: Sendable {
     /// What the creator records and an opener checks.
-    let messageType: ChannelMessageType
+    @usableFromInline let messageType: ChannelMessageType
     /// The size of every message, for raw values; nil for formats of any length.
-    let fixedSize: Int?
+    @usableFromInline let fixedSize: Int?
     /// What a send copies into a slot. Runs before anything is claimed, so an error sends nothing.
-    let encode: @Sendable (Message) throws(InterprocessError) -> ChannelPayload<Message>
+    @usableFromInline let encode: @Sendable (Message) throws(InterprocessError) -> ChannelPayload<Message>
     /// Copies a message out of its slot (runs while the receiver holds the slot; keeps nothing).
-    let copyOut: @Sendable (UnsafeRawBufferPointer) throws(InterprocessError) -> ChannelPayload<Message>
+    @usableFromInline let copyOut: @Sendable (UnsafeRawBufferPointer) throws(InterprocessError) -> ChannelPayload<Message>
     /// Turns a copied message into a value (after the slot was released).
-    let decode: @Sendable (ChannelPayload<Message>) throws(InterprocessError) -> Message
+    @usableFromInline let decode: @Sendable (ChannelPayload<Message>) throws(InterprocessError) -> Message
+
+    @inlinable
+    init(
+        messageType: ChannelMessageType, fixedSize: Int?,
+        encode: @escaping @Sendable (Message) throws(InterprocessError) -> ChannelPayload<Message>,
+        copyOut: @escaping @Sendable (UnsafeRawBufferPointer) throws(InterprocessError) -> ChannelPayload<Message>,
+        decode: @escaping @Sendable (ChannelPayload<Message>) throws(InterprocessError) -> Message
+    ) {
+        self.messageType = messageType
+        self.fixedSize = fixedSize
+        self.encode = encode
+        self.copyOut = copyOut
+        self.decode = decode
+    }
 }
 
 /// A message on its way: the value itself (raw values, copied byte for byte) or its bytes.
+@usableFromInline
 enum ChannelPayload<Message> {
     case value(Message)
     case bytes([UInt8])
 
     /// Calls `body` with the bytes to send. For `.value`, those of the value itself: only raw
     /// codecs, whose `Message` is `BitwiseCopyable`, make one.
-    @inline(__always)
+    @inlinable
     func withBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
         switch self {
         case .value(let value): withUnsafeBytes(of: value) { body($0) }
@@ -36,6 +56,7 @@ enum ChannelPayload<Message> {
         }
     }
 
+    @inlinable
     var count: Int {
         switch self {
         case .value: MemoryLayout<Message>.size
@@ -46,7 +67,8 @@ enum ChannelPayload<Message> {
 
 extension ChannelCodec {
     /// The wrong kind of payload reached a codec: cannot happen (each codec makes only its own).
-    private static func mismatch() -> InterprocessError {
+    @usableFromInline
+    static func mismatch() -> InterprocessError {
         InterprocessError(.decodingFailed, detail: "a message in an unexpected form")
     }
 }
@@ -55,10 +77,11 @@ extension ChannelCodec where Message: BitwiseCopyable {
     /// The value's raw bytes: fixed size, no encoding. Every process must agree on the type's layout,
     /// and a peer can write any bytes: use types for which every bit pattern is valid if peers are not
     /// trusted (not `Bool` or an enum).
+    @inlinable
     static var raw: ChannelCodec {
         let size = MemoryLayout<Message>.size
         return ChannelCodec(
-            messageType: ChannelMessageType(Message.self, format: CIPC_CHANNEL_FORMAT_VALUE),
+            messageType: ChannelMessageType(Message.self, format: ChannelMessageType.valueFormat),
             fixedSize: size,
             encode: { message throws(InterprocessError) in .value(message) },
             copyOut: { bytes throws(InterprocessError) in
@@ -76,9 +99,10 @@ extension ChannelCodec where Message: BitwiseCopyable {
 
 extension ChannelCodec where Message == [UInt8] {
     /// Bytes as they are.
+    @inlinable
     static var bytes: ChannelCodec {
         ChannelCodec(
-            messageType: ChannelMessageType([UInt8].self, format: CIPC_CHANNEL_FORMAT_BYTES),
+            messageType: ChannelMessageType([UInt8].self, format: ChannelMessageType.bytesFormat),
             fixedSize: nil,
             encode: { message throws(InterprocessError) in .bytes(message) },
             copyOut: { bytes throws(InterprocessError) in .bytes(Array(bytes)) },
@@ -91,9 +115,10 @@ extension ChannelCodec where Message == [UInt8] {
 
 extension ChannelCodec where Message == String {
     /// A string as UTF-8. Bytes that are not valid UTF-8 (from a peer) are repaired (U+FFFD).
+    @inlinable
     static var text: ChannelCodec {
         ChannelCodec(
-            messageType: ChannelMessageType(String.self, format: CIPC_CHANNEL_FORMAT_TEXT),
+            messageType: ChannelMessageType(String.self, format: ChannelMessageType.textFormat),
             fixedSize: nil,
             encode: { message throws(InterprocessError) in .bytes(Array(message.utf8)) },
             copyOut: { bytes throws(InterprocessError) in .bytes(Array(bytes)) },

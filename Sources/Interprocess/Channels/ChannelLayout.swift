@@ -13,6 +13,7 @@ struct ChannelParameters: Sendable {
 /// header's `format`): how the bytes are encoded, and the Swift type they are. An opener that expects
 /// something else gets `incompatible` — also when only the name differs, so `Int64` and `UInt64`, or
 /// two structs of one size, never read each other's bytes.
+@usableFromInline
 struct ChannelMessageType: Sendable, Hashable, CustomStringConvertible {
     var format: UInt32
     var typeName: String
@@ -20,7 +21,14 @@ struct ChannelMessageType: Sendable, Hashable, CustomStringConvertible {
     var alignment: Int
     var version: UInt32 = 0
 
+    /// The `format` values (`CIPC_CHANNEL_FORMAT_*`), for code inlined into programs, which cannot
+    /// see the C header.
+    @usableFromInline static let bytesFormat = CIPC_CHANNEL_FORMAT_BYTES
+    @usableFromInline static let valueFormat = CIPC_CHANNEL_FORMAT_VALUE
+    @usableFromInline static let textFormat = CIPC_CHANNEL_FORMAT_TEXT
+
     /// The message type of `Message` sent as `format`.
+    @usableFromInline
     init<Message>(_: Message.Type, format: UInt32) {
         self.format = format
         typeName = Self.stableName(String(reflecting: Message.self))
@@ -36,6 +44,7 @@ struct ChannelMessageType: Sendable, Hashable, CustomStringConvertible {
         self.version = version
     }
 
+    @usableFromInline
     var description: String {
         "\(typeName) as \(Self.formatName(format)) (\(size) bytes, aligned to \(alignment)\(version == 0 ? "" : ", version \(version)"))"
     }

@@ -2,6 +2,17 @@ import CInterprocess
 import InterprocessSystem
 import Synchronization
 
+/// A slot that this process claimed for one send or one receive (its owner word holds our token and
+/// the position is ours), between the claim and ``ChannelRing/finishSend(_:_:)`` or
+/// ``ChannelRing/finishReceive(_:_:)``.
+@usableFromInline
+struct ChannelClaim {
+    let slot: UnsafeMutableRawPointer
+    let position: UInt64
+    /// A message whose first receiver died (an orphan), taken again.
+    let redelivery: Bool
+}
+
 /// The protocol of a ``Channel`` on its shared memory: a bounded ring of fixed-size slots with a
 /// sequence number each (Vyukov's MPMC queue), made safe against processes that die at any
 /// instruction. It moves bytes; what the bytes mean is ``Channel``'s business, and where the memory
@@ -9,6 +20,16 @@ import Synchronization
 ///
 /// The layout is `cipc_channel` in `CInterprocessChannel.h`, which also states the invariants; the
 /// steps, and what a process killed at each leaves behind, are documented on ``Channel``.
+///
+/// A send or receive is two calls: a *claim* (``claimForSending(checkNow:announce:spinning:)``,
+/// ``claimForReceiving(checkNow:announce:spinning:)``, or their waiting and `try` forms), which takes
+/// the slot's owner word and the position, and a *finish* (``finishSend(_:_:)``,
+/// ``finishReceive(_:_:)``), which copies the bytes and publishes or releases the slot. The claim is
+/// what may wait, and it is not generic: the wait drivers run it in their spin loops, where a
+/// generic attempt (the message type's metadata looked up on every round) made the spin phase
+/// several times longer, and the round trip through two channels ~3× slower than a semaphore's.
+/// Between the two calls nothing can suspend or fail; a process killed there is a process killed
+/// after claiming the position.
 ///
 /// Every number read from the ring is checked before it is used: positions and sequence numbers must
 /// fit each other (a slot's sequence names a position of that slot, within one lap of the ring's
@@ -18,13 +39,14 @@ import Synchronization
 ///
 /// `@unchecked Sendable`: the pointers point into a mapping that `storage` keeps alive, every shared
 /// word is accessed atomically, and the rest is immutable (the scan cursor is an atomic).
+@usableFromInline
 final class ChannelRing: @unchecked Sendable {
     typealias Layout = cipc_channel
 
     let name: String?
     /// Validated copies of the fixed fields.
     let capacity: Int
-    let maxMessageSize: Int
+    @usableFromInline let maxMessageSize: Int
     let stride: Int
     /// `capacity - 1` when the capacity is a power of 2 (a mask instead of a division), else nil.
     private let indexMask: UInt64?
@@ -32,10 +54,10 @@ final class ChannelRing: @unchecked Sendable {
     private let slots: UnsafeMutableRawPointer
     private let sendPosition: UnsafeMutablePointer<Atomic<UInt64>>
     private let receivePosition: UnsafeMutablePointer<Atomic<UInt64>>
-    let receiveSignal: UnsafeMutableRawPointer
-    let receiversWaiting: UnsafeMutableRawPointer
-    let sendSignal: UnsafeMutableRawPointer
-    let sendersWaiting: UnsafeMutableRawPointer
+    private let receiveSignal: UnsafeMutableRawPointer
+    private let receiversWaiting: UnsafeMutableRawPointer
+    private let sendSignal: UnsafeMutableRawPointer
+    private let sendersWaiting: UnsafeMutableRawPointer
     private let orphans: UnsafeMutablePointer<Atomic<UInt32>>
     private let abandonedSends: UnsafeMutablePointer<Atomic<UInt64>>
     private let orphanedReceives: UnsafeMutablePointer<Atomic<UInt64>>
@@ -129,10 +151,21 @@ final class ChannelRing: @unchecked Sendable {
 
     // MARK: Sending
 
-    /// One attempt to send `bytes` (at most ``maxMessageSize``: the caller checked). `checkNow`: look
-    /// whether a process that holds what we wait for died (a system call); `announce`: mark a slot
-    /// owner we are about to park behind as contended.
-    func sendAttempt(_ bytes: UnsafeRawBufferPointer, checkNow: Bool, announce: Bool) throws(InterprocessError) -> WaitStep<Void> {
+    /// One attempt to claim the next position for a send: the slot (its owner word) and then the
+    /// position. `checkNow`: look whether a process that holds what we wait for died (a system
+    /// call); `announce`: mark a slot owner we are about to park behind as contended; `spinning`:
+    /// the wait driver's spin phase, which only needs to know whether to try. Not generic and
+    /// cheap, because the wait drivers call it in their spin loops; the bytes are written by
+    /// ``finishSend(_:_:)``.
+    func claimForSending(checkNow: Bool, announce: Bool, spinning: Bool = false) throws(InterprocessError) -> WaitStep<ChannelClaim> {
+        if spinning {
+            // While a wait driver spins: two loads, and the full attempt only once the slot is free
+            // (or the channel closed). The spin phase ignores the expected value.
+            let position = sendPosition.pointee.load(ordering: .relaxed)
+            if position & Self.closedBit == 0, sequence(slot(at: position)).pointee.load(ordering: .relaxed) != Self.free(position) {
+                return .park(expected: 0)
+            }
+        }
         // Read before looking at the ring (see `blockingWait`): a change after this read is a wake-up.
         let signal = atomic32(sendSignal).pointee.load(ordering: .sequentiallyConsistent)
         let position = sendPosition.pointee.load(ordering: .acquiring)
@@ -159,25 +192,7 @@ final class ChannelRing: @unchecked Sendable {
                 releaseOwner(slot)
                 return .retry
             }
-            CrashPoint.reached("channel.send.afterClaim")
-            length(slot).pointee.store(UInt32(bytes.count), ordering: .relaxed)
-            if let source = bytes.baseAddress, bytes.count > 0 {
-                (slot + Self.dataOffset).copyMemory(from: source, byteCount: bytes.count)
-            }
-            CrashPoint.reached("channel.send.afterWrite")
-            // Publish (release: the bytes before the sequence; sequentially consistent: before we
-            // read `receivers_waiting` in `wakeReceiver`).
-            sequence(slot).pointee.store(Self.full(position), ordering: .sequentiallyConsistent)
-            CrashPoint.reached("channel.send.afterPublish")
-            releaseOwner(slot)
-            wakeReceiver()
-            // A sender parked on a full ring, woken for a slot that another sender took, would
-            // otherwise miss the next slot that is free already.
-            if atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
-               sequence(self.slot(at: position &+ 1)).pointee.load(ordering: .relaxed) == Self.free(position &+ 1) {
-                wake(sendSignal)
-            }
-            return .done(())
+            return .done(ChannelClaim(slot: slot, position: position, redelivery: false))
         }
         let lap = 2 * Int64(capacity)
         if distance == -lap || distance == -lap + 1 {
@@ -189,13 +204,39 @@ final class ChannelRing: @unchecked Sendable {
         return try staleOrCorrupt(sendPosition, was: position, slot: slot, sequence: observed)
     }
 
-    /// Sends without waiting: true if sent, false if the ring is full (or a slot it needs is held
-    /// by a live process). Checks once whether a process holding that slot died.
-    func trySend(_ bytes: UnsafeRawBufferPointer) throws(InterprocessError) -> Bool {
+    /// Writes `bytes` (at most ``maxMessageSize``: the caller checked) into the claimed slot,
+    /// publishes it, lets the slot go and wakes a parked receiver if there is one.
+    @usableFromInline
+    func finishSend(_ claim: ChannelClaim, _ bytes: UnsafeRawBufferPointer) {
+        let slot = claim.slot
+        CrashPoint.reached("channel.send.afterClaim")
+        length(slot).pointee.store(UInt32(bytes.count), ordering: .relaxed)
+        if let source = bytes.baseAddress, bytes.count > 0 {
+            (slot + Self.dataOffset).copyMemory(from: source, byteCount: bytes.count)
+        }
+        CrashPoint.reached("channel.send.afterWrite")
+        // Publish (release: the bytes before the sequence; sequentially consistent: before we read
+        // `receivers_waiting` in `wakeReceiver`).
+        sequence(slot).pointee.store(Self.full(claim.position), ordering: .sequentiallyConsistent)
+        CrashPoint.reached("channel.send.afterPublish")
+        releaseOwner(slot)
+        wakeReceiver()
+        // A sender parked on a full ring, woken for a slot that another sender took, would
+        // otherwise miss the next slot that is free already.
+        if atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
+           sequence(self.slot(at: claim.position &+ 1)).pointee.load(ordering: .relaxed) == Self.free(claim.position &+ 1) {
+            wake(sendSignal)
+        }
+    }
+
+    /// Claims a position for a send without waiting: nil if the ring is full (or a slot it needs is
+    /// held by a live process). Checks once whether a process holding that slot died.
+    @usableFromInline
+    func tryClaimForSending() throws(InterprocessError) -> ChannelClaim? {
         var checked = false
         for _ in 0..<Self.tryRetries {
-            switch try sendAttempt(bytes, checkNow: false, announce: false) {
-            case .done: return true
+            switch try claimForSending(checkNow: false, announce: false) {
+            case .done(let claim): return claim
             case .retry: continue
             case .park:
                 // The slot we need is held by a process that died: repair it and try again (once).
@@ -205,11 +246,11 @@ final class ChannelRing: @unchecked Sendable {
                 }
                 // Full: would wait. A free slot that a live process holds for a moment (another
                 // sender claiming it) is worth a few more tries.
-                guard hasFreeSlot() else { return false }
+                guard hasFreeSlot() else { return nil }
                 SpinPolicy.pause()
             }
         }
-        return false
+        return nil
     }
 
     /// Whether the slot at the send position is free for it (a snapshot).
@@ -226,15 +267,24 @@ final class ChannelRing: @unchecked Sendable {
 
     // MARK: Receiving
 
-    /// One attempt to receive: `take` copies the message out of its slot (it runs while this
-    /// process holds the slot; it must not keep the buffer). Throws `closed` when the channel is
-    /// closed and every message was taken.
-    func receiveAttempt<T>(
-        checkNow: Bool, announce: Bool, _ take: (UnsafeRawBufferPointer) throws(InterprocessError) -> T
-    ) throws(InterprocessError) -> WaitStep<T> {
+    /// One attempt to claim the next message: a message whose receiver died, if there is one, else
+    /// the slot (its owner word) and then the position. Skips slots published as skipped. Throws
+    /// `closed` when the channel is closed and every message was taken. Not generic and cheap,
+    /// because the wait drivers call it in their spin loops; the message is copied out by
+    /// ``finishReceive(_:_:)``.
+    func claimForReceiving(checkNow: Bool, announce: Bool, spinning: Bool = false) throws(InterprocessError) -> WaitStep<ChannelClaim> {
+        if spinning {
+            // While a wait driver spins: a few loads, and the full attempt only once a message is in
+            // (or an orphan waits). The spin phase ignores the expected value.
+            let position = receivePosition.pointee.load(ordering: .relaxed)
+            if sequence(slot(at: position)).pointee.load(ordering: .relaxed) != Self.full(position),
+               orphans.pointee.load(ordering: .relaxed) == 0 {
+                return .park(expected: 0)
+            }
+        }
         let signal = atomic32(receiveSignal).pointee.load(ordering: .sequentiallyConsistent)
-        if orphans.pointee.load(ordering: .relaxed) != 0, let message = try redeliver(take) {
-            return .done(message)
+        if orphans.pointee.load(ordering: .relaxed) != 0, let claim = try claimOrphan() {
+            return .done(claim)
         }
         let position = receivePosition.pointee.load(ordering: .acquiring)
         let slot = slot(at: position)
@@ -265,8 +315,11 @@ final class ChannelRing: @unchecked Sendable {
                sequence(self.slot(at: position &+ 1)).pointee.load(ordering: .relaxed) == Self.full(position &+ 1) {
                 wake(receiveSignal)
             }
-            guard let message = try takeMessage(from: slot, position: position, take) else { return .retry }
-            return .done(message)
+            if length(slot).pointee.load(ordering: .relaxed) == Self.skipped {
+                release(slot, position: position)
+                return .retry
+            }
+            return .done(ChannelClaim(slot: slot, position: position, redelivery: false))
         }
         if distance == -1 {
             // Not in yet: either nobody claimed our position (empty), or its sender is writing it.
@@ -296,13 +349,14 @@ final class ChannelRing: @unchecked Sendable {
         return try staleOrCorrupt(receivePosition, was: position, slot: slot, sequence: observed)
     }
 
-    /// Receives without waiting: the message, or nil if there is none now. Throws `closed` when the
+    /// Claims the next message without waiting: nil if there is none now. Throws `closed` when the
     /// channel is closed and drained.
-    func tryReceive<T>(_ take: (UnsafeRawBufferPointer) throws(InterprocessError) -> T) throws(InterprocessError) -> T? {
+    @usableFromInline
+    func tryClaimForReceiving() throws(InterprocessError) -> ChannelClaim? {
         var checked = false
         for _ in 0..<Self.tryRetries {
-            switch try receiveAttempt(checkNow: false, announce: false, take) {
-            case .done(let message): return message
+            switch try claimForReceiving(checkNow: false, announce: false) {
+            case .done(let claim): return claim
             case .retry: continue
             case .park:
                 // The slot we need is held by a process that died: repair it and try again (once).
@@ -320,30 +374,109 @@ final class ChannelRing: @unchecked Sendable {
         return nil
     }
 
-    /// Copies the message out of `slot` (which this process owns, its position claimed), releases
-    /// the slot for the position one lap on, and lets it go. Nil for a skipped slot.
-    private func takeMessage<T>(
-        from slot: UnsafeMutableRawPointer, position: UInt64, _ take: (UnsafeRawBufferPointer) throws(InterprocessError) -> T
-    ) throws(InterprocessError) -> T? {
+    /// Copies the claimed message out of its slot with `copy` (which runs while this process holds
+    /// the slot and must not keep the buffer), releases the slot for the position one lap on, lets
+    /// it go and wakes a parked sender if there is one. A length that does not fit a slot is
+    /// `corrupt` (the message is dropped).
+    @usableFromInline
+    func finishReceive(_ claim: ChannelClaim, _ copy: (UnsafeRawBufferPointer) throws(InterprocessError) -> Void) throws(InterprocessError) {
+        let slot = claim.slot
         let count = length(slot).pointee.load(ordering: .relaxed)
-        let result: Result<T?, InterprocessError>
-        if count == Self.skipped {
-            result = .success(nil)
-        } else if Int(count) > maxMessageSize {
+        var failure: InterprocessError?
+        if Int(count) > maxMessageSize {
             droppedMessages.pointee.wrappingAdd(1, ordering: .relaxed)
-            result = .failure(InterprocessError(.corrupt, objectName: name,
-                detail: "a message of \(count) bytes in a channel of at most \(maxMessageSize)-byte messages (dropped)"))
+            failure = InterprocessError(.corrupt, objectName: name,
+                detail: "a message of \(count) bytes in a channel of at most \(maxMessageSize)-byte messages (dropped)")
         } else {
-            result = Result { () throws(InterprocessError) -> T? in
-                try take(UnsafeRawBufferPointer(start: slot + Self.dataOffset, count: Int(count)))
+            do throws(InterprocessError) {
+                try copy(UnsafeRawBufferPointer(start: slot + Self.dataOffset, count: Int(count)))
+            } catch {
+                failure = error
             }
         }
         CrashPoint.reached("channel.receive.afterCopy")
+        release(slot, position: claim.position)
+        if claim.redelivery { decrementOrphans() }
+        if let failure { throw failure }
+    }
+
+    /// Frees `slot` (whose message of `position` this process took) for the position one lap on,
+    /// lets it go and wakes a parked sender if there is one.
+    private func release(_ slot: UnsafeMutableRawPointer, position: UInt64) {
         sequence(slot).pointee.store(Self.free(position &+ UInt64(capacity)), ordering: .sequentiallyConsistent)
         CrashPoint.reached("channel.receive.afterRelease")
         releaseOwner(slot)
         wakeSender()
-        return try result.get()
+    }
+
+    // MARK: Waiting for a claim
+
+    /// Claims a position to send to, blocking the thread while the ring is full, for at most
+    /// `timeout` (nil: as long as it takes).
+    @usableFromInline
+    func blockingClaimToSend(timeout: Duration?) throws(InterprocessError) -> ChannelClaim {
+        if case .done(let claim) = try claimForSending(checkNow: false, announce: false) { return claim }
+        do throws(InterprocessError) {
+            return try blockingWait(
+                word: sendSignal, waiters: sendersWaiting, deadline: Clock.deadline(after: timeout),
+                recheckEvery: Self.recoveryInterval, name: name,
+                whileSpinning: { _ throws(InterprocessError) in try self.claimForSending(checkNow: false, announce: false, spinning: true) },
+                { check throws(InterprocessError) in try self.claimForSending(checkNow: check, announce: true) })
+        } catch {
+            passOnSenderWake()
+            throw error
+        }
+    }
+
+    /// Claims a position to send to, suspending the task while the ring is full, for at most
+    /// `timeout` (nil: as long as it takes); `cancelled` (having claimed nothing) if the task is cancelled.
+    @usableFromInline
+    func claimToSend(timeout: Duration?) async throws(InterprocessError) -> ChannelClaim {
+        if case .done(let claim) = try claimForSending(checkNow: false, announce: false) { return claim }
+        do throws(InterprocessError) {
+            return try await asyncWait(
+                word: sendSignal, waiters: sendersWaiting, deadline: Clock.deadline(after: timeout),
+                recheckEvery: Self.recoveryInterval, name: name,
+                whileSpinning: { _ throws(InterprocessError) in try self.claimForSending(checkNow: false, announce: false, spinning: true) },
+                { check throws(InterprocessError) in try self.claimForSending(checkNow: check, announce: true) })
+        } catch {
+            passOnSenderWake()
+            throw error
+        }
+    }
+
+    /// Claims the next message, blocking the thread while the ring is empty, for at most `timeout`
+    /// (nil: as long as it takes).
+    @usableFromInline
+    func blockingClaimToReceive(timeout: Duration?) throws(InterprocessError) -> ChannelClaim {
+        if case .done(let claim) = try claimForReceiving(checkNow: false, announce: false) { return claim }
+        do throws(InterprocessError) {
+            return try blockingWait(
+                word: receiveSignal, waiters: receiversWaiting, deadline: Clock.deadline(after: timeout),
+                recheckEvery: Self.recoveryInterval, name: name,
+                whileSpinning: { _ throws(InterprocessError) in try self.claimForReceiving(checkNow: false, announce: false, spinning: true) },
+                { check throws(InterprocessError) in try self.claimForReceiving(checkNow: check, announce: true) })
+        } catch {
+            passOnReceiverWake()
+            throw error
+        }
+    }
+
+    /// Claims the next message, suspending the task while the ring is empty, for at most `timeout`
+    /// (nil: as long as it takes); `cancelled` (having claimed nothing) if the task is cancelled.
+    @usableFromInline
+    func claimToReceive(timeout: Duration?) async throws(InterprocessError) -> ChannelClaim {
+        if case .done(let claim) = try claimForReceiving(checkNow: false, announce: false) { return claim }
+        do throws(InterprocessError) {
+            return try await asyncWait(
+                word: receiveSignal, waiters: receiversWaiting, deadline: Clock.deadline(after: timeout),
+                recheckEvery: Self.recoveryInterval, name: name,
+                whileSpinning: { _ throws(InterprocessError) in try self.claimForReceiving(checkNow: false, announce: false, spinning: true) },
+                { check throws(InterprocessError) in try self.claimForReceiving(checkNow: check, announce: true) })
+        } catch {
+            passOnReceiverWake()
+            throw error
+        }
     }
 
     // MARK: Closing
@@ -396,7 +529,7 @@ final class ChannelRing: @unchecked Sendable {
 
     /// A receiver that leaves a wait without a message (timed out, cancelled) may have been the one
     /// woken for a message that is there: passes the wake-up on.
-    func passOnReceiverWake() {
+    private func passOnReceiverWake() {
         guard atomic32(receiversWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 else { return }
         if hasMessage() || orphans.pointee.load(ordering: .relaxed) != 0 || isClosed {
             wake(receiveSignal)
@@ -404,7 +537,7 @@ final class ChannelRing: @unchecked Sendable {
     }
 
     /// The same for a sender that leaves a wait without sending.
-    func passOnSenderWake() {
+    private func passOnSenderWake() {
         guard atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 else { return }
         if hasFreeSlot() { wake(sendSignal) }
     }
@@ -505,9 +638,9 @@ final class ChannelRing: @unchecked Sendable {
         wakeEveryone()
     }
 
-    /// Takes a message whose receiver died (an orphan), if there is one: nil if none is left (and
-    /// then resets the hint that sent us looking).
-    private func redeliver<T>(_ take: (UnsafeRawBufferPointer) throws(InterprocessError) -> T) throws(InterprocessError) -> T? {
+    /// Claims a message whose receiver died (an orphan), if there is one: nil if none is left (and
+    /// then resets the hint that sent us looking). Skipped slots among them are released at once.
+    private func claimOrphan() throws(InterprocessError) -> ChannelClaim? {
         let hint = orphans.pointee.load(ordering: .sequentiallyConsistent)
         for index in 0..<capacity {
             let slot = slots + index &* stride
@@ -525,9 +658,12 @@ final class ChannelRing: @unchecked Sendable {
                 throw corruptSlot(slot, observed)
             }
             redeliveries.pointee.wrappingAdd(1, ordering: .relaxed)
-            let message = try takeMessage(from: slot, position: position, take)
-            decrementOrphans()
-            if let message { return message }
+            if length(slot).pointee.load(ordering: .relaxed) == Self.skipped {
+                release(slot, position: position)
+                decrementOrphans()
+                continue
+            }
+            return ChannelClaim(slot: slot, position: position, redelivery: true)
         }
         // None found: the hint is stale (a redeliverer died before counting down). A recoverer marks
         // a slot before it counts it, so if the count changed since we read it, one may be new.

@@ -4,15 +4,17 @@ import InterprocessToolSupport
 import Synchronization
 
 /// A 64-byte round trip between two processes through two ``Channel``s (one each way), against the
-/// floor (both processes spinning on one atomic word) and the operating system's message passing:
-/// a pipe pair, a Unix stream socket pair and a pair of POSIX message queues, 64 bytes each way.
+/// floor (both processes spinning on one atomic word), a ``ProcessSemaphore`` pair (the same
+/// waiting without a message: what the channel adds to it) and the operating system's message
+/// passing: a pipe pair, a Unix stream socket pair and a pair of POSIX message queues, 64 bytes
+/// each way.
 /// Every round trip is timed on its own; the variants take turns in chunks, round after round (the
 /// ping-pong scenario's runner and floor), so that a change in where the scheduler puts the
 /// processes hits every variant alike. Between its chunks a peer waits in its receive (parked).
 enum ChannelRoundTripBench: BenchScenario {
     static let id = "channel-round-trip"
     static let title = "64-byte round trip between two processes through two channels"
-    static let summary = "Channel pair (64-byte values) vs spinning floor, pipe, Unix socket, POSIX message queue"
+    static let summary = "Channel pair (64-byte values) vs spinning floor, ProcessSemaphore, pipe, Unix socket, POSIX message queue"
     static let unit = "ns per round trip"
     static let higherIsBetter = false
     static let baseline: String? = "floor-spin"
@@ -22,7 +24,7 @@ enum ChannelRoundTripBench: BenchScenario {
         BenchTarget("Unix socket / Channel", "unix-socket", over: "channel", .atLeast(50)),
         BenchTarget("POSIX message queue / Channel", "mqueue", over: "channel", .atLeast(50)),
     ]
-    // The floor's peer is the ping-pong scenario's (`pong-spin`).
+    // The floor's and the semaphores' peers are the ping-pong scenario's (`pong-spin`, `pong-semaphore`).
     static let roles: [BenchRole] = [.pongChannel, .pongMessage, .pongQueue]
 
     static func measure(_ scenario: inout BenchScenarioResult, _ plan: BenchPlan) throws {
@@ -38,6 +40,8 @@ enum ChannelRoundTripBench: BenchScenario {
         let pongQueue = try PosixMessageQueue.create(name: names.pongQueue, capacity: 8, messageSize: BenchMessage.size)
         defer { pongQueue.close(); pongQueue.unlink() }
 
+        let pingSemaphore = try ProcessSemaphore.create(in: session.segment, at: BenchLayout.pingSemaphore, value: 0)
+        let pongSemaphore = try ProcessSemaphore.create(in: session.segment, at: BenchLayout.pongSemaphore, value: 0)
         var samples: [String: [UInt64]] = [:]
         try session.withMemory { base in
             let control = BenchControl(base: base)
@@ -50,6 +54,7 @@ enum ChannelRoundTripBench: BenchScenario {
             defer { peers.killAll() }
             try peers.spawn(.pongSpin, segment: session.name)
             try peers.spawn(.pongChannel, segment: session.name)
+            try peers.spawn(.pongSemaphore, segment: session.name)
             try peers.spawn(.pongQueue, segment: session.name)
             try peers.spawn(
                 .pongMessage, segment: session.name, ["--in", "\(toPipePeer.read.fd)", "--out", "\(fromPipePeer.write.fd)"],
@@ -57,16 +62,18 @@ enum ChannelRoundTripBench: BenchScenario {
             try peers.spawn(
                 .pongMessage, segment: session.name, ["--in", "\(sockets.1.fd)", "--out", "\(sockets.1.fd)"], passing: [sockets.1])
             let deadline = Clock.deadline(after: plan.stepTimeout)
-            try peers.awaitReady(control, count: 5, deadline: deadline)
+            try peers.awaitReady(control, count: 6, deadline: deadline)
 
             let watchdog = Watchdog(peers: peers.children, deadline: deadline) { [pongQueue] in
                 // Release a side that waits for an answer that will not come.
                 pong.close()
+                try? pongSemaphore.signal()
                 var empty = BenchMessage()
                 try? withUnsafeBytes(of: &empty) { try pongQueue.send(UnsafeRawBufferPointer(rebasing: $0[..<1])) }
             }
             var spin = SpinRoundTrip(word: floorWord, watchdog: watchdog)
             var channels = ChannelPairRoundTrip(ping: ping, pong: pong)
+            var semaphores = SemaphoreRoundTrip(ping: pingSemaphore, pong: pongSemaphore, control: control)
             var pipes = MessagePipeRoundTrip(output: toPipePeer.write, input: fromPipePeer.read)
             var socket = MessagePipeRoundTrip(output: sockets.0, input: sockets.0)
             var queues = MessageQueueRoundTrip(ping: pingQueue, pong: pongQueue)
@@ -75,6 +82,7 @@ enum ChannelRoundTripBench: BenchScenario {
                 for _ in 0..<plan.pingPongRounds {
                     try PingPongBench.chunk(&spin, plan, watchdog, into: &samples["floor-spin", default: []])
                     try PingPongBench.chunk(&channels, plan, watchdog, into: &samples["channel", default: []])
+                    try PingPongBench.chunk(&semaphores, plan, watchdog, into: &samples["semaphore", default: []])
                     try PingPongBench.chunk(&pipes, plan, watchdog, into: &samples["pipe", default: []])
                     try PingPongBench.chunk(&socket, plan, watchdog, into: &samples["unix-socket", default: []])
                     try PingPongBench.chunk(&queues, plan, watchdog, into: &samples["mqueue", default: []])
@@ -82,6 +90,7 @@ enum ChannelRoundTripBench: BenchScenario {
             }
             spin.finish()
             try channels.finish()
+            try semaphores.finish()
             pipes.finish()
             socket.finish()
             try queues.finish()
@@ -92,6 +101,7 @@ enum ChannelRoundTripBench: BenchScenario {
         let rows = [
             ("floor-spin", "floor: spin on one atomic word (pause)"),
             ("channel", "Channel pair (64-byte BitwiseCopyable values, blocking send and receive)"),
+            ("semaphore", "ProcessSemaphore pair (no message: the wake-up alone)"),
             ("pipe", "pipe round trip (2 pipes, 64 bytes each way)"),
             ("unix-socket", "Unix domain socket round trip (socketpair, 64 bytes each way)"),
             ("mqueue", "POSIX message queue round trip (2 queues, 64-byte messages)"),
