@@ -80,6 +80,10 @@ int cipc_futex_waitv(cipc_futex_waiter *waiters, uint32_t count, int64_t deadlin
     return (int)syscall(SYS_futex_waitv, waiters, count, 0, tsp, CLOCK_MONOTONIC);
 }
 
+int32_t cipc_gettid(void) {
+    return (int32_t)syscall(SYS_gettid);
+}
+
 #else
 const uint32_t cipc_FUTEX2_SIZE_U32 = 0x02;
 int cipc_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns) {
@@ -87,4 +91,5 @@ int cipc_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns) {
 }
 int cipc_futex_wake(uint32_t *word, int32_t count) { (void)word; (void)count; errno = ENOSYS; return -1; }
 int cipc_futex_waitv(cipc_futex_waiter *w, uint32_t c, int64_t d) { (void)w; (void)c; (void)d; errno = ENOSYS; return -1; }
+int32_t cipc_gettid(void) { return 0; }
 #endif

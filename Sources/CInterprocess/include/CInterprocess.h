@@ -279,6 +279,9 @@ int cipc_futex_waitv(cipc_futex_waiter *waiters, uint32_t count, int64_t deadlin
 /// Flags of a 32-bit shared futex entry for `cipc_futex_waitv`.
 extern const uint32_t cipc_FUTEX2_SIZE_U32;
 
+/// The calling thread's kernel id (`gettid`, which Glibc's Swift module does not export).
+int32_t cipc_gettid(void);
+
 /// A spin-loop hint (x86 `pause`, ARM `yield`).
 static inline void cipc_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
