@@ -124,11 +124,16 @@ package final class AsyncFutexWaiter: Sendable {
         package var workers: Int
         /// The workers' kernel thread ids (0 for one not yet running).
         package var threadIDs: [Int32]
+        /// Whether every worker has taken up every change (it is parked with all its words, or
+        /// about to park).
+        package var armed: Bool
     }
 
     package var census: Census {
         table.withCore { core in
-            Census(waits: core.waits.count, words: core.words.count, workers: core.workers.count, threadIDs: core.workers.map(\.threadID))
+            Census(
+                waits: core.waits.count, words: core.words.count, workers: core.workers.count,
+                threadIDs: core.workers.map(\.threadID), armed: !core.workers.contains(where: \.needsRearm))
         }
     }
 
@@ -155,7 +160,8 @@ package final class AsyncFutexWaiter: Sendable {
 
     /// A worker's loop: settle what the last park reported, snapshot, park.
     private func run(_ me: Int) {
-        let threadID = cipc_gettid()
+        let threadID = ProcessIdentity.currentThreadID
+        table.withCore { $0.workers[me].threadID = threadID }
         var armed: [Core.Word] = []
         var entries: [cipc_futex_waiter] = []
         var ready: [(CheckedContinuation<Outcome, Never>, Outcome)] = []
@@ -163,17 +169,25 @@ package final class AsyncFutexWaiter: Sendable {
         while true {
             let now = Clock.monotonicNanoseconds()
             let park = table.withCore { core in
-                core.workers[me].threadID = threadID
                 core.settle(me, woken, armed: armed, now: now, into: &ready)
-                return core.snapshot(me, armed: &armed, entries: &entries)
+                return core.snapshot(me)
             }
+            // Resume first: the re-arm below is on no waiter's critical path.
             for (continuation, outcome) in ready { continuation.resume(returning: outcome) }
             ready.removeAll(keepingCapacity: true)
+            if let words = park.words {
+                armed = words
+                entries.removeAll(keepingCapacity: true)
+                entries.append(Core.entry(park.controlWord.pointer, park.controlValue))
+                for word in armed { entries.append(Core.entry(UnsafeMutableRawPointer(bitPattern: word.address)!, word.expected)) }
+            } else {
+                entries[0].val = UInt64(park.controlValue)
+            }
             if park.futexWaitv {
                 let rc = entries.withUnsafeMutableBufferPointer {
                     cipc_futex_waitv($0.baseAddress, UInt32($0.count), park.deadline == .max ? -1 : Int64(clamping: park.deadline))
                 }
-                woken = rc >= 0 ? (rc == 0 ? .control : .word(Int(rc) - 1)) : Core.Woken(failure: errno, controlMoved: park.controlMoved)
+                woken = rc >= 0 ? (rc == 0 ? .control : .word(Int(rc) - 1)) : Core.Woken(failure: errno, after: woken, park)
             } else {
                 let deadline = armed.isEmpty ? park.deadline : min(park.deadline, now &+ Self.fallbackPoll)
                 _ = Futex.wait(park.controlWord.pointer, expected: park.controlValue, deadline: deadline)
@@ -371,6 +385,8 @@ extension AsyncFutexWaiter {
             case nothing
             /// The control word: re-arm only.
             case control
+            /// EAGAIN, and the control word had moved: re-arm only.
+            case controlMoved
             /// The word at this index of the armed words was woken.
             case word(Int)
             /// Some armed word differs (EAGAIN), or the fallback's poll: compare them all.
@@ -380,11 +396,14 @@ extension AsyncFutexWaiter {
             /// The kernel has no `futex_waitv`.
             case missing
 
-            init(failure: Int32, controlMoved: () -> Bool) {
+            init(failure: Int32, after previous: Woken, _ park: Park) {
                 switch failure {
-                // EAGAIN because the control word moved says nothing of the other words: re-arm
-                // first, and compare only if the kernel still finds one that differs.
-                case EAGAIN: self = controlMoved() ? .control : .compare
+                case EAGAIN:
+                    // Because the control word moved (a registration came in since the snapshot), which
+                    // says nothing of the other words: re-arm first, and compare only if the kernel still
+                    // finds one that differs — but not twice in a row, so that a stream of registrations
+                    // cannot keep a changed word waiting.
+                    if case .controlMoved = previous { self = .compare } else { self = park.controlHasMoved() ? .controlMoved : .compare }
                 case EFAULT: self = .fault
                 case ENOSYS, EPERM: self = .missing
                 default: self = .nothing // ETIMEDOUT (the heap says which), EINTR
@@ -398,14 +417,16 @@ extension AsyncFutexWaiter {
             let controlWord: ControlWord
             let controlValue: UInt32
             let deadline: UInt64
+            /// The worker's words, if they changed since its last snapshot.
+            let words: [Word]?
 
-            func controlMoved() -> Bool { controlWord.value != controlValue }
+            func controlHasMoved() -> Bool { controlWord.value != controlValue }
         }
 
         /// Resumes what the last park of `worker` reported, and every wait of it whose deadline passed.
         mutating func settle(_ worker: Int, _ woken: Woken, armed: [Word], now: UInt64, into ready: inout [(CheckedContinuation<Outcome, Never>, Outcome)]) {
             switch woken {
-            case .nothing, .control:
+            case .nothing, .control, .controlMoved:
                 break
             case .word(let index):
                 // The entry was armed then; its waits may have left since (and the word come back, on
@@ -436,29 +457,27 @@ extension AsyncFutexWaiter {
             }
         }
 
-        /// Marks `worker` armed with what it holds now: copies its words into `armed` and `entries`
-        /// (control word first) if they changed, and returns the deadline and control value to park with.
-        mutating func snapshot(_ worker: Int, armed: inout [Word], entries: inout [cipc_futex_waiter]) -> Park {
+        /// Marks `worker` armed with what it holds now, and returns what to park with: its words
+        /// if they changed since its last snapshot (to copy outside the lock), the control value,
+        /// the earliest deadline.
+        mutating func snapshot(_ worker: Int) -> Park {
             let control = workers[worker].control
             workers[worker].needsRearm = false
             let controlValue = control.value
-            if workers[worker].wordsChanged || entries.isEmpty {
+            var words: [Word]?
+            if workers[worker].wordsChanged {
                 workers[worker].wordsChanged = false
-                armed = workers[worker].words
-                entries.removeAll(keepingCapacity: true)
-                entries.append(Self.entry(control.pointer, controlValue))
-                for word in armed { entries.append(Self.entry(UnsafeMutableRawPointer(bitPattern: word.address)!, word.expected)) }
-            } else {
-                entries[0].val = UInt64(controlValue)
+                words = workers[worker].words
             }
             // Waits that left early leave their deadlines behind.
             while let top = workers[worker].deadlines.min, waits[top.id] == nil { workers[worker].deadlines.popMin() }
             let deadline = workers[worker].deadlines.min?.deadline ?? .max
             workers[worker].armedDeadline = deadline
-            return Park(futexWaitv: futexWaitv, controlWord: control, controlValue: controlValue, deadline: deadline)
+            return Park(futexWaitv: futexWaitv, controlWord: control, controlValue: controlValue, deadline: deadline, words: words)
         }
 
-        private static func entry(_ address: UnsafeMutableRawPointer, _ value: UInt32) -> cipc_futex_waiter {
+        /// One `futex_waitv` entry: a shared 32-bit futex.
+        static func entry(_ address: UnsafeMutableRawPointer, _ value: UInt32) -> cipc_futex_waiter {
             cipc_futex_waiter(val: UInt64(value), uaddr: UInt64(UInt(bitPattern: address)), flags: cipc_FUTEX2_SIZE_U32, reserved: 0)
         }
     }

@@ -78,6 +78,7 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
     case localSocketLatency = "local-socket-latency"
     case localSocketThroughput = "local-socket-throughput"
     case segmentHandOver = "segment-hand-over"
+    case asyncWake = "async-wake"
 
     var title: String {
         switch self {
@@ -90,6 +91,7 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
         case .localSocketLatency: "local socket round trip, next to pipe and socketpair"
         case .localSocketThroughput: "local socket throughput, next to pipe and socketpair"
         case .segmentHandOver: "segment hand-over: anonymous (descriptor) vs named (create + open)"
+        case .asyncWake: "async wake-up: 1, 4 and 1,000 async waits vs a blocked thread"
         }
     }
 
@@ -106,6 +108,7 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
         case .localSocketLatency: scenario = LocalSocketLatencyBench.scenario()
         case .localSocketThroughput: scenario = LocalSocketThroughputBench.scenario()
         case .segmentHandOver: scenario = HandOverBench.scenario()
+        case .asyncWake: scenario = AsyncWakeBench.scenario()
         }
         do {
             switch self {
@@ -118,6 +121,7 @@ enum BenchScenarioID: String, CaseIterable, ExpressibleByArgument {
             case .localSocketLatency: try LocalSocketLatencyBench.measure(&scenario, plan)
             case .localSocketThroughput: try LocalSocketThroughputBench.measure(&scenario, plan)
             case .segmentHandOver: try HandOverBench.measure(&scenario, plan)
+            case .asyncWake: try AsyncWakeBench.measure(&scenario, plan)
             }
             scenario.computeRatios()
         } catch {
