@@ -2,22 +2,27 @@ import Foundation
 import Interprocess
 import InterprocessSystem
 import Synchronization
+import SystemPackage
 
 /// Scenario: how long an `async` wait takes to run again after a wake, next to a thread parked in
 /// `Futex.wait` (the blocking floor). One process; words in a shared memory segment.
 ///
 /// - blocking: a thread parked in `Futex.wait`, woken by `Futex.wake`.
-/// - async, 1 / 4 / 1,000 waits: tasks suspended in ``AsyncFutexWaiter`` on distinct words, woken
-///   one at a time in a random order (1,000 waits spread over 8 worker threads).
+/// - async, 1 / 4 / 1,000 waits: tasks suspended in ``AsyncFutexWaiter``, each on its own word, woken
+///   one at a time (the 1,000 each in turn, in a random order; spread over 8 worker threads).
 /// - ProcessSemaphore: two tasks hand a turn back and forth through two semaphores with the async
 ///   `wait()` (the primitives' async path, registration included; not checked to be parked).
+/// - pipe: the same through two pipes, each task waiting in ``AsyncDescriptorWaiter`` for its end to
+///   be readable.
 ///
 /// A sample is the time from just before the wake (or signal) to the first instruction of the woken
-/// thread or task. Before each wake the waker makes sure the waiter is parked: the waiter has said so,
-/// and the parked threads (the waiter thread, or the async waiter's workers, armed with every wait)
-/// sleep in the kernel (state S in /proc/self/task/TID/stat). An async wake-up is two hand-offs —
-/// the worker wakes, then a cooperative thread runs the task — so it cannot match the floor; what
-/// matters is that 1,000 waits cost no more per wake than one.
+/// thread or task. Before each wake the waker makes sure the waiter is parked: every waiting thread
+/// (the blocking waiter, or the async waiter's workers, armed with every wait) sleeps in the kernel
+/// (state S in /proc/self/task/TID/stat), and every task waits again. Every waiter of every variant
+/// stays parked throughout, and the variants take turns round by round, so that a change in the
+/// machine's load hits them alike. An async wake-up is two hand-offs — the worker wakes, then a
+/// cooperative thread runs the task — so it cannot match the floor; what matters is that a wake among
+/// 1,000 waits costs about what a wake of one does.
 enum AsyncWakeBench {
     static func scenario() -> BenchScenario {
         BenchScenario(
@@ -26,120 +31,123 @@ enum AsyncWakeBench {
     }
 
     static func measure(_ scenario: inout BenchScenario, _ plan: BenchPlan) throws {
+        let many = plan.asyncManyWaiters
+        let perRound = plan.asyncWakeSamples / plan.asyncWakeRounds
         // Word 0: blocking; 1: async-1; 2–5: async-4; then the many; then two semaphores.
-        let words = try BenchWords(count: 6 + plan.asyncManyWaiters + 2)
+        let words = try BenchWords(count: 6 + many + 2)
         var finished = false
         // A variant that failed may leave a waiter behind on its words: keep them mapped then.
         defer { words.close(unmapping: finished) }
         let deadline = Clock.deadline(after: plan.stepTimeout)
-        let samples = plan.asyncWakeSamples
-        var rows: [(String, String, [Double])] = []
-        rows.append(("blocking", "thread parked in Futex.wait, woken by Futex.wake", try blockingWakes(words, at: 0, samples, deadline)))
-        rows.append(("async-1", "1 async wait (AsyncFutexWaiter)", try asyncWakes(words, at: 1, waits: 1, rounds: samples, deadline)))
-        rows.append(("async-4", "4 async waits on distinct words, woken in turn", try asyncWakes(words, at: 2, waits: 4, rounds: samples / 4, deadline)))
-        rows.append((
-            "async-many", "\(plan.asyncManyWaiters) async waits on distinct words, woken in turn",
-            try asyncWakes(words, at: 6, waits: plan.asyncManyWaiters, rounds: 1, deadline)))
-        rows.append((
-            "semaphore-async", "ProcessSemaphore signal → async wait() of another task",
-            try semaphoreHandOffs(words, at: 6 + plan.asyncManyWaiters, samples, deadline)))
+        let progress = WakeProgress(4 * plan.asyncWakeSamples)
+        let blocking = BlockingWaiter(words[0], progress)
+        let tasks = AsyncWaiters(words, 1..<(6 + many), progress)
+        defer {
+            blocking.stop()
+            tasks.stop()
+        }
+        let ping = try ProcessSemaphore.create(in: words.segment, at: words.offset(of: 6 + many), value: 0)
+        let pong = try ProcessSemaphore.create(in: words.segment, at: words.offset(of: 7 + many), value: 0)
+        let pipes = try (there: BenchIO.pipe(), back: BenchIO.pipe())
+
+        var samples: [String: [Double]] = [:]
+        var manyOrder: [Int] = []
+        var next = 0
+        /// Wakes `word` (an index into `words`) once it and every other waiter is parked.
+        func wake(_ word: Int, _ parked: () -> Bool) throws -> Double {
+            try waitUntil(deadline, parked)
+            next += 1
+            return try progress.latency(of: next - 1, since: word == 0 ? blocking.wake(next) : tasks.wake(word, next), deadline)
+        }
+        let asyncParked = { tasks.parked() && blocking.parked() }
+        for _ in 0..<plan.asyncWakeRounds {
+            for _ in 0..<perRound { samples["blocking", default: []].append(try wake(0) { blocking.parked() && tasks.parked() }) }
+            for _ in 0..<perRound { samples["async-1", default: []].append(try wake(1, asyncParked)) }
+            for index in 0..<perRound { samples["async-4", default: []].append(try wake(2 + index % 4, asyncParked)) }
+            for _ in 0..<perRound {
+                if manyOrder.isEmpty { manyOrder = (6..<(6 + many)).shuffled() }
+                samples["async-many", default: []].append(try wake(manyOrder.removeLast(), asyncParked))
+            }
+            samples["semaphore-async", default: []] += try semaphoreHandOffs(ping, pong, perRound, deadline)
+            samples["pipe-async", default: []] += try pipeHandOffs(pipes.there, pipes.back, perRound, deadline)
+        }
+        blocking.stop()
+        tasks.stop()
+        try waitUntil(deadline) { blocking.stopped() && tasks.stopped() }
         finished = true
-        for (id, name, values) in rows {
-            let summary = Summary(values)
+
+        let rows = [
+            ("blocking", "thread parked in Futex.wait, woken by Futex.wake"),
+            ("async-1", "1 async wait (AsyncFutexWaiter)"),
+            ("async-4", "4 async waits on distinct words, woken in turn"),
+            ("async-many", "\(many) async waits on distinct words, each woken in turn"),
+            ("semaphore-async", "ProcessSemaphore signal → async wait() of another task"),
+            ("pipe-async", "pipe write → async wait for readable (AsyncDescriptorWaiter) of another task"),
+        ]
+        for (id, name) in rows {
+            let summary = Summary(samples[id] ?? [])
             scenario.rows.append(BenchRow(id: id, name: name, median: summary.median, p99: summary.p99, samples: summary.count))
         }
         scenario.computeRatios()
         let one = scenario.row("async-1")!.median
-        scenario.target("async, \(plan.asyncManyWaiters) waits / 1 wait", scenario.row("async-many")!.median / one, atMost: 2)
+        scenario.target("async: a wake among \(many) waits / among 1", scenario.row("async-many")!.median / one, atMost: 2)
         scenario.notes.append(
-            "time from the wake (or signal) to the woken side running; before each wake, the waiter is parked "
-                + "(its threads sleep in the kernel); \(plan.asyncManyWaiters) waits: one round, in a random order")
+            "time from the wake (or signal) to the woken side running; before each wake every waiter is parked; "
+                + "\(plan.asyncWakeRounds) rounds in which the variants take turns, \(perRound) wakes each")
     }
 
-    // MARK: Variants
+    // MARK: Hand-offs
 
-    /// A thread parked in `Futex.wait` on one word; the word counts the wakes.
-    private static func blockingWakes(_ words: BenchWords, at index: Int, _ samples: Int, _ deadline: UInt64) throws -> [Double] {
-        let word = words[index]
-        let progress = WakeProgress(samples)
-        Thread.detachNewThread {
-            progress.threadID.store(ProcessIdentity.currentThreadID, ordering: .releasing)
-            for sample in 0..<samples {
-                progress.parked.store(sample + 1, ordering: .releasing)
-                while true {
-                    let value = atomic32(word.pointer).pointee.load(ordering: .acquiring)
-                    if value > sample { break }
-                    _ = Futex.wait(word.pointer, expected: value, deadline: .max)
-                }
-                progress.record(sample)
-            }
+    /// Two tasks take turns through two ProcessSemaphores (async `wait()`): each signal's latency to
+    /// the other task running.
+    private static func semaphoreHandOffs(
+        _ ping: ProcessSemaphore, _ pong: ProcessSemaphore, _ samples: Int, _ deadline: UInt64
+    ) throws -> [Double] {
+        try handOffs(samples, deadline) {
+            try await ping.wait()
+        } answer: {
+            try pong.signal()
+        } signal: {
+            try ping.signal()
+        } awaitAnswer: {
+            try await pong.wait()
         }
-        var latencies: [Double] = []
-        for sample in 0..<samples {
-            try waitUntil(deadline) {
-                progress.parked.load(ordering: .acquiring) == sample + 1
-                    && ThreadState.sleeping(progress.threadID.load(ordering: .acquiring))
-            }
-            let start = BenchClock.now()
-            atomic32(word.pointer).pointee.store(UInt32(sample + 1), ordering: .releasing)
-            Futex.wake(word.pointer, count: 1)
-            latencies.append(try progress.latency(of: sample, since: start, deadline))
-        }
-        return latencies
     }
 
-    /// `waits` tasks, each suspended in the async waiter on its own word (from `first` on), woken one
-    /// at a time in a random order, `rounds` times.
-    private static func asyncWakes(_ words: BenchWords, at first: Int, waits: Int, rounds: Int, _ deadline: UInt64) throws -> [Double] {
-        let waiter = AsyncFutexWaiter.shared
-        let progress = WakeProgress(waits * rounds)
-        for task in 0..<waits {
-            let word = words[first + task]
-            Task.detached {
-                for round in 0..<rounds {
-                    while true {
-                        let value = atomic32(word.pointer).pointee.load(ordering: .acquiring)
-                        if value > round { break }
-                        _ = await waiter.wait(on: word.pointer, expected: value, deadline: .max)
-                    }
-                    progress.record(round * waits + task)
-                }
-            }
+    /// Two tasks take turns through two pipes, each waiting for its end to be readable in the async
+    /// descriptor waiter before it reads: each write's latency to the other task running.
+    private static func pipeHandOffs(
+        _ there: (read: BenchDescriptor, write: BenchDescriptor), _ back: (read: BenchDescriptor, write: BenchDescriptor),
+        _ samples: Int, _ deadline: UInt64
+    ) throws -> [Double] {
+        let (thereRead, thereWrite, backRead, backWrite) = (there.read.fd, there.write.fd, back.read.fd, back.write.fd)
+        return try handOffs(samples, deadline) {
+            try await readByteAsync(thereRead)
+        } answer: {
+            try BenchIO.writeByte(backWrite)
+        } signal: {
+            try BenchIO.writeByte(thereWrite)
+        } awaitAnswer: {
+            try await readByteAsync(backRead)
         }
-        var latencies: [Double] = []
-        for round in 0..<rounds {
-            for task in (0..<waits).shuffled() {
-                // Every task not yet woken in this round is suspended (the woken ones wait again for the
-                // next round), and every worker sleeps, armed with all of them.
-                let suspended = round < rounds - 1 ? waits : waits - latencies.count % waits
-                try waitUntil(deadline) {
-                    let census = waiter.census
-                    return census.waits == suspended && census.armed && census.threadIDs.allSatisfy(ThreadState.sleeping)
-                }
-                let word = words[first + task]
-                let start = BenchClock.now()
-                atomic32(word.pointer).pointee.store(UInt32(round + 1), ordering: .releasing)
-                Futex.wake(word.pointer, count: 1)
-                latencies.append(try progress.latency(of: round * waits + task, since: start, deadline))
-            }
-        }
-        return latencies
     }
 
-    /// Two tasks take turns through two ProcessSemaphores (async `wait()`, placed at words `first` and
-    /// `first + 1`): each signal's latency to the other task running.
-    private static func semaphoreHandOffs(_ words: BenchWords, at first: Int, _ samples: Int, _ deadline: UInt64) throws -> [Double] {
-        let ping = try ProcessSemaphore.create(in: words.segment, at: words.offset(of: first), value: 0)
-        let pong = try ProcessSemaphore.create(in: words.segment, at: words.offset(of: first + 1), value: 0)
+    /// Two tasks take `samples` turns: one signals and awaits the answer, the other awaits the signal
+    /// and answers. Returns each signal's latency to the other task running.
+    private static func handOffs(
+        _ samples: Int, _ deadline: UInt64,
+        awaitSignal: @escaping @Sendable () async throws -> Void, answer: @escaping @Sendable () throws -> Void,
+        signal: @escaping @Sendable () throws -> Void, awaitAnswer: @escaping @Sendable () async throws -> Void
+    ) throws -> [Double] {
         let woken = WakeProgress(samples)
         let signalled = WakeProgress(samples)
         let outcome = TaskOutcomes()
         Task.detached {
             await outcome.run {
                 for sample in 0..<samples {
-                    try await ping.wait()
+                    try await awaitSignal()
                     woken.record(sample)
-                    try pong.signal()
+                    try answer()
                 }
             }
         }
@@ -147,14 +155,20 @@ enum AsyncWakeBench {
             await outcome.run {
                 for sample in 0..<samples {
                     signalled.record(sample)
-                    try ping.signal()
-                    try await pong.wait()
+                    try signal()
+                    try await awaitAnswer()
                 }
             }
         }
         try waitUntil(deadline) { outcome.finished == 2 }
         if let error = outcome.failure { throw error }
         return (0..<samples).map { Double(woken.stamp($0) &- signalled.stamp($0)) }
+    }
+
+    /// Waits in the async descriptor waiter until `fd` is readable, then reads one byte.
+    private static func readByteAsync(_ fd: Int32) async throws {
+        _ = await AsyncDescriptorWaiter.shared.wait(for: FileDescriptor(rawValue: fd), .readable, deadline: .max)
+        guard try BenchIO.readByte(fd) else { throw BenchAsyncWakeError.closed }
     }
 
     /// Polls `condition` (yielding the CPU in between) until it holds; throws at `deadline`.
@@ -167,14 +181,122 @@ enum AsyncWakeBench {
 }
 
 enum BenchAsyncWakeError: Error, CustomStringConvertible {
-    case stuck
-    var description: String { "a wake-up did not arrive within the step timeout" }
+    case stuck, closed
+
+    var description: String {
+        switch self {
+        case .stuck: "a wake-up did not arrive within the step timeout"
+        case .closed: "a pipe was closed"
+        }
+    }
 }
 
 extension BenchPlan {
-    /// Async wake-ups: samples per variant, and the waits of the large variant.
+    /// Async wake-ups: samples per variant, rounds they are spread over, and the waits of the large
+    /// variant.
     var asyncWakeSamples: Int { quick ? 200 : 2_000 }
+    var asyncWakeRounds: Int { quick ? 2 : 10 }
     var asyncManyWaiters: Int { 1_000 }
+}
+
+/// A thread parked in `Futex.wait` on one word. A wake writes the sample's number + 1 into the word;
+/// the thread stamps that sample and parks again, until the word reads `UInt32.max`.
+private final class BlockingWaiter: Sendable {
+    private let word: BenchWords.Word
+    private let threadID = Atomic<Int32>(0)
+    private let done = Atomic<Bool>(false)
+
+    init(_ word: BenchWords.Word, _ progress: WakeProgress) {
+        self.word = word
+        Thread.detachNewThread { [self] in
+            threadID.store(ProcessIdentity.currentThreadID, ordering: .releasing)
+            var seen: UInt32 = 0
+            while true {
+                let value = atomic32(word.pointer).pointee.load(ordering: .acquiring)
+                if value == .max { break }
+                if value != seen {
+                    progress.record(Int(value) - 1)
+                    seen = value
+                    continue
+                }
+                _ = Futex.wait(word.pointer, expected: seen, deadline: .max)
+            }
+            done.store(true, ordering: .releasing)
+        }
+    }
+
+    /// Whether the thread sleeps in the kernel.
+    func parked() -> Bool { ThreadState.sleeping(threadID.load(ordering: .acquiring)) }
+
+    /// Wakes the thread for `sample` (counted from 1); returns the time just before the wake.
+    func wake(_ sample: Int) -> UInt64 {
+        let start = BenchClock.now()
+        atomic32(word.pointer).pointee.store(UInt32(sample), ordering: .releasing)
+        Futex.wake(word.pointer, count: 1)
+        return start
+    }
+
+    func stop() {
+        atomic32(word.pointer).pointee.store(.max, ordering: .releasing)
+        Futex.wake(word.pointer, count: 1)
+    }
+
+    func stopped() -> Bool { done.load(ordering: .acquiring) }
+}
+
+/// A task per word of `range`, each suspended in ``AsyncFutexWaiter/shared`` on its word. A wake
+/// writes the sample's number + 1 into the word; the task stamps that sample and waits again, until
+/// the word reads `UInt32.max`.
+private final class AsyncWaiters: Sendable {
+    private let words: BenchWords
+    private let range: Range<Int>
+    private let done = Atomic<Int>(0)
+
+    init(_ words: BenchWords, _ range: Range<Int>, _ progress: WakeProgress) {
+        self.words = words
+        self.range = range
+        for index in range {
+            let word = words[index]
+            Task.detached { [self] in
+                var seen: UInt32 = 0
+                while true {
+                    let value = atomic32(word.pointer).pointee.load(ordering: .acquiring)
+                    if value == .max { break }
+                    if value != seen {
+                        progress.record(Int(value) - 1)
+                        seen = value
+                        continue
+                    }
+                    _ = await AsyncFutexWaiter.shared.wait(on: word.pointer, expected: seen, deadline: .max)
+                }
+                done.add(1, ordering: .releasing)
+            }
+        }
+    }
+
+    /// Whether every task waits, and every worker is armed with all of them and sleeps in the kernel.
+    func parked() -> Bool {
+        let census = AsyncFutexWaiter.shared.census
+        return census.waits == range.count && census.armed && census.threadIDs.allSatisfy(ThreadState.sleeping)
+    }
+
+    /// Wakes the task on word `index` for `sample` (counted from 1); returns the time just before the wake.
+    func wake(_ index: Int, _ sample: Int) -> UInt64 {
+        let word = words[index]
+        let start = BenchClock.now()
+        atomic32(word.pointer).pointee.store(UInt32(sample), ordering: .releasing)
+        Futex.wake(word.pointer, count: 1)
+        return start
+    }
+
+    func stop() {
+        for index in range {
+            atomic32(words[index].pointer).pointee.store(.max, ordering: .releasing)
+            Futex.wake(words[index].pointer, count: 1)
+        }
+    }
+
+    func stopped() -> Bool { done.load(ordering: .acquiring) == range.count }
 }
 
 /// Words on cache lines of their own, in a shared memory segment.
@@ -210,8 +332,6 @@ private final class BenchWords: Sendable {
 /// `@unchecked Sendable`: `stamps` is allocated in `init`, freed in `deinit`, and only accessed
 /// atomically in between.
 private final class WakeProgress: @unchecked Sendable {
-    let parked = Atomic<Int>(0)
-    let threadID = Atomic<Int32>(0)
     private let stamps: UnsafeMutablePointer<Atomic<UInt64>>
     private let count: Int
 
