@@ -41,39 +41,46 @@ enum AsyncWakeBench {
         let deadline = Clock.deadline(after: plan.stepTimeout)
         let progress = WakeProgress(4 * plan.asyncWakeSamples)
         let blocking = BlockingWaiter(words[0], progress)
-        let tasks = AsyncWaiters(words, 1..<(6 + many), progress)
+        // Each group of tasks waits in an async waiter of its own, so that a wait alone is measured
+        // alone; the 1,000 wait only during their own turn.
+        let one = AsyncWaiters(AsyncFutexWaiter(), words, 1..<2, progress)
+        let four = AsyncWaiters(AsyncFutexWaiter(), words, 2..<6, progress)
+        let crowd = AsyncWaiters(AsyncFutexWaiter(), words, 6..<(6 + many), progress)
+        one.start()
+        four.start()
         defer {
             blocking.stop()
-            tasks.stop()
+            for group in [one, four, crowd] { group.stop() }
         }
         let ping = try ProcessSemaphore.create(in: words.segment, at: words.offset(of: 6 + many), value: 0)
         let pong = try ProcessSemaphore.create(in: words.segment, at: words.offset(of: 7 + many), value: 0)
         let pipes = try (there: BenchIO.pipe(), back: BenchIO.pipe())
 
         var samples: [String: [Double]] = [:]
-        var manyOrder: [Int] = []
         var next = 0
-        /// Wakes `word` (an index into `words`) once it and every other waiter is parked.
-        func wake(_ word: Int, _ parked: () -> Bool) throws -> Double {
-            try waitUntil(deadline, parked)
+        /// Wakes `word` (an index into `words`) of `group` (nil: the blocking waiter) once every waiter
+        /// is parked.
+        func wake(_ word: Int, of group: AsyncWaiters?) throws -> Double {
+            try waitUntil(deadline) { blocking.parked() && [one, four, crowd].allSatisfy { $0.parked() } }
             next += 1
-            return try progress.latency(of: next - 1, since: word == 0 ? blocking.wake(next) : tasks.wake(word, next), deadline)
+            let start = group.map { $0.wake(word, next) } ?? blocking.wake(next)
+            return try progress.latency(of: next - 1, since: start, deadline)
         }
-        let asyncParked = { tasks.parked() && blocking.parked() }
         for _ in 0..<plan.asyncWakeRounds {
-            for _ in 0..<perRound { samples["blocking", default: []].append(try wake(0) { blocking.parked() && tasks.parked() }) }
-            for _ in 0..<perRound { samples["async-1", default: []].append(try wake(1, asyncParked)) }
-            for index in 0..<perRound { samples["async-4", default: []].append(try wake(2 + index % 4, asyncParked)) }
-            for _ in 0..<perRound {
-                if manyOrder.isEmpty { manyOrder = (6..<(6 + many)).shuffled() }
-                samples["async-many", default: []].append(try wake(manyOrder.removeLast(), asyncParked))
-            }
+            for _ in 0..<perRound { samples["blocking", default: []].append(try wake(0, of: nil)) }
+            for _ in 0..<perRound { samples["async-1", default: []].append(try wake(1, of: one)) }
+            for index in 0..<perRound { samples["async-4", default: []].append(try wake(2 + index % 4, of: four)) }
+            crowd.start()
+            var order = (6..<(6 + many)).shuffled()
+            for _ in 0..<perRound { samples["async-many", default: []].append(try wake(order.removeLast(), of: crowd)) }
+            crowd.stop()
+            try waitUntil(deadline) { crowd.stopped() }
             samples["semaphore-async", default: []] += try semaphoreHandOffs(ping, pong, perRound, deadline)
             samples["pipe-async", default: []] += try pipeHandOffs(pipes.there, pipes.back, perRound, deadline)
         }
         blocking.stop()
-        tasks.stop()
-        try waitUntil(deadline) { blocking.stopped() && tasks.stopped() }
+        for group in [one, four, crowd] { group.stop() }
+        try waitUntil(deadline) { blocking.stopped() && [one, four, crowd].allSatisfy { $0.stopped() } }
         finished = true
 
         let rows = [
@@ -89,8 +96,8 @@ enum AsyncWakeBench {
             scenario.rows.append(BenchRow(id: id, name: name, median: summary.median, p99: summary.p99, samples: summary.count))
         }
         scenario.computeRatios()
-        let one = scenario.row("async-1")!.median
-        scenario.target("async: a wake among \(many) waits / among 1", scenario.row("async-many")!.median / one, atMost: 2)
+        let alone = scenario.row("async-1")!.median
+        scenario.target("async: a wake among \(many) waits / among 1", scenario.row("async-many")!.median / alone, atMost: 2)
         scenario.notes.append(
             "time from the wake (or signal) to the woken side running; before each wake every waiter is parked; "
                 + "\(plan.asyncWakeRounds) rounds in which the variants take turns, \(perRound) wakes each")
@@ -244,19 +251,31 @@ private final class BlockingWaiter: Sendable {
     func stopped() -> Bool { done.load(ordering: .acquiring) }
 }
 
-/// A task per word of `range`, each suspended in ``AsyncFutexWaiter/shared`` on its word. A wake
-/// writes the sample's number + 1 into the word; the task stamps that sample and waits again, until
-/// the word reads `UInt32.max`.
+/// A task per word of `range`, each suspended in `waiter` on its word, from ``start()`` to ``stop()``.
+/// A wake writes the sample's number + 1 into the word; the task stamps that sample and waits again,
+/// until the word reads `UInt32.max`.
 private final class AsyncWaiters: Sendable {
+    private let waiter: AsyncFutexWaiter
     private let words: BenchWords
     private let range: Range<Int>
+    private let progress: WakeProgress
+    private let running = Atomic<Bool>(false)
     private let done = Atomic<Int>(0)
 
-    init(_ words: BenchWords, _ range: Range<Int>, _ progress: WakeProgress) {
+    init(_ waiter: AsyncFutexWaiter, _ words: BenchWords, _ range: Range<Int>, _ progress: WakeProgress) {
+        self.waiter = waiter
         self.words = words
         self.range = range
+        self.progress = progress
+    }
+
+    /// Starts the tasks (after a ``stop()``, once ``stopped()``).
+    func start() {
+        done.store(0, ordering: .relaxed)
+        running.store(true, ordering: .relaxed)
         for index in range {
             let word = words[index]
+            atomic32(word.pointer).pointee.store(0, ordering: .relaxed)
             Task.detached { [self] in
                 var seen: UInt32 = 0
                 while true {
@@ -267,16 +286,18 @@ private final class AsyncWaiters: Sendable {
                         seen = value
                         continue
                     }
-                    _ = await AsyncFutexWaiter.shared.wait(on: word.pointer, expected: seen, deadline: .max)
+                    _ = await waiter.wait(on: word.pointer, expected: seen, deadline: .max)
                 }
                 done.add(1, ordering: .releasing)
             }
         }
     }
 
-    /// Whether every task waits, and every worker is armed with all of them and sleeps in the kernel.
+    /// Whether every task waits, and every worker is armed with all of them and sleeps in the kernel
+    /// (or the tasks are not running).
     func parked() -> Bool {
-        let census = AsyncFutexWaiter.shared.census
+        guard running.load(ordering: .relaxed) else { return true }
+        let census = waiter.census
         return census.waits == range.count && census.armed && census.threadIDs.allSatisfy(ThreadState.sleeping)
     }
 
@@ -290,6 +311,7 @@ private final class AsyncWaiters: Sendable {
     }
 
     func stop() {
+        guard running.exchange(false, ordering: .relaxed) else { return }
         for index in range {
             atomic32(words[index].pointer).pointee.store(.max, ordering: .releasing)
             Futex.wake(words[index].pointer, count: 1)
