@@ -63,17 +63,29 @@ enum AsyncWakeBench {
 
         var samples: [String: [Double]] = [:]
         var next = 0
+        var restless = 0
         /// Wakes `word` (an index into `words`) of `group` (nil: the blocking waiter) once every waiter
-        /// is parked.
+        /// is parked — or, if its threads are registered but never stay asleep (a waiter that polls),
+        /// after 50 ms of trying.
         func wake(_ word: Int, of group: AsyncWaiters?) throws -> Double {
+            let patience = Clock.deadline(after: .milliseconds(50))
+            var threads: [Int32]?
             try waitUntil(deadline) {
                 guard let blocking = blocking.parked(), let one = one.parked(), let four = four.parked(), let crowd = crowd.parked()
                 else { return false }
-                return ThreadState.asleep(blocking + one + four + crowd)
+                threads = blocking + one + four + crowd
+                return ThreadState.asleep(threads!) || Clock.monotonicNanoseconds() >= patience
             }
+            if let threads, !ThreadState.asleep(threads) { restless += 1 }
             next += 1
             let start = group.map { $0.wake(word, next) } ?? blocking.wake(next)
             return try progress.latency(of: next - 1, since: start, deadline)
+        }
+        /// Waits until every waiter's thread sleeps (or 50 ms of trying).
+        func settle() throws {
+            let patience = Clock.deadline(after: .milliseconds(50))
+            let threads = [one, four, crowd].flatMap { $0.threads } + AsyncFutexWaiter.shared.census.threadIDs
+            try waitUntil(deadline) { ThreadState.asleep(threads) || Clock.monotonicNanoseconds() >= patience }
         }
         for _ in 0..<plan.asyncWakeRounds {
             for _ in 0..<perRound { samples["blocking", default: []].append(try wake(0, of: nil)) }
@@ -84,7 +96,11 @@ enum AsyncWakeBench {
             for _ in 0..<perRound { samples["async-many", default: []].append(try wake(order.removeLast(), of: crowd)) }
             crowd.stop()
             try waitUntil(deadline) { crowd.stopped() }
+            // The hand-offs start once the waiters' threads have settled (the crowd's workers re-arm as
+            // its words leave).
+            try settle()
             samples["semaphore-async", default: []] += try semaphoreHandOffs(ping, pong, perRound, deadline)
+            try settle()
             samples["pipe-async", default: []] += try pipeHandOffs(pipes.there, pipes.back, perRound, deadline)
         }
         blocking.stop()
@@ -107,6 +123,9 @@ enum AsyncWakeBench {
         scenario.computeRatios()
         let alone = scenario.row("async-1")!.median
         scenario.target("async: a wake among \(many) waits / among 1", scenario.row("async-many")!.median / alone, atMost: 10)
+        if restless > 0 {
+            scenario.notes.append("\(restless) wakes went out while a waiter's thread was not asleep (it kept running for 50 ms)")
+        }
         scenario.notes.append(
             "time from the wake (or signal) to the woken side running; before each wake every waiter is parked; "
                 + "\(plan.asyncWakeRounds) rounds in which the variants take turns, \(perRound) wakes each")
@@ -312,6 +331,9 @@ private final class AsyncWaiters: Sendable {
         let census = waiter.census
         return census.waits == range.count && census.armed ? census.threadIDs : nil
     }
+
+    /// The waiter's worker threads.
+    var threads: [Int32] { waiter.census.threadIDs }
 
     /// Wakes the task on word `index` for `sample` (counted from 1); returns the time just before the wake.
     func wake(_ index: Int, _ sample: Int) -> UInt64 {
