@@ -148,7 +148,7 @@ public final class SharedMemory: Sendable {
         defer { try? fd.close() }
         do {
             // Wait for a closer or sweeper that is deciding (holding the lock exclusively).
-            guard try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: Clock.deadline(after: SegmentHandle.lockWait)) else {
+            guard try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: Deadline(after: SegmentHandle.lockWait)) else {
                 throw InterprocessError(.openFailed, objectName: name, detail: "another process held it exclusively")
             }
         } catch let error as Errno {
