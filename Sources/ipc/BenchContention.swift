@@ -62,7 +62,7 @@ enum ContendedLockBench {
         for slot in 0..<processes {
             try session.peers.spawn(role, segment: session.name, ["--slot", "\(slot)", "--count", "\(plan.contendedIterations)", "--parties", "\(processes)"])
         }
-        let deadline = Clock.deadline(after: plan.stepTimeout)
+        let deadline = Deadline(after: plan.stepTimeout)
         try session.peers.awaitReady(control, count: processes, deadline: deadline)
         control.sayGo()
         try session.peers.finish(deadline: deadline)

@@ -79,12 +79,11 @@ enum LoadedBench {
         for taker in 1...takers {
             workers.append(try session.peers.spawn(posix ? .loadedTakePosix : .loadedTakeVariable, segment: session.name, ["--slot", "\(taker)"]))
         }
-        let deadline = Clock.deadline(after: plan.stepTimeout)
+        let deadline = Deadline(after: plan.stepTimeout)
         try session.peers.awaitReady(control, count: plan.loadedHogs + 1 + takers, deadline: deadline)
         control.sayGo()
         for worker in workers {
-            let remaining = Int64(deadline) - Int64(Clock.monotonicNanoseconds())
-            let termination = worker.wait(timeout: .nanoseconds(max(remaining, 0)))
+            let termination = worker.wait(timeout: .nanoseconds(Int64(clamping: deadline.remainingNanoseconds)))
             guard termination == .exited(0) else {
                 throw ToolError("loaded \(posix ? "POSIX" : "SharedVariable") worker \(worker.pid) "
                     + (termination.map { "\($0)" } ?? "did not finish in time and was killed"))

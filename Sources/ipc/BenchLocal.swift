@@ -77,10 +77,10 @@ enum LocalSocketLatencyBench {
             ["--socket", listener.path, "--datagram", datagramServer.path!, "--in", "\(toPeer.read.fd)", "--out", "\(fromPeer.write.fd)", "--pair", "\(pair.1.fd)"],
             passing: [toPeer.read, fromPeer.write, pair.1])
         defer { child.wait(timeout: .zero) }
-        let connection = try listener.accept(timeout: .seconds(30))
+        let connection = try listener.blockingAccept(timeout: .seconds(30))
         defer { connection.close() }
         // The datagram peer says hello first, so that we know its address.
-        let hello = try datagramServer.receive(timeout: .seconds(30))
+        let hello = try datagramServer.blockingReceive(timeout: .seconds(30))
         guard let datagramPeer = hello.senderAddress else { throw ToolError("the datagram peer has no address") }
 
         let ping: [UInt8] = [1]
@@ -106,19 +106,19 @@ enum LocalSocketLatencyBench {
                 guard try BenchIO.readByte(pair.0.fd) else { throw ToolError("the socketpair peer closed its end") }
             }
             try chunk("local-socket") {
-                try connection.send(ping)
-                _ = try connection.receive() // a dead peer ends it (end of file)
+                try connection.blockingSend(ping)
+                _ = try connection.blockingReceive() // a dead peer ends it (end of file)
             }
             try chunk("local-datagram") {
-                try datagramServer.send(ping, to: datagramPeer)
-                _ = try datagramServer.receive(timeout: .seconds(30))
+                try datagramServer.blockingSend(ping, to: datagramPeer)
+                _ = try datagramServer.blockingReceive(timeout: .seconds(30))
             }
         }
         // Closing our ends ends the peer's loops.
         toPeer.write.close()
         pair.0.close()
         connection.close()
-        try datagramServer.send([], to: datagramPeer)
+        try datagramServer.blockingSend([], to: datagramPeer)
         try finishLocalPeer(child)
 
         for (id, name) in [
@@ -163,7 +163,7 @@ enum LocalSocketThroughputBench {
             ["--socket", listener.path, "--in", "\(toPeer.read.fd)", "--out", "\(fromPeer.write.fd)", "--pair", "\(pair.1.fd)", "--bytes", "\(total)"],
             passing: [toPeer.read, fromPeer.write, pair.1])
         defer { child.wait(timeout: .zero) }
-        let connection = try listener.accept(timeout: .seconds(30))
+        let connection = try listener.blockingAccept(timeout: .seconds(30))
         defer { connection.close() }
 
         let chunk = [UInt8](repeating: 0xA5, count: 64 << 10)
@@ -186,8 +186,8 @@ enum LocalSocketThroughputBench {
             }
             for (id, message) in [("local-socket-64k", chunk), ("local-socket-4k", small)] {
                 try run(id) {
-                    for _ in 0..<(total / message.count) { try connection.send(message) }
-                    _ = try connection.receive(timeout: .seconds(60))
+                    for _ in 0..<(total / message.count) { try connection.blockingSend(message) }
+                    _ = try connection.blockingReceive(timeout: .seconds(60))
                 }
             }
         }
@@ -250,7 +250,7 @@ enum HandOverBench {
         defer { listener.close() }
         let child = try spawnLocalPeer("handover", ["--socket", listener.path])
         defer { child.wait(timeout: .zero) }
-        let connection = try listener.accept(timeout: .seconds(30))
+        let connection = try listener.blockingAccept(timeout: .seconds(30))
         defer { connection.close() }
         let prefix = "bench-handover-\(ProcessIdentity.currentPID)-"
         var counter = 0
@@ -268,16 +268,16 @@ enum HandOverBench {
             for (label, size) in [("64k", 64 << 10), ("4m", 4 << 20)] {
                 try measure("anonymous-\(label)") {
                     let segment = try SharedMemory.anonymous(size: size)
-                    try connection.send(segment)
-                    guard try connection.receive(timeout: .seconds(30)).bytes == [1] else { throw ToolError("the peer could not map the segment") }
+                    try connection.blockingSend(segment)
+                    guard try connection.blockingReceive(timeout: .seconds(30)).bytes == [1] else { throw ToolError("the peer could not map the segment") }
                     segment.close()
                 }
                 try measure("named-\(label)") {
                     counter += 1
                     let name = prefix + "\(counter)"
                     let segment = try SharedMemory.create(name: name, size: size)
-                    try connection.send(Array(name.utf8))
-                    guard try connection.receive(timeout: .seconds(30)).bytes == [1] else { throw ToolError("the peer could not open the segment") }
+                    try connection.blockingSend(Array(name.utf8))
+                    guard try connection.blockingReceive(timeout: .seconds(30)).bytes == [1] else { throw ToolError("the peer could not open the segment") }
                     segment.close()
                 }
             }

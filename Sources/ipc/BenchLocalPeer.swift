@@ -82,9 +82,9 @@ struct LocalBenchPeer: ParsableCommand {
         guard let path = socket, let datagramPath = datagram, input >= 0, output >= 0, pair >= 0 else {
             throw ValidationError("echo needs --socket, --datagram, --in, --out and --pair")
         }
-        let connection = try LocalSocket.connect(path: path, timeout: .seconds(30))
+        let connection = try LocalSocket.blockingConnect(path: path, timeout: .seconds(30))
         let datagrams = try LocalDatagramSocket.connect(path: datagramPath)
-        try datagrams.send(Array("hello".utf8))
+        try datagrams.blockingSend(Array("hello".utf8))
         let pipes: @Sendable () throws -> Void = { try Self.echoBytes(input, output) }
         let sockets: @Sendable () throws -> Void = { try Self.echoBytes(pair, pair) }
         let messages: @Sendable () throws -> Void = { try Self.echoMessages(connection) }
@@ -99,7 +99,7 @@ struct LocalBenchPeer: ParsableCommand {
     /// The next message, or nil when the peer hung up.
     private static func nextMessage(_ connection: LocalSocket) throws -> LocalMessage? {
         do {
-            return try connection.receive()
+            return try connection.blockingReceive()
         } catch {
             if error.code == .disconnected { return nil }
             throw error
@@ -108,15 +108,15 @@ struct LocalBenchPeer: ParsableCommand {
 
     private static func echoMessages(_ connection: LocalSocket) throws {
         while let message = try nextMessage(connection) {
-            try connection.send(message.bytes)
+            try connection.blockingSend(message.bytes)
         }
     }
 
     private static func echoDatagrams(_ socket: LocalDatagramSocket) throws {
         while true {
-            let message = try socket.receive()
+            let message = try socket.blockingReceive()
             if message.bytes.isEmpty { return }
-            try socket.send(message.bytes)
+            try socket.blockingSend(message.bytes)
         }
     }
 
@@ -125,7 +125,7 @@ struct LocalBenchPeer: ParsableCommand {
         guard let path = socket, input >= 0, output >= 0, pair >= 0, total > 0 else {
             throw ValidationError("sink needs --socket, --in, --out, --pair and --bytes")
         }
-        let connection = try LocalSocket.connect(path: path, timeout: .seconds(30))
+        let connection = try LocalSocket.blockingConnect(path: path, timeout: .seconds(30))
         let pipes: @Sendable () throws -> Void = { while try Self.drain(input, total) { try BenchIO.writeByte(output) } }
         let sockets: @Sendable () throws -> Void = { while try Self.drain(pair, total) { try BenchIO.writeByte(pair) } }
         let messages: @Sendable () throws -> Void = { try Self.sinkMessages(connection, total) }
@@ -138,7 +138,7 @@ struct LocalBenchPeer: ParsableCommand {
             received += message.bytes.count
             if received >= total {
                 received = 0
-                try connection.send([1])
+                try connection.blockingSend([1])
             }
         }
     }
@@ -161,7 +161,7 @@ struct LocalBenchPeer: ParsableCommand {
 
     private func handOver() throws {
         guard let path = socket else { throw ValidationError("handover needs --socket") }
-        let connection = try LocalSocket.connect(path: path, timeout: .seconds(30))
+        let connection = try LocalSocket.blockingConnect(path: path, timeout: .seconds(30))
         while let message = try Self.nextMessage(connection) {
             var ok = true
             do {
@@ -179,7 +179,7 @@ struct LocalBenchPeer: ParsableCommand {
             } catch {
                 ok = false
             }
-            try connection.send([ok ? 1 : 0])
+            try connection.blockingSend([ok ? 1 : 0])
         }
     }
 }

@@ -62,7 +62,7 @@ enum OversubscribedBench {
                 try session.peers.spawn(.pairPingSemaphore, segment: session.name, slot)
             }
         }
-        let deadline = Clock.deadline(after: plan.stepTimeout)
+        let deadline = Deadline(after: plan.stepTimeout)
         try session.peers.awaitReady(control, count: 2 * pairs, deadline: deadline)
         control.sayGo()
         Clock.sleep(nanoseconds: plan.oversubscribedDuration)

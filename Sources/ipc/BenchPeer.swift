@@ -55,7 +55,7 @@ struct BenchPeer: ParsableCommand {
         guard memory.size >= BenchLayout.size else { throw ToolError("\(segment) is not a bench segment") }
         let work = PeerWork(
             memory: memory, slot: slot, count: count, parties: parties, input: input, output: output,
-            deadline: Clock.deadline(after: .seconds(lifeLimit)))
+            deadline: Deadline(after: .seconds(lifeLimit)))
         try memory.withUnsafeMutableBytes { buffer in
             try work.run(role, base: buffer.baseAddress!)
         }
@@ -74,7 +74,7 @@ struct PeerWork {
     let parties: Int
     let input: Int32
     let output: Int32
-    let deadline: UInt64
+    let deadline: Deadline
 
     func run(_ role: BenchRole, base: UnsafeMutableRawPointer) throws {
         let control = BenchControl(base: base)
@@ -116,10 +116,10 @@ struct PeerWork {
             try hog(control)
         case .loadedPutVariable:
             let variable = try SharedVariable<UInt64>.open(in: memory, at: BenchLayout.pingVariable)
-            try loadedPut(control) { value throws in try variable.put(value) }
+            try loadedPut(control) { value throws in try variable.blockingPut(value) }
         case .loadedTakeVariable:
             let variable = try SharedVariable<UInt64>.open(in: memory, at: BenchLayout.pingVariable)
-            try loadedTake(control) { () throws -> UInt64 in try variable.take() }
+            try loadedTake(control) { () throws -> UInt64 in try variable.blockingTake() }
         case .loadedPutPosix:
             let buffer = PosixSlot.open(base: base)
             try loadedPut(control) { value throws in try buffer.put(value) }
@@ -139,7 +139,7 @@ struct PeerWork {
         while !control.shouldStop {
             for _ in 0..<4096 { state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407 }
             blackHole(state)
-            guard PeerLifetime.parentPID == parent, Clock.monotonicNanoseconds() < deadline else {
+            guard PeerLifetime.parentPID == parent, !deadline.hasPassed else {
                 throw ToolError("bench-peer: the bench went away")
             }
         }
@@ -195,7 +195,7 @@ struct PeerWork {
                 SpinPolicy.pause()
                 spins &+= 1
                 if spins & 0xFFFF == 0 {
-                    guard PeerLifetime.parentPID == parent, Clock.monotonicNanoseconds() < deadline else {
+                    guard PeerLifetime.parentPID == parent, !deadline.hasPassed else {
                         throw ToolError("bench-peer: the bench went away")
                     }
                 }
@@ -211,7 +211,7 @@ struct PeerWork {
         let quit = control.word(BenchLayout.quit(pair: pair))
         control.markReady()
         while true {
-            try ping.wait()
+            try ping.blockingWait()
             if quit.pointee.load(ordering: .relaxed) != 0 { return }
             try pong.signal()
         }
@@ -221,7 +221,7 @@ struct PeerWork {
         let quit = control.word(BenchLayout.quit(pair: 0))
         control.markReady()
         while true {
-            try ping.wait()
+            try ping.blockingWait()
             if quit.pointee.load(ordering: .relaxed) != 0 { return }
             pong.set()
         }
@@ -246,7 +246,7 @@ struct PeerWork {
         var trips: UInt64 = 0
         while !control.shouldStop {
             try ping.signal()
-            try pong.wait()
+            try pong.blockingWait()
             trips &+= 1
         }
         control.record(slot: slot, count: trips, start: start, end: Clock.monotonicNanoseconds())
@@ -287,7 +287,7 @@ struct PeerWork {
     @inline(never)
     private static func increment(_ mutex: ProcessMutex, _ counter: UnsafeMutableRawPointer, _ count: Int) throws -> UInt64 {
         for _ in 0..<count {
-            try mutex.lock()
+            try mutex.blockingLock()
             counter.storeBytes(of: counter.load(as: UInt64.self) &+ 1, as: UInt64.self)
             try mutex.unlock()
         }

@@ -50,7 +50,7 @@ enum PingPongBench {
                 passing: [toPipePeer.read, fromPipePeer.write])
             try peers.spawn(
                 .pongSocket, segment: session.name, ["--in", "\(sockets.1.fd)", "--out", "\(sockets.1.fd)"], passing: [sockets.1])
-            let deadline = Clock.deadline(after: plan.stepTimeout)
+            let deadline = Deadline(after: plan.stepTimeout)
             try peers.awaitReady(control, count: 5, deadline: deadline)
 
             let watchdog = Watchdog(peers: peers.children, deadline: deadline) {
@@ -203,7 +203,7 @@ struct SemaphoreRoundTrip: RoundTrip {
     @inline(__always)
     func once() throws {
         try ping.signal()
-        try pong.wait()
+        try pong.blockingWait()
     }
 
     func finish() throws {
@@ -220,7 +220,7 @@ struct EventRoundTrip: RoundTrip {
     @inline(__always)
     func once() throws {
         ping.set()
-        try pong.wait()
+        try pong.blockingWait()
     }
 
     func finish() {

@@ -67,7 +67,7 @@ enum UncontendedLockBench {
         var inside = 0
         let start = BenchClock.now()
         for _ in 0..<iterations {
-            try mutex.lock()
+            try mutex.blockingLock()
             inside &+= 1
             try mutex.unlock()
         }
