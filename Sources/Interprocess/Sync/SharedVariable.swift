@@ -14,7 +14,7 @@ import Synchronization
 /// ```
 ///
 /// Every verb comes `async` (``take(timeout:)``, ``put(_:timeout:)``, ``read(timeout:)``,
-/// ``swap(_:timeout:)``, ``modify(timeout:_:)``: cancellation ends the wait having changed nothing),
+/// ``swap(_:timeout:)``, ``modify(isolation:timeout:_:)``: cancellation ends the wait having changed nothing),
 /// blocking (``blockingTake(timeout:)``, ``blockingPut(_:timeout:)``, ``blockingRead(timeout:)``,
 /// ``blockingSwap(_:timeout:)``, ``blockingModify(timeout:_:)``: unavailable in async code) and
 /// `try…` (``tryTake()``, ``tryPut(_:)``, ``tryRead()``, ``trySwap(_:)``: never wait); a `timeout`
@@ -27,7 +27,7 @@ import Synchronization
 ///   `readMVar`): a put releases all waiting readers at once, and takers wait until each of them has
 ///   copied the value.
 /// - ``swap(_:timeout:)`` takes the value and puts another in its place atomically (no put can slip
-///   in between); ``modify(timeout:_:)`` does the same around a closure and, if the closure throws,
+///   in between); ``modify(isolation:timeout:_:)`` does the same around a closure and, if the closure throws,
 ///   puts the original value back.
 ///
 /// `Value` is copied byte for byte into shared memory, so it must be `BitwiseCopyable` and mean the
@@ -82,7 +82,7 @@ import Synchronization
 /// Ownership of the putter word is per process, like ``ProcessMutex``: threads and instances of one
 /// process share one token per segment file, which lives as long as some instance of the process on
 /// that file does. Do not use the variable from
-/// inside a ``modify(timeout:_:)`` body: the variable is empty and the putter word held while it runs.
+/// inside a ``modify(isolation:timeout:_:)`` body: the variable is empty and the putter word held while it runs.
 public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     // `@unchecked Sendable`: the state is shared memory kept mapped by `mapping`, touched through
     // atomics; the value's bytes are only written by the holder of the putter word while the state
@@ -345,17 +345,20 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
 
     /// Takes the value, lets `body` change it, and puts the result back, with no put in between.
     /// Suspends the task (no thread blocks) while the variable is empty, for at most `timeout` (nil:
-    /// as long as it takes); `body` itself runs synchronously. If `body` throws, puts the original
+    /// as long as it takes); `body` itself runs synchronously, in the caller's isolation. If `body`
+    /// throws, puts the original
     /// value back and rethrows. While `body` runs the variable is empty: readers and takers wait, and
     /// so do putters. A process killed inside `body` takes the value with it (the variable stays
     /// empty and usable).
     /// - Throws: `timedOut` after `timeout`, `cancelled` if the task is cancelled — in both cases
     ///   having changed nothing and without running `body`; or what `body` throws.
-    public func modify<R>(timeout: Duration? = nil, _ body: (inout Value) throws -> R) async throws -> R {
+    public func modify<R>(
+        isolation: isolated (any Actor)? = #isolation, timeout: Duration? = nil, _ body: (inout Value) throws -> R
+    ) async throws -> R {
         try exchange(original: try await beginExchange(Deadline(after: timeout)), body)
     }
 
-    /// The blocking form of ``modify(timeout:_:)``: blocks the calling thread while the variable is
+    /// The blocking form of ``modify(isolation:timeout:_:)``: blocks the calling thread while the variable is
     /// empty.
     @available(*, noasync, message: "use the async modify(timeout:_:) in async code")
     public func blockingModify<R>(timeout: Duration? = nil, _ body: (inout Value) throws -> R) throws -> R {
