@@ -87,7 +87,7 @@ enum IOAttempt<Value> {
     case busy
 }
 
-/// The drivers behind the blocking, timed and `async` forms of every descriptor operation. The
+/// The drivers behind the `async` and blocking forms (timed or not) of every descriptor operation. The
 /// `try…` forms call their attempt once and turn `.wait` into `nil` / `false` / `wouldBlock`.
 enum DescriptorIO {
     /// How long a blocking wait sleeps before it looks again whether its owner was closed.

@@ -60,7 +60,7 @@ public final class LocalDatagramSocket: Sendable {
         try bind(path: LocalSocketListener.path(forName: name))
     }
 
-    /// A socket whose datagrams go to the socket bound at `path` (unless ``send(_:descriptors:to:)``
+    /// A socket whose datagrams go to the socket bound at `path` (unless ``send(_:descriptors:to:timeout:)``
     /// names another address), and which receives the answers.
     /// - Throws: `notFound`, `connectionRefused` (a socket file nobody is bound to any more),
     ///   `incompatible` (a stream socket), `permissionDenied`.

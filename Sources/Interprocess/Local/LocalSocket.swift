@@ -57,7 +57,7 @@ public final class LocalSocket: Sendable {
     private let sending = Mutex(SendState())
     private let limit: Atomic<Int>
 
-    /// The largest message ``receive()`` accepts by default (64 MiB).
+    /// The largest message ``receive(timeout:)`` accepts by default (64 MiB).
     public static let defaultMaximumMessageSize = 64 << 20
     /// Most descriptors one message carries.
     public static let maximumDescriptors = UnixSocket.maximumDescriptors

@@ -23,8 +23,9 @@ import InterprocessSystem
 /// removes both files. The full protocol, and what a server killed at each step leaves behind, is
 /// documented on `SocketFile`.
 ///
-/// **Accepting** comes blocking, `try…`, with a timeout, and `async` (parks no thread; honours
-/// cancellation).
+/// **Accepting** comes `async` (``accept(timeout:)``: parks no thread, honours cancellation),
+/// blocking (``blockingAccept(timeout:)``: unavailable in async code) and ``tryAccept()`` (never
+/// waits), with an optional timeout.
 public final class LocalSocketListener: Sendable {
     /// The socket file's path.
     public let path: String
