@@ -7,6 +7,7 @@ import Glibc
 #endif
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import SystemPackage
 
 func say(_ line: String) {

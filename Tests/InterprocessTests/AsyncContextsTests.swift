@@ -4,6 +4,7 @@ import Glibc
 import Testing
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 /// Issue 16: the `async` verbs must be callable from every context a program calls them from. The
 /// `InterprocessAsyncContexts` executable calls each of them from top-level code, an `async`
