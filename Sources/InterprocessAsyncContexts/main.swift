@@ -65,63 +65,67 @@ let objects = try Objects(prefix: prefix, fileLockPath: fileLockPath)
 
 // MARK: - Top-level code
 
-do {
-    let o = objects
-    try await o.mutex.lock(timeout: .seconds(10))
-    try o.mutex.unlock()
-    try await o.mutex.withLock { }
-    try await o.mutex.withLock(timeout: .seconds(10), onOwnerDied: { }) { }
-    try await o.semaphore.wait(timeout: .seconds(10))
-    try o.semaphore.signal()
-    try await o.event.wait()
-    try await o.mutex.lock()
-    do { try await o.condition.wait(on: o.mutex, timeout: .milliseconds(1)) } catch { guard error.code == .timedOut else { throw error } }
-    try o.mutex.unlock()
-    try await o.rwLock.readLock()
-    try o.rwLock.readUnlock()
-    try await o.rwLock.writeLock(timeout: .seconds(10))
-    try o.rwLock.writeUnlock()
-    try await o.rwLock.withReadLock { }
-    try await o.rwLock.withWriteLock { }
-    try await o.rwLock.withWriteLock(onOwnerDied: { }) { }
-    let value = try await o.variable.take()
-    try await o.variable.put(value + 1, timeout: .seconds(10))
-    _ = try await o.variable.read()
-    _ = try await o.variable.swap(value)
-    try await o.variable.modify { $0 += 0 }
-    let client = try await LocalSocket.connect(name: o.socketName, timeout: .seconds(10))
-    let server = try await o.listener.accept(timeout: .seconds(10))
-    try await client.send([1, 2, 3])
-    _ = try await server.receive(timeout: .seconds(10))
-    try await client.flush()
-    let segment = try SharedMemory.anonymous(size: 4096)
-    try await server.send(segment)
-    try await client.receiveSegment(timeout: .seconds(10)).close()
-    segment.close()
-    client.close()
-    server.close()
-    let second = try await LocalSocket.connect(path: LocalSocketListener.path(forName: o.socketName))
-    try await o.listener.accept().close()
-    second.close()
-    let datagramClient = try LocalDatagramSocket.connect(name: o.datagramName)
-    try await datagramClient.send([1])
-    let datagram = try await o.datagrams.receive(timeout: .seconds(10))
-    try await o.datagrams.send([2], to: datagram.senderAddress)
-    _ = try await datagramClient.receive()
-    datagramClient.close()
-    let reader = try NamedPipe.openForReading(path: o.pipePath)
-    let writer = try await NamedPipe.openForWriting(path: o.pipePath, timeout: .seconds(10))
-    try await writer.write([1])
-    _ = try await reader.read(timeout: .seconds(10))
-    writer.close()
-    reader.close()
-    try await o.fileLock.lock(.shared, timeout: .seconds(10))
-    o.fileLock.unlock()
-    try await o.fileLock.withLock { }
-    switch try await SingleInstance.acquire(name: o.appName, arguments: []) {
-    case .primary(let instance): instance.close()
-    case .secondary: throw InterprocessError(.alreadyExists, objectName: o.appName, detail: "another primary")
-    }
+// The smallest async script, as issue 16 reported it (it did not compile).
+let items = try ProcessSemaphore.create(name: prefix + "-items", value: 1)
+try await items.wait()
+items.close()
+
+// Every verb, directly at top level (not in a closure or a function).
+let o = objects
+try await o.mutex.lock(timeout: .seconds(10))
+try o.mutex.unlock()
+try await o.mutex.withLock { }
+try await o.mutex.withLock(timeout: .seconds(10), onOwnerDied: { }) { }
+try await o.semaphore.wait(timeout: .seconds(10))
+try o.semaphore.signal()
+try await o.event.wait()
+try await o.mutex.lock()
+do { try await o.condition.wait(on: o.mutex, timeout: .milliseconds(1)) } catch { guard error.code == .timedOut else { throw error } }
+try o.mutex.unlock()
+try await o.rwLock.readLock()
+try o.rwLock.readUnlock()
+try await o.rwLock.writeLock(timeout: .seconds(10))
+try o.rwLock.writeUnlock()
+try await o.rwLock.withReadLock { }
+try await o.rwLock.withWriteLock { }
+try await o.rwLock.withWriteLock(onOwnerDied: { }) { }
+let value = try await o.variable.take()
+try await o.variable.put(value + 1, timeout: .seconds(10))
+_ = try await o.variable.read()
+_ = try await o.variable.swap(value)
+try await o.variable.modify { $0 += 0 }
+let client = try await LocalSocket.connect(name: o.socketName, timeout: .seconds(10))
+let server = try await o.listener.accept(timeout: .seconds(10))
+try await client.send([1, 2, 3])
+_ = try await server.receive(timeout: .seconds(10))
+try await client.flush()
+let segment = try SharedMemory.anonymous(size: 4096)
+try await server.send(segment)
+try await client.receiveSegment(timeout: .seconds(10)).close()
+segment.close()
+client.close()
+server.close()
+let second = try await LocalSocket.connect(path: LocalSocketListener.path(forName: o.socketName))
+try await o.listener.accept().close()
+second.close()
+let datagramClient = try LocalDatagramSocket.connect(name: o.datagramName)
+try await datagramClient.send([1])
+let datagram = try await o.datagrams.receive(timeout: .seconds(10))
+try await o.datagrams.send([2], to: datagram.senderAddress)
+_ = try await datagramClient.receive()
+datagramClient.close()
+let reader = try NamedPipe.openForReading(path: o.pipePath)
+let writer = try await NamedPipe.openForWriting(path: o.pipePath, timeout: .seconds(10))
+try await writer.write([1])
+_ = try await reader.read(timeout: .seconds(10))
+writer.close()
+reader.close()
+try await o.fileLock.lock(.shared, timeout: .seconds(10))
+o.fileLock.unlock()
+try await o.fileLock.withLock { }
+switch try await SingleInstance.acquire(name: o.appName, arguments: []) {
+case .primary(let instance): instance.close()
+case .secondary: throw InterprocessError(.alreadyExists, objectName: o.appName, detail: "another primary")
 }
 print("top-level code: ok")
 
