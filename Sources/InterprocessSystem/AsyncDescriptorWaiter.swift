@@ -34,7 +34,7 @@ package final class AsyncDescriptorWaiter: Sendable {
         struct Request {
             let fd: CInt
             let events: Int16
-            let deadline: UInt64
+            let deadline: Deadline
         }
 
         struct Registration {
@@ -69,21 +69,28 @@ package final class AsyncDescriptorWaiter: Sendable {
     private let wakeRead: CInt
     private let wakeWrite: CInt
 
+    /// How often the thread looks at the registrations when it has no wake-up pipe, in ms.
+    private static let pollIntervalWithoutPipe: CInt = 10
+
     private init() {
         var fds: [CInt] = [-1, -1]
-        let rc = cipc_pipe_cloexec(&fds)
-        precondition(rc == 0, "could not create the async descriptor waiter's pipe (errno \(errno))")
+        if cipc_pipe_cloexec(&fds) != 0 {
+            // No descriptor left (EMFILE / ENFILE) when the first async wait came: work without the
+            // wake-up pipe, looking at the registrations every few milliseconds, rather than trap
+            // over something the environment caused.
+            fds = [-1, -1]
+        }
         wakeRead = fds[0]
         wakeWrite = fds[1]
-        for fd in fds { _ = cipc_fcntl_int(fd, F_SETFL, cipc_fcntl_int(fd, F_GETFL, 0) | O_NONBLOCK) }
+        for fd in fds where fd >= 0 { _ = cipc_fcntl_int(fd, F_SETFL, cipc_fcntl_int(fd, F_GETFL, 0) | O_NONBLOCK) }
     }
 
-    /// Suspends until `fd` is ready for `event` (or has an error or hang-up), `deadline` (monotonic
-    /// ns) passes, or the task is cancelled. The descriptor must stay open until this returns; an
+    /// Suspends until `fd` is ready for `event` (or has an error or hang-up), `deadline` passes, or
+    /// the task is cancelled. The descriptor must stay open until this returns; an
     /// owner that closes it first calls ``resumeAll(waitingOn:)``.
-    package func wait(for fd: FileDescriptor, _ event: DescriptorEvent, deadline: UInt64) async -> Outcome {
+    package func wait(for fd: FileDescriptor, _ event: DescriptorEvent, deadline: Deadline) async -> Outcome {
         if Task.isCancelled { return .cancelled }
-        if Clock.monotonicNanoseconds() >= deadline { return .timedOut }
+        if deadline.hasPassed { return .timedOut }
         let events = event == .readable ? Int16(POLLIN) : Int16(POLLOUT)
         return await table.wait(Core.Request(fd: fd.rawValue, events: events, deadline: deadline)) { wakeup in
             switch wakeup {
@@ -105,6 +112,7 @@ package final class AsyncDescriptorWaiter: Sendable {
     }
 
     private func poke() {
+        guard wakeWrite >= 0 else { return } // the thread looks again within its poll interval
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1) // a full pipe already guarantees a wake-up
     }
@@ -125,9 +133,9 @@ package final class AsyncDescriptorWaiter: Sendable {
         var drain = [UInt8](repeating: 0, count: 256)
         while true {
             // Snapshot: distinct (descriptor, events) pairs, and the earliest deadline.
-            let (entries, earliest) = table.withCore { core -> ([pollfd], UInt64) in
+            let (entries, earliest) = table.withCore { core -> ([pollfd], Deadline) in
                 var merged: [CInt: Int16] = [:]
-                var earliest = UInt64.max
+                var earliest = Deadline.never
                 for registration in core.registrations.values {
                     earliest = min(earliest, registration.request.deadline)
                     merged[registration.request.fd, default: 0] |= registration.request.events
@@ -135,17 +143,14 @@ package final class AsyncDescriptorWaiter: Sendable {
                 return (merged.map { pollfd(fd: $0.key, events: $0.value, revents: 0) }, earliest)
             }
             var fds = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)] + entries
-            var timeout: CInt = -1
-            if earliest != .max {
-                let now = Clock.monotonicNanoseconds()
-                timeout = earliest <= now ? 0 : CInt(clamping: (earliest - now + 999_999) / 1_000_000)
-            }
+            var timeout = earliest.pollMilliseconds
+            if wakeRead < 0 { timeout = timeout < 0 ? Self.pollIntervalWithoutPipe : min(timeout, Self.pollIntervalWithoutPipe) }
             let rc = poll(&fds, nfds_t(fds.count), timeout)
             if rc < 0 && errno != EINTR && errno != EAGAIN {
                 // Cannot happen with valid arguments; do not spin.
                 Clock.sleep(nanoseconds: 1_000_000)
             }
-            if fds[0].revents != 0 {
+            if wakeRead >= 0, fds[0].revents != 0 {
                 while drain.withUnsafeMutableBytes({ read(wakeRead, $0.baseAddress, $0.count) }) > 0 {}
             }
             var ready: [CInt: Int16] = [:]
@@ -156,7 +161,7 @@ package final class AsyncDescriptorWaiter: Sendable {
 
     /// Resumes every registration whose descriptor is ready or whose deadline passed.
     private func resolve(_ ready: [CInt: Int16]) {
-        let now = Clock.monotonicNanoseconds()
+        let now = Deadline.now
         let failure = Int16(POLLERR) | Int16(POLLHUP) | Int16(POLLNVAL)
         let resumed = table.withCore { core -> [(CheckedContinuation<Outcome, Never>, Outcome)] in
             var resumed: [(CheckedContinuation<Outcome, Never>, Outcome)] = []

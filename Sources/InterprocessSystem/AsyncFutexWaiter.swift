@@ -111,14 +111,15 @@ package final class AsyncFutexWaiter: Sendable {
     /// Suspends until `*word != expected` (checked by a worker thread) or a wake on `word`, the
     /// `deadline` passes, or the task is cancelled. The memory at `word` (4-byte aligned) must stay
     /// mapped until this returns.
-    package func wait(on word: UnsafeMutableRawPointer, expected: UInt32, deadline: UInt64) async -> Outcome {
-        let deadline = Self.monotonicNanoseconds(deadline)
+    package func wait(on word: UnsafeMutableRawPointer, expected: UInt32, deadline: Deadline) async -> Outcome {
         if atomic32(word).pointee.load(ordering: .acquiring) != expected { return .changed }
         if Task.isCancelled { return .cancelled }
-        if deadline != .max && Clock.monotonicNanoseconds() >= deadline { return .timedOut }
+        if deadline.hasPassed { return .timedOut }
         let address = UInt(bitPattern: word)
         precondition(address % 4 == 0, "a futex word must be 4-byte aligned")
-        let request = Core.Request(word: Core.Word(address: address, expected: expected), deadline: deadline)
+        // Inside, a deadline is its CLOCK_MONOTONIC nanoseconds (`.max`: never), which the heaps order
+        // and `futex_waitv` takes.
+        let request = Core.Request(word: Core.Word(address: address, expected: expected), deadline: deadline.nanoseconds)
         return await table.wait(request) { wakeup in
             switch wakeup {
             case .poke(let control): control.poke()
@@ -126,11 +127,6 @@ package final class AsyncFutexWaiter: Sendable {
             }
         }
     }
-
-    /// The one place where a caller's deadline becomes the waiter's: absolute `CLOCK_MONOTONIC`
-    /// nanoseconds, `.max` for none (what the heaps order and `futex_waitv` takes).
-    @inline(__always)
-    private static func monotonicNanoseconds(_ deadline: UInt64) -> UInt64 { deadline }
 
     /// What the waiter holds right now (tests and the benchmark).
     package struct Census: Sendable, Equatable {
@@ -204,12 +200,12 @@ package final class AsyncFutexWaiter: Sendable {
             }
             if park.futexWaitv {
                 let rc = entries.withUnsafeMutableBufferPointer {
-                    cipc_futex_waitv($0.baseAddress, UInt32($0.count), park.deadline == .max ? -1 : Int64(clamping: park.deadline))
+                    cipc_futex_waitv($0.baseAddress, UInt32($0.count), Deadline(nanoseconds: park.deadline).kernelNanoseconds)
                 }
                 woken = rc >= 0 ? (rc == 0 ? .control : .word(Int(rc) - 1)) : Core.Woken(failure: errno, after: woken, park)
             } else {
                 let deadline = armed.isEmpty ? park.deadline : min(park.deadline, now &+ Self.fallbackPoll)
-                _ = Futex.wait(park.controlWord.pointer, expected: park.controlValue, deadline: deadline)
+                _ = Futex.wait(park.controlWord.pointer, expected: park.controlValue, deadline: Deadline(nanoseconds: deadline))
                 woken = .compare
             }
         }

@@ -20,7 +20,7 @@ struct AsyncFutexWaiterTests {
             let outcomes = Outcomes(words.count)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for index in 0..<words.count {
-                    group.addTask { outcomes[index] = await waiter.wait(on: words[index], expected: 0, deadline: .max) }
+                    group.addTask { outcomes[index] = await waiter.wait(on: words[index], expected: 0, deadline: .never) }
                 }
                 #expect(await eventually { waiter.census.waits == words.count }, "\(waiter.census.waits) registered")
                 let census = waiter.census
@@ -50,14 +50,14 @@ struct AsyncFutexWaiterTests {
             let outcomes = Outcomes(words.count)
             // By index modulo 4: 0 cancelled, 1 woken, 2 timed out, 3 left waiting until the end.
             // All but the timed ones carry a far deadline, so that the workers' heaps are full of them.
-            let far = Clock.deadline(after: .seconds(3_600))
+            let far = Deadline(after: .seconds(3_600))
             var tasks: [Int: Task<Void, Never>] = [:]
             for index in 0..<words.count where index % 4 != 2 {
-                tasks[index] = Task { outcomes[index] = await waiter.wait(on: words[index], expected: 0, deadline: index % 4 == 1 ? .max : far) }
+                tasks[index] = Task { outcomes[index] = await waiter.wait(on: words[index], expected: 0, deadline: index % 4 == 1 ? .never : far) }
             }
             let untimed = tasks.count
             #expect(await eventually { waiter.census.waits == untimed })
-            let near = Clock.deadline(after: .milliseconds(200))
+            let near = Deadline(after: .milliseconds(200))
             for index in 0..<words.count where index % 4 == 2 {
                 tasks[index] = Task { outcomes[index] = await waiter.wait(on: words[index], expected: 0, deadline: near) }
             }
@@ -88,7 +88,7 @@ struct AsyncFutexWaiterTests {
             let outcomes = Outcomes(1_000)
             var tasks: [Task<Void, Never>] = []
             for index in 0..<outcomes.count {
-                tasks.append(Task { outcomes[index] = await waiter.wait(on: words[0], expected: 0, deadline: .max) })
+                tasks.append(Task { outcomes[index] = await waiter.wait(on: words[0], expected: 0, deadline: .never) })
             }
             #expect(await eventually { waiter.census.waits == outcomes.count })
             #expect(waiter.census.words == 1 && waiter.census.workers == 1)
@@ -114,7 +114,7 @@ struct AsyncFutexWaiterTests {
             // Words 0..<200 are waited on (two workers); 200..<300 are not. Word 199's wait is cancelled.
             var tasks: [Task<Void, Never>] = []
             for index in 0..<200 {
-                tasks.append(Task { outcomes[index] = await waiter.wait(on: words[index], expected: 0, deadline: .max) })
+                tasks.append(Task { outcomes[index] = await waiter.wait(on: words[index], expected: 0, deadline: .never) })
             }
             #expect(await eventually { waiter.census.waits == 200 })
             #expect(waiter.census.workers == 2)
@@ -145,7 +145,7 @@ struct AsyncFutexWaiterTests {
             let outcomes = Outcomes(words.count)
             var tasks: [Task<Void, Never>] = []
             for index in 0..<words.count {
-                tasks.append(Task { outcomes[index] = await waiter.wait(on: words[index], expected: 0, deadline: .max) })
+                tasks.append(Task { outcomes[index] = await waiter.wait(on: words[index], expected: 0, deadline: .never) })
             }
             #expect(await eventually { waiter.census.waits == words.count && !waiter.census.threadIDs.contains(0) })
             let threads = waiter.census.threadIDs
@@ -177,12 +177,12 @@ struct AsyncFutexWaiterTests {
             // By index modulo 3: 0 woken, 1 cancelled, 2 timed out (registered last).
             var tasks: [Int: Task<Void, Never>] = [:]
             for index in 0..<words.count where index % 3 != 2 {
-                tasks[index] = Task { outcomes[index] = await waiter.wait(on: words[index], expected: 0, deadline: .max) }
+                tasks[index] = Task { outcomes[index] = await waiter.wait(on: words[index], expected: 0, deadline: .never) }
             }
             let untimed = tasks.count
             #expect(await eventually { waiter.census.waits == untimed })
             #expect(waiter.census.workers == 3)
-            let near = Clock.deadline(after: .milliseconds(300))
+            let near = Deadline(after: .milliseconds(300))
             for index in 0..<words.count where index % 3 == 2 {
                 tasks[index] = Task { outcomes[index] = await waiter.wait(on: words[index], expected: 0, deadline: near) }
             }
@@ -201,7 +201,7 @@ struct AsyncFutexWaiterTests {
             let waiter = AsyncFutexWaiter()
             let task = Task {
                 withUnsafeCurrentTask { $0?.cancel() }
-                return await waiter.wait(on: words[0], expected: 0, deadline: .max)
+                return await waiter.wait(on: words[0], expected: 0, deadline: .never)
             }
             #expect(await task.value == .cancelled)
             #expect(waiter.census.waits == 0)

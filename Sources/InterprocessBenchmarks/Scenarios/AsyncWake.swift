@@ -28,14 +28,18 @@ import SystemPackage
 /// task — so it cannot match the floor. A wake among 1,000 waits costs more than a wake of one (a
 /// worker parked on 127 words; more memory touched after each sleep) but the same order: the target
 /// catches a return to polling (a wake among more than 127 waits took ~1 ms before the waiter scaled).
-enum AsyncWakeBench {
-    static func scenario() -> BenchScenario {
-        BenchScenario(
-            id: BenchScenarioID.asyncWake.rawValue, title: BenchScenarioID.asyncWake.title,
-            unit: "ns per wake-up", higherIsBetter: false, baseline: "blocking")
-    }
+enum AsyncWakeBench: BenchScenario {
+    static let id = "async-wake"
+    static let title = "async wake-up: 1, 4 and 1,000 async waits vs a blocked thread"
+    static let summary = "async waits (AsyncFutexWaiter: 1, 4, 1,000 at once; a semaphore; a pipe) vs a thread parked in Futex.wait"
+    static let unit = "ns per wake-up"
+    static let higherIsBetter = false
+    static let baseline: String? = "blocking"
+    static let targets = [
+        BenchTarget("async: a wake among 1,000 waits / among 1", "async-many", over: "async-1", .atMost(10)),
+    ]
 
-    static func measure(_ scenario: inout BenchScenario, _ plan: BenchPlan) throws {
+    static func measure(_ scenario: inout BenchScenarioResult, _ plan: BenchPlan) throws {
         let many = plan.asyncManyWaiters
         let perRound = plan.asyncWakeSamples / plan.asyncWakeRounds
         // Word 0: blocking; 1: async-1; 2–5: async-4; then the many; then two semaphores.
@@ -43,7 +47,7 @@ enum AsyncWakeBench {
         var finished = false
         // A variant that failed may leave a waiter behind on its words: keep them mapped then.
         defer { words.close(unmapping: finished) }
-        let deadline = Clock.deadline(after: plan.stepTimeout)
+        let deadline = Deadline(after: plan.stepTimeout)
         let progress = WakeProgress(4 * plan.asyncWakeSamples)
         let blocking = BlockingWaiter(words[0], progress)
         // Each group of tasks waits in an async waiter of its own, so that a wait alone is measured
@@ -68,13 +72,13 @@ enum AsyncWakeBench {
         /// is parked — or, if its threads are registered but never stay asleep (a waiter that polls),
         /// after 50 ms of trying.
         func wake(_ word: Int, of group: AsyncWaiters?) throws -> Double {
-            let patience = Clock.deadline(after: .milliseconds(50))
+            let patience = Deadline(after: .milliseconds(50))
             var threads: [Int32]?
             try waitUntil(deadline) {
                 guard let blocking = blocking.parked(), let one = one.parked(), let four = four.parked(), let crowd = crowd.parked()
                 else { return false }
                 threads = blocking + one + four + crowd
-                return ThreadState.asleep(threads!) || Clock.monotonicNanoseconds() >= patience
+                return ThreadState.asleep(threads!) || patience.hasPassed
             }
             if let threads, !ThreadState.asleep(threads) { restless += 1 }
             next += 1
@@ -83,9 +87,9 @@ enum AsyncWakeBench {
         }
         /// Waits until every waiter's thread sleeps (or 50 ms of trying).
         func settle() throws {
-            let patience = Clock.deadline(after: .milliseconds(50))
+            let patience = Deadline(after: .milliseconds(50))
             let threads = [one, four, crowd].flatMap { $0.threads } + AsyncFutexWaiter.shared.census.threadIDs
-            try waitUntil(deadline) { ThreadState.asleep(threads) || Clock.monotonicNanoseconds() >= patience }
+            try waitUntil(deadline) { ThreadState.asleep(threads) || patience.hasPassed }
         }
         for _ in 0..<plan.asyncWakeRounds {
             for _ in 0..<perRound { samples["blocking", default: []].append(try wake(0, of: nil)) }
@@ -120,9 +124,6 @@ enum AsyncWakeBench {
             let summary = Summary(samples[id] ?? [])
             scenario.rows.append(BenchRow(id: id, name: name, median: summary.median, p99: summary.p99, samples: summary.count))
         }
-        scenario.computeRatios()
-        let alone = scenario.row("async-1")!.median
-        scenario.target("async: a wake among \(many) waits / among 1", scenario.row("async-many")!.median / alone, atMost: 10)
         if restless > 0 {
             scenario.notes.append("\(restless) wakes went out while a waiter's thread was not asleep (it kept running for 50 ms)")
         }
@@ -136,7 +137,7 @@ enum AsyncWakeBench {
     /// Two tasks take turns through two ProcessSemaphores (async `wait()`): each signal's latency to
     /// the other task running.
     private static func semaphoreHandOffs(
-        _ ping: ProcessSemaphore, _ pong: ProcessSemaphore, _ samples: Int, _ deadline: UInt64
+        _ ping: ProcessSemaphore, _ pong: ProcessSemaphore, _ samples: Int, _ deadline: Deadline
     ) throws -> [Double] {
         try handOffs(samples, deadline) {
             try await ping.wait()
@@ -153,7 +154,7 @@ enum AsyncWakeBench {
     /// descriptor waiter before it reads: each write's latency to the other task running.
     private static func pipeHandOffs(
         _ there: (read: BenchDescriptor, write: BenchDescriptor), _ back: (read: BenchDescriptor, write: BenchDescriptor),
-        _ samples: Int, _ deadline: UInt64
+        _ samples: Int, _ deadline: Deadline
     ) throws -> [Double] {
         let (thereRead, thereWrite, backRead, backWrite) = (there.read.fd, there.write.fd, back.read.fd, back.write.fd)
         return try handOffs(samples, deadline) {
@@ -170,7 +171,7 @@ enum AsyncWakeBench {
     /// Two tasks take `samples` turns: one signals and awaits the answer, the other awaits the signal
     /// and answers. Returns each signal's latency to the other task running.
     private static func handOffs(
-        _ samples: Int, _ deadline: UInt64,
+        _ samples: Int, _ deadline: Deadline,
         awaitSignal: @escaping @Sendable () async throws -> Void, answer: @escaping @Sendable () throws -> Void,
         signal: @escaping @Sendable () throws -> Void, awaitAnswer: @escaping @Sendable () async throws -> Void
     ) throws -> [Double] {
@@ -202,14 +203,14 @@ enum AsyncWakeBench {
 
     /// Waits in the async descriptor waiter until `fd` is readable, then reads one byte.
     private static func readByteAsync(_ fd: Int32) async throws {
-        _ = await AsyncDescriptorWaiter.shared.wait(for: FileDescriptor(rawValue: fd), .readable, deadline: .max)
+        _ = await AsyncDescriptorWaiter.shared.wait(for: FileDescriptor(rawValue: fd), .readable, deadline: .never)
         guard try BenchIO.readByte(fd) else { throw BenchAsyncWakeError.closed }
     }
 
     /// Polls `condition` (yielding the CPU in between) until it holds; throws at `deadline`.
-    private static func waitUntil(_ deadline: UInt64, _ condition: () -> Bool) throws {
+    private static func waitUntil(_ deadline: Deadline, _ condition: () -> Bool) throws {
         while !condition() {
-            if Clock.monotonicNanoseconds() >= deadline { throw BenchAsyncWakeError.stuck }
+            if deadline.hasPassed { throw BenchAsyncWakeError.stuck }
             sched_yield()
         }
     }
@@ -254,7 +255,7 @@ private final class BlockingWaiter: Sendable {
                     seen = value
                     continue
                 }
-                _ = Futex.wait(word.pointer, expected: seen, deadline: .max)
+                _ = Futex.wait(word.pointer, expected: seen, deadline: .never)
             }
             done.store(true, ordering: .releasing)
         }
@@ -317,7 +318,7 @@ private final class AsyncWaiters: Sendable {
                         seen = value
                         continue
                     }
-                    _ = await waiter.wait(on: word.pointer, expected: seen, deadline: .max)
+                    _ = await waiter.wait(on: word.pointer, expected: seen, deadline: .never)
                 }
                 done.add(1, ordering: .releasing)
             }
@@ -420,7 +421,7 @@ private final class WakeProgress: @unchecked Sendable {
 
     /// Waits for `sample` to run and returns its latency since `start`. Parks while it waits: a waker
     /// that kept a CPU busy (two here) would delay the woken side.
-    func latency(of sample: Int, since start: UInt64, _ deadline: UInt64) throws -> Double {
+    func latency(of sample: Int, since start: UInt64, _ deadline: Deadline) throws -> Double {
         while true {
             let seen = atomic32(recorded).pointee.load(ordering: .acquiring)
             if done(sample) { break }
