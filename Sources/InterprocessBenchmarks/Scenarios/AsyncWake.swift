@@ -247,14 +247,7 @@ private final class BlockingWaiter: Sendable {
         Thread.detachNewThread { [self] in
             threadID.store(ProcessIdentity.currentThreadID, ordering: .releasing)
             var seen: UInt32 = 0
-            while true {
-                let value = atomic32(word.pointer).pointee.load(ordering: .acquiring)
-                if value == .max { break }
-                if value != seen {
-                    progress.record(Int(value) - 1)
-                    seen = value
-                    continue
-                }
+            while word.stampNewValues(after: &seen, progress) {
                 _ = Futex.wait(word.pointer, expected: seen, deadline: .never)
             }
             done.store(true, ordering: .releasing)
@@ -268,17 +261,9 @@ private final class BlockingWaiter: Sendable {
     }
 
     /// Wakes the thread for `sample` (counted from 1); returns the time just before the wake.
-    func wake(_ sample: Int) -> UInt64 {
-        let start = BenchClock.now()
-        atomic32(word.pointer).pointee.store(UInt32(sample), ordering: .releasing)
-        Futex.wake(word.pointer, count: 1)
-        return start
-    }
+    func wake(_ sample: Int) -> UInt64 { word.post(UInt32(sample)) }
 
-    func stop() {
-        atomic32(word.pointer).pointee.store(.max, ordering: .releasing)
-        Futex.wake(word.pointer, count: 1)
-    }
+    func stop() { _ = word.post(.max) }
 
     func stopped() -> Bool { done.load(ordering: .acquiring) }
 }
@@ -310,14 +295,7 @@ private final class AsyncWaiters: Sendable {
             atomic32(word.pointer).pointee.store(0, ordering: .relaxed)
             Task.detached { [self] in
                 var seen: UInt32 = 0
-                while true {
-                    let value = atomic32(word.pointer).pointee.load(ordering: .acquiring)
-                    if value == .max { break }
-                    if value != seen {
-                        progress.record(Int(value) - 1)
-                        seen = value
-                        continue
-                    }
+                while word.stampNewValues(after: &seen, progress) {
                     _ = await waiter.wait(on: word.pointer, expected: seen, deadline: .never)
                 }
                 done.add(1, ordering: .releasing)
@@ -337,20 +315,11 @@ private final class AsyncWaiters: Sendable {
     var threads: [Int32] { waiter.census.threadIDs }
 
     /// Wakes the task on word `index` for `sample` (counted from 1); returns the time just before the wake.
-    func wake(_ index: Int, _ sample: Int) -> UInt64 {
-        let word = words[index]
-        let start = BenchClock.now()
-        atomic32(word.pointer).pointee.store(UInt32(sample), ordering: .releasing)
-        Futex.wake(word.pointer, count: 1)
-        return start
-    }
+    func wake(_ index: Int, _ sample: Int) -> UInt64 { words[index].post(UInt32(sample)) }
 
     func stop() {
         guard running.exchange(false, ordering: .relaxed) else { return }
-        for index in range {
-            atomic32(words[index].pointer).pointee.store(.max, ordering: .releasing)
-            Futex.wake(words[index].pointer, count: 1)
-        }
+        for index in range { _ = words[index].post(.max) }
     }
 
     func stopped() -> Bool { done.load(ordering: .acquiring) == range.count }
@@ -362,6 +331,28 @@ private final class BenchWords: Sendable {
         // `@unchecked Sendable`: a word of the segment, which stays mapped until every waiter is done
         // (or for good, after a failure); only accessed atomically.
         let pointer: UnsafeMutableRawPointer
+
+        /// Stores `value` (a sample's number + 1, or `UInt32.max`: stop) and wakes the word's waiter;
+        /// returns the time just before.
+        func post(_ value: UInt32) -> UInt64 {
+            let start = BenchClock.now()
+            atomic32(pointer).pointee.store(value, ordering: .releasing)
+            Futex.wake(pointer, count: 1)
+            return start
+        }
+
+        /// What a waiter on the word does when it runs: stamps the sample of each value it has not
+        /// seen; false once the word says stop, true when the waiter must wait again (while the word
+        /// holds `seen`).
+        func stampNewValues(after seen: inout UInt32, _ progress: WakeProgress) -> Bool {
+            while true {
+                let value = atomic32(pointer).pointee.load(ordering: .acquiring)
+                if value == .max { return false }
+                if value == seen { return true }
+                progress.record(Int(value) - 1)
+                seen = value
+            }
+        }
     }
 
     private let name: SharedObjectName
