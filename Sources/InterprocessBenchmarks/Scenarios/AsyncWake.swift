@@ -211,7 +211,7 @@ enum AsyncWakeBench: BenchScenario {
     private static func waitUntil(_ deadline: Deadline, _ condition: () -> Bool) throws {
         while !condition() {
             if deadline.hasPassed { throw BenchAsyncWakeError.stuck }
-            sched_yield()
+            SpinPolicy.yield()
         }
     }
 }
@@ -446,7 +446,7 @@ private enum ThreadState {
     /// words, which takes tens of µs with 128 of them.)
     static func asleep(_ ids: [Int32]) -> Bool {
         guard let before = runTimes(ids) else { return false }
-        usleep(200)
+        Clock.sleep(nanoseconds: 200_000)
         return runTimes(ids) == before
     }
 
