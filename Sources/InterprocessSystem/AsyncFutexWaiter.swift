@@ -188,7 +188,7 @@ package final class AsyncFutexWaiter: Sendable {
             for (continuation, outcome) in ready { continuation.resume(returning: outcome) }
             // A re-arm of many words takes tens of µs in the kernel (~0.2–0.35 µs a shared word here),
             // and the thread that runs a resumed task is often woken onto this CPU: let it run first.
-            if !ready.isEmpty && armed.count >= Self.yieldBeforeRearm { sched_yield() }
+            if !ready.isEmpty && (park.words ?? armed).count >= Self.yieldBeforeRearm { sched_yield() }
             ready.removeAll(keepingCapacity: true)
             if let words = park.words {
                 armed = words
