@@ -53,8 +53,8 @@ struct SharedObjectDescription: Sendable, Hashable {
 /// its own protocol logic; it reaches its shared words through pointers it computes once in
 /// ``init(storage:)`` (hot paths never go through the storage).
 protocol SharedObject: AnyObject {
-    /// The kind (for a non-generic type, usually itself).
-    associatedtype Kind: SharedObjectKind
+    /// The kind (by default the type itself).
+    associatedtype Kind: SharedObjectKind = Self
     /// What creating an object takes (an initial value, a mode, a value type), and what an opener
     /// may expect of an existing one (see ``validate(_:available:expecting:)``).
     associatedtype Parameters

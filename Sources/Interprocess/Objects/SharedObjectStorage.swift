@@ -83,7 +83,7 @@ extension SharedObjectStorage {
     static func openOrCreate<Object: SharedObject>(
         _: Object.Type, name: String, parameters: Object.Parameters, permissions: FilePermissions, lifetime: Lifetime,
         trusting trust: TrustedOwners
-    ) throws(InterprocessError) -> (object: Object, created: Bool) {
+    ) throws(InterprocessError) -> (Object, Bool) {
         for _ in 0..<64 {
             switch Result(catching: { () throws(InterprocessError) in
                 try create(Object.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime)

@@ -49,16 +49,14 @@ public final class ProcessCondition: @unchecked Sendable {
         try SharedObjectStorage.open(ProcessCondition.self, name: name, expecting: nil, trusting: trust)
     }
 
-    /// Opens the named condition variable, or creates it if there is none; `created` says which. Of
-    /// processes racing, exactly one creates it and the others open it, complete. The permission and
-    /// lifetime rules are ``SharedMemory/openOrCreate(name:size:permissions:group:lifetime:trusting:)``'s.
+    /// Opens the named condition variable, or creates it; `created` says which. Of racing processes
+    /// exactly one creates it; the others open it, complete.
     public static func openOrCreate(
         name: String, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
         trusting trust: TrustedOwners = .currentUser
     ) throws(InterprocessError) -> (condition: ProcessCondition, created: Bool) {
-        let (condition, created) = try SharedObjectStorage.openOrCreate(
+        try SharedObjectStorage.openOrCreate(
             ProcessCondition.self, name: name, parameters: (), permissions: permissions, lifetime: lifetime, trusting: trust)
-        return (condition, created)
     }
 
     /// Removes the name of the named condition variable `name` (`incompatible` if it is not one);
@@ -179,8 +177,6 @@ public final class ProcessCondition: @unchecked Sendable {
 // MARK: - The shared object
 
 extension ProcessCondition: SharedObject, SharedObjectKind {
-    typealias Kind = ProcessCondition
-    typealias Parameters = Void
 
     static var segmentKind: SegmentKind { .condition }
     static var tag: UInt32 { CIPC_TAG_CONDITION }

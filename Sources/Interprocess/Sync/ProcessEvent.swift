@@ -56,18 +56,15 @@ public final class ProcessEvent: @unchecked Sendable, FutexWaitable {
         try SharedObjectStorage.open(ProcessEvent.self, name: name, expecting: nil, trusting: trust)
     }
 
-    /// Opens the named event, or creates it (set if `initiallySet`) if there is none; `created` says
-    /// which. An existing event of the other mode is `incompatible`. Of processes racing, exactly one
-    /// creates it and the others open it, complete. The permission and lifetime rules are
-    /// ``SharedMemory/openOrCreate(name:size:permissions:group:lifetime:trusting:)``'s.
+    /// Opens the named event (`incompatible` if it has the other mode), or creates it; `created` says
+    /// which. Of racing processes exactly one creates it; the others open it, complete.
     public static func openOrCreate(
         name: String, mode: Mode, initiallySet: Bool = false, permissions: FilePermissions = .ownerReadWrite,
         lifetime: Lifetime = .whileReferenced, trusting trust: TrustedOwners = .currentUser
     ) throws(InterprocessError) -> (event: ProcessEvent, created: Bool) {
-        let (event, created) = try SharedObjectStorage.openOrCreate(
+        try SharedObjectStorage.openOrCreate(
             ProcessEvent.self, name: name, parameters: (mode, initiallySet), permissions: permissions, lifetime: lifetime,
             trusting: trust)
-        return (event, created)
     }
 
     /// Removes the name of the named event `name` (`incompatible` if it is not an event); processes
@@ -152,7 +149,6 @@ public final class ProcessEvent: @unchecked Sendable, FutexWaitable {
 // MARK: - The shared object
 
 extension ProcessEvent: SharedObject, SharedObjectKind {
-    typealias Kind = ProcessEvent
     /// The mode, and whether a new event starts set. An opener that expects a mode gets
     /// `incompatible` for an event of the other mode.
     typealias Parameters = (mode: Mode, initiallySet: Bool)

@@ -110,17 +110,14 @@ public final class ProcessMutex: @unchecked Sendable {
         try SharedObjectStorage.open(ProcessMutex.self, name: name, expecting: nil, trusting: trust)
     }
 
-    /// Opens the named mutex, or creates it (unlocked) if there is none; `created` says which. Of
-    /// processes racing, exactly one creates it and the others open it (complete: a mutex gets its
-    /// name only once it is initialized). The permission and lifetime rules are
-    /// ``SharedMemory/openOrCreate(name:size:permissions:group:lifetime:trusting:)``'s.
+    /// Opens the named mutex, or creates it (unlocked); `created` says which. Of racing processes
+    /// exactly one creates it; the others open it, complete.
     public static func openOrCreate(
         name: String, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
         trusting trust: TrustedOwners = .currentUser
     ) throws(InterprocessError) -> (mutex: ProcessMutex, created: Bool) {
-        let (mutex, created) = try SharedObjectStorage.openOrCreate(
+        try SharedObjectStorage.openOrCreate(
             ProcessMutex.self, name: name, parameters: (), permissions: permissions, lifetime: lifetime, trusting: trust)
-        return (mutex, created)
     }
 
     /// Removes the name of the named mutex `name` (`incompatible` if it is not a mutex); processes
@@ -317,8 +314,6 @@ public final class ProcessMutex: @unchecked Sendable {
 // MARK: - The shared object
 
 extension ProcessMutex: SharedObject, SharedObjectKind {
-    typealias Kind = ProcessMutex
-    typealias Parameters = Void
 
     static var segmentKind: SegmentKind { .mutex }
     static var tag: UInt32 { CIPC_TAG_MUTEX }

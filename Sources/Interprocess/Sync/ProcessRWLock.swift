@@ -168,17 +168,14 @@ public final class ProcessRWLock: @unchecked Sendable {
         try SharedObjectStorage.open(ProcessRWLock.self, name: name, expecting: nil, trusting: trust)
     }
 
-    /// Opens the named reader-writer lock, or creates it (unlocked) if there is none; `created` says
-    /// which. Of processes racing, exactly one creates it and the others open it, complete. The
-    /// permission and lifetime rules are
-    /// ``SharedMemory/openOrCreate(name:size:permissions:group:lifetime:trusting:)``'s.
+    /// Opens the named reader-writer lock, or creates it (unlocked); `created` says which. Of racing
+    /// processes exactly one creates it; the others open it, complete.
     public static func openOrCreate(
         name: String, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
         trusting trust: TrustedOwners = .currentUser
     ) throws(InterprocessError) -> (lock: ProcessRWLock, created: Bool) {
-        let (lock, created) = try SharedObjectStorage.openOrCreate(
+        try SharedObjectStorage.openOrCreate(
             ProcessRWLock.self, name: name, parameters: (), permissions: permissions, lifetime: lifetime, trusting: trust)
-        return (lock, created)
     }
 
     /// Removes the name of the named reader-writer lock `name` (`incompatible` if it is not one);
@@ -700,8 +697,6 @@ public final class ProcessRWLock: @unchecked Sendable {
 // MARK: - The shared object
 
 extension ProcessRWLock: SharedObject, SharedObjectKind {
-    typealias Kind = ProcessRWLock
-    typealias Parameters = Void
 
     static var segmentKind: SegmentKind { .rwLock }
     static var tag: UInt32 { CIPC_TAG_RWLOCK }

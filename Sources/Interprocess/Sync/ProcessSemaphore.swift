@@ -44,17 +44,14 @@ public final class ProcessSemaphore: @unchecked Sendable, FutexWaitable {
         try SharedObjectStorage.open(ProcessSemaphore.self, name: name, expecting: nil, trusting: trust)
     }
 
-    /// Opens the named semaphore, or creates it with `value` units if there is none; `created` says
-    /// which (an existing semaphore keeps its count). Of processes racing, exactly one creates it and
-    /// the others open it, complete. The permission and lifetime rules are
-    /// ``SharedMemory/openOrCreate(name:size:permissions:group:lifetime:trusting:)``'s.
+    /// Opens the named semaphore (which keeps its count), or creates it with `value` units; `created`
+    /// says which. Of racing processes exactly one creates it; the others open it, complete.
     public static func openOrCreate(
         name: String, value: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
         trusting trust: TrustedOwners = .currentUser
     ) throws(InterprocessError) -> (semaphore: ProcessSemaphore, created: Bool) {
-        let (semaphore, created) = try SharedObjectStorage.openOrCreate(
+        try SharedObjectStorage.openOrCreate(
             ProcessSemaphore.self, name: name, parameters: value, permissions: permissions, lifetime: lifetime, trusting: trust)
-        return (semaphore, created)
     }
 
     /// Removes the name of the named semaphore `name` (`incompatible` if it is not a semaphore);
@@ -160,7 +157,6 @@ public final class ProcessSemaphore: @unchecked Sendable, FutexWaitable {
 // MARK: - The shared object
 
 extension ProcessSemaphore: SharedObject, SharedObjectKind {
-    typealias Kind = ProcessSemaphore
     /// The initial count.
     typealias Parameters = Int
 

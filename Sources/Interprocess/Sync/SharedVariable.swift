@@ -149,20 +149,17 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         try SharedObjectStorage.open(SharedVariable.self, name: name, expecting: parameters(type, nil, name: name), trusting: trust)
     }
 
-    /// Opens the named variable, or creates it (empty or holding `initialValue`) if there is none;
-    /// `created` says which (an existing variable keeps its value). An existing variable of another
-    /// value type is `incompatible`, as for ``open(name:type:trusting:)``. Of processes racing,
-    /// exactly one creates it and the others open it, complete. The permission and lifetime rules
-    /// are ``SharedMemory/openOrCreate(name:size:permissions:group:lifetime:trusting:)``'s.
+    /// Opens the named variable (which keeps its value; `incompatible` if it records another value
+    /// type than `type`), or creates it, empty or holding `initialValue`; `created` says which. Of
+    /// racing processes exactly one creates it; the others open it, complete.
     public static func openOrCreate(
         name: String, initialValue: Value? = nil, type: TypeFingerprint = TypeFingerprint(of: Value.self),
         permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
         trusting trust: TrustedOwners = .currentUser
     ) throws(InterprocessError) -> (variable: SharedVariable, created: Bool) {
-        let (variable, created) = try SharedObjectStorage.openOrCreate(
+        try SharedObjectStorage.openOrCreate(
             SharedVariable.self, name: name, parameters: parameters(type, initialValue, name: name), permissions: permissions,
             lifetime: lifetime, trusting: trust)
-        return (variable, created)
     }
 
     /// Removes the name of the named variable `name` (`incompatible` if it is not a variable);
