@@ -170,6 +170,25 @@ struct TypeFingerprintTests {
     }
 }
 
+extension TypeFingerprintTests {
+    /// A variable of the layout before fingerprints (tag "VAR1") is refused as an older layout, not
+    /// misread; `ipc inspect` still describes the segment.
+    @Test func aVariableOfTheOlderLayoutIsIncompatible() throws {
+        try withCleanNames("fpold") { name in
+            let variable = try SharedVariable<UInt64>.create(name: name)
+            defer { variable.close() }
+            scribble(name, at: SharedMemory.payloadOffset + 20, Array("VAR1".utf8))
+            do {
+                try SharedVariable<UInt64>.open(name: name).close()
+                Issue.record("a VAR1 variable opened")
+            } catch {
+                #expect(error.code == .incompatible && error.detail.contains("older layout"), "\(error)")
+            }
+            #expect(try SharedMemory.info(name: name).kind == "variable")
+        }
+    }
+}
+
 /// FNV-1a 64, written out here as a program in another language would.
 private func fnv1a64(_ bytes: [UInt8]) -> UInt64 {
     var hash: UInt64 = 0xcbf2_9ce4_8422_2325

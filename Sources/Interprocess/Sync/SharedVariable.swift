@@ -23,10 +23,12 @@ import Synchronization
 ///   original value back.
 ///
 /// `Value` is copied byte for byte into shared memory, so it must be `BitwiseCopyable` and mean the
-/// same in every process: plain numbers and structs or tuples of them — never pointers. Opening a
-/// variable with a `Value` of another size or alignment than its creator's throws `incompatible`. A
-/// peer can write any bytes into the value: use a type for which every bit pattern is valid (not
-/// `Bool` or an enum) if peers are not trusted.
+/// same in every process: plain numbers and structs or tuples of them — never pointers. The creator
+/// records `Value`'s ``TypeFingerprint`` (its name, size, alignment, and a version you may give):
+/// opening the variable as another type throws `incompatible`, even one of the same size (`Int64`
+/// for `UInt64`), and so does another version of the same type. A peer can write any bytes into the
+/// value: use a type for which every bit pattern is valid (not `Bool` or an enum) if peers are not
+/// trusted.
 ///
 /// ## How it works
 /// The 64-bit state word holds *full* (bit 0), *readers pending* (bit 1) and a generation (bits
