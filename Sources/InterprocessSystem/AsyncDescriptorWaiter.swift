@@ -49,13 +49,20 @@ package final class AsyncDescriptorWaiter: @unchecked Sendable {
     private let wakeRead: CInt
     private let wakeWrite: CInt
 
+    /// How often the thread looks at the registrations when it has no wake-up pipe, in ms.
+    private static let pollIntervalWithoutPipe: CInt = 10
+
     private init() {
         var fds: [CInt] = [-1, -1]
-        let rc = cipc_pipe_cloexec(&fds)
-        precondition(rc == 0, "could not create the async descriptor waiter's pipe (errno \(errno))")
+        if cipc_pipe_cloexec(&fds) != 0 {
+            // No descriptor left (EMFILE / ENFILE) when the first async wait came: work without the
+            // wake-up pipe, looking at the registrations every few milliseconds, rather than trap
+            // over something the environment caused.
+            fds = [-1, -1]
+        }
         wakeRead = fds[0]
         wakeWrite = fds[1]
-        for fd in fds { _ = cipc_fcntl_int(fd, F_SETFL, cipc_fcntl_int(fd, F_GETFL, 0) | O_NONBLOCK) }
+        for fd in fds where fd >= 0 { _ = cipc_fcntl_int(fd, F_SETFL, cipc_fcntl_int(fd, F_GETFL, 0) | O_NONBLOCK) }
     }
 
     /// Suspends until `fd` is ready for `event` (or has an error or hang-up), `deadline` (monotonic
@@ -111,6 +118,7 @@ package final class AsyncDescriptorWaiter: @unchecked Sendable {
     }
 
     private func poke() {
+        guard wakeWrite >= 0 else { return } // the thread looks again within its poll interval
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1) // a full pipe already guarantees a wake-up
     }
@@ -146,12 +154,13 @@ package final class AsyncDescriptorWaiter: @unchecked Sendable {
                 let now = Clock.monotonicNanoseconds()
                 timeout = earliest <= now ? 0 : CInt(clamping: (earliest - now + 999_999) / 1_000_000)
             }
+            if wakeRead < 0 { timeout = timeout < 0 ? Self.pollIntervalWithoutPipe : min(timeout, Self.pollIntervalWithoutPipe) }
             let rc = poll(&fds, nfds_t(fds.count), timeout)
             if rc < 0 && errno != EINTR && errno != EAGAIN {
                 // Cannot happen with valid arguments; do not spin.
                 Clock.sleep(nanoseconds: 1_000_000)
             }
-            if fds[0].revents != 0 {
+            if wakeRead >= 0, fds[0].revents != 0 {
                 while drain.withUnsafeMutableBytes({ read(wakeRead, $0.baseAddress, $0.count) }) > 0 {}
             }
             var ready: [CInt: Int16] = [:]

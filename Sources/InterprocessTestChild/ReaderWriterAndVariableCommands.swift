@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import Synchronization
 
 // Commands for ProcessRWLock ("rw-…") and SharedVariable ("var-…").

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 // Commands on the shared-object framework: openOrCreate races.
 

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 // Synchronization commands. A "sync segment" holds: mutex @0, semaphore A @64, semaphore B @128,
 // condition @192, counters a/b @512 and @520, flag @576.

@@ -7,6 +7,7 @@ import Glibc
 #endif
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import SystemPackage
 
 func say(_ line: String) {
@@ -236,6 +237,9 @@ case let command where command.hasPrefix("rw-") || command.hasPrefix("var-"):
 
 case let command where command.hasPrefix("obj-"):
     exit(runObjectCommand(command, rest))
+
+case "errno-probe":
+    exit(runErrnoProbe(rest))
 
 case let command where command.hasPrefix("local-"):
     exit(runLocalCommand(command, rest))

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 /// `ipc demo`: two real processes share a segment and exchange data.
 ///
@@ -141,7 +142,7 @@ final class DemoSession {
             holder.poll().map { "the lock-holding peer \($0)" }
         })
         log("the mutex is locked by pid \(holder.pid); killing that process with SIGKILL")
-        holder.kill(signal: SIGKILL)
+        holder.kill()
         _ = holder.wait(timeout: DemoScript.timeout)
         let start = Clock.monotonicNanoseconds()
         let acquisition = try mutex.lock(timeout: DemoScript.timeout)

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Interprocess
-import InterprocessSystem
+import InterprocessToolSupport
 
 /// `ipc inspect NAME`: everything the header and the kernel's locks say about one segment.
 struct Inspect: ParsableCommand {

@@ -5,6 +5,7 @@ import Glibc
 import Foundation
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import Synchronization
 import Testing
 

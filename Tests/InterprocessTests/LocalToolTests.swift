@@ -5,6 +5,7 @@ import Foundation
 import Testing
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 /// `ipc ls` and `ipc gc` on the sockets and FIFOs of the runtime directory.
 @Suite("ipc ls/gc for local objects", .serialized, .timeLimit(.minutes(3)))

@@ -4,6 +4,7 @@ import Glibc
 import Testing
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import SystemPackage
 
 /// Running peers where pids mean nothing to us: in another PID namespace (`unshare -p`), or as

@@ -5,6 +5,7 @@ import Testing
 import CInterprocess
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 @Suite("ProcessEvent", .serialized, .timeLimit(.minutes(3)))
 struct ProcessEventTests {

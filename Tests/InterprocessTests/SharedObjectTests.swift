@@ -4,6 +4,7 @@ import Glibc
 import Testing
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 /// What every kind of shared object gets from the one storage type: openOrCreate (with real
 /// processes racing), remove by kind, the checks of a place in a segment, and its description.

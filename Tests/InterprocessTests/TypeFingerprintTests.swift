@@ -181,7 +181,7 @@ extension TypeFingerprintTests {
             do {
                 try SharedVariable<UInt64>.open(name: name).close()
                 Issue.record("a VAR1 variable opened")
-            } catch {
+            } catch let error as InterprocessError {
                 #expect(error.code == .incompatible && error.detail.contains("older layout"), "\(error)")
             }
             #expect(try SharedMemory.info(name: name).kind == "variable")

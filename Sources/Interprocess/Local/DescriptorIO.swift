@@ -238,19 +238,3 @@ struct Backoff {
         }
     }
 }
-
-/// Maps an errno of a local IPC call to a typed error.
-func localFailure(_ errno: Errno, name: String?, default code: InterprocessError.Code, detail: String = "") -> InterprocessError {
-    let mapped: InterprocessError.Code
-    switch errno {
-    case Errno.noSuchFileOrDirectory: mapped = .notFound
-    case Errno.permissionDenied, Errno.notPermitted, Errno.readOnlyFileSystem: mapped = .permissionDenied
-    case Errno.fileExists, Errno.addressInUse: mapped = .alreadyExists
-    case Errno.fileNameTooLong: mapped = .invalidName
-    case Errno.brokenPipe, Errno.connectionReset, Errno.noSuchAddressOrDevice, Errno.socketNotConnected: mapped = .disconnected
-    case Errno.connectionRefused: mapped = .connectionRefused
-    case Errno.noSpace, Errno.noMemory, Errno.noBufferSpace: mapped = .outOfMemory
-    default: mapped = code
-    }
-    return InterprocessError(mapped, objectName: name, systemError: errno, detail: detail)
-}

@@ -80,24 +80,15 @@ public final class FileLock: Sendable {
                 fd = try LocalPath.open(path, (flags & ~LocalPath.createFlag) | LocalPath.readOnly)
             }
         } catch {
-            if error == .isDirectory {
-                throw InterprocessError(.incompatible, objectName: path, systemError: error, detail: "a directory (only regular files are locked)")
-            }
-            if error == .tooManySymbolicLinkLevels {
-                throw InterprocessError(.permissionDenied, objectName: path, systemError: error, detail: "the path is a symbolic link")
-            }
-            throw localFailure(error, name: path, default: .openFailed)
+            throw InterprocessError(.openFileLock, error, objectName: path)
         }
-        do {
-            guard try fd.status().isRegularFile else {
-                try? fd.close()
+        do throws(InterprocessError) {
+            guard try perform(.status, name: path, { () throws(Errno) in try fd.status() }).isRegularFile else {
                 throw InterprocessError(.incompatible, objectName: path, detail: "not a regular file (only regular files are locked)")
             }
-        } catch let error as Errno {
-            try? fd.close()
-            throw InterprocessError(.statFailed, objectName: path, systemError: error)
         } catch {
-            throw error as! InterprocessError
+            try? fd.close()
+            throw error
         }
         owner = DescriptorOwner(fd, name: path)
     }
@@ -115,9 +106,7 @@ public final class FileLock: Sendable {
     @available(*, noasync, message: "use the async form, or tryLock")
     public func lock(_ mode: Mode = .exclusive) throws(InterprocessError) {
         try owner.withDescriptor { fd throws(InterprocessError) in
-            do throws(Errno) { _ = try InterprocessSystem.FileLock.lockWholeFile(fd, mode.kind, wait: true) } catch {
-                throw failure(error)
-            }
+            _ = try perform(.lockFile, name: path) { () throws(Errno) in try InterprocessSystem.FileLock.lockWholeFile(fd, mode.kind, wait: true) }
             held.withLock { $0 = mode }
         }
     }
@@ -211,27 +200,16 @@ public final class FileLock: Sendable {
     /// be out of date as soon as it returns.
     public func isHeldByOthers(against mode: Mode = .exclusive) throws(InterprocessError) -> Bool {
         try owner.withDescriptor { fd throws(InterprocessError) -> Bool in
-            do throws(Errno) { return try InterprocessSystem.FileLock.wholeFileConflict(fd, with: mode.kind) != nil } catch {
-                throw failure(error)
-            }
+            try perform(.lockFile, name: path) { () throws(Errno) in try InterprocessSystem.FileLock.wholeFileConflict(fd, with: mode.kind) } != nil
         }
     }
 
     private func attempt(_ fd: FileDescriptor, _ mode: Mode) throws(InterprocessError) -> Bool {
-        do throws(Errno) {
-            guard try InterprocessSystem.FileLock.lockWholeFile(fd, mode.kind, wait: false) else { return false }
-        } catch {
-            throw failure(error)
+        guard try perform(.lockFile, name: path, { () throws(Errno) in try InterprocessSystem.FileLock.lockWholeFile(fd, mode.kind, wait: false) }) else {
+            return false
         }
         held.withLock { $0 = mode }
         return true
-    }
-
-    private func failure(_ error: Errno) -> InterprocessError {
-        if error == .badFileDescriptor {
-            return InterprocessError(.permissionDenied, objectName: path, systemError: error, detail: "the file is open read-only here, which allows only shared locks")
-        }
-        return localFailure(error, name: path, default: .systemError)
     }
 }
 

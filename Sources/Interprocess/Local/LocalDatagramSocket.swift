@@ -67,17 +67,13 @@ public final class LocalDatagramSocket: Sendable {
         guard let address = UnixSocket.address(path: path) else {
             throw InterprocessError(.invalidName, objectName: path.replacingNulls, detail: "a socket path has 1 to \(UnixSocket.maximumPathLength) bytes and no NUL")
         }
-        let fd: FileDescriptor
-        do { fd = try UnixSocket.make(.datagram) } catch { throw localFailure(error, name: path, default: .createFailed) }
-        do {
-            try UnixSocket.setPassCredentials(fd)
-            try UnixSocket.connect(fd, to: address)
+        let fd = try perform(.socket, name: path) { () throws(Errno) in try UnixSocket.make(.datagram) }
+        do throws(InterprocessError) {
+            try perform(.socket, name: path) { () throws(Errno) in try UnixSocket.setPassCredentials(fd) }
+            try perform(.connectDatagram, name: path) { () throws(Errno) in try UnixSocket.connect(fd, to: address) }
         } catch {
             try? fd.close()
-            if error == .protocolWrongTypeForSocket {
-                throw InterprocessError(.incompatible, objectName: path, systemError: error, detail: "a stream socket, not a datagram socket")
-            }
-            throw localFailure(error, name: path, default: .openFailed)
+            throw error
         }
         return LocalDatagramSocket(fd: fd, path: nil, file: nil)
     }
@@ -89,14 +85,14 @@ public final class LocalDatagramSocket: Sendable {
 
     /// A connected pair of datagram sockets in this process (e.g. to hand one to a child).
     public static func pair() throws(InterprocessError) -> (LocalDatagramSocket, LocalDatagramSocket) {
-        do {
-            let (a, b) = try UnixSocket.pair(.datagram)
+        let (a, b) = try perform(.socket, name: nil) { () throws(Errno) in try UnixSocket.pair(.datagram) }
+        // Owned from here on: closed by their deinit if the credentials option fails.
+        let pair = (LocalDatagramSocket(fd: a, path: nil, file: nil), LocalDatagramSocket(fd: b, path: nil, file: nil))
+        try perform(.socket, name: nil) { () throws(Errno) in
             try UnixSocket.setPassCredentials(a)
             try UnixSocket.setPassCredentials(b)
-            return (LocalDatagramSocket(fd: a, path: nil, file: nil), LocalDatagramSocket(fd: b, path: nil, file: nil))
-        } catch {
-            throw localFailure(error, name: nil, default: .createFailed)
         }
+        return pair
     }
 
     /// This socket's own address: its file, or the abstract address the kernel gave it (nil before
@@ -159,15 +155,7 @@ public final class LocalDatagramSocket: Sendable {
             guard try result.get() != nil else { return .wait(.writable) }
             return .done(())
         } catch {
-            let target = destination?.description ?? path
-            switch error {
-            case Errno.messageTooLong, Errno.noBufferSpace:
-                throw InterprocessError(.invalidSize, objectName: target, systemError: error, detail: "\(data.count) bytes is too big for a datagram")
-            case Errno.connectionRefused, Errno.socketNotConnected, Errno.brokenPipe, Errno.connectionReset:
-                throw InterprocessError(.disconnected, objectName: target, systemError: error, detail: "nobody is bound at the destination any more")
-            default:
-                throw localFailure(error, name: target, default: .systemError)
-            }
+            throw InterprocessError(.sendDatagram, error, objectName: destination?.description ?? path, detail: "sending \(data.count) bytes")
         }
     }
 
@@ -227,9 +215,7 @@ public final class LocalDatagramSocket: Sendable {
             throw owner.closedError()
         }
         let received: (SocketReception, [UInt8])?
-        do { received = try result.get() } catch {
-            throw localFailure(error, name: path, default: .systemError)
-        }
+        do { received = try result.get() } catch { throw InterprocessError(.receive, error, objectName: path) }
         guard let (reception, bytes) = received else { return .wait(.readable) }
         if reception.truncated || reception.controlTruncated {
             for fd in reception.descriptors { try? fd.close() }

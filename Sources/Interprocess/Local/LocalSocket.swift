@@ -87,14 +87,10 @@ public final class LocalSocket: Sendable {
 
     /// A connected pair of sockets in this process (e.g. to hand one end to a child process).
     public static func pair() throws(InterprocessError) -> (LocalSocket, LocalSocket) {
-        do {
-            let (a, b) = try UnixSocket.pair(.stream)
-            try? a.setBlocking()
-            try? b.setBlocking()
-            return (LocalSocket(fd: a, name: nil), LocalSocket(fd: b, name: nil))
-        } catch {
-            throw localFailure(error, name: nil, default: .createFailed)
-        }
+        let (a, b) = try perform(.socket, name: nil) { () throws(Errno) in try UnixSocket.pair(.stream) }
+        try? a.setBlocking()
+        try? b.setBlocking()
+        return (LocalSocket(fd: a, name: nil), LocalSocket(fd: b, name: nil))
     }
 
     /// Connects to the listener at `path` if it takes the connection at once.
@@ -187,20 +183,13 @@ public final class LocalSocket: Sendable {
         guard let address = UnixSocket.address(path: path) else {
             throw InterprocessError(.invalidName, objectName: path.replacingNulls, detail: "a socket path has 1 to \(UnixSocket.maximumPathLength) bytes and no NUL")
         }
-        let fd: FileDescriptor
-        do { fd = try UnixSocket.make(.stream) } catch { throw localFailure(error, name: path, default: .createFailed) }
+        let fd = try perform(.socket, name: path) { () throws(Errno) in try UnixSocket.make(.stream) }
         do {
             try UnixSocket.connect(fd, to: address)
         } catch {
             try? fd.close()
-            if error == .resourceTemporarilyUnavailable { return nil }
-            if error == .connectionRefused {
-                throw InterprocessError(.connectionRefused, objectName: path, systemError: error, detail: "nobody listens there (a socket file left by a server that is gone)")
-            }
-            if error == .protocolWrongTypeForSocket {
-                throw InterprocessError(.incompatible, objectName: path, systemError: error, detail: "a datagram socket, not a listener")
-            }
-            throw localFailure(error, name: path, default: .openFailed)
+            if error == .resourceTemporarilyUnavailable { return nil } // the listener's queue is full
+            throw InterprocessError(.connectStream, error, objectName: path)
         }
         // Blocking mode: untimed calls wait in the kernel; the others pass MSG_DONTWAIT.
         try? fd.setBlocking()
@@ -382,11 +371,14 @@ public final class LocalSocket: Sendable {
                 state.writing = false
                 let count: Int?
                 do throws(Errno) { count = try result.get() } catch {
-                    state.broken = "the connection was closed by the peer (\(error))"
-                    if error == .brokenPipe || error == .connectionReset {
-                        throw InterprocessError(.disconnected, objectName: name, systemError: error, detail: "the peer closed the connection")
+                    let failure = InterprocessError(.sendStream, error, objectName: name)
+                    // A descriptor to send that is not open (EBADF) fails the whole `sendmsg`: if it
+                    // was the frame's first, nothing went out, its caller drops it, and the
+                    // connection stays usable. Any other failure ends the sending side.
+                    if head.sent > 0 || failure.code != .invalidArgument {
+                        state.broken = "the connection was closed by the peer (\(error))"
                     }
-                    throw localFailure(error, name: name, default: .systemError)
+                    throw failure
                 }
                 guard let count, state.queue.first?.id == head.id else { return false }
                 state.queue[0].sent += count
@@ -668,10 +660,8 @@ public final class LocalSocket: Sendable {
     private func received(_ result: Result<SocketReception?, Errno>, _ state: inout ReceiveState) throws(InterprocessError) -> SocketReception? {
         let reception: SocketReception?
         do { reception = try result.get() } catch {
-            if error == .connectionReset {
-                throw state.fail(InterprocessError(.disconnected, objectName: name, systemError: error, detail: "the peer closed the connection"))
-            }
-            throw localFailure(error, name: name, default: .systemError)
+            let failure = InterprocessError(.receive, error, objectName: name)
+            throw failure.code == .disconnected ? state.fail(failure) : failure
         }
         guard let reception else { return nil }
         if reception.controlTruncated {

@@ -46,7 +46,9 @@ public final class LocalSocketListener: Sendable {
     ///   - backlog: connections the kernel queues before they are accepted.
     ///   - permissions: of the socket file; connecting needs write permission. Owner-only by default.
     /// - Throws: `alreadyExists` if a live server listens there (or something that is not a socket is
-    ///   there); `invalidName` for a path too long; `notFound`, `permissionDenied`.
+    ///   there); `invalidName` for a path too long; `notFound` (no such directory);
+    ///   `permissionDenied` (also when something other than a regular file of this user — a link,
+    ///   say — is at the lock file `PATH.lock`).
     public static func listen(path: String, backlog: Int = 128, permissions: FilePermissions = .ownerReadWrite) throws(InterprocessError) -> LocalSocketListener {
         let (file, fd) = try SocketFile.claim(path: path, kind: .stream, permissions: permissions) { fd throws(Errno) in
             try UnixSocket.listen(fd, backlog: backlog)
@@ -95,10 +97,7 @@ public final class LocalSocketListener: Sendable {
     }
 
     private func acceptAttempt(_ fd: FileDescriptor) throws(InterprocessError) -> IOAttempt<LocalSocket> {
-        let accepted: FileDescriptor?
-        do { accepted = try UnixSocket.accept(fd) } catch {
-            throw localFailure(error, name: path, default: .systemError)
-        }
+        let accepted = try perform(.accept, name: path) { () throws(Errno) in try UnixSocket.accept(fd) }
         guard let accepted else { return .wait(.readable) }
         // Blocking mode: untimed calls wait in the kernel; the others pass MSG_DONTWAIT.
         try? accepted.setBlocking()

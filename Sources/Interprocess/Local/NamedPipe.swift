@@ -65,9 +65,7 @@ public final class NamedPipe: Sendable {
     /// - Throws: `alreadyExists` if anything is at `path`; `notFound` if its directory does not exist.
     public static func create(path: String, permissions: FilePermissions = .ownerReadWrite) throws(InterprocessError) {
         try checkPath(path)
-        do { try LocalPath.makeFIFO(path, permissions: permissions) } catch {
-            throw localFailure(error, name: path, default: .createFailed)
-        }
+        try perform(.makeFIFO, name: path) { () throws(Errno) in try LocalPath.makeFIFO(path, permissions: permissions) }
     }
 
     /// Creates a FIFO named `name` in the per-user runtime directory (see ``LocalObjects``) and
@@ -87,12 +85,11 @@ public final class NamedPipe: Sendable {
     /// Removes the FIFO at `path`. Open ends keep working; new opens fail with `notFound`.
     /// - Throws: `notFound`; `incompatible` if `path` is not a FIFO (nothing else is ever removed).
     public static func remove(path: String) throws(InterprocessError) {
-        let status: FileStatus
-        do { status = try LocalPath.status(path) } catch { throw localFailure(error, name: path, default: .statFailed) }
+        let status = try perform(.statPath, name: path) { () throws(Errno) in try LocalPath.status(path) }
         guard status.isFIFO else {
             throw InterprocessError(.incompatible, objectName: path, detail: "not a FIFO; only a FIFO is removed")
         }
-        do { try LocalPath.unlink(path) } catch { throw localFailure(error, name: path, default: .systemError) }
+        try perform(.unlinkPath, name: path) { () throws(Errno) in try LocalPath.unlink(path) }
     }
 
     /// Whether a FIFO is at `path`.
@@ -170,12 +167,10 @@ public final class NamedPipe: Sendable {
         let flags = (direction == .reading ? LocalPath.readOnly : LocalPath.writeOnly) | LocalPath.nonBlockingFlag | LocalPath.noFollowFlag
         let fd: FileDescriptor
         do { fd = try LocalPath.open(path, flags) } catch {
-            if error == .noSuchAddressOrDevice { return nil }
-            if error == .tooManySymbolicLinkLevels {
-                throw InterprocessError(.incompatible, objectName: path, systemError: error, detail: "a symbolic link, not a FIFO")
-            }
-            if error == .isDirectory { throw InterprocessError(.incompatible, objectName: path, systemError: error, detail: "a directory, not a FIFO") }
-            throw localFailure(error, name: path, default: .openFailed)
+            // ENXIO for the writing end of a FIFO: nobody has it open for reading yet. (A socket or
+            // a device gives ENXIO too: that is never a FIFO.)
+            if error == .noSuchAddressOrDevice, direction == .writing, (try? LocalPath.status(path))?.isFIFO == true { return nil }
+            throw InterprocessError(.openFIFO, error, objectName: path)
         }
         guard (try? fd.status())?.isFIFO == true else {
             try? fd.close()
@@ -241,7 +236,7 @@ public final class NamedPipe: Sendable {
             Result { () throws(Errno) -> Int? in try fd.readAvailable(into: raw) }
         }
         let count: Int?
-        do { count = try result.get() } catch { throw localFailure(error, name: path, default: .systemError) }
+        do { count = try result.get() } catch { throw InterprocessError(.pipeRead, error, objectName: path) }
         guard let count else { return .wait(.readable) }
         if count == 0 {
             // End of file means "no writer": after writers came and went (a hang-up), or before any
@@ -309,12 +304,7 @@ public final class NamedPipe: Sendable {
                 Result { () throws(Errno) -> Int? in try fd.writeAvailable(UnsafeRawBufferPointer(rebasing: raw[done...])) }
             }
             let count: Int?
-            do { count = try result.get() } catch {
-                if error == .brokenPipe {
-                    throw InterprocessError(.disconnected, objectName: path, systemError: error, detail: "no process has the pipe open for reading any more")
-                }
-                throw localFailure(error, name: path, default: .systemError)
-            }
+            do { count = try result.get() } catch { throw InterprocessError(.pipeWrite, error, objectName: path) }
             guard let count else { return once ? .done(()) : .wait(.writable) }
             progress.done += count
         }

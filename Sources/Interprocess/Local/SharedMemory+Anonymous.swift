@@ -40,31 +40,28 @@ extension SharedMemory {
             throw InterprocessError(.invalidSize, objectName: nil, detail: "a segment holds 1 to \(SegmentHandle.maximumPayloadSize) bytes, not \(size)")
         }
         let total = SegmentHeader.size + size
-        let fd: FileDescriptor
-        do { fd = try MemoryFile.create(label: "interprocess") } catch {
-            throw InterprocessError(.createFailed, objectName: nil, systemError: error, detail: "could not create an anonymous memory file")
+        let fd = try perform(.createMemoryFile, name: nil, detail: "could not create an anonymous memory file") { () throws(Errno) in
+            try MemoryFile.create(label: "interprocess")
         }
-        do {
+        do throws(InterprocessError) {
             let page = UnsafeMutableRawBufferPointer.allocate(byteCount: SegmentHeader.size, alignment: 64)
             defer { page.deallocate() }
             let header = SegmentHeader(page.baseAddress!)
             header.initialize(name: "", kind: .raw, lifetime: .whileReferenced, payloadSize: size)
             header.stateWord.pointee.store(SegmentState.ready.rawValue, ordering: .relaxed)
-            try fd.write(UnsafeRawBufferPointer(page), at: 0)
-            try fd.truncate(to: Int64(total))
-            try fd.reserve(bytes: Int64(total))
-            try MemoryFile.addSeals(fd, [.shrink, .grow, .seal])
-            let mapping = try MemoryMapping(fd: fd, length: total)
+            try perform(.writeHeader, name: nil) { () throws(Errno) in try fd.write(UnsafeRawBufferPointer(page), at: 0) }
+            try perform(.resize, name: nil, detail: "\(total) bytes") { () throws(Errno) in try fd.truncate(to: Int64(total)) }
+            try perform(.reserve, name: nil, detail: "could not reserve \(total) bytes", otherwise: .createFailed) { () throws(Errno) in
+                try fd.reserve(bytes: Int64(total))
+            }
+            try perform(.seal, name: nil) { () throws(Errno) in try MemoryFile.addSeals(fd, [.shrink, .grow, .seal]) }
+            let mapping = try perform(.map, name: nil, detail: "could not map \(total) bytes", otherwise: .createFailed) { () throws(Errno) in
+                try MemoryMapping(fd: fd, length: total)
+            }
             return SharedMemory(handle: .anonymous(fd: fd, payloadSize: size, mapping: mapping))
         } catch {
             try? fd.close()
-            if error == .noSpace || error == .noMemory {
-                throw InterprocessError(.outOfMemory, objectName: nil, systemError: error, detail: "could not reserve \(total) bytes")
-            }
-            if error == .fileTooLarge || error == .invalidArgument {
-                throw InterprocessError(.invalidSize, objectName: nil, systemError: error, detail: "\(total) bytes")
-            }
-            throw InterprocessError(.createFailed, objectName: nil, systemError: error)
+            throw error
         }
     }
 
@@ -86,17 +83,13 @@ extension SharedMemory {
 
     private static func adoptChecked(_ fd: FileDescriptor) throws(InterprocessError) -> SharedMemory {
         let label = "(anonymous)"
-        let status: FileStatus
-        do { status = try fd.status() } catch { throw InterprocessError(.statFailed, objectName: label, systemError: error) }
+        let status = try perform(.adoptDescriptor, name: label) { () throws(Errno) in try fd.status() }
         guard status.isRegularFile else {
             throw InterprocessError(.incompatible, objectName: label, detail: "the descriptor is not a memory file")
         }
         // Only a file that nobody can shrink is safe to map: a peer could otherwise truncate it
         // under this process's mapping (SIGBUS).
-        let seals: MemoryFile.Seals
-        do { seals = try MemoryFile.seals(fd) } catch {
-            throw InterprocessError(.incompatible, objectName: label, systemError: error, detail: "not a sealable memory file (a named file could be truncated under the mapping)")
-        }
+        let seals = try perform(.readSeals, name: label) { () throws(Errno) in try MemoryFile.seals(fd) }
         guard seals.contains(.shrink) else {
             throw InterprocessError(.incompatible, objectName: label, detail: "the memory file is not sealed against shrinking")
         }
@@ -111,19 +104,14 @@ extension SharedMemory {
         }
         let payloadSize = Int(header.pointer.pointee.payload_size)
         do { try fd.reserve(bytes: status.size) } catch {
-            if error == .noSpace || error == .noMemory {
-                throw InterprocessError(.outOfMemory, objectName: label, systemError: error, detail: "could not reserve its \(status.size) bytes")
-            }
             // A grow seal refuses even a reservation within the size on some kernels: the pages of a
             // sealed file that the sender reserved are there already.
-            if error != .notPermitted { throw InterprocessError(.openFailed, objectName: label, systemError: error) }
-        }
-        let mapping: MemoryMapping
-        do { mapping = try MemoryMapping(fd: fd, length: Int(status.size)) } catch {
-            if error == .notPermitted || error == .permissionDenied {
-                throw InterprocessError(.permissionDenied, objectName: label, systemError: error, detail: "it cannot be mapped writable (sealed against writes?)")
+            if error != .notPermitted {
+                throw InterprocessError(.reserve, error, objectName: label, detail: "could not reserve its \(status.size) bytes")
             }
-            throw InterprocessError(.openFailed, objectName: label, systemError: error, detail: "could not map \(status.size) bytes")
+        }
+        let mapping = try perform(.map, name: label, detail: "could not map \(status.size) bytes") { () throws(Errno) in
+            try MemoryMapping(fd: fd, length: Int(status.size))
         }
         return SharedMemory(handle: .anonymous(fd: fd, payloadSize: payloadSize, mapping: mapping))
     }

@@ -220,17 +220,16 @@ public final class SingleInstance: Sendable {
     }
 
     private static func encodeLaunch(_ arguments: [String], name: String) throws(InterprocessError) -> [UInt8] {
+        let bytes: [UInt8]
         do {
-            let bytes = Array(try JSONEncoder().encode(LaunchMessage(arguments: arguments, workingDirectory: LocalPath.currentDirectory ?? "")))
-            guard bytes.count <= maximumLaunchSize else {
-                throw InterprocessError(.invalidSize, objectName: name, detail: "the arguments take \(bytes.count) bytes; at most \(maximumLaunchSize) are handed over")
-            }
-            return bytes
-        } catch let error as InterprocessError {
-            throw error
+            bytes = Array(try JSONEncoder().encode(LaunchMessage(arguments: arguments, workingDirectory: LocalPath.currentDirectory ?? "")))
         } catch {
             throw InterprocessError(.encodingFailed, objectName: name, detail: "\(error)")
         }
+        guard bytes.count <= maximumLaunchSize else {
+            throw InterprocessError(.invalidSize, objectName: name, detail: "the arguments take \(bytes.count) bytes; at most \(maximumLaunchSize) are handed over")
+        }
+        return bytes
     }
 
     // MARK: Primary side

@@ -69,9 +69,8 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
     /// with `describe` if given.
     static func read(osName: String, name requested: String?, describe: Describer? = nil) throws(InterprocessError) -> SegmentInfo {
         let label = requested ?? String(osName.dropFirst())
-        let fd: FileDescriptor
-        do { fd = try SharedMemoryObject.open(osName, create: false, exclusive: false, readOnly: true) } catch {
-            throw SegmentHandle.systemFailure(error, name: label, default: .openFailed)
+        let fd = try perform(.openSegment, name: label) { () throws(Errno) in
+            try SharedMemoryObject.open(osName, create: false, exclusive: false, readOnly: true)
         }
         defer { try? fd.close() }
         return try read(fd: fd, osName: osName, label: label, nameProblem: nil, describe: describe)
@@ -82,12 +81,8 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
     static func read(
         fd: FileDescriptor, osName: String, label: String, nameProblem: String?, describe: Describer? = nil
     ) throws(InterprocessError) -> SegmentInfo {
-        let status: FileStatus
-        do { status = try fd.status() } catch { throw InterprocessError(.statFailed, objectName: label, systemError: error) }
-        let bytes: [UInt8]
-        do { bytes = try fd.read(count: SegmentHeader.size, at: 0) } catch {
-            throw SegmentHandle.systemFailure(error, name: label, default: .openFailed)
-        }
+        let status = try perform(.status, name: label) { () throws(Errno) in try fd.status() }
+        let bytes = try perform(.readHeader, name: label) { () throws(Errno) in try fd.read(count: SegmentHeader.size, at: 0) }
         guard bytes.count >= 8, bytes.withUnsafeBytes({ $0.loadUnaligned(as: UInt64.self) }) == CIPC_SEGMENT_MAGIC else {
             throw InterprocessError(.incompatible, objectName: label, detail: "not an Interprocess segment")
         }

@@ -140,26 +140,22 @@ public final class SharedMemory: Sendable {
         let osName = try osName(for: name)
         let fd: FileDescriptor
         do { fd = try SharedMemoryObject.open(osName, create: false, exclusive: false) } catch {
-            if error == .permissionDenied, let status = try? SharedMemoryObject.status(ofName: osName),
+            // (Only when any kind will do: what such a file holds cannot be read.)
+            if error == .permissionDenied, kind == nil, let status = try? SharedMemoryObject.status(ofName: osName),
                status.isRegularFile, status.owner == ProcessIdentity.effectiveUserID {
                 // Our own file, with permissions that keep even us out: the owner may remove it.
-                do { try SharedMemoryObject.unlink(osName) } catch {
-                    throw SegmentHandle.systemFailure(error, name: name, default: .openFailed)
-                }
+                try perform(.unlinkSegment, name: name) { () throws(Errno) in try SharedMemoryObject.unlink(osName) }
                 return
             }
-            throw SegmentHandle.systemFailure(error, name: name, default: .openFailed)
+            throw InterprocessError(.openSegment, error, objectName: name)
         }
         defer { try? fd.close() }
-        do {
-            // Wait for a closer or sweeper that is deciding (holding the lock exclusively).
-            guard try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: Clock.deadline(after: SegmentHandle.lockWait)) else {
-                throw InterprocessError(.openFailed, objectName: name, detail: "another process held it exclusively")
-            }
-        } catch let error as Errno {
-            throw SegmentHandle.systemFailure(error, name: name, default: .openFailed)
-        } catch {
-            throw error as! InterprocessError
+        // Wait for a closer or sweeper that is deciding (holding the lock exclusively).
+        let locked = try perform(.lockSegment, name: name) { () throws(Errno) in
+            try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: Clock.deadline(after: SegmentHandle.lockWait))
+        }
+        guard locked else {
+            throw InterprocessError(.openFailed, objectName: name, detail: "another process held it exclusively")
         }
         defer { FileLock.unlock(fd, byte: LockByte.live) }
         let checked = try SegmentHandle.readHeader(fd: fd, name: name) // `incompatible` unless it is ours
@@ -175,8 +171,10 @@ public final class SharedMemory: Sendable {
             }
         case .gone:
             throw InterprocessError(.notFound, objectName: name, detail: "another process removed it first")
+        case .busy:
+            throw InterprocessError(.systemError, objectName: name, detail: "another process kept it locked for \(SegmentHandle.lockWait) while removing or sweeping it")
         case .failed(let error):
-            throw SegmentHandle.systemFailure(error, name: name, default: .systemError)
+            throw InterprocessError(.unlinkSegment, error, objectName: name)
         }
     }
 

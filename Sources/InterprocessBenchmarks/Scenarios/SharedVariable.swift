@@ -1,6 +1,7 @@
 import Foundation
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 /// Scenario 5: a round trip through two one-slot variables (put into `ping`, the other side takes
 /// it and puts it into `pong`, take it back), timed per round trip:
@@ -11,14 +12,16 @@ import InterprocessSystem
 ///   variable (`NSCondition`), between two threads — the baseline.
 ///
 /// The variants take turns in chunks, as in the ping-pong scenario. There is no speed target.
-enum SharedVariableBench {
-    static func scenario() -> BenchScenario {
-        BenchScenario(
-            id: BenchScenarioID.sharedVariable.rawValue, title: BenchScenarioID.sharedVariable.title,
-            unit: "ns per round trip", higherIsBetter: false, baseline: "in-process-condition")
-    }
+enum SharedVariableBench: BenchScenario {
+    static let id = "shared-variable"
+    static let title = "SharedVariable put/take round trip"
+    static let summary = "SharedVariable round trips between two processes and two threads vs an in-process condition-variable box"
+    static let unit = "ns per round trip"
+    static let higherIsBetter = false
+    static let baseline: String? = "in-process-condition"
+    static let roles: [BenchRole] = [.pongVariable]
 
-    static func measure(_ scenario: inout BenchScenario, _ plan: BenchPlan) throws {
+    static func measure(_ scenario: inout BenchScenarioResult, _ plan: BenchPlan) throws {
         guard BenchLayout.pongVariable + SharedVariable<UInt64>.stateSize <= BenchLayout.size else {
             throw ToolError("two SharedVariable<UInt64> do not fit the bench segment")
         }
@@ -81,6 +84,15 @@ enum SharedVariableBench {
         scenario.notes.append(
             "a round trip is put(ping) + take(pong) against a partner doing take(ping) + put(pong); "
                 + "\(plan.pingPongRounds) round(s) of chunks per variant; no speed target")
+    }
+}
+
+extension BenchRole {
+    static let pongVariable = BenchRole.inSegment("pong-variable") { work in
+        let ping = try SharedVariable<UInt64>.open(in: work.memory, at: BenchLayout.pingVariable)
+        let pong = try SharedVariable<UInt64>.open(in: work.memory, at: BenchLayout.pongVariable)
+        work.control.markReady()
+        try VariableRoundTrip.echo(ping, pong)
     }
 }
 

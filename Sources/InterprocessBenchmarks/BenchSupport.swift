@@ -1,6 +1,7 @@
 import Foundation
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import Synchronization
 
 /// Where everything lives in a bench segment (byte offsets into its payload; the payload starts on
@@ -175,35 +176,11 @@ final class BenchSession {
     }
 }
 
-/// The roles a peer process (`ipc bench-peer ROLE`) can play.
-enum BenchRole: String, CaseIterable, Sendable {
-    case pongSpin = "pong-spin"
-    case pongSemaphore = "pong-semaphore"
-    case pongEvent = "pong-event"
-    case pongPipe = "pong-pipe"
-    case pongSocket = "pong-socket"
-    case contendProcessMutex = "contend-process-mutex"
-    case contendPthread = "contend-pthread"
-    case pairPingSemaphore = "pair-ping-semaphore"
-    case pairPongSemaphore = "pair-pong-semaphore"
-    case pairPingPipe = "pair-ping-pipe"
-    case pairPongPipe = "pair-pong-pipe"
-    case pongVariable = "pong-variable"
-    case hog = "hog"
-    case loadedPutVariable = "loaded-put-variable"
-    case loadedTakeVariable = "loaded-take-variable"
-    case loadedPutPosix = "loaded-put-posix"
-    case loadedTakePosix = "loaded-take-posix"
-}
-
 /// The peer processes of a scenario: started with `posix_spawn`, every one waited for with a
 /// deadline and killed if it overstays.
 final class BenchPeers {
     private(set) var children: [ChildProcess] = []
     private let executable = BuiltExecutable.path(of: "ipc") ?? CommandLine.arguments[0]
-
-    /// A peer's life limit (it ends itself with SIGALRM after this many seconds).
-    static let lifeLimitSeconds = 120
 
     /// Starts `ipc bench-peer ROLE --segment NAME …`. The `passing` descriptors (close-on-exec
     /// otherwise) are inherited by this child alone, and closed here once it is started.
@@ -219,7 +196,7 @@ final class BenchPeers {
         }
         let child = try ChildProcess.spawn(
             executable,
-            ["bench-peer", role.rawValue, "--segment", segment.description, "--life-limit", "\(Self.lifeLimitSeconds)"]
+            ["bench-peer", role.name, "--segment", segment.description, "--life-limit", "\(BenchPeer.lifeLimit)"]
                 + arguments,
             standardOutput: .null, standardError: .inherit)
         children.append(child)
@@ -283,7 +260,7 @@ final class Watchdog: Sendable {
                     let peerEnded = peers.contains { $0.poll() != nil }
                     guard peerEnded || Clock.monotonicNanoseconds() >= deadline else { return false }
                     tripped.store(true, ordering: .sequentiallyConsistent)
-                    peers.forEach { $0.kill(signal: PeerLifetime.killSignal) }
+                    peers.forEach { $0.kill() }
                     rescue()
                     stopped = true
                     return true

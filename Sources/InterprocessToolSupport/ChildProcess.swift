@@ -1,9 +1,14 @@
+// Process and terminal helpers of the tools (`ipc`, its benchmarks, the tests and their child):
+// spawning and reaping children, finding the executables built beside this one, unbuffered standard
+// streams. Not part of the library: `Interprocess` never starts a process. Like InterprocessSystem,
+// this target calls the C library itself (posix_spawn, waitpid, poll, signal masks).
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
 import CInterprocess
+import InterprocessSystem
 package import SystemPackage
 import Synchronization
 
@@ -238,8 +243,9 @@ package final class ChildProcess: Sendable {
         }
     }
 
-    /// Sends `signal`, unless the child was already reaped (its pid may belong to another process).
-    package func kill(signal: Int32) {
+    /// Sends `signal` (SIGKILL unless told otherwise), unless the child was already reaped (its pid
+    /// may belong to another process).
+    package func kill(signal: Int32 = SIGKILL) {
         reaped.withLock { reaped in
             if reaped == nil { _ = Glibc_kill(pid, signal) }
         }
