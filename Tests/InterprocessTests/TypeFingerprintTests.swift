@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Testing
+import CInterprocess
 import Interprocess
 import InterprocessSystem
 
@@ -185,6 +186,31 @@ extension TypeFingerprintTests {
                 #expect(error.code == .incompatible && error.detail.contains("older layout"), "\(error)")
             }
             #expect(try SharedMemory.info(name: name).kind == "variable")
+        }
+    }
+}
+
+extension TypeFingerprintTests {
+    /// The rest of a variable's header is checked too: a value size, offset or slot count that no
+    /// creator writes is `corrupt`.
+    @Test func aDamagedVariableHeaderIsCorrupt() throws {
+        try withCleanNames("fphdr") { name in
+            let variable = try SharedVariable<UInt64>.create(name: name, initialValue: 3)
+            defer { variable.close() }
+            let header = SharedMemory.payloadOffset
+            for (field, garbage) in [
+                (fieldOffset(\cipc_variable_header.value_size), UInt32(4)),
+                (fieldOffset(\cipc_variable_header.value_alignment), UInt32(16)),
+                (fieldOffset(\cipc_variable_header.value_offset), UInt32(0xFFFF_0000)),
+                (fieldOffset(\cipc_variable_header.reader_capacity), UInt32(1 << 30)),
+            ] {
+                let original = readBytes(name, at: header + field, count: 4)
+                scribble(name, at: header + field, withUnsafeBytes(of: garbage.littleEndian) { Array($0) })
+                expectError(.corrupt) { try SharedVariable<UInt64>.open(name: name) }
+                #expect(try SharedMemory.info(name: name).kind == "variable")
+                scribble(name, at: header + field, original)
+            }
+            #expect(try SharedVariable<UInt64>.open(name: name).tryRead() == 3)
         }
     }
 }
