@@ -177,7 +177,6 @@ public final class ProcessCondition: @unchecked Sendable {
 // MARK: - The shared object
 
 extension ProcessCondition: SharedObject, SharedObjectKind {
-
     static var segmentKind: SegmentKind { .condition }
     static var tag: UInt32 { CIPC_TAG_CONDITION }
     static var tagOffset: Int { fieldOffset(\cipc_condition.tag) }

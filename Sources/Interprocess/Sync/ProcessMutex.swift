@@ -314,7 +314,6 @@ public final class ProcessMutex: @unchecked Sendable {
 // MARK: - The shared object
 
 extension ProcessMutex: SharedObject, SharedObjectKind {
-
     static var segmentKind: SegmentKind { .mutex }
     static var tag: UInt32 { CIPC_TAG_MUTEX }
     static var tagOffset: Int { fieldOffset(\cipc_mutex.tag) }

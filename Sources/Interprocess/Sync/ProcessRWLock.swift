@@ -697,7 +697,6 @@ public final class ProcessRWLock: @unchecked Sendable {
 // MARK: - The shared object
 
 extension ProcessRWLock: SharedObject, SharedObjectKind {
-
     static var segmentKind: SegmentKind { .rwLock }
     static var tag: UInt32 { CIPC_TAG_RWLOCK }
     static var tagOffset: Int { fieldOffset(\cipc_rwlock.tag) }
