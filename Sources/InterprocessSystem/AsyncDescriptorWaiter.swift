@@ -33,7 +33,7 @@ package final class AsyncDescriptorWaiter: @unchecked Sendable {
     private struct Registration {
         let fd: CInt
         let events: Int16
-        let deadline: UInt64
+        let deadline: Deadline
         let continuation: CheckedContinuation<Outcome, Never>
     }
 
@@ -65,12 +65,12 @@ package final class AsyncDescriptorWaiter: @unchecked Sendable {
         for fd in fds where fd >= 0 { _ = cipc_fcntl_int(fd, F_SETFL, cipc_fcntl_int(fd, F_GETFL, 0) | O_NONBLOCK) }
     }
 
-    /// Suspends until `fd` is ready for `event` (or has an error or hang-up), `deadline` (monotonic
-    /// ns) passes, or the task is cancelled. The descriptor must stay open until this returns; an
+    /// Suspends until `fd` is ready for `event` (or has an error or hang-up), `deadline` passes, or
+    /// the task is cancelled. The descriptor must stay open until this returns; an
     /// owner that closes it first calls ``resumeAll(waitingOn:)``.
-    package func wait(for fd: FileDescriptor, _ event: DescriptorEvent, deadline: UInt64) async -> Outcome {
+    package func wait(for fd: FileDescriptor, _ event: DescriptorEvent, deadline: Deadline) async -> Outcome {
         if Task.isCancelled { return .cancelled }
-        if Clock.monotonicNanoseconds() >= deadline { return .timedOut }
+        if deadline.hasPassed { return .timedOut }
         let id = state.withLock { state -> UInt64 in
             state.nextID += 1
             return state.nextID
@@ -139,9 +139,9 @@ package final class AsyncDescriptorWaiter: @unchecked Sendable {
         var drain = [UInt8](repeating: 0, count: 256)
         while true {
             // Snapshot: distinct (descriptor, events) pairs, and the earliest deadline.
-            let (entries, earliest) = state.withLock { state -> ([pollfd], UInt64) in
+            let (entries, earliest) = state.withLock { state -> ([pollfd], Deadline) in
                 var merged: [CInt: Int16] = [:]
-                var earliest = UInt64.max
+                var earliest = Deadline.never
                 for registration in state.registrations.values {
                     earliest = min(earliest, registration.deadline)
                     merged[registration.fd, default: 0] |= registration.events
@@ -149,11 +149,7 @@ package final class AsyncDescriptorWaiter: @unchecked Sendable {
                 return (merged.map { pollfd(fd: $0.key, events: $0.value, revents: 0) }, earliest)
             }
             var fds = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)] + entries
-            var timeout: CInt = -1
-            if earliest != .max {
-                let now = Clock.monotonicNanoseconds()
-                timeout = earliest <= now ? 0 : CInt(clamping: (earliest - now + 999_999) / 1_000_000)
-            }
+            var timeout = earliest.pollMilliseconds
             if wakeRead < 0 { timeout = timeout < 0 ? Self.pollIntervalWithoutPipe : min(timeout, Self.pollIntervalWithoutPipe) }
             let rc = poll(&fds, nfds_t(fds.count), timeout)
             if rc < 0 && errno != EINTR && errno != EAGAIN {
@@ -171,7 +167,7 @@ package final class AsyncDescriptorWaiter: @unchecked Sendable {
 
     /// Resumes every registration whose descriptor is ready or whose deadline passed.
     private func resolve(_ ready: [CInt: Int16]) {
-        let now = Clock.monotonicNanoseconds()
+        let now = Deadline.now
         let failure = Int16(POLLERR) | Int16(POLLHUP) | Int16(POLLNVAL)
         let resumed = state.withLock { state -> [(CheckedContinuation<Outcome, Never>, Outcome)] in
             var resumed: [(CheckedContinuation<Outcome, Never>, Outcome)] = []

@@ -50,12 +50,12 @@ package final class AsyncFutexWaiter: @unchecked Sendable {
         atomic32(control).initialize(to: Atomic(0))
     }
 
-    /// Suspends until `*word != expected` (checked by the waiter thread), `deadline` (monotonic ns)
-    /// passes, or the task is cancelled. The memory at `word` must stay mapped until this returns.
-    package func wait(on word: UnsafeMutableRawPointer, expected: UInt32, deadline: UInt64) async -> Outcome {
+    /// Suspends until `*word != expected` (checked by the waiter thread), `deadline` passes, or the
+    /// task is cancelled. The memory at `word` must stay mapped until this returns.
+    package func wait(on word: UnsafeMutableRawPointer, expected: UInt32, deadline: Deadline) async -> Outcome {
         if atomic32(word).pointee.load(ordering: .acquiring) != expected { return .changed }
         if Task.isCancelled { return .cancelled }
-        if Clock.monotonicNanoseconds() >= deadline { return .timedOut }
+        if deadline.hasPassed { return .timedOut }
         let id = state.withLock { state -> UInt64 in
             state.nextID &+= 1
             return state.nextID
@@ -68,7 +68,7 @@ package final class AsyncFutexWaiter: @unchecked Sendable {
             await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
                 let cancelled = state.withLock { state -> Bool in
                     if state.cancelledEarly.remove(id) != nil { return true }
-                    state.registrations[id] = Registration(address: address, expected: expected, deadline: deadline, continuation: continuation)
+                    state.registrations[id] = Registration(address: address, expected: expected, deadline: deadline.nanoseconds, continuation: continuation)
                     if !state.started {
                         state.started = true
                         startThread()
@@ -139,7 +139,7 @@ package final class AsyncFutexWaiter: @unchecked Sendable {
                 }
                 if rc == -1 && errno == ENOSYS { haveWaitv = false }
             } else {
-                _ = Futex.wait(control, expected: controlValue, deadline: deadline)
+                _ = Futex.wait(control, expected: controlValue, deadline: Deadline(nanoseconds: deadline))
             }
             resolve()
         }

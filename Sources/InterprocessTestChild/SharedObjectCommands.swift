@@ -38,7 +38,7 @@ private func openOrCreate(kind: String, name: String, count: Int) throws {
     switch kind {
     case "mutex":
         let (mutex, isNew) = try ProcessMutex.openOrCreate(name: name)
-        let acquisition = try mutex.lock(timeout: .seconds(30))
+        let acquisition = try mutex.blockingLock(timeout: .seconds(30))
         try mutex.unlock()
         (created, initialized, close) = (isNew, acquisition == .acquired, mutex.close)
     case "semaphore":
@@ -53,7 +53,7 @@ private func openOrCreate(kind: String, name: String, count: Int) throws {
         (created, initialized, close) = (isNew, true, condition.close)
     case "rwlock":
         let (lock, isNew) = try ProcessRWLock.openOrCreate(name: name)
-        let acquisition = try lock.readLock(timeout: .seconds(30))
+        let acquisition = try lock.blockingReadLock(timeout: .seconds(30))
         try lock.readUnlock()
         (created, initialized, close) = (isNew, acquisition == .acquired, lock.close)
     case "variable":

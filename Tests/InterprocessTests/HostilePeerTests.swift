@@ -74,15 +74,15 @@ struct HostilePeerTests {
                     bytes.storeBytes(of: UInt32(ProcessEvent.Mode.autoReset.rawValue), toByteOffset: 128 + fieldOffset(\cipc_event.mode), as: UInt32.self)
                 }
                 // Each operation returns or fails with a typed error, within its timeout.
-                _ = try? mutex.lock(timeout: .milliseconds(60))
+                _ = try? mutex.blockingLock(timeout: .milliseconds(60))
                 try? mutex.unlock()
                 _ = try? mutex.tryLock()
                 _ = semaphore.tryWait()
                 try? semaphore.signal()
-                try? semaphore.wait(timeout: .milliseconds(5))
+                try? semaphore.blockingWait(timeout: .milliseconds(5))
                 _ = event.tryWait()
                 event.set()
-                try? event.wait(timeout: .milliseconds(5))
+                try? event.blockingWait(timeout: .milliseconds(5))
                 condition.signal()
                 condition.broadcast()
                 _ = SharedMemory.list()

@@ -134,8 +134,8 @@ struct SharedObjectTests {
             let lock = try ProcessRWLock.create(name: name + "-r")
             let variable = try SharedVariable<UInt32>.create(name: name + "-v", initialValue: 1)
             defer { [mutex.close, semaphore.close, event.close, condition.close, lock.close, variable.close].forEach { $0() } }
-            try mutex.lock()
-            _ = try lock.readLock()
+            try mutex.blockingLock()
+            _ = try lock.blockingReadLock()
             let infos = Dictionary(uniqueKeysWithValues: SharedMemory.list().filter { $0.name.hasPrefix(name) }.map { ($0.name, $0) })
             #expect(infos[name + "-m"]?.kind == "mutex")
             #expect(infos[name + "-m"]?.summary == "locked by \(getpid())")

@@ -50,8 +50,8 @@ struct TypeFingerprintTests {
             expectError(.incompatible) { try SharedVariable<Celsius>.open(name: name, type: TypeFingerprint(of: Celsius.self, version: 3)) }
             let (same, created) = try SharedVariable<Celsius>.openOrCreate(name: name, type: v2)
             #expect(!created)
-            try variable.put(Celsius(value: 5))
-            #expect(try same.take() == Celsius(value: 5))
+            try variable.blockingPut(Celsius(value: 5))
+            #expect(try same.blockingTake() == Celsius(value: 5))
             same.close()
         }
     }
@@ -64,7 +64,7 @@ struct TypeFingerprintTests {
             let taker = try Peer.spawn("var-take-n", name, "1")
             defer { taker.stop() }
             #expect(taker.readLine() == "ready")
-            try variable.put(11, timeout: .seconds(10))
+            try variable.blockingPut(11, timeout: .seconds(10))
             #expect(taker.wait(timeout: .seconds(30)) == .exited(0))
         }
     }

@@ -304,10 +304,11 @@ extern const int cipc_O_TMPFILE;
 
 // MARK: - Futex (syscall is variadic)
 
-/// Waits while `*word == expected`, up to `timeout_ns` relative nanoseconds (negative: forever).
-/// Shared (not private) futex, so that it works across processes. Returns 0 or -1 with errno
-/// (EAGAIN: the word differed; ETIMEDOUT; EINTR).
-int cipc_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns);
+/// Waits while `*word == expected`, until `deadline_ns`: an absolute CLOCK_MONOTONIC time, as for
+/// `cipc_futex_waitv` (negative: forever; `FUTEX_WAIT_BITSET`). Shared (not private) futex, so that
+/// it works across processes. Returns 0 or -1 with errno (EAGAIN: the word differed; ETIMEDOUT: the
+/// deadline passed; EINTR: call again with the same deadline).
+int cipc_futex_wait(uint32_t *word, uint32_t expected, int64_t deadline_ns);
 
 /// Wakes up to `count` waiters parked on `word`. Returns the number woken or -1 with errno.
 int cipc_futex_wake(uint32_t *word, int32_t count);

@@ -152,7 +152,7 @@ public final class SharedMemory: Sendable {
         defer { try? fd.close() }
         // Wait for a closer or sweeper that is deciding (holding the lock exclusively).
         let locked = try perform(.lockSegment, name: name) { () throws(Errno) in
-            try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: Clock.deadline(after: SegmentHandle.lockWait))
+            try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: Deadline(after: SegmentHandle.lockWait))
         }
         guard locked else {
             throw InterprocessError(.openFailed, objectName: name, detail: "another process held it exclusively")

@@ -6,8 +6,12 @@ import Synchronization
 /// A condition variable shared between processes, used with a ``ProcessMutex``.
 ///
 /// ```swift
-/// try mutex.lock()
-/// while !ready { try condition.wait(on: mutex) }
+/// try await mutex.lock()
+/// while !ready { try await condition.wait(on: mutex) }     // suspends the task, no thread blocks
+/// try mutex.unlock()
+///
+/// try mutex.blockingLock()                                 // the same, blocking the thread
+/// while !ready { try condition.blockingWait(on: mutex) }
 /// try mutex.unlock()
 /// ```
 ///
@@ -81,70 +85,63 @@ public final class ProcessCondition: @unchecked Sendable {
     /// Unregisters a named condition variable.
     public func close() { storage.close() }
 
-    /// Atomically releases `mutex` and waits for a signal, then re-acquires `mutex` (whatever
-    /// happened) and returns how that went. The caller must hold `mutex`.
-    @available(*, noasync, message: "use the async wait(on:) in async code")
+    /// Atomically releases `mutex` and waits for a signal, suspending the task (no thread blocks),
+    /// then re-acquires `mutex` — whatever happened — and returns how that went. The caller must hold
+    /// `mutex`.
+    /// - Throws: `timedOut` if no signal came within `timeout` (nil: no limit), `cancelled` if the
+    ///   task is cancelled — holding `mutex` again in both cases; `notOwner` (waiting for nothing) if
+    ///   this process does not hold `mutex`.
     @discardableResult
-    public func wait(on mutex: ProcessMutex) throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try wait(on: mutex, deadline: .max)
-    }
-
-    /// Like ``wait(on:)``, but throws `timedOut` (holding `mutex` again) after `timeout`.
-    @available(*, noasync, message: "use the async wait(on:timeout:) in async code")
-    @discardableResult
-    public func wait(on mutex: ProcessMutex, timeout: Duration) throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try wait(on: mutex, deadline: Clock.deadline(after: timeout))
-    }
-
-    @available(*, noasync)
-    private func wait(on mutex: ProcessMutex, deadline: UInt64) throws(InterprocessError) -> ProcessMutex.Acquisition {
-        let observed = sequence.pointee.load(ordering: .sequentiallyConsistent)
-        try countWaiter(in: UnsafeMutableRawPointer(waiters), name: name)
-        do { try mutex.unlock() } catch {
-            uncountWaiter(in: UnsafeMutableRawPointer(waiters))
-            throw error
-        }
-        let result = Futex.wait(UnsafeMutableRawPointer(sequence), expected: observed, deadline: deadline)
-        uncountWaiter(in: UnsafeMutableRawPointer(waiters))
-        let acquisition = try mutex.lock()
-        if result == .timedOut && sequence.pointee.load(ordering: .relaxed) == observed {
-            throw InterprocessError(.timedOut, objectName: name, detail: "no signal within the timeout")
-        }
-        return acquisition
-    }
-
-    /// Releases `mutex`, waits for a signal without blocking a thread, and re-acquires `mutex`.
-    /// Throws `cancelled` — holding `mutex` again.
-    @discardableResult
-    public func wait(on mutex: ProcessMutex) async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try await wait(on: mutex, deadline: .max)
-    }
-
-    /// Like the untimed async wait, but throws `timedOut` (holding `mutex` again) after `timeout`.
-    @discardableResult
-    public func wait(on mutex: ProcessMutex, timeout: Duration) async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try await wait(on: mutex, deadline: Clock.deadline(after: timeout))
-    }
-
-    private func wait(on mutex: ProcessMutex, deadline: UInt64) async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try throwIfCancelled(name)
-        let observed = sequence.pointee.load(ordering: .sequentiallyConsistent)
-        try countWaiter(in: UnsafeMutableRawPointer(waiters), name: name)
-        do { try mutex.unlock() } catch {
-            uncountWaiter(in: UnsafeMutableRawPointer(waiters))
-            throw error
-        }
+    public func wait(on mutex: ProcessMutex, timeout: Duration? = nil) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        let deadline = Deadline(after: timeout)
+        if Task.isCancelled { throw cancelledError() }
+        let observed = try release(mutex)
         let outcome = await AsyncFutexWaiter.shared.wait(on: UnsafeMutableRawPointer(sequence), expected: observed, deadline: deadline)
         uncountWaiter(in: UnsafeMutableRawPointer(waiters))
         let acquisition = try await relock(mutex)
         switch outcome {
-        case .cancelled:
-            throw InterprocessError(.cancelled, objectName: name, detail: "the waiting task was cancelled")
-        case .timedOut where sequence.pointee.load(ordering: .relaxed) == observed:
-            throw InterprocessError(.timedOut, objectName: name, detail: "no signal within the timeout")
-        default:
-            return acquisition
+        case .cancelled: throw cancelledError()
+        case .timedOut: try checkSignalled(since: observed)
+        case .changed: break
         }
+        return acquisition
+    }
+
+    /// Atomically releases `mutex` and waits for a signal, blocking the calling thread, then
+    /// re-acquires `mutex`. The blocking form of ``wait(on:timeout:)``.
+    @available(*, noasync, message: "use the async wait(on:timeout:) in async code")
+    @discardableResult
+    public func blockingWait(on mutex: ProcessMutex, timeout: Duration? = nil) throws(InterprocessError) -> ProcessMutex.Acquisition {
+        let deadline = Deadline(after: timeout)
+        let observed = try release(mutex)
+        let result = Futex.wait(UnsafeMutableRawPointer(sequence), expected: observed, deadline: deadline)
+        uncountWaiter(in: UnsafeMutableRawPointer(waiters))
+        let acquisition = try mutex.blockingLock()
+        if result == .timedOut { try checkSignalled(since: observed) }
+        return acquisition
+    }
+
+    /// Reads the sequence, counts this waiter, then releases `mutex` (a signal after this point bumps
+    /// the sequence we park on). Returns the sequence seen.
+    private func release(_ mutex: ProcessMutex) throws(InterprocessError) -> UInt32 {
+        let observed = sequence.pointee.load(ordering: .sequentiallyConsistent)
+        try countWaiter(in: UnsafeMutableRawPointer(waiters), name: name)
+        do { try mutex.unlock() } catch {
+            uncountWaiter(in: UnsafeMutableRawPointer(waiters))
+            throw error
+        }
+        return observed
+    }
+
+    /// After the wait timed out: `timedOut`, unless a signal came as the time ran out.
+    private func checkSignalled(since observed: UInt32) throws(InterprocessError) {
+        if sequence.pointee.load(ordering: .relaxed) == observed {
+            throw InterprocessError(.timedOut, objectName: name, detail: "no signal within the timeout")
+        }
+    }
+
+    private func cancelledError() -> InterprocessError {
+        InterprocessError(.cancelled, objectName: name, detail: "the waiting task was cancelled")
     }
 
     /// Re-acquires the mutex even if the task was cancelled (a condition wait must return holding it):

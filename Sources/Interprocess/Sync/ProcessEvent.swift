@@ -10,8 +10,15 @@ import Synchronization
 /// - ``Mode/autoReset``: ``set()`` releases one waiter and the event resets as that waiter returns;
 ///   with nobody waiting it stays set until one wait consumes it. Setting a set event does nothing.
 ///
+/// ```swift
+/// let ready = try ProcessEvent.create(name: "ready", mode: .manualReset)   // or .open(name:)
+/// ready.set()                              // in one process
+/// try await ready.wait()                   // in another: suspends the task until it is set
+/// try ready.blockingWait(timeout: .seconds(1))   // blocks the thread (not in async code)
+/// ```
+///
 /// A process killed while waiting leaves `waiters` one too high (a spare wake-up call, nothing missed).
-public final class ProcessEvent: @unchecked Sendable, FutexWaitable {
+public final class ProcessEvent: @unchecked Sendable {
     // `@unchecked Sendable`: the state is shared memory kept mapped by `storage`, used through atomics.
 
     /// How the event resets.
@@ -26,8 +33,6 @@ public final class ProcessEvent: @unchecked Sendable, FutexWaitable {
     let storage: SharedObjectStorage
     private let state: UnsafeMutablePointer<Atomic<UInt32>>
     private let waiters: UnsafeMutableRawPointer
-    var waitWord: UnsafeMutableRawPointer { UnsafeMutableRawPointer(state) }
-    var waiterWord: UnsafeMutableRawPointer { waiters }
     /// The mode, read once when attaching (a peer cannot change it under us).
     public let mode: Mode
 
@@ -106,29 +111,24 @@ public final class ProcessEvent: @unchecked Sendable, FutexWaitable {
         state.pointee.store(0, ordering: .releasing)
     }
 
-    /// Waits until the event is set (auto reset: and consumes it).
-    @available(*, noasync, message: "use the async wait() in async code")
-    @inline(__always)
-    public func wait() throws(InterprocessError) {
-        try waitBlocking(deadline: .max)
+    /// Where waiters park: the state word.
+    private var site: WaitSite { WaitSite(word: UnsafeMutableRawPointer(state), waiters: waiters, name: name) }
+
+    /// Waits until the event is set (auto reset: and consumes it), suspending the task (no thread
+    /// blocks) for at most `timeout` — nil: as long as it takes.
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled (before or while
+    ///   waiting) — in both cases having consumed nothing.
+    public func wait(timeout: Duration? = nil) async throws(InterprocessError) {
+        try await site.asyncWait(until: Deadline(after: timeout), waitAttempt)
     }
 
-    /// Waits until the event is set, or throws `timedOut` after `timeout`.
+    /// Waits until the event is set (auto reset: and consumes it), blocking the calling thread for at
+    /// most `timeout` — nil: as long as it takes. The blocking form of ``wait(timeout:)``.
     @available(*, noasync, message: "use the async wait(timeout:) in async code")
-    public func wait(timeout: Duration) throws(InterprocessError) {
-        try waitBlocking(deadline: Clock.deadline(after: timeout))
-    }
-
-    /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task
-    /// is cancelled.
-    public func wait() async throws(InterprocessError) {
-        try await waitAsync(deadline: .max)
-    }
-
-    /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task
-    /// is cancelled, `timedOut` after `timeout`.
-    public func wait(timeout: Duration) async throws(InterprocessError) {
-        try await waitAsync(deadline: Clock.deadline(after: timeout))
+    @inline(__always)
+    public func blockingWait(timeout: Duration? = nil) throws(InterprocessError) {
+        if tryWait() { return }
+        try site.blockingWait(until: Deadline(after: timeout), waitAttempt)
     }
 
     /// Returns whether the event is set (auto reset: consuming it); never blocks.
@@ -138,7 +138,7 @@ public final class ProcessEvent: @unchecked Sendable, FutexWaitable {
         return false
     }
 
-    func waitAttempt(_: Bool) -> WaitStep<Void> {
+    private func waitAttempt(_: Bool) -> WaitStep<Void> {
         let current = state.pointee.load(ordering: .acquiring)
         guard current != 0 else { return .park(expected: 0) }
         if mode == .manualReset { return .done(()) }

@@ -7,10 +7,17 @@ public import Synchronization
 ///
 /// ```swift
 /// let mutex = try ProcessMutex.create(name: "orders.lock")     // or .open(name:) in a peer
-/// try mutex.withLock {
+/// try await mutex.withLock {          // suspends the task (no thread blocks) while it waits
 ///     // … touch the shared data …
 /// }
+/// try mutex.withBlockingLock { … }    // the same, blocking the thread (not in async code)
 /// ```
+///
+/// **Waiting.** Every acquisition comes in three forms: `async` (``lock(timeout:)``,
+/// ``withLock(isolation:timeout:_:)``: the task suspends, no thread blocks, cancellation ends the
+/// wait having acquired nothing), blocking (``blockingLock(timeout:)``,
+/// ``withBlockingLock(timeout:_:)``: unavailable in async code) and ``tryLock()`` (never waits). A
+/// `timeout` (nil: none) makes a wait throw `timedOut`.
 ///
 /// **Owner death.** The lock word holds the owner's *token*: its identity in the segment's file, which
 /// the owner vouches for with a kernel lock (an open-file-description lock on a byte of the file
@@ -18,12 +25,14 @@ public import Synchronization
 /// kernel, never from pids or /proc: it is right across PID namespaces (containers sharing
 /// /dev/shm), for owners of other users and with /proc mounted `hidepid=2`. The token's high half is
 /// the owner's pid as it saw it (shown by `ipc inspect`, never trusted). A waiter checks the owner's
-/// liveness every 25 ms while it waits (``tryLock()`` checks it once); when the owner died holding
-/// the lock, the waiter takes it over and learns it from ``Acquisition/previousOwnerDied`` — within
-/// about 25 ms of starting to wait (bounded by 50 ms). The mutex then stays *inconsistent*, and every
-/// later acquisition reports `previousOwnerDied`, until a holder repairs the data and calls
-/// ``markConsistent()``. ``withLock(_:)`` throws `ownerDied` in that state (after releasing the lock),
-/// ``withLock(onOwnerDied:_:)`` runs your repair first.
+/// liveness when it is about to park (after its brief spin), then every 25 ms while it waits
+/// (``tryLock()`` checks it once); when the owner died holding the lock, the waiter takes it over and
+/// learns it from ``Acquisition/previousOwnerDied`` — at once if the owner was dead when it started
+/// to wait, else within about 25 ms of the death (bounded by 50 ms). The mutex then stays
+/// *inconsistent*, and every later acquisition reports `previousOwnerDied`, until a holder repairs
+/// the data and calls ``markConsistent()``. ``withLock(isolation:timeout:_:)`` throws `ownerDied` in
+/// that state (after releasing the lock), ``withLock(isolation:timeout:onOwnerDied:_:)`` runs your
+/// repair first (and so do their blocking forms).
 ///
 /// **Waking.** Bit 31 of the lock word (never part of a token) says *contended*: a waiter sets it just
 /// before it parks, an unlock exchanges the word with 0 and makes the wake-up system call only if the
@@ -144,57 +153,40 @@ public final class ProcessMutex: @unchecked Sendable {
 
     // MARK: Locking
 
-    /// Acquires the lock, waiting as long as it takes. A dead owner's lock is taken over within
-    /// ~25 ms (see the type's documentation).
-    @available(*, noasync, message: "use the async lock() in async code")
+    /// Where waiters park: the owner word's low half. They check the owner's liveness when they are
+    /// about to park, then every 25 ms.
+    private var site: WaitSite { WaitSite(word: word, waiters: waiters, name: name, recheckEvery: Self.livenessInterval) }
+
+    /// Acquires the lock, suspending the task (no thread blocks) for at most `timeout` — nil: as long
+    /// as it takes. A dead owner's lock is taken over (see the type's documentation).
+    ///
+    /// - Returns: ``Acquisition/previousOwnerDied`` if a previous owner died holding the lock and the
+    ///   data was not marked consistent since; ``Acquisition/acquired`` otherwise.
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled (before or while
+    ///   waiting) — in both cases having acquired nothing.
+    @discardableResult
+    public func lock(timeout: Duration? = nil) async throws(InterprocessError) -> Acquisition {
+        try await site.asyncWait(until: Deadline(after: timeout), whileSpinning: spinAttempt, attempt)
+    }
+
+    /// Acquires the lock, blocking the calling thread for at most `timeout` — nil: as long as it
+    /// takes. The blocking form of ``lock(timeout:)``: returns and throws the same, except
+    /// `cancelled`. Uncontended, it is one compare-and-swap, inlined into the caller.
+    @available(*, noasync, message: "use the async lock(timeout:) in async code")
     @discardableResult
     @inlinable
-    public func lock() throws(InterprocessError) -> Acquisition {
+    public func blockingLock(timeout: Duration? = nil) throws(InterprocessError) -> Acquisition {
         if owner.pointee.compareExchange(expected: 0, desired: me, ordering: .acquiring).exchanged {
             return inconsistent.pointee.load(ordering: .relaxed) == 0 ? .acquired : .previousOwnerDied
         }
-        return try lockSlowly()
+        return try blockingLockSlowly(timeout)
     }
 
     @available(*, noasync)
     @usableFromInline
     @inline(never)
-    func lockSlowly() throws(InterprocessError) -> Acquisition {
-        try blockingWait(
-            word: word, waiters: waiters, deadline: .max, recheckEvery: Self.livenessInterval, name: name,
-            whileSpinning: spinAttempt, attempt)
-    }
-
-    /// Acquires the lock, or throws `timedOut` after `timeout`.
-    @available(*, noasync, message: "use the async lock(timeout:) in async code")
-    @discardableResult
-    public func lock(timeout: Duration) throws(InterprocessError) -> Acquisition {
-        if let acquisition = try tryLock() { return acquisition }
-        return try blockingWait(
-            word: word, waiters: waiters, deadline: Clock.deadline(after: timeout), recheckEvery: Self.livenessInterval,
-            name: name, whileSpinning: spinAttempt, attempt)
-    }
-
-    /// Acquires the lock without blocking a thread; throws `cancelled` (having acquired nothing)
-    /// if the task is cancelled.
-    @discardableResult
-    public func lock() async throws(InterprocessError) -> Acquisition {
-        try await lock(deadline: .max)
-    }
-
-    /// Acquires the lock without blocking a thread; throws `cancelled` (having acquired nothing)
-    /// if the task is cancelled, `timedOut` after `timeout`.
-    @discardableResult
-    public func lock(timeout: Duration) async throws(InterprocessError) -> Acquisition {
-        try await lock(deadline: Clock.deadline(after: timeout))
-    }
-
-    private func lock(deadline: UInt64) async throws(InterprocessError) -> Acquisition {
-        try throwIfCancelled(name)
-        if let acquisition = try tryLock() { return acquisition }
-        return try await asyncWait(
-            word: word, waiters: waiters, deadline: deadline, recheckEvery: Self.livenessInterval, name: name,
-            whileSpinning: spinAttempt, attempt)
+    func blockingLockSlowly(_ timeout: Duration?) throws(InterprocessError) -> Acquisition {
+        try site.blockingWait(until: Deadline(after: timeout), whileSpinning: spinAttempt, attempt)
     }
 
     /// Acquires the lock if it is free, or takes it over if its owner died (one kernel query); nil if
@@ -243,21 +235,46 @@ public final class ProcessMutex: @unchecked Sendable {
     /// Whether some process holds the lock now.
     public var isLocked: Bool { owner.pointee.load(ordering: .relaxed) != 0 }
 
-    /// Runs `body` holding the lock. If a previous owner died and the data was not marked consistent,
-    /// releases the lock and throws `ownerDied` without running `body`: use
-    /// ``withLock(onOwnerDied:_:)`` to repair.
-    @available(*, noasync, message: "use lock() async / unlock() in async code")
-    public func withLock<R>(_ body: () throws -> R) throws -> R {
-        try withLockRefusingInconsistentData(lock: { () throws(InterprocessError) in try lock() }, unlock: unlock, name: name, body)
+    /// Runs `body` holding the lock, then releases it (also when `body` throws). The lock is taken as
+    /// ``lock(timeout:)`` takes it (no thread blocks); `body` runs in the caller's isolation.
+    ///
+    /// If a previous owner died and the data was not marked consistent, releases the lock and throws
+    /// `ownerDied` without running `body`: use ``withLock(isolation:timeout:onOwnerDied:_:)`` to repair.
+    /// - Throws: what ``lock(timeout:)`` throws, `ownerDied`, or what `body` throws.
+    public func withLock<R>(
+        isolation: isolated (any Actor)? = #isolation, timeout: Duration? = nil, _ body: () async throws -> R
+    ) async throws -> R {
+        try await runLocked(
+            isolation: isolation, try await lock(timeout: timeout), unlock: unlock,
+            onOwnerDied: refuseInconsistentData(name), markConsistent: markConsistent, body)
     }
 
-    /// Runs `body` holding the lock; if a previous owner died, first runs `recover` (holding the lock)
-    /// and, if it returns, marks the mutex consistent.
-    @available(*, noasync, message: "use lock() async / unlock() in async code")
-    public func withLock<R>(onOwnerDied recover: () throws -> Void, _ body: () throws -> R) throws -> R {
-        try withLockRecovering(
-            lock: { () throws(InterprocessError) in try lock() }, unlock: unlock, markConsistent: markConsistent,
-            recover: recover, body)
+    /// Runs `body` holding the lock, as ``withLock(isolation:timeout:_:)``; if a previous owner died, first runs
+    /// `recover` (holding the lock) and, if it returns, marks the mutex consistent.
+    public func withLock<R>(
+        isolation: isolated (any Actor)? = #isolation, timeout: Duration? = nil,
+        onOwnerDied recover: () async throws -> Void, _ body: () async throws -> R
+    ) async throws -> R {
+        try await runLocked(
+            isolation: isolation, try await lock(timeout: timeout), unlock: unlock,
+            onOwnerDied: recover, markConsistent: markConsistent, body)
+    }
+
+    /// The blocking form of ``withLock(isolation:timeout:_:)``: takes the lock as
+    /// ``blockingLock(timeout:)``.
+    @available(*, noasync, message: "use the async withLock(timeout:_:) in async code")
+    public func withBlockingLock<R>(timeout: Duration? = nil, _ body: () throws -> R) throws -> R {
+        try runLocked(
+            try blockingLock(timeout: timeout), unlock: unlock,
+            onOwnerDied: refuseInconsistentData(name), markConsistent: markConsistent, body)
+    }
+
+    /// The blocking form of ``withLock(isolation:timeout:onOwnerDied:_:)``.
+    @available(*, noasync, message: "use the async withLock(timeout:onOwnerDied:_:) in async code")
+    public func withBlockingLock<R>(
+        timeout: Duration? = nil, onOwnerDied recover: () throws -> Void, _ body: () throws -> R
+    ) throws -> R {
+        try runLocked(try blockingLock(timeout: timeout), unlock: unlock, onOwnerDied: recover, markConsistent: markConsistent, body)
     }
 
     // MARK: Internals

@@ -8,9 +8,15 @@ package import Synchronization
 ///
 /// ```swift
 /// let lock = try ProcessRWLock.create(name: "catalog.lock")     // or .open(name:) in a peer
-/// let price = try lock.withReadLock { catalog.price(of: item) }
-/// try lock.withWriteLock { catalog.update(item, price: 12) }
+/// let price = try await lock.withReadLock { catalog.price(of: item) }   // no thread blocks
+/// try await lock.withWriteLock { catalog.update(item, price: 12) }
+/// try lock.withBlockingWriteLock { catalog.update(item, price: 13) }    // blocks (not in async code)
 /// ```
+///
+/// Every acquisition comes `async` (``readLock(timeout:)``, ``writeLock(timeout:)``, the scoped
+/// ``withReadLock(isolation:timeout:_:)`` and ``withWriteLock(isolation:timeout:_:)``), blocking
+/// (the same names with `blocking`: ``blockingReadLock(timeout:)``, ``withBlockingWriteLock(timeout:_:)``…)
+/// and `try…` (never waits).
 ///
 /// **Writer preference.** A writer first *claims* the lock by writing its identity into the owner
 /// word — from then on new readers wait — and then waits until the readers already inside have
@@ -21,13 +27,14 @@ package import Synchronization
 /// **A writer's death** is recovered like ``ProcessMutex``'s: the owner word holds the writer's
 /// *token* (its identity in the segment's file, vouched for by a kernel lock that dies with it — no
 /// pids, no /proc: right across PID namespaces, users and `hidepid`), set by one compare-and-swap.
-/// Waiters — readers and writers — check the writer's liveness every 25 ms (``tryReadLock()`` and
-/// ``tryWriteLock()`` once); a writer takes a dead writer's lock over,
+/// Waiters — readers and writers — check the writer's liveness when they are about to park, then
+/// every 25 ms (``tryReadLock()`` and ``tryWriteLock()`` once); a writer takes a dead writer's lock over,
 /// a reader clears it. When the dead writer was *inside* (past waiting for readers), the lock
 /// becomes *inconsistent*: acquisitions report ``ProcessMutex/Acquisition/previousOwnerDied`` until
-/// a writer repairs the data and calls ``markConsistent()``. ``withWriteLock(_:)`` and
-/// ``withReadLock(_:)`` throw `ownerDied` in that state (after releasing the lock);
-/// ``withWriteLock(onOwnerDied:_:)`` runs your repair first. A writer that died while still waiting
+/// a writer repairs the data and calls ``markConsistent()``. ``withWriteLock(isolation:timeout:_:)``
+/// and ``withReadLock(isolation:timeout:_:)`` throw `ownerDied` in that state (after releasing the
+/// lock); ``withWriteLock(isolation:timeout:onOwnerDied:_:)`` runs your repair first (and so do
+/// their blocking forms). A writer that died while still waiting
 /// for readers never touched the data: clearing its claim leaves the lock consistent.
 ///
 /// **A reader's death** is recovered too. Read locks are counted per process, in one of 32 reader
@@ -203,49 +210,33 @@ public final class ProcessRWLock: @unchecked Sendable {
 
     // MARK: Reading
 
-    /// Takes a read lock, waiting as long as a writer holds or claims the lock. A dead writer's
-    /// claim is cleared within ~25 ms. Returns ``ProcessMutex/Acquisition/previousOwnerDied`` while
-    /// the lock is inconsistent (a writer died inside and nobody repaired the data since).
-    @available(*, noasync, message: "use the async readLock() in async code")
+    /// Where everybody waiting for the writer parks: the owner word's low half. Waiters check the
+    /// writer's liveness when they are about to park, then every 25 ms.
+    private var ownerSite: WaitSite { WaitSite(word: ownerWord, waiters: waiters, name: name, recheckEvery: ProcessMutex.livenessInterval) }
+
+    /// Where a claiming writer waits for the readers inside to leave: the drain word. It checks the
+    /// liveness of the processes that hold read locks when it is about to park, then every 25 ms.
+    private var drainSite: WaitSite { WaitSite(word: drainWord, waiters: drainWaiters, name: name, recheckEvery: ProcessMutex.livenessInterval) }
+
+    /// Takes a read lock, suspending the task (no thread blocks) while a writer holds or claims the
+    /// lock, for at most `timeout` — nil: as long as it takes. A dead writer's claim is cleared.
+    /// - Returns: ``ProcessMutex/Acquisition/previousOwnerDied`` while the lock is inconsistent (a
+    ///   writer died inside and nobody repaired the data since).
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled (before or while
+    ///   waiting) — in both cases having acquired nothing.
     @discardableResult
-    @inline(__always)
-    public func readLock() throws(InterprocessError) -> ProcessMutex.Acquisition {
-        if owner.pointee.load(ordering: .relaxed) == 0 && enterRead(readCounter()) { return acquisition }
-        return try blockingWait(
-            word: ownerWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name,
-            whileSpinning: readSpinAttempt, readAttempt)
+    public func readLock(timeout: Duration? = nil) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        try await ownerSite.asyncWait(until: Deadline(after: timeout), whileSpinning: readSpinAttempt, readAttempt)
     }
 
-    /// Takes a read lock, or throws `timedOut` after `timeout`.
+    /// Takes a read lock, blocking the calling thread while a writer holds or claims the lock, for at
+    /// most `timeout` — nil: as long as it takes. The blocking form of ``readLock(timeout:)``.
     @available(*, noasync, message: "use the async readLock(timeout:) in async code")
     @discardableResult
-    public func readLock(timeout: Duration) throws(InterprocessError) -> ProcessMutex.Acquisition {
-        if let acquisition = tryReadLock() { return acquisition }
-        return try blockingWait(
-            word: ownerWord, waiters: waiters, deadline: Clock.deadline(after: timeout),
-            recheckEvery: ProcessMutex.livenessInterval, name: name, whileSpinning: readSpinAttempt, readAttempt)
-    }
-
-    /// Takes a read lock without blocking a thread; throws `cancelled` (having acquired nothing) if
-    /// the task is cancelled.
-    @discardableResult
-    public func readLock() async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try await readLock(deadline: .max)
-    }
-
-    /// Takes a read lock without blocking a thread; throws `cancelled` (having acquired nothing) if
-    /// the task is cancelled, `timedOut` after `timeout`.
-    @discardableResult
-    public func readLock(timeout: Duration) async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try await readLock(deadline: Clock.deadline(after: timeout))
-    }
-
-    private func readLock(deadline: UInt64) async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try throwIfCancelled(name)
-        if let acquisition = tryReadLock() { return acquisition }
-        return try await asyncWait(
-            word: ownerWord, waiters: waiters, deadline: deadline,
-            recheckEvery: ProcessMutex.livenessInterval, name: name, whileSpinning: readSpinAttempt, readAttempt)
+    @inline(__always)
+    public func blockingReadLock(timeout: Duration? = nil) throws(InterprocessError) -> ProcessMutex.Acquisition {
+        if owner.pointee.load(ordering: .relaxed) == 0 && enterRead(readCounter()) { return acquisition }
+        return try ownerSite.blockingWait(until: Deadline(after: timeout), whileSpinning: readSpinAttempt, readAttempt)
     }
 
     /// Takes a read lock if no writer holds or claims it, or if the writer died (one kernel query:
@@ -277,52 +268,43 @@ public final class ProcessRWLock: @unchecked Sendable {
         throw InterprocessError(.notOwner, objectName: name, detail: "this process holds no read lock")
     }
 
-    /// Runs `body` holding a read lock. If a writer died inside and the data was not repaired since,
-    /// releases the lock and throws `ownerDied` without running `body`.
-    @available(*, noasync, message: "use readLock() async / readUnlock() in async code")
-    public func withReadLock<R>(_ body: () throws -> R) throws -> R {
-        try withLockRefusingInconsistentData(lock: { () throws(InterprocessError) in try readLock() }, unlock: readUnlock, name: name, body)
+    /// Runs `body` holding a read lock, then releases it (also when `body` throws). The lock is taken
+    /// as ``readLock(timeout:)`` takes it (no thread blocks); `body` runs in the caller's isolation.
+    /// If a writer died inside and the data was not repaired since, releases the lock and throws
+    /// `ownerDied` without running `body`.
+    public func withReadLock<R>(
+        isolation: isolated (any Actor)? = #isolation, timeout: Duration? = nil, _ body: () async throws -> R
+    ) async throws -> R {
+        try await runLocked(
+            isolation: isolation, try await readLock(timeout: timeout), unlock: readUnlock,
+            onOwnerDied: refuseInconsistentData(name), markConsistent: {}, body)
+    }
+
+    /// The blocking form of ``withReadLock(isolation:timeout:_:)``: takes the lock as
+    /// ``blockingReadLock(timeout:)``.
+    @available(*, noasync, message: "use the async withReadLock(timeout:_:) in async code")
+    public func withBlockingReadLock<R>(timeout: Duration? = nil, _ body: () throws -> R) throws -> R {
+        try runLocked(
+            try blockingReadLock(timeout: timeout), unlock: readUnlock,
+            onOwnerDied: refuseInconsistentData(name), markConsistent: {}, body)
     }
 
     // MARK: Writing
 
-    /// Takes the write lock, waiting as long as it takes: first for another writer (a dead one's
-    /// lock is taken over within ~25 ms), then for the readers inside to leave (new readers wait
-    /// meanwhile).
-    @available(*, noasync, message: "use the async writeLock() in async code")
+    /// Takes the write lock, suspending the task (no thread blocks), for at most `timeout` — nil: as
+    /// long as it takes: first for another writer (a dead one's lock is taken over), then for the
+    /// readers inside to leave (new readers wait meanwhile).
+    /// - Returns: ``ProcessMutex/Acquisition/previousOwnerDied`` if a writer died inside and nobody
+    ///   repaired the data since.
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled (before or while
+    ///   waiting) — in both cases having acquired nothing (a claim already made is given back, so
+    ///   that waiting readers go on).
     @discardableResult
-    @inline(__always)
-    public func writeLock() throws(InterprocessError) -> ProcessMutex.Acquisition {
-        if !owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
-            try blockingWait(
-                word: ownerWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name,
-                whileSpinning: claimSpinAttempt, claimAttempt)
-        }
+    public func writeLock(timeout: Duration? = nil) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        let deadline = Deadline(after: timeout)
+        try await ownerSite.asyncWait(until: deadline, whileSpinning: claimSpinAttempt, claimAttempt)
         if readersInside() != 0 {
-            try blockingWait(
-                word: drainWord, waiters: drainWaiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval,
-                name: name, drainAttempt)
-        }
-        return enterWrite()
-    }
-
-    /// Takes the write lock, or throws `timedOut` after `timeout` — having given its claim back, so
-    /// that waiting readers go on.
-    @available(*, noasync, message: "use the async writeLock(timeout:) in async code")
-    @discardableResult
-    public func writeLock(timeout: Duration) throws(InterprocessError) -> ProcessMutex.Acquisition {
-        let deadline = Clock.deadline(after: timeout)
-        if !owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
-            try blockingWait(
-                word: ownerWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,
-                name: name, whileSpinning: claimSpinAttempt, claimAttempt)
-        }
-        if readersInside() != 0 {
-            do {
-                try blockingWait(
-                    word: drainWord, waiters: drainWaiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,
-                    name: name, drainAttempt)
-            } catch {
+            do { try await drainSite.asyncWait(until: deadline, drainAttempt) } catch {
                 giveClaimBack()
                 throw error
             }
@@ -330,34 +312,28 @@ public final class ProcessRWLock: @unchecked Sendable {
         return enterWrite()
     }
 
-    /// Takes the write lock without blocking a thread. Throws `cancelled` having
-    /// acquired nothing (a claim already made is given back).
+    /// Takes the write lock, blocking the calling thread, for at most `timeout` — nil: as long as it
+    /// takes. The blocking form of ``writeLock(timeout:)``.
+    @available(*, noasync, message: "use the async writeLock(timeout:) in async code")
     @discardableResult
-    public func writeLock() async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try await writeLock(deadline: .max)
+    @inline(__always)
+    public func blockingWriteLock(timeout: Duration? = nil) throws(InterprocessError) -> ProcessMutex.Acquisition {
+        let claimed = owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged
+        if claimed && readersInside() == 0 { return enterWrite() }
+        return try blockingWriteLockSlowly(timeout, claimed: claimed)
     }
 
-    /// Takes the write lock without blocking a thread. Throws `cancelled` or `timedOut` having
-    /// acquired nothing (a claim already made is given back).
-    @discardableResult
-    public func writeLock(timeout: Duration) async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try await writeLock(deadline: Clock.deadline(after: timeout))
-    }
-
-    private func writeLock(deadline: UInt64) async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try throwIfCancelled(name)
-        let deadline = deadline
-        if !owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
-            try await asyncWait(
-                word: ownerWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,
-                name: name, whileSpinning: claimSpinAttempt, claimAttempt)
+    /// The write lock's waits: for the claim (unless `claimed` already), then for the readers inside
+    /// to leave.
+    @available(*, noasync)
+    @inline(never)
+    private func blockingWriteLockSlowly(_ timeout: Duration?, claimed: Bool) throws(InterprocessError) -> ProcessMutex.Acquisition {
+        let deadline = Deadline(after: timeout)
+        if !claimed {
+            try ownerSite.blockingWait(until: deadline, whileSpinning: claimSpinAttempt, claimAttempt)
         }
         if readersInside() != 0 {
-            do {
-                try await asyncWait(
-                    word: drainWord, waiters: drainWaiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,
-                    name: name, drainAttempt)
-            } catch {
+            do { try drainSite.blockingWait(until: deadline, drainAttempt) } catch {
                 giveClaimBack()
                 throw error
             }
@@ -407,23 +383,49 @@ public final class ProcessRWLock: @unchecked Sendable {
     /// slots no writer has freed yet).
     public var readerCount: Int { Int(readersInside()) }
 
-    /// Runs `body` holding the write lock. If a writer died inside and the data was not marked
-    /// consistent, releases the lock and throws `ownerDied` without running `body`: use
-    /// ``withWriteLock(onOwnerDied:_:)`` to repair.
-    @available(*, noasync, message: "use writeLock() async / writeUnlock() in async code")
-    public func withWriteLock<R>(_ body: () throws -> R) throws -> R {
-        try withLockRefusingInconsistentData(lock: { () throws(InterprocessError) in try writeLock() }, unlock: writeUnlock, name: name, body)
+    /// Runs `body` holding the write lock, then releases it (also when `body` throws). The lock is
+    /// taken as ``writeLock(timeout:)`` takes it (no thread blocks); `body` runs in the caller's
+    /// isolation. If a writer died inside and the data was not marked consistent, releases the lock
+    /// and throws `ownerDied` without running `body`: use
+    /// ``withWriteLock(isolation:timeout:onOwnerDied:_:)`` to repair.
+    public func withWriteLock<R>(
+        isolation: isolated (any Actor)? = #isolation, timeout: Duration? = nil, _ body: () async throws -> R
+    ) async throws -> R {
+        try await runLocked(
+            isolation: isolation, try await writeLock(timeout: timeout), unlock: writeUnlock,
+            onOwnerDied: refuseInconsistentData(name), markConsistent: markConsistent, body)
     }
 
-    /// Runs `body` holding the write lock; if a writer died inside, first runs `recover` (holding the
-    /// lock) and, if it returns, marks the lock consistent.
-    @available(*, noasync, message: "use writeLock() async / writeUnlock() in async code")
-    public func withWriteLock<R>(onOwnerDied recover: () throws -> Void, _ body: () throws -> R) throws -> R {
-        try withLockRecovering(
-            lock: { () throws(InterprocessError) in try writeLock() }, unlock: writeUnlock, markConsistent: markConsistent,
-            recover: recover, body)
+    /// Runs `body` holding the write lock, as ``withWriteLock(isolation:timeout:_:)``; if a writer
+    /// died inside, first runs `recover` (holding the lock) and, if it returns, marks the lock
+    /// consistent.
+    public func withWriteLock<R>(
+        isolation: isolated (any Actor)? = #isolation, timeout: Duration? = nil,
+        onOwnerDied recover: () async throws -> Void, _ body: () async throws -> R
+    ) async throws -> R {
+        try await runLocked(
+            isolation: isolation, try await writeLock(timeout: timeout), unlock: writeUnlock,
+            onOwnerDied: recover, markConsistent: markConsistent, body)
     }
 
+    /// The blocking form of ``withWriteLock(isolation:timeout:_:)``: takes the lock as
+    /// ``blockingWriteLock(timeout:)``.
+    @available(*, noasync, message: "use the async withWriteLock(timeout:_:) in async code")
+    public func withBlockingWriteLock<R>(timeout: Duration? = nil, _ body: () throws -> R) throws -> R {
+        try runLocked(
+            try blockingWriteLock(timeout: timeout), unlock: writeUnlock,
+            onOwnerDied: refuseInconsistentData(name), markConsistent: markConsistent, body)
+    }
+
+    /// The blocking form of ``withWriteLock(isolation:timeout:onOwnerDied:_:)``.
+    @available(*, noasync, message: "use the async withWriteLock(timeout:onOwnerDied:_:) in async code")
+    public func withBlockingWriteLock<R>(
+        timeout: Duration? = nil, onOwnerDied recover: () throws -> Void, _ body: () throws -> R
+    ) throws -> R {
+        try runLocked(
+            try blockingWriteLock(timeout: timeout), unlock: writeUnlock, onOwnerDied: recover,
+            markConsistent: markConsistent, body)
+    }
 
     // MARK: Internals
 

@@ -5,13 +5,21 @@ import Synchronization
 
 /// A counting semaphore shared between processes.
 ///
-/// ``wait()`` takes one unit, waiting while the count is 0; ``signal(count:)`` adds units and wakes
-/// that many waiters. `k` signals release exactly `k` waits.
+/// ``wait(timeout:)`` takes one unit, waiting while the count is 0; ``signal(count:)`` adds units and
+/// wakes that many waiters. `k` signals release exactly `k` waits.
+///
+/// ```swift
+/// let items = try ProcessSemaphore.create(name: "items", value: 0)   // or .open(name:) in a peer
+/// try items.signal()                       // producer
+/// try await items.wait()                   // consumer: suspends the task while the count is 0
+/// try items.blockingWait(timeout: .seconds(1))   // blocks the thread (not in async code)
+/// if items.tryWait() { … }                 // never waits
+/// ```
 ///
 /// What a process killed at each step leaves behind: killed while parked, `waiters` stays one too
 /// high (unlockers make a spare wake-up call; nobody misses one); killed after taking a unit, the unit
 /// is gone with it — as with any semaphore, a unit is a resource the taker was to give back.
-public final class ProcessSemaphore: @unchecked Sendable, FutexWaitable {
+public final class ProcessSemaphore: @unchecked Sendable {
     // `@unchecked Sendable`: the state is shared memory kept mapped by `storage`, used through atomics.
 
     /// Bytes of shared state: a `cipc_semaphore`.
@@ -22,8 +30,6 @@ public final class ProcessSemaphore: @unchecked Sendable, FutexWaitable {
     let storage: SharedObjectStorage
     private let count: UnsafeMutablePointer<Atomic<UInt32>>
     private let waiters: UnsafeMutableRawPointer
-    var waitWord: UnsafeMutableRawPointer { UnsafeMutableRawPointer(count) }
-    var waiterWord: UnsafeMutableRawPointer { waiters }
 
     init(storage: SharedObjectStorage) {
         self.storage = storage
@@ -79,33 +85,28 @@ public final class ProcessSemaphore: @unchecked Sendable, FutexWaitable {
     /// The current count (a snapshot).
     public var value: Int { Int(count.pointee.load(ordering: .relaxed)) }
 
-    /// Takes one unit, waiting as long as it takes.
-    @available(*, noasync, message: "use the async wait() in async code")
-    @inline(__always)
-    public func wait() throws(InterprocessError) {
-        try waitBlocking(deadline: .max)
+    /// Where waiters park: the count.
+    private var site: WaitSite { WaitSite(word: UnsafeMutableRawPointer(count), waiters: waiters, name: name) }
+
+    /// Takes one unit, suspending the task (no thread blocks) while the count is 0, for at most
+    /// `timeout` — nil: as long as it takes.
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled (before or while
+    ///   waiting) — in both cases having taken nothing; `corrupt` for an impossible shared count.
+    public func wait(timeout: Duration? = nil) async throws(InterprocessError) {
+        try await site.asyncWait(until: Deadline(after: timeout), waitAttempt)
     }
 
-    /// Takes one unit, or throws `timedOut` after `timeout`.
+    /// Takes one unit, blocking the calling thread while the count is 0, for at most `timeout` — nil:
+    /// as long as it takes. The blocking form of ``wait(timeout:)``.
     @available(*, noasync, message: "use the async wait(timeout:) in async code")
-    public func wait(timeout: Duration) throws(InterprocessError) {
-        try waitBlocking(deadline: Clock.deadline(after: timeout))
-    }
-
-    /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task
-    /// is cancelled.
-    public func wait() async throws(InterprocessError) {
-        try await waitAsync(deadline: .max)
-    }
-
-    /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task
-    /// is cancelled, `timedOut` after `timeout`.
-    public func wait(timeout: Duration) async throws(InterprocessError) {
-        try await waitAsync(deadline: Clock.deadline(after: timeout))
+    @inline(__always)
+    public func blockingWait(timeout: Duration? = nil) throws(InterprocessError) {
+        if tryWait() { return }
+        try site.blockingWait(until: Deadline(after: timeout), waitAttempt)
     }
 
     /// Takes one unit if one is available; never blocks. (A count above ``maximumCount``, which only a
-    /// damaged shared state holds, is no unit: false; ``wait()`` and ``signal(count:)`` throw `corrupt`.)
+    /// damaged shared state holds, is no unit: false; the waits and ``signal(count:)`` throw `corrupt`.)
     @inline(__always)
     public func tryWait() -> Bool {
         var current = count.pointee.load(ordering: .relaxed)
@@ -141,7 +142,7 @@ public final class ProcessSemaphore: @unchecked Sendable, FutexWaitable {
         }
     }
 
-    func waitAttempt(_: Bool) throws(InterprocessError) -> WaitStep<Void> {
+    private func waitAttempt(_: Bool) throws(InterprocessError) -> WaitStep<Void> {
         let current = count.pointee.load(ordering: .relaxed)
         if current == 0 { return .park(expected: current) }
         guard current <= UInt32(Self.maximumCount) else { throw corruptCount(current) }

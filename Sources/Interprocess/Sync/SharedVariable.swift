@@ -7,20 +7,28 @@ import Synchronization
 ///
 /// ```swift
 /// let jobs = try SharedVariable<Job>.create(name: "next-job")      // or .open(name:) in a peer
-/// try jobs.put(Job(id: 7))           // blocks while full
-/// let job = try jobs.take()          // blocks while empty; empties it
-/// let peek = try jobs.read()         // blocks while empty; leaves the value there
+/// try await jobs.put(Job(id: 7))     // waits while full (the task suspends; no thread blocks)
+/// let job = try await jobs.take()    // waits while empty; empties it
+/// let peek = try await jobs.read()   // waits while empty; leaves the value there
+/// let next = try jobs.blockingTake(timeout: .seconds(1))   // blocks the thread (not in async code)
 /// ```
 ///
-/// - ``take()`` waits while it is empty and empties it; ``put(_:)`` waits while it is full. One put
-///   releases exactly one taker (the others go on waiting for the next put).
-/// - ``read()`` waits while it is empty and leaves the value in place. **Every reader that was
+/// Every verb comes `async` (``take(timeout:)``, ``put(_:timeout:)``, ``read(timeout:)``,
+/// ``swap(_:timeout:)``, ``modify(isolation:timeout:_:)``: cancellation ends the wait having changed nothing),
+/// blocking (``blockingTake(timeout:)``, ``blockingPut(_:timeout:)``, ``blockingRead(timeout:)``,
+/// ``blockingSwap(_:timeout:)``, ``blockingModify(timeout:_:)``: unavailable in async code) and
+/// `try…` (``tryTake()``, ``tryPut(_:)``, ``tryRead()``, ``trySwap(_:)``: never wait); a `timeout`
+/// (nil: none) makes a wait throw `timedOut`.
+///
+/// - ``take(timeout:)`` waits while it is empty and empties it; ``put(_:timeout:)`` waits while it is
+///   full. One put releases exactly one taker (the others go on waiting for the next put).
+/// - ``read(timeout:)`` waits while it is empty and leaves the value in place. **Every reader that was
 ///   waiting when a value is put sees that value, before any taker can take it** (like GHC's
 ///   `readMVar`): a put releases all waiting readers at once, and takers wait until each of them has
 ///   copied the value.
-/// - ``swap(_:)`` takes the value and puts another in its place atomically (no put can slip in
-///   between); ``modify(_:)`` does the same around a closure and, if the closure throws, puts the
-///   original value back.
+/// - ``swap(_:timeout:)`` takes the value and puts another in its place atomically (no put can slip
+///   in between); ``modify(isolation:timeout:_:)`` does the same around a closure and, if the closure throws,
+///   puts the original value back.
 ///
 /// `Value` is copied byte for byte into shared memory, so it must be `BitwiseCopyable` and mean the
 /// same in every process: plain numbers and structs or tuples of them — never pointers. The creator
@@ -76,7 +84,7 @@ import Synchronization
 /// Ownership of the putter word is per process, like ``ProcessMutex``: threads and instances of one
 /// process share one token per segment file, which lives as long as some instance of the process on
 /// that file does. Do not use the variable from
-/// inside a ``modify(_:)`` body: the variable is empty and the putter word held while it runs.
+/// inside a ``modify(isolation:timeout:_:)`` body: the variable is empty and the putter word held while it runs.
 public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     // `@unchecked Sendable`: the state is shared memory kept mapped by `storage`, touched through
     // atomics; the value's bytes are only written by the holder of the putter word while the state
@@ -200,42 +208,28 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
 
     // MARK: Taking
 
-    /// Takes the value, waiting while the variable is empty (or while readers that were waiting
-    /// when it was put have not copied it yet).
-    @available(*, noasync, message: "use the async take() in async code")
-    public func take() throws(InterprocessError) -> Value {
-        if let value = tryTake() { return value }
-        return try blockingWait(
-            word: stateWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name, takeAttempt)
+    /// Where everybody waits: the state word's low half. Putters and takers check the liveness of
+    /// the putter and of the readers that hold them back when they are about to park, then every
+    /// 25 ms.
+    private var site: WaitSite { WaitSite(word: stateWord, waiters: waiters, name: name, recheckEvery: ProcessMutex.livenessInterval) }
+
+    /// Readers wait on the same word without periodic checks.
+    private var readSite: WaitSite { WaitSite(word: stateWord, waiters: waiters, name: name) }
+
+    /// Takes the value, suspending the task (no thread blocks) while the variable is empty — or while
+    /// readers that were waiting when it was put have not copied it yet — for at most `timeout` (nil:
+    /// as long as it takes).
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled (before or while
+    ///   waiting) — in both cases having taken nothing.
+    public func take(timeout: Duration? = nil) async throws(InterprocessError) -> Value {
+        try await site.asyncWait(until: Deadline(after: timeout), takeAttempt)
     }
 
-    /// Takes the value, or throws `timedOut` after `timeout` (having taken nothing).
+    /// Takes the value, blocking the calling thread while the variable is empty, for at most
+    /// `timeout` (nil: as long as it takes). The blocking form of ``take(timeout:)``.
     @available(*, noasync, message: "use the async take(timeout:) in async code")
-    public func take(timeout: Duration) throws(InterprocessError) -> Value {
-        if let value = tryTake() { return value }
-        return try blockingWait(
-            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout),
-            recheckEvery: ProcessMutex.livenessInterval, name: name, takeAttempt)
-    }
-
-    /// Takes the value without blocking a thread. Throws `cancelled` — having taken nothing — if the
-    /// task is cancelled.
-    public func take() async throws(InterprocessError) -> Value {
-        try await take(deadline: .max)
-    }
-
-    /// Takes the value without blocking a thread. Throws `cancelled` — having taken nothing — if the
-    /// task is cancelled, `timedOut` after `timeout`.
-    public func take(timeout: Duration) async throws(InterprocessError) -> Value {
-        try await take(deadline: Clock.deadline(after: timeout))
-    }
-
-    private func take(deadline: UInt64) async throws(InterprocessError) -> Value {
-        try throwIfCancelled(name)
-        if let value = tryTake() { return value }
-        return try await asyncWait(
-            word: stateWord, waiters: waiters, deadline: deadline,
-            recheckEvery: ProcessMutex.livenessInterval, name: name, takeAttempt)
+    public func blockingTake(timeout: Duration? = nil) throws(InterprocessError) -> Value {
+        try site.blockingWait(until: Deadline(after: timeout), takeAttempt)
     }
 
     /// Takes the value if there is one that no waiting reader still has to see; nil otherwise.
@@ -258,44 +252,19 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
 
     // MARK: Putting
 
-    /// Puts `value`, waiting while the variable is full.
-    @available(*, noasync, message: "use the async put(_:) in async code")
-    public func put(_ value: Value) throws(InterprocessError) {
-        if tryPut(value) { return }
-        try blockingWait(
-            word: stateWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name
-        ) { check in putAttempt(value, check) }
+    /// Puts `value`, suspending the task (no thread blocks) while the variable is full, for at most
+    /// `timeout` (nil: as long as it takes).
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled (before or while
+    ///   waiting) — in both cases having put nothing.
+    public func put(_ value: Value, timeout: Duration? = nil) async throws(InterprocessError) {
+        try await site.asyncWait(until: Deadline(after: timeout)) { check in putAttempt(value, check) }
     }
 
-    /// Puts `value`, or throws `timedOut` after `timeout` (having put nothing).
+    /// Puts `value`, blocking the calling thread while the variable is full, for at most `timeout`
+    /// (nil: as long as it takes). The blocking form of ``put(_:timeout:)``.
     @available(*, noasync, message: "use the async put(_:timeout:) in async code")
-    public func put(_ value: Value, timeout: Duration) throws(InterprocessError) {
-        if tryPut(value) { return }
-        try blockingWait(
-            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout),
-            recheckEvery: ProcessMutex.livenessInterval, name: name
-        ) { check in putAttempt(value, check) }
-    }
-
-    /// Puts `value` without blocking a thread. Throws `cancelled` — having put nothing — if the task
-    /// is cancelled.
-    public func put(_ value: Value) async throws(InterprocessError) {
-        try await put(value, deadline: .max)
-    }
-
-    /// Puts `value` without blocking a thread. Throws `cancelled` — having put nothing — if the task
-    /// is cancelled, `timedOut` after `timeout`.
-    public func put(_ value: Value, timeout: Duration) async throws(InterprocessError) {
-        try await put(value, deadline: Clock.deadline(after: timeout))
-    }
-
-    private func put(_ value: Value, deadline: UInt64) async throws(InterprocessError) {
-        try throwIfCancelled(name)
-        if tryPut(value) { return }
-        try await asyncWait(
-            word: stateWord, waiters: waiters, deadline: deadline,
-            recheckEvery: ProcessMutex.livenessInterval, name: name
-        ) { check in putAttempt(value, check) }
+    public func blockingPut(_ value: Value, timeout: Duration? = nil) throws(InterprocessError) {
+        try site.blockingWait(until: Deadline(after: timeout)) { check in putAttempt(value, check) }
     }
 
     /// Puts `value` if the variable is empty and no other put is in progress; returns whether it did.
@@ -318,47 +287,26 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
 
     // MARK: Reading
 
-    /// Returns the value without taking it, waiting while the variable is empty. A reader that waits
-    /// gets the very next value put, before any taker can take it.
-    @available(*, noasync, message: "use the async read() in async code")
-    public func read() throws(InterprocessError) -> Value {
+    /// Returns the value without taking it, suspending the task (no thread blocks) while the variable
+    /// is empty, for at most `timeout` (nil: as long as it takes). A reader that waits gets the very
+    /// next value put, before any taker can take it.
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled.
+    public func read(timeout: Duration? = nil) async throws(InterprocessError) -> Value {
+        try readSite.throwIfCancelled()
         if let value = tryRead() { return value }
         var registration = Registration()
         defer { leave(registration) }
-        return try blockingWait(word: stateWord, waiters: waiters, deadline: .max, name: name) { _ in readAttempt(&registration) }
+        return try await readSite.asyncWait(until: Deadline(after: timeout)) { _ in readAttempt(&registration) }
     }
 
-    /// Returns the value without taking it, or throws `timedOut` after `timeout`.
+    /// Returns the value without taking it, blocking the calling thread while the variable is empty,
+    /// for at most `timeout` (nil: as long as it takes). The blocking form of ``read(timeout:)``.
     @available(*, noasync, message: "use the async read(timeout:) in async code")
-    public func read(timeout: Duration) throws(InterprocessError) -> Value {
+    public func blockingRead(timeout: Duration? = nil) throws(InterprocessError) -> Value {
         if let value = tryRead() { return value }
         var registration = Registration()
         defer { leave(registration) }
-        return try blockingWait(
-            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout), name: name
-        ) { _ in readAttempt(&registration) }
-    }
-
-    /// Returns the value without taking it and without blocking a thread. Throws `cancelled` if the
-    /// task is cancelled.
-    public func read() async throws(InterprocessError) -> Value {
-        try await read(deadline: .max)
-    }
-
-    /// Returns the value without taking it and without blocking a thread. Throws `cancelled` if the
-    /// task is cancelled, `timedOut` after `timeout`.
-    public func read(timeout: Duration) async throws(InterprocessError) -> Value {
-        try await read(deadline: Clock.deadline(after: timeout))
-    }
-
-    private func read(deadline: UInt64) async throws(InterprocessError) -> Value {
-        try throwIfCancelled(name)
-        if let value = tryRead() { return value }
-        var registration = Registration()
-        defer { leave(registration) }
-        return try await asyncWait(
-            word: stateWord, waiters: waiters, deadline: deadline, name: name
-        ) { _ in readAttempt(&registration) }
+        return try readSite.blockingWait(until: Deadline(after: timeout)) { _ in readAttempt(&registration) }
     }
 
     /// The value if the variable is full; nil if it is empty. Never blocks.
@@ -371,45 +319,25 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         return nil
     }
 
-    /// Calls `body` with the value (waiting while the variable is empty), leaving it in place.
-    @available(*, noasync, message: "use the async read() in async code")
-    public func withValue<R>(_ body: (Value) throws -> R) throws -> R {
-        try body(read())
-    }
-
     // MARK: Exchanging
 
     /// Takes the value and puts `newValue` in its place, with no put in between; returns the old
-    /// value. Waits while the variable is empty.
-    @available(*, noasync, message: "use the async swap(_:) in async code")
-    public func swap(_ newValue: Value) throws(InterprocessError) -> Value {
-        let old = try beginExchange(deadline: .max)
+    /// value. Suspends the task (no thread blocks) while the variable is empty, for at most `timeout`
+    /// (nil: as long as it takes).
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled — in both cases
+    ///   having changed nothing.
+    public func swap(_ newValue: Value, timeout: Duration? = nil) async throws(InterprocessError) -> Value {
+        let old = try await beginExchange(Deadline(after: timeout))
         finishExchange(newValue)
         return old
     }
 
-    /// Like ``swap(_:)``, but throws `timedOut` after `timeout` (having changed nothing).
+    /// Takes the value and puts `newValue` in its place, blocking the calling thread while the
+    /// variable is empty, for at most `timeout` (nil: as long as it takes). The blocking form of
+    /// ``swap(_:timeout:)``.
     @available(*, noasync, message: "use the async swap(_:timeout:) in async code")
-    public func swap(_ newValue: Value, timeout: Duration) throws(InterprocessError) -> Value {
-        let old = try beginExchange(deadline: Clock.deadline(after: timeout))
-        finishExchange(newValue)
-        return old
-    }
-
-    /// Like ``swap(_:)``, without blocking a thread. Throws `cancelled` having changed
-    /// nothing.
-    public func swap(_ newValue: Value) async throws(InterprocessError) -> Value {
-        try await swap(newValue, deadline: .max)
-    }
-
-    /// Like ``swap(_:)``, without blocking a thread. Throws `cancelled` or `timedOut` having changed
-    /// nothing.
-    public func swap(_ newValue: Value, timeout: Duration) async throws(InterprocessError) -> Value {
-        try await swap(newValue, deadline: Clock.deadline(after: timeout))
-    }
-
-    private func swap(_ newValue: Value, deadline: UInt64) async throws(InterprocessError) -> Value {
-        let old = try await beginExchange(deadline: deadline)
+    public func blockingSwap(_ newValue: Value, timeout: Duration? = nil) throws(InterprocessError) -> Value {
+        let old = try beginBlockingExchange(Deadline(after: timeout))
         finishExchange(newValue)
         return old
     }
@@ -429,26 +357,26 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         }
     }
 
-    /// Takes the value (waiting while the variable is empty), lets `body` change it, and puts the
-    /// result back, with no put in between. If `body` throws, puts the original value back and
-    /// rethrows. While `body` runs the variable is empty: readers and takers wait, and so do putters.
-    /// A process killed inside `body` takes the value with it (the variable stays empty and usable).
-    @available(*, noasync, message: "use the async modify(timeout:_:) in async code")
-    public func modify<R>(_ body: (inout Value) throws -> R) throws -> R {
-        try exchange(original: try beginExchange(deadline: .max), body)
+    /// Takes the value, lets `body` change it, and puts the result back, with no put in between.
+    /// Suspends the task (no thread blocks) while the variable is empty, for at most `timeout` (nil:
+    /// as long as it takes); `body` itself runs synchronously, in the caller's isolation. If `body`
+    /// throws, puts the original
+    /// value back and rethrows. While `body` runs the variable is empty: readers and takers wait, and
+    /// so do putters. A process killed inside `body` takes the value with it (the variable stays
+    /// empty and usable).
+    /// - Throws: `timedOut` after `timeout`, `cancelled` if the task is cancelled — in both cases
+    ///   having changed nothing and without running `body`; or what `body` throws.
+    public func modify<R>(
+        isolation: isolated (any Actor)? = #isolation, timeout: Duration? = nil, _ body: (inout Value) throws -> R
+    ) async throws -> R {
+        try exchange(original: try await beginExchange(Deadline(after: timeout)), body)
     }
 
-    /// Like ``modify(_:)``, but throws `timedOut` after `timeout` if the variable stayed empty (having
-    /// changed nothing, and without running `body`).
+    /// The blocking form of ``modify(isolation:timeout:_:)``: blocks the calling thread while the variable is
+    /// empty.
     @available(*, noasync, message: "use the async modify(timeout:_:) in async code")
-    public func modify<R>(timeout: Duration, _ body: (inout Value) throws -> R) throws -> R {
-        try exchange(original: try beginExchange(deadline: Clock.deadline(after: timeout)), body)
-    }
-
-    /// Like ``modify(_:)``, waiting without blocking a thread (`body` itself runs synchronously).
-    /// Throws `cancelled` or `timedOut` having changed nothing, without running `body`.
-    public func modify<R>(timeout: Duration? = nil, _ body: (inout Value) throws -> R) async throws -> R {
-        try exchange(original: try await beginExchange(deadline: Clock.deadline(after: timeout)), body)
+    public func blockingModify<R>(timeout: Duration? = nil, _ body: (inout Value) throws -> R) throws -> R {
+        try exchange(original: try beginBlockingExchange(Deadline(after: timeout)), body)
     }
 
     private func exchange<R>(original: Value, _ body: (inout Value) throws -> R) throws -> R {
@@ -544,20 +472,16 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
 
     /// Waits until the variable is full (and no reader is pending), claims the putter word and takes
     /// the value, leaving the variable empty and the putter word held: ``finishExchange(_:)`` next.
-    @available(*, noasync)
-    private func beginExchange(deadline: UInt64) throws(InterprocessError) -> Value {
+    private func beginExchange(_ deadline: Deadline) async throws(InterprocessError) -> Value {
         var yields = 0
-        return try blockingWait(
-            word: stateWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval, name: name
-        ) { check in exchangeAttempt(check, &yields) }
+        return try await site.asyncWait(until: deadline) { check in exchangeAttempt(check, &yields) }
     }
 
-    private func beginExchange(deadline: UInt64) async throws(InterprocessError) -> Value {
-        try throwIfCancelled(name)
+    /// The blocking form of ``beginExchange(_:)``.
+    @available(*, noasync)
+    private func beginBlockingExchange(_ deadline: Deadline) throws(InterprocessError) -> Value {
         var yields = 0
-        return try await asyncWait(
-            word: stateWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval, name: name
-        ) { check in exchangeAttempt(check, &yields) }
+        return try site.blockingWait(until: deadline) { check in exchangeAttempt(check, &yields) }
     }
 
     private func exchangeAttempt(_ check: Bool, _ yields: inout Int) -> WaitStep<Value> {
