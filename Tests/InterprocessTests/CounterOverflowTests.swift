@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Testing
+import CInterprocess
 import Interprocess
 import InterprocessSystem
 import Synchronization
@@ -411,35 +412,41 @@ private enum Child {
 
 /// Offsets in a named primitive's file (its state starts after the 4096-byte segment header), from
 /// the structs in `CInterprocess.h`.
+/// Where the fields are in a named primitive's file: the payload offset, then the field's offset in
+/// its C struct (`CInterprocess.h`, pinned by `LayoutTests`).
 private enum Layout {
-    static let payload = 4096
+    static let payload = SharedMemory.payloadOffset
     enum condition {
-        static let sequence = payload + 0
-        static let waiters = payload + 4
+        static let sequence = payload + fieldOffset(\cipc_condition.sequence)
+        static let waiters = payload + fieldOffset(\cipc_condition.waiters)
     }
     enum semaphore {
-        static let count = payload + 0
-        static let waiters = payload + 4
+        static let count = payload + fieldOffset(\cipc_semaphore.count)
+        static let waiters = payload + fieldOffset(\cipc_semaphore.waiters)
     }
     enum event {
-        static let waiters = payload + 4
+        static let waiters = payload + fieldOffset(\cipc_event.waiters)
     }
     enum mutex {
-        static let owner = payload + 0
-        static let recoveries = payload + 24
+        static let owner = payload + fieldOffset(\cipc_mutex.owner)
+        static let recoveries = payload + fieldOffset(\cipc_mutex.recoveries)
     }
     enum rwLock {
-        static let owner = payload + 0
-        static let drain = payload + 8
-        static let recoveries = payload + 24
-        static let readerRecoveries = payload + 48
-        static func slotOwner(slot: Int) -> Int { payload + 64 + 16 * slot }
-        static func holds(slot: Int) -> Int { payload + 64 + 16 * slot + 8 }
+        static let owner = payload + fieldOffset(\cipc_rwlock.owner)
+        static let drain = payload + fieldOffset(\cipc_rwlock.drain)
+        static let recoveries = payload + fieldOffset(\cipc_rwlock.recoveries)
+        static let readerRecoveries = payload + fieldOffset(\cipc_rwlock.reader_recoveries)
+        static func slotOwner(slot: Int) -> Int {
+            payload + fieldOffset(\cipc_rwlock.readers) + MemoryLayout<cipc_rwlock_reader>.stride * slot + fieldOffset(\cipc_rwlock_reader.owner)
+        }
+        static func holds(slot: Int) -> Int {
+            payload + fieldOffset(\cipc_rwlock.readers) + MemoryLayout<cipc_rwlock_reader>.stride * slot + fieldOffset(\cipc_rwlock_reader.holds)
+        }
     }
     enum variable {
-        static let putter = payload + 24
-        static let registered = payload + 32
-        static let recoveries = payload + 48
+        static let putter = payload + fieldOffset(\cipc_variable_header.putter)
+        static let registered = payload + fieldOffset(\cipc_variable_header.registered_readers)
+        static let recoveries = payload + fieldOffset(\cipc_variable_header.recoveries)
     }
 
     /// An owner word (pid | start-time epoch << 32) naming a process that does not exist: pids never

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Testing
+import CInterprocess
 import Interprocess
 import InterprocessSystem
 import InterprocessToolSupport
@@ -86,7 +87,7 @@ struct ProcessEventTests {
             #expect(event.isSet)
             #expect(try ProcessEvent.open(in: segment, at: 64).mode == .manualReset)
             // A peer scribbles the mode: opening reports it instead of misbehaving.
-            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(9), toByteOffset: 64 + 8, as: UInt32.self) }
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(9), toByteOffset: 64 + fieldOffset(\cipc_event.mode), as: UInt32.self) }
             expectError(.corrupt) { try ProcessEvent.open(in: segment, at: 64) }
         }
     }

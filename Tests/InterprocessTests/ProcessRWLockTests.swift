@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Testing
+import CInterprocess
 import Interprocess
 import InterprocessSystem
 import Synchronization
@@ -19,8 +20,10 @@ func makeRWSegment(_ name: String) throws -> SharedMemory {
 /// (offsets as in `cipc_rwlock`).
 func rwState(_ segment: SharedMemory) throws -> (overflow: UInt32, slotsInUse: Int, readerRecoveries: UInt64) {
     try segment.withUnsafeBytes { bytes in
-        let inUse = (0..<32).filter { bytes.load(fromByteOffset: 64 + $0 * 16, as: UInt64.self) != 0 }.count
-        return (bytes.load(fromByteOffset: 40, as: UInt32.self), inUse, bytes.load(fromByteOffset: 48, as: UInt64.self))
+        let slots = fieldOffset(\cipc_rwlock.readers)
+        let inUse = (0..<32).filter { bytes.load(fromByteOffset: slots + $0 * MemoryLayout<cipc_rwlock_reader>.stride, as: UInt64.self) != 0 }.count
+        return (bytes.load(fromByteOffset: fieldOffset(\cipc_rwlock.overflow), as: UInt32.self), inUse,
+                bytes.load(fromByteOffset: fieldOffset(\cipc_rwlock.reader_recoveries), as: UInt64.self))
     }
 }
 
@@ -89,9 +92,10 @@ struct ProcessRWLockTests {
             expectError(.corrupt) { try ProcessRWLock.open(in: segment, at: 1024) }
             let lock = try ProcessRWLock.create(in: segment, at: 64)
             // A header with another slot count or state size (another layout) is refused.
-            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(64), toByteOffset: 64 + 56, as: UInt32.self) }
+            let stateSize = 64 + fieldOffset(\cipc_rwlock.state_size)
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(64), toByteOffset: stateSize, as: UInt32.self) }
             expectError(.corrupt) { try ProcessRWLock.open(in: segment, at: 64) }
-            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(576), toByteOffset: 64 + 56, as: UInt32.self) }
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(576), toByteOffset: stateSize, as: UInt32.self) }
             let again = try ProcessRWLock.open(in: segment, at: 64)
             try lock.blockingWriteLock()
             #expect(again.tryReadLock() == nil)
@@ -439,7 +443,7 @@ struct ProcessRWLockTests {
             defer { segment.close() }
             let lock = try ProcessRWLock.open(in: segment, at: 0)
             // Fill all 32 slots with live processes (tokens whose locks `live` holds), holding nothing.
-            let slot = { (index: Int) in 64 + index * 16 }
+            let slot = { (index: Int) in fieldOffset(\cipc_rwlock.readers) + index * MemoryLayout<cipc_rwlock_reader>.stride }
             let live = try LiveTokens(segment: name)
             let tokens = try (0..<32).map { try live.make(UInt64(1) << 32 | UInt64($0 + 1)) }
             try segment.withUnsafeMutableBytes { bytes in
@@ -460,7 +464,7 @@ struct ProcessRWLockTests {
             let dead = UInt64(1) << 32 | 0x0DEA_DBEF
             try segment.withUnsafeMutableBytes { bytes in
                 bytes.storeBytes(of: dead, toByteOffset: slot(5), as: UInt64.self)
-                bytes.storeBytes(of: UInt32(2), toByteOffset: slot(5) + 8, as: UInt32.self)
+                bytes.storeBytes(of: UInt32(2), toByteOffset: slot(5) + fieldOffset(\cipc_rwlock_reader.holds), as: UInt32.self)
             }
             #expect(lock.readerCount == 2)
             let start = Clock.monotonicNanoseconds()
@@ -473,7 +477,7 @@ struct ProcessRWLockTests {
             #expect(try lock.blockingReadLock(timeout: .seconds(1)) == .acquired)
             state = try rwState(segment)
             #expect(state.overflow == 0 && state.slotsInUse == 32)
-            #expect(try segment.withUnsafeBytes { $0.load(fromByteOffset: slot(5) + 8, as: UInt32.self) } == 1)
+            #expect(try segment.withUnsafeBytes { $0.load(fromByteOffset: slot(5) + fieldOffset(\cipc_rwlock_reader.holds), as: UInt32.self) } == 1)
             try lock.readUnlock()
             // A dead process's slot holding nothing is reused by a process that needs one.
             try segment.withUnsafeMutableBytes { bytes in

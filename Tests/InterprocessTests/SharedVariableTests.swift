@@ -88,7 +88,10 @@ struct SharedVariableTests {
             expectError(.incompatible) { try SharedVariable<(UInt64, UInt64)>.open(name: name) }
             expectError(.incompatible) { try ProcessMutex.open(name: name) }
             expectError(.notFound) { try SharedVariable<UInt64>.open(name: name + "-x") }
-            let same = try SharedVariable<Int64>.open(name: name)
+            // Same size and alignment, another type: incompatible too (its type fingerprint).
+            expectError(.incompatible) { try SharedVariable<Int64>.open(name: name) }
+            // The creator's fingerprint, given explicitly, reads the same bytes as another type.
+            let same = try SharedVariable<Int64>.open(name: name, type: TypeFingerprint(of: UInt64.self))
             try variable.blockingPut(7)
             #expect(try same.blockingTake() == 7)
             same.close()
@@ -99,7 +102,7 @@ struct SharedVariableTests {
         try withCleanNames("varplace") { name in
             let segment = try SharedMemory.create(name: name, size: 4096)
             defer { segment.close() }
-            #expect(SharedVariable<Int>.stateSize == 328)
+            #expect(SharedVariable<Int>.stateSize == 456) // a 448-byte header (with the type fingerprint), the value
             expectError(.invalidArgument) { try SharedVariable<Int>.create(in: segment, at: 4) }
             expectError(.invalidArgument) { try SharedVariable<Int>.create(in: segment, at: 4096 - 320) }
             expectError(.corrupt) { try SharedVariable<Int>.open(in: segment, at: 0) }

@@ -27,44 +27,56 @@ import Synchronization
 public final class ProcessCondition: @unchecked Sendable {
     // `@unchecked Sendable`: the state is shared memory kept mapped by `storage`, used through atomics.
 
-    /// Bytes of shared state.
-    public static let stateSize = 64
+    /// Bytes of shared state: a `cipc_condition`.
+    public static let stateSize = MemoryLayout<cipc_condition>.size
 
-    let storage: PrimitiveStorage
+    let storage: SharedObjectStorage
     private let sequence: UnsafeMutablePointer<Atomic<UInt32>>
     private let waiters: UnsafeMutablePointer<Atomic<UInt32>>
 
-    private init(storage: PrimitiveStorage) {
+    init(storage: SharedObjectStorage) {
         self.storage = storage
-        sequence = atomic32(storage.base)
-        waiters = atomic32(storage.base + 4)
+        sequence = atomic32(storage.base + fieldOffset(\cipc_condition.sequence))
+        waiters = atomic32(storage.base + fieldOffset(\cipc_condition.waiters))
     }
-
-    private static func initialize(_ base: UnsafeMutableRawPointer) {}
 
     /// Creates a named condition variable.
     public static func create(
         name: String, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
     ) throws(InterprocessError) -> ProcessCondition {
-        ProcessCondition(storage: try PrimitiveStorage.create(
-            name: name, kind: .condition, tag: CIPC_TAG_CONDITION, permissions: permissions, lifetime: lifetime,
-            initialize: initialize))
+        try SharedObjectStorage.create(ProcessCondition.self, name: name, parameters: (), permissions: permissions, lifetime: lifetime)
     }
 
     /// Opens a named condition variable. Only an object of a trusted owner opens (by default: this process's
     /// user; see ``TrustedOwners``): another user's is `permissionDenied`.
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> ProcessCondition {
-        ProcessCondition(storage: try PrimitiveStorage.open(name: name, kind: .condition, tag: CIPC_TAG_CONDITION, trusting: trust))
+        try SharedObjectStorage.open(ProcessCondition.self, name: name, expecting: nil, trusting: trust)
+    }
+
+    /// Opens the named condition variable, or creates it; `created` says which. Of racing processes
+    /// exactly one creates it; the others open it, complete.
+    public static func openOrCreate(
+        name: String, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
+        trusting trust: TrustedOwners = .currentUser
+    ) throws(InterprocessError) -> (condition: ProcessCondition, created: Bool) {
+        try SharedObjectStorage.openOrCreate(
+            ProcessCondition.self, name: name, parameters: (), permissions: permissions, lifetime: lifetime, trusting: trust)
+    }
+
+    /// Removes the name of the named condition variable `name` (`incompatible` if it is not one);
+    /// processes that hold it go on using it until they close it.
+    public static func remove(name: String) throws(InterprocessError) {
+        try SharedObjectStorage.remove(ProcessCondition.self, name: name)
     }
 
     /// Initializes a condition variable at `offset` in `segment`.
     public static func create(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessCondition {
-        ProcessCondition(storage: try PrimitiveStorage.place(in: segment, at: offset, tag: CIPC_TAG_CONDITION, what: "condition", initialize: initialize))
+        try SharedObjectStorage.place(ProcessCondition.self, in: segment, at: offset, parameters: ())
     }
 
     /// Uses the condition variable that another process created at `offset` in `segment`.
     public static func open(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessCondition {
-        ProcessCondition(storage: try PrimitiveStorage.place(in: segment, at: offset, tag: CIPC_TAG_CONDITION, what: "condition", initialize: nil))
+        try SharedObjectStorage.attach(ProcessCondition.self, in: segment, at: offset, expecting: nil)
     }
 
     /// The name of a named condition variable.
@@ -157,9 +169,30 @@ public final class ProcessCondition: @unchecked Sendable {
             Futex.wakeAll(UnsafeMutableRawPointer(sequence))
         }
     }
+}
 
-    static func describe(_ state: UnsafeRawBufferPointer) -> [String: String] {
-        guard state.count >= 8 else { return [:] }
-        return ["sequence": "\(state.load(as: UInt32.self))", "waiters": "\(state.load(fromByteOffset: 4, as: UInt32.self))"]
+// MARK: - The shared object
+
+extension ProcessCondition: SharedObject, SharedObjectKind {
+    static var segmentKind: SegmentKind { .condition }
+    static var tag: UInt32 { CIPC_TAG_CONDITION }
+    static var tagOffset: Int { fieldOffset(\cipc_condition.tag) }
+    static var kindName: String { "condition" }
+    static var minimumSize: Int { stateSize }
+
+    /// Sequence 0, nobody waiting: all zeros.
+    static func initialize(_ state: UnsafeMutableRawPointer, size: Int, with _: Void) {}
+
+    static func describe(_ copy: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> SharedObjectDescription {
+        guard copy.count >= MemoryLayout<cipc_condition>.size else { return SharedObjectDescription(details: [:]) }
+        let state = copy.loadUnaligned(as: cipc_condition.self)
+        return SharedObjectDescription(
+            details: ["sequence": "\(state.sequence)", "waiters": "\(state.waiters)"],
+            summary: state.waiters > 0 ? "\(state.waiters) waiting" : "")
     }
+}
+
+extension SegmentKind {
+    /// A named ``ProcessCondition``.
+    public static let condition = SegmentKind(rawValue: CIPC_KIND_CONDITION)
 }

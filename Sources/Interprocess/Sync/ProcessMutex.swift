@@ -71,10 +71,10 @@ public final class ProcessMutex: @unchecked Sendable {
     }
 
     /// Bytes of shared state (place it at an 8-byte aligned offset; 64-byte alignment avoids sharing
-    /// a cache line with other data).
-    public static let stateSize = 64
+    /// a cache line with other data): a `cipc_mutex`.
+    public static let stateSize = MemoryLayout<cipc_mutex>.size
 
-    let storage: PrimitiveStorage
+    let storage: SharedObjectStorage
     // The fast paths are inlined into callers (a call across the module boundary costs as much as the
     // lock itself), so the words they touch are `@usableFromInline`.
     @usableFromInline let owner: UnsafeMutablePointer<Atomic<UInt64>>
@@ -95,44 +95,54 @@ public final class ProcessMutex: @unchecked Sendable {
 
     static let livenessInterval: UInt64 = 25_000_000
 
-    private init(storage: PrimitiveStorage) {
+    init(storage: SharedObjectStorage) {
         guard let lease = storage.lease else { preconditionFailure("a mutex's storage carries a lease") }
         self.storage = storage
-        owner = atomic64(storage.base)
-        word = storage.base
-        waiters = storage.base + 8
-        inconsistent = atomic32(storage.base + 12)
+        owner = atomic64(storage.base + fieldOffset(\cipc_mutex.owner))
+        word = storage.base + fieldOffset(\cipc_mutex.owner) // the owner word's low half (little-endian)
+        waiters = storage.base + fieldOffset(\cipc_mutex.waiters)
+        inconsistent = atomic32(storage.base + fieldOffset(\cipc_mutex.inconsistent))
         self.lease = lease
         me = lease.token
-    }
-
-    private static func initialize(_ base: UnsafeMutableRawPointer) {
-        atomic64(base).initialize(to: Atomic(0))
     }
 
     /// Creates a named mutex (a segment of kind `mutex`), unlocked.
     public static func create(
         name: String, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
     ) throws(InterprocessError) -> ProcessMutex {
-        ProcessMutex(storage: try PrimitiveStorage.create(
-            name: name, kind: .mutex, tag: CIPC_TAG_MUTEX, permissions: permissions, lifetime: lifetime,
-            leased: true, initialize: initialize))
+        try SharedObjectStorage.create(ProcessMutex.self, name: name, parameters: (), permissions: permissions, lifetime: lifetime)
     }
 
     /// Opens a named mutex. Only an object of a trusted owner opens (by default: this process's
     /// user; see ``TrustedOwners``): another user's is `permissionDenied`.
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> ProcessMutex {
-        ProcessMutex(storage: try PrimitiveStorage.open(name: name, kind: .mutex, tag: CIPC_TAG_MUTEX, leased: true, trusting: trust))
+        try SharedObjectStorage.open(ProcessMutex.self, name: name, expecting: nil, trusting: trust)
+    }
+
+    /// Opens the named mutex, or creates it (unlocked); `created` says which. Of racing processes
+    /// exactly one creates it; the others open it, complete.
+    public static func openOrCreate(
+        name: String, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
+        trusting trust: TrustedOwners = .currentUser
+    ) throws(InterprocessError) -> (mutex: ProcessMutex, created: Bool) {
+        try SharedObjectStorage.openOrCreate(
+            ProcessMutex.self, name: name, parameters: (), permissions: permissions, lifetime: lifetime, trusting: trust)
+    }
+
+    /// Removes the name of the named mutex `name` (`incompatible` if it is not a mutex); processes
+    /// that hold it go on using it until they close it.
+    public static func remove(name: String) throws(InterprocessError) {
+        try SharedObjectStorage.remove(ProcessMutex.self, name: name)
     }
 
     /// Initializes a new, unlocked mutex at `offset` in `segment` (``stateSize`` bytes).
     public static func create(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessMutex {
-        ProcessMutex(storage: try PrimitiveStorage.place(in: segment, at: offset, tag: CIPC_TAG_MUTEX, what: "mutex", leased: true, initialize: initialize))
+        try SharedObjectStorage.place(ProcessMutex.self, in: segment, at: offset, parameters: ())
     }
 
     /// Uses the mutex that another process created at `offset` in `segment`.
     public static func open(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessMutex {
-        ProcessMutex(storage: try PrimitiveStorage.place(in: segment, at: offset, tag: CIPC_TAG_MUTEX, what: "mutex", leased: true, initialize: nil))
+        try SharedObjectStorage.attach(ProcessMutex.self, in: segment, at: offset, expecting: nil)
     }
 
     /// The name of a named mutex.
@@ -313,23 +323,50 @@ public final class ProcessMutex: @unchecked Sendable {
             expected: dead, desired: me | (dead & Self.contended), ordering: .acquiring
         ).exchanged else { return nil }
         inconsistent.pointee.store(1, ordering: .relaxed)
-        atomic64(storage.base + 24).pointee.wrappingAdd(1, ordering: .relaxed)
+        atomic64(storage.base + fieldOffset(\cipc_mutex.recoveries)).pointee.wrappingAdd(1, ordering: .relaxed)
         return .previousOwnerDied
     }
+}
+
+// MARK: - The shared object
+
+extension ProcessMutex: SharedObject, SharedObjectKind {
+    static var segmentKind: SegmentKind { .mutex }
+    static var tag: UInt32 { CIPC_TAG_MUTEX }
+    static var tagOffset: Int { fieldOffset(\cipc_mutex.tag) }
+    static var kindName: String { "mutex" }
+    static var recordsOwners: Bool { true }
+    static var minimumSize: Int { stateSize }
+
+    /// Unlocked: all zeros.
+    static func initialize(_ state: UnsafeMutableRawPointer, size: Int, with _: Void) {}
 
     /// The owner (pid as it saw it, and whether its token is alive: `isAlive`), contention, waiters,
     /// consistency and recoveries, read from a copy of the state.
-    static func describe(_ state: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> [String: String] {
-        guard state.count >= 32 else { return [:] }
-        let word = state.load(as: UInt64.self)
-        return [
-            "locked": word == 0 ? "no" : "yes",
-            "ownerPID": word == 0 ? "-" : "\(OwnerLease.displayPID(of: word))",
-            "ownerAlive": word == 0 ? "-" : (isAlive(word) ? "yes" : "no"),
-            "contended": word & contended == 0 ? "no" : "yes",
-            "waiters": "\(state.load(fromByteOffset: 8, as: UInt32.self))",
-            "consistent": state.load(fromByteOffset: 12, as: UInt32.self) == 0 ? "yes" : "no",
-            "recoveries": "\(state.load(fromByteOffset: 24, as: UInt64.self))",
-        ]
+    static func describe(_ copy: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> SharedObjectDescription {
+        guard copy.count >= MemoryLayout<cipc_mutex>.size else { return SharedObjectDescription(details: [:]) }
+        let state = copy.loadUnaligned(as: cipc_mutex.self)
+        let word = state.owner
+        let waiting = state.waiters > 0 ? ", \(state.waiters) waiting" : ""
+        let inconsistent = state.inconsistent == 0 ? "" : ", inconsistent"
+        let dead = word != 0 && !isAlive(word)
+        return SharedObjectDescription(
+            details: [
+                "locked": word == 0 ? "no" : "yes",
+                "ownerPID": word == 0 ? "-" : "\(OwnerLease.displayPID(of: word))",
+                "ownerAlive": word == 0 ? "-" : (dead ? "no" : "yes"),
+                "contended": word & contended == 0 ? "no" : "yes",
+                "waiters": "\(state.waiters)",
+                "consistent": state.inconsistent == 0 ? "yes" : "no",
+                "recoveries": "\(state.recoveries)",
+            ],
+            summary: word == 0
+                ? "unlocked" + waiting + inconsistent
+                : "locked by \(OwnerLease.displayPID(of: word))\(dead ? " (dead)" : "")" + waiting + inconsistent)
     }
+}
+
+extension SegmentKind {
+    /// A named ``ProcessMutex``.
+    public static let mutex = SegmentKind(rawValue: CIPC_KIND_MUTEX)
 }
