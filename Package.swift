@@ -85,11 +85,19 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Every async verb called from top-level code, an async function, an actor and a Task, as a
+        // user's main.swift would (not a product): that it compiles is the test that the async forms
+        // resolve in each context; AsyncContextsTests runs it.
+        .executableTarget(
+            name: "InterprocessAsyncContexts",
+            dependencies: ["Interprocess"],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "InterprocessTests",
             dependencies: [
                 "Interprocess", "InterprocessSystem", "InterprocessToolSupport", "InterprocessBenchmarks",
-                "InterprocessTestChild", "ipc",
+                "InterprocessTestChild", "InterprocessAsyncContexts", "ipc",
             ],
             swiftSettings: strictSettings
         ),

@@ -87,7 +87,7 @@ package struct BenchPeer: ParsableCommand {
             try body(
                 PeerWork(
                     memory: memory, base: base, control: BenchControl(base: base), slot: slot, count: count,
-                    parties: parties, input: input, output: output, deadline: Clock.deadline(after: .seconds(lifeLimit))))
+                    parties: parties, input: input, output: output, deadline: Deadline(after: .seconds(lifeLimit))))
         }
     }
 }
@@ -140,14 +140,14 @@ struct PeerWork {
     let parties: Int
     let input: Int32
     let output: Int32
-    let deadline: UInt64
+    let deadline: Deadline
 
     /// Waits on `ping`, signals `pong`; ends when woken with the pair's quit flag set.
     func pongSemaphores(_ ping: ProcessSemaphore, _ pong: ProcessSemaphore, pair: Int) throws {
         let quit = control.word(BenchLayout.quit(pair: pair))
         control.markReady()
         while true {
-            try ping.wait()
+            try ping.blockingWait()
             if quit.pointee.load(ordering: .relaxed) != 0 { return }
             try pong.signal()
         }

@@ -49,6 +49,7 @@ package enum BenchScenarios {
             LocalSocketLatencyBench.self,
             LocalSocketThroughputBench.self,
             HandOverBench.self,
+            AsyncWakeBench.self,
         ]
     }
 

@@ -57,7 +57,7 @@ extension BenchPeer {
     /// The next message, or nil when the peer hung up.
     static func nextMessage(_ connection: LocalSocket) throws -> LocalMessage? {
         do {
-            return try connection.receive()
+            return try connection.blockingReceive()
         } catch {
             if error.code == .disconnected { return nil }
             throw error

@@ -54,10 +54,10 @@ enum DemoScript {
     static func wait(
         for what: String, until done: () -> Bool, giveUp: () -> String? = { nil }
     ) throws {
-        let deadline = Clock.deadline(after: timeout)
+        let deadline = Deadline(after: timeout)
         while !done() {
             if let reason = giveUp() { throw ToolError("\(reason) before \(what)") }
-            guard Clock.monotonicNanoseconds() < deadline else { throw ToolError("timed out waiting for \(what)") }
+            guard !deadline.hasPassed else { throw ToolError("timed out waiting for \(what)") }
             Clock.sleep(nanoseconds: pollInterval)
         }
     }
@@ -145,7 +145,7 @@ final class DemoSession {
         holder.kill()
         _ = holder.wait(timeout: DemoScript.timeout)
         let start = Clock.monotonicNanoseconds()
-        let acquisition = try mutex.lock(timeout: DemoScript.timeout)
+        let acquisition = try mutex.blockingLock(timeout: DemoScript.timeout)
         let took = Double(Clock.monotonicNanoseconds() - start) / 1e6
         log("locked the mutex after \(String(format: "%.1f", took)) ms: \(acquisition)")
         guard acquisition == .previousOwnerDied else { throw ToolError("expected previousOwnerDied, got \(acquisition)") }

@@ -347,7 +347,7 @@ struct ProvokedErrnoTests {
             #expect(child.readLine() == "waiting")
             let writer = try NamedPipe.tryOpenForWriting(path: fifo)
             defer { writer.close() }
-            try writer.write(Array("hi".utf8), timeout: .seconds(5))
+            try writer.blockingWrite(Array("hi".utf8), timeout: .seconds(5))
             #expect(child.readLine() == "got 2")
             #expect(child.wait(timeout: .seconds(20)) == .exited(0))
         }
@@ -448,16 +448,16 @@ struct ProvokedErrnoTests {
             let (a, b) = try LocalSocket.pair()
             b.close()
             defer { a.close() }
-            expectMapped(.disconnected, .brokenPipe) { () throws(InterprocessError) in try a.send([1], timeout: .seconds(5)) }
+            expectMapped(.disconnected, .brokenPipe) { () throws(InterprocessError) in try a.blockingSend([1], timeout: .seconds(5)) }
             // EBADF among the descriptors a message carries: the caller's mistake, never a trap (it
             // used to be systemError).
             let (c, d) = try LocalSocket.pair()
             defer { c.close(); d.close() }
             expectMapped(.invalidArgument, .badFileDescriptor) { () throws(InterprocessError) in
-                try c.send([1], descriptors: [FileDescriptor(rawValue: 999_999)], timeout: .seconds(5))
+                try c.blockingSend([1], descriptors: [FileDescriptor(rawValue: 999_999)], timeout: .seconds(5))
             }
             #expect(try c.trySend([2]), "the connection is still usable: nothing of the refused message went out")
-            #expect(try d.receive(timeout: .seconds(5)).bytes == [2])
+            #expect(try d.blockingReceive(timeout: .seconds(5)).bytes == [2])
             let (e, f) = try LocalDatagramSocket.pair()
             defer { e.close(); f.close() }
             expectMapped(.invalidArgument, .badFileDescriptor) { () throws(InterprocessError) in

@@ -1,6 +1,7 @@
 // CInterprocess, channel part: the shared layout of a `Channel` (a bounded multi-producer,
 // multi-consumer queue of messages between processes). No logic: the protocol is documented here
-// field by field and implemented in Sources/Interprocess/Channels/ChannelRing.swift.
+// field by field and implemented in Sources/Interprocess/Channels/ChannelRing.swift. Included at the
+// end of CInterprocess.h (it uses cipc_type_fingerprint); every field is pinned by LayoutTests.
 #ifndef CINTERPROCESS_CHANNEL_H
 #define CINTERPROCESS_CHANNEL_H
 
@@ -68,18 +69,8 @@ extern "C" {
 #define CIPC_CHANNEL_FORMAT_JSON  3u /* a Codable value as JSON (UTF-8) */
 #define CIPC_CHANNEL_FORMAT_TEXT  4u /* a string as UTF-8 */
 
-/// The message type a channel was created for. An opener that expects another type gets
-/// `incompatible`. `name` is the type's name as Swift prints it (`String(reflecting:)`), its first
-/// 104 bytes, zero-padded; `name_hash` is FNV-1a 64 of all `name_length` bytes. Laid out like the
-/// shared-objects framework's type fingerprint, which it becomes once that lands.
-typedef struct cipc_channel_message_type {
-    uint64_t name_hash;    ///<  0
-    uint32_t size;         ///<  8: MemoryLayout<Message>.size
-    uint32_t alignment;    ///< 12: MemoryLayout<Message>.alignment
-    uint32_t version;      ///< 16: the version its user gave the type (0 unless given)
-    uint32_t name_length;  ///< 20: 1...4096
-    uint8_t  name[104];    ///< 24
-} cipc_channel_message_type;
+// The message type a channel was created for is a type fingerprint (CInterprocess.h) at
+// `message_type`, with `format`: an opener that expects another type or format gets `incompatible`.
 
 /// One slot's header; the message's bytes follow it.
 typedef struct cipc_channel_slot {
@@ -109,7 +100,7 @@ typedef struct cipc_channel {
     uint64_t cleared_claims;    ///<  96: claims of dead processes cleared with nothing lost (atomic)
     uint64_t dropped_messages;  ///< 104: messages dropped because their slot was damaged (atomic)
     uint8_t  reserved2[16];     ///< 112
-    cipc_channel_message_type message_type; ///< 128
+    cipc_type_fingerprint message_type; ///< 128: the message type; opened as another, `incompatible`
     // The hot words, each on a cache line of its own.
     uint64_t send_position;     ///< 256: next position to send; bit 63 CIPC_CHANNEL_CLOSED (atomic)
     uint8_t  reserved3[56];
@@ -123,7 +114,6 @@ typedef struct cipc_channel {
     uint8_t  reserved6[56];
 } cipc_channel;
 
-_Static_assert(sizeof(cipc_channel_message_type) == 128, "channel message type layout");
 _Static_assert(sizeof(cipc_channel_slot) == CIPC_CHANNEL_SLOT_HEADER_SIZE, "channel slot layout");
 _Static_assert(offsetof(cipc_channel_slot, owner) == 8 && offsetof(cipc_channel_slot, length) == 16, "channel slot offsets");
 _Static_assert(sizeof(cipc_channel) == CIPC_CHANNEL_HEADER_SIZE, "channel header layout");

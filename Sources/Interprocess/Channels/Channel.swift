@@ -20,7 +20,8 @@ import Synchronization
 /// `BitwiseCopyable` value (numbers, structs of numbers — also when it is `Codable`) as its raw
 /// bytes, any other `Codable` value as JSON. Each message lives in a slot of `maxMessageSize`
 /// bytes (a raw value's size for raw values); a longer one is refused (`invalidSize`) before
-/// anything is sent. The creator records the message type; opening the channel as another type
+/// anything is sent. The creator records the message type (its ``TypeFingerprint`` and the
+/// format); opening the channel as another type
 /// throws `incompatible`.
 ///
 /// **Forms.** Every send and receive has three forms: the `async` one (``send(_:timeout:)``,
@@ -95,31 +96,20 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     // immutable or atomic.
 
     @usableFromInline let ring: ChannelRing
-    let storage: ChannelStorage
+    let state: ChannelState
     @usableFromInline let codec: ChannelCodec<Message>
     private let detached = Atomic<Bool>(false)
-    /// The message type and format the creator recorded (validated).
-    let recordedType: String
-    let recordedFormat: UInt32
 
-    init(storage: ChannelStorage, codec: ChannelCodec<Message>, checkingType: Bool = true) throws(InterprocessError) {
-        do throws(InterprocessError) {
-            let geometry = try ChannelLayout.validate(
-                storage.base, available: storage.available, expecting: checkingType ? codec.messageType : nil)
-            if let size = codec.fixedSize, size > geometry.maxMessageSize {
-                throw InterprocessError(.corrupt, objectName: storage.name, detail: "its slots are smaller than one \(Message.self)")
-            }
-            self.storage = storage
-            self.codec = codec
-            recordedType = geometry.messageType
-            recordedFormat = geometry.format
-            ring = try ChannelRing(storage: storage, capacity: geometry.capacity, maxMessageSize: geometry.maxMessageSize, stride: geometry.stride)
-        } catch {
-            storage.close()
-            var error = error
-            if error.objectName == nil { error.objectName = storage.name }
-            throw error
+    /// A channel on `state`, whose messages `codec` encodes. (The storage checked the message type
+    /// when it opened the state, if the opener expected one.)
+    init(state: ChannelState, codec: ChannelCodec<Message>) throws(InterprocessError) {
+        if let size = codec.fixedSize, size > state.ring.maxMessageSize {
+            state.close()
+            throw InterprocessError(.corrupt, objectName: state.name, detail: "its slots are smaller than one \(Message.self)")
         }
+        self.state = state
+        self.codec = codec
+        ring = state.ring
     }
 
     @usableFromInline
@@ -127,12 +117,15 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         name: String, capacity: Int, maxMessageSize: Int, codec: ChannelCodec<Message>, permissions: FilePermissions, lifetime: Lifetime
     ) throws(InterprocessError) -> Channel {
         let parameters = ChannelParameters(capacity: capacity, maxMessageSize: maxMessageSize, messageType: codec.messageType)
-        return try Channel(storage: ChannelStorage.create(name: name, parameters: parameters, permissions: permissions, lifetime: lifetime), codec: codec)
+        return try Channel(
+            state: SharedObjectStorage.create(ChannelState.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime),
+            codec: codec)
     }
 
     @usableFromInline
     static func open(name: String, codec: ChannelCodec<Message>, trusting trust: TrustedOwners) throws(InterprocessError) -> Channel {
-        try Channel(storage: ChannelStorage.open(name: name, expecting: codec.messageType, trusting: trust), codec: codec)
+        let expected = ChannelParameters(capacity: 1, maxMessageSize: 1, messageType: codec.messageType)
+        return try Channel(state: SharedObjectStorage.open(ChannelState.self, name: name, expecting: expected, trusting: trust), codec: codec)
     }
 
     @usableFromInline
@@ -141,15 +134,15 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         lifetime: Lifetime, trusting trust: TrustedOwners
     ) throws(InterprocessError) -> (channel: Channel, created: Bool) {
         let parameters = ChannelParameters(capacity: capacity, maxMessageSize: maxMessageSize, messageType: codec.messageType)
-        let (storage, created) = try ChannelStorage.openOrCreate(
-            name: name, parameters: parameters, permissions: permissions, lifetime: lifetime, trusting: trust)
-        return (try Channel(storage: storage, codec: codec), created)
+        let (state, created) = try SharedObjectStorage.openOrCreate(
+            ChannelState.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime, trusting: trust)
+        return (try Channel(state: state, codec: codec), created)
     }
 
     // MARK: The channel
 
     /// The channel's name.
-    public var name: String { storage.segment.name }
+    public var name: String { state.name ?? "" }
     /// How many messages it holds at most.
     public var capacity: Int { ring.capacity }
     /// The largest message, in bytes (for raw values, the value's size).
@@ -171,13 +164,13 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     /// also done when the last reference goes away.
     public func detach() {
         detached.store(true, ordering: .relaxed)
-        storage.close()
+        state.close()
     }
 
-    /// Removes the name of the channel `name`; processes that have it open go on using it. (Does not
-    /// close it: do that first if its users should see the end.)
+    /// Removes the name of the channel `name` (`incompatible` if it is not a channel); processes that
+    /// have it open go on using it. (Does not close it: do that first if its users should see the end.)
     public static func remove(name: String) throws(InterprocessError) {
-        try SharedMemory.remove(name: name)
+        try SharedObjectStorage.remove(ChannelState.self, name: name)
     }
 
     @usableFromInline
@@ -383,14 +376,14 @@ extension Channel where Message == [UInt8] {
     /// are. For the `ipc` tool, which knows the formats (``messageFormat``); programs open a channel
     /// as its type, which is what keeps them from misreading each other.
     package static func openAnyType(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Channel {
-        try Channel(storage: ChannelStorage.open(name: name, expecting: nil, trusting: trust), codec: .bytes, checkingType: false)
+        try Channel(state: SharedObjectStorage.open(ChannelState.self, name: name, expecting: nil, trusting: trust), codec: .bytes)
     }
 }
 
 extension Channel {
     /// How the channel's messages are encoded, as its creator recorded it.
     package var messageFormat: ChannelMessageFormat {
-        switch recordedFormat {
+        switch state.recordedFormat {
         case CIPC_CHANNEL_FORMAT_VALUE: .rawValue
         case CIPC_CHANNEL_FORMAT_JSON: .json
         case CIPC_CHANNEL_FORMAT_TEXT: .text
@@ -399,7 +392,7 @@ extension Channel {
     }
 
     /// The message type its creator recorded ("Swift.String as UTF-8 text (16 bytes, aligned to 8)").
-    package var messageTypeDescription: String { recordedType }
+    package var messageTypeDescription: String { state.recordedType }
 }
 
 // MARK: - Creating and opening, by message type

@@ -16,7 +16,7 @@ struct ChannelClaim {
 /// The protocol of a ``Channel`` on its shared memory: a bounded ring of fixed-size slots with a
 /// sequence number each (Vyukov's MPMC queue), made safe against processes that die at any
 /// instruction. It moves bytes; what the bytes mean is ``Channel``'s business, and where the memory
-/// comes from is ``ChannelStorage``'s.
+/// comes from is ``SharedObjectStorage``'s (``ChannelState``).
 ///
 /// The layout is `cipc_channel` in `CInterprocessChannel.h`, which also states the invariants; the
 /// steps, and what a process killed at each leaves behind, are documented on ``Channel``.
@@ -70,9 +70,11 @@ final class ChannelRing: @unchecked Sendable {
     /// This process's token: what it records in a slot's `owner` while it works on the slot.
     private let me: UInt64
     /// Keeps the memory mapped.
-    private let storage: ChannelStorage
-    /// Where the next bounded scan of a waiting receiver starts (process-local).
+    private let storage: SharedObjectStorage
+    /// Where the next bounded scan of a waiting receiver starts, and when the last one started
+    /// (process-local).
     private let scanCursor = Atomic<Int>(0)
+    private let lastScan = Atomic<UInt64>(0)
 
     static let closedBit: UInt64 = CIPC_CHANNEL_CLOSED
     static let orphan: UInt64 = CIPC_CHANNEL_ORPHAN
@@ -86,7 +88,7 @@ final class ChannelRing: @unchecked Sendable {
     /// How many lost races a `try…` form retries before it reports that it would wait.
     static let tryRetries = 10_000
 
-    init(storage: ChannelStorage, capacity: Int, maxMessageSize: Int, stride: Int) throws(InterprocessError) {
+    init(storage: SharedObjectStorage, capacity: Int, maxMessageSize: Int, stride: Int) throws(InterprocessError) {
         guard let lease = storage.lease else { preconditionFailure("a channel's storage carries a lease") }
         let base = storage.base
         self.storage = storage
@@ -96,26 +98,20 @@ final class ChannelRing: @unchecked Sendable {
         self.stride = stride
         indexMask = capacity.nonzeroBitCount == 1 ? UInt64(capacity - 1) : nil
         slots = base + Int(CIPC_CHANNEL_HEADER_SIZE)
-        sendPosition = atomic64(base + Self.offset(\.send_position))
-        receivePosition = atomic64(base + Self.offset(\.receive_position))
-        receiveSignal = base + Self.offset(\.receive_signal)
-        receiversWaiting = base + Self.offset(\.receivers_waiting)
-        sendSignal = base + Self.offset(\.send_signal)
-        sendersWaiting = base + Self.offset(\.senders_waiting)
-        orphans = atomic32(base + Self.offset(\.orphans))
-        abandonedSends = atomic64(base + Self.offset(\.abandoned_sends))
-        orphanedReceives = atomic64(base + Self.offset(\.orphaned_receives))
-        redeliveries = atomic64(base + Self.offset(\.redeliveries))
-        clearedClaims = atomic64(base + Self.offset(\.cleared_claims))
-        droppedMessages = atomic64(base + Self.offset(\.dropped_messages))
+        sendPosition = atomic64(base + fieldOffset(\cipc_channel.send_position))
+        receivePosition = atomic64(base + fieldOffset(\cipc_channel.receive_position))
+        receiveSignal = base + fieldOffset(\cipc_channel.receive_signal)
+        receiversWaiting = base + fieldOffset(\cipc_channel.receivers_waiting)
+        sendSignal = base + fieldOffset(\cipc_channel.send_signal)
+        sendersWaiting = base + fieldOffset(\cipc_channel.senders_waiting)
+        orphans = atomic32(base + fieldOffset(\cipc_channel.orphans))
+        abandonedSends = atomic64(base + fieldOffset(\cipc_channel.abandoned_sends))
+        orphanedReceives = atomic64(base + fieldOffset(\cipc_channel.orphaned_receives))
+        redeliveries = atomic64(base + fieldOffset(\cipc_channel.redeliveries))
+        clearedClaims = atomic64(base + fieldOffset(\cipc_channel.cleared_claims))
+        droppedMessages = atomic64(base + fieldOffset(\cipc_channel.dropped_messages))
         self.lease = lease
         me = lease.token
-    }
-
-    /// The offset of a field of `cipc_channel`, from its C definition.
-    static func offset(_ field: PartialKeyPath<Layout>) -> Int {
-        guard let offset = MemoryLayout<Layout>.offset(of: field) else { preconditionFailure("not a stored field") }
-        return offset
     }
 
     // MARK: Slots
@@ -332,7 +328,7 @@ final class ChannelRing: @unchecked Sendable {
                     if try scan(all: true) { return .retry }
                     throw InterprocessError(.closed, objectName: name, detail: "the channel was closed and every message was received")
                 }
-                if checkNow, try scan(all: false) { return .retry }
+                if checkNow, scanIsDue(), try scan(all: false) { return .retry }
                 return .park(expected: signal)
             }
             if let ahead = lead(of: claimed, over: position), ahead > 0 {
@@ -417,9 +413,8 @@ final class ChannelRing: @unchecked Sendable {
     func blockingClaimToSend(timeout: Duration?) throws(InterprocessError) -> ChannelClaim {
         if case .done(let claim) = try claimForSending(checkNow: false, announce: false) { return claim }
         do throws(InterprocessError) {
-            return try blockingWait(
-                word: sendSignal, waiters: sendersWaiting, deadline: Clock.deadline(after: timeout),
-                recheckEvery: Self.recoveryInterval, name: name,
+            return try WaitSite(word: sendSignal, waiters: sendersWaiting, name: name, recheckEvery: Self.recoveryInterval).blockingWait(
+                until: Deadline(after: timeout),
                 whileSpinning: { _ throws(InterprocessError) in try self.claimForSending(checkNow: false, announce: false, spinning: true) },
                 { check throws(InterprocessError) in try self.claimForSending(checkNow: check, announce: true) })
         } catch {
@@ -434,9 +429,8 @@ final class ChannelRing: @unchecked Sendable {
     func claimToSend(timeout: Duration?) async throws(InterprocessError) -> ChannelClaim {
         if case .done(let claim) = try claimForSending(checkNow: false, announce: false) { return claim }
         do throws(InterprocessError) {
-            return try await asyncWait(
-                word: sendSignal, waiters: sendersWaiting, deadline: Clock.deadline(after: timeout),
-                recheckEvery: Self.recoveryInterval, name: name,
+            return try await WaitSite(word: sendSignal, waiters: sendersWaiting, name: name, recheckEvery: Self.recoveryInterval).asyncWait(
+                until: Deadline(after: timeout),
                 whileSpinning: { _ throws(InterprocessError) in try self.claimForSending(checkNow: false, announce: false, spinning: true) },
                 { check throws(InterprocessError) in try self.claimForSending(checkNow: check, announce: true) })
         } catch {
@@ -451,9 +445,8 @@ final class ChannelRing: @unchecked Sendable {
     func blockingClaimToReceive(timeout: Duration?) throws(InterprocessError) -> ChannelClaim {
         if case .done(let claim) = try claimForReceiving(checkNow: false, announce: false) { return claim }
         do throws(InterprocessError) {
-            return try blockingWait(
-                word: receiveSignal, waiters: receiversWaiting, deadline: Clock.deadline(after: timeout),
-                recheckEvery: Self.recoveryInterval, name: name,
+            return try WaitSite(word: receiveSignal, waiters: receiversWaiting, name: name, recheckEvery: Self.recoveryInterval).blockingWait(
+                until: Deadline(after: timeout),
                 whileSpinning: { _ throws(InterprocessError) in try self.claimForReceiving(checkNow: false, announce: false, spinning: true) },
                 { check throws(InterprocessError) in try self.claimForReceiving(checkNow: check, announce: true) })
         } catch {
@@ -468,9 +461,8 @@ final class ChannelRing: @unchecked Sendable {
     func claimToReceive(timeout: Duration?) async throws(InterprocessError) -> ChannelClaim {
         if case .done(let claim) = try claimForReceiving(checkNow: false, announce: false) { return claim }
         do throws(InterprocessError) {
-            return try await asyncWait(
-                word: receiveSignal, waiters: receiversWaiting, deadline: Clock.deadline(after: timeout),
-                recheckEvery: Self.recoveryInterval, name: name,
+            return try await WaitSite(word: receiveSignal, waiters: receiversWaiting, name: name, recheckEvery: Self.recoveryInterval).asyncWait(
+                until: Deadline(after: timeout),
                 whileSpinning: { _ throws(InterprocessError) in try self.claimForReceiving(checkNow: false, announce: false, spinning: true) },
                 { check throws(InterprocessError) in try self.claimForReceiving(checkNow: check, announce: true) })
         } catch {
@@ -669,6 +661,16 @@ final class ChannelRing: @unchecked Sendable {
         // a slot before it counts it, so if the count changed since we read it, one may be new.
         _ = orphans.pointee.compareExchange(expected: hint, desired: 0, ordering: .sequentiallyConsistent)
         return nil
+    }
+
+    /// Whether a waiting receiver of this process should look over the ring now: at most once per
+    /// ``recoveryInterval`` in the process (a wait checks at its first park, where a scan of a large
+    /// ring on every park would cost more than the wait).
+    private func scanIsDue() -> Bool {
+        let now = Clock.monotonicNanoseconds()
+        let last = lastScan.load(ordering: .relaxed)
+        guard now &- last >= Self.recoveryInterval else { return false }
+        return lastScan.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
     }
 
     private func decrementOrphans() {

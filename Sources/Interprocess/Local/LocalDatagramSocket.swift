@@ -2,7 +2,7 @@ public import SystemPackage
 import InterprocessSystem
 import Synchronization
 
-/// A Unix domain datagram socket: each ``send(_:descriptors:to:)`` is one message that arrives whole
+/// A Unix domain datagram socket: each ``send(_:descriptors:to:timeout:)`` is one message that arrives whole
 /// (or not at all), with its descriptors and — always — the sender's pid, uid and gid as the kernel
 /// vouches for them (`SCM_CREDENTIALS`).
 ///
@@ -11,12 +11,12 @@ import Synchronization
 /// let server = try LocalDatagramSocket.bind(name: "metrics")
 /// let message = try await server.receive()
 /// print(message.sender!)                                  // pid, uid, gid of the sending process
-/// try server.send(Array("ok".utf8), to: message.senderAddress!)
+/// try await server.send(Array("ok".utf8), to: message.senderAddress!)
 ///
 /// // Client (another process): sends to the server by default, and can be answered.
 /// let client = try LocalDatagramSocket.connect(name: "metrics")
-/// try client.send(Array("cpu 0.93".utf8))
-/// let reply = try client.receive(timeout: .seconds(1))
+/// try client.blockingSend(Array("cpu 0.93".utf8))          // blocking forms: not in async code
+/// let reply = try client.blockingReceive(timeout: .seconds(1))
 /// ```
 ///
 /// A client needs no file of its own: on Linux the kernel gives it an abstract address (no file in
@@ -25,8 +25,9 @@ import Synchronization
 /// default, a stale file replaced, a live server's never).
 ///
 /// A datagram is limited in size by the socket buffers (about 200 KB on Linux; `invalidSize` beyond).
-/// Sends and receives come blocking, `try…`, with a timeout, and `async` (parks no thread; honours
-/// cancellation); a send waits while the receiver's queue is full.
+/// Sends and receives come `async` (``receive(timeout:)``: parks no thread, honours cancellation),
+/// blocking (``blockingReceive(timeout:)``: unavailable in async code) and `try…` (never waits), with
+/// an optional timeout; a send waits while the receiver's queue is full.
 public final class LocalDatagramSocket: Sendable {
     /// The socket file this socket is bound to (a server), or nil.
     public let path: String?
@@ -59,7 +60,7 @@ public final class LocalDatagramSocket: Sendable {
         try bind(path: LocalSocketListener.path(forName: name))
     }
 
-    /// A socket whose datagrams go to the socket bound at `path` (unless ``send(_:descriptors:to:)``
+    /// A socket whose datagrams go to the socket bound at `path` (unless ``send(_:descriptors:to:timeout:)``
     /// names another address), and which receives the answers.
     /// - Throws: `notFound`, `connectionRefused` (a socket file nobody is bound to any more),
     ///   `incompatible` (a stream socket), `permissionDenied`.
@@ -106,33 +107,33 @@ public final class LocalDatagramSocket: Sendable {
 
     // MARK: Sending
 
-    /// Sends one datagram to `destination` (nil: the socket this one connected to), waiting while
-    /// the receiver's queue is full.
+    /// Sends one datagram to `destination` (nil: the socket this one connected to), suspending the
+    /// task (no thread blocks) while the receiver's queue is full, for at most `timeout` (nil: as
+    /// long as it takes).
     /// - Throws: `disconnected` (nobody is bound at the destination any more), `invalidSize` (too big
-    ///   for a datagram), `notFound`.
-    @available(*, noasync, message: "use the async form")
-    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], to destination: LocalSocketAddress? = nil) throws(InterprocessError) {
+    ///   for a datagram), `notFound`, `timedOut`, `cancelled` (nothing was sent).
+    public func send(
+        _ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], to destination: LocalSocketAddress? = nil,
+        timeout: Duration? = nil
+    ) async throws(InterprocessError) {
+        let deadline = Deadline(after: timeout)
         let data = Array(bytes)
-        try DescriptorIO.inKernel(owner) { fd throws(InterprocessError) in try sendAttempt(fd, data, descriptors, destination, wait: true) }
+        try await DescriptorIO.suspending(owner, deadline: deadline) { fd throws(InterprocessError) in try sendAttempt(fd, data, descriptors, destination) }
     }
 
-    /// Sends one datagram, waiting at most `timeout` while the receiver's queue is full.
-    @available(*, noasync, message: "use the async form")
-    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], to destination: LocalSocketAddress? = nil, timeout: Duration) throws(InterprocessError) {
+    /// Sends one datagram, blocking the calling thread while the receiver's queue is full, for at
+    /// most `timeout` (nil: as long as it takes). The blocking form of
+    /// ``send(_:descriptors:to:timeout:)``.
+    @available(*, noasync, message: "use the async send(_:descriptors:to:timeout:) in async code")
+    public func blockingSend(
+        _ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], to destination: LocalSocketAddress? = nil,
+        timeout: Duration? = nil
+    ) throws(InterprocessError) {
+        let deadline = Deadline(after: timeout)
         let data = Array(bytes)
-        try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try sendAttempt(fd, data, descriptors, destination) }
-    }
-
-    /// Sends one datagram without blocking a thread.
-    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], to destination: LocalSocketAddress? = nil) async throws(InterprocessError) {
-        let data = Array(bytes)
-        try await DescriptorIO.suspending(owner, deadline: .max) { fd throws(InterprocessError) in try sendAttempt(fd, data, descriptors, destination) }
-    }
-
-    /// Sends one datagram without blocking a thread, waiting at most `timeout`.
-    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], to destination: LocalSocketAddress? = nil, timeout: Duration) async throws(InterprocessError) {
-        let data = Array(bytes)
-        try await DescriptorIO.suspending(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try sendAttempt(fd, data, descriptors, destination) }
+        try DescriptorIO.blockingSocket(owner, deadline: deadline) { fd, wait throws(InterprocessError) in
+            try sendAttempt(fd, data, descriptors, destination, wait: wait)
+        }
     }
 
     /// Sends one datagram if the receiver's queue takes it now; never waits.
@@ -161,26 +162,20 @@ public final class LocalDatagramSocket: Sendable {
 
     // MARK: Receiving
 
-    /// Receives the next datagram, waiting as long as it takes.
-    @available(*, noasync, message: "use the async form")
-    public func receive() throws(InterprocessError) -> LocalMessage {
-        try DescriptorIO.inKernel(owner) { fd throws(InterprocessError) in try receiveAttempt(fd, wait: true) }
+    /// Receives the next datagram, suspending the task (no thread blocks) until one arrives, for at
+    /// most `timeout` (nil: as long as it takes).
+    /// - Throws: `timedOut`, `cancelled` (nothing was received).
+    public func receive(timeout: Duration? = nil) async throws(InterprocessError) -> LocalMessage {
+        try await DescriptorIO.suspending(owner, deadline: Deadline(after: timeout)) { fd throws(InterprocessError) in try receiveAttempt(fd) }
     }
 
-    /// Receives the next datagram, waiting at most `timeout`.
-    @available(*, noasync, message: "use the async form")
-    public func receive(timeout: Duration) throws(InterprocessError) -> LocalMessage {
-        try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try receiveAttempt(fd) }
-    }
-
-    /// Receives the next datagram without blocking a thread.
-    public func receive() async throws(InterprocessError) -> LocalMessage {
-        try await DescriptorIO.suspending(owner, deadline: .max) { fd throws(InterprocessError) in try receiveAttempt(fd) }
-    }
-
-    /// Receives the next datagram without blocking a thread, waiting at most `timeout`.
-    public func receive(timeout: Duration) async throws(InterprocessError) -> LocalMessage {
-        try await DescriptorIO.suspending(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try receiveAttempt(fd) }
+    /// Receives the next datagram, blocking the calling thread, for at most `timeout` (nil: as long
+    /// as it takes). The blocking form of ``receive(timeout:)``.
+    @available(*, noasync, message: "use the async receive(timeout:) in async code")
+    public func blockingReceive(timeout: Duration? = nil) throws(InterprocessError) -> LocalMessage {
+        try DescriptorIO.blockingSocket(owner, deadline: Deadline(after: timeout)) { fd, wait throws(InterprocessError) in
+            try receiveAttempt(fd, wait: wait)
+        }
     }
 
     /// Receives a datagram if one is there; never waits.

@@ -23,8 +23,9 @@ import InterprocessSystem
 /// removes both files. The full protocol, and what a server killed at each step leaves behind, is
 /// documented on `SocketFile`.
 ///
-/// **Accepting** comes blocking, `try…`, with a timeout, and `async` (parks no thread; honours
-/// cancellation).
+/// **Accepting** comes `async` (``accept(timeout:)``: parks no thread, honours cancellation),
+/// blocking (``blockingAccept(timeout:)``: unavailable in async code) and ``tryAccept()`` (never
+/// waits), with an optional timeout.
 public final class LocalSocketListener: Sendable {
     /// The socket file's path.
     public let path: String
@@ -67,28 +68,18 @@ public final class LocalSocketListener: Sendable {
         try LocalDirectory.path(for: name, suffix: LocalDirectory.socketSuffix)
     }
 
-    /// Accepts the next connection, waiting as long as it takes.
-    @available(*, noasync, message: "use the async form")
-    public func accept() throws(InterprocessError) -> LocalSocket {
-        try DescriptorIO.blocking(owner, deadline: .max) { fd throws(InterprocessError) in try acceptAttempt(fd) }
+    /// Accepts the next connection, suspending the task (no thread blocks) until one comes, for at
+    /// most `timeout` (nil: as long as it takes).
+    /// - Throws: `timedOut`, `cancelled` (nothing was accepted), `closed`.
+    public func accept(timeout: Duration? = nil) async throws(InterprocessError) -> LocalSocket {
+        try await DescriptorIO.suspending(owner, deadline: Deadline(after: timeout)) { fd throws(InterprocessError) in try acceptAttempt(fd) }
     }
 
-    /// Accepts the next connection, waiting at most `timeout`.
-    /// - Throws: `timedOut`.
-    @available(*, noasync, message: "use the async form")
-    public func accept(timeout: Duration) throws(InterprocessError) -> LocalSocket {
-        try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try acceptAttempt(fd) }
-    }
-
-    /// Accepts the next connection without blocking a thread.
-    /// - Throws: `cancelled`.
-    public func accept() async throws(InterprocessError) -> LocalSocket {
-        try await DescriptorIO.suspending(owner, deadline: .max) { fd throws(InterprocessError) in try acceptAttempt(fd) }
-    }
-
-    /// Accepts the next connection without blocking a thread, waiting at most `timeout`.
-    public func accept(timeout: Duration) async throws(InterprocessError) -> LocalSocket {
-        try await DescriptorIO.suspending(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try acceptAttempt(fd) }
+    /// Accepts the next connection, blocking the calling thread, for at most `timeout` (nil: as long
+    /// as it takes). The blocking form of ``accept(timeout:)``.
+    @available(*, noasync, message: "use the async accept(timeout:) in async code")
+    public func blockingAccept(timeout: Duration? = nil) throws(InterprocessError) -> LocalSocket {
+        try DescriptorIO.blocking(owner, deadline: Deadline(after: timeout)) { fd throws(InterprocessError) in try acceptAttempt(fd) }
     }
 
     /// Accepts a connection if one is waiting; never waits.

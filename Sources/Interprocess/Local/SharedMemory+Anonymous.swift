@@ -8,10 +8,10 @@ import InterprocessSystem
 /// // Process A
 /// let segment = try SharedMemory.anonymous(size: 1 << 20)
 /// try segment.write("frame 1")
-/// try connection.send(segment)
+/// try await connection.send(segment)
 ///
 /// // Process B
-/// let segment = try connection.receiveSegment(timeout: .seconds(5))
+/// let segment = try await connection.receiveSegment(timeout: .seconds(5))   // or blockingReceiveSegment
 /// let text = try segment.readString()                  // "frame 1": the same memory
 /// ```
 ///
@@ -117,7 +117,7 @@ extension SharedMemory {
     }
 
     /// A new descriptor (close-on-exec) for this segment's memory, to hand to another process by
-    /// other means than ``LocalSocket/send(_:)-(SharedMemory)``. Anonymous segments only; the caller
+    /// other means than ``LocalSocket/send(_:timeout:)``. Anonymous segments only; the caller
     /// owns the descriptor.
     public func duplicateDescriptor() throws(InterprocessError) -> FileDescriptor {
         guard isAnonymous else {
@@ -131,51 +131,40 @@ extension SharedMemory {
 let segmentMessageTag = Array("IPCSEGMT-ANON".utf8)
 
 extension LocalSocket {
-    /// Hands `segment` (an anonymous one) to the peer, which receives it with ``receiveSegment()``.
-    /// This process keeps its own handle: both see the same memory.
-    @available(*, noasync, message: "use the async form")
-    public func send(_ segment: SharedMemory) throws(InterprocessError) {
+    /// Hands `segment` (an anonymous one) to the peer, which receives it with
+    /// ``receiveSegment(timeout:)``, suspending the task (no thread blocks) while the socket has no
+    /// room, for at most `timeout` (nil: as long as it takes). This process keeps its own handle: both
+    /// see the same memory.
+    public func send(_ segment: SharedMemory, timeout: Duration? = nil) async throws(InterprocessError) {
+        let deadline = Deadline(after: timeout)
         let fd = try segment.duplicateDescriptor()
         defer { try? fd.close() }
-        try send(segmentMessageTag, descriptors: [fd])
+        try await send(segmentMessageTag, descriptors: [fd], until: deadline)
     }
 
-    /// Hands `segment` to the peer, waiting at most `timeout` for room.
-    @available(*, noasync, message: "use the async form")
-    public func send(_ segment: SharedMemory, timeout: Duration) throws(InterprocessError) {
+    /// Hands `segment` to the peer, blocking the calling thread while the socket has no room. The
+    /// blocking form of ``send(_:timeout:)``.
+    @available(*, noasync, message: "use the async send(_:timeout:) in async code")
+    public func blockingSend(_ segment: SharedMemory, timeout: Duration? = nil) throws(InterprocessError) {
+        let deadline = Deadline(after: timeout)
         let fd = try segment.duplicateDescriptor()
         defer { try? fd.close() }
-        try send(segmentMessageTag, descriptors: [fd], timeout: timeout)
+        try blockingSend(segmentMessageTag, descriptors: [fd], until: deadline)
     }
 
-    /// Hands `segment` to the peer without blocking a thread.
-    public func send(_ segment: SharedMemory) async throws(InterprocessError) {
-        let fd = try segment.duplicateDescriptor()
-        defer { try? fd.close() }
-        try await send(segmentMessageTag, descriptors: [fd])
-    }
-
-    /// Receives a segment that the peer sent with ``send(_:)-(SharedMemory)``, waiting as long as it
-    /// takes. - Throws: `incompatible` if the next message is not a segment (it is then dropped).
-    @available(*, noasync, message: "use the async form")
-    public func receiveSegment() throws(InterprocessError) -> SharedMemory {
-        try Self.segment(from: receive(), name: name)
-    }
-
-    /// Receives a segment, waiting at most `timeout`.
-    @available(*, noasync, message: "use the async form")
-    public func receiveSegment(timeout: Duration) throws(InterprocessError) -> SharedMemory {
-        try Self.segment(from: receive(timeout: timeout), name: name)
-    }
-
-    /// Receives a segment without blocking a thread.
-    public func receiveSegment() async throws(InterprocessError) -> SharedMemory {
-        try Self.segment(from: await receive(), name: name)
-    }
-
-    /// Receives a segment without blocking a thread, waiting at most `timeout`.
-    public func receiveSegment(timeout: Duration) async throws(InterprocessError) -> SharedMemory {
+    /// Receives a segment that the peer sent with ``send(_:timeout:)``, suspending the task (no thread
+    /// blocks), for at most `timeout` (nil: as long as it takes).
+    /// - Throws: `incompatible` if the next message is not a segment (it is then dropped); as
+    ///   ``receive(timeout:)``.
+    public func receiveSegment(timeout: Duration? = nil) async throws(InterprocessError) -> SharedMemory {
         try Self.segment(from: await receive(timeout: timeout), name: name)
+    }
+
+    /// Receives a segment, blocking the calling thread. The blocking form of
+    /// ``receiveSegment(timeout:)``.
+    @available(*, noasync, message: "use the async receiveSegment(timeout:) in async code")
+    public func blockingReceiveSegment(timeout: Duration? = nil) throws(InterprocessError) -> SharedMemory {
+        try Self.segment(from: blockingReceive(timeout: timeout), name: name)
     }
 
     /// Receives a segment if a whole message is there; never waits.

@@ -277,7 +277,7 @@ extension SegmentHandle {
 
     static func open(name: String, kind: SegmentKind?, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> SegmentHandle {
         let osName = try SharedMemory.osName(for: name)
-        let deadline = Clock.deadline(after: lockWait)
+        let deadline = Deadline(after: lockWait)
         var pause: UInt64 = 50_000
         while true {
             let fd = try openChecked(name: name, osName: osName, trusting: trust)
@@ -296,7 +296,7 @@ extension SegmentHandle {
                 throw InterprocessError(.notFound, objectName: name, detail: "its last holder died without closing it; the segment was swept")
             case .retry:
                 try? fd.close()
-                if Clock.monotonicNanoseconds() >= deadline {
+                if deadline.hasPassed {
                     throw InterprocessError(.openFailed, objectName: name, detail: "it kept being removed for \(lockWait)")
                 }
                 Clock.sleep(nanoseconds: pause)
@@ -330,7 +330,7 @@ extension SegmentHandle {
     }
 
     private static func attach(
-        fd: FileDescriptor, name: String, osName: String, kind: SegmentKind?, trust: TrustedOwners, deadline: UInt64
+        fd: FileDescriptor, name: String, osName: String, kind: SegmentKind?, trust: TrustedOwners, deadline: Deadline
     ) throws(InterprocessError) -> Attachment {
         if try perform(.lockSegment, name: name, { () throws(Errno) in try FileLock.tryLock(fd, byte: LockByte.live, .exclusive) }) {
             // Nobody else holds it. Decide under the exclusive lock.
@@ -472,7 +472,7 @@ extension SegmentHandle {
     /// of several cleaners exactly one unlinks, and never a newer object of the same name.
     @discardableResult
     static func unlinkIfSame(fd: FileDescriptor, osName: String) -> UnlinkOutcome {
-        guard (try? FileLock.lock(fd, byte: LockByte.gate, .exclusive, deadline: Clock.deadline(after: lockWait))) == true else {
+        guard (try? FileLock.lock(fd, byte: LockByte.gate, .exclusive, deadline: Deadline(after: lockWait))) == true else {
             return .busy
         }
         defer { FileLock.unlock(fd, byte: LockByte.gate) }

@@ -18,6 +18,11 @@ import InterprocessSystem
 /// name, and a holder that was killed does not keep it alive. ``Lifetime/persistent`` segments stay
 /// until ``remove(name:)``.
 ///
+/// **Keep the handle.** A `.whileReferenced` segment lives only as long as some handle on it:
+/// `_ = try SharedMemory.create(name: "jobs", size: 4096)` creates the segment and removes it again
+/// at once (the discarded handle was its last reference), so a process that only creates a segment
+/// for others must hold on to what `create` returns — or create it ``Lifetime/persistent``.
+///
 /// Opening one name twice, in one process or several, gives independent handles: closing one leaves
 /// the others working. A handle is `Sendable`; the bytes themselves are shared memory, which other
 /// threads and processes may change at any time: synchronize access with the primitives of this
@@ -39,8 +44,8 @@ public final class SharedMemory: Sendable {
 
     init(handle: SegmentHandle) { self.handle = handle }
 
-    /// Where the payload starts in the object's file (4096).
-    public static let payloadOffset = 4096
+    /// Where the payload starts in the object's file (4096: the header's size).
+    public static let payloadOffset = Int(CIPC_HEADER_SIZE)
 
     /// Longest name in bytes.
     public static let maximumNameLength = 255
@@ -59,6 +64,11 @@ public final class SharedMemory: Sendable {
 
     /// Creates a segment of `size` zero-filled bytes. Fails with `alreadyExists` if the name is taken:
     /// of two processes racing to create one name, exactly one succeeds.
+    ///
+    /// Keep the returned handle for as long as the segment should exist: a `.whileReferenced`
+    /// segment is removed when its last handle goes, so `_ = try SharedMemory.create(…)` removes
+    /// it at once. (That is why the result is not `@discardableResult`: the compiler warns about
+    /// a result that is dropped unawares.)
     ///
     /// - Parameters:
     ///   - name: 1 to 255 bytes, no '/' and no NUL.
@@ -132,10 +142,16 @@ public final class SharedMemory: Sendable {
     /// segment is left exactly as it was. The owner of a segment it cannot even open (mode 000)
     /// removes it all the same.
     public static func remove(name: String) throws(InterprocessError) {
+        try remove(name: name, kind: nil)
+    }
+
+    /// Removes a segment's name, if it is of `kind` (any kind if nil; `incompatible` otherwise).
+    static func remove(name: String, kind: SegmentKind?) throws(InterprocessError) {
         let osName = try osName(for: name)
         let fd: FileDescriptor
         do { fd = try SharedMemoryObject.open(osName, create: false, exclusive: false) } catch {
-            if error == .permissionDenied, let status = try? SharedMemoryObject.status(ofName: osName),
+            // (Only when any kind will do: what such a file holds cannot be read.)
+            if error == .permissionDenied, kind == nil, let status = try? SharedMemoryObject.status(ofName: osName),
                status.isRegularFile, status.owner == ProcessIdentity.effectiveUserID {
                 // Our own file, with permissions that keep even us out: the owner may remove it.
                 try perform(.unlinkSegment, name: name) { () throws(Errno) in try SharedMemoryObject.unlink(osName) }
@@ -146,13 +162,17 @@ public final class SharedMemory: Sendable {
         defer { try? fd.close() }
         // Wait for a closer or sweeper that is deciding (holding the lock exclusively).
         let locked = try perform(.lockSegment, name: name) { () throws(Errno) in
-            try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: Clock.deadline(after: SegmentHandle.lockWait))
+            try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: Deadline(after: SegmentHandle.lockWait))
         }
         guard locked else {
             throw InterprocessError(.openFailed, objectName: name, detail: "another process held it exclusively")
         }
         defer { FileLock.unlock(fd, byte: LockByte.live) }
-        _ = try SegmentHandle.readHeader(fd: fd, name: name) // `incompatible` unless it is ours
+        let checked = try SegmentHandle.readHeader(fd: fd, name: name) // `incompatible` unless it is ours
+        if let kind, SegmentHeader(checked.page.baseAddress!).pointer.pointee.kind != kind.rawValue {
+            let found = SegmentKind(rawValue: SegmentHeader(checked.page.baseAddress!).pointer.pointee.kind)
+            throw InterprocessError(.incompatible, objectName: name, detail: "it is a \(found) segment, not \(kind)")
+        }
         // Unlink first; mark it removed (for the holders) only once that succeeded.
         switch SegmentHandle.unlinkIfSame(fd: fd, osName: osName) {
         case .unlinked:
@@ -176,7 +196,7 @@ public final class SharedMemory: Sendable {
     /// Whether a usable segment of this name exists (ready, and for ``Lifetime/whileReferenced``,
     /// held by a live process). Does not open or sweep it.
     public static func exists(name: String) -> Bool {
-        guard let info = try? info(name: name) else { return false }
+        guard let info = try? SegmentInfo.read(osName: osName(for: name), name: name) else { return false }
         return info.problem == nil && info.state == "ready" && !info.isAbandoned
     }
 

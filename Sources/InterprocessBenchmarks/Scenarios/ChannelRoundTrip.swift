@@ -61,7 +61,7 @@ enum ChannelRoundTripBench: BenchScenario {
                 passing: [toPipePeer.read, fromPipePeer.write])
             try peers.spawn(
                 .pongMessage, segment: session.name, ["--in", "\(sockets.1.fd)", "--out", "\(sockets.1.fd)"], passing: [sockets.1])
-            let deadline = Clock.deadline(after: plan.stepTimeout)
+            let deadline = Deadline(after: plan.stepTimeout)
             try peers.awaitReady(control, count: 6, deadline: deadline)
 
             let watchdog = Watchdog(peers: peers.children, deadline: deadline) { [pongQueue] in

@@ -65,7 +65,7 @@ enum ContendedLockBench: BenchScenario {
         for slot in 0..<processes {
             try session.peers.spawn(role, segment: session.name, ["--slot", "\(slot)", "--count", "\(plan.contendedIterations)", "--parties", "\(processes)"])
         }
-        let deadline = Clock.deadline(after: plan.stepTimeout)
+        let deadline = Deadline(after: plan.stepTimeout)
         try session.peers.awaitReady(control, count: processes, deadline: deadline)
         control.sayGo()
         try session.peers.finish(deadline: deadline)
@@ -116,7 +116,7 @@ extension PeerWork {
     @inline(never)
     static func increment(_ mutex: ProcessMutex, _ counter: UnsafeMutableRawPointer, _ count: Int) throws -> UInt64 {
         for _ in 0..<count {
-            try mutex.lock()
+            try mutex.blockingLock()
             counter.storeBytes(of: counter.load(as: UInt64.self) &+ 1, as: UInt64.self)
             try mutex.unlock()
         }

@@ -81,12 +81,11 @@ enum LoadedBench: BenchScenario {
         for taker in 1...takers {
             workers.append(try session.peers.spawn(posix ? .loadedTakePosix : .loadedTakeVariable, segment: session.name, ["--slot", "\(taker)"]))
         }
-        let deadline = Clock.deadline(after: plan.stepTimeout)
+        let deadline = Deadline(after: plan.stepTimeout)
         try session.peers.awaitReady(control, count: plan.loadedHogs + 1 + takers, deadline: deadline)
         control.sayGo()
         for worker in workers {
-            let remaining = Int64(deadline) - Int64(Clock.monotonicNanoseconds())
-            let termination = worker.wait(timeout: .nanoseconds(max(remaining, 0)))
+            let termination = worker.wait(timeout: .nanoseconds(Int64(clamping: deadline.remainingNanoseconds)))
             guard termination == .exited(0) else {
                 throw ToolError("loaded \(posix ? "POSIX" : "SharedVariable") worker \(worker.pid) "
                     + (termination.map { "\($0)" } ?? "did not finish in time and was killed"))
@@ -117,11 +116,11 @@ extension BenchRole {
     static let hog = BenchRole.inSegment("hog") { try $0.hog() }
     static let loadedPutVariable = BenchRole.inSegment("loaded-put-variable") { work in
         let variable = try SharedVariable<UInt64>.open(in: work.memory, at: BenchLayout.pingVariable)
-        try work.loadedPut { value throws in try variable.put(value) }
+        try work.loadedPut { value throws in try variable.blockingPut(value) }
     }
     static let loadedTakeVariable = BenchRole.inSegment("loaded-take-variable") { work in
         let variable = try SharedVariable<UInt64>.open(in: work.memory, at: BenchLayout.pingVariable)
-        try work.loadedTake { () throws -> UInt64 in try variable.take() }
+        try work.loadedTake { () throws -> UInt64 in try variable.blockingTake() }
     }
     static let loadedPutPosix = BenchRole.inSegment("loaded-put-posix") { work in
         let buffer = PosixSlot.open(base: work.base)
@@ -144,7 +143,7 @@ extension PeerWork {
         while !control.shouldStop {
             for _ in 0..<4096 { state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407 }
             blackHole(state)
-            guard PeerLifetime.parentPID == parent, Clock.monotonicNanoseconds() < deadline else {
+            guard PeerLifetime.parentPID == parent, !deadline.hasPassed else {
                 throw ToolError("bench-peer: the bench went away")
             }
         }

@@ -34,10 +34,10 @@ enum LocalSocketLatencyBench: BenchScenario {
             ["--socket", listener.path, "--datagram", datagramServer.path!, "--in", "\(toPeer.read.fd)", "--out", "\(fromPeer.write.fd)", "--pair", "\(pair.1.fd)"],
             passing: [toPeer.read, fromPeer.write, pair.1])
         defer { child.wait(timeout: .zero) }
-        let connection = try listener.accept(timeout: .seconds(30))
+        let connection = try listener.blockingAccept(timeout: .seconds(30))
         defer { connection.close() }
         // The datagram peer says hello first, so that we know its address.
-        let hello = try datagramServer.receive(timeout: .seconds(30))
+        let hello = try datagramServer.blockingReceive(timeout: .seconds(30))
         guard let datagramPeer = hello.senderAddress else { throw ToolError("the datagram peer has no address") }
 
         let ping: [UInt8] = [1]
@@ -63,19 +63,19 @@ enum LocalSocketLatencyBench: BenchScenario {
                 guard try BenchIO.readByte(pair.0.fd) else { throw ToolError("the socketpair peer closed its end") }
             }
             try chunk("local-socket") {
-                try connection.send(ping)
-                _ = try connection.receive() // a dead peer ends it (end of file)
+                try connection.blockingSend(ping)
+                _ = try connection.blockingReceive() // a dead peer ends it (end of file)
             }
             try chunk("local-datagram") {
-                try datagramServer.send(ping, to: datagramPeer)
-                _ = try datagramServer.receive(timeout: .seconds(30))
+                try datagramServer.blockingSend(ping, to: datagramPeer)
+                _ = try datagramServer.blockingReceive(timeout: .seconds(30))
             }
         }
         // Closing our ends ends the peer's loops.
         toPeer.write.close()
         pair.0.close()
         connection.close()
-        try datagramServer.send([], to: datagramPeer)
+        try datagramServer.blockingSend([], to: datagramPeer)
         try finishLocalPeer(child)
 
         for (id, name) in [
@@ -116,9 +116,9 @@ extension BenchPeer {
         guard let path = socket, let datagramPath = datagram, input >= 0, output >= 0, pair >= 0 else {
             throw ValidationError("echo needs --socket, --datagram, --in, --out and --pair")
         }
-        let connection = try LocalSocket.connect(path: path, timeout: .seconds(30))
+        let connection = try LocalSocket.blockingConnect(path: path, timeout: .seconds(30))
         let datagrams = try LocalDatagramSocket.connect(path: datagramPath)
-        try datagrams.send(Array("hello".utf8))
+        try datagrams.blockingSend(Array("hello".utf8))
         let pipes: @Sendable () throws -> Void = { try Self.echoBytes(input, output) }
         let sockets: @Sendable () throws -> Void = { try Self.echoBytes(pair, pair) }
         let messages: @Sendable () throws -> Void = { try Self.echoMessages(connection) }
@@ -132,15 +132,15 @@ extension BenchPeer {
 
     private static func echoMessages(_ connection: LocalSocket) throws {
         while let message = try nextMessage(connection) {
-            try connection.send(message.bytes)
+            try connection.blockingSend(message.bytes)
         }
     }
 
     private static func echoDatagrams(_ socket: LocalDatagramSocket) throws {
         while true {
-            let message = try socket.receive()
+            let message = try socket.blockingReceive()
             if message.bytes.isEmpty { return }
-            try socket.send(message.bytes)
+            try socket.blockingSend(message.bytes)
         }
     }
 }

@@ -27,7 +27,7 @@ enum LocalSocketThroughputBench: BenchScenario {
             ["--socket", listener.path, "--in", "\(toPeer.read.fd)", "--out", "\(fromPeer.write.fd)", "--pair", "\(pair.1.fd)", "--bytes", "\(total)"],
             passing: [toPeer.read, fromPeer.write, pair.1])
         defer { child.wait(timeout: .zero) }
-        let connection = try listener.accept(timeout: .seconds(30))
+        let connection = try listener.blockingAccept(timeout: .seconds(30))
         defer { connection.close() }
 
         let chunk = [UInt8](repeating: 0xA5, count: 64 << 10)
@@ -50,8 +50,8 @@ enum LocalSocketThroughputBench: BenchScenario {
             }
             for (id, message) in [("local-socket-64k", chunk), ("local-socket-4k", small)] {
                 try run(id) {
-                    for _ in 0..<(total / message.count) { try connection.send(message) }
-                    _ = try connection.receive(timeout: .seconds(60))
+                    for _ in 0..<(total / message.count) { try connection.blockingSend(message) }
+                    _ = try connection.blockingReceive(timeout: .seconds(60))
                 }
             }
         }
@@ -95,7 +95,7 @@ extension BenchPeer {
         guard let path = socket, input >= 0, output >= 0, pair >= 0, total > 0 else {
             throw ValidationError("sink needs --socket, --in, --out, --pair and --bytes")
         }
-        let connection = try LocalSocket.connect(path: path, timeout: .seconds(30))
+        let connection = try LocalSocket.blockingConnect(path: path, timeout: .seconds(30))
         let pipes: @Sendable () throws -> Void = { while try BenchIO.drain(input, total) { try BenchIO.writeByte(output) } }
         let sockets: @Sendable () throws -> Void = { while try BenchIO.drain(pair, total) { try BenchIO.writeByte(pair) } }
         let messages: @Sendable () throws -> Void = { try Self.sinkMessages(connection, total) }
@@ -108,7 +108,7 @@ extension BenchPeer {
             received += message.bytes.count
             if received >= total {
                 received = 0
-                try connection.send([1])
+                try connection.blockingSend([1])
             }
         }
     }

@@ -65,7 +65,7 @@ enum OversubscribedBench: BenchScenario {
                 try session.peers.spawn(.pairPingSemaphore, segment: session.name, slot)
             }
         }
-        let deadline = Clock.deadline(after: plan.stepTimeout)
+        let deadline = Deadline(after: plan.stepTimeout)
         try session.peers.awaitReady(control, count: 2 * pairs, deadline: deadline)
         control.sayGo()
         Clock.sleep(nanoseconds: plan.oversubscribedDuration)
@@ -116,7 +116,7 @@ extension PeerWork {
         var trips: UInt64 = 0
         while !control.shouldStop {
             try ping.signal()
-            try pong.wait()
+            try pong.blockingWait()
             trips &+= 1
         }
         control.record(slot: slot, count: trips, start: start, end: Clock.monotonicNanoseconds())

@@ -59,7 +59,7 @@ enum PingPongBench: BenchScenario {
                 passing: [toPipePeer.read, fromPipePeer.write])
             try peers.spawn(
                 .pongSocket, segment: session.name, ["--in", "\(sockets.1.fd)", "--out", "\(sockets.1.fd)"], passing: [sockets.1])
-            let deadline = Clock.deadline(after: plan.stepTimeout)
+            let deadline = Deadline(after: plan.stepTimeout)
             try peers.awaitReady(control, count: 5, deadline: deadline)
 
             let watchdog = Watchdog(peers: peers.children, deadline: deadline) {
@@ -230,7 +230,7 @@ struct SemaphoreRoundTrip: RoundTrip {
     @inline(__always)
     func once() throws {
         try ping.signal()
-        try pong.wait()
+        try pong.blockingWait()
     }
 
     func finish() throws {
@@ -247,7 +247,7 @@ struct EventRoundTrip: RoundTrip {
     @inline(__always)
     func once() throws {
         ping.set()
-        try pong.wait()
+        try pong.blockingWait()
     }
 
     func finish() {
@@ -312,7 +312,7 @@ extension PeerWork {
                 SpinPolicy.pause()
                 spins &+= 1
                 if spins & 0xFFFF == 0 {
-                    guard PeerLifetime.parentPID == parent, Clock.monotonicNanoseconds() < deadline else {
+                    guard PeerLifetime.parentPID == parent, !deadline.hasPassed else {
                         throw ToolError("bench-peer: the bench went away")
                     }
                 }
@@ -327,7 +327,7 @@ extension PeerWork {
         let quit = control.word(BenchLayout.quit(pair: 0))
         control.markReady()
         while true {
-            try ping.wait()
+            try ping.blockingWait()
             if quit.pointee.load(ordering: .relaxed) != 0 { return }
             pong.set()
         }

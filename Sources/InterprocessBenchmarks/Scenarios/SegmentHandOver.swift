@@ -26,7 +26,7 @@ enum HandOverBench: BenchScenario {
         defer { listener.close() }
         let child = try spawnLocalPeer(.handOver, ["--socket", listener.path])
         defer { child.wait(timeout: .zero) }
-        let connection = try listener.accept(timeout: .seconds(30))
+        let connection = try listener.blockingAccept(timeout: .seconds(30))
         defer { connection.close() }
         let prefix = "bench-handover-\(ProcessIdentity.currentPID)-"
         var counter = 0
@@ -44,16 +44,16 @@ enum HandOverBench: BenchScenario {
             for (label, size) in [("64k", 64 << 10), ("4m", 4 << 20)] {
                 try measure("anonymous-\(label)") {
                     let segment = try SharedMemory.anonymous(size: size)
-                    try connection.send(segment)
-                    guard try connection.receive(timeout: .seconds(30)).bytes == [1] else { throw ToolError("the peer could not map the segment") }
+                    try connection.blockingSend(segment)
+                    guard try connection.blockingReceive(timeout: .seconds(30)).bytes == [1] else { throw ToolError("the peer could not map the segment") }
                     segment.close()
                 }
                 try measure("named-\(label)") {
                     counter += 1
                     let name = prefix + "\(counter)"
                     let segment = try SharedMemory.create(name: name, size: size)
-                    try connection.send(Array(name.utf8))
-                    guard try connection.receive(timeout: .seconds(30)).bytes == [1] else { throw ToolError("the peer could not open the segment") }
+                    try connection.blockingSend(Array(name.utf8))
+                    guard try connection.blockingReceive(timeout: .seconds(30)).bytes == [1] else { throw ToolError("the peer could not open the segment") }
                     segment.close()
                 }
             }
@@ -98,7 +98,7 @@ extension BenchPeer {
     /// names, touches its first and last byte, closes it, and answers `[1]` (`[0]` on failure).
     func handOver() throws {
         guard let path = socket else { throw ValidationError("handover needs --socket") }
-        let connection = try LocalSocket.connect(path: path, timeout: .seconds(30))
+        let connection = try LocalSocket.blockingConnect(path: path, timeout: .seconds(30))
         while let message = try Self.nextMessage(connection) {
             var ok = true
             do {
@@ -116,7 +116,7 @@ extension BenchPeer {
             } catch {
                 ok = false
             }
-            try connection.send([ok ? 1 : 0])
+            try connection.blockingSend([ok ? 1 : 0])
         }
     }
 }

@@ -44,7 +44,7 @@ enum SharedVariableBench: BenchScenario {
             let peers = session.peers
             defer { peers.killAll() }
             try peers.spawn(.pongVariable, segment: session.name)
-            let deadline = Clock.deadline(after: plan.stepTimeout)
+            let deadline = Deadline(after: plan.stepTimeout)
             try peers.awaitReady(control, count: 1, deadline: deadline)
             Thread.detachNewThread { try? VariableRoundTrip.echo(threadPing, threadPong) }
             Thread.detachNewThread { ConditionRoundTrip.echo(boxPing, boxPong) }
@@ -106,22 +106,22 @@ struct VariableRoundTrip: RoundTrip {
 
     @inline(__always)
     mutating func once() throws {
-        try ping.put(next)
-        guard try pong.take() == next else { throw ToolError("SharedVariable round trip: a wrong value came back") }
+        try ping.blockingPut(next)
+        guard try pong.blockingTake() == next else { throw ToolError("SharedVariable round trip: a wrong value came back") }
         next &+= 1
     }
 
     /// Tells the partner to stop and waits for its acknowledgement.
     func finish() throws {
-        try ping.put(Self.quit)
-        _ = try pong.take(timeout: .seconds(10))
+        try ping.blockingPut(Self.quit)
+        _ = try pong.blockingTake(timeout: .seconds(10))
     }
 
     /// The partner's side: echoes every value until the quit value, which it acknowledges.
     static func echo(_ ping: SharedVariable<UInt64>, _ pong: SharedVariable<UInt64>) throws {
         while true {
-            let value = try ping.take()
-            try pong.put(value)
+            let value = try ping.blockingTake()
+            try pong.blockingPut(value)
             if value == quit { return }
         }
     }

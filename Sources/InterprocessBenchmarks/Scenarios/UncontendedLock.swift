@@ -68,7 +68,7 @@ enum UncontendedLockBench: BenchScenario {
         var inside = 0
         let start = BenchClock.now()
         for _ in 0..<iterations {
-            try mutex.lock()
+            try mutex.blockingLock()
             inside &+= 1
             try mutex.unlock()
         }
