@@ -237,6 +237,9 @@ case let command where command.hasPrefix("rw-") || command.hasPrefix("var-"):
 case let command where command.hasPrefix("local-"):
     exit(runLocalCommand(command, rest))
 
+case let command where command.hasPrefix("heap-"):
+    exit(runHeapCommand(command, rest))
+
 default:
     fail("unknown command \(command)", code: 2)
 }

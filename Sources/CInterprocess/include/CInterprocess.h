@@ -291,4 +291,6 @@ static inline void cipc_cpu_relax(void) {
 #ifdef __cplusplus
 }
 #endif
+
+#include "CInterprocessHeap.h" // the shared heap's layout (it needs cipc_mutex, above)
 #endif
