@@ -234,7 +234,7 @@ private func heapOperation(name: String, operation: String) throws {
         var small: [SharedPointer<UInt8>] = []
         while let block = try? heap.unsafeAllocate(byteCount: 200) { small.append(block) }
         for block in small { try heap.unsafeDeallocate(block) }
-        try heap.unsafeDeallocate(try heap.unsafeAllocate(byteCount: heap.capacity / 2))
+        try heap.unsafeDeallocate(try heap.unsafeAllocate(byteCount: 20_000))
     case "grow":
         try heap.unsafeDeallocate(try heap.unsafeAllocate(byteCount: heap.capacity))
     default:
