@@ -16,6 +16,7 @@ func runHeapCommand(_ command: String, _ rest: [String]) -> Int32 {
         case "heap-churn": try heapChurn(name: rest[0], live: Int(rest[1])!)
         case "heap-op": try heapOperation(name: rest[0], operation: rest[1])
         case "heap-peer": try heapPeer(name: rest[0])
+        case "heap-measure": try heapMeasure(name: rest[0], iterations: Int(rest[1])!)
         case "heap-create":
             // heap-create NAME CAPACITY MAXIMUM: a persistent heap, left for others.
             try SharedHeap.create(name: rest[0], capacity: Int(rest[1])!, maximumCapacity: Int(rest[2])!, lifetime: .persistent).close()
@@ -284,4 +285,52 @@ private func heapPeer(name: String) throws {
         }
     }
     heap.close()
+}
+
+/// heap-measure NAME ITERATIONS: creates a heap and says how long 64-byte allocate + free takes
+/// (thread CPU time, the best of 5 rounds) through the pointer words, through `SharedAllocation`,
+/// and with glibc's malloc + free, and the ratios. A measurement to run as a release build, not a test.
+private func heapMeasure(name: String, iterations: Int) throws {
+    let heap = try SharedHeap.create(name: name, capacity: 1 << 20)
+    defer { heap.close() }
+    func cpuNanoseconds() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+    func best(_ body: () throws -> Void) rethrows -> Double {
+        var best = Double.infinity
+        for _ in 0..<5 {
+            let start = cpuNanoseconds()
+            try body()
+            best = min(best, Double(cpuNanoseconds() - start) / Double(iterations))
+        }
+        return best
+    }
+    var sink = 0
+    let glibc = best {
+        for _ in 0..<iterations {
+            let pointer = malloc(64)
+            pointer!.storeBytes(of: 1, as: UInt8.self)
+            sink ^= Int(bitPattern: pointer)
+            free(pointer)
+        }
+    }
+    let words = try best {
+        for _ in 0..<iterations {
+            let pointer = try heap.unsafeAllocate(byteCount: 64)
+            try heap.unsafeDeallocate(pointer)
+        }
+    }
+    let owned = try best {
+        for _ in 0..<iterations {
+            let allocation = try heap.allocate(byteCount: 64)
+            allocation[0] = 1
+            try allocation.deallocate()
+        }
+    }
+    func format(_ value: Double) -> String { String(Int((value * 10).rounded())).reversed().enumerated().map { $0.offset == 1 ? "\($0.element)." : "\($0.element)" }.reversed().joined() }
+    say("glibc malloc+free 64 B: \(format(glibc)) ns\(sink == 1 ? " " : "")")
+    say("SharedHeap unsafeAllocate+unsafeDeallocate 64 B: \(format(words)) ns (\(format(words / glibc))x)")
+    say("SharedHeap allocate+deallocate (SharedAllocation) 64 B: \(format(owned)) ns (\(format(owned / glibc))x)")
 }

@@ -151,13 +151,13 @@ final class HeapCore: @unchecked Sendable {
 
     /// Builds the allocator on store 0 (mapped and validated by the caller) and claims a client
     /// record for this process.
-    init(name: String, base: StoreView, lock: ProcessMutex, lease: OwnerLease, provider: any HeapStoreProvider) throws(InterprocessError) {
+    init(name: String, base: MappedStore, lock: ProcessMutex, lease: OwnerLease, provider: any HeapStoreProvider) throws(InterprocessError) {
         self.name = name
-        self.base = base
+        self.base = base.view
         self.lock = lock
         self.lease = lease
         self.provider = provider
-        header = base.base + HeapLayout.headerOffset
+        header = base.view.base + HeapLayout.headerOffset
         nonce = load64(header + HeapLayout.heapNonce)
         maximumCapacity = Int(truncatingIfNeeded: load64(header + HeapLayout.heapMaximumCapacity))
         growthSize = Int(truncatingIfNeeded: load64(header + HeapLayout.heapGrowthSize))
@@ -481,8 +481,8 @@ final class HeapCore: @unchecked Sendable {
         if try consolidate(&op), let result = try allocateFromLists(granules: granules, slack: slack, alignment: alignment, &op) {
             return result
         }
-        if try grow(toFit: granules, alignment: alignment, &op) {
-            return try allocateFromLists(granules: granules, slack: slack, alignment: alignment, &op)
+        while try grow(toFit: granules, alignment: alignment, &op) {
+            if let result = try allocateFromLists(granules: granules, slack: slack, alignment: alignment, &op) { return result }
         }
         return nil
     }
@@ -711,9 +711,12 @@ final class HeapCore: @unchecked Sendable {
         var size = max(need, growthSize, capacity)
         size = min(size, room) / systemPageSize * systemPageSize
         size = max(size, need)
-        let view = try provider.createStore(count, byteCount: size)
+        let mapped = try provider.createStore(count, byteCount: size)
         CrashPoint.reached("heap.grow.afterCreate")
-        _ = try table.map(count) { () throws(InterprocessError) in view }
+        let view = try table.map(count) { () throws(InterprocessError) in mapped }
+        guard view.size <= maximumCapacity - capacity else {
+            throw corrupt("store \(count) has \(view.size) bytes, more than the \(maximumCapacity - capacity) the maximum leaves")
+        }
         let saved = op.step
         op.step = .grow
         defer { op.step = saved }

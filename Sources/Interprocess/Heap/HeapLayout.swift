@@ -6,83 +6,83 @@ import Synchronization
 /// in `CInterprocessHeap.h` (never a literal), plus the arithmetic of references, pointer words and
 /// size classes. See ``SharedHeap`` for what the structures mean.
 enum HeapLayout {
-    static let granule = Int(CIPC_HEAP_GRANULE)
-    static let minimumBlock = UInt32(CIPC_HEAP_MIN_BLOCK)
-    static let quickLimit = UInt32(CIPC_HEAP_QUICK_LIMIT)
-    static let classCount = Int(CIPC_HEAP_CLASSES)
-    static let maximumStores = Int(CIPC_HEAP_MAX_STORES)
-    static let clientCount = Int(CIPC_HEAP_CLIENTS)
-    static let journalCapacity = Int(CIPC_HEAP_JOURNAL_CAPACITY)
-    static let headerOffset = Int(CIPC_HEAP_HEADER_OFFSET)
+    @inline(__always) static var granule: Int { Int(CIPC_HEAP_GRANULE) }
+    @inline(__always) static var minimumBlock: UInt32 { UInt32(CIPC_HEAP_MIN_BLOCK) }
+    @inline(__always) static var quickLimit: UInt32 { UInt32(CIPC_HEAP_QUICK_LIMIT) }
+    @inline(__always) static var classCount: Int { Int(CIPC_HEAP_CLASSES) }
+    @inline(__always) static var maximumStores: Int { Int(CIPC_HEAP_MAX_STORES) }
+    @inline(__always) static var clientCount: Int { Int(CIPC_HEAP_CLIENTS) }
+    @inline(__always) static var journalCapacity: Int { Int(CIPC_HEAP_JOURNAL_CAPACITY) }
+    @inline(__always) static var headerOffset: Int { Int(CIPC_HEAP_HEADER_OFFSET) }
 
     // MARK: Block header (`cipc_heap_block`, `cipc_heap_free_block`)
-    static let blockPrevSize = offset(\cipc_heap_block.prev_size)
-    static let blockSize = offset(\cipc_heap_block.size)
-    static let blockState = offset(\cipc_heap_block.state)
-    static let blockInfo = offset(\cipc_heap_block.info)
-    static let blockHeaderSize = MemoryLayout<cipc_heap_block>.size
-    static let freeNext = offset(\cipc_heap_free_block.next)
-    static let freePrev = offset(\cipc_heap_free_block.prev)
+    @inline(__always) static var blockPrevSize: Int { MemoryLayout<cipc_heap_block>.offset(of: \cipc_heap_block.prev_size)! }
+    @inline(__always) static var blockSize: Int { MemoryLayout<cipc_heap_block>.offset(of: \cipc_heap_block.size)! }
+    @inline(__always) static var blockState: Int { MemoryLayout<cipc_heap_block>.offset(of: \cipc_heap_block.state)! }
+    @inline(__always) static var blockInfo: Int { MemoryLayout<cipc_heap_block>.offset(of: \cipc_heap_block.info)! }
+    @inline(__always) static var blockHeaderSize: Int { MemoryLayout<cipc_heap_block>.size }
+    @inline(__always) static var freeNext: Int { MemoryLayout<cipc_heap_free_block>.offset(of: \cipc_heap_free_block.next)! }
+    @inline(__always) static var freePrev: Int { MemoryLayout<cipc_heap_free_block>.offset(of: \cipc_heap_free_block.prev)! }
 
-    static let inUse = CIPC_HEAP_IN_USE
-    static let free = CIPC_HEAP_FREE
-    static let quick = CIPC_HEAP_QUICK
-    static let end = CIPC_HEAP_END
-    static let tagMask = CIPC_HEAP_TAG_MASK
+    @inline(__always) static var inUse: UInt32 { CIPC_HEAP_IN_USE }
+    @inline(__always) static var free: UInt32 { CIPC_HEAP_FREE }
+    @inline(__always) static var quick: UInt32 { CIPC_HEAP_QUICK }
+    @inline(__always) static var end: UInt32 { CIPC_HEAP_END }
+    @inline(__always) static var tagMask: UInt32 { CIPC_HEAP_TAG_MASK }
 
     // MARK: Store header (`cipc_heap_store_header`)
-    static let storeTag = offset(\cipc_heap_store_header.tag)
-    static let storeIndex = offset(\cipc_heap_store_header.index)
-    static let storeNonce = offset(\cipc_heap_store_header.nonce)
-    static let storeSize = offset(\cipc_heap_store_header.size)
-    static let storeFirstBlock = offset(\cipc_heap_store_header.first_block)
-    static let storeEndBlock = offset(\cipc_heap_store_header.end_block)
-    static let storeHeaderSize = MemoryLayout<cipc_heap_store_header>.size
+    @inline(__always) static var storeTag: Int { MemoryLayout<cipc_heap_store_header>.offset(of: \cipc_heap_store_header.tag)! }
+    @inline(__always) static var storeIndex: Int { MemoryLayout<cipc_heap_store_header>.offset(of: \cipc_heap_store_header.index)! }
+    @inline(__always) static var storeNonce: Int { MemoryLayout<cipc_heap_store_header>.offset(of: \cipc_heap_store_header.nonce)! }
+    @inline(__always) static var storeSize: Int { MemoryLayout<cipc_heap_store_header>.offset(of: \cipc_heap_store_header.size)! }
+    @inline(__always) static var storeFirstBlock: Int { MemoryLayout<cipc_heap_store_header>.offset(of: \cipc_heap_store_header.first_block)! }
+    @inline(__always) static var storeEndBlock: Int { MemoryLayout<cipc_heap_store_header>.offset(of: \cipc_heap_store_header.end_block)! }
+    @inline(__always) static var storeHeaderSize: Int { MemoryLayout<cipc_heap_store_header>.size }
 
     // MARK: Heap header (`cipc_heap_header`), relative to its start
-    static let heapTag = offset(\cipc_heap_header.tag)
-    static let heapVersion = offset(\cipc_heap_header.version)
-    static let heapNonce = offset(\cipc_heap_header.nonce)
-    static let heapMaximumCapacity = offset(\cipc_heap_header.maximum_capacity)
-    static let heapCapacity = offset(\cipc_heap_header.capacity)
-    static let heapStoreCount = offset(\cipc_heap_header.store_count)
-    static let heapNextTag = offset(\cipc_heap_header.next_tag)
-    static let heapGrowthSize = offset(\cipc_heap_header.growth_size)
-    static let heapRecoveries = offset(\cipc_heap_header.recoveries)
-    static let heapLock = offset(\cipc_heap_header.lock)
-    static let heapClassBitmap = offset(\cipc_heap_header.class_bitmap)
-    static let heapQuickHeads = offset(\cipc_heap_header.quick_heads)
-    static let heapHeads = offset(\cipc_heap_header.heads)
-    static let heapClients = offset(\cipc_heap_header.clients)
-    static let heapJournal = offset(\cipc_heap_header.journal)
-    static let heapHeaderSize = MemoryLayout<cipc_heap_header>.size
+    @inline(__always) static var heapTag: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.tag)! }
+    @inline(__always) static var heapVersion: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.version)! }
+    @inline(__always) static var heapNonce: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.nonce)! }
+    @inline(__always) static var heapMaximumCapacity: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.maximum_capacity)! }
+    @inline(__always) static var heapCapacity: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.capacity)! }
+    @inline(__always) static var heapStoreCount: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.store_count)! }
+    @inline(__always) static var heapNextTag: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.next_tag)! }
+    @inline(__always) static var heapGrowthSize: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.growth_size)! }
+    @inline(__always) static var heapRecoveries: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.recoveries)! }
+    @inline(__always) static var heapLock: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.lock)! }
+    @inline(__always) static var heapClassBitmap: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.class_bitmap)! }
+    @inline(__always) static var heapQuickHeads: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.quick_heads)! }
+    @inline(__always) static var heapHeads: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.heads)! }
+    @inline(__always) static var heapClients: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.clients)! }
+    @inline(__always) static var heapJournal: Int { MemoryLayout<cipc_heap_header>.offset(of: \cipc_heap_header.journal)! }
+    @inline(__always) static var heapHeaderSize: Int { MemoryLayout<cipc_heap_header>.size }
 
-    static let clientStride = MemoryLayout<cipc_heap_client>.stride
-    static let clientToken = offset(\cipc_heap_client.token)
-    static let clientPID = offset(\cipc_heap_client.pid)
+    @inline(__always) static var clientStride: Int { MemoryLayout<cipc_heap_client>.stride }
+    @inline(__always) static var clientToken: Int { MemoryLayout<cipc_heap_client>.offset(of: \cipc_heap_client.token)! }
+    @inline(__always) static var clientPID: Int { MemoryLayout<cipc_heap_client>.offset(of: \cipc_heap_client.pid)! }
 
-    static let journalCount = offset(\cipc_heap_journal.count)
-    static let journalSequence = offset(\cipc_heap_journal.sequence)
-    static let journalEntries = offset(\cipc_heap_journal.entries)
-    static let entryStride = MemoryLayout<cipc_heap_journal_entry>.stride
-    static let entryTarget = offset(\cipc_heap_journal_entry.target)
-    static let entryOldValue = offset(\cipc_heap_journal_entry.old_value)
-    static let widthShift = UInt64(CIPC_HEAP_JOURNAL_WIDTH_SHIFT)
+    @inline(__always) static var journalCount: Int { MemoryLayout<cipc_heap_journal>.offset(of: \cipc_heap_journal.count)! }
+    @inline(__always) static var journalSequence: Int { MemoryLayout<cipc_heap_journal>.offset(of: \cipc_heap_journal.sequence)! }
+    @inline(__always) static var journalEntries: Int { MemoryLayout<cipc_heap_journal>.offset(of: \cipc_heap_journal.entries)! }
+    @inline(__always) static var entryStride: Int { MemoryLayout<cipc_heap_journal_entry>.stride }
+    @inline(__always) static var entryTarget: Int { MemoryLayout<cipc_heap_journal_entry>.offset(of: \cipc_heap_journal_entry.target)! }
+    @inline(__always) static var entryOldValue: Int { MemoryLayout<cipc_heap_journal_entry>.offset(of: \cipc_heap_journal_entry.old_value)! }
+    @inline(__always) static var widthShift: UInt64 { UInt64(CIPC_HEAP_JOURNAL_WIDTH_SHIFT) }
 
     /// Where the first block of store 0 starts: after its store header and the heap header, on a
     /// cache line of its own.
-    static let firstBlockOfBase = roundUp(headerOffset + heapHeaderSize, to: 64)
+    @inline(__always) static var firstBlockOfBase: Int { roundUp(headerOffset + heapHeaderSize, to: 64) }
     /// Where the first block of any other store starts.
-    static let firstBlockOfStore = storeHeaderSize
+    @inline(__always) static var firstBlockOfStore: Int { storeHeaderSize }
 
     /// The largest store: every block size (in granules) must fit the 32-bit size field, and every
     /// payload offset (in granules) the pointer word's 34 bits.
-    static let maximumStoreSize = 1 << 35
+    @inline(__always) static var maximumStoreSize: Int { 1 << 35 }
 
     // MARK: References: store << 48 | offset
 
-    static let refStoreShift = UInt64(CIPC_HEAP_REF_STORE_SHIFT)
-    static let refOffsetMask = CIPC_HEAP_REF_OFFSET_MASK
+    @inline(__always) static var refStoreShift: UInt64 { UInt64(CIPC_HEAP_REF_STORE_SHIFT) }
+    @inline(__always) static var refOffsetMask: UInt64 { CIPC_HEAP_REF_OFFSET_MASK }
 
     @inline(__always)
     static func ref(store: Int, offset: Int) -> UInt64 {
@@ -91,10 +91,10 @@ enum HeapLayout {
 
     // MARK: Pointer words: tag << 40 | store << 34 | payload offset / 16
 
-    static let pointerStoreShift = UInt64(CIPC_HEAP_POINTER_STORE_SHIFT)
-    static let pointerTagShift = UInt64(CIPC_HEAP_POINTER_TAG_SHIFT)
-    static let pointerGranuleMask: UInt64 = (1 << UInt64(CIPC_HEAP_POINTER_GRANULE_BITS)) - 1
-    static let pointerStoreMask: UInt64 = (1 << (pointerTagShift - pointerStoreShift)) - 1
+    @inline(__always) static var pointerStoreShift: UInt64 { UInt64(CIPC_HEAP_POINTER_STORE_SHIFT) }
+    @inline(__always) static var pointerTagShift: UInt64 { UInt64(CIPC_HEAP_POINTER_TAG_SHIFT) }
+    @inline(__always) static var pointerGranuleMask: UInt64 { (1 << UInt64(CIPC_HEAP_POINTER_GRANULE_BITS)) - 1 }
+    @inline(__always) static var pointerStoreMask: UInt64 { (1 << (pointerTagShift - pointerStoreShift)) - 1 }
 
     @inline(__always)
     static func pointerWord(store: Int, blockOffset: Int, tag: UInt32) -> UInt64 {
@@ -132,13 +132,6 @@ enum HeapLayout {
 
     static func roundUp(_ value: Int, to alignment: Int) -> Int {
         (value + alignment - 1) / alignment * alignment
-    }
-
-    private static func offset<Root>(_ field: PartialKeyPath<Root>) -> Int {
-        guard let offset = MemoryLayout<Root>.offset(of: field) else {
-            preconditionFailure("\(field) is not a stored field of \(Root.self)")
-        }
-        return offset
     }
 }
 

@@ -38,7 +38,7 @@ final class HeapSegments: HeapStoreProvider {
 
     // MARK: HeapStoreProvider
 
-    func mapStore(_ index: Int) throws(InterprocessError) -> StoreView {
+    func mapStore(_ index: Int) throws(InterprocessError) -> MappedStore {
         let name = Self.storeName(heap: heapName, nonce: nonce, index: index)
         let handle: SegmentHandle
         do {
@@ -56,7 +56,7 @@ final class HeapSegments: HeapStoreProvider {
         }
     }
 
-    func createStore(_ index: Int, byteCount: Int) throws(InterprocessError) -> StoreView {
+    func createStore(_ index: Int, byteCount: Int) throws(InterprocessError) -> MappedStore {
         let name = Self.storeName(heap: heapName, nonce: nonce, index: index)
         for _ in 0..<4 {
             do throws(InterprocessError) {
@@ -68,27 +68,30 @@ final class HeapSegments: HeapStoreProvider {
                 CrashPoint.reached("heap.grow.afterLink")
                 return try keep(handle, index: index)
             } catch where error.code == .alreadyExists {
-                // A grower died after creating it and before publishing it: nobody uses it. Take it
-                // over if it is this heap's and of the right size; otherwise remove it and try again.
-                if let handle = try? SegmentHandle.open(name: name, kind: .heap, trusting: trust) {
-                    if handle.payloadSize == byteCount, let mapping = try? handle.mapping() {
-                        let payload = mapping.base + SegmentHeader.size
-                        if load32(payload + HeapLayout.storeTag) == CIPC_TAG_HEAP_STORE,
-                           load64(payload + HeapLayout.storeNonce) == nonce,
-                           load32(payload + HeapLayout.storeIndex) == UInt32(index) {
-                            _ = HeapInitializer.initializeStore(payload, size: byteCount, index: index, nonce: nonce)
-                            return try keep(handle, index: index)
-                        }
-                    }
-                    handle.close()
+                // A grower died after creating it and before publishing it: nobody uses it (a
+                // process that mapped it while a publication was being undone sees the same file).
+                // Take it over as it is, whatever size that grower chose: it fits the maximum,
+                // which has not moved since (only publishing it would have moved it).
+                let handle: SegmentHandle
+                do {
+                    handle = try SegmentHandle.open(name: name, kind: .heap, trusting: trust)
+                } catch where error.code == .notFound {
+                    continue
                 }
-                try? SharedMemory.remove(name: name)
+                do throws(InterprocessError) {
+                    let mapped = try Self.storeView(handle, index: index, nonce: nonce, heapName: heapName, initialize: true)
+                    handles.withLock { $0[index] = handle }
+                    return mapped
+                } catch {
+                    handle.close()
+                    throw error
+                }
             }
         }
         throw InterprocessError(.createFailed, objectName: heapName, detail: "could not create its store '\(name)'")
     }
 
-    private func keep(_ handle: SegmentHandle, index: Int) throws(InterprocessError) -> StoreView {
+    private func keep(_ handle: SegmentHandle, index: Int) throws(InterprocessError) -> MappedStore {
         do throws(InterprocessError) {
             let view = try Self.storeView(handle, index: index, nonce: nonce, heapName: heapName)
             handles.withLock { $0[index] = handle }
@@ -100,7 +103,10 @@ final class HeapSegments: HeapStoreProvider {
     }
 
     /// The view of a store segment, after checking its store header against what it must be.
-    static func storeView(_ handle: SegmentHandle, index: Int, nonce: UInt64, heapName: String) throws(InterprocessError) -> StoreView {
+    /// With `initialize`, the store (not published) is first reset to one free block.
+    static func storeView(
+        _ handle: SegmentHandle, index: Int, nonce: UInt64, heapName: String, initialize: Bool = false
+    ) throws(InterprocessError) -> MappedStore {
         let mapping = try handle.mapping()
         let payload = mapping.base + SegmentHeader.size
         let size = handle.payloadSize
@@ -113,6 +119,11 @@ final class HeapSegments: HeapStoreProvider {
         guard load64(payload + HeapLayout.storeNonce) == nonce, load32(payload + HeapLayout.storeIndex) == UInt32(index) else {
             throw corrupt("the segment '\(handle.name)' is not this heap's store \(index)")
         }
+        let validSize = size % HeapLayout.granule == 0 && size <= HeapLayout.maximumStoreSize
+            && size >= HeapLayout.firstBlockOfStore + 3 * HeapLayout.blockHeaderSize
+        if initialize && index > 0 && validSize {
+            _ = HeapInitializer.initializeStore(payload, size: size, index: index, nonce: nonce)
+        }
         let first = index == 0 ? HeapLayout.firstBlockOfBase : HeapLayout.firstBlockOfStore
         let end = size - HeapLayout.blockHeaderSize
         guard size % HeapLayout.granule == 0, size <= HeapLayout.maximumStoreSize,
@@ -121,7 +132,7 @@ final class HeapSegments: HeapStoreProvider {
               load64(payload + HeapLayout.storeFirstBlock) == UInt64(first),
               load64(payload + HeapLayout.storeEndBlock) == UInt64(end)
         else { throw corrupt("its store header does not match its \(size)-byte segment") }
-        return StoreView(base: payload, size: size, first: first, end: end, owner: mapping)
+        return MappedStore(view: StoreView(base: payload, size: size, first: first, end: end), owner: mapping)
     }
 
     /// Unregisters every store segment this process opened (they are persistent: nothing is removed).

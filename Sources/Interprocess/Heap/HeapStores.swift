@@ -15,7 +15,13 @@ struct StoreView: @unchecked Sendable {
     let first: Int
     /// Offset of the end marker.
     let end: Int
-    /// What keeps the mapping alive (a segment handle).
+}
+
+/// A store just mapped: its view and what keeps the mapping alive.
+struct MappedStore: @unchecked Sendable {
+    // `@unchecked Sendable`: `owner` is a `MemoryMapping`, which is Sendable; the view's pointer
+    // points into it.
+    let view: StoreView
     let owner: AnyObject
 }
 
@@ -23,11 +29,11 @@ struct StoreView: @unchecked Sendable {
 /// are named segments (``HeapSegments`` today; the shared-objects framework's storage later).
 protocol HeapStoreProvider: AnyObject, Sendable {
     /// Maps store `index`, which the heap has published, and checks its store header.
-    func mapStore(_ index: Int) throws(InterprocessError) -> StoreView
+    func mapStore(_ index: Int) throws(InterprocessError) -> MappedStore
     /// Makes store `index`, not published yet, of exactly `byteCount` payload bytes, initialized as
     /// one free block (``HeapInitializer/initializeStore``); takes over a leftover of a grower that
     /// died before publishing it.
-    func createStore(_ index: Int, byteCount: Int) throws(InterprocessError) -> StoreView
+    func createStore(_ index: Int, byteCount: Int) throws(InterprocessError) -> MappedStore
 }
 
 /// The stores this process has mapped, by index: written once each (under a process-local lock),
@@ -36,15 +42,16 @@ final class StoreTable: @unchecked Sendable {
     // `@unchecked Sendable`: `views[i]` is written once, before `bases[i]` is published with a
     // releasing store; readers load `bases[i]` acquiring before they read `views[i]`.
     private let bases: UnsafeMutablePointer<Atomic<Int>>
-    private let views: UnsafeMutablePointer<StoreView?>
-    private let mapping = Mutex<Void>(())
+    private let views: UnsafeMutablePointer<StoreView>
+    /// What keeps each mapping alive, by index.
+    private let owners = Mutex<[Int: AnyObject]>([:])
 
     init() {
         bases = .allocate(capacity: HeapLayout.maximumStores)
         views = .allocate(capacity: HeapLayout.maximumStores)
         for index in 0..<HeapLayout.maximumStores {
             (bases + index).initialize(to: Atomic(0))
-            (views + index).initialize(to: nil)
+            (views + index).initialize(to: StoreView(base: UnsafeMutableRawPointer(bitPattern: 1)!, size: 0, first: 0, end: 0))
         }
     }
 
@@ -63,20 +70,14 @@ final class StoreTable: @unchecked Sendable {
     }
 
     /// Maps store `index` with `make` unless another thread already did.
-    func map(_ index: Int, _ make: () throws(InterprocessError) -> StoreView) throws(InterprocessError) -> StoreView {
-        try mapping.withLock { _ throws(InterprocessError) -> StoreView in
+    func map(_ index: Int, _ make: () throws(InterprocessError) -> MappedStore) throws(InterprocessError) -> StoreView {
+        try owners.withLock { owners throws(InterprocessError) -> StoreView in
             if let view = view(index) { return view }
-            let view = try make()
-            views[index] = view
-            bases[index].store(Int(bitPattern: view.base), ordering: .releasing)
-            return view
-        }
-    }
-
-    /// Every view, to drop them together.
-    func removeAll() -> [StoreView] {
-        mapping.withLock { _ in
-            (0..<HeapLayout.maximumStores).compactMap { views[$0] }
+            let mapped = try make()
+            owners[index] = mapped.owner
+            views[index] = mapped.view
+            bases[index].store(Int(bitPattern: mapped.view.base), ordering: .releasing)
+            return mapped.view
         }
     }
 }
