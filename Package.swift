@@ -39,11 +39,38 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Process and terminal helpers of the tools, the benchmarks and the tests (spawning and
+        // reaping children, standard streams, termination signals). Not a product, and the library
+        // never depends on it. It calls the C library itself (posix_spawn, waitpid, signal masks).
+        .target(
+            name: "InterprocessToolSupport",
+            dependencies: [
+                "InterprocessSystem",
+                "CInterprocess",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The scenarios of `ipc bench`, one file each (not a product). Its OS baselines (pthread
+        // mutex, POSIX semaphores, pipes, socket pairs) are its only C library calls, in one file.
+        .target(
+            name: "InterprocessBenchmarks",
+            dependencies: [
+                "Interprocess",
+                "InterprocessSystem",
+                "InterprocessToolSupport",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "ipc",
             dependencies: [
                 "Interprocess",
                 "InterprocessSystem",
+                "InterprocessToolSupport",
+                "InterprocessBenchmarks",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -53,14 +80,25 @@ let package = Package(
         .executableTarget(
             name: "InterprocessTestChild",
             dependencies: [
-                "Interprocess", "InterprocessSystem",
+                "Interprocess", "InterprocessSystem", "InterprocessToolSupport",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strictSettings
         ),
+        // Every async verb called from top-level code, an async function, an actor and a Task, as a
+        // user's main.swift would (not a product): that it compiles is the test that the async forms
+        // resolve in each context; AsyncContextsTests runs it.
+        .executableTarget(
+            name: "InterprocessAsyncContexts",
+            dependencies: ["Interprocess"],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "InterprocessTests",
-            dependencies: ["Interprocess", "InterprocessSystem", "InterprocessTestChild", "ipc"],
+            dependencies: [
+                "Interprocess", "InterprocessSystem", "InterprocessToolSupport", "InterprocessBenchmarks",
+                "InterprocessTestChild", "InterprocessAsyncContexts", "ipc",
+            ],
             swiftSettings: strictSettings
         ),
     ]

@@ -53,14 +53,15 @@ int cipc_pipe_cloexec(int fds[2]) {
 #if defined(__linux__)
 const uint32_t cipc_FUTEX2_SIZE_U32 = 0x02;
 
-int cipc_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns) {
+int cipc_futex_wait(uint32_t *word, uint32_t expected, int64_t deadline_ns) {
     struct timespec ts, *tsp = NULL;
-    if (timeout_ns >= 0) {
-        ts.tv_sec = (time_t)(timeout_ns / 1000000000LL);
-        ts.tv_nsec = (long)(timeout_ns % 1000000000LL);
+    if (deadline_ns >= 0) {
+        ts.tv_sec = (time_t)(deadline_ns / 1000000000LL);
+        ts.tv_nsec = (long)(deadline_ns % 1000000000LL);
         tsp = &ts;
     }
-    return (int)syscall(SYS_futex, word, FUTEX_WAIT, expected, tsp, NULL, 0);
+    // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time (FUTEX_WAIT a relative one).
+    return (int)syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
 }
 
 int cipc_futex_wake(uint32_t *word, int32_t count) {
@@ -80,11 +81,16 @@ int cipc_futex_waitv(cipc_futex_waiter *waiters, uint32_t count, int64_t deadlin
     return (int)syscall(SYS_futex_waitv, waiters, count, 0, tsp, CLOCK_MONOTONIC);
 }
 
+int32_t cipc_gettid(void) {
+    return (int32_t)syscall(SYS_gettid);
+}
+
 #else
 const uint32_t cipc_FUTEX2_SIZE_U32 = 0x02;
-int cipc_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns) {
-    (void)word; (void)expected; (void)timeout_ns; errno = ENOSYS; return -1;
+int cipc_futex_wait(uint32_t *word, uint32_t expected, int64_t deadline_ns) {
+    (void)word; (void)expected; (void)deadline_ns; errno = ENOSYS; return -1;
 }
 int cipc_futex_wake(uint32_t *word, int32_t count) { (void)word; (void)count; errno = ENOSYS; return -1; }
 int cipc_futex_waitv(cipc_futex_waiter *w, uint32_t c, int64_t d) { (void)w; (void)c; (void)d; errno = ENOSYS; return -1; }
+int32_t cipc_gettid(void) { return 0; }
 #endif

@@ -3,7 +3,8 @@ public import SystemPackage
 /// The error that every Interprocess operation throws.
 ///
 /// It names what went wrong (`code`), the object it concerns (`objectName`), the operating system's
-/// error where there is one (`systemError`), and a sentence for people (`description`).
+/// error where there is one (`systemError`), and a sentence for people (`description`). Which errno
+/// becomes which code is decided per system call, in one table (`InterprocessError+Errno.swift`).
 ///
 /// ```swift
 /// do {
@@ -39,19 +40,23 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
         public static let createFailed = Code(.createFailed)
         /// The operating system refused to open or map the object.
         public static let openFailed = Code(.openFailed)
-        /// Not enough memory in the shared memory file system (or the address space) for the object.
+        /// Not enough room: the shared memory file system (or the file system of a path) is out of
+        /// space or inodes, or the kernel or the address space has no memory for it.
         public static let outOfMemory = Code(.outOfMemory)
-        /// The object's status could not be read (`fstat`).
+        /// The object's status could not be read (`fstat`, `lstat`).
         public static let statFailed = Code(.statFailed)
-        /// The name is empty, too long, or contains '/' or NUL.
+        /// The name or path is empty, too long (or has a component longer than the file system
+        /// allows), or contains '/' (a name) or NUL.
         public static let invalidName = Code(.invalidName)
         /// The size is zero, too large, or does not fit.
         public static let invalidSize = Code(.invalidSize)
-        /// An argument is out of its range.
+        /// An argument is out of its range, e.g. a descriptor to send or adopt that is not open.
         public static let invalidArgument = Code(.invalidArgument)
         /// The caller lacks permission.
         public static let permissionDenied = Code(.permissionDenied)
-        /// The object is not an Interprocess object, or of another layout version or kind.
+        /// The object is not an Interprocess object, or of another layout version or kind; or not
+        /// the kind of file the call expects (a FIFO, socket, directory or link where a regular file
+        /// belongs, a datagram socket where a listener was expected).
         public static let incompatible = Code(.incompatible)
         /// The object's header or data is inconsistent: truncated, scribbled over, or written by a
         /// buggy peer.

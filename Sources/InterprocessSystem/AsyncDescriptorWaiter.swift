@@ -21,80 +21,81 @@ import Synchronization
 /// Resumption with `.ready` means "try the operation again" (level-triggered, like `poll`): callers
 /// loop, and a descriptor that another reader drained simply waits again.
 ///
-/// `@unchecked Sendable`: the control pipe's descriptors are set once in `init` and never change;
-/// everything else is under `state`.
-package final class AsyncDescriptorWaiter: @unchecked Sendable {
+/// Registration, ids and cancellation are ``AsyncWaitTable``'s, shared with ``AsyncFutexWaiter``.
+package final class AsyncDescriptorWaiter: Sendable {
     package enum Outcome: Sendable, Equatable {
         case ready, timedOut, cancelled
     }
 
     package static let shared = AsyncDescriptorWaiter()
 
-    private struct Registration {
-        let fd: CInt
-        let events: Int16
-        let deadline: UInt64
-        let continuation: CheckedContinuation<Outcome, Never>
-    }
+    /// The registrations, in one dictionary: `poll` takes the whole set each round anyway.
+    private struct Core: AsyncWaitCore {
+        struct Request {
+            let fd: CInt
+            let events: Int16
+            let deadline: Deadline
+        }
 
-    private struct State {
+        struct Registration {
+            let request: Request
+            let continuation: CheckedContinuation<Outcome, Never>
+        }
+
+        enum Wakeup {
+            case start, poke
+        }
+
+        static var cancelled: Outcome { .cancelled }
+
         var registrations: [UInt64: Registration] = [:]
-        var cancelledEarly: Set<UInt64> = []
-        var nextID: UInt64 = 0
         var started = false
+
+        mutating func register(_ request: Request, id: UInt64, continuation: CheckedContinuation<Outcome, Never>) -> Wakeup? {
+            registrations[id] = Registration(request: request, continuation: continuation)
+            if started { return .poke }
+            started = true
+            return .start
+        }
+
+        mutating func unregister(_ id: UInt64) -> (continuation: CheckedContinuation<Outcome, Never>, wakeup: Wakeup?)? {
+            guard let registration = registrations.removeValue(forKey: id) else { return nil }
+            return (registration.continuation, .poke)
+        }
     }
 
-    private let state = Mutex(State())
+    private let table = AsyncWaitTable(Core())
     /// Written (one byte) whenever the set of registrations changes, so that the thread re-arms.
     private let wakeRead: CInt
     private let wakeWrite: CInt
 
+    /// How often the thread looks at the registrations when it has no wake-up pipe, in ms.
+    private static let pollIntervalWithoutPipe: CInt = 10
+
     private init() {
         var fds: [CInt] = [-1, -1]
-        let rc = cipc_pipe_cloexec(&fds)
-        precondition(rc == 0, "could not create the async descriptor waiter's pipe (errno \(errno))")
+        if cipc_pipe_cloexec(&fds) != 0 {
+            // No descriptor left (EMFILE / ENFILE) when the first async wait came: work without the
+            // wake-up pipe, looking at the registrations every few milliseconds, rather than trap
+            // over something the environment caused.
+            fds = [-1, -1]
+        }
         wakeRead = fds[0]
         wakeWrite = fds[1]
-        for fd in fds { _ = cipc_fcntl_int(fd, F_SETFL, cipc_fcntl_int(fd, F_GETFL, 0) | O_NONBLOCK) }
+        for fd in fds where fd >= 0 { _ = cipc_fcntl_int(fd, F_SETFL, cipc_fcntl_int(fd, F_GETFL, 0) | O_NONBLOCK) }
     }
 
-    /// Suspends until `fd` is ready for `event` (or has an error or hang-up), `deadline` (monotonic
-    /// ns) passes, or the task is cancelled. The descriptor must stay open until this returns; an
+    /// Suspends until `fd` is ready for `event` (or has an error or hang-up), `deadline` passes, or
+    /// the task is cancelled. The descriptor must stay open until this returns; an
     /// owner that closes it first calls ``resumeAll(waitingOn:)``.
-    package func wait(for fd: FileDescriptor, _ event: DescriptorEvent, deadline: UInt64) async -> Outcome {
+    package func wait(for fd: FileDescriptor, _ event: DescriptorEvent, deadline: Deadline) async -> Outcome {
         if Task.isCancelled { return .cancelled }
-        if Clock.monotonicNanoseconds() >= deadline { return .timedOut }
-        let id = state.withLock { state -> UInt64 in
-            state.nextID += 1
-            return state.nextID
-        }
-        let raw = fd.rawValue
+        if deadline.hasPassed { return .timedOut }
         let events = event == .readable ? Int16(POLLIN) : Int16(POLLOUT)
-        // The handler may run after the wait was resumed but before it returns, and then leaves the id
-        // in `cancelledEarly`; it cannot run once this returns, so the id is dropped here.
-        defer { _ = state.withLock { $0.cancelledEarly.remove(id) } }
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
-                let cancelled = state.withLock { state -> Bool in
-                    if state.cancelledEarly.remove(id) != nil { return true }
-                    state.registrations[id] = Registration(fd: raw, events: events, deadline: deadline, continuation: continuation)
-                    if !state.started {
-                        state.started = true
-                        startThread()
-                    }
-                    return false
-                }
-                if cancelled { continuation.resume(returning: .cancelled) } else { poke() }
-            }
-        } onCancel: {
-            let registration = state.withLock { state -> Registration? in
-                if let registration = state.registrations.removeValue(forKey: id) { return registration }
-                state.cancelledEarly.insert(id)
-                return nil
-            }
-            if let registration {
-                registration.continuation.resume(returning: .cancelled)
-                poke()
+        return await table.wait(Core.Request(fd: fd.rawValue, events: events, deadline: deadline)) { wakeup in
+            switch wakeup {
+            case .start: self.startThread()
+            case .poke: self.poke()
             }
         }
     }
@@ -102,15 +103,16 @@ package final class AsyncDescriptorWaiter: @unchecked Sendable {
     /// Resumes (`.ready`) every wait on `fd`: its owner is about to close it. The waiters' next
     /// attempt finds the owner closed.
     package func resumeAll(waitingOn fd: FileDescriptor) {
-        let ready = state.withLock { state -> [CheckedContinuation<Outcome, Never>] in
-            let ids = state.registrations.filter { $0.value.fd == fd.rawValue }.map(\.key)
-            return ids.compactMap { state.registrations.removeValue(forKey: $0)?.continuation }
+        let ready = table.withCore { core -> [CheckedContinuation<Outcome, Never>] in
+            let ids = core.registrations.filter { $0.value.request.fd == fd.rawValue }.map(\.key)
+            return ids.compactMap { core.registrations.removeValue(forKey: $0)?.continuation }
         }
         for continuation in ready { continuation.resume(returning: .ready) }
         if !ready.isEmpty { poke() }
     }
 
     private func poke() {
+        guard wakeWrite >= 0 else { return } // the thread looks again within its poll interval
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1) // a full pipe already guarantees a wake-up
     }
@@ -131,27 +133,24 @@ package final class AsyncDescriptorWaiter: @unchecked Sendable {
         var drain = [UInt8](repeating: 0, count: 256)
         while true {
             // Snapshot: distinct (descriptor, events) pairs, and the earliest deadline.
-            let (entries, earliest) = state.withLock { state -> ([pollfd], UInt64) in
+            let (entries, earliest) = table.withCore { core -> ([pollfd], Deadline) in
                 var merged: [CInt: Int16] = [:]
-                var earliest = UInt64.max
-                for registration in state.registrations.values {
-                    earliest = min(earliest, registration.deadline)
-                    merged[registration.fd, default: 0] |= registration.events
+                var earliest = Deadline.never
+                for registration in core.registrations.values {
+                    earliest = min(earliest, registration.request.deadline)
+                    merged[registration.request.fd, default: 0] |= registration.request.events
                 }
                 return (merged.map { pollfd(fd: $0.key, events: $0.value, revents: 0) }, earliest)
             }
             var fds = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)] + entries
-            var timeout: CInt = -1
-            if earliest != .max {
-                let now = Clock.monotonicNanoseconds()
-                timeout = earliest <= now ? 0 : CInt(clamping: (earliest - now + 999_999) / 1_000_000)
-            }
+            var timeout = earliest.pollMilliseconds
+            if wakeRead < 0 { timeout = timeout < 0 ? Self.pollIntervalWithoutPipe : min(timeout, Self.pollIntervalWithoutPipe) }
             let rc = poll(&fds, nfds_t(fds.count), timeout)
             if rc < 0 && errno != EINTR && errno != EAGAIN {
                 // Cannot happen with valid arguments; do not spin.
                 Clock.sleep(nanoseconds: 1_000_000)
             }
-            if fds[0].revents != 0 {
+            if wakeRead >= 0, fds[0].revents != 0 {
                 while drain.withUnsafeMutableBytes({ read(wakeRead, $0.baseAddress, $0.count) }) > 0 {}
             }
             var ready: [CInt: Int16] = [:]
@@ -162,19 +161,20 @@ package final class AsyncDescriptorWaiter: @unchecked Sendable {
 
     /// Resumes every registration whose descriptor is ready or whose deadline passed.
     private func resolve(_ ready: [CInt: Int16]) {
-        let now = Clock.monotonicNanoseconds()
+        let now = Deadline.now
         let failure = Int16(POLLERR) | Int16(POLLHUP) | Int16(POLLNVAL)
-        let resumed = state.withLock { state -> [(CheckedContinuation<Outcome, Never>, Outcome)] in
+        let resumed = table.withCore { core -> [(CheckedContinuation<Outcome, Never>, Outcome)] in
             var resumed: [(CheckedContinuation<Outcome, Never>, Outcome)] = []
-            for (id, registration) in state.registrations {
-                if let revents = ready[registration.fd], revents & (registration.events | failure) != 0 {
+            for (id, registration) in core.registrations {
+                let request = registration.request
+                if let revents = ready[request.fd], revents & (request.events | failure) != 0 {
                     resumed.append((registration.continuation, .ready))
-                } else if now >= registration.deadline {
+                } else if now >= request.deadline {
                     resumed.append((registration.continuation, .timedOut))
                 } else {
                     continue
                 }
-                state.registrations.removeValue(forKey: id)
+                core.registrations.removeValue(forKey: id)
             }
             return resumed
         }

@@ -31,15 +31,15 @@ package enum FileLock {
         }
     }
 
-    /// Takes a lock, polling until `deadline` (monotonic nanoseconds). Returns false on timeout.
+    /// Takes a lock, polling until `deadline`. Returns false on timeout.
     package static func lock(
-        _ fd: FileDescriptor, byte: Int64, _ kind: Kind, deadline: UInt64
+        _ fd: FileDescriptor, byte: Int64, _ kind: Kind, deadline: Deadline
     ) throws(Errno) -> Bool {
         var pause: UInt64 = 20_000
         while true {
             if try tryLock(fd, byte: byte, kind) { return true }
-            if Clock.monotonicNanoseconds() >= deadline { return false }
-            Clock.sleep(nanoseconds: pause)
+            if deadline.hasPassed { return false }
+            Clock.sleep(nanoseconds: pause, before: deadline)
             pause = min(pause * 2, 2_000_000)
         }
     }

@@ -17,17 +17,12 @@ package enum Futex {
         case timedOut
     }
 
-    /// Parks the calling thread while `*word == expected`, until `deadline` (monotonic ns; `.max`:
-    /// none). Spurious returns are possible: callers re-check their condition.
+    /// Parks the calling thread while `*word == expected`, until `deadline`, which the kernel takes
+    /// as it is (absolute monotonic time: a wait that ends early and parks again waits only for what
+    /// is left). Spurious returns are possible: callers re-check their condition.
     @inline(never)
-    package static func wait(_ word: UnsafeMutableRawPointer, expected: UInt32, deadline: UInt64) -> WaitResult {
-        var timeout: Int64 = -1
-        if deadline != .max {
-            let now = Clock.monotonicNanoseconds()
-            if now >= deadline { return .timedOut }
-            timeout = Int64(clamping: deadline - now)
-        }
-        let rc = cipc_futex_wait(word.assumingMemoryBound(to: UInt32.self), expected, timeout)
+    package static func wait(_ word: UnsafeMutableRawPointer, expected: UInt32, deadline: Deadline) -> WaitResult {
+        let rc = cipc_futex_wait(word.assumingMemoryBound(to: UInt32.self), expected, deadline.kernelNanoseconds)
         if rc == -1 && errno == ETIMEDOUT { return .timedOut }
         return .retry
     }

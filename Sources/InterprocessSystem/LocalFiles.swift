@@ -225,16 +225,15 @@ package enum DescriptorEvent: Sendable, Hashable {
 /// Blocking waits on one descriptor, for the blocking and timed forms of local IPC calls.
 package enum DescriptorWait {
     /// Waits until `fd` is ready for `event` (or reports an error or hang-up, which the next
-    /// operation then reports), or `deadline` (monotonic ns) passes. Returns false on timeout.
-    /// The corresponding C function is `poll`; EINTR waits again for what is left.
-    package static func wait(_ fd: FileDescriptor, for event: DescriptorEvent, deadline: UInt64) -> Bool {
+    /// operation then reports), or `deadline` passes. Returns false on timeout.
+    /// The corresponding C function is `poll`, whose timeout is relative: what is left of `deadline`
+    /// is computed right before each call, so that after EINTR only what is left is waited.
+    package static func wait(_ fd: FileDescriptor, for event: DescriptorEvent, deadline: Deadline) -> Bool {
         var entry = pollfd(fd: fd.rawValue, events: event.pollEvents, revents: 0)
         while true {
-            let now = Clock.monotonicNanoseconds()
-            if deadline != .max && now >= deadline { return pollOnce(&entry, timeout: 0) }
-            let remaining = deadline == .max ? -1 : CInt(clamping: (deadline - now + 999_999) / 1_000_000)
-            if pollOnce(&entry, timeout: remaining) { return true }
-            if deadline != .max && Clock.monotonicNanoseconds() >= deadline { return false }
+            let left = deadline.pollMilliseconds
+            if pollOnce(&entry, timeout: left) { return true }
+            if left == 0 || deadline.hasPassed { return false }
         }
     }
 

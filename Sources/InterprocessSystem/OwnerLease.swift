@@ -39,9 +39,9 @@ package final class OwnerLease: Sendable {
     private let key: FileKey
 
     /// Bit 31 of a token word: a flag, never part of a token.
-    package static let flagBit: UInt64 = 0x8000_0000
+    package static let flagBit: UInt64 = CIPC_TOKEN_FLAG
     /// Where the token bytes start in the file: far beyond any segment's data and its other locks.
-    package static let lockBase: Int64 = 1 << 62
+    package static let lockBase = Int64(CIPC_TOKEN_LOCK_BASE)
 
     private init(token: UInt64, descriptor: FileDescriptor, key: FileKey) {
         self.token = token
@@ -62,7 +62,7 @@ package final class OwnerLease: Sendable {
     /// 2^62)`, so every token maps to a distinct byte within a file's 63-bit offset range.
     @inline(__always)
     package static func lockByte(of word: UInt64) -> Int64 {
-        lockBase + Int64(word & ~flagBit & (UInt64(1) << 62 - 1))
+        lockBase + Int64(word & ~flagBit & (UInt64(CIPC_TOKEN_LOCK_BASE) - 1))
     }
 
     /// Whether the process whose token is in `word` (flag bit 31 ignored) is alive: someone holds the

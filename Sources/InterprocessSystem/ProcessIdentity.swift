@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CInterprocess
 
 /// Who a process is: its pid together with its start time, so that a reused pid is not mistaken
 /// for a process that died.
@@ -31,6 +32,9 @@ package struct ProcessIdentity: Sendable, Hashable {
 
     /// The current process id (not cached: correct in a child after fork/exec).
     package static var currentPID: Int32 { getpid() }
+
+    /// The calling thread's kernel id (`gettid`): its entry in /proc/self/task.
+    package static var currentThreadID: Int32 { cipc_gettid() }
 
     /// The start time of process `pid`, or nil if there is no such process.
     package static func startTime(of pid: Int32) -> UInt64? {

@@ -4,6 +4,7 @@ import Glibc
 import Dispatch
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import Synchronization
 
 // Shared heap commands (Tests/InterprocessTests/SharedHeapTests.swift).

@@ -42,7 +42,7 @@ private func mode(_ text: String) -> FileLock.Mode { text == "shared" ? .shared 
 /// release it, say "unlocked", linger until told again.
 private func lockHold(path: String, mode text: String) throws {
     let lock = try FileLock(path: path)
-    try lock.lock(mode(text))
+    try lock.blockingLock(mode(text))
     say("locked")
     awaitInstruction(upTo: 60)
     lock.unlock()
@@ -62,11 +62,11 @@ private func lockTry(path: String, mode text: String) throws {
 /// then, for each line the test sends, write TEXT and say "wrote" — until a write fails: then say
 /// "error CODE" and exit 0 (alive: no SIGPIPE killed us). Ends when the test closes our input.
 private func pipeWrite(path: String, text: String) throws {
-    let pipe = try NamedPipe.openForWriting(path: path, timeout: .seconds(20))
+    let pipe = try NamedPipe.blockingOpenForWriting(path: path, timeout: .seconds(20))
     say("open")
     while awaitInstruction(upTo: 60) != nil {
         do {
-            try pipe.write(Array(text.utf8), timeout: .seconds(20))
+            try pipe.blockingWrite(Array(text.utf8), timeout: .seconds(20))
             say("wrote")
         } catch {
             say("error \(error.code)")
@@ -91,7 +91,7 @@ private func pipeRead(path: String) throws {
     let pipe = try NamedPipe.openForReading(path: path)
     say("open")
     while true {
-        let bytes = try pipe.read(timeout: .seconds(60))
+        let bytes = try pipe.blockingRead(timeout: .seconds(60))
         if bytes.isEmpty { break }
         say("got " + String(decoding: bytes, as: UTF8.self))
     }
@@ -106,10 +106,10 @@ private func serve(path: String) throws {
     let listener = try LocalSocketListener.listen(path: path)
     defer { listener.close() }
     say("listening")
-    let connection = try listener.accept(timeout: .seconds(30))
+    let connection = try listener.blockingAccept(timeout: .seconds(30))
     say("accepted \(connection.peer.pid) \(connection.peer.uid)")
     while true {
-        let received = Result { () throws(InterprocessError) -> LocalMessage in try connection.receive(timeout: .seconds(30)) }
+        let received = Result { () throws(InterprocessError) -> LocalMessage in try connection.blockingReceive(timeout: .seconds(30)) }
         if case .failure(let error) = received, error.code == .disconnected {
             say("peer gone")
             return
@@ -122,17 +122,17 @@ private func serve(path: String) throws {
         }
         message.closeDescriptors()
         say("got \(text)")
-        try connection.send(Array("echo \(text)".utf8), timeout: .seconds(20))
+        try connection.blockingSend(Array("echo \(text)".utf8), timeout: .seconds(20))
     }
 }
 
 /// local-connect PATH: connect (≤ 20 s), say "connected PID UID" (the server's, from the kernel),
 /// send "hello from PID", say "reply TEXT" for the answer, then wait until told (≤ 60 s).
 private func connect(path: String) throws {
-    let socket = try LocalSocket.connect(path: path, timeout: .seconds(20))
+    let socket = try LocalSocket.blockingConnect(path: path, timeout: .seconds(20))
     say("connected \(socket.peer.pid) \(socket.peer.uid)")
-    try socket.send(Array("hello from \(getpid())".utf8), timeout: .seconds(20))
-    let reply = try socket.receive(timeout: .seconds(20))
+    try socket.blockingSend(Array("hello from \(getpid())".utf8), timeout: .seconds(20))
+    let reply = try socket.blockingReceive(timeout: .seconds(20))
     say("reply \(reply.string ?? "?")")
     awaitInstruction(upTo: 60)
     socket.close()
@@ -142,9 +142,9 @@ private func connect(path: String) throws {
 /// then say "reply TEXT PID" for the answer (the answering process's pid, from the kernel).
 private func datagram(path: String) throws {
     let socket = try LocalDatagramSocket.connect(path: path)
-    try socket.send(Array("ping from \(getpid())".utf8), timeout: .seconds(20))
+    try socket.blockingSend(Array("ping from \(getpid())".utf8), timeout: .seconds(20))
     say("sent")
-    let reply = try socket.receive(timeout: .seconds(20))
+    let reply = try socket.blockingReceive(timeout: .seconds(20))
     say("reply \(reply.string ?? "?") \(reply.sender?.pid ?? -1)")
     socket.close()
 }
@@ -154,8 +154,8 @@ private func datagram(path: String) throws {
 /// bigger size did: "ok" or the errno), adopt it, say "read TEXT" (its string), write "from child"
 /// into it, say "wrote", wait until told.
 private func segmentReceive(path: String) throws {
-    let socket = try LocalSocket.connect(path: path, timeout: .seconds(20))
-    let message = try socket.receive(timeout: .seconds(20))
+    let socket = try LocalSocket.blockingConnect(path: path, timeout: .seconds(20))
+    let message = try socket.blockingReceive(timeout: .seconds(20))
     guard let fd = message.descriptors.first else { throw InterprocessError(.corrupt, detail: "no descriptor") }
     var link = [CChar](repeating: 0, count: 256)
     let n = readlink("/proc/self/fd/\(fd.rawValue)", &link, 255)
@@ -176,10 +176,10 @@ private func segmentReceive(path: String) throws {
 /// local-segment-send PATH: connect, create an anonymous segment holding "from child", send it, say
 /// "sent"; when told, say "read TEXT" (what the segment holds then).
 private func segmentSend(path: String) throws {
-    let socket = try LocalSocket.connect(path: path, timeout: .seconds(20))
+    let socket = try LocalSocket.blockingConnect(path: path, timeout: .seconds(20))
     let segment = try SharedMemory.anonymous(size: 8192)
     try segment.write("from child")
-    try socket.send(segment, timeout: .seconds(20))
+    try socket.blockingSend(segment, timeout: .seconds(20))
     say("sent")
     awaitInstruction(upTo: 60)
     say("read \(try segment.readString())")
@@ -192,7 +192,7 @@ private func segmentSend(path: String) throws {
 /// "primary", then "launch ARGS… PID" for every later launch, until told; then close.
 private func singleInstance(name: String, tag: String, start: UInt64) throws {
     waitUntil(start)
-    switch try SingleInstance.acquire(name: name, arguments: ["launch", tag], timeout: .seconds(30)) {
+    switch try SingleInstance.blockingAcquire(name: name, arguments: ["launch", tag], timeout: .seconds(30)) {
     case .secondary(let primary):
         say("secondary \(primary.pid)")
     case .primary(let instance):

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import Synchronization
 
 // Commands for ProcessRWLock ("rw-…") and SharedVariable ("var-…").
@@ -27,37 +28,37 @@ func runReaderWriterAndVariableCommand(_ command: String, _ rest: [String]) -> I
         case "var-take":
             let variable = try SharedVariable<Int>.open(name: rest[0])
             say("waiting")
-            say("took \(try variable.take(timeout: .milliseconds(Int(rest[1])!)))")
+            say("took \(try variable.blockingTake(timeout: .milliseconds(Int(rest[1])!)))")
         case "var-read":
             let variable = try SharedVariable<Int>.open(name: rest[0])
             say("waiting")
-            say("read \(try variable.read(timeout: .milliseconds(Int(rest[1])!)))")
+            say("read \(try variable.blockingRead(timeout: .milliseconds(Int(rest[1])!)))")
         case "var-put":
             let variable = try SharedVariable<Int>.open(name: rest[0])
             say("putting")
-            try variable.put(Int(rest[1])!, timeout: .milliseconds(Int(rest[2])!))
+            try variable.blockingPut(Int(rest[1])!, timeout: .milliseconds(Int(rest[2])!))
             say("put")
         case "var-swap":
             let variable = try SharedVariable<Int>.open(name: rest[0])
             say("swapping")
-            say("swapped \(try variable.swap(Int(rest[1])!, timeout: .milliseconds(Int(rest[2])!)))")
+            say("swapped \(try variable.blockingSwap(Int(rest[1])!, timeout: .milliseconds(Int(rest[2])!)))")
         case "var-take-n":
             let variable = try SharedVariable<Int>.open(name: rest[0])
             say("ready")
             var sum = 0
-            for _ in 0..<Int(rest[1])! { sum += try variable.take(timeout: .seconds(20)) }
+            for _ in 0..<Int(rest[1])! { sum += try variable.blockingTake(timeout: .seconds(20)) }
             say("sum \(sum)")
         case "var-put-n":
             let variable = try SharedVariable<Int>.open(name: rest[0])
             say("ready")
-            for value in 1...Int(rest[1])! { try variable.put(value, timeout: .seconds(20)) }
+            for value in 1...Int(rest[1])! { try variable.blockingPut(value, timeout: .seconds(20)) }
             say("done")
         case "var-churn": try variableChurn(name: rest[0], iterations: Int(rest[1])!)
         case "var-modify-hold":
             // Takes the value into a modify (holding the putter word, the variable empty), says
             // "modifying", adds 1 when told, says "modified".
             let variable = try SharedVariable<Int>.open(name: rest[0])
-            try variable.modify(timeout: .seconds(20)) { value in
+            try variable.blockingModify(timeout: .seconds(20)) { value in
                 say("modifying")
                 awaitInstruction(upTo: 60)
                 value += 1
@@ -87,12 +88,12 @@ private func arrivals(_ bytes: UnsafeMutableRawBufferPointer) -> UnsafeMutablePo
 private func readBarrier(segmentName: String, readers: Int, timeoutMilliseconds: Int) throws {
     let segment = try SharedMemory.open(name: segmentName)
     let lock = try ProcessRWLock.open(in: segment, at: 0)
-    try lock.readLock(timeout: .seconds(20))
+    try lock.blockingReadLock(timeout: .seconds(20))
     try segment.withUnsafeMutableBytes { _ = arrivals($0).pointee.add(1, ordering: .sequentiallyConsistent) }
     say("locked")
-    let deadline = Clock.deadline(after: .milliseconds(timeoutMilliseconds))
+    let deadline = Deadline(after: .milliseconds(timeoutMilliseconds))
     while try segment.withUnsafeMutableBytes({ arrivals($0).pointee.load(ordering: .sequentiallyConsistent) }) < UInt32(readers) {
-        if Clock.monotonicNanoseconds() >= deadline { throw InterprocessError(.timedOut) }
+        if deadline.hasPassed { throw InterprocessError(.timedOut) }
         usleep(1000)
     }
     try lock.readUnlock()
@@ -101,9 +102,9 @@ private func readBarrier(segmentName: String, readers: Int, timeoutMilliseconds:
 /// Says "ready" and waits (≤ 20 s) for the start flag, so that all children run at once.
 private func waitForStart(_ segment: SharedMemory) throws {
     say("ready")
-    let deadline = Clock.deadline(after: .seconds(20))
+    let deadline = Deadline(after: .seconds(20))
     while try segment.withUnsafeBytes({ $0.load(fromByteOffset: 1096, as: UInt64.self) }) == 0 {
-        if Clock.monotonicNanoseconds() >= deadline { throw InterprocessError(.timedOut) }
+        if deadline.hasPassed { throw InterprocessError(.timedOut) }
         usleep(100)
     }
 }
@@ -124,7 +125,7 @@ private func rwCount(segmentName: String, iterations: Int) throws {
     let lock = try ProcessRWLock.open(in: segment, at: 0)
     try waitForStart(segment)
     for _ in 0..<iterations {
-        try lock.writeLock(timeout: .seconds(20))
+        try lock.blockingWriteLock(timeout: .seconds(20))
         try rwIncrement(segment)
         try lock.writeUnlock()
     }
@@ -138,7 +139,7 @@ private func rwCheck(segmentName: String, iterations: Int) throws {
     let lock = try ProcessRWLock.open(in: segment, at: 0)
     try waitForStart(segment)
     for _ in 0..<iterations {
-        try lock.readLock(timeout: .seconds(20))
+        try lock.blockingReadLock(timeout: .seconds(20))
         let (a, b) = try segment.withUnsafeBytes { ($0.load(fromByteOffset: 1024, as: UInt64.self), $0.load(fromByteOffset: 1032, as: UInt64.self)) }
         // Read twice: a writer inside would be caught between the loads too.
         let again = try segment.withUnsafeBytes { $0.load(fromByteOffset: 1024, as: UInt64.self) }
@@ -154,11 +155,11 @@ private func rwCheck(segmentName: String, iterations: Int) throws {
 private func readLoop(segmentName: String) throws {
     let segment = try SharedMemory.open(name: segmentName)
     let lock = try ProcessRWLock.open(in: segment, at: 0)
-    let stopAt = Clock.deadline(after: .seconds(30))
+    let stopAt = Deadline(after: .seconds(30))
     var count = 0
-    while Clock.monotonicNanoseconds() < stopAt {
+    while !stopAt.hasPassed {
         if try segment.withUnsafeBytes({ $0.load(fromByteOffset: 1088, as: UInt64.self) }) != 0 { break }
-        try lock.readLock(timeout: .seconds(20))
+        try lock.blockingReadLock(timeout: .seconds(20))
         count += 1
         if count == 1 { say("ready") }
         usleep(300)
@@ -173,14 +174,14 @@ private func readLoop(segmentName: String) throws {
 private func readChurn(segmentName: String) throws {
     let segment = try SharedMemory.open(name: segmentName)
     let lock = try ProcessRWLock.open(in: segment, at: 0)
-    let stopAt = Clock.deadline(after: .seconds(30))
+    let stopAt = Deadline(after: .seconds(30))
     var count = 0
     while true {
         if count % 64 == 0 {
             if try segment.withUnsafeBytes({ $0.load(fromByteOffset: 1088, as: UInt64.self) }) != 0 { break }
-            if Clock.monotonicNanoseconds() >= stopAt { break }
+            if stopAt.hasPassed { break }
         }
-        try lock.readLock(timeout: .seconds(20))
+        try lock.blockingReadLock(timeout: .seconds(20))
         count += 1
         if count == 1 { say("ready") }
         try lock.readUnlock()
@@ -193,13 +194,13 @@ private func readChurn(segmentName: String) throws {
 private func writeHold(name: String) throws {
     let lock = try ProcessRWLock.open(name: name)
     say("claiming")
-    try holdLock(lock: { try lock.writeLock() }, unlock: lock.writeUnlock)
+    try holdLock(lock: { try lock.blockingWriteLock() }, unlock: lock.writeUnlock)
 }
 
 /// Takes a read lock on the named lock and holds it (see `holdLock` in SyncCommands.swift).
 private func readHold(name: String) throws {
     let lock = try ProcessRWLock.open(name: name)
-    try holdLock(lock: { try lock.readLock() }, unlock: lock.readUnlock)
+    try holdLock(lock: { try lock.blockingReadLock() }, unlock: lock.readUnlock)
 }
 
 /// Puts, reads, swaps, modifies and takes in a loop with short timeouts (a partner may be killed
@@ -223,14 +224,14 @@ private func variableChurn(name: String, iterations: Int) throws {
     }
     say("ready")
     for i in 0..<iterations {
-        try attempt { try variable.put(i, timeout: timeout) }
+        try attempt { try variable.blockingPut(i, timeout: timeout) }
         switch i % 4 {
-        case 0: try attempt { _ = try variable.read(timeout: timeout) }
-        case 1: try attempt { _ = try variable.swap(i &+ 1, timeout: timeout) }
-        case 2: try attempt { try variable.modify(timeout: timeout) { $0 &+= 1 } }
+        case 0: try attempt { _ = try variable.blockingRead(timeout: timeout) }
+        case 1: try attempt { _ = try variable.blockingSwap(i &+ 1, timeout: timeout) }
+        case 2: try attempt { try variable.blockingModify(timeout: timeout) { $0 &+= 1 } }
         default: _ = variable.tryRead()
         }
-        try attempt { _ = try variable.take(timeout: timeout) }
+        try attempt { _ = try variable.blockingTake(timeout: timeout) }
     }
     say("done \(timeouts)")
 }

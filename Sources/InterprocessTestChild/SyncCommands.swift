@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 // Synchronization commands. A "sync segment" holds: mutex @0, semaphore A @64, semaphore B @128,
 // condition @192, counters a/b @512 and @520, flag @576.
@@ -48,7 +49,7 @@ func holdLock(lock: () throws -> ProcessMutex.Acquisition, unlock: () throws -> 
 private func mutexHold(name: String, offset: Int?) throws {
     let segment = try offset.map { _ in try SharedMemory.open(name: name) }
     let mutex = try segment.map { try ProcessMutex.open(in: $0, at: offset!) } ?? ProcessMutex.open(name: name)
-    try holdLock(lock: { try mutex.lock() }, unlock: mutex.unlock)
+    try holdLock(lock: { try mutex.blockingLock() }, unlock: mutex.unlock)
     segment?.close()
 }
 
@@ -56,7 +57,7 @@ private func mutexHold(name: String, offset: Int?) throws {
 /// exits 4 (timed out). Trusts the mutex whoever owns it (it may run as another user).
 private func mutexLockWithin(name: String, timeoutMilliseconds: Int) throws {
     let mutex = try ProcessMutex.open(name: name, trusting: .anyone)
-    let acquisition = try mutex.lock(timeout: .milliseconds(timeoutMilliseconds))
+    let acquisition = try mutex.blockingLock(timeout: .milliseconds(timeoutMilliseconds))
     say("locked \(acquisition)")
     try mutex.unlock()
 }
@@ -69,7 +70,7 @@ private func mutexCount(segmentName: String, iterations: Int) throws {
     var recoveries = 0
     say("ready")
     for _ in 0..<iterations {
-        let acquisition = try mutex.lock()
+        let acquisition = try mutex.blockingLock()
         let repaired = try segment.withUnsafeMutableBytes { bytes -> Bool in
             var repaired = false
             if acquisition == .previousOwnerDied {
@@ -99,7 +100,7 @@ extension ProcessSemaphore {
     fileprivate func waitAfterSaying(timeoutMilliseconds: Int) throws {
         exitWhenTold(status: 4)
         say("waiting")
-        try wait(timeout: .milliseconds(timeoutMilliseconds))
+        try blockingWait(timeout: .milliseconds(timeoutMilliseconds))
     }
 }
 
@@ -107,7 +108,7 @@ private func eventWait(name: String, timeoutMilliseconds: Int) throws {
     let event = try ProcessEvent.open(name: name)
     exitWhenTold(status: 4)
     say("waiting")
-    try event.wait(timeout: .milliseconds(timeoutMilliseconds))
+    try event.blockingWait(timeout: .milliseconds(timeoutMilliseconds))
 }
 
 /// Under the mutex, waits on the condition until the flag is non-zero.
@@ -115,15 +116,15 @@ private func conditionWait(segmentName: String, timeoutMilliseconds: Int) throws
     let segment = try SharedMemory.open(name: segmentName)
     let mutex = try ProcessMutex.open(in: segment, at: 0)
     let condition = try ProcessCondition.open(in: segment, at: 192)
-    let deadline = Clock.deadline(after: .milliseconds(timeoutMilliseconds))
-    try mutex.lock()
+    let deadline = Deadline(after: .milliseconds(timeoutMilliseconds))
+    try mutex.blockingLock()
     say("waiting")
     while try segment.withUnsafeBytes({ $0.load(fromByteOffset: 576, as: UInt64.self) }) == 0 {
-        if Clock.monotonicNanoseconds() >= deadline {
+        if deadline.hasPassed {
             throw InterprocessError(.timedOut)
         }
         do {
-            try condition.wait(on: mutex, timeout: .milliseconds(200))
+            try condition.blockingWait(on: mutex, timeout: .milliseconds(200))
         } catch {
             if error.code != .timedOut { throw error }
         }
@@ -137,7 +138,7 @@ private func semaphorePong(segmentName: String, rounds: Int) throws {
     let ping = try ProcessSemaphore.open(in: segment, at: 64)
     let pong = try ProcessSemaphore.open(in: segment, at: 128)
     for _ in 0..<rounds {
-        try ping.wait(timeout: .seconds(20))
+        try ping.blockingWait(timeout: .seconds(20))
         try pong.signal()
     }
 }

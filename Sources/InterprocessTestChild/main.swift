@@ -7,6 +7,7 @@ import Glibc
 #endif
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import SystemPackage
 
 func say(_ line: String) {
@@ -29,13 +30,12 @@ func cipcRelax() { sched_yield() }
 /// test closed it (or died) or `seconds` passed — an upper bound, never what orders events.
 @discardableResult
 func awaitInstruction(upTo seconds: Int) -> String? {
-    let deadline = Clock.deadline(after: .seconds(seconds))
+    let deadline = Deadline(after: .seconds(seconds))
     var line: [UInt8] = []
     while true {
-        let now = Clock.monotonicNanoseconds()
-        if now >= deadline { return nil }
+        if deadline.hasPassed { return nil }
         var entry = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
-        let ready = poll(&entry, 1, CInt(min((deadline - now) / 1_000_000 + 1, 1000)))
+        let ready = poll(&entry, 1, min(deadline.pollMilliseconds, 1000))
         if ready < 0 && errno != EINTR { return nil }
         if ready <= 0 { continue }
         var byte: UInt8 = 0
@@ -151,8 +151,8 @@ case "send-name":
         try segment.write("payload for \(name)")
         let raw = name.rawBytes
         StandardStream.write(bytes: raw)
-        let deadline = Clock.deadline(after: .seconds(20))
-        while Clock.monotonicNanoseconds() < deadline {
+        let deadline = Deadline(after: .seconds(20))
+        while !deadline.hasPassed {
             if (try? segment.readString()) == "ack" { segment.close(); exit(0) }
             usleep(1000)
         }
@@ -233,6 +233,12 @@ case "mutex-hold", "mutex-lock-within", "mutex-count", "sem-wait", "event-wait",
 
 case let command where command.hasPrefix("rw-") || command.hasPrefix("var-"):
     exit(runReaderWriterAndVariableCommand(command, rest))
+
+case let command where command.hasPrefix("obj-"):
+    exit(runObjectCommand(command, rest))
+
+case "errno-probe":
+    exit(runErrnoProbe(rest))
 
 case let command where command.hasPrefix("local-"):
     exit(runLocalCommand(command, rest))

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Interprocess
-import InterprocessSystem
+import InterprocessToolSupport
 
 /// `ipc gc`: removes segments nobody will use again.
 struct CollectGarbage: ParsableCommand {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import SystemPackage
 
 /// `ipc create NAME --size BYTES`: a persistent segment, or with `--hold` one that lives while this

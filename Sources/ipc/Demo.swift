@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 /// `ipc demo`: two real processes share a segment and exchange data.
 ///
@@ -53,10 +54,10 @@ enum DemoScript {
     static func wait(
         for what: String, until done: () -> Bool, giveUp: () -> String? = { nil }
     ) throws {
-        let deadline = Clock.deadline(after: timeout)
+        let deadline = Deadline(after: timeout)
         while !done() {
             if let reason = giveUp() { throw ToolError("\(reason) before \(what)") }
-            guard Clock.monotonicNanoseconds() < deadline else { throw ToolError("timed out waiting for \(what)") }
+            guard !deadline.hasPassed else { throw ToolError("timed out waiting for \(what)") }
             Clock.sleep(nanoseconds: pollInterval)
         }
     }
@@ -141,10 +142,10 @@ final class DemoSession {
             holder.poll().map { "the lock-holding peer \($0)" }
         })
         log("the mutex is locked by pid \(holder.pid); killing that process with SIGKILL")
-        holder.kill(signal: SIGKILL)
+        holder.kill()
         _ = holder.wait(timeout: DemoScript.timeout)
         let start = Clock.monotonicNanoseconds()
-        let acquisition = try mutex.lock(timeout: DemoScript.timeout)
+        let acquisition = try mutex.blockingLock(timeout: DemoScript.timeout)
         let took = Double(Clock.monotonicNanoseconds() - start) / 1e6
         log("locked the mutex after \(String(format: "%.1f", took)) ms: \(acquisition)")
         guard acquisition == .previousOwnerDied else { throw ToolError("expected previousOwnerDied, got \(acquisition)") }

@@ -21,7 +21,7 @@ struct DemoPeer: ParsableCommand {
         if holdLock {
             let segment = try SharedMemory.open(name: name)
             let mutex = try ProcessMutex.open(in: segment, at: DemoScript.mutexOffset)
-            try mutex.lock()
+            try mutex.blockingLock()
             log("took the mutex; holding it")
             Clock.sleep(nanoseconds: 30_000_000_000)
             return

@@ -37,28 +37,7 @@ enum Format {
         if let problem = info.problem { return "corrupt: \(problem)" }
         if info.isAbandoned { return "abandoned" }
         if info.state != "ready" { return info.state }
-        return primitiveState(info)
-    }
-
-    /// A named primitive's state in a few words ("locked by 1234, 2 waiting", "count 3"), or "".
-    static func primitiveState(_ info: SegmentInfo) -> String {
-        let d = info.details
-        let waiting = Int(d["waiters"] ?? "0") ?? 0
-        let waitingNote = waiting > 0 ? ", \(waiting) waiting" : ""
-        switch info.kind {
-        case "mutex":
-            guard d["locked"] == "yes" else { return "unlocked" + waitingNote + (d["consistent"] == "no" ? ", inconsistent" : "") }
-            let dead = d["ownerAlive"] == "no" ? " (dead)" : ""
-            return "locked by \(d["ownerPID"] ?? "?")\(dead)" + waitingNote + (d["consistent"] == "no" ? ", inconsistent" : "")
-        case "semaphore":
-            return "count \(d["count"] ?? "?")" + waitingNote
-        case "event":
-            return (d["set"] == "yes" ? "set" : "reset") + " (\(d["mode"] ?? "?"))" + waitingNote
-        case "condition":
-            return waiting > 0 ? "\(waiting) waiting" : ""
-        default:
-            return d.isEmpty ? "" : d.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-        }
+        return info.summary // the kind's own words ("locked by 1234, 2 waiting", "count 3")
     }
 
     /// Why `ipc gc` removes (or would remove) a segment.

@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
 import Interprocess
-import InterprocessSystem
+import InterprocessBenchmarks
+import InterprocessToolSupport
 import SystemPackage
 
 /// `ipc`: inspect and manage Interprocess objects from the shell.
@@ -12,7 +13,7 @@ struct IPC: ParsableCommand {
         abstract: "Inspect and manage Interprocess shared objects.",
         subcommands: [
             List.self, Inspect.self, Create.self, Write.self, Read.self, Remove.self, CollectGarbage.self,
-            Demo.self, DemoPeer.self, Bench.self, BenchPeer.self, LocalBenchPeer.self,
+            Demo.self, DemoPeer.self, Bench.self, BenchPeer.self,
         ]
     )
 
@@ -66,12 +67,7 @@ struct IPC: ParsableCommand {
     }
 }
 
-/// A failure of the tool itself (not of the library), reported as "ipc: <message>".
-struct ToolError: Error, CustomStringConvertible {
-    var description: String
-
-    init(_ description: String) { self.description = description }
-
+extension ToolError {
     /// The line to print for errors that are ours to report; nil for ArgumentParser's own
     /// (usage errors, help, exit codes), which it prints itself.
     static func message(for error: any Error) -> String? {

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Interprocess
-import InterprocessSystem
+import InterprocessToolSupport
 
 /// `ipc inspect NAME`: everything the header and the kernel's locks say about one segment.
 struct Inspect: ParsableCommand {
@@ -36,6 +36,7 @@ struct Inspect: ParsableCommand {
             ("isHeld", info.isHeld ? "yes" : "no"),
             ("isAbandoned", info.isAbandoned ? "yes" : "no"),
         ]
+        if !info.summary.isEmpty { lines.append(("summary", info.summary)) }
         if let problem = info.problem { lines.append(("problem", problem)) }
         lines.append(("holders", info.holders.isEmpty ? "none" : Format.holders(info)))
         let width = lines.map(\.0.count).max()! + 1

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Interprocess
-import InterprocessSystem
+import InterprocessToolSupport
 
 /// `ipc ls`: every Interprocess segment this user can read, by file name.
 struct List: ParsableCommand {

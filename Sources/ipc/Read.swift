@@ -1,6 +1,6 @@
 import ArgumentParser
 import Interprocess
-import InterprocessSystem
+import InterprocessToolSupport
 
 /// `ipc read NAME`: prints what `ipc write` (or `SharedMemory.write`) stored: to a pipe or file as
 /// it is (text with a newline, other bytes exactly), to a terminal with control characters escaped.

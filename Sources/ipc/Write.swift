@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Interprocess
+import InterprocessToolSupport
 
 /// `ipc write NAME TEXT` / `ipc write NAME --file F`: stores framed bytes, creating a persistent
 /// segment just big enough if the name does not exist.

@@ -66,8 +66,8 @@ struct AnonymousSegmentTests {
 
         // A message that is not a segment hand-over.
         let (a, b) = try LocalSocket.pair()
-        try a.send(Array("not a segment".utf8))
-        expectError(.incompatible) { try b.receiveSegment(timeout: .seconds(5)) }
+        try a.blockingSend(Array("not a segment".utf8))
+        expectError(.incompatible) { try b.blockingReceiveSegment(timeout: .seconds(5)) }
         #expect(try b.tryReceiveSegment() == nil)
         a.close(); b.close()
     }
@@ -79,13 +79,13 @@ struct AnonymousSegmentTests {
             defer { listener.close() }
             let child = try Peer.spawn("local-segment-receive", path)
             defer { child.stop() }
-            let connection = try listener.accept(timeout: .seconds(20))
+            let connection = try listener.blockingAccept(timeout: .seconds(20))
             defer { connection.close() }
 
             let segment = try SharedMemory.anonymous(size: 64 * 1024)
             defer { segment.close() }
             try segment.write("from parent")
-            try connection.send(segment, timeout: .seconds(20))
+            try connection.blockingSend(segment, timeout: .seconds(20))
             // Neither side has a name for it.
             #expect(child.readLine()?.hasPrefix("fd /memfd:") == true)
             // The peer's attempts to change its size fail: no SIGBUS for us, ever.

@@ -2,7 +2,9 @@
 // assertions: the numbers are for the benchmark (and a debug build's numbers mean nothing).
 import Foundation
 import Interprocess
+import InterprocessBenchmarks
 import InterprocessSystem
+import InterprocessToolSupport
 import Testing
 
 @Suite(.serialized)
@@ -21,6 +23,7 @@ struct BenchSmokeTests {
         for expected in ["uncontended-lock", "ping-pong", "contended-lock", "oversubscribed", "shared-variable", "loaded"] {
             #expect(ids.contains(expected), "scenario \(expected) missing from \(ids)")
         }
+        #expect(ids == BenchScenarios.ids, "the run reports every registered scenario, in order")
         for scenario in scenarios {
             let id = scenario["id"] as? String ?? "?"
             #expect(scenario["error"] == nil, "scenario \(id) failed: \(scenario["error"] ?? "")")
@@ -33,6 +36,17 @@ struct BenchSmokeTests {
         }
         let leftovers = SharedMemoryObject.listNames().filter { $0.hasPrefix("bench_") && !isHeldByLiveProcess($0) }
         #expect(leftovers.isEmpty, "bench segments left in /dev/shm: \(leftovers)")
+    }
+
+    /// Scenarios are told apart by their ids (`--scenario`, the JSON) and peers by their role names
+    /// (`ipc bench-peer ROLE`), so each must be unique across the registry.
+    @Test func scenarioIdsAndPeerRolesAreUnique() {
+        let ids = BenchScenarios.ids
+        #expect(Set(ids).count == ids.count, "duplicate scenario ids: \(ids)")
+        #expect(!ids.contains(""))
+        let roles = BenchScenarios.roleNames
+        #expect(Set(roles).count == roles.count, "duplicate peer roles: \(roles)")
+        #expect(!roles.isEmpty)
     }
 
     /// Whether a `bench_…` object belongs to another run of the bench that is still going (its name

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Testing
+import CInterprocess
 import Interprocess
 import InterprocessSystem
 import Synchronization
@@ -141,14 +142,14 @@ struct CounterOverflowTests {
                 poke(name, at: Layout.semaphore.count, hostile)
                 // Not a unit to take, not a count to add to, not a reason to wait until the timeout.
                 #expect(!semaphore.tryWait())
-                expectError(.corrupt) { try semaphore.wait(timeout: .seconds(5)) }
+                expectError(.corrupt) { try semaphore.blockingWait(timeout: .seconds(5)) }
                 expectError(.corrupt) { try semaphore.signal() }
                 #expect(peek32(name, at: Layout.semaphore.count) == hostile)
             }
             // At the maximum the count is valid: a signal beyond it is the caller's mistake.
             poke(name, at: Layout.semaphore.count, UInt32(ProcessSemaphore.maximumCount))
             expectError(.invalidArgument) { try semaphore.signal() }
-            try semaphore.wait(timeout: .seconds(5))
+            try semaphore.blockingWait(timeout: .seconds(5))
         }
     }
 
@@ -264,7 +265,7 @@ struct CounterOverflowTests {
             let word = UnsafeMutableRawPointer.allocate(byteCount: 4, alignment: 4)
             atomic32(word).initialize(to: Atomic(0))
             for _ in 0..<3 {
-                _ = await AsyncFutexWaiter.shared.wait(on: word, expected: 0, deadline: Clock.deadline(after: .milliseconds(5)))
+                _ = await AsyncFutexWaiter.shared.wait(on: word, expected: 0, deadline: Deadline(after: .milliseconds(5)))
             }
         }
     }
@@ -307,8 +308,8 @@ private enum Child {
     static func conditionWaitIsCorrupt(_ name: String) throws {
         let mutex = try ProcessMutex.open(name: name + "-m")
         let condition = try ProcessCondition.open(name: name)
-        try mutex.lock()
-        exitUnless(code: .corrupt, 3) { () throws(InterprocessError) in try condition.wait(on: mutex, timeout: .milliseconds(50)) }
+        try mutex.blockingLock()
+        exitUnless(code: .corrupt, 3) { () throws(InterprocessError) in try condition.blockingWait(on: mutex, timeout: .milliseconds(50)) }
         // It still holds the mutex (a condition wait returns or throws holding it).
         try mutex.unlock()
     }
@@ -318,49 +319,49 @@ private enum Child {
         let condition = try ProcessCondition.open(name: name)
         // A peer zeroes the waiter count while we are parked: our decrement must wrap.
         zeroWhenParked(name, at: Layout.condition.waiters)
-        try mutex.lock()
-        exitUnless(code: .timedOut, 3) { () throws(InterprocessError) in try condition.wait(on: mutex, timeout: .milliseconds(300)) }
+        try mutex.blockingLock()
+        exitUnless(code: .timedOut, 3) { () throws(InterprocessError) in try condition.blockingWait(on: mutex, timeout: .milliseconds(300)) }
         try mutex.unlock()
     }
 
     static func semaphoreWaitIsCorrupt(_ name: String) throws {
         let semaphore = try ProcessSemaphore.open(name: name)
-        exitUnless(code: .corrupt, 3) { () throws(InterprocessError) in try semaphore.wait(timeout: .milliseconds(50)) }
-        exitUnless(code: .corrupt, 4) { () throws(InterprocessError) in try semaphore.wait(timeout: .milliseconds(50)) }
+        exitUnless(code: .corrupt, 3) { () throws(InterprocessError) in try semaphore.blockingWait(timeout: .milliseconds(50)) }
+        exitUnless(code: .corrupt, 4) { () throws(InterprocessError) in try semaphore.blockingWait(timeout: .milliseconds(50)) }
     }
 
     static func readLockOverMaximumHolds(_ name: String) throws {
         let lock = try ProcessRWLock.open(name: name)
         // Our first read lock claims slot 0 (all slots are free); then a peer scribbles its holds.
-        try lock.readLock()
+        try lock.blockingReadLock()
         try lock.readUnlock()
         poke(name, at: Layout.rwLock.holds(slot: 0), UInt32.max)
-        try lock.readLock()
+        try lock.blockingReadLock()
         // Whatever the damaged count makes of the release, it is an answer, not a crash.
         _ = try? lock.readUnlock()
     }
 
     static func readerLeavesBeforeAWriter(_ name: String) throws {
         let lock = try ProcessRWLock.open(name: name)
-        try lock.readLock()
+        try lock.blockingReadLock()
         let writer = Thread {
             do {
-                try lock.writeLock(timeout: .seconds(20))
+                try lock.blockingWriteLock(timeout: .seconds(20))
                 try lock.writeUnlock()
             } catch {
                 exit(3)
             }
         }
         writer.start()
-        let deadline = Clock.deadline(after: .seconds(20))
+        let deadline = Deadline(after: .seconds(20))
         while !lock.isWriteLocked {
-            if Clock.monotonicNanoseconds() > deadline { exit(4) }
+            if deadline.hasPassed { exit(4) }
             usleep(1000)
         }
         // The writer claims and waits for us: leaving bumps the drain word past UInt32.max.
         try lock.readUnlock()
         while lock.isWriteLocked {
-            if Clock.monotonicNanoseconds() > deadline { exit(5) }
+            if deadline.hasPassed { exit(5) }
             usleep(1000)
         }
     }
@@ -368,7 +369,7 @@ private enum Child {
     static func readEmptyVariable(_ name: String) throws {
         let variable = try SharedVariable<UInt64>.open(name: name)
         // Registering wraps the count to 0, leaving wraps it back.
-        exitUnless(code: .timedOut, 3) { () throws(InterprocessError) in try variable.read(timeout: .milliseconds(30)) }
+        exitUnless(code: .timedOut, 3) { () throws(InterprocessError) in try variable.blockingRead(timeout: .milliseconds(30)) }
     }
 
     static func openWhilePayloadSizeFlips(_ name: String) throws {
@@ -378,11 +379,11 @@ private enum Child {
         else { exit(3) }
         let address = UInt(bitPattern: page + 48)
         let valid = atomic64(page + 48).pointee.load(ordering: .relaxed)
-        let deadline = Clock.deadline(after: .milliseconds(1500))
+        let deadline = Deadline(after: .milliseconds(1500))
         // A peer flips the payload size between its real value and an absurd one.
         let flipper = Thread {
             let word = atomic64(UnsafeMutableRawPointer(bitPattern: address)!)
-            while Clock.monotonicNanoseconds() < deadline {
+            while !deadline.hasPassed {
                 for _ in 0..<64 {
                     word.pointee.store(UInt64.max, ordering: .relaxed)
                     word.pointee.store(valid, ordering: .relaxed)
@@ -391,7 +392,7 @@ private enum Child {
         }
         flipper.start()
         var opened = 0
-        while Clock.monotonicNanoseconds() < deadline {
+        while !deadline.hasPassed {
             do throws(InterprocessError) {
                 let segment = try SharedMemory.open(name: name)
                 if segment.size != 64 { exit(4) }
@@ -411,35 +412,41 @@ private enum Child {
 
 /// Offsets in a named primitive's file (its state starts after the 4096-byte segment header), from
 /// the structs in `CInterprocess.h`.
+/// Where the fields are in a named primitive's file: the payload offset, then the field's offset in
+/// its C struct (`CInterprocess.h`, pinned by `LayoutTests`).
 private enum Layout {
-    static let payload = 4096
+    static let payload = SharedMemory.payloadOffset
     enum condition {
-        static let sequence = payload + 0
-        static let waiters = payload + 4
+        static let sequence = payload + fieldOffset(\cipc_condition.sequence)
+        static let waiters = payload + fieldOffset(\cipc_condition.waiters)
     }
     enum semaphore {
-        static let count = payload + 0
-        static let waiters = payload + 4
+        static let count = payload + fieldOffset(\cipc_semaphore.count)
+        static let waiters = payload + fieldOffset(\cipc_semaphore.waiters)
     }
     enum event {
-        static let waiters = payload + 4
+        static let waiters = payload + fieldOffset(\cipc_event.waiters)
     }
     enum mutex {
-        static let owner = payload + 0
-        static let recoveries = payload + 24
+        static let owner = payload + fieldOffset(\cipc_mutex.owner)
+        static let recoveries = payload + fieldOffset(\cipc_mutex.recoveries)
     }
     enum rwLock {
-        static let owner = payload + 0
-        static let drain = payload + 8
-        static let recoveries = payload + 24
-        static let readerRecoveries = payload + 48
-        static func slotOwner(slot: Int) -> Int { payload + 64 + 16 * slot }
-        static func holds(slot: Int) -> Int { payload + 64 + 16 * slot + 8 }
+        static let owner = payload + fieldOffset(\cipc_rwlock.owner)
+        static let drain = payload + fieldOffset(\cipc_rwlock.drain)
+        static let recoveries = payload + fieldOffset(\cipc_rwlock.recoveries)
+        static let readerRecoveries = payload + fieldOffset(\cipc_rwlock.reader_recoveries)
+        static func slotOwner(slot: Int) -> Int {
+            payload + fieldOffset(\cipc_rwlock.readers) + MemoryLayout<cipc_rwlock_reader>.stride * slot + fieldOffset(\cipc_rwlock_reader.owner)
+        }
+        static func holds(slot: Int) -> Int {
+            payload + fieldOffset(\cipc_rwlock.readers) + MemoryLayout<cipc_rwlock_reader>.stride * slot + fieldOffset(\cipc_rwlock_reader.holds)
+        }
     }
     enum variable {
-        static let putter = payload + 24
-        static let registered = payload + 32
-        static let recoveries = payload + 48
+        static let putter = payload + fieldOffset(\cipc_variable_header.putter)
+        static let registered = payload + fieldOffset(\cipc_variable_header.registered_readers)
+        static let recoveries = payload + fieldOffset(\cipc_variable_header.recoveries)
     }
 
     /// An owner word (pid | start-time epoch << 32) naming a process that does not exist: pids never
@@ -488,9 +495,9 @@ private func exitUnless<R>(code: InterprocessError.Code, _ status: Int32, _ body
 /// one thread is parked, then writes 0 into it (as a hostile peer would).
 private func zeroWhenParked(_ name: String, at offset: Int) {
     Thread.detachNewThread {
-        let deadline = Clock.deadline(after: .seconds(20))
+        let deadline = Deadline(after: .seconds(20))
         while peek32(name, at: offset) != 1 {
-            if Clock.monotonicNanoseconds() > deadline { exit(9) }
+            if deadline.hasPassed { exit(9) }
             usleep(200)
         }
         usleep(2000)

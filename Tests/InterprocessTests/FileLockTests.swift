@@ -12,15 +12,15 @@ struct FileLockTests {
             let lock = try FileLock(path: path)
             #expect(fileMode(path)?.permissions == 0o600)
             #expect(lock.mode == nil)
-            try lock.lock()
+            try lock.blockingLock()
             #expect(lock.mode == .exclusive)
             // A second FileLock on the same file is another holder, even in this process.
             let other = try FileLock(path: path)
             #expect(try other.tryLock(.shared) == false)
             #expect(try other.isHeldByOthers())
-            expectError(.timedOut) { try other.lock(.exclusive, timeout: .milliseconds(50)) }
+            expectError(.timedOut) { try other.blockingLock(.exclusive, timeout: .milliseconds(50)) }
             // Conversion to shared lets other shared holders in.
-            try lock.lock(.shared)
+            try lock.blockingLock(.shared)
             #expect(lock.mode == .shared)
             #expect(try other.tryLock(.shared))
             #expect(try lock.tryLock(.exclusive) == false) // another shared holder
@@ -28,7 +28,7 @@ struct FileLockTests {
             #expect(try lock.tryLock(.exclusive))
             lock.unlock()
             #expect(lock.mode == nil)
-            #expect(try other.withLock { 7 } == 7)
+            #expect(try other.withBlockingLock{ 7 } == 7)
             #expect(try !other.isHeldByOthers())
             other.close()
             lock.close()
@@ -55,10 +55,10 @@ struct FileLockTests {
             defer { lock.close() }
             #expect(try lock.tryLock() == false)
             #expect(try lock.tryLock(.shared) == false)
-            expectError(.timedOut) { try lock.lock(timeout: .milliseconds(100)) }
+            expectError(.timedOut) { try lock.blockingLock(timeout: .milliseconds(100)) }
             child.tell()
             #expect(child.readLine() == "unlocked")
-            try lock.lock(timeout: .seconds(20))
+            try lock.blockingLock(timeout: .seconds(20))
             #expect(lock.mode == .exclusive)
             lock.unlock()
             unlink(path)

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Testing
+import CInterprocess
 import Interprocess
 import InterprocessSystem
 
@@ -70,24 +71,24 @@ struct HostilePeerTests {
                             bytes.storeBytes(of: UInt32.random(in: 0...UInt32.max, using: &generator), toByteOffset: base + offset, as: UInt32.self)
                         }
                     }
-                    bytes.storeBytes(of: UInt32(ProcessEvent.Mode.autoReset.rawValue), toByteOffset: 128 + 8, as: UInt32.self)
+                    bytes.storeBytes(of: UInt32(ProcessEvent.Mode.autoReset.rawValue), toByteOffset: 128 + fieldOffset(\cipc_event.mode), as: UInt32.self)
                 }
                 // Each operation returns or fails with a typed error, within its timeout.
-                _ = try? mutex.lock(timeout: .milliseconds(60))
+                _ = try? mutex.blockingLock(timeout: .milliseconds(60))
                 try? mutex.unlock()
                 _ = try? mutex.tryLock()
                 _ = semaphore.tryWait()
                 try? semaphore.signal()
-                try? semaphore.wait(timeout: .milliseconds(5))
+                try? semaphore.blockingWait(timeout: .milliseconds(5))
                 _ = event.tryWait()
                 event.set()
-                try? event.wait(timeout: .milliseconds(5))
+                try? event.blockingWait(timeout: .milliseconds(5))
                 condition.signal()
                 condition.broadcast()
                 _ = SharedMemory.list()
             }
             // A garbage tag is refused.
-            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(0xDEAD_BEEF), toByteOffset: 20, as: UInt32.self) }
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(0xDEAD_BEEF), toByteOffset: fieldOffset(\cipc_mutex.tag), as: UInt32.self) }
             expectError(.corrupt) { try ProcessMutex.open(in: segment, at: 0) }
         }
     }

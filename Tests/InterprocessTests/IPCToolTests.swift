@@ -5,6 +5,7 @@ import Glibc
 import Foundation
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import Synchronization
 import Testing
 
@@ -43,16 +44,15 @@ struct IPCToolTests {
     /// Reads from `fd` until the text read contains `marker`; fails after `timeout` (unless not
     /// `required`: then it returns what it read).
     private func readUntil(_ marker: String, from fd: Int32, timeout: Duration = .seconds(10), required: Bool = true) throws -> String {
-        let deadline = Clock.deadline(after: timeout)
+        let deadline = Deadline(after: timeout)
         var bytes: [UInt8] = []
         while !String(decoding: bytes, as: UTF8.self).contains(marker) {
-            let now = Clock.monotonicNanoseconds()
-            guard now < deadline else {
+            guard !deadline.hasPassed else {
                 if required { Issue.record("timed out waiting for \"\(marker)\"; read so far: \(String(decoding: bytes, as: UTF8.self))") }
                 break
             }
             var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&descriptor, 1, CInt(min((deadline - now) / 1_000_000 + 1, 1000)))
+            let ready = poll(&descriptor, 1, min(deadline.pollMilliseconds, 1000))
             guard ready > 0 else { continue }
             var chunk = [UInt8](repeating: 0, count: 4096)
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }

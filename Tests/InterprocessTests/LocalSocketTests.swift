@@ -14,24 +14,24 @@ struct LocalSocketTests {
             defer { listener.close() }
             let child = try Peer.spawn("local-connect", path)
             defer { child.stop() }
-            let connection = try listener.accept(timeout: .seconds(20))
+            let connection = try listener.blockingAccept(timeout: .seconds(20))
             defer { connection.close() }
             // Each side knows the other from the kernel.
             #expect(connection.peer.pid == child.pid)
             #expect(connection.peer.uid == getuid())
             #expect(connection.peer.gid == getgid())
             #expect(child.readLine() == "connected \(getpid()) \(getuid())")
-            let message = try connection.receive(timeout: .seconds(20))
+            let message = try connection.blockingReceive(timeout: .seconds(20))
             #expect(message.string == "hello from \(child.pid)")
             #expect(message.sender == connection.peer)
             #expect(message.descriptors.isEmpty)
-            try connection.send(Array("hi".utf8), timeout: .seconds(20))
+            try connection.blockingSend(Array("hi".utf8), timeout: .seconds(20))
             #expect(child.readLine() == "reply hi")
             child.tell()
             #expect(child.wait(timeout: .seconds(20)) == .exited(0))
             // The child closed: receives say so.
-            expectError(.disconnected) { try connection.receive(timeout: .seconds(20)) }
-            expectError(.disconnected) { try connection.receive(timeout: .seconds(20)) }
+            expectError(.disconnected) { try connection.blockingReceive(timeout: .seconds(20)) }
+            expectError(.disconnected) { try connection.blockingReceive(timeout: .seconds(20)) }
         }
     }
 
@@ -54,10 +54,10 @@ struct LocalSocketTests {
             let named = try LocalSocketListener.listen(name: name)
             #expect(named.path == (try LocalSocketListener.path(forName: name)))
             #expect(named.path.hasSuffix("/\(name).sock"))
-            let client = try LocalSocket.connect(name: name, timeout: .seconds(5))
-            let server = try named.accept(timeout: .seconds(5))
-            try client.send(Array("x".utf8))
-            #expect(try server.receive(timeout: .seconds(5)).bytes == Array("x".utf8))
+            let client = try LocalSocket.blockingConnect(name: name, timeout: .seconds(5))
+            let server = try named.blockingAccept(timeout: .seconds(5))
+            try client.blockingSend(Array("x".utf8))
+            #expect(try server.blockingReceive(timeout: .seconds(5)).bytes == Array("x".utf8))
             client.close()
             server.close()
             named.close()
@@ -79,12 +79,12 @@ struct LocalSocketTests {
             expectError(.alreadyExists) { try LocalDatagramSocket.bind(path: path) }
             #expect(fileIdentity(path) == before)
             // The live server still serves.
-            let socket = try LocalSocket.connect(path: path, timeout: .seconds(20))
+            let socket = try LocalSocket.blockingConnect(path: path, timeout: .seconds(20))
             #expect(server.readLine() == "accepted \(getpid()) \(getuid())")
             #expect(socket.peer.pid == server.pid)
-            try socket.send(Array("still there".utf8), timeout: .seconds(20))
+            try socket.blockingSend(Array("still there".utf8), timeout: .seconds(20))
             #expect(server.readLine() == "got still there")
-            #expect(try socket.receive(timeout: .seconds(20)).string == "echo still there")
+            #expect(try socket.blockingReceive(timeout: .seconds(20)).string == "echo still there")
             socket.close()
             #expect(server.readLine() == "peer gone")
             #expect(server.wait(timeout: .seconds(20)) == .exited(0))
@@ -114,9 +114,9 @@ struct LocalSocketTests {
             let listener = try LocalSocketListener.listen(path: path)
             defer { listener.close() }
             let client = try LocalSocket.tryConnect(path: path)
-            let connection = try listener.accept(timeout: .seconds(20))
-            try client.send([1, 2, 3])
-            #expect(try connection.receive(timeout: .seconds(20)).bytes == [1, 2, 3])
+            let connection = try listener.blockingAccept(timeout: .seconds(20))
+            try client.blockingSend([1, 2, 3])
+            #expect(try connection.blockingReceive(timeout: .seconds(20)).bytes == [1, 2, 3])
             client.close()
             connection.close()
             listener.close()
@@ -130,13 +130,13 @@ struct LocalSocketTests {
             let server = try Peer.spawn("local-serve", path)
             defer { server.stop() }
             #expect(server.readLine() == "listening")
-            let socket = try LocalSocket.connect(path: path, timeout: .seconds(20))
+            let socket = try LocalSocket.blockingConnect(path: path, timeout: .seconds(20))
             defer { socket.close() }
             #expect(server.readLine()?.hasPrefix("accepted") == true)
             var fds: [Int32] = [-1, -1]
             #expect(pipe(&fds) == 0)
             defer { close(fds[0]) }
-            try socket.send(Array("pipe".utf8), descriptors: [FileDescriptor(rawValue: fds[1])], timeout: .seconds(20))
+            try socket.blockingSend(Array("pipe".utf8), descriptors: [FileDescriptor(rawValue: fds[1])], timeout: .seconds(20))
             close(fds[1]) // the child has its own descriptor for the writing end now
             #expect(server.readLine() == "got pipe")
             var buffer = [UInt8](repeating: 0, count: 64)
@@ -144,7 +144,7 @@ struct LocalSocketTests {
             #expect(String(decoding: buffer.prefix(max(n, 0)), as: UTF8.self) == "via descriptor")
             // The child closed its copy after writing: end of file.
             #expect(read(fds[0], &buffer, 64) == 0)
-            #expect(try socket.receive(timeout: .seconds(20)).string == "echo pipe")
+            #expect(try socket.blockingReceive(timeout: .seconds(20)).string == "echo pipe")
             socket.close()
             #expect(server.readLine() == "peer gone")
             #expect(server.wait(timeout: .seconds(20)) == .exited(0))
@@ -156,17 +156,17 @@ struct LocalSocketTests {
         defer { a.close(); b.close() }
         #expect(a.peer.pid == getpid())
         #expect(try b.tryReceive() == nil)
-        expectError(.timedOut) { try b.receive(timeout: .milliseconds(20)) }
+        expectError(.timedOut) { try b.blockingReceive(timeout: .milliseconds(20)) }
         // Many messages, empty ones, and one bigger than the socket buffers, in order.
         let big = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         let sender = Thread {
-            for index in 0..<100 { try? a.send(Array("m\(index)".utf8)) }
-            try? a.send([])
-            try? a.send(big)
+            for index in 0..<100 { try? a.blockingSend(Array("m\(index)".utf8)) }
+            try? a.blockingSend([])
+            try? a.blockingSend(big)
         }
-        for index in 0..<100 { #expect(try b.receive(timeout: .seconds(20)).string == "m\(index)") }
-        #expect(try b.receive(timeout: .seconds(20)).bytes.isEmpty)
-        #expect(try b.receive(timeout: .seconds(20)).bytes == big)
+        for index in 0..<100 { #expect(try b.blockingReceive(timeout: .seconds(20)).string == "m\(index)") }
+        #expect(try b.blockingReceive(timeout: .seconds(20)).bytes.isEmpty)
+        #expect(try b.blockingReceive(timeout: .seconds(20)).bytes == big)
         sender.join()
 
         // Three descriptors in one message, each usable on the other side.
@@ -176,8 +176,8 @@ struct LocalSocketTests {
             #expect(pipe(&fds) == 0)
             pipes.append(fds)
         }
-        try a.send(Array("three".utf8), descriptors: pipes.map { FileDescriptor(rawValue: $0[1]) })
-        let message = try b.receive(timeout: .seconds(20))
+        try a.blockingSend(Array("three".utf8), descriptors: pipes.map { FileDescriptor(rawValue: $0[1]) })
+        let message = try b.blockingReceive(timeout: .seconds(20))
         #expect(message.descriptors.count == 3)
         for (index, fd) in message.descriptors.enumerated() {
             var byte = UInt8(index)
@@ -193,12 +193,12 @@ struct LocalSocketTests {
         for round in 0..<20 {
             var fds: [Int32] = [-1, -1]
             #expect(pipe(&fds) == 0)
-            try a.send(Array("before \(round)".utf8))
-            try a.send(Array("with \(round)".utf8), descriptors: [FileDescriptor(rawValue: fds[1])])
-            try a.send(Array("after \(round)".utf8))
-            let before = try b.receive(timeout: .seconds(5))
-            let with = try b.receive(timeout: .seconds(5))
-            let after = try b.receive(timeout: .seconds(5))
+            try a.blockingSend(Array("before \(round)".utf8))
+            try a.blockingSend(Array("with \(round)".utf8), descriptors: [FileDescriptor(rawValue: fds[1])])
+            try a.blockingSend(Array("after \(round)".utf8))
+            let before = try b.blockingReceive(timeout: .seconds(5))
+            let with = try b.blockingReceive(timeout: .seconds(5))
+            let after = try b.blockingReceive(timeout: .seconds(5))
             #expect(before.string == "before \(round)" && before.descriptors.isEmpty)
             #expect(with.string == "with \(round)" && with.descriptors.count == 1)
             #expect(after.string == "after \(round)" && after.descriptors.isEmpty)
@@ -214,12 +214,12 @@ struct LocalSocketTests {
                 var fds: [Int32] = [-1, -1]
                 _ = pipe(&fds)
                 let payload = [UInt8](repeating: UInt8(index), count: size)
-                try? a.send(payload, descriptors: index % 2 == 0 ? [FileDescriptor(rawValue: fds[1])] : [])
+                try? a.blockingSend(payload, descriptors: index % 2 == 0 ? [FileDescriptor(rawValue: fds[1])] : [])
                 close(fds[0]); close(fds[1])
             }
         }
         for (index, size) in sizes.enumerated() {
-            let message = try b.receive(timeout: .seconds(20))
+            let message = try b.blockingReceive(timeout: .seconds(20))
             #expect(message.bytes == [UInt8](repeating: UInt8(index), count: size), "message \(index)")
             #expect(message.descriptors.count == (index % 2 == 0 ? 1 : 0), "message \(index)")
             message.closeDescriptors()
@@ -229,9 +229,9 @@ struct LocalSocketTests {
         // Limits: a message over the receiver's maximum breaks the connection for good.
         b.maximumMessageSize = 16
         #expect(try a.trySend(Array(repeating: 1, count: 17)))
-        expectError(.invalidSize) { try b.receive(timeout: .seconds(20)) }
-        expectError(.invalidSize) { try b.receive(timeout: .seconds(20)) }
-        expectError(.invalidSize) { try a.send(Array(repeating: 0, count: 1), descriptors: Array(repeating: FileDescriptor(rawValue: 0), count: 65)) }
+        expectError(.invalidSize) { try b.blockingReceive(timeout: .seconds(20)) }
+        expectError(.invalidSize) { try b.blockingReceive(timeout: .seconds(20)) }
+        expectError(.invalidSize) { try a.blockingSend(Array(repeating: 0, count: 1), descriptors: Array(repeating: FileDescriptor(rawValue: 0), count: 65)) }
     }
 
     @Test func untimedCallsWaitInTheKernelAndEndWhenTheSocketCloses() throws {
@@ -239,14 +239,14 @@ struct LocalSocketTests {
         defer { a.close() }
         // A receive waiting in the kernel gets what another thread sends.
         let got = Box<String>()
-        let receiver = Thread { got.value = (try? b.receive())?.string }
-        try a.send(Array("wake".utf8))
+        let receiver = Thread { got.value = (try? b.blockingReceive())?.string }
+        try a.blockingSend(Array("wake".utf8))
         receiver.join()
         #expect(got.value == "wake")
         // One waiting when its socket is closed (before or after it started waiting) ends `closed`.
         let code = Box<InterprocessError.Code>()
         let blocked = Thread {
-            do { _ = try b.receive() } catch let error as InterprocessError { code.value = error.code } catch {}
+            do { _ = try b.blockingReceive() } catch let error as InterprocessError { code.value = error.code } catch {}
         }
         b.close()
         blocked.join()
@@ -256,7 +256,7 @@ struct LocalSocketTests {
         defer { c.close() }
         let datagramCode = Box<InterprocessError.Code>()
         let datagramReceiver = Thread {
-            do { _ = try d.receive() } catch let error as InterprocessError { datagramCode.value = error.code } catch {}
+            do { _ = try d.blockingReceive() } catch let error as InterprocessError { datagramCode.value = error.code } catch {}
         }
         d.close()
         datagramReceiver.join()
@@ -270,29 +270,29 @@ struct LocalSocketTests {
             defer { listener.close() }
             // A raw client: a header that is not ours.
             let raw = try rawConnect(path)
-            let connection = try listener.accept(timeout: .seconds(20))
+            let connection = try listener.blockingAccept(timeout: .seconds(20))
             var garbage: [UInt8] = [5, 0, 0, 0, 0, 0, 9, 0, 1, 2, 3, 4, 5]
             #expect(write(raw, &garbage, garbage.count) == garbage.count)
-            expectError(.corrupt) { try connection.receive(timeout: .seconds(20)) }
+            expectError(.corrupt) { try connection.blockingReceive(timeout: .seconds(20)) }
             close(raw)
             connection.close()
 
             // A length beyond the maximum: refused before anything is allocated.
             let raw2 = try rawConnect(path)
-            let connection2 = try listener.accept(timeout: .seconds(20))
+            let connection2 = try listener.blockingAccept(timeout: .seconds(20))
             var huge: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 1, 0]
             #expect(write(raw2, &huge, huge.count) == huge.count)
-            expectError(.invalidSize) { try connection2.receive(timeout: .seconds(20)) }
+            expectError(.invalidSize) { try connection2.blockingReceive(timeout: .seconds(20)) }
             close(raw2)
             connection2.close()
 
             // A peer that hangs up in the middle of a message.
             let raw3 = try rawConnect(path)
-            let connection3 = try listener.accept(timeout: .seconds(20))
+            let connection3 = try listener.blockingAccept(timeout: .seconds(20))
             var half: [UInt8] = [10, 0, 0, 0, 0, 0, 1, 0, 1, 2]
             #expect(write(raw3, &half, half.count) == half.count)
             close(raw3)
-            expectError(.disconnected) { try connection3.receive(timeout: .seconds(20)) }
+            expectError(.disconnected) { try connection3.blockingReceive(timeout: .seconds(20)) }
             connection3.close()
         }
     }
@@ -307,15 +307,15 @@ struct LocalSocketTests {
             let child = try Peer.spawn("local-dgram", path)
             defer { child.stop() }
             #expect(child.readLine() == "sent")
-            let message = try server.receive(timeout: .seconds(20))
+            let message = try server.blockingReceive(timeout: .seconds(20))
             #expect(message.string == "ping from \(child.pid)")
             #expect(message.sender == PeerCredentials(pid: child.pid, uid: getuid(), gid: getgid()))
             let address = try #require(message.senderAddress)
-            try server.send(Array("pong".utf8), to: address, timeout: .seconds(20))
+            try server.blockingSend(Array("pong".utf8), to: address, timeout: .seconds(20))
             #expect(child.readLine() == "reply pong \(getpid())")
             #expect(child.wait(timeout: .seconds(20)) == .exited(0))
             // The child is gone: its address no longer takes datagrams.
-            expectError(.disconnected) { try server.send(Array("late".utf8), to: address, timeout: .seconds(5)) }
+            expectError(.disconnected) { try server.blockingSend(Array("late".utf8), to: address, timeout: .seconds(5)) }
             #expect(try server.tryReceive() == nil)
 
             // In one process: a pair, descriptors, and a stale file replaced.
@@ -323,7 +323,7 @@ struct LocalSocketTests {
             var fds: [Int32] = [-1, -1]
             #expect(pipe(&fds) == 0)
             #expect(try a.trySend(Array("fd".utf8), descriptors: [FileDescriptor(rawValue: fds[1])]))
-            let withFD = try b.receive(timeout: .seconds(5))
+            let withFD = try b.blockingReceive(timeout: .seconds(5))
             #expect(withFD.descriptors.count == 1)
             #expect(withFD.sender?.pid == getpid())
             withFD.closeDescriptors()

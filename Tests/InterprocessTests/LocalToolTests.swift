@@ -5,6 +5,7 @@ import Foundation
 import Testing
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 /// `ipc ls` and `ipc gc` on the sockets and FIFOs of the runtime directory.
 @Suite("ipc ls/gc for local objects", .serialized, .timeLimit(.minutes(3)))
@@ -69,7 +70,7 @@ struct LocalToolTests {
             #expect(try ipc(directory, "gc", "--prefix", unique).output.contains("nothing to remove"))
 
             // The live server still serves; when it stops, its files go with it.
-            let socket = try LocalSocket.connect(path: directory + "/" + live, timeout: .seconds(20))
+            let socket = try LocalSocket.blockingConnect(path: directory + "/" + live, timeout: .seconds(20))
             #expect(server.readLine()?.hasPrefix("accepted") == true)
             socket.close()
             #expect(server.readLine() == "peer gone")

@@ -17,19 +17,19 @@ struct NamedPipeTests {
 
             // No reader yet: the writer is told so at once, or times out waiting for one.
             expectError(.disconnected) { try NamedPipe.tryOpenForWriting(path: path) }
-            expectError(.timedOut) { try NamedPipe.openForWriting(path: path, timeout: .milliseconds(30)) }
+            expectError(.timedOut) { try NamedPipe.blockingOpenForWriting(path: path, timeout: .milliseconds(30)) }
 
             let reader = try NamedPipe.openForReading(path: path)
             #expect(try reader.tryRead() == nil) // no writer yet: nothing, not end of stream
-            expectError(.timedOut) { try reader.read(timeout: .milliseconds(30)) }
+            expectError(.timedOut) { try reader.blockingRead(timeout: .milliseconds(30)) }
             let writer = try NamedPipe.tryOpenForWriting(path: path)
             #expect(try writer.tryWrite(Array("abc".utf8)) == 3)
-            try writer.write(Array("def".utf8), timeout: .seconds(5))
-            #expect(try reader.read(timeout: .seconds(5)) == Array("abcdef".utf8))
+            try writer.blockingWrite(Array("def".utf8), timeout: .seconds(5))
+            #expect(try reader.blockingRead(timeout: .seconds(5)) == Array("abcdef".utf8))
             expectError(.invalidArgument) { try writer.tryRead() }
             expectError(.invalidArgument) { try reader.tryWrite([1]) }
             writer.close()
-            #expect(try reader.read(timeout: .seconds(5)) == []) // end of stream
+            #expect(try reader.blockingRead(timeout: .seconds(5)) == []) // end of stream
             #expect(try reader.tryRead() == [])
             reader.close()
             expectError(.closed) { try reader.tryRead() }
@@ -69,10 +69,10 @@ struct NamedPipeTests {
             #expect(writer.readLine() == "open")
             writer.tell()
             #expect(writer.readLine() == "wrote")
-            #expect(try reader.read(timeout: .seconds(20)) == Array("hello".utf8))
+            #expect(try reader.blockingRead(timeout: .seconds(20)) == Array("hello".utf8))
             writer.closePipes() // the child's input ends: it exits, closing its end
             #expect(writer.wait(timeout: .seconds(20)) == .exited(0))
-            #expect(try reader.read(timeout: .seconds(20)) == [])
+            #expect(try reader.blockingRead(timeout: .seconds(20)) == [])
         }
     }
 
@@ -106,7 +106,7 @@ struct NamedPipeTests {
             let ownReader = try NamedPipe.openForReading(path: path)
             let ownWriter = try NamedPipe.tryOpenForWriting(path: path)
             ownReader.close()
-            expectError(.disconnected) { try ownWriter.write([1, 2, 3]) }
+            expectError(.disconnected) { try ownWriter.blockingWrite([1, 2, 3]) }
             expectError(.disconnected) { try ownWriter.tryWrite([1]) }
             ownWriter.close()
         }

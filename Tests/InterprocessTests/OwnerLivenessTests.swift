@@ -4,6 +4,7 @@ import Glibc
 import Testing
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import SystemPackage
 
 /// Running peers where pids mean nothing to us: in another PID namespace (`unshare -p`), or as
@@ -68,11 +69,11 @@ struct OwnerLivenessTests {
             #expect(child.readLine() == "locked acquired")
             #expect(details(name)["ownerAlive"] == "yes")
             #expect(details(name)["ownerPID"] == "1", "the pid it sees in its own namespace")
-            expectError(.timedOut) { try mutex.lock(timeout: .milliseconds(300)) }
+            expectError(.timedOut) { try mutex.blockingLock(timeout: .milliseconds(300)) }
             #expect(try mutex.tryLock() == nil)
             #expect(mutex.isConsistent, "nobody took it over")
             child.stop()
-            #expect(try mutex.lock(timeout: .seconds(5)) == .previousOwnerDied)
+            #expect(try mutex.blockingLock(timeout: .seconds(5)) == .previousOwnerDied)
             mutex.markConsistent()
             try mutex.unlock()
             #expect(Namespaces.awaitHolders(name))
@@ -89,13 +90,13 @@ struct OwnerLivenessTests {
             #expect(child.readLine() == "claiming")
             #expect(child.readLine() == "locked acquired")
             #expect(details(name)["writerAlive"] == "yes")
-            expectError(.timedOut) { try lock.readLock(timeout: .milliseconds(300)) }
-            expectError(.timedOut) { try lock.writeLock(timeout: .milliseconds(300)) }
+            expectError(.timedOut) { try lock.blockingReadLock(timeout: .milliseconds(300)) }
+            expectError(.timedOut) { try lock.blockingWriteLock(timeout: .milliseconds(300)) }
             #expect(lock.tryReadLock() == nil)
             #expect(lock.tryWriteLock() == nil)
             #expect(lock.isConsistent, "nobody took it over")
             child.stop()
-            #expect(try lock.writeLock(timeout: .seconds(5)) == .previousOwnerDied)
+            #expect(try lock.blockingWriteLock(timeout: .seconds(5)) == .previousOwnerDied)
             lock.markConsistent()
             try lock.writeUnlock()
             #expect(Namespaces.awaitHolders(name))
@@ -112,12 +113,12 @@ struct OwnerLivenessTests {
             #expect(child.readLine() == "locked acquired")
             #expect(details(name)["readers"] == "1" && details(name)["readerSlotsDead"] == "0")
             // A writer waits for a live reader, wherever it lives.
-            expectError(.timedOut) { try lock.writeLock(timeout: .milliseconds(300)) }
+            expectError(.timedOut) { try lock.blockingWriteLock(timeout: .milliseconds(300)) }
             #expect(lock.tryWriteLock() == nil)
             #expect(lock.readerCount == 1)
             #expect(details(name)["readerRecoveries"] == "0")
             child.stop()
-            #expect(try lock.writeLock(timeout: .seconds(5)) == .acquired)
+            #expect(try lock.blockingWriteLock(timeout: .seconds(5)) == .acquired)
             try lock.writeUnlock()
             #expect(details(name)["readerRecoveries"] == "1")
             #expect(Namespaces.awaitHolders(name))
@@ -136,13 +137,13 @@ struct OwnerLivenessTests {
             #expect(details(name)["putter"] == "1")
             // The child holds the putter word (empty variable, a modify in progress): no put may
             // slip in.
-            expectError(.timedOut) { try variable.put(5, timeout: .milliseconds(300)) }
+            expectError(.timedOut) { try variable.blockingPut(5, timeout: .milliseconds(300)) }
             #expect(!variable.tryPut(6))
             #expect(variable.isEmpty)
             child.stop()
             // Its claim dies with it.
-            try variable.put(7, timeout: .seconds(5))
-            #expect(try variable.take(timeout: .seconds(1)) == 7)
+            try variable.blockingPut(7, timeout: .seconds(5))
+            #expect(try variable.blockingTake(timeout: .seconds(1)) == 7)
             #expect(Namespaces.awaitHolders(name))
         }
     }
@@ -160,7 +161,7 @@ struct OwnerLivenessTests {
                     Namespaces.unshare, ["-m", "/bin/sh", "-c", script, Peer.path, name], timeout: .seconds(30))
                 return (result.termination, result.standardOutput + result.standardError)
             }
-            try mutex.lock()
+            try mutex.blockingLock()
             let hidden = try waiter()
             #expect(hidden.termination == .exited(4), "the waiter must time out; it said: \(hidden.output)")
             #expect(mutex.isLocked && mutex.isConsistent, "nobody took it over")
@@ -175,7 +176,7 @@ struct OwnerLivenessTests {
         try withCleanNames("mtxheal") { name in
             let mutex = try ProcessMutex.create(name: name)
             defer { mutex.close() }
-            try mutex.lock()
+            try mutex.blockingLock()
             let child = try Peer.spawn("mutex-hold", name)
             defer { child.stop() }
             // Parked behind us: counted, and announced in the lock word.
@@ -184,12 +185,12 @@ struct OwnerLivenessTests {
             child.wait(timeout: .seconds(10))
             try mutex.unlock() // may wake nobody: the one spare call
             // A lone process from now on.
-            try mutex.lock()
+            try mutex.blockingLock()
             try mutex.unlock()
             #expect(details(name)["contended"] == "no", "\(details(name))")
             let before = mutex.unlockWakes.load(ordering: .relaxed)
             for _ in 0..<1000 {
-                try mutex.lock()
+                try mutex.blockingLock()
                 try mutex.unlock()
             }
             let wakes = mutex.unlockWakes.load(ordering: .relaxed) - before
@@ -201,7 +202,7 @@ struct OwnerLivenessTests {
         try withCleanNames("rwheal") { name in
             let lock = try ProcessRWLock.create(name: name)
             defer { lock.close() }
-            try lock.writeLock()
+            try lock.blockingWriteLock()
             let reader = try Peer.spawn("rw-read-hold", name)
             let writer = try Peer.spawn("rw-write-hold", name)
             defer { reader.stop(); writer.stop() }
@@ -212,14 +213,14 @@ struct OwnerLivenessTests {
             reader.wait(timeout: .seconds(10))
             writer.wait(timeout: .seconds(10))
             try lock.writeUnlock() // the one spare wake-up call
-            #expect(try lock.writeLock(timeout: .seconds(1)) == .acquired)
+            #expect(try lock.blockingWriteLock(timeout: .seconds(1)) == .acquired)
             try lock.writeUnlock()
-            #expect(try lock.readLock(timeout: .seconds(1)) == .acquired)
+            #expect(try lock.blockingReadLock(timeout: .seconds(1)) == .acquired)
             try lock.readUnlock()
             #expect(details(name)["contended"] == "no", "\(details(name))")
             let before = lock.unlockWakes.load(ordering: .relaxed)
             for _ in 0..<200 {
-                try lock.writeLock()
+                try lock.blockingWriteLock()
                 try lock.writeUnlock()
             }
             let wakes = lock.unlockWakes.load(ordering: .relaxed) - before

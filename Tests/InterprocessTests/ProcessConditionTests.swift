@@ -8,7 +8,7 @@ import InterprocessSystem
 @Suite("ProcessCondition", .serialized, .timeLimit(.minutes(3)))
 struct ProcessConditionTests {
     private func setFlag(_ segment: SharedMemory, _ mutex: ProcessMutex) throws {
-        try mutex.withLock {
+        try mutex.withBlockingLock {
             try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(1), toByteOffset: 576, as: UInt64.self) }
         }
     }
@@ -48,14 +48,14 @@ struct ProcessConditionTests {
             let condition = try ProcessCondition.create(name: name + "-c")
             let mutex = try ProcessMutex.create(name: name + "-m")
             defer { condition.close(); mutex.close() }
-            try mutex.lock()
+            try mutex.blockingLock()
             let start = Clock.monotonicNanoseconds()
-            expectError(.timedOut) { try condition.wait(on: mutex, timeout: .milliseconds(100)) }
+            expectError(.timedOut) { try condition.blockingWait(on: mutex, timeout: .milliseconds(100)) }
             let took = elapsed(since: start)
             #expect(took >= 0.099 && took < promptly, "\(took) s")
             #expect(mutex.isLocked)
             try mutex.unlock() // we hold it again: this must not throw notOwner
-            expectError(.notOwner) { try condition.wait(on: mutex) }
+            expectError(.notOwner) { try condition.blockingWait(on: mutex) }
         }
     }
 

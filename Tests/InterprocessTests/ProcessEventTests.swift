@@ -2,8 +2,10 @@
 import Glibc
 #endif
 import Testing
+import CInterprocess
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 @Suite("ProcessEvent", .serialized, .timeLimit(.minutes(3)))
 struct ProcessEventTests {
@@ -24,7 +26,7 @@ struct ProcessEventTests {
             #expect(event.tryWait(), "manual reset: waiting does not consume")
             event.reset()
             #expect(!event.tryWait())
-            expectError(.timedOut) { try event.wait(timeout: .milliseconds(50)) }
+            expectError(.timedOut) { try event.blockingWait(timeout: .milliseconds(50)) }
             #expect(try SharedMemory.info(name: name).details["mode"] == "manualReset")
         }
     }
@@ -39,9 +41,9 @@ struct ProcessEventTests {
             #expect(waitForWaiters(name, 2))
             event.set()
             // Exactly one is released.
-            let deadline = Clock.deadline(after: .seconds(10))
+            let deadline = Deadline(after: .seconds(10))
             var done: [ChildProcess.Termination?] = [nil, nil]
-            while done.compactMap({ $0 }).isEmpty && Clock.monotonicNanoseconds() < deadline {
+            while done.compactMap({ $0 }).isEmpty && !deadline.hasPassed {
                 done = children.map { $0.poll() }
                 Clock.sleep(nanoseconds: 1_000_000)
             }
@@ -85,7 +87,7 @@ struct ProcessEventTests {
             #expect(event.isSet)
             #expect(try ProcessEvent.open(in: segment, at: 64).mode == .manualReset)
             // A peer scribbles the mode: opening reports it instead of misbehaving.
-            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(9), toByteOffset: 64 + 8, as: UInt32.self) }
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(9), toByteOffset: 64 + fieldOffset(\cipc_event.mode), as: UInt32.self) }
             expectError(.corrupt) { try ProcessEvent.open(in: segment, at: 64) }
         }
     }

@@ -26,14 +26,14 @@ struct ProcessMutexTests {
             defer { mutex.close() }
             #expect(mutex.name == name)
             #expect(!mutex.isLocked)
-            #expect(try mutex.lock() == .acquired)
+            #expect(try mutex.blockingLock() == .acquired)
             #expect(mutex.isLocked)
             #expect(try mutex.tryLock() == nil)
             try mutex.unlock()
             expectError(.notOwner) { try mutex.unlock() }
             #expect(try mutex.tryLock() == .acquired)
             try mutex.unlock()
-            #expect(try mutex.withLock { 42 } == 42)
+            #expect(try mutex.withBlockingLock{ 42 } == 42)
             #expect(!mutex.isLocked)
             // Opening it as another kind of object is an error.
             expectError(.incompatible) { try SharedMemory.open(name: name) }
@@ -54,12 +54,12 @@ struct ProcessMutexTests {
             expectError(.corrupt) { try ProcessMutex.open(in: segment, at: 64) }
             let mutex = try ProcessMutex.create(in: segment, at: 64)
             let again = try ProcessMutex.open(in: segment, at: 64)
-            try mutex.lock()
+            try mutex.blockingLock()
             #expect(try again.tryLock() == nil)
             try again.unlock() // same process: ownership is per process
             // The memory stays valid after the segment handle closes: the mutex keeps it mapped.
             segment.close()
-            try mutex.lock()
+            try mutex.blockingLock()
             try mutex.unlock()
         }
     }
@@ -72,7 +72,7 @@ struct ProcessMutexTests {
             defer { children.forEach { $0.stop() } }
             let mutex = try ProcessMutex.open(in: segment, at: 0)
             for _ in 0..<20000 {
-                try mutex.lock()
+                try mutex.blockingLock()
                 try segment.withUnsafeMutableBytes { bytes in
                     bytes.storeBytes(of: bytes.load(fromByteOffset: 512, as: UInt64.self) + 1, toByteOffset: 512, as: UInt64.self)
                     bytes.storeBytes(of: bytes.load(fromByteOffset: 520, as: UInt64.self) + 1, toByteOffset: 520, as: UInt64.self)
@@ -100,19 +100,19 @@ struct ProcessMutexTests {
             child.kill(signal: SIGKILL)
             child.wait(timeout: .seconds(10))
             let start = Clock.monotonicNanoseconds()
-            #expect(try mutex.lock(timeout: .seconds(20)) == .previousOwnerDied)
+            #expect(try mutex.blockingLock(timeout: .seconds(20)) == .previousOwnerDied)
             let took = elapsed(since: start)
             #expect(took < promptly, "took over after \(took) s; documented bound is 50 ms")
             #expect(!mutex.isConsistent)
             try mutex.unlock()
             // Still inconsistent: withLock refuses to run the body and releases the lock.
-            expectError(.ownerDied) { try mutex.withLock { Issue.record("ran on inconsistent data") } }
+            expectError(.ownerDied) { try mutex.withBlockingLock { Issue.record("ran on inconsistent data") } }
             #expect(!mutex.isLocked)
             var repaired = false
-            try mutex.withLock(onOwnerDied: { repaired = true }) {}
+            try mutex.withBlockingLock(onOwnerDied: { repaired = true }) {}
             #expect(repaired)
             #expect(mutex.isConsistent)
-            #expect(try mutex.lock() == .acquired)
+            #expect(try mutex.blockingLock() == .acquired)
             try mutex.unlock()
             #expect(try SharedMemory.info(name: name).details["recoveries"] == "1")
         }
@@ -140,14 +140,14 @@ struct ProcessMutexTests {
             // holds: what a dead owner whose pid was reused looks like.
             let stale = UInt64(UInt32(bitPattern: getpid())) << 32 | 0x1234_5679
             try segment.withUnsafeMutableBytes { $0.storeBytes(of: stale, toByteOffset: 0, as: UInt64.self) }
-            #expect(try mutex.lock(timeout: .seconds(5)) == .previousOwnerDied)
+            #expect(try mutex.blockingLock(timeout: .seconds(5)) == .previousOwnerDied)
             mutex.markConsistent()
             try mutex.unlock()
             // A live owner is respected: the wait times out.
             let child = try Peer.spawn("mutex-hold", name, "0")
             defer { child.stop() }
             #expect(child.readLine() == "locked acquired")
-            expectError(.timedOut) { try mutex.lock(timeout: .milliseconds(120)) }
+            expectError(.timedOut) { try mutex.blockingLock(timeout: .milliseconds(120)) }
             #expect(try mutex.tryLock() == nil)
             child.stop()
             #expect(try mutex.tryLock() == .previousOwnerDied, "its token died with it")
@@ -178,7 +178,7 @@ struct ProcessMutexTests {
             }
             // Each kill that landed inside the critical section was repaired by the next locker.
             let mutex = try ProcessMutex.open(in: segment, at: 0)
-            if try mutex.lock(timeout: .seconds(5)) == .previousOwnerDied {
+            if try mutex.blockingLock(timeout: .seconds(5)) == .previousOwnerDied {
                 try segment.withUnsafeMutableBytes { $0.storeBytes(of: $0.load(fromByteOffset: 512, as: UInt64.self), toByteOffset: 520, as: UInt64.self) }
                 mutex.markConsistent()
             }
@@ -197,7 +197,7 @@ struct ProcessMutexTests {
             defer { child.stop() }
             #expect(child.readLine() == "locked acquired")
             let start = Clock.monotonicNanoseconds()
-            expectError(.timedOut) { try mutex.lock(timeout: .milliseconds(150)) }
+            expectError(.timedOut) { try mutex.blockingLock(timeout: .milliseconds(150)) }
             let took = elapsed(since: start)
             #expect(took >= 0.149 && took < promptly, "\(took) s")
         }

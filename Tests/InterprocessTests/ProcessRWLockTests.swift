@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Testing
+import CInterprocess
 import Interprocess
 import InterprocessSystem
 import Synchronization
@@ -19,15 +20,17 @@ func makeRWSegment(_ name: String) throws -> SharedMemory {
 /// (offsets as in `cipc_rwlock`).
 func rwState(_ segment: SharedMemory) throws -> (overflow: UInt32, slotsInUse: Int, readerRecoveries: UInt64) {
     try segment.withUnsafeBytes { bytes in
-        let inUse = (0..<32).filter { bytes.load(fromByteOffset: 64 + $0 * 16, as: UInt64.self) != 0 }.count
-        return (bytes.load(fromByteOffset: 40, as: UInt32.self), inUse, bytes.load(fromByteOffset: 48, as: UInt64.self))
+        let slots = fieldOffset(\cipc_rwlock.readers)
+        let inUse = (0..<32).filter { bytes.load(fromByteOffset: slots + $0 * MemoryLayout<cipc_rwlock_reader>.stride, as: UInt64.self) != 0 }.count
+        return (bytes.load(fromByteOffset: fieldOffset(\cipc_rwlock.overflow), as: UInt32.self), inUse,
+                bytes.load(fromByteOffset: fieldOffset(\cipc_rwlock.reader_recoveries), as: UInt64.self))
     }
 }
 
 /// Polls `condition` every millisecond until it holds or `timeout` passes; returns whether it held.
 func pollUntil(timeout: Duration = .seconds(10), _ condition: () throws -> Bool) rethrows -> Bool {
-    let deadline = Clock.deadline(after: timeout)
-    while Clock.monotonicNanoseconds() < deadline {
+    let deadline = Deadline(after: timeout)
+    while !deadline.hasPassed {
         if try condition() { return true }
         usleep(1000)
     }
@@ -42,7 +45,7 @@ struct ProcessRWLockTests {
             defer { lock.close() }
             #expect(lock.name == name)
             #expect(!lock.isWriteLocked && lock.readerCount == 0)
-            #expect(try lock.readLock() == .acquired)
+            #expect(try lock.blockingReadLock() == .acquired)
             #expect(lock.tryReadLock() == .acquired)
             #expect(lock.readerCount == 2)
             #expect(lock.tryWriteLock() == nil, "readers inside")
@@ -51,7 +54,7 @@ struct ProcessRWLockTests {
             try lock.readUnlock()
             expectError(.notOwner) { try lock.readUnlock() }
             expectError(.notOwner) { try lock.writeUnlock() }
-            #expect(try lock.writeLock() == .acquired)
+            #expect(try lock.blockingWriteLock() == .acquired)
             #expect(lock.isWriteLocked)
             #expect(lock.tryReadLock() == nil)
             #expect(lock.tryWriteLock() == nil)
@@ -59,10 +62,10 @@ struct ProcessRWLockTests {
             try lock.writeUnlock()
             #expect(lock.tryWriteLock() == .acquired)
             try lock.writeUnlock()
-            #expect(try lock.withReadLock { 1 } == 1)
-            #expect(try lock.withWriteLock { 2 } == 2)
+            #expect(try lock.withBlockingReadLock{ 1 } == 1)
+            #expect(try lock.withBlockingWriteLock{ 2 } == 2)
             #expect(!lock.isWriteLocked && lock.readerCount == 0)
-            expectError(.timedOut) { try lock.withWriteLock { try lock.readLock(timeout: .milliseconds(20)) } }
+            expectError(.timedOut) { try lock.withBlockingWriteLock { try lock.blockingReadLock(timeout: .milliseconds(20)) } }
             #expect(!lock.isWriteLocked)
             // Opening it as another kind of object is an error.
             expectError(.incompatible) { try ProcessMutex.open(name: name) }
@@ -89,20 +92,21 @@ struct ProcessRWLockTests {
             expectError(.corrupt) { try ProcessRWLock.open(in: segment, at: 1024) }
             let lock = try ProcessRWLock.create(in: segment, at: 64)
             // A header with another slot count or state size (another layout) is refused.
-            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(64), toByteOffset: 64 + 56, as: UInt32.self) }
+            let stateSize = 64 + fieldOffset(\cipc_rwlock.state_size)
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(64), toByteOffset: stateSize, as: UInt32.self) }
             expectError(.corrupt) { try ProcessRWLock.open(in: segment, at: 64) }
-            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(576), toByteOffset: 64 + 56, as: UInt32.self) }
+            try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(576), toByteOffset: stateSize, as: UInt32.self) }
             let again = try ProcessRWLock.open(in: segment, at: 64)
-            try lock.writeLock()
+            try lock.blockingWriteLock()
             #expect(again.tryReadLock() == nil)
             try again.writeUnlock() // same process: ownership is per process
             // Read locks are per process too: one instance's lock is released through another.
-            try lock.readLock()
+            try lock.blockingReadLock()
             #expect(again.readerCount == 1)
             try again.readUnlock()
             expectError(.notOwner) { try lock.readUnlock() }
             segment.close()
-            try lock.readLock()
+            try lock.blockingReadLock()
             try lock.readUnlock()
         }
     }
@@ -119,7 +123,7 @@ struct ProcessRWLockTests {
             let arrivals = { (delta: UInt32) in
                 try segment.withUnsafeMutableBytes { atomic32($0.baseAddress! + 1112).pointee.add(delta, ordering: .sequentiallyConsistent).newValue }
             }
-            try lock.readLock(timeout: .seconds(5))
+            try lock.blockingReadLock(timeout: .seconds(5))
             _ = try arrivals(1)
             let children = try (0..<3).map { _ in try Peer.spawn("rw-read-barrier", name, "5", "10000") }
             defer { children.forEach { $0.stop() } }
@@ -131,7 +135,7 @@ struct ProcessRWLockTests {
             for child in children { #expect(child.wait(timeout: .seconds(20)) == .exited(0)) }
             #expect(lock.readerCount == 1)
             try lock.readUnlock()
-            #expect(try lock.writeLock(timeout: .seconds(1)) == .acquired)
+            #expect(try lock.blockingWriteLock(timeout: .seconds(1)) == .acquired)
             try lock.writeUnlock()
         }
     }
@@ -148,7 +152,7 @@ struct ProcessRWLockTests {
             let lock = try ProcessRWLock.open(in: segment, at: 0)
             try segment.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(1), toByteOffset: 1096, as: UInt64.self) }
             for _ in 0..<10000 {
-                try lock.writeLock(timeout: .seconds(20))
+                try lock.blockingWriteLock(timeout: .seconds(20))
                 try segment.withUnsafeMutableBytes { bytes in
                     bytes.storeBytes(of: bytes.load(fromByteOffset: 1024, as: UInt64.self) + 1, toByteOffset: 1024, as: UInt64.self)
                     for _ in 0..<50 { SpinPolicy.pause() }
@@ -176,7 +180,7 @@ struct ProcessRWLockTests {
             let lock = try ProcessRWLock.open(in: segment, at: 0)
             for _ in 0..<5 {
                 let start = Clock.monotonicNanoseconds()
-                #expect(try lock.writeLock(timeout: .seconds(20)) == .acquired)
+                #expect(try lock.blockingWriteLock(timeout: .seconds(20)) == .acquired)
                 let took = elapsed(since: start)
                 #expect(took < promptly, "the writer waited \(took) s")
                 try lock.writeUnlock()
@@ -201,11 +205,11 @@ struct ProcessRWLockTests {
             #expect(writer.readLine() == "claiming")
             #expect(writer.readLine() == "locked acquired")
             var start = Clock.monotonicNanoseconds()
-            expectError(.timedOut) { try lock.readLock(timeout: .milliseconds(150)) }
+            expectError(.timedOut) { try lock.blockingReadLock(timeout: .milliseconds(150)) }
             var took = elapsed(since: start)
             #expect(took >= 0.149 && took < promptly, "\(took) s")
             start = Clock.monotonicNanoseconds()
-            expectError(.timedOut) { try lock.writeLock(timeout: .milliseconds(100)) }
+            expectError(.timedOut) { try lock.blockingWriteLock(timeout: .milliseconds(100)) }
             took = elapsed(since: start)
             #expect(took >= 0.099 && took < promptly, "\(took) s")
             writer.tell("release")
@@ -216,7 +220,7 @@ struct ProcessRWLockTests {
             defer { reader.stop() }
             #expect(reader.readLine() == "locked acquired")
             start = Clock.monotonicNanoseconds()
-            expectError(.timedOut) { try lock.writeLock(timeout: .milliseconds(150)) }
+            expectError(.timedOut) { try lock.blockingWriteLock(timeout: .milliseconds(150)) }
             took = elapsed(since: start)
             #expect(took >= 0.149 && took < promptly, "\(took) s")
             #expect(!lock.isWriteLocked)
@@ -224,7 +228,7 @@ struct ProcessRWLockTests {
             try lock.readUnlock()
             reader.tell("release")
             #expect(reader.readLine() == "unlocked")
-            #expect(try lock.writeLock(timeout: .seconds(1)) == .acquired)
+            #expect(try lock.blockingWriteLock(timeout: .seconds(1)) == .acquired)
             try lock.writeUnlock()
         }
     }
@@ -298,21 +302,21 @@ struct ProcessRWLockTests {
             #expect(try SharedMemory.info(name: name).details["writer"] == "\(child.pid)")
             child.kill(signal: SIGKILL)
             let start = Clock.monotonicNanoseconds()
-            #expect(try lock.writeLock(timeout: .seconds(20)) == .previousOwnerDied)
+            #expect(try lock.blockingWriteLock(timeout: .seconds(20)) == .previousOwnerDied)
             let took = elapsed(since: start)
             #expect(took < promptly, "took over after \(took) s; documented bound is 50 ms")
             #expect(!lock.isConsistent)
             try lock.writeUnlock()
             // Inconsistent until repaired: readers are told, the convenience forms refuse.
-            #expect(try lock.readLock(timeout: .seconds(5)) == .previousOwnerDied)
+            #expect(try lock.blockingReadLock(timeout: .seconds(5)) == .previousOwnerDied)
             try lock.readUnlock()
-            expectError(.ownerDied) { try lock.withReadLock { Issue.record("read inconsistent data") } }
-            expectError(.ownerDied) { try lock.withWriteLock { Issue.record("ran on inconsistent data") } }
+            expectError(.ownerDied) { try lock.withBlockingReadLock { Issue.record("read inconsistent data") } }
+            expectError(.ownerDied) { try lock.withBlockingWriteLock { Issue.record("ran on inconsistent data") } }
             #expect(lock.readerCount == 0 && !lock.isWriteLocked)
             var repaired = false
-            try lock.withWriteLock(onOwnerDied: { repaired = true }) {}
+            try lock.withBlockingWriteLock(onOwnerDied: { repaired = true }) {}
             #expect(repaired && lock.isConsistent)
-            #expect(try lock.readLock(timeout: .seconds(5)) == .acquired)
+            #expect(try lock.blockingReadLock(timeout: .seconds(5)) == .acquired)
             try lock.readUnlock()
             #expect(try SharedMemory.info(name: name).details["recoveries"] == "1")
         }
@@ -328,11 +332,11 @@ struct ProcessRWLockTests {
             #expect(child.readLine() == "locked acquired")
             child.kill(signal: SIGKILL)
             let start = Clock.monotonicNanoseconds()
-            #expect(try lock.readLock(timeout: .seconds(20)) == .previousOwnerDied)
+            #expect(try lock.blockingReadLock(timeout: .seconds(20)) == .previousOwnerDied)
             #expect(elapsed(since: start) < promptly)
             #expect(!lock.isWriteLocked)
             try lock.readUnlock()
-            #expect(try lock.writeLock(timeout: .seconds(1)) == .previousOwnerDied)
+            #expect(try lock.blockingWriteLock(timeout: .seconds(1)) == .previousOwnerDied)
             lock.markConsistent()
             try lock.writeUnlock()
         }
@@ -342,7 +346,7 @@ struct ProcessRWLockTests {
         try withCleanNames("rwldeadclaim") { name in
             let lock = try ProcessRWLock.create(name: name)
             defer { lock.close() }
-            try lock.readLock()
+            try lock.blockingReadLock()
             let child = try Peer.spawn("rw-write-hold", name)
             defer { child.stop() }
             #expect(child.readLine() == "claiming")
@@ -352,7 +356,7 @@ struct ProcessRWLockTests {
             #expect(lock.tryReadLock() == .acquired, "the dead claim is cleared; the writer was never inside")
             try lock.readUnlock()
             try lock.readUnlock()
-            #expect(try lock.writeLock(timeout: .seconds(1)) == .acquired)
+            #expect(try lock.blockingWriteLock(timeout: .seconds(1)) == .acquired)
             #expect(lock.isConsistent)
             try lock.writeUnlock()
         }
@@ -374,7 +378,7 @@ struct ProcessRWLockTests {
             info = try SharedMemory.info(name: name)
             #expect(info.details["readers"] == "0" && info.details["deadReaders"] == "1")
             let start = Clock.monotonicNanoseconds()
-            #expect(try lock.writeLock(timeout: .seconds(20)) == .acquired, "a dead reader leaves the data consistent")
+            #expect(try lock.blockingWriteLock(timeout: .seconds(20)) == .acquired, "a dead reader leaves the data consistent")
             let took = elapsed(since: start)
             #expect(took < promptly, "the writer waited \(took) s for a dead reader; documented bound is 50 ms")
             #expect(lock.readerCount == 0)
@@ -390,7 +394,7 @@ struct ProcessRWLockTests {
             second.stop()
             #expect(lock.tryWriteLock() == .acquired)
             try lock.writeUnlock()
-            #expect(try lock.readLock(timeout: .seconds(1)) == .acquired)
+            #expect(try lock.blockingReadLock(timeout: .seconds(1)) == .acquired)
             try lock.readUnlock()
             #expect(try SharedMemory.info(name: name).details["readerRecoveries"] == "2")
         }
@@ -412,14 +416,14 @@ struct ProcessRWLockTests {
                 defer { readers.forEach { $0.stop() } }
                 for reader in readers { #expect(reader.readLine() == "ready") }
                 for _ in 0..<3 {
-                    #expect(try lock.writeLock(timeout: .seconds(2)) == .acquired)
+                    #expect(try lock.blockingWriteLock(timeout: .seconds(2)) == .acquired)
                     try lock.writeUnlock()
                     usleep(UInt32.random(in: 0...3000, using: &generator))
                 }
                 usleep(UInt32.random(in: 0...5000, using: &generator))
                 for reader in readers { reader.kill(signal: SIGKILL) }
                 let start = Clock.monotonicNanoseconds()
-                #expect(try lock.writeLock(timeout: .seconds(20)) == .acquired, "round \(round)")
+                #expect(try lock.blockingWriteLock(timeout: .seconds(20)) == .acquired, "round \(round)")
                 let took = elapsed(since: start)
                 #expect(took < promptly, "round \(round): the writer waited \(took) s")
                 #expect(lock.readerCount == 0)
@@ -439,14 +443,14 @@ struct ProcessRWLockTests {
             defer { segment.close() }
             let lock = try ProcessRWLock.open(in: segment, at: 0)
             // Fill all 32 slots with live processes (tokens whose locks `live` holds), holding nothing.
-            let slot = { (index: Int) in 64 + index * 16 }
+            let slot = { (index: Int) in fieldOffset(\cipc_rwlock.readers) + index * MemoryLayout<cipc_rwlock_reader>.stride }
             let live = try LiveTokens(segment: name)
             let tokens = try (0..<32).map { try live.make(UInt64(1) << 32 | UInt64($0 + 1)) }
             try segment.withUnsafeMutableBytes { bytes in
                 for index in 0..<32 { bytes.storeBytes(of: tokens[index], toByteOffset: slot(index), as: UInt64.self) }
             }
-            #expect(try lock.readLock(timeout: .seconds(1)) == .acquired)
-            #expect(try lock.readLock(timeout: .seconds(1)) == .acquired)
+            #expect(try lock.blockingReadLock(timeout: .seconds(1)) == .acquired)
+            #expect(try lock.blockingReadLock(timeout: .seconds(1)) == .acquired)
             var state = try rwState(segment)
             #expect(state.overflow == 2 && state.slotsInUse == 32)
             #expect(lock.readerCount == 2)
@@ -454,26 +458,26 @@ struct ProcessRWLockTests {
             try lock.readUnlock()
             try lock.readUnlock()
             expectError(.notOwner) { try lock.readUnlock() }
-            #expect(try lock.writeLock(timeout: .seconds(1)) == .acquired)
+            #expect(try lock.blockingWriteLock(timeout: .seconds(1)) == .acquired)
             try lock.writeUnlock()
             // Slot 5 now names a dead process (pid 1 with a token nobody holds) holding two locks.
             let dead = UInt64(1) << 32 | 0x0DEA_DBEF
             try segment.withUnsafeMutableBytes { bytes in
                 bytes.storeBytes(of: dead, toByteOffset: slot(5), as: UInt64.self)
-                bytes.storeBytes(of: UInt32(2), toByteOffset: slot(5) + 8, as: UInt32.self)
+                bytes.storeBytes(of: UInt32(2), toByteOffset: slot(5) + fieldOffset(\cipc_rwlock_reader.holds), as: UInt32.self)
             }
             #expect(lock.readerCount == 2)
             let start = Clock.monotonicNanoseconds()
-            #expect(try lock.writeLock(timeout: .seconds(20)) == .acquired)
+            #expect(try lock.blockingWriteLock(timeout: .seconds(20)) == .acquired)
             #expect(elapsed(since: start) < promptly)
             try lock.writeUnlock()
             state = try rwState(segment)
             #expect(state.readerRecoveries == 1 && state.slotsInUse == 31)
             // The freed slot is this process's now: no overflow.
-            #expect(try lock.readLock(timeout: .seconds(1)) == .acquired)
+            #expect(try lock.blockingReadLock(timeout: .seconds(1)) == .acquired)
             state = try rwState(segment)
             #expect(state.overflow == 0 && state.slotsInUse == 32)
-            #expect(try segment.withUnsafeBytes { $0.load(fromByteOffset: slot(5) + 8, as: UInt32.self) } == 1)
+            #expect(try segment.withUnsafeBytes { $0.load(fromByteOffset: slot(5) + fieldOffset(\cipc_rwlock_reader.holds), as: UInt32.self) } == 1)
             try lock.readUnlock()
             // A dead process's slot holding nothing is reused by a process that needs one.
             try segment.withUnsafeMutableBytes { bytes in

@@ -7,8 +7,8 @@ import InterprocessSystem
 
 /// Waits until the named primitive's `waiters` detail reads `count` (bounded).
 func waitForWaiters(_ name: String, _ count: Int, timeout: Duration = .seconds(10)) -> Bool {
-    let deadline = Clock.deadline(after: timeout)
-    while Clock.monotonicNanoseconds() < deadline {
+    let deadline = Deadline(after: timeout)
+    while !deadline.hasPassed {
         if (try? SharedMemory.info(name: name))?.details["waiters"] == "\(count)" { return true }
         Clock.sleep(nanoseconds: 2_000_000)
     }
@@ -25,7 +25,7 @@ struct ProcessSemaphoreTests {
             defer { semaphore.close() }
             #expect(semaphore.value == 2)
             #expect(semaphore.tryWait())
-            try semaphore.wait()
+            try semaphore.blockingWait()
             #expect(!semaphore.tryWait())
             expectError(.invalidArgument) { try semaphore.signal(count: 0) }
             expectError(.invalidArgument) { try semaphore.signal(count: -3) }
@@ -81,10 +81,10 @@ struct ProcessSemaphoreTests {
             let semaphore = try ProcessSemaphore.create(name: name, value: 0)
             defer { semaphore.close() }
             let start = Clock.monotonicNanoseconds()
-            expectError(.timedOut) { try semaphore.wait(timeout: .milliseconds(100)) }
+            expectError(.timedOut) { try semaphore.blockingWait(timeout: .milliseconds(100)) }
             let took = elapsed(since: start)
             #expect(took >= 0.099 && took < promptly, "\(took) s")
-            expectError(.timedOut) { try semaphore.wait(timeout: .zero) }
+            expectError(.timedOut) { try semaphore.blockingWait(timeout: .zero) }
         }
     }
 
@@ -98,7 +98,7 @@ struct ProcessSemaphoreTests {
             defer { child.stop() }
             for _ in 0..<2000 {
                 try ping.signal()
-                try pong.wait(timeout: .seconds(20))
+                try pong.blockingWait(timeout: .seconds(20))
             }
             #expect(child.wait(timeout: .seconds(20)) == .exited(0))
         }

@@ -7,6 +7,7 @@ import Glibc
 import Testing
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import SystemPackage
 import Synchronization
 import Dispatch

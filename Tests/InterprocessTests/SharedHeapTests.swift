@@ -4,6 +4,7 @@ import Glibc
 import Testing
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import CInterprocess
 import Dispatch
 import Synchronization

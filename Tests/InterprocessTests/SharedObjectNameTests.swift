@@ -9,6 +9,7 @@ import Foundation
 import Testing
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 @Suite("SharedObjectName", .timeLimit(.minutes(2)))
 struct SharedObjectNameTests {

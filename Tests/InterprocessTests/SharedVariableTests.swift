@@ -4,6 +4,7 @@ import Glibc
 import Testing
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 private struct Boom: Error {}
 
@@ -25,38 +26,37 @@ struct SharedVariableTests {
             #expect(variable.trySwap(1) == nil)
             // Take on empty blocks, and times out on time.
             var start = Clock.monotonicNanoseconds()
-            expectError(.timedOut) { try variable.take(timeout: .milliseconds(150)) }
+            expectError(.timedOut) { try variable.blockingTake(timeout: .milliseconds(150)) }
             var took = elapsed(since: start)
             #expect(took >= 0.149 && took < promptly, "\(took) s")
-            expectError(.timedOut) { try variable.read(timeout: .milliseconds(20)) }
-            expectError(.timedOut) { try variable.swap(3, timeout: .milliseconds(20)) }
+            expectError(.timedOut) { try variable.blockingRead(timeout: .milliseconds(20)) }
+            expectError(.timedOut) { try variable.blockingSwap(3, timeout: .milliseconds(20)) }
             #expect(details(name)["waitingReaders"] == "0", "a reader that timed out left its slot")
             #expect(variable.tryPut(1))
             #expect(!variable.isEmpty)
             #expect(!variable.tryPut(2))
             // Put on full blocks, and times out on time.
             start = Clock.monotonicNanoseconds()
-            expectError(.timedOut) { try variable.put(2, timeout: .milliseconds(150)) }
+            expectError(.timedOut) { try variable.blockingPut(2, timeout: .milliseconds(150)) }
             took = elapsed(since: start)
             #expect(took >= 0.149 && took < promptly, "\(took) s")
             #expect(variable.tryRead() == 1)
-            #expect(try variable.read() == 1)
-            #expect(try variable.withValue { $0 * 10 } == 10)
+            #expect(try variable.blockingRead() == 1)
             #expect(!variable.isEmpty, "reading does not empty it")
-            #expect(try variable.swap(5) == 1)
+            #expect(try variable.blockingSwap(5) == 1)
             #expect(variable.trySwap(6) == 5)
-            #expect(try variable.modify { value -> Int in value += 1; return 99 } == 99)
-            #expect(try variable.take() == 7)
+            #expect(try variable.blockingModify{ value -> Int in value += 1; return 99 } == 99)
+            #expect(try variable.blockingTake() == 7)
             #expect(variable.isEmpty)
-            try variable.put(8)
-            #expect(try variable.take(timeout: .seconds(1)) == 8)
+            try variable.blockingPut(8)
+            #expect(try variable.blockingTake(timeout: .seconds(1)) == 8)
             let info = try SharedMemory.info(name: name)
             #expect(info.kind == "variable")
             #expect(info.details["full"] == "no")
             #expect(info.details["valueSize"] == "8")
             #expect(info.details["putter"] == "-")
             let initialized = try SharedVariable<Int>.create(name: name + "-init", initialValue: 42)
-            #expect(try initialized.take() == 42)
+            #expect(try initialized.blockingTake() == 42)
             initialized.close()
         }
     }
@@ -66,16 +66,16 @@ struct SharedVariableTests {
             let variable = try SharedVariable<Int>.create(name: name, initialValue: 10)
             defer { variable.close() }
             #expect(throws: Boom.self) {
-                try variable.modify { value in
+                try variable.blockingModify { value in
                     value = 666
                     throw Boom()
                 }
             }
             #expect(!variable.isEmpty)
-            #expect(try variable.read() == 10)
-            try variable.modify { $0 += 5 }
-            #expect(try variable.take() == 15)
-            expectError(.timedOut) { try variable.modify(timeout: .milliseconds(20)) { _ in Issue.record("ran on an empty variable") } }
+            #expect(try variable.blockingRead() == 10)
+            try variable.blockingModify { $0 += 5 }
+            #expect(try variable.blockingTake() == 15)
+            expectError(.timedOut) { try variable.blockingModify(timeout: .milliseconds(20)) { _ in Issue.record("ran on an empty variable") } }
         }
     }
 
@@ -88,9 +88,12 @@ struct SharedVariableTests {
             expectError(.incompatible) { try SharedVariable<(UInt64, UInt64)>.open(name: name) }
             expectError(.incompatible) { try ProcessMutex.open(name: name) }
             expectError(.notFound) { try SharedVariable<UInt64>.open(name: name + "-x") }
-            let same = try SharedVariable<Int64>.open(name: name)
-            try variable.put(7)
-            #expect(try same.take() == 7)
+            // Same size and alignment, another type: incompatible too (its type fingerprint).
+            expectError(.incompatible) { try SharedVariable<Int64>.open(name: name) }
+            // The creator's fingerprint, given explicitly, reads the same bytes as another type.
+            let same = try SharedVariable<Int64>.open(name: name, type: TypeFingerprint(of: UInt64.self))
+            try variable.blockingPut(7)
+            #expect(try same.blockingTake() == 7)
             same.close()
         }
     }
@@ -99,18 +102,18 @@ struct SharedVariableTests {
         try withCleanNames("varplace") { name in
             let segment = try SharedMemory.create(name: name, size: 4096)
             defer { segment.close() }
-            #expect(SharedVariable<Int>.stateSize == 328)
+            #expect(SharedVariable<Int>.stateSize == 456) // a 448-byte header (with the type fingerprint), the value
             expectError(.invalidArgument) { try SharedVariable<Int>.create(in: segment, at: 4) }
             expectError(.invalidArgument) { try SharedVariable<Int>.create(in: segment, at: 4096 - 320) }
             expectError(.corrupt) { try SharedVariable<Int>.open(in: segment, at: 0) }
             let variable = try SharedVariable<Int>.create(in: segment, at: 512, initialValue: 3)
             expectError(.incompatible) { try SharedVariable<Int32>.open(in: segment, at: 512) }
             let again = try SharedVariable<Int>.open(in: segment, at: 512)
-            #expect(try again.take() == 3)
-            try variable.put(4, timeout: .seconds(5))
+            #expect(try again.blockingTake() == 3)
+            try variable.blockingPut(4, timeout: .seconds(5))
             segment.close()
-            #expect(try again.read() == 4)
-            #expect(try variable.take() == 4)
+            #expect(try again.blockingRead() == 4)
+            #expect(try variable.blockingTake() == 4)
         }
     }
 
@@ -122,7 +125,7 @@ struct SharedVariableTests {
             let taker = try Peer.spawn("var-take-n", name, "200")
             defer { taker.stop() }
             #expect(taker.readLine() == "ready")
-            for value in 1...200 { try variable.put(value, timeout: .seconds(10)) }
+            for value in 1...200 { try variable.blockingPut(value, timeout: .seconds(10)) }
             #expect(taker.readLine() == "sum \(200 * 201 / 2)")
             #expect(taker.wait(timeout: .seconds(10)) == .exited(0))
             // We take what the child puts.
@@ -130,7 +133,7 @@ struct SharedVariableTests {
             defer { putter.stop() }
             #expect(putter.readLine() == "ready")
             var sum = 0
-            for _ in 0..<200 { sum += try variable.take(timeout: .seconds(10)) }
+            for _ in 0..<200 { sum += try variable.blockingTake(timeout: .seconds(10)) }
             #expect(sum == 200 * 201 / 2)
             #expect(putter.readLine() == "done")
             #expect(putter.wait(timeout: .seconds(10)) == .exited(0))
@@ -149,19 +152,19 @@ struct SharedVariableTests {
             var got: [Int] = []
             var waiting = takers
             for value in [7, 8, 9] {
-                try variable.put(value, timeout: .seconds(5))
+                try variable.blockingPut(value, timeout: .seconds(5))
                 // Exactly one of the takers still waiting reports this value: collect reports until
                 // 300 ms after the first (at most 10 s).
                 var reported: [ChildProcess] = []
-                let deadline = Clock.deadline(after: .seconds(10))
-                var quietAfter = UInt64.max
-                while Clock.monotonicNanoseconds() < min(deadline, quietAfter) {
+                let deadline = Deadline(after: .seconds(10))
+                var quietAfter = Deadline.never
+                while !min(deadline, quietAfter).hasPassed {
                     for taker in waiting where !reported.contains(where: { $0 === taker }) {
                         guard let line = taker.readLine(timeout: .milliseconds(10)) else { continue }
                         #expect(line == "took \(value)")
                         reported.append(taker)
                         got.append(Int(line.dropFirst(5)) ?? -1)
-                        if quietAfter == .max { quietAfter = Clock.deadline(after: .milliseconds(300)) }
+                        if quietAfter.isNever { quietAfter = Deadline(after: .milliseconds(300)) }
                     }
                 }
                 #expect(reported.count == 1, "\(reported.count) takers woke with \(value)")
@@ -185,7 +188,7 @@ struct SharedVariableTests {
                 for child in readers + [taker] { #expect(child.readLine() == "waiting") }
                 #expect(pollUntil { details(name)["waitingReaders"] == "3" && details(name)["waiters"] == "4" },
                         "three readers registered, four processes parked: \(details(name))")
-                try variable.put(100 + round, timeout: .seconds(5))
+                try variable.blockingPut(100 + round, timeout: .seconds(5))
                 for reader in readers { #expect(reader.readLine(timeout: .seconds(10)) == "read \(100 + round)") }
                 #expect(taker.readLine(timeout: .seconds(10)) == "took \(100 + round)")
                 for child in readers + [taker] { #expect(child.wait(timeout: .seconds(10)) == .exited(0)) }
@@ -242,10 +245,10 @@ struct SharedVariableTests {
             #expect(pollUntil { details(name)["putter"] == "\(child.pid)" })
             #expect(variable.isEmpty, "it died before publishing")
             let start = Clock.monotonicNanoseconds()
-            try variable.put(9, timeout: .seconds(20))
+            try variable.blockingPut(9, timeout: .seconds(20))
             #expect(elapsed(since: start) < promptly)
             #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
-            #expect(try variable.take(timeout: .seconds(1)) == 9)
+            #expect(try variable.blockingTake(timeout: .seconds(1)) == 9)
             #expect(details(name)["recoveries"] == "1")
         }
     }
@@ -259,11 +262,11 @@ struct SharedVariableTests {
             #expect(child.readLine() == "putting")
             #expect(pollUntil { !variable.isEmpty })
             let start = Clock.monotonicNanoseconds()
-            #expect(try variable.take(timeout: .seconds(20)) == 5)
+            #expect(try variable.blockingTake(timeout: .seconds(20)) == 5)
             #expect(elapsed(since: start) < promptly)
             #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
-            try variable.put(6, timeout: .seconds(5))
-            #expect(try variable.take(timeout: .seconds(1)) == 6)
+            try variable.blockingPut(6, timeout: .seconds(5))
+            #expect(try variable.blockingTake(timeout: .seconds(1)) == 6)
             #expect(details(name)["putter"] == "-")
         }
     }
@@ -277,11 +280,11 @@ struct SharedVariableTests {
             #expect(child.readLine() == "swapping")
             #expect(pollUntil { variable.isEmpty })
             let start = Clock.monotonicNanoseconds()
-            try variable.put(3, timeout: .seconds(20))
+            try variable.blockingPut(3, timeout: .seconds(20))
             #expect(elapsed(since: start) < promptly)
             #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
-            #expect(try variable.swap(4, timeout: .seconds(1)) == 3)
-            #expect(try variable.take(timeout: .seconds(1)) == 4)
+            #expect(try variable.blockingSwap(4, timeout: .seconds(1)) == 3)
+            #expect(try variable.blockingTake(timeout: .seconds(1)) == 4)
         }
     }
 
@@ -294,9 +297,9 @@ struct SharedVariableTests {
             #expect(reader.readLine() == "waiting")
             #expect(pollUntil { details(name)["waitingReaders"] == "1" })
             reader.kill(signal: SIGKILL) // not reaped yet: a zombie, as a crashed peer looks for a while
-            try variable.put(3, timeout: .seconds(5))
+            try variable.blockingPut(3, timeout: .seconds(5))
             let start = Clock.monotonicNanoseconds()
-            #expect(try variable.take(timeout: .seconds(20)) == 3)
+            #expect(try variable.blockingTake(timeout: .seconds(20)) == 3)
             let took = elapsed(since: start)
             #expect(took < promptly, "the dead reader held the taker back \(took) s")
             #expect(details(name)["waitingReaders"] == "0")
@@ -305,7 +308,7 @@ struct SharedVariableTests {
             #expect(second.readLine() == "waiting")
             #expect(pollUntil { details(name)["waitingReaders"] == "1" })
             second.stop()
-            try variable.put(4, timeout: .seconds(5))
+            try variable.blockingPut(4, timeout: .seconds(5))
             #expect(variable.tryTake() == 4)
         }
     }
@@ -331,10 +334,10 @@ struct SharedVariableTests {
                 survivor.stop()
                 // Whatever the victim left — a value, a claimed putter word, a reader slot — the
                 // variable works for the next round.
-                if !variable.isEmpty { _ = try variable.take(timeout: .seconds(2)) }
-                try variable.put(-1, timeout: .seconds(2))
-                #expect(try variable.read(timeout: .seconds(2)) == -1)
-                #expect(try variable.take(timeout: .seconds(2)) == -1)
+                if !variable.isEmpty { _ = try variable.blockingTake(timeout: .seconds(2)) }
+                try variable.blockingPut(-1, timeout: .seconds(2))
+                #expect(try variable.blockingRead(timeout: .seconds(2)) == -1)
+                #expect(try variable.blockingTake(timeout: .seconds(2)) == -1)
             }
             #expect(details(name)["putter"] == "-")
             print("variable chaos: survivors saw \(survivorTimeouts) timeouts, \(details(name)["recoveries"] ?? "?") recoveries")

@@ -4,6 +4,7 @@ import Glibc
 import Testing
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 @Suite("SingleInstance", .serialized, .timeLimit(.minutes(3)))
 struct SingleInstanceTests {

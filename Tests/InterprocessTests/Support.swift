@@ -4,6 +4,7 @@ import Glibc
 import Testing
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import Synchronization
 import Dispatch
 import SystemPackage
@@ -104,8 +105,8 @@ let promptly = 5.0
 /// or `timeout` passes; returns whether it held. How an async test waits for state it can observe
 /// (a waiter parked, a lock claimed).
 func eventually(timeout: Duration = .seconds(20), _ condition: () throws -> Bool) async rethrows -> Bool {
-    let deadline = Clock.deadline(after: timeout)
-    while Clock.monotonicNanoseconds() < deadline {
+    let deadline = Deadline(after: timeout)
+    while !deadline.hasPassed {
         if try condition() { return true }
         try? await Task.sleep(for: .milliseconds(2))
     }

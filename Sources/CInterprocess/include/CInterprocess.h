@@ -43,7 +43,7 @@ typedef struct cipc_segment_header {
     uint64_t magic;              ///<   0: CIPC_SEGMENT_MAGIC
     uint32_t version;            ///<   8: CIPC_LAYOUT_VERSION
     uint32_t header_size;        ///<  12: bytes of this header (4096)
-    uint32_t kind;               ///<  16: 1 raw, 2 heap, 3 channel, 16.. synchronization primitives
+    uint32_t kind;               ///<  16: CIPC_KIND_* (1 raw, 2 heap, 3 channel, 16.. synchronization primitives)
     uint32_t lifetime;           ///<  20: 1 while referenced, 2 persistent
     uint32_t state;              ///<  24: 0 initializing, 1 ready, 2 removed (atomic)
     uint32_t holder_capacity;    ///<  28: CIPC_HOLDER_CAPACITY
@@ -60,25 +60,71 @@ typedef struct cipc_segment_header {
     cipc_holder_slot holders[CIPC_HOLDER_CAPACITY]; ///< 2048..4096
 } cipc_segment_header;
 
+/// What a segment holds (the header's `kind` field). Opening a segment as another kind is an error.
+#define CIPC_KIND_RAW       1u  /* SharedMemory: bytes */
+#define CIPC_KIND_HEAP      2u  /* reserved: a shared heap */
+#define CIPC_KIND_CHANNEL   3u  /* reserved: a message channel */
+#define CIPC_KIND_MUTEX     16u /* one cipc_mutex at the payload offset */
+#define CIPC_KIND_SEMAPHORE 17u /* one cipc_semaphore */
+#define CIPC_KIND_EVENT     18u /* one cipc_event */
+#define CIPC_KIND_CONDITION 19u /* one cipc_condition */
+#define CIPC_KIND_RWLOCK    20u /* one cipc_rwlock */
+#define CIPC_KIND_VARIABLE  21u /* one cipc_variable_header and its value */
+
+// Every layout in this file is pinned, field by field (size, alignment, offset), by the Swift test
+// Tests/InterprocessTests/LayoutTests.swift, which also checks the README's tables against it: moving
+// a field is a deliberate, versioned change (a new CIPC_LAYOUT_VERSION or a new tag), made here, in
+// that test and in the README together.
+
 _Static_assert(sizeof(cipc_holder_slot) == 32, "holder slot layout");
 _Static_assert(sizeof(cipc_segment_header) == CIPC_HEADER_SIZE, "segment header layout");
 _Static_assert(offsetof(cipc_segment_header, state) == 24, "state offset");
 _Static_assert(offsetof(cipc_segment_header, name) == 88, "name offset");
 _Static_assert(offsetof(cipc_segment_header, holders) == 2048, "holders offset");
 
-// MARK: - Synchronization primitives (64 bytes each — a shared variable: a 320-byte header and its
-// value — 8-byte aligned; 64-byte alignment recommended)
+// MARK: - Type fingerprints
+//
+// A typed object (a shared variable's value; a channel's message next) records what type it holds,
+// so that opening it as another type is an error (`incompatible`) even when the sizes agree. The
+// creator writes the fingerprint before the object is published; every opener compares all of it
+// with its own. A program in another language passes the fingerprint its Swift peers use: the type
+// name as Swift prints it (`String(reflecting:)`, e.g. "Swift.UInt64", "MyApp.Job"; a private or
+// local type's "(unknown context at $…)" reads "(unknown context)"), or whatever name both sides
+// agree on, with the value's size, alignment and a version number.
+
+#define CIPC_TYPE_NAME_CAPACITY 104u
+
+typedef struct cipc_type_fingerprint {
+    uint64_t name_hash;    ///<  0: FNV-1a 64 of the whole type name (all `name_length` bytes)
+    uint32_t size;         ///<  8: bytes of one value
+    uint32_t alignment;    ///< 12: its alignment (a power of 2)
+    uint32_t version;      ///< 16: the version its user gave the type's layout (0 unless given)
+    uint32_t name_length;  ///< 20: bytes of the type name (UTF-8), 1..CIPC_TYPE_NAME_MAX
+    uint8_t  name[CIPC_TYPE_NAME_CAPACITY]; ///< 24: the name's first bytes (all of it if it fits), zero-padded
+} cipc_type_fingerprint;
+
+/// The longest type name a fingerprint describes.
+#define CIPC_TYPE_NAME_MAX 4096u
+
+_Static_assert(sizeof(cipc_type_fingerprint) == 128, "type fingerprint layout");
+
+// MARK: - Synchronization primitives (64 bytes each — a reader-writer lock 576, a shared variable a
+// 448-byte header and its value — 8-byte aligned; 64-byte alignment recommended)
 //
 // Each primitive's shared state is one of these structs, in a named segment of its own (at the
-// payload offset) or anywhere in memory that the user shares. `tag` tells what the 64 bytes hold, so
-// that attaching to the wrong memory is an error instead of a misreading. Futex words are 32-bit.
+// payload offset) or anywhere in memory that the user shares. `tag` (always at offset 20) tells what
+// the memory holds, so that attaching to the wrong memory is an error instead of a misreading; the
+// creator writes it last, with release ordering. Futex words are 32-bit.
 
 #define CIPC_TAG_MUTEX     0x3158544Du /* "MTX1" */
 #define CIPC_TAG_SEMAPHORE 0x314D4553u /* "SEM1" */
 #define CIPC_TAG_EVENT     0x31545645u /* "EVT1" */
 #define CIPC_TAG_CONDITION 0x31444E43u /* "CND1" */
-#define CIPC_TAG_RWLOCK    0x31574C52u /* "RWL1" */
-#define CIPC_TAG_VARIABLE  0x31524156u /* "VAR1" */
+#define CIPC_TAG_RWLOCK    0x31574C52u /* "RLW1" */
+#define CIPC_TAG_VARIABLE  0x32524156u /* "VAR2": with a type fingerprint */
+/// The tag of the shared variables of layout "VAR1" (no fingerprint, a 320-byte header), which this
+/// version does not open (`incompatible`).
+#define CIPC_TAG_VARIABLE_V1 0x31524156u /* "VAR1" */
 
 // Owner tokens. A process's identity in a segment file (recorded as a mutex owner, a reader-writer
 // lock's writer or reader, a shared variable's putter or reader) is a 64-bit *token*: high 32 bits
@@ -190,12 +236,14 @@ typedef struct cipc_variable_reader {
 } cipc_variable_reader;
 
 #define CIPC_VARIABLE_READERS 16u
-#define CIPC_VARIABLE_HEADER_SIZE 320u
+#define CIPC_VARIABLE_HEADER_SIZE 448u
 
-/// The header of a shared variable (an MVar); the value's bytes follow at `value_offset`.
+/// The header of a shared variable (an MVar); the value's bytes follow at `value_offset` (the header
+/// size rounded up to the value's alignment, at least 8).
 /// `state`: bit 0 full, bit 1 readers pending (takers wait), bits 2..63 generation (bumped by every
 /// put); its low 32 bits are the futex word. `putter` is the token of the process that holds the
-/// right to fill the slot (a put, swap or modify in progress), 0 when nobody does.
+/// right to fill the slot (a put, swap or modify in progress), 0 when nobody does. `value_type` is
+/// the value's type fingerprint; its size and alignment equal `value_size` and `value_alignment`.
 typedef struct cipc_variable_header {
     uint64_t state;              ///<   0
     uint32_t waiters;            ///<   8: threads parked on `state`
@@ -210,6 +258,7 @@ typedef struct cipc_variable_header {
     uint64_t recoveries;         ///<  48: dead putters and dead readers cleared
     uint64_t reserved1;          ///<  56
     cipc_variable_reader readers[CIPC_VARIABLE_READERS]; ///< 64..320
+    cipc_type_fingerprint value_type; ///< 320..448
 } cipc_variable_header;
 
 _Static_assert(sizeof(cipc_mutex) == 64, "mutex layout");
@@ -217,11 +266,11 @@ _Static_assert(sizeof(cipc_semaphore) == 64, "semaphore layout");
 _Static_assert(sizeof(cipc_event) == 64, "event layout");
 _Static_assert(sizeof(cipc_condition) == 64, "condition layout");
 _Static_assert(offsetof(cipc_mutex, tag) == 20 && offsetof(cipc_semaphore, tag) == 20, "tag offset");
-_Static_assert(offsetof(cipc_mutex, owner) == 0 && offsetof(cipc_mutex, waiters) == 8, "mutex offsets (ProcessMutex.swift hard-codes them)");
+_Static_assert(offsetof(cipc_mutex, owner) == 0 && offsetof(cipc_mutex, waiters) == 8, "mutex offsets");
 _Static_assert(offsetof(cipc_mutex, inconsistent) == 12 && offsetof(cipc_mutex, recoveries) == 24, "mutex offsets");
-_Static_assert(CIPC_TOKEN_FLAG == 0x80000000ull && CIPC_TOKEN_LOCK_BASE == 0x4000000000000000ull, "token layout (OwnerLease.swift hard-codes it)");
+_Static_assert(CIPC_TOKEN_FLAG == 0x80000000ull && CIPC_TOKEN_LOCK_BASE == 0x4000000000000000ull, "token layout");
 _Static_assert(CIPC_TOKEN_LOCK_BASE + CIPC_TOKEN_LOCK_MASK <= 0x7FFFFFFFFFFFFFFFull, "token lock bytes fit a 63-bit file offset");
-_Static_assert(sizeof(cipc_rwlock_reader) == 16 && CIPC_RWLOCK_READERS == 32, "rwlock reader layout (ProcessRWLock.swift hard-codes both)");
+_Static_assert(sizeof(cipc_rwlock_reader) == 16 && CIPC_RWLOCK_READERS == 32, "rwlock reader layout");
 _Static_assert(sizeof(cipc_rwlock) == CIPC_RWLOCK_SIZE, "rwlock layout");
 _Static_assert(offsetof(cipc_rwlock, tag) == 20 && offsetof(cipc_rwlock, write_held) == 32, "rwlock offsets");
 _Static_assert(offsetof(cipc_rwlock, overflow) == 40 && offsetof(cipc_rwlock, reader_recoveries) == 48, "rwlock offsets");
@@ -231,7 +280,7 @@ _Static_assert(CIPC_RWLOCK_CLEANING == CIPC_TOKEN_FLAG, "the cleaning mark is th
 _Static_assert(sizeof(cipc_variable_reader) == 16, "variable reader layout");
 _Static_assert(sizeof(cipc_variable_header) == CIPC_VARIABLE_HEADER_SIZE, "variable header layout");
 _Static_assert(offsetof(cipc_variable_header, tag) == 20 && offsetof(cipc_variable_header, putter) == 24, "variable offsets");
-_Static_assert(offsetof(cipc_variable_header, readers) == 64, "variable readers offset");
+_Static_assert(offsetof(cipc_variable_header, readers) == 64 && offsetof(cipc_variable_header, value_type) == 320, "variable readers and type offsets");
 _Static_assert(offsetof(cipc_variable_header, waiters) == 8 && offsetof(cipc_variable_header, recoveries) == 48, "variable offsets");
 
 // MARK: - Open-file-description locks (fcntl is variadic)
@@ -255,10 +304,11 @@ extern const int cipc_O_TMPFILE;
 
 // MARK: - Futex (syscall is variadic)
 
-/// Waits while `*word == expected`, up to `timeout_ns` relative nanoseconds (negative: forever).
-/// Shared (not private) futex, so that it works across processes. Returns 0 or -1 with errno
-/// (EAGAIN: the word differed; ETIMEDOUT; EINTR).
-int cipc_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns);
+/// Waits while `*word == expected`, until `deadline_ns`: an absolute CLOCK_MONOTONIC time, as for
+/// `cipc_futex_waitv` (negative: forever; `FUTEX_WAIT_BITSET`). Shared (not private) futex, so that
+/// it works across processes. Returns 0 or -1 with errno (EAGAIN: the word differed; ETIMEDOUT: the
+/// deadline passed; EINTR: call again with the same deadline).
+int cipc_futex_wait(uint32_t *word, uint32_t expected, int64_t deadline_ns);
 
 /// Wakes up to `count` waiters parked on `word`. Returns the number woken or -1 with errno.
 int cipc_futex_wake(uint32_t *word, int32_t count);
@@ -278,6 +328,9 @@ int cipc_futex_waitv(cipc_futex_waiter *waiters, uint32_t count, int64_t deadlin
 
 /// Flags of a 32-bit shared futex entry for `cipc_futex_waitv`.
 extern const uint32_t cipc_FUTEX2_SIZE_U32;
+
+/// The calling thread's kernel id (`gettid`, which Glibc's Swift module does not export).
+int32_t cipc_gettid(void);
 
 /// A spin-loop hint (x86 `pause`, ARM `yield`).
 static inline void cipc_cpu_relax(void) {

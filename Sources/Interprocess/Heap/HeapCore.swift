@@ -210,7 +210,7 @@ final class HeapCore: @unchecked Sendable {
         if closedFlag.load(ordering: .relaxed) {
             throw InterprocessError(.closed, objectName: name, detail: "the heap was closed")
         }
-        if try lock.lock() != .acquired { try recoverLocked() }
+        if try lock.blockingLock() != .acquired { try recoverLocked() }
         var op = HeapOperation(entries: journalEntries, countWord: journalCount, step: step, crash: crash)
         do {
             let result = try body(&op)

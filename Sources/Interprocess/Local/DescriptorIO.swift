@@ -87,7 +87,7 @@ enum IOAttempt<Value> {
     case busy
 }
 
-/// The drivers behind the blocking, timed and `async` forms of every descriptor operation. The
+/// The drivers behind the `async` and blocking forms (timed or not) of every descriptor operation. The
 /// `try…` forms call their attempt once and turn `.wait` into `nil` / `false` / `wouldBlock`.
 enum DescriptorIO {
     /// How long a blocking wait sleeps before it looks again whether its owner was closed.
@@ -95,11 +95,11 @@ enum DescriptorIO {
     /// How long a call pauses when another call is in the middle of the same operation.
     static let busyPause: UInt64 = 1_000_000
 
-    /// Attempts until done, waiting in `poll` between attempts, until `deadline` (monotonic ns;
-    /// `.max`: no deadline). Throws `timedOut`, or `closed` if the owner is closed meanwhile.
+    /// Attempts until done, waiting in `poll` between attempts, until `deadline`. Throws `timedOut`,
+    /// or `closed` if the owner is closed meanwhile.
     @available(*, noasync, message: "use the async form")
     static func blocking<Value>(
-        _ owner: DescriptorOwner, deadline: UInt64,
+        _ owner: DescriptorOwner, deadline: Deadline,
         _ attempt: (FileDescriptor) throws(InterprocessError) -> IOAttempt<Value>
     ) throws(InterprocessError) -> Value {
         let fd = try owner.begin()
@@ -111,17 +111,16 @@ enum DescriptorIO {
             switch step {
             case .done(let value): return value
             case .wait(let event):
-                let slice = min(deadline, Clock.monotonicNanoseconds() &+ closeCheckInterval)
-                if !DescriptorWait.wait(fd, for: event, deadline: slice), Clock.monotonicNanoseconds() >= deadline {
+                let slice = min(deadline, Deadline.after(nanoseconds: closeCheckInterval))
+                if !DescriptorWait.wait(fd, for: event, deadline: slice), deadline.hasPassed {
                     if owner.isClosed { throw owner.closedError() }
                     // One last attempt: the state may have changed as the time ran out.
                     if case .done(let value) = try attempt(fd) { return value }
                     throw InterprocessError(.timedOut, objectName: owner.name, detail: "the wait timed out")
                 }
             case .busy:
-                let now = Clock.monotonicNanoseconds()
-                if now >= deadline { throw InterprocessError(.timedOut, objectName: owner.name, detail: "the wait timed out") }
-                Clock.sleep(nanoseconds: min(busyPause, deadline - now))
+                if deadline.hasPassed { throw InterprocessError(.timedOut, objectName: owner.name, detail: "the wait timed out") }
+                Clock.sleep(nanoseconds: busyPause, before: deadline)
             }
         }
     }
@@ -130,7 +129,7 @@ enum DescriptorIO {
     /// ``AsyncDescriptorWaiter`` (no cooperative thread blocks). Throws `cancelled` when the task is
     /// cancelled, before the first attempt or while waiting.
     static func suspending<Value>(
-        _ owner: DescriptorOwner, deadline: UInt64,
+        _ owner: DescriptorOwner, deadline: Deadline,
         _ attempt: (FileDescriptor) throws(InterprocessError) -> IOAttempt<Value>
     ) async throws(InterprocessError) -> Value {
         if Task.isCancelled {
@@ -145,7 +144,7 @@ enum DescriptorIO {
             switch step {
             case .done(let value): return value
             case .busy:
-                if Clock.monotonicNanoseconds() >= deadline {
+                if deadline.hasPassed {
                     throw InterprocessError(.timedOut, objectName: owner.name, detail: "the wait timed out")
                 }
                 do { try await Task.sleep(nanoseconds: busyPause) } catch {
@@ -186,11 +185,25 @@ enum DescriptorIO {
                 return value
             case .wait(let event):
                 // Not expected in blocking mode; wait like the poll-based driver.
-                _ = DescriptorWait.wait(fd, for: event, deadline: Clock.monotonicNanoseconds() &+ closeCheckInterval)
+                _ = DescriptorWait.wait(fd, for: event, deadline: .after(nanoseconds: closeCheckInterval))
             case .busy:
                 Clock.sleep(nanoseconds: busyPause)
             }
         }
+    }
+
+    /// The blocking driver of a socket in blocking mode: without a deadline, attempts that wait in
+    /// the kernel (``inKernel(_:_:)``, `wait` true); with one, ``blocking(_:deadline:_:)``'s `poll`
+    /// between attempts that do not wait (`wait` false).
+    @available(*, noasync, message: "use the async form")
+    static func blockingSocket<Value>(
+        _ owner: DescriptorOwner, deadline: Deadline,
+        _ attempt: (FileDescriptor, _ wait: Bool) throws(InterprocessError) -> IOAttempt<Value>
+    ) throws(InterprocessError) -> Value {
+        if deadline.isNever {
+            return try inKernel(owner) { fd throws(InterprocessError) in try attempt(fd, true) }
+        }
+        return try blocking(owner, deadline: deadline) { fd throws(InterprocessError) in try attempt(fd, false) }
     }
 
     /// One attempt, never waiting: the value, or nil if it would have had to wait.
@@ -216,41 +229,24 @@ struct Backoff {
     }
 
     /// The next pause, capped so that it does not sleep past `deadline`.
-    mutating func next(before deadline: UInt64) -> UInt64 {
-        let now = Clock.monotonicNanoseconds()
-        let wait = deadline <= now ? 0 : min(pause, deadline - now)
+    mutating func next(before deadline: Deadline) -> UInt64 {
+        let wait = min(pause, deadline.remainingNanoseconds)
         pause = min(pause * 2, limit)
         return wait
     }
 
     /// Sleeps the calling thread (blocking forms only).
     @available(*, noasync)
-    mutating func sleep(before deadline: UInt64) {
+    mutating func sleep(before deadline: Deadline) {
         Clock.sleep(nanoseconds: next(before: deadline))
     }
 
     /// Suspends the task (async forms); throws `cancelled` if it is cancelled.
-    mutating func sleepAsync(before deadline: UInt64, name: String?) async throws(InterprocessError) {
+    mutating func sleepAsync(before deadline: Deadline, name: String?) async throws(InterprocessError) {
         do {
             try await Task.sleep(nanoseconds: next(before: deadline))
         } catch {
             throw InterprocessError(.cancelled, objectName: name, detail: "the task was cancelled")
         }
     }
-}
-
-/// Maps an errno of a local IPC call to a typed error.
-func localFailure(_ errno: Errno, name: String?, default code: InterprocessError.Code, detail: String = "") -> InterprocessError {
-    let mapped: InterprocessError.Code
-    switch errno {
-    case Errno.noSuchFileOrDirectory: mapped = .notFound
-    case Errno.permissionDenied, Errno.notPermitted, Errno.readOnlyFileSystem: mapped = .permissionDenied
-    case Errno.fileExists, Errno.addressInUse: mapped = .alreadyExists
-    case Errno.fileNameTooLong: mapped = .invalidName
-    case Errno.brokenPipe, Errno.connectionReset, Errno.noSuchAddressOrDevice, Errno.socketNotConnected: mapped = .disconnected
-    case Errno.connectionRefused: mapped = .connectionRefused
-    case Errno.noSpace, Errno.noMemory, Errno.noBufferSpace: mapped = .outOfMemory
-    default: mapped = code
-    }
-    return InterprocessError(mapped, objectName: name, systemError: errno, detail: detail)
 }

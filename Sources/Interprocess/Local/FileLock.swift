@@ -7,12 +7,12 @@ import Synchronization
 ///
 /// ```swift
 /// let lock = try FileLock(path: "/var/tmp/myapp.lock")
-/// try lock.withLock {                                  // exclusive by default
+/// try await lock.withLock {                            // exclusive by default; parks no thread
 ///     try updateTheCache()
 /// }
 /// if try lock.tryLock(.shared) { defer { lock.unlock() }; readTheCache() }
-/// try lock.lock(timeout: .seconds(2))                  // throws .timedOut
-/// try await lock.lock(.shared)                         // parks no thread; honours cancellation
+/// try await lock.lock(.shared, timeout: .seconds(2))   // throws .timedOut; honours cancellation
+/// try lock.blockingLock()                              // blocks the thread (not in async code)
 /// ```
 ///
 /// It is an open-file-description lock on the whole file (Linux `fcntl(F_OFD_SETLK)`), not a
@@ -29,13 +29,15 @@ import Synchronization
 /// changed by the lock: its contents are yours. Locking a file on a network file system depends on
 /// that file system's lock support.
 ///
-/// A lock held through one `FileLock` is held once: ``lock(_:)`` while holding converts between
-/// shared and exclusive (a conversion to exclusive waits for the other shared holders), and one
-/// ``unlock()`` releases it. Waits come in four forms: blocking (``lock(_:)``, which the kernel wakes
-/// as soon as the lock is free), ``tryLock(_:)``, with a timeout, and `async`. The timed and `async`
-/// forms poll with a growing pause (up to 10 ms), because the kernel offers no way to wait for a
-/// lock with a deadline or from an event loop; they may therefore lose a race against a blocking
-/// waiter.
+/// A lock held through one `FileLock` is held once: locking while holding converts between shared
+/// and exclusive (a conversion to exclusive waits for the other shared holders), and one
+/// ``unlock()`` releases it. Waits come `async` (``lock(_:timeout:)``,
+/// ``withLock(_:isolation:timeout:_:)``), blocking (``blockingLock(_:timeout:)``,
+/// ``withBlockingLock(_:timeout:_:)``: unavailable in async code) and ``tryLock(_:)``, with an
+/// optional timeout. The untimed blocking form waits in the kernel, which wakes it as soon as the
+/// lock is free; the timed and `async` forms poll with a growing pause (up to 10 ms), because the
+/// kernel offers no way to wait for a lock with a deadline or from an event loop: they may therefore
+/// lose a race against an untimed blocking waiter.
 public final class FileLock: Sendable {
     /// How a lock is held.
     public enum Mode: Sendable, Hashable, CustomStringConvertible {
@@ -80,24 +82,15 @@ public final class FileLock: Sendable {
                 fd = try LocalPath.open(path, (flags & ~LocalPath.createFlag) | LocalPath.readOnly)
             }
         } catch {
-            if error == .isDirectory {
-                throw InterprocessError(.incompatible, objectName: path, systemError: error, detail: "a directory (only regular files are locked)")
-            }
-            if error == .tooManySymbolicLinkLevels {
-                throw InterprocessError(.permissionDenied, objectName: path, systemError: error, detail: "the path is a symbolic link")
-            }
-            throw localFailure(error, name: path, default: .openFailed)
+            throw InterprocessError(.openFileLock, error, objectName: path)
         }
-        do {
-            guard try fd.status().isRegularFile else {
-                try? fd.close()
+        do throws(InterprocessError) {
+            guard try perform(.status, name: path, { () throws(Errno) in try fd.status() }).isRegularFile else {
                 throw InterprocessError(.incompatible, objectName: path, detail: "not a regular file (only regular files are locked)")
             }
-        } catch let error as Errno {
-            try? fd.close()
-            throw InterprocessError(.statFailed, objectName: path, systemError: error)
         } catch {
-            throw error as! InterprocessError
+            try? fd.close()
+            throw error
         }
         owner = DescriptorOwner(fd, name: path)
     }
@@ -110,15 +103,39 @@ public final class FileLock: Sendable {
     /// Whether ``close()`` was called.
     public var isClosed: Bool { owner.isClosed }
 
-    /// Takes the lock, waiting as long as it takes; the kernel wakes this thread the moment the lock
-    /// is free (or its holder dies). While holding, converts the lock to `mode`.
-    @available(*, noasync, message: "use the async form, or tryLock")
-    public func lock(_ mode: Mode = .exclusive) throws(InterprocessError) {
+    /// Takes the lock in `mode`, suspending the task (no thread blocks) while others hold it in a
+    /// conflicting mode, for at most `timeout` (nil: as long as it takes). While holding, converts
+    /// the lock to `mode`. Polls with a growing pause (up to 10 ms): the kernel offers no way to wait
+    /// for a lock from an event loop.
+    /// - Throws: `timedOut` when it is still held by others after `timeout`; `cancelled` when the
+    ///   task is cancelled (the lock is then not held).
+    public func lock(_ mode: Mode = .exclusive, timeout: Duration? = nil) async throws(InterprocessError) {
+        let deadline = Deadline(after: timeout)
+        var backoff = Backoff()
+        if Task.isCancelled { throw InterprocessError(.cancelled, objectName: path, detail: "the task was cancelled") }
+        let fd = try owner.begin()
+        defer { owner.end() }
+        while try !lockAttempt(fd, mode, deadline: deadline, timeout: timeout) {
+            try await backoff.sleepAsync(before: deadline, name: path)
+        }
+    }
+
+    /// Takes the lock in `mode`, blocking the calling thread, for at most `timeout` (nil: as long as
+    /// it takes — the kernel then wakes this thread the moment the lock is free or its holder dies).
+    /// The blocking form of ``lock(_:timeout:)``.
+    @available(*, noasync, message: "use the async lock(_:timeout:) in async code, or tryLock")
+    public func blockingLock(_ mode: Mode = .exclusive, timeout: Duration? = nil) throws(InterprocessError) {
+        let deadline = Deadline(after: timeout)
         try owner.withDescriptor { fd throws(InterprocessError) in
-            do throws(Errno) { _ = try InterprocessSystem.FileLock.lockWholeFile(fd, mode.kind, wait: true) } catch {
-                throw failure(error)
+            if deadline.isNever {
+                _ = try perform(.lockFile, name: path) { () throws(Errno) in try InterprocessSystem.FileLock.lockWholeFile(fd, mode.kind, wait: true) }
+                held.withLock { $0 = mode }
+                return
             }
-            held.withLock { $0 = mode }
+            var backoff = Backoff()
+            while try !lockAttempt(fd, mode, deadline: deadline, timeout: timeout) {
+                backoff.sleep(before: deadline)
+            }
         }
     }
 
@@ -130,49 +147,15 @@ public final class FileLock: Sendable {
         }
     }
 
-    /// Takes the lock, waiting at most `timeout`.
-    /// - Throws: `timedOut` when it is still held by others after `timeout`.
-    @available(*, noasync, message: "use the async form, or tryLock")
-    public func lock(_ mode: Mode = .exclusive, timeout: Duration) throws(InterprocessError) {
-        let deadline = Clock.deadline(after: timeout)
-        var backoff = Backoff()
-        try owner.withDescriptor { fd throws(InterprocessError) in
-            while true {
-                if try attempt(fd, mode) { return }
-                if owner.isClosed { throw owner.closedError() }
-                if Clock.monotonicNanoseconds() >= deadline {
-                    throw InterprocessError(.timedOut, objectName: path, detail: "another holder kept the lock for \(timeout)")
-                }
-                backoff.sleep(before: deadline)
-            }
+    /// One round of a timed or `async` wait: whether the lock was taken; `timedOut` once `deadline`
+    /// has passed, `closed` if the lock was closed meanwhile.
+    private func lockAttempt(_ fd: FileDescriptor, _ mode: Mode, deadline: Deadline, timeout: Duration?) throws(InterprocessError) -> Bool {
+        if try attempt(fd, mode) { return true }
+        if owner.isClosed { throw owner.closedError() }
+        if deadline.hasPassed {
+            throw InterprocessError(.timedOut, objectName: path, detail: "another holder kept the lock for \(timeout ?? .zero)")
         }
-    }
-
-    /// Takes the lock without blocking a thread, waiting as long as it takes.
-    /// - Throws: `cancelled` when the task is cancelled (the lock is then not held).
-    public func lock(_ mode: Mode = .exclusive) async throws(InterprocessError) {
-        try await lockAsync(mode, deadline: .max, timeout: nil)
-    }
-
-    /// Takes the lock without blocking a thread, waiting at most `timeout`.
-    /// - Throws: `cancelled` when the task is cancelled (the lock is then not held), `timedOut`.
-    public func lock(_ mode: Mode = .exclusive, timeout: Duration) async throws(InterprocessError) {
-        try await lockAsync(mode, deadline: Clock.deadline(after: timeout), timeout: timeout)
-    }
-
-    private func lockAsync(_ mode: Mode, deadline: UInt64, timeout: Duration?) async throws(InterprocessError) {
-        var backoff = Backoff()
-        if Task.isCancelled { throw InterprocessError(.cancelled, objectName: path, detail: "the task was cancelled") }
-        let fd = try owner.begin()
-        defer { owner.end() }
-        while true {
-            if try attempt(fd, mode) { return }
-            if owner.isClosed { throw owner.closedError() }
-            if Clock.monotonicNanoseconds() >= deadline {
-                throw InterprocessError(.timedOut, objectName: path, detail: "another holder kept the lock for \(timeout ?? .zero)")
-            }
-            try await backoff.sleepAsync(before: deadline, name: path)
-        }
+        return false
     }
 
     /// Releases the lock (if held).
@@ -185,19 +168,24 @@ public final class FileLock: Sendable {
         }
     }
 
-    /// Runs `body` holding the lock in `mode`, then releases it (also when `body` throws).
-    @available(*, noasync, message: "use the async form")
-    public func withLock<R>(_ mode: Mode = .exclusive, _ body: () throws -> R) throws -> R {
-        try lock(mode)
-        defer { unlock() }
-        return try body()
-    }
-
-    /// Runs `body` holding the lock in `mode`, taken without blocking a thread, then releases it.
-    public func withLock<R>(_ mode: Mode = .exclusive, _ body: () async throws -> R) async throws -> R {
-        try await lock(mode)
+    /// Runs `body` holding the lock in `mode`, taken as ``lock(_:timeout:)`` takes it (no thread
+    /// blocks), then releases it (also when `body` throws). `body` runs in the caller's isolation.
+    public func withLock<R>(
+        _ mode: Mode = .exclusive, isolation: isolated (any Actor)? = #isolation, timeout: Duration? = nil,
+        _ body: () async throws -> R
+    ) async throws -> R {
+        try await lock(mode, timeout: timeout)
         defer { unlock() }
         return try await body()
+    }
+
+    /// The blocking form of ``withLock(_:isolation:timeout:_:)``: takes the lock as
+    /// ``blockingLock(_:timeout:)``.
+    @available(*, noasync, message: "use the async withLock(_:timeout:_:) in async code")
+    public func withBlockingLock<R>(_ mode: Mode = .exclusive, timeout: Duration? = nil, _ body: () throws -> R) throws -> R {
+        try blockingLock(mode, timeout: timeout)
+        defer { unlock() }
+        return try body()
     }
 
     /// Releases the lock and closes the file. Idempotent; also done when the last reference goes away.
@@ -211,27 +199,16 @@ public final class FileLock: Sendable {
     /// be out of date as soon as it returns.
     public func isHeldByOthers(against mode: Mode = .exclusive) throws(InterprocessError) -> Bool {
         try owner.withDescriptor { fd throws(InterprocessError) -> Bool in
-            do throws(Errno) { return try InterprocessSystem.FileLock.wholeFileConflict(fd, with: mode.kind) != nil } catch {
-                throw failure(error)
-            }
+            try perform(.lockFile, name: path) { () throws(Errno) in try InterprocessSystem.FileLock.wholeFileConflict(fd, with: mode.kind) } != nil
         }
     }
 
     private func attempt(_ fd: FileDescriptor, _ mode: Mode) throws(InterprocessError) -> Bool {
-        do throws(Errno) {
-            guard try InterprocessSystem.FileLock.lockWholeFile(fd, mode.kind, wait: false) else { return false }
-        } catch {
-            throw failure(error)
+        guard try perform(.lockFile, name: path, { () throws(Errno) in try InterprocessSystem.FileLock.lockWholeFile(fd, mode.kind, wait: false) }) else {
+            return false
         }
         held.withLock { $0 = mode }
         return true
-    }
-
-    private func failure(_ error: Errno) -> InterprocessError {
-        if error == .badFileDescriptor {
-            return InterprocessError(.permissionDenied, objectName: path, systemError: error, detail: "the file is open read-only here, which allows only shared locks")
-        }
-        return localFailure(error, name: path, default: .systemError)
     }
 }
 
@@ -245,7 +222,7 @@ extension FileLock {
         try InterprocessSystem.FileLock.tryLock(fd, byte: byte, mode.kind)
     }
 
-    static func lock(_ fd: FileDescriptor, byte: Int64, _ mode: Mode, deadline: UInt64) throws(Errno) -> Bool {
+    static func lock(_ fd: FileDescriptor, byte: Int64, _ mode: Mode, deadline: Deadline) throws(Errno) -> Bool {
         try InterprocessSystem.FileLock.lock(fd, byte: byte, mode.kind, deadline: deadline)
     }
 

@@ -2,7 +2,7 @@ public import SystemPackage
 import InterprocessSystem
 import Synchronization
 
-/// A Unix domain datagram socket: each ``send(_:descriptors:to:)`` is one message that arrives whole
+/// A Unix domain datagram socket: each ``send(_:descriptors:to:timeout:)`` is one message that arrives whole
 /// (or not at all), with its descriptors and — always — the sender's pid, uid and gid as the kernel
 /// vouches for them (`SCM_CREDENTIALS`).
 ///
@@ -11,12 +11,12 @@ import Synchronization
 /// let server = try LocalDatagramSocket.bind(name: "metrics")
 /// let message = try await server.receive()
 /// print(message.sender!)                                  // pid, uid, gid of the sending process
-/// try server.send(Array("ok".utf8), to: message.senderAddress!)
+/// try await server.send(Array("ok".utf8), to: message.senderAddress!)
 ///
 /// // Client (another process): sends to the server by default, and can be answered.
 /// let client = try LocalDatagramSocket.connect(name: "metrics")
-/// try client.send(Array("cpu 0.93".utf8))
-/// let reply = try client.receive(timeout: .seconds(1))
+/// try client.blockingSend(Array("cpu 0.93".utf8))          // blocking forms: not in async code
+/// let reply = try client.blockingReceive(timeout: .seconds(1))
 /// ```
 ///
 /// A client needs no file of its own: on Linux the kernel gives it an abstract address (no file in
@@ -25,8 +25,9 @@ import Synchronization
 /// default, a stale file replaced, a live server's never).
 ///
 /// A datagram is limited in size by the socket buffers (about 200 KB on Linux; `invalidSize` beyond).
-/// Sends and receives come blocking, `try…`, with a timeout, and `async` (parks no thread; honours
-/// cancellation); a send waits while the receiver's queue is full.
+/// Sends and receives come `async` (``receive(timeout:)``: parks no thread, honours cancellation),
+/// blocking (``blockingReceive(timeout:)``: unavailable in async code) and `try…` (never waits), with
+/// an optional timeout; a send waits while the receiver's queue is full.
 public final class LocalDatagramSocket: Sendable {
     /// The socket file this socket is bound to (a server), or nil.
     public let path: String?
@@ -59,7 +60,7 @@ public final class LocalDatagramSocket: Sendable {
         try bind(path: LocalSocketListener.path(forName: name))
     }
 
-    /// A socket whose datagrams go to the socket bound at `path` (unless ``send(_:descriptors:to:)``
+    /// A socket whose datagrams go to the socket bound at `path` (unless ``send(_:descriptors:to:timeout:)``
     /// names another address), and which receives the answers.
     /// - Throws: `notFound`, `connectionRefused` (a socket file nobody is bound to any more),
     ///   `incompatible` (a stream socket), `permissionDenied`.
@@ -67,17 +68,13 @@ public final class LocalDatagramSocket: Sendable {
         guard let address = UnixSocket.address(path: path) else {
             throw InterprocessError(.invalidName, objectName: path.replacingNulls, detail: "a socket path has 1 to \(UnixSocket.maximumPathLength) bytes and no NUL")
         }
-        let fd: FileDescriptor
-        do { fd = try UnixSocket.make(.datagram) } catch { throw localFailure(error, name: path, default: .createFailed) }
-        do {
-            try UnixSocket.setPassCredentials(fd)
-            try UnixSocket.connect(fd, to: address)
+        let fd = try perform(.socket, name: path) { () throws(Errno) in try UnixSocket.make(.datagram) }
+        do throws(InterprocessError) {
+            try perform(.socket, name: path) { () throws(Errno) in try UnixSocket.setPassCredentials(fd) }
+            try perform(.connectDatagram, name: path) { () throws(Errno) in try UnixSocket.connect(fd, to: address) }
         } catch {
             try? fd.close()
-            if error == .protocolWrongTypeForSocket {
-                throw InterprocessError(.incompatible, objectName: path, systemError: error, detail: "a stream socket, not a datagram socket")
-            }
-            throw localFailure(error, name: path, default: .openFailed)
+            throw error
         }
         return LocalDatagramSocket(fd: fd, path: nil, file: nil)
     }
@@ -89,14 +86,14 @@ public final class LocalDatagramSocket: Sendable {
 
     /// A connected pair of datagram sockets in this process (e.g. to hand one to a child).
     public static func pair() throws(InterprocessError) -> (LocalDatagramSocket, LocalDatagramSocket) {
-        do {
-            let (a, b) = try UnixSocket.pair(.datagram)
+        let (a, b) = try perform(.socket, name: nil) { () throws(Errno) in try UnixSocket.pair(.datagram) }
+        // Owned from here on: closed by their deinit if the credentials option fails.
+        let pair = (LocalDatagramSocket(fd: a, path: nil, file: nil), LocalDatagramSocket(fd: b, path: nil, file: nil))
+        try perform(.socket, name: nil) { () throws(Errno) in
             try UnixSocket.setPassCredentials(a)
             try UnixSocket.setPassCredentials(b)
-            return (LocalDatagramSocket(fd: a, path: nil, file: nil), LocalDatagramSocket(fd: b, path: nil, file: nil))
-        } catch {
-            throw localFailure(error, name: nil, default: .createFailed)
         }
+        return pair
     }
 
     /// This socket's own address: its file, or the abstract address the kernel gave it (nil before
@@ -110,33 +107,33 @@ public final class LocalDatagramSocket: Sendable {
 
     // MARK: Sending
 
-    /// Sends one datagram to `destination` (nil: the socket this one connected to), waiting while
-    /// the receiver's queue is full.
+    /// Sends one datagram to `destination` (nil: the socket this one connected to), suspending the
+    /// task (no thread blocks) while the receiver's queue is full, for at most `timeout` (nil: as
+    /// long as it takes).
     /// - Throws: `disconnected` (nobody is bound at the destination any more), `invalidSize` (too big
-    ///   for a datagram), `notFound`.
-    @available(*, noasync, message: "use the async form")
-    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], to destination: LocalSocketAddress? = nil) throws(InterprocessError) {
+    ///   for a datagram), `notFound`, `timedOut`, `cancelled` (nothing was sent).
+    public func send(
+        _ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], to destination: LocalSocketAddress? = nil,
+        timeout: Duration? = nil
+    ) async throws(InterprocessError) {
+        let deadline = Deadline(after: timeout)
         let data = Array(bytes)
-        try DescriptorIO.inKernel(owner) { fd throws(InterprocessError) in try sendAttempt(fd, data, descriptors, destination, wait: true) }
+        try await DescriptorIO.suspending(owner, deadline: deadline) { fd throws(InterprocessError) in try sendAttempt(fd, data, descriptors, destination) }
     }
 
-    /// Sends one datagram, waiting at most `timeout` while the receiver's queue is full.
-    @available(*, noasync, message: "use the async form")
-    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], to destination: LocalSocketAddress? = nil, timeout: Duration) throws(InterprocessError) {
+    /// Sends one datagram, blocking the calling thread while the receiver's queue is full, for at
+    /// most `timeout` (nil: as long as it takes). The blocking form of
+    /// ``send(_:descriptors:to:timeout:)``.
+    @available(*, noasync, message: "use the async send(_:descriptors:to:timeout:) in async code")
+    public func blockingSend(
+        _ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], to destination: LocalSocketAddress? = nil,
+        timeout: Duration? = nil
+    ) throws(InterprocessError) {
+        let deadline = Deadline(after: timeout)
         let data = Array(bytes)
-        try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try sendAttempt(fd, data, descriptors, destination) }
-    }
-
-    /// Sends one datagram without blocking a thread.
-    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], to destination: LocalSocketAddress? = nil) async throws(InterprocessError) {
-        let data = Array(bytes)
-        try await DescriptorIO.suspending(owner, deadline: .max) { fd throws(InterprocessError) in try sendAttempt(fd, data, descriptors, destination) }
-    }
-
-    /// Sends one datagram without blocking a thread, waiting at most `timeout`.
-    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], to destination: LocalSocketAddress? = nil, timeout: Duration) async throws(InterprocessError) {
-        let data = Array(bytes)
-        try await DescriptorIO.suspending(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try sendAttempt(fd, data, descriptors, destination) }
+        try DescriptorIO.blockingSocket(owner, deadline: deadline) { fd, wait throws(InterprocessError) in
+            try sendAttempt(fd, data, descriptors, destination, wait: wait)
+        }
     }
 
     /// Sends one datagram if the receiver's queue takes it now; never waits.
@@ -159,40 +156,26 @@ public final class LocalDatagramSocket: Sendable {
             guard try result.get() != nil else { return .wait(.writable) }
             return .done(())
         } catch {
-            let target = destination?.description ?? path
-            switch error {
-            case Errno.messageTooLong, Errno.noBufferSpace:
-                throw InterprocessError(.invalidSize, objectName: target, systemError: error, detail: "\(data.count) bytes is too big for a datagram")
-            case Errno.connectionRefused, Errno.socketNotConnected, Errno.brokenPipe, Errno.connectionReset:
-                throw InterprocessError(.disconnected, objectName: target, systemError: error, detail: "nobody is bound at the destination any more")
-            default:
-                throw localFailure(error, name: target, default: .systemError)
-            }
+            throw InterprocessError(.sendDatagram, error, objectName: destination?.description ?? path, detail: "sending \(data.count) bytes")
         }
     }
 
     // MARK: Receiving
 
-    /// Receives the next datagram, waiting as long as it takes.
-    @available(*, noasync, message: "use the async form")
-    public func receive() throws(InterprocessError) -> LocalMessage {
-        try DescriptorIO.inKernel(owner) { fd throws(InterprocessError) in try receiveAttempt(fd, wait: true) }
+    /// Receives the next datagram, suspending the task (no thread blocks) until one arrives, for at
+    /// most `timeout` (nil: as long as it takes).
+    /// - Throws: `timedOut`, `cancelled` (nothing was received).
+    public func receive(timeout: Duration? = nil) async throws(InterprocessError) -> LocalMessage {
+        try await DescriptorIO.suspending(owner, deadline: Deadline(after: timeout)) { fd throws(InterprocessError) in try receiveAttempt(fd) }
     }
 
-    /// Receives the next datagram, waiting at most `timeout`.
-    @available(*, noasync, message: "use the async form")
-    public func receive(timeout: Duration) throws(InterprocessError) -> LocalMessage {
-        try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try receiveAttempt(fd) }
-    }
-
-    /// Receives the next datagram without blocking a thread.
-    public func receive() async throws(InterprocessError) -> LocalMessage {
-        try await DescriptorIO.suspending(owner, deadline: .max) { fd throws(InterprocessError) in try receiveAttempt(fd) }
-    }
-
-    /// Receives the next datagram without blocking a thread, waiting at most `timeout`.
-    public func receive(timeout: Duration) async throws(InterprocessError) -> LocalMessage {
-        try await DescriptorIO.suspending(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try receiveAttempt(fd) }
+    /// Receives the next datagram, blocking the calling thread, for at most `timeout` (nil: as long
+    /// as it takes). The blocking form of ``receive(timeout:)``.
+    @available(*, noasync, message: "use the async receive(timeout:) in async code")
+    public func blockingReceive(timeout: Duration? = nil) throws(InterprocessError) -> LocalMessage {
+        try DescriptorIO.blockingSocket(owner, deadline: Deadline(after: timeout)) { fd, wait throws(InterprocessError) in
+            try receiveAttempt(fd, wait: wait)
+        }
     }
 
     /// Receives a datagram if one is there; never waits.
@@ -227,9 +210,7 @@ public final class LocalDatagramSocket: Sendable {
             throw owner.closedError()
         }
         let received: (SocketReception, [UInt8])?
-        do { received = try result.get() } catch {
-            throw localFailure(error, name: path, default: .systemError)
-        }
+        do { received = try result.get() } catch { throw InterprocessError(.receive, error, objectName: path) }
         guard let (reception, bytes) = received else { return .wait(.readable) }
         if reception.truncated || reception.controlTruncated {
             for fd in reception.descriptors { try? fd.close() }

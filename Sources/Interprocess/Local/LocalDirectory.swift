@@ -25,7 +25,7 @@ enum LocalDirectory {
     static func ensure() throws(InterprocessError) -> String {
         let path = Self.path
         do { try LocalPath.makeDirectory(path, permissions: .ownerReadWriteExecute) } catch {
-            if error != .fileExists { throw localFailure(error, name: path, default: .createFailed, detail: "could not create the runtime directory") }
+            if error != .fileExists { throw InterprocessError(.makeDirectory, error, objectName: path, detail: "could not create the runtime directory") }
         }
         try check(path)
         return path
@@ -33,10 +33,7 @@ enum LocalDirectory {
 
     /// Throws `permissionDenied` unless `path` is a directory of ours that nobody else may enter.
     static func check(_ path: String) throws(InterprocessError) {
-        let status: FileStatus
-        do { status = try LocalPath.status(path) } catch {
-            throw localFailure(error, name: path, default: .statFailed)
-        }
+        let status = try perform(.statPath, name: path) { () throws(Errno) in try LocalPath.status(path) }
         guard status.isDirectory else {
             throw InterprocessError(.permissionDenied, objectName: path, detail: "the runtime directory is not a directory (a link or a file was put there)")
         }

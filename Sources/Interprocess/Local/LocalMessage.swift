@@ -65,7 +65,7 @@ public struct LocalMessage: Sendable {
     /// Who sent it, as the kernel vouches: the connection's peer (stream sockets) or the datagram's
     /// sender (datagram sockets).
     public var sender: PeerCredentials?
-    /// Where a datagram came from (to answer it with ``LocalDatagramSocket/send(_:descriptors:to:)``);
+    /// Where a datagram came from (to answer it with ``LocalDatagramSocket/send(_:descriptors:to:timeout:)``);
     /// nil on a connection, or when the sender has no address.
     public var senderAddress: LocalSocketAddress?
 

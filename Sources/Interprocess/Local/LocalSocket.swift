@@ -14,9 +14,9 @@ import Synchronization
 /// try await connection.send(Array("done".utf8), descriptors: [resultFile])
 ///
 /// // Client (another process)
-/// let socket = try LocalSocket.connect(name: "render", timeout: .seconds(5))
-/// try socket.send(Array("render page 3".utf8))
-/// let reply = try socket.receive(timeout: .seconds(30))
+/// let socket = try LocalSocket.blockingConnect(name: "render", timeout: .seconds(5))
+/// try socket.blockingSend(Array("render page 3".utf8))       // blocking forms: not in async code
+/// let reply = try socket.blockingReceive(timeout: .seconds(30))
 /// ```
 ///
 /// **Messages.** A stream has no message boundaries of its own: each message is framed by an 8-byte
@@ -28,15 +28,17 @@ import Synchronization
 /// without bound or lose track of the descriptors it sent.
 ///
 /// **Descriptor passing** hands the receiver new descriptors for the sender's open files — a memory
-/// segment (``send(_:)-(SharedMemory)``), a pipe end, a file, another socket — which SwiftNIO, for
+/// segment (``send(_:timeout:)``), a pipe end, a file, another socket — which SwiftNIO, for
 /// one, does not offer. A received descriptor belongs to the receiver (see ``LocalMessage``).
 ///
 /// **Peers.** ``peer`` holds the other process's pid, uid and gid as the kernel recorded them when
 /// the connection was made (`SO_PEERCRED`); both sides have it.
 ///
-/// **Waiting.** Every call comes blocking, `try…` (never waits), with a timeout, and `async` (parks
-/// no thread: one process-wide thread polls every waiting descriptor; honours cancellation). The
-/// untimed blocking calls wait in the kernel (one `recvmsg` or `sendmsg`, as fast as a raw socket),
+/// **Waiting.** Every call that may wait comes `async` (``receive(timeout:)``: parks no thread — one
+/// process-wide thread polls every waiting descriptor — and honours cancellation), blocking
+/// (``blockingReceive(timeout:)``: unavailable in async code) and `try…` (``tryReceive()``: never
+/// waits); a `timeout` (nil: none) makes a wait throw `timedOut`. The untimed blocking calls wait in
+/// the kernel (one `recvmsg` or `sendmsg`, as fast as a raw socket),
 /// and ``close()`` ends such a wait at once (`closed`). A
 /// receive that times out or is cancelled halfway through a message keeps what it got; the next
 /// receive continues the same message. A send that times out or is cancelled before any byte of its
@@ -55,7 +57,7 @@ public final class LocalSocket: Sendable {
     private let sending = Mutex(SendState())
     private let limit: Atomic<Int>
 
-    /// The largest message ``receive()`` accepts by default (64 MiB).
+    /// The largest message ``receive(timeout:)`` accepts by default (64 MiB).
     public static let defaultMaximumMessageSize = 64 << 20
     /// Most descriptors one message carries.
     public static let maximumDescriptors = UnixSocket.maximumDescriptors
@@ -87,14 +89,10 @@ public final class LocalSocket: Sendable {
 
     /// A connected pair of sockets in this process (e.g. to hand one end to a child process).
     public static func pair() throws(InterprocessError) -> (LocalSocket, LocalSocket) {
-        do {
-            let (a, b) = try UnixSocket.pair(.stream)
-            try? a.setBlocking()
-            try? b.setBlocking()
-            return (LocalSocket(fd: a, name: nil), LocalSocket(fd: b, name: nil))
-        } catch {
-            throw localFailure(error, name: nil, default: .createFailed)
-        }
+        let (a, b) = try perform(.socket, name: nil) { () throws(Errno) in try UnixSocket.pair(.stream) }
+        try? a.setBlocking()
+        try? b.setBlocking()
+        return (LocalSocket(fd: a, name: nil), LocalSocket(fd: b, name: nil))
     }
 
     /// Connects to the listener at `path` if it takes the connection at once.
@@ -107,75 +105,61 @@ public final class LocalSocket: Sendable {
         return socket
     }
 
-    /// Connects to the listener at `path`, waiting while its queue of pending connections is full.
-    /// - Throws: as ``tryConnect(path:)``, except for a full queue.
-    @available(*, noasync, message: "use the async form")
-    public static func connect(path: String) throws(InterprocessError) -> LocalSocket {
-        try connectBlocking(path: path, deadline: .max)
-    }
-
-    /// Connects to the listener at `path`, waiting at most `timeout` for a listener to appear and
-    /// take the connection (a missing socket file or one nobody listens on is retried until then:
-    /// the server may be starting).
-    /// - Throws: `timedOut` (with the last reason in its detail), `permissionDenied`.
-    @available(*, noasync, message: "use the async form")
-    public static func connect(path: String, timeout: Duration) throws(InterprocessError) -> LocalSocket {
-        try connectBlocking(path: path, deadline: Clock.deadline(after: timeout), retryMissing: true)
-    }
-
-    /// Connects to the listener at `path` without blocking a thread, waiting while its queue is full.
-    public static func connect(path: String) async throws(InterprocessError) -> LocalSocket {
-        try await connectAsync(path: path, deadline: .max)
-    }
-
-    /// Connects without blocking a thread, waiting at most `timeout` for a listener (see
-    /// ``connect(path:timeout:)``).
-    public static func connect(path: String, timeout: Duration) async throws(InterprocessError) -> LocalSocket {
-        try await connectAsync(path: path, deadline: Clock.deadline(after: timeout), retryMissing: true)
-    }
-
-    /// Connects to the listener named `name` in the per-user runtime directory (see
-    /// ``LocalSocketListener/listen(name:backlog:)``), waiting at most `timeout` for it.
-    @available(*, noasync, message: "use the async form")
-    public static func connect(name: String, timeout: Duration) throws(InterprocessError) -> LocalSocket {
-        try connect(path: LocalSocketListener.path(forName: name), timeout: timeout)
-    }
-
-    /// Connects without blocking a thread to the listener named `name`, waiting at most `timeout`.
-    public static func connect(name: String, timeout: Duration) async throws(InterprocessError) -> LocalSocket {
-        try await connect(path: LocalSocketListener.path(forName: name), timeout: timeout)
-    }
-
-    @available(*, noasync)
-    private static func connectBlocking(path: String, deadline: UInt64, retryMissing: Bool = false) throws(InterprocessError) -> LocalSocket {
+    /// Connects to the listener at `path` without blocking a thread.
+    ///
+    /// Without a `timeout`, waits only while the listener's queue of pending connections is full. With
+    /// one, waits at most `timeout` for a listener to appear and take the connection: a missing socket
+    /// file, or one that nobody listens on, is retried until then (the server may be starting).
+    /// - Throws: as ``tryConnect(path:)`` (without a timeout, except for a full queue);
+    ///   `timedOut` (with the last reason in its detail); `cancelled` if the task is cancelled.
+    public static func connect(path: String, timeout: Duration? = nil) async throws(InterprocessError) -> LocalSocket {
+        let deadline = Deadline(after: timeout)
         var backoff = Backoff(first: 50_000, limit: 5_000_000)
         while true {
-            do {
-                if let socket = try connectAttempt(path: path, queueFull: .timedOut) { return socket }
-            } catch where retryMissing && (error.code == .notFound || error.code == .connectionRefused) {
-                if Clock.monotonicNanoseconds() >= deadline { throw timedOut(path, error) }
-            }
-            if Clock.monotonicNanoseconds() >= deadline {
-                throw InterprocessError(.timedOut, objectName: path, detail: "the listener's queue stayed full")
-            }
+            if Task.isCancelled { throw InterprocessError(.cancelled, objectName: path, detail: "the task was cancelled") }
+            if let socket = try connectAttempt(path: path, deadline: deadline, retryMissing: timeout != nil) { return socket }
+            try await backoff.sleepAsync(before: deadline, name: path)
+        }
+    }
+
+    /// Connects to the listener at `path`, blocking the calling thread. The blocking form of
+    /// ``connect(path:timeout:)``.
+    @available(*, noasync, message: "use the async connect(path:timeout:) in async code")
+    public static func blockingConnect(path: String, timeout: Duration? = nil) throws(InterprocessError) -> LocalSocket {
+        let deadline = Deadline(after: timeout)
+        var backoff = Backoff(first: 50_000, limit: 5_000_000)
+        while true {
+            if let socket = try connectAttempt(path: path, deadline: deadline, retryMissing: timeout != nil) { return socket }
             backoff.sleep(before: deadline)
         }
     }
 
-    private static func connectAsync(path: String, deadline: UInt64, retryMissing: Bool = false) async throws(InterprocessError) -> LocalSocket {
-        var backoff = Backoff(first: 50_000, limit: 5_000_000)
-        while true {
-            if Task.isCancelled { throw InterprocessError(.cancelled, objectName: path, detail: "the task was cancelled") }
-            do {
-                if let socket = try connectAttempt(path: path, queueFull: .timedOut) { return socket }
-            } catch where retryMissing && (error.code == .notFound || error.code == .connectionRefused) {
-                if Clock.monotonicNanoseconds() >= deadline { throw timedOut(path, error) }
-            }
-            if Clock.monotonicNanoseconds() >= deadline {
-                throw InterprocessError(.timedOut, objectName: path, detail: "the listener's queue stayed full")
-            }
-            try await backoff.sleepAsync(before: deadline, name: path)
+    /// Connects without blocking a thread to the listener named `name` in the per-user runtime
+    /// directory (see ``LocalSocketListener/listen(name:backlog:)``), as ``connect(path:timeout:)``.
+    public static func connect(name: String, timeout: Duration? = nil) async throws(InterprocessError) -> LocalSocket {
+        try await connect(path: LocalSocketListener.path(forName: name), timeout: timeout)
+    }
+
+    /// Connects to the listener named `name`, blocking the calling thread. The blocking form of
+    /// ``connect(name:timeout:)``.
+    @available(*, noasync, message: "use the async connect(name:timeout:) in async code")
+    public static func blockingConnect(name: String, timeout: Duration? = nil) throws(InterprocessError) -> LocalSocket {
+        try blockingConnect(path: LocalSocketListener.path(forName: name), timeout: timeout)
+    }
+
+    /// One round of a connecting wait: the socket, or nil to pause and try again. Throws `timedOut`
+    /// once `deadline` has passed; with `retryMissing`, a missing or refusing listener is retried.
+    private static func connectAttempt(path: String, deadline: Deadline, retryMissing: Bool) throws(InterprocessError) -> LocalSocket? {
+        do {
+            if let socket = try connectAttempt(path: path, queueFull: .timedOut) { return socket }
+        } catch where retryMissing && (error.code == .notFound || error.code == .connectionRefused) {
+            if deadline.hasPassed { throw timedOut(path, error) }
+            return nil
         }
+        if deadline.hasPassed {
+            throw InterprocessError(.timedOut, objectName: path, detail: "the listener's queue stayed full")
+        }
+        return nil
     }
 
     private static func timedOut(_ path: String, _ last: InterprocessError) -> InterprocessError {
@@ -187,20 +171,13 @@ public final class LocalSocket: Sendable {
         guard let address = UnixSocket.address(path: path) else {
             throw InterprocessError(.invalidName, objectName: path.replacingNulls, detail: "a socket path has 1 to \(UnixSocket.maximumPathLength) bytes and no NUL")
         }
-        let fd: FileDescriptor
-        do { fd = try UnixSocket.make(.stream) } catch { throw localFailure(error, name: path, default: .createFailed) }
+        let fd = try perform(.socket, name: path) { () throws(Errno) in try UnixSocket.make(.stream) }
         do {
             try UnixSocket.connect(fd, to: address)
         } catch {
             try? fd.close()
-            if error == .resourceTemporarilyUnavailable { return nil }
-            if error == .connectionRefused {
-                throw InterprocessError(.connectionRefused, objectName: path, systemError: error, detail: "nobody listens there (a socket file left by a server that is gone)")
-            }
-            if error == .protocolWrongTypeForSocket {
-                throw InterprocessError(.incompatible, objectName: path, systemError: error, detail: "a datagram socket, not a listener")
-            }
-            throw localFailure(error, name: path, default: .openFailed)
+            if error == .resourceTemporarilyUnavailable { return nil } // the listener's queue is full
+            throw InterprocessError(.connectStream, error, objectName: path)
         }
         // Blocking mode: untimed calls wait in the kernel; the others pass MSG_DONTWAIT.
         try? fd.setBlocking()
@@ -210,51 +187,41 @@ public final class LocalSocket: Sendable {
     // MARK: Sending
 
     /// Sends `bytes` as one message, with `descriptors` (which stay open here: the receiver gets its
-    /// own), waiting as long as it takes for room.
+    /// own), suspending the task (no thread blocks) while the socket has no room, for at most
+    /// `timeout` (nil: as long as it takes).
     /// - Throws: `disconnected` when the peer is gone; `invalidSize` for a message over 4 GiB or more
-    ///   than ``maximumDescriptors`` descriptors.
-    @available(*, noasync, message: "use the async form")
-    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = []) throws(InterprocessError) {
+    ///   than ``maximumDescriptors`` descriptors; `timedOut` or `cancelled` — nothing was sent if no
+    ///   byte of the message had gone out; otherwise the socket can no longer send (see
+    ///   ``LocalSocket``).
+    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], timeout: Duration? = nil) async throws(InterprocessError) {
+        try await send(bytes, descriptors: descriptors, until: Deadline(after: timeout))
+    }
+
+    /// ``send(_:descriptors:timeout:)`` with a deadline.
+    func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], until deadline: Deadline) async throws(InterprocessError) {
         let id = try enqueue(bytes, descriptors)
         do {
-            try DescriptorIO.inKernel(owner) { fd throws(InterprocessError) in try sendAttempt(fd, id, wait: true) }
+            try await DescriptorIO.suspending(owner, deadline: deadline) { fd throws(InterprocessError) in try sendAttempt(fd, id) }
         } catch {
             abandon(id)
             throw error
         }
     }
 
-    /// Sends one message, waiting at most `timeout` for room.
-    /// - Throws: `timedOut` — nothing was sent if no byte of it had gone out; otherwise the socket can
-    ///   no longer send (see ``LocalSocket``).
-    @available(*, noasync, message: "use the async form")
-    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], timeout: Duration) throws(InterprocessError) {
-        let id = try enqueue(bytes, descriptors)
-        do {
-            try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try sendAttempt(fd, id) }
-        } catch {
-            abandon(id)
-            throw error
-        }
+    /// Sends one message, blocking the calling thread while the socket has no room, for at most
+    /// `timeout` (nil: as long as it takes: one `sendmsg` that waits in the kernel, which
+    /// ``close()`` ends). The blocking form of ``send(_:descriptors:timeout:)``.
+    @available(*, noasync, message: "use the async send(_:descriptors:timeout:) in async code")
+    public func blockingSend(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], timeout: Duration? = nil) throws(InterprocessError) {
+        try blockingSend(bytes, descriptors: descriptors, until: Deadline(after: timeout))
     }
 
-    /// Sends one message without blocking a thread.
-    /// - Throws: `cancelled` (as `timedOut` in ``send(_:descriptors:timeout:)``), `disconnected`.
-    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = []) async throws(InterprocessError) {
+    /// ``blockingSend(_:descriptors:timeout:)`` with a deadline.
+    @available(*, noasync)
+    func blockingSend(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], until deadline: Deadline) throws(InterprocessError) {
         let id = try enqueue(bytes, descriptors)
         do {
-            try await DescriptorIO.suspending(owner, deadline: .max) { fd throws(InterprocessError) in try sendAttempt(fd, id) }
-        } catch {
-            abandon(id)
-            throw error
-        }
-    }
-
-    /// Sends one message without blocking a thread, waiting at most `timeout` for room.
-    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], timeout: Duration) async throws(InterprocessError) {
-        let id = try enqueue(bytes, descriptors)
-        do {
-            try await DescriptorIO.suspending(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try sendAttempt(fd, id) }
+            try DescriptorIO.blockingSocket(owner, deadline: deadline) { fd, wait throws(InterprocessError) in try sendAttempt(fd, id, wait: wait) }
         } catch {
             abandon(id)
             throw error
@@ -293,11 +260,22 @@ public final class LocalSocket: Sendable {
         sending.withLock { state in state.queue.reduce(0) { $0 + $1.count - $1.sent } }
     }
 
-    /// Sends what ``trySend(_:descriptors:)`` left queued, waiting at most `timeout`.
-    @available(*, noasync, message: "use the async form")
-    public func flush(timeout: Duration) throws(InterprocessError) {
+    /// Sends what ``trySend(_:descriptors:)`` left queued, suspending the task (no thread blocks)
+    /// while the socket has no room, for at most `timeout` (nil: as long as it takes).
+    /// - Throws: `timedOut`, `cancelled` (what is left stays queued), `disconnected`.
+    public func flush(timeout: Duration? = nil) async throws(InterprocessError) {
+        let deadline = Deadline(after: timeout)
         guard let last = sending.withLock({ $0.queue.last?.id }) else { return }
-        try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try sendAttempt(fd, last) }
+        try await DescriptorIO.suspending(owner, deadline: deadline) { fd throws(InterprocessError) in try sendAttempt(fd, last) }
+    }
+
+    /// Sends what ``trySend(_:descriptors:)`` left queued, blocking the calling thread. The blocking
+    /// form of ``flush(timeout:)``.
+    @available(*, noasync, message: "use the async flush(timeout:) in async code")
+    public func blockingFlush(timeout: Duration? = nil) throws(InterprocessError) {
+        let deadline = Deadline(after: timeout)
+        guard let last = sending.withLock({ $0.queue.last?.id }) else { return }
+        try DescriptorIO.blocking(owner, deadline: deadline) { fd throws(InterprocessError) in try sendAttempt(fd, last) }
     }
 
     /// A queued message: its header and its bytes (the caller's array itself, not a copy, when it
@@ -382,11 +360,14 @@ public final class LocalSocket: Sendable {
                 state.writing = false
                 let count: Int?
                 do throws(Errno) { count = try result.get() } catch {
-                    state.broken = "the connection was closed by the peer (\(error))"
-                    if error == .brokenPipe || error == .connectionReset {
-                        throw InterprocessError(.disconnected, objectName: name, systemError: error, detail: "the peer closed the connection")
+                    let failure = InterprocessError(.sendStream, error, objectName: name)
+                    // A descriptor to send that is not open (EBADF) fails the whole `sendmsg`: if it
+                    // was the frame's first, nothing went out, its caller drops it, and the
+                    // connection stays usable. Any other failure ends the sending side.
+                    if head.sent > 0 || failure.code != .invalidArgument {
+                        state.broken = "the connection was closed by the peer (\(error))"
                     }
-                    throw localFailure(error, name: name, default: .systemError)
+                    throw failure
                 }
                 guard let count, state.queue.first?.id == head.id else { return false }
                 state.queue[0].sent += count
@@ -424,31 +405,33 @@ public final class LocalSocket: Sendable {
 
     // MARK: Receiving
 
-    /// Receives the next message, waiting as long as it takes.
+    /// Receives the next message, suspending the task (no thread blocks) until one has arrived, for
+    /// at most `timeout` (nil: as long as it takes).
     /// - Throws: `disconnected` when the peer closed the connection (or died) and every message it
     ///   sent was received; `invalidSize` / `corrupt` for a message this socket refuses (the
-    ///   connection is then shut down, and every later receive throws the same error).
-    @available(*, noasync, message: "use the async form")
-    public func receive() throws(InterprocessError) -> LocalMessage {
-        try DescriptorIO.inKernel(owner) { fd throws(InterprocessError) in try receiveAttempt(fd, wait: true) }
+    ///   connection is then shut down, and every later receive throws the same error); `timedOut` or
+    ///   `cancelled` (part of a message that arrived is kept for the next receive).
+    public func receive(timeout: Duration? = nil) async throws(InterprocessError) -> LocalMessage {
+        try await receive(until: Deadline(after: timeout))
     }
 
-    /// Receives the next message, waiting at most `timeout`.
-    /// - Throws: `timedOut` (part of a message that arrived is kept for the next receive).
-    @available(*, noasync, message: "use the async form")
-    public func receive(timeout: Duration) throws(InterprocessError) -> LocalMessage {
-        try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try receiveAttempt(fd) }
+    /// ``receive(timeout:)`` with a deadline.
+    func receive(until deadline: Deadline) async throws(InterprocessError) -> LocalMessage {
+        try await DescriptorIO.suspending(owner, deadline: deadline) { fd throws(InterprocessError) in try receiveAttempt(fd) }
     }
 
-    /// Receives the next message without blocking a thread.
-    /// - Throws: `cancelled` (part of a message that arrived is kept for the next receive).
-    public func receive() async throws(InterprocessError) -> LocalMessage {
-        try await DescriptorIO.suspending(owner, deadline: .max) { fd throws(InterprocessError) in try receiveAttempt(fd) }
+    /// Receives the next message, blocking the calling thread, for at most `timeout` (nil: as long as
+    /// it takes: one `recvmsg` that waits in the kernel, which ``close()`` ends). The blocking form of
+    /// ``receive(timeout:)``.
+    @available(*, noasync, message: "use the async receive(timeout:) in async code")
+    public func blockingReceive(timeout: Duration? = nil) throws(InterprocessError) -> LocalMessage {
+        try blockingReceive(until: Deadline(after: timeout))
     }
 
-    /// Receives the next message without blocking a thread, waiting at most `timeout`.
-    public func receive(timeout: Duration) async throws(InterprocessError) -> LocalMessage {
-        try await DescriptorIO.suspending(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try receiveAttempt(fd) }
+    /// ``blockingReceive(timeout:)`` with a deadline.
+    @available(*, noasync)
+    func blockingReceive(until deadline: Deadline) throws(InterprocessError) -> LocalMessage {
+        try DescriptorIO.blockingSocket(owner, deadline: deadline) { fd, wait throws(InterprocessError) in try receiveAttempt(fd, wait: wait) }
     }
 
     /// Receives a message if a whole one is there; never waits.
@@ -668,10 +651,8 @@ public final class LocalSocket: Sendable {
     private func received(_ result: Result<SocketReception?, Errno>, _ state: inout ReceiveState) throws(InterprocessError) -> SocketReception? {
         let reception: SocketReception?
         do { reception = try result.get() } catch {
-            if error == .connectionReset {
-                throw state.fail(InterprocessError(.disconnected, objectName: name, systemError: error, detail: "the peer closed the connection"))
-            }
-            throw localFailure(error, name: name, default: .systemError)
+            let failure = InterprocessError(.receive, error, objectName: name)
+            throw failure.code == .disconnected ? state.fail(failure) : failure
         }
         guard let reception else { return nil }
         if reception.controlTruncated {

@@ -23,8 +23,9 @@ import InterprocessSystem
 /// removes both files. The full protocol, and what a server killed at each step leaves behind, is
 /// documented on `SocketFile`.
 ///
-/// **Accepting** comes blocking, `try…`, with a timeout, and `async` (parks no thread; honours
-/// cancellation).
+/// **Accepting** comes `async` (``accept(timeout:)``: parks no thread, honours cancellation),
+/// blocking (``blockingAccept(timeout:)``: unavailable in async code) and ``tryAccept()`` (never
+/// waits), with an optional timeout.
 public final class LocalSocketListener: Sendable {
     /// The socket file's path.
     public let path: String
@@ -46,7 +47,9 @@ public final class LocalSocketListener: Sendable {
     ///   - backlog: connections the kernel queues before they are accepted.
     ///   - permissions: of the socket file; connecting needs write permission. Owner-only by default.
     /// - Throws: `alreadyExists` if a live server listens there (or something that is not a socket is
-    ///   there); `invalidName` for a path too long; `notFound`, `permissionDenied`.
+    ///   there); `invalidName` for a path too long; `notFound` (no such directory);
+    ///   `permissionDenied` (also when something other than a regular file of this user — a link,
+    ///   say — is at the lock file `PATH.lock`).
     public static func listen(path: String, backlog: Int = 128, permissions: FilePermissions = .ownerReadWrite) throws(InterprocessError) -> LocalSocketListener {
         let (file, fd) = try SocketFile.claim(path: path, kind: .stream, permissions: permissions) { fd throws(Errno) in
             try UnixSocket.listen(fd, backlog: backlog)
@@ -65,28 +68,18 @@ public final class LocalSocketListener: Sendable {
         try LocalDirectory.path(for: name, suffix: LocalDirectory.socketSuffix)
     }
 
-    /// Accepts the next connection, waiting as long as it takes.
-    @available(*, noasync, message: "use the async form")
-    public func accept() throws(InterprocessError) -> LocalSocket {
-        try DescriptorIO.blocking(owner, deadline: .max) { fd throws(InterprocessError) in try acceptAttempt(fd) }
+    /// Accepts the next connection, suspending the task (no thread blocks) until one comes, for at
+    /// most `timeout` (nil: as long as it takes).
+    /// - Throws: `timedOut`, `cancelled` (nothing was accepted), `closed`.
+    public func accept(timeout: Duration? = nil) async throws(InterprocessError) -> LocalSocket {
+        try await DescriptorIO.suspending(owner, deadline: Deadline(after: timeout)) { fd throws(InterprocessError) in try acceptAttempt(fd) }
     }
 
-    /// Accepts the next connection, waiting at most `timeout`.
-    /// - Throws: `timedOut`.
-    @available(*, noasync, message: "use the async form")
-    public func accept(timeout: Duration) throws(InterprocessError) -> LocalSocket {
-        try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try acceptAttempt(fd) }
-    }
-
-    /// Accepts the next connection without blocking a thread.
-    /// - Throws: `cancelled`.
-    public func accept() async throws(InterprocessError) -> LocalSocket {
-        try await DescriptorIO.suspending(owner, deadline: .max) { fd throws(InterprocessError) in try acceptAttempt(fd) }
-    }
-
-    /// Accepts the next connection without blocking a thread, waiting at most `timeout`.
-    public func accept(timeout: Duration) async throws(InterprocessError) -> LocalSocket {
-        try await DescriptorIO.suspending(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try acceptAttempt(fd) }
+    /// Accepts the next connection, blocking the calling thread, for at most `timeout` (nil: as long
+    /// as it takes). The blocking form of ``accept(timeout:)``.
+    @available(*, noasync, message: "use the async accept(timeout:) in async code")
+    public func blockingAccept(timeout: Duration? = nil) throws(InterprocessError) -> LocalSocket {
+        try DescriptorIO.blocking(owner, deadline: Deadline(after: timeout)) { fd throws(InterprocessError) in try acceptAttempt(fd) }
     }
 
     /// Accepts a connection if one is waiting; never waits.
@@ -95,10 +88,7 @@ public final class LocalSocketListener: Sendable {
     }
 
     private func acceptAttempt(_ fd: FileDescriptor) throws(InterprocessError) -> IOAttempt<LocalSocket> {
-        let accepted: FileDescriptor?
-        do { accepted = try UnixSocket.accept(fd) } catch {
-            throw localFailure(error, name: path, default: .systemError)
-        }
+        let accepted = try perform(.accept, name: path) { () throws(Errno) in try UnixSocket.accept(fd) }
         guard let accepted else { return .wait(.readable) }
         // Blocking mode: untimed calls wait in the kernel; the others pass MSG_DONTWAIT.
         try? accepted.setBlocking()

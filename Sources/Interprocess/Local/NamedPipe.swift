@@ -11,14 +11,15 @@ import InterprocessSystem
 /// while case let bytes = try await input.read(), !bytes.isEmpty { handle(bytes) }
 ///
 /// // Writer (another process)
-/// let output = try NamedPipe.openForWriting(path: "/run/user/1000/jobs.fifo", timeout: .seconds(5))
-/// try output.write(Array("job 1\n".utf8))
+/// let output = try await NamedPipe.openForWriting(path: "/run/user/1000/jobs.fifo", timeout: .seconds(5))
+/// try await output.write(Array("job 1\n".utf8))
+/// try output.blockingWrite(Array("job 2\n".utf8))       // blocks the thread (not in async code)
 /// ```
 ///
 /// **When the other end is gone.** A write when no process has the pipe open for reading any more
 /// throws `disconnected`; it never raises SIGPIPE, so it never kills the process (SIGPIPE is blocked
 /// for the writing thread during the write, and the one it raised is consumed). Opening for writing
-/// with no reader present waits for one (``openForWriting(path:)``, with a timeout, `async`) or
+/// with no reader present waits for one (``openForWriting(path:timeout:)``, or its blocking form) or
 /// throws `disconnected` at once (``tryOpenForWriting(path:)``). A read returns the empty array at
 /// end of stream: when every writer has closed (or died) after at least one opened; before any
 /// writer opens, a read waits.
@@ -26,10 +27,11 @@ import InterprocessSystem
 /// Writes of up to 4096 bytes (PIPE_BUF) are atomic: with several writers, each such write comes out
 /// whole. Longer writes may interleave with other writers'.
 ///
-/// Every read and write comes blocking, `try…` (never waits), with a timeout, and `async` (parks no
-/// thread: one process-wide thread polls every waiting descriptor; honours cancellation). Opening for
-/// writing has no descriptor to wait on until a reader exists, so its timed and `async` forms poll
-/// with a growing pause (up to 10 ms).
+/// Every read and write comes `async` (``read(upTo:timeout:)``: parks no thread — one process-wide
+/// thread polls every waiting descriptor — and honours cancellation), blocking
+/// (``blockingRead(upTo:timeout:)``: unavailable in async code) and `try…` (never waits), with an
+/// optional timeout. Opening for writing has no descriptor to wait on until a reader exists, so it
+/// polls with a growing pause (up to 10 ms).
 ///
 /// A `NamedPipe` is `Sendable`; its reads (and its writes) should come from one task or thread at a
 /// time, since each returns whatever bytes are there.
@@ -38,7 +40,7 @@ public final class NamedPipe: Sendable {
     public enum Direction: Sendable, Hashable {
         /// The reading end (``openForReading(path:)``).
         case reading
-        /// The writing end (``openForWriting(path:)`` and its other forms).
+        /// The writing end (``openForWriting(path:timeout:)`` and its other forms).
         case writing
     }
 
@@ -65,9 +67,7 @@ public final class NamedPipe: Sendable {
     /// - Throws: `alreadyExists` if anything is at `path`; `notFound` if its directory does not exist.
     public static func create(path: String, permissions: FilePermissions = .ownerReadWrite) throws(InterprocessError) {
         try checkPath(path)
-        do { try LocalPath.makeFIFO(path, permissions: permissions) } catch {
-            throw localFailure(error, name: path, default: .createFailed)
-        }
+        try perform(.makeFIFO, name: path) { () throws(Errno) in try LocalPath.makeFIFO(path, permissions: permissions) }
     }
 
     /// Creates a FIFO named `name` in the per-user runtime directory (see ``LocalObjects``) and
@@ -87,12 +87,11 @@ public final class NamedPipe: Sendable {
     /// Removes the FIFO at `path`. Open ends keep working; new opens fail with `notFound`.
     /// - Throws: `notFound`; `incompatible` if `path` is not a FIFO (nothing else is ever removed).
     public static func remove(path: String) throws(InterprocessError) {
-        let status: FileStatus
-        do { status = try LocalPath.status(path) } catch { throw localFailure(error, name: path, default: .statFailed) }
+        let status = try perform(.statPath, name: path) { () throws(Errno) in try LocalPath.status(path) }
         guard status.isFIFO else {
             throw InterprocessError(.incompatible, objectName: path, detail: "not a FIFO; only a FIFO is removed")
         }
-        do { try LocalPath.unlink(path) } catch { throw localFailure(error, name: path, default: .systemError) }
+        try perform(.unlinkPath, name: path) { () throws(Errno) in try LocalPath.unlink(path) }
     }
 
     /// Whether a FIFO is at `path`.
@@ -119,49 +118,39 @@ public final class NamedPipe: Sendable {
         return pipe
     }
 
-    /// Opens the writing end, waiting as long as it takes for a process to open it for reading.
-    @available(*, noasync, message: "use the async form")
-    public static func openForWriting(path: String) throws(InterprocessError) -> NamedPipe {
-        try openForWritingBlocking(path: path, deadline: .max, timeout: nil)
-    }
-
-    /// Opens the writing end, waiting at most `timeout` for a process to open it for reading.
-    /// - Throws: `timedOut` when nobody opened it for reading in time.
-    @available(*, noasync, message: "use the async form")
-    public static func openForWriting(path: String, timeout: Duration) throws(InterprocessError) -> NamedPipe {
-        try openForWritingBlocking(path: path, deadline: Clock.deadline(after: timeout), timeout: timeout)
-    }
-
-    /// Opens the writing end without blocking a thread, waiting as long as it takes for a reader.
-    /// - Throws: `cancelled` when the task is cancelled.
-    public static func openForWriting(path: String) async throws(InterprocessError) -> NamedPipe {
-        try await openForWritingAsync(path: path, deadline: .max, timeout: nil)
-    }
-
-    /// Opens the writing end without blocking a thread, waiting at most `timeout` for a reader.
-    /// - Throws: `cancelled`, `timedOut`.
-    public static func openForWriting(path: String, timeout: Duration) async throws(InterprocessError) -> NamedPipe {
-        try await openForWritingAsync(path: path, deadline: Clock.deadline(after: timeout), timeout: timeout)
-    }
-
-    @available(*, noasync)
-    private static func openForWritingBlocking(path: String, deadline: UInt64, timeout: Duration?) throws(InterprocessError) -> NamedPipe {
+    /// Opens the writing end, suspending the task (no thread blocks) until a process opens the pipe
+    /// for reading, for at most `timeout` (nil: as long as it takes).
+    /// - Throws: `timedOut` when nobody opened it for reading in time, `cancelled`; `notFound`,
+    ///   `permissionDenied`, `incompatible` (not a FIFO).
+    public static func openForWriting(path: String, timeout: Duration? = nil) async throws(InterprocessError) -> NamedPipe {
+        let deadline = Deadline(after: timeout)
         var backoff = Backoff()
         while true {
-            if let pipe = try open(path: path, direction: .writing) { return pipe }
-            if Clock.monotonicNanoseconds() >= deadline { throw noReaderInTime(path, timeout) }
+            if Task.isCancelled { throw InterprocessError(.cancelled, objectName: path, detail: "the task was cancelled") }
+            if let pipe = try openForWritingAttempt(path: path, deadline: deadline, timeout: timeout) { return pipe }
+            try await backoff.sleepAsync(before: deadline, name: path)
+        }
+    }
+
+    /// Opens the writing end, blocking the calling thread until a process opens the pipe for reading,
+    /// for at most `timeout` (nil: as long as it takes). The blocking form of
+    /// ``openForWriting(path:timeout:)``.
+    @available(*, noasync, message: "use the async openForWriting(path:timeout:) in async code")
+    public static func blockingOpenForWriting(path: String, timeout: Duration? = nil) throws(InterprocessError) -> NamedPipe {
+        let deadline = Deadline(after: timeout)
+        var backoff = Backoff()
+        while true {
+            if let pipe = try openForWritingAttempt(path: path, deadline: deadline, timeout: timeout) { return pipe }
             backoff.sleep(before: deadline)
         }
     }
 
-    private static func openForWritingAsync(path: String, deadline: UInt64, timeout: Duration?) async throws(InterprocessError) -> NamedPipe {
-        var backoff = Backoff()
-        while true {
-            if Task.isCancelled { throw InterprocessError(.cancelled, objectName: path, detail: "the task was cancelled") }
-            if let pipe = try open(path: path, direction: .writing) { return pipe }
-            if Clock.monotonicNanoseconds() >= deadline { throw noReaderInTime(path, timeout) }
-            try await backoff.sleepAsync(before: deadline, name: path)
-        }
+    /// One round of waiting for a reader: the pipe, or nil to pause and try again; `timedOut` once
+    /// `deadline` has passed.
+    private static func openForWritingAttempt(path: String, deadline: Deadline, timeout: Duration?) throws(InterprocessError) -> NamedPipe? {
+        if let pipe = try open(path: path, direction: .writing) { return pipe }
+        if deadline.hasPassed { throw noReaderInTime(path, timeout) }
+        return nil
     }
 
     /// Opens one end, non-blocking: nil for a writing end that has no reader (ENXIO).
@@ -170,12 +159,10 @@ public final class NamedPipe: Sendable {
         let flags = (direction == .reading ? LocalPath.readOnly : LocalPath.writeOnly) | LocalPath.nonBlockingFlag | LocalPath.noFollowFlag
         let fd: FileDescriptor
         do { fd = try LocalPath.open(path, flags) } catch {
-            if error == .noSuchAddressOrDevice { return nil }
-            if error == .tooManySymbolicLinkLevels {
-                throw InterprocessError(.incompatible, objectName: path, systemError: error, detail: "a symbolic link, not a FIFO")
-            }
-            if error == .isDirectory { throw InterprocessError(.incompatible, objectName: path, systemError: error, detail: "a directory, not a FIFO") }
-            throw localFailure(error, name: path, default: .openFailed)
+            // ENXIO for the writing end of a FIFO: nobody has it open for reading yet. (A socket or
+            // a device gives ENXIO too: that is never a FIFO.)
+            if error == .noSuchAddressOrDevice, direction == .writing, (try? LocalPath.status(path))?.isFIFO == true { return nil }
+            throw InterprocessError(.openFIFO, error, objectName: path)
         }
         guard (try? fd.status())?.isFIFO == true else {
             try? fd.close()
@@ -200,29 +187,20 @@ public final class NamedPipe: Sendable {
 
     // MARK: Reading
 
-    /// Reads what is there (up to `maxCount` bytes), waiting as long as it takes for some.
+    /// Reads what is there (up to `maxCount` bytes), suspending the task (no thread blocks) until
+    /// some bytes arrive, for at most `timeout` (nil: as long as it takes).
     /// - Returns: the bytes; empty at end of stream (every writer closed).
-    @available(*, noasync, message: "use the async form")
-    public func read(upTo maxCount: Int = NamedPipe.defaultReadSize) throws(InterprocessError) -> [UInt8] {
-        try DescriptorIO.blocking(owner, deadline: .max) { fd throws(InterprocessError) in try readAttempt(fd, maxCount) }
+    /// - Throws: `timedOut`, `cancelled` (nothing was read).
+    public func read(upTo maxCount: Int = NamedPipe.defaultReadSize, timeout: Duration? = nil) async throws(InterprocessError) -> [UInt8] {
+        try await DescriptorIO.suspending(owner, deadline: Deadline(after: timeout)) { fd throws(InterprocessError) in try readAttempt(fd, maxCount) }
     }
 
-    /// Reads what is there (up to `maxCount` bytes), waiting at most `timeout` for some.
-    /// - Returns: the bytes; empty at end of stream. - Throws: `timedOut`.
-    @available(*, noasync, message: "use the async form")
-    public func read(upTo maxCount: Int = NamedPipe.defaultReadSize, timeout: Duration) throws(InterprocessError) -> [UInt8] {
-        try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try readAttempt(fd, maxCount) }
-    }
-
-    /// Reads what is there (up to `maxCount` bytes) without blocking a thread.
-    /// - Returns: the bytes; empty at end of stream. - Throws: `cancelled`.
-    public func read(upTo maxCount: Int = NamedPipe.defaultReadSize) async throws(InterprocessError) -> [UInt8] {
-        try await DescriptorIO.suspending(owner, deadline: .max) { fd throws(InterprocessError) in try readAttempt(fd, maxCount) }
-    }
-
-    /// Reads what is there (up to `maxCount` bytes) without blocking a thread, waiting at most `timeout`.
-    public func read(upTo maxCount: Int = NamedPipe.defaultReadSize, timeout: Duration) async throws(InterprocessError) -> [UInt8] {
-        try await DescriptorIO.suspending(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try readAttempt(fd, maxCount) }
+    /// Reads what is there (up to `maxCount` bytes), blocking the calling thread until some bytes
+    /// arrive, for at most `timeout` (nil: as long as it takes). The blocking form of
+    /// ``read(upTo:timeout:)``.
+    @available(*, noasync, message: "use the async read(upTo:timeout:) in async code")
+    public func blockingRead(upTo maxCount: Int = NamedPipe.defaultReadSize, timeout: Duration? = nil) throws(InterprocessError) -> [UInt8] {
+        try DescriptorIO.blocking(owner, deadline: Deadline(after: timeout)) { fd throws(InterprocessError) in try readAttempt(fd, maxCount) }
     }
 
     /// Reads what is there now (up to `maxCount` bytes); never waits.
@@ -241,7 +219,7 @@ public final class NamedPipe: Sendable {
             Result { () throws(Errno) -> Int? in try fd.readAvailable(into: raw) }
         }
         let count: Int?
-        do { count = try result.get() } catch { throw localFailure(error, name: path, default: .systemError) }
+        do { count = try result.get() } catch { throw InterprocessError(.pipeRead, error, objectName: path) }
         guard let count else { return .wait(.readable) }
         if count == 0 {
             // End of file means "no writer": after writers came and went (a hang-up), or before any
@@ -254,34 +232,24 @@ public final class NamedPipe: Sendable {
 
     // MARK: Writing
 
-    /// Writes all of `bytes`, waiting as long as it takes for room.
-    /// - Throws: `disconnected` when no process has the pipe open for reading (no SIGPIPE).
-    @available(*, noasync, message: "use the async form")
-    public func write(_ bytes: some Collection<UInt8>) throws(InterprocessError) {
+    /// Writes all of `bytes`, suspending the task (no thread blocks) while the pipe is full, for at
+    /// most `timeout` (nil: as long as it takes).
+    /// - Throws: `disconnected` when no process has the pipe open for reading (no SIGPIPE);
+    ///   `timedOut`, `cancelled` (some of the bytes may have been written: see ``tryWrite(_:)`` to
+    ///   know how many).
+    public func write(_ bytes: some Collection<UInt8>, timeout: Duration? = nil) async throws(InterprocessError) {
+        let deadline = Deadline(after: timeout)
         var progress = WriteProgress(bytes)
-        try DescriptorIO.blocking(owner, deadline: .max) { fd throws(InterprocessError) in try writeAttempt(fd, &progress) }
+        try await DescriptorIO.suspending(owner, deadline: deadline) { fd throws(InterprocessError) in try writeAttempt(fd, &progress) }
     }
 
-    /// Writes all of `bytes`, waiting at most `timeout` for room.
-    /// - Throws: `disconnected`; `timedOut` (some of the bytes may have been written: see ``tryWrite(_:)``
-    ///   to know how many).
-    @available(*, noasync, message: "use the async form")
-    public func write(_ bytes: some Collection<UInt8>, timeout: Duration) throws(InterprocessError) {
+    /// Writes all of `bytes`, blocking the calling thread while the pipe is full, for at most
+    /// `timeout` (nil: as long as it takes). The blocking form of ``write(_:timeout:)``.
+    @available(*, noasync, message: "use the async write(_:timeout:) in async code")
+    public func blockingWrite(_ bytes: some Collection<UInt8>, timeout: Duration? = nil) throws(InterprocessError) {
+        let deadline = Deadline(after: timeout)
         var progress = WriteProgress(bytes)
-        try DescriptorIO.blocking(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try writeAttempt(fd, &progress) }
-    }
-
-    /// Writes all of `bytes` without blocking a thread.
-    /// - Throws: `disconnected`, `cancelled` (some of the bytes may have been written).
-    public func write(_ bytes: some Collection<UInt8>) async throws(InterprocessError) {
-        var progress = WriteProgress(bytes)
-        try await DescriptorIO.suspending(owner, deadline: .max) { fd throws(InterprocessError) in try writeAttempt(fd, &progress) }
-    }
-
-    /// Writes all of `bytes` without blocking a thread, waiting at most `timeout` for room.
-    public func write(_ bytes: some Collection<UInt8>, timeout: Duration) async throws(InterprocessError) {
-        var progress = WriteProgress(bytes)
-        try await DescriptorIO.suspending(owner, deadline: Clock.deadline(after: timeout)) { fd throws(InterprocessError) in try writeAttempt(fd, &progress) }
+        try DescriptorIO.blocking(owner, deadline: deadline) { fd throws(InterprocessError) in try writeAttempt(fd, &progress) }
     }
 
     /// Writes what fits now; never waits. Up to 4096 bytes are written whole or not at all.
@@ -309,12 +277,7 @@ public final class NamedPipe: Sendable {
                 Result { () throws(Errno) -> Int? in try fd.writeAvailable(UnsafeRawBufferPointer(rebasing: raw[done...])) }
             }
             let count: Int?
-            do { count = try result.get() } catch {
-                if error == .brokenPipe {
-                    throw InterprocessError(.disconnected, objectName: path, systemError: error, detail: "no process has the pipe open for reading any more")
-                }
-                throw localFailure(error, name: path, default: .systemError)
-            }
+            do { count = try result.get() } catch { throw InterprocessError(.pipeWrite, error, objectName: path) }
             guard let count else { return once ? .done(()) : .wait(.writable) }
             progress.done += count
         }

@@ -8,10 +8,10 @@ import InterprocessSystem
 /// // Process A
 /// let segment = try SharedMemory.anonymous(size: 1 << 20)
 /// try segment.write("frame 1")
-/// try connection.send(segment)
+/// try await connection.send(segment)
 ///
 /// // Process B
-/// let segment = try connection.receiveSegment(timeout: .seconds(5))
+/// let segment = try await connection.receiveSegment(timeout: .seconds(5))   // or blockingReceiveSegment
 /// let text = try segment.readString()                  // "frame 1": the same memory
 /// ```
 ///
@@ -40,31 +40,28 @@ extension SharedMemory {
             throw InterprocessError(.invalidSize, objectName: nil, detail: "a segment holds 1 to \(SegmentHandle.maximumPayloadSize) bytes, not \(size)")
         }
         let total = SegmentHeader.size + size
-        let fd: FileDescriptor
-        do { fd = try MemoryFile.create(label: "interprocess") } catch {
-            throw InterprocessError(.createFailed, objectName: nil, systemError: error, detail: "could not create an anonymous memory file")
+        let fd = try perform(.createMemoryFile, name: nil, detail: "could not create an anonymous memory file") { () throws(Errno) in
+            try MemoryFile.create(label: "interprocess")
         }
-        do {
+        do throws(InterprocessError) {
             let page = UnsafeMutableRawBufferPointer.allocate(byteCount: SegmentHeader.size, alignment: 64)
             defer { page.deallocate() }
             let header = SegmentHeader(page.baseAddress!)
             header.initialize(name: "", kind: .raw, lifetime: .whileReferenced, payloadSize: size)
             header.stateWord.pointee.store(SegmentState.ready.rawValue, ordering: .relaxed)
-            try fd.write(UnsafeRawBufferPointer(page), at: 0)
-            try fd.truncate(to: Int64(total))
-            try fd.reserve(bytes: Int64(total))
-            try MemoryFile.addSeals(fd, [.shrink, .grow, .seal])
-            let mapping = try MemoryMapping(fd: fd, length: total)
+            try perform(.writeHeader, name: nil) { () throws(Errno) in try fd.write(UnsafeRawBufferPointer(page), at: 0) }
+            try perform(.resize, name: nil, detail: "\(total) bytes") { () throws(Errno) in try fd.truncate(to: Int64(total)) }
+            try perform(.reserve, name: nil, detail: "could not reserve \(total) bytes", otherwise: .createFailed) { () throws(Errno) in
+                try fd.reserve(bytes: Int64(total))
+            }
+            try perform(.seal, name: nil) { () throws(Errno) in try MemoryFile.addSeals(fd, [.shrink, .grow, .seal]) }
+            let mapping = try perform(.map, name: nil, detail: "could not map \(total) bytes", otherwise: .createFailed) { () throws(Errno) in
+                try MemoryMapping(fd: fd, length: total)
+            }
             return SharedMemory(handle: .anonymous(fd: fd, payloadSize: size, mapping: mapping))
         } catch {
             try? fd.close()
-            if error == .noSpace || error == .noMemory {
-                throw InterprocessError(.outOfMemory, objectName: nil, systemError: error, detail: "could not reserve \(total) bytes")
-            }
-            if error == .fileTooLarge || error == .invalidArgument {
-                throw InterprocessError(.invalidSize, objectName: nil, systemError: error, detail: "\(total) bytes")
-            }
-            throw InterprocessError(.createFailed, objectName: nil, systemError: error)
+            throw error
         }
     }
 
@@ -86,17 +83,13 @@ extension SharedMemory {
 
     private static func adoptChecked(_ fd: FileDescriptor) throws(InterprocessError) -> SharedMemory {
         let label = "(anonymous)"
-        let status: FileStatus
-        do { status = try fd.status() } catch { throw InterprocessError(.statFailed, objectName: label, systemError: error) }
+        let status = try perform(.adoptDescriptor, name: label) { () throws(Errno) in try fd.status() }
         guard status.isRegularFile else {
             throw InterprocessError(.incompatible, objectName: label, detail: "the descriptor is not a memory file")
         }
         // Only a file that nobody can shrink is safe to map: a peer could otherwise truncate it
         // under this process's mapping (SIGBUS).
-        let seals: MemoryFile.Seals
-        do { seals = try MemoryFile.seals(fd) } catch {
-            throw InterprocessError(.incompatible, objectName: label, systemError: error, detail: "not a sealable memory file (a named file could be truncated under the mapping)")
-        }
+        let seals = try perform(.readSeals, name: label) { () throws(Errno) in try MemoryFile.seals(fd) }
         guard seals.contains(.shrink) else {
             throw InterprocessError(.incompatible, objectName: label, detail: "the memory file is not sealed against shrinking")
         }
@@ -111,25 +104,20 @@ extension SharedMemory {
         }
         let payloadSize = Int(header.pointer.pointee.payload_size)
         do { try fd.reserve(bytes: status.size) } catch {
-            if error == .noSpace || error == .noMemory {
-                throw InterprocessError(.outOfMemory, objectName: label, systemError: error, detail: "could not reserve its \(status.size) bytes")
-            }
             // A grow seal refuses even a reservation within the size on some kernels: the pages of a
             // sealed file that the sender reserved are there already.
-            if error != .notPermitted { throw InterprocessError(.openFailed, objectName: label, systemError: error) }
-        }
-        let mapping: MemoryMapping
-        do { mapping = try MemoryMapping(fd: fd, length: Int(status.size)) } catch {
-            if error == .notPermitted || error == .permissionDenied {
-                throw InterprocessError(.permissionDenied, objectName: label, systemError: error, detail: "it cannot be mapped writable (sealed against writes?)")
+            if error != .notPermitted {
+                throw InterprocessError(.reserve, error, objectName: label, detail: "could not reserve its \(status.size) bytes")
             }
-            throw InterprocessError(.openFailed, objectName: label, systemError: error, detail: "could not map \(status.size) bytes")
+        }
+        let mapping = try perform(.map, name: label, detail: "could not map \(status.size) bytes") { () throws(Errno) in
+            try MemoryMapping(fd: fd, length: Int(status.size))
         }
         return SharedMemory(handle: .anonymous(fd: fd, payloadSize: payloadSize, mapping: mapping))
     }
 
     /// A new descriptor (close-on-exec) for this segment's memory, to hand to another process by
-    /// other means than ``LocalSocket/send(_:)-(SharedMemory)``. Anonymous segments only; the caller
+    /// other means than ``LocalSocket/send(_:timeout:)``. Anonymous segments only; the caller
     /// owns the descriptor.
     public func duplicateDescriptor() throws(InterprocessError) -> FileDescriptor {
         guard isAnonymous else {
@@ -143,51 +131,40 @@ extension SharedMemory {
 let segmentMessageTag = Array("IPCSEGMT-ANON".utf8)
 
 extension LocalSocket {
-    /// Hands `segment` (an anonymous one) to the peer, which receives it with ``receiveSegment()``.
-    /// This process keeps its own handle: both see the same memory.
-    @available(*, noasync, message: "use the async form")
-    public func send(_ segment: SharedMemory) throws(InterprocessError) {
+    /// Hands `segment` (an anonymous one) to the peer, which receives it with
+    /// ``receiveSegment(timeout:)``, suspending the task (no thread blocks) while the socket has no
+    /// room, for at most `timeout` (nil: as long as it takes). This process keeps its own handle: both
+    /// see the same memory.
+    public func send(_ segment: SharedMemory, timeout: Duration? = nil) async throws(InterprocessError) {
+        let deadline = Deadline(after: timeout)
         let fd = try segment.duplicateDescriptor()
         defer { try? fd.close() }
-        try send(segmentMessageTag, descriptors: [fd])
+        try await send(segmentMessageTag, descriptors: [fd], until: deadline)
     }
 
-    /// Hands `segment` to the peer, waiting at most `timeout` for room.
-    @available(*, noasync, message: "use the async form")
-    public func send(_ segment: SharedMemory, timeout: Duration) throws(InterprocessError) {
+    /// Hands `segment` to the peer, blocking the calling thread while the socket has no room. The
+    /// blocking form of ``send(_:timeout:)``.
+    @available(*, noasync, message: "use the async send(_:timeout:) in async code")
+    public func blockingSend(_ segment: SharedMemory, timeout: Duration? = nil) throws(InterprocessError) {
+        let deadline = Deadline(after: timeout)
         let fd = try segment.duplicateDescriptor()
         defer { try? fd.close() }
-        try send(segmentMessageTag, descriptors: [fd], timeout: timeout)
+        try blockingSend(segmentMessageTag, descriptors: [fd], until: deadline)
     }
 
-    /// Hands `segment` to the peer without blocking a thread.
-    public func send(_ segment: SharedMemory) async throws(InterprocessError) {
-        let fd = try segment.duplicateDescriptor()
-        defer { try? fd.close() }
-        try await send(segmentMessageTag, descriptors: [fd])
-    }
-
-    /// Receives a segment that the peer sent with ``send(_:)-(SharedMemory)``, waiting as long as it
-    /// takes. - Throws: `incompatible` if the next message is not a segment (it is then dropped).
-    @available(*, noasync, message: "use the async form")
-    public func receiveSegment() throws(InterprocessError) -> SharedMemory {
-        try Self.segment(from: receive(), name: name)
-    }
-
-    /// Receives a segment, waiting at most `timeout`.
-    @available(*, noasync, message: "use the async form")
-    public func receiveSegment(timeout: Duration) throws(InterprocessError) -> SharedMemory {
-        try Self.segment(from: receive(timeout: timeout), name: name)
-    }
-
-    /// Receives a segment without blocking a thread.
-    public func receiveSegment() async throws(InterprocessError) -> SharedMemory {
-        try Self.segment(from: await receive(), name: name)
-    }
-
-    /// Receives a segment without blocking a thread, waiting at most `timeout`.
-    public func receiveSegment(timeout: Duration) async throws(InterprocessError) -> SharedMemory {
+    /// Receives a segment that the peer sent with ``send(_:timeout:)``, suspending the task (no thread
+    /// blocks), for at most `timeout` (nil: as long as it takes).
+    /// - Throws: `incompatible` if the next message is not a segment (it is then dropped); as
+    ///   ``receive(timeout:)``.
+    public func receiveSegment(timeout: Duration? = nil) async throws(InterprocessError) -> SharedMemory {
         try Self.segment(from: await receive(timeout: timeout), name: name)
+    }
+
+    /// Receives a segment, blocking the calling thread. The blocking form of
+    /// ``receiveSegment(timeout:)``.
+    @available(*, noasync, message: "use the async receiveSegment(timeout:) in async code")
+    public func blockingReceiveSegment(timeout: Duration? = nil) throws(InterprocessError) -> SharedMemory {
+        try Self.segment(from: blockingReceive(timeout: timeout), name: name)
     }
 
     /// Receives a segment if a whole message is there; never waits.

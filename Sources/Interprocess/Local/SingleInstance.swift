@@ -10,7 +10,7 @@ import Synchronization
 /// arguments to it and step aside.
 ///
 /// ```swift
-/// switch try SingleInstance.acquire(name: "com.example.editor") {
+/// switch try await SingleInstance.acquire(name: "com.example.editor") {   // or blockingAcquire
 /// case .secondary:
 ///     exit(0)                                  // the running editor has our arguments
 /// case .primary(let instance):
@@ -94,7 +94,8 @@ public final class SingleInstance: Sendable {
 
     deinit { close() }
 
-    /// Becomes the primary instance of `name`, or hands `arguments` to the running primary.
+    /// Becomes the primary instance of `name`, or hands `arguments` to the running primary. No
+    /// thread is blocked while it waits for the primary's acknowledgement.
     ///
     /// - Parameters:
     ///   - name: the application's name (1 to 255 bytes, no '/'); per user.
@@ -102,38 +103,39 @@ public final class SingleInstance: Sendable {
     ///     program's path).
     ///   - timeout: how long to wait for a primary that is starting up or busy to acknowledge.
     /// - Throws: `timedOut` if no primary acknowledged in time and none could be become;
-    ///   `invalidName`, `permissionDenied` (the runtime directory is not safe).
-    @available(*, noasync, message: "use the async form")
-    public static func acquire(
-        name: String, arguments: [String] = Array(CommandLine.arguments.dropFirst()), timeout: Duration = .seconds(10)
-    ) throws(InterprocessError) -> Role {
-        let path = try LocalDirectory.path(for: name, suffix: LocalDirectory.instanceSuffix)
-        let deadline = Clock.deadline(after: timeout)
-        let payload = try encodeLaunch(arguments, name: name)
-        var backoff = Backoff(first: 200_000, limit: 20_000_000)
-        var last: InterprocessError?
-        while true {
-            if let role = try attempt(name: name, path: path, payload: payload, deadline: deadline, last: &last) { return role }
-            if Clock.monotonicNanoseconds() >= deadline { throw gaveUp(name, last) }
-            backoff.sleep(before: deadline)
-        }
-    }
-
-    /// The `async` form of ``acquire(name:arguments:timeout:)``: no thread is blocked while it waits
-    /// for the primary's acknowledgement. - Throws: also `cancelled`.
+    ///   `cancelled`; `invalidName`, `permissionDenied` (the runtime directory is not safe).
     public static func acquire(
         name: String, arguments: [String] = Array(CommandLine.arguments.dropFirst()), timeout: Duration = .seconds(10)
     ) async throws(InterprocessError) -> Role {
+        let deadline = Deadline(after: timeout)
         let path = try LocalDirectory.path(for: name, suffix: LocalDirectory.instanceSuffix)
-        let deadline = Clock.deadline(after: timeout)
         let payload = try encodeLaunch(arguments, name: name)
         var backoff = Backoff(first: 200_000, limit: 20_000_000)
         var last: InterprocessError?
         while true {
             if Task.isCancelled { throw InterprocessError(.cancelled, objectName: name, detail: "the task was cancelled") }
-            if let role = try await attemptAsync(name: name, path: path, payload: payload, deadline: deadline, last: &last) { return role }
-            if Clock.monotonicNanoseconds() >= deadline { throw gaveUp(name, last) }
+            if let role = try await attempt(name: name, path: path, payload: payload, deadline: deadline, last: &last) { return role }
+            if deadline.hasPassed { throw gaveUp(name, last) }
             try await backoff.sleepAsync(before: deadline, name: name)
+        }
+    }
+
+    /// Becomes the primary instance of `name`, or hands `arguments` to the running primary, blocking
+    /// the calling thread while it waits. The blocking form of
+    /// ``acquire(name:arguments:timeout:)``.
+    @available(*, noasync, message: "use the async acquire(name:arguments:timeout:) in async code")
+    public static func blockingAcquire(
+        name: String, arguments: [String] = Array(CommandLine.arguments.dropFirst()), timeout: Duration = .seconds(10)
+    ) throws(InterprocessError) -> Role {
+        let deadline = Deadline(after: timeout)
+        let path = try LocalDirectory.path(for: name, suffix: LocalDirectory.instanceSuffix)
+        let payload = try encodeLaunch(arguments, name: name)
+        var backoff = Backoff(first: 200_000, limit: 20_000_000)
+        var last: InterprocessError?
+        while true {
+            if let role = try blockingAttempt(name: name, path: path, payload: payload, deadline: deadline, last: &last) { return role }
+            if deadline.hasPassed { throw gaveUp(name, last) }
+            backoff.sleep(before: deadline)
         }
     }
 
@@ -153,20 +155,16 @@ public final class SingleInstance: Sendable {
 
     /// One round: become primary, or reach the primary. Nil when neither worked now (a primary
     /// starting up, or one that just died): try again.
-    @available(*, noasync)
     private static func attempt(
-        name: String, path: String, payload: [UInt8], deadline: UInt64, last: inout InterprocessError?
-    ) throws(InterprocessError) -> Role? {
+        name: String, path: String, payload: [UInt8], deadline: Deadline, last: inout InterprocessError?
+    ) async throws(InterprocessError) -> Role? {
         if let instance = try becomePrimary(name: name, path: path) { return .primary(instance) }
         do {
             let socket = try LocalSocket.tryConnect(path: path)
             defer { socket.close() }
-            let remaining = Duration.nanoseconds(Int64(clamping: max(deadline &- Clock.monotonicNanoseconds(), 1_000_000)))
-            try socket.send(payload, timeout: remaining)
-            let reply = try socket.receive(timeout: remaining)
-            if reply.bytes == acknowledgement { return .secondary(primary: socket.peer) }
-            reply.closeDescriptors()
-            last = InterprocessError(.incompatible, objectName: name, detail: "the primary answered something else than an acknowledgement")
+            try await socket.send(payload, until: deadline)
+            let reply = try await socket.receive(until: deadline)
+            return try acknowledged(reply, by: socket, name: name)
         } catch {
             guard retryable(error) else { throw error }
             last = error
@@ -174,24 +172,30 @@ public final class SingleInstance: Sendable {
         return nil
     }
 
-    private static func attemptAsync(
-        name: String, path: String, payload: [UInt8], deadline: UInt64, last: inout InterprocessError?
-    ) async throws(InterprocessError) -> Role? {
+    /// The blocking form of ``attempt(name:path:payload:deadline:last:)``.
+    @available(*, noasync)
+    private static func blockingAttempt(
+        name: String, path: String, payload: [UInt8], deadline: Deadline, last: inout InterprocessError?
+    ) throws(InterprocessError) -> Role? {
         if let instance = try becomePrimary(name: name, path: path) { return .primary(instance) }
         do {
             let socket = try LocalSocket.tryConnect(path: path)
             defer { socket.close() }
-            let remaining = Duration.nanoseconds(Int64(clamping: max(deadline &- Clock.monotonicNanoseconds(), 1_000_000)))
-            try await socket.send(payload, timeout: remaining)
-            let reply = try await socket.receive(timeout: remaining)
-            if reply.bytes == acknowledgement { return .secondary(primary: socket.peer) }
-            reply.closeDescriptors()
-            last = InterprocessError(.incompatible, objectName: name, detail: "the primary answered something else than an acknowledgement")
+            try socket.blockingSend(payload, until: deadline)
+            let reply = try socket.blockingReceive(until: deadline)
+            return try acknowledged(reply, by: socket, name: name)
         } catch {
             guard retryable(error) else { throw error }
             last = error
         }
         return nil
+    }
+
+    /// The secondary role if `reply` is the primary's acknowledgement; `incompatible` otherwise.
+    private static func acknowledged(_ reply: LocalMessage, by socket: LocalSocket, name: String) throws(InterprocessError) -> Role {
+        if reply.bytes == acknowledgement { return .secondary(primary: socket.peer) }
+        reply.closeDescriptors()
+        throw InterprocessError(.incompatible, objectName: name, detail: "the primary answered something else than an acknowledgement")
     }
 
     /// Errors that mean "the primary is starting up, busy, or just died": try again.
@@ -220,17 +224,16 @@ public final class SingleInstance: Sendable {
     }
 
     private static func encodeLaunch(_ arguments: [String], name: String) throws(InterprocessError) -> [UInt8] {
+        let bytes: [UInt8]
         do {
-            let bytes = Array(try JSONEncoder().encode(LaunchMessage(arguments: arguments, workingDirectory: LocalPath.currentDirectory ?? "")))
-            guard bytes.count <= maximumLaunchSize else {
-                throw InterprocessError(.invalidSize, objectName: name, detail: "the arguments take \(bytes.count) bytes; at most \(maximumLaunchSize) are handed over")
-            }
-            return bytes
-        } catch let error as InterprocessError {
-            throw error
+            bytes = Array(try JSONEncoder().encode(LaunchMessage(arguments: arguments, workingDirectory: LocalPath.currentDirectory ?? "")))
         } catch {
             throw InterprocessError(.encodingFailed, objectName: name, detail: "\(error)")
         }
+        guard bytes.count <= maximumLaunchSize else {
+            throw InterprocessError(.invalidSize, objectName: name, detail: "the arguments take \(bytes.count) bytes; at most \(maximumLaunchSize) are handed over")
+        }
+        return bytes
     }
 
     // MARK: Primary side

@@ -88,21 +88,19 @@ final class SocketFile: Sendable {
     private static func takeLock(path: String) throws(InterprocessError) -> FileDescriptor {
         let lockPath = path + LocalDirectory.lockSuffix
         for _ in 0..<32 {
-            let fd: FileDescriptor
-            do {
-                fd = try LocalPath.open(lockPath, LocalPath.readWrite | LocalPath.createFlag | LocalPath.noFollowFlag | LocalPath.nonBlockingFlag)
-            } catch {
-                throw localFailure(error, name: lockPath, default: .createFailed, detail: "could not open the socket's lock file")
+            let fd = try perform(.openLockFile, name: lockPath, detail: "could not open the socket's lock file") { () throws(Errno) in
+                try LocalPath.open(lockPath, LocalPath.readWrite | LocalPath.createFlag | LocalPath.noFollowFlag | LocalPath.nonBlockingFlag)
             }
-            do {
-                let status = try fd.status()
+            do throws(InterprocessError) {
+                let status = try perform(.status, name: lockPath) { () throws(Errno) in try fd.status() }
                 guard status.isRegularFile, status.owner == ProcessIdentity.effectiveUserID else {
-                    try? fd.close()
                     throw InterprocessError(.permissionDenied, objectName: lockPath, detail: "the socket's lock file is not a regular file of this user")
                 }
-                guard try InterprocessSystem.FileLock.tryLock(fd, byte: 0, .exclusive) else {
+                let locked = try perform(.lockFile, name: lockPath) { () throws(Errno) in
+                    try InterprocessSystem.FileLock.tryLock(fd, byte: 0, .exclusive)
+                }
+                guard locked else {
                     let owner = ownerPID(fd)
-                    try? fd.close()
                     throw InterprocessError(.alreadyExists, objectName: path,
                         detail: "a live server\(owner.map { " (pid \($0))" } ?? "") listens there")
                 }
@@ -111,11 +109,9 @@ final class SocketFile: Sendable {
                     return fd
                 }
                 try? fd.close()
-            } catch let error as Errno {
-                try? fd.close()
-                throw localFailure(error, name: lockPath, default: .systemError)
             } catch {
-                throw error as! InterprocessError
+                try? fd.close()
+                throw error
             }
         }
         throw InterprocessError(.createFailed, objectName: path, detail: "its lock file kept being removed and re-created")
@@ -125,7 +121,7 @@ final class SocketFile: Sendable {
         let status: FileStatus
         do { status = try LocalPath.status(path) } catch {
             if error == .noSuchFileOrDirectory { return }
-            throw localFailure(error, name: path, default: .statFailed)
+            throw InterprocessError(.statPath, error, objectName: path)
         }
         guard status.isSocket else {
             throw InterprocessError(.alreadyExists, objectName: path, detail: "something that is not a socket is there; it is never replaced")
@@ -135,40 +131,36 @@ final class SocketFile: Sendable {
         case .refused:
             // Stale: a file left by a server that is gone.
             do { try LocalPath.unlink(path) } catch {
-                if error != .noSuchFileOrDirectory { throw localFailure(error, name: path, default: .systemError, detail: "could not remove a stale socket file") }
+                if error != .noSuchFileOrDirectory { throw InterprocessError(.unlinkPath, error, objectName: path, detail: "could not remove a stale socket file") }
             }
         case .answered:
             throw InterprocessError(.alreadyExists, objectName: path, detail: "a live server listens there")
-        case .unknown(let error):
-            throw localFailure(error, name: path, default: .openFailed, detail: "could not tell whether a server listens there")
+        case .unknown(let operation, let error):
+            throw InterprocessError(operation, error, objectName: path, detail: "could not tell whether a server listens there")
         }
     }
 
     private static func bind(
         _ path: String, kind: UnixSocket.Kind, permissions: FilePermissions, prepare: (FileDescriptor) throws(Errno) -> Void
     ) throws(InterprocessError) -> (FileDescriptor, FileStatus) {
-        let socket: FileDescriptor
-        do { socket = try UnixSocket.make(kind) } catch { throw localFailure(error, name: path, default: .createFailed) }
+        let socket = try perform(.socket, name: path) { () throws(Errno) in try UnixSocket.make(kind) }
         // Linux creates the file with the socket's mode less the umask: never wider than asked.
         try? socket.setPermissions(permissions)
         do throws(Errno) {
             try UnixSocket.bind(socket, to: UnixSocket.address(path: path)!)
         } catch {
             try? socket.close()
-            if error == .addressInUse {
-                throw InterprocessError(.alreadyExists, objectName: path, systemError: error, detail: "another socket appeared there meanwhile")
-            }
-            throw localFailure(error, name: path, default: .createFailed)
+            throw InterprocessError(.bind, error, objectName: path)
         }
-        do throws(Errno) {
-            let status = try LocalPath.status(path)
-            try LocalPath.setPermissions(path, permissions)
-            try prepare(socket)
+        do throws(InterprocessError) {
+            let status = try perform(.statPath, name: path, otherwise: .createFailed) { () throws(Errno) in try LocalPath.status(path) }
+            try perform(.setPermissions, name: path) { () throws(Errno) in try LocalPath.setPermissions(path, permissions) }
+            try perform(.listen, name: path) { () throws(Errno) in try prepare(socket) }
             return (socket, status)
         } catch {
             if let status = try? LocalPath.status(path), status.isSocket { try? LocalPath.unlink(path) }
             try? socket.close()
-            throw localFailure(error, name: path, default: .createFailed)
+            throw error
         }
     }
 
@@ -188,13 +180,16 @@ final class SocketFile: Sendable {
         case refused
         /// No file.
         case gone
-        /// Cannot tell (e.g. no permission).
-        case unknown(Errno)
+        /// Cannot tell (e.g. no permission, or no descriptor left for the probing socket): the
+        /// operation that failed, and its errno.
+        case unknown(SystemOperation, Errno)
     }
 
     /// Connects to `path` and hangs up at once. A live server sees a connection that ends at once.
     static func probe(path: String, kind: UnixSocket.Kind) -> Probe {
-        guard let address = UnixSocket.address(path: path), let fd = try? UnixSocket.make(kind) else { return .unknown(.invalidArgument) }
+        guard let address = UnixSocket.address(path: path) else { return .unknown(.connectStream, .invalidArgument) } // an invalid path
+        let fd: FileDescriptor
+        do { fd = try UnixSocket.make(kind) } catch { return .unknown(.socket, error) }
         defer { try? fd.close() }
         do throws(Errno) {
             try UnixSocket.connect(fd, to: address)
@@ -204,7 +199,7 @@ final class SocketFile: Sendable {
             case Errno.connectionRefused: return .refused
             case Errno.noSuchFileOrDirectory: return .gone
             case Errno.resourceTemporarilyUnavailable, Errno.protocolWrongTypeForSocket, Errno.nowInProgress: return .answered
-            default: return .unknown(error)
+            default: return .unknown(.connectStream, error)
             }
         }
     }

@@ -89,12 +89,12 @@ final class SegmentHandle: Sendable {
             guard let fd = registration?.fd else {
                 return .failure(InterprocessError(.closed, objectName: name, detail: "the handle was closed"))
             }
-            do throws(Errno) {
-                return .success(try OwnerLease.acquire(file: fd) { () throws(Errno) in
-                    try SharedMemoryObject.open(osName, create: false, exclusive: false)
-                })
-            } catch {
-                return .failure(InterprocessError(.openFailed, objectName: name, systemError: error))
+            return Result { () throws(InterprocessError) in
+                try perform(.leaseSegment, name: name) { () throws(Errno) in
+                    try OwnerLease.acquire(file: fd) { () throws(Errno) in
+                        try SharedMemoryObject.open(osName, create: false, exclusive: false)
+                    }
+                }
             }
         }
         return try result.get()
@@ -167,8 +167,8 @@ extension SegmentHandle {
     func duplicateDescriptor() throws(InterprocessError) -> FileDescriptor {
         let result = registration.withLock { state -> Result<FileDescriptor, InterprocessError> in
             guard let fd = state?.fd else { return .failure(InterprocessError(.closed, objectName: name, detail: "the handle was closed")) }
-            do throws(Errno) { return .success(try fd.duplicateCloseOnExec()) } catch {
-                return .failure(InterprocessError(.systemError, objectName: name, systemError: error, detail: "could not duplicate its descriptor"))
+            return Result { () throws(InterprocessError) in
+                try perform(.duplicate, name: name, detail: "could not duplicate its descriptor") { () throws(Errno) in try fd.duplicateCloseOnExec() }
             }
         }
         return try result.get()
@@ -195,9 +195,8 @@ extension SegmentHandle {
         if let free = SharedMemoryObject.availableBytes(), UInt64(total) > free {
             throw InterprocessError(.outOfMemory, objectName: name, detail: "needs \(total) bytes; the shared memory file system has \(free) free")
         }
-        let fd: FileDescriptor
-        do { fd = try SharedMemoryObject.createUnnamed(permissions: permissions) } catch {
-            throw systemFailure(error, name: name, default: .createFailed)
+        let fd = try perform(.createSegment, name: name) { () throws(Errno) in
+            try SharedMemoryObject.createUnnamed(permissions: permissions)
         }
         let handle: SegmentHandle
         do throws(InterprocessError) {
@@ -217,8 +216,7 @@ extension SegmentHandle {
             } catch {
                 if error == .fileExists, try sweepIfAbandoned(name: name, osName: osName) { continue }
                 handle.discardUnnamed()
-                if error == .fileExists { throw InterprocessError(.alreadyExists, objectName: name, systemError: error) }
-                throw systemFailure(error, name: name, default: .createFailed)
+                throw InterprocessError(.linkSegment, error, objectName: name)
             }
         }
         handle.discardUnnamed()
@@ -241,53 +239,45 @@ extension SegmentHandle {
         permissions: FilePermissions, group: UInt32?, lifetime: Lifetime,
         initialize: (UnsafeMutableRawBufferPointer) throws(InterprocessError) -> Void
     ) throws(InterprocessError) -> SegmentHandle {
-        do {
-            CrashPoint.reached("create.afterOpen")
-            if let group { try fd.setGroup(group) }
-            try fd.setPermissions(permissions)
-            guard try FileLock.tryLock(fd, byte: LockByte.live, .shared) else { throw Errno.resourceTemporarilyUnavailable }
-            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: SegmentHeader.size, alignment: 64)
-            defer { page.deallocate() }
-            let header = SegmentHeader(page.baseAddress!)
-            header.initialize(name: name, kind: kind, lifetime: lifetime, payloadSize: payloadSize)
-            header.stateWord.pointee.store(SegmentState.ready.rawValue, ordering: .relaxed)
-            try fd.write(UnsafeRawBufferPointer(page), at: 0)
-            CrashPoint.reached("create.afterHeader")
-            try fd.truncate(to: Int64(total))
-            // tmpfs overcommits: reserve the pages now, so that a segment too big for the machine
-            // fails here with ENOSPC instead of killing the process with SIGBUS on first touch.
-            try fd.reserve(bytes: Int64(total))
-            CrashPoint.reached("create.afterReserve")
-            let mapping = try MemoryMapping(fd: fd, length: total)
-            try initialize(UnsafeMutableRawBufferPointer(start: mapping.base + SegmentHeader.size, count: payloadSize))
-            let slot = claimSlot(fd: fd, header: SegmentHeader(mapping.base))
-            CrashPoint.reached("create.beforeLink")
-            return SegmentHandle(
-                name: name, osName: osName, kind: kind, lifetime: lifetime, payloadSize: payloadSize,
-                registration: Registration(fd: fd, slot: slot, mapping: mapping))
-        } catch {
-            switch error {
-            case let error as InterprocessError: throw error
-            case let errno as Errno:
-                if errno == .noSpace || errno == .noMemory {
-                    throw InterprocessError(.outOfMemory, objectName: name, systemError: errno, detail: "could not reserve \(total) bytes")
-                }
-                if errno == .fileTooLarge || errno == .invalidArgument {
-                    throw InterprocessError(.invalidSize, objectName: name, systemError: errno, detail: "\(total) bytes")
-                }
-                if errno == .notPermitted, let group {
-                    throw InterprocessError(.permissionDenied, objectName: name, systemError: errno, detail: "could not give the segment to group \(group)")
-                }
-                throw systemFailure(errno, name: name, default: .createFailed)
-            default:
-                throw InterprocessError(.createFailed, objectName: name, detail: "\(error)")
-            }
+        CrashPoint.reached("create.afterOpen")
+        if let group {
+            try perform(.setGroup, name: name, detail: "could not give the segment to group \(group)") { () throws(Errno) in try fd.setGroup(group) }
         }
+        try perform(.setPermissions, name: name) { () throws(Errno) in try fd.setPermissions(permissions) }
+        let locked = try perform(.lockSegment, name: name, otherwise: .createFailed) { () throws(Errno) in
+            try FileLock.tryLock(fd, byte: LockByte.live, .shared)
+        }
+        guard locked else {
+            throw InterprocessError(.createFailed, objectName: name, detail: "could not lock its own new file (another process holds a lock on an unnamed file)")
+        }
+        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: SegmentHeader.size, alignment: 64)
+        defer { page.deallocate() }
+        let header = SegmentHeader(page.baseAddress!)
+        header.initialize(name: name, kind: kind, lifetime: lifetime, payloadSize: payloadSize)
+        header.stateWord.pointee.store(SegmentState.ready.rawValue, ordering: .relaxed)
+        try perform(.writeHeader, name: name) { () throws(Errno) in try fd.write(UnsafeRawBufferPointer(page), at: 0) }
+        CrashPoint.reached("create.afterHeader")
+        try perform(.resize, name: name, detail: "\(total) bytes") { () throws(Errno) in try fd.truncate(to: Int64(total)) }
+        // tmpfs overcommits: reserve the pages now, so that a segment too big for the machine
+        // fails here with ENOSPC instead of killing the process with SIGBUS on first touch.
+        try perform(.reserve, name: name, detail: "could not reserve \(total) bytes", otherwise: .createFailed) { () throws(Errno) in
+            try fd.reserve(bytes: Int64(total))
+        }
+        CrashPoint.reached("create.afterReserve")
+        let mapping = try perform(.map, name: name, detail: "could not map \(total) bytes", otherwise: .createFailed) { () throws(Errno) in
+            try MemoryMapping(fd: fd, length: total)
+        }
+        try initialize(UnsafeMutableRawBufferPointer(start: mapping.base + SegmentHeader.size, count: payloadSize))
+        let slot = claimSlot(fd: fd, header: SegmentHeader(mapping.base))
+        CrashPoint.reached("create.beforeLink")
+        return SegmentHandle(
+            name: name, osName: osName, kind: kind, lifetime: lifetime, payloadSize: payloadSize,
+            registration: Registration(fd: fd, slot: slot, mapping: mapping))
     }
 
     static func open(name: String, kind: SegmentKind?, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> SegmentHandle {
         let osName = try SharedMemory.osName(for: name)
-        let deadline = Clock.deadline(after: lockWait)
+        let deadline = Deadline(after: lockWait)
         var pause: UInt64 = 50_000
         while true {
             let fd = try openChecked(name: name, osName: osName, trusting: trust)
@@ -306,7 +296,7 @@ extension SegmentHandle {
                 throw InterprocessError(.notFound, objectName: name, detail: "its last holder died without closing it; the segment was swept")
             case .retry:
                 try? fd.close()
-                if Clock.monotonicNanoseconds() >= deadline {
+                if deadline.hasPassed {
                     throw InterprocessError(.openFailed, objectName: name, detail: "it kept being removed for \(lockWait)")
                 }
                 Clock.sleep(nanoseconds: pause)
@@ -320,13 +310,11 @@ extension SegmentHandle {
     static func openChecked(
         name: String, osName: String, trusting trust: TrustedOwners, readOnly: Bool = false
     ) throws(InterprocessError) -> FileDescriptor {
-        let fd: FileDescriptor
-        do { fd = try SharedMemoryObject.open(osName, create: false, exclusive: false, readOnly: readOnly) } catch {
-            throw systemFailure(error, name: name, default: .openFailed)
+        let fd = try perform(.openSegment, name: name) { () throws(Errno) in
+            try SharedMemoryObject.open(osName, create: false, exclusive: false, readOnly: readOnly)
         }
         do throws(InterprocessError) {
-            let status: FileStatus
-            do { status = try fd.status() } catch { throw InterprocessError(.statFailed, objectName: name, systemError: error) }
+            let status = try perform(.status, name: name) { () throws(Errno) in try fd.status() }
             try trust.check(status, name: name)
             return fd
         } catch {
@@ -342,24 +330,18 @@ extension SegmentHandle {
     }
 
     private static func attach(
-        fd: FileDescriptor, name: String, osName: String, kind: SegmentKind?, trust: TrustedOwners, deadline: UInt64
+        fd: FileDescriptor, name: String, osName: String, kind: SegmentKind?, trust: TrustedOwners, deadline: Deadline
     ) throws(InterprocessError) -> Attachment {
-        do {
-            if try FileLock.tryLock(fd, byte: LockByte.live, .exclusive) {
-                // Nobody else holds it. Decide under the exclusive lock.
-                if try examineUnheld(fd: fd, name: name) == .abandoned {
-                    sweep(fd: fd, osName: osName)
-                    FileLock.unlock(fd, byte: LockByte.live)
-                    return .swept
-                }
-                _ = try FileLock.tryLock(fd, byte: LockByte.live, .shared) // downgrade
-            } else if !(try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: deadline)) {
-                throw InterprocessError(.openFailed, objectName: name, detail: "another process held it exclusively for \(lockWait)")
+        if try perform(.lockSegment, name: name, { () throws(Errno) in try FileLock.tryLock(fd, byte: LockByte.live, .exclusive) }) {
+            // Nobody else holds it. Decide under the exclusive lock.
+            if try examineUnheld(fd: fd, name: name) == .abandoned {
+                sweep(fd: fd, osName: osName)
+                FileLock.unlock(fd, byte: LockByte.live)
+                return .swept
             }
-        } catch let error as Errno {
-            throw systemFailure(error, name: name, default: .openFailed)
-        } catch {
-            throw error as! InterprocessError
+            _ = try perform(.lockSegment, name: name) { () throws(Errno) in try FileLock.tryLock(fd, byte: LockByte.live, .shared) } // downgrade
+        } else if !(try perform(.lockSegment, name: name, { () throws(Errno) in try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: deadline) })) {
+            throw InterprocessError(.openFailed, objectName: name, detail: "another process held it exclusively for \(lockWait)")
         }
         // From here on we hold a shared lock: nobody sweeps or removes-as-last-holder under us.
         let checked = try readHeader(fd: fd, name: name)
@@ -381,20 +363,11 @@ extension SegmentHandle {
         }
         let size = checked.status.size
         guard size <= Int64(Int.max) else { throw InterprocessError(.corrupt, objectName: name, detail: "size \(size)") }
-        do {
-            // Every page must exist before the mapping is touched: a sparse file that claims more than
-            // the file system holds would otherwise raise SIGBUS on first use.
-            try fd.reserve(bytes: size)
-        } catch {
-            if error == .noSpace || error == .noMemory {
-                throw InterprocessError(.outOfMemory, objectName: name, systemError: error, detail: "the shared memory file system cannot hold its \(size) bytes")
-            }
-            throw systemFailure(error, name: name, default: .openFailed)
-        }
-        let mapping: MemoryMapping
-        do { mapping = try MemoryMapping(fd: fd, length: Int(size)) } catch {
-            if error == .noMemory { throw InterprocessError(.outOfMemory, objectName: name, systemError: error, detail: "could not map \(size) bytes") }
-            throw systemFailure(error, name: name, default: .openFailed)
+        // Every page must exist before the mapping is touched: a sparse file that claims more than
+        // the file system holds would otherwise raise SIGBUS on first use.
+        try perform(.reserve, name: name, detail: "could not reserve its \(size) bytes") { () throws(Errno) in try fd.reserve(bytes: size) }
+        let mapping = try perform(.map, name: name, detail: "could not map \(size) bytes") { () throws(Errno) in
+            try MemoryMapping(fd: fd, length: Int(size))
         }
         // From the validated copy (a peer may rewrite the mapped header at any time); checked anyway.
         guard let lifetime = Lifetime(code: header.pointer.pointee.lifetime) else {
@@ -414,13 +387,11 @@ extension SegmentHandle {
     /// and the file's status. Throws `incompatible` for an empty file or one without our magic,
     /// `corrupt` for one shorter than a header.
     static func readHeader(fd: FileDescriptor, name: String) throws(InterprocessError) -> (page: HeaderCopy, status: FileStatus) {
-        let status: FileStatus
-        do { status = try fd.status() } catch { throw InterprocessError(.statFailed, objectName: name, systemError: error) }
+        let status = try perform(.status, name: name) { () throws(Errno) in try fd.status() }
         if status.size == 0 {
             throw InterprocessError(.incompatible, objectName: name, detail: "an empty file, not an Interprocess segment (Interprocess never leaves one: it names a segment only when it is complete)")
         }
-        let bytes: [UInt8]
-        do { bytes = try fd.read(count: SegmentHeader.size, at: 0) } catch { throw systemFailure(error, name: name, default: .openFailed) }
+        let bytes = try perform(.readHeader, name: name) { () throws(Errno) in try fd.read(count: SegmentHeader.size, at: 0) }
         guard bytes.count >= 8, bytes.withUnsafeBytes({ $0.loadUnaligned(as: UInt64.self) }) == CIPC_SEGMENT_MAGIC else {
             throw InterprocessError(.incompatible, objectName: name, detail: "not an Interprocess segment (no IPCSEGMT magic)")
         }
@@ -492,6 +463,8 @@ extension SegmentHandle {
         case unlinked
         /// The name is gone or names another file now.
         case gone
+        /// Another cleaner kept the gate lock for ``lockWait``.
+        case busy
         case failed(Errno)
     }
 
@@ -499,8 +472,8 @@ extension SegmentHandle {
     /// of several cleaners exactly one unlinks, and never a newer object of the same name.
     @discardableResult
     static func unlinkIfSame(fd: FileDescriptor, osName: String) -> UnlinkOutcome {
-        guard (try? FileLock.lock(fd, byte: LockByte.gate, .exclusive, deadline: Clock.deadline(after: lockWait))) == true else {
-            return .failed(.resourceTemporarilyUnavailable)
+        guard (try? FileLock.lock(fd, byte: LockByte.gate, .exclusive, deadline: Deadline(after: lockWait))) == true else {
+            return .busy
         }
         defer { FileLock.unlock(fd, byte: LockByte.gate) }
         guard let mine = try? fd.status(), mine.linkCount > 0,
@@ -539,20 +512,6 @@ extension SegmentHandle {
             if (try? FileLock.isLocked(fd, byte: LockByte.slotBase + Int64(index))) == false {
                 _ = header.slotPID(index).pointee.compareExchange(expected: pid, desired: 0, ordering: .acquiringAndReleasing)
             }
-        }
-    }
-
-    /// Maps an errno from opening or creating `name` to a typed error.
-    static func systemFailure(_ errno: Errno, name: String, default code: InterprocessError.Code) -> InterprocessError {
-        switch errno {
-        case Errno.noSuchFileOrDirectory: InterprocessError(.notFound, objectName: name, systemError: errno)
-        case Errno.permissionDenied, Errno.notPermitted: InterprocessError(.permissionDenied, objectName: name, systemError: errno)
-        case Errno.fileNameTooLong, Errno.invalidArgument: InterprocessError(.invalidName, objectName: name, systemError: errno)
-        case SharedMemoryObject.notRegularFile, Errno.isDirectory, Errno.tooManySymbolicLinkLevels:
-            InterprocessError(.incompatible, objectName: name, systemError: errno, detail: "not a regular file (a FIFO, directory, device or link is never an Interprocess segment)")
-        case Errno.noSpace, Errno.noMemory: InterprocessError(.outOfMemory, objectName: name, systemError: errno)
-        case Errno.fileExists: InterprocessError(.alreadyExists, objectName: name, systemError: errno)
-        default: InterprocessError(code, objectName: name, systemError: errno)
         }
     }
 }

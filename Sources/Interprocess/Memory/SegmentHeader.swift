@@ -46,8 +46,9 @@ enum LockByte {
 /// Never trusts what it reads: ``validate(fileSize:name:kind:)`` checks every field against the
 /// file before anything else uses it.
 struct SegmentHeader {
-    static let size = Int(CIPC_HEADER_SIZE)
-    static let checksummedBytes = 88 + Int(CIPC_NAME_CAPACITY)
+    static let size = MemoryLayout<cipc_segment_header>.size
+    /// The checksum covers every field before `reserved` (the name included).
+    static let checksummedBytes = fieldOffset(\cipc_segment_header.reserved)
     static let holderCapacity = Int(CIPC_HOLDER_CAPACITY)
 
     let raw: UnsafeMutableRawPointer
@@ -56,7 +57,7 @@ struct SegmentHeader {
     init(_ raw: UnsafeMutableRawPointer) { self.raw = raw }
 
     var stateWord: UnsafeMutablePointer<Atomic<UInt32>> {
-        (raw + 24).assumingMemoryBound(to: Atomic<UInt32>.self)
+        (raw + fieldOffset(\cipc_segment_header.state)).assumingMemoryBound(to: Atomic<UInt32>.self)
     }
 
     var state: UInt32 { stateWord.pointee.load(ordering: .acquiring) }
@@ -67,23 +68,27 @@ struct SegmentHeader {
     }
 
     func slotPID(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt32>> {
-        (raw + 2048 + index * 32).assumingMemoryBound(to: Atomic<UInt32>.self)
+        (UnsafeMutableRawPointer(slot(index)) + fieldOffset(\cipc_holder_slot.pid)).assumingMemoryBound(to: Atomic<UInt32>.self)
     }
 
     func slot(_ index: Int) -> UnsafeMutablePointer<cipc_holder_slot> {
-        (raw + 2048 + index * 32).assumingMemoryBound(to: cipc_holder_slot.self)
+        (raw + fieldOffset(\cipc_segment_header.holders) + index * MemoryLayout<cipc_holder_slot>.stride)
+            .assumingMemoryBound(to: cipc_holder_slot.self)
     }
 
     var name: String {
         let length = min(Int(pointer.pointee.name_length), Int(CIPC_NAME_CAPACITY))
-        return String(decoding: UnsafeRawBufferPointer(start: raw + 88, count: length), as: UTF8.self)
+        return String(decoding: UnsafeRawBufferPointer(start: raw + fieldOffset(\cipc_segment_header.name), count: length), as: UTF8.self)
     }
 
     /// FNV-1a 64 of the immutable part of the header (state and checksum read as zero).
     static func checksum(of raw: UnsafeRawPointer) -> UInt64 {
+        let state = fieldOffset(\cipc_segment_header.state)
+        let checksum = fieldOffset(\cipc_segment_header.checksum)
+        let zeroed = [state..<(state + MemoryLayout<UInt32>.size), checksum..<(checksum + MemoryLayout<UInt64>.size)]
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for offset in 0..<checksummedBytes {
-            let byte: UInt8 = (24..<28).contains(offset) || (80..<88).contains(offset) ? 0 : raw.load(fromByteOffset: offset, as: UInt8.self)
+            let byte: UInt8 = zeroed.contains { $0.contains(offset) } ? 0 : raw.load(fromByteOffset: offset, as: UInt8.self)
             hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
         }
         return hash
@@ -107,7 +112,7 @@ struct SegmentHeader {
         pointer.pointee.creator_start_time = identity.startTime
         pointer.pointee.creator_pid = UInt32(bitPattern: identity.pid)
         pointer.pointee.name_length = UInt32(nameBytes.count)
-        (raw + 88).copyMemory(from: nameBytes, byteCount: nameBytes.count)
+        (raw + fieldOffset(\cipc_segment_header.name)).copyMemory(from: nameBytes, byteCount: nameBytes.count)
         pointer.pointee.checksum = Self.checksum(of: raw)
     }
 

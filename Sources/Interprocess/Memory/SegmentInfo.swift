@@ -57,27 +57,32 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
     public var problem: String?
     /// Kind-specific state (for synchronization primitives: owner, count, waiters).
     public var details: [String: String]
+    /// The kind-specific state in a few words, as `ipc ls` shows it ("locked by 1234", "count 3"), or "".
+    public var summary: String = ""
 
-    /// Reads the header and locks of the object `osName` (with slash).
-    static func read(osName: String, name requested: String?) throws(InterprocessError) -> SegmentInfo {
+    /// Describes the payload of a segment of a kind the caller knows (the registry of shared-object
+    /// kinds does): details and summary, or nil for a kind it does not know. The payload is a copy,
+    /// never trusted; `isAlive` tells whether an owner token recorded in it is alive.
+    typealias Describer = (_ kind: SegmentKind, _ payload: UnsafeRawBufferPointer, _ isAlive: (UInt64) -> Bool) -> (details: [String: String], summary: String)?
+
+    /// Reads the header and locks of the object `osName` (with slash), and describes its payload
+    /// with `describe` if given.
+    static func read(osName: String, name requested: String?, describe: Describer? = nil) throws(InterprocessError) -> SegmentInfo {
         let label = requested ?? String(osName.dropFirst())
-        let fd: FileDescriptor
-        do { fd = try SharedMemoryObject.open(osName, create: false, exclusive: false, readOnly: true) } catch {
-            throw SegmentHandle.systemFailure(error, name: label, default: .openFailed)
+        let fd = try perform(.openSegment, name: label) { () throws(Errno) in
+            try SharedMemoryObject.open(osName, create: false, exclusive: false, readOnly: true)
         }
         defer { try? fd.close() }
-        return try read(fd: fd, osName: osName, label: label, nameProblem: nil)
+        return try read(fd: fd, osName: osName, label: label, nameProblem: nil, describe: describe)
     }
 
     /// Reads the header and locks of the object open as `fd` (read-only), named `label`.
     /// Never trusted: everything here reads copies (pread) and reports what it finds.
-    static func read(fd: FileDescriptor, osName: String, label: String, nameProblem: String?) throws(InterprocessError) -> SegmentInfo {
-        let status: FileStatus
-        do { status = try fd.status() } catch { throw InterprocessError(.statFailed, objectName: label, systemError: error) }
-        let bytes: [UInt8]
-        do { bytes = try fd.read(count: SegmentHeader.size, at: 0) } catch {
-            throw SegmentHandle.systemFailure(error, name: label, default: .openFailed)
-        }
+    static func read(
+        fd: FileDescriptor, osName: String, label: String, nameProblem: String?, describe: Describer? = nil
+    ) throws(InterprocessError) -> SegmentInfo {
+        let status = try perform(.status, name: label) { () throws(Errno) in try fd.status() }
+        let bytes = try perform(.readHeader, name: label) { () throws(Errno) in try fd.read(count: SegmentHeader.size, at: 0) }
         guard bytes.count >= 8, bytes.withUnsafeBytes({ $0.loadUnaligned(as: UInt64.self) }) == CIPC_SEGMENT_MAGIC else {
             throw InterprocessError(.incompatible, objectName: label, detail: "not an Interprocess segment")
         }
@@ -120,29 +125,19 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
             holders: holders, isHeld: isHeld,
             isAbandoned: problem == nil && state == .ready && lifetime == .whileReferenced && !isHeld && status.linkCount > 0,
             problem: problem, details: [:])
-        if problem == nil, status.size > Int64(SegmentHeader.size),
+        if let describe, problem == nil, status.size > Int64(SegmentHeader.size),
            let payload = try? fd.read(count: min(Int(status.size) - SegmentHeader.size, 4096), at: Int64(SegmentHeader.size)) {
             // Owners recorded in the state are alive while their token's lock is held: asked through
             // our own descriptor (never a pid).
-            info.details = payload.withUnsafeBytes {
-                describe(kind: SegmentKind(rawValue: h.kind), state: $0) { OwnerLease.isAlive($0, checkingWith: fd) }
+            let description = payload.withUnsafeBytes {
+                describe(SegmentKind(rawValue: h.kind), $0) { OwnerLease.isAlive($0, checkingWith: fd) }
+            }
+            if let description {
+                info.details = description.details
+                info.summary = description.summary
             }
         }
         return info
-    }
-
-    /// Kind-specific state, read from a copy of the payload (never trusted: each reader checks sizes).
-    /// `isAlive` tells whether a token recorded in it (an owner, writer, reader or putter) is alive.
-    static func describe(kind: SegmentKind, state: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> [String: String] {
-        switch kind {
-        case .mutex: ProcessMutex.describe(state, isAlive: isAlive)
-        case .semaphore: ProcessSemaphore.describe(state)
-        case .event: ProcessEvent.describe(state)
-        case .condition: ProcessCondition.describe(state)
-        case .rwLock: ProcessRWLock.describe(state, isAlive: isAlive)
-        case .variable: SharedVariableLayout.describe(state, isAlive: isAlive)
-        default: [:]
-        }
     }
 }
 
@@ -153,29 +148,6 @@ extension Date {
 }
 
 extension SharedMemory {
-    /// What the header and the kernel's locks say about a named object, read without opening it.
-    /// Throws `notFound`, `permissionDenied`, or `incompatible` for an object that is not ours;
-    /// an inconsistent header is reported in ``SegmentInfo/problem``.
-    public static func info(name: String) throws(InterprocessError) -> SegmentInfo {
-        try SegmentInfo.read(osName: osName(for: name), name: name)
-    }
-
-    /// Every Interprocess object in the shared memory directory that this user can read, by file
-    /// name. A file whose name is not valid UTF-8 (no Interprocess segment has one: names are
-    /// Strings) is listed under an escaped name (`\xFF` for each invalid byte) with a ``SegmentInfo/problem``.
-    public static func list() -> [SegmentInfo] {
-        var infos = SharedMemoryObject.listNames().compactMap { try? SegmentInfo.read(osName: "/" + $0, name: $0) }
-        for raw in SharedMemoryObject.listNonUTF8Names() {
-            guard let fd = try? SharedMemoryObject.open(rawName: raw) else { continue }
-            defer { try? fd.close() }
-            let label = SharedMemoryObject.escaped(raw)
-            if let info = try? SegmentInfo.read(fd: fd, osName: "/" + label, label: label, nameProblem: "the file name is not valid UTF-8") {
-                infos.append(info)
-            }
-        }
-        return infos
-    }
-
     /// Finds objects nobody will use again — ``Lifetime/whileReferenced`` segments whose holders all
     /// died, creations whose creator died, removals whose remover died — and removes them.
     /// - Parameters:

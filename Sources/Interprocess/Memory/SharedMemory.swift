@@ -39,8 +39,8 @@ public final class SharedMemory: Sendable {
 
     init(handle: SegmentHandle) { self.handle = handle }
 
-    /// Where the payload starts in the object's file (4096).
-    public static let payloadOffset = 4096
+    /// Where the payload starts in the object's file (4096: the header's size).
+    public static let payloadOffset = Int(CIPC_HEADER_SIZE)
 
     /// Longest name in bytes.
     public static let maximumNameLength = 255
@@ -132,32 +132,37 @@ public final class SharedMemory: Sendable {
     /// segment is left exactly as it was. The owner of a segment it cannot even open (mode 000)
     /// removes it all the same.
     public static func remove(name: String) throws(InterprocessError) {
+        try remove(name: name, kind: nil)
+    }
+
+    /// Removes a segment's name, if it is of `kind` (any kind if nil; `incompatible` otherwise).
+    static func remove(name: String, kind: SegmentKind?) throws(InterprocessError) {
         let osName = try osName(for: name)
         let fd: FileDescriptor
         do { fd = try SharedMemoryObject.open(osName, create: false, exclusive: false) } catch {
-            if error == .permissionDenied, let status = try? SharedMemoryObject.status(ofName: osName),
+            // (Only when any kind will do: what such a file holds cannot be read.)
+            if error == .permissionDenied, kind == nil, let status = try? SharedMemoryObject.status(ofName: osName),
                status.isRegularFile, status.owner == ProcessIdentity.effectiveUserID {
                 // Our own file, with permissions that keep even us out: the owner may remove it.
-                do { try SharedMemoryObject.unlink(osName) } catch {
-                    throw SegmentHandle.systemFailure(error, name: name, default: .openFailed)
-                }
+                try perform(.unlinkSegment, name: name) { () throws(Errno) in try SharedMemoryObject.unlink(osName) }
                 return
             }
-            throw SegmentHandle.systemFailure(error, name: name, default: .openFailed)
+            throw InterprocessError(.openSegment, error, objectName: name)
         }
         defer { try? fd.close() }
-        do {
-            // Wait for a closer or sweeper that is deciding (holding the lock exclusively).
-            guard try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: Clock.deadline(after: SegmentHandle.lockWait)) else {
-                throw InterprocessError(.openFailed, objectName: name, detail: "another process held it exclusively")
-            }
-        } catch let error as Errno {
-            throw SegmentHandle.systemFailure(error, name: name, default: .openFailed)
-        } catch {
-            throw error as! InterprocessError
+        // Wait for a closer or sweeper that is deciding (holding the lock exclusively).
+        let locked = try perform(.lockSegment, name: name) { () throws(Errno) in
+            try FileLock.lock(fd, byte: LockByte.live, .shared, deadline: Deadline(after: SegmentHandle.lockWait))
+        }
+        guard locked else {
+            throw InterprocessError(.openFailed, objectName: name, detail: "another process held it exclusively")
         }
         defer { FileLock.unlock(fd, byte: LockByte.live) }
-        _ = try SegmentHandle.readHeader(fd: fd, name: name) // `incompatible` unless it is ours
+        let checked = try SegmentHandle.readHeader(fd: fd, name: name) // `incompatible` unless it is ours
+        if let kind, SegmentHeader(checked.page.baseAddress!).pointer.pointee.kind != kind.rawValue {
+            let found = SegmentKind(rawValue: SegmentHeader(checked.page.baseAddress!).pointer.pointee.kind)
+            throw InterprocessError(.incompatible, objectName: name, detail: "it is a \(found) segment, not \(kind)")
+        }
         // Unlink first; mark it removed (for the holders) only once that succeeded.
         switch SegmentHandle.unlinkIfSame(fd: fd, osName: osName) {
         case .unlinked:
@@ -166,8 +171,10 @@ public final class SharedMemory: Sendable {
             }
         case .gone:
             throw InterprocessError(.notFound, objectName: name, detail: "another process removed it first")
+        case .busy:
+            throw InterprocessError(.systemError, objectName: name, detail: "another process kept it locked for \(SegmentHandle.lockWait) while removing or sweeping it")
         case .failed(let error):
-            throw SegmentHandle.systemFailure(error, name: name, default: .systemError)
+            throw InterprocessError(.unlinkSegment, error, objectName: name)
         }
     }
 
@@ -179,7 +186,7 @@ public final class SharedMemory: Sendable {
     /// Whether a usable segment of this name exists (ready, and for ``Lifetime/whileReferenced``,
     /// held by a live process). Does not open or sweep it.
     public static func exists(name: String) -> Bool {
-        guard let info = try? info(name: name) else { return false }
+        guard let info = try? SegmentInfo.read(osName: osName(for: name), name: name) else { return false }
         return info.problem == nil && info.state == "ready" && !info.isAbandoned
     }
 

@@ -10,8 +10,15 @@ import Synchronization
 /// - ``Mode/autoReset``: ``set()`` releases one waiter and the event resets as that waiter returns;
 ///   with nobody waiting it stays set until one wait consumes it. Setting a set event does nothing.
 ///
+/// ```swift
+/// let ready = try ProcessEvent.create(name: "ready", mode: .manualReset)   // or .open(name:)
+/// ready.set()                              // in one process
+/// try await ready.wait()                   // in another: suspends the task until it is set
+/// try ready.blockingWait(timeout: .seconds(1))   // blocks the thread (not in async code)
+/// ```
+///
 /// A process killed while waiting leaves `waiters` one too high (a spare wake-up call, nothing missed).
-public final class ProcessEvent: @unchecked Sendable, FutexWaitable {
+public final class ProcessEvent: @unchecked Sendable {
     // `@unchecked Sendable`: the state is shared memory kept mapped by `storage`, used through atomics.
 
     /// How the event resets.
@@ -20,32 +27,23 @@ public final class ProcessEvent: @unchecked Sendable, FutexWaitable {
         case autoReset = 2
     }
 
-    /// Bytes of shared state.
-    public static let stateSize = 64
+    /// Bytes of shared state: a `cipc_event`.
+    public static let stateSize = MemoryLayout<cipc_event>.size
 
-    let storage: PrimitiveStorage
+    let storage: SharedObjectStorage
     private let state: UnsafeMutablePointer<Atomic<UInt32>>
     private let waiters: UnsafeMutableRawPointer
-    var waitWord: UnsafeMutableRawPointer { UnsafeMutableRawPointer(state) }
-    var waiterWord: UnsafeMutableRawPointer { waiters }
     /// The mode, read once when attaching (a peer cannot change it under us).
     public let mode: Mode
 
-    private init(storage: PrimitiveStorage) throws(InterprocessError) {
+    init(storage: SharedObjectStorage) throws(InterprocessError) {
         self.storage = storage
-        state = atomic32(storage.base)
-        waiters = storage.base + 4
-        guard let mode = Mode(rawValue: storage.base.load(fromByteOffset: 8, as: UInt32.self)) else {
+        state = atomic32(storage.base + fieldOffset(\cipc_event.state))
+        waiters = storage.base + fieldOffset(\cipc_event.waiters)
+        guard let mode = Self.mode(at: storage.base) else {
             throw InterprocessError(.corrupt, objectName: storage.name, detail: "unknown event mode")
         }
         self.mode = mode
-    }
-
-    private static func initializer(_ mode: Mode, _ initiallySet: Bool) -> (UnsafeMutableRawPointer) -> Void {
-        { base in
-            atomic32(base).initialize(to: Atomic(initiallySet ? 1 : 0))
-            base.storeBytes(of: mode.rawValue, toByteOffset: 8, as: UInt32.self)
-        }
     }
 
     /// Creates a named event.
@@ -53,26 +51,41 @@ public final class ProcessEvent: @unchecked Sendable, FutexWaitable {
         name: String, mode: Mode, initiallySet: Bool = false, permissions: FilePermissions = .ownerReadWrite,
         lifetime: Lifetime = .whileReferenced
     ) throws(InterprocessError) -> ProcessEvent {
-        try ProcessEvent(storage: try PrimitiveStorage.create(
-            name: name, kind: .event, tag: CIPC_TAG_EVENT, permissions: permissions, lifetime: lifetime,
-            initialize: initializer(mode, initiallySet)))
+        try SharedObjectStorage.create(
+            ProcessEvent.self, name: name, parameters: (mode, initiallySet), permissions: permissions, lifetime: lifetime)
     }
 
     /// Opens a named event. Only an object of a trusted owner opens (by default: this process's
     /// user; see ``TrustedOwners``): another user's is `permissionDenied`.
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> ProcessEvent {
-        try ProcessEvent(storage: try PrimitiveStorage.open(name: name, kind: .event, tag: CIPC_TAG_EVENT, trusting: trust))
+        try SharedObjectStorage.open(ProcessEvent.self, name: name, expecting: nil, trusting: trust)
+    }
+
+    /// Opens the named event (`incompatible` if it has the other mode), or creates it; `created` says
+    /// which. Of racing processes exactly one creates it; the others open it, complete.
+    public static func openOrCreate(
+        name: String, mode: Mode, initiallySet: Bool = false, permissions: FilePermissions = .ownerReadWrite,
+        lifetime: Lifetime = .whileReferenced, trusting trust: TrustedOwners = .currentUser
+    ) throws(InterprocessError) -> (event: ProcessEvent, created: Bool) {
+        try SharedObjectStorage.openOrCreate(
+            ProcessEvent.self, name: name, parameters: (mode, initiallySet), permissions: permissions, lifetime: lifetime,
+            trusting: trust)
+    }
+
+    /// Removes the name of the named event `name` (`incompatible` if it is not an event); processes
+    /// that hold it go on using it until they close it.
+    public static func remove(name: String) throws(InterprocessError) {
+        try SharedObjectStorage.remove(ProcessEvent.self, name: name)
     }
 
     /// Initializes an event at `offset` in `segment`.
     public static func create(in segment: SharedMemory, at offset: Int, mode: Mode, initiallySet: Bool = false) throws(InterprocessError) -> ProcessEvent {
-        try ProcessEvent(storage: try PrimitiveStorage.place(
-            in: segment, at: offset, tag: CIPC_TAG_EVENT, what: "event", initialize: initializer(mode, initiallySet)))
+        try SharedObjectStorage.place(ProcessEvent.self, in: segment, at: offset, parameters: (mode, initiallySet))
     }
 
     /// Uses the event that another process created at `offset` in `segment`.
     public static func open(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessEvent {
-        try ProcessEvent(storage: try PrimitiveStorage.place(in: segment, at: offset, tag: CIPC_TAG_EVENT, what: "event", initialize: nil))
+        try SharedObjectStorage.attach(ProcessEvent.self, in: segment, at: offset, expecting: nil)
     }
 
     /// The name of a named event.
@@ -98,29 +111,24 @@ public final class ProcessEvent: @unchecked Sendable, FutexWaitable {
         state.pointee.store(0, ordering: .releasing)
     }
 
-    /// Waits until the event is set (auto reset: and consumes it).
-    @available(*, noasync, message: "use the async wait() in async code")
-    @inline(__always)
-    public func wait() throws(InterprocessError) {
-        try waitBlocking(deadline: .max)
+    /// Where waiters park: the state word.
+    private var site: WaitSite { WaitSite(word: UnsafeMutableRawPointer(state), waiters: waiters, name: name) }
+
+    /// Waits until the event is set (auto reset: and consumes it), suspending the task (no thread
+    /// blocks) for at most `timeout` — nil: as long as it takes.
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled (before or while
+    ///   waiting) — in both cases having consumed nothing.
+    public func wait(timeout: Duration? = nil) async throws(InterprocessError) {
+        try await site.asyncWait(until: Deadline(after: timeout), waitAttempt)
     }
 
-    /// Waits until the event is set, or throws `timedOut` after `timeout`.
+    /// Waits until the event is set (auto reset: and consumes it), blocking the calling thread for at
+    /// most `timeout` — nil: as long as it takes. The blocking form of ``wait(timeout:)``.
     @available(*, noasync, message: "use the async wait(timeout:) in async code")
-    public func wait(timeout: Duration) throws(InterprocessError) {
-        try waitBlocking(deadline: Clock.deadline(after: timeout))
-    }
-
-    /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task
-    /// is cancelled.
-    public func wait() async throws(InterprocessError) {
-        try await waitAsync(deadline: .max)
-    }
-
-    /// Waits without blocking a thread. Throws `cancelled` — having consumed nothing — if the task
-    /// is cancelled, `timedOut` after `timeout`.
-    public func wait(timeout: Duration) async throws(InterprocessError) {
-        try await waitAsync(deadline: Clock.deadline(after: timeout))
+    @inline(__always)
+    public func blockingWait(timeout: Duration? = nil) throws(InterprocessError) {
+        if tryWait() { return }
+        try site.blockingWait(until: Deadline(after: timeout), waitAttempt)
     }
 
     /// Returns whether the event is set (auto reset: consuming it); never blocks.
@@ -130,20 +138,58 @@ public final class ProcessEvent: @unchecked Sendable, FutexWaitable {
         return false
     }
 
-    func waitAttempt(_: Bool) -> WaitStep<Void> {
+    private func waitAttempt(_: Bool) -> WaitStep<Void> {
         let current = state.pointee.load(ordering: .acquiring)
         guard current != 0 else { return .park(expected: 0) }
         if mode == .manualReset { return .done(()) }
         return state.pointee.compareExchange(expected: current, desired: 0, ordering: .acquiring).exchanged ? .done(()) : .retry
     }
+}
 
-    static func describe(_ state: UnsafeRawBufferPointer) -> [String: String] {
-        guard state.count >= 12 else { return [:] }
-        let mode = Mode(rawValue: state.load(fromByteOffset: 8, as: UInt32.self))
-        return [
-            "set": state.load(as: UInt32.self) == 0 ? "no" : "yes",
-            "mode": mode == .manualReset ? "manualReset" : mode == .autoReset ? "autoReset" : "invalid",
-            "waiters": "\(state.load(fromByteOffset: 4, as: UInt32.self))",
-        ]
+// MARK: - The shared object
+
+extension ProcessEvent: SharedObject, SharedObjectKind {
+    /// The mode, and whether a new event starts set. An opener that expects a mode gets
+    /// `incompatible` for an event of the other mode.
+    typealias Parameters = (mode: Mode, initiallySet: Bool)
+
+    static var segmentKind: SegmentKind { .event }
+    static var tag: UInt32 { CIPC_TAG_EVENT }
+    static var tagOffset: Int { fieldOffset(\cipc_event.tag) }
+    static var kindName: String { "event" }
+    static var minimumSize: Int { stateSize }
+
+    static func initialize(_ state: UnsafeMutableRawPointer, size: Int, with parameters: Parameters) {
+        atomic32(state + fieldOffset(\cipc_event.state)).initialize(to: Atomic(parameters.initiallySet ? 1 : 0))
+        state.storeBytes(of: parameters.mode.rawValue, toByteOffset: fieldOffset(\cipc_event.mode), as: UInt32.self)
     }
+
+    /// The mode: one a creator writes, and the one expected.
+    static func validate(_ state: UnsafeMutableRawPointer, available: Int, expecting parameters: Parameters?) throws(InterprocessError) {
+        guard let mode = mode(at: state) else {
+            throw InterprocessError(.corrupt, detail: "unknown event mode \(state.load(fromByteOffset: fieldOffset(\cipc_event.mode), as: UInt32.self))")
+        }
+        if let parameters, parameters.mode != mode {
+            throw InterprocessError(.incompatible, detail: "it is a \(mode) event, not \(parameters.mode)")
+        }
+    }
+
+    /// The mode recorded in the state at `base`, if it is one.
+    private static func mode(at base: UnsafeMutableRawPointer) -> Mode? {
+        Mode(rawValue: base.load(fromByteOffset: fieldOffset(\cipc_event.mode), as: UInt32.self))
+    }
+
+    static func describe(_ copy: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> SharedObjectDescription {
+        guard copy.count >= MemoryLayout<cipc_event>.size else { return SharedObjectDescription(details: [:]) }
+        let state = copy.loadUnaligned(as: cipc_event.self)
+        let mode = Mode(rawValue: state.mode).map { "\($0)" } ?? "invalid"
+        return SharedObjectDescription(
+            details: ["set": state.state == 0 ? "no" : "yes", "mode": mode, "waiters": "\(state.waiters)"],
+            summary: (state.state == 0 ? "reset" : "set") + " (\(mode))" + (state.waiters > 0 ? ", \(state.waiters) waiting" : ""))
+    }
+}
+
+extension SegmentKind {
+    /// A named ``ProcessEvent``.
+    public static let event = SegmentKind(rawValue: CIPC_KIND_EVENT)
 }

@@ -7,10 +7,17 @@ public import Synchronization
 ///
 /// ```swift
 /// let mutex = try ProcessMutex.create(name: "orders.lock")     // or .open(name:) in a peer
-/// try mutex.withLock {
+/// try await mutex.withLock {          // suspends the task (no thread blocks) while it waits
 ///     // … touch the shared data …
 /// }
+/// try mutex.withBlockingLock { … }    // the same, blocking the thread (not in async code)
 /// ```
+///
+/// **Waiting.** Every acquisition comes in three forms: `async` (``lock(timeout:)``,
+/// ``withLock(isolation:timeout:_:)``: the task suspends, no thread blocks, cancellation ends the
+/// wait having acquired nothing), blocking (``blockingLock(timeout:)``,
+/// ``withBlockingLock(timeout:_:)``: unavailable in async code) and ``tryLock()`` (never waits). A
+/// `timeout` (nil: none) makes a wait throw `timedOut`.
 ///
 /// **Owner death.** The lock word holds the owner's *token*: its identity in the segment's file, which
 /// the owner vouches for with a kernel lock (an open-file-description lock on a byte of the file
@@ -18,12 +25,14 @@ public import Synchronization
 /// kernel, never from pids or /proc: it is right across PID namespaces (containers sharing
 /// /dev/shm), for owners of other users and with /proc mounted `hidepid=2`. The token's high half is
 /// the owner's pid as it saw it (shown by `ipc inspect`, never trusted). A waiter checks the owner's
-/// liveness every 25 ms while it waits (``tryLock()`` checks it once); when the owner died holding
-/// the lock, the waiter takes it over and learns it from ``Acquisition/previousOwnerDied`` — within
-/// about 25 ms of starting to wait (bounded by 50 ms). The mutex then stays *inconsistent*, and every
-/// later acquisition reports `previousOwnerDied`, until a holder repairs the data and calls
-/// ``markConsistent()``. ``withLock(_:)`` throws `ownerDied` in that state (after releasing the lock),
-/// ``withLock(onOwnerDied:_:)`` runs your repair first.
+/// liveness when it is about to park (after its brief spin), then every 25 ms while it waits
+/// (``tryLock()`` checks it once); when the owner died holding the lock, the waiter takes it over and
+/// learns it from ``Acquisition/previousOwnerDied`` — at once if the owner was dead when it started
+/// to wait, else within about 25 ms of the death (bounded by 50 ms). The mutex then stays
+/// *inconsistent*, and every later acquisition reports `previousOwnerDied`, until a holder repairs
+/// the data and calls ``markConsistent()``. ``withLock(isolation:timeout:_:)`` throws `ownerDied` in
+/// that state (after releasing the lock), ``withLock(isolation:timeout:onOwnerDied:_:)`` runs your
+/// repair first (and so do their blocking forms).
 ///
 /// **Waking.** Bit 31 of the lock word (never part of a token) says *contended*: a waiter sets it just
 /// before it parks, an unlock exchanges the word with 0 and makes the wake-up system call only if the
@@ -62,10 +71,10 @@ public final class ProcessMutex: @unchecked Sendable {
     }
 
     /// Bytes of shared state (place it at an 8-byte aligned offset; 64-byte alignment avoids sharing
-    /// a cache line with other data).
-    public static let stateSize = 64
+    /// a cache line with other data): a `cipc_mutex`.
+    public static let stateSize = MemoryLayout<cipc_mutex>.size
 
-    let storage: PrimitiveStorage
+    let storage: SharedObjectStorage
     // The fast paths are inlined into callers (a call across the module boundary costs as much as the
     // lock itself), so the words they touch are `@usableFromInline`.
     @usableFromInline let owner: UnsafeMutablePointer<Atomic<UInt64>>
@@ -86,44 +95,54 @@ public final class ProcessMutex: @unchecked Sendable {
 
     static let livenessInterval: UInt64 = 25_000_000
 
-    private init(storage: PrimitiveStorage) {
+    init(storage: SharedObjectStorage) {
         guard let lease = storage.lease else { preconditionFailure("a mutex's storage carries a lease") }
         self.storage = storage
-        owner = atomic64(storage.base)
-        word = storage.base
-        waiters = storage.base + 8
-        inconsistent = atomic32(storage.base + 12)
+        owner = atomic64(storage.base + fieldOffset(\cipc_mutex.owner))
+        word = storage.base + fieldOffset(\cipc_mutex.owner) // the owner word's low half (little-endian)
+        waiters = storage.base + fieldOffset(\cipc_mutex.waiters)
+        inconsistent = atomic32(storage.base + fieldOffset(\cipc_mutex.inconsistent))
         self.lease = lease
         me = lease.token
-    }
-
-    private static func initialize(_ base: UnsafeMutableRawPointer) {
-        atomic64(base).initialize(to: Atomic(0))
     }
 
     /// Creates a named mutex (a segment of kind `mutex`), unlocked.
     public static func create(
         name: String, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
     ) throws(InterprocessError) -> ProcessMutex {
-        ProcessMutex(storage: try PrimitiveStorage.create(
-            name: name, kind: .mutex, tag: CIPC_TAG_MUTEX, permissions: permissions, lifetime: lifetime,
-            leased: true, initialize: initialize))
+        try SharedObjectStorage.create(ProcessMutex.self, name: name, parameters: (), permissions: permissions, lifetime: lifetime)
     }
 
     /// Opens a named mutex. Only an object of a trusted owner opens (by default: this process's
     /// user; see ``TrustedOwners``): another user's is `permissionDenied`.
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> ProcessMutex {
-        ProcessMutex(storage: try PrimitiveStorage.open(name: name, kind: .mutex, tag: CIPC_TAG_MUTEX, leased: true, trusting: trust))
+        try SharedObjectStorage.open(ProcessMutex.self, name: name, expecting: nil, trusting: trust)
+    }
+
+    /// Opens the named mutex, or creates it (unlocked); `created` says which. Of racing processes
+    /// exactly one creates it; the others open it, complete.
+    public static func openOrCreate(
+        name: String, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
+        trusting trust: TrustedOwners = .currentUser
+    ) throws(InterprocessError) -> (mutex: ProcessMutex, created: Bool) {
+        try SharedObjectStorage.openOrCreate(
+            ProcessMutex.self, name: name, parameters: (), permissions: permissions, lifetime: lifetime, trusting: trust)
+    }
+
+    /// Removes the name of the named mutex `name` (`incompatible` if it is not a mutex); processes
+    /// that hold it go on using it until they close it.
+    public static func remove(name: String) throws(InterprocessError) {
+        try SharedObjectStorage.remove(ProcessMutex.self, name: name)
     }
 
     /// Initializes a new, unlocked mutex at `offset` in `segment` (``stateSize`` bytes).
     public static func create(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessMutex {
-        ProcessMutex(storage: try PrimitiveStorage.place(in: segment, at: offset, tag: CIPC_TAG_MUTEX, what: "mutex", leased: true, initialize: initialize))
+        try SharedObjectStorage.place(ProcessMutex.self, in: segment, at: offset, parameters: ())
     }
 
     /// Uses the mutex that another process created at `offset` in `segment`.
     public static func open(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessMutex {
-        ProcessMutex(storage: try PrimitiveStorage.place(in: segment, at: offset, tag: CIPC_TAG_MUTEX, what: "mutex", leased: true, initialize: nil))
+        try SharedObjectStorage.attach(ProcessMutex.self, in: segment, at: offset, expecting: nil)
     }
 
     /// The name of a named mutex.
@@ -134,57 +153,40 @@ public final class ProcessMutex: @unchecked Sendable {
 
     // MARK: Locking
 
-    /// Acquires the lock, waiting as long as it takes. A dead owner's lock is taken over within
-    /// ~25 ms (see the type's documentation).
-    @available(*, noasync, message: "use the async lock() in async code")
+    /// Where waiters park: the owner word's low half. They check the owner's liveness when they are
+    /// about to park, then every 25 ms.
+    private var site: WaitSite { WaitSite(word: word, waiters: waiters, name: name, recheckEvery: Self.livenessInterval) }
+
+    /// Acquires the lock, suspending the task (no thread blocks) for at most `timeout` — nil: as long
+    /// as it takes. A dead owner's lock is taken over (see the type's documentation).
+    ///
+    /// - Returns: ``Acquisition/previousOwnerDied`` if a previous owner died holding the lock and the
+    ///   data was not marked consistent since; ``Acquisition/acquired`` otherwise.
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled (before or while
+    ///   waiting) — in both cases having acquired nothing.
+    @discardableResult
+    public func lock(timeout: Duration? = nil) async throws(InterprocessError) -> Acquisition {
+        try await site.asyncWait(until: Deadline(after: timeout), whileSpinning: spinAttempt, attempt)
+    }
+
+    /// Acquires the lock, blocking the calling thread for at most `timeout` — nil: as long as it
+    /// takes. The blocking form of ``lock(timeout:)``: returns and throws the same, except
+    /// `cancelled`. Uncontended, it is one compare-and-swap, inlined into the caller.
+    @available(*, noasync, message: "use the async lock(timeout:) in async code")
     @discardableResult
     @inlinable
-    public func lock() throws(InterprocessError) -> Acquisition {
+    public func blockingLock(timeout: Duration? = nil) throws(InterprocessError) -> Acquisition {
         if owner.pointee.compareExchange(expected: 0, desired: me, ordering: .acquiring).exchanged {
             return inconsistent.pointee.load(ordering: .relaxed) == 0 ? .acquired : .previousOwnerDied
         }
-        return try lockSlowly()
+        return try blockingLockSlowly(timeout)
     }
 
     @available(*, noasync)
     @usableFromInline
     @inline(never)
-    func lockSlowly() throws(InterprocessError) -> Acquisition {
-        try blockingWait(
-            word: word, waiters: waiters, deadline: .max, recheckEvery: Self.livenessInterval, name: name,
-            whileSpinning: spinAttempt, attempt)
-    }
-
-    /// Acquires the lock, or throws `timedOut` after `timeout`.
-    @available(*, noasync, message: "use the async lock(timeout:) in async code")
-    @discardableResult
-    public func lock(timeout: Duration) throws(InterprocessError) -> Acquisition {
-        if let acquisition = try tryLock() { return acquisition }
-        return try blockingWait(
-            word: word, waiters: waiters, deadline: Clock.deadline(after: timeout), recheckEvery: Self.livenessInterval,
-            name: name, whileSpinning: spinAttempt, attempt)
-    }
-
-    /// Acquires the lock without blocking a thread; throws `cancelled` (having acquired nothing)
-    /// if the task is cancelled.
-    @discardableResult
-    public func lock() async throws(InterprocessError) -> Acquisition {
-        try await lock(deadline: .max)
-    }
-
-    /// Acquires the lock without blocking a thread; throws `cancelled` (having acquired nothing)
-    /// if the task is cancelled, `timedOut` after `timeout`.
-    @discardableResult
-    public func lock(timeout: Duration) async throws(InterprocessError) -> Acquisition {
-        try await lock(deadline: Clock.deadline(after: timeout))
-    }
-
-    private func lock(deadline: UInt64) async throws(InterprocessError) -> Acquisition {
-        try throwIfCancelled(name)
-        if let acquisition = try tryLock() { return acquisition }
-        return try await asyncWait(
-            word: word, waiters: waiters, deadline: deadline, recheckEvery: Self.livenessInterval, name: name,
-            whileSpinning: spinAttempt, attempt)
+    func blockingLockSlowly(_ timeout: Duration?) throws(InterprocessError) -> Acquisition {
+        try site.blockingWait(until: Deadline(after: timeout), whileSpinning: spinAttempt, attempt)
     }
 
     /// Acquires the lock if it is free, or takes it over if its owner died (one kernel query); nil if
@@ -233,21 +235,46 @@ public final class ProcessMutex: @unchecked Sendable {
     /// Whether some process holds the lock now.
     public var isLocked: Bool { owner.pointee.load(ordering: .relaxed) != 0 }
 
-    /// Runs `body` holding the lock. If a previous owner died and the data was not marked consistent,
-    /// releases the lock and throws `ownerDied` without running `body`: use
-    /// ``withLock(onOwnerDied:_:)`` to repair.
-    @available(*, noasync, message: "use lock() async / unlock() in async code")
-    public func withLock<R>(_ body: () throws -> R) throws -> R {
-        try withLockRefusingInconsistentData(lock: { () throws(InterprocessError) in try lock() }, unlock: unlock, name: name, body)
+    /// Runs `body` holding the lock, then releases it (also when `body` throws). The lock is taken as
+    /// ``lock(timeout:)`` takes it (no thread blocks); `body` runs in the caller's isolation.
+    ///
+    /// If a previous owner died and the data was not marked consistent, releases the lock and throws
+    /// `ownerDied` without running `body`: use ``withLock(isolation:timeout:onOwnerDied:_:)`` to repair.
+    /// - Throws: what ``lock(timeout:)`` throws, `ownerDied`, or what `body` throws.
+    public func withLock<R>(
+        isolation: isolated (any Actor)? = #isolation, timeout: Duration? = nil, _ body: () async throws -> R
+    ) async throws -> R {
+        try await runLocked(
+            isolation: isolation, try await lock(timeout: timeout), unlock: unlock,
+            onOwnerDied: refuseInconsistentData(name), markConsistent: markConsistent, body)
     }
 
-    /// Runs `body` holding the lock; if a previous owner died, first runs `recover` (holding the lock)
-    /// and, if it returns, marks the mutex consistent.
-    @available(*, noasync, message: "use lock() async / unlock() in async code")
-    public func withLock<R>(onOwnerDied recover: () throws -> Void, _ body: () throws -> R) throws -> R {
-        try withLockRecovering(
-            lock: { () throws(InterprocessError) in try lock() }, unlock: unlock, markConsistent: markConsistent,
-            recover: recover, body)
+    /// Runs `body` holding the lock, as ``withLock(isolation:timeout:_:)``; if a previous owner died, first runs
+    /// `recover` (holding the lock) and, if it returns, marks the mutex consistent.
+    public func withLock<R>(
+        isolation: isolated (any Actor)? = #isolation, timeout: Duration? = nil,
+        onOwnerDied recover: () async throws -> Void, _ body: () async throws -> R
+    ) async throws -> R {
+        try await runLocked(
+            isolation: isolation, try await lock(timeout: timeout), unlock: unlock,
+            onOwnerDied: recover, markConsistent: markConsistent, body)
+    }
+
+    /// The blocking form of ``withLock(isolation:timeout:_:)``: takes the lock as
+    /// ``blockingLock(timeout:)``.
+    @available(*, noasync, message: "use the async withLock(timeout:_:) in async code")
+    public func withBlockingLock<R>(timeout: Duration? = nil, _ body: () throws -> R) throws -> R {
+        try runLocked(
+            try blockingLock(timeout: timeout), unlock: unlock,
+            onOwnerDied: refuseInconsistentData(name), markConsistent: markConsistent, body)
+    }
+
+    /// The blocking form of ``withLock(isolation:timeout:onOwnerDied:_:)``.
+    @available(*, noasync, message: "use the async withLock(timeout:onOwnerDied:_:) in async code")
+    public func withBlockingLock<R>(
+        timeout: Duration? = nil, onOwnerDied recover: () throws -> Void, _ body: () throws -> R
+    ) throws -> R {
+        try runLocked(try blockingLock(timeout: timeout), unlock: unlock, onOwnerDied: recover, markConsistent: markConsistent, body)
     }
 
     // MARK: Internals
@@ -296,23 +323,50 @@ public final class ProcessMutex: @unchecked Sendable {
             expected: dead, desired: me | (dead & Self.contended), ordering: .acquiring
         ).exchanged else { return nil }
         inconsistent.pointee.store(1, ordering: .relaxed)
-        atomic64(storage.base + 24).pointee.wrappingAdd(1, ordering: .relaxed)
+        atomic64(storage.base + fieldOffset(\cipc_mutex.recoveries)).pointee.wrappingAdd(1, ordering: .relaxed)
         return .previousOwnerDied
     }
+}
+
+// MARK: - The shared object
+
+extension ProcessMutex: SharedObject, SharedObjectKind {
+    static var segmentKind: SegmentKind { .mutex }
+    static var tag: UInt32 { CIPC_TAG_MUTEX }
+    static var tagOffset: Int { fieldOffset(\cipc_mutex.tag) }
+    static var kindName: String { "mutex" }
+    static var recordsOwners: Bool { true }
+    static var minimumSize: Int { stateSize }
+
+    /// Unlocked: all zeros.
+    static func initialize(_ state: UnsafeMutableRawPointer, size: Int, with _: Void) {}
 
     /// The owner (pid as it saw it, and whether its token is alive: `isAlive`), contention, waiters,
     /// consistency and recoveries, read from a copy of the state.
-    static func describe(_ state: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> [String: String] {
-        guard state.count >= 32 else { return [:] }
-        let word = state.load(as: UInt64.self)
-        return [
-            "locked": word == 0 ? "no" : "yes",
-            "ownerPID": word == 0 ? "-" : "\(OwnerLease.displayPID(of: word))",
-            "ownerAlive": word == 0 ? "-" : (isAlive(word) ? "yes" : "no"),
-            "contended": word & contended == 0 ? "no" : "yes",
-            "waiters": "\(state.load(fromByteOffset: 8, as: UInt32.self))",
-            "consistent": state.load(fromByteOffset: 12, as: UInt32.self) == 0 ? "yes" : "no",
-            "recoveries": "\(state.load(fromByteOffset: 24, as: UInt64.self))",
-        ]
+    static func describe(_ copy: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> SharedObjectDescription {
+        guard copy.count >= MemoryLayout<cipc_mutex>.size else { return SharedObjectDescription(details: [:]) }
+        let state = copy.loadUnaligned(as: cipc_mutex.self)
+        let word = state.owner
+        let waiting = state.waiters > 0 ? ", \(state.waiters) waiting" : ""
+        let inconsistent = state.inconsistent == 0 ? "" : ", inconsistent"
+        let dead = word != 0 && !isAlive(word)
+        return SharedObjectDescription(
+            details: [
+                "locked": word == 0 ? "no" : "yes",
+                "ownerPID": word == 0 ? "-" : "\(OwnerLease.displayPID(of: word))",
+                "ownerAlive": word == 0 ? "-" : (dead ? "no" : "yes"),
+                "contended": word & contended == 0 ? "no" : "yes",
+                "waiters": "\(state.waiters)",
+                "consistent": state.inconsistent == 0 ? "yes" : "no",
+                "recoveries": "\(state.recoveries)",
+            ],
+            summary: word == 0
+                ? "unlocked" + waiting + inconsistent
+                : "locked by \(OwnerLease.displayPID(of: word))\(dead ? " (dead)" : "")" + waiting + inconsistent)
     }
+}
+
+extension SegmentKind {
+    /// A named ``ProcessMutex``.
+    public static let mutex = SegmentKind(rawValue: CIPC_KIND_MUTEX)
 }

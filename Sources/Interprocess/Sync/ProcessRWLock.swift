@@ -8,9 +8,15 @@ package import Synchronization
 ///
 /// ```swift
 /// let lock = try ProcessRWLock.create(name: "catalog.lock")     // or .open(name:) in a peer
-/// let price = try lock.withReadLock { catalog.price(of: item) }
-/// try lock.withWriteLock { catalog.update(item, price: 12) }
+/// let price = try await lock.withReadLock { catalog.price(of: item) }   // no thread blocks
+/// try await lock.withWriteLock { catalog.update(item, price: 12) }
+/// try lock.withBlockingWriteLock { catalog.update(item, price: 13) }    // blocks (not in async code)
 /// ```
+///
+/// Every acquisition comes `async` (``readLock(timeout:)``, ``writeLock(timeout:)``, the scoped
+/// ``withReadLock(isolation:timeout:_:)`` and ``withWriteLock(isolation:timeout:_:)``), blocking
+/// (the same names with `blocking`: ``blockingReadLock(timeout:)``, ``withBlockingWriteLock(timeout:_:)``…)
+/// and `try…` (never waits).
 ///
 /// **Writer preference.** A writer first *claims* the lock by writing its identity into the owner
 /// word — from then on new readers wait — and then waits until the readers already inside have
@@ -21,13 +27,14 @@ package import Synchronization
 /// **A writer's death** is recovered like ``ProcessMutex``'s: the owner word holds the writer's
 /// *token* (its identity in the segment's file, vouched for by a kernel lock that dies with it — no
 /// pids, no /proc: right across PID namespaces, users and `hidepid`), set by one compare-and-swap.
-/// Waiters — readers and writers — check the writer's liveness every 25 ms (``tryReadLock()`` and
-/// ``tryWriteLock()`` once); a writer takes a dead writer's lock over,
+/// Waiters — readers and writers — check the writer's liveness when they are about to park, then
+/// every 25 ms (``tryReadLock()`` and ``tryWriteLock()`` once); a writer takes a dead writer's lock over,
 /// a reader clears it. When the dead writer was *inside* (past waiting for readers), the lock
 /// becomes *inconsistent*: acquisitions report ``ProcessMutex/Acquisition/previousOwnerDied`` until
-/// a writer repairs the data and calls ``markConsistent()``. ``withWriteLock(_:)`` and
-/// ``withReadLock(_:)`` throw `ownerDied` in that state (after releasing the lock);
-/// ``withWriteLock(onOwnerDied:_:)`` runs your repair first. A writer that died while still waiting
+/// a writer repairs the data and calls ``markConsistent()``. ``withWriteLock(isolation:timeout:_:)``
+/// and ``withReadLock(isolation:timeout:_:)`` throw `ownerDied` in that state (after releasing the
+/// lock); ``withWriteLock(isolation:timeout:onOwnerDied:_:)`` runs your repair first (and so do
+/// their blocking forms). A writer that died while still waiting
 /// for readers never touched the data: clearing its claim leaves the lock consistent.
 ///
 /// **A reader's death** is recovered too. Read locks are counted per process, in one of 32 reader
@@ -83,31 +90,23 @@ package import Synchronization
 /// every 25 ms (one `fcntl` each). A process's first read lock claims its slot (a short scan under a
 /// process-wide mutex). Waits spin briefly (never on one CPU), then park on a futex.
 public final class ProcessRWLock: @unchecked Sendable {
-    // `@unchecked Sendable`: the state is shared memory kept mapped by `mapping`, touched only
+    // `@unchecked Sendable`: the state is shared memory kept mapped by `storage`, touched only
     // through atomics; the instance's own state is atomic too.
 
     /// Bytes of shared state (place it at an 8-byte aligned offset; 64-byte alignment avoids sharing
-    /// a cache line with other data): a 64-byte header and 32 reader slots of 16 bytes.
-    public static let stateSize = Int(CIPC_RWLOCK_SIZE)
+    /// a cache line with other data): a `cipc_rwlock`, a 64-byte header and 32 reader slots of 16 bytes.
+    public static let stateSize = MemoryLayout<cipc_rwlock>.size
 
-    // Literal constants (`CIPC_RWLOCK_READERS`, `offsetof(cipc_rwlock, readers)` and
-    // `sizeof(cipc_rwlock_reader)`; `validate` checks the first against the header): the hot paths
-    // must not pay for a lazily initialized global.
-    @inline(__always) static var readerCapacity: Int { 32 }
-    @inline(__always) static var readersOffset: Int { 64 }
-    @inline(__always) static var readerStride: Int { 16 }
+    /// The number of reader slots (`validate` checks the state's `reader_capacity` against it).
+    @inline(__always) static var readerCapacity: Int { Int(CIPC_RWLOCK_READERS) }
     /// Bit 31 of a token word (never part of a token, see `OwnerLease`): in a reader slot, marks it
     /// being freed (the cleaner's token with the bit set); in the owner word, says *contended* (a
     /// waiter parked on it, or is about to: the writer's unlock wakes them).
     @inline(__always) static var cleaning: UInt64 { 0x8000_0000 }
     @inline(__always) static var contended: UInt64 { 0x8000_0000 }
 
-    private let mapping: MemoryMapping
-    /// The segment registration of a named lock (nil for one placed in the user's memory).
-    private let segment: SegmentHandle?
-    private let base: UnsafeMutableRawPointer
-    /// The writer's identity; its low half (offset 0) is the futex word everybody waiting for the
-    /// writer parks on.
+    let storage: SharedObjectStorage
+    /// The writer's identity; its low half is the futex word everybody waiting for the writer parks on.
     private let owner: UnsafeMutablePointer<Atomic<UInt64>>
     private let ownerWord: UnsafeMutableRawPointer
     /// Bumped by readers leaving while a writer claims: the futex word a claiming writer parks on.
@@ -137,155 +136,107 @@ public final class ProcessRWLock: @unchecked Sendable {
     /// Serializes this process's slot claims (rare), so that a process never claims two slots.
     private static let claiming = Mutex<Void>(())
 
-    private init(base: UnsafeMutableRawPointer, mapping: MemoryMapping, segment: SegmentHandle?, lease: OwnerLease) {
-        self.base = base
-        self.mapping = mapping
-        self.segment = segment
-        owner = atomic64(base)
-        ownerWord = base
-        drain = atomic32(base + 8)
-        drainWord = base + 8
-        waiters = base + 12
-        drainWaiters = base + 16
-        recoveries = atomic64(base + 24)
-        writeHeld = atomic32(base + 32)
-        inconsistent = atomic32(base + 36)
-        overflow = atomic32(base + 40)
-        readerRecoveries = atomic64(base + 48)
+    /// The first reader slot's `owner` and `holds`: slot i's are `cipc_rwlock_reader`'s stride × i
+    /// further (the hot paths' only arithmetic).
+    private let readerOwners: UnsafeMutableRawPointer
+    private let readerHolds: UnsafeMutableRawPointer
+
+    init(storage: SharedObjectStorage) {
+        guard let lease = storage.lease else { preconditionFailure("a reader-writer lock's storage carries a lease") }
+        let base = storage.base
+        self.storage = storage
+        owner = atomic64(base + fieldOffset(\cipc_rwlock.owner))
+        ownerWord = base + fieldOffset(\cipc_rwlock.owner) // the owner word's low half (little-endian)
+        drain = atomic32(base + fieldOffset(\cipc_rwlock.drain))
+        drainWord = base + fieldOffset(\cipc_rwlock.drain)
+        waiters = base + fieldOffset(\cipc_rwlock.waiters)
+        drainWaiters = base + fieldOffset(\cipc_rwlock.drain_waiters)
+        recoveries = atomic64(base + fieldOffset(\cipc_rwlock.recoveries))
+        writeHeld = atomic32(base + fieldOffset(\cipc_rwlock.write_held))
+        inconsistent = atomic32(base + fieldOffset(\cipc_rwlock.inconsistent))
+        overflow = atomic32(base + fieldOffset(\cipc_rwlock.overflow))
+        readerRecoveries = atomic64(base + fieldOffset(\cipc_rwlock.reader_recoveries))
+        readerOwners = base + fieldOffset(\cipc_rwlock.readers) + fieldOffset(\cipc_rwlock_reader.owner)
+        readerHolds = base + fieldOffset(\cipc_rwlock.readers) + fieldOffset(\cipc_rwlock_reader.holds)
         self.lease = lease
         me = lease.token
-    }
-
-    /// Initializes zeroed memory and publishes the tag last.
-    private static func initialize(_ base: UnsafeMutableRawPointer) {
-        base.initializeMemory(as: UInt8.self, repeating: 0, count: stateSize)
-        base.storeBytes(of: UInt32(readerCapacity), toByteOffset: 44, as: UInt32.self)
-        base.storeBytes(of: UInt32(stateSize), toByteOffset: 56, as: UInt32.self)
-        atomic32(base + 20).pointee.store(CIPC_TAG_RWLOCK, ordering: .releasing)
-    }
-
-    /// Checks what a peer wrote before trusting it: the tag, the slot count and the state size.
-    private static func validate(_ base: UnsafeMutableRawPointer, available: Int, name: String, what: String) throws(InterprocessError) {
-        guard available >= stateSize, atomic32(base + 20).pointee.load(ordering: .acquiring) == CIPC_TAG_RWLOCK else {
-            throw InterprocessError(.corrupt, objectName: name, detail: "no valid \(what) there")
-        }
-        guard base.load(fromByteOffset: 44, as: UInt32.self) == UInt32(readerCapacity),
-              base.load(fromByteOffset: 56, as: UInt32.self) == UInt32(stateSize)
-        else {
-            throw InterprocessError(.corrupt, objectName: name, detail: "inconsistent \(what) header (another layout version?)")
-        }
     }
 
     /// Creates a named reader-writer lock (a segment of kind `rwlock`), unlocked.
     public static func create(
         name: String, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
     ) throws(InterprocessError) -> ProcessRWLock {
-        let handle = try SegmentHandle.create(
-            name: name, kind: .rwLock, payloadSize: stateSize, permissions: permissions, lifetime: lifetime
-        ) { payload in
-            initialize(payload.baseAddress!)
-        }
-        do throws(InterprocessError) {
-            let mapping = try handle.mapping()
-            return ProcessRWLock(base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle, lease: try handle.ownerLease())
-        } catch {
-            handle.close()
-            throw error
-        }
+        try SharedObjectStorage.create(ProcessRWLock.self, name: name, parameters: (), permissions: permissions, lifetime: lifetime)
     }
 
     /// Opens a named reader-writer lock. Only an object of a trusted owner opens (by default: this process's
     /// user; see ``TrustedOwners``): another user's is `permissionDenied`.
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> ProcessRWLock {
-        let handle = try SegmentHandle.open(name: name, kind: .rwLock, trusting: trust)
-        do throws(InterprocessError) {
-            let mapping = try handle.mapping()
-            let base = mapping.base + SegmentHeader.size
-            try validate(base, available: handle.payloadSize, name: name, what: "rwlock")
-            return ProcessRWLock(base: base, mapping: mapping, segment: handle, lease: try handle.ownerLease())
-        } catch {
-            handle.close()
-            throw error
-        }
+        try SharedObjectStorage.open(ProcessRWLock.self, name: name, expecting: nil, trusting: trust)
+    }
+
+    /// Opens the named reader-writer lock, or creates it (unlocked); `created` says which. Of racing
+    /// processes exactly one creates it; the others open it, complete.
+    public static func openOrCreate(
+        name: String, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
+        trusting trust: TrustedOwners = .currentUser
+    ) throws(InterprocessError) -> (lock: ProcessRWLock, created: Bool) {
+        try SharedObjectStorage.openOrCreate(
+            ProcessRWLock.self, name: name, parameters: (), permissions: permissions, lifetime: lifetime, trusting: trust)
+    }
+
+    /// Removes the name of the named reader-writer lock `name` (`incompatible` if it is not one);
+    /// processes that hold it go on using it until they close it.
+    public static func remove(name: String) throws(InterprocessError) {
+        try SharedObjectStorage.remove(ProcessRWLock.self, name: name)
     }
 
     /// Initializes a new, unlocked reader-writer lock at `offset` in `segment` (``stateSize`` bytes).
     public static func create(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessRWLock {
-        let (base, mapping) = try place(in: segment, at: offset)
-        let lease = try segment.handle.ownerLease()
-        initialize(base)
-        return ProcessRWLock(base: base, mapping: mapping, segment: nil, lease: lease)
+        try SharedObjectStorage.place(ProcessRWLock.self, in: segment, at: offset, parameters: ())
     }
 
     /// Uses the reader-writer lock that another process created at `offset` in `segment`.
     public static func open(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> ProcessRWLock {
-        let (base, mapping) = try place(in: segment, at: offset)
-        try validate(base, available: segment.size - offset, name: segment.name, what: "reader-writer lock at offset \(offset)")
-        return ProcessRWLock(base: base, mapping: mapping, segment: nil, lease: try segment.handle.ownerLease())
-    }
-
-    /// Checks that ``stateSize`` bytes fit at `offset` in `segment`, 8-byte aligned.
-    private static func place(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> (UnsafeMutableRawPointer, MemoryMapping) {
-        guard offset >= 0, offset % 8 == 0, offset <= segment.size - stateSize else {
-            throw InterprocessError(.invalidArgument, objectName: segment.name,
-                detail: "a reader-writer lock needs \(stateSize) bytes at an 8-byte aligned offset; \(offset) does not fit a \(segment.size)-byte segment")
-        }
-        let mapping = try segment.handle.mapping()
-        return (mapping.base + SegmentHeader.size + offset, mapping)
+        try SharedObjectStorage.attach(ProcessRWLock.self, in: segment, at: offset, expecting: nil)
     }
 
     /// The name of a named reader-writer lock.
-    public var name: String? { segment?.name }
+    public var name: String? { storage.name }
 
     /// Unregisters a named reader-writer lock (the last holder of a `.whileReferenced` one removes
     /// the name).
-    public func close() { segment?.close() }
+    public func close() { storage.close() }
 
     // MARK: Reading
 
-    /// Takes a read lock, waiting as long as a writer holds or claims the lock. A dead writer's
-    /// claim is cleared within ~25 ms. Returns ``ProcessMutex/Acquisition/previousOwnerDied`` while
-    /// the lock is inconsistent (a writer died inside and nobody repaired the data since).
-    @available(*, noasync, message: "use the async readLock() in async code")
+    /// Where everybody waiting for the writer parks: the owner word's low half. Waiters check the
+    /// writer's liveness when they are about to park, then every 25 ms.
+    private var ownerSite: WaitSite { WaitSite(word: ownerWord, waiters: waiters, name: name, recheckEvery: ProcessMutex.livenessInterval) }
+
+    /// Where a claiming writer waits for the readers inside to leave: the drain word. It checks the
+    /// liveness of the processes that hold read locks when it is about to park, then every 25 ms.
+    private var drainSite: WaitSite { WaitSite(word: drainWord, waiters: drainWaiters, name: name, recheckEvery: ProcessMutex.livenessInterval) }
+
+    /// Takes a read lock, suspending the task (no thread blocks) while a writer holds or claims the
+    /// lock, for at most `timeout` — nil: as long as it takes. A dead writer's claim is cleared.
+    /// - Returns: ``ProcessMutex/Acquisition/previousOwnerDied`` while the lock is inconsistent (a
+    ///   writer died inside and nobody repaired the data since).
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled (before or while
+    ///   waiting) — in both cases having acquired nothing.
     @discardableResult
-    @inline(__always)
-    public func readLock() throws(InterprocessError) -> ProcessMutex.Acquisition {
-        if owner.pointee.load(ordering: .relaxed) == 0 && enterRead(readCounter()) { return acquisition }
-        return try blockingWait(
-            word: ownerWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name,
-            whileSpinning: readSpinAttempt, readAttempt)
+    public func readLock(timeout: Duration? = nil) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        try await ownerSite.asyncWait(until: Deadline(after: timeout), whileSpinning: readSpinAttempt, readAttempt)
     }
 
-    /// Takes a read lock, or throws `timedOut` after `timeout`.
+    /// Takes a read lock, blocking the calling thread while a writer holds or claims the lock, for at
+    /// most `timeout` — nil: as long as it takes. The blocking form of ``readLock(timeout:)``.
     @available(*, noasync, message: "use the async readLock(timeout:) in async code")
     @discardableResult
-    public func readLock(timeout: Duration) throws(InterprocessError) -> ProcessMutex.Acquisition {
-        if let acquisition = tryReadLock() { return acquisition }
-        return try blockingWait(
-            word: ownerWord, waiters: waiters, deadline: Clock.deadline(after: timeout),
-            recheckEvery: ProcessMutex.livenessInterval, name: name, whileSpinning: readSpinAttempt, readAttempt)
-    }
-
-    /// Takes a read lock without blocking a thread; throws `cancelled` (having acquired nothing) if
-    /// the task is cancelled.
-    @discardableResult
-    public func readLock() async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try await readLock(deadline: .max)
-    }
-
-    /// Takes a read lock without blocking a thread; throws `cancelled` (having acquired nothing) if
-    /// the task is cancelled, `timedOut` after `timeout`.
-    @discardableResult
-    public func readLock(timeout: Duration) async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try await readLock(deadline: Clock.deadline(after: timeout))
-    }
-
-    private func readLock(deadline: UInt64) async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try throwIfCancelled(name)
-        if let acquisition = tryReadLock() { return acquisition }
-        return try await asyncWait(
-            word: ownerWord, waiters: waiters, deadline: deadline,
-            recheckEvery: ProcessMutex.livenessInterval, name: name, whileSpinning: readSpinAttempt, readAttempt)
+    @inline(__always)
+    public func blockingReadLock(timeout: Duration? = nil) throws(InterprocessError) -> ProcessMutex.Acquisition {
+        if owner.pointee.load(ordering: .relaxed) == 0 && enterRead(readCounter()) { return acquisition }
+        return try ownerSite.blockingWait(until: Deadline(after: timeout), whileSpinning: readSpinAttempt, readAttempt)
     }
 
     /// Takes a read lock if no writer holds or claims it, or if the writer died (one kernel query:
@@ -317,52 +268,43 @@ public final class ProcessRWLock: @unchecked Sendable {
         throw InterprocessError(.notOwner, objectName: name, detail: "this process holds no read lock")
     }
 
-    /// Runs `body` holding a read lock. If a writer died inside and the data was not repaired since,
-    /// releases the lock and throws `ownerDied` without running `body`.
-    @available(*, noasync, message: "use readLock() async / readUnlock() in async code")
-    public func withReadLock<R>(_ body: () throws -> R) throws -> R {
-        try withLockRefusingInconsistentData(lock: { () throws(InterprocessError) in try readLock() }, unlock: readUnlock, name: name, body)
+    /// Runs `body` holding a read lock, then releases it (also when `body` throws). The lock is taken
+    /// as ``readLock(timeout:)`` takes it (no thread blocks); `body` runs in the caller's isolation.
+    /// If a writer died inside and the data was not repaired since, releases the lock and throws
+    /// `ownerDied` without running `body`.
+    public func withReadLock<R>(
+        isolation: isolated (any Actor)? = #isolation, timeout: Duration? = nil, _ body: () async throws -> R
+    ) async throws -> R {
+        try await runLocked(
+            isolation: isolation, try await readLock(timeout: timeout), unlock: readUnlock,
+            onOwnerDied: refuseInconsistentData(name), markConsistent: {}, body)
+    }
+
+    /// The blocking form of ``withReadLock(isolation:timeout:_:)``: takes the lock as
+    /// ``blockingReadLock(timeout:)``.
+    @available(*, noasync, message: "use the async withReadLock(timeout:_:) in async code")
+    public func withBlockingReadLock<R>(timeout: Duration? = nil, _ body: () throws -> R) throws -> R {
+        try runLocked(
+            try blockingReadLock(timeout: timeout), unlock: readUnlock,
+            onOwnerDied: refuseInconsistentData(name), markConsistent: {}, body)
     }
 
     // MARK: Writing
 
-    /// Takes the write lock, waiting as long as it takes: first for another writer (a dead one's
-    /// lock is taken over within ~25 ms), then for the readers inside to leave (new readers wait
-    /// meanwhile).
-    @available(*, noasync, message: "use the async writeLock() in async code")
+    /// Takes the write lock, suspending the task (no thread blocks), for at most `timeout` — nil: as
+    /// long as it takes: first for another writer (a dead one's lock is taken over), then for the
+    /// readers inside to leave (new readers wait meanwhile).
+    /// - Returns: ``ProcessMutex/Acquisition/previousOwnerDied`` if a writer died inside and nobody
+    ///   repaired the data since.
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled (before or while
+    ///   waiting) — in both cases having acquired nothing (a claim already made is given back, so
+    ///   that waiting readers go on).
     @discardableResult
-    @inline(__always)
-    public func writeLock() throws(InterprocessError) -> ProcessMutex.Acquisition {
-        if !owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
-            try blockingWait(
-                word: ownerWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name,
-                whileSpinning: claimSpinAttempt, claimAttempt)
-        }
+    public func writeLock(timeout: Duration? = nil) async throws(InterprocessError) -> ProcessMutex.Acquisition {
+        let deadline = Deadline(after: timeout)
+        try await ownerSite.asyncWait(until: deadline, whileSpinning: claimSpinAttempt, claimAttempt)
         if readersInside() != 0 {
-            try blockingWait(
-                word: drainWord, waiters: drainWaiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval,
-                name: name, drainAttempt)
-        }
-        return enterWrite()
-    }
-
-    /// Takes the write lock, or throws `timedOut` after `timeout` — having given its claim back, so
-    /// that waiting readers go on.
-    @available(*, noasync, message: "use the async writeLock(timeout:) in async code")
-    @discardableResult
-    public func writeLock(timeout: Duration) throws(InterprocessError) -> ProcessMutex.Acquisition {
-        let deadline = Clock.deadline(after: timeout)
-        if !owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
-            try blockingWait(
-                word: ownerWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,
-                name: name, whileSpinning: claimSpinAttempt, claimAttempt)
-        }
-        if readersInside() != 0 {
-            do {
-                try blockingWait(
-                    word: drainWord, waiters: drainWaiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,
-                    name: name, drainAttempt)
-            } catch {
+            do { try await drainSite.asyncWait(until: deadline, drainAttempt) } catch {
                 giveClaimBack()
                 throw error
             }
@@ -370,34 +312,28 @@ public final class ProcessRWLock: @unchecked Sendable {
         return enterWrite()
     }
 
-    /// Takes the write lock without blocking a thread. Throws `cancelled` having
-    /// acquired nothing (a claim already made is given back).
+    /// Takes the write lock, blocking the calling thread, for at most `timeout` — nil: as long as it
+    /// takes. The blocking form of ``writeLock(timeout:)``.
+    @available(*, noasync, message: "use the async writeLock(timeout:) in async code")
     @discardableResult
-    public func writeLock() async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try await writeLock(deadline: .max)
+    @inline(__always)
+    public func blockingWriteLock(timeout: Duration? = nil) throws(InterprocessError) -> ProcessMutex.Acquisition {
+        let claimed = owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged
+        if claimed && readersInside() == 0 { return enterWrite() }
+        return try blockingWriteLockSlowly(timeout, claimed: claimed)
     }
 
-    /// Takes the write lock without blocking a thread. Throws `cancelled` or `timedOut` having
-    /// acquired nothing (a claim already made is given back).
-    @discardableResult
-    public func writeLock(timeout: Duration) async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try await writeLock(deadline: Clock.deadline(after: timeout))
-    }
-
-    private func writeLock(deadline: UInt64) async throws(InterprocessError) -> ProcessMutex.Acquisition {
-        try throwIfCancelled(name)
-        let deadline = deadline
-        if !owner.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
-            try await asyncWait(
-                word: ownerWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,
-                name: name, whileSpinning: claimSpinAttempt, claimAttempt)
+    /// The write lock's waits: for the claim (unless `claimed` already), then for the readers inside
+    /// to leave.
+    @available(*, noasync)
+    @inline(never)
+    private func blockingWriteLockSlowly(_ timeout: Duration?, claimed: Bool) throws(InterprocessError) -> ProcessMutex.Acquisition {
+        let deadline = Deadline(after: timeout)
+        if !claimed {
+            try ownerSite.blockingWait(until: deadline, whileSpinning: claimSpinAttempt, claimAttempt)
         }
         if readersInside() != 0 {
-            do {
-                try await asyncWait(
-                    word: drainWord, waiters: drainWaiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval,
-                    name: name, drainAttempt)
-            } catch {
+            do { try drainSite.blockingWait(until: deadline, drainAttempt) } catch {
                 giveClaimBack()
                 throw error
             }
@@ -447,23 +383,49 @@ public final class ProcessRWLock: @unchecked Sendable {
     /// slots no writer has freed yet).
     public var readerCount: Int { Int(readersInside()) }
 
-    /// Runs `body` holding the write lock. If a writer died inside and the data was not marked
-    /// consistent, releases the lock and throws `ownerDied` without running `body`: use
-    /// ``withWriteLock(onOwnerDied:_:)`` to repair.
-    @available(*, noasync, message: "use writeLock() async / writeUnlock() in async code")
-    public func withWriteLock<R>(_ body: () throws -> R) throws -> R {
-        try withLockRefusingInconsistentData(lock: { () throws(InterprocessError) in try writeLock() }, unlock: writeUnlock, name: name, body)
+    /// Runs `body` holding the write lock, then releases it (also when `body` throws). The lock is
+    /// taken as ``writeLock(timeout:)`` takes it (no thread blocks); `body` runs in the caller's
+    /// isolation. If a writer died inside and the data was not marked consistent, releases the lock
+    /// and throws `ownerDied` without running `body`: use
+    /// ``withWriteLock(isolation:timeout:onOwnerDied:_:)`` to repair.
+    public func withWriteLock<R>(
+        isolation: isolated (any Actor)? = #isolation, timeout: Duration? = nil, _ body: () async throws -> R
+    ) async throws -> R {
+        try await runLocked(
+            isolation: isolation, try await writeLock(timeout: timeout), unlock: writeUnlock,
+            onOwnerDied: refuseInconsistentData(name), markConsistent: markConsistent, body)
     }
 
-    /// Runs `body` holding the write lock; if a writer died inside, first runs `recover` (holding the
-    /// lock) and, if it returns, marks the lock consistent.
-    @available(*, noasync, message: "use writeLock() async / writeUnlock() in async code")
-    public func withWriteLock<R>(onOwnerDied recover: () throws -> Void, _ body: () throws -> R) throws -> R {
-        try withLockRecovering(
-            lock: { () throws(InterprocessError) in try writeLock() }, unlock: writeUnlock, markConsistent: markConsistent,
-            recover: recover, body)
+    /// Runs `body` holding the write lock, as ``withWriteLock(isolation:timeout:_:)``; if a writer
+    /// died inside, first runs `recover` (holding the lock) and, if it returns, marks the lock
+    /// consistent.
+    public func withWriteLock<R>(
+        isolation: isolated (any Actor)? = #isolation, timeout: Duration? = nil,
+        onOwnerDied recover: () async throws -> Void, _ body: () async throws -> R
+    ) async throws -> R {
+        try await runLocked(
+            isolation: isolation, try await writeLock(timeout: timeout), unlock: writeUnlock,
+            onOwnerDied: recover, markConsistent: markConsistent, body)
     }
 
+    /// The blocking form of ``withWriteLock(isolation:timeout:_:)``: takes the lock as
+    /// ``blockingWriteLock(timeout:)``.
+    @available(*, noasync, message: "use the async withWriteLock(timeout:_:) in async code")
+    public func withBlockingWriteLock<R>(timeout: Duration? = nil, _ body: () throws -> R) throws -> R {
+        try runLocked(
+            try blockingWriteLock(timeout: timeout), unlock: writeUnlock,
+            onOwnerDied: refuseInconsistentData(name), markConsistent: markConsistent, body)
+    }
+
+    /// The blocking form of ``withWriteLock(isolation:timeout:onOwnerDied:_:)``.
+    @available(*, noasync, message: "use the async withWriteLock(timeout:onOwnerDied:_:) in async code")
+    public func withBlockingWriteLock<R>(
+        timeout: Duration? = nil, onOwnerDied recover: () throws -> Void, _ body: () throws -> R
+    ) throws -> R {
+        try runLocked(
+            try blockingWriteLock(timeout: timeout), unlock: writeUnlock, onOwnerDied: recover,
+            markConsistent: markConsistent, body)
+    }
 
     // MARK: Internals
 
@@ -514,15 +476,15 @@ public final class ProcessRWLock: @unchecked Sendable {
     // MARK: Internals: reader slots
 
     // `assumingMemoryBound` directly: `atomic32`/`atomic64` live in another module and are not
-    // inlined into these loops.
+    // inlined into these loops. The stride of an imported C struct is a compile-time constant.
     @inline(__always)
     private func slotOwner(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
-        (base + Self.readersOffset + index &* Self.readerStride).assumingMemoryBound(to: Atomic<UInt64>.self)
+        (readerOwners + index &* MemoryLayout<cipc_rwlock_reader>.stride).assumingMemoryBound(to: Atomic<UInt64>.self)
     }
 
     @inline(__always)
     private func slotHolds(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt32>> {
-        (base + Self.readersOffset + index &* Self.readerStride + 8).assumingMemoryBound(to: Atomic<UInt32>.self)
+        (readerHolds + index &* MemoryLayout<cipc_rwlock_reader>.stride).assumingMemoryBound(to: Atomic<UInt32>.self)
     }
 
     /// Where this process counts a new read lock: its slot's holds (claiming a slot first if it has
@@ -732,45 +694,77 @@ public final class ProcessRWLock: @unchecked Sendable {
         giveClaimBack()
     }
 
+}
+
+// MARK: - The shared object
+
+extension ProcessRWLock: SharedObject, SharedObjectKind {
+    static var segmentKind: SegmentKind { .rwLock }
+    static var tag: UInt32 { CIPC_TAG_RWLOCK }
+    static var tagOffset: Int { fieldOffset(\cipc_rwlock.tag) }
+    static var kindName: String { "rwlock" }
+    static var displayName: String { "reader-writer lock" }
+    static var recordsOwners: Bool { true }
+    static var minimumSize: Int { stateSize }
+
+    /// Unlocked, no reader: zeros, and the sizes that `validate` checks.
+    static func initialize(_ state: UnsafeMutableRawPointer, size: Int, with _: Void) {
+        state.storeBytes(of: CIPC_RWLOCK_READERS, toByteOffset: fieldOffset(\cipc_rwlock.reader_capacity), as: UInt32.self)
+        state.storeBytes(of: CIPC_RWLOCK_SIZE, toByteOffset: fieldOffset(\cipc_rwlock.state_size), as: UInt32.self)
+    }
+
+    /// The slot count and the state size (another layout version, or a peer's garbage).
+    static func validate(_ state: UnsafeMutableRawPointer, available: Int, expecting _: Void?) throws(InterprocessError) {
+        let capacity = state.load(fromByteOffset: fieldOffset(\cipc_rwlock.reader_capacity), as: UInt32.self)
+        let size = state.load(fromByteOffset: fieldOffset(\cipc_rwlock.state_size), as: UInt32.self)
+        guard capacity == CIPC_RWLOCK_READERS, size == CIPC_RWLOCK_SIZE else {
+            throw InterprocessError(.corrupt, detail: "inconsistent reader-writer lock header: \(capacity) reader slots, \(size) bytes (another layout version?)")
+        }
+    }
+
     /// The writer, readers, reader slots, waiters, consistency and recoveries, read from a copy of
     /// the state.
-    static func describe(_ state: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> [String: String] {
-        guard state.count >= 64 else { return [:] }
-        let word = state.load(as: UInt64.self)
+    static func describe(_ copy: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> SharedObjectDescription {
+        let headerSize = fieldOffset(\cipc_rwlock.readers)
+        guard copy.count >= headerSize else { return SharedObjectDescription(details: [:]) }
+        func load<T>(_ field: KeyPath<cipc_rwlock, T>) -> T { copy.loadUnaligned(fromByteOffset: fieldOffset(field), as: T.self) }
+        let word = load(\.owner)
         let pid = OwnerLease.displayPID(of: word)
-        let inside = state.load(fromByteOffset: 32, as: UInt32.self) != 0
-        let overflowHolds = state.load(fromByteOffset: 40, as: UInt32.self)
+        let inside = load(\.write_held) != 0
+        let overflowHolds = load(\.overflow)
+        let writerAlive = word == 0 || isAlive(word)
         var details = [
             "writer": word == 0 ? "-" : "\(pid)",
-            "writerAlive": word == 0 ? "-" : (isAlive(word) ? "yes" : "no"),
+            "writerAlive": word == 0 ? "-" : (writerAlive ? "yes" : "no"),
             "contended": word & contended == 0 ? "no" : "yes",
             "writeLocked": word == 0 ? "no" : (inside ? "yes" : "claimed"),
-            "waiters": "\(state.load(fromByteOffset: 12, as: UInt32.self))",
-            "drainingWriters": "\(state.load(fromByteOffset: 16, as: UInt32.self))",
-            "consistent": state.load(fromByteOffset: 36, as: UInt32.self) == 0 ? "yes" : "no",
-            "recoveries": "\(state.load(fromByteOffset: 24, as: UInt64.self))",
+            "waiters": "\(load(\.waiters))",
+            "drainingWriters": "\(load(\.drain_waiters))",
+            "consistent": load(\.inconsistent) == 0 ? "yes" : "no",
+            "recoveries": "\(load(\.recoveries))",
             "overflowReaders": "\(overflowHolds)",
-            "readerRecoveries": "\(state.load(fromByteOffset: 48, as: UInt64.self))",
+            "readerRecoveries": "\(load(\.reader_recoveries))",
         ]
-        let capacity = Int(state.load(fromByteOffset: 44, as: UInt32.self))
-        guard capacity == readerCapacity, state.count >= stateSize else {
+        let writer = word == 0 ? "" : "\(inside ? "write-locked" : "claimed") by \(pid)\(writerAlive ? "" : " (dead)")"
+        let capacity = Int(load(\.reader_capacity))
+        guard capacity == readerCapacity, copy.count >= stateSize else {
             details["readers"] = "?"
-            return details
+            return SharedObjectDescription(details: details, summary: writer)
         }
         var live: UInt64 = UInt64(overflowHolds)
         var dead: UInt64 = 0
         var inUse = 0
         var deadSlots = 0
+        let slots = UnsafeRawBufferPointer(rebasing: copy[headerSize...])
         for index in 0..<capacity {
-            let holder = state.load(fromByteOffset: readersOffset + index * readerStride, as: UInt64.self)
-            let holds = state.load(fromByteOffset: readersOffset + index * readerStride + 8, as: UInt32.self)
-            guard holder != 0 else { continue }
+            let reader = slots.loadUnaligned(fromByteOffset: index * MemoryLayout<cipc_rwlock_reader>.stride, as: cipc_rwlock_reader.self)
+            guard reader.owner != 0 else { continue }
             inUse += 1
-            if isAlive(holder) {
-                live += UInt64(holds)
+            if isAlive(reader.owner) {
+                live += UInt64(reader.holds)
             } else {
                 deadSlots += 1
-                dead += UInt64(holds)
+                dead += UInt64(reader.holds)
             }
         }
         details["readers"] = "\(live)"
@@ -778,6 +772,13 @@ public final class ProcessRWLock: @unchecked Sendable {
         details["readerSlots"] = "\(capacity)"
         details["readerSlotsInUse"] = "\(inUse)"
         details["readerSlotsDead"] = "\(deadSlots)"
-        return details
+        let readers = live > 0 ? "\(live) read lock\(live == 1 ? "" : "s")" : ""
+        let summary = [writer, readers, details["consistent"] == "no" ? "inconsistent" : ""].filter { !$0.isEmpty }
+        return SharedObjectDescription(details: details, summary: summary.isEmpty ? "unlocked" : summary.joined(separator: ", "))
     }
+}
+
+extension SegmentKind {
+    /// A named ``ProcessRWLock``.
+    public static let rwLock = SegmentKind(rawValue: CIPC_KIND_RWLOCK)
 }

@@ -3,122 +3,17 @@ import CInterprocess
 import InterprocessSystem
 import Synchronization
 
-/// Where a synchronization primitive's 64 bytes of shared state live, and what keeps them mapped:
-/// a named segment of its own, or a place in a ``SharedMemory`` segment that the user owns.
-///
-/// `@unchecked Sendable`: `base` points into a mapping that `mapping` keeps alive for as long as this
-/// object exists, and every access to the shared words goes through atomics.
-final class PrimitiveStorage: @unchecked Sendable {
-    let base: UnsafeMutableRawPointer
-    let mapping: MemoryMapping
-    /// The segment registration of a named primitive (nil for one placed in the user's memory).
-    let segment: SegmentHandle?
-    /// This process's identity in the file, for primitives that record owners (``ProcessMutex``).
-    let lease: OwnerLease?
-
-    static let size = 64
-
-    private init(base: UnsafeMutableRawPointer, mapping: MemoryMapping, segment: SegmentHandle?, lease: OwnerLease?) {
-        self.base = base
-        self.mapping = mapping
-        self.segment = segment
-        self.lease = lease
-    }
-
-    var tag: UInt32 { base.load(fromByteOffset: 20, as: UInt32.self) }
-
-    /// Creates a named segment of `kind` holding one primitive, initialized by `initialize`.
-    static func create(
-        name: String, kind: SegmentKind, tag: UInt32, permissions: FilePermissions, lifetime: Lifetime,
-        leased: Bool = false, initialize: @escaping (UnsafeMutableRawPointer) -> Void
-    ) throws(InterprocessError) -> PrimitiveStorage {
-        let handle = try SegmentHandle.create(
-            name: name, kind: kind, payloadSize: size, permissions: permissions, lifetime: lifetime
-        ) { payload in
-            initialize(payload.baseAddress!)
-            payload.baseAddress!.storeBytes(of: tag, toByteOffset: 20, as: UInt32.self)
-        }
-        do throws(InterprocessError) {
-            let mapping = try handle.mapping()
-            return PrimitiveStorage(
-                base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle,
-                lease: leased ? try handle.ownerLease() : nil)
-        } catch {
-            handle.close()
-            throw error
-        }
-    }
-
-    /// Opens the named primitive `name`, checking its segment kind and its tag.
-    static func open(
-        name: String, kind: SegmentKind, tag: UInt32, leased: Bool = false, trusting trust: TrustedOwners
-    ) throws(InterprocessError) -> PrimitiveStorage {
-        let handle = try SegmentHandle.open(name: name, kind: kind, trusting: trust)
-        do throws(InterprocessError) {
-            let mapping = try handle.mapping()
-            let base = mapping.base + SegmentHeader.size
-            guard handle.payloadSize >= size, base.load(fromByteOffset: 20, as: UInt32.self) == tag else {
-                throw InterprocessError(.corrupt, objectName: name, detail: "the \(kind) segment does not hold a valid \(kind)")
-            }
-            return PrimitiveStorage(base: base, mapping: mapping, segment: handle, lease: leased ? try handle.ownerLease() : nil)
-        } catch {
-            handle.close()
-            throw error
-        }
-    }
-
-    /// Places a primitive at `offset` in `segment`: checks bounds and alignment, then either
-    /// initializes it (`initialize` non-nil) or checks that a primitive with `tag` is there.
-    static func place(
-        in segment: SharedMemory, at offset: Int, tag: UInt32, what: String, leased: Bool = false,
-        initialize: ((UnsafeMutableRawPointer) -> Void)?
-    ) throws(InterprocessError) -> PrimitiveStorage {
-        guard offset >= 0, offset % 8 == 0, offset <= segment.size - size else {
-            throw InterprocessError(.invalidArgument, objectName: segment.name,
-                detail: "a \(what) needs \(size) bytes at an 8-byte aligned offset; \(offset) does not fit a \(segment.size)-byte segment")
-        }
-        let mapping = try segment.handle.mapping()
-        let base = mapping.base + SegmentHeader.size + offset
-        let storage = PrimitiveStorage(base: base, mapping: mapping, segment: nil, lease: leased ? try segment.handle.ownerLease() : nil)
-        if let initialize {
-            base.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-            initialize(base)
-            atomic32(base + 20).pointee.store(tag, ordering: .releasing)
-        } else if storage.tag != tag {
-            throw InterprocessError(.corrupt, objectName: segment.name, detail: "no \(what) at offset \(offset)")
-        }
-        return storage
-    }
-
-    var name: String? { segment?.name }
-
-    func close() { segment?.close() }
-}
-
 // MARK: - Scoped locking after an owner's death
 
-/// Runs `body` between `lock` and `unlock`. If the lock reports that a previous owner died and the
-/// data was not marked consistent since, releases it and throws `ownerDied` without running `body`.
-/// The `withLock` / `withReadLock` / `withWriteLock` of the robust locks.
-func withLockRefusingInconsistentData<R>(
-    lock: () throws(InterprocessError) -> ProcessMutex.Acquisition, unlock: () throws(InterprocessError) -> Void,
-    name: String?, _ body: () throws -> R
+/// The blocking scoped forms of the robust locks (`withBlockingLock`, `withBlockingReadLock`,
+/// `withBlockingWriteLock`): runs `body` holding the lock that `acquisition` reports, then releases
+/// it with `unlock` (also when `body` or `recover` throws). If a previous owner died and the data was
+/// not marked consistent since, first runs `recover` and, if it returns, `markConsistent`. The forms
+/// that refuse inconsistent data pass ``refuseInconsistentData(_:)`` as `recover`.
+func runLocked<R>(
+    _ acquisition: ProcessMutex.Acquisition, unlock: () throws(InterprocessError) -> Void,
+    onOwnerDied recover: () throws -> Void, markConsistent: () -> Void, _ body: () throws -> R
 ) throws -> R {
-    if try lock() == .previousOwnerDied {
-        try unlock()
-        throw InterprocessError(.ownerDied, objectName: name, detail: "a previous owner died holding the lock; the data may be inconsistent")
-    }
-    defer { try? unlock() }
-    return try body()
-}
-
-/// Runs `body` between `lock` and `unlock`; if a previous owner died, first runs `recover` (holding
-/// the lock) and, if it returns, `markConsistent`. The `withLock(onOwnerDied:_:)` of the robust locks.
-func withLockRecovering<R>(
-    lock: () throws(InterprocessError) -> ProcessMutex.Acquisition, unlock: () throws(InterprocessError) -> Void,
-    markConsistent: () -> Void, recover: () throws -> Void, _ body: () throws -> R
-) throws -> R {
-    let acquisition = try lock()
     defer { try? unlock() }
     if acquisition == .previousOwnerDied {
         try recover()
@@ -127,32 +22,29 @@ func withLockRecovering<R>(
     return try body()
 }
 
+/// The `async` scoped forms of the robust locks (`withLock`, `withReadLock`, `withWriteLock`): as
+/// ``runLocked(_:unlock:onOwnerDied:markConsistent:_:)``, with `recover` and `body` run in the
+/// caller's isolation.
+func runLocked<R>(
+    isolation: isolated (any Actor)?,
+    _ acquisition: ProcessMutex.Acquisition, unlock: () throws(InterprocessError) -> Void,
+    onOwnerDied recover: () async throws -> Void, markConsistent: () -> Void, _ body: () async throws -> R
+) async throws -> R {
+    defer { try? unlock() }
+    if acquisition == .previousOwnerDied {
+        try await recover()
+        markConsistent()
+    }
+    return try await body()
+}
+
+/// The `recover` of the scoped forms that do not repair: throws `ownerDied` (the lock is then
+/// released and the body does not run).
+func refuseInconsistentData(_ name: String?) -> () throws -> Void {
+    { throw InterprocessError(.ownerDied, objectName: name, detail: "a previous owner died holding the lock; the data may be inconsistent") }
+}
+
 // MARK: - Waiting
-
-/// A primitive whose waits all follow one shape: try without blocking, then spin and park on one
-/// futex word until `waitAttempt` succeeds (``ProcessSemaphore``, ``ProcessEvent``). The blocking and
-/// async waits live here once; the types keep only their public, documented entry points.
-protocol FutexWaitable: AnyObject {
-    var waitWord: UnsafeMutableRawPointer { get }
-    var waiterWord: UnsafeMutableRawPointer { get }
-    var name: String? { get }
-    func tryWait() -> Bool
-    func waitAttempt(_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Void>
-}
-
-extension FutexWaitable {
-    @available(*, noasync)
-    func waitBlocking(deadline: UInt64) throws(InterprocessError) {
-        if tryWait() { return }
-        try blockingWait(word: waitWord, waiters: waiterWord, deadline: deadline, name: name, waitAttempt)
-    }
-
-    func waitAsync(deadline: UInt64) async throws(InterprocessError) {
-        try throwIfCancelled(name)
-        if tryWait() { return }
-        try await asyncWait(word: waitWord, waiters: waiterWord, deadline: deadline, name: name, waitAttempt)
-    }
-}
 
 /// What one attempt to acquire found.
 enum WaitStep<Value> {
@@ -162,6 +54,117 @@ enum WaitStep<Value> {
     case park(expected: UInt32)
     /// Lost a race: try again at once.
     case retry
+}
+
+/// Where the waiters of one primitive park: the futex word, the word that counts them, and how
+/// often a parked waiter re-checks something that no wake-up announces (a lock owner's liveness).
+///
+/// Its two drivers, ``blockingWait(until:whileSpinning:_:)`` and ``asyncWait(until:whileSpinning:_:)``,
+/// are the one waiting loop of every primitive: a primitive writes one `attempt` closure per verb, and
+/// each of its verbs — `async`, blocking (timed or not) — is a call to a driver with it (its `try…`
+/// form calls the attempt itself).
+struct WaitSite {
+    let word: UnsafeMutableRawPointer
+    let waiters: UnsafeMutableRawPointer
+    let name: String?
+    /// Nanoseconds between the periodic checks (`attempt(true)`); `.max`: none.
+    var recheckEvery: UInt64 = .max
+
+    /// The waiting loop, blocking the thread: spin briefly (never on one CPU), then count ourselves
+    /// in `waiters` and park on `word` until `attempt` succeeds or `deadline` passes (`timedOut`).
+    ///
+    /// `attempt(checkNow)` is told when a periodic check is due: at the first attempt that would
+    /// park, then every `recheckEvery`. Wakers skip the system call when `waiters` is 0: the waiter
+    /// increments it *before* its final attempt, and a waker changes the word *before* reading
+    /// `waiters` (both sequentially consistent), so one of them always sees the other.
+    ///
+    /// `whileSpinning`, if given, replaces `attempt` during the spin phase: the locks whose owner word
+    /// carries a *contended* bit (``ProcessMutex``, ``ProcessRWLock``) announce themselves in it only
+    /// when they are about to park, so that a waiter that gets the lock by spinning leaves no bit (and
+    /// no spare wake-up call) behind. Such locks decide wakes by that bit, not by `waiters`, which is
+    /// then only a count for `ipc inspect`.
+    @inline(never)
+    func blockingWait<Value>(
+        until deadline: Deadline,
+        whileSpinning: ((_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>)? = nil,
+        _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
+    ) throws(InterprocessError) -> Value {
+        if let whileSpinning {
+            if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, whileSpinning) { return value }
+        } else {
+            if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, attempt) { return value }
+        }
+        try countWaiter(in: waiters, name: name)
+        defer { uncountWaiter(in: waiters) }
+        var check = PeriodicCheck(every: recheckEvery)
+        while true {
+            switch try attempt(check.isDue()) {
+            case .done(let value): return value
+            case .retry: continue
+            case .park(let expected):
+                // The kernel takes the deadline as it is: after a wake-up or EINTR, this parks again
+                // for what is left.
+                if Futex.wait(word, expected: expected, deadline: min(deadline, check.next)) == .timedOut, deadline.hasPassed {
+                    return try lastAttempt(attempt)
+                }
+            }
+        }
+    }
+
+    /// The `async` form of ``blockingWait(until:whileSpinning:_:)``: parks through the process-wide
+    /// ``AsyncFutexWaiter`` (no cooperative thread blocks). Throws `cancelled` — having acquired
+    /// nothing — if the task is cancelled before it starts or while it waits.
+    func asyncWait<Value>(
+        until deadline: Deadline,
+        whileSpinning: ((_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>)? = nil,
+        _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
+    ) async throws(InterprocessError) -> Value {
+        // A cancelled task acquires nothing, not even what is free.
+        try throwIfCancelled()
+        // A shorter spin, and no yields: this runs on a cooperative thread.
+        if let whileSpinning {
+            if let value = try spin(rounds: SpinPolicy.spinRounds / 4, whileSpinning) { return value }
+        } else {
+            if let value = try spin(rounds: SpinPolicy.spinRounds / 4, attempt) { return value }
+        }
+        try countWaiter(in: waiters, name: name)
+        defer { uncountWaiter(in: waiters) }
+        var check = PeriodicCheck(every: recheckEvery)
+        while true {
+            try throwIfCancelled()
+            switch try attempt(check.isDue()) {
+            case .done(let value): return value
+            case .retry: continue
+            case .park(let expected):
+                switch await AsyncFutexWaiter.shared.wait(on: word, expected: expected, deadline: min(deadline, check.next)) {
+                case .cancelled:
+                    throw cancelledError()
+                case .timedOut where deadline.hasPassed:
+                    return try lastAttempt(attempt)
+                default:
+                    break
+                }
+            }
+        }
+    }
+
+    /// One last attempt when the time ran out (the state may have changed as it did), else `timedOut`.
+    private func lastAttempt<Value>(
+        _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
+    ) throws(InterprocessError) -> Value {
+        if case .done(let value) = try attempt(false) { return value }
+        throw InterprocessError(.timedOut, objectName: name, detail: "the wait timed out")
+    }
+
+    /// Throws `cancelled` if the current task is cancelled.
+    @inline(__always)
+    func throwIfCancelled() throws(InterprocessError) {
+        if Task.isCancelled { throw cancelledError() }
+    }
+
+    private func cancelledError() -> InterprocessError {
+        InterprocessError(.cancelled, objectName: name, detail: "the waiting task was cancelled")
+    }
 }
 
 /// Calls `attempt` up to `rounds` times with a pause instruction between failures, then up to
@@ -202,66 +205,26 @@ private func spin<Value>(
     }
 }
 
-/// When the next periodic check (e.g. of a lock owner's liveness) is due, for both wait drivers.
+/// When the next periodic check (e.g. of a lock owner's liveness) is due, for both wait drivers: at
+/// the first attempt that would park (what spinning could not get may be held by a dead process),
+/// then every `interval`.
 private struct PeriodicCheck {
     let interval: UInt64
-    private(set) var next: UInt64
+    /// ``Deadline/never`` when there are no checks.
+    private(set) var next: Deadline
 
     init(every interval: UInt64) {
         self.interval = interval
-        next = interval == .max ? .max : Clock.monotonicNanoseconds() &+ interval
+        next = interval == .max ? .never : Deadline(nanoseconds: 0)
     }
 
     /// Whether a check is due now; if so, schedules the next one.
     mutating func isDue() -> Bool {
-        guard next != .max else { return false }
-        let now = Clock.monotonicNanoseconds()
+        guard !next.isNever else { return false }
+        let now = Deadline.now
         guard now >= next else { return false }
-        next = now &+ interval
+        next = now.advanced(byNanoseconds: interval)
         return true
-    }
-}
-
-/// The waiting loop shared by every primitive: spin briefly (never on one CPU), then count ourselves
-/// in `waiters` and park on `word` until `attempt` succeeds or `deadline` passes.
-///
-/// `attempt(checkNow)` is told when a periodic check (`recheckEvery`, e.g. a lock owner's liveness)
-/// is due. Wakers skip the system call when `waiters` is 0: the waiter increments it *before* its
-/// final attempt, and a waker changes the word *before* reading `waiters` (both sequentially
-/// consistent), so one of them always sees the other.
-///
-/// `whileSpinning`, if given, replaces `attempt` during the spin phase: the locks whose owner word
-/// carries a *contended* bit (``ProcessMutex``, ``ProcessRWLock``) announce themselves in it only
-/// when they are about to park, so that a waiter that gets the lock by spinning leaves no bit (and
-/// no spare wake-up call) behind. Such locks decide wakes by that bit, not by `waiters`, which is
-/// then only a count for `ipc inspect`.
-@inline(never)
-func blockingWait<Value>(
-    word: UnsafeMutableRawPointer, waiters: UnsafeMutableRawPointer, deadline: UInt64,
-    recheckEvery: UInt64 = .max, name: String?,
-    whileSpinning: ((_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>)? = nil,
-    _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
-) throws(InterprocessError) -> Value {
-    if let whileSpinning {
-        if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, whileSpinning) { return value }
-    } else {
-        if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, attempt) { return value }
-    }
-    try countWaiter(in: waiters, name: name)
-    defer { uncountWaiter(in: waiters) }
-    var check = PeriodicCheck(every: recheckEvery)
-    while true {
-        switch try attempt(check.isDue()) {
-        case .done(let value): return value
-        case .retry: continue
-        case .park(let expected):
-            if Futex.wait(word, expected: expected, deadline: min(deadline, check.next)) == .timedOut,
-               Clock.monotonicNanoseconds() >= deadline {
-                // One last attempt: the state may have changed as the time ran out.
-                if case .done(let value) = try attempt(false) { return value }
-                throw InterprocessError(.timedOut, objectName: name, detail: "the wait timed out")
-            }
-        }
     }
 }
 
@@ -270,9 +233,9 @@ func blockingWait<Value>(
 let maximumWaiters: UInt32 = 0x7FFF_FFFF
 
 /// Counts the calling thread in the waiter word `waiters` before it parks (sequentially consistent:
-/// see ``blockingWait``). A count above ``maximumWaiters`` is impossible — a peer wrote it — and
-/// counting on from it would wrap to 0 and make wakers skip their wake-up: the increment is undone
-/// and the wait throws `corrupt` (DESIGN §3).
+/// see ``WaitSite/blockingWait(until:whileSpinning:_:)``). A count above ``maximumWaiters`` is
+/// impossible — a peer wrote it — and counting on from it would wrap to 0 and make wakers skip their
+/// wake-up: the increment is undone and the wait throws `corrupt` (DESIGN §3).
 func countWaiter(in waiters: UnsafeMutableRawPointer, name: String?) throws(InterprocessError) {
     let previous = atomic32(waiters).pointee.wrappingAdd(1, ordering: .sequentiallyConsistent).oldValue
     guard previous < maximumWaiters else {
@@ -285,53 +248,4 @@ func countWaiter(in waiters: UnsafeMutableRawPointer, name: String?) throws(Inte
 /// meanwhile becomes impossible, which the next waiter reports (``countWaiter(in:name:)``).
 func uncountWaiter(in waiters: UnsafeMutableRawPointer) {
     atomic32(waiters).pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
-}
-
-/// Throws `cancelled` if the current task is cancelled. Every `async` acquisition starts with it, so
-/// that a cancelled task never acquires anything — not even a lock that happens to be free.
-@inline(__always)
-func throwIfCancelled(_ name: String?) throws(InterprocessError) {
-    if Task.isCancelled {
-        throw InterprocessError(.cancelled, objectName: name, detail: "the waiting task was cancelled")
-    }
-}
-
-/// The `async` form of ``blockingWait``: parks through the process-wide ``AsyncFutexWaiter`` (no
-/// cooperative thread blocks) and throws `cancelled` — having consumed nothing — when the task is
-/// cancelled.
-func asyncWait<Value>(
-    word: UnsafeMutableRawPointer, waiters: UnsafeMutableRawPointer, deadline: UInt64,
-    recheckEvery: UInt64 = .max, name: String?,
-    whileSpinning: ((_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>)? = nil,
-    _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
-) async throws(InterprocessError) -> Value {
-    // A shorter spin: this runs on a cooperative thread.
-    if let whileSpinning {
-        if let value = try spin(rounds: SpinPolicy.spinRounds / 4, whileSpinning) { return value }
-    } else {
-        if let value = try spin(rounds: SpinPolicy.spinRounds / 4, attempt) { return value }
-    }
-    try countWaiter(in: waiters, name: name)
-    defer { uncountWaiter(in: waiters) }
-    var check = PeriodicCheck(every: recheckEvery)
-    while true {
-        if Task.isCancelled {
-            throw InterprocessError(.cancelled, objectName: name, detail: "the waiting task was cancelled")
-        }
-        switch try attempt(check.isDue()) {
-        case .done(let value): return value
-        case .retry: continue
-        case .park(let expected):
-            let outcome = await AsyncFutexWaiter.shared.wait(on: word, expected: expected, deadline: min(deadline, check.next))
-            switch outcome {
-            case .cancelled:
-                throw InterprocessError(.cancelled, objectName: name, detail: "the waiting task was cancelled")
-            case .timedOut where Clock.monotonicNanoseconds() >= deadline:
-                if case .done(let value) = try attempt(false) { return value }
-                throw InterprocessError(.timedOut, objectName: name, detail: "the wait timed out")
-            default:
-                break
-            }
-        }
-    }
 }

@@ -7,26 +7,36 @@ import Synchronization
 ///
 /// ```swift
 /// let jobs = try SharedVariable<Job>.create(name: "next-job")      // or .open(name:) in a peer
-/// try jobs.put(Job(id: 7))           // blocks while full
-/// let job = try jobs.take()          // blocks while empty; empties it
-/// let peek = try jobs.read()         // blocks while empty; leaves the value there
+/// try await jobs.put(Job(id: 7))     // waits while full (the task suspends; no thread blocks)
+/// let job = try await jobs.take()    // waits while empty; empties it
+/// let peek = try await jobs.read()   // waits while empty; leaves the value there
+/// let next = try jobs.blockingTake(timeout: .seconds(1))   // blocks the thread (not in async code)
 /// ```
 ///
-/// - ``take()`` waits while it is empty and empties it; ``put(_:)`` waits while it is full. One put
-///   releases exactly one taker (the others go on waiting for the next put).
-/// - ``read()`` waits while it is empty and leaves the value in place. **Every reader that was
+/// Every verb comes `async` (``take(timeout:)``, ``put(_:timeout:)``, ``read(timeout:)``,
+/// ``swap(_:timeout:)``, ``modify(isolation:timeout:_:)``: cancellation ends the wait having changed nothing),
+/// blocking (``blockingTake(timeout:)``, ``blockingPut(_:timeout:)``, ``blockingRead(timeout:)``,
+/// ``blockingSwap(_:timeout:)``, ``blockingModify(timeout:_:)``: unavailable in async code) and
+/// `try…` (``tryTake()``, ``tryPut(_:)``, ``tryRead()``, ``trySwap(_:)``: never wait); a `timeout`
+/// (nil: none) makes a wait throw `timedOut`.
+///
+/// - ``take(timeout:)`` waits while it is empty and empties it; ``put(_:timeout:)`` waits while it is
+///   full. One put releases exactly one taker (the others go on waiting for the next put).
+/// - ``read(timeout:)`` waits while it is empty and leaves the value in place. **Every reader that was
 ///   waiting when a value is put sees that value, before any taker can take it** (like GHC's
 ///   `readMVar`): a put releases all waiting readers at once, and takers wait until each of them has
 ///   copied the value.
-/// - ``swap(_:)`` takes the value and puts another in its place atomically (no put can slip in
-///   between); ``modify(_:)`` does the same around a closure and, if the closure throws, puts the
-///   original value back.
+/// - ``swap(_:timeout:)`` takes the value and puts another in its place atomically (no put can slip
+///   in between); ``modify(isolation:timeout:_:)`` does the same around a closure and, if the closure throws,
+///   puts the original value back.
 ///
 /// `Value` is copied byte for byte into shared memory, so it must be `BitwiseCopyable` and mean the
-/// same in every process: plain numbers and structs or tuples of them — never pointers. Opening a
-/// variable with a `Value` of another size or alignment than its creator's throws `incompatible`. A
-/// peer can write any bytes into the value: use a type for which every bit pattern is valid (not
-/// `Bool` or an enum) if peers are not trusted.
+/// same in every process: plain numbers and structs or tuples of them — never pointers. The creator
+/// records `Value`'s ``TypeFingerprint`` (its name, size, alignment, and a version you may give):
+/// opening the variable as another type throws `incompatible`, even one of the same size (`Int64`
+/// for `UInt64`), and so does another version of the same type. A peer can write any bytes into the
+/// value: use a type for which every bit pattern is valid (not `Bool` or an enum) if peers are not
+/// trusted.
 ///
 /// ## How it works
 /// The 64-bit state word holds *full* (bit 0), *readers pending* (bit 1) and a generation (bits
@@ -74,9 +84,9 @@ import Synchronization
 /// Ownership of the putter word is per process, like ``ProcessMutex``: threads and instances of one
 /// process share one token per segment file, which lives as long as some instance of the process on
 /// that file does. Do not use the variable from
-/// inside a ``modify(_:)`` body: the variable is empty and the putter word held while it runs.
+/// inside a ``modify(isolation:timeout:_:)`` body: the variable is empty and the putter word held while it runs.
 public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
-    // `@unchecked Sendable`: the state is shared memory kept mapped by `mapping`, touched through
+    // `@unchecked Sendable`: the state is shared memory kept mapped by `storage`, touched through
     // atomics; the value's bytes are only written by the holder of the putter word while the state
     // says empty, and copies of them are validated against the state.
 
@@ -88,10 +98,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         Layout.size(valueSize: MemoryLayout<Value>.size, alignment: MemoryLayout<Value>.alignment)
     }
 
-    private let mapping: MemoryMapping
-    /// The segment registration of a named variable (nil for one placed in the user's memory).
-    private let segment: SegmentHandle?
-    private let base: UnsafeMutableRawPointer
+    let storage: SharedObjectStorage
     private let state: UnsafeMutablePointer<Atomic<UInt64>>
     private let stateWord: UnsafeMutableRawPointer
     private let waiters: UnsafeMutableRawPointer
@@ -99,22 +106,28 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     private let registered: UnsafeMutablePointer<Atomic<UInt32>>
     private let recoveries: UnsafeMutablePointer<Atomic<UInt64>>
     private let slot: UnsafeMutableRawPointer
+    /// The first reader slot's `owner` and `since`: slot i's are `cipc_variable_reader`'s stride × i
+    /// further.
+    private let readerOwners: UnsafeMutableRawPointer
+    private let readerSinces: UnsafeMutableRawPointer
     /// This process's identity in the file, and the descriptor that checks others'.
     private let lease: OwnerLease
     /// This process's token: the putter word while it fills the slot, and its reader slots' owner.
     private let me: UInt64
 
-    private init(base: UnsafeMutableRawPointer, mapping: MemoryMapping, segment: SegmentHandle?, lease: OwnerLease) {
-        self.base = base
-        self.mapping = mapping
-        self.segment = segment
-        state = atomic64(base)
-        stateWord = base
-        waiters = base + 8
-        putter = atomic64(base + 24)
-        registered = atomic32(base + 32)
-        recoveries = atomic64(base + 48)
+    init(storage: SharedObjectStorage) {
+        guard let lease = storage.lease else { preconditionFailure("a shared variable's storage carries a lease") }
+        let base = storage.base
+        self.storage = storage
+        state = atomic64(base + fieldOffset(\cipc_variable_header.state))
+        stateWord = base + fieldOffset(\cipc_variable_header.state) // the state's low half (little-endian)
+        waiters = base + fieldOffset(\cipc_variable_header.waiters)
+        putter = atomic64(base + fieldOffset(\cipc_variable_header.putter))
+        registered = atomic32(base + fieldOffset(\cipc_variable_header.registered_readers))
+        recoveries = atomic64(base + fieldOffset(\cipc_variable_header.recoveries))
         slot = base + Layout.valueOffset(alignment: MemoryLayout<Value>.alignment)
+        readerOwners = base + fieldOffset(\cipc_variable_header.readers) + fieldOffset(\cipc_variable_reader.owner)
+        readerSinces = base + fieldOffset(\cipc_variable_header.readers) + fieldOffset(\cipc_variable_reader.since)
         self.lease = lease
         me = lease.token
     }
@@ -122,106 +135,101 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     // MARK: Creating and opening
 
     /// Creates a named variable (a segment of kind `variable`), empty or holding `initialValue`.
+    /// - Parameter type: what it records as its value type: by default `Value`'s name, size and
+    ///   alignment (version 0); give a ``TypeFingerprint`` with a version when `Value`'s layout
+    ///   changes, or explicitly for peers in other languages. Its size and alignment must be
+    ///   `Value`'s (`invalidArgument` otherwise).
     public static func create(
-        name: String, initialValue: Value? = nil, permissions: FilePermissions = .ownerReadWrite,
-        lifetime: Lifetime = .whileReferenced
+        name: String, initialValue: Value? = nil, type: TypeFingerprint = TypeFingerprint(of: Value.self),
+        permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
     ) throws(InterprocessError) -> SharedVariable {
-        try checkValueType(name: name)
-        let handle = try SegmentHandle.create(
-            name: name, kind: .variable, payloadSize: stateSize, permissions: permissions, lifetime: lifetime
-        ) { payload in
-            initialize(payload.baseAddress!, initialValue: initialValue)
-        }
-        do throws(InterprocessError) {
-            let mapping = try handle.mapping()
-            return SharedVariable(base: mapping.base + SegmentHeader.size, mapping: mapping, segment: handle, lease: try handle.ownerLease())
-        } catch {
-            handle.close()
-            throw error
-        }
+        try SharedObjectStorage.create(
+            SharedVariable.self, name: name, parameters: parameters(type, initialValue, name: name), permissions: permissions,
+            lifetime: lifetime)
     }
 
-    /// Opens a named variable. Throws `incompatible` if it holds a value of another size or
-    /// alignment than `Value` (or is not a variable), `permissionDenied` if its owner is not trusted
-    /// (by default only this process's user is; see ``TrustedOwners``).
-    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> SharedVariable {
-        let handle = try SegmentHandle.open(name: name, kind: .variable, trusting: trust)
-        do throws(InterprocessError) {
-            let mapping = try handle.mapping()
-            let base = mapping.base + SegmentHeader.size
-            try validate(base, available: handle.payloadSize, name: name)
-            return SharedVariable(base: base, mapping: mapping, segment: handle, lease: try handle.ownerLease())
-        } catch {
-            handle.close()
-            throw error
-        }
+    /// Opens a named variable. Throws `incompatible` if it records another value type than `type`
+    /// (by default `Value`'s fingerprint: another type of the same size is incompatible too; see
+    /// ``TypeFingerprint``) or is not a variable, `corrupt` if what it records is damaged,
+    /// `permissionDenied` if its owner is not trusted (by default only this process's user is; see
+    /// ``TrustedOwners``).
+    public static func open(
+        name: String, type: TypeFingerprint = TypeFingerprint(of: Value.self), trusting trust: TrustedOwners = .currentUser
+    ) throws(InterprocessError) -> SharedVariable {
+        try SharedObjectStorage.open(SharedVariable.self, name: name, expecting: parameters(type, nil, name: name), trusting: trust)
+    }
+
+    /// Opens the named variable (which keeps its value; `incompatible` if it records another value
+    /// type than `type`), or creates it, empty or holding `initialValue`; `created` says which. Of
+    /// racing processes exactly one creates it; the others open it, complete.
+    public static func openOrCreate(
+        name: String, initialValue: Value? = nil, type: TypeFingerprint = TypeFingerprint(of: Value.self),
+        permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
+        trusting trust: TrustedOwners = .currentUser
+    ) throws(InterprocessError) -> (variable: SharedVariable, created: Bool) {
+        try SharedObjectStorage.openOrCreate(
+            SharedVariable.self, name: name, parameters: parameters(type, initialValue, name: name), permissions: permissions,
+            lifetime: lifetime, trusting: trust)
+    }
+
+    /// Removes the name of the named variable `name` (`incompatible` if it is not a variable);
+    /// processes that hold it go on using it until they close it.
+    public static func remove(name: String) throws(InterprocessError) {
+        try SharedObjectStorage.remove(SharedVariable.self, name: name)
     }
 
     /// Initializes a variable at `offset` in `segment` (``stateSize`` bytes, at an offset that is a
-    /// multiple of 8 and of `Value`'s alignment), empty or holding `initialValue`.
-    public static func create(in segment: SharedMemory, at offset: Int, initialValue: Value? = nil) throws(InterprocessError) -> SharedVariable {
-        try checkValueType(name: segment.name)
-        let (base, mapping) = try place(in: segment, at: offset)
-        let lease = try segment.handle.ownerLease()
-        base.initializeMemory(as: UInt8.self, repeating: 0, count: stateSize)
-        initialize(base, initialValue: initialValue)
-        return SharedVariable(base: base, mapping: mapping, segment: nil, lease: lease)
+    /// multiple of 8 and of `Value`'s alignment), empty or holding `initialValue`, recording `type`
+    /// (see ``create(name:initialValue:type:permissions:lifetime:)``).
+    public static func create(
+        in segment: SharedMemory, at offset: Int, initialValue: Value? = nil, type: TypeFingerprint = TypeFingerprint(of: Value.self)
+    ) throws(InterprocessError) -> SharedVariable {
+        try SharedObjectStorage.place(
+            SharedVariable.self, in: segment, at: offset, parameters: parameters(type, initialValue, name: segment.name))
     }
 
-    /// Uses the variable that another process created at `offset` in `segment`.
-    public static func open(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> SharedVariable {
-        let (base, mapping) = try place(in: segment, at: offset)
-        try validate(base, available: segment.size - offset, name: segment.name)
-        return SharedVariable(base: base, mapping: mapping, segment: nil, lease: try segment.handle.ownerLease())
+    /// Uses the variable that another process created at `offset` in `segment` (`incompatible` if it
+    /// records another value type than `type`).
+    public static func open(
+        in segment: SharedMemory, at offset: Int, type: TypeFingerprint = TypeFingerprint(of: Value.self)
+    ) throws(InterprocessError) -> SharedVariable {
+        try SharedObjectStorage.attach(
+            SharedVariable.self, in: segment, at: offset, expecting: parameters(type, nil, name: segment.name))
     }
 
     /// The name of a named variable.
-    public var name: String? { segment?.name }
+    public var name: String? { storage.name }
 
     /// Unregisters a named variable (the last holder of a `.whileReferenced` one removes the name).
-    public func close() { segment?.close() }
+    public func close() { storage.close() }
 
     /// Whether the variable is empty now (a snapshot).
     public var isEmpty: Bool { state.pointee.load(ordering: .acquiring) & Layout.full == 0 }
 
     // MARK: Taking
 
-    /// Takes the value, waiting while the variable is empty (or while readers that were waiting
-    /// when it was put have not copied it yet).
-    @available(*, noasync, message: "use the async take() in async code")
-    public func take() throws(InterprocessError) -> Value {
-        if let value = tryTake() { return value }
-        return try blockingWait(
-            word: stateWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name, takeAttempt)
+    /// Where everybody waits: the state word's low half. Putters and takers check the liveness of
+    /// the putter and of the readers that hold them back when they are about to park, then every
+    /// 25 ms.
+    private var site: WaitSite { WaitSite(word: stateWord, waiters: waiters, name: name, recheckEvery: ProcessMutex.livenessInterval) }
+
+    /// Readers wait on the same word without periodic checks.
+    private var readSite: WaitSite { WaitSite(word: stateWord, waiters: waiters, name: name) }
+
+    /// Takes the value, suspending the task (no thread blocks) while the variable is empty — or while
+    /// readers that were waiting when it was put have not copied it yet — for at most `timeout` (nil:
+    /// as long as it takes).
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled (before or while
+    ///   waiting) — in both cases having taken nothing.
+    public func take(timeout: Duration? = nil) async throws(InterprocessError) -> Value {
+        try await site.asyncWait(until: Deadline(after: timeout), takeAttempt)
     }
 
-    /// Takes the value, or throws `timedOut` after `timeout` (having taken nothing).
+    /// Takes the value, blocking the calling thread while the variable is empty, for at most
+    /// `timeout` (nil: as long as it takes). The blocking form of ``take(timeout:)``.
     @available(*, noasync, message: "use the async take(timeout:) in async code")
-    public func take(timeout: Duration) throws(InterprocessError) -> Value {
-        if let value = tryTake() { return value }
-        return try blockingWait(
-            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout),
-            recheckEvery: ProcessMutex.livenessInterval, name: name, takeAttempt)
-    }
-
-    /// Takes the value without blocking a thread. Throws `cancelled` — having taken nothing — if the
-    /// task is cancelled.
-    public func take() async throws(InterprocessError) -> Value {
-        try await take(deadline: .max)
-    }
-
-    /// Takes the value without blocking a thread. Throws `cancelled` — having taken nothing — if the
-    /// task is cancelled, `timedOut` after `timeout`.
-    public func take(timeout: Duration) async throws(InterprocessError) -> Value {
-        try await take(deadline: Clock.deadline(after: timeout))
-    }
-
-    private func take(deadline: UInt64) async throws(InterprocessError) -> Value {
-        try throwIfCancelled(name)
-        if let value = tryTake() { return value }
-        return try await asyncWait(
-            word: stateWord, waiters: waiters, deadline: deadline,
-            recheckEvery: ProcessMutex.livenessInterval, name: name, takeAttempt)
+    public func blockingTake(timeout: Duration? = nil) throws(InterprocessError) -> Value {
+        try site.blockingWait(until: Deadline(after: timeout), takeAttempt)
     }
 
     /// Takes the value if there is one that no waiting reader still has to see; nil otherwise.
@@ -244,44 +252,19 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
 
     // MARK: Putting
 
-    /// Puts `value`, waiting while the variable is full.
-    @available(*, noasync, message: "use the async put(_:) in async code")
-    public func put(_ value: Value) throws(InterprocessError) {
-        if tryPut(value) { return }
-        try blockingWait(
-            word: stateWord, waiters: waiters, deadline: .max, recheckEvery: ProcessMutex.livenessInterval, name: name
-        ) { check in putAttempt(value, check) }
+    /// Puts `value`, suspending the task (no thread blocks) while the variable is full, for at most
+    /// `timeout` (nil: as long as it takes).
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled (before or while
+    ///   waiting) — in both cases having put nothing.
+    public func put(_ value: Value, timeout: Duration? = nil) async throws(InterprocessError) {
+        try await site.asyncWait(until: Deadline(after: timeout)) { check in putAttempt(value, check) }
     }
 
-    /// Puts `value`, or throws `timedOut` after `timeout` (having put nothing).
+    /// Puts `value`, blocking the calling thread while the variable is full, for at most `timeout`
+    /// (nil: as long as it takes). The blocking form of ``put(_:timeout:)``.
     @available(*, noasync, message: "use the async put(_:timeout:) in async code")
-    public func put(_ value: Value, timeout: Duration) throws(InterprocessError) {
-        if tryPut(value) { return }
-        try blockingWait(
-            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout),
-            recheckEvery: ProcessMutex.livenessInterval, name: name
-        ) { check in putAttempt(value, check) }
-    }
-
-    /// Puts `value` without blocking a thread. Throws `cancelled` — having put nothing — if the task
-    /// is cancelled.
-    public func put(_ value: Value) async throws(InterprocessError) {
-        try await put(value, deadline: .max)
-    }
-
-    /// Puts `value` without blocking a thread. Throws `cancelled` — having put nothing — if the task
-    /// is cancelled, `timedOut` after `timeout`.
-    public func put(_ value: Value, timeout: Duration) async throws(InterprocessError) {
-        try await put(value, deadline: Clock.deadline(after: timeout))
-    }
-
-    private func put(_ value: Value, deadline: UInt64) async throws(InterprocessError) {
-        try throwIfCancelled(name)
-        if tryPut(value) { return }
-        try await asyncWait(
-            word: stateWord, waiters: waiters, deadline: deadline,
-            recheckEvery: ProcessMutex.livenessInterval, name: name
-        ) { check in putAttempt(value, check) }
+    public func blockingPut(_ value: Value, timeout: Duration? = nil) throws(InterprocessError) {
+        try site.blockingWait(until: Deadline(after: timeout)) { check in putAttempt(value, check) }
     }
 
     /// Puts `value` if the variable is empty and no other put is in progress; returns whether it did.
@@ -304,47 +287,26 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
 
     // MARK: Reading
 
-    /// Returns the value without taking it, waiting while the variable is empty. A reader that waits
-    /// gets the very next value put, before any taker can take it.
-    @available(*, noasync, message: "use the async read() in async code")
-    public func read() throws(InterprocessError) -> Value {
+    /// Returns the value without taking it, suspending the task (no thread blocks) while the variable
+    /// is empty, for at most `timeout` (nil: as long as it takes). A reader that waits gets the very
+    /// next value put, before any taker can take it.
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled.
+    public func read(timeout: Duration? = nil) async throws(InterprocessError) -> Value {
+        try readSite.throwIfCancelled()
         if let value = tryRead() { return value }
         var registration = Registration()
         defer { leave(registration) }
-        return try blockingWait(word: stateWord, waiters: waiters, deadline: .max, name: name) { _ in readAttempt(&registration) }
+        return try await readSite.asyncWait(until: Deadline(after: timeout)) { _ in readAttempt(&registration) }
     }
 
-    /// Returns the value without taking it, or throws `timedOut` after `timeout`.
+    /// Returns the value without taking it, blocking the calling thread while the variable is empty,
+    /// for at most `timeout` (nil: as long as it takes). The blocking form of ``read(timeout:)``.
     @available(*, noasync, message: "use the async read(timeout:) in async code")
-    public func read(timeout: Duration) throws(InterprocessError) -> Value {
+    public func blockingRead(timeout: Duration? = nil) throws(InterprocessError) -> Value {
         if let value = tryRead() { return value }
         var registration = Registration()
         defer { leave(registration) }
-        return try blockingWait(
-            word: stateWord, waiters: waiters, deadline: Clock.deadline(after: timeout), name: name
-        ) { _ in readAttempt(&registration) }
-    }
-
-    /// Returns the value without taking it and without blocking a thread. Throws `cancelled` if the
-    /// task is cancelled.
-    public func read() async throws(InterprocessError) -> Value {
-        try await read(deadline: .max)
-    }
-
-    /// Returns the value without taking it and without blocking a thread. Throws `cancelled` if the
-    /// task is cancelled, `timedOut` after `timeout`.
-    public func read(timeout: Duration) async throws(InterprocessError) -> Value {
-        try await read(deadline: Clock.deadline(after: timeout))
-    }
-
-    private func read(deadline: UInt64) async throws(InterprocessError) -> Value {
-        try throwIfCancelled(name)
-        if let value = tryRead() { return value }
-        var registration = Registration()
-        defer { leave(registration) }
-        return try await asyncWait(
-            word: stateWord, waiters: waiters, deadline: deadline, name: name
-        ) { _ in readAttempt(&registration) }
+        return try readSite.blockingWait(until: Deadline(after: timeout)) { _ in readAttempt(&registration) }
     }
 
     /// The value if the variable is full; nil if it is empty. Never blocks.
@@ -357,45 +319,25 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         return nil
     }
 
-    /// Calls `body` with the value (waiting while the variable is empty), leaving it in place.
-    @available(*, noasync, message: "use the async read() in async code")
-    public func withValue<R>(_ body: (Value) throws -> R) throws -> R {
-        try body(read())
-    }
-
     // MARK: Exchanging
 
     /// Takes the value and puts `newValue` in its place, with no put in between; returns the old
-    /// value. Waits while the variable is empty.
-    @available(*, noasync, message: "use the async swap(_:) in async code")
-    public func swap(_ newValue: Value) throws(InterprocessError) -> Value {
-        let old = try beginExchange(deadline: .max)
+    /// value. Suspends the task (no thread blocks) while the variable is empty, for at most `timeout`
+    /// (nil: as long as it takes).
+    /// - Throws: `timedOut` after `timeout`; `cancelled` if the task is cancelled — in both cases
+    ///   having changed nothing.
+    public func swap(_ newValue: Value, timeout: Duration? = nil) async throws(InterprocessError) -> Value {
+        let old = try await beginExchange(Deadline(after: timeout))
         finishExchange(newValue)
         return old
     }
 
-    /// Like ``swap(_:)``, but throws `timedOut` after `timeout` (having changed nothing).
+    /// Takes the value and puts `newValue` in its place, blocking the calling thread while the
+    /// variable is empty, for at most `timeout` (nil: as long as it takes). The blocking form of
+    /// ``swap(_:timeout:)``.
     @available(*, noasync, message: "use the async swap(_:timeout:) in async code")
-    public func swap(_ newValue: Value, timeout: Duration) throws(InterprocessError) -> Value {
-        let old = try beginExchange(deadline: Clock.deadline(after: timeout))
-        finishExchange(newValue)
-        return old
-    }
-
-    /// Like ``swap(_:)``, without blocking a thread. Throws `cancelled` having changed
-    /// nothing.
-    public func swap(_ newValue: Value) async throws(InterprocessError) -> Value {
-        try await swap(newValue, deadline: .max)
-    }
-
-    /// Like ``swap(_:)``, without blocking a thread. Throws `cancelled` or `timedOut` having changed
-    /// nothing.
-    public func swap(_ newValue: Value, timeout: Duration) async throws(InterprocessError) -> Value {
-        try await swap(newValue, deadline: Clock.deadline(after: timeout))
-    }
-
-    private func swap(_ newValue: Value, deadline: UInt64) async throws(InterprocessError) -> Value {
-        let old = try await beginExchange(deadline: deadline)
+    public func blockingSwap(_ newValue: Value, timeout: Duration? = nil) throws(InterprocessError) -> Value {
+        let old = try beginBlockingExchange(Deadline(after: timeout))
         finishExchange(newValue)
         return old
     }
@@ -415,26 +357,26 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
         }
     }
 
-    /// Takes the value (waiting while the variable is empty), lets `body` change it, and puts the
-    /// result back, with no put in between. If `body` throws, puts the original value back and
-    /// rethrows. While `body` runs the variable is empty: readers and takers wait, and so do putters.
-    /// A process killed inside `body` takes the value with it (the variable stays empty and usable).
-    @available(*, noasync, message: "use the async modify(timeout:_:) in async code")
-    public func modify<R>(_ body: (inout Value) throws -> R) throws -> R {
-        try exchange(original: try beginExchange(deadline: .max), body)
+    /// Takes the value, lets `body` change it, and puts the result back, with no put in between.
+    /// Suspends the task (no thread blocks) while the variable is empty, for at most `timeout` (nil:
+    /// as long as it takes); `body` itself runs synchronously, in the caller's isolation. If `body`
+    /// throws, puts the original
+    /// value back and rethrows. While `body` runs the variable is empty: readers and takers wait, and
+    /// so do putters. A process killed inside `body` takes the value with it (the variable stays
+    /// empty and usable).
+    /// - Throws: `timedOut` after `timeout`, `cancelled` if the task is cancelled — in both cases
+    ///   having changed nothing and without running `body`; or what `body` throws.
+    public func modify<R>(
+        isolation: isolated (any Actor)? = #isolation, timeout: Duration? = nil, _ body: (inout Value) throws -> R
+    ) async throws -> R {
+        try exchange(original: try await beginExchange(Deadline(after: timeout)), body)
     }
 
-    /// Like ``modify(_:)``, but throws `timedOut` after `timeout` if the variable stayed empty (having
-    /// changed nothing, and without running `body`).
+    /// The blocking form of ``modify(isolation:timeout:_:)``: blocks the calling thread while the variable is
+    /// empty.
     @available(*, noasync, message: "use the async modify(timeout:_:) in async code")
-    public func modify<R>(timeout: Duration, _ body: (inout Value) throws -> R) throws -> R {
-        try exchange(original: try beginExchange(deadline: Clock.deadline(after: timeout)), body)
-    }
-
-    /// Like ``modify(_:)``, waiting without blocking a thread (`body` itself runs synchronously).
-    /// Throws `cancelled` or `timedOut` having changed nothing, without running `body`.
-    public func modify<R>(timeout: Duration? = nil, _ body: (inout Value) throws -> R) async throws -> R {
-        try exchange(original: try await beginExchange(deadline: Clock.deadline(after: timeout)), body)
+    public func blockingModify<R>(timeout: Duration? = nil, _ body: (inout Value) throws -> R) throws -> R {
+        try exchange(original: try beginBlockingExchange(Deadline(after: timeout)), body)
     }
 
     private func exchange<R>(original: Value, _ body: (inout Value) throws -> R) throws -> R {
@@ -530,20 +472,16 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
 
     /// Waits until the variable is full (and no reader is pending), claims the putter word and takes
     /// the value, leaving the variable empty and the putter word held: ``finishExchange(_:)`` next.
-    @available(*, noasync)
-    private func beginExchange(deadline: UInt64) throws(InterprocessError) -> Value {
+    private func beginExchange(_ deadline: Deadline) async throws(InterprocessError) -> Value {
         var yields = 0
-        return try blockingWait(
-            word: stateWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval, name: name
-        ) { check in exchangeAttempt(check, &yields) }
+        return try await site.asyncWait(until: deadline) { check in exchangeAttempt(check, &yields) }
     }
 
-    private func beginExchange(deadline: UInt64) async throws(InterprocessError) -> Value {
-        try throwIfCancelled(name)
+    /// The blocking form of ``beginExchange(_:)``.
+    @available(*, noasync)
+    private func beginBlockingExchange(_ deadline: Deadline) throws(InterprocessError) -> Value {
         var yields = 0
-        return try await asyncWait(
-            word: stateWord, waiters: waiters, deadline: deadline, recheckEvery: ProcessMutex.livenessInterval, name: name
-        ) { check in exchangeAttempt(check, &yields) }
+        return try site.blockingWait(until: deadline) { check in exchangeAttempt(check, &yields) }
     }
 
     private func exchangeAttempt(_ check: Bool, _ yields: inout Int) -> WaitStep<Value> {
@@ -728,81 +666,108 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     }
 
     private func readerOwner(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
-        atomic64(base + Layout.readersOffset + index * Layout.readerStride)
+        atomic64(readerOwners + index * MemoryLayout<cipc_variable_reader>.stride)
     }
 
     private func readerSince(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
-        atomic64(base + Layout.readersOffset + index * Layout.readerStride + 8)
+        atomic64(readerSinces + index * MemoryLayout<cipc_variable_reader>.stride)
+    }
+}
+
+// MARK: - The shared object
+
+extension SharedVariable: SharedObject {
+    typealias Kind = SharedVariableLayout
+
+    /// What a variable is created with, and what an opener expects of one.
+    struct Parameters {
+        /// The value type it records (checked against `Value`'s layout).
+        var type: TypeFingerprint
+        /// Its first value (creating only).
+        var initialValue: Value?
     }
 
-    // MARK: Internals: layout
+    static var recordsOwners: Bool { true }
+    static var alignment: Int { Swift.max(MemoryLayout<Value>.alignment, 8) }
+    static var minimumSize: Int { Layout.headerSize }
 
-    private static func checkValueType(name: String) throws(InterprocessError) {
-        guard MemoryLayout<Value>.alignment <= 4096, MemoryLayout<Value>.size <= Int(UInt32.max) - 8192 else {
+    /// Checks a fingerprint given for `Value` (`invalidArgument` if it cannot describe it).
+    fileprivate static func parameters(_ type: TypeFingerprint, _ initialValue: Value?, name: String) throws(InterprocessError) -> Parameters {
+        if let problem = type.problem {
+            throw InterprocessError(.invalidArgument, objectName: name, detail: problem)
+        }
+        guard type.size == MemoryLayout<Value>.size, type.alignment == MemoryLayout<Value>.alignment else {
             throw InterprocessError(.invalidArgument, objectName: name,
+                detail: "the type fingerprint \(type) does not describe \(Value.self) (\(MemoryLayout<Value>.size) bytes, aligned to \(MemoryLayout<Value>.alignment))")
+        }
+        return Parameters(type: type, initialValue: initialValue)
+    }
+
+    static func size(for _: Parameters) throws(InterprocessError) -> Int {
+        guard MemoryLayout<Value>.alignment <= 4096, MemoryLayout<Value>.size <= Int(UInt32.max) - 8192 else {
+            throw InterprocessError(.invalidArgument,
                 detail: "\(Value.self) (\(MemoryLayout<Value>.size) bytes, aligned to \(MemoryLayout<Value>.alignment)) is too big for a shared variable")
         }
+        return stateSize
     }
 
-    private static func initialize(_ base: UnsafeMutableRawPointer, initialValue: Value?) {
+    static func initialize(_ base: UnsafeMutableRawPointer, size: Int, with parameters: Parameters) {
         let alignment = MemoryLayout<Value>.alignment
-        base.storeBytes(of: UInt32(MemoryLayout<Value>.size), toByteOffset: 12, as: UInt32.self)
-        base.storeBytes(of: UInt32(alignment), toByteOffset: 16, as: UInt32.self)
-        base.storeBytes(of: UInt32(Layout.readerCapacity), toByteOffset: 36, as: UInt32.self)
-        base.storeBytes(of: UInt32(Layout.valueOffset(alignment: alignment)), toByteOffset: 40, as: UInt32.self)
+        func store(_ value: UInt32, _ field: KeyPath<cipc_variable_header, UInt32>) {
+            base.storeBytes(of: value, toByteOffset: fieldOffset(field), as: UInt32.self)
+        }
+        store(UInt32(MemoryLayout<Value>.size), \.value_size)
+        store(UInt32(alignment), \.value_alignment)
+        store(CIPC_VARIABLE_READERS, \.reader_capacity)
+        store(UInt32(Layout.valueOffset(alignment: alignment)), \.value_offset)
+        base.storeBytes(of: parameters.type.shared, toByteOffset: fieldOffset(\cipc_variable_header.value_type), as: cipc_type_fingerprint.self)
+        let readers = base + fieldOffset(\cipc_variable_header.readers)
         for index in 0..<Layout.readerCapacity {
-            atomic64(base + Layout.readersOffset + index * Layout.readerStride).initialize(to: Atomic(0))
-            atomic64(base + Layout.readersOffset + index * Layout.readerStride + 8).initialize(to: Atomic(Layout.noGeneration))
+            let reader = readers + index * MemoryLayout<cipc_variable_reader>.stride
+            atomic64(reader + fieldOffset(\cipc_variable_reader.owner)).initialize(to: Atomic(0))
+            atomic64(reader + fieldOffset(\cipc_variable_reader.since)).initialize(to: Atomic(Layout.noGeneration))
         }
         var initialState: UInt64 = 0
-        if let initialValue {
+        if let initialValue = parameters.initialValue {
             (base + Layout.valueOffset(alignment: alignment)).storeBytes(of: initialValue, as: Value.self)
             initialState = Layout.generationUnit | Layout.full
         }
-        atomic64(base).initialize(to: Atomic(initialState))
-        atomic32(base + 20).pointee.store(CIPC_TAG_VARIABLE, ordering: .releasing)
+        atomic64(base + fieldOffset(\cipc_variable_header.state)).initialize(to: Atomic(initialState))
     }
 
-    /// Checks what a peer wrote before trusting it: the tag, the value's size and alignment, and a
-    /// layout that fits the `available` bytes.
-    private static func validate(_ base: UnsafeMutableRawPointer, available: Int, name: String) throws(InterprocessError) {
-        guard available >= Layout.headerSize, atomic32(base + 20).pointee.load(ordering: .acquiring) == CIPC_TAG_VARIABLE else {
-            throw InterprocessError(.corrupt, objectName: name, detail: "no valid shared variable there")
+    /// Checks what a peer wrote before trusting it: the value type (`incompatible` if it is not the
+    /// expected one, `corrupt` if it is garbage), then the value's size, alignment and offset, the
+    /// reader slots, and a layout that fits the `available` bytes.
+    static func validate(_ base: UnsafeMutableRawPointer, available: Int, expecting parameters: Parameters?) throws(InterprocessError) {
+        let header = base.load(as: cipc_variable_header.self) // a copy: a peer may write meanwhile
+        let expected = parameters?.type ?? TypeFingerprint(of: Value.self)
+        guard try expected.matches(header.value_type) else {
+            throw InterprocessError(.incompatible, detail: "it holds \(TypeFingerprint.text(of: header.value_type)), not \(expected)")
         }
-        let size = Int(base.load(fromByteOffset: 12, as: UInt32.self))
-        let alignment = Int(base.load(fromByteOffset: 16, as: UInt32.self))
-        guard size == MemoryLayout<Value>.size, alignment == MemoryLayout<Value>.alignment else {
-            throw InterprocessError(.incompatible, objectName: name,
-                detail: "it holds \(size)-byte values aligned to \(alignment); \(Value.self) has \(MemoryLayout<Value>.size) bytes aligned to \(MemoryLayout<Value>.alignment)")
-        }
-        let capacity = Int(base.load(fromByteOffset: 36, as: UInt32.self))
-        let offset = Int(base.load(fromByteOffset: 40, as: UInt32.self))
-        guard capacity == Layout.readerCapacity, offset == Layout.valueOffset(alignment: alignment),
+        let size = Int(header.value_size)
+        let alignment = Int(header.value_alignment)
+        guard size == Int(header.value_type.size), alignment == Int(header.value_type.alignment),
+              header.reader_capacity == CIPC_VARIABLE_READERS,
+              Int(header.value_offset) == Layout.valueOffset(alignment: alignment),
               Layout.size(valueSize: size, alignment: alignment) <= available
         else {
-            throw InterprocessError(.corrupt, objectName: name, detail: "inconsistent shared variable header")
+            throw InterprocessError(.corrupt, detail: "inconsistent shared variable header")
         }
-    }
-
-    /// Checks that ``stateSize`` bytes fit at `offset` in `segment`, suitably aligned.
-    private static func place(in segment: SharedMemory, at offset: Int) throws(InterprocessError) -> (UnsafeMutableRawPointer, MemoryMapping) {
-        let alignment = Swift.max(MemoryLayout<Value>.alignment, 8)
-        guard offset >= 0, offset % alignment == 0, offset <= segment.size - stateSize else {
-            throw InterprocessError(.invalidArgument, objectName: segment.name,
-                detail: "a shared variable of \(Value.self) needs \(stateSize) bytes at a \(alignment)-byte aligned offset; \(offset) does not fit a \(segment.size)-byte segment")
-        }
-        let mapping = try segment.handle.mapping()
-        return (mapping.base + SegmentHeader.size + offset, mapping)
     }
 }
 
 /// The shared layout of a ``SharedVariable`` (`cipc_variable_header` in `CInterprocess.h`),
-/// independent of its `Value`.
-enum SharedVariableLayout {
-    static let headerSize = Int(CIPC_VARIABLE_HEADER_SIZE)
+/// independent of its `Value`: the variables' kind.
+enum SharedVariableLayout: SharedObjectKind {
+    static var segmentKind: SegmentKind { .variable }
+    static var tag: UInt32 { CIPC_TAG_VARIABLE }
+    static var tagOffset: Int { fieldOffset(\cipc_variable_header.tag) }
+    static var retiredTags: [UInt32] { [CIPC_TAG_VARIABLE_V1] }
+    static var kindName: String { "variable" }
+    static var displayName: String { "shared variable" }
+
+    static let headerSize = MemoryLayout<cipc_variable_header>.size
     static let readerCapacity = Int(CIPC_VARIABLE_READERS)
-    static let readersOffset = 64
-    static let readerStride = 16
 
     /// State bits: full, readers pending; the generation counts from bit 2.
     static let full: UInt64 = 1
@@ -825,26 +790,39 @@ enum SharedVariableLayout {
     }
 
     /// Full or empty, generation, pending readers, waiting readers, the putter (pid as it saw it, and
-    /// whether its token is alive: `isAlive`), read from a copy of the state.
-    static func describe(_ state: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> [String: String] {
-        guard state.count >= headerSize else { return [:] }
-        let word = state.load(as: UInt64.self)
-        let putter = state.load(fromByteOffset: 24, as: UInt64.self)
+    /// whether its token is alive: `isAlive`), the value type, read from a copy of the state.
+    static func describe(_ copy: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> SharedObjectDescription {
+        guard copy.count >= headerSize else { return SharedObjectDescription(details: [:]) }
+        let header = copy.loadUnaligned(as: cipc_variable_header.self)
+        let word = header.state
+        let putter = header.putter
+        let slots = UnsafeRawBufferPointer(rebasing: copy[fieldOffset(\cipc_variable_header.readers)...])
         var blocked = 0
-        for index in 0..<readerCapacity where state.load(fromByteOffset: readersOffset + index * readerStride, as: UInt64.self) != 0 {
+        for index in 0..<readerCapacity
+        where slots.loadUnaligned(fromByteOffset: index * MemoryLayout<cipc_variable_reader>.stride, as: cipc_variable_reader.self).owner != 0 {
             blocked += 1
         }
-        return [
-            "full": word & full == 0 ? "no" : "yes",
-            "generation": "\(word >> 2)",
-            "readersPending": word & pending == 0 ? "no" : "yes",
-            "waitingReaders": "\(blocked)",
-            "waiters": "\(state.load(fromByteOffset: 8, as: UInt32.self))",
-            "valueSize": "\(state.load(fromByteOffset: 12, as: UInt32.self))",
-            "valueAlignment": "\(state.load(fromByteOffset: 16, as: UInt32.self))",
-            "putter": putter == 0 ? "-" : "\(OwnerLease.displayPID(of: putter))",
-            "putterAlive": putter == 0 ? "-" : (isAlive(putter) ? "yes" : "no"),
-            "recoveries": "\(state.load(fromByteOffset: 48, as: UInt64.self))",
-        ]
+        let valueType = TypeFingerprint.problem(in: header.value_type) == nil ? TypeFingerprint.text(of: header.value_type) : "damaged"
+        return SharedObjectDescription(
+            details: [
+                "full": word & full == 0 ? "no" : "yes",
+                "generation": "\(word >> 2)",
+                "readersPending": word & pending == 0 ? "no" : "yes",
+                "waitingReaders": "\(blocked)",
+                "waiters": "\(header.waiters)",
+                "valueSize": "\(header.value_size)",
+                "valueAlignment": "\(header.value_alignment)",
+                "valueType": valueType,
+                "putter": putter == 0 ? "-" : "\(OwnerLease.displayPID(of: putter))",
+                "putterAlive": putter == 0 ? "-" : (isAlive(putter) ? "yes" : "no"),
+                "recoveries": "\(header.recoveries)",
+            ],
+            summary: (word & full == 0 ? "empty" : "full") + " (generation \(word >> 2))"
+                + (header.waiters > 0 ? ", \(header.waiters) waiting" : ""))
     }
+}
+
+extension SegmentKind {
+    /// A named ``SharedVariable``.
+    public static let variable = SegmentKind(rawValue: CIPC_KIND_VARIABLE)
 }

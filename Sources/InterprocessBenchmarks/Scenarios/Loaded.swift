@@ -1,5 +1,6 @@
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 /// Scenario 6: a busy machine. One CPU-bound process per CPU (`ipc bench-peer hog`, a loop of
 /// multiplications that never sleeps) runs beside one putter and four takers that move M values
@@ -14,17 +15,22 @@ import InterprocessSystem
 /// sum is 0 + 1 + … + (M − 1). Runs alternate between the variants; the rows give the median run.
 /// Target: ours no slower than the POSIX semaphores (issue 10, point 11: yields before parking used
 /// to hand the CPU to the hogs).
-enum LoadedBench {
+enum LoadedBench: BenchScenario {
+    static let id = "loaded"
+    static let title = "loaded: 1 putter → 4 takers through one slot, CPU hogs beside them"
+    static let summary = "1 putter and 4 takers moving values through one slot beside one CPU-bound process per CPU: SharedVariable vs POSIX semaphores"
+    static let unit = "ns per value moved"
+    static let higherIsBetter = false
+    static let baseline: String? = "posix"
+    static let targets = [
+        BenchTarget("SharedVariable / POSIX semaphores (time per value, loaded)", "ours", over: "posix", .atMost(1))
+    ]
+    static let roles: [BenchRole] = [.hog, .loadedPutVariable, .loadedTakeVariable, .loadedPutPosix, .loadedTakePosix]
+
     static let quit = UInt64.max
     static let takers = 4
 
-    static func scenario() -> BenchScenario {
-        BenchScenario(
-            id: BenchScenarioID.loaded.rawValue, title: BenchScenarioID.loaded.title,
-            unit: "ns per value moved", higherIsBetter: false, baseline: "posix")
-    }
-
-    static func measure(_ scenario: inout BenchScenario, _ plan: BenchPlan) throws {
+    static func measure(_ scenario: inout BenchScenarioResult, _ plan: BenchPlan) throws {
         guard BenchLayout.pingVariable + SharedVariable<UInt64>.stateSize <= BenchLayout.posixEmpty,
               BenchLayout.posixSlot + 8 <= BenchLayout.size, PosixSemaphore.size <= 64
         else { throw ToolError("the loaded scenario's buffers do not fit the bench segment") }
@@ -52,10 +58,6 @@ enum LoadedBench {
                 id: id, name: name, median: summary.median, samples: summary.count, correct: correct[id],
                 min: summary.min, max: summary.max))
         }
-        scenario.computeRatios()
-        scenario.target(
-            "SharedVariable / POSIX semaphores (time per value, loaded)",
-            scenario.row("ours")!.median / scenario.row("posix")!.median, atMost: 1)
         scenario.notes.append(
             "\(plan.loadedHogs) CPU-bound process(es) (one per CPU) beside 1 putter and \(takers) takers; "
                 + "\(plan.loadedValues) values per run; median of \(plan.loadedRuns) run(s) per variant, in turns; "
@@ -79,12 +81,11 @@ enum LoadedBench {
         for taker in 1...takers {
             workers.append(try session.peers.spawn(posix ? .loadedTakePosix : .loadedTakeVariable, segment: session.name, ["--slot", "\(taker)"]))
         }
-        let deadline = Clock.deadline(after: plan.stepTimeout)
+        let deadline = Deadline(after: plan.stepTimeout)
         try session.peers.awaitReady(control, count: plan.loadedHogs + 1 + takers, deadline: deadline)
         control.sayGo()
         for worker in workers {
-            let remaining = Int64(deadline) - Int64(Clock.monotonicNanoseconds())
-            let termination = worker.wait(timeout: .nanoseconds(max(remaining, 0)))
+            let termination = worker.wait(timeout: .nanoseconds(Int64(clamping: deadline.remainingNanoseconds)))
             guard termination == .exited(0) else {
                 throw ToolError("loaded \(posix ? "POSIX" : "SharedVariable") worker \(worker.pid) "
                     + (termination.map { "\($0)" } ?? "did not finish in time and was killed"))
@@ -101,5 +102,76 @@ enum LoadedBench {
         let values = UInt64(plan.loadedValues)
         let whole = taken == values && sum == values * (values &- 1) / 2
         return (Double(end - start) / Double(values), whole)
+    }
+}
+
+extension BenchPlan {
+    /// Values moved from the putter to the takers per run, runs per variant, CPU hogs (one per CPU).
+    var loadedValues: Int { quick ? 2_000 : 50_000 }
+    var loadedRuns: Int { quick ? 1 : 3 }
+    var loadedHogs: Int { SpinPolicy.processorCount }
+}
+
+extension BenchRole {
+    static let hog = BenchRole.inSegment("hog") { try $0.hog() }
+    static let loadedPutVariable = BenchRole.inSegment("loaded-put-variable") { work in
+        let variable = try SharedVariable<UInt64>.open(in: work.memory, at: BenchLayout.pingVariable)
+        try work.loadedPut { value throws in try variable.blockingPut(value) }
+    }
+    static let loadedTakeVariable = BenchRole.inSegment("loaded-take-variable") { work in
+        let variable = try SharedVariable<UInt64>.open(in: work.memory, at: BenchLayout.pingVariable)
+        try work.loadedTake { () throws -> UInt64 in try variable.blockingTake() }
+    }
+    static let loadedPutPosix = BenchRole.inSegment("loaded-put-posix") { work in
+        let buffer = PosixSlot.open(base: work.base)
+        try work.loadedPut { value throws in try buffer.put(value) }
+    }
+    static let loadedTakePosix = BenchRole.inSegment("loaded-take-posix") { work in
+        let buffer = PosixSlot.open(base: work.base)
+        try work.loadedTake { () throws -> UInt64 in try buffer.take() }
+    }
+}
+
+// MARK: - The hogs, the putter and the takers (`ipc bench-peer hog`, `loaded-…`)
+
+extension PeerWork {
+    /// Burns its CPU (no system call, no pause) from ready until the bench says stop.
+    func hog() throws {
+        let parent = PeerLifetime.parentPID
+        control.markReady()
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        while !control.shouldStop {
+            for _ in 0..<4096 { state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407 }
+            blackHole(state)
+            guard PeerLifetime.parentPID == parent, !deadline.hasPassed else {
+                throw ToolError("bench-peer: the bench went away")
+            }
+        }
+    }
+
+    /// Puts 0..<count, then one quit value per taker (`parties`); records the count and the times.
+    func loadedPut(_ put: (UInt64) throws -> Void) throws {
+        control.markReady()
+        try control.awaitGo(deadline: deadline)
+        let start = Clock.monotonicNanoseconds()
+        for value in 0..<UInt64(count) { try put(value) }
+        for _ in 0..<parties { try put(LoadedBench.quit) }
+        control.record(slot: slot, count: UInt64(count), start: start, end: Clock.monotonicNanoseconds())
+    }
+
+    /// Takes values until the quit value; records how many it took, their sum and when it was done.
+    func loadedTake(_ take: () throws -> UInt64) throws {
+        control.markReady()
+        try control.awaitGo(deadline: deadline)
+        let start = Clock.monotonicNanoseconds()
+        var taken: UInt64 = 0
+        var sum: UInt64 = 0
+        while true {
+            let value = try take()
+            if value == LoadedBench.quit { break }
+            taken &+= 1
+            sum &+= value
+        }
+        control.record(slot: slot, count: taken, start: start, end: Clock.monotonicNanoseconds(), extra: sum)
     }
 }

@@ -1,5 +1,6 @@
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import Synchronization
 
 /// Scenario 2: round-trip latency between two processes. This process pings, a peer
@@ -14,14 +15,22 @@ import Synchronization
 /// variant alike; between its chunks a peer sleeps (the floor's peer parks on a futex). A watchdog
 /// thread bounds every blocking loop: if a peer dies or the step overruns, it kills the peers and
 /// releases the waiting side.
-enum PingPongBench {
-    static func scenario() -> BenchScenario {
-        BenchScenario(
-            id: BenchScenarioID.pingPong.rawValue, title: BenchScenarioID.pingPong.title,
-            unit: "ns per round trip", higherIsBetter: false, baseline: "floor-spin")
-    }
+enum PingPongBench: BenchScenario {
+    static let id = "ping-pong"
+    static let title = "ping-pong between two processes"
+    static let summary = "spinning floor, ProcessSemaphore, ProcessEvent, pipe, Unix socket"
+    static let unit = "ns per round trip"
+    static let higherIsBetter = false
+    static let baseline: String? = "floor-spin"
+    static let targets = [
+        BenchTarget("ProcessSemaphore / floor", "semaphore", over: "floor-spin", .atMost(2)),
+        BenchTarget("pipe / ProcessSemaphore", "pipe", over: "semaphore", .atLeast(50)),
+        BenchTarget("ProcessEvent / floor", "event", over: "floor-spin", .atMost(2)),
+        BenchTarget("pipe / ProcessEvent", "pipe", over: "event", .atLeast(50)),
+    ]
+    static let roles: [BenchRole] = [.pongSpin, .pongSemaphore, .pongEvent, .pongPipe, .pongSocket]
 
-    static func measure(_ scenario: inout BenchScenario, _ plan: BenchPlan) throws {
+    static func measure(_ scenario: inout BenchScenarioResult, _ plan: BenchPlan) throws {
         let session = try BenchSession()
         defer { session.close() }
         let segment = session.segment
@@ -50,7 +59,7 @@ enum PingPongBench {
                 passing: [toPipePeer.read, fromPipePeer.write])
             try peers.spawn(
                 .pongSocket, segment: session.name, ["--in", "\(sockets.1.fd)", "--out", "\(sockets.1.fd)"], passing: [sockets.1])
-            let deadline = Clock.deadline(after: plan.stepTimeout)
+            let deadline = Deadline(after: plan.stepTimeout)
             try peers.awaitReady(control, count: 5, deadline: deadline)
 
             let watchdog = Watchdog(peers: peers.children, deadline: deadline) {
@@ -92,13 +101,6 @@ enum PingPongBench {
             guard summary.count > 0 else { throw ToolError("\(id): no round trip completed") }
             scenario.rows.append(BenchRow(id: id, name: name, median: summary.median, p99: summary.p99, samples: summary.count))
         }
-        scenario.computeRatios()
-        let floor = scenario.row("floor-spin")!.median
-        for (id, name) in [("semaphore", "ProcessSemaphore"), ("event", "ProcessEvent")] {
-            let ours = scenario.row(id)!.median
-            scenario.target("\(name) / floor", ours / floor, atMost: 2)
-            scenario.target("pipe / \(name)", scenario.row("pipe")!.median / ours, atLeast: 50)
-        }
         scenario.notes.append(
             "each sample is one round trip between two clock reads; \(plan.pingPongRounds) round(s) of chunks per variant, "
                 + "each chunk \(plan.pingPongWarmup) warm-up round trips then up to \(plan.pingPongSamples) samples "
@@ -129,6 +131,31 @@ enum PingPongBench {
         transport.end()
         try watchdog.check("ping-pong")
     }
+}
+
+extension BenchPlan {
+    /// Rounds of chunks; each chunk is warm-up round trips, then samples until `pingPongSamples` or
+    /// `pingPongBudget` (ns). (The SharedVariable scenario takes turns the same way.)
+    var pingPongRounds: Int { quick ? 1 : 5 }
+    var pingPongWarmup: Int { quick ? 200 : 1000 }
+    var pingPongSamples: Int { quick ? 20_000 : 40_000 }
+    var pingPongBudget: UInt64 { quick ? 150_000_000 : 600_000_000 }
+}
+
+extension BenchRole {
+    static let pongSpin = BenchRole.inSegment("pong-spin") { try $0.pongSpin() }
+    static let pongSemaphore = BenchRole.inSegment("pong-semaphore") { work in
+        let ping = try ProcessSemaphore.open(in: work.memory, at: BenchLayout.pingSemaphore)
+        let pong = try ProcessSemaphore.open(in: work.memory, at: BenchLayout.pongSemaphore)
+        try work.pongSemaphores(ping, pong, pair: 0)
+    }
+    static let pongEvent = BenchRole.inSegment("pong-event") { work in
+        let ping = try ProcessEvent.open(in: work.memory, at: BenchLayout.pingEvent)
+        let pong = try ProcessEvent.open(in: work.memory, at: BenchLayout.pongEvent)
+        try work.pongEvents(ping, pong)
+    }
+    static let pongPipe = BenchRole.inSegment("pong-pipe") { try $0.pongBytes() }
+    static let pongSocket = BenchRole.inSegment("pong-socket") { try $0.pongBytes() }
 }
 
 /// One way of doing a ping-pong round trip from the pinging side.
@@ -203,7 +230,7 @@ struct SemaphoreRoundTrip: RoundTrip {
     @inline(__always)
     func once() throws {
         try ping.signal()
-        try pong.wait()
+        try pong.blockingWait()
     }
 
     func finish() throws {
@@ -220,7 +247,7 @@ struct EventRoundTrip: RoundTrip {
     @inline(__always)
     func once() throws {
         ping.set()
-        try pong.wait()
+        try pong.blockingWait()
     }
 
     func finish() {
@@ -257,5 +284,52 @@ struct SocketRoundTrip: RoundTrip {
     /// Closing our end ends the peer's read loop.
     func finish() {
         socket.close()
+    }
+}
+
+// MARK: - The ponging side (`ipc bench-peer pong-…`)
+
+extension PeerWork {
+    /// Answers each odd value in the floor word with the next value, spinning; ends at the quit value.
+    func pongSpin() throws {
+        let word = atomic32(base + BenchLayout.floorWord)
+        let parent = PeerLifetime.parentPID
+        control.markReady()
+        var expected: UInt32 = 1
+        while true {
+            var spins: UInt32 = 0
+            var value = word.pointee.load(ordering: .acquiring)
+            while value != expected {
+                if value == SpinRoundTrip.quit { return }
+                if value == SpinRoundTrip.parked {
+                    // Between chunks: sleep until the bench pings again.
+                    if Futex.wait(UnsafeMutableRawPointer(word), expected: value, deadline: deadline) == .timedOut {
+                        throw ToolError("bench-peer: the bench went away")
+                    }
+                    value = word.pointee.load(ordering: .acquiring)
+                    continue
+                }
+                SpinPolicy.pause()
+                spins &+= 1
+                if spins & 0xFFFF == 0 {
+                    guard PeerLifetime.parentPID == parent, !deadline.hasPassed else {
+                        throw ToolError("bench-peer: the bench went away")
+                    }
+                }
+                value = word.pointee.load(ordering: .acquiring)
+            }
+            word.pointee.store(expected &+ 1, ordering: .releasing)
+            expected &+= 2
+        }
+    }
+
+    func pongEvents(_ ping: ProcessEvent, _ pong: ProcessEvent) throws {
+        let quit = control.word(BenchLayout.quit(pair: 0))
+        control.markReady()
+        while true {
+            try ping.blockingWait()
+            if quit.pointee.load(ordering: .relaxed) != 0 { return }
+            pong.set()
+        }
     }
 }

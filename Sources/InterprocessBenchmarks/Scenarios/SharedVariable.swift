@@ -1,6 +1,7 @@
 import Foundation
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 /// Scenario 5: a round trip through two one-slot variables (put into `ping`, the other side takes
 /// it and puts it into `pong`, take it back), timed per round trip:
@@ -11,14 +12,16 @@ import InterprocessSystem
 ///   variable (`NSCondition`), between two threads — the baseline.
 ///
 /// The variants take turns in chunks, as in the ping-pong scenario. There is no speed target.
-enum SharedVariableBench {
-    static func scenario() -> BenchScenario {
-        BenchScenario(
-            id: BenchScenarioID.sharedVariable.rawValue, title: BenchScenarioID.sharedVariable.title,
-            unit: "ns per round trip", higherIsBetter: false, baseline: "in-process-condition")
-    }
+enum SharedVariableBench: BenchScenario {
+    static let id = "shared-variable"
+    static let title = "SharedVariable put/take round trip"
+    static let summary = "SharedVariable round trips between two processes and two threads vs an in-process condition-variable box"
+    static let unit = "ns per round trip"
+    static let higherIsBetter = false
+    static let baseline: String? = "in-process-condition"
+    static let roles: [BenchRole] = [.pongVariable]
 
-    static func measure(_ scenario: inout BenchScenario, _ plan: BenchPlan) throws {
+    static func measure(_ scenario: inout BenchScenarioResult, _ plan: BenchPlan) throws {
         guard BenchLayout.pongVariable + SharedVariable<UInt64>.stateSize <= BenchLayout.size else {
             throw ToolError("two SharedVariable<UInt64> do not fit the bench segment")
         }
@@ -41,7 +44,7 @@ enum SharedVariableBench {
             let peers = session.peers
             defer { peers.killAll() }
             try peers.spawn(.pongVariable, segment: session.name)
-            let deadline = Clock.deadline(after: plan.stepTimeout)
+            let deadline = Deadline(after: plan.stepTimeout)
             try peers.awaitReady(control, count: 1, deadline: deadline)
             Thread.detachNewThread { try? VariableRoundTrip.echo(threadPing, threadPong) }
             Thread.detachNewThread { ConditionRoundTrip.echo(boxPing, boxPong) }
@@ -84,6 +87,15 @@ enum SharedVariableBench {
     }
 }
 
+extension BenchRole {
+    static let pongVariable = BenchRole.inSegment("pong-variable") { work in
+        let ping = try SharedVariable<UInt64>.open(in: work.memory, at: BenchLayout.pingVariable)
+        let pong = try SharedVariable<UInt64>.open(in: work.memory, at: BenchLayout.pongVariable)
+        work.control.markReady()
+        try VariableRoundTrip.echo(ping, pong)
+    }
+}
+
 /// A round trip through two ``SharedVariable``s; the value comes back unchanged.
 struct VariableRoundTrip: RoundTrip {
     static let quit = UInt64.max
@@ -94,22 +106,22 @@ struct VariableRoundTrip: RoundTrip {
 
     @inline(__always)
     mutating func once() throws {
-        try ping.put(next)
-        guard try pong.take() == next else { throw ToolError("SharedVariable round trip: a wrong value came back") }
+        try ping.blockingPut(next)
+        guard try pong.blockingTake() == next else { throw ToolError("SharedVariable round trip: a wrong value came back") }
         next &+= 1
     }
 
     /// Tells the partner to stop and waits for its acknowledgement.
     func finish() throws {
-        try ping.put(Self.quit)
-        _ = try pong.take(timeout: .seconds(10))
+        try ping.blockingPut(Self.quit)
+        _ = try pong.blockingTake(timeout: .seconds(10))
     }
 
     /// The partner's side: echoes every value until the quit value, which it acknowledges.
     static func echo(_ ping: SharedVariable<UInt64>, _ pong: SharedVariable<UInt64>) throws {
         while true {
-            let value = try ping.take()
-            try pong.put(value)
+            let value = try ping.blockingTake()
+            try pong.blockingPut(value)
             if value == quit { return }
         }
     }

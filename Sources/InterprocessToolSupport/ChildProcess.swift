@@ -1,9 +1,14 @@
+// Process and terminal helpers of the tools (`ipc`, its benchmarks, the tests and their child):
+// spawning and reaping children, finding the executables built beside this one, unbuffered standard
+// streams. Not part of the library: `Interprocess` never starts a process. Like InterprocessSystem,
+// this target calls the C library itself (posix_spawn, waitpid, poll, signal masks).
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
 import CInterprocess
+import InterprocessSystem
 package import SystemPackage
 import Synchronization
 
@@ -183,7 +188,7 @@ package final class ChildProcess: Sendable {
         timeout: Duration, complete: ([UInt8]) -> Int?, atEnd: ([UInt8]) -> Int?
     ) -> [UInt8]? {
         guard let fd = standardOutput else { return nil }
-        let deadline = Clock.deadline(after: timeout)
+        let deadline = Deadline(after: timeout)
         return unread.withLock { buffer -> [UInt8]? in
             func take(_ count: Int) -> [UInt8] {
                 defer { buffer.removeFirst(count) }
@@ -192,10 +197,9 @@ package final class ChildProcess: Sendable {
             var chunk = [UInt8](repeating: 0, count: 4096)
             while true {
                 if let count = complete(buffer) { return take(count) }
-                let now = Clock.monotonicNanoseconds()
-                if now >= deadline { return nil }
+                if deadline.hasPassed { return nil }
                 var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
-                let ready = Glibc_poll(&entry, 1, CInt(min((deadline - now) / 1_000_000 + 1, 1000)))
+                let ready = Glibc_poll(&entry, 1, min(deadline.pollMilliseconds, 1000))
                 if ready <= 0 { continue }
                 let n = chunk.withUnsafeMutableBytes { read(fd.rawValue, $0.baseAddress, $0.count) }
                 if n < 0 && errno == EINTR { continue }
@@ -221,11 +225,11 @@ package final class ChildProcess: Sendable {
     /// the child was already reaped.
     @discardableResult
     package func wait(timeout: Duration) -> Termination? {
-        let deadline = Clock.deadline(after: timeout)
+        let deadline = Deadline(after: timeout)
         var pause: UInt64 = 100_000
         while true {
             if let termination = poll() { return termination }
-            if Clock.monotonicNanoseconds() >= deadline {
+            if deadline.hasPassed {
                 kill(signal: SIGKILL)
                 reaped.withLock { reaped in
                     var status: CInt = 0
@@ -238,8 +242,9 @@ package final class ChildProcess: Sendable {
         }
     }
 
-    /// Sends `signal`, unless the child was already reaped (its pid may belong to another process).
-    package func kill(signal: Int32) {
+    /// Sends `signal` (SIGKILL unless told otherwise), unless the child was already reaped (its pid
+    /// may belong to another process).
+    package func kill(signal: Int32 = SIGKILL) {
         reaped.withLock { reaped in
             if reaped == nil { _ = Glibc_kill(pid, signal) }
         }
@@ -257,16 +262,15 @@ package final class ChildProcess: Sendable {
         environment: [String: String]? = nil
     ) throws(Errno) -> (termination: Termination?, standardOutput: String, standardError: String) {
         let child = try spawn(executable, arguments, standardOutput: .pipe, standardError: .pipe, environment: environment)
-        let deadline = Clock.deadline(after: timeout)
+        let deadline = Deadline(after: timeout)
         var outputs: [[UInt8]] = [[], []]
         var open = [child.standardOutput!, child.standardError!]
         var indices = [0, 1]
         defer { open.forEach { try? $0.close() } }
         while !open.isEmpty {
-            let now = Clock.monotonicNanoseconds()
-            if now >= deadline { break }
+            if deadline.hasPassed { break }
             var fds = open.map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
-            let waitMs = CInt(min((deadline - now) / 1_000_000 + 1, 1000))
+            let waitMs = min(deadline.pollMilliseconds, 1000)
             let ready = Glibc_poll(&fds, nfds_t(fds.count), waitMs)
             if ready <= 0 { continue }
             for position in fds.indices.reversed() where fds[position].revents != 0 {
@@ -281,8 +285,7 @@ package final class ChildProcess: Sendable {
                 }
             }
         }
-        let remaining = max(Int64(deadline) - Int64(Clock.monotonicNanoseconds()), 0)
-        let termination = child.wait(timeout: .nanoseconds(remaining))
+        let termination = child.wait(timeout: .nanoseconds(Int64(clamping: deadline.remainingNanoseconds)))
         return (termination, String(decoding: outputs[0], as: UTF8.self), String(decoding: outputs[1], as: UTF8.self))
     }
 }

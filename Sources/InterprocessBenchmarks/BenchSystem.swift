@@ -1,10 +1,12 @@
 // The operating-system baselines and small OS wrappers of `ipc bench`: a pthread robust
-// process-shared mutex, pipes, Unix socket pairs, one-byte reads and writes, and the bounds of a
-// peer's life. This is the only file of the tool that imports Glibc: these are benchmark baselines,
-// not library code (the library's own OS layer is InterprocessSystem).
+// process-shared mutex, POSIX semaphores, pipes, Unix socket pairs, reads and writes, and the bounds
+// of a peer's life. This is the only file of the benchmarks that imports Glibc: these are benchmark
+// baselines, not library code (the library's own OS layer is InterprocessSystem; the tools' process
+// helpers are InterprocessToolSupport). A scenario that needs another OS baseline adds it here.
 #if canImport(Glibc)
 import Glibc
 #endif
+import InterprocessToolSupport
 
 /// A pthread mutex that is process-shared and robust, placed in shared memory: the baseline that
 /// ``ProcessMutex`` must beat. The corresponding C type is `pthread_mutex_t`, initialized with
@@ -124,6 +126,42 @@ enum BenchIO {
         }
     }
 
+    /// Writes `total` bytes to `fd`, `chunk` after `chunk` (the last one cut short).
+    static func writeAll(_ chunk: [UInt8], total: Int, to fd: Int32) throws {
+        var left = total
+        while left > 0 {
+            let count = min(left, chunk.count)
+            try chunk.withUnsafeBytes { raw in
+                var done = 0
+                while done < count {
+                    let n = write(fd, raw.baseAddress! + done, count - done)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw ToolError("write failed: errno \(errno)")
+                    }
+                    done += n
+                }
+            }
+            left -= count
+        }
+    }
+
+    /// Reads `total` bytes; false at end of file.
+    static func drain(_ fd: Int32, _ total: Int) throws -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        var left = total
+        while left > 0 {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, left)) }
+            if n == 0 { return false }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ToolError("read failed: errno \(errno)")
+            }
+            left -= n
+        }
+        return true
+    }
+
     private static func failure(_ call: String) -> ToolError {
         ToolError("\(call) failed: \(String(cString: strerror(errno)))")
     }
@@ -136,9 +174,6 @@ enum PeerLifetime {
     static func limit(seconds: Int) {
         _ = alarm(UInt32(clamping: max(seconds, 1)))
     }
-
-    /// SIGKILL.
-    static let killSignal: Int32 = SIGKILL
 
     /// The parent process's id (it changes when the parent dies and the peer is re-parented).
     static var parentPID: Int32 { getppid() }

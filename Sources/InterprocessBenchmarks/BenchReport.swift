@@ -2,18 +2,18 @@ import Foundation
 import InterprocessSystem
 
 /// Everything one `ipc bench` run measured: what `--json` prints.
-struct BenchResults: Codable {
-    var build: String
-    var quick: Bool
-    var date: String
-    var machine: BenchMachine
+package struct BenchResults: Codable {
+    package var build: String
+    package var quick: Bool
+    package var date: String
+    package var machine: BenchMachine
     /// The cost of one clock read (monotonic clock, median), part of every per-round-trip sample.
-    var clockReadNanoseconds: Double
-    var scenarios: [BenchScenario]
+    package var clockReadNanoseconds: Double
+    package var scenarios: [BenchScenarioResult]
     /// Whether every speed target was met (correctness failures and errors count as misses).
-    var allTargetsMet: Bool
+    package var allTargetsMet: Bool
 
-    init(build: String, quick: Bool, date: String, machine: BenchMachine, clockReadNanoseconds: Double, scenarios: [BenchScenario]) {
+    init(build: String, quick: Bool, date: String, machine: BenchMachine, clockReadNanoseconds: Double, scenarios: [BenchScenarioResult]) {
         self.build = build
         self.quick = quick
         self.date = date
@@ -25,10 +25,10 @@ struct BenchResults: Codable {
 }
 
 /// The machine a run measured.
-struct BenchMachine: Codable {
-    var processors: Int
-    var cpuModel: String
-    var kernel: String
+package struct BenchMachine: Codable {
+    package var processors: Int
+    package var cpuModel: String
+    package var kernel: String
 
     static var current: BenchMachine {
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
@@ -41,20 +41,20 @@ struct BenchMachine: Codable {
     }
 }
 
-/// One scenario: its rows (ours and the baselines) and its targets.
-struct BenchScenario: Codable {
-    var id: String
-    var title: String
+/// What one scenario measured: its rows (ours and the baselines) and its targets.
+package struct BenchScenarioResult: Codable {
+    package var id: String
+    package var title: String
     /// What `median` and `p99` measure, e.g. "ns per round trip" or "ops/s".
-    var unit: String
-    var higherIsBetter: Bool
+    package var unit: String
+    package var higherIsBetter: Bool
     /// The `id` of the row the ratios are against.
-    var baseline: String?
-    var rows: [BenchRow] = []
-    var checks: [BenchCheck] = []
-    var notes: [String] = []
+    package var baseline: String?
+    package var rows: [BenchRow] = []
+    package var checks: [BenchCheck] = []
+    package var notes: [String] = []
     /// Why the scenario could not be measured.
-    var error: String?
+    package var error: String?
 
     init(id: String, title: String, unit: String, higherIsBetter: Bool, baseline: String?) {
         self.id = id
@@ -72,17 +72,23 @@ struct BenchScenario: Codable {
         for index in rows.indices { rows[index].ratio = rows[index].median / base }
     }
 
-    /// Adds a target: `value` (a ratio) must be at most (or at least) `limit`.
-    mutating func target(_ name: String, _ value: Double, atMost limit: Double) {
-        checks.append(BenchCheck(name: name, target: "≤ \(Self.format(limit))×", value: value, passed: value <= limit))
-    }
-
-    mutating func target(_ name: String, _ value: Double, atLeast limit: Double) {
-        checks.append(BenchCheck(name: name, target: "≥ \(Self.format(limit))×", value: value, passed: value >= limit))
-    }
-
-    mutating func target(_ name: String, _ value: Double, below limit: Double) {
-        checks.append(BenchCheck(name: name, target: "< \(Self.format(limit))×", value: value, passed: value < limit))
+    /// Checks a speed target against the rows: the ratio of the two rows' medians against the
+    /// target's limit. A row that is missing, or a divisor that is not positive, fails the target
+    /// (with the value 0, which JSON can carry).
+    mutating func check(_ target: BenchTarget) {
+        var value = 0.0
+        var measured = false
+        if let dividend = row(target.row)?.median, let divisor = row(target.over)?.median, divisor > 0, dividend.isFinite {
+            value = dividend / divisor
+            measured = true
+        }
+        let (text, met): (String, Bool)
+        switch target.comparison {
+        case .atMost(let limit): (text, met) = ("≤ \(Self.format(limit))×", value <= limit)
+        case .atLeast(let limit): (text, met) = ("≥ \(Self.format(limit))×", value >= limit)
+        case .below(let limit): (text, met) = ("< \(Self.format(limit))×", value < limit)
+        }
+        checks.append(BenchCheck(name: target.name, target: text, value: value, passed: measured && met))
     }
 
     /// A correctness check (value 1 = correct).
@@ -96,33 +102,33 @@ struct BenchScenario: Codable {
 }
 
 /// One measured variant.
-struct BenchRow: Codable {
-    var id: String
-    var name: String
-    var median: Double
-    var p99: Double?
+package struct BenchRow: Codable {
+    package var id: String
+    package var name: String
+    package var median: Double
+    package var p99: Double?
     /// Samples (or batches, or runs) the median is taken over.
-    var samples: Int
-    var ratio: Double?
+    package var samples: Int
+    package var ratio: Double?
     /// For contention runs: whether the shared counter ended at the total.
-    var correct: Bool?
+    package var correct: Bool?
     /// The smallest and largest batch or run, where the median is over batches or runs (per-sample
     /// rows give a p99 instead).
-    var min: Double?
-    var max: Double?
+    package var min: Double?
+    package var max: Double?
 }
 
 /// A target or a correctness check, and whether it was met.
-struct BenchCheck: Codable {
-    var name: String
-    var target: String
-    var value: Double
-    var passed: Bool
+package struct BenchCheck: Codable {
+    package var name: String
+    package var target: String
+    package var value: Double
+    package var passed: Bool
 }
 
 /// The human-readable table.
-enum BenchTable {
-    static func render(_ results: BenchResults) -> [String] {
+package enum BenchTable {
+    package static func render(_ results: BenchResults) -> [String] {
         var lines: [String] = []
         lines.append(
             "ipc bench — \(results.build) build, \(results.quick ? "quick" : "full") run, \(results.date)")

@@ -1,20 +1,27 @@
+import ArgumentParser
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 
 /// Scenario 4: four ping-pong pairs (eight peer processes) at once, on a machine with fewer CPUs:
 /// total round trips per second through ``ProcessSemaphore`` pairs, against four pairs doing pipe
 /// ping-pong. Each pinging peer counts its round trips between go and stop and records its own
 /// times; the row is the sum of the pairs' rates (median of the runs; the variants take turns).
-enum OversubscribedBench {
-    static func scenario() -> BenchScenario {
-        BenchScenario(
-            id: BenchScenarioID.oversubscribed.rawValue, title: BenchScenarioID.oversubscribed.title,
-            unit: "round trips/s, all pairs together", higherIsBetter: true, baseline: "pipe")
-    }
+enum OversubscribedBench: BenchScenario {
+    static let id = "oversubscribed"
+    static let title = "oversubscribed: 4 ping-pong pairs (8 processes) at once"
+    static let summary = "4 ping-pong pairs, 8 processes at once: ProcessSemaphore pairs vs pipe pairs"
+    static let unit = "round trips/s, all pairs together"
+    static let higherIsBetter = true
+    static let baseline: String? = "pipe"
+    static let targets = [
+        BenchTarget("ProcessSemaphore pairs / pipe pairs (throughput)", "semaphore", over: "pipe", .atLeast(1))
+    ]
+    static let roles: [BenchRole] = [.pairPingSemaphore, .pairPongSemaphore, .pairPingPipe, .pairPongPipe]
 
     static let pairs = BenchLayout.pairCount
 
-    static func measure(_ scenario: inout BenchScenario, _ plan: BenchPlan) throws {
+    static func measure(_ scenario: inout BenchScenarioResult, _ plan: BenchPlan) throws {
         let session = try BenchSession()
         defer { session.close() }
         var semaphoreRates: [Double] = []
@@ -33,10 +40,6 @@ enum OversubscribedBench {
             scenario.rows.append(BenchRow(
                 id: id, name: name, median: summary.median, samples: summary.count, min: summary.min, max: summary.max))
         }
-        scenario.computeRatios()
-        scenario.target(
-            "ProcessSemaphore pairs / pipe pairs (throughput)", scenario.row("semaphore")!.median / scenario.row("pipe")!.median,
-            atLeast: 1)
         scenario.notes.append(
             "\(pairs) pairs = \(2 * pairs) processes on \(SpinPolicy.processorCount) CPUs; "
                 + "\(plan.oversubscribedDuration / 1_000_000) ms per run; median of \(plan.oversubscribedRuns) run(s)")
@@ -62,7 +65,7 @@ enum OversubscribedBench {
                 try session.peers.spawn(.pairPingSemaphore, segment: session.name, slot)
             }
         }
-        let deadline = Clock.deadline(after: plan.stepTimeout)
+        let deadline = Deadline(after: plan.stepTimeout)
         try session.peers.awaitReady(control, count: 2 * pairs, deadline: deadline)
         control.sayGo()
         Clock.sleep(nanoseconds: plan.oversubscribedDuration)
@@ -78,5 +81,63 @@ enum OversubscribedBench {
             total += Double(result.count) / (Double(result.end - result.start) / 1e9)
         }
         return total
+    }
+}
+
+extension BenchPlan {
+    /// Seconds per run, runs per variant.
+    var oversubscribedDuration: UInt64 { quick ? 300_000_000 : 1_500_000_000 }
+    var oversubscribedRuns: Int { quick ? 1 : 5 }
+}
+
+extension BenchRole {
+    static let pairPingSemaphore = BenchRole.inSegment("pair-ping-semaphore") { work in
+        let ping = try ProcessSemaphore.open(in: work.memory, at: BenchLayout.pairPing(work.slot))
+        let pong = try ProcessSemaphore.open(in: work.memory, at: BenchLayout.pairPong(work.slot))
+        try work.pingSemaphores(ping, pong)
+    }
+    static let pairPongSemaphore = BenchRole.inSegment("pair-pong-semaphore") { work in
+        let ping = try ProcessSemaphore.open(in: work.memory, at: BenchLayout.pairPing(work.slot))
+        let pong = try ProcessSemaphore.open(in: work.memory, at: BenchLayout.pairPong(work.slot))
+        try work.pongSemaphores(ping, pong, pair: work.slot)
+    }
+    static let pairPingPipe = BenchRole.inSegment("pair-ping-pipe") { try $0.pingBytes() }
+    static let pairPongPipe = BenchRole.inSegment("pair-pong-pipe") { try $0.pongBytes() }
+}
+
+// MARK: - The pinging side of a pair (`ipc bench-peer pair-ping-…`)
+
+extension PeerWork {
+    /// Round trips until the bench says stop; records the count and times, then releases the ponger.
+    func pingSemaphores(_ ping: ProcessSemaphore, _ pong: ProcessSemaphore) throws {
+        control.markReady()
+        try control.awaitGo(deadline: deadline)
+        let start = Clock.monotonicNanoseconds()
+        var trips: UInt64 = 0
+        while !control.shouldStop {
+            try ping.signal()
+            try pong.blockingWait()
+            trips &+= 1
+        }
+        control.record(slot: slot, count: trips, start: start, end: Clock.monotonicNanoseconds())
+        control.word(BenchLayout.quit(pair: slot)).pointee.store(1, ordering: .sequentiallyConsistent)
+        try ping.signal()
+    }
+
+    /// The same through pipes; closing our write end releases the ponger.
+    func pingBytes() throws {
+        guard input >= 0, output >= 0 else { throw ValidationError("--in and --out are required") }
+        let output = BenchDescriptor(self.output)
+        control.markReady()
+        try control.awaitGo(deadline: deadline)
+        let start = Clock.monotonicNanoseconds()
+        var trips: UInt64 = 0
+        while !control.shouldStop {
+            try BenchIO.writeByte(output.fd)
+            guard try BenchIO.readByte(input) else { throw ToolError("bench-peer: the ponger closed its pipe") }
+            trips &+= 1
+        }
+        control.record(slot: slot, count: trips, start: start, end: Clock.monotonicNanoseconds())
+        output.close()
     }
 }

@@ -13,14 +13,19 @@ import Synchronization
 /// objects around it happen to sit in memory moves the result by up to 1.7× (measured here: the
 /// same code gives ~4.6 or ~7.5 ns depending on the instance), and one instance would report
 /// only its own luck.
-enum UncontendedLockBench {
-    static func scenario() -> BenchScenario {
-        BenchScenario(
-            id: BenchScenarioID.uncontendedLock.rawValue, title: BenchScenarioID.uncontendedLock.title,
-            unit: "ns per lock+unlock", higherIsBetter: false, baseline: "swift-mutex")
-    }
+enum UncontendedLockBench: BenchScenario {
+    static let id = "uncontended-lock"
+    static let title = "uncontended lock+unlock"
+    static let summary = "ProcessMutex vs pthread robust mutex vs Swift Mutex"
+    static let unit = "ns per lock+unlock"
+    static let higherIsBetter = false
+    static let baseline: String? = "swift-mutex"
+    static let targets = [
+        BenchTarget("ProcessMutex / Swift Mutex", "ours", over: "swift-mutex", .atMost(1.3)),
+        BenchTarget("ProcessMutex / pthread robust mutex", "ours", over: "pthread-robust", .below(1)),
+    ]
 
-    static func measure(_ scenario: inout BenchScenario, _ plan: BenchPlan) throws {
+    static func measure(_ scenario: inout BenchScenarioResult, _ plan: BenchPlan) throws {
         let iterations = plan.lockIterations
         var ours: [Double] = []
         var pthread: [Double] = []
@@ -53,10 +58,6 @@ enum UncontendedLockBench {
             scenario.rows.append(BenchRow(
                 id: id, name: name, median: summary.median, samples: summary.count, min: summary.min, max: summary.max))
         }
-        scenario.computeRatios()
-        let ourMedian = scenario.row("ours")!.median
-        scenario.target("ProcessMutex / Swift Mutex", ourMedian / scenario.row("swift-mutex")!.median, atMost: 1.3)
-        scenario.target("ProcessMutex / pthread robust mutex", ourMedian / scenario.row("pthread-robust")!.median, below: 1)
         scenario.notes.append(
             "median of \(plan.lockInstances * plan.lockBatches) batches of \(iterations) pairs per variant "
                 + "(\(plan.lockInstances) fresh instance(s) × \(plan.lockBatches) batches, each after a warm-up batch)")
@@ -67,7 +68,7 @@ enum UncontendedLockBench {
         var inside = 0
         let start = BenchClock.now()
         for _ in 0..<iterations {
-            try mutex.lock()
+            try mutex.blockingLock()
             inside &+= 1
             try mutex.unlock()
         }
@@ -100,6 +101,14 @@ enum UncontendedLockBench {
         blackHole(box.mutex.withLock { $0 })
         return end &- start
     }
+}
+
+extension BenchPlan {
+    /// Iterations per timed batch; fresh instances, and batches per instance (after one warm-up
+    /// batch).
+    var lockIterations: Int { quick ? 100_000 : 1_000_000 }
+    var lockInstances: Int { quick ? 1 : 5 }
+    var lockBatches: Int { quick ? 5 : 4 }
 }
 
 /// Swift's in-process `Mutex`, in a class so that it lives in memory the optimizer cannot reason away.

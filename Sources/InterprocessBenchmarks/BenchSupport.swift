@@ -1,6 +1,7 @@
 import Foundation
 import Interprocess
 import InterprocessSystem
+import InterprocessToolSupport
 import Synchronization
 
 /// Where everything lives in a bench segment (byte offsets into its payload; the payload starts on
@@ -86,7 +87,7 @@ struct BenchControl {
     func markReady() { word(BenchLayout.ready).pointee.add(1, ordering: .sequentiallyConsistent) }
 
     /// Parks until the parent says go (throws after `deadline`).
-    func awaitGo(deadline: UInt64) throws {
+    func awaitGo(deadline: Deadline) throws {
         let go = base + BenchLayout.go
         while word(BenchLayout.go).pointee.load(ordering: .acquiring) == 0 {
             if Futex.wait(go, expected: 0, deadline: deadline) == .timedOut {
@@ -97,14 +98,14 @@ struct BenchControl {
 
     /// A start barrier: counts this peer in and spins until `parties` peers are in (throws after
     /// `deadline`).
-    func arrive(parties: Int, deadline: UInt64) throws {
+    func arrive(parties: Int, deadline: Deadline) throws {
         let arrived = word(BenchLayout.arrived)
         arrived.pointee.add(1, ordering: .sequentiallyConsistent)
         var spins: UInt32 = 0
         while arrived.pointee.load(ordering: .acquiring) < UInt32(parties) {
             SpinPolicy.pause()
             spins &+= 1
-            if spins & 0xFFFF == 0, Clock.monotonicNanoseconds() >= deadline {
+            if spins & 0xFFFF == 0, deadline.hasPassed {
                 throw ToolError("bench-peer: the other peers never arrived")
             }
         }
@@ -175,37 +176,11 @@ final class BenchSession {
     }
 }
 
-/// The roles a peer process (`ipc bench-peer ROLE`) can play.
-enum BenchRole: String, CaseIterable, Sendable {
-    case pongSpin = "pong-spin"
-    case pongSemaphore = "pong-semaphore"
-    case pongEvent = "pong-event"
-    case pongPipe = "pong-pipe"
-    case pongSocket = "pong-socket"
-    case contendProcessMutex = "contend-process-mutex"
-    case contendPthread = "contend-pthread"
-    case pairPingSemaphore = "pair-ping-semaphore"
-    case pairPongSemaphore = "pair-pong-semaphore"
-    case pairPingPipe = "pair-ping-pipe"
-    case pairPongPipe = "pair-pong-pipe"
-    case pongVariable = "pong-variable"
-    case hog = "hog"
-    case loadedPutVariable = "loaded-put-variable"
-    case loadedTakeVariable = "loaded-take-variable"
-    case loadedPutPosix = "loaded-put-posix"
-    case loadedTakePosix = "loaded-take-posix"
-}
-
 /// The peer processes of a scenario: started with `posix_spawn`, every one waited for with a
 /// deadline and killed if it overstays.
 final class BenchPeers {
     private(set) var children: [ChildProcess] = []
     private let executable = BuiltExecutable.path(of: "ipc") ?? CommandLine.arguments[0]
-
-    /// A peer's life limit (it ends itself with SIGALRM after this many seconds): a last resort
-    /// against a peer nobody waits for, long enough for a full run on a busy machine (the segment
-    /// hand-over scenario took more than 120 s beside two CPU-bound processes).
-    static let lifeLimitSeconds = 900
 
     /// Starts `ipc bench-peer ROLE --segment NAME …`. The `passing` descriptors (close-on-exec
     /// otherwise) are inherited by this child alone, and closed here once it is started.
@@ -221,7 +196,7 @@ final class BenchPeers {
         }
         let child = try ChildProcess.spawn(
             executable,
-            ["bench-peer", role.rawValue, "--segment", segment.description, "--life-limit", "\(Self.lifeLimitSeconds)"]
+            ["bench-peer", role.name, "--segment", segment.description, "--life-limit", "\(BenchPeer.lifeLimit)"]
                 + arguments,
             standardOutput: .null, standardError: .inherit)
         children.append(child)
@@ -229,10 +204,10 @@ final class BenchPeers {
     }
 
     /// Waits until `count` peers have said ready; throws if one ends first or at `deadline`.
-    func awaitReady(_ control: BenchControl, count: Int, deadline: UInt64) throws {
+    func awaitReady(_ control: BenchControl, count: Int, deadline: Deadline) throws {
         while control.readyCount < count {
             try checkRunning()
-            guard Clock.monotonicNanoseconds() < deadline else {
+            guard !deadline.hasPassed else {
                 throw ToolError("timed out waiting for \(count) bench peers to start (\(control.readyCount) ready)")
             }
             Clock.sleep(nanoseconds: 200_000)
@@ -247,12 +222,11 @@ final class BenchPeers {
     }
 
     /// Waits for every peer to exit with status 0 by `deadline`; kills stragglers; throws if one failed.
-    func finish(deadline: UInt64) throws {
+    func finish(deadline: Deadline) throws {
         defer { children.removeAll() }
         var failures: [String] = []
         for child in children {
-            let remaining = Int64(deadline) - Int64(Clock.monotonicNanoseconds())
-            let termination = child.wait(timeout: .nanoseconds(max(remaining, 0)))
+            let termination = child.wait(timeout: .nanoseconds(Int64(clamping: deadline.remainingNanoseconds)))
             if termination == nil {
                 failures.append("bench peer \(child.pid) did not finish in time and was killed")
             } else if termination != .exited(0) {
@@ -276,16 +250,16 @@ final class Watchdog: Sendable {
     private let stopped = Mutex(false)
     private let tripped = Atomic<Bool>(false)
 
-    init(peers: [ChildProcess], deadline: UInt64, rescue: @escaping @Sendable () -> Void) {
+    init(peers: [ChildProcess], deadline: Deadline, rescue: @escaping @Sendable () -> Void) {
         Thread.detachNewThread { [self] in
             while true {
                 Clock.sleep(nanoseconds: 20_000_000)
                 let done = stopped.withLock { stopped -> Bool in
                     if stopped { return true }
                     let peerEnded = peers.contains { $0.poll() != nil }
-                    guard peerEnded || Clock.monotonicNanoseconds() >= deadline else { return false }
+                    guard peerEnded || deadline.hasPassed else { return false }
                     tripped.store(true, ordering: .sequentiallyConsistent)
-                    peers.forEach { $0.kill(signal: PeerLifetime.killSignal) }
+                    peers.forEach { $0.kill() }
                     rescue()
                     stopped = true
                     return true

@@ -1,0 +1,282 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Testing
+import CInterprocess
+import Interprocess
+
+/// The layouts of everything that lives in shared memory, pinned field by field.
+///
+/// The C structs in `Sources/CInterprocess/include/CInterprocess.h` are the one definition of each
+/// layout: the library reaches every field through them (`MemoryLayout.offset(of:)`), and programs
+/// in other languages read them. These pins make a change to a layout deliberate: a field that moves
+/// (or a new one) fails here until the pin, the layout version or tag, and the README's tables
+/// ("Reading a segment from another language") are changed with it. The README's tables are checked
+/// against the same pins: **the README must change with the header**.
+@Suite("Shared layouts")
+struct LayoutTests {
+    @Test(arguments: LayoutPin.all)
+    func everyFieldIsPinned(_ layout: LayoutPin) {
+        #expect(layout.actualSize == layout.size, "size of \(layout.name)")
+        #expect(layout.actualAlignment == layout.alignment, "alignment of \(layout.name)")
+        for field in layout.fields {
+            #expect(field.actualOffset == field.offset, "offset of \(layout.name).\(field.name)")
+            #expect(field.actualSize == field.size, "size of \(layout.name).\(field.name)")
+        }
+        // Every field of the struct has a pin, in order, and the pins tile the struct.
+        #expect(layout.fields.map(\.name) == layout.declaredFields, "the fields of \(layout.name)")
+        var end = 0
+        for field in layout.fields.sorted(by: { $0.offset < $1.offset }) {
+            #expect(field.offset >= end, "\(layout.name).\(field.name) overlaps the field before it")
+            end = field.offset + field.size
+        }
+        #expect(end == layout.size, "\(layout.name)'s fields end at \(end), not at its size")
+    }
+
+    @Test func constantsArePinned() {
+        #expect(CIPC_SEGMENT_MAGIC == 0x544D_4745_5343_5049) // "IPCSEGMT"
+        #expect(CIPC_LAYOUT_VERSION == 1)
+        #expect(CIPC_HEADER_SIZE == 4096 && CIPC_NAME_CAPACITY == 256 && CIPC_HOLDER_CAPACITY == 64)
+        #expect(SharedMemory.payloadOffset == 4096)
+        #expect([CIPC_KIND_RAW, CIPC_KIND_HEAP, CIPC_KIND_CHANNEL] == [1, 2, 3])
+        #expect([CIPC_KIND_MUTEX, CIPC_KIND_SEMAPHORE, CIPC_KIND_EVENT, CIPC_KIND_CONDITION, CIPC_KIND_RWLOCK, CIPC_KIND_VARIABLE]
+            == [16, 17, 18, 19, 20, 21])
+        let tags = [CIPC_TAG_MUTEX, CIPC_TAG_SEMAPHORE, CIPC_TAG_EVENT, CIPC_TAG_CONDITION, CIPC_TAG_RWLOCK, CIPC_TAG_VARIABLE]
+        #expect(tags.map(Self.ascii) == ["MTX1", "SEM1", "EVT1", "CND1", "RLW1", "VAR2"])
+        #expect(Self.ascii(CIPC_TAG_VARIABLE_V1) == "VAR1")
+        #expect(CIPC_RWLOCK_READERS == 32 && CIPC_RWLOCK_SIZE == 576)
+        #expect(CIPC_VARIABLE_READERS == 16 && CIPC_VARIABLE_HEADER_SIZE == 448)
+        #expect(CIPC_TYPE_NAME_CAPACITY == 104 && CIPC_TYPE_NAME_MAX == 4096)
+        #expect(CIPC_TOKEN_FLAG == 0x8000_0000 && CIPC_TOKEN_LOCK_BASE == 1 << 62)
+        // The public sizes come from the structs.
+        #expect(ProcessMutex.stateSize == 64 && ProcessSemaphore.stateSize == 64)
+        #expect(ProcessEvent.stateSize == 64 && ProcessCondition.stateSize == 64)
+        #expect(ProcessRWLock.stateSize == 576)
+        #expect(SharedVariable<UInt64>.stateSize == 456)
+    }
+
+    /// Each kind has its own number and name, and the library knows every one of them.
+    @Test func segmentKindsAreDistinctAndKnown() {
+        let kinds: [(SegmentKind, String)] = [
+            (.raw, "raw"), (.heap, "heap"), (.channel, "channel"), (.mutex, "mutex"), (.semaphore, "semaphore"),
+            (.event, "event"), (.condition, "condition"), (.rwLock, "rwlock"), (.variable, "variable"),
+        ]
+        #expect(Set(kinds.map(\.0.rawValue)).count == kinds.count)
+        for (kind, name) in kinds {
+            #expect(kind.isKnown && kind.description == name)
+        }
+        #expect(!SegmentKind(rawValue: 99).isKnown && SegmentKind(rawValue: 99).description == "unknown(99)")
+    }
+
+    /// The README's layout tables (for programs in other languages) say exactly what the header says.
+    @Test func readmeTablesMatchTheHeader() throws {
+        let readme = try String(contentsOf: Self.readmeURL, encoding: .utf8)
+        let tables = Self.layoutTables(in: readme)
+        #expect(Set(tables.keys) == ["cipc_segment_header", "cipc_holder_slot", "cipc_type_fingerprint"], "\(tables.keys)")
+        for (name, rows) in tables {
+            guard let layout = LayoutPin.all.first(where: { $0.name == name }) else {
+                Issue.record("the README documents \(name), which is not a pinned layout")
+                continue
+            }
+            let documented = rows.map { "\($0.field) @\($0.offset) +\($0.size)" }
+            let pinned = layout.fields.map { "\($0.name) @\($0.offset) +\($0.size)" }
+            #expect(documented == pinned, "README table of \(name)")
+        }
+    }
+
+    // MARK: Helpers
+
+    static func ascii(_ tag: UInt32) -> String {
+        String(decoding: withUnsafeBytes(of: tag.littleEndian) { Array($0) }, as: UTF8.self)
+    }
+
+    static var readmeURL: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("README.md")
+    }
+
+    /// The tables of the README whose third column is headed by a struct name in backticks:
+    /// `| offset | size | \`cipc_…\` field | meaning |`, one row per field (`| 0 | 8 | \`magic\` | … |`).
+    static func layoutTables(in text: String) -> [String: [(offset: Int, size: Int, field: String)]] {
+        var tables: [String: [(offset: Int, size: Int, field: String)]] = [:]
+        var current: String?
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            let cells = line.split(separator: "|", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard line.hasPrefix("|"), cells.count >= 5 else {
+                current = nil
+                continue
+            }
+            if cells[1] == "offset", let name = backticked(cells[3]), name.hasPrefix("cipc_") {
+                current = name
+                tables[name] = []
+                continue
+            }
+            guard let table = current, let offset = Int(cells[1]), let size = Int(cells[2]), let field = backticked(cells[3]) else { continue }
+            tables[table]?.append((offset, size, field))
+        }
+        return tables
+    }
+
+    private static func backticked(_ cell: String) -> String? {
+        guard let start = cell.firstIndex(of: "`"), let end = cell[cell.index(after: start)...].firstIndex(of: "`") else { return nil }
+        return String(cell[cell.index(after: start)..<end])
+    }
+}
+
+/// A pinned field: its name in C, its offset and its size in bytes.
+struct FieldPin: Sendable {
+    let name: String
+    let offset: Int
+    let size: Int
+    let actualOffset: Int?
+    let actualSize: Int
+
+    init<Layout, Field>(_ path: KeyPath<Layout, Field>, _ name: String, at offset: Int, size: Int) {
+        self.name = name
+        self.offset = offset
+        self.size = size
+        actualOffset = MemoryLayout<Layout>.offset(of: path)
+        actualSize = MemoryLayout<Field>.size
+    }
+}
+
+/// A pinned C struct: its size, its alignment and every field.
+struct LayoutPin: Sendable, CustomTestStringConvertible {
+    let name: String
+    let size: Int
+    let alignment: Int
+    let fields: [FieldPin]
+    let actualSize: Int
+    let actualAlignment: Int
+    /// The struct's fields in declaration order, as the compiler imported them.
+    let declaredFields: [String]
+
+    var testDescription: String { name }
+
+    init<Layout>(_ empty: Layout, _ name: String, size: Int, alignment: Int, _ fields: [FieldPin]) {
+        self.name = name
+        self.size = size
+        self.alignment = alignment
+        self.fields = fields
+        actualSize = MemoryLayout<Layout>.size
+        actualAlignment = MemoryLayout<Layout>.alignment
+        declaredFields = Mirror(reflecting: empty).children.compactMap(\.label)
+    }
+
+    static let all: [LayoutPin] = [
+        LayoutPin(cipc_segment_header(), "cipc_segment_header", size: 4096, alignment: 8, [
+            FieldPin(\cipc_segment_header.magic, "magic", at: 0, size: 8),
+            FieldPin(\cipc_segment_header.version, "version", at: 8, size: 4),
+            FieldPin(\cipc_segment_header.header_size, "header_size", at: 12, size: 4),
+            FieldPin(\cipc_segment_header.kind, "kind", at: 16, size: 4),
+            FieldPin(\cipc_segment_header.lifetime, "lifetime", at: 20, size: 4),
+            FieldPin(\cipc_segment_header.state, "state", at: 24, size: 4),
+            FieldPin(\cipc_segment_header.holder_capacity, "holder_capacity", at: 28, size: 4),
+            FieldPin(\cipc_segment_header.total_size, "total_size", at: 32, size: 8),
+            FieldPin(\cipc_segment_header.payload_offset, "payload_offset", at: 40, size: 8),
+            FieldPin(\cipc_segment_header.payload_size, "payload_size", at: 48, size: 8),
+            FieldPin(\cipc_segment_header.created_ns, "created_ns", at: 56, size: 8),
+            FieldPin(\cipc_segment_header.creator_start_time, "creator_start_time", at: 64, size: 8),
+            FieldPin(\cipc_segment_header.creator_pid, "creator_pid", at: 72, size: 4),
+            FieldPin(\cipc_segment_header.name_length, "name_length", at: 76, size: 4),
+            FieldPin(\cipc_segment_header.checksum, "checksum", at: 80, size: 8),
+            FieldPin(\cipc_segment_header.name, "name", at: 88, size: 256),
+            FieldPin(\cipc_segment_header.reserved, "reserved", at: 344, size: 1704),
+            FieldPin(\cipc_segment_header.holders, "holders", at: 2048, size: 2048),
+        ]),
+        LayoutPin(cipc_holder_slot(), "cipc_holder_slot", size: 32, alignment: 8, [
+            FieldPin(\cipc_holder_slot.pid, "pid", at: 0, size: 4),
+            FieldPin(\cipc_holder_slot.reserved0, "reserved0", at: 4, size: 4),
+            FieldPin(\cipc_holder_slot.start_time, "start_time", at: 8, size: 8),
+            FieldPin(\cipc_holder_slot.opened_ns, "opened_ns", at: 16, size: 8),
+            FieldPin(\cipc_holder_slot.reserved1, "reserved1", at: 24, size: 8),
+        ]),
+        LayoutPin(cipc_type_fingerprint(), "cipc_type_fingerprint", size: 128, alignment: 8, [
+            FieldPin(\cipc_type_fingerprint.name_hash, "name_hash", at: 0, size: 8),
+            FieldPin(\cipc_type_fingerprint.size, "size", at: 8, size: 4),
+            FieldPin(\cipc_type_fingerprint.alignment, "alignment", at: 12, size: 4),
+            FieldPin(\cipc_type_fingerprint.version, "version", at: 16, size: 4),
+            FieldPin(\cipc_type_fingerprint.name_length, "name_length", at: 20, size: 4),
+            FieldPin(\cipc_type_fingerprint.name, "name", at: 24, size: 104),
+        ]),
+        LayoutPin(cipc_mutex(), "cipc_mutex", size: 64, alignment: 8, [
+            FieldPin(\cipc_mutex.owner, "owner", at: 0, size: 8),
+            FieldPin(\cipc_mutex.waiters, "waiters", at: 8, size: 4),
+            FieldPin(\cipc_mutex.inconsistent, "inconsistent", at: 12, size: 4),
+            FieldPin(\cipc_mutex.owner_tid, "owner_tid", at: 16, size: 4),
+            FieldPin(\cipc_mutex.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_mutex.recoveries, "recoveries", at: 24, size: 8),
+            FieldPin(\cipc_mutex.reserved, "reserved", at: 32, size: 32),
+        ]),
+        LayoutPin(cipc_semaphore(), "cipc_semaphore", size: 64, alignment: 4, [
+            FieldPin(\cipc_semaphore.count, "count", at: 0, size: 4),
+            FieldPin(\cipc_semaphore.waiters, "waiters", at: 4, size: 4),
+            FieldPin(\cipc_semaphore.reserved0, "reserved0", at: 8, size: 12),
+            FieldPin(\cipc_semaphore.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_semaphore.reserved, "reserved", at: 24, size: 40),
+        ]),
+        LayoutPin(cipc_event(), "cipc_event", size: 64, alignment: 4, [
+            FieldPin(\cipc_event.state, "state", at: 0, size: 4),
+            FieldPin(\cipc_event.waiters, "waiters", at: 4, size: 4),
+            FieldPin(\cipc_event.mode, "mode", at: 8, size: 4),
+            FieldPin(\cipc_event.reserved0, "reserved0", at: 12, size: 8),
+            FieldPin(\cipc_event.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_event.reserved, "reserved", at: 24, size: 40),
+        ]),
+        LayoutPin(cipc_condition(), "cipc_condition", size: 64, alignment: 4, [
+            FieldPin(\cipc_condition.sequence, "sequence", at: 0, size: 4),
+            FieldPin(\cipc_condition.waiters, "waiters", at: 4, size: 4),
+            FieldPin(\cipc_condition.reserved0, "reserved0", at: 8, size: 12),
+            FieldPin(\cipc_condition.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_condition.reserved, "reserved", at: 24, size: 40),
+        ]),
+        LayoutPin(cipc_rwlock_reader(), "cipc_rwlock_reader", size: 16, alignment: 8, [
+            FieldPin(\cipc_rwlock_reader.owner, "owner", at: 0, size: 8),
+            FieldPin(\cipc_rwlock_reader.holds, "holds", at: 8, size: 4),
+            FieldPin(\cipc_rwlock_reader.reserved, "reserved", at: 12, size: 4),
+        ]),
+        LayoutPin(cipc_rwlock(), "cipc_rwlock", size: 576, alignment: 8, [
+            FieldPin(\cipc_rwlock.owner, "owner", at: 0, size: 8),
+            FieldPin(\cipc_rwlock.drain, "drain", at: 8, size: 4),
+            FieldPin(\cipc_rwlock.waiters, "waiters", at: 12, size: 4),
+            FieldPin(\cipc_rwlock.drain_waiters, "drain_waiters", at: 16, size: 4),
+            FieldPin(\cipc_rwlock.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_rwlock.recoveries, "recoveries", at: 24, size: 8),
+            FieldPin(\cipc_rwlock.write_held, "write_held", at: 32, size: 4),
+            FieldPin(\cipc_rwlock.inconsistent, "inconsistent", at: 36, size: 4),
+            FieldPin(\cipc_rwlock.overflow, "overflow", at: 40, size: 4),
+            FieldPin(\cipc_rwlock.reader_capacity, "reader_capacity", at: 44, size: 4),
+            FieldPin(\cipc_rwlock.reader_recoveries, "reader_recoveries", at: 48, size: 8),
+            FieldPin(\cipc_rwlock.state_size, "state_size", at: 56, size: 4),
+            FieldPin(\cipc_rwlock.reserved, "reserved", at: 60, size: 4),
+            FieldPin(\cipc_rwlock.readers, "readers", at: 64, size: 512),
+        ]),
+        LayoutPin(cipc_variable_reader(), "cipc_variable_reader", size: 16, alignment: 8, [
+            FieldPin(\cipc_variable_reader.owner, "owner", at: 0, size: 8),
+            FieldPin(\cipc_variable_reader.since, "since", at: 8, size: 8),
+        ]),
+        LayoutPin(cipc_variable_header(), "cipc_variable_header", size: 448, alignment: 8, [
+            FieldPin(\cipc_variable_header.state, "state", at: 0, size: 8),
+            FieldPin(\cipc_variable_header.waiters, "waiters", at: 8, size: 4),
+            FieldPin(\cipc_variable_header.value_size, "value_size", at: 12, size: 4),
+            FieldPin(\cipc_variable_header.value_alignment, "value_alignment", at: 16, size: 4),
+            FieldPin(\cipc_variable_header.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_variable_header.putter, "putter", at: 24, size: 8),
+            FieldPin(\cipc_variable_header.registered_readers, "registered_readers", at: 32, size: 4),
+            FieldPin(\cipc_variable_header.reader_capacity, "reader_capacity", at: 36, size: 4),
+            FieldPin(\cipc_variable_header.value_offset, "value_offset", at: 40, size: 4),
+            FieldPin(\cipc_variable_header.reserved0, "reserved0", at: 44, size: 4),
+            FieldPin(\cipc_variable_header.recoveries, "recoveries", at: 48, size: 8),
+            FieldPin(\cipc_variable_header.reserved1, "reserved1", at: 56, size: 8),
+            FieldPin(\cipc_variable_header.readers, "readers", at: 64, size: 256),
+            FieldPin(\cipc_variable_header.value_type, "value_type", at: 320, size: 128),
+        ]),
+        LayoutPin(cipc_futex_waiter(), "cipc_futex_waiter", size: 24, alignment: 8, [
+            FieldPin(\cipc_futex_waiter.val, "val", at: 0, size: 8),
+            FieldPin(\cipc_futex_waiter.uaddr, "uaddr", at: 8, size: 8),
+            FieldPin(\cipc_futex_waiter.flags, "flags", at: 16, size: 4),
+            FieldPin(\cipc_futex_waiter.reserved, "reserved", at: 20, size: 4),
+        ]),
+    ]
+}
