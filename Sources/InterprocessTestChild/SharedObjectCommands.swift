@@ -59,6 +59,10 @@ private func openOrCreate(kind: String, name: String, count: Int) throws {
     case "variable":
         let (variable, isNew) = try SharedVariable<UInt64>.openOrCreate(name: name, initialValue: 42)
         (created, initialized, close) = (isNew, variable.tryRead() == 42, variable.close)
+    case "heap":
+        let (heap, isNew) = try SharedHeap.openOrCreate(name: name, capacity: 64 * 1024)
+        let sound = (try? heap.check().isConsistent) == true && heap.capacity == 64 * 1024
+        (created, initialized, close) = (isNew, sound, heap.close)
     default:
         fail("unknown kind \(kind)", code: 2)
     }

@@ -286,7 +286,15 @@ struct SharedHeapTests {
             #expect(stats.stores > 1)
             #expect(heap.capacity <= 4 << 20 && heap.capacity > 3 << 20)
             #expect(total > 3 << 20)
-            #expect(TestNames.leftovers(name + "~").count == stats.stores - 1)
+            let stores = TestNames.leftovers(name + "~")
+            #expect(stores.count == stats.stores - 1)
+            // `ipc ls` / `ipc inspect` know heaps and their stores (the shared-objects registry).
+            let info = try SharedMemory.info(name: name)
+            #expect(info.kind == "heap")
+            #expect(info.details["stores"] == String(stats.stores) && info.details["capacity"] == String(heap.capacity))
+            #expect(info.details["clientsAlive"] == "1" && info.details["locked"] == "no", "\(info.details)")
+            let store = try SharedMemory.info(name: stores.sorted().first ?? "-")
+            #expect(store.kind == "heap" && store.details["store"] != nil, "\(store.details)")
             for (index, block) in blocks.enumerated() {
                 try heap.withUnsafeMutableBytes(of: block) { bytes in #expect(bytes.allSatisfy { $0 == UInt8(truncatingIfNeeded: index) }) }
             }
@@ -318,6 +326,20 @@ struct SharedHeapTests {
             try SharedHeap.remove(name: name)
             #expect(TestNames.leftovers(name).isEmpty)
             expectError(.notFound) { try SharedHeap.open(name: name) }
+        }
+    }
+
+    @Test func ipcRemovesAHeapWithItsStores() throws {
+        try withCleanNames("heapipcrm") { name in
+            let heap = try SharedHeap.create(name: name, capacity: 16 * 1024, maximumCapacity: 1 << 20, lifetime: .persistent)
+            _ = try heap.unsafeAllocate(byteCount: 100_000)
+            heap.close()
+            #expect(TestNames.leftovers(name).count == 2)
+            let ipc = try #require(BuiltExecutable.path(of: "ipc"))
+            let result = try ChildProcess.run(ipc, ["rm", name], timeout: .seconds(30))
+            #expect(result.termination == .exited(0), "\(result.standardError)")
+            #expect(result.standardOutput.contains("removed \(name) (a heap, and its stores)"))
+            #expect(TestNames.leftovers(name).isEmpty)
         }
     }
 
@@ -661,32 +683,5 @@ struct SharedHeapScribbleTests {
             #expect(restored == 42)
         }
     }
-
-    @Test func layoutIsPinned() {
-        #expect(MemoryLayout<cipc_heap_block>.size == 16)
-        #expect(MemoryLayout<cipc_heap_block>.offset(of: \.prev_size) == 0)
-        #expect(MemoryLayout<cipc_heap_block>.offset(of: \.size) == 4)
-        #expect(MemoryLayout<cipc_heap_block>.offset(of: \.state) == 8)
-        #expect(MemoryLayout<cipc_heap_block>.offset(of: \.info) == 12)
-        #expect(MemoryLayout<cipc_heap_free_block>.offset(of: \.next) == 16)
-        #expect(MemoryLayout<cipc_heap_free_block>.offset(of: \.prev) == 24)
-        #expect(MemoryLayout<cipc_heap_store_header>.size == 64)
-        #expect(MemoryLayout<cipc_heap_store_header>.offset(of: \.nonce) == 8)
-        #expect(MemoryLayout<cipc_heap_store_header>.offset(of: \.size) == 16)
-        #expect(MemoryLayout<cipc_heap_store_header>.offset(of: \.first_block) == 24)
-        #expect(MemoryLayout<cipc_heap_store_header>.offset(of: \.end_block) == 32)
-        #expect(MemoryLayout<cipc_heap_header>.offset(of: \.nonce) == 8)
-        #expect(MemoryLayout<cipc_heap_header>.offset(of: \.capacity) == 24)
-        #expect(MemoryLayout<cipc_heap_header>.offset(of: \.store_count) == 32)
-        #expect(MemoryLayout<cipc_heap_header>.offset(of: \.lock) == 64)
-        #expect(MemoryLayout<cipc_heap_header>.offset(of: \.class_bitmap) == 128)
-        #expect(MemoryLayout<cipc_heap_header>.offset(of: \.quick_heads) == 192)
-        #expect(MemoryLayout<cipc_heap_header>.offset(of: \.heads) == 448)
-        #expect(MemoryLayout<cipc_heap_header>.offset(of: \.clients) == 2496)
-        #expect(MemoryLayout<cipc_heap_header>.offset(of: \.journal) == 3520)
-        #expect(MemoryLayout<cipc_heap_header>.size == 4304)
-        #expect(MemoryLayout<cipc_heap_client>.size == 16)
-        #expect(MemoryLayout<cipc_heap_journal_entry>.size == 16)
-        #expect(MemoryLayout<cipc_heap_journal>.offset(of: \.entries) == 16)
-    }
 }
+

@@ -112,14 +112,14 @@ enum HeapInitializer {
     }
 
     /// Writes store 0 of a new heap: its store header, the heap header (with an unlocked mutex), and
-    /// the one free block on its list.
+    /// the one free block on its list — all but the heap's tag, which the shared-objects storage
+    /// publishes last.
     static func initializeHeap(
         _ payload: UnsafeMutableRawPointer, size: Int, nonce: UInt64, maximumCapacity: Int, growthSize: Int, firstTag: UInt32
     ) {
         let (first, _) = initializeStore(payload, size: size, index: 0, nonce: nonce)
         let header = payload + HeapLayout.headerOffset
         header.initializeMemory(as: UInt8.self, repeating: 0, count: HeapLayout.heapHeaderSize)
-        store32(header + HeapLayout.heapTag, CIPC_TAG_HEAP)
         store32(header + HeapLayout.heapVersion, CIPC_HEAP_VERSION)
         store64(header + HeapLayout.heapNonce, nonce)
         store64(header + HeapLayout.heapMaximumCapacity, UInt64(maximumCapacity))
@@ -129,7 +129,7 @@ enum HeapInitializer {
         store64(header + HeapLayout.heapGrowthSize, UInt64(growthSize))
         // The mutex: zero (unlocked), with its tag, as `ProcessMutex.create(in:at:)` leaves it.
         let mutex = header + HeapLayout.heapLock
-        mutex.storeBytes(of: CIPC_TAG_MUTEX, toByteOffset: MemoryLayout<cipc_mutex>.offset(of: \cipc_mutex.tag)!, as: UInt32.self)
+        mutex.storeBytes(of: CIPC_TAG_MUTEX, toByteOffset: fieldOffset(\cipc_mutex.tag), as: UInt32.self)
         // The free block goes on its class's list.
         let granules = load32(payload + first + HeapLayout.blockSize)
         let sizeClass = HeapLayout.sizeClass(granules)

@@ -93,7 +93,13 @@ import Synchronization
 /// Store 0 has the heap's ``Lifetime``. Stores added by growth are persistent segments tied to it:
 /// the last process to close a `.whileReferenced` heap removes them with it, ``remove(name:)``
 /// removes them with a persistent one, and creating or opening a heap name removes the stores that
-/// earlier heaps of that name left behind (their last holder was killed).
+/// earlier heaps of that name left behind (their last holder was killed). `ipc rm` removes a heap
+/// with its stores.
+///
+/// A heap is one kind of shared object (`SharedHeap+Object.swift`): store 0 is created, opened and
+/// removed by the shared-objects storage, which checks its segment kind, tag and header before the
+/// heap is built, and `ipc ls` / `ipc inspect` describe heaps and their stores. Stores added by
+/// growth are the heap's own (``HeapSegments``).
 public final class SharedHeap: Sendable {
     let core: HeapCore
     let segments: HeapSegments
@@ -115,14 +121,40 @@ public final class SharedHeap: Sendable {
     /// The smallest capacity a heap is created with (its header and a few blocks).
     public static let minimumCapacity = HeapLayout.roundUp(HeapLayout.firstBlockOfBase + 1024, to: 4096)
 
-    private init(core: HeapCore, segments: HeapSegments, handle: SegmentHandle) {
-        self.core = core
-        self.segments = segments
-        self.handle = handle
-        baseFile = (try? handle.duplicateDescriptor()).flatMap { fd in
-            defer { try? fd.close() }
-            return (try? fd.status()).map { ($0.device, $0.inode) }
+    /// A heap on the state the shared-objects framework checked (``validate(_:available:expecting:)``):
+    /// store 0 of a named segment of kind `heap`.
+    init(storage: SharedObjectStorage) throws(InterprocessError) {
+        guard let handle = storage.segment, let lease = storage.lease else {
+            throw InterprocessError(.invalidArgument, detail: "a heap is a named object of its own")
         }
+        let header = storage.base + HeapLayout.headerOffset
+        let nonce = load64(header + HeapLayout.heapNonce)
+        let base = MappedStore(
+            view: StoreView(
+                base: storage.base, size: storage.available, first: HeapLayout.firstBlockOfBase,
+                end: storage.available - HeapLayout.blockHeaderSize),
+            owner: storage.mapping)
+        let lock = try ProcessMutex.open(in: SharedMemory(handle: handle), at: HeapLayout.headerOffset + HeapLayout.heapLock)
+        // Stores are created like store 0 (its permissions and group), and trusted if their owner is
+        // store 0's owner or, when store 0 lets its group write, one of that group (who may grow it).
+        var permissions = FilePermissions.ownerReadWrite
+        var group: UInt32?
+        var trust = TrustedOwners.currentUser
+        var file: (device: UInt64, inode: UInt64)?
+        if let fd = try? handle.duplicateDescriptor() {
+            if let status = try? fd.status() {
+                permissions = status.permissions
+                group = status.group
+                trust = .users([status.owner])
+                if status.permissions.contains(.groupWrite) { trust = trust.union(.group(status.group)) }
+                file = (status.device, status.inode)
+            }
+            try? fd.close()
+        }
+        baseFile = file
+        segments = HeapSegments(heapName: handle.name, nonce: nonce, trust: trust, permissions: permissions, group: group)
+        core = try HeapCore(name: handle.name, base: base, lock: lock, lease: lease, provider: segments)
+        self.handle = handle
     }
 
     deinit { close() }
@@ -134,117 +166,60 @@ public final class SharedHeap: Sendable {
     /// - Parameters:
     ///   - name: 1 to ``maximumNameLength`` bytes, no '/' and no NUL.
     ///   - capacity: bytes of store 0 (rounded up to whole pages), reserved now; at least
-    ///     ``minimumCapacity``. Its header takes about 4 KB of it.
+    ///     ``minimumCapacity``. Its headers take about 4.4 KB of it.
     ///   - maximumCapacity: how far the heap may grow, in bytes of all its stores; nil: never grows.
-    ///   - permissions, group: of every store, as for ``SharedMemory/create(name:size:permissions:group:lifetime:)``.
+    ///   - permissions: of every store, as for ``SharedMemory/create(name:size:permissions:group:lifetime:)``.
     ///   - lifetime: ``Lifetime/whileReferenced`` by default.
     public static func create(
         name: String, capacity: Int, maximumCapacity: Int? = nil, permissions: FilePermissions = .ownerReadWrite,
-        group: UInt32? = nil, lifetime: Lifetime = .whileReferenced
+        lifetime: Lifetime = .whileReferenced
     ) throws(InterprocessError) -> SharedHeap {
-        _ = try SharedMemory.osName(for: name)
-        guard name.utf8.count <= maximumNameLength else {
-            throw InterprocessError(.invalidName, objectName: name, detail: "a heap's name has at most \(maximumNameLength) bytes (its stores' names are longer)")
-        }
-        guard capacity >= minimumCapacity, capacity <= HeapLayout.maximumStoreSize else {
-            throw InterprocessError(.invalidSize, objectName: name, detail: "a heap's capacity is \(minimumCapacity) to \(HeapLayout.maximumStoreSize) bytes, not \(capacity)")
-        }
-        let size = HeapLayout.roundUp(capacity, to: systemPageSize)
-        let maximum = maximumCapacity ?? size
-        guard maximum >= size else {
-            throw InterprocessError(.invalidSize, objectName: name, detail: "the maximum capacity \(maximum) is below the capacity \(size)")
-        }
-        var generator = SystemRandomNumberGenerator()
-        let nonce = UInt64.random(in: 1...UInt64.max, using: &generator)
-        let firstTag = UInt32.random(in: 1...HeapLayout.tagMask, using: &generator)
-        let handle = try SegmentHandle.create(
-            name: name, kind: .heap, payloadSize: size, permissions: permissions, group: group, lifetime: lifetime
-        ) { payload in
-            HeapInitializer.initializeHeap(
-                payload.baseAddress!, size: size, nonce: nonce, maximumCapacity: maximum, growthSize: size, firstTag: firstTag)
-        }
-        HeapSegments.removeOrphanStores(heap: name, keeping: nonce, trusting: .currentUser)
-        return try attach(handle, trust: .currentUser)
+        try checkName(name)
+        let heap = try SharedObjectStorage.create(
+            SharedHeap.self, name: name, parameters: Parameters(capacity: capacity, maximumCapacity: maximumCapacity),
+            permissions: permissions, lifetime: lifetime)
+        HeapSegments.removeOrphanStores(heap: name, keeping: heap.core.nonce, trusting: .currentUser)
+        return heap
     }
 
     /// Opens a heap that another process created. Fails with `notFound` if there is none (its stores
     /// left by a heap whose holders all died are removed then), `incompatible` if the segment is not a
     /// heap, `corrupt` if its header is inconsistent, `permissionDenied` if its owner is not trusted.
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> SharedHeap {
-        let handle: SegmentHandle
         do {
-            handle = try SegmentHandle.open(name: name, kind: .heap, trusting: trust)
+            return try SharedObjectStorage.open(SharedHeap.self, name: name, expecting: nil, trusting: trust)
         } catch where error.code == .notFound {
             HeapSegments.removeOrphanStores(heap: name, keeping: nil, trusting: trust)
             throw error
         }
-        return try attach(handle, trust: trust)
     }
 
-    /// Opens the heap if it exists, or creates it; `created` tells which happened.
+    /// Opens the heap if it exists, or creates it; `created` tells which happened. An existing heap
+    /// is used whatever its capacity.
     public static func openOrCreate(
         name: String, capacity: Int, maximumCapacity: Int? = nil, permissions: FilePermissions = .ownerReadWrite,
-        group: UInt32? = nil, lifetime: Lifetime = .whileReferenced, trusting trust: TrustedOwners = .currentUser
+        lifetime: Lifetime = .whileReferenced, trusting trust: TrustedOwners = .currentUser
     ) throws(InterprocessError) -> (heap: SharedHeap, created: Bool) {
-        for _ in 0..<64 {
-            do throws(InterprocessError) {
-                let heap = try create(
-                    name: name, capacity: capacity, maximumCapacity: maximumCapacity, permissions: permissions, group: group,
-                    lifetime: lifetime)
-                return (heap, true)
-            } catch where error.code == .alreadyExists {}
-            do throws(InterprocessError) {
-                return (try open(name: name, trusting: trust), false)
-            } catch where error.code == .notFound {}
-        }
-        throw InterprocessError(.createFailed, objectName: name, detail: "it kept appearing and disappearing")
+        try checkName(name)
+        let (heap, created) = try SharedObjectStorage.openOrCreate(
+            SharedHeap.self, name: name, parameters: Parameters(capacity: capacity, maximumCapacity: maximumCapacity),
+            permissions: permissions, lifetime: lifetime, trusting: trust)
+        if created { HeapSegments.removeOrphanStores(heap: name, keeping: heap.core.nonce, trusting: trust) }
+        return (heap, created)
     }
 
     /// Removes a heap's name and its stores. Processes that hold it keep the stores they mapped;
-    /// new opens fail with `notFound`.
+    /// new opens fail with `notFound`. A segment that is not a heap is `incompatible` (and stays).
     public static func remove(name: String) throws(InterprocessError) {
         let nonce = try HeapSegments.nonce(ofHeap: name, trusting: .currentUser)
-        try SharedMemory.remove(name: name)
+        try SharedObjectStorage.remove(SharedHeap.self, name: name)
         HeapSegments.removeStores(heap: name, nonce: nonce)
     }
 
-    /// Checks store 0 (a heap's header, of this version) and builds the heap on it.
-    private static func attach(_ handle: SegmentHandle, trust: TrustedOwners) throws(InterprocessError) -> SharedHeap {
-        do throws(InterprocessError) {
-            let mapping = try handle.mapping()
-            let payload = mapping.base + SegmentHeader.size
-            let header = payload + HeapLayout.headerOffset
-            guard handle.payloadSize >= HeapLayout.firstBlockOfBase + 64,
-                  load32(header + HeapLayout.heapTag) == CIPC_TAG_HEAP
-            else { throw InterprocessError(.incompatible, objectName: handle.name, detail: "not a shared heap") }
-            guard load32(header + HeapLayout.heapVersion) == CIPC_HEAP_VERSION else {
-                throw InterprocessError(.incompatible, objectName: handle.name, detail: "heap layout version \(load32(header + HeapLayout.heapVersion)); this library reads \(CIPC_HEAP_VERSION)")
-            }
-            let nonce = load64(header + HeapLayout.heapNonce)
-            let maximum = load64(header + HeapLayout.heapMaximumCapacity)
-            let growth = load64(header + HeapLayout.heapGrowthSize)
-            guard nonce != 0, maximum >= UInt64(handle.payloadSize), maximum <= UInt64(Int64.max),
-                  growth > 0, growth <= UInt64(HeapLayout.maximumStoreSize)
-            else { throw InterprocessError(.corrupt, objectName: handle.name, detail: "the heap header is inconsistent") }
-            let base = try HeapSegments.storeView(handle, index: 0, nonce: nonce, heapName: handle.name)
-            let shared = SharedMemory(handle: handle)
-            let lock = try ProcessMutex.open(in: shared, at: HeapLayout.headerOffset + HeapLayout.heapLock)
-            let lease = try handle.ownerLease()
-            var permissions = FilePermissions.ownerReadWrite
-            var group: UInt32?
-            if let fd = try? handle.duplicateDescriptor() {
-                if let status = try? fd.status() {
-                    permissions = status.permissions
-                    group = status.group
-                }
-                try? fd.close()
-            }
-            let segments = HeapSegments(heapName: handle.name, nonce: nonce, trust: trust, permissions: permissions, group: group)
-            let core = try HeapCore(name: handle.name, base: base, lock: lock, lease: lease, provider: segments)
-            return SharedHeap(core: core, segments: segments, handle: handle)
-        } catch {
-            handle.close()
-            throw error
+    private static func checkName(_ name: String) throws(InterprocessError) {
+        _ = try SharedMemory.osName(for: name)
+        guard name.utf8.count <= maximumNameLength else {
+            throw InterprocessError(.invalidName, objectName: name, detail: "a heap's name has at most \(maximumNameLength) bytes (its stores' names are longer)")
         }
     }
 

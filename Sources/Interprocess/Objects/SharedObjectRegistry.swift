@@ -14,6 +14,7 @@ enum SharedObjectRegistry {
         ProcessCondition.self,
         ProcessRWLock.self,
         SharedVariableLayout.self,
+        SharedHeap.self,
     ]
 
     /// The kinds by their segment kind number (the first of two that share a number wins; a test
@@ -23,7 +24,7 @@ enum SharedObjectRegistry {
 
     /// Names of the segment kinds that are not shared objects: Memory's own, and reserved numbers.
     private static let segmentKindNames: [UInt32: String] = [
-        SegmentKind.raw.rawValue: "raw", SegmentKind.heap.rawValue: "heap", SegmentKind.channel.rawValue: "channel",
+        SegmentKind.raw.rawValue: "raw", SegmentKind.channel.rawValue: "channel",
     ]
 
     /// The registered kind with segment kind `kind`, if any.
