@@ -21,7 +21,10 @@ struct Remove: ParsableCommand {
         for name in names {
             do {
                 let info = try? SharedMemory.info(name: name)
-                if info?.kind == SegmentKind.heap.description && info?.details["store"] == nil {
+                if info?.kind == SegmentKind.heap.description, let store = info?.details["store"] {
+                    complain("\(name) is store \(store) of a heap: remove the heap (its store 0), and its stores go with it")
+                    failed = true
+                } else if info?.kind == SegmentKind.heap.description {
                     try SharedHeap.remove(name: name) // and the stores it grew into
                     say("removed \(name) (a heap, and its stores)")
                 } else {

@@ -295,6 +295,9 @@ struct SharedHeapTests {
             #expect(info.details["clientsAlive"] == "1" && info.details["locked"] == "no", "\(info.details)")
             let store = try SharedMemory.info(name: stores.sorted().first ?? "-")
             #expect(store.kind == "heap" && store.details["store"] != nil, "\(store.details)")
+            // A store is not a heap: it neither opens nor goes by itself.
+            expectError(.incompatible) { try SharedHeap.open(name: stores.sorted().first ?? "-") }
+            expectError(.incompatible) { try SharedHeap.remove(name: stores.sorted().first ?? "-") }
             for (index, block) in blocks.enumerated() {
                 try heap.withUnsafeMutableBytes(of: block) { bytes in #expect(bytes.allSatisfy { $0 == UInt8(truncatingIfNeeded: index) }) }
             }
@@ -334,8 +337,12 @@ struct SharedHeapTests {
             let heap = try SharedHeap.create(name: name, capacity: 16 * 1024, maximumCapacity: 1 << 20, lifetime: .persistent)
             _ = try heap.unsafeAllocate(byteCount: 100_000)
             heap.close()
-            #expect(TestNames.leftovers(name).count == 2)
+            let stores = TestNames.leftovers(name + "~")
+            #expect(stores.count == 1)
             let ipc = try #require(BuiltExecutable.path(of: "ipc"))
+            let refused = try ChildProcess.run(ipc, ["rm", stores.first ?? "-"], timeout: .seconds(30))
+            #expect(refused.termination != .exited(0) && refused.standardError.contains("remove the heap"), "\(refused.standardError)")
+            #expect(TestNames.leftovers(name).count == 2, "a store alone is not removed")
             let result = try ChildProcess.run(ipc, ["rm", name], timeout: .seconds(30))
             #expect(result.termination == .exited(0), "\(result.standardError)")
             #expect(result.standardOutput.contains("removed \(name) (a heap, and its stores)"))

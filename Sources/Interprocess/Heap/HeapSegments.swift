@@ -175,17 +175,33 @@ final class HeapSegments: HeapStoreProvider {
         }
     }
 
-    /// The nonce of the heap named `heap`, read without opening it (no registration, no sweeping).
-    static func nonce(ofHeap heap: String, trusting trust: TrustedOwners) throws(InterprocessError) -> UInt64 {
-        let osName = try SharedMemory.osName(for: heap)
-        let fd = try SegmentHandle.openChecked(name: heap, osName: osName, trusting: trust, readOnly: true)
+    /// What the start of the segment `name`'s payload says, read without opening it (no
+    /// registration, no sweeping): its store index and the heap's nonce, and whether it is store 0
+    /// of a heap (its heap header's tag). Throws `incompatible` for a segment that is not a heap's.
+    static func peek(_ name: String, trusting trust: TrustedOwners) throws(InterprocessError) -> (index: UInt32, nonce: UInt64, isHeap: Bool) {
+        let osName = try SharedMemory.osName(for: name)
+        let fd = try SegmentHandle.openChecked(name: name, osName: osName, trusting: trust, readOnly: true)
         defer { try? fd.close() }
-        let (page, status) = try SegmentHandle.readHeader(fd: fd, name: heap)
-        try SegmentHeader(page.baseAddress!).validate(fileSize: status.size, name: heap, kind: .heap)
-        let at = Int64(SegmentHeader.size + HeapLayout.headerOffset + HeapLayout.heapNonce)
-        guard let bytes = try? fd.read(count: 8, at: at), bytes.count == 8 else {
-            throw InterprocessError(.corrupt, objectName: heap, detail: "too short for a heap header")
+        let (page, status) = try SegmentHandle.readHeader(fd: fd, name: name)
+        try SegmentHeader(page.baseAddress!).validate(fileSize: status.size, name: name, kind: .heap)
+        let count = HeapLayout.headerOffset + HeapLayout.heapNonce + 8
+        guard let bytes = try? fd.read(count: count, at: Int64(SegmentHeader.size)), bytes.count == count else {
+            throw InterprocessError(.corrupt, objectName: name, detail: "too short for a heap's store")
         }
-        return bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        return bytes.withUnsafeBytes { payload in
+            (payload.loadUnaligned(fromByteOffset: HeapLayout.storeIndex, as: UInt32.self),
+             payload.loadUnaligned(fromByteOffset: HeapLayout.storeNonce, as: UInt64.self),
+             payload.loadUnaligned(fromByteOffset: HeapLayout.storeTag, as: UInt32.self) == CIPC_TAG_HEAP_STORE
+                && payload.loadUnaligned(fromByteOffset: HeapLayout.headerOffset + HeapLayout.heapTag, as: UInt32.self) == CIPC_TAG_HEAP)
+        }
+    }
+
+    /// The nonce of the heap named `heap`; `incompatible` if the segment is a store, not a heap.
+    static func nonce(ofHeap heap: String, trusting trust: TrustedOwners) throws(InterprocessError) -> UInt64 {
+        let (index, nonce, isHeap) = try peek(heap, trusting: trust)
+        guard isHeap, index == 0 else {
+            throw InterprocessError(.incompatible, objectName: heap, detail: "a segment of kind heap that is not a heap (a store a heap grew into?)")
+        }
+        return nonce
     }
 }

@@ -191,6 +191,11 @@ public final class SharedHeap: Sendable {
         } catch where error.code == .notFound {
             HeapSegments.removeOrphanStores(heap: name, keeping: nil, trusting: trust)
             throw error
+        } catch where error.code == .corrupt {
+            if let (index, _, _) = try? HeapSegments.peek(name, trusting: trust), index > 0 {
+                throw InterprocessError(.incompatible, objectName: name, detail: "store \(index) of a heap, not a heap")
+            }
+            throw error
         }
     }
 
