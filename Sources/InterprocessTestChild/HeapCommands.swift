@@ -18,6 +18,15 @@ func runHeapCommand(_ command: String, _ rest: [String]) -> Int32 {
         case "heap-op": try heapOperation(name: rest[0], operation: rest[1])
         case "heap-peer": try heapPeer(name: rest[0])
         case "heap-measure": try heapMeasure(name: rest[0], iterations: Int(rest[1])!)
+        case "heap-spin":
+            // heap-spin NAME ITERATIONS: 64-byte allocate + free on an existing heap; says the
+            // wall-clock nanoseconds per pair (for throughput with several processes at once).
+            let heap = try SharedHeap.open(name: rest[0])
+            let iterations = Int(rest[1])!
+            let start = Clock.monotonicNanoseconds()
+            for _ in 0..<iterations { try heap.unsafeDeallocate(try heap.unsafeAllocate(byteCount: 64)) }
+            say("\((Clock.monotonicNanoseconds() - start) / UInt64(iterations)) ns per allocate+free")
+            heap.close()
         case "heap-create":
             // heap-create NAME CAPACITY MAXIMUM: a persistent heap, left for others.
             try SharedHeap.create(name: rest[0], capacity: Int(rest[1])!, maximumCapacity: Int(rest[2])!, lifetime: .persistent).close()
