@@ -9,10 +9,22 @@ public import SystemPackage
 /// ```swift
 /// do {
 ///     let segment = try SharedMemory.open(name: "orders")
-/// } catch where error.code == .notFound {
-///     // nobody created it yet
+///     // …
+/// } catch {
+///     // `error` is an InterprocessError: every call in the `do` throws only that.
+///     if error.code == .notFound {
+///         // nobody created it yet
+///     } else {
+///         throw error
+///     }
 /// }
 /// ```
+///
+/// Test the code inside the `catch`, as above. A filtered clause — `catch where error.code ==
+/// .notFound` (with `do throws(InterprocessError)`) or `catch InterprocessError.Code.notFound` —
+/// crashes the Swift 6.3.1 compiler in a generic `async` function that assigns a variable in the
+/// `do` (a segmentation fault in its MandatoryAllocBoxToStack pass); the form above compiles
+/// everywhere (`Tests/InterprocessTests/DocExampleTests.swift` compiles both contexts).
 ///
 /// `Code` is a struct with static members rather than an enum so that new codes can be added
 /// without breaking a client's `switch`.
@@ -117,7 +129,9 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
 }
 
 extension InterprocessError.Code {
-    /// Lets `catch InterprocessError.Code.notFound { … }` match.
+    /// Lets `catch InterprocessError.Code.notFound { … }` match. (In a generic `async` function
+    /// that assigns a variable in the `do`, Swift 6.3.1 crashes on that clause: test
+    /// `error.code` inside a plain `catch` there, as the example of ``InterprocessError`` shows.)
     public static func ~= (pattern: InterprocessError.Code, error: any Error) -> Bool {
         (error as? InterprocessError)?.code == pattern
     }

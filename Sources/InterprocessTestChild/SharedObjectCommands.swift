@@ -4,14 +4,16 @@ import Glibc
 import Interprocess
 import InterprocessSystem
 import InterprocessToolSupport
+import Dispatch
 
-// Commands on the shared-object framework: openOrCreate races.
+// Commands on the shared-object framework: openOrCreate races, opens that wait for a creator.
 
 /// Runs one shared-object command; returns the exit status.
 func runObjectCommand(_ command: String, _ rest: [String]) -> Int32 {
     do {
         switch command {
         case "obj-open-or-create": try openOrCreate(kind: rest[0], name: rest[1], count: Int(rest[2])!)
+        case "obj-open-when-created": openWhenCreated(kind: rest[0], name: rest[1], form: rest[2], timeoutMilliseconds: Int(rest[3])!)
         default: return 2
         }
         return 0
@@ -69,4 +71,97 @@ private func openOrCreate(kind: String, name: String, count: Int) throws {
     say("\(created ? "created" : "opened") \(initialized ? "ok" : "uninitialized")")
     awaitInstruction(upTo: 60)
     close()
+}
+
+/// obj-open-when-created KIND NAME FORM TIMEOUT_MS: says "waiting", then opens the object of KIND
+/// with `openWhenCreated` (FORM `async`) or `blockingOpenWhenCreated` (FORM `blocking`), waiting at
+/// most TIMEOUT_MS; checks that it is initialized as the test creates it (a segment holding "ready",
+/// a semaphore of one unit, a set manual-reset event, a variable holding 42, locks that lock), says
+/// "opened ok" (or "opened uninitialized") or "error CODE", holds it until told, closes it.
+private func openWhenCreated(kind: String, name: String, form: String, timeoutMilliseconds: Int) {
+    let timeout = Duration.milliseconds(timeoutMilliseconds)
+    say("waiting")
+    let result: Result<(initialized: Bool, close: () -> Void), InterprocessError>
+    if form == "async" {
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var outcome: Result<(initialized: Bool, close: () -> Void), InterprocessError>?
+        Task {
+            do throws(InterprocessError) {
+                outcome = .success(try await openWhenCreatedAsync(kind: kind, name: name, timeout: timeout))
+            } catch {
+                outcome = .failure(error)
+            }
+            done.signal()
+        }
+        done.wait()
+        result = outcome!
+    } else {
+        result = Result { () throws(InterprocessError) in try openWhenCreatedBlocking(kind: kind, name: name, timeout: timeout) }
+    }
+    switch result {
+    case .success(let (initialized, close)):
+        say("opened \(initialized ? "ok" : "uninitialized")")
+        awaitInstruction(upTo: 60)
+        close()
+    case .failure(let error):
+        say("error \(error.code)")
+    }
+}
+
+private func openWhenCreatedAsync(kind: String, name: String, timeout: Duration) async throws(InterprocessError) -> (initialized: Bool, close: () -> Void) {
+    switch kind {
+    case "segment":
+        let segment = try await SharedMemory.openWhenCreated(name: name, timeout: timeout)
+        return ((try? segment.readString()) == "ready", segment.close)
+    case "mutex":
+        let mutex = try await ProcessMutex.openWhenCreated(name: name, timeout: timeout)
+        return ((try? mutex.tryLock()) == .acquired && (try? mutex.unlock()) != nil, mutex.close)
+    case "semaphore":
+        let semaphore = try await ProcessSemaphore.openWhenCreated(name: name, timeout: timeout)
+        return (semaphore.tryWait(), semaphore.close)
+    case "event":
+        let event = try await ProcessEvent.openWhenCreated(name: name, timeout: timeout)
+        return (event.tryWait(), event.close)
+    case "condition":
+        let condition = try await ProcessCondition.openWhenCreated(name: name, timeout: timeout)
+        condition.signal()
+        return (true, condition.close)
+    case "rwlock":
+        let lock = try await ProcessRWLock.openWhenCreated(name: name, timeout: timeout)
+        return (lock.tryReadLock() == .acquired && (try? lock.readUnlock()) != nil, lock.close)
+    case "variable":
+        let variable = try await SharedVariable<UInt64>.openWhenCreated(name: name, timeout: timeout)
+        return (variable.tryRead() == 42, variable.close)
+    default:
+        fail("unknown kind \(kind)", code: 2)
+    }
+}
+
+private func openWhenCreatedBlocking(kind: String, name: String, timeout: Duration) throws(InterprocessError) -> (initialized: Bool, close: () -> Void) {
+    switch kind {
+    case "segment":
+        let segment = try SharedMemory.blockingOpenWhenCreated(name: name, timeout: timeout)
+        return ((try? segment.readString()) == "ready", segment.close)
+    case "mutex":
+        let mutex = try ProcessMutex.blockingOpenWhenCreated(name: name, timeout: timeout)
+        return ((try? mutex.tryLock()) == .acquired && (try? mutex.unlock()) != nil, mutex.close)
+    case "semaphore":
+        let semaphore = try ProcessSemaphore.blockingOpenWhenCreated(name: name, timeout: timeout)
+        return (semaphore.tryWait(), semaphore.close)
+    case "event":
+        let event = try ProcessEvent.blockingOpenWhenCreated(name: name, timeout: timeout)
+        return (event.tryWait(), event.close)
+    case "condition":
+        let condition = try ProcessCondition.blockingOpenWhenCreated(name: name, timeout: timeout)
+        condition.signal()
+        return (true, condition.close)
+    case "rwlock":
+        let lock = try ProcessRWLock.blockingOpenWhenCreated(name: name, timeout: timeout)
+        return (lock.tryReadLock() == .acquired && (try? lock.readUnlock()) != nil, lock.close)
+    case "variable":
+        let variable = try SharedVariable<UInt64>.blockingOpenWhenCreated(name: name, timeout: timeout)
+        return (variable.tryRead() == 42, variable.close)
+    default:
+        fail("unknown kind \(kind)", code: 2)
+    }
 }

@@ -19,6 +19,8 @@ extension SharedMemory {
     public static let framePrefixSize = 8
 
     /// Creates a segment just big enough for `bytes` and stores them (framed).
+    /// Keep the returned handle: a `.whileReferenced` segment goes with its last handle, so
+    /// `_ = try SharedMemory.create(…)` removes it at once.
     public static func create(
         name: String, bytes: some Collection<UInt8>, permissions: FilePermissions = .ownerReadWrite,
         lifetime: Lifetime = .whileReferenced
@@ -33,6 +35,8 @@ extension SharedMemory {
     }
 
     /// Creates a segment just big enough for `string` (UTF-8) and stores it (framed).
+    /// Keep the returned handle: a `.whileReferenced` segment goes with its last handle, so
+    /// `_ = try SharedMemory.create(…)` removes it at once.
     public static func create(
         name: String, string: String, permissions: FilePermissions = .ownerReadWrite,
         lifetime: Lifetime = .whileReferenced
@@ -41,6 +45,8 @@ extension SharedMemory {
     }
 
     /// Creates a segment just big enough for `value` (JSON) and stores it (framed).
+    /// Keep the returned handle: a `.whileReferenced` segment goes with its last handle, so
+    /// `_ = try SharedMemory.create(…)` removes it at once.
     public static func create(
         name: String, storing value: some Encodable, permissions: FilePermissions = .ownerReadWrite,
         lifetime: Lifetime = .whileReferenced

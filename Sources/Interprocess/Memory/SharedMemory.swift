@@ -18,6 +18,11 @@ import InterprocessSystem
 /// name, and a holder that was killed does not keep it alive. ``Lifetime/persistent`` segments stay
 /// until ``remove(name:)``.
 ///
+/// **Keep the handle.** A `.whileReferenced` segment lives only as long as some handle on it:
+/// `_ = try SharedMemory.create(name: "jobs", size: 4096)` creates the segment and removes it again
+/// at once (the discarded handle was its last reference), so a process that only creates a segment
+/// for others must hold on to what `create` returns — or create it ``Lifetime/persistent``.
+///
 /// Opening one name twice, in one process or several, gives independent handles: closing one leaves
 /// the others working. A handle is `Sendable`; the bytes themselves are shared memory, which other
 /// threads and processes may change at any time: synchronize access with the primitives of this
@@ -59,6 +64,11 @@ public final class SharedMemory: Sendable {
 
     /// Creates a segment of `size` zero-filled bytes. Fails with `alreadyExists` if the name is taken:
     /// of two processes racing to create one name, exactly one succeeds.
+    ///
+    /// Keep the returned handle for as long as the segment should exist: a `.whileReferenced`
+    /// segment is removed when its last handle goes, so `_ = try SharedMemory.create(…)` removes
+    /// it at once. (That is why the result is not `@discardableResult`: the compiler warns about
+    /// a result that is dropped unawares.)
     ///
     /// - Parameters:
     ///   - name: 1 to 255 bytes, no '/' and no NUL.

@@ -1,0 +1,143 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+import Interprocess
+import InterprocessSystem
+import InterprocessToolSupport
+import Synchronization
+
+/// The opens that wait for a creator (`openWhenCreated`, `blockingOpenWhenCreated`): a reader
+/// started before the writer, a timeout, cancellation, and errors other than `notFound` ending the
+/// wait at once.
+@Suite("Open when created", .serialized, .timeLimit(.minutes(3)))
+struct OpenWhenCreatedTests {
+    static let kinds = ["segment", "mutex", "semaphore", "event", "condition", "rwlock", "variable"]
+
+    /// Creates the object of `kind` named `name` as the child checks it (a segment holding "ready",
+    /// a semaphore of one unit, a set manual-reset event, a variable holding 42); returns its close.
+    static func create(_ kind: String, _ name: String) throws -> () -> Void {
+        switch kind {
+        case "segment":
+            let segment = try SharedMemory.create(name: name, size: 64)
+            try segment.write("ready")
+            return segment.close
+        case "mutex": return try ProcessMutex.create(name: name).close
+        case "semaphore": return try ProcessSemaphore.create(name: name, value: 1).close
+        case "event": return try ProcessEvent.create(name: name, mode: .manualReset, initiallySet: true).close
+        case "condition": return try ProcessCondition.create(name: name).close
+        case "rwlock": return try ProcessRWLock.create(name: name).close
+        case "variable": return try SharedVariable<UInt64>.create(name: name, initialValue: 42).close
+        default: fatalError("unknown kind \(kind)")
+        }
+    }
+
+    /// A reader process starts first and waits (seen asleep, the name still absent); the object
+    /// is created after that, and the reader opens it, completely initialized — in both forms.
+    @Test(arguments: kinds, ["async", "blocking"])
+    func readerStartedBeforeTheCreatorOpensIt(_ kind: String, _ form: String) async throws {
+        let name = TestNames.make("owc-\(kind)")
+        let reader = try Peer.spawn("obj-open-when-created", kind, name, form, "60000")
+        defer { reader.stop() }
+        #expect(reader.readLine() == "waiting")
+        #expect(await eventually { processState(reader.pid) == "S" })
+        #expect(TestNames.leftovers(name).isEmpty, "the name exists before the creator ran")
+        let close = try Self.create(kind, name)
+        #expect(reader.readLine(timeout: .seconds(30)) == "opened ok")
+        reader.tell()
+        #expect(reader.wait(timeout: .seconds(30)) == .exited(0))
+        close()
+        #expect(TestNames.leftovers(name).isEmpty)
+    }
+
+    /// With no creator, both forms give up with `timedOut` after their timeout.
+    @Test(arguments: ["async", "blocking"])
+    func timesOutWithoutACreator(_ form: String) throws {
+        let name = TestNames.make("owc-timeout")
+        let reader = try Peer.spawn("obj-open-when-created", "mutex", name, form, "200")
+        defer { reader.stop() }
+        #expect(reader.readLine() == "waiting")
+        #expect(reader.readLine(timeout: .seconds(30)) == "error timedOut")
+        #expect(reader.wait(timeout: .seconds(30)) == .exited(0))
+    }
+
+    @Test func timesOutInThisProcess() async throws {
+        let name = TestNames.make("owc-timeout-here")
+        let start = Clock.monotonicNanoseconds()
+        await #expect(throws: InterprocessError.self) {
+            do throws(InterprocessError) {
+                _ = try await ProcessSemaphore.openWhenCreated(name: name, timeout: .milliseconds(50))
+            } catch {
+                #expect(error.code == .timedOut, "\(error)")
+                throw error
+            }
+        }
+        #expect(Clock.monotonicNanoseconds() - start >= 50_000_000)
+        expectError(.timedOut) { try SharedMemory.blockingOpenWhenCreated(name: name, timeout: .zero) }
+    }
+
+    /// A cancelled wait ends promptly with `cancelled` and holds nothing: the object created after
+    /// it, `.whileReferenced`, goes away with its creator's close.
+    @Test func cancellationOpensNothing() async throws {
+        let name = TestNames.make("owc-cancel")
+        let started = StartedFlag()
+        try await onOwnQueue { executor in
+            let waiter = Task(executorPreference: executor) { () async throws -> ProcessEvent in
+                started.value.store(true, ordering: .releasing)
+                return try await ProcessEvent.openWhenCreated(name: name)
+            }
+            #expect(await eventually { started.value.load(ordering: .acquiring) })
+            let cancelledAt = Clock.monotonicNanoseconds()
+            waiter.cancel()
+            switch await waiter.result {
+            case .success(let event):
+                event.close()
+                Issue.record("a cancelled wait opened the event")
+            case .failure(let error):
+                #expect((error as? InterprocessError)?.code == .cancelled, "\(error)")
+            }
+            #expect(Double(Clock.monotonicNanoseconds() - cancelledAt) / 1e9 < promptly)
+            let event = try ProcessEvent.create(name: name, mode: .manualReset)
+            event.close()
+            #expect(TestNames.leftovers(name).isEmpty, "a cancelled wait holds the event")
+        }
+    }
+
+    /// An object of another kind under the name ends the wait at once (`incompatible`): only
+    /// `notFound` is waited out.
+    @Test func anotherKindEndsTheWaitAtOnce() async throws {
+        let name = TestNames.make("owc-kind")
+        let mutex = try ProcessMutex.create(name: name)
+        defer { mutex.close() }
+        await #expect(throws: InterprocessError.self) {
+            do throws(InterprocessError) {
+                _ = try await ProcessSemaphore.openWhenCreated(name: name, timeout: .seconds(60))
+            } catch {
+                #expect(error.code == .incompatible, "\(error)")
+                throw error
+            }
+        }
+    }
+
+    /// A segment that another user created under the name is not waited for and not opened
+    /// (`permissionDenied` at once) unless that user is trusted; trusted, it opens.
+    @Test func anUntrustedCreatorIsRefusedAtOnce() throws {
+        guard canActAsAnotherUser("anUntrustedCreatorIsRefusedAtOnce") else { return }
+        try withCleanNames("owc-trust") { name in
+            let creator = try Peer.spawn("--as-nobody", "create-hold", name, "64", "whileReferenced", "60", "644")
+            defer { creator.stop() }
+            #expect(creator.readLine() == "ready")
+            expectError(.permissionDenied) { try SharedMemory.blockingOpenWhenCreated(name: name, timeout: .seconds(60)) }
+            let segment = try SharedMemory.blockingOpenWhenCreated(name: name, trusting: .users([65534]), timeout: .seconds(60))
+            #expect(try segment.readString().hasPrefix("hello from"))
+            segment.close()
+            creator.tell()
+            #expect(creator.wait(timeout: .seconds(30)) == .exited(0))
+        }
+    }
+}
+
+/// A flag a task raises when it has started (shared with the test that waits for it).
+private final class StartedFlag: Sendable {
+    let value = Atomic<Bool>(false)
+}
