@@ -187,15 +187,45 @@ public final class SharedHeap: Sendable {
     /// heap, `corrupt` if its header is inconsistent, `permissionDenied` if its owner is not trusted.
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> SharedHeap {
         do {
-            return try SharedObjectStorage.open(SharedHeap.self, name: name, expecting: nil, trusting: trust)
+            return try openWithoutSweeping(name: name, trusting: trust)
         } catch where error.code == .notFound {
             HeapSegments.removeOrphanStores(heap: name, keeping: nil, trusting: trust)
             throw error
+        }
+    }
+
+    /// ``open(name:trusting:)`` without removing orphan stores when there is no heap (the waits of
+    /// ``openWhenCreated(name:trusting:timeout:)`` poll it).
+    private static func openWithoutSweeping(name: String, trusting trust: TrustedOwners) throws(InterprocessError) -> SharedHeap {
+        do {
+            return try SharedObjectStorage.open(SharedHeap.self, name: name, expecting: nil, trusting: trust)
         } catch where error.code == .corrupt {
             if let (index, _, _) = try? HeapSegments.peek(name, trusting: trust), index > 0 {
                 throw InterprocessError(.incompatible, objectName: name, detail: "store \(index) of a heap, not a heap")
             }
             throw error
+        }
+    }
+
+    /// Opens the heap `name`, suspending the task (no thread blocks) until a process has created it,
+    /// for at most `timeout` (nil: as long as it takes). The rules of
+    /// ``SharedMemory/openWhenCreated(name:trusting:timeout:)``: never a half-created heap, the
+    /// checks of ``open(name:trusting:)``, `timedOut` and `cancelled` having opened nothing.
+    public static func openWhenCreated(
+        name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
+    ) async throws(InterprocessError) -> SharedHeap {
+        try await CreatorWait.open(name: name, what: "heap", timeout: timeout) { () throws(InterprocessError) in
+            try openWithoutSweeping(name: name, trusting: trust)
+        }
+    }
+
+    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
+    public static func blockingOpenWhenCreated(
+        name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
+    ) throws(InterprocessError) -> SharedHeap {
+        try CreatorWait.blockingOpen(name: name, what: "heap", timeout: timeout) { () throws(InterprocessError) in
+            try openWithoutSweeping(name: name, trusting: trust)
         }
     }
 
