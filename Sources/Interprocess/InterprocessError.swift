@@ -37,6 +37,7 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
             case encodingFailed, decodingFailed, timedOut, wouldBlock, cancelled, ownerDied, notOwner
             case systemError
             case disconnected, connectionRefused
+            case invalidPointer
         }
         fileprivate let value: Value
         fileprivate init(_ value: Value) { self.value = value }
@@ -96,6 +97,9 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
         /// Nobody listens at a socket's path (a socket file left by a server that died, or a
         /// listener whose queue of pending connections is full).
         public static let connectionRefused = Code(.connectionRefused)
+        /// A ``SharedPointer`` that does not point at a live block of the heap it was resolved in:
+        /// freed (stale), forged, garbage, or another heap's.
+        public static let invalidPointer = Code(.invalidPointer)
     }
 
     /// What kind of failure this is.

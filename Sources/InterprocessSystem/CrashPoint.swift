@@ -25,4 +25,11 @@ package enum CrashPoint {
         if armed.crash == name.description { raise(SIGKILL) }
         if armed.stop == name.description { raise(SIGSTOP) }
     }
+
+    /// The crash point armed by `INTERPROCESS_CRASH_POINT`, for code that numbers its points itself
+    /// (the shared heap names each write of its journal: `heap.free#3`); nil when none is armed.
+    package static var armedCrashName: String? { armed?.crash }
+
+    /// SIGKILLs this process now: the caller has matched ``armedCrashName`` itself.
+    package static func crashNow() { raise(SIGKILL) }
 }

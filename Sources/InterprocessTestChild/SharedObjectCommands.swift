@@ -61,6 +61,10 @@ private func openOrCreate(kind: String, name: String, count: Int) throws {
     case "variable":
         let (variable, isNew) = try SharedVariable<UInt64>.openOrCreate(name: name, initialValue: 42)
         (created, initialized, close) = (isNew, variable.tryRead() == 42, variable.close)
+    case "heap":
+        let (heap, isNew) = try SharedHeap.openOrCreate(name: name, capacity: 64 * 1024)
+        let sound = (try? heap.check().isConsistent) == true && heap.capacity == 64 * 1024
+        (created, initialized, close) = (isNew, sound, heap.close)
     default:
         fail("unknown kind \(kind)", code: 2)
     }
@@ -128,6 +132,9 @@ private func openWhenCreatedAsync(kind: String, name: String, timeout: Duration)
     case "variable":
         let variable = try await SharedVariable<UInt64>.openWhenCreated(name: name, timeout: timeout)
         return (variable.tryRead() == 42, variable.close)
+    case "heap":
+        let heap = try await SharedHeap.openWhenCreated(name: name, timeout: timeout)
+        return ((try? heap.check().isConsistent) == true, heap.close)
     default:
         fail("unknown kind \(kind)", code: 2)
     }
@@ -157,6 +164,9 @@ private func openWhenCreatedBlocking(kind: String, name: String, timeout: Durati
     case "variable":
         let variable = try SharedVariable<UInt64>.blockingOpenWhenCreated(name: name, timeout: timeout)
         return (variable.tryRead() == 42, variable.close)
+    case "heap":
+        let heap = try SharedHeap.blockingOpenWhenCreated(name: name, timeout: timeout)
+        return ((try? heap.check().isConsistent) == true, heap.close)
     default:
         fail("unknown kind \(kind)", code: 2)
     }

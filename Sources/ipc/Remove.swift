@@ -6,7 +6,7 @@ struct Remove: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rm",
         abstract: "Remove segments by name.",
-        discussion: "Processes that hold a removed segment keep their memory until they close it."
+        discussion: "Processes that hold a removed segment keep their memory until they close it. A heap goes with the stores it grew into."
     )
 
     @Argument(help: "The names to remove.")
@@ -20,8 +20,17 @@ struct Remove: ParsableCommand {
         var failed = false
         for name in names {
             do {
-                try SharedMemory.remove(name: name)
-                say("removed \(name)")
+                let info = try? SharedMemory.info(name: name)
+                if info?.kind == SegmentKind.heap.description, let store = info?.details["store"] {
+                    complain("\(name) is store \(store) of a heap: remove the heap (its store 0), and its stores go with it")
+                    failed = true
+                } else if info?.kind == SegmentKind.heap.description {
+                    try SharedHeap.remove(name: name) // and the stores it grew into
+                    say("removed \(name) (a heap, and its stores)")
+                } else {
+                    try SharedMemory.remove(name: name)
+                    say("removed \(name)")
+                }
             } catch {
                 complain(error.description)
                 failed = true

@@ -54,6 +54,12 @@ struct LayoutTests {
         #expect(CIPC_CHANNEL_CLOSED == 1 << 63 && CIPC_CHANNEL_ORPHAN == 1 && CIPC_CHANNEL_SKIPPED == UInt32.max)
         #expect([CIPC_CHANNEL_FORMAT_BYTES, CIPC_CHANNEL_FORMAT_VALUE, CIPC_CHANNEL_FORMAT_JSON, CIPC_CHANNEL_FORMAT_TEXT] == [1, 2, 3, 4])
         #expect(CIPC_CHANNEL_MAX_CAPACITY == 1 << 20 && CIPC_CHANNEL_MAX_MESSAGE_SIZE == 1 << 24)
+        #expect(Self.ascii(CIPC_TAG_HEAP) == "HEP1" && Self.ascii(CIPC_TAG_HEAP_STORE) == "HST1" && CIPC_HEAP_VERSION == 1)
+        #expect(Self.ascii(CIPC_HEAP_FREE) == "FREE" && Self.ascii(CIPC_HEAP_QUICK) == "QUCK" && Self.ascii(CIPC_HEAP_END) == "END ")
+        #expect(CIPC_HEAP_IN_USE == 0x8000_0000 && CIPC_HEAP_TAG_MASK == 0xFF_FFFF && CIPC_HEAP_HEADER_OFFSET == 64)
+        #expect(CIPC_HEAP_GRANULE == 16 && CIPC_HEAP_MIN_BLOCK == 2 && CIPC_HEAP_QUICK_LIMIT == 32 && CIPC_HEAP_CLASSES == 248)
+        #expect(CIPC_HEAP_MAX_STORES == 64 && CIPC_HEAP_CLIENTS == 64 && CIPC_HEAP_JOURNAL_CAPACITY == 48)
+        #expect(CIPC_HEAP_REF_STORE_SHIFT == 48 && CIPC_HEAP_POINTER_STORE_SHIFT == 34 && CIPC_HEAP_POINTER_TAG_SHIFT == 40)
         // The public sizes come from the structs.
         #expect(ProcessMutex.stateSize == 64 && ProcessSemaphore.stateSize == 64)
         #expect(ProcessEvent.stateSize == 64 && ProcessCondition.stateSize == 64)
@@ -318,6 +324,61 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_futex_waiter.uaddr, "uaddr", at: 8, size: 8),
             FieldPin(\cipc_futex_waiter.flags, "flags", at: 16, size: 4),
             FieldPin(\cipc_futex_waiter.reserved, "reserved", at: 20, size: 4),
+        ]),
+        // The shared heap (CInterprocessHeap.h).
+        LayoutPin(cipc_heap_block(), "cipc_heap_block", size: 16, alignment: 4, [
+            FieldPin(\cipc_heap_block.prev_size, "prev_size", at: 0, size: 4),
+            FieldPin(\cipc_heap_block.size, "size", at: 4, size: 4),
+            FieldPin(\cipc_heap_block.state, "state", at: 8, size: 4),
+            FieldPin(\cipc_heap_block.info, "info", at: 12, size: 4),
+        ]),
+        LayoutPin(cipc_heap_free_block(), "cipc_heap_free_block", size: 32, alignment: 8, [
+            FieldPin(\cipc_heap_free_block.header, "header", at: 0, size: 16),
+            FieldPin(\cipc_heap_free_block.next, "next", at: 16, size: 8),
+            FieldPin(\cipc_heap_free_block.prev, "prev", at: 24, size: 8),
+        ]),
+        LayoutPin(cipc_heap_store_header(), "cipc_heap_store_header", size: 64, alignment: 8, [
+            FieldPin(\cipc_heap_store_header.tag, "tag", at: 0, size: 4),
+            FieldPin(\cipc_heap_store_header.index, "index", at: 4, size: 4),
+            FieldPin(\cipc_heap_store_header.nonce, "nonce", at: 8, size: 8),
+            FieldPin(\cipc_heap_store_header.size, "size", at: 16, size: 8),
+            FieldPin(\cipc_heap_store_header.first_block, "first_block", at: 24, size: 8),
+            FieldPin(\cipc_heap_store_header.end_block, "end_block", at: 32, size: 8),
+            FieldPin(\cipc_heap_store_header.reserved, "reserved", at: 40, size: 24),
+        ]),
+        LayoutPin(cipc_heap_client(), "cipc_heap_client", size: 16, alignment: 8, [
+            FieldPin(\cipc_heap_client.token, "token", at: 0, size: 8),
+            FieldPin(\cipc_heap_client.pid, "pid", at: 8, size: 4),
+            FieldPin(\cipc_heap_client.reserved, "reserved", at: 12, size: 4),
+        ]),
+        LayoutPin(cipc_heap_journal_entry(), "cipc_heap_journal_entry", size: 16, alignment: 8, [
+            FieldPin(\cipc_heap_journal_entry.target, "target", at: 0, size: 8),
+            FieldPin(\cipc_heap_journal_entry.old_value, "old_value", at: 8, size: 8),
+        ]),
+        LayoutPin(cipc_heap_journal(), "cipc_heap_journal", size: 784, alignment: 8, [
+            FieldPin(\cipc_heap_journal.count, "count", at: 0, size: 4),
+            FieldPin(\cipc_heap_journal.reserved, "reserved", at: 4, size: 4),
+            FieldPin(\cipc_heap_journal.sequence, "sequence", at: 8, size: 8),
+            FieldPin(\cipc_heap_journal.entries, "entries", at: 16, size: 768),
+        ]),
+        LayoutPin(cipc_heap_header(), "cipc_heap_header", size: 4304, alignment: 8, [
+            FieldPin(\cipc_heap_header.tag, "tag", at: 0, size: 4),
+            FieldPin(\cipc_heap_header.version, "version", at: 4, size: 4),
+            FieldPin(\cipc_heap_header.nonce, "nonce", at: 8, size: 8),
+            FieldPin(\cipc_heap_header.maximum_capacity, "maximum_capacity", at: 16, size: 8),
+            FieldPin(\cipc_heap_header.capacity, "capacity", at: 24, size: 8),
+            FieldPin(\cipc_heap_header.store_count, "store_count", at: 32, size: 4),
+            FieldPin(\cipc_heap_header.next_tag, "next_tag", at: 36, size: 4),
+            FieldPin(\cipc_heap_header.growth_size, "growth_size", at: 40, size: 8),
+            FieldPin(\cipc_heap_header.recoveries, "recoveries", at: 48, size: 8),
+            FieldPin(\cipc_heap_header.reserved0, "reserved0", at: 56, size: 8),
+            FieldPin(\cipc_heap_header.lock, "lock", at: 64, size: 64),
+            FieldPin(\cipc_heap_header.class_bitmap, "class_bitmap", at: 128, size: 32),
+            FieldPin(\cipc_heap_header.reserved1, "reserved1", at: 160, size: 32),
+            FieldPin(\cipc_heap_header.quick_heads, "quick_heads", at: 192, size: 256),
+            FieldPin(\cipc_heap_header.heads, "heads", at: 448, size: 2048),
+            FieldPin(\cipc_heap_header.clients, "clients", at: 2496, size: 1024),
+            FieldPin(\cipc_heap_header.journal, "journal", at: 3520, size: 784),
         ]),
     ]
 }

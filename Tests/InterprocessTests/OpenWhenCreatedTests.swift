@@ -12,7 +12,7 @@ import Synchronization
 /// wait at once.
 @Suite("Open when created", .serialized, .timeLimit(.minutes(3)))
 struct OpenWhenCreatedTests {
-    static let kinds = ["segment", "mutex", "semaphore", "event", "condition", "rwlock", "variable"]
+    static let kinds = ["segment", "mutex", "semaphore", "event", "condition", "rwlock", "variable", "heap"]
 
     /// Creates the object of `kind` named `name` as the child checks it (a segment holding "ready",
     /// a semaphore of one unit, a set manual-reset event, a variable holding 42); returns its close.
@@ -28,6 +28,7 @@ struct OpenWhenCreatedTests {
         case "condition": return try ProcessCondition.create(name: name).close
         case "rwlock": return try ProcessRWLock.create(name: name).close
         case "variable": return try SharedVariable<UInt64>.create(name: name, initialValue: 42).close
+        case "heap": return try SharedHeap.create(name: name, capacity: 64 * 1024).close
         default: fatalError("unknown kind \(kind)")
         }
     }

@@ -10,7 +10,7 @@ import InterprocessToolSupport
 /// processes racing), remove by kind, the checks of a place in a segment, and its description.
 @Suite("Shared objects", .serialized, .timeLimit(.minutes(3)))
 struct SharedObjectTests {
-    static let kinds = ["mutex", "semaphore", "event", "condition", "rwlock", "variable"]
+    static let kinds = ["mutex", "semaphore", "event", "condition", "rwlock", "variable", "heap"]
 
     /// Six processes race to open-or-create one name at the same instant: exactly one creates it,
     /// and every other opens the object it built — completely initialized (a semaphore with all its

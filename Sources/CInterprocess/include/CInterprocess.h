@@ -344,7 +344,8 @@ static inline void cipc_cpu_relax(void) {
 #ifdef __cplusplus
 }
 #endif
-// The channel layout uses the type fingerprint above.
-#include "CInterprocessChannel.h"
+
+#include "CInterprocessHeap.h" // the shared heap's layout (it needs cipc_mutex, above)
+#include "CInterprocessChannel.h" // the channels' layout (it needs cipc_type_fingerprint, above)
 
 #endif

@@ -14,8 +14,6 @@ public struct SegmentKind: RawRepresentable, Hashable, Sendable, Codable {
 
     /// Raw bytes: a ``SharedMemory`` segment.
     public static let raw = SegmentKind(rawValue: CIPC_KIND_RAW)
-    /// A shared-memory heap (reserved).
-    public static let heap = SegmentKind(rawValue: CIPC_KIND_HEAP)
     /// A message ``Channel``.
     public static let channel = SegmentKind(rawValue: CIPC_KIND_CHANNEL)
 }
