@@ -346,6 +346,7 @@ static inline void cipc_cpu_relax(void) {
 #endif
 
 #include "CInterprocessHeap.h" // the shared heap's layout (it needs cipc_mutex, above)
-#include "CInterprocessChannel.h" // the channels' layout (it needs cipc_type_fingerprint, above)
+// The channel layout uses the type fingerprint above.
+#include "CInterprocessChannel.h"
 
 #endif

@@ -14,8 +14,8 @@ enum SharedObjectRegistry {
         ProcessCondition.self,
         ProcessRWLock.self,
         SharedVariableLayout.self,
-        ChannelLayout.self,
         SharedHeap.self,
+        ChannelLayout.self,
     ]
 
     /// The kinds by their segment kind number (the first of two that share a number wins; a test
