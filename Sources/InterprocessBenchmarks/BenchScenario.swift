@@ -41,6 +41,7 @@ package enum BenchScenarios {
         [
             UncontendedLockBench.self,
             PingPongBench.self,
+            ChannelRoundTripBench.self,
             ContendedLockBench.self,
             OversubscribedBench.self,
             SharedVariableBench.self,

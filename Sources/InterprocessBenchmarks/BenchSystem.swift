@@ -7,6 +7,7 @@
 import Glibc
 #endif
 import InterprocessToolSupport
+import CInterprocess
 
 /// A pthread mutex that is process-shared and robust, placed in shared memory: the baseline that
 /// ``ProcessMutex`` must beat. The corresponding C type is `pthread_mutex_t`, initialized with
@@ -251,4 +252,82 @@ struct PosixSlot {
         try empty.post()
         return value
     }
+}
+
+// MARK: - Messages of a fixed size (the channel round trip's baselines)
+
+extension BenchIO {
+    /// Writes all of `bytes` (one message of a pipe or stream socket).
+    @inline(__always)
+    static func writeMessage(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw failure("write")
+            }
+            done += n
+        }
+    }
+
+    /// Reads exactly `buffer.count` bytes; false at end of file.
+    @inline(__always)
+    static func readMessage(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws -> Bool {
+        var done = 0
+        while done < buffer.count {
+            let n = read(fd, buffer.baseAddress! + done, buffer.count - done)
+            if n == 0 { return false }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw failure("read")
+            }
+            done += n
+        }
+        return true
+    }
+}
+
+/// A POSIX message queue (`mq_open`, `mq_send`, `mq_receive`, through the C shim: Swift's Glibc
+/// module has no <mqueue.h>): the kernel's own message queue between processes, a baseline of the
+/// channel round trip. Linux only.
+struct PosixMessageQueue {
+    let descriptor: Int32
+    let name: String
+
+    /// Creates the queue `name` ("/…"), which must not exist, holding `capacity` messages of up to
+    /// `messageSize` bytes (the defaults of /proc/sys/fs/mqueue allow 10 of 8192).
+    static func create(name: String, capacity: Int, messageSize: Int) throws -> PosixMessageQueue {
+        let descriptor = cipc_mq_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600, capacity, messageSize)
+        guard descriptor >= 0 else { throw ToolError("mq_open \(name) failed: \(String(cString: strerror(errno)))") }
+        return PosixMessageQueue(descriptor: descriptor, name: name)
+    }
+
+    /// Opens the queue `name` that another process created.
+    static func open(name: String) throws -> PosixMessageQueue {
+        let descriptor = cipc_mq_open(name, O_RDWR | O_CLOEXEC, 0, 0, 0)
+        guard descriptor >= 0 else { throw ToolError("mq_open \(name) failed: \(String(cString: strerror(errno)))") }
+        return PosixMessageQueue(descriptor: descriptor, name: name)
+    }
+
+    @inline(__always)
+    func send(_ bytes: UnsafeRawBufferPointer) throws {
+        while cipc_mq_send(descriptor, bytes.baseAddress, bytes.count) != 0 {
+            if errno != EINTR { throw ToolError("mq_send failed: \(String(cString: strerror(errno)))") }
+        }
+    }
+
+    /// Receives one message into `buffer` (at least the queue's message size); its length.
+    @inline(__always)
+    func receive(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        while true {
+            let n = cipc_mq_receive(descriptor, buffer.baseAddress, buffer.count)
+            if n >= 0 { return Int(n) }
+            if errno != EINTR { throw ToolError("mq_receive failed: \(String(cString: strerror(errno)))") }
+        }
+    }
+
+    func close() { _ = cipc_mq_close(descriptor) }
+
+    func unlink() { _ = cipc_mq_unlink(name) }
 }

@@ -55,6 +55,11 @@ struct LayoutTests {
         #expect(CIPC_HEAP_GRANULE == 16 && CIPC_HEAP_MIN_BLOCK == 2 && CIPC_HEAP_QUICK_LIMIT == 32 && CIPC_HEAP_CLASSES == 248)
         #expect(CIPC_HEAP_MAX_STORES == 64 && CIPC_HEAP_CLIENTS == 64 && CIPC_HEAP_JOURNAL_CAPACITY == 48)
         #expect(CIPC_HEAP_REF_STORE_SHIFT == 48 && CIPC_HEAP_POINTER_STORE_SHIFT == 34 && CIPC_HEAP_POINTER_TAG_SHIFT == 40)
+        #expect(Self.ascii(CIPC_TAG_CHANNEL) == "CHN1")
+        #expect(CIPC_CHANNEL_HEADER_SIZE == 512 && CIPC_CHANNEL_SLOT_HEADER_SIZE == 32)
+        #expect(CIPC_CHANNEL_CLOSED == 1 << 63 && CIPC_CHANNEL_ORPHAN == 1 && CIPC_CHANNEL_SKIPPED == UInt32.max)
+        #expect([CIPC_CHANNEL_FORMAT_BYTES, CIPC_CHANNEL_FORMAT_VALUE, CIPC_CHANNEL_FORMAT_JSON, CIPC_CHANNEL_FORMAT_TEXT] == [1, 2, 3, 4])
+        #expect(CIPC_CHANNEL_MAX_CAPACITY == 1 << 20 && CIPC_CHANNEL_MAX_MESSAGE_SIZE == 1 << 24)
         // The public sizes come from the structs.
         #expect(ProcessMutex.stateSize == 64 && ProcessSemaphore.stateSize == 64)
         #expect(ProcessEvent.stateSize == 64 && ProcessCondition.stateSize == 64)
@@ -277,6 +282,42 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_variable_header.reserved1, "reserved1", at: 56, size: 8),
             FieldPin(\cipc_variable_header.readers, "readers", at: 64, size: 256),
             FieldPin(\cipc_variable_header.value_type, "value_type", at: 320, size: 128),
+        ]),
+        LayoutPin(cipc_channel_slot(), "cipc_channel_slot", size: 32, alignment: 8, [
+            FieldPin(\cipc_channel_slot.sequence, "sequence", at: 0, size: 8),
+            FieldPin(\cipc_channel_slot.owner, "owner", at: 8, size: 8),
+            FieldPin(\cipc_channel_slot.length, "length", at: 16, size: 4),
+            FieldPin(\cipc_channel_slot.reserved0, "reserved0", at: 20, size: 4),
+            FieldPin(\cipc_channel_slot.reserved1, "reserved1", at: 24, size: 8),
+        ]),
+        LayoutPin(cipc_channel(), "cipc_channel", size: 512, alignment: 8, [
+            FieldPin(\cipc_channel.capacity, "capacity", at: 0, size: 4),
+            FieldPin(\cipc_channel.max_message_size, "max_message_size", at: 4, size: 4),
+            FieldPin(\cipc_channel.slot_stride, "slot_stride", at: 8, size: 4),
+            FieldPin(\cipc_channel.slots_offset, "slots_offset", at: 12, size: 4),
+            FieldPin(\cipc_channel.format, "format", at: 16, size: 4),
+            FieldPin(\cipc_channel.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_channel.state_size, "state_size", at: 24, size: 8),
+            FieldPin(\cipc_channel.reserved0, "reserved0", at: 32, size: 32),
+            FieldPin(\cipc_channel.orphans, "orphans", at: 64, size: 4),
+            FieldPin(\cipc_channel.reserved1, "reserved1", at: 68, size: 4),
+            FieldPin(\cipc_channel.abandoned_sends, "abandoned_sends", at: 72, size: 8),
+            FieldPin(\cipc_channel.orphaned_receives, "orphaned_receives", at: 80, size: 8),
+            FieldPin(\cipc_channel.redeliveries, "redeliveries", at: 88, size: 8),
+            FieldPin(\cipc_channel.cleared_claims, "cleared_claims", at: 96, size: 8),
+            FieldPin(\cipc_channel.dropped_messages, "dropped_messages", at: 104, size: 8),
+            FieldPin(\cipc_channel.reserved2, "reserved2", at: 112, size: 16),
+            FieldPin(\cipc_channel.message_type, "message_type", at: 128, size: 128),
+            FieldPin(\cipc_channel.send_position, "send_position", at: 256, size: 8),
+            FieldPin(\cipc_channel.reserved3, "reserved3", at: 264, size: 56),
+            FieldPin(\cipc_channel.receive_position, "receive_position", at: 320, size: 8),
+            FieldPin(\cipc_channel.reserved4, "reserved4", at: 328, size: 56),
+            FieldPin(\cipc_channel.receive_signal, "receive_signal", at: 384, size: 4),
+            FieldPin(\cipc_channel.receivers_waiting, "receivers_waiting", at: 388, size: 4),
+            FieldPin(\cipc_channel.reserved5, "reserved5", at: 392, size: 56),
+            FieldPin(\cipc_channel.send_signal, "send_signal", at: 448, size: 4),
+            FieldPin(\cipc_channel.senders_waiting, "senders_waiting", at: 452, size: 4),
+            FieldPin(\cipc_channel.reserved6, "reserved6", at: 456, size: 56),
         ]),
         LayoutPin(cipc_futex_waiter(), "cipc_futex_waiter", size: 24, alignment: 8, [
             FieldPin(\cipc_futex_waiter.val, "val", at: 0, size: 8),

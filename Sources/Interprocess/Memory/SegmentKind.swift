@@ -14,6 +14,6 @@ public struct SegmentKind: RawRepresentable, Hashable, Sendable, Codable {
 
     /// Raw bytes: a ``SharedMemory`` segment.
     public static let raw = SegmentKind(rawValue: CIPC_KIND_RAW)
-    /// A message channel (reserved).
+    /// A message ``Channel``.
     public static let channel = SegmentKind(rawValue: CIPC_KIND_CHANNEL)
 }

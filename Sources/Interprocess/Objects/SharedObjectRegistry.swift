@@ -15,6 +15,7 @@ enum SharedObjectRegistry {
         ProcessRWLock.self,
         SharedVariableLayout.self,
         SharedHeap.self,
+        ChannelLayout.self,
     ]
 
     /// The kinds by their segment kind number (the first of two that share a number wins; a test
@@ -24,7 +25,7 @@ enum SharedObjectRegistry {
 
     /// Names of the segment kinds that are not shared objects: Memory's own, and reserved numbers.
     private static let segmentKindNames: [UInt32: String] = [
-        SegmentKind.raw.rawValue: "raw", SegmentKind.channel.rawValue: "channel",
+        SegmentKind.raw.rawValue: "raw",
     ]
 
     /// The registered kind with segment kind `kind`, if any.

@@ -1,0 +1,142 @@
+// CInterprocess, channel part: the shared layout of a `Channel` (a bounded multi-producer,
+// multi-consumer queue of messages between processes). No logic: the protocol is documented here
+// field by field and implemented in Sources/Interprocess/Channels/ChannelRing.swift. Included at the
+// end of CInterprocess.h (it uses cipc_type_fingerprint); every field is pinned by LayoutTests.
+#ifndef CINTERPROCESS_CHANNEL_H
+#define CINTERPROCESS_CHANNEL_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - Channel (layout "CHN1")
+//
+// A channel is a `cipc_channel` header (512 bytes) followed by `capacity` slots, `slot_stride` bytes
+// apart (a multiple of 64), each a `cipc_channel_slot` header (32 bytes) and room for
+// `max_message_size` bytes of message. It lives at the payload offset of a segment of kind
+// CIPC_KIND_CHANNEL (3). All integers are little-endian; the words marked (atomic) are only ever
+// read and written atomically.
+//
+// Positions. Every message gets a *position*, a 63-bit number: `send_position` is the next position
+// a sender will claim, `receive_position` the next a receiver will claim. Position p lives in slot
+// p mod capacity. A slot's `sequence` says which position it serves and whether its message is in:
+//   sequence == 2p       the slot is free for position p (or p's sender is writing it)
+//   sequence == 2p + 1   the slot holds the message of position p (or p's receiver is copying it)
+// A slot starts at 2i (free for position i); a receiver that is done with position p sets it to
+// 2(p + capacity): free for the same slot's next position. (Vyukov's bounded MPMC queue, with the
+// sequence doubled so that "free" and "full" differ for any capacity, even 1.)
+//
+// Claims. Whoever works on a slot first records itself in the slot's `owner` word — its owner token
+// (see "Owner tokens" in CInterprocess.h: a kernel lock vouches that it is alive) — and only then
+// advances the position by a compare-and-swap; it clears `owner` when it is done with the slot. So a
+// position that was claimed and not finished always names its claimer, and a slot held by a process
+// that died is recovered from the slot's own state (see the doc comment of `Channel`):
+//   sequence even (2q), send_position <= q      nothing was claimed: `owner` is cleared
+//   sequence even (2q), send_position > q       a sender died writing: the slot is published with
+//                                               length CIPC_CHANNEL_SKIPPED, receivers pass over it
+//   sequence odd (2q+1), receive_position <= q  nothing was taken: `owner` is cleared
+//   sequence odd (2q+1), receive_position > q   a receiver died before releasing: `owner` becomes
+//                                               CIPC_CHANNEL_ORPHAN and the message is redelivered
+// Bit 31 of `owner` (CIPC_TOKEN_FLAG) is *contended*: a waiter that parks because a slot is owned sets
+// it; the owner, clearing `owner` with an exchange, wakes the waiters when it was set.
+//
+// Waiting. Receivers park on `receive_signal`, senders on `send_signal`, each counted in
+// `receivers_waiting` / `senders_waiting` while parked. A sender that publishes a message bumps
+// `receive_signal` and wakes one receiver only if `receivers_waiting` is not 0 (a receiver that
+// frees a slot does the same for senders), so nothing but a load is spent on waking while nobody
+// waits. Bit 63 of `send_position` (CIPC_CHANNEL_CLOSED) is set by `close()`: no position is claimed
+// after it, and receivers that find every claimed position taken see the end.
+
+#define CIPC_TAG_CHANNEL 0x314E4843u /* "CHN1" */
+#define CIPC_CHANNEL_HEADER_SIZE 512u
+#define CIPC_CHANNEL_SLOT_HEADER_SIZE 32u
+/// Bit 63 of `send_position`: the channel is closed.
+#define CIPC_CHANNEL_CLOSED 0x8000000000000000ull
+/// A slot `owner` (never a token: tokens are at least 2^32): the slot holds a message whose receiver
+/// died before it released the slot; the next receiver takes it (redelivery).
+#define CIPC_CHANNEL_ORPHAN 1ull
+/// A slot `length`: no message (its sender died while writing it); receivers pass over it.
+#define CIPC_CHANNEL_SKIPPED 0xFFFFFFFFu
+#define CIPC_CHANNEL_MAX_CAPACITY (1u << 20)
+#define CIPC_CHANNEL_MAX_MESSAGE_SIZE (1u << 24)
+
+/// What a message's bytes are (`format`).
+#define CIPC_CHANNEL_FORMAT_BYTES 1u /* bytes as sent ([UInt8]) */
+#define CIPC_CHANNEL_FORMAT_VALUE 2u /* the raw bytes of one fixed-size value (a BitwiseCopyable type) */
+#define CIPC_CHANNEL_FORMAT_JSON  3u /* a Codable value as JSON (UTF-8) */
+#define CIPC_CHANNEL_FORMAT_TEXT  4u /* a string as UTF-8 */
+
+// The message type a channel was created for is a type fingerprint (CInterprocess.h) at
+// `message_type`, with `format`: an opener that expects another type or format gets `incompatible`.
+
+/// One slot's header; the message's bytes follow it.
+typedef struct cipc_channel_slot {
+    uint64_t sequence;   ///<  0: 2p free for position p, 2p+1 holds position p's message (atomic)
+    uint64_t owner;      ///<  8: the claimer's token (bit 31: contended), CIPC_CHANNEL_ORPHAN, or 0 (atomic)
+    uint32_t length;     ///< 16: bytes of the message, or CIPC_CHANNEL_SKIPPED (atomic)
+    uint32_t reserved0;  ///< 20
+    uint64_t reserved1;  ///< 24
+} cipc_channel_slot;
+
+typedef struct cipc_channel {
+    // Fixed at creation: an opener checks them once and keeps its own copy.
+    uint32_t capacity;          ///<   0: slots, 1...CIPC_CHANNEL_MAX_CAPACITY
+    uint32_t max_message_size;  ///<   4: 1...CIPC_CHANNEL_MAX_MESSAGE_SIZE
+    uint32_t slot_stride;       ///<   8: 32 + max_message_size rounded up to 64
+    uint32_t slots_offset;      ///<  12: CIPC_CHANNEL_HEADER_SIZE
+    uint32_t format;            ///<  16: CIPC_CHANNEL_FORMAT_*
+    uint32_t tag;               ///<  20: CIPC_TAG_CHANNEL, written last by the creator
+    uint64_t state_size;        ///<  24: slots_offset + capacity * slot_stride
+    uint8_t  reserved0[32];     ///<  32
+    // Counters, written only when something is recovered (a read-mostly line).
+    uint32_t orphans;           ///<  64: a hint: slots marked CIPC_CHANNEL_ORPHAN not yet redelivered (atomic)
+    uint32_t reserved1;         ///<  68
+    uint64_t abandoned_sends;   ///<  72: sends whose sender died writing (slot skipped) (atomic)
+    uint64_t orphaned_receives; ///<  80: receives whose receiver died before releasing (atomic)
+    uint64_t redeliveries;      ///<  88: orphaned messages taken by another receiver (atomic)
+    uint64_t cleared_claims;    ///<  96: claims of dead processes cleared with nothing lost (atomic)
+    uint64_t dropped_messages;  ///< 104: messages dropped because their slot was damaged (atomic)
+    uint8_t  reserved2[16];     ///< 112
+    cipc_type_fingerprint message_type; ///< 128: the message type; opened as another, `incompatible`
+    // The hot words, each on a cache line of its own.
+    uint64_t send_position;     ///< 256: next position to send; bit 63 CIPC_CHANNEL_CLOSED (atomic)
+    uint8_t  reserved3[56];
+    uint64_t receive_position;  ///< 320: next position to receive (atomic)
+    uint8_t  reserved4[56];
+    uint32_t receive_signal;    ///< 384: futex word of parked receivers, bumped to wake them (atomic)
+    uint32_t receivers_waiting; ///< 388: receivers parked or about to park (atomic)
+    uint8_t  reserved5[56];
+    uint32_t send_signal;       ///< 448: futex word of parked senders (atomic)
+    uint32_t senders_waiting;   ///< 452: senders parked or about to park (atomic)
+    uint8_t  reserved6[56];
+} cipc_channel;
+
+_Static_assert(sizeof(cipc_channel_slot) == CIPC_CHANNEL_SLOT_HEADER_SIZE, "channel slot layout");
+_Static_assert(offsetof(cipc_channel_slot, owner) == 8 && offsetof(cipc_channel_slot, length) == 16, "channel slot offsets");
+_Static_assert(sizeof(cipc_channel) == CIPC_CHANNEL_HEADER_SIZE, "channel header layout");
+_Static_assert(offsetof(cipc_channel, tag) == 20, "the tag is at offset 20, as in every shared object");
+_Static_assert(offsetof(cipc_channel, orphans) == 64 && offsetof(cipc_channel, dropped_messages) == 104, "channel counters");
+_Static_assert(offsetof(cipc_channel, message_type) == 128, "channel message type offset");
+_Static_assert(offsetof(cipc_channel, send_position) == 256 && offsetof(cipc_channel, receive_position) == 320, "positions on lines of their own");
+_Static_assert(offsetof(cipc_channel, receive_signal) == 384 && offsetof(cipc_channel, receivers_waiting) == 388, "receivers' line");
+_Static_assert(offsetof(cipc_channel, send_signal) == 448 && offsetof(cipc_channel, senders_waiting) == 452, "senders' line");
+
+// MARK: - POSIX message queues (a baseline of the channel benchmark)
+
+/// `mq_open(name, oflag)`, or with O_CREAT `mq_open(name, oflag, mode, &{capacity, message_size})`
+/// (variadic in C). Returns the queue descriptor or -1 with errno (ENOSYS where there are none).
+int cipc_mq_open(const char *name, int oflag, unsigned int mode, long capacity, long message_size);
+/// `mq_send(queue, bytes, count, 0)`, `mq_receive(queue, buffer, capacity, NULL)`, `mq_close`,
+/// `mq_unlink` (<mqueue.h>, which Swift's Glibc module does not include).
+int cipc_mq_send(int queue, const void *bytes, size_t count);
+long cipc_mq_receive(int queue, void *buffer, size_t capacity);
+int cipc_mq_close(int queue);
+int cipc_mq_unlink(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

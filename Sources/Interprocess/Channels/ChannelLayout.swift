@@ -1,0 +1,190 @@
+import CInterprocess
+import InterprocessSystem
+import Synchronization
+
+/// What creating a channel takes.
+struct ChannelParameters: Sendable {
+    var capacity: Int
+    var maxMessageSize: Int
+    var messageType: ChannelMessageType
+}
+
+/// The type of a channel's messages, as the creator records it: how the bytes are encoded (the
+/// header's `format`) and the Swift type they are (a ``TypeFingerprint`` at `message_type`). An
+/// opener that expects something else gets `incompatible` — also when only the name differs, so
+/// `Int64` and `UInt64`, or two structs of one size, never read each other's bytes.
+@usableFromInline
+struct ChannelMessageType: Sendable, Hashable, CustomStringConvertible {
+    var format: UInt32
+    var fingerprint: TypeFingerprint
+
+    /// The `format` values (`CIPC_CHANNEL_FORMAT_*`), for code inlined into programs, which cannot
+    /// see the C header.
+    @usableFromInline static let bytesFormat = CIPC_CHANNEL_FORMAT_BYTES
+    @usableFromInline static let valueFormat = CIPC_CHANNEL_FORMAT_VALUE
+    @usableFromInline static let textFormat = CIPC_CHANNEL_FORMAT_TEXT
+
+    /// The message type of `Message` sent as `format`.
+    @usableFromInline
+    init<Message>(_: Message.Type, format: UInt32) {
+        self.format = format
+        fingerprint = TypeFingerprint(of: Message.self)
+    }
+
+    @usableFromInline
+    var description: String { "\(fingerprint) as \(Self.formatName(format))" }
+
+    static func formatName(_ format: UInt32) -> String {
+        switch format {
+        case CIPC_CHANNEL_FORMAT_BYTES: "bytes"
+        case CIPC_CHANNEL_FORMAT_VALUE: "raw values"
+        case CIPC_CHANNEL_FORMAT_JSON: "JSON"
+        case CIPC_CHANNEL_FORMAT_TEXT: "UTF-8 text"
+        default: "format \(format)"
+        }
+    }
+
+    /// Throws `corrupt` for a recorded type (read from a peer's memory) that no creator writes.
+    static func checkRecord(_ record: cipc_type_fingerprint) throws(InterprocessError) {
+        if let problem = TypeFingerprint.problem(in: record) {
+            throw InterprocessError(.corrupt, detail: "a damaged message type record (\(problem))")
+        }
+    }
+
+    /// Whether the checked `record` and `recordedFormat` describe this type.
+    func matches(_ record: cipc_type_fingerprint, format recordedFormat: UInt32) throws(InterprocessError) -> Bool {
+        try fingerprint.matches(record) && recordedFormat == format
+    }
+
+    /// A readable form of a recorded type.
+    static func text(of record: cipc_type_fingerprint, format: UInt32) -> String {
+        "\(TypeFingerprint.text(of: record)) as \(formatName(format))"
+    }
+}
+
+/// The shared layout of a channel (`cipc_channel` in `CInterprocessChannel.h`): its size for given
+/// parameters, how a creator initializes it, how an opener checks it, and how `ipc ls` and
+/// `ipc inspect` describe it — the channel kind of shared object (registered in
+/// ``SharedObjectRegistry``; ``ChannelState`` is the object).
+enum ChannelLayout: SharedObjectKind {
+    static var segmentKind: SegmentKind { .channel }
+    static var tag: UInt32 { CIPC_TAG_CHANNEL }
+    static var tagOffset: Int { fieldOffset(\cipc_channel.tag) }
+    static var kindName: String { "channel" }
+
+    static let headerSize = Int(CIPC_CHANNEL_HEADER_SIZE)
+    static let slotHeaderSize = Int(CIPC_CHANNEL_SLOT_HEADER_SIZE)
+    static let maximumCapacity = Int(CIPC_CHANNEL_MAX_CAPACITY)
+    static let maximumMessageSize = Int(CIPC_CHANNEL_MAX_MESSAGE_SIZE)
+
+    /// Bytes from one slot to the next: its header and the message, rounded up to a cache line.
+    static func stride(maxMessageSize: Int) -> Int {
+        (slotHeaderSize + maxMessageSize + 63) / 64 * 64
+    }
+
+
+    /// The bytes a channel with `parameters` needs. Throws `invalidArgument` for parameters it
+    /// cannot be created with.
+    static func size(for parameters: ChannelParameters) throws(InterprocessError) -> Int {
+        guard (1...maximumCapacity).contains(parameters.capacity) else {
+            throw InterprocessError(.invalidArgument, detail: "a channel's capacity must be in 1...\(maximumCapacity), not \(parameters.capacity)")
+        }
+        guard (1...maximumMessageSize).contains(parameters.maxMessageSize) else {
+            throw InterprocessError(.invalidArgument,
+                detail: "a channel's maximum message size must be in 1...\(maximumMessageSize) bytes, not \(parameters.maxMessageSize)")
+        }
+        if let problem = parameters.messageType.fingerprint.problem {
+            throw InterprocessError(.invalidArgument, detail: "the message type cannot be recorded: \(problem)")
+        }
+        return headerSize + parameters.capacity * stride(maxMessageSize: parameters.maxMessageSize)
+    }
+
+    /// Initializes a zero-filled state of `size` bytes (the storage then publishes the tag).
+    static func initialize(_ state: UnsafeMutableRawPointer, size: Int, with parameters: ChannelParameters) {
+        let header = state.assumingMemoryBound(to: cipc_channel.self)
+        let stride = stride(maxMessageSize: parameters.maxMessageSize)
+        header.pointee.capacity = UInt32(parameters.capacity)
+        header.pointee.max_message_size = UInt32(parameters.maxMessageSize)
+        header.pointee.slot_stride = UInt32(stride)
+        header.pointee.slots_offset = UInt32(headerSize)
+        header.pointee.format = parameters.messageType.format
+        header.pointee.state_size = UInt64(size)
+        header.pointee.message_type = parameters.messageType.fingerprint.shared
+        for index in 0..<parameters.capacity {
+            // Slot i starts free for position i.
+            atomic64(state + headerSize + index * stride).initialize(to: Atomic(UInt64(index) &* 2))
+        }
+        // The storage publishes the tag (``SharedObjectStorage``), last.
+    }
+
+    /// Checks an existing state before anything trusts it: the tag, then every field fixed at
+    /// creation against the `available` bytes; with `expected`, also the message type
+    /// (`incompatible` if it differs). Words that change as the channel is used are checked where
+    /// they are used. Returns the validated capacity, maximum message size and stride.
+    @discardableResult
+    static func validate(
+        _ state: UnsafeMutableRawPointer, available: Int, expecting expected: ChannelMessageType?
+    ) throws(InterprocessError) -> (capacity: Int, maxMessageSize: Int, stride: Int, messageType: String, format: UInt32) {
+        guard available >= headerSize, atomic32(state + fieldOffset(\cipc_channel.tag)).pointee.load(ordering: .acquiring) == CIPC_TAG_CHANNEL else {
+            throw InterprocessError(.corrupt, detail: "no valid channel there")
+        }
+        let header = state.assumingMemoryBound(to: cipc_channel.self).pointee
+        let capacity = Int(header.capacity)
+        let maxMessageSize = Int(header.max_message_size)
+        guard (1...maximumCapacity).contains(capacity), (1...maximumMessageSize).contains(maxMessageSize),
+              Int(header.slot_stride) == stride(maxMessageSize: maxMessageSize),
+              Int(header.slots_offset) == headerSize,
+              header.state_size == UInt64(headerSize + capacity * stride(maxMessageSize: maxMessageSize)),
+              Int(header.state_size) <= available
+        else {
+            throw InterprocessError(.corrupt, detail: "inconsistent channel header (capacity \(header.capacity), maximum message size \(header.max_message_size), stride \(header.slot_stride), size \(header.state_size) of \(available) bytes)")
+        }
+        try ChannelMessageType.checkRecord(header.message_type)
+        guard (CIPC_CHANNEL_FORMAT_BYTES...CIPC_CHANNEL_FORMAT_TEXT).contains(header.format) else {
+            throw InterprocessError(.incompatible, detail: "its messages are in format \(header.format), which this version does not know")
+        }
+        if let expected, try !expected.matches(header.message_type, format: header.format) {
+            throw InterprocessError(.incompatible,
+                detail: "it carries \(ChannelMessageType.text(of: header.message_type, format: header.format)); expected \(expected)")
+        }
+        return (
+            capacity, maxMessageSize, stride(maxMessageSize: maxMessageSize),
+            ChannelMessageType.text(of: header.message_type, format: header.format), header.format)
+    }
+
+    /// Capacity, message type, depth, closed, waiters and what was recovered, read from a copy of
+    /// the state (never trusted: sizes are checked, nothing read is followed).
+    static func describe(_ state: UnsafeRawBufferPointer, isAlive _: (UInt64) -> Bool) -> SharedObjectDescription {
+        guard state.count >= headerSize else { return SharedObjectDescription(details: [:]) }
+        let header = state.load(as: cipc_channel.self)
+        let sent = header.send_position & ~CIPC_CHANNEL_CLOSED
+        let received = header.receive_position
+        let depth = sent &- received
+        let count = depth <= UInt64(header.capacity) ? "\(depth)" : "invalid (\(sent) sent, \(received) received)"
+        let closed = header.send_position & CIPC_CHANNEL_CLOSED != 0
+        let waiting = UInt64(header.receivers_waiting) + UInt64(header.senders_waiting)
+        let messageType = TypeFingerprint.problem(in: header.message_type) == nil
+            ? ChannelMessageType.text(of: header.message_type, format: header.format) : "damaged"
+        return SharedObjectDescription(
+            details: [
+                "capacity": "\(header.capacity)",
+                "maxMessageSize": "\(header.max_message_size)",
+                "messageType": messageType,
+                "format": ChannelMessageType.formatName(header.format),
+                "count": count,
+                "sent": "\(sent)",
+                "received": "\(received)",
+                "closed": closed ? "yes" : "no",
+                "receiversWaiting": "\(header.receivers_waiting)",
+                "sendersWaiting": "\(header.senders_waiting)",
+                "waiters": "\(waiting)",
+                "orphans": "\(header.orphans)",
+                "abandonedSends": "\(header.abandoned_sends)",
+                "orphanedReceives": "\(header.orphaned_receives)",
+                "redeliveries": "\(header.redeliveries)",
+                "clearedClaims": "\(header.cleared_claims)",
+                "droppedMessages": "\(header.dropped_messages)",
+            ],
+            summary: "\(count) of \(header.capacity) messages" + (closed ? ", closed" : "") + (waiting > 0 ? ", \(waiting) waiting" : ""))
+    }
+}

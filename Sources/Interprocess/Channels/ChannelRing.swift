@@ -1,0 +1,730 @@
+import CInterprocess
+import InterprocessSystem
+import Synchronization
+
+/// A slot that this process claimed for one send or one receive (its owner word holds our token and
+/// the position is ours), between the claim and ``ChannelRing/finishSend(_:_:)`` or
+/// ``ChannelRing/finishReceive(_:_:)``.
+@usableFromInline
+struct ChannelClaim {
+    let slot: UnsafeMutableRawPointer
+    let position: UInt64
+    /// A message whose first receiver died (an orphan), taken again.
+    let redelivery: Bool
+}
+
+/// The protocol of a ``Channel`` on its shared memory: a bounded ring of fixed-size slots with a
+/// sequence number each (Vyukov's MPMC queue), made safe against processes that die at any
+/// instruction. It moves bytes; what the bytes mean is ``Channel``'s business, and where the memory
+/// comes from is ``SharedObjectStorage``'s (``ChannelState``).
+///
+/// The layout is `cipc_channel` in `CInterprocessChannel.h`, which also states the invariants; the
+/// steps, and what a process killed at each leaves behind, are documented on ``Channel``.
+///
+/// A send or receive is two calls: a *claim* (``claimForSending(checkNow:announce:spinning:)``,
+/// ``claimForReceiving(checkNow:announce:spinning:)``, or their waiting and `try` forms), which takes
+/// the slot's owner word and the position, and a *finish* (``finishSend(_:_:)``,
+/// ``finishReceive(_:_:)``), which copies the bytes and publishes or releases the slot. The claim is
+/// what may wait, and it is not generic: the wait drivers run it in their spin loops, where a
+/// generic attempt (the message type's metadata looked up on every round) made the spin phase
+/// several times longer, and the round trip through two channels ~3× slower than a semaphore's.
+/// Between the two calls nothing can suspend or fail; a process killed there is a process killed
+/// after claiming the position.
+///
+/// Every number read from the ring is checked before it is used: positions and sequence numbers must
+/// fit each other (a slot's sequence names a position of that slot, within one lap of the ring's
+/// positions), lengths must fit a slot, owners must be tokens. A value no correct peer writes makes
+/// the operation throw `corrupt`; nothing read from the ring is ever used as an unchecked index or
+/// length, and counters wrap instead of trapping.
+///
+/// `@unchecked Sendable`: the pointers point into a mapping that `storage` keeps alive, every shared
+/// word is accessed atomically, and the rest is immutable (the scan cursor is an atomic).
+@usableFromInline
+final class ChannelRing: @unchecked Sendable {
+    typealias Layout = cipc_channel
+
+    let name: String?
+    /// Validated copies of the fixed fields.
+    let capacity: Int
+    @usableFromInline let maxMessageSize: Int
+    let stride: Int
+    /// `capacity - 1` when the capacity is a power of 2 (a mask instead of a division), else nil.
+    private let indexMask: UInt64?
+
+    private let slots: UnsafeMutableRawPointer
+    private let sendPosition: UnsafeMutablePointer<Atomic<UInt64>>
+    private let receivePosition: UnsafeMutablePointer<Atomic<UInt64>>
+    private let receiveSignal: UnsafeMutableRawPointer
+    private let receiversWaiting: UnsafeMutableRawPointer
+    private let sendSignal: UnsafeMutableRawPointer
+    private let sendersWaiting: UnsafeMutableRawPointer
+    private let orphans: UnsafeMutablePointer<Atomic<UInt32>>
+    private let abandonedSends: UnsafeMutablePointer<Atomic<UInt64>>
+    private let orphanedReceives: UnsafeMutablePointer<Atomic<UInt64>>
+    private let redeliveries: UnsafeMutablePointer<Atomic<UInt64>>
+    private let clearedClaims: UnsafeMutablePointer<Atomic<UInt64>>
+    private let droppedMessages: UnsafeMutablePointer<Atomic<UInt64>>
+
+    /// This process's identity in the file, and the descriptor that checks others'.
+    private let lease: OwnerLease
+    /// This process's token: what it records in a slot's `owner` while it works on the slot.
+    private let me: UInt64
+    /// Keeps the memory mapped.
+    private let storage: SharedObjectStorage
+    /// Where the next bounded scan of a waiting receiver starts, and when the last one started
+    /// (process-local).
+    private let scanCursor = Atomic<Int>(0)
+    private let lastScan = Atomic<UInt64>(0)
+
+    static let closedBit: UInt64 = CIPC_CHANNEL_CLOSED
+    static let orphan: UInt64 = CIPC_CHANNEL_ORPHAN
+    static let skipped: UInt32 = CIPC_CHANNEL_SKIPPED
+    static let contended: UInt64 = OwnerLease.flagBit
+    static let dataOffset = Int(CIPC_CHANNEL_SLOT_HEADER_SIZE)
+    /// How often a parked sender or receiver looks for slots held by processes that died.
+    static let recoveryInterval: UInt64 = 50_000_000
+    /// The most slots a waiting receiver's periodic check looks at (the end-of-stream check looks at all).
+    static let scanChunk = 4096
+    /// How many lost races a `try…` form retries before it reports that it would wait.
+    static let tryRetries = 10_000
+
+    init(storage: SharedObjectStorage, capacity: Int, maxMessageSize: Int, stride: Int) throws(InterprocessError) {
+        guard let lease = storage.lease else { preconditionFailure("a channel's storage carries a lease") }
+        let base = storage.base
+        self.storage = storage
+        name = storage.name
+        self.capacity = capacity
+        self.maxMessageSize = maxMessageSize
+        self.stride = stride
+        indexMask = capacity.nonzeroBitCount == 1 ? UInt64(capacity - 1) : nil
+        slots = base + Int(CIPC_CHANNEL_HEADER_SIZE)
+        sendPosition = atomic64(base + fieldOffset(\cipc_channel.send_position))
+        receivePosition = atomic64(base + fieldOffset(\cipc_channel.receive_position))
+        receiveSignal = base + fieldOffset(\cipc_channel.receive_signal)
+        receiversWaiting = base + fieldOffset(\cipc_channel.receivers_waiting)
+        sendSignal = base + fieldOffset(\cipc_channel.send_signal)
+        sendersWaiting = base + fieldOffset(\cipc_channel.senders_waiting)
+        orphans = atomic32(base + fieldOffset(\cipc_channel.orphans))
+        abandonedSends = atomic64(base + fieldOffset(\cipc_channel.abandoned_sends))
+        orphanedReceives = atomic64(base + fieldOffset(\cipc_channel.orphaned_receives))
+        redeliveries = atomic64(base + fieldOffset(\cipc_channel.redeliveries))
+        clearedClaims = atomic64(base + fieldOffset(\cipc_channel.cleared_claims))
+        droppedMessages = atomic64(base + fieldOffset(\cipc_channel.dropped_messages))
+        self.lease = lease
+        me = lease.token
+    }
+
+    // MARK: Slots
+
+    @inline(__always)
+    private func slot(at position: UInt64) -> UnsafeMutableRawPointer {
+        let index = indexMask.map { position & $0 } ?? position % UInt64(capacity)
+        return slots + Int(index) &* stride
+    }
+
+    @inline(__always)
+    private func index(of slot: UnsafeMutableRawPointer) -> Int { (slot - slots) / stride }
+
+    @inline(__always)
+    private func sequence(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(slot) }
+
+    @inline(__always)
+    private func owner(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(slot + 8) }
+
+    @inline(__always)
+    private func length(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt32>> { atomic32(slot + 16) }
+
+    /// The sequence of a slot free for position `p`, and of one holding its message.
+    @inline(__always) private static func free(_ p: UInt64) -> UInt64 { p &* 2 }
+    @inline(__always) private static func full(_ p: UInt64) -> UInt64 { p &* 2 &+ 1 }
+
+    /// How far ahead of `from` the position `to` is, if it is within one lap (`0...capacity`).
+    @inline(__always)
+    private func lead(of to: UInt64, over from: UInt64) -> Int? {
+        let difference = to &- from
+        return difference <= UInt64(capacity) ? Int(difference) : nil
+    }
+
+    // MARK: Sending
+
+    /// One attempt to claim the next position for a send: the slot (its owner word) and then the
+    /// position. `checkNow`: look whether a process that holds what we wait for died (a system
+    /// call); `announce`: mark a slot owner we are about to park behind as contended; `spinning`:
+    /// the wait driver's spin phase, which only needs to know whether to try. Not generic and
+    /// cheap, because the wait drivers call it in their spin loops; the bytes are written by
+    /// ``finishSend(_:_:)``.
+    func claimForSending(checkNow: Bool, announce: Bool, spinning: Bool = false) throws(InterprocessError) -> WaitStep<ChannelClaim> {
+        if spinning {
+            // While a wait driver spins: two loads, and the full attempt only once the slot is free
+            // (or the channel closed). The spin phase ignores the expected value.
+            let position = sendPosition.pointee.load(ordering: .relaxed)
+            if position & Self.closedBit == 0, sequence(slot(at: position)).pointee.load(ordering: .relaxed) != Self.free(position) {
+                return .park(expected: 0)
+            }
+        }
+        // Read before looking at the ring (see `blockingWait`): a change after this read is a wake-up.
+        let signal = atomic32(sendSignal).pointee.load(ordering: .sequentiallyConsistent)
+        let position = sendPosition.pointee.load(ordering: .acquiring)
+        if position & Self.closedBit != 0 { throw closedError() }
+        let slot = slot(at: position)
+        let observed = sequence(slot).pointee.load(ordering: .acquiring)
+        let distance = Int64(bitPattern: observed &- Self.free(position))
+        if distance == 0 {
+            // Free for our position: claim the slot, then the position.
+            let holder = owner(slot).pointee.load(ordering: .relaxed)
+            if holder != 0 {
+                return try waitBehind(
+                    holder, of: slot, observed: observed, position: sendPosition, at: position,
+                    checkNow: checkNow, announce: announce, signal: signal)
+            }
+            guard owner(slot).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged else {
+                return .retry
+            }
+            CrashPoint.reached("channel.send.afterOwner")
+            guard sequence(slot).pointee.load(ordering: .acquiring) == observed,
+                  sendPosition.pointee.compareExchange(expected: position, desired: position &+ 1, ordering: .sequentiallyConsistent).exchanged
+            else {
+                // Another sender took the position, or the channel was closed: look again.
+                releaseOwner(slot)
+                return .retry
+            }
+            return .done(ChannelClaim(slot: slot, position: position, redelivery: false))
+        }
+        let lap = 2 * Int64(capacity)
+        if distance == -lap || distance == -lap + 1 {
+            // The ring is full: the slot still serves the position one lap back (its message is
+            // being written, waits for a receiver, or is being received).
+            if checkNow, try recoverIfDead(slot) { return .retry }
+            return .park(expected: signal)
+        }
+        return try staleOrCorrupt(sendPosition, was: position, slot: slot, sequence: observed)
+    }
+
+    /// Writes `bytes` (at most ``maxMessageSize``: the caller checked) into the claimed slot,
+    /// publishes it, lets the slot go and wakes a parked receiver if there is one.
+    @usableFromInline
+    func finishSend(_ claim: ChannelClaim, _ bytes: UnsafeRawBufferPointer) {
+        let slot = claim.slot
+        CrashPoint.reached("channel.send.afterClaim")
+        length(slot).pointee.store(UInt32(bytes.count), ordering: .relaxed)
+        if let source = bytes.baseAddress, bytes.count > 0 {
+            (slot + Self.dataOffset).copyMemory(from: source, byteCount: bytes.count)
+        }
+        CrashPoint.reached("channel.send.afterWrite")
+        // Publish (release: the bytes before the sequence; sequentially consistent: before we read
+        // `receivers_waiting` in `wakeReceiver`).
+        sequence(slot).pointee.store(Self.full(claim.position), ordering: .sequentiallyConsistent)
+        CrashPoint.reached("channel.send.afterPublish")
+        releaseOwner(slot)
+        wakeReceiver()
+        // A sender parked on a full ring, woken for a slot that another sender took, would
+        // otherwise miss the next slot that is free already.
+        if atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
+           sequence(self.slot(at: claim.position &+ 1)).pointee.load(ordering: .relaxed) == Self.free(claim.position &+ 1) {
+            wake(sendSignal)
+        }
+    }
+
+    /// Claims a position for a send without waiting: nil if the ring is full (or a slot it needs is
+    /// held by a live process). Checks once whether a process holding that slot died.
+    @usableFromInline
+    func tryClaimForSending() throws(InterprocessError) -> ChannelClaim? {
+        var checked = false
+        for _ in 0..<Self.tryRetries {
+            switch try claimForSending(checkNow: false, announce: false) {
+            case .done(let claim): return claim
+            case .retry: continue
+            case .park:
+                // The slot we need is held by a process that died: repair it and try again (once).
+                if !checked {
+                    checked = true
+                    if try recoverIfDead(slot(at: sendPosition.pointee.load(ordering: .acquiring))) { continue }
+                }
+                // Full: would wait. A free slot that a live process holds for a moment (another
+                // sender claiming it) is worth a few more tries.
+                guard hasFreeSlot() else { return nil }
+                SpinPolicy.pause()
+            }
+        }
+        return nil
+    }
+
+    /// Whether the slot at the send position is free for it (a snapshot).
+    private func hasFreeSlot() -> Bool {
+        let position = sendPosition.pointee.load(ordering: .acquiring)
+        return position & Self.closedBit != 0 || sequence(slot(at: position)).pointee.load(ordering: .acquiring) == Self.free(position)
+    }
+
+    /// Whether the message at the receive position is in (a snapshot).
+    private func hasMessage() -> Bool {
+        let position = receivePosition.pointee.load(ordering: .acquiring)
+        return sequence(slot(at: position)).pointee.load(ordering: .acquiring) == Self.full(position)
+    }
+
+    // MARK: Receiving
+
+    /// One attempt to claim the next message: a message whose receiver died, if there is one, else
+    /// the slot (its owner word) and then the position. Skips slots published as skipped. Throws
+    /// `closed` when the channel is closed and every message was taken. Not generic and cheap,
+    /// because the wait drivers call it in their spin loops; the message is copied out by
+    /// ``finishReceive(_:_:)``.
+    func claimForReceiving(checkNow: Bool, announce: Bool, spinning: Bool = false) throws(InterprocessError) -> WaitStep<ChannelClaim> {
+        if spinning {
+            // While a wait driver spins: a few loads, and the full attempt only once a message is in
+            // (or an orphan waits). The spin phase ignores the expected value.
+            let position = receivePosition.pointee.load(ordering: .relaxed)
+            if sequence(slot(at: position)).pointee.load(ordering: .relaxed) != Self.full(position),
+               orphans.pointee.load(ordering: .relaxed) == 0 {
+                return .park(expected: 0)
+            }
+        }
+        let signal = atomic32(receiveSignal).pointee.load(ordering: .sequentiallyConsistent)
+        if orphans.pointee.load(ordering: .relaxed) != 0, let claim = try claimOrphan() {
+            return .done(claim)
+        }
+        let position = receivePosition.pointee.load(ordering: .acquiring)
+        let slot = slot(at: position)
+        let observed = sequence(slot).pointee.load(ordering: .acquiring)
+        let distance = Int64(bitPattern: observed &- Self.full(position))
+        if distance == 0 {
+            // The message of our position is in: claim the slot, then the position.
+            let holder = owner(slot).pointee.load(ordering: .relaxed)
+            if holder != 0 {
+                return try waitBehind(
+                    holder, of: slot, observed: observed, position: receivePosition, at: position,
+                    checkNow: checkNow, announce: announce, signal: signal)
+            }
+            guard owner(slot).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged else {
+                return .retry
+            }
+            CrashPoint.reached("channel.receive.afterOwner")
+            guard sequence(slot).pointee.load(ordering: .acquiring) == observed,
+                  receivePosition.pointee.compareExchange(expected: position, desired: position &+ 1, ordering: .sequentiallyConsistent).exchanged
+            else {
+                releaseOwner(slot)
+                return .retry
+            }
+            CrashPoint.reached("channel.receive.afterClaim")
+            // A receiver woken for a message that another receiver took would otherwise miss the
+            // next one, which may be in already.
+            if atomic32(receiversWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
+               sequence(self.slot(at: position &+ 1)).pointee.load(ordering: .relaxed) == Self.full(position &+ 1) {
+                wake(receiveSignal)
+            }
+            if length(slot).pointee.load(ordering: .relaxed) == Self.skipped {
+                release(slot, position: position)
+                return .retry
+            }
+            return .done(ChannelClaim(slot: slot, position: position, redelivery: false))
+        }
+        if distance == -1 {
+            // Not in yet: either nobody claimed our position (empty), or its sender is writing it.
+            let sent = sendPosition.pointee.load(ordering: .acquiring)
+            let claimed = sent & ~Self.closedBit
+            if claimed == position {
+                if sent & Self.closedBit != 0 {
+                    // Closed, and every claimed position was taken: the end, unless a receiver that
+                    // died left a message behind.
+                    if try scan(all: true) { return .retry }
+                    throw InterprocessError(.closed, objectName: name, detail: "the channel was closed and every message was received")
+                }
+                if checkNow, scanIsDue(), try scan(all: false) { return .retry }
+                return .park(expected: signal)
+            }
+            if let ahead = lead(of: claimed, over: position), ahead > 0 {
+                if checkNow, try recoverIfDead(slot) { return .retry }
+                return .park(expected: signal)
+            }
+            return try staleOrCorrupt(receivePosition, was: position, slot: slot, sequence: observed)
+        }
+        if distance == -2 * Int64(capacity) {
+            // The slot still holds the message one lap back, which its receiver has not released.
+            if checkNow, try recoverIfDead(slot) { return .retry }
+            return .park(expected: signal)
+        }
+        return try staleOrCorrupt(receivePosition, was: position, slot: slot, sequence: observed)
+    }
+
+    /// Claims the next message without waiting: nil if there is none now. Throws `closed` when the
+    /// channel is closed and drained.
+    @usableFromInline
+    func tryClaimForReceiving() throws(InterprocessError) -> ChannelClaim? {
+        var checked = false
+        for _ in 0..<Self.tryRetries {
+            switch try claimForReceiving(checkNow: false, announce: false) {
+            case .done(let claim): return claim
+            case .retry: continue
+            case .park:
+                // The slot we need is held by a process that died: repair it and try again (once).
+                if !checked {
+                    checked = true
+                    if try recoverIfDead(slot(at: receivePosition.pointee.load(ordering: .acquiring))) { continue }
+                }
+                // Empty (or its next message not written yet): would wait. A message that a live
+                // process holds for a moment (its sender finishing, another receiver claiming it)
+                // is worth a few more tries.
+                guard hasMessage() else { return nil }
+                SpinPolicy.pause()
+            }
+        }
+        return nil
+    }
+
+    /// Copies the claimed message out of its slot with `copy` (which runs while this process holds
+    /// the slot and must not keep the buffer), releases the slot for the position one lap on, lets
+    /// it go and wakes a parked sender if there is one. A length that does not fit a slot is
+    /// `corrupt` (the message is dropped).
+    @usableFromInline
+    func finishReceive(_ claim: ChannelClaim, _ copy: (UnsafeRawBufferPointer) throws(InterprocessError) -> Void) throws(InterprocessError) {
+        let slot = claim.slot
+        let count = length(slot).pointee.load(ordering: .relaxed)
+        var failure: InterprocessError?
+        if Int(count) > maxMessageSize {
+            droppedMessages.pointee.wrappingAdd(1, ordering: .relaxed)
+            failure = InterprocessError(.corrupt, objectName: name,
+                detail: "a message of \(count) bytes in a channel of at most \(maxMessageSize)-byte messages (dropped)")
+        } else {
+            do throws(InterprocessError) {
+                try copy(UnsafeRawBufferPointer(start: slot + Self.dataOffset, count: Int(count)))
+            } catch {
+                failure = error
+            }
+        }
+        CrashPoint.reached("channel.receive.afterCopy")
+        release(slot, position: claim.position)
+        if claim.redelivery { decrementOrphans() }
+        if let failure { throw failure }
+    }
+
+    /// Frees `slot` (whose message of `position` this process took) for the position one lap on,
+    /// lets it go and wakes a parked sender if there is one.
+    private func release(_ slot: UnsafeMutableRawPointer, position: UInt64) {
+        sequence(slot).pointee.store(Self.free(position &+ UInt64(capacity)), ordering: .sequentiallyConsistent)
+        CrashPoint.reached("channel.receive.afterRelease")
+        releaseOwner(slot)
+        wakeSender()
+    }
+
+    // MARK: Waiting for a claim
+
+    /// Claims a position to send to, blocking the thread while the ring is full, for at most
+    /// `timeout` (nil: as long as it takes).
+    @usableFromInline
+    func blockingClaimToSend(timeout: Duration?) throws(InterprocessError) -> ChannelClaim {
+        if case .done(let claim) = try claimForSending(checkNow: false, announce: false) { return claim }
+        do throws(InterprocessError) {
+            return try WaitSite(word: sendSignal, waiters: sendersWaiting, name: name, recheckEvery: Self.recoveryInterval).blockingWait(
+                until: Deadline(after: timeout),
+                whileSpinning: { _ throws(InterprocessError) in try self.claimForSending(checkNow: false, announce: false, spinning: true) },
+                { check throws(InterprocessError) in try self.claimForSending(checkNow: check, announce: true) })
+        } catch {
+            passOnSenderWake()
+            throw error
+        }
+    }
+
+    /// Claims a position to send to, suspending the task while the ring is full, for at most
+    /// `timeout` (nil: as long as it takes); `cancelled` (having claimed nothing) if the task is cancelled.
+    @usableFromInline
+    func claimToSend(timeout: Duration?) async throws(InterprocessError) -> ChannelClaim {
+        if case .done(let claim) = try claimForSending(checkNow: false, announce: false) { return claim }
+        do throws(InterprocessError) {
+            return try await WaitSite(word: sendSignal, waiters: sendersWaiting, name: name, recheckEvery: Self.recoveryInterval).asyncWait(
+                until: Deadline(after: timeout),
+                whileSpinning: { _ throws(InterprocessError) in try self.claimForSending(checkNow: false, announce: false, spinning: true) },
+                { check throws(InterprocessError) in try self.claimForSending(checkNow: check, announce: true) })
+        } catch {
+            passOnSenderWake()
+            throw error
+        }
+    }
+
+    /// Claims the next message, blocking the thread while the ring is empty, for at most `timeout`
+    /// (nil: as long as it takes).
+    @usableFromInline
+    func blockingClaimToReceive(timeout: Duration?) throws(InterprocessError) -> ChannelClaim {
+        if case .done(let claim) = try claimForReceiving(checkNow: false, announce: false) { return claim }
+        do throws(InterprocessError) {
+            return try WaitSite(word: receiveSignal, waiters: receiversWaiting, name: name, recheckEvery: Self.recoveryInterval).blockingWait(
+                until: Deadline(after: timeout),
+                whileSpinning: { _ throws(InterprocessError) in try self.claimForReceiving(checkNow: false, announce: false, spinning: true) },
+                { check throws(InterprocessError) in try self.claimForReceiving(checkNow: check, announce: true) })
+        } catch {
+            passOnReceiverWake()
+            throw error
+        }
+    }
+
+    /// Claims the next message, suspending the task while the ring is empty, for at most `timeout`
+    /// (nil: as long as it takes); `cancelled` (having claimed nothing) if the task is cancelled.
+    @usableFromInline
+    func claimToReceive(timeout: Duration?) async throws(InterprocessError) -> ChannelClaim {
+        if case .done(let claim) = try claimForReceiving(checkNow: false, announce: false) { return claim }
+        do throws(InterprocessError) {
+            return try await WaitSite(word: receiveSignal, waiters: receiversWaiting, name: name, recheckEvery: Self.recoveryInterval).asyncWait(
+                until: Deadline(after: timeout),
+                whileSpinning: { _ throws(InterprocessError) in try self.claimForReceiving(checkNow: false, announce: false, spinning: true) },
+                { check throws(InterprocessError) in try self.claimForReceiving(checkNow: check, announce: true) })
+        } catch {
+            passOnReceiverWake()
+            throw error
+        }
+    }
+
+    // MARK: Closing
+
+    /// Closes the channel: no send succeeds from now on; receivers take what is in and then see the end.
+    func close() {
+        sendPosition.pointee.bitwiseOr(Self.closedBit, ordering: .sequentiallyConsistent)
+        wakeEveryone()
+    }
+
+    var isClosed: Bool { sendPosition.pointee.load(ordering: .acquiring) & Self.closedBit != 0 }
+
+    /// Messages sent and not yet received (a snapshot; includes messages being written or taken).
+    var count: Int {
+        let received = receivePosition.pointee.load(ordering: .acquiring)
+        let sent = sendPosition.pointee.load(ordering: .acquiring) & ~Self.closedBit
+        return lead(of: sent, over: received) ?? 0
+    }
+
+    // MARK: Waking
+
+    @inline(__always)
+    private func wakeReceiver() {
+        if atomic32(receiversWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 { wake(receiveSignal) }
+    }
+
+    @inline(__always)
+    private func wakeSender() {
+        if atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 { wake(sendSignal) }
+    }
+
+    /// Bumps `signal` (so that a waiter about to park with its old value does not) and wakes one waiter.
+    @inline(never)
+    private func wake(_ signal: UnsafeMutableRawPointer, all: Bool = false) {
+        atomic32(signal).pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        Futex.wake(signal, count: all ? Int32.max : 1)
+    }
+
+    /// Wakes every parked sender and receiver (close, a contended slot released, a recovery).
+    private func wakeEveryone() {
+        if atomic32(receiversWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 { wake(receiveSignal, all: true) }
+        if atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 { wake(sendSignal, all: true) }
+    }
+
+    /// Clears this process's claim on `slot`, waking whoever parked behind it.
+    @inline(__always)
+    private func releaseOwner(_ slot: UnsafeMutableRawPointer) {
+        if owner(slot).pointee.exchange(0, ordering: .sequentiallyConsistent) & Self.contended != 0 { wakeEveryone() }
+    }
+
+    /// A receiver that leaves a wait without a message (timed out, cancelled) may have been the one
+    /// woken for a message that is there: passes the wake-up on.
+    private func passOnReceiverWake() {
+        guard atomic32(receiversWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 else { return }
+        if hasMessage() || orphans.pointee.load(ordering: .relaxed) != 0 || isClosed {
+            wake(receiveSignal)
+        }
+    }
+
+    /// The same for a sender that leaves a wait without sending.
+    private func passOnSenderWake() {
+        guard atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 else { return }
+        if hasFreeSlot() { wake(sendSignal) }
+    }
+
+    // MARK: Owned slots
+
+    /// We need `slot`, which `holder` (not 0) owns: a process finishing with it, a process claiming
+    /// it, or one that died doing so. Checks the holder's liveness when `checkNow`, and marks the
+    /// slot contended before parking when `announce`.
+    private func waitBehind<T>(
+        _ holder: UInt64, of slot: UnsafeMutableRawPointer, observed: UInt64,
+        position word: UnsafeMutablePointer<Atomic<UInt64>>, at position: UInt64,
+        checkNow: Bool, announce: Bool, signal: UInt32
+    ) throws(InterprocessError) -> WaitStep<T> {
+        let token = holder & ~Self.contended
+        guard token >= 1 << 32 else {
+            // Not a token. An orphan is only ever marked on a slot whose position was received
+            // already, never on the slot a sender or receiver needs next — unless the slot or the
+            // position moved on since we looked (a receiver took it and died meanwhile).
+            if sequence(slot).pointee.load(ordering: .acquiring) != observed || word.pointee.load(ordering: .acquiring) != position {
+                return .retry
+            }
+            throw InterprocessError(.corrupt, objectName: name,
+                detail: "slot \(index(of: slot)) is owned by \(token == Self.orphan ? "no process (an orphan mark)" : "\(token), not a process token") while it is needed")
+        }
+        if checkNow && !lease.isAlive(token) {
+            try recover(slot, deadOwner: holder)
+            return .retry
+        }
+        if announce && holder & Self.contended == 0 {
+            // The same word as the holder's releasing exchange: either it sees the bit, or this fails.
+            guard owner(slot).pointee.compareExchange(expected: holder, desired: holder | Self.contended, ordering: .sequentiallyConsistent).exchanged else {
+                return .retry
+            }
+        }
+        return .park(expected: signal)
+    }
+
+    /// Recovers `slot` if a process that died owns it; whether it did (or the owner changed meanwhile).
+    private func recoverIfDead(_ slot: UnsafeMutableRawPointer) throws(InterprocessError) -> Bool {
+        let holder = owner(slot).pointee.load(ordering: .acquiring)
+        let token = holder & ~Self.contended
+        guard token >= 1 << 32, token != me, !lease.isAlive(token) else { return false }
+        try recover(slot, deadOwner: holder)
+        return true
+    }
+
+    /// Repairs `slot`, whose owner `dead` (as read, with its contended bit) died, from the slot's own
+    /// state (the table in `CInterprocessChannel.h`). Claims the slot first, so that one process
+    /// repairs it; a repairer that dies leaves a dead owner again, and the next one repairs the same
+    /// way. Throws `corrupt` if the state fits no step of the protocol.
+    private func recover(_ slot: UnsafeMutableRawPointer, deadOwner dead: UInt64) throws(InterprocessError) {
+        guard owner(slot).pointee.compareExchange(
+            expected: dead, desired: me | (dead & Self.contended), ordering: .sequentiallyConsistent
+        ).exchanged else { return }
+        CrashPoint.reached("channel.recover.afterClaim")
+        let observed = sequence(slot).pointee.load(ordering: .acquiring)
+        let position = observed / 2
+        guard Int(position % UInt64(capacity)) == index(of: slot) else {
+            releaseOwner(slot)
+            throw corruptSlot(slot, observed)
+        }
+        if observed & 1 == 0 {
+            // Free for `position`, or being written for it.
+            let sent = sendPosition.pointee.load(ordering: .acquiring) & ~Self.closedBit
+            if lead(of: position, over: sent) != nil {
+                // Not claimed: the dead process only held the slot.
+                clearedClaims.pointee.wrappingAdd(1, ordering: .relaxed)
+            } else if let behind = lead(of: sent, over: position), behind > 0 {
+                // Its sender died writing: publish the slot as skipped.
+                length(slot).pointee.store(Self.skipped, ordering: .relaxed)
+                sequence(slot).pointee.store(Self.full(position), ordering: .sequentiallyConsistent)
+                abandonedSends.pointee.wrappingAdd(1, ordering: .relaxed)
+            } else {
+                releaseOwner(slot)
+                throw corruptSlot(slot, observed)
+            }
+        } else {
+            // Holds the message of `position`.
+            let received = receivePosition.pointee.load(ordering: .acquiring)
+            if lead(of: position, over: received) != nil {
+                // Not taken: its sender died after publishing, or a receiver before claiming.
+                clearedClaims.pointee.wrappingAdd(1, ordering: .relaxed)
+            } else if let behind = lead(of: received, over: position), behind > 0 {
+                // Its receiver died before releasing it: the message is whole, and goes to the next
+                // receiver. Mark first, count second (a count too high heals; see `redeliver`).
+                owner(slot).pointee.store(Self.orphan, ordering: .sequentiallyConsistent)
+                orphans.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+                orphanedReceives.pointee.wrappingAdd(1, ordering: .relaxed)
+                wakeEveryone()
+                return
+            } else {
+                releaseOwner(slot)
+                throw corruptSlot(slot, observed)
+            }
+        }
+        owner(slot).pointee.store(0, ordering: .sequentiallyConsistent)
+        wakeEveryone()
+    }
+
+    /// Claims a message whose receiver died (an orphan), if there is one: nil if none is left (and
+    /// then resets the hint that sent us looking). Skipped slots among them are released at once.
+    private func claimOrphan() throws(InterprocessError) -> ChannelClaim? {
+        let hint = orphans.pointee.load(ordering: .sequentiallyConsistent)
+        for index in 0..<capacity {
+            let slot = slots + index &* stride
+            let holder = owner(slot).pointee.load(ordering: .relaxed)
+            guard holder & ~Self.contended == Self.orphan,
+                  owner(slot).pointee.compareExchange(expected: holder, desired: me | (holder & Self.contended), ordering: .sequentiallyConsistent).exchanged
+            else { continue }
+            let observed = sequence(slot).pointee.load(ordering: .acquiring)
+            let position = observed / 2
+            let received = receivePosition.pointee.load(ordering: .acquiring)
+            guard observed & 1 == 1, Int(position % UInt64(capacity)) == index,
+                  let behind = lead(of: received, over: position), behind > 0
+            else {
+                releaseOwner(slot)
+                throw corruptSlot(slot, observed)
+            }
+            redeliveries.pointee.wrappingAdd(1, ordering: .relaxed)
+            if length(slot).pointee.load(ordering: .relaxed) == Self.skipped {
+                release(slot, position: position)
+                decrementOrphans()
+                continue
+            }
+            return ChannelClaim(slot: slot, position: position, redelivery: true)
+        }
+        // None found: the hint is stale (a redeliverer died before counting down). A recoverer marks
+        // a slot before it counts it, so if the count changed since we read it, one may be new.
+        _ = orphans.pointee.compareExchange(expected: hint, desired: 0, ordering: .sequentiallyConsistent)
+        return nil
+    }
+
+    /// Whether a waiting receiver of this process should look over the ring now: at most once per
+    /// ``recoveryInterval`` in the process (a wait checks at its first park, where a scan of a large
+    /// ring on every park would cost more than the wait).
+    private func scanIsDue() -> Bool {
+        let now = Clock.monotonicNanoseconds()
+        let last = lastScan.load(ordering: .relaxed)
+        guard now &- last >= Self.recoveryInterval else { return false }
+        return lastScan.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+    }
+
+    private func decrementOrphans() {
+        var current = orphans.pointee.load(ordering: .relaxed)
+        while current > 0 {
+            let (exchanged, original) = orphans.pointee.compareExchange(expected: current, desired: current - 1, ordering: .sequentiallyConsistent)
+            if exchanged { return }
+            current = original
+        }
+    }
+
+    /// Looks for slots held by processes that died, and for orphans nobody counted: all slots
+    /// (`all`), or the next ``scanChunk`` of them. Recovers what it finds; returns whether it found
+    /// anything (the caller looks again).
+    private func scan(all: Bool) throws(InterprocessError) -> Bool {
+        let count = all ? capacity : min(capacity, Self.scanChunk)
+        let start = all ? 0 : scanCursor.load(ordering: .relaxed) % capacity
+        if !all { scanCursor.store((start + count) % capacity, ordering: .relaxed) }
+        var found = false
+        for step in 0..<count {
+            let slot = slots + ((start + step) % capacity) &* stride
+            let holder = owner(slot).pointee.load(ordering: .acquiring)
+            let token = holder & ~Self.contended
+            if token == Self.orphan {
+                if orphans.pointee.load(ordering: .sequentiallyConsistent) == 0 {
+                    orphans.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+                }
+                found = true
+            } else if try recoverIfDead(slot) {
+                found = true
+            }
+        }
+        return found
+    }
+
+    // MARK: Errors
+
+    /// The position we read (`was`) and the sequence of its slot do not fit. If the position moved
+    /// on meanwhile, we read an old one: look again. Otherwise the ring is damaged.
+    private func staleOrCorrupt<T>(
+        _ word: UnsafeMutablePointer<Atomic<UInt64>>, was position: UInt64, slot: UnsafeMutableRawPointer, sequence observed: UInt64
+    ) throws(InterprocessError) -> WaitStep<T> {
+        if word.pointee.load(ordering: .acquiring) != position { return .retry }
+        let which = word == sendPosition ? "send" : "receive"
+        throw InterprocessError(.corrupt, objectName: name,
+            detail: "slot \(index(of: slot)) has sequence \(observed), which does not fit \(which) position \(position & ~Self.closedBit)")
+    }
+
+    private func corruptSlot(_ slot: UnsafeMutableRawPointer, _ observed: UInt64) -> InterprocessError {
+        InterprocessError(.corrupt, objectName: name,
+            detail: "slot \(index(of: slot)) has sequence \(observed), which no step of the protocol leaves (send position \(sendPosition.pointee.load(ordering: .relaxed) & ~Self.closedBit), receive position \(receivePosition.pointee.load(ordering: .relaxed)))")
+    }
+
+    private func closedError() -> InterprocessError {
+        InterprocessError(.closed, objectName: name, detail: "the channel was closed")
+    }
+}

@@ -1,0 +1,50 @@
+import CInterprocess
+import InterprocessSystem
+
+/// A channel as a shared object: the state (`cipc_channel` and its slots) in a named segment of
+/// kind ``SegmentKind/channel``, which ``SharedObjectStorage`` creates, opens, checks and removes as
+/// for every kind, and the ring built on it. Not generic: ``Channel`` adds the message type on top
+/// (its codec), so that one kind serves every `Channel<Message>`.
+///
+/// `@unchecked Sendable`: immutable; the ring's shared words are atomics.
+final class ChannelState: SharedObject, @unchecked Sendable {
+    typealias Kind = ChannelLayout
+    typealias Parameters = ChannelParameters
+
+    static var recordsOwners: Bool { true }
+    /// Slots are cache lines apart; so is the state.
+    static var alignment: Int { 64 }
+    static var minimumSize: Int { ChannelLayout.headerSize }
+
+    let storage: SharedObjectStorage
+    let ring: ChannelRing
+    /// The message type and format its creator recorded (validated), as text.
+    let recordedType: String
+    let recordedFormat: UInt32
+
+    init(storage: SharedObjectStorage) throws(InterprocessError) {
+        let geometry = try ChannelLayout.validate(storage.base, available: storage.available, expecting: nil)
+        self.storage = storage
+        recordedType = geometry.messageType
+        recordedFormat = geometry.format
+        ring = try ChannelRing(storage: storage, capacity: geometry.capacity, maxMessageSize: geometry.maxMessageSize, stride: geometry.stride)
+    }
+
+    static func size(for parameters: ChannelParameters) throws(InterprocessError) -> Int {
+        try ChannelLayout.size(for: parameters)
+    }
+
+    static func initialize(_ state: UnsafeMutableRawPointer, size: Int, with parameters: ChannelParameters) {
+        ChannelLayout.initialize(state, size: size, with: parameters)
+    }
+
+    /// Checks every field fixed at creation, and with `parameters` that the messages are of their
+    /// type (`incompatible` otherwise; an opener's capacity and size do not have to match).
+    static func validate(_ state: UnsafeMutableRawPointer, available: Int, expecting parameters: ChannelParameters?) throws(InterprocessError) {
+        try ChannelLayout.validate(state, available: available, expecting: parameters?.messageType)
+    }
+
+    var name: String? { storage.name }
+
+    func close() { storage.close() }
+}

@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import Interprocess
+import InterprocessToolSupport
+
+/// `ipc send NAME [TEXT…]`: sends each TEXT, or each line of standard input, as one message.
+struct Send: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Send messages to a channel: each TEXT, or each line of standard input.",
+        discussion: """
+            A channel of bytes or strings gets the text's UTF-8 bytes; to a channel of JSON messages \
+            each message must be JSON (it is checked before anything is sent). A channel of raw values \
+            is refused. Waits while the channel is full (at most --timeout seconds per message). \
+            With --create, a persistent channel of strings is created if there is none; --close \
+            closes the channel after the last message (its receivers then see the end).
+            """
+    )
+
+    @Argument(help: "The channel's name.")
+    var name: String
+
+    @Argument(help: "The messages (UTF-8); none: each line of standard input.")
+    var texts: [String] = []
+
+    @Option(help: ArgumentHelp("Wait at most this long for room, per message.", valueName: "seconds"))
+    var timeout: Double?
+
+    @Flag(help: "Create a persistent channel of strings if there is none.")
+    var create = false
+
+    @Option(help: "With --create: how many messages the channel holds.")
+    var capacity = 64
+
+    @Option(name: .customLong("max-message-size"), help: ArgumentHelp("With --create: the largest message.", valueName: "bytes"))
+    var maxMessageSize = 4096
+
+    @Flag(help: "Close the channel after sending (its receivers drain it, then see the end).")
+    var close = false
+
+    @OptionGroup var trust: TrustOptions
+
+    func validate() throws {
+        if let timeout, !(timeout >= 0 && timeout <= 1e9) { throw ValidationError("--timeout must be a number of seconds, at least 0") }
+        if capacity < 1 { throw ValidationError("--capacity must be at least 1") }
+        if maxMessageSize < 1 { throw ValidationError("--max-message-size must be at least 1") }
+    }
+
+    func run() throws {
+        let channel = try openChannel()
+        defer { channel.detach() }
+        let format = channel.messageFormat
+        if format == .rawValue {
+            throw ToolError("'\(name)' carries raw values (\(channel.messageTypeDescription)); ipc send sends text")
+        }
+        let texts = texts
+        let timeout = timeout.map { Duration.milliseconds(Int64(($0 * 1000).rounded(.up))) }
+        let name = name
+        let closing = close
+        try Interruptible.run {
+            let sent = try await Self.sendAll(texts, to: channel, format: format, timeout: timeout, name: name)
+            if closing { channel.close() }
+            say("sent \(sent) message\(sent == 1 ? "" : "s") to \(name)\(closing ? " and closed it" : "")")
+        }
+    }
+
+    /// Sends each text (none: each line of standard input); returns how many it sent.
+    private static func sendAll(
+        _ texts: [String], to channel: Channel<[UInt8]>, format: ChannelMessageFormat, timeout: Duration?, name: String
+    ) async throws -> Int {
+        var sent = 0
+        var remaining = texts[...]
+        while true {
+            let text: String
+            if texts.isEmpty {
+                guard let line = readLine(strippingNewline: true) else { break }
+                text = line
+            } else {
+                guard let next = remaining.popFirst() else { break }
+                text = next
+            }
+            let bytes = Array(text.utf8)
+            if format == .json, (try? JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])) == nil {
+                throw ToolError("message \(sent + 1) is not JSON, which '\(name)' carries: \(text)")
+            }
+            try await channel.send(bytes, timeout: timeout)
+            sent += 1
+        }
+        return sent
+    }
+
+    private func openChannel() throws -> Channel<[UInt8]> {
+        guard create else { return try Channel<[UInt8]>.openAnyType(name: name, trusting: trust.trusted) }
+        for _ in 0..<64 {
+            switch Result(catching: { () throws(InterprocessError) in try Channel<[UInt8]>.openAnyType(name: name, trusting: trust.trusted) }) {
+            case .success(let channel): return channel
+            case .failure(let error) where error.code == .notFound: break
+            case .failure(let error): throw error
+            }
+            switch Result(catching: { () throws(InterprocessError) in
+                try Channel<String>.create(name: name, capacity: capacity, maxMessageSize: maxMessageSize, lifetime: .persistent)
+            }) {
+            case .success(let created): created.detach()
+            case .failure(let error) where error.code == .alreadyExists: break
+            case .failure(let error): throw error
+            }
+        }
+        throw InterprocessError(.createFailed, objectName: name, detail: "it kept appearing and disappearing")
+    }
+}

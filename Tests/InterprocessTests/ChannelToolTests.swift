@@ -1,0 +1,115 @@
+// `ipc send` and `ipc recv`, run from a shell as a user would.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Interprocess
+import InterprocessSystem
+import InterprocessToolSupport
+import Testing
+
+private struct Job: Codable, Equatable, Sendable {
+    var id: Int
+    var path: String
+}
+
+@Suite("ipc send and recv", .serialized, .timeLimit(.minutes(5)))
+struct ChannelToolTests {
+    private func ipcPath() throws -> String {
+        try #require(BuiltExecutable.path(of: "ipc"), "the ipc executable is not built next to the tests")
+    }
+
+    /// Runs `ipc arguments…` to completion (killed after 30 s).
+    private func ipc(_ arguments: String...) throws -> (termination: ChildProcess.Termination?, output: String, error: String) {
+        let result = try ChildProcess.run(try ipcPath(), arguments, timeout: .seconds(30))
+        return (result.termination, result.standardOutput, result.standardError)
+    }
+
+    /// Runs a shell command line with `$IPC` set to the tool.
+    private func shell(_ script: String) throws -> (termination: ChildProcess.Termination?, output: String, error: String) {
+        var environment: [String: String] = [:]
+        for (key, value) in ProcessEnvironment.all { environment[key] = value }
+        environment["IPC"] = try ipcPath()
+        let result = try ChildProcess.run("/bin/sh", ["-c", script], timeout: .seconds(30), environment: environment)
+        return (result.termination, result.standardOutput, result.standardError)
+    }
+
+    @Test func sendAndReceiveText() throws {
+        try withCleanNames("chancli") { name in
+            var result = try ipc("send", name, "hello", "two words", "--create", "--capacity", "8")
+            #expect(result.termination == .exited(0), "\(result.error)")
+            #expect(result.output == "sent 2 messages to \(name)\n")
+            let listed = try ipc("ls")
+            #expect(listed.output.contains("2 of 8 messages"), "\(listed.output)")
+            result = try ipc("recv", name, "--count", "1")
+            #expect(result.output == "hello\n")
+            result = try ipc("recv", name, "--count", "1", "--json")
+            #expect(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? NSDictionary == ["bytes": 9, "text": "two words"])
+            // Lines from standard input; --close ends the receivers' stream after them.
+            result = try shell("printf 'a\\nline\\033with escape\\nc\\n' | \"$IPC\" send \(name) --close")
+            #expect(result.output == "sent 3 messages to \(name) and closed it\n", "\(result.error)")
+            result = try ipc("recv", name)
+            #expect(result.termination == .exited(0))
+            #expect(result.output == "a\nline\\ewith escape\nc\n", "one message per line, escaped")
+            result = try ipc("send", name, "late")
+            #expect(result.termination == .exited(1))
+            #expect(result.error.contains("closed"))
+            // An empty channel that stays empty: --timeout fails.
+            let empty = try Channel<String>.create(name: name + "-empty", capacity: 2)
+            defer { empty.detach() }
+            let start = Clock.monotonicNanoseconds()
+            result = try ipc("recv", name + "-empty", "--timeout", "0.2")
+            #expect(result.termination == .exited(1))
+            #expect(result.error.contains("timedOut"))
+            #expect(elapsed(since: start) < promptly + 0.2)
+            #expect(try ipc("rm", name).termination == .exited(0))
+        }
+    }
+
+    @Test func aProgramAndTheToolShareAChannel() throws {
+        try withCleanNames("chanclijson") { name in
+            let jobs = try Channel<Job>.create(name: name, capacity: 4)
+            defer { jobs.detach() }
+            var result = try ipc("send", name, #"{"id":7,"path":"/tmp/a"}"#)
+            #expect(result.termination == .exited(0), "\(result.error)")
+            #expect(try jobs.blockingReceive(timeout: .seconds(5)) == Job(id: 7, path: "/tmp/a"))
+            result = try ipc("send", name, "not json")
+            #expect(result.termination == .exited(1))
+            #expect(result.error.contains("not JSON"))
+            #expect(jobs.count == 0, "nothing was sent")
+            try jobs.blockingSend(Job(id: 8, path: "/b"))
+            result = try ipc("recv", name, "--count", "1", "--json")
+            let object = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+            #expect((object?["value"] as? NSDictionary) == ["id": 8, "path": "/b"], "\(result.output)")
+            // Raw values: printed in hexadecimal; the tool does not send them.
+            let numbers = try Channel<UInt32>.create(name: name + "-raw", capacity: 2)
+            defer { numbers.detach() }
+            try numbers.blockingSend(0x0102_0304)
+            result = try ipc("recv", name + "-raw", "--count", "1")
+            #expect(result.output == "04030201\n")
+            result = try ipc("send", name + "-raw", "1")
+            #expect(result.termination == .exited(1))
+            #expect(result.error.contains("raw values"))
+            result = try ipc("send", name + "-none", "x")
+            #expect(result.termination == .exited(1))
+            #expect(result.error.contains("notFound"))
+        }
+    }
+
+    /// Ctrl-C (SIGINT) ends a waiting `ipc recv` with status 130, and it leaves no parked waiter
+    /// counted in the channel (its wait was cancelled, not killed).
+    @Test func anInterruptedReceiveLeavesNoWaiterBehind() throws {
+        try withCleanNames("chancliint") { name in
+            let channel = try Channel<String>.create(name: name, capacity: 2)
+            defer { channel.detach() }
+            let child = try ChildProcess.spawn(try ipcPath(), ["recv", name], standardOutput: .pipe, standardError: .pipe)
+            defer { child.stop() }
+            #expect(pollUntil { (try? SharedMemory.info(name: name).details["receiversWaiting"]) == "1" })
+            child.kill(signal: SIGINT)
+            #expect(child.wait(timeout: .seconds(10)) == .exited(130))
+            #expect(try SharedMemory.info(name: name).details["receiversWaiting"] == "0")
+            try channel.blockingSend("still here")
+            #expect(try channel.tryReceive() == "still here", "the interrupted receive took nothing")
+        }
+    }
+}
