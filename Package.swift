@@ -111,6 +111,8 @@ let package = Package(
                 "Interprocess", "InterprocessSystem", "InterprocessToolSupport", "InterprocessBenchmarks",
                 "InterprocessTestChild", "InterprocessAsyncContexts", "ipc", "InterprocessHeapABI",
             ],
+            // C programs that HeapCABITests compiles with the system's C compiler.
+            exclude: ["CPrograms"],
             swiftSettings: strictSettings
         ),
     ]
