@@ -9,14 +9,12 @@
 
 #include <string.h>
 
-/* The outcome of the calling thread's last call. */
+/* The outcome of the calling thread's last call; the message counts only after a failure (a success
+ * writes one word: it is on the path of every malloc and free). */
 static _Thread_local ipc_heap_error last_error = IPC_HEAP_OK;
 static _Thread_local char last_message[256];
 
-void ipc_heap_internal_succeeded(void) {
-    last_error = IPC_HEAP_OK;
-    last_message[0] = 0;
-}
+void ipc_heap_internal_succeeded(void) { last_error = IPC_HEAP_OK; }
 
 void ipc_heap_internal_failed(ipc_heap_error code, const char *message) {
     last_error = code;
@@ -32,7 +30,7 @@ void ipc_heap_internal_failed(ipc_heap_error code, const char *message) {
 
 ipc_heap_error ipc_heap_last_error(void) { return last_error; }
 
-const char *ipc_heap_last_error_message(void) { return last_message; }
+const char *ipc_heap_last_error_message(void) { return last_error == IPC_HEAP_OK ? "" : last_message; }
 
 const char *ipc_heap_error_name(int code) {
     switch (code) {

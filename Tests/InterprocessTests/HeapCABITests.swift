@@ -134,6 +134,9 @@ struct HeapCABITests {
             ipcHeapFree(handle, address)
             #expect(ipc_heap_last_error() == IPC_HEAP_ERROR_INVALID_POINTER)
             #expect(String(cString: ipc_heap_last_error_message()).contains("invalidPointer"))
+            #expect(ipcHeapFromShared(handle, word) != nil)
+            #expect(ipc_heap_last_error() == IPC_HEAP_OK)
+            #expect(String(cString: ipc_heap_last_error_message()) == "", "a success leaves no message")
 
             try heap.adopt(SharedPointer<UInt64>(bitPattern: word)).deallocate()
             #expect(ipcHeapFromShared(handle, word) == nil)

@@ -12,10 +12,10 @@
  *        -Wl,-rpath,$PWD/.build/release
  *
  * Rules:
- *  - Every function is thread-safe, and records on the calling thread whether it succeeded:
- *    ipc_heap_last_error() is IPC_HEAP_OK after a success, the reason after a failure (and
- *    ipc_heap_last_error_message() says more). Failure is a return value (NULL, 0 or an error
- *    code), never a crash.
+ *  - Every function is thread-safe. Each one that takes a heap or a name records on the calling
+ *    thread whether it succeeded: ipc_heap_last_error() is IPC_HEAP_OK after a success, the reason
+ *    after a failure (and ipc_heap_last_error_message() says more). Failure is a return value (NULL,
+ *    0 or an error code), never a crash.
  *  - Allocation functions return NULL on failure: IPC_HEAP_ERROR_OUT_OF_MEMORY when no block fits
  *    and the heap is at its maximum capacity (the heap keeps working), IPC_HEAP_ERROR_INVALID_ARGUMENT
  *    for an alignment that is not a power of two up to IPC_HEAP_MAXIMUM_ALIGNMENT.
@@ -24,10 +24,15 @@
  *    the original block is unchanged and still the caller's.
  *  - A pointer that is not the start of a live block of this heap (freed already, from malloc, from
  *    another heap, the stack) is rejected by free, realloc and ipc_heap_to_shared with
- *    IPC_HEAP_ERROR_INVALID_POINTER: nothing is freed. A 64-bit word that does not name a live block
- *    (stale, forged, garbage) is rejected by ipc_heap_from_shared the same way.
+ *    IPC_HEAP_ERROR_INVALID_POINTER: nothing is freed (an address inside a live block is caught
+ *    unless the 16 bytes before it hold what looks like a live block's header). A 64-bit word that
+ *    does not name a live block (stale, forged, garbage) is rejected by ipc_heap_from_shared the
+ *    same way.
  *  - An address is valid in the process that got it, while it keeps the heap open. A heap handle is
- *    valid until ipc_heap_close; a NULL handle is IPC_HEAP_ERROR_INVALID_ARGUMENT.
+ *    valid until ipc_heap_close (using it afterwards, from any thread, is undefined, as a pointer
+ *    after free is); a NULL handle is IPC_HEAP_ERROR_INVALID_ARGUMENT.
+ *  - Heaps are created readable and writable by the calling user only, and opened only if the
+ *    calling user owns them (the Swift API has the options to share a heap with other users).
  *  - Every block is at least 16-byte aligned.
  */
 #ifndef INTERPROCESS_HEAP_H
@@ -175,7 +180,8 @@ const ipc_heap_functions *ipc_heap_get_functions(void);
  * Vulkan's rules: allocation and reallocation honour `alignment` (a power of two, at most
  * IPC_HEAP_MAXIMUM_ALIGNMENT) and return NULL when they cannot; reallocation of NULL allocates,
  * reallocation to size 0 frees and returns NULL, a failed reallocation leaves the original alone;
- * free of NULL does nothing. The internal notifications are NULL.
+ * free of NULL does nothing. The internal notifications are NULL. (Vulkan declares its callbacks
+ * VKAPI_PTR, which is the C calling convention on every 64-bit platform; only 32-bit ARM differs.)
  */
 typedef void *(*ipc_heap_allocation_function)(void *user_data, size_t size, size_t alignment, int scope);
 typedef void *(*ipc_heap_reallocation_function)(void *user_data, void *original, size_t size, size_t alignment, int scope);
