@@ -11,98 +11,108 @@ import CInterprocessHeapABI
 
 /// The heap's C ABI (`interprocess_heap.h`, libInterprocessHeap.so) as a C program sees it: the
 /// tests compile real C programs with the system's C compiler, link them to the library built beside
-/// the test binary, and run them as separate processes on one heap.
+/// the test binary, and run them as separate processes on one heap. The tests that wait for the
+/// compiler and the programs do it on a thread of their own (``onOwnQueue(_:)``), not on the
+/// cooperative pool that the async tests of the other suites need.
 @Suite("Heap C ABI", .serialized, .timeLimit(.minutes(3)))
 struct HeapCABITests {
     // MARK: Real C programs
 
-    @Test func twoCProcessesAllocateAndFreeOnOneHeapThroughFunctionPointers() throws {
-        let build = try CBuild()
-        defer { build.remove() }
-        let peer = try #require(build.compile("CPrograms/heap_peer.c", output: "heap_peer"))
-        try withCleanNames("cabi-two") { name in
-            let heap = try SharedHeap.create(name: name, capacity: 1 << 20, maximumCapacity: 16 << 20)
-            defer { heap.close() }
-            let count = 3000
-            let producer = try ChildProcess.spawn(
-                peer, ["producer", name, "\(count)", "7"], standardInput: .pipe, standardOutput: .pipe, standardError: .inherit)
-            defer { producer.stop() }
-            let consumer = try ChildProcess.spawn(
-                peer, ["consumer", name, "11"], standardInput: .pipe, standardOutput: .pipe, standardError: .inherit)
-            defer { consumer.stop() }
-            #expect(producer.readLine() == "ready")
-            #expect(consumer.readLine() == "ready")
-            // Both run at once from here: the producer allocates, fills and hands blocks over (their
-            // words, through its stdout and the consumer's stdin), the consumer checks and frees
-            // them, and both churn blocks of their own in between.
-            producer.tell()
-            var forwarded = 0
-            var producerDone: String?
-            while let line = producer.readLine(timeout: .seconds(60)) {
-                if line.hasPrefix("done") {
-                    producerDone = line
-                    break
+    @Test func twoCProcessesAllocateAndFreeOnOneHeapThroughFunctionPointers() async throws {
+        try await onOwnQueue { _ in
+            let build = try CBuild()
+            defer { build.remove() }
+            let peer = try #require(build.compile("CPrograms/heap_peer.c", output: "heap_peer"))
+            try withCleanNames("cabi-two") { name in
+                let heap = try SharedHeap.create(name: name, capacity: 1 << 20, maximumCapacity: 16 << 20)
+                defer { heap.close() }
+                let count = 3000
+                let producer = try ChildProcess.spawn(
+                    peer, ["producer", name, "\(count)", "7"], standardInput: .pipe, standardOutput: .pipe, standardError: .inherit)
+                defer { producer.stop() }
+                let consumer = try ChildProcess.spawn(
+                    peer, ["consumer", name, "11"], standardInput: .pipe, standardOutput: .pipe, standardError: .inherit)
+                defer { consumer.stop() }
+                #expect(producer.readLine() == "ready")
+                #expect(consumer.readLine() == "ready")
+                // Both run at once from here: the producer allocates, fills and hands blocks over (their
+                // words, through its stdout and the consumer's stdin), the consumer checks and frees
+                // them, and both churn blocks of their own in between.
+                producer.tell()
+                var forwarded = 0
+                var producerDone: String?
+                while let line = producer.readLine(timeout: .seconds(60)) {
+                    if line.hasPrefix("done") {
+                        producerDone = line
+                        break
+                    }
+                    #expect(consumer.send(line + "\n"), "the consumer stopped reading")
+                    forwarded += 1
                 }
-                #expect(consumer.send(line + "\n"), "the consumer stopped reading")
-                forwarded += 1
+                #expect(forwarded == count)
+                #expect(producerDone != nil, "the producer did not finish")
+                consumer.tell("end")
+                #expect(consumer.readLine(timeout: .seconds(60)) == "done \(count)")
+                #expect(producer.wait(timeout: .seconds(30)) == .exited(0))
+                #expect(consumer.wait(timeout: .seconds(30)) == .exited(0))
+
+                let report = try heap.check()
+                #expect(report.problems == [])
+                let statistics = try heap.statistics()
+                #expect(statistics.blocks == 0, "blocks left in use: \(statistics)")
             }
-            #expect(forwarded == count)
-            #expect(producerDone != nil, "the producer did not finish")
-            consumer.tell("end")
-            #expect(consumer.readLine(timeout: .seconds(60)) == "done \(count)")
-            #expect(producer.wait(timeout: .seconds(30)) == .exited(0))
-            #expect(consumer.wait(timeout: .seconds(30)) == .exited(0))
-
-            let report = try heap.check()
-            #expect(report.problems == [])
-            let statistics = try heap.statistics()
-            #expect(statistics.blocks == 0, "blocks left in use: \(statistics)")
         }
     }
 
-    @Test func failuresAreNullAndACodeNeverACrash() throws {
-        let build = try CBuild()
-        defer { build.remove() }
-        let peer = try #require(build.compile("CPrograms/heap_peer.c", output: "heap_peer"))
-        try withCleanNames("cabi-errors") { name in
-            // A small maximum, so that the program can exhaust it.
-            let heap = try SharedHeap.create(name: name, capacity: 64 * 1024, maximumCapacity: 256 * 1024)
-            defer { heap.close() }
-            let result = try ChildProcess.run(peer, ["errors", name, name + "-c"], timeout: .seconds(60))
-            if !result.standardError.isEmpty { print("heap_peer errors: \(result.standardError)") }
-            #expect(result.termination == .exited(0))
-            #expect(result.standardOutput.hasPrefix("ok "))
-            #expect(heap.capacity > 64 * 1024 && heap.capacity <= 256 * 1024, "capacity \(heap.capacity): it should have grown, within its maximum")
-            #expect(try heap.check().problems == [])
-            #expect(try heap.statistics().blocks == 0)
+    @Test func failuresAreNullAndACodeNeverACrash() async throws {
+        try await onOwnQueue { _ in
+            let build = try CBuild()
+            defer { build.remove() }
+            let peer = try #require(build.compile("CPrograms/heap_peer.c", output: "heap_peer"))
+            try withCleanNames("cabi-errors") { name in
+                // A small maximum, so that the program can exhaust it.
+                let heap = try SharedHeap.create(name: name, capacity: 64 * 1024, maximumCapacity: 256 * 1024)
+                defer { heap.close() }
+                let result = try ChildProcess.run(peer, ["errors", name, name + "-c"], timeout: .seconds(60))
+                if !result.standardError.isEmpty { print("heap_peer errors: \(result.standardError)") }
+                #expect(result.termination == .exited(0))
+                #expect(result.standardOutput.hasPrefix("ok "))
+                #expect(heap.capacity > 64 * 1024 && heap.capacity <= 256 * 1024, "capacity \(heap.capacity): it should have grown, within its maximum")
+                #expect(try heap.check().problems == [])
+                #expect(try heap.statistics().blocks == 0)
+            }
         }
     }
 
-    @Test func theReadmeExampleCompilesAndRuns() throws {
-        let readme = try String(contentsOf: CBuild.repository.appendingPathComponent("README.md"), encoding: .utf8)
-        let source = try #require(Self.firstCBlock(in: readme, after: "### The heap from C"), "no C example in the README")
-        let build = try CBuild()
-        defer { build.remove() }
-        let example = try #require(try build.compile(text: source, output: "readme_example"))
-        try withCleanNames("cabi-readme") { name in
-            let result = try ChildProcess.run(example, [name], timeout: .seconds(30))
-            #expect(result.standardError == "")
-            #expect(result.termination == .exited(0))
-            #expect(result.standardOutput == "hello from C\ninvalid_pointer\n")
+    @Test func theReadmeExampleCompilesAndRuns() async throws {
+        try await onOwnQueue { _ in
+            let readme = try String(contentsOf: CBuild.repository.appendingPathComponent("README.md"), encoding: .utf8)
+            let source = try #require(Self.firstCBlock(in: readme, after: "### The heap from C"), "no C example in the README")
+            let build = try CBuild()
+            defer { build.remove() }
+            let example = try #require(try build.compile(text: source, output: "readme_example"))
+            try withCleanNames("cabi-readme") { name in
+                let result = try ChildProcess.run(example, [name], timeout: .seconds(30))
+                #expect(result.standardError == "")
+                #expect(result.termination == .exited(0))
+                #expect(result.standardOutput == "hello from C\ninvalid_pointer\n")
+            }
         }
     }
 
-    @Test func theHeaderCompilesAsCxx() throws {
-        let build = try CBuild()
-        defer { build.remove() }
-        let compiler = try #require(CBuild.findProgram(["clang", "c++", "g++"]), "no C++ compiler in PATH")
-        let file = build.directory + "/header.cpp"
-        try "#include \"interprocess_heap.h\"\nint main() { return sizeof(ipc_heap_allocation_callbacks) == 6 * sizeof(void *) ? 0 : 1; }\n"
-            .write(toFile: file, atomically: true, encoding: .utf8)
-        let result = try ChildProcess.run(
-            compiler, ["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", CBuild.includeDirectory, file],
-            timeout: .seconds(60))
-        #expect(result.termination == .exited(0), "\(result.standardError)")
+    @Test func theHeaderCompilesAsCxx() async throws {
+        try await onOwnQueue { _ in
+            let build = try CBuild()
+            defer { build.remove() }
+            let compiler = try #require(CBuild.findProgram(["clang", "c++", "g++"]), "no C++ compiler in PATH")
+            let file = build.directory + "/header.cpp"
+            try "#include \"interprocess_heap.h\"\nint main() { return sizeof(ipc_heap_allocation_callbacks) == 6 * sizeof(void *) ? 0 : 1; }\n"
+                .write(toFile: file, atomically: true, encoding: .utf8)
+            let result = try ChildProcess.run(
+                compiler, ["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", CBuild.includeDirectory, file],
+                timeout: .seconds(60))
+            #expect(result.termination == .exited(0), "\(result.standardError)")
+        }
     }
 
     // MARK: In this process
