@@ -156,7 +156,8 @@ typedef size_t (*ipc_heap_usable_size_function)(ipc_heap *heap, const void *poin
 typedef uint64_t (*ipc_heap_to_shared_function)(ipc_heap *heap, const void *pointer);
 typedef void *(*ipc_heap_from_shared_function)(ipc_heap *heap, uint64_t shared);
 
-/* A table of the allocation functions, for code that takes an allocator as function pointers. */
+/* A table of the allocation functions, for code that takes an allocator as function pointers. Later
+ * versions only add fields at the end. */
 typedef struct ipc_heap_functions {
     ipc_heap_malloc_function malloc;
     ipc_heap_calloc_function calloc;
