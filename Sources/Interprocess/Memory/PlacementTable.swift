@@ -15,6 +15,14 @@ public struct PlacedObject: Sendable, Hashable, Codable, CustomStringConvertible
     /// Its name in the segment, if it was placed by name.
     public var name: String?
 
+    /// A placed object's record: `kind` at `offset`, `size` bytes, under `name` (if any).
+    public init(kind: String, offset: Int, size: Int, name: String? = nil) {
+        self.kind = kind
+        self.offset = offset
+        self.size = size
+        self.name = name
+    }
+
     /// The bytes it takes.
     public var range: Range<Int> { offset..<(offset + size) }
 
