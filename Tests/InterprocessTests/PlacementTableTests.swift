@@ -228,7 +228,7 @@ struct PlacementTableTests {
             // Random bytes anywhere in the table: an error or an answer, never a crash or a hang.
             var generator = SystemRandomNumberGenerator()
             for _ in 0..<200 {
-                let offset = Self.table + Int.random(in: 64..<1664, using: &generator)
+                let offset = Self.table + Int.random(in: 0..<1664, using: &generator)
                 scribble(name, at: offset, [UInt8.random(in: 0...255, using: &generator)])
                 _ = try? segment.placedObjects()
                 _ = try? SharedAtomic<Int64>.create(in: segment, named: "n")
@@ -258,6 +258,16 @@ struct PlacementTableTests {
             again.store(9)
             #expect(atomic.load() == 9)
         }
+    }
+
+    /// A reader started before the creator waits for the named atomic.
+    @Test func anOpenWaitsForTheAtomicsCreator() async throws {
+        let name = TestNames.make("platomwait")
+        expectError(.timedOut) { try SharedAtomic<UInt64>.blockingOpenWhenCreated(name: name, timeout: .milliseconds(10)) }
+        let atomic = try SharedAtomic<UInt64>.create(name: name, initialValue: 5)
+        defer { atomic.close() }
+        #expect(try await SharedAtomic<UInt64>.openWhenCreated(name: name, timeout: .seconds(20)).load() == 5)
+        await #expect(throws: InterprocessError.self) { try await SharedAtomic<Int64>.openWhenCreated(name: name, timeout: .seconds(20)) }
     }
 
     static func read(_ name: String, at offset: Int, count: Int) -> [UInt8] {
