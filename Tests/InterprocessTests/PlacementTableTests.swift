@@ -65,6 +65,23 @@ struct PlacementTableTests {
         }
     }
 
+    /// A segment made for a value registers it at once; an anonymous segment has a table too.
+    @Test func aSegmentCreatedWithAValueAndAnAnonymousOneAreChecked() throws {
+        try withCleanNames("plcreated") { name in
+            let segment = try SharedMemory.create(name: name, string: "hello")
+            defer { segment.close() }
+            #expect(try segment.placedObjects() == [PlacedObject(kind: "stored value", offset: 0, size: 13)])
+            expectError(.invalidArgument) { try ProcessMutex.create(in: segment, at: 0) } // 13 bytes: no room
+            let anonymous = try SharedMemory.anonymous(size: 4096)
+            defer { anonymous.close() }
+            let mutex = try ProcessMutex.create(in: anonymous, at: 0)
+            expectError(.overlaps) { try anonymous.write("over the mutex") }
+            let atomic = try SharedAtomic<UInt64>.create(in: anonymous, named: "n", initialValue: 1)
+            #expect(try SharedAtomic<UInt64>.open(in: anonymous, named: "n").wrappingAdd(1).newValue == 2 && atomic.load() == 2)
+            try mutex.withBlockingLock {}
+        }
+    }
+
     /// Placed vs placed: every overlap is refused with the occupant named; the same kind at the same
     /// place is `alreadyExists`; opening it is fine; another kind is `incompatible`.
     @Test func placedObjectsNeverOverlap() throws {

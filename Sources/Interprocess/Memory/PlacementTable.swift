@@ -70,7 +70,9 @@ struct PlacedKind: Hashable, Sendable {
 ///
 /// The entry of the stored value is set to the larger of the old and new frame before the frame is
 /// written and to the new frame after, each in one store: killed in between, the entry covers at
-/// least every byte of the frame. A removal zeroes the object's tag, then frees the entry.
+/// least every byte of the frame. A removal zeroes the object's tag, then frees the entry: killed
+/// in between, the entry stays with an object that no longer opens (`corrupt`); removing it again
+/// finishes the job.
 ///
 /// **Nothing read from the table is trusted**: a state other than 0, 1, 2, an entry outside the
 /// payload, entries that overlap, a name longer than its field are `corrupt` — never an
