@@ -238,10 +238,17 @@ struct PlacementTableTests {
                 scribble(name, at: offset, saved)
                 #expect(try segment.placedObjects().count == 1, "\(what): repaired by hand")
             }
-            // Two entries over one another.
-            _ = try ProcessEvent.create(in: segment, at: 64, mode: .manualReset)
-            scribble(name, at: entry + 64, le64(32))
+            // A stored value anywhere but at 0.
+            try segment.removePlacedObject(at: 0)
+            try segment.write("v") // entry 0 again: the stored value at 0..<9
+            scribble(name, at: entry, le64(64))
             expectError(.corrupt) { try segment.placedObjects() }
+            scribble(name, at: entry, le64(0))
+            // Two entries over one another.
+            _ = try ProcessEvent.create(in: segment, at: 64, mode: .manualReset) // entry 1
+            scribble(name, at: entry + 64, le64(0))
+            expectError(.corrupt) { try segment.placedObjects() }
+            expectError(.corrupt) { try segment.write("w") }
             // Random bytes anywhere in the table: an error or an answer, never a crash or a hang.
             var generator = SystemRandomNumberGenerator()
             for _ in 0..<200 {

@@ -152,8 +152,10 @@ struct PlacementTable {
 
     /// The entries of a table at `table` (mapped, or a copy), or a problem description. `state` reads
     /// an entry's state word (atomically where it is shared). Also reads a copy for `ipc inspect`.
+    /// `skippingPlacing`: leave out entries being placed unchecked (a copy taken without the lock
+    /// may catch one half-written).
     static func entries(
-        of table: UnsafeRawPointer, payloadSize: Int, state: (Int) -> UInt32
+        of table: UnsafeRawPointer, payloadSize: Int, skippingPlacing: Bool = false, state: (Int) -> UInt32
     ) throws(Problem) -> [Entry] {
         let format = table.loadUnaligned(fromByteOffset: fieldOffset(\cipc_placement_table.format), as: UInt32.self)
         let capacity = table.loadUnaligned(fromByteOffset: fieldOffset(\cipc_placement_table.capacity), as: UInt32.self)
@@ -169,7 +171,7 @@ struct PlacementTable {
         for index in 0..<Self.capacity {
             let word = state(index)
             guard let state = State(rawValue: word) else { throw Problem(detail: "entry \(index) has state \(word)") }
-            guard state != .free else { continue }
+            guard state != .free, !(skippingPlacing && state == .placing) else { continue }
             guard format != 0 else { throw Problem(detail: "entry \(index) is used in a table that was never used") }
             let field = table + base + index * MemoryLayout<cipc_placement>.stride
             let entry = field.loadUnaligned(as: cipc_placement.self)
@@ -180,6 +182,9 @@ struct PlacementTable {
             guard length <= nameCapacity else { throw Problem(detail: "entry \(index) has a \(length)-byte name") }
             guard UInt64(entry.tag_offset) + 4 <= entry.size || entry.tag == storedValueTag else {
                 throw Problem(detail: "entry \(index) has its tag at \(entry.tag_offset), outside its \(entry.size) bytes")
+            }
+            guard entry.tag != storedValueTag || entry.offset == 0 else {
+                throw Problem(detail: "entry \(index) puts the stored value at offset \(entry.offset), not 0")
             }
             guard entry.tag == storedValueTag || (entry.offset % 8 == 0 && entry.tag_offset % 4 == 0) else {
                 throw Problem(detail: "entry \(index) is not aligned (offset \(entry.offset), tag at \(entry.tag_offset))")

@@ -131,7 +131,7 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
         if info.problem == nil, h.kind == SegmentKind.raw.rawValue, bytes.count >= SegmentHeader.size {
             let table = UnsafeRawPointer(buffer + PlacementTable.offsetInHeader)
             do throws(PlacementTable.Problem) {
-                let entries = try PlacementTable.entries(of: table, payloadSize: info.size) { index in
+                let entries = try PlacementTable.entries(of: table, payloadSize: info.size, skippingPlacing: true) { index in
                     table.loadUnaligned(
                         fromByteOffset: fieldOffset(\cipc_placement_table.entries) + index * MemoryLayout<cipc_placement>.stride
                             + fieldOffset(\cipc_placement.state),
