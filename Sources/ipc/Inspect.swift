@@ -46,6 +46,12 @@ struct Inspect: ParsableCommand {
         for holder in info.holders {
             say("  pid \(holder.pid)  \(holder.alive ? "alive" : "dead")  opened \(Format.time(holder.openedAt))")
         }
+        if !info.placed.isEmpty {
+            say("placed:")
+            for object in info.placed {
+                say("  \(object.offset)..<\(object.offset + object.size)  \(object.kind)" + (object.name.map { " '\($0)'" } ?? ""))
+            }
+        }
         if !info.details.isEmpty {
             say("details:")
             for (key, value) in info.details.sorted(by: { $0.key < $1.key }) { say("  \(key): \(value)") }

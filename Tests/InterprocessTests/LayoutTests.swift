@@ -40,8 +40,10 @@ struct LayoutTests {
         #expect(CIPC_HEADER_SIZE == 4096 && CIPC_NAME_CAPACITY == 256 && CIPC_HOLDER_CAPACITY == 64)
         #expect(SharedMemory.payloadOffset == 4096)
         #expect([CIPC_KIND_RAW, CIPC_KIND_HEAP, CIPC_KIND_CHANNEL] == [1, 2, 3])
-        #expect([CIPC_KIND_MUTEX, CIPC_KIND_SEMAPHORE, CIPC_KIND_EVENT, CIPC_KIND_CONDITION, CIPC_KIND_RWLOCK, CIPC_KIND_VARIABLE]
-            == [16, 17, 18, 19, 20, 21])
+        #expect([CIPC_KIND_MUTEX, CIPC_KIND_SEMAPHORE, CIPC_KIND_EVENT, CIPC_KIND_CONDITION, CIPC_KIND_RWLOCK, CIPC_KIND_VARIABLE, CIPC_KIND_ATOMIC]
+            == [16, 17, 18, 19, 20, 21, 22])
+        #expect(CIPC_PLACEMENT_CAPACITY == 24 && CIPC_PLACEMENT_NAME_CAPACITY == 32 && CIPC_PLACEMENT_FORMAT == 1)
+        #expect(Self.ascii(CIPC_TAG_STORED_VALUE) == "VAL1" && Self.ascii(CIPC_TAG_ATOMIC) == "ATM1")
         let tags = [CIPC_TAG_MUTEX, CIPC_TAG_SEMAPHORE, CIPC_TAG_EVENT, CIPC_TAG_CONDITION, CIPC_TAG_RWLOCK, CIPC_TAG_VARIABLE]
         #expect(tags.map(Self.ascii) == ["MTX1", "SEM1", "EVT1", "CND1", "RLW1", "VAR2"])
         #expect(Self.ascii(CIPC_TAG_VARIABLE_V1) == "VAR1")
@@ -65,13 +67,14 @@ struct LayoutTests {
         #expect(ProcessEvent.stateSize == 64 && ProcessCondition.stateSize == 64)
         #expect(ProcessRWLock.stateSize == 576)
         #expect(SharedVariable<UInt64>.stateSize == 456)
+        #expect(SharedAtomic<Int64>.stateSize == 192 && SharedAtomic<UInt32>.stateSize == 192)
     }
 
     /// Each kind has its own number and name, and the library knows every one of them.
     @Test func segmentKindsAreDistinctAndKnown() {
         let kinds: [(SegmentKind, String)] = [
             (.raw, "raw"), (.heap, "heap"), (.channel, "channel"), (.mutex, "mutex"), (.semaphore, "semaphore"),
-            (.event, "event"), (.condition, "condition"), (.rwLock, "rwlock"), (.variable, "variable"),
+            (.event, "event"), (.condition, "condition"), (.rwLock, "rwlock"), (.variable, "variable"), (.atomic, "atomic"),
         ]
         #expect(Set(kinds.map(\.0.rawValue)).count == kinds.count)
         for (kind, name) in kinds {
@@ -84,7 +87,7 @@ struct LayoutTests {
     @Test func readmeTablesMatchTheHeader() throws {
         let readme = try String(contentsOf: Self.readmeURL, encoding: .utf8)
         let tables = Self.layoutTables(in: readme)
-        #expect(Set(tables.keys) == ["cipc_segment_header", "cipc_holder_slot", "cipc_type_fingerprint"], "\(tables.keys)")
+        #expect(Set(tables.keys) == ["cipc_segment_header", "cipc_holder_slot", "cipc_type_fingerprint", "cipc_placement_table", "cipc_placement"], "\(tables.keys)")
         for (name, rows) in tables {
             guard let layout = LayoutPin.all.first(where: { $0.name == name }) else {
                 Issue.record("the README documents \(name), which is not a pinned layout")
@@ -193,8 +196,33 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_segment_header.name_length, "name_length", at: 76, size: 4),
             FieldPin(\cipc_segment_header.checksum, "checksum", at: 80, size: 8),
             FieldPin(\cipc_segment_header.name, "name", at: 88, size: 256),
-            FieldPin(\cipc_segment_header.reserved, "reserved", at: 344, size: 1704),
+            FieldPin(\cipc_segment_header.reserved, "reserved", at: 344, size: 40),
+            FieldPin(\cipc_segment_header.placements, "placements", at: 384, size: 1664),
             FieldPin(\cipc_segment_header.holders, "holders", at: 2048, size: 2048),
+        ]),
+        LayoutPin(cipc_placement_table(), "cipc_placement_table", size: 1664, alignment: 8, [
+            FieldPin(\cipc_placement_table.lock, "lock", at: 0, size: 64),
+            FieldPin(\cipc_placement_table.format, "format", at: 64, size: 4),
+            FieldPin(\cipc_placement_table.capacity, "capacity", at: 68, size: 4),
+            FieldPin(\cipc_placement_table.reserved, "reserved", at: 72, size: 56),
+            FieldPin(\cipc_placement_table.entries, "entries", at: 128, size: 1536),
+        ]),
+        LayoutPin(cipc_placement(), "cipc_placement", size: 64, alignment: 8, [
+            FieldPin(\cipc_placement.offset, "offset", at: 0, size: 8),
+            FieldPin(\cipc_placement.size, "size", at: 8, size: 8),
+            FieldPin(\cipc_placement.state, "state", at: 16, size: 4),
+            FieldPin(\cipc_placement.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_placement.name_length, "name_length", at: 24, size: 4),
+            FieldPin(\cipc_placement.tag_offset, "tag_offset", at: 28, size: 4),
+            FieldPin(\cipc_placement.name, "name", at: 32, size: 32),
+        ]),
+        LayoutPin(cipc_atomic(), "cipc_atomic", size: 192, alignment: 8, [
+            FieldPin(\cipc_atomic.value, "value", at: 0, size: 8),
+            FieldPin(\cipc_atomic.value_size, "value_size", at: 8, size: 4),
+            FieldPin(\cipc_atomic.reserved0, "reserved0", at: 12, size: 8),
+            FieldPin(\cipc_atomic.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_atomic.reserved, "reserved", at: 24, size: 40),
+            FieldPin(\cipc_atomic.value_type, "value_type", at: 64, size: 128),
         ]),
         LayoutPin(cipc_holder_slot(), "cipc_holder_slot", size: 32, alignment: 8, [
             FieldPin(\cipc_holder_slot.pid, "pid", at: 0, size: 4),
