@@ -3,8 +3,8 @@ import InterprocessSystem
 import Synchronization
 
 /// A slot that this process claimed for one send (state WRITING) or one receive (state READING),
-/// between the claim and ``MessageQueueCore/publish(_:priority:)`` or
-/// ``MessageQueueCore/release(_:)``.
+/// between the claim and ``MessageQueueCore/publish(_:priority:bytes:)`` or
+/// ``MessageQueueCore/finishReceive(_:_:)``.
 @usableFromInline
 struct MessageQueueClaim {
     let index: Int
