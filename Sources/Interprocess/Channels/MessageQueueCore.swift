@@ -589,7 +589,14 @@ final class MessageQueueCore: @unchecked Sendable {
             } catch {
                 // A rebuild that found a damaged slot: the lock is ours, `underLock` reports it.
                 if lockWord.pointee.load(ordering: .relaxed) & ~Self.contended == me { return }
-                SpinPolicy.pause()
+                // The wait itself failed (a waiter count a peer scribbled): take a dead holder's
+                // lock over without it, else yield until the live holder lets go.
+                let holder = lockWord.pointee.load(ordering: .relaxed)
+                if holder != 0, !lease.isAlive(holder), takeOver(from: holder) {
+                    _ = try? rebuild(reason: .ownerDied)
+                    return
+                }
+                SpinPolicy.yield()
             }
         }
     }
