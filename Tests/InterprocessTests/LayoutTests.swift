@@ -62,6 +62,10 @@ struct LayoutTests {
         #expect(CIPC_CHANNEL_CLOSED == 1 << 63 && CIPC_CHANNEL_ORPHAN == 1 && CIPC_CHANNEL_SKIPPED == UInt32.max)
         #expect([CIPC_CHANNEL_FORMAT_BYTES, CIPC_CHANNEL_FORMAT_VALUE, CIPC_CHANNEL_FORMAT_JSON, CIPC_CHANNEL_FORMAT_TEXT] == [1, 2, 3, 4])
         #expect(CIPC_CHANNEL_MAX_CAPACITY == 1 << 20 && CIPC_CHANNEL_MAX_MESSAGE_SIZE == 1 << 24)
+        #expect(CIPC_KIND_MQUEUE == 5 && Self.ascii(CIPC_TAG_MQUEUE) == "MSQ1")
+        #expect(CIPC_MQUEUE_HEADER_SIZE == 512 && CIPC_MQUEUE_SLOT_HEADER_SIZE == 32)
+        #expect(CIPC_MQUEUE_MAX_CAPACITY == 1 << 20 && CIPC_MQUEUE_MAX_MESSAGE_SIZE == 1 << 24)
+        #expect([CIPC_MQUEUE_FREE, CIPC_MQUEUE_WRITING, CIPC_MQUEUE_READY, CIPC_MQUEUE_READING] == [0, 1, 2, 3])
         // The public sizes come from the structs.
         #expect(ProcessMutex.stateSize == 64 && ProcessSemaphore.stateSize == 64)
         #expect(ProcessEvent.stateSize == 64 && ProcessCondition.stateSize == 64)
@@ -73,7 +77,7 @@ struct LayoutTests {
     /// Each kind has its own number and name, and the library knows every one of them.
     @Test func segmentKindsAreDistinctAndKnown() {
         let kinds: [(SegmentKind, String)] = [
-            (.raw, "raw"), (.heap, "heap"), (.channel, "channel"), (.mutex, "mutex"), (.semaphore, "semaphore"),
+            (.raw, "raw"), (.heap, "heap"), (.channel, "channel"), (.messageQueue, "mqueue"), (.mutex, "mutex"), (.semaphore, "semaphore"),
             (.event, "event"), (.condition, "condition"), (.rwLock, "rwlock"), (.variable, "variable"), (.atomic, "atomic"),
         ]
         #expect(Set(kinds.map(\.0.rawValue)).count == kinds.count)
@@ -87,7 +91,7 @@ struct LayoutTests {
     @Test func readmeTablesMatchTheHeader() throws {
         let readme = try String(contentsOf: Self.readmeURL, encoding: .utf8)
         let tables = Self.layoutTables(in: readme)
-        #expect(Set(tables.keys) == ["cipc_segment_header", "cipc_holder_slot", "cipc_type_fingerprint", "cipc_placement_table", "cipc_placement"], "\(tables.keys)")
+        #expect(Set(tables.keys) == ["cipc_segment_header", "cipc_holder_slot", "cipc_type_fingerprint", "cipc_placement_table", "cipc_placement", "cipc_mqueue", "cipc_mqueue_slot"], "\(tables.keys)")
         for (name, rows) in tables {
             guard let layout = LayoutPin.all.first(where: { $0.name == name }) else {
                 Issue.record("the README documents \(name), which is not a pinned layout")
@@ -346,6 +350,50 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_channel.send_signal, "send_signal", at: 448, size: 4),
             FieldPin(\cipc_channel.senders_waiting, "senders_waiting", at: 452, size: 4),
             FieldPin(\cipc_channel.reserved6, "reserved6", at: 456, size: 56),
+        ]),
+        // The message queue (CInterprocessMessageQueue.h).
+        LayoutPin(cipc_mqueue_slot(), "cipc_mqueue_slot", size: 32, alignment: 8, [
+            FieldPin(\cipc_mqueue_slot.state, "state", at: 0, size: 4),
+            FieldPin(\cipc_mqueue_slot.length, "length", at: 4, size: 4),
+            FieldPin(\cipc_mqueue_slot.owner, "owner", at: 8, size: 8),
+            FieldPin(\cipc_mqueue_slot.sequence, "sequence", at: 16, size: 8),
+            FieldPin(\cipc_mqueue_slot.priority, "priority", at: 24, size: 4),
+            FieldPin(\cipc_mqueue_slot.reserved, "reserved", at: 28, size: 4),
+        ]),
+        LayoutPin(cipc_mqueue(), "cipc_mqueue", size: 512, alignment: 8, [
+            FieldPin(\cipc_mqueue.capacity, "capacity", at: 0, size: 4),
+            FieldPin(\cipc_mqueue.max_message_size, "max_message_size", at: 4, size: 4),
+            FieldPin(\cipc_mqueue.slot_stride, "slot_stride", at: 8, size: 4),
+            FieldPin(\cipc_mqueue.slots_offset, "slots_offset", at: 12, size: 4),
+            FieldPin(\cipc_mqueue.format, "format", at: 16, size: 4),
+            FieldPin(\cipc_mqueue.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_mqueue.state_size, "state_size", at: 24, size: 8),
+            FieldPin(\cipc_mqueue.ready_offset, "ready_offset", at: 32, size: 4),
+            FieldPin(\cipc_mqueue.free_offset, "free_offset", at: 36, size: 4),
+            FieldPin(\cipc_mqueue.reserved0, "reserved0", at: 40, size: 24),
+            FieldPin(\cipc_mqueue.rebuilds, "rebuilds", at: 64, size: 8),
+            FieldPin(\cipc_mqueue.abandoned_sends, "abandoned_sends", at: 72, size: 8),
+            FieldPin(\cipc_mqueue.redeliveries, "redeliveries", at: 80, size: 8),
+            FieldPin(\cipc_mqueue.dropped_messages, "dropped_messages", at: 88, size: 8),
+            FieldPin(\cipc_mqueue.reserved1, "reserved1", at: 96, size: 32),
+            FieldPin(\cipc_mqueue.message_type, "message_type", at: 128, size: 128),
+            FieldPin(\cipc_mqueue.lock, "lock", at: 256, size: 8),
+            FieldPin(\cipc_mqueue.lock_waiters, "lock_waiters", at: 264, size: 4),
+            FieldPin(\cipc_mqueue.closed, "closed", at: 268, size: 4),
+            FieldPin(\cipc_mqueue.next_sequence, "next_sequence", at: 272, size: 8),
+            FieldPin(\cipc_mqueue.ready_count, "ready_count", at: 280, size: 4),
+            FieldPin(\cipc_mqueue.free_count, "free_count", at: 284, size: 4),
+            FieldPin(\cipc_mqueue.sent, "sent", at: 288, size: 8),
+            FieldPin(\cipc_mqueue.received, "received", at: 296, size: 8),
+            FieldPin(\cipc_mqueue.top_priority, "top_priority", at: 304, size: 4),
+            FieldPin(\cipc_mqueue.reserved2, "reserved2", at: 308, size: 12),
+            FieldPin(\cipc_mqueue.receive_signal, "receive_signal", at: 320, size: 4),
+            FieldPin(\cipc_mqueue.receivers_waiting, "receivers_waiting", at: 324, size: 4),
+            FieldPin(\cipc_mqueue.reserved3, "reserved3", at: 328, size: 56),
+            FieldPin(\cipc_mqueue.send_signal, "send_signal", at: 384, size: 4),
+            FieldPin(\cipc_mqueue.senders_waiting, "senders_waiting", at: 388, size: 4),
+            FieldPin(\cipc_mqueue.reserved4, "reserved4", at: 392, size: 56),
+            FieldPin(\cipc_mqueue.reserved5, "reserved5", at: 448, size: 64),
         ]),
         LayoutPin(cipc_futex_waiter(), "cipc_futex_waiter", size: 24, alignment: 8, [
             FieldPin(\cipc_futex_waiter.val, "val", at: 0, size: 8),

@@ -140,10 +140,13 @@ struct WaitFormsTests {
         let (a, b) = try LocalSocket.pair()
         defer { a.close(); b.close() }
         let big = [UInt8](repeating: 7, count: 8 << 20)
+        // The receiver runs beside the cooperative pool: the blocking flush holds one of its (two)
+        // threads, and a parallel suite that blocks the other would starve a receiver on the pool.
+        let executor = OwnQueueExecutor()
         for form in ["async", "blocking"] {
             #expect(try a.trySend(big), "the first part went out")
             #expect(a.queuedBytes > 0, "\(form): more than a socket buffer stays queued")
-            let receiving = Task.detached { try await b.receive(timeout: .seconds(60)) }
+            let receiving = Task.detached(executorPreference: executor) { try await b.receive(timeout: .seconds(60)) }
             if form == "async" {
                 try await a.flush(timeout: .seconds(60))
             } else {

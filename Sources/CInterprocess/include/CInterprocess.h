@@ -96,7 +96,7 @@ typedef struct cipc_segment_header {
     uint64_t magic;              ///<   0: CIPC_SEGMENT_MAGIC
     uint32_t version;            ///<   8: CIPC_LAYOUT_VERSION
     uint32_t header_size;        ///<  12: bytes of this header (4096)
-    uint32_t kind;               ///<  16: CIPC_KIND_* (1 raw, 2 heap, 3 channel, 16.. synchronization primitives)
+    uint32_t kind;               ///<  16: CIPC_KIND_* (1 raw, 2 heap, 3 channel, 5 message queue, 16.. synchronization primitives)
     uint32_t lifetime;           ///<  20: 1 while referenced, 2 persistent
     uint32_t state;              ///<  24: 0 initializing, 1 ready, 2 removed (atomic)
     uint32_t holder_capacity;    ///<  28: CIPC_HOLDER_CAPACITY
@@ -411,5 +411,7 @@ static inline void cipc_cpu_relax(void) {
 #include "CInterprocessHeap.h" // the shared heap's layout (it needs cipc_mutex, above)
 // The channel layout uses the type fingerprint above.
 #include "CInterprocessChannel.h"
+// The message queue's layout (it uses the type fingerprint and the channel's formats).
+#include "CInterprocessMessageQueue.h"
 
 #endif

@@ -17,6 +17,7 @@ enum SharedObjectRegistry {
         SharedHeap.self,
         ChannelLayout.self,
         SharedAtomicLayout.self,
+        MessageQueueLayout.self,
     ]
 
     /// The kinds by their segment kind number (the first of two that share a number wins; a test
