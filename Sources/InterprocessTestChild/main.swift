@@ -246,6 +246,9 @@ case "errno-probe":
 case let command where command.hasPrefix("local-"):
     exit(runLocalCommand(command, rest))
 
+case let command where command.hasPrefix("named-"):
+    exit(runHeapNamedCommand(command, rest))
+
 case let command where command.hasPrefix("heap-"):
     exit(runHeapCommand(command, rest))
 

@@ -227,6 +227,7 @@ extension HeapCore {
                 problem("\(lost.count) free block(s) on no list: \(lost.keys.sorted().prefix(8).map { String($0) }.joined(separator: ", "))")
             }
         }
+        checkDirectory(problem)
         let statistics = problems.isEmpty ? try? statisticsLocked() : nil
         return SharedHeap.CheckReport(problems: problems, statistics: statistics)
     }

@@ -350,9 +350,11 @@ extension SharedHeap {
 
     /// Takes ownership of the block that `pointer` points at (a pointer another process handed over
     /// with ``SharedAllocation/relinquish()``). Throws `invalidPointer` unless it is a live block of
-    /// this heap big enough for a `T`.
+    /// this heap big enough for a `T`. The block is recorded as this process's from then on (in
+    /// ``statistics()``, and for ``reclaimBlocksOfEndedProcesses(dryRun:)``).
     public func adopt<T>(_ pointer: SharedPointer<T>) throws(InterprocessError) -> SharedAllocation<T> {
         let (address, byteCount) = try core.resolve(pointer.bitPattern, minimumBytes: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment)
+        try core.recordOwner(pointer.bitPattern)
         return SharedAllocation(heap: self, word: pointer.bitPattern, address: address, byteCount: byteCount)
     }
 
