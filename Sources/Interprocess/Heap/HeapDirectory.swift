@@ -193,6 +193,7 @@ extension HeapCore {
                 guard let (word, block) = try allocateLocked(granules: chunkGranules, slack: chunkSlack, alignment: HeapLayout.granule, &op) else {
                     throw outOfMemory(HeapLayout.directorySize)
                 }
+                disown(block, &op)
                 let payload = block.field(HeapLayout.blockHeaderSize)
                 // The payload's first 16 bytes are the links the block had while it was free:
                 // journaled, so that an undo puts them back. The rest is not the heap's metadata.
@@ -207,6 +208,7 @@ extension HeapCore {
             guard let (word, block) = try allocateLocked(granules: granules, slack: slack, alignment: alignment, &op) else {
                 throw outOfMemory(initial.count)
             }
+            disown(block, &op)
             // The object's bytes: its first 16 journaled (as above), the rest written plainly.
             let payload = block.field(HeapLayout.blockHeaderSize)
             var head = (UInt64(0), UInt64(0))
@@ -229,6 +231,15 @@ extension HeapCore {
             op.set32(slot.field(HeapLayout.nameState), HeapLayout.nameLive)
             return (word, true)
         }
+    }
+
+    /// Records `block` (just allocated) as nobody's: client record 0. A named object and the
+    /// directory belong to their names, not to the process that created them, which may end
+    /// without its client record staying taken (``claimClient(_:)`` reuses a dead process's record
+    /// only when no block records it), and which ``SharedHeap/reclaimBlocksOfEndedProcesses(dryRun:)``
+    /// then need not tell apart.
+    func disown(_ block: HeapBlock, _ op: inout HeapOperation) {
+        op.set32(block.field(HeapLayout.blockInfo), block.info & ~0xFF)
     }
 
     /// The pointer word of the object named `name` (`notFound` if there is none).

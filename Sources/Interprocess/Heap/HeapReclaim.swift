@@ -20,8 +20,9 @@ import InterprocessSystem
 /// pipe, or a C program's `malloc`) looks exactly like a block nobody needs. So blocks are never
 /// freed behind the application's back: ``reclaimBlocksOfEndedProcesses(dryRun:)`` frees them on
 /// request, for applications whose processes own what they allocate (or adopt). It never frees the
-/// blocks of named objects or of their directory (they belong to their names), nor blocks of client
-/// record 0 (processes that found no free record: their owner is unknown). An operation a process
+/// blocks of client record 0: named objects and their directory, which belong to their names (they
+/// are recorded there when they are created), and blocks of processes that found no free record
+/// (owner unknown). An operation a process
 /// was killed in the middle of needs no reclaiming: the next process that takes the lock undoes it.
 extension SharedHeap {
     /// What ``reclaimBlocksOfEndedProcesses(dryRun:)`` freed (or would free).

@@ -96,6 +96,13 @@ import Synchronization
 /// earlier heaps of that name left behind (their last holder was killed). `ipc rm` removes a heap
 /// with its stores.
 ///
+/// ## Named objects and reclaiming
+/// ``findOrCreate(name:initialValue:type:)``, ``find(name:as:type:)`` and ``destroy(name:)`` give
+/// blocks well-known, typed names (`SharedHeap+Names.swift`, `HeapDirectory.swift`: what a kill at
+/// each of their steps leaves behind). What ended processes leave — orphan stores, blocks of dead
+/// allocators — and what can be reclaimed is written down in `HeapReclaim.swift`
+/// (``collectOrphanStores(dryRun:prefix:trusting:)``, ``reclaimBlocksOfEndedProcesses(dryRun:)``).
+///
 /// A heap is one kind of shared object (`SharedHeap+Object.swift`): store 0 is created, opened and
 /// removed by the shared-objects storage, which checks its segment kind, tag and header before the
 /// heap is built, and `ipc ls` / `ipc inspect` describe heaps and their stores. Stores added by
