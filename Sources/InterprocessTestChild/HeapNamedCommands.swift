@@ -12,11 +12,14 @@ func runHeapNamedCommand(_ command: String, _ rest: [String]) -> Int32 {
     do {
         switch command {
         case "named-find-or-create":
-            // named-find-or-create HEAP OBJECT VALUE START_NS: at the start line (0: at once),
-            // findOrCreate(OBJECT, UInt64(VALUE)); says "created V" or "found V", V the value it holds.
+            // named-find-or-create HEAP OBJECT VALUE START_NS [COUNT]: at the start line (0: at
+            // once), findOrCreate(OBJECT, UInt64(VALUE)) — or COUNT values VALUE; says "created V"
+            // or "found V", V the (first) value it holds.
             let heap = try SharedHeap.open(name: rest[0])
             waitUntil(UInt64(rest[3])!)
-            let (pointer, created) = try heap.findOrCreate(name: rest[1], initialValue: UInt64(rest[2])!)
+            let (pointer, created) = rest.count > 4
+                ? try heap.findOrCreate(name: rest[1], repeating: UInt64(rest[2])!, count: Int(rest[4])!)
+                : try heap.findOrCreate(name: rest[1], initialValue: UInt64(rest[2])!)
             say("\(created ? "created" : "found") \(try heap.load(pointer))")
             heap.close()
         case "named-destroy":

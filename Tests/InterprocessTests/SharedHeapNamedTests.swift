@@ -16,6 +16,14 @@ struct Wide: Equatable {
     }
 }
 
+/// The test child with `INTERPROCESS_CRASH_POINT=point`.
+func spawnArmed(_ point: String, _ arguments: [String]) throws -> ChildProcess {
+    var environment: [String: String] = [:]
+    for (name, entry) in ProcessEnvironment.all { environment[name] = entry }
+    environment["INTERPROCESS_CRASH_POINT"] = point
+    return try ChildProcess.spawn(Peer.path, arguments, standardInput: .pipe, standardOutput: .pipe, standardError: .inherit, environment: environment)
+}
+
 /// Named objects of a shared heap, in one process.
 @Suite("SharedHeap named objects", .serialized, .timeLimit(.minutes(3)))
 struct SharedHeapNamedTests {
@@ -253,18 +261,19 @@ struct SharedHeapNamedProcessTests {
     /// A child is SIGKILLed right after each journaled write of a `findOrCreate` (and after its last
     /// write): the next process undoes it all — no name, no block — and the heap is sound; run to
     /// completion, it created the object. `first`: the directory has no chunk yet (one is created);
-    /// `second`: the chunk exists.
-    @Test(arguments: ["first", "second"])
+    /// `second`: the chunk exists; `grow`: the object (64 KB) fits only after the heap grows, which
+    /// ends an operation of its own in the middle (so a kill after it leaves the heap grown).
+    @Test(arguments: ["first", "second", "grow"])
     func aCreatorKilledAtEveryWriteLeavesTheObjectOrNothing(scenario: String) throws {
         try withCleanNames("namedkillc") { prefix in
             func run(_ write: String) throws -> Bool {
                 let name = "\(prefix)-\(write)"
-                let heap = try SharedHeap.create(name: name, capacity: 64 * 1024)
+                let heap = try SharedHeap.create(name: name, capacity: 64 * 1024, maximumCapacity: 1 << 20)
                 defer { heap.close() }
-                if scenario == "second" { _ = try heap.findOrCreate(name: "other", initialValue: UInt64(9)) }
+                if scenario != "first" { _ = try heap.findOrCreate(name: "other", initialValue: UInt64(9)) }
                 let before = try heap.statistics().blocks
-                let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", "heap.find-or-create#\(write)",
-                                           "named-find-or-create", name, "meeting", "77", "0")
+                let count = scenario == "grow" ? ["8192"] : []
+                let child = try spawnArmed("heap.find-or-create#\(write)", ["named-find-or-create", name, "meeting", "77", "0"] + count)
                 let outcome = child.wait(timeout: .seconds(60))
                 child.closePipes()
                 #expect(outcome == .exited(0) || outcome == .signaled(SIGKILL), "#\(write): \(String(describing: outcome))")
@@ -272,6 +281,7 @@ struct SharedHeapNamedProcessTests {
                 if outcome == .exited(0) {
                     #expect(try heap.load(heap.find(name: "meeting", as: UInt64.self)) == 77)
                     #expect(try heap.statistics().blocks == before + (scenario == "first" ? 2 : 1))
+                    if scenario == "grow" { #expect(try heap.statistics().stores == 2, "it grew to fit") }
                 } else {
                     expectError(.notFound) { try heap.find(name: "meeting", as: UInt64.self) }
                     #expect(try heap.statistics().blocks == before, "#\(write): the creation was undone whole")
@@ -280,7 +290,7 @@ struct SharedHeapNamedProcessTests {
                     #expect(try heap.findOrCreate(name: "meeting", initialValue: UInt64(78)).created)
                     try expectClean(heap)
                 }
-                if scenario == "second" { #expect(try heap.load(heap.find(name: "other", as: UInt64.self)) == 9) }
+                if scenario != "first" { #expect(try heap.load(heap.find(name: "other", as: UInt64.self)) == 9) }
                 return outcome == .exited(0)
             }
             var write = 1
