@@ -31,10 +31,11 @@ struct Inspect: ParsableCommand {
                     let statistics = try heap.statistics()
                     let named = try heap.namedObjects()
                     heapLines = HeapReport.lines(statistics, named)
-                    info.details.merge(HeapReport.details(statistics, named)) { _, new in new }
+                    // JSON: in the details (text: in a section of their own, below them).
+                    if json { info.details.merge(HeapReport.details(statistics, named)) { _, new in new } }
                 } catch {
                     heapLines = ["heap: cannot be read: \(ToolError.message(for: error) ?? "\(error)")"]
-                    info.details["heapError"] = ToolError.message(for: error) ?? "\(error)"
+                    if json { info.details["heapError"] = ToolError.message(for: error) ?? "\(error)" }
                 }
             }
         }

@@ -47,6 +47,7 @@ struct HeapToolTests {
             #expect(lines.contains { $0.hasPrefix("  free: \(stats.freeBytes) ") })
             #expect(lines.contains { $0.hasPrefix("  largestFreeBlock: \(stats.largestFreeBlock) ") && $0.contains("fragmentation") })
             #expect(lines.contains("  recoveries: 0"))
+            #expect(!lines.contains { $0.hasPrefix("  usedBytes:") }, "the statistics are not repeated among the details")
             #expect(lines.contains { $0.contains("pid \(getpid())  alive  3 blocks") }, "\(result.output)")
             #expect(lines.contains { $0.contains("pid \(child.pid)  ended  5 blocks") }, "4 blocks and the block it relinquished")
             #expect(lines.contains { $0.hasPrefix("  record 0 (named objects, and processes without a record)  3 blocks") }, "2 named objects, 1 chunk")
