@@ -6,6 +6,8 @@ import Interprocess
 import InterprocessSystem
 import InterprocessToolSupport
 import CInterprocess
+import Dispatch
+import Synchronization
 
 /// A value bigger than the 16 bytes whose writes the journal records (the rest is written plainly).
 struct Wide: Equatable {
@@ -115,6 +117,33 @@ struct SharedHeapNamedTests {
                 #expect(try heap.statistics().blocks == 5, "the chunks stay, and are reused the next round")
             }
             try expectClean(heap)
+        }
+    }
+
+    @Test func threadsAndHandlesRacingCreateExactlyOne() throws {
+        try withCleanNames("namedthreads") { name in
+            let heap = try SharedHeap.create(name: name, capacity: 256 * 1024)
+            let other = try SharedHeap.open(name: name)
+            for round in 0..<20 {
+                let created = Atomic<Int>(0)
+                let words = Mutex<Set<UInt64>>([])
+                let failures = Atomic<Int>(0)
+                DispatchQueue.concurrentPerform(iterations: 8) { thread in
+                    do {
+                        let (pointer, made) = try (thread % 2 == 0 ? heap : other).findOrCreate(name: "round-\(round)", initialValue: UInt64(thread))
+                        if made { created.add(1, ordering: .relaxed) }
+                        words.withLock { _ = $0.insert(pointer.bitPattern) }
+                    } catch {
+                        failures.add(1, ordering: .relaxed)
+                    }
+                }
+                #expect(failures.load(ordering: .relaxed) == 0)
+                #expect(created.load(ordering: .relaxed) == 1, "round \(round)")
+                #expect(words.withLock { $0.count } == 1, "round \(round): every thread got the same block")
+            }
+            #expect(try heap.namedObjects().count == 20)
+            try expectClean(heap)
+            other.close()
         }
     }
 
