@@ -252,6 +252,9 @@ case let command where command.hasPrefix("local-"):
 case let command where command.hasPrefix("place-"):
     exit(runPlacementCommand(command, rest))
 
+case let command where command.hasPrefix("named-"):
+    exit(runHeapNamedCommand(command, rest))
+
 case let command where command.hasPrefix("heap-"):
     exit(runHeapCommand(command, rest))
 
