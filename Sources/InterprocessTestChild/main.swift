@@ -237,6 +237,9 @@ case let command where command.hasPrefix("rw-") || command.hasPrefix("var-"):
 case let command where command.hasPrefix("chan-"):
     exit(runChannelCommand(command, rest))
 
+case let command where command.hasPrefix("bc-"):
+    exit(runBroadcastCommand(command, rest))
+
 case let command where command.hasPrefix("obj-"):
     exit(runObjectCommand(command, rest))
 

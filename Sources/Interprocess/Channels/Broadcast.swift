@@ -439,6 +439,9 @@ public final class Broadcast<Message: Sendable>: @unchecked Sendable {
     }
 }
 
+extension Broadcast.Delivery: Equatable where Message: Equatable {}
+extension Broadcast.Delivery: Hashable where Message: Hashable {}
+
 // MARK: - Any message type, as bytes (for `ipc publish` / `ipc subscribe`)
 
 extension Broadcast where Message == [UInt8] {

@@ -141,21 +141,36 @@ final class BroadcastRing: @unchecked Sendable {
     /// subscriber still needs the message the publish overwrites (a subscriber that died holding
     /// it back is removed, when `checkNow`). Returns the position, holding the turn; the bytes are
     /// written by ``finishPublish(_:_:)``. Not generic: the wait drivers call it in their loops.
-    func claimForPublishing(checkNow: Bool) throws(InterprocessError) -> WaitStep<UInt64> {
+    func claimForPublishing(checkNow: Bool, announce: Bool) throws(InterprocessError) -> WaitStep<UInt64> {
         // Read before looking: a change after this read is a wake-up.
         let signal = atomic32(spaceSignal).pointee.load(ordering: .sequentiallyConsistent)
         if head.pointee.load(ordering: .acquiring) & Self.closedBit != 0 { throw closedError() }
         let holder = publisher.pointee.load(ordering: .acquiring)
         if holder != 0 {
-            guard holder >= 1 << 32, holder & Self.flag == 0 else {
+            let token = holder & ~Self.flag
+            guard token >= 1 << 32 else {
                 throw InterprocessError(.corrupt, objectName: name, detail: "the publishing turn is held by \(holder), not a process token")
             }
-            guard checkNow, holder != me, !lease.isAlive(holder) else { return .park(expected: signal) }
-            // Its publisher died: take the turn over and finish or drop what it left.
-            guard publisher.pointee.compareExchange(expected: holder, desired: me, ordering: .sequentiallyConsistent).exchanged else {
-                return .retry
+            if checkNow, token != me, !lease.isAlive(token) {
+                // Its publisher died: take the turn over (keeping the mark of those parked behind
+                // it) and finish or drop what it left.
+                guard publisher.pointee.compareExchange(
+                    expected: holder, desired: me | (holder & Self.flag), ordering: .sequentiallyConsistent
+                ).exchanged else {
+                    return .retry
+                }
+                repairAfterDeadPublisher()
+            } else {
+                if announce && holder & Self.flag == 0 {
+                    // Parking behind a live holder: mark the turn contended, so that its release
+                    // wakes us (the same word as its releasing exchange: either it sees the mark
+                    // or this fails).
+                    guard publisher.pointee.compareExchange(expected: holder, desired: holder | Self.flag, ordering: .sequentiallyConsistent).exchanged else {
+                        return .retry
+                    }
+                }
+                return .park(expected: signal)
             }
-            repairAfterDeadPublisher()
         } else {
             guard publisher.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged else {
                 return .retry
@@ -176,7 +191,10 @@ final class BroadcastRing: @unchecked Sendable {
                 throw error
             }
             if !hasRoom {
-                releaseTurn()
+                // Publishers parked behind our turn would find no room either; a subscriber that
+                // makes room wakes every parked publisher. So the turn goes back without a wake-up
+                // (which would also wake this waiter, parked on the same word, again and again).
+                releaseTurn(waking: false)
                 return .park(expected: signal)
             }
         }
@@ -257,11 +275,11 @@ final class BroadcastRing: @unchecked Sendable {
         }
     }
 
-    /// Gives the publishing turn back, waking parked publishers if there are any.
+    /// Gives the publishing turn back, waking the publishers parked behind it (if `waking`, and
+    /// one marked it contended).
     @inline(__always)
-    private func releaseTurn() {
-        publisher.pointee.store(0, ordering: .sequentiallyConsistent)
-        if atomic32(publishersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 { wake(spaceSignal) }
+    private func releaseTurn(waking: Bool = true) {
+        if publisher.pointee.exchange(0, ordering: .sequentiallyConsistent) & Self.flag != 0, waking { wake(spaceSignal) }
     }
 
     /// Claims the next position without waiting: nil if the ring is full of messages a live
@@ -270,13 +288,13 @@ final class BroadcastRing: @unchecked Sendable {
     func tryClaimForPublishing() throws(InterprocessError) -> UInt64? {
         var checked = false
         for _ in 0..<Self.tryRetries {
-            switch try claimForPublishing(checkNow: false) {
+            switch try claimForPublishing(checkNow: false, announce: false) {
             case .done(let position): return position
             case .retry: continue
             case .park:
                 if !checked {
                     checked = true
-                    if case .done(let position) = try claimForPublishing(checkNow: true) { return position }
+                    if case .done(let position) = try claimForPublishing(checkNow: true, announce: false) { return position }
                 }
                 // Another publisher's turn is short: worth a few more tries; a full ring is not.
                 guard publisher.pointee.load(ordering: .relaxed) != 0 else { return nil }
@@ -288,11 +306,12 @@ final class BroadcastRing: @unchecked Sendable {
 
     /// Claims the next position, blocking the thread while it has to wait, for at most `timeout`.
     func blockingClaimToPublish(timeout: Duration?) throws(InterprocessError) -> UInt64 {
-        if case .done(let position) = try claimForPublishing(checkNow: false) { return position }
+        if case .done(let position) = try claimForPublishing(checkNow: false, announce: false) { return position }
         do throws(InterprocessError) {
-            return try publishSite.blockingWait(until: Deadline(after: timeout)) { check throws(InterprocessError) in
-                try self.claimForPublishing(checkNow: check)
-            }
+            return try publishSite.blockingWait(
+                until: Deadline(after: timeout),
+                whileSpinning: { _ throws(InterprocessError) in try self.claimForPublishing(checkNow: false, announce: false) },
+                { check throws(InterprocessError) in try self.claimForPublishing(checkNow: check, announce: true) })
         } catch {
             passOnPublisherWake()
             throw error
@@ -302,11 +321,12 @@ final class BroadcastRing: @unchecked Sendable {
     /// Claims the next position, suspending the task while it has to wait, for at most `timeout`;
     /// `cancelled` (having claimed nothing) if the task is cancelled.
     func claimToPublish(timeout: Duration?) async throws(InterprocessError) -> UInt64 {
-        if case .done(let position) = try claimForPublishing(checkNow: false) { return position }
+        if case .done(let position) = try claimForPublishing(checkNow: false, announce: false) { return position }
         do throws(InterprocessError) {
-            return try await publishSite.asyncWait(until: Deadline(after: timeout)) { check throws(InterprocessError) in
-                try self.claimForPublishing(checkNow: check)
-            }
+            return try await publishSite.asyncWait(
+                until: Deadline(after: timeout),
+                whileSpinning: { _ throws(InterprocessError) in try self.claimForPublishing(checkNow: false, announce: false) },
+                { check throws(InterprocessError) in try self.claimForPublishing(checkNow: check, announce: true) })
         } catch {
             passOnPublisherWake()
             throw error
