@@ -59,7 +59,7 @@ enum BroadcastFanOutBench: BenchScenario {
         defer { broadcast.detach() }
         let messages = plan.broadcastMessages
         for _ in 0..<subscribers {
-            try peers.spawn(.broadcastSubscriber, segment: session.name, ["--slot", "\(subscribers)", "--count", "\(messages)"])
+            try peers.spawn(.broadcastSubscriber, segment: session.name, ["--parties", "\(subscribers)", "--count", "\(messages)"])
         }
         let deadline = Deadline(after: plan.stepTimeout)
         try peers.awaitReady(control, count: subscribers, deadline: deadline)
@@ -90,10 +90,10 @@ extension BenchPlan {
 }
 
 extension BenchRole {
-    /// Subscribes to the broadcast of the fan-out `--slot`, says ready, receives `--count`
+    /// Subscribes to the broadcast of the fan-out `--parties`, says ready, receives `--count`
     /// messages checking each, says ready again, and waits for the end of the broadcast.
     static let broadcastSubscriber = BenchRole.inSegment("broadcast-subscriber") { work in
-        let broadcast = try Broadcast<BenchMessage>.open(name: BroadcastFanOutBench.broadcastName(session: work.memory.name, work.slot))
+        let broadcast = try Broadcast<BenchMessage>.open(name: BroadcastFanOutBench.broadcastName(session: work.memory.name, work.parties))
         let subscription = try broadcast.subscribe()
         work.control.markReady()
         for expected in 0..<UInt64(work.count) {
