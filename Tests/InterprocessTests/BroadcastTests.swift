@@ -407,6 +407,40 @@ struct BroadcastTests {
         }
     }
 
+    /// A subscriber killed in the middle of a receive (after it advanced its position) or of
+    /// subscribing (its place marked joining) takes nothing from the others: the publisher goes on
+    /// past it (a ring of 2 makes it wait for the dead one first), the other subscriber receives
+    /// everything, and the dead one's place is reused.
+    @Test(arguments: ["broadcast.receive.afterAdvance", "broadcast.subscribe.afterOwner"])
+    func aSubscriberKilledMidReceiveOrMidSubscribe(point: String) throws {
+        try withCleanNames("bckillstep") { name in
+            let broadcast = try Broadcast<UInt64>.create(name: name, capacity: 2, maxSubscribers: 2)
+            defer { broadcast.detach() }
+            let survivor = try broadcast.subscribe()
+            let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "bc-subscribe", name)
+            defer { child.stop() }
+            if point == "broadcast.receive.afterAdvance" {
+                #expect(child.readLine() == "subscribed 0")
+                try broadcast.blockingPublish(0, timeout: .seconds(20))
+            }
+            #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
+            let start = Clock.monotonicNanoseconds()
+            var received: [Broadcast<UInt64>.Delivery] = []
+            for value in UInt64(point == "broadcast.receive.afterAdvance" ? 1 : 0)..<10 {
+                try broadcast.blockingPublish(value, timeout: .seconds(20))
+                if value % 2 == 1 {
+                    while let delivery = try survivor.tryReceive() { received.append(delivery) }
+                }
+            }
+            #expect(elapsed(since: start) < promptly)
+            #expect(received == (0..<10).map { .message(UInt64($0)) })
+            let replacement = try broadcast.subscribe()   // the dead one's place, reused
+            #expect(detail(name, "departedSubscribers") == 1, "\(details(name))")
+            try broadcast.blockingPublish(10)
+            #expect(try replacement.tryReceive() == .message(10))
+        }
+    }
+
     /// A publisher killed at each step of a publish: before it marked the slot nothing was
     /// published; while writing, the message is not published (abandoned); once it was marked
     /// whole, the next publisher publishes it first (completed); after `head` moved, it is simply
