@@ -34,7 +34,9 @@ extern "C" {
 // Publishing. Publishers take turns through `publisher` (the owner token of the publishing process,
 // see "Owner tokens" in CInterprocess.h; 0: free). The holder writes `sequence` = 2p + 1, the length,
 // the bytes, `sequence` = 2p + 2, then adds 1 to `head`, wakes parked subscribers (if
-// `subscribers_waiting`), and clears `publisher`. Before it overwrites position p - capacity, a
+// `subscribers_waiting`), and clears `publisher` (an exchange: a publisher that parks because the
+// turn is held first sets bit 31, CIPC_TOKEN_FLAG, *contended*, and the holder wakes the parked
+// publishers when it was set). Before it overwrites position p - capacity, a
 // publisher of policy CIPC_BROADCAST_BLOCK_PUBLISHER waits until every live subscriber's `position`
 // is past it; with CIPC_BROADCAST_DROP_OLDEST it never waits, and a subscriber that finds its
 // position overwritten skips to the oldest message still there and is told how many it missed.
@@ -112,7 +114,7 @@ typedef struct cipc_broadcast {
     cipc_type_fingerprint message_type; ///< 128: the message type; opened as another, `incompatible`
     // The publishers' line.
     uint64_t head;                ///< 256: messages published; bit 63 CIPC_BROADCAST_CLOSED (atomic)
-    uint64_t publisher;           ///< 264: token of the process publishing, or 0 (atomic)
+    uint64_t publisher;           ///< 264: token of the process publishing (bit 31: contended), or 0 (atomic)
     uint8_t  reserved2[48];       ///< 272
     uint32_t publish_signal;      ///< 320: futex word of parked subscribers, bumped to wake them (atomic)
     uint32_t subscribers_waiting; ///< 324: subscribers parked or about to park (atomic)
