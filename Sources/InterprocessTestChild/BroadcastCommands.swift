@@ -60,6 +60,30 @@ func runBroadcastCommand(_ command: String, _ rest: [String]) -> Int32 {
             say("publishing")
             for value in from..<(from + count) { try broadcast.blockingPublish(value, timeout: .seconds(60)) }
             say("published")
+        case "bc-subscribe-multi":
+            // bc-subscribe-multi NAME: subscribes to a Broadcast<UInt64> whose numbers are ID << 32 |
+            // SEQ from several publishers (each publishing SEQ = 0, 1, 2, …), says "subscribed",
+            // receives until the broadcast is closed, and says "received R missed M violations V
+            // publishers P digest D": a violation is a SEQ that is not the one after its
+            // publisher's last (or 0 for its first); D sums ID * 1_000_003 + messages of ID.
+            let subscription = try Broadcast<UInt64>.open(name: rest[0]).subscribe()
+            say("subscribed")
+            var last: [UInt64: UInt64] = [:]
+            var received = 0, missed = 0, violations = 0
+            receiving: while true {
+                switch Result(catching: { () throws(InterprocessError) in try subscription.blockingReceive(timeout: .seconds(120)) }) {
+                case .success(.message(let value)):
+                    let (id, sequence) = (value >> 32, value & 0xFFFF_FFFF)
+                    if sequence != (last[id].map { $0 + 1 } ?? 0) { violations += 1 }
+                    last[id] = sequence
+                    received += 1
+                case .success(.missed(let count)): missed += count
+                case .failure(let error) where error.code == .closed: break receiving
+                case .failure(let error): throw error
+                }
+            }
+            let digest = last.reduce(UInt64(0)) { $0 &+ $1.key &* 1_000_003 &+ $1.value &+ 1 }
+            say("received \(received) missed \(missed) violations \(violations) publishers \(last.count) digest \(digest)")
         case "bc-receive":
             // bc-receive NAME TIMEOUT_MS: subscribes to a Broadcast<String>, says "receiving", then
             // "received TEXT", "missed N" or the error's code.

@@ -516,6 +516,62 @@ struct BroadcastTests {
         }
     }
 
+    /// Publishers SIGKILLed at random moments (and replaced) while two subscribers in other
+    /// processes receive: each publisher's messages arrive in order with none missing (a killed
+    /// publisher's message in flight arrives whole or not at all, and nothing after it), no
+    /// subscriber ever waits for a dead publisher, and both subscribers receive exactly the same
+    /// messages.
+    @Test func publishersKilledAtRandomMomentsLoseNothingButTheirLastMessage() throws {
+        try withCleanNames("bcpubchaos") { name in
+            let count = 20_000, rounds = 12
+            let broadcast = try Broadcast<UInt64>.create(name: name, capacity: 8)
+            defer { broadcast.detach() }
+            var everyone: [ChildProcess] = []
+            defer { for child in everyone { child.stop() } }
+            var subscribers: [ChildProcess] = []
+            for _ in 0..<2 {
+                let child = try Peer.spawn("bc-subscribe-multi", name)
+                everyone.append(child)
+                subscribers.append(child)
+                #expect(child.readLine() == "subscribed")
+            }
+            var nextID: UInt64 = 1
+            var publishers: [ChildProcess] = []
+            func startPublisher() throws {
+                let child = try Peer.spawn("bc-publish", name, "\(nextID << 32)", "\(count)")
+                everyone.append(child)
+                #expect(child.readLine() == "publishing")
+                publishers.append(child)
+                nextID += 1
+            }
+            for _ in 0..<3 { try startPublisher() }
+            var killed = 0
+            for _ in 0..<rounds {
+                usleep(UInt32.random(in: 500...10_000))
+                let child = publishers.remove(at: Int.random(in: 0..<publishers.count))
+                child.kill(signal: SIGKILL)
+                if child.wait(timeout: .seconds(10)) == .signaled(SIGKILL) { killed += 1 }
+                try startPublisher()
+            }
+            for child in publishers {
+                #expect(child.readLine(timeout: .seconds(120)) == "published")
+                #expect(child.wait(timeout: .seconds(10)) == .exited(0))
+            }
+            broadcast.close()
+            var lines: [String] = []
+            for child in subscribers {
+                let line = child.readLine(timeout: .seconds(60)) ?? ""
+                lines.append(line)
+                let words = line.split(separator: " ")
+                #expect(words.count == 10 && words[2] == "missed" && words[3] == "0" && words[4] == "violations" && words[5] == "0", "\(line)")
+                #expect(words.count == 10 && Int(words[1]) ?? 0 >= 3 * count, "\(line)")
+                #expect(child.wait(timeout: .seconds(10)) == .exited(0))
+            }
+            #expect(lines.count == 2 && lines[0] == lines[1], "both subscribers received the same messages: \(lines)")
+            print("broadcast publisher chaos: \(killed) publishers killed; \(details(name)["abandonedPublishes"] ?? "?") publishes abandoned, \(details(name)["completedPublishes"] ?? "?") completed by the next publisher")
+        }
+    }
+
     // MARK: A hostile or buggy peer
 
     /// Whatever a peer scribbles into the broadcast, an operation that meets it throws `corrupt`:
