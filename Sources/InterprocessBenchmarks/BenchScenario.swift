@@ -43,6 +43,7 @@ package enum BenchScenarios {
             PingPongBench.self,
             ChannelRoundTripBench.self,
             MessageQueueRoundTripBench.self,
+            BroadcastFanOutBench.self,
             ContendedLockBench.self,
             OversubscribedBench.self,
             SharedVariableBench.self,

@@ -18,6 +18,7 @@ enum SharedObjectRegistry {
         ChannelLayout.self,
         SharedAtomicLayout.self,
         MessageQueueLayout.self,
+        BroadcastLayout.self,
     ]
 
     /// The kinds by their segment kind number (the first of two that share a number wins; a test
