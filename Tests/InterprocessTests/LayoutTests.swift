@@ -398,6 +398,7 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_mqueue.senders_waiting, "senders_waiting", at: 388, size: 4),
             FieldPin(\cipc_mqueue.reserved4, "reserved4", at: 392, size: 56),
             FieldPin(\cipc_mqueue.reserved5, "reserved5", at: 448, size: 64),
+        ]),
         // The broadcast (CInterprocessBroadcast.h).
         LayoutPin(cipc_broadcast_slot(), "cipc_broadcast_slot", size: 16, alignment: 8, [
             FieldPin(\cipc_broadcast_slot.sequence, "sequence", at: 0, size: 8),
