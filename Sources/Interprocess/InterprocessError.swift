@@ -38,6 +38,7 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
             case systemError
             case disconnected, connectionRefused
             case invalidPointer
+            case serverDied, requestFailed
         }
         fileprivate let value: Value
         fileprivate init(_ value: Value) { self.value = value }
@@ -100,6 +101,13 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
         /// A ``SharedPointer`` that does not point at a live block of the heap it was resolved in:
         /// freed (stale), forged, garbage, or another heap's.
         public static let invalidPointer = Code(.invalidPointer)
+        /// The server process that took a request died before it replied (``Service``): the request
+        /// may or may not have had its effects. The caller decides whether to send it again.
+        public static let serverDied = Code(.serverDied)
+        /// The server refused a request (``Service``): its handler threw, it could not decode the
+        /// request or encode its response, or it dropped the call without replying. The detail is
+        /// the server's reason.
+        public static let requestFailed = Code(.requestFailed)
     }
 
     /// What kind of failure this is.

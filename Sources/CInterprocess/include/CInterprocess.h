@@ -64,6 +64,7 @@ typedef struct cipc_segment_header {
 #define CIPC_KIND_RAW       1u  /* SharedMemory: bytes */
 #define CIPC_KIND_HEAP      2u  /* reserved: a shared heap */
 #define CIPC_KIND_CHANNEL   3u  /* one cipc_channel and its slots (CInterprocessChannel.h) */
+#define CIPC_KIND_SERVICE   6u  /* one cipc_service, its request queue and reply slots (CInterprocessService.h) */
 #define CIPC_KIND_MUTEX     16u /* one cipc_mutex at the payload offset */
 #define CIPC_KIND_SEMAPHORE 17u /* one cipc_semaphore */
 #define CIPC_KIND_EVENT     18u /* one cipc_event */
@@ -348,5 +349,7 @@ static inline void cipc_cpu_relax(void) {
 #include "CInterprocessHeap.h" // the shared heap's layout (it needs cipc_mutex, above)
 // The channel layout uses the type fingerprint above.
 #include "CInterprocessChannel.h"
+// The service layout embeds a channel (its request queue).
+#include "CInterprocessService.h"
 
 #endif
