@@ -12,7 +12,7 @@ struct IPC: ParsableCommand {
         commandName: "ipc",
         abstract: "Inspect and manage Interprocess shared objects.",
         subcommands: [
-            List.self, Inspect.self, Create.self, Write.self, Read.self, Remove.self, CollectGarbage.self, Send.self, Receive.self,
+            List.self, Inspect.self, Create.self, Write.self, Read.self, Remove.self, CollectGarbage.self, Send.self, Receive.self, Call.self, Serve.self,
             Demo.self, DemoPeer.self, Bench.self, BenchPeer.self,
         ]
     )
