@@ -116,6 +116,18 @@ final class ServiceCore: @unchecked Sendable {
         slot.assumingMemoryBound(to: Atomic<WordPair>.self)
     }
 
+    /// The pair as it is now. The pair changes only by a 16-byte compare-and-swap (or store); its
+    /// halves are read with two 8-byte loads, much cheaper than the locked 16-byte instruction that
+    /// a 16-byte load takes on x86. A torn read (the halves of two different pairs) is a pair that
+    /// no compare-and-swap expects: the caller's exchange fails and it looks again. The server half
+    /// changes only with the control half, so a control read names the phase the server half is of.
+    @inline(__always)
+    private func load(_ slot: UnsafeMutableRawPointer) -> WordPair {
+        let control = atomic64(slot).pointee.load(ordering: .acquiring)
+        let server = atomic64(slot + 8).pointee.load(ordering: .acquiring)
+        return WordPair(first: UInt(control), second: UInt(server))
+    }
+
     @inline(__always)
     private func client(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(slot + 16) }
 
@@ -155,7 +167,7 @@ final class ServiceCore: @unchecked Sendable {
                   client(slot).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged
             else { continue }
             CrashPoint.reached("service.request.afterSlot")
-            let observed = pair(slot).pointee.load(ordering: .acquiring)
+            let observed = load(slot)
             guard Self.phase(of: observed) == Self.free else {
                 client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
                 throw corruptSlot(index, observed, "has no client but is not free")
@@ -167,6 +179,8 @@ final class ServiceCore: @unchecked Sendable {
                 client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
                 return .retry
             }
+            // Only the slot's client ever parks on it: a count left by a client killed while parked heals here.
+            atomic32(waiting(slot)).pointee.store(0, ordering: .relaxed)
             slotHint.pointee.store(UInt32(truncatingIfNeeded: index + 1), ordering: .relaxed)
             return .done(ServiceTicket(slot: index, ticket: ticket))
         }
@@ -186,6 +200,7 @@ final class ServiceCore: @unchecked Sendable {
             guard holder >= 1 << 32, holder & OwnerLease.flagBit == 0 else {
                 throw InterprocessError(.corrupt, objectName: name, detail: "reply slot \(index) has client \(holder), which is not a process token")
             }
+            // One consistent read (the locked 16-byte load): the liveness decided below is of this pair's server.
             let observed = pair(slot).pointee.load(ordering: .acquiring)
             let phase = Self.phase(of: observed)
             guard phase <= Self.abandoned else { throw corruptSlot(index, observed, "is in no phase of the protocol") }
@@ -200,8 +215,9 @@ final class ServiceCore: @unchecked Sendable {
             guard pair(slot).pointee.compareExchange(
                 expected: observed, desired: Self.word(Self.ticket(of: observed), Self.free), ordering: .sequentiallyConsistent
             ).exchanged else {
-                // A server moved on meanwhile (to writing its reply): leave it for a later look.
-                client(slot).pointee.store(holder, ordering: .sequentiallyConsistent)
+                // A server moved on meanwhile (to writing its reply, or freed an abandoned slot and
+                // is about to clear its client): leave it as it is now for a later look.
+                _ = client(slot).pointee.compareExchange(expected: me, desired: holder, ordering: .sequentiallyConsistent)
                 continue
             }
             client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
@@ -281,7 +297,7 @@ final class ServiceCore: @unchecked Sendable {
     func awaitReply(_ ticket: ServiceTicket, checkNow: Bool) throws(InterprocessError) -> WaitStep<ServiceOutcome> {
         let slot = slot(ticket.slot)
         let signal = atomic32(signal(slot)).pointee.load(ordering: .sequentiallyConsistent)
-        let observed = pair(slot).pointee.load(ordering: .acquiring)
+        let observed = load(slot)
         guard Self.ticket(of: observed) == ticket.ticket, client(slot).pointee.load(ordering: .relaxed) == me else {
             throw corruptSlot(ticket.slot, observed, "was taken from under its request (ticket \(ticket.ticket))")
         }
@@ -303,14 +319,28 @@ final class ServiceCore: @unchecked Sendable {
         return WaitSite(word: signal(slot), waiters: waiting(slot), name: name, recheckEvery: Self.recoveryInterval)
     }
 
-    /// Waits for the reply of `ticket`, blocking the thread, until `deadline`.
+    /// Waits for the reply of `ticket`, blocking the thread, until `deadline`. The server's
+    /// liveness is checked every ``recoveryInterval`` while the client is parked, but not at its
+    /// first park: a request that parks is the common case, and its server is almost always alive
+    /// (the check is a system call).
     func blockingAwaitReply(_ ticket: ServiceTicket, until deadline: Deadline) throws(InterprocessError) -> ServiceOutcome {
-        try replySite(ticket).blockingWait(until: deadline) { check throws(InterprocessError) in try self.awaitReply(ticket, checkNow: check) }
+        var first = true
+        return try replySite(ticket).blockingWait(until: deadline) { check throws(InterprocessError) in
+            let due = check && !first
+            if check { first = false }
+            return try self.awaitReply(ticket, checkNow: due)
+        }
     }
 
-    /// Waits for the reply of `ticket`, suspending the task, until `deadline`.
+    /// Waits for the reply of `ticket`, suspending the task, until `deadline` (checking the server as
+    /// ``blockingAwaitReply(_:until:)`` does).
     func awaitReply(_ ticket: ServiceTicket, until deadline: Deadline) async throws(InterprocessError) -> ServiceOutcome {
-        try await replySite(ticket).asyncWait(until: deadline) { check throws(InterprocessError) in try self.awaitReply(ticket, checkNow: check) }
+        var first = true
+        return try await replySite(ticket).asyncWait(until: deadline) { check throws(InterprocessError) in
+            let due = check && !first
+            if check { first = false }
+            return try self.awaitReply(ticket, checkNow: due)
+        }
     }
 
     /// Collects what `outcome` found: copies the reply out with `copy` (and returns what it made),
@@ -338,7 +368,7 @@ final class ServiceCore: @unchecked Sendable {
         case .serverDied(let server):
             // Free the slot (its server cannot move on any more); count it once.
             while true {
-                let observed = pair(slot).pointee.load(ordering: .acquiring)
+                let observed = load(slot)
                 guard Self.ticket(of: observed) == ticket.ticket else { throw corruptSlot(ticket.slot, observed, "was taken from under its request") }
                 if pair(slot).pointee.compareExchange(
                     expected: observed, desired: Self.word(ticket.ticket, Self.free), ordering: .sequentiallyConsistent
@@ -367,7 +397,7 @@ final class ServiceCore: @unchecked Sendable {
     func abandon(_ ticket: ServiceTicket) throws(InterprocessError) {
         let slot = slot(ticket.slot)
         while true {
-            let observed = pair(slot).pointee.load(ordering: .acquiring)
+            let observed = load(slot)
             guard Self.ticket(of: observed) == ticket.ticket else { throw corruptSlot(ticket.slot, observed, "was taken from under its request") }
             let phase = Self.phase(of: observed)
             switch phase {
@@ -412,7 +442,7 @@ final class ServiceCore: @unchecked Sendable {
             }
             let slot = slot(index)
             while true {
-                let observed = pair(slot).pointee.load(ordering: .acquiring)
+                let observed = load(slot)
                 guard Self.ticket(of: observed) == ticket, Self.phase(of: observed) == Self.pending else {
                     // Its client gave up (or died, and its slot was taken back): nobody waits.
                     staleRequests.pointee.wrappingAdd(1, ordering: .relaxed)
