@@ -61,20 +61,33 @@ func runServiceCommand(_ command: String, _ rest: [String]) -> Int32 {
                 say("\(error.code)")
             }
         case "svc-clients":
-            // svc-clients NAME ID TASKS COUNT: says "ready", waits to be told, then TASKS tasks each
-            // send COUNT requests "ID.TASK.SEQ" and check that each reply is "echo " + it; says
-            // "ok N" (replies checked) or "wrong …" on the first reply that is not its own.
+            // svc-clients NAME ID TASKS COUNT [tolerant]: says "ready", waits to be told, then TASKS
+            // tasks each send COUNT requests "ID.TASK.SEQ" and check that each reply is "echo " + it;
+            // says "ok N" (replies checked) or "wrong …" on the first reply that is not its own.
+            // With "tolerant", a request whose server died counts as "died" ("ok N died M sent S").
+            // COUNT 0: until told again (a second line).
             let service = try Service<String, String>.open(name: rest[0])
             let id = rest[1]
             let tasks = Int(rest[2])!
             let count = Int(rest[3])!
+            let tolerant = rest.count > 4 && rest[4] == "tolerant"
             say("ready")
             awaitInstruction(upTo: 120)
             let tally = Tally()
+            if count == 0 {
+                // Until told again: a second line (or the end of our input) stops the tasks.
+                Thread.detached {
+                    awaitInstruction(upTo: 600)
+                    tally.stop.store(true, ordering: .sequentiallyConsistent)
+                }
+            }
             let done = DispatchSemaphore(value: 0)
             for task in 0..<tasks {
                 Task {
-                    for sequence in 0..<count {
+                    var sequence = 0
+                    while count == 0 ? !tally.stop.load(ordering: .sequentiallyConsistent) : sequence < count {
+                        defer { sequence += 1 }
+                        tally.sent.wrappingAdd(1, ordering: .relaxed)
                         let text = "\(id).\(task).\(sequence)"
                         do throws(InterprocessError) {
                             let reply = try await service.request(text, timeout: .seconds(60))
@@ -84,14 +97,19 @@ func runServiceCommand(_ command: String, _ rest: [String]) -> Int32 {
                                 tally.wrong.withLock { $0 = $0 ?? "wrong \(text) got \(reply)" }
                             }
                         } catch {
-                            tally.wrong.withLock { $0 = $0 ?? "wrong \(text) failed \(error)" }
+                            if tolerant && error.code == .serverDied {
+                                tally.died.wrappingAdd(1, ordering: .relaxed)
+                            } else {
+                                tally.wrong.withLock { $0 = $0 ?? "wrong \(text) failed \(error)" }
+                            }
                         }
                     }
                     done.signal()
                 }
             }
             for _ in 0..<tasks { done.wait() }
-            say(tally.wrong.withLock { $0 } ?? "ok \(tally.checked.load(ordering: .relaxed))")
+            let died = tolerant ? " died \(tally.died.load(ordering: .relaxed)) sent \(tally.sent.load(ordering: .relaxed))" : ""
+            say(tally.wrong.withLock { $0 } ?? "ok \(tally.checked.load(ordering: .relaxed))" + died)
         case "svc-flood":
             // svc-flood NAME COUNT: says "ready", then sends COUNT requests from COUNT threads at
             // once (each waits for its reply), says "sent" once they are all queued, and waits
@@ -139,5 +157,8 @@ enum Thread {
 /// What the client tasks of `svc-clients` found.
 final class Tally: Sendable {
     let checked = Atomic<Int>(0)
+    let died = Atomic<Int>(0)
+    let sent = Atomic<Int>(0)
+    let stop = Atomic<Bool>(false)
     let wrong = Mutex<String?>(nil)
 }

@@ -403,6 +403,84 @@ struct ServiceTests {
         }
     }
 
+    /// Servers and clients SIGKILLed at random moments (when the service has made some progress),
+    /// and replaced: the survivors finish, every reply a client got was its own, a client whose
+    /// server died got `serverDied`, and afterwards every slot is free again.
+    @Test func serversAndClientsKilledAtRandomMoments() throws {
+        try withCleanNames("svckill") { name in
+            let capacity = 6
+            let service = try Service<String, String>.create(name: name, capacity: capacity)
+            defer { service.detach() }
+            var generator = SystemRandomNumberGenerator()
+            var servers: [ChildProcess] = []
+            var clients: [ChildProcess] = []
+            var finished: [ChildProcess] = []
+            defer { for child in servers + clients + finished { child.stop() } }
+            var nextID = 0
+            func startServer() throws {
+                let child = try Peer.spawn("svc-serve", name, nextID % 2 == 0 ? "async" : "blocking")
+                nextID += 1
+                #expect(child.readLine() == "ready")
+                servers.append(child)
+            }
+            func startClient() throws {
+                let child = try Peer.spawn("svc-clients", name, "k\(nextID)", "2", "0", "tolerant")
+                nextID += 1
+                #expect(child.readLine() == "ready")
+                child.tell()
+                clients.append(child)
+            }
+            for _ in 0..<2 { try startServer() }
+            for _ in 0..<2 { try startClient() }
+            for _ in 0..<8 {
+                // Wait for progress (state we can observe), then kill someone.
+                let before = detail(name, "replies") ?? 0
+                #expect(pollUntil(timeout: .seconds(60)) { (detail(name, "replies") ?? 0) >= before + 15 })
+                if Bool.random(using: &generator) {
+                    let victim = servers.remove(at: Int.random(in: 0..<servers.count, using: &generator))
+                    victim.kill(signal: SIGKILL)
+                    finished.append(victim)
+                    try startServer()
+                } else {
+                    let victim = clients.remove(at: Int.random(in: 0..<clients.count, using: &generator))
+                    victim.kill(signal: SIGKILL)
+                    finished.append(victim)
+                    try startClient()
+                }
+            }
+            for client in clients { client.tell("stop") }
+            for client in clients {
+                let line = client.readLine(timeout: .seconds(120)) ?? ""
+                #expect(line.hasPrefix("ok "), "\(line)")
+                let numbers = line.split(separator: " ").compactMap { Int($0) }
+                #expect(numbers.count == 3 && numbers[0] + numbers[1] == numbers[2], "each request answered or its server died: \(line)")
+            }
+            // With no server, every slot is needed at once: those of dead clients are taken back,
+            // and the requests, unserved, time out and free their slots.
+            for server in servers { server.stop() }
+            let outcomes = Outcomes()
+            let threads = (0..<capacity).map { index in
+                ServiceTestThread {
+                    let outcome: String
+                    do throws(InterprocessError) {
+                        outcome = try service.blockingRequest("last \(index)", timeout: .milliseconds(500))
+                    } catch {
+                        outcome = "\(error.code)"
+                    }
+                    outcomes.list.withLock { $0.append(outcome) }
+                }
+            }
+            for thread in threads { thread.join() }
+            #expect(outcomes.list.withLock { $0 } == Array(repeating: "timedOut", count: capacity))
+            #expect(detail(name, "inFlight") == 0)
+            servers = []
+            try startServer()
+            #expect(try service.blockingRequest("after", timeout: .seconds(30)) == "echo after")
+            service.close()
+            for server in servers { #expect(server.readLine(timeout: .seconds(30))?.hasPrefix("served ") == true) }
+        }
+    }
+
     // MARK: Never trusting a peer
 
     @Test func aScribbledStateIsCorruptNotACrash() throws {
@@ -492,4 +570,9 @@ private final class ServiceTestThread: @unchecked Sendable {
     }
 
     func join() { pthread_join(handle, nil) }
+}
+
+/// What the threads of a test found.
+private final class Outcomes: Sendable {
+    let list = Mutex<[String]>([])
 }
