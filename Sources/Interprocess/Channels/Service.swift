@@ -12,8 +12,8 @@ import Synchronization
 /// try await lengths.serve { text in text.count }          // until the service is closed
 ///
 /// // A client (another process):
-/// let lengths = try Service<String, Int>.open(name: "lengths")
-/// let n = try await lengths.request("hello", timeout: .seconds(2))     // 5
+/// let client = try Service<String, Int>.open(name: "lengths")
+/// let n = try await client.request("hello", timeout: .seconds(2))     // 5
 /// ```
 ///
 /// **Messages.** `Request` and `Response` travel as a ``Channel``'s messages do: `[UInt8]` as they
