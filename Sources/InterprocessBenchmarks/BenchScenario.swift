@@ -44,6 +44,7 @@ package enum BenchScenarios {
             ChannelRoundTripBench.self,
             MessageQueueRoundTripBench.self,
             BroadcastFanOutBench.self,
+            ServiceRoundTripBench.self,
             ContendedLockBench.self,
             OversubscribedBench.self,
             SharedVariableBench.self,

@@ -234,6 +234,9 @@ case "mutex-hold", "mutex-lock-within", "mutex-count", "sem-wait", "event-wait",
 case let command where command.hasPrefix("rw-") || command.hasPrefix("var-"):
     exit(runReaderWriterAndVariableCommand(command, rest))
 
+case let command where command.hasPrefix("svc-"):
+    exit(runServiceCommand(command, rest))
+
 case let command where command.hasPrefix("chan-"):
     exit(runChannelCommand(command, rest))
 

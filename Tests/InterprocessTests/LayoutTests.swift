@@ -70,6 +70,11 @@ struct LayoutTests {
         #expect(CIPC_MQUEUE_HEADER_SIZE == 512 && CIPC_MQUEUE_SLOT_HEADER_SIZE == 32)
         #expect(CIPC_MQUEUE_MAX_CAPACITY == 1 << 20 && CIPC_MQUEUE_MAX_MESSAGE_SIZE == 1 << 24)
         #expect([CIPC_MQUEUE_FREE, CIPC_MQUEUE_WRITING, CIPC_MQUEUE_READY, CIPC_MQUEUE_READING] == [0, 1, 2, 3])
+        #expect(Self.ascii(CIPC_TAG_SERVICE) == "SRV1" && CIPC_KIND_SERVICE == 6)
+        #expect(CIPC_SERVICE_HEADER_SIZE == 512 && CIPC_SERVICE_SLOT_HEADER_SIZE == 64 && CIPC_SERVICE_REQUEST_HEADER_SIZE == 16)
+        #expect(CIPC_SERVICE_MAX_SLOTS == 1 << 16 && CIPC_SERVICE_MAX_MESSAGE_SIZE == 1 << 24)
+        #expect([CIPC_SERVICE_FREE, CIPC_SERVICE_PENDING, CIPC_SERVICE_SERVING, CIPC_SERVICE_WRITING, CIPC_SERVICE_REPLIED,
+                  CIPC_SERVICE_FAILED, CIPC_SERVICE_ABANDONED] == [0, 1, 2, 3, 4, 5, 6])
         // The public sizes come from the structs.
         #expect(ProcessMutex.stateSize == 64 && ProcessSemaphore.stateSize == 64)
         #expect(ProcessEvent.stateSize == 64 && ProcessCondition.stateSize == 64)
@@ -81,7 +86,7 @@ struct LayoutTests {
     /// Each kind has its own number and name, and the library knows every one of them.
     @Test func segmentKindsAreDistinctAndKnown() {
         let kinds: [(SegmentKind, String)] = [
-            (.raw, "raw"), (.heap, "heap"), (.channel, "channel"), (.broadcast, "broadcast"), (.messageQueue, "mqueue"), (.mutex, "mutex"), (.semaphore, "semaphore"),
+            (.raw, "raw"), (.heap, "heap"), (.channel, "channel"), (.broadcast, "broadcast"), (.messageQueue, "mqueue"), (.service, "service"), (.mutex, "mutex"), (.semaphore, "semaphore"),
             (.event, "event"), (.condition, "condition"), (.rwLock, "rwlock"), (.variable, "variable"), (.atomic, "atomic"),
         ]
         #expect(Set(kinds.map(\.0.rawValue)).count == kinds.count)
@@ -439,6 +444,50 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_broadcast.space_signal, "space_signal", at: 384, size: 4),
             FieldPin(\cipc_broadcast.publishers_waiting, "publishers_waiting", at: 388, size: 4),
             FieldPin(\cipc_broadcast.reserved4, "reserved4", at: 392, size: 120),
+        ]),
+        // The service (CInterprocessService.h).
+        LayoutPin(cipc_service_request(), "cipc_service_request", size: 16, alignment: 8, [
+            FieldPin(\cipc_service_request.slot, "slot", at: 0, size: 4),
+            FieldPin(\cipc_service_request.reserved, "reserved", at: 4, size: 4),
+            FieldPin(\cipc_service_request.ticket, "ticket", at: 8, size: 8),
+        ]),
+        LayoutPin(cipc_service_slot(), "cipc_service_slot", size: 64, alignment: 8, [
+            FieldPin(\cipc_service_slot.control, "control", at: 0, size: 8),
+            FieldPin(\cipc_service_slot.server, "server", at: 8, size: 8),
+            FieldPin(\cipc_service_slot.client, "client", at: 16, size: 8),
+            FieldPin(\cipc_service_slot.signal, "signal", at: 24, size: 4),
+            FieldPin(\cipc_service_slot.waiting, "waiting", at: 28, size: 4),
+            FieldPin(\cipc_service_slot.length, "length", at: 32, size: 4),
+            FieldPin(\cipc_service_slot.reserved0, "reserved0", at: 36, size: 4),
+            FieldPin(\cipc_service_slot.reserved1, "reserved1", at: 40, size: 24),
+        ]),
+        LayoutPin(cipc_service(), "cipc_service", size: 512, alignment: 8, [
+            FieldPin(\cipc_service.slot_count, "slot_count", at: 0, size: 4),
+            FieldPin(\cipc_service.max_request_size, "max_request_size", at: 4, size: 4),
+            FieldPin(\cipc_service.max_response_size, "max_response_size", at: 8, size: 4),
+            FieldPin(\cipc_service.slot_stride, "slot_stride", at: 12, size: 4),
+            FieldPin(\cipc_service.request_format, "request_format", at: 16, size: 4),
+            FieldPin(\cipc_service.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_service.state_size, "state_size", at: 24, size: 8),
+            FieldPin(\cipc_service.response_format, "response_format", at: 32, size: 4),
+            FieldPin(\cipc_service.queue_offset, "queue_offset", at: 36, size: 4),
+            FieldPin(\cipc_service.queue_size, "queue_size", at: 40, size: 8),
+            FieldPin(\cipc_service.slots_offset, "slots_offset", at: 48, size: 8),
+            FieldPin(\cipc_service.reserved0, "reserved0", at: 56, size: 8),
+            FieldPin(\cipc_service.requests, "requests", at: 64, size: 8),
+            FieldPin(\cipc_service.replies, "replies", at: 72, size: 8),
+            FieldPin(\cipc_service.discarded_replies, "discarded_replies", at: 80, size: 8),
+            FieldPin(\cipc_service.server_deaths, "server_deaths", at: 88, size: 8),
+            FieldPin(\cipc_service.reclaimed_slots, "reclaimed_slots", at: 96, size: 8),
+            FieldPin(\cipc_service.stale_requests, "stale_requests", at: 104, size: 8),
+            FieldPin(\cipc_service.slot_hint, "slot_hint", at: 112, size: 4),
+            FieldPin(\cipc_service.reserved1, "reserved1", at: 116, size: 4),
+            FieldPin(\cipc_service.reserved2, "reserved2", at: 120, size: 8),
+            FieldPin(\cipc_service.request_type, "request_type", at: 128, size: 128),
+            FieldPin(\cipc_service.response_type, "response_type", at: 256, size: 128),
+            FieldPin(\cipc_service.slot_signal, "slot_signal", at: 384, size: 4),
+            FieldPin(\cipc_service.slot_waiters, "slot_waiters", at: 388, size: 4),
+            FieldPin(\cipc_service.reserved3, "reserved3", at: 392, size: 120),
         ]),
         LayoutPin(cipc_futex_waiter(), "cipc_futex_waiter", size: 24, alignment: 8, [
             FieldPin(\cipc_futex_waiter.val, "val", at: 0, size: 8),

@@ -120,6 +120,7 @@ typedef struct cipc_segment_header {
 #define CIPC_KIND_CHANNEL   3u  /* one cipc_channel and its slots (CInterprocessChannel.h) */
 #define CIPC_KIND_BROADCAST 4u  /* one cipc_broadcast, its subscribers and slots (CInterprocessBroadcast.h) */
 /* CIPC_KIND_MQUEUE (5): CInterprocessMessageQueue.h */
+#define CIPC_KIND_SERVICE   6u  /* one cipc_service, its request queue and reply slots (CInterprocessService.h) */
 #define CIPC_KIND_MUTEX     16u /* one cipc_mutex at the payload offset */
 #define CIPC_KIND_SEMAPHORE 17u /* one cipc_semaphore */
 #define CIPC_KIND_EVENT     18u /* one cipc_event */
@@ -417,5 +418,7 @@ static inline void cipc_cpu_relax(void) {
 #include "CInterprocessMessageQueue.h"
 // The broadcast layout too (and the channel's message formats).
 #include "CInterprocessBroadcast.h"
+// The service layout embeds a channel (its request queue).
+#include "CInterprocessService.h"
 
 #endif

@@ -19,6 +19,7 @@ enum SharedObjectRegistry {
         SharedAtomicLayout.self,
         MessageQueueLayout.self,
         BroadcastLayout.self,
+        ServiceLayout.self,
     ]
 
     /// The kinds by their segment kind number (the first of two that share a number wins; a test
