@@ -28,7 +28,7 @@ func runBroadcastCommand(_ command: String, _ rest: [String]) -> Int32 {
             let subscription = try broadcast.subscribe(history: history)
             say("subscribed \(broadcast.publishedCount - subscription.backlog)")
             if options.contains("hold") { _ = awaitInstruction(upTo: 120) }
-            let tally = Tally()
+            let tally = BroadcastTally()
             if options.contains("async") {
                 let done = DispatchSemaphore(value: 0)
                 let failure = Mutex<InterprocessError?>(nil)
@@ -114,7 +114,7 @@ func runBroadcastCommand(_ command: String, _ rest: [String]) -> Int32 {
 /// What a subscriber received, checked as it arrives.
 ///
 /// `@unchecked Sendable`: used by one task or thread at a time (the receiving one), and read after it ended.
-private final class Tally: @unchecked Sendable {
+private final class BroadcastTally: @unchecked Sendable {
     var received = 0
     var missed = 0
     var missedSinceLast = 0
