@@ -265,6 +265,7 @@ public final class SharedHeap: Sendable {
     public func close() {
         guard !core.isClosed else { return }
         core.markClosed()
+        core.closeCaches()
         segments.closeAll()
         let lifetime = handle.lifetime
         let osName = handle.osName
@@ -446,6 +447,12 @@ extension HeapCore {
 
     @inline(__always)
     func allocate(byteCount: Int, alignment: Int) throws(InterprocessError) -> (UInt64, UnsafeMutableRawPointer) {
+        if alignment == HeapLayout.granule && byteCount >= 0 && byteCount <= HeapLayout.cacheablePayload && !isClosed,
+           let slot = threadSlot() {
+            let granules = max(HeapLayout.minimumBlock, UInt32(truncatingIfNeeded: (byteCount &+ HeapLayout.blockHeaderSize &+ HeapLayout.granule &- 1) / HeapLayout.granule))
+            let slack = UInt32(truncatingIfNeeded: Int(granules) &* HeapLayout.granule &- HeapLayout.blockHeaderSize &- byteCount)
+            if let result = try cachedAllocate(slot, size: granules, slack: slack) { return result }
+        }
         if alignment != HeapLayout.granule { try checkAlignment(alignment) }
         let (granules, slack) = try blockSize(forPayload: byteCount)
         let result = try withLock(.allocate) { (op: inout HeapOperation) throws(InterprocessError) in
@@ -458,6 +465,7 @@ extension HeapCore {
     @inline(__always)
     func free(_ word: UInt64) throws(InterprocessError) {
         if word == 0 { return }
+        if !isClosed, let slot = threadSlot(), cachedFree(slot, word) { return }
         try withLock(.free) { (op: inout HeapOperation) throws(InterprocessError) in try freeLocked(word, &op) }
     }
 
