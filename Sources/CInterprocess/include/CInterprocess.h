@@ -348,5 +348,7 @@ static inline void cipc_cpu_relax(void) {
 #include "CInterprocessHeap.h" // the shared heap's layout (it needs cipc_mutex, above)
 // The channel layout uses the type fingerprint above.
 #include "CInterprocessChannel.h"
+// Thread-local slots of the shared heap's thread caches.
+#include "CInterprocessThread.h"
 
 #endif

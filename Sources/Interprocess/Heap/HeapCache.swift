@@ -9,9 +9,14 @@ import Synchronization
 // ``SharedHeap`` ("Thread caches") for the design and for what a kill at each step leaves behind.
 
 /// One thread's cache as this process keeps it: process memory at a stable address, found through
-/// the heap's thread-local key. Its record (the list heads) is in shared memory; the counts and the
-/// tags are the thread's own.
+/// the handle's thread-local slot (`cipc_thread_slot`, one load). Its record (the list heads) is in
+/// shared memory; the counts and the tags are the thread's own.
 struct CacheSlot {
+    /// The handle it belongs to (``HeapCore/coreID``): a thread-local slot that still points at a
+    /// slot of a handle that was closed (whose index another handle took) is told apart by it.
+    let coreID: UInt64
+    /// The most blocks of each size it holds (all 0 for a handle's "no cache" slot).
+    let limits: UnsafeMutablePointer<UInt32>
     /// The record block (`CIPC_HEAP_CACHE_RECORD`), as this process addresses it.
     let record: HeapBlock
     /// The record's list heads (`cipc_heap_cache.heads`), in shared memory.
@@ -44,21 +49,36 @@ struct SlotAddress: @unchecked Sendable {
     let slot: UnsafeMutablePointer<CacheSlot>
 }
 
-/// What a thread-local key holds for a thread that caches nothing with this handle (its process has
-/// no client record, or the heap had no room for its record): not a slot.
-var noCacheSlot: UnsafeMutableRawPointer {
-    @inline(__always) get { UnsafeMutableRawPointer(bitPattern: 1)! }
-}
-
 /// The thread-local key's destructor: a thread that ends gives its slot back (the record and its
 /// blocks stay, for the next thread of the process that needs a cache).
 var releaseCacheSlot: @convention(c) (UnsafeMutableRawPointer?) -> Void { { raw in
-    guard let raw, raw != noCacheSlot else { return }
+    guard let raw else { return }
     let slot = raw.assumingMemoryBound(to: CacheSlot.self)
     withUnsafeMutablePointer(to: &slot.pointee.owned) { owned in
         atomic32(UnsafeMutableRawPointer(owned)).pointee.store(0, ordering: .releasing)
     }
 } }
+
+/// The thread-local slot indices (`cipc_thread_slot`) that handles hold, and handle identities.
+enum CacheIndices {
+    /// Bit i set: index i is taken.
+    static let taken = Mutex<UInt64>(0)
+    static let nextCoreID = Atomic<UInt64>(1)
+
+    /// A free index, taken; nil if every one is (then the handle caches nothing).
+    static func take() -> UInt32? {
+        taken.withLock { bits in
+            guard bits != ~0 else { return nil }
+            let index = (~bits).trailingZeroBitCount
+            bits |= 1 << UInt64(index)
+            return UInt32(index)
+        }
+    }
+
+    static func give(_ index: UInt32) {
+        taken.withLock { $0 &= ~(1 << UInt64(index)) }
+    }
+}
 
 extension HeapCore {
     /// Whether a heap of this maximum capacity gets thread caches: below 1 MB, each cache would be a
@@ -78,13 +98,16 @@ extension HeapCore {
 
     // MARK: The fast paths: no lock, no journal
 
-    /// This thread's cache slot, made on first use; nil if it has none.
+    /// This thread's cache slot, made on first use; nil if this handle has no caches. (A thread
+    /// that could not get one has the handle's ``noCache`` slot: nothing in it, no room in it.)
     @inline(__always)
     func threadSlot() -> UnsafeMutablePointer<CacheSlot>? {
-        guard let key = cacheKey else { return nil }
-        guard let raw = key.get() else { return acquireSlot(key) }
-        if raw == noCacheSlot { return nil }
-        return raw.assumingMemoryBound(to: CacheSlot.self)
+        guard let index = cacheIndex else { return nil }
+        if let raw = cipc_thread_slot(index) {
+            let slot = raw.assumingMemoryBound(to: CacheSlot.self)
+            if slot.pointee.coreID == coreID { return slot }
+        }
+        return acquireSlot(index)
     }
 
     /// Kills this process if the armed crash point is the `write`th write of a cache `step`.
@@ -141,7 +164,7 @@ extension HeapCore {
               size >= HeapLayout.minimumBlock, Int(size) <= (view.end &- offset) / HeapLayout.granule
         else { return false }
         let count = slot.pointee.counts[Int(size)]
-        guard count < cacheLimits[Int(size)] else { return false }
+        guard count < slot.pointee.limits[Int(size)] else { return false }
         let client = slot.pointee.client
         let head = slot.pointee.heads + Int(size) &* 8
         // 1: ours (still in use); 2: CACHED; 3: its last tag kept; 4: linked; 5: on the list.
@@ -186,11 +209,15 @@ extension HeapCore {
 
     // MARK: Slots
 
-    /// Gives this thread a slot: one whose thread ended, or a new one with a new record; remembers
-    /// "none" in the key if it cannot (then the thread uses the lock for everything).
+    /// Gives this thread a slot: one whose thread ended, or a new one with a new record; the
+    /// handle's ``noCache`` slot if it cannot (then the thread uses the lock for everything).
     @inline(never)
-    func acquireSlot(_ key: ThreadLocalKey) -> UnsafeMutablePointer<CacheSlot>? {
-        if isClosed || client == 0 { return nil }
+    func acquireSlot(_ index: UInt32) -> UnsafeMutablePointer<CacheSlot>? {
+        if isClosed { return nil }
+        guard client != 0, let key = cacheKey else {
+            cipc_set_thread_slot(index, UnsafeMutableRawPointer(noCache))
+            return noCache
+        }
         let reused = cacheSlots.withLock { slots -> SlotAddress? in
             for address in slots where address.slot.pointee.retired == 0
                 && ownedWord(address.slot).pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged {
@@ -200,6 +227,7 @@ extension HeapCore {
         }?.slot
         if let reused {
             key.set(UnsafeMutableRawPointer(reused))
+            cipc_set_thread_slot(index, UnsafeMutableRawPointer(reused))
             return reused
         }
         let record: HeapBlock?
@@ -209,14 +237,10 @@ extension HeapCore {
             record = nil
         }
         guard let record else {
-            key.set(noCacheSlot)
-            return nil
+            cipc_set_thread_slot(index, UnsafeMutableRawPointer(noCache))
+            return noCache
         }
-        let slot = UnsafeMutablePointer<CacheSlot>.allocate(capacity: 1)
-        let counts = UnsafeMutablePointer<UInt32>.allocate(capacity: Int(HeapLayout.quickLimit))
-        counts.initialize(repeating: 0, count: Int(HeapLayout.quickLimit))
-        slot.initialize(to: CacheSlot(
-            record: record, heads: record.pointer + HeapLayout.blockHeaderSize + HeapLayout.cacheHeads, counts: counts, client: client))
+        let slot = Self.makeSlot(coreID: coreID, limits: cacheLimits, record: record, client: client)
         let kept = cacheSlots.withLock { slots -> Bool in
             if isClosed { return false }
             slots.append(SlotAddress(slot: slot))
@@ -228,6 +252,28 @@ extension HeapCore {
             return nil
         }
         key.set(UnsafeMutableRawPointer(slot))
+        cipc_set_thread_slot(index, UnsafeMutableRawPointer(slot))
+        return slot
+    }
+
+    /// A new slot (never freed: see ``closeCaches()``).
+    static func makeSlot(coreID: UInt64, limits: UnsafeMutablePointer<UInt32>, record: HeapBlock, client: UInt32) -> UnsafeMutablePointer<CacheSlot> {
+        let slot = UnsafeMutablePointer<CacheSlot>.allocate(capacity: 1)
+        let counts = UnsafeMutablePointer<UInt32>.allocate(capacity: Int(HeapLayout.quickLimit))
+        counts.initialize(repeating: 0, count: Int(HeapLayout.quickLimit))
+        slot.initialize(to: CacheSlot(
+            coreID: coreID, limits: limits, record: record, heads: record.pointer + HeapLayout.blockHeaderSize + HeapLayout.cacheHeads,
+            counts: counts, client: client))
+        return slot
+    }
+
+    /// A handle's "no cache" slot: empty, no room, no record (its record field names store 0's
+    /// first byte, never used).
+    static func makeEmptySlot(coreID: UInt64, base: StoreView) -> UnsafeMutablePointer<CacheSlot> {
+        let limits = UnsafeMutablePointer<UInt32>.allocate(capacity: Int(HeapLayout.quickLimit))
+        limits.initialize(repeating: 0, count: Int(HeapLayout.quickLimit))
+        let slot = makeSlot(coreID: coreID, limits: limits, record: HeapBlock(store: 0, offset: 0, pointer: base.base, limit: 0), client: 0)
+        slot.pointee.retired = 1
         return slot
     }
 
@@ -311,10 +357,11 @@ extension HeapCore {
     /// lock): what an allocation that finds no fit does before it consolidates. The caches of the
     /// process's other live threads are theirs alone.
     func flushOwnCaches(_ op: inout HeapOperation) throws(InterprocessError) -> Bool {
-        guard let key = cacheKey else { return false }
+        guard let index = cacheIndex else { return false }
         var any = false
-        if let raw = key.get(), raw != noCacheSlot {
-            any = try flushCache(raw.assumingMemoryBound(to: CacheSlot.self), releasingRecord: false, &op)
+        if let raw = cipc_thread_slot(index) {
+            let slot = raw.assumingMemoryBound(to: CacheSlot.self)
+            if slot.pointee.coreID == coreID && slot.pointee.retired == 0 { any = try flushCache(slot, releasingRecord: false, &op) }
         }
         let idle = cacheSlots.withLock { slots in
             slots.filter { $0.slot.pointee.retired == 0 && ownedWord($0.slot).pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged }
@@ -367,9 +414,9 @@ extension HeapCore {
     }
 
     /// Gives back every cache of this handle (``SharedHeap/close()``): its blocks and records return
-    /// to the free lists, and the thread-local key goes.
+    /// to the free lists, the thread-local key and slot index go.
     func closeCaches() {
-        guard let key = cacheKey else { return }
+        guard let index = cacheIndex else { return }
         let slots = cacheSlots.withLock { slots in
             defer { slots = [] }
             return slots
@@ -381,7 +428,9 @@ extension HeapCore {
             slot.pointee.retired = 1
         }
         // The slots themselves stay allocated: a thread that ends later may still run the key's
-        // destructor on one (a few dozen bytes per thread that used this handle).
-        key.delete()
+        // destructor on one, and a thread-local slot may still point at one (it tells by the
+        // coreID): a few dozen bytes per thread that used this handle.
+        cacheKey?.delete()
+        CacheIndices.give(index)
     }
 }

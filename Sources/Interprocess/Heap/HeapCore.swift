@@ -144,9 +144,14 @@ final class HeapCore: @unchecked Sendable {
     /// This process's client record (0 if it found none).
     private(set) var client: UInt32 = 0
     private let closedFlag = Atomic<Bool>(false)
-    /// The thread-local key of this handle's thread caches (nil: the heap is too small for them, or
-    /// the process had no key left).
+    /// This handle's index among the thread-local slots (nil: no thread caches: the heap is too
+    /// small for them, or the process has 64 handles that cache), its identity, and the
+    /// thread-local key whose destructor gives a slot back when its thread ends.
+    let cacheIndex: UInt32?
+    let coreID: UInt64
     let cacheKey: ThreadLocalKey?
+    /// What a thread that cannot have a cache with this handle finds in its thread-local slot.
+    let noCache: UnsafeMutablePointer<CacheSlot>
     /// The most blocks of each quick size that one thread's cache holds.
     let cacheLimits: UnsafeMutablePointer<UInt32>
     /// Every thread cache of this handle.
@@ -181,14 +186,23 @@ final class HeapCore: @unchecked Sendable {
         nextTagWord = header + HeapLayout.heapNextTag
         journalEntries = header + HeapLayout.heapJournal + HeapLayout.journalEntries
         journalCount = header + HeapLayout.heapJournal + HeapLayout.journalCount
-        cacheKey = Self.cachesThreads(maximumCapacity: maximumCapacity) ? ThreadLocalKey.make(destructor: releaseCacheSlot) : nil
+        coreID = CacheIndices.nextCoreID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let key = Self.cachesThreads(maximumCapacity: maximumCapacity) ? ThreadLocalKey.make(destructor: releaseCacheSlot) : nil
+        let index = key == nil ? nil : CacheIndices.take()
+        if index == nil { key?.delete() }
+        cacheKey = index == nil ? nil : key
+        cacheIndex = index
         cacheLimits = Self.cacheLimits(maximumCapacity: maximumCapacity)
+        noCache = Self.makeEmptySlot(coreID: coreID, base: base.view)
         _ = try table.map(0) { () throws(InterprocessError) in base }
         client = try withLock(.claim) { (op: inout HeapOperation) throws(InterprocessError) in try claimClient(&op) }
     }
 
     deinit {
-        if !isClosed { cacheKey?.delete() }  // else closeCaches() did
+        if !isClosed {  // else closeCaches() did
+            cacheKey?.delete()
+            if let cacheIndex { CacheIndices.give(cacheIndex) }
+        }
         cacheLimits.deallocate()
     }
 
