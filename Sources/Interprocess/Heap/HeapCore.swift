@@ -66,6 +66,9 @@ struct HeapOperation: ~Copyable {
     let countWord: UnsafeMutableRawPointer
     var count = 0
     var step: HeapStep
+    /// The step that crash points count the writes of instead of `step`, while an operation runs
+    /// others as its parts (a cache record is an allocation, then its marking).
+    var outer: HeapStep?
     /// The armed crash point of this process, parsed once (nil: none; the usual case).
     let crash: (step: HeapStep, write: Int?)?
 
@@ -109,7 +112,7 @@ struct HeapOperation: ~Copyable {
     }
 
     private func crashIfArmed(atEnd: Bool) {
-        guard let crash, crash.step == step else { return }
+        guard let crash, crash.step == outer ?? step else { return }
         if atEnd ? crash.write == nil : crash.write == count { CrashPoint.crashNow() }
     }
 
