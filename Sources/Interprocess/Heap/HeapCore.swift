@@ -127,8 +127,9 @@ struct HeapOperation: ~Copyable {
     }()
 }
 
-/// The allocator: everything the heap does to its shared memory, under its robust lock. It knows
-/// nothing of how stores are created or found (``HeapStoreProvider``).
+/// The allocator: everything the heap does to its shared memory, under its robust lock — but the
+/// lock-free steps of the threads' caches (`HeapCache.swift`). It knows nothing of how stores are
+/// created or found (``HeapStoreProvider``).
 ///
 /// `@unchecked Sendable`: its pointers point into mappings that `table` and `provider` keep alive;
 /// every shared word is read and written atomically, and changed only under `lock`.
