@@ -146,6 +146,27 @@ struct IPCToolTests {
 
     // MARK: Tests
 
+    /// `ipc inspect` lists what is placed in a raw segment, in text and JSON; `ipc write` over a
+    /// placed object is refused.
+    @Test func inspectListsPlacedObjects() throws {
+        let name = uniqueName()
+        defer { try? SharedMemory.remove(name: name) }
+        let segment = try SharedMemory.create(name: name, size: 4096, lifetime: .persistent)
+        defer { segment.close() }
+        try segment.write("hi")
+        _ = try ProcessMutex.create(in: segment, at: 64)
+        _ = try SharedAtomic<Int64>.create(in: segment, named: "hits")
+        let inspect = try ipc("inspect", name)
+        #expect(inspect.succeeded, "\(inspect.error)")
+        #expect(inspect.output.contains("placed:\n  0..<10  stored value\n  64..<128  mutex\n  3904..<4096  atomic 'hits'\n"), "\(inspect.output)")
+        let object = try #require(try json(try ipc("inspect", name, "--json").output) as? [String: Any])
+        let placed = try #require(object["placed"] as? [[String: Any]])
+        #expect(placed.map { $0["kind"] as? String } == ["stored value", "mutex", "atomic"])
+        #expect(placed.last?["name"] as? String == "hits" && placed.last?["offset"] as? Int == 3904)
+        let write = try ipc("write", name, String(repeating: "x", count: 100))
+        #expect(!write.succeeded && write.error.contains("overlaps") && write.error.contains("a mutex at 64..<128"), "\(write.error)")
+    }
+
     @Test func createListAndInspect() throws {
         let name = uniqueName()
         defer { try? SharedMemory.remove(name: name) }

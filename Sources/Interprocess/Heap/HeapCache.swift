@@ -284,8 +284,8 @@ extension HeapCore {
     /// Allocates a cache record for this process (under the lock): a block marked
     /// `CIPC_HEAP_CACHE_RECORD`, its lists empty, counted in the client record. Nil if there is no room.
     func createCacheRecord(_ op: inout HeapOperation) throws(InterprocessError) -> HeapBlock? {
-        op.outer = .cacheCreate
-        defer { op.outer = nil }
+        op.pinned = .cacheCreate
+        defer { op.pinned = nil }
         guard let (_, block) = try allocateLocked(granules: HeapLayout.cacheRecordGranules, slack: 0, alignment: HeapLayout.granule, &op) else {
             return nil
         }

@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 public import SystemPackage
+import InterprocessSystem
 
 /// Storing values in one call.
 ///
@@ -14,9 +15,22 @@ public import SystemPackage
 ///
 /// A store is not atomic with respect to a concurrent load in another process: guard the segment
 /// with a ``ProcessMutex`` (or use a channel) when writers and readers overlap.
+///
+/// **Values and placed objects share a segment safely.** The stored value is registered in the
+/// segment's table of placed objects (see ``placedObjects()``) as the bytes its frame takes from
+/// offset 0: a store whose frame would reach an object placed in the segment (a mutex, an atomic, …)
+/// fails with `overlaps` and changes nothing, and placing an object over the stored value's frame
+/// fails the same way. Objects placed without an offset go to the end of the segment, leaving the
+/// start to the value. (``withUnsafeMutableBytes(_:)`` is not checked: raw access is yours.)
 extension SharedMemory {
     /// Bytes of the length prefix.
     public static let framePrefixSize = 8
+
+    /// The bytes, from offset 0, that the frame of a stored value of `byteCount` bytes takes: the one
+    /// place that knows the frame's extent (the table of placed objects registers it).
+    static func frameExtent(byteCount: Int) -> Int {
+        framePrefixSize + byteCount
+    }
 
     /// Creates a segment just big enough for `bytes` and stores them (framed).
     /// Keep the returned handle: a `.whileReferenced` segment goes with its last handle, so
@@ -26,9 +40,13 @@ extension SharedMemory {
         lifetime: Lifetime = .whileReferenced
     ) throws(InterprocessError) -> SharedMemory {
         let data = Array(bytes)
+        let extent = frameExtent(byteCount: data.count)
         let handle = try SegmentHandle.create(
-            name: name, kind: .raw, payloadSize: framePrefixSize + data.count, permissions: permissions, lifetime: lifetime
+            name: name, kind: .raw, payloadSize: extent, permissions: permissions, lifetime: lifetime
         ) { payload in
+            // Nobody else sees the file yet: its table needs no lock.
+            let table = PlacementTable(header: payload.baseAddress! - SegmentHeader.size, payloadSize: payload.count, segmentName: name)
+            table.claim(0, offset: 0, size: extent, tag: PlacementTable.storedValueTag, tagOffset: 0, name: [], placed: true)
             Self.writeFrame(data, into: payload)
         }
         return SharedMemory(handle: handle)
@@ -54,13 +72,24 @@ extension SharedMemory {
         try create(name: name, bytes: try encode(value, name: name), permissions: permissions, lifetime: lifetime)
     }
 
-    /// Stores `bytes` (framed). Fails with `invalidSize` if they do not fit.
+    /// Stores `bytes` (framed). Fails with `invalidSize` if they do not fit, `overlaps` (changing
+    /// nothing) if the frame would reach an object placed in the segment.
     public func write(_ bytes: some Collection<UInt8>) throws(InterprocessError) {
         let data = Array(bytes)
         guard data.count <= size - Self.framePrefixSize else {
             throw InterprocessError(.invalidSize, objectName: name, detail: "\(data.count) bytes do not fit; it holds \(max(size - Self.framePrefixSize, 0)) after the 8-byte length")
         }
-        try withMapping { payload in Self.writeFrame(data, into: payload) }
+        let extent = Self.frameExtent(byteCount: data.count)
+        let placements = try SegmentPlacements.of(self)
+        try withMapping { payload throws(InterprocessError) in
+            try placements.withLock { table throws(InterprocessError) in
+                // The entry covers the old and the new frame while the frame changes, then the new one.
+                let index = try table.reserveStoredValue(extent: extent)
+                CrashPoint.reached("store.afterReserve")
+                Self.writeFrame(data, into: payload)
+                table.resize(index, to: extent)
+            }
+        }
     }
 
     /// Stores `string` as UTF-8 (framed).
