@@ -7,7 +7,9 @@ import InterprocessToolSupport
 /// one (so blocks are not merely handed back and forth). The rows are throughput: one peer alone,
 /// and two peers at once (both processes' operations over the time from the first start to the
 /// last end, after a spinning start barrier so that they overlap). Runs alternate one / two;
-/// the row is the median run. The target: two processes together do at least as much as one.
+/// the row is the median run. The target: two processes together do at least as much as one. The
+/// same with glibc's `malloc` + `free` in each process (nothing shared at all) is the control: what
+/// two processes get from this machine at that moment.
 enum HeapTwoProcessesBench: BenchScenario {
     static let id = "heap-two-processes"
     static let title = "two processes allocating and freeing 64-byte blocks of one heap at once"
@@ -18,31 +20,34 @@ enum HeapTwoProcessesBench: BenchScenario {
     static let targets = [
         BenchTarget("two processes / one process", "two", over: "one", .atLeast(1)),
     ]
-    static let roles: [BenchRole] = [.heapChurn]
+    static let roles: [BenchRole] = [.heapChurn, .heapChurnGlibc]
 
     static func measure(_ scenario: inout BenchScenarioResult, _ plan: BenchPlan) throws {
         let session = try BenchSession()
         defer { session.close() }
         let heap = try SharedHeap.create(name: heapName(session.name.description), capacity: 1 << 20, maximumCapacity: 16 << 20)
         defer { heap.close() }
-        var rates: [Int: [Double]] = [:]
+        var rates: [String: [Double]] = [:]
         var correct = true
         try session.withMemory { base in
             let control = BenchControl(base: base)
             for _ in 0..<plan.heapChurnRuns {
-                for processes in [1, 2] {
-                    let (rate, ok) = try run(processes, session, control, plan)
-                    rates[processes, default: []].append(rate)
+                for (id, role, processes) in [("one", BenchRole.heapChurn, 1), ("two", .heapChurn, 2), ("glibc-one", .heapChurnGlibc, 1), ("glibc-two", .heapChurnGlibc, 2)] {
+                    let (rate, ok) = try run(role, processes, session, control, plan)
+                    rates[id, default: []].append(rate)
                     correct = correct && ok
                 }
             }
         }
         let empty = try heap.statistics().blocks == 0
         let sound = try empty && heap.check().isConsistent
-        for (processes, id, name) in [(1, "one", "one process alone"), (2, "two", "two processes at once")] {
-            let summary = Summary(rates[processes] ?? [])
+        for (id, name) in [
+            ("one", "one process alone"), ("two", "two processes at once"),
+            ("glibc-one", "control: glibc malloc + free, one process alone"), ("glibc-two", "control: glibc malloc + free, two processes at once"),
+        ] {
+            let summary = Summary(rates[id] ?? [])
             scenario.rows.append(BenchRow(
-                id: id, name: name, median: summary.median, samples: summary.count, correct: correct && sound,
+                id: id, name: name, median: summary.median, samples: summary.count, correct: id.hasPrefix("glibc") ? nil : correct && sound,
                 min: summary.min, max: summary.max))
         }
         scenario.correctness("every peer did its count, every block was freed, check() clean", correct && sound)
@@ -58,13 +63,13 @@ enum HeapTwoProcessesBench: BenchScenario {
 
     /// One run of `processes` peers: ready, go, wait for all, then their counts and times.
     private static func run(
-        _ processes: Int, _ session: BenchSession, _ control: BenchControl, _ plan: BenchPlan
+        _ role: BenchRole, _ processes: Int, _ session: BenchSession, _ control: BenchControl, _ plan: BenchPlan
     ) throws -> (rate: Double, correct: Bool) {
         control.clear()
         defer { session.peers.killAll() }
         for slot in 0..<processes {
             try session.peers.spawn(
-                .heapChurn, segment: session.name,
+                role, segment: session.name,
                 ["--slot", "\(slot)", "--count", "\(plan.heapChurnIterations)", "--parties", "\(processes)"])
         }
         let deadline = Deadline(after: plan.stepTimeout)
@@ -75,7 +80,7 @@ enum HeapTwoProcessesBench: BenchScenario {
         let total = results.reduce(0) { $0 + $1.count }
         let first = results.map(\.start).min()!
         let last = results.map(\.end).max()!
-        guard last > first, total > 0 else { throw ToolError("heap-churn: the peers recorded no work") }
+        guard last > first, total > 0 else { throw ToolError("\(role.name): the peers recorded no work") }
         return (Double(total) / (Double(last - first) / 1e9), total == UInt64(processes * plan.heapChurnIterations))
     }
 }
@@ -91,6 +96,9 @@ extension BenchRole {
         let heap = try SharedHeap.open(name: HeapTwoProcessesBench.heapName(work.memory.name))
         defer { heap.close() }
         try work.contend { () throws -> UInt64 in try PeerWork.churn(heap, work.count) }
+    }
+    static let heapChurnGlibc = BenchRole.inSegment("heap-churn-glibc") { work in
+        try work.contend { () -> UInt64 in PeerWork.churnGlibc(work.count) }
     }
 }
 
@@ -110,6 +118,22 @@ extension PeerWork {
             next = next + 1 == ring.count ? 0 : next + 1
         }
         for pointer in ring { try heap.unsafeDeallocate(pointer) }
+        return UInt64(count)
+    }
+
+    /// The same ring with glibc's `malloc` and `free`.
+    @inline(never)
+    static func churnGlibc(_ count: Int) -> UInt64 {
+        let ring = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: HeapTwoProcessesBench.heapRing)
+        defer { ring.deallocate() }
+        for index in 0..<HeapTwoProcessesBench.heapRing { ring[index] = SystemAllocator.allocate(64) }
+        var next = 0
+        for _ in 0..<count {
+            SystemAllocator.deallocate(ring[next])
+            ring[next] = SystemAllocator.allocate(64)
+            next = next + 1 == HeapTwoProcessesBench.heapRing ? 0 : next + 1
+        }
+        for index in 0..<HeapTwoProcessesBench.heapRing { SystemAllocator.deallocate(ring[index]) }
         return UInt64(count)
     }
 }
