@@ -94,3 +94,6 @@ int cipc_futex_wake(uint32_t *word, int32_t count) { (void)word; (void)count; er
 int cipc_futex_waitv(cipc_futex_waiter *w, uint32_t c, int64_t d) { (void)w; (void)c; (void)d; errno = ENOSYS; return -1; }
 int32_t cipc_gettid(void) { return 0; }
 #endif
+
+// The shared heap's thread-local slots (CInterprocessThread.h).
+__thread void *cipc_thread_slots[CIPC_THREAD_SLOTS];

@@ -53,6 +53,9 @@ package enum BenchScenarios {
             LocalSocketThroughputBench.self,
             HandOverBench.self,
             AsyncWakeBench.self,
+            HeapAllocateFreeBench.self,
+            HeapTwoProcessesBench.self,
+            HeapMixedSizesBench.self,
         ]
     }
 

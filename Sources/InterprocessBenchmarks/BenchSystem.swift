@@ -331,3 +331,18 @@ struct PosixMessageQueue {
 
     func unlink() { _ = cipc_mq_unlink(name) }
 }
+
+/// glibc's `malloc` and `free`: the baseline of the shared heap's scenarios.
+enum SystemAllocator {
+    /// The corresponding C function is `malloc`; traps if it returns NULL (a benchmark has no use for
+    /// a run without memory).
+    @inline(__always)
+    static func allocate(_ byteCount: Int) -> UnsafeMutableRawPointer {
+        guard let pointer = malloc(byteCount) else { fatalError("malloc(\(byteCount)) returned NULL") }
+        return pointer
+    }
+
+    /// The corresponding C function is `free`.
+    @inline(__always)
+    static func deallocate(_ pointer: UnsafeMutableRawPointer) { free(pointer) }
+}

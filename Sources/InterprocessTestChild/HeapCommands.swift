@@ -30,6 +30,17 @@ func runHeapCommand(_ command: String, _ rest: [String]) -> Int32 {
         case "heap-create":
             // heap-create NAME CAPACITY MAXIMUM: a persistent heap, left for others.
             try SharedHeap.create(name: rest[0], capacity: Int(rest[1])!, maximumCapacity: Int(rest[2])!, lifetime: .persistent).close()
+        case "heap-cache-hold":
+            // heap-cache-hold NAME COUNT: allocates COUNT 64-byte blocks and frees them (into this
+            // thread's cache), says "cached N" (the heap's cached blocks), then waits until killed
+            // or told "quit" (then closes the heap, which gives the cache back, and says "bye").
+            let heap = try SharedHeap.open(name: rest[0])
+            let blocks = try (0..<Int(rest[1])!).map { _ in try heap.unsafeAllocate(byteCount: 64) }
+            for block in blocks { try heap.unsafeDeallocate(block) }
+            say("cached \(try heap.statistics().cachedBlocks)")
+            _ = awaitInstruction(upTo: 120)
+            heap.close()
+            say("bye")
         case "heap-check":
             // heap-check NAME: says the problems check() finds (none: "clean") and the statistics.
             let heap = try SharedHeap.open(name: rest[0])
@@ -248,6 +259,19 @@ private func heapOperation(name: String, operation: String) throws {
         try heap.unsafeDeallocate(try heap.unsafeAllocate(byteCount: 20_000))
     case "grow":
         try heap.unsafeDeallocate(try heap.unsafeAllocate(byteCount: heap.capacity))
+    case "cache-allocate":
+        // (A heap of at least 1 MB: threads cache.) One into the cache, then taken from it.
+        try heap.unsafeDeallocate(try heap.unsafeAllocate(byteCount: 64))
+        try heap.unsafeDeallocate(try heap.unsafeAllocate(byteCount: 64))
+    case "cache-free", "cache-create":
+        // The first allocation makes this thread's cache record; the free goes into it.
+        try heap.unsafeDeallocate(try heap.unsafeAllocate(byteCount: 64))
+    case "cache-flush":
+        // Closing gives the cache back: its blocks, then its record.
+        let blocks = try (0..<3).map { _ in try heap.unsafeAllocate(byteCount: 64) }
+        for block in blocks { try heap.unsafeDeallocate(block) }
+    case "cache-reclaim":
+        break // opening reclaimed the caches of processes that died
     default:
         fail("unknown heap operation \(operation)", code: 2)
     }

@@ -51,8 +51,9 @@ struct LayoutTests {
         #expect(CIPC_VARIABLE_READERS == 16 && CIPC_VARIABLE_HEADER_SIZE == 448)
         #expect(CIPC_TYPE_NAME_CAPACITY == 104 && CIPC_TYPE_NAME_MAX == 4096)
         #expect(CIPC_TOKEN_FLAG == 0x8000_0000 && CIPC_TOKEN_LOCK_BASE == 1 << 62)
-        #expect(Self.ascii(CIPC_TAG_HEAP) == "HEP1" && Self.ascii(CIPC_TAG_HEAP_STORE) == "HST1" && CIPC_HEAP_VERSION == 1)
+        #expect(Self.ascii(CIPC_TAG_HEAP) == "HEP1" && Self.ascii(CIPC_TAG_HEAP_STORE) == "HST1" && CIPC_HEAP_VERSION == 2)
         #expect(Self.ascii(CIPC_HEAP_FREE) == "FREE" && Self.ascii(CIPC_HEAP_QUICK) == "QUCK" && Self.ascii(CIPC_HEAP_END) == "END ")
+        #expect(Self.ascii(CIPC_HEAP_CACHED) == "CACH" && Self.ascii(CIPC_HEAP_CACHE_RECORD) == "CREC")
         #expect(CIPC_HEAP_IN_USE == 0x8000_0000 && CIPC_HEAP_TAG_MASK == 0xFF_FFFF && CIPC_HEAP_HEADER_OFFSET == 64)
         #expect(CIPC_HEAP_GRANULE == 16 && CIPC_HEAP_MIN_BLOCK == 2 && CIPC_HEAP_QUICK_LIMIT == 32 && CIPC_HEAP_CLASSES == 248)
         #expect(CIPC_HEAP_MAX_STORES == 64 && CIPC_HEAP_CLIENTS == 64 && CIPC_HEAP_JOURNAL_CAPACITY == 48)
@@ -519,7 +520,10 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
         LayoutPin(cipc_heap_client(), "cipc_heap_client", size: 16, alignment: 8, [
             FieldPin(\cipc_heap_client.token, "token", at: 0, size: 8),
             FieldPin(\cipc_heap_client.pid, "pid", at: 8, size: 4),
-            FieldPin(\cipc_heap_client.reserved, "reserved", at: 12, size: 4),
+            FieldPin(\cipc_heap_client.caches, "caches", at: 12, size: 4),
+        ]),
+        LayoutPin(cipc_heap_cache(), "cipc_heap_cache", size: 256, alignment: 8, [
+            FieldPin(\cipc_heap_cache.heads, "heads", at: 0, size: 256),
         ]),
         LayoutPin(cipc_heap_journal_entry(), "cipc_heap_journal_entry", size: 16, alignment: 8, [
             FieldPin(\cipc_heap_journal_entry.target, "target", at: 0, size: 8),

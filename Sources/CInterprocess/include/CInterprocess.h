@@ -420,5 +420,7 @@ static inline void cipc_cpu_relax(void) {
 #include "CInterprocessBroadcast.h"
 // The service layout embeds a channel (its request queue).
 #include "CInterprocessService.h"
+// Thread-local slots of the shared heap's thread caches.
+#include "CInterprocessThread.h"
 
 #endif

@@ -11,7 +11,9 @@
 // counted in granules of CIPC_HEAP_GRANULE bytes; every block starts at a granule boundary, and a block's
 // payload follows its 16-byte header. All integers are little-endian; fields that change after creation
 // are read and written atomically, through pointers, and changed only by the holder of `lock`, except
-// `next_tag` (a hint) and `recoveries` (a count) — every other change is recorded in `journal` first.
+// `next_tag` (a hint), `recoveries` (a count), and a thread's cache (`cipc_heap_cache`: its heads, and
+// the state, info and link of a block moving between in use and CACHED) — every other change is
+// recorded in `journal` first.
 #ifndef CINTERPROCESS_HEAP_H
 #define CINTERPROCESS_HEAP_H
 
@@ -25,7 +27,7 @@ extern "C" {
 
 #define CIPC_TAG_HEAP       0x31504548u /* "HEP1": cipc_heap_header.tag */
 #define CIPC_TAG_HEAP_STORE 0x31545348u /* "HST1": cipc_heap_store_header.tag */
-#define CIPC_HEAP_VERSION 1u
+#define CIPC_HEAP_VERSION 2u
 
 /// Bytes per granule: the unit of block sizes, and the alignment of every payload.
 #define CIPC_HEAP_GRANULE 16u
@@ -61,6 +63,11 @@ extern "C" {
 #define CIPC_HEAP_QUICK  0x4B435551u /* "QUCK" */
 /// The end marker of a store (a header only, size 1).
 #define CIPC_HEAP_END    0x20444E45u /* "END " */
+/// Free, in one thread's cache of one process (see `cipc_heap_cache`); its neighbours treat it as in
+/// use. `info`: the caching process's client index (bits 0..7) | the tag it had last (bits 8..31).
+#define CIPC_HEAP_CACHED 0x48434143u /* "CACH" */
+/// A cache record (`cipc_heap_cache` in its payload). `info`: its process's client index (bits 0..7).
+#define CIPC_HEAP_CACHE_RECORD 0x43455243u /* "CREC" */
 
 /// The header of every block (and of the end marker).
 typedef struct cipc_heap_block {
@@ -94,8 +101,16 @@ typedef struct cipc_heap_store_header {
 typedef struct cipc_heap_client {
     uint64_t token;     ///< 0: the process's owner token in store 0's file (see CIPC_TOKEN_*), 0 = free
     uint32_t pid;       ///< 8: its pid as it saw it (display only)
-    uint32_t reserved;  ///< 12
+    uint32_t caches;    ///< 12: cache records the process made (0: it caches nothing; may overcount)
 } cipc_heap_client;
+
+/// The payload of a cache record: one thread's cache of small free blocks, in one process. Only that
+/// thread writes it, without the heap's lock and without the journal; everyone else reads it only
+/// once its process is dead (and then does not need to: cached blocks are found by their state).
+typedef struct cipc_heap_cache {
+    uint64_t heads[CIPC_HEAP_QUICK_LIMIT]; ///< 0: by exact size in granules, a list of CACHED blocks
+                                           ///<    linked through their `next` (0 at the end)
+} cipc_heap_cache;
 
 /// One undo record: what `target` held before the operation wrote it.
 typedef struct cipc_heap_journal_entry {
@@ -181,6 +196,7 @@ _Static_assert(offsetof(cipc_heap_free_block, next) == 16 && offsetof(cipc_heap_
 _Static_assert(sizeof(cipc_heap_store_header) == CIPC_HEAP_HEADER_OFFSET, "store header layout");
 _Static_assert(offsetof(cipc_heap_store_header, first_block) == 24 && offsetof(cipc_heap_store_header, end_block) == 32, "store header offsets");
 _Static_assert(sizeof(cipc_heap_client) == 16, "client record layout");
+_Static_assert(sizeof(cipc_heap_cache) == 8 * CIPC_HEAP_QUICK_LIMIT, "cache record layout");
 _Static_assert(sizeof(cipc_heap_journal_entry) == 16, "journal entry layout");
 _Static_assert(sizeof(cipc_heap_journal) == 16 + 16 * CIPC_HEAP_JOURNAL_CAPACITY, "journal layout");
 _Static_assert(offsetof(cipc_heap_header, lock) == 64 && offsetof(cipc_heap_header, lock) % 64 == 0, "lock on its own cache line");
@@ -193,7 +209,8 @@ _Static_assert(sizeof(cipc_heap_header) == 3520 + sizeof(cipc_heap_journal), "he
 _Static_assert((CIPC_HEAP_HEADER_OFFSET + offsetof(cipc_heap_header, lock)) % 64 == 0, "the lock is 64-byte aligned in the payload");
 _Static_assert(CIPC_HEAP_CLASSES <= 256 && CIPC_HEAP_QUICK_LIMIT <= CIPC_HEAP_CLASSES, "class counts");
 _Static_assert(CIPC_HEAP_MAX_STORES <= (1u << (CIPC_HEAP_POINTER_TAG_SHIFT - CIPC_HEAP_POINTER_STORE_SHIFT)), "store index fits a pointer word");
-_Static_assert((CIPC_HEAP_IN_USE & CIPC_HEAP_FREE) == 0 && (CIPC_HEAP_IN_USE & CIPC_HEAP_QUICK) == 0 && (CIPC_HEAP_IN_USE & CIPC_HEAP_END) == 0, "state words are told apart by bit 31");
+_Static_assert((CIPC_HEAP_IN_USE & CIPC_HEAP_FREE) == 0 && (CIPC_HEAP_IN_USE & CIPC_HEAP_QUICK) == 0 && (CIPC_HEAP_IN_USE & CIPC_HEAP_END) == 0
+               && (CIPC_HEAP_IN_USE & CIPC_HEAP_CACHED) == 0 && (CIPC_HEAP_IN_USE & CIPC_HEAP_CACHE_RECORD) == 0, "state words are told apart by bit 31");
 
 #ifdef __cplusplus
 }

@@ -40,7 +40,8 @@ struct HeapPlace {
 
 /// The steps of the heap's operations that a test can kill a process at: `INTERPROCESS_CRASH_POINT=
 /// heap.LABEL#N` SIGKILLs the process right after the Nth journaled write of an operation of that
-/// label, `heap.LABEL#end` after its last write, before the journal is cleared.
+/// label, `heap.LABEL#end` after its last write, before the journal is cleared. The cache's
+/// lock-free steps (`cache-allocate`, `cache-free`) count their plain writes instead, and have no end.
 enum HeapStep: String, CaseIterable, Sendable {
     case allocate = "allocate"             // from a quick list
     case allocateSplit = "allocate-split"  // from the free lists, splitting the block
@@ -53,6 +54,11 @@ enum HeapStep: String, CaseIterable, Sendable {
     case findOrCreate = "find-or-create"   // a named object created (HeapDirectory.swift)
     case destroy = "destroy"               // a named object destroyed
     case adopt = "adopt"                   // a block's owner recorded as the adopting process
+    case cacheAllocate = "cache-allocate"  // from this thread's cache (no lock, no journal)
+    case cacheFree = "cache-free"          // into this thread's cache (no lock, no journal)
+    case cacheCreate = "cache-create"      // a cache record made
+    case cacheFlush = "cache-flush"        // one cached block (or a record) given back
+    case cacheReclaim = "cache-reclaim"    // one block of a dead process's cache given back
 }
 
 /// The undo journal of the operation in progress (see `cipc_heap_journal`). Every write to the
@@ -132,8 +138,9 @@ struct HeapOperation: ~Copyable {
     }()
 }
 
-/// The allocator: everything the heap does to its shared memory, under its robust lock. It knows
-/// nothing of how stores are created or found (``HeapStoreProvider``).
+/// The allocator: everything the heap does to its shared memory, under its robust lock — but the
+/// lock-free steps of the threads' caches (`HeapCache.swift`). It knows nothing of how stores are
+/// created or found (``HeapStoreProvider``).
 ///
 /// `@unchecked Sendable`: its pointers point into mappings that `table` and `provider` keep alive;
 /// every shared word is read and written atomically, and changed only under `lock`.
@@ -152,6 +159,18 @@ final class HeapCore: @unchecked Sendable {
     /// This process's client record (0 if it found none).
     private(set) var client: UInt32 = 0
     private let closedFlag = Atomic<Bool>(false)
+    /// This handle's index among the thread-local slots (nil: no thread caches: the heap is too
+    /// small for them, or the process has 64 handles that cache), its identity, and the
+    /// thread-local key whose destructor gives a slot back when its thread ends.
+    let cacheIndex: UInt32?
+    let coreID: UInt64
+    let cacheKey: ThreadLocalKey?
+    /// What a thread that cannot have a cache with this handle finds in its thread-local slot.
+    let noCache: UnsafeMutablePointer<CacheSlot>
+    /// The most blocks of each quick size that one thread's cache holds.
+    let cacheLimits: UnsafeMutablePointer<UInt32>
+    /// Every thread cache of this handle.
+    let cacheSlots = Mutex<[SlotAddress]>([])
 
     // Words of the heap header, computed once.
     let quickHeads: UnsafeMutableRawPointer
@@ -161,7 +180,7 @@ final class HeapCore: @unchecked Sendable {
     let nextTagWord: UnsafeMutableRawPointer
     let journalEntries: UnsafeMutableRawPointer
     let journalCount: UnsafeMutableRawPointer
-    private let crash = HeapOperation.armedCrash
+    let crash = HeapOperation.armedCrash
 
     /// Builds the allocator on store 0 (mapped and validated by the caller) and claims a client
     /// record for this process.
@@ -182,10 +201,27 @@ final class HeapCore: @unchecked Sendable {
         nextTagWord = header + HeapLayout.heapNextTag
         journalEntries = header + HeapLayout.heapJournal + HeapLayout.journalEntries
         journalCount = header + HeapLayout.heapJournal + HeapLayout.journalCount
+        coreID = CacheIndices.nextCoreID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let key = Self.cachesThreads(maximumCapacity: maximumCapacity) ? ThreadLocalKey.make(destructor: releaseCacheSlot) : nil
+        let index = key == nil ? nil : CacheIndices.take()
+        if index == nil { key?.delete() }
+        cacheKey = index == nil ? nil : key
+        cacheIndex = index
+        cacheLimits = Self.cacheLimits(maximumCapacity: maximumCapacity)
+        noCache = Self.makeEmptySlot(coreID: coreID, base: base.view)
         _ = try table.map(0) { () throws(InterprocessError) in base }
         client = try withLock(.claim) { (op: inout HeapOperation) throws(InterprocessError) in try claimClient(&op) }
     }
 
+    deinit {
+        if !isClosed {  // else closeCaches() did
+            cacheKey?.delete()
+            if let cacheIndex { CacheIndices.give(cacheIndex) }
+        }
+        cacheLimits.deallocate()
+    }
+
+    @inline(__always)
     var isClosed: Bool { closedFlag.load(ordering: .relaxed) }
 
     func markClosed() { closedFlag.store(true, ordering: .relaxed) }
@@ -220,8 +256,10 @@ final class HeapCore: @unchecked Sendable {
     /// Runs `body` holding the heap's lock, as one operation: if `body` throws, every write it made
     /// is undone before the lock is released. A dead holder's operation is undone first.
     @inline(__always)
-    func withLock<R>(_ step: HeapStep, _ body: (inout HeapOperation) throws(InterprocessError) -> R) throws(InterprocessError) -> R {
-        if closedFlag.load(ordering: .relaxed) {
+    func withLock<R>(
+        _ step: HeapStep, evenIfClosed: Bool = false, _ body: (inout HeapOperation) throws(InterprocessError) -> R
+    ) throws(InterprocessError) -> R {
+        if !evenIfClosed && closedFlag.load(ordering: .relaxed) {
             throw InterprocessError(.closed, objectName: name, detail: "the heap was closed")
         }
         if try lock.blockingLock() != .acquired { try recoverLocked() }
@@ -492,6 +530,17 @@ final class HeapCore: @unchecked Sendable {
         }
         if let result = try allocateFromLists(granules: granules, slack: slack, alignment: alignment, &op) { return result }
         op.commit()
+        // Caches first (the dead processes', then this thread's and the process's ended threads'),
+        // then the quick lists, then growth.
+        let reclaimed = try reclaimDeadCaches(&op)
+        let flushed = try flushOwnCaches(&op)
+        if reclaimed || flushed {
+            if alignment <= HeapLayout.granule && granules < HeapLayout.quickLimit, let block = try popQuick(granules, &op) {
+                op.step = .allocate
+                return (markInUse(block, slack: slack, &op), block)
+            }
+            if let result = try allocateFromLists(granules: granules, slack: slack, alignment: alignment, &op) { return result }
+        }
         if try consolidate(&op), let result = try allocateFromLists(granules: granules, slack: slack, alignment: alignment, &op) {
             return result
         }
@@ -757,11 +806,13 @@ final class HeapCore: @unchecked Sendable {
             store32(clients + index * HeapLayout.clientStride + HeapLayout.clientPID, UInt32(truncatingIfNeeded: OwnerLease.displayPID(of: token)))
             return UInt32(index)
         }
+        // The caches of processes that ended go back first (their records may then be taken).
+        try reclaimDeadCaches(&op)
         for index in 1..<HeapLayout.clientCount where load64(tokenPlace(index).pointer) == token { return UInt32(index) }
         for index in 1..<HeapLayout.clientCount where load64(tokenPlace(index).pointer) == 0 { return take(index) }
         var blocks = [Int](repeating: 0, count: HeapLayout.clientCount)
         try walkBlocks { block, size, state in
-            if state & HeapLayout.inUse != 0 { blocks[Int(block.info & 0xFF)] += 1 }
+            if state & HeapLayout.inUse != 0 || state == HeapLayout.cached || state == HeapLayout.cacheRecord { blocks[Int(block.info & 0xFF)] += 1 }
         }
         for index in 1..<HeapLayout.clientCount where blocks[index] == 0 && !lease.isAlive(load64(tokenPlace(index).pointer)) {
             return take(index)
@@ -778,7 +829,8 @@ final class HeapCore: @unchecked Sendable {
             while !block.isEndMarker {
                 let size = try checkedSize(block)
                 let state = block.state
-                guard state == HeapLayout.free || state == HeapLayout.quick || (state & HeapLayout.inUse != 0 && state & HeapLayout.tagMask != 0 && state & ~(HeapLayout.inUse | HeapLayout.tagMask) == 0) else {
+                guard state == HeapLayout.free || state == HeapLayout.quick || state == HeapLayout.cached || state == HeapLayout.cacheRecord
+                    || (state & HeapLayout.inUse != 0 && state & HeapLayout.tagMask != 0 && state & ~(HeapLayout.inUse | HeapLayout.tagMask) == 0) else {
                     throw corrupt("block at \(block.offset) of store \(store) has state 0x\(String(state, radix: 16))")
                 }
                 try visit(block, size, state)

@@ -14,15 +14,22 @@ extension SharedHeap {
         public var usedBytes: Int
         /// Bytes their allocations asked for.
         public var requestedBytes: Int
-        /// Bytes of the free blocks (merged or on quick lists), their headers included.
+        /// Bytes of the free blocks (merged, on quick lists, or in a thread's cache), their headers included.
         public var freeBytes: Int
-        /// The largest payload one free block offers now (without merging quick blocks or growing).
+        /// The largest payload one free block offers now to any process (without merging quick
+        /// blocks or growing; blocks in threads' caches do not count).
         public var largestFreeBlock: Int
         /// Blocks in use.
         public var blocks: Int
-        /// Free blocks.
+        /// Free blocks (those in threads' caches included).
         public var freeBlocks: Int
-        /// Bytes of the heap's own headers: store headers, the heap header, end markers.
+        /// Free blocks that are in a thread's cache: free, but only for that thread (or, once its
+        /// process ended, for whoever reclaims them).
+        public var cachedBlocks: Int
+        /// Their bytes, headers included (part of ``freeBytes``).
+        public var cachedBytes: Int
+        /// Bytes of the heap's own headers: store headers, the heap header, end markers, and the
+        /// records of threads' caches.
         public var overheadBytes: Int
         /// Operations of processes that died holding the lock, undone by others.
         public var recoveries: Int
@@ -42,6 +49,8 @@ extension SharedHeap {
             public var blocks: Int
             /// Their bytes, headers included.
             public var bytes: Int
+            /// Free blocks in the caches of its threads.
+            public var cachedBlocks: Int
         }
 
         /// 1 − largest free block ÷ free bytes: 0 when all free memory is one block.
@@ -61,7 +70,8 @@ extension SharedHeap {
     }
 
     /// Counts blocks, bytes and per-process usage. Throws `corrupt` if the walk meets a damaged
-    /// block (``check()`` tells everything that is wrong).
+    /// block (``check()`` tells everything that is wrong). Changes nothing: the caches of processes
+    /// that ended are counted as they are.
     public func statistics() throws(InterprocessError) -> Statistics {
         try core.withLock(.claim) { (_: inout HeapOperation) throws(InterprocessError) in try core.statisticsLocked() }
     }
@@ -69,8 +79,16 @@ extension SharedHeap {
     /// Walks the whole heap under its lock — every block of every store, every free and quick list,
     /// the class bitmap, the journal — and reports every inconsistency it finds. A heap that only
     /// saw crashes (no scribbling) always checks clean.
+    ///
+    /// It repairs one thing first: the threads' caches of processes that ended (killed, or gone
+    /// without closing the heap) go back to the free lists, as an allocation that finds no fit, or
+    /// a process that opens the heap, would do anyway.
     public func check() throws(InterprocessError) -> CheckReport {
-        try core.withLock(.claim) { (_: inout HeapOperation) throws(InterprocessError) in core.checkLocked() }
+        try core.withLock(.claim) { (op: inout HeapOperation) throws(InterprocessError) in
+            _ = try? core.reclaimDeadCaches(&op)
+            op.commit()
+            return core.checkLocked()
+        }
     }
 }
 
@@ -79,13 +97,20 @@ extension HeapCore {
         var stats = SharedHeap.Statistics(
             capacity: Int(truncatingIfNeeded: load64(header + HeapLayout.heapCapacity)), maximumCapacity: maximumCapacity,
             stores: storeCount, usedBytes: 0, requestedBytes: 0, freeBytes: 0, largestFreeBlock: 0, blocks: 0, freeBlocks: 0,
-            overheadBytes: 0, recoveries: Int(truncatingIfNeeded: load64(header + HeapLayout.heapRecoveries)), clients: [])
-        var perClient = [(blocks: Int, bytes: Int)](repeating: (0, 0), count: HeapLayout.clientCount)
+            cachedBlocks: 0, cachedBytes: 0, overheadBytes: 0, recoveries: Int(truncatingIfNeeded: load64(header + HeapLayout.heapRecoveries)), clients: [])
+        var perClient = [(blocks: Int, bytes: Int, cached: Int)](repeating: (0, 0, 0), count: HeapLayout.clientCount)
         var blockBytes = 0
         try walkBlocks { block, size, state in
             let bytes = Int(size) * HeapLayout.granule
+            if state == HeapLayout.cacheRecord { return }  // overhead
             blockBytes += bytes
-            if state & HeapLayout.inUse != 0 {
+            if state == HeapLayout.cached {
+                stats.freeBlocks += 1
+                stats.freeBytes += bytes
+                stats.cachedBlocks += 1
+                stats.cachedBytes += bytes
+                perClient[Int(block.info & 0xFF) % HeapLayout.clientCount].cached += 1
+            } else if state & HeapLayout.inUse != 0 {
                 stats.blocks += 1
                 stats.usedBytes += bytes
                 stats.requestedBytes += bytes - HeapLayout.blockHeaderSize - min(Int((block.info >> 8) & 0xFF), bytes - HeapLayout.blockHeaderSize)
@@ -102,10 +127,10 @@ extension HeapCore {
         for index in 0..<HeapLayout.clientCount {
             let token = index == 0 ? 0 : load64(clientRecord(index) + HeapLayout.clientToken)
             let alive = token != 0 && lease.isAlive(token)
-            guard perClient[index].blocks > 0 || alive else { continue }
+            guard perClient[index].blocks > 0 || perClient[index].cached > 0 || alive else { continue }
             stats.clients.append(.init(
                 record: index, pid: index == 0 ? 0 : OwnerLease.displayPID(of: token), isAlive: alive,
-                blocks: perClient[index].blocks, bytes: perClient[index].bytes))
+                blocks: perClient[index].blocks, bytes: perClient[index].bytes, cachedBlocks: perClient[index].cached))
         }
         return stats
     }
@@ -131,6 +156,7 @@ extension HeapCore {
         // Every block of every store.
         struct Free { var size: UInt32; var quick: Bool; var seen = false }
         var free: [UInt64: Free] = [:]
+        var cachingClients = Set<Int>()
         var capacity = 0
         var walked = true
         for store in 0..<storeCount {
@@ -163,6 +189,18 @@ extension HeapCore {
                 case HeapLayout.quick:
                     free[block.ref] = Free(size: size, quick: true)
                     previousFree = 0
+                case HeapLayout.cached:
+                    let owner = Int(block.info & 0xFF)
+                    if size >= HeapLayout.quickLimit { problem("\(at) is cached but has \(size) granules") }
+                    if owner == 0 || owner >= HeapLayout.clientCount { problem("\(at) is cached by client \(owner)") }
+                    else { cachingClients.insert(owner) }
+                    previousFree = 0
+                case HeapLayout.cacheRecord:
+                    let owner = Int(block.info & 0xFF)
+                    if size < HeapLayout.cacheRecordGranules { problem("\(at) is a cache record of \(size) granules") }
+                    if owner == 0 || owner >= HeapLayout.clientCount || block.info >> 8 != 0 { problem("\(at) is a cache record with info 0x\(String(block.info, radix: 16))") }
+                    else { cachingClients.insert(owner) }
+                    previousFree = 0
                 default:
                     if state & HeapLayout.inUse == 0 || state & HeapLayout.tagMask == 0 || state & ~(HeapLayout.inUse | HeapLayout.tagMask) != 0 {
                         problem("\(at) has state 0x\(String(state, radix: 16))")
@@ -179,6 +217,9 @@ extension HeapCore {
                 if block.state != HeapLayout.end { problem("the end marker of store \(store) was overwritten") }
                 if block.prevSize != previousFree { problem("the end marker of store \(store) records a free predecessor of \(block.prevSize) granules; it is \(previousFree)") }
             }
+        }
+        for owner in cachingClients.sorted() where load32(clientCachesPlace(owner).pointer) == 0 {
+            problem("client \(owner) has cached blocks or cache records but its record counts no cache")
         }
         let recorded = Int(truncatingIfNeeded: load64(header + HeapLayout.heapCapacity))
         if walked && recorded != capacity { problem("the capacity is recorded as \(recorded) bytes; the stores hold \(capacity)") }

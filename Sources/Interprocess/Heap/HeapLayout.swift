@@ -34,6 +34,8 @@ enum HeapLayout {
     @inline(__always) static var free: UInt32 { CIPC_HEAP_FREE }
     @inline(__always) static var quick: UInt32 { CIPC_HEAP_QUICK }
     @inline(__always) static var end: UInt32 { CIPC_HEAP_END }
+    @inline(__always) static var cached: UInt32 { CIPC_HEAP_CACHED }
+    @inline(__always) static var cacheRecord: UInt32 { CIPC_HEAP_CACHE_RECORD }
     @inline(__always) static var tagMask: UInt32 { CIPC_HEAP_TAG_MASK }
 
     // MARK: Store header (`cipc_heap_store_header`)
@@ -66,6 +68,14 @@ enum HeapLayout {
     @inline(__always) static var clientStride: Int { MemoryLayout<cipc_heap_client>.stride }
     @inline(__always) static var clientToken: Int { MemoryLayout<cipc_heap_client>.offset(of: \cipc_heap_client.token)! }
     @inline(__always) static var clientPID: Int { MemoryLayout<cipc_heap_client>.offset(of: \cipc_heap_client.pid)! }
+    @inline(__always) static var clientCaches: Int { MemoryLayout<cipc_heap_client>.offset(of: \cipc_heap_client.caches)! }
+
+    // MARK: Cache records (`cipc_heap_cache`)
+    @inline(__always) static var cacheHeads: Int { MemoryLayout<cipc_heap_cache>.offset(of: \cipc_heap_cache.heads)! }
+    /// The granules of a cache record block.
+    @inline(__always) static var cacheRecordGranules: UInt32 { UInt32((blockHeaderSize + MemoryLayout<cipc_heap_cache>.size + granule - 1) / granule) }
+    /// The largest payload a thread's cache holds blocks for: every quick size.
+    @inline(__always) static var cacheablePayload: Int { Int(quickLimit - 1) * granule - blockHeaderSize }
 
     @inline(__always) static var journalCount: Int { MemoryLayout<cipc_heap_journal>.offset(of: \cipc_heap_journal.count)! }
     @inline(__always) static var journalSequence: Int { MemoryLayout<cipc_heap_journal>.offset(of: \cipc_heap_journal.sequence)! }

@@ -51,7 +51,52 @@ import Synchronization
 /// Every change is made under one robust lock in the heap header, a ``ProcessMutex`` (its lock word
 /// logic unchanged: one compare-and-swap to lock, one exchange to unlock, spinning then a futex when
 /// contended). An operation holds it for tens of nanoseconds; the common ones — an allocation from a
-/// quick list, a free onto one — write three words. Resolving a pointer takes no lock.
+/// quick list, a free onto one — write three words. Resolving a pointer takes no lock, and neither do
+/// the allocations and frees that a thread's cache serves.
+///
+/// ## Thread caches
+/// In a heap whose maximum capacity is at least 1 MB, each thread of each process keeps a cache of
+/// free blocks of the quick sizes (payloads up to 480 bytes): a *cache record* (a block of the heap,
+/// state `CIPC_HEAP_CACHE_RECORD`, `cipc_heap_cache`: one list head per size) and, on its lists,
+/// blocks whose state is `CIPC_HEAP_CACHED` and whose `info` names the process's client record. A
+/// free of such a block by a thread whose cache has room puts it there; an allocation of such a size
+/// takes one back: no lock, no journal, a handful of plain writes to the block's header and the
+/// record, all in memory only that thread writes (the lock path never touches a cached block: it
+/// merges only with FREE neighbours and writes only their `prev_size`). A cache holds at most 1 to
+/// 32 blocks of each size, about 1/256 of the heap's maximum capacity in all. A block freed by
+/// another process than the one that allocated it goes into the freeing thread's cache (as in glibc's
+/// tcache): a block belongs to whoever frees it. The record is found through a thread-local slot
+/// (`cipc_thread_slot`: one load); a thread that ends leaves its slot, record and blocks to the
+/// next thread of its process that needs a cache. Tags come from the heap's counter in batches of 64.
+///
+/// Statistics count cached blocks as free (``Statistics/cachedBlocks``: free, but for one thread
+/// only; never in ``Statistics/largestFreeBlock``) and records as overhead. The caches go back to the
+/// free lists: the calling thread's (and its process's ended threads') when an allocation finds no
+/// fit, before the quick lists are merged; a handle's all when it is closed; a process's that ended
+/// (killed, or gone without closing) when an allocation finds no fit, when a process opens the heap,
+/// and when ``check()`` runs — found by their state and owner, never through the dead cache's lists.
+/// Closing a handle while another thread of the process still allocates through it is a race (it
+/// was before the caches too): the thread may write into a record already given back.
+///
+/// What a thread SIGKILLed at each step of a cache operation leaves behind (the crash points
+/// `heap.cache-allocate#N` and `heap.cache-free#N` are after the Nth write):
+/// - **taking a block** (1: the list head moves past it; 2: its `info` becomes the allocation's,
+///   still CACHED; 3: its state becomes in use with a new tag): after 1 or 2, a CACHED block of the
+///   dead process on no list — reclaimed by its state; after 3, an allocated block of the dead
+///   process (as when the lock path is killed before the caller stored the pointer).
+/// - **putting one back** (1: its `info` names the freeing process, still in use; 2: CACHED; 3: its
+///   last tag kept in `info`; 4: its link to the list; 5: the list head): after 1, an allocated
+///   block of the dead process (the block being freed is lost, as the lock path allows); after 2
+///   to 5, a CACHED block of the dead process — reclaimed by its state.
+/// - **making a record, flushing, reclaiming**: journaled operations under the lock, like every
+///   other (`heap.cache-create#N`, `heap.cache-flush#N`, `heap.cache-reclaim#N`): undone if killed;
+///   a flush or a reclaim is one operation per block, and what a killed one left is reclaimed later.
+/// At no step does another process see a block both cached and anything else: each step is one
+/// aligned 32- or 64-bit store, and every intermediate state is an in-use or a CACHED block of one
+/// process. A scribbled cache is `corrupt` for the thread that meets it (it drops that list; its
+/// blocks stay with its process until the process ends), never a wild access: every block taken is
+/// checked (within its store, CACHED, of the list's size, of this process). A double free that two
+/// threads race is caught when one of them takes the block from its cache (`corrupt`), not before.
 ///
 /// ## Crash safety
 /// Before each write to the heap's metadata, the holder of the lock records the word's old value in
@@ -74,8 +119,8 @@ import Synchronization
 ///   uses; the next growth takes it over (same name) instead of creating another.
 /// - **while holding no lock**: nothing that belongs to the heap.
 /// So a kill never corrupts the heap and never wedges the others; ``check()`` finds nothing wrong
-/// afterwards, and at most the block being allocated or freed (two while reallocating by moving) is
-/// lost. ``statistics()`` tells, per client record, which process holds how much, and whether it is
+/// afterwards (once it has given a dead process's caches back: see "Thread caches"), and at most
+/// the block being allocated or freed (two while reallocating by moving) is lost. ``statistics()`` tells, per client record, which process holds how much, and whether it is
 /// alive.
 ///
 /// ## Never trust a peer
@@ -272,6 +317,7 @@ public final class SharedHeap: Sendable {
     public func close() {
         guard !core.isClosed else { return }
         core.markClosed()
+        core.closeCaches()
         segments.closeAll()
         let lifetime = handle.lifetime
         let osName = handle.osName
@@ -455,6 +501,12 @@ extension HeapCore {
 
     @inline(__always)
     func allocate(byteCount: Int, alignment: Int) throws(InterprocessError) -> (UInt64, UnsafeMutableRawPointer) {
+        if alignment == HeapLayout.granule && byteCount >= 0 && byteCount <= HeapLayout.cacheablePayload && !isClosed,
+           let slot = threadSlot() {
+            let granules = max(HeapLayout.minimumBlock, UInt32(truncatingIfNeeded: (byteCount &+ HeapLayout.blockHeaderSize &+ HeapLayout.granule &- 1) / HeapLayout.granule))
+            let slack = UInt32(truncatingIfNeeded: Int(granules) &* HeapLayout.granule &- HeapLayout.blockHeaderSize &- byteCount)
+            if let result = try cachedAllocate(slot, size: granules, slack: slack) { return result }
+        }
         if alignment != HeapLayout.granule { try checkAlignment(alignment) }
         let (granules, slack) = try blockSize(forPayload: byteCount)
         let result = try withLock(.allocate) { (op: inout HeapOperation) throws(InterprocessError) in
@@ -467,6 +519,7 @@ extension HeapCore {
     @inline(__always)
     func free(_ word: UInt64) throws(InterprocessError) {
         if word == 0 { return }
+        if !isClosed, let slot = threadSlot(), cachedFree(slot, word) { return }
         try withLock(.free) { (op: inout HeapOperation) throws(InterprocessError) in try freeLocked(word, &op) }
     }
 

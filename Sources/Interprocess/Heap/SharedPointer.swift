@@ -6,8 +6,9 @@
 /// ``SharedHeap/adopt(_:)``…) checks both: a pointer to a freed block, to the middle of one, to
 /// another heap, or made of garbage throws ``InterprocessError/Code/invalidPointer`` — never a wild
 /// access. (A tag repeats after 2²⁴ allocations, so a stale pointer whose block was reused exactly
-/// that many allocations later may pass; a forged one passes with odds of 1 in 2²⁴, and then reaches
-/// memory inside the heap only.)
+/// that many allocations later may pass — thread caches take tags in batches, so "exactly" is
+/// "about"; a block never gets the tag it had last; a forged one passes with odds of 1 in 2²⁴, and
+/// then reaches memory inside the heap only.)
 ///
 /// Layout of the word (for programs in other languages): bits 0–33 the payload's offset in its store
 /// in 16-byte granules, bits 34–39 the store, bits 40–63 the tag. 0 is the null pointer.
