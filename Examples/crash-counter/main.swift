@@ -68,7 +68,8 @@ victim.waitUntilExit()
 for worker in workers { worker.waitUntilExit() }
 let failed = workers.filter { $0.terminationStatus != 0 }.count
 print("parent: count \(count.load()), confirmed \(confirmed.load()), consistent \(lock.isConsistent)")
-let ok = failed == 0 && count.load() == Int64(workerCount * increments) && confirmed.load() == count.load()
+let ok = failed == 0 && lock.isConsistent
+    && count.load() == Int64(workerCount * increments) && confirmed.load() == count.load()
 segment.close()
 print(ok ? "ok: \(workerCount) workers × \(increments) increments, none lost, the dead owner's half undone" : "FAILED")
 exit(ok ? 0 : 1)

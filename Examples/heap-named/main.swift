@@ -46,10 +46,13 @@ let entries = try heap.withUnsafeMutablePointer(to: visitors) { Array(UnsafeBuff
 for (index, visitor) in entries.enumerated() {
     print("entry \(index): worker pid \(visitor.pid)\(visitor.createdTheArray ? ", created the array" : ", found it")")
 }
-for object in try heap.namedObjects() { print("named object \"\(object.name)\": \(object.byteCount) bytes of \(object.type)") }
+for object in try heap.namedObjects() {
+    print("named object \"\(object.name)\": \(object.byteCount) bytes of \(object.type)")
+}
 try heap.destroy(name: "visitors")                                  // frees the block and the name
 heap.close()                                                        // the last holder removes the heap
 
-let ok = entries.count == workerCount && entries.filter(\.createdTheArray).count == 1 && entries.allSatisfy { $0.pid != 0 }
+let ok = entries.count == workerCount && entries.filter(\.createdTheArray).count == 1
+    && entries.allSatisfy { $0.pid != 0 }
 print(ok ? "ok: \(workerCount) processes, one object, created exactly once" : "FAILED")
 exit(ok ? 0 : 1)

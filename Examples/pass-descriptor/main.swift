@@ -61,6 +61,7 @@ client.waitUntilExit()
 connection.close()
 listener.close()                                        // removes the socket file
 memory.close()
-let ok = reply.string == "done" && !fromPipe.isEmpty && fromMemory.hasPrefix("written by") && client.terminationStatus == 0
+let ok = reply.string == "done" && !fromPipe.isEmpty && fromMemory.hasPrefix("written by")
+    && client.terminationStatus == 0
 print(ok ? "ok: a pipe and a segment went to another process as descriptors" : "FAILED")
 exit(ok ? 0 : 1)

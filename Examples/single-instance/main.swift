@@ -25,14 +25,15 @@ func launch(_ arguments: [String]) throws -> Process {
 // Every launch runs this line. `arguments` defaults to this launch's command-line arguments.
 switch try await SingleInstance.acquire(name: applicationName, timeout: .seconds(30)) {
 case .secondary(let primary):
-    print("launch (pid \(getpid())): an instance runs already (pid \(primary.pid)); it has our arguments \(CommandLine.arguments.dropFirst())")
+    print("launch (pid \(getpid())): an instance runs already (pid \(primary.pid)); "
+        + "it has our arguments \(CommandLine.arguments.dropFirst())")
     exit(0)
 case .primary(let instance):
     print("primary (pid \(getpid())): the only instance of \(applicationName)")
     let launches = try demoLaunches.map(launch)
     var received: [[String]] = []
     for await later in instance.launches {             // the arguments of every later launch, in order
-        print("primary: launch by pid \(later.process.pid) in \(later.workingDirectory) asks to open \(later.arguments)")
+        print("primary: launch by pid \(later.process.pid) asks to open \(later.arguments) in \(later.workingDirectory)")
         received.append(later.arguments)
         if received.count == demoLaunches.count { break }
     }
