@@ -38,6 +38,7 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
             case systemError
             case disconnected, connectionRefused
             case invalidPointer
+            case empty
         }
         fileprivate let value: Value
         fileprivate init(_ value: Value) { self.value = value }
@@ -100,6 +101,9 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
         /// A ``SharedPointer`` that does not point at a live block of the heap it was resolved in:
         /// freed (stale), forged, garbage, or another heap's.
         public static let invalidPointer = Code(.invalidPointer)
+        /// Nothing is stored yet: a segment or ``SharedWatchedValue`` that no writer has stored a
+        /// value in.
+        public static let empty = Code(.empty)
     }
 
     /// What kind of failure this is.

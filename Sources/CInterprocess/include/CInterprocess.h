@@ -70,6 +70,7 @@ typedef struct cipc_segment_header {
 #define CIPC_KIND_CONDITION 19u /* one cipc_condition */
 #define CIPC_KIND_RWLOCK    20u /* one cipc_rwlock */
 #define CIPC_KIND_VARIABLE  21u /* one cipc_variable_header and its value */
+#define CIPC_KIND_WATCHED_VALUE 22u /* one cipc_watched_value and its frame's slots (CInterprocessValue.h) */
 
 // Every layout in this file is pinned, field by field (size, alignment, offset), by the Swift test
 // Tests/InterprocessTests/LayoutTests.swift, which also checks the README's tables against it: moving
@@ -348,5 +349,7 @@ static inline void cipc_cpu_relax(void) {
 #include "CInterprocessHeap.h" // the shared heap's layout (it needs cipc_mutex, above)
 // The channel layout uses the type fingerprint above.
 #include "CInterprocessChannel.h"
+// Stored values (SharedMemory.store, SharedWatchedValue) use cipc_mutex and the type fingerprint.
+#include "CInterprocessValue.h"
 
 #endif

@@ -16,6 +16,7 @@ enum SharedObjectRegistry {
         SharedVariableLayout.self,
         SharedHeap.self,
         ChannelLayout.self,
+        SharedWatchedValueLayout.self,
     ]
 
     /// The kinds by their segment kind number (the first of two that share a number wins; a test

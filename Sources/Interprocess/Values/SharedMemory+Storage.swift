@@ -1,0 +1,181 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+public import SystemPackage
+
+/// Storing values in one call.
+///
+/// Stored data is kept in a *value frame* at the start of the payload (`cipc_value_frame` in
+/// `CInterprocessValue.h`; the README shows how another language reads it): a 128-byte header and
+/// two slots, so that **a reader never sees a missing or torn value while a writer stores**. A store
+/// writes the new value into the slot that is not current and then publishes it with one atomic
+/// counter; a load copies the current slot and checks that the counter did not move meanwhile,
+/// copying again if it did. Readers never block writers; writers take turns through a robust lock in
+/// the frame (a writer killed mid-store leaves the old value or the new one, never a mix: see
+/// ``ValueFrame``). Strings are UTF-8; `Codable` values are JSON, so programs in other languages can
+/// read them.
+///
+/// **Capacity.** Each slot holds values of up to a fixed number of bytes, the frame's *capacity*:
+/// ``create(name:storing:capacity:permissions:lifetime:)`` and its siblings reserve `capacity` bytes
+/// (by default just the first value's size: pass more if later values may be larger); the first
+/// ``write(_:)`` or ``store(_:)`` into a segment made with ``create(name:size:permissions:group:lifetime:)``
+/// lays the frame out over the whole payload, with a capacity of (`size` − 128) / 2 rounded down to
+/// 8. A value that does not fit is refused with `invalidSize`, and the stored value stays as it was.
+///
+/// Until a value is stored, ``readBytes()``, ``readString()`` and ``load(_:)`` throw `empty`
+/// ("nothing stored yet"). Nothing in the frame is trusted: a capacity or length that does not fit
+/// is `corrupt`.
+extension SharedMemory {
+    /// Where the value frame starts in the payload.
+    static let valueFrameOffset = 0
+
+    /// The bytes of payload that stored values of up to `capacity` bytes take: the value frame's
+    /// 128-byte header and its two slots (`capacity` rounded up to 8, twice). A segment of this
+    /// ``size`` holds such values and nothing else.
+    public static func storageSize(capacity: Int) -> Int {
+        ValueFrame.extent(capacity: capacity)
+    }
+
+    /// The payload bytes `0..<n` that the stored value's frame covers, or nil if nothing was ever
+    /// stored (the frame is laid out by the first store): what must not be used for anything else.
+    /// `corrupt` if the frame is damaged.
+    func storedValueExtent() throws(InterprocessError) -> Range<Int>? {
+        try withMapping { payload throws(InterprocessError) -> Range<Int>? in
+            try frame(payload).extent().map { Self.valueFrameOffset..<(Self.valueFrameOffset + $0) }
+        }
+    }
+
+    /// Creates a segment for values of up to `capacity` bytes (nil: `bytes.count`) and stores
+    /// `bytes`; its ``size`` is ``storageSize(capacity:)``. A later value larger than `capacity` is
+    /// refused (`invalidSize`): reserve room now if values may grow. Throws `invalidSize` if `bytes`
+    /// exceed `capacity`.
+    /// Keep the returned handle: a `.whileReferenced` segment goes with its last handle, so
+    /// `_ = try SharedMemory.create(…)` removes it at once.
+    public static func create(
+        name: String, bytes: some Collection<UInt8>, capacity: Int? = nil, permissions: FilePermissions = .ownerReadWrite,
+        lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> SharedMemory {
+        let data = Array(bytes)
+        let capacity = ValueFrame.slotSize(capacity ?? data.count)
+        guard capacity >= data.count, capacity <= ValueFrame.maximumCapacity else {
+            throw InterprocessError(.invalidSize, objectName: name,
+                detail: capacity < data.count ? "the first value (\(data.count) bytes) exceeds the capacity \(capacity)" : "a capacity of \(capacity) bytes is too large")
+        }
+        let handle = try SegmentHandle.create(
+            name: name, kind: .raw, payloadSize: storageSize(capacity: capacity), permissions: permissions, lifetime: lifetime
+        ) { payload in
+            // A new file is zero-filled, and nobody sees it before it has a name.
+            ValueFrame(base: payload.baseAddress! + valueFrameOffset, available: payload.count - valueFrameOffset, name: name)
+                .layOut(capacity: capacity, initial: data)
+        }
+        return SharedMemory(handle: handle)
+    }
+
+    /// Creates a segment for strings of up to `capacity` bytes of UTF-8 (nil: `string`'s) and stores
+    /// `string` (see ``create(name:bytes:capacity:permissions:lifetime:)``).
+    /// Keep the returned handle: a `.whileReferenced` segment goes with its last handle, so
+    /// `_ = try SharedMemory.create(…)` removes it at once.
+    public static func create(
+        name: String, string: String, capacity: Int? = nil, permissions: FilePermissions = .ownerReadWrite,
+        lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> SharedMemory {
+        try create(name: name, bytes: Array(string.utf8), capacity: capacity, permissions: permissions, lifetime: lifetime)
+    }
+
+    /// Creates a segment for values whose JSON takes up to `capacity` bytes (nil: `value`'s) and
+    /// stores `value` (see ``create(name:bytes:capacity:permissions:lifetime:)``): a later value whose
+    /// JSON is longer is refused with `invalidSize`, so reserve room for the largest value to come.
+    /// Keep the returned handle: a `.whileReferenced` segment goes with its last handle, so
+    /// `_ = try SharedMemory.create(…)` removes it at once.
+    public static func create(
+        name: String, storing value: some Encodable, capacity: Int? = nil, permissions: FilePermissions = .ownerReadWrite,
+        lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> SharedMemory {
+        try create(name: name, bytes: try encode(value, name: name), capacity: capacity, permissions: permissions, lifetime: lifetime)
+    }
+
+    /// Stores `bytes` as the new value, atomically for readers (see the notes above). Waits only
+    /// while another writer copies its value (or, if that writer died, ~25 ms to take its lock over).
+    /// Throws `invalidSize` if they exceed the frame's capacity (the stored value is then
+    /// unchanged), `corrupt` if the frame is damaged.
+    public func write(_ bytes: some Collection<UInt8>) throws(InterprocessError) {
+        let data = Array(bytes)
+        try withMapping { payload throws(InterprocessError) in
+            guard let capacity = ValueFrame.capacity(fitting: payload.count - Self.valueFrameOffset) else {
+                throw InterprocessError(.invalidSize, objectName: name,
+                    detail: "a segment of \(size) bytes cannot hold a stored value: the value frame alone takes \(ValueFrame.headerSize)")
+            }
+            let writer = ProcessMutex(storage: try SharedObjectStorage.region(of: self, at: Self.valueFrameOffset + ValueFrame.writerOffset))
+            try frame(payload).store(data, writer: writer, capacityIfNew: capacity)
+        }
+    }
+
+    /// Stores `string` as UTF-8 (framed).
+    public func write(_ string: String) throws(InterprocessError) {
+        try write(Array(string.utf8))
+    }
+
+    /// Stores `value` as JSON (framed).
+    public func store(_ value: some Encodable) throws(InterprocessError) {
+        try write(Self.encode(value, name: name))
+    }
+
+    /// The stored bytes: the value of the last completed store, never a torn one. Throws `empty` if
+    /// nothing was stored yet, `corrupt` if the frame is damaged.
+    public func readBytes() throws(InterprocessError) -> [UInt8] {
+        try withMapping { payload throws(InterprocessError) -> [UInt8] in
+            guard let (_, bytes) = try frame(payload).read() else {
+                throw InterprocessError(.empty, objectName: name, detail: "nothing stored yet")
+            }
+            return bytes
+        }
+    }
+
+    /// The stored string. Fails with `decodingFailed` if the bytes are not UTF-8.
+    public func readString() throws(InterprocessError) -> String {
+        let bytes = try readBytes()
+        guard let string = String(validating: bytes, as: UTF8.self) else {
+            throw InterprocessError(.decodingFailed, objectName: name, detail: "the stored bytes are not UTF-8")
+        }
+        return string
+    }
+
+    /// The stored value, decoded from JSON.
+    public func load<T: Decodable>(_ type: T.Type = T.self) throws(InterprocessError) -> T {
+        let bytes = try readBytes()
+        do { return try JSONDecoder().decode(T.self, from: Data(bytes)) } catch {
+            throw InterprocessError(.decodingFailed, objectName: name, detail: "\(T.self): \(error)")
+        }
+    }
+
+    // MARK: Helpers
+
+    static func encode(_ value: some Encodable, name: String) throws(InterprocessError) -> [UInt8] {
+        do {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            return Array(try encoder.encode(value))
+        } catch {
+            throw InterprocessError(.encodingFailed, objectName: name, detail: "\(error)")
+        }
+    }
+
+    /// The value frame in `payload` (a segment too small for one has a frame that cannot be laid out,
+    /// and reads as `corrupt` only if a peer wrote a tag into it).
+    private func frame(_ payload: UnsafeMutableRawBufferPointer) -> ValueFrame {
+        ValueFrame(base: payload.baseAddress! + Self.valueFrameOffset, available: payload.count - Self.valueFrameOffset, name: name)
+    }
+
+    /// Runs `body` on the payload after checking that the file still covers the mapping (a peer that
+    /// truncated it would otherwise make this access fault with SIGBUS; see ``SharedMemory``'s notes
+    /// on what remains: a truncation *during* the access).
+    private func withMapping<R>(_ body: (UnsafeMutableRawBufferPointer) throws(InterprocessError) -> R) throws(InterprocessError) -> R {
+        let mapping = try handle.mapping()
+        try handle.checkFileSize()
+        return try withExtendedLifetime(mapping) { () throws(InterprocessError) -> R in
+            try body(UnsafeMutableRawBufferPointer(start: mapping.base + SegmentHeader.size, count: size))
+        }
+    }
+}
