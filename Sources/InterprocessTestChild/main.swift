@@ -249,6 +249,9 @@ case let command where command.hasPrefix("local-"):
 case let command where command.hasPrefix("heap-"):
     exit(runHeapCommand(command, rest))
 
+case let command where command.hasPrefix("val-"):
+    exit(runValueCommand(command, rest))
+
 default:
     fail("unknown command \(command)", code: 2)
 }

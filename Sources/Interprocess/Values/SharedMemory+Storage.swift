@@ -41,7 +41,7 @@ extension SharedMemory {
     /// The payload bytes `0..<n` that the stored value's frame covers, or nil if nothing was ever
     /// stored (the frame is laid out by the first store): what must not be used for anything else.
     /// `corrupt` if the frame is damaged.
-    func storedValueExtent() throws(InterprocessError) -> Range<Int>? {
+    public func storedValueExtent() throws(InterprocessError) -> Range<Int>? {
         try withMapping { payload throws(InterprocessError) -> Range<Int>? in
             try frame(payload).extent().map { Self.valueFrameOffset..<(Self.valueFrameOffset + $0) }
         }

@@ -231,7 +231,7 @@ public final class SharedWatchedValue<Value: Codable & Sendable>: @unchecked Sen
         public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(source: source) }
 
         /// Remembers the last version it yielded.
-        public struct AsyncIterator: AsyncIteratorProtocol {
+        public struct AsyncIterator: AsyncIteratorProtocol, Sendable {
             public typealias Element = Value
             public typealias Failure = InterprocessError
 

@@ -1,0 +1,170 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Interprocess
+import InterprocessSystem
+import InterprocessToolSupport
+import Dispatch
+import Synchronization
+
+// Commands for stored values ("val-…"): SharedMemory.write/readBytes (KIND "raw") and
+// SharedWatchedValue<CheckedValue> (KIND "watched"), and the config broadcaster of issue 17.
+//
+// A *checked* value is numbered by a seed and carries a checksum of its bytes, so that a reader
+// recognises a torn copy: its size varies with the seed (0 to ~3 KB). The first value a test stores
+// itself is seed -1 ("start"), which readers accept too.
+
+/// A value whose size varies with its seed and which carries its checksum (JSON in a watched value).
+struct CheckedValue: Codable, Sendable, Equatable {
+    var seed: Int
+    var body: String
+    var checksum: UInt64
+
+    init(seed: Int) {
+        self.seed = seed
+        body = checkedBody(seed: seed)
+        checksum = checkedSum(seed: seed, body: Array(body.utf8))
+    }
+
+    /// The fingerprint both sides use (the tests' type has another module's name).
+    static let type = TypeFingerprint(typeName: "tests.CheckedValue", size: 0, alignment: 1)
+
+    var isWhole: Bool { checksum == checkedSum(seed: seed, body: Array(body.utf8)) && body == checkedBody(seed: seed) }
+}
+
+/// The deterministic body of seed `seed`: 0 to 3071 printable bytes.
+func checkedBody(seed: Int) -> String {
+    let count = seed < 0 ? 5 : (seed &* 7919) % 3072
+    return String(decoding: (0..<count).map { UInt8(0x21 + (seed &+ $0 &* 13) % 90) }, as: UTF8.self)
+}
+
+/// FNV-1a 64 of the seed and the body.
+func checkedSum(seed: Int, body: [UInt8]) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in withUnsafeBytes(of: Int64(seed).littleEndian, Array.init) + body { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+    return hash
+}
+
+/// A raw checked value: 8 bytes of seed, 8 of checksum, then the body.
+func checkedBytes(seed: Int) -> [UInt8] {
+    let body = Array(checkedBody(seed: seed).utf8)
+    return withUnsafeBytes(of: Int64(seed).littleEndian, Array.init)
+        + withUnsafeBytes(of: checkedSum(seed: seed, body: body).littleEndian, Array.init) + body
+}
+
+/// The seed of raw checked bytes, or nil if they are torn (wrong length or checksum).
+func seed(ofChecked bytes: [UInt8]) -> Int? {
+    guard bytes.count >= 16 else { return nil }
+    let seed = Int(Int64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(as: Int64.self) }))
+    let sum = UInt64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self) })
+    let body = Array(bytes[16...])
+    guard body == Array(checkedBody(seed: seed).utf8), sum == checkedSum(seed: seed, body: body) else { return nil }
+    return seed
+}
+
+/// The config of the broadcaster example.
+struct BroadcastConfig: Codable, Sendable {
+    var level: Int
+    var final = false
+
+    /// The fingerprint both sides use (the tests' type has another module's name).
+    static let type = TypeFingerprint(typeName: "tests.BroadcastConfig", size: 0, alignment: 1)
+}
+
+/// Runs one stored-value command; returns the exit status (0 success, 1 failure, 2 usage).
+func runValueCommand(_ command: String, _ rest: [String]) -> Int32 {
+    do {
+        switch command {
+        case "val-store":
+            // val-store KIND NAME SEED: stores checked value SEED (crash points stop it midway).
+            say("storing")
+            if rest[0] == "raw" {
+                try SharedMemory.open(name: rest[1]).write(checkedBytes(seed: Int(rest[2])!))
+            } else {
+                try SharedWatchedValue<CheckedValue>.open(name: rest[1], type: CheckedValue.type).store(CheckedValue(seed: Int(rest[2])!))
+            }
+            say("stored")
+        case "val-writer":
+            // val-writer KIND NAME COUNT: stores checked values 0..<COUNT, then says "done".
+            say("ready")
+            let count = Int(rest[2])!
+            if rest[0] == "raw" {
+                let segment = try SharedMemory.open(name: rest[1])
+                for seed in 0..<count { try segment.write(checkedBytes(seed: seed)) }
+            } else {
+                let value = try SharedWatchedValue<CheckedValue>.open(name: rest[1], type: CheckedValue.type)
+                for seed in 0..<count { try value.store(CheckedValue(seed: seed)) }
+            }
+            say("done")
+        case "val-reader":
+            // val-reader KIND NAME LAST: reads until it sees checked value LAST; every value must be
+            // whole and never older than the one before (watched: strictly newer, by version).
+            // Says "ok N" (N values read) or fails.
+            try readChecked(kind: rest[0], name: rest[1], last: Int(rest[2])!)
+        case "val-config":
+            // val-config NAME: the config broadcaster's reader (issue 17): prints every config it
+            // receives until the final one.
+            let done = DispatchSemaphore(value: 0)
+            let failure = Mutex<InterprocessError?>(nil)
+            let name = rest[0]
+            say("waiting")
+            Task {
+                do throws(InterprocessError) {
+                    try await broadcastReader(name: name)
+                } catch {
+                    failure.withLock { $0 = error }
+                }
+                done.signal()
+            }
+            done.wait()
+            if let error = failure.withLock({ $0 }) { throw error }
+        default:
+            StandardStream.write("child: unknown command \(command)\n", to: 2)
+            return 2
+        }
+        return 0
+    } catch {
+        StandardStream.write("child: \(error)\n", to: 2)
+        return 1
+    }
+}
+
+/// The reader of the config broadcaster: the whole program a reader needs.
+func broadcastReader(name: String) async throws(InterprocessError) {
+    let config = try await SharedWatchedValue<BroadcastConfig>.openWhenCreated(name: name, type: BroadcastConfig.type, timeout: .seconds(60))
+    for try await current in config.updates {
+        say("config \(current.level)")
+        if current.final { break }
+    }
+}
+
+private func readChecked(kind: String, name: String, last: Int) throws(InterprocessError) {
+    var previous = Int.min
+    var reads = 0
+    say("ready")
+    if kind == "raw" {
+        let segment = try SharedMemory.open(name: name)
+        while previous != last {
+            let bytes = try segment.readBytes() // `empty` would be a missing value: a failure
+            let seed = bytes == Array("start".utf8) ? -1 : seed(ofChecked: bytes)
+            guard let seed else { fail("torn value of \(bytes.count) bytes after seed \(previous)") }
+            guard seed >= previous else { fail("seed \(seed) after \(previous)") }
+            previous = seed
+            reads += 1
+        }
+    } else {
+        let value = try SharedWatchedValue<CheckedValue>.open(name: name, type: CheckedValue.type)
+        var version: UInt64 = 0
+        while previous != last {
+            let snapshot = try value.blockingNext(after: version, timeout: .seconds(60))
+            guard snapshot.value.isWhole else { fail("torn value at version \(snapshot.version)") }
+            guard snapshot.version > version, snapshot.value.seed > previous else {
+                fail("version \(snapshot.version) seed \(snapshot.value.seed) after version \(version) seed \(previous)")
+            }
+            version = snapshot.version
+            previous = snapshot.value.seed
+            reads += 1
+        }
+    }
+    say("ok \(reads)")
+}
