@@ -10,11 +10,13 @@ import Synchronization
 // Commands for stored values ("val-…"): SharedMemory.write/readBytes (KIND "raw") and
 // SharedWatchedValue<CheckedValue> (KIND "watched"), and the config broadcaster of issue 17.
 //
-// A *checked* value is numbered by a seed and carries a checksum of its bytes, so that a reader
-// recognises a torn copy: its size varies with the seed (0 to ~3 KB). The first value a test stores
-// itself is seed -1 ("start"), which readers accept too.
+// A *checked* value is numbered by a seed and carries a checksum, so that a reader recognises a
+// torn copy. Its body is one of 16 precomputed bodies (by seed mod 16) of very different sizes — raw
+// ones 1 KB to 62 KB, so that a copy takes long enough for a writer to overtake it, watched ones (JSON)
+// up to 3 KB — and stores cost little more than the copy. The first value a test stores itself is
+// "start" (raw) or seed -1 (watched), which readers accept too.
 
-/// A value whose size varies with its seed and which carries its checksum (JSON in a watched value).
+/// A value of a watched value: its body by seed mod 16 (0 to ~3 KB) and a checksum of seed and body.
 struct CheckedValue: Codable, Sendable, Equatable {
     var seed: Int
     var body: String
@@ -22,43 +24,51 @@ struct CheckedValue: Codable, Sendable, Equatable {
 
     init(seed: Int) {
         self.seed = seed
-        body = checkedBody(seed: seed)
-        checksum = checkedSum(seed: seed, body: Array(body.utf8))
+        body = checkedBodies.text[seed & 15]
+        checksum = checkedSum(seed: seed, bodyHash: checkedBodies.textHash[seed & 15])
     }
 
     /// The fingerprint both sides use (the tests' type has another module's name).
     static let type = TypeFingerprint(typeName: "tests.CheckedValue", size: 0, alignment: 1)
 
-    var isWhole: Bool { checksum == checkedSum(seed: seed, body: Array(body.utf8)) && body == checkedBody(seed: seed) }
+    var isWhole: Bool {
+        if seed == -1 { return body == "start" && checksum == 0 } // the tests' first value
+        return body == checkedBodies.text[seed & 15] && checksum == checkedSum(seed: seed, bodyHash: checkedBodies.textHash[seed & 15])
+    }
 }
 
-/// The deterministic body of seed `seed`: 0 to 3071 printable bytes.
-func checkedBody(seed: Int) -> String {
-    let count = seed < 0 ? 5 : (seed &* 7919) % 3072
-    return String(decoding: (0..<count).map { UInt8(0x21 + (seed &+ $0 &* 13) % 90) }, as: UTF8.self)
-}
+/// The 16 bodies of each kind, and their hashes.
+let checkedBodies: (raw: [[UInt8]], rawHash: [UInt64], text: [String], textHash: [UInt64]) = {
+    let raw = (0..<16).map { k in (0..<(1024 + k * 3907)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ k &* 7) } }
+    let text = (0..<16).map { k in String(decoding: (0..<(k * 191)).map { UInt8(0x21 + ($0 &+ k &* 13) % 90) }, as: UTF8.self) }
+    return (raw, raw.map(fnv), text, text.map { fnv(Array($0.utf8)) })
+}()
 
-/// FNV-1a 64 of the seed and the body.
-func checkedSum(seed: Int, body: [UInt8]) -> UInt64 {
+func fnv(_ bytes: [UInt8]) -> UInt64 {
     var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in withUnsafeBytes(of: Int64(seed).littleEndian, Array.init) + body { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+    for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
     return hash
 }
 
-/// A raw checked value: 8 bytes of seed, 8 of checksum, then the body.
+/// The checksum of a seed and a body's hash.
+func checkedSum(seed: Int, bodyHash: UInt64) -> UInt64 { bodyHash ^ (UInt64(bitPattern: Int64(seed)) &* 0x9E37_79B9_7F4A_7C15) }
+
+/// A raw checked value: 8 bytes of seed, 8 of checksum, then body seed mod 16.
 func checkedBytes(seed: Int) -> [UInt8] {
-    let body = Array(checkedBody(seed: seed).utf8)
-    return withUnsafeBytes(of: Int64(seed).littleEndian, Array.init)
-        + withUnsafeBytes(of: checkedSum(seed: seed, body: body).littleEndian, Array.init) + body
+    withUnsafeBytes(of: Int64(seed).littleEndian, Array.init)
+        + withUnsafeBytes(of: checkedSum(seed: seed, bodyHash: checkedBodies.rawHash[seed & 15]).littleEndian, Array.init)
+        + checkedBodies.raw[seed & 15]
 }
 
-/// The seed of raw checked bytes, or nil if they are torn (wrong length or checksum).
+/// The seed of raw checked bytes, or nil if they are torn (wrong length, body or checksum).
 func seed(ofChecked bytes: [UInt8]) -> Int? {
     guard bytes.count >= 16 else { return nil }
     let seed = Int(Int64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(as: Int64.self) }))
     let sum = UInt64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self) })
-    let body = Array(bytes[16...])
-    guard body == Array(checkedBody(seed: seed).utf8), sum == checkedSum(seed: seed, body: body) else { return nil }
+    guard seed >= 0, bytes.count == 16 + checkedBodies.raw[seed & 15].count,
+          bytes.withUnsafeBytes({ all in checkedBodies.raw[seed & 15].withUnsafeBytes { body in
+              memcmp(all.baseAddress! + 16, body.baseAddress!, body.count) == 0 } }),
+          sum == checkedSum(seed: seed, bodyHash: checkedBodies.rawHash[seed & 15]) else { return nil }
     return seed
 }
 
@@ -84,16 +94,31 @@ func runValueCommand(_ command: String, _ rest: [String]) -> Int32 {
                 try SharedWatchedValue<CheckedValue>.open(name: rest[1], type: CheckedValue.type).store(CheckedValue(seed: Int(rest[2])!))
             }
             say("stored")
+        case "val-read-once":
+            // val-read-once KIND NAME: reads the value once; says "read SEED" if it is whole
+            // (seed -1: the tests' first value), fails if it is torn.
+            say("reading")
+            if rest[0] == "raw" {
+                let bytes = try SharedMemory.open(name: rest[1]).readBytes()
+                guard let seed = bytes == Array("start".utf8) ? -1 : seed(ofChecked: bytes) else { fail("torn value of \(bytes.count) bytes") }
+                say("read \(seed)")
+            } else {
+                let value = try SharedWatchedValue<CheckedValue>.open(name: rest[1], type: CheckedValue.type).load()
+                guard value.isWhole else { fail("torn value") }
+                say("read \(value.seed)")
+            }
         case "val-writer":
             // val-writer KIND NAME COUNT: stores checked values 0..<COUNT, then says "done".
             say("ready")
             let count = Int(rest[2])!
             if rest[0] == "raw" {
                 let segment = try SharedMemory.open(name: rest[1])
-                for seed in 0..<count { try segment.write(checkedBytes(seed: seed)) }
+                let values = (0..<count).map(checkedBytes(seed:)) // built before, so that stores follow each other fast
+                for value in values { try segment.write(value) }
             } else {
                 let value = try SharedWatchedValue<CheckedValue>.open(name: rest[1], type: CheckedValue.type)
-                for seed in 0..<count { try value.store(CheckedValue(seed: seed)) }
+                let values = (0..<count).map(CheckedValue.init(seed:))
+                for next in values { try value.store(next) }
             }
             say("done")
         case "val-reader":

@@ -203,8 +203,14 @@ struct ValueFrame: @unchecked Sendable {
             if count <= UInt64(capacity) {
                 let source = slot(index, capacity: capacity)
                 let bytes = [UInt8](unsafeUninitializedCapacity: Int(count)) { buffer, initialized in
-                    if count > 0 { UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: source, byteCount: Int(count)) }
-                    initialized = Int(count)
+                    let total = Int(count), half = total / 2
+                    if total > 0 {
+                        let destination = UnsafeMutableRawPointer(buffer.baseAddress!)
+                        destination.copyMemory(from: source, byteCount: half)
+                        CrashPoint.reached("value.read.midCopy") // (tests stop a reader here and overtake it)
+                        (destination + half).copyMemory(from: source + half, byteCount: total - half)
+                    }
+                    initialized = total
                 }
                 atomicMemoryFence(ordering: .acquiring)
                 if sequence.pointee.load(ordering: .relaxed) == observed { return (observed, bytes) }
