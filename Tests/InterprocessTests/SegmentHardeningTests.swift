@@ -114,7 +114,7 @@ struct SegmentHardeningTests {
         guard canActAsAnotherUser("aRefusedRemoveChangesNothing") else { return }
         try withCleanNames("rmrefused") { prefix in
             let segment = try SharedMemory.create(
-                name: prefix, size: 64, permissions: FilePermissions(rawValue: 0o666), lifetime: .persistent)
+                name: prefix, size: 256, permissions: FilePermissions(rawValue: 0o666), lifetime: .persistent)
             try segment.write("root's")
             segment.close()
             // Another user may write it (mode 666) but not unlink it (sticky /dev/shm).
@@ -148,7 +148,7 @@ struct SegmentHardeningTests {
         try withCleanNames("group") { prefix in
             // Created for group 65534; a child running as uid/gid 65534 trusts that group.
             let segment = try SharedMemory.create(
-                name: prefix, size: 64, permissions: [.ownerReadWrite, .groupReadWrite], group: 65534)
+                name: prefix, size: 256, permissions: [.ownerReadWrite, .groupReadWrite], group: 65534)
             defer { segment.close() }
             #expect(try SharedMemory.info(name: prefix).group == 65534)
             try segment.write("for the group")

@@ -58,11 +58,12 @@ extension SharedMemory {
         lifetime: Lifetime = .whileReferenced
     ) throws(InterprocessError) -> SharedMemory {
         let data = Array(bytes)
-        let capacity = ValueFrame.slotSize(capacity ?? data.count)
-        guard capacity >= data.count, capacity <= ValueFrame.maximumCapacity else {
+        let requested = capacity ?? data.count
+        guard requested >= data.count, requested <= ValueFrame.maximumCapacity else {
             throw InterprocessError(.invalidSize, objectName: name,
-                detail: capacity < data.count ? "the first value (\(data.count) bytes) exceeds the capacity \(capacity)" : "a capacity of \(capacity) bytes is too large")
+                detail: requested < data.count ? "the first value (\(data.count) bytes) exceeds the capacity \(requested)" : "a capacity of \(requested) bytes is out of range")
         }
+        let capacity = ValueFrame.slotSize(requested)
         let handle = try SegmentHandle.create(
             name: name, kind: .raw, payloadSize: storageSize(capacity: capacity), permissions: permissions, lifetime: lifetime
         ) { payload in
