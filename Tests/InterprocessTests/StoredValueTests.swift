@@ -49,7 +49,7 @@ struct StoredValueTests {
     @Test(arguments: ["raw", "watched"])
     func readersInOtherProcessesNeverSeeATornOrMissingValue(_ kind: String) throws {
         try withCleanNames("valstress-\(kind)") { name in
-            let count = 3000
+            let count = 600
             let close: () -> Void
             if kind == "raw" {
                 let segment = try SharedMemory.create(name: name, string: "start", capacity: 65536)
@@ -120,7 +120,7 @@ struct StoredValueTests {
     ])
     func aWriterKilledAtEachStepLeavesTheOldOrTheNewValue(_ point: (name: String, published: Bool)) throws {
         try withCleanNames("valkill") { name in
-            let segment = try SharedMemory.create(name: name, string: "old", capacity: 4096)
+            let segment = try SharedMemory.create(name: name, string: "old", capacity: 65536)
             defer { segment.close() }
             let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point.name, "val-store", "raw", name, "7")
             defer { child.stop() }

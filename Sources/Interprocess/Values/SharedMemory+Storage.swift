@@ -14,7 +14,7 @@ public import SystemPackage
 /// counter; a load copies the current slot and checks that the counter did not move meanwhile,
 /// copying again if it did. Readers never block writers; writers take turns through a robust lock in
 /// the frame (a writer killed mid-store leaves the old value or the new one, never a mix: see
-/// ``ValueFrame``). Strings are UTF-8; `Codable` values are JSON, so programs in other languages can
+/// `ValueFrame`, whose doc comment lists every step). Strings are UTF-8; `Codable` values are JSON, so programs in other languages can
 /// read them.
 ///
 /// **Capacity.** Each slot holds values of up to a fixed number of bytes, the frame's *capacity*:
