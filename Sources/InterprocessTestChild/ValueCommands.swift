@@ -176,6 +176,7 @@ private func readChecked(kind: String, name: String, last: Int) throws(Interproc
             guard seed >= previous else { fail("seed \(seed) after \(previous)") }
             previous = seed
             reads += 1
+            usleep(100) // not a busy loop: the test process runs beside it (2 CPUs)
         }
     } else {
         let value = try SharedWatchedValue<CheckedValue>.open(name: name, type: CheckedValue.type)
