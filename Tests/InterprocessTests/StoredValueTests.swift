@@ -47,30 +47,33 @@ struct StoredValueTests {
     /// processes copy them as fast as they can and must never see a torn value, a missing one
     /// (`empty`) or an older one after a newer.
     @Test(arguments: ["raw", "watched"])
-    func readersInOtherProcessesNeverSeeATornOrMissingValue(_ kind: String) throws {
-        try withCleanNames("valstress-\(kind)") { name in
-            let count = 600
-            let close: () -> Void
-            if kind == "raw" {
-                let segment = try SharedMemory.create(name: name, string: "start", capacity: 65536)
-                close = segment.close
-            } else {
-                let value = try SharedWatchedValue<CheckedValue>.create(name: name, initialValue: .start(), capacity: 4096, type: CheckedValue.type)
-                close = value.close
-            }
-            defer { close() }
-            let readers = try (0..<2).map { _ in try Peer.spawn("val-reader", kind, name, "\(count - 1)") }
-            defer { readers.forEach { $0.stop() } }
-            for reader in readers { #expect(reader.readLine() == "ready") }
-            let writer = try Peer.spawn("val-writer", kind, name, "\(count)")
-            defer { writer.stop() }
-            #expect(writer.readLine() == "ready")
-            #expect(writer.readLine(timeout: .seconds(120)) == "done")
-            #expect(writer.wait(timeout: .seconds(30)) == .exited(0))
-            for reader in readers {
-                let line = reader.readLine(timeout: .seconds(60)) ?? "nothing"
-                #expect(line.hasPrefix("ok "), "\(line)")
-                #expect(reader.wait(timeout: .seconds(30)) == .exited(0))
+    func readersInOtherProcessesNeverSeeATornOrMissingValue(_ kind: String) async throws {
+        // Off the cooperative pool: this test blocks while it waits for its children.
+        try await onOwnQueue { _ in
+            try withCleanNames("valstress-\(kind)") { name in
+                let count = 400
+                let close: () -> Void
+                if kind == "raw" {
+                    let segment = try SharedMemory.create(name: name, string: "start", capacity: 65536)
+                    close = segment.close
+                } else {
+                    let value = try SharedWatchedValue<CheckedValue>.create(name: name, initialValue: .start(), capacity: 4096, type: CheckedValue.type)
+                    close = value.close
+                }
+                defer { close() }
+                let readers = try (0..<2).map { _ in try Peer.spawn("val-reader", kind, name, "\(count - 1)") }
+                defer { readers.forEach { $0.stop() } }
+                for reader in readers { #expect(reader.readLine() == "ready") }
+                let writer = try Peer.spawn("val-writer", kind, name, "\(count)")
+                defer { writer.stop() }
+                #expect(writer.readLine() == "ready")
+                #expect(writer.readLine(timeout: .seconds(120)) == "done")
+                #expect(writer.wait(timeout: .seconds(30)) == .exited(0))
+                for reader in readers {
+                    let line = reader.readLine(timeout: .seconds(60)) ?? "nothing"
+                    #expect(line.hasPrefix("ok "), "\(line)")
+                    #expect(reader.wait(timeout: .seconds(30)) == .exited(0))
+                }
             }
         }
     }
@@ -80,33 +83,36 @@ struct StoredValueTests {
     /// its copy is torn — it must notice (the counter moved), copy again and return the latest whole
     /// value.
     @Test(arguments: ["raw", "watched"])
-    func aReaderOvertakenMidCopyCopiesAgain(_ kind: String) throws {
-        try withCleanNames("valovertake-\(kind)") { name in
-            let raw = kind == "raw" ? try SharedMemory.create(name: name, string: "start", capacity: 65536) : nil
-            let watched = kind == "watched"
-                ? try SharedWatchedValue<CheckedValue>.create(name: name, initialValue: .start(), capacity: 4096, type: CheckedValue.type) : nil
-            defer { raw?.close(); watched?.close() }
-            let reader = try Peer.spawn(environment: "INTERPROCESS_STOP_POINT", "value.read.midCopy", "val-read-once", kind, name)
-            defer { reader.stop() }
-            #expect(reader.readLine() == "reading")
-            #expect(pollUntil(timeout: .seconds(30)) { processState(reader.pid) == "T" }, "stopped in the middle of its copy")
-            for seed in ["1", "2"] {
-                let store = try Peer.run("val-store", kind, name, seed)
-                #expect(store.termination == .exited(0))
-            }
-            // Let it go on; it stops again at its next copy (a retry), until one is whole.
-            var resumed = 0
-            while reader.poll() == nil, resumed < 1000 {
-                if processState(reader.pid) == "T" {
-                    reader.kill(signal: SIGCONT)
-                    resumed += 1
-                } else {
-                    usleep(200)
+    func aReaderOvertakenMidCopyCopiesAgain(_ kind: String) async throws {
+        // Off the cooperative pool: this test blocks while it waits for its children.
+        try await onOwnQueue { _ in
+            try withCleanNames("valovertake-\(kind)") { name in
+                let raw = kind == "raw" ? try SharedMemory.create(name: name, string: "start", capacity: 65536) : nil
+                let watched = kind == "watched"
+                    ? try SharedWatchedValue<CheckedValue>.create(name: name, initialValue: .start(), capacity: 4096, type: CheckedValue.type) : nil
+                defer { raw?.close(); watched?.close() }
+                let reader = try Peer.spawn(environment: "INTERPROCESS_STOP_POINT", "value.read.midCopy", "val-read-once", kind, name)
+                defer { reader.stop() }
+                #expect(reader.readLine() == "reading")
+                #expect(pollUntil(timeout: .seconds(30)) { processState(reader.pid) == "T" }, "stopped in the middle of its copy")
+                for seed in ["1", "2"] {
+                    let store = try Peer.run("val-store", kind, name, seed)
+                    #expect(store.termination == .exited(0))
                 }
+                // Let it go on; it stops again at its next copy (a retry), until one is whole.
+                var resumed = 0
+                while reader.poll() == nil, resumed < 1000 {
+                    if processState(reader.pid) == "T" {
+                        reader.kill(signal: SIGCONT)
+                        resumed += 1
+                    } else {
+                        usleep(200)
+                    }
+                }
+                #expect(resumed >= 2, "the torn copy was made again")
+                #expect(reader.readLine() == "read 2")
+                #expect(reader.wait(timeout: .seconds(10)) == .exited(0))
             }
-            #expect(resumed >= 2, "the torn copy was made again")
-            #expect(reader.readLine() == "read 2")
-            #expect(reader.wait(timeout: .seconds(10)) == .exited(0))
         }
     }
 
@@ -118,24 +124,27 @@ struct StoredValueTests {
         ("value.store.afterLock", false), ("value.store.midCopy", false), ("value.store.beforePublish", false),
         ("value.store.afterPublish", true),
     ])
-    func aWriterKilledAtEachStepLeavesTheOldOrTheNewValue(_ point: (name: String, published: Bool)) throws {
-        try withCleanNames("valkill") { name in
-            let segment = try SharedMemory.create(name: name, string: "old", capacity: 65536)
-            defer { segment.close() }
-            let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point.name, "val-store", "raw", name, "7")
-            defer { child.stop() }
-            #expect(child.readLine() == "storing")
-            #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
-            let current = try segment.readBytes()
-            if point.published {
-                #expect(current.count > 16 && current != Array("old".utf8), "the new value is in")
-            } else {
-                #expect(current == Array("old".utf8))
+    func aWriterKilledAtEachStepLeavesTheOldOrTheNewValue(_ point: (name: String, published: Bool)) async throws {
+        // Off the cooperative pool: this test blocks while it waits for its children.
+        try await onOwnQueue { _ in
+            try withCleanNames("valkill") { name in
+                let segment = try SharedMemory.create(name: name, string: "old", capacity: 65536)
+                defer { segment.close() }
+                let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point.name, "val-store", "raw", name, "7")
+                defer { child.stop() }
+                #expect(child.readLine() == "storing")
+                #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
+                let current = try segment.readBytes()
+                if point.published {
+                    #expect(current.count > 16 && current != Array("old".utf8), "the new value is in")
+                } else {
+                    #expect(current == Array("old".utf8))
+                }
+                let start = Clock.monotonicNanoseconds()
+                try segment.write("next")
+                #expect(elapsed(since: start) < promptly)
+                #expect(try segment.readString() == "next")
             }
-            let start = Clock.monotonicNanoseconds()
-            try segment.write("next")
-            #expect(elapsed(since: start) < promptly)
-            #expect(try segment.readString() == "next")
         }
     }
 
@@ -144,25 +153,28 @@ struct StoredValueTests {
         ("value.store.afterLock", false), ("value.store.midCopy", false), ("value.store.beforePublish", false),
         ("value.store.afterPublish", true),
     ])
-    func aWatchedValuesWriterKilledAtEachStep(_ point: (name: String, published: Bool)) throws {
-        try withCleanNames("watchkill") { name in
-            let value = try SharedWatchedValue<CheckedValue>.create(name: name, initialValue: .start(), capacity: 4096, type: CheckedValue.type)
-            defer { value.close() }
-            let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point.name, "val-store", "watched", name, "7")
-            defer { child.stop() }
-            #expect(child.readLine() == "storing")
-            #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
-            let snapshot = try #require(try value.snapshot())
-            #expect(snapshot.version == (point.published ? 2 : 1))
-            #expect(snapshot.value.seed == (point.published ? 7 : -1))
-            #expect(details(name)["writerAlive"] == "no")
-            let start = Clock.monotonicNanoseconds()
-            try value.store(.start())
-            #expect(elapsed(since: start) < promptly)
-            #expect(value.version == snapshot.version + 1)
-            #expect(try value.load() == .start())
-            #expect(details(name)["recoveries"] == "1")
-            #expect(details(name)["writer"] == "-")
+    func aWatchedValuesWriterKilledAtEachStep(_ point: (name: String, published: Bool)) async throws {
+        // Off the cooperative pool: this test blocks while it waits for its children.
+        try await onOwnQueue { _ in
+            try withCleanNames("watchkill") { name in
+                let value = try SharedWatchedValue<CheckedValue>.create(name: name, initialValue: .start(), capacity: 4096, type: CheckedValue.type)
+                defer { value.close() }
+                let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point.name, "val-store", "watched", name, "7")
+                defer { child.stop() }
+                #expect(child.readLine() == "storing")
+                #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
+                let snapshot = try #require(try value.snapshot())
+                #expect(snapshot.version == (point.published ? 2 : 1))
+                #expect(snapshot.value.seed == (point.published ? 7 : -1))
+                #expect(details(name)["writerAlive"] == "no")
+                let start = Clock.monotonicNanoseconds()
+                try value.store(.start())
+                #expect(elapsed(since: start) < promptly)
+                #expect(value.version == snapshot.version + 1)
+                #expect(try value.load() == .start())
+                #expect(details(name)["recoveries"] == "1")
+                #expect(details(name)["writer"] == "-")
+            }
         }
     }
 
@@ -278,27 +290,30 @@ struct StoredValueTests {
     /// before the writer created the value, one started late. Each reader is ten lines
     /// (`broadcastReader` in the test child); each receives the current config on subscribing, then
     /// every newer one, and both end at the final one.
-    @Test func theConfigBroadcaster() throws {
-        try withCleanNames("broadcast") { name in
-            let early = try Peer.spawn("val-config", name)
-            defer { early.stop() }
-            #expect(early.readLine() == "waiting")
-            // The writer.
-            let config = try SharedWatchedValue<Config>.create(name: name, initialValue: Config(level: 1), type: Config.type)
-            defer { config.close() }
-            #expect(early.readLine(timeout: .seconds(30)) == "config 1")
-            try config.store(Config(level: 2))
-            #expect(early.readLine(timeout: .seconds(30)) == "config 2")
-            try config.store(Config(level: 3))
-            #expect(early.readLine(timeout: .seconds(30)) == "config 3")
-            let late = try Peer.spawn("val-config", name)
-            defer { late.stop() }
-            #expect(late.readLine() == "waiting")
-            #expect(late.readLine(timeout: .seconds(30)) == "config 3", "the current config on subscribing")
-            try config.store(Config(level: 4, final: true))
-            for reader in [early, late] {
-                #expect(reader.readLine(timeout: .seconds(30)) == "config 4")
-                #expect(reader.wait(timeout: .seconds(30)) == .exited(0))
+    @Test func theConfigBroadcaster() async throws {
+        // Off the cooperative pool: this test blocks while it waits for its children.
+        try await onOwnQueue { _ in
+            try withCleanNames("broadcast") { name in
+                let early = try Peer.spawn("val-config", name)
+                defer { early.stop() }
+                #expect(early.readLine() == "waiting")
+                // The writer.
+                let config = try SharedWatchedValue<Config>.create(name: name, initialValue: Config(level: 1), type: Config.type)
+                defer { config.close() }
+                #expect(early.readLine(timeout: .seconds(30)) == "config 1")
+                try config.store(Config(level: 2))
+                #expect(early.readLine(timeout: .seconds(30)) == "config 2")
+                try config.store(Config(level: 3))
+                #expect(early.readLine(timeout: .seconds(30)) == "config 3")
+                let late = try Peer.spawn("val-config", name)
+                defer { late.stop() }
+                #expect(late.readLine() == "waiting")
+                #expect(late.readLine(timeout: .seconds(30)) == "config 3", "the current config on subscribing")
+                try config.store(Config(level: 4, final: true))
+                for reader in [early, late] {
+                    #expect(reader.readLine(timeout: .seconds(30)) == "config 4")
+                    #expect(reader.wait(timeout: .seconds(30)) == .exited(0))
+                }
             }
         }
     }
