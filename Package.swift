@@ -12,6 +12,8 @@ let package = Package(
     products: [
         .library(name: "Interprocess", targets: ["Interprocess"]),
         .executable(name: "ipc", targets: ["ipc"]),
+        // The heap's C ABI: libInterprocessHeap.so, for C programs (interprocess_heap.h).
+        .library(name: "InterprocessHeap", type: .dynamic, targets: ["InterprocessHeapABI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.0"),
@@ -37,6 +39,16 @@ let package = Package(
                 "CInterprocess",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
+            swiftSettings: strictSettings
+        ),
+        // The C ABI of SharedHeap: the public header `interprocess_heap.h` (in include/) and its
+        // plain-C part (the calling thread's last error, the tables of function pointers).
+        .target(name: "CInterprocessHeapABI"),
+        // The C ABI's functions, exported from Swift (`@_cdecl`) under the header's names. The core
+        // library knows nothing of it; the product "InterprocessHeap" makes it a shared library.
+        .target(
+            name: "InterprocessHeapABI",
+            dependencies: ["Interprocess", "CInterprocessHeapABI"],
             swiftSettings: strictSettings
         ),
         // Process and terminal helpers of the tools, the benchmarks and the tests (spawning and
@@ -97,8 +109,10 @@ let package = Package(
             name: "InterprocessTests",
             dependencies: [
                 "Interprocess", "InterprocessSystem", "InterprocessToolSupport", "InterprocessBenchmarks",
-                "InterprocessTestChild", "InterprocessAsyncContexts", "ipc",
+                "InterprocessTestChild", "InterprocessAsyncContexts", "ipc", "InterprocessHeapABI",
             ],
+            // C programs that HeapCABITests compiles with the system's C compiler.
+            exclude: ["CPrograms"],
             swiftSettings: strictSettings
         ),
     ]

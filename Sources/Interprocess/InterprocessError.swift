@@ -38,6 +38,7 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
             case systemError
             case disconnected, connectionRefused
             case invalidPointer
+            case overlaps
             case empty
         }
         fileprivate let value: Value
@@ -101,6 +102,9 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
         /// A ``SharedPointer`` that does not point at a live block of the heap it was resolved in:
         /// freed (stale), forged, garbage, or another heap's.
         public static let invalidPointer = Code(.invalidPointer)
+        /// The bytes are taken: an object placed in a segment (or the value stored in it) is where
+        /// this object or value would go. The detail names what is there: its kind and its range.
+        public static let overlaps = Code(.overlaps)
         /// Nothing is stored yet: a segment or ``SharedWatchedValue`` that no writer has stored a
         /// value in.
         public static let empty = Code(.empty)

@@ -42,6 +42,7 @@ package enum BenchScenarios {
             UncontendedLockBench.self,
             PingPongBench.self,
             ChannelRoundTripBench.self,
+            MessageQueueRoundTripBench.self,
             ContendedLockBench.self,
             OversubscribedBench.self,
             SharedVariableBench.self,

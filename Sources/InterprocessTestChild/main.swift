@@ -237,6 +237,9 @@ case let command where command.hasPrefix("rw-") || command.hasPrefix("var-"):
 case let command where command.hasPrefix("chan-"):
     exit(runChannelCommand(command, rest))
 
+case let command where command.hasPrefix("mq-"):
+    exit(runMessageQueueCommand(command, rest))
+
 case let command where command.hasPrefix("obj-"):
     exit(runObjectCommand(command, rest))
 
@@ -245,6 +248,12 @@ case "errno-probe":
 
 case let command where command.hasPrefix("local-"):
     exit(runLocalCommand(command, rest))
+
+case let command where command.hasPrefix("place-"):
+    exit(runPlacementCommand(command, rest))
+
+case let command where command.hasPrefix("named-"):
+    exit(runHeapNamedCommand(command, rest))
 
 case let command where command.hasPrefix("heap-"):
     exit(runHeapCommand(command, rest))

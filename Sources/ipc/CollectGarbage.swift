@@ -6,7 +6,7 @@ import InterprocessToolSupport
 struct CollectGarbage: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gc",
-        abstract: "Remove abandoned segments (every holder died), half-made or half-removed ones, and stale socket files."
+        abstract: "Remove abandoned segments (every holder died), half-made or half-removed ones, the stores of heaps that are gone, and stale socket files."
     )
 
     @OptionGroup var trust: TrustOptions
@@ -20,6 +20,9 @@ struct CollectGarbage: ParsableCommand {
     @Option(help: "Only consider segments whose name starts with this prefix.")
     var prefix = ""
 
+    @Flag(help: "Also free, in every heap, the blocks of processes that ended (only if your processes never share a block they did not adopt: see the README).")
+    var reclaim = false
+
     func run() throws {
         // Shown by file name, never by the name the header claims.
         let removed = SharedMemory.collectGarbage(dryRun: dryRun, prefix: prefix, trusting: trust.trusted).map { info in
@@ -27,20 +30,49 @@ struct CollectGarbage: ParsableCommand {
             info.name = info.fileName
             return info
         }
+        // The stores of heaps that are gone (the heaps just swept among them).
+        let orphans = SharedHeap.collectOrphanStores(dryRun: dryRun, prefix: prefix, trusting: trust.trusted)
         let removedLocal = LocalObjects.collectGarbage(dryRun: dryRun, prefix: prefix)
+        let reclaimed = reclaim ? reclaimHeaps() : []
         if json {
-            StandardStream.write(try Format.json(removed.map(ListEntry.segment) + removedLocal.map(ListEntry.local)))
+            StandardStream.write(try Format.json((removed + orphans).map(ListEntry.segment) + removedLocal.map(ListEntry.local)))
             return
         }
-        guard !removed.isEmpty || !removedLocal.isEmpty else {
+        for line in reclaimed { say(line) }
+        guard !removed.isEmpty || !orphans.isEmpty || !removedLocal.isEmpty else {
             say("nothing to remove")
             return
         }
         for info in removed.sorted(by: { $0.name < $1.name }) {
             say("\(dryRun ? "would remove" : "removed") \(info.name) (\(info.kind), \(Format.bytes(info.size)); \(Format.staleReason(info)))")
         }
+        for info in orphans.sorted(by: { $0.name < $1.name }) {
+            say("\(dryRun ? "would remove" : "removed") \(info.name) (heap store, \(Format.bytes(info.size)); its heap is gone)")
+        }
         for info in removedLocal {
             say("\(dryRun ? "would remove" : "removed") \(info.path) (socket; \(LocalListing.staleReason))")
         }
+    }
+
+    /// Frees (or counts) the blocks of ended processes in every heap that matches the prefix and is
+    /// held; one line per heap that had any.
+    func reclaimHeaps() -> [String] {
+        var lines: [String] = []
+        for info in SharedMemory.list().sorted(by: { $0.name < $1.name }) where info.name.hasPrefix(prefix) {
+            guard info.kind == SegmentKind.heap.description, info.details["store"] == nil, info.problem == nil,
+                  info.state == "ready", !info.isAbandoned
+            else { continue }
+            do {
+                let heap = try HeapReport.open(info.name, info: info, trusting: trust.trusted)
+                defer { heap.close() }
+                let result = try heap.reclaimBlocksOfEndedProcesses(dryRun: dryRun)
+                guard result.blocks > 0 else { continue }
+                let pids = result.processes.map(String.init).joined(separator: ", ")
+                lines.append("\(dryRun ? "would reclaim" : "reclaimed") \(result.blocks) block\(result.blocks == 1 ? "" : "s") (\(Format.bytes(result.bytes))) of ended processes (pid \(pids)) in heap \(info.name)")
+            } catch {
+                lines.append("could not reclaim in heap \(info.name): \(ToolError.message(for: error) ?? "\(error)")")
+            }
+        }
+        return lines
     }
 }

@@ -12,7 +12,8 @@ struct IPC: ParsableCommand {
         commandName: "ipc",
         abstract: "Inspect and manage Interprocess shared objects.",
         subcommands: [
-            List.self, Inspect.self, Create.self, Write.self, Read.self, Remove.self, CollectGarbage.self, Send.self, Receive.self,
+            List.self, Inspect.self, Check.self, Create.self, Write.self, Read.self, Remove.self, CollectGarbage.self, Send.self, Receive.self,
+            MessageQueueCreate.self,
             Demo.self, DemoPeer.self, Bench.self, BenchPeer.self,
         ]
     )

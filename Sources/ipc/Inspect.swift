@@ -14,8 +14,31 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Print a JSON object.")
     var json = false
 
+    @OptionGroup var trust: TrustOptions
+
     func run() throws {
-        let info = try SharedMemory.info(name: name)
+        var info = try SharedMemory.info(name: name)
+        // A heap (its store 0) that processes hold: its statistics and named objects, from the heap
+        // opened for a moment. An abandoned one is not opened (that would sweep it).
+        var heapLines: [String] = []
+        if info.kind == SegmentKind.heap.description, info.details["store"] == nil, info.problem == nil {
+            if info.isAbandoned {
+                heapLines = ["heap: abandoned (its holders all died): not opened, which would sweep it; `ipc gc` removes it"]
+            } else {
+                do {
+                    let heap = try HeapReport.open(name, info: info, trusting: trust.trusted)
+                    defer { heap.close() }
+                    let statistics = try heap.statistics()
+                    let named = try heap.namedObjects()
+                    heapLines = HeapReport.lines(statistics, named)
+                    // JSON: in the details (text: in a section of their own, below them).
+                    if json { info.details.merge(HeapReport.details(statistics, named)) { _, new in new } }
+                } catch {
+                    heapLines = ["heap: cannot be read: \(ToolError.message(for: error) ?? "\(error)")"]
+                    if json { info.details["heapError"] = ToolError.message(for: error) ?? "\(error)" }
+                }
+            }
+        }
         if json {
             StandardStream.write(try Format.json(info))
             return
@@ -46,9 +69,16 @@ struct Inspect: ParsableCommand {
         for holder in info.holders {
             say("  pid \(holder.pid)  \(holder.alive ? "alive" : "dead")  opened \(Format.time(holder.openedAt))")
         }
+        if !info.placed.isEmpty {
+            say("placed:")
+            for object in info.placed {
+                say("  \(object.offset)..<\(object.offset + object.size)  \(object.kind)" + (object.name.map { " '\($0)'" } ?? ""))
+            }
+        }
         if !info.details.isEmpty {
             say("details:")
             for (key, value) in info.details.sorted(by: { $0.key < $1.key }) { say("  \(key): \(value)") }
         }
+        for line in heapLines { say(line) }
     }
 }

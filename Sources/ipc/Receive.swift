@@ -7,13 +7,14 @@ import InterprocessToolSupport
 struct Receive: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recv",
-        abstract: "Receive messages from a channel, one per line.",
+        abstract: "Receive messages from a channel or message queue, one per line.",
         discussion: """
             Receives until the channel is closed and drained, or --count messages. Each message is \
             taken: no other receiver gets it. Text is printed with control characters and line \
             breaks escaped (\\n, \\e), so that each message is one line; raw values in hexadecimal. \
             With --json, each line is an object: "bytes", and "text" (valid UTF-8), "value" (a \
-            channel of JSON messages) or "base64" (anything else).
+            channel of JSON messages) or "base64" (anything else), and for a message queue \
+            "priority". A message queue gives its messages highest priority first.
             """
     )
 
@@ -37,7 +38,7 @@ struct Receive: ParsableCommand {
     }
 
     func run() throws {
-        let channel = try Channel<[UInt8]>.openAnyType(name: name, trusting: trust.trusted)
+        let channel = try MessageEndpoint.open(name: name, trusting: trust.trusted)
         defer { channel.detach() }
         let format = channel.messageFormat
         let timeout = timeout.map { Duration.milliseconds(Int64(($0 * 1000).rounded(.up))) }
@@ -50,20 +51,20 @@ struct Receive: ParsableCommand {
 
     /// Receives and prints up to `limit` messages, or until the channel is closed and drained.
     private static func receive(
-        from channel: Channel<[UInt8]>, limit: Int, timeout: Duration?, json: Bool, format: ChannelMessageFormat
+        from channel: MessageEndpoint, limit: Int, timeout: Duration?, json: Bool, format: ChannelMessageFormat
     ) async throws {
         var received = 0
         while received < limit {
-            let outcome: Result<[UInt8], InterprocessError>
+            let outcome: Result<(bytes: [UInt8], priority: Int?), InterprocessError>
             do {
                 outcome = .success(try await channel.receive(timeout: timeout))
             } catch {
                 outcome = .failure(error)
             }
             switch outcome {
-            case .success(let message):
+            case .success(let (message, priority)):
                 received += 1
-                StandardStream.write((json ? Self.json(message, format: format) : Self.text(message, format: format)) + "\n")
+                StandardStream.write((json ? Self.json(message, format: format, priority: priority) : Self.text(message, format: format)) + "\n")
             case .failure(let error) where error.code == .closed:
                 return
             case .failure(let error):
@@ -81,8 +82,9 @@ struct Receive: ParsableCommand {
     }
 
     /// One message as a JSON object on one line.
-    static func json(_ message: [UInt8], format: ChannelMessageFormat) -> String {
+    static func json(_ message: [UInt8], format: ChannelMessageFormat, priority: Int? = nil) -> String {
         var object: [String: Any] = ["bytes": message.count]
+        if let priority { object["priority"] = priority }
         if format == .json, let value = try? JSONSerialization.jsonObject(with: Data(message), options: [.fragmentsAllowed]) {
             object["value"] = value
         } else if format != .rawValue, let text = String(validating: message, as: UTF8.self) {

@@ -6,13 +6,14 @@ import InterprocessToolSupport
 /// `ipc send NAME [TEXT…]`: sends each TEXT, or each line of standard input, as one message.
 struct Send: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Send messages to a channel: each TEXT, or each line of standard input.",
+        abstract: "Send messages to a channel or message queue: each TEXT, or each line of standard input.",
         discussion: """
             A channel of bytes or strings gets the text's UTF-8 bytes; to a channel of JSON messages \
             each message must be JSON (it is checked before anything is sent). A channel of raw values \
             is refused. Waits while the channel is full (at most --timeout seconds per message). \
             With --create, a persistent channel of strings is created if there is none; --close \
-            closes the channel after the last message (its receivers then see the end).
+            closes the channel after the last message (its receivers then see the end). To a \
+            message queue (ipc mq-create), each message goes with --priority (higher leaves first).
             """
     )
 
@@ -24,6 +25,9 @@ struct Send: ParsableCommand {
 
     @Option(help: ArgumentHelp("Wait at most this long for room, per message.", valueName: "seconds"))
     var timeout: Double?
+
+    @Option(help: "A message queue's priority for these messages (0 to 4294967295; higher leaves first).")
+    var priority: Int?
 
     @Flag(help: "Create a persistent channel of strings if there is none.")
     var create = false
@@ -43,11 +47,17 @@ struct Send: ParsableCommand {
         if let timeout, !(timeout >= 0 && timeout <= 1e9) { throw ValidationError("--timeout must be a number of seconds, at least 0") }
         if capacity < 1 { throw ValidationError("--capacity must be at least 1") }
         if maxMessageSize < 1 { throw ValidationError("--max-message-size must be at least 1") }
+        if let priority, !(0...MessageQueue<[UInt8]>.maximumPriority).contains(priority) {
+            throw ValidationError("--priority must be in 0...\(MessageQueue<[UInt8]>.maximumPriority)")
+        }
     }
 
     func run() throws {
-        let channel = try openChannel()
+        let channel = try openEndpoint()
         defer { channel.detach() }
+        if priority != nil && !channel.isQueue {
+            throw ToolError("'\(name)' is a channel, whose messages have no priority (--priority is for message queues)")
+        }
         let format = channel.messageFormat
         if format == .rawValue {
             throw ToolError("'\(name)' carries raw values (\(channel.messageTypeDescription)); ipc send sends text")
@@ -56,8 +66,9 @@ struct Send: ParsableCommand {
         let timeout = timeout.map { Duration.milliseconds(Int64(($0 * 1000).rounded(.up))) }
         let name = name
         let closing = close
+        let priority = priority ?? 0
         try Interruptible.run {
-            let sent = try await Self.sendAll(texts, to: channel, format: format, timeout: timeout, name: name)
+            let sent = try await Self.sendAll(texts, to: channel, format: format, priority: priority, timeout: timeout, name: name)
             if closing { channel.close() }
             say("sent \(sent) message\(sent == 1 ? "" : "s") to \(name)\(closing ? " and closed it" : "")")
         }
@@ -65,7 +76,7 @@ struct Send: ParsableCommand {
 
     /// Sends each text (none: each line of standard input); returns how many it sent.
     private static func sendAll(
-        _ texts: [String], to channel: Channel<[UInt8]>, format: ChannelMessageFormat, timeout: Duration?, name: String
+        _ texts: [String], to channel: MessageEndpoint, format: ChannelMessageFormat, priority: Int, timeout: Duration?, name: String
     ) async throws -> Int {
         var sent = 0
         var remaining = texts[...]
@@ -82,16 +93,16 @@ struct Send: ParsableCommand {
             if format == .json, (try? JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])) == nil {
                 throw ToolError("message \(sent + 1) is not JSON, which '\(name)' carries: \(text)")
             }
-            try await channel.send(bytes, timeout: timeout)
+            try await channel.send(bytes, priority: priority, timeout: timeout)
             sent += 1
         }
         return sent
     }
 
-    private func openChannel() throws -> Channel<[UInt8]> {
-        guard create else { return try Channel<[UInt8]>.openAnyType(name: name, trusting: trust.trusted) }
+    private func openEndpoint() throws -> MessageEndpoint {
+        guard create else { return try MessageEndpoint.open(name: name, trusting: trust.trusted) }
         for _ in 0..<64 {
-            switch Result(catching: { () throws(InterprocessError) in try Channel<[UInt8]>.openAnyType(name: name, trusting: trust.trusted) }) {
+            switch Result(catching: { () throws(InterprocessError) in try MessageEndpoint.open(name: name, trusting: trust.trusted) }) {
             case .success(let channel): return channel
             case .failure(let error) where error.code == .notFound: break
             case .failure(let error): throw error

@@ -146,6 +146,37 @@ struct IPCToolTests {
 
     // MARK: Tests
 
+    /// `ipc inspect` lists what is placed in a raw segment, in text and JSON; `ipc write` over a
+    /// placed object is refused. (Changed on purpose with the two-slot value frame: the objects are
+    /// placed first, since a first store lays the frame out over every free byte before them — its
+    /// entry is the whole frame, 0..<1024 here, not the 10 bytes of a length-prefixed "hi".)
+    @Test func inspectListsPlacedObjects() throws {
+        let name = uniqueName()
+        defer { try? SharedMemory.remove(name: name) }
+        let segment = try SharedMemory.create(name: name, size: 4096, lifetime: .persistent)
+        defer { segment.close() }
+        _ = try ProcessMutex.create(in: segment, at: 1024)
+        _ = try SharedAtomic<Int64>.create(in: segment, named: "hits")
+        // A first value whose frame (128 + 2 × 504 bytes) would reach the mutex: refused, nothing written.
+        let write = try ipc("write", name, String(repeating: "x", count: 500))
+        #expect(!write.succeeded && write.error.contains("overlaps") && write.error.contains("a mutex at 1024..<1088"), "\(write.error)")
+        #expect(try segment.placedObjects().map(\.kind) == ["mutex", "atomic"])
+        #expect(try ipc("write", name, "hi").succeeded)
+        #expect(try segment.readString() == "hi")
+        let inspect = try ipc("inspect", name)
+        #expect(inspect.succeeded, "\(inspect.error)")
+        #expect(inspect.output.contains("placed:\n  0..<1024  stored value\n  1024..<1088  mutex\n  3904..<4096  atomic 'hits'\n"), "\(inspect.output)")
+        let object = try #require(try json(try ipc("inspect", name, "--json").output) as? [String: Any])
+        let placed = try #require(object["placed"] as? [[String: Any]])
+        #expect(placed.map { $0["kind"] as? String } == ["stored value", "mutex", "atomic"])
+        #expect(placed.first?["size"] as? Int == 1024)
+        #expect(placed.last?["name"] as? String == "hits" && placed.last?["offset"] as? Int == 3904)
+        // Later values are bounded by the frame's capacity, (1024 − 128) / 2.
+        let large = try ipc("write", name, String(repeating: "y", count: 449))
+        #expect(!large.succeeded && large.error.contains("invalidSize"), "\(large.error)")
+        #expect(try segment.readString() == "hi")
+    }
+
     @Test func createListAndInspect() throws {
         let name = uniqueName()
         defer { try? SharedMemory.remove(name: name) }

@@ -40,8 +40,10 @@ struct LayoutTests {
         #expect(CIPC_HEADER_SIZE == 4096 && CIPC_NAME_CAPACITY == 256 && CIPC_HOLDER_CAPACITY == 64)
         #expect(SharedMemory.payloadOffset == 4096)
         #expect([CIPC_KIND_RAW, CIPC_KIND_HEAP, CIPC_KIND_CHANNEL] == [1, 2, 3])
-        #expect([CIPC_KIND_MUTEX, CIPC_KIND_SEMAPHORE, CIPC_KIND_EVENT, CIPC_KIND_CONDITION, CIPC_KIND_RWLOCK, CIPC_KIND_VARIABLE]
-            == [16, 17, 18, 19, 20, 21])
+        #expect([CIPC_KIND_MUTEX, CIPC_KIND_SEMAPHORE, CIPC_KIND_EVENT, CIPC_KIND_CONDITION, CIPC_KIND_RWLOCK, CIPC_KIND_VARIABLE, CIPC_KIND_ATOMIC,
+            CIPC_KIND_WATCHED_VALUE] == [16, 17, 18, 19, 20, 21, 22, 23])
+        #expect(CIPC_PLACEMENT_CAPACITY == 24 && CIPC_PLACEMENT_NAME_CAPACITY == 32 && CIPC_PLACEMENT_FORMAT == 1)
+        #expect(Self.ascii(CIPC_TAG_STORED_VALUE) == "VAL1" && Self.ascii(CIPC_TAG_ATOMIC) == "ATM1")
         let tags = [CIPC_TAG_MUTEX, CIPC_TAG_SEMAPHORE, CIPC_TAG_EVENT, CIPC_TAG_CONDITION, CIPC_TAG_RWLOCK, CIPC_TAG_VARIABLE]
         #expect(tags.map(Self.ascii) == ["MTX1", "SEM1", "EVT1", "CND1", "RLW1", "VAR2"])
         #expect(Self.ascii(CIPC_TAG_VARIABLE_V1) == "VAR1")
@@ -60,11 +62,16 @@ struct LayoutTests {
         #expect(CIPC_CHANNEL_CLOSED == 1 << 63 && CIPC_CHANNEL_ORPHAN == 1 && CIPC_CHANNEL_SKIPPED == UInt32.max)
         #expect([CIPC_CHANNEL_FORMAT_BYTES, CIPC_CHANNEL_FORMAT_VALUE, CIPC_CHANNEL_FORMAT_JSON, CIPC_CHANNEL_FORMAT_TEXT] == [1, 2, 3, 4])
         #expect(CIPC_CHANNEL_MAX_CAPACITY == 1 << 20 && CIPC_CHANNEL_MAX_MESSAGE_SIZE == 1 << 24)
+        #expect(CIPC_KIND_MQUEUE == 5 && Self.ascii(CIPC_TAG_MQUEUE) == "MSQ1")
+        #expect(CIPC_MQUEUE_HEADER_SIZE == 512 && CIPC_MQUEUE_SLOT_HEADER_SIZE == 32)
+        #expect(CIPC_MQUEUE_MAX_CAPACITY == 1 << 20 && CIPC_MQUEUE_MAX_MESSAGE_SIZE == 1 << 24)
+        #expect([CIPC_MQUEUE_FREE, CIPC_MQUEUE_WRITING, CIPC_MQUEUE_READY, CIPC_MQUEUE_READING] == [0, 1, 2, 3])
         // The public sizes come from the structs.
         #expect(ProcessMutex.stateSize == 64 && ProcessSemaphore.stateSize == 64)
         #expect(ProcessEvent.stateSize == 64 && ProcessCondition.stateSize == 64)
         #expect(ProcessRWLock.stateSize == 576)
         #expect(SharedVariable<UInt64>.stateSize == 456)
+        #expect(SharedAtomic<Int64>.stateSize == 192 && SharedAtomic<UInt32>.stateSize == 192)
         #expect(Self.ascii(CIPC_TAG_VALUE_FRAME) == "VFR1" && Self.ascii(CIPC_TAG_WATCHED_VALUE) == "WCH1")
         #expect(CIPC_VALUE_FRAME_HEADER_SIZE == 128 && CIPC_WATCHED_VALUE_HEADER_SIZE == 320 && CIPC_VALUE_FORMAT_JSON == 1)
         // A frame's extent: the header and two slots of the capacity rounded up to 8.
@@ -75,8 +82,8 @@ struct LayoutTests {
     /// Each kind has its own number and name, and the library knows every one of them.
     @Test func segmentKindsAreDistinctAndKnown() {
         let kinds: [(SegmentKind, String)] = [
-            (.raw, "raw"), (.heap, "heap"), (.channel, "channel"), (.mutex, "mutex"), (.semaphore, "semaphore"),
-            (.event, "event"), (.condition, "condition"), (.rwLock, "rwlock"), (.variable, "variable"),
+            (.raw, "raw"), (.heap, "heap"), (.channel, "channel"), (.messageQueue, "mqueue"), (.mutex, "mutex"), (.semaphore, "semaphore"),
+            (.event, "event"), (.condition, "condition"), (.rwLock, "rwlock"), (.variable, "variable"), (.atomic, "atomic"),
             (.watchedValue, "watched"),
         ]
         #expect(Set(kinds.map(\.0.rawValue)).count == kinds.count)
@@ -90,7 +97,7 @@ struct LayoutTests {
     @Test func readmeTablesMatchTheHeader() throws {
         let readme = try String(contentsOf: Self.readmeURL, encoding: .utf8)
         let tables = Self.layoutTables(in: readme)
-        #expect(Set(tables.keys) == ["cipc_segment_header", "cipc_holder_slot", "cipc_type_fingerprint", "cipc_value_frame"], "\(tables.keys)")
+        #expect(Set(tables.keys) == ["cipc_segment_header", "cipc_holder_slot", "cipc_type_fingerprint", "cipc_placement_table", "cipc_placement", "cipc_mqueue", "cipc_mqueue_slot", "cipc_value_frame"], "\(tables.keys)")
         for (name, rows) in tables {
             guard let layout = LayoutPin.all.first(where: { $0.name == name }) else {
                 Issue.record("the README documents \(name), which is not a pinned layout")
@@ -199,8 +206,33 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_segment_header.name_length, "name_length", at: 76, size: 4),
             FieldPin(\cipc_segment_header.checksum, "checksum", at: 80, size: 8),
             FieldPin(\cipc_segment_header.name, "name", at: 88, size: 256),
-            FieldPin(\cipc_segment_header.reserved, "reserved", at: 344, size: 1704),
+            FieldPin(\cipc_segment_header.reserved, "reserved", at: 344, size: 40),
+            FieldPin(\cipc_segment_header.placements, "placements", at: 384, size: 1664),
             FieldPin(\cipc_segment_header.holders, "holders", at: 2048, size: 2048),
+        ]),
+        LayoutPin(cipc_placement_table(), "cipc_placement_table", size: 1664, alignment: 8, [
+            FieldPin(\cipc_placement_table.lock, "lock", at: 0, size: 64),
+            FieldPin(\cipc_placement_table.format, "format", at: 64, size: 4),
+            FieldPin(\cipc_placement_table.capacity, "capacity", at: 68, size: 4),
+            FieldPin(\cipc_placement_table.reserved, "reserved", at: 72, size: 56),
+            FieldPin(\cipc_placement_table.entries, "entries", at: 128, size: 1536),
+        ]),
+        LayoutPin(cipc_placement(), "cipc_placement", size: 64, alignment: 8, [
+            FieldPin(\cipc_placement.offset, "offset", at: 0, size: 8),
+            FieldPin(\cipc_placement.size, "size", at: 8, size: 8),
+            FieldPin(\cipc_placement.state, "state", at: 16, size: 4),
+            FieldPin(\cipc_placement.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_placement.name_length, "name_length", at: 24, size: 4),
+            FieldPin(\cipc_placement.tag_offset, "tag_offset", at: 28, size: 4),
+            FieldPin(\cipc_placement.name, "name", at: 32, size: 32),
+        ]),
+        LayoutPin(cipc_atomic(), "cipc_atomic", size: 192, alignment: 8, [
+            FieldPin(\cipc_atomic.value, "value", at: 0, size: 8),
+            FieldPin(\cipc_atomic.value_size, "value_size", at: 8, size: 4),
+            FieldPin(\cipc_atomic.reserved0, "reserved0", at: 12, size: 8),
+            FieldPin(\cipc_atomic.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_atomic.reserved, "reserved", at: 24, size: 40),
+            FieldPin(\cipc_atomic.value_type, "value_type", at: 64, size: 128),
         ]),
         LayoutPin(cipc_holder_slot(), "cipc_holder_slot", size: 32, alignment: 8, [
             FieldPin(\cipc_holder_slot.pid, "pid", at: 0, size: 4),
@@ -344,6 +376,50 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_channel.senders_waiting, "senders_waiting", at: 452, size: 4),
             FieldPin(\cipc_channel.reserved6, "reserved6", at: 456, size: 56),
         ]),
+        // The message queue (CInterprocessMessageQueue.h).
+        LayoutPin(cipc_mqueue_slot(), "cipc_mqueue_slot", size: 32, alignment: 8, [
+            FieldPin(\cipc_mqueue_slot.state, "state", at: 0, size: 4),
+            FieldPin(\cipc_mqueue_slot.length, "length", at: 4, size: 4),
+            FieldPin(\cipc_mqueue_slot.owner, "owner", at: 8, size: 8),
+            FieldPin(\cipc_mqueue_slot.sequence, "sequence", at: 16, size: 8),
+            FieldPin(\cipc_mqueue_slot.priority, "priority", at: 24, size: 4),
+            FieldPin(\cipc_mqueue_slot.reserved, "reserved", at: 28, size: 4),
+        ]),
+        LayoutPin(cipc_mqueue(), "cipc_mqueue", size: 512, alignment: 8, [
+            FieldPin(\cipc_mqueue.capacity, "capacity", at: 0, size: 4),
+            FieldPin(\cipc_mqueue.max_message_size, "max_message_size", at: 4, size: 4),
+            FieldPin(\cipc_mqueue.slot_stride, "slot_stride", at: 8, size: 4),
+            FieldPin(\cipc_mqueue.slots_offset, "slots_offset", at: 12, size: 4),
+            FieldPin(\cipc_mqueue.format, "format", at: 16, size: 4),
+            FieldPin(\cipc_mqueue.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_mqueue.state_size, "state_size", at: 24, size: 8),
+            FieldPin(\cipc_mqueue.ready_offset, "ready_offset", at: 32, size: 4),
+            FieldPin(\cipc_mqueue.free_offset, "free_offset", at: 36, size: 4),
+            FieldPin(\cipc_mqueue.reserved0, "reserved0", at: 40, size: 24),
+            FieldPin(\cipc_mqueue.rebuilds, "rebuilds", at: 64, size: 8),
+            FieldPin(\cipc_mqueue.abandoned_sends, "abandoned_sends", at: 72, size: 8),
+            FieldPin(\cipc_mqueue.redeliveries, "redeliveries", at: 80, size: 8),
+            FieldPin(\cipc_mqueue.dropped_messages, "dropped_messages", at: 88, size: 8),
+            FieldPin(\cipc_mqueue.reserved1, "reserved1", at: 96, size: 32),
+            FieldPin(\cipc_mqueue.message_type, "message_type", at: 128, size: 128),
+            FieldPin(\cipc_mqueue.lock, "lock", at: 256, size: 8),
+            FieldPin(\cipc_mqueue.lock_waiters, "lock_waiters", at: 264, size: 4),
+            FieldPin(\cipc_mqueue.closed, "closed", at: 268, size: 4),
+            FieldPin(\cipc_mqueue.next_sequence, "next_sequence", at: 272, size: 8),
+            FieldPin(\cipc_mqueue.ready_count, "ready_count", at: 280, size: 4),
+            FieldPin(\cipc_mqueue.free_count, "free_count", at: 284, size: 4),
+            FieldPin(\cipc_mqueue.sent, "sent", at: 288, size: 8),
+            FieldPin(\cipc_mqueue.received, "received", at: 296, size: 8),
+            FieldPin(\cipc_mqueue.top_priority, "top_priority", at: 304, size: 4),
+            FieldPin(\cipc_mqueue.reserved2, "reserved2", at: 308, size: 12),
+            FieldPin(\cipc_mqueue.receive_signal, "receive_signal", at: 320, size: 4),
+            FieldPin(\cipc_mqueue.receivers_waiting, "receivers_waiting", at: 324, size: 4),
+            FieldPin(\cipc_mqueue.reserved3, "reserved3", at: 328, size: 56),
+            FieldPin(\cipc_mqueue.send_signal, "send_signal", at: 384, size: 4),
+            FieldPin(\cipc_mqueue.senders_waiting, "senders_waiting", at: 388, size: 4),
+            FieldPin(\cipc_mqueue.reserved4, "reserved4", at: 392, size: 56),
+            FieldPin(\cipc_mqueue.reserved5, "reserved5", at: 448, size: 64),
+        ]),
         LayoutPin(cipc_futex_waiter(), "cipc_futex_waiter", size: 24, alignment: 8, [
             FieldPin(\cipc_futex_waiter.val, "val", at: 0, size: 8),
             FieldPin(\cipc_futex_waiter.uaddr, "uaddr", at: 8, size: 8),
@@ -399,11 +475,28 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_heap_header.reserved0, "reserved0", at: 56, size: 8),
             FieldPin(\cipc_heap_header.lock, "lock", at: 64, size: 64),
             FieldPin(\cipc_heap_header.class_bitmap, "class_bitmap", at: 128, size: 32),
-            FieldPin(\cipc_heap_header.reserved1, "reserved1", at: 160, size: 32),
+            FieldPin(\cipc_heap_header.directory, "directory", at: 160, size: 8),
+            FieldPin(\cipc_heap_header.reserved1, "reserved1", at: 168, size: 24),
             FieldPin(\cipc_heap_header.quick_heads, "quick_heads", at: 192, size: 256),
             FieldPin(\cipc_heap_header.heads, "heads", at: 448, size: 2048),
             FieldPin(\cipc_heap_header.clients, "clients", at: 2496, size: 1024),
             FieldPin(\cipc_heap_header.journal, "journal", at: 3520, size: 784),
+        ]),
+        LayoutPin(cipc_heap_name(), "cipc_heap_name", size: 256, alignment: 8, [
+            FieldPin(\cipc_heap_name.state, "state", at: 0, size: 4),
+            FieldPin(\cipc_heap_name.name_length, "name_length", at: 4, size: 4),
+            FieldPin(\cipc_heap_name.name_hash, "name_hash", at: 8, size: 8),
+            FieldPin(\cipc_heap_name.object, "object", at: 16, size: 8),
+            FieldPin(\cipc_heap_name.byte_count, "byte_count", at: 24, size: 8),
+            FieldPin(\cipc_heap_name.name, "name", at: 32, size: 96),
+            FieldPin(\cipc_heap_name.type, "type", at: 128, size: 128),
+        ]),
+        LayoutPin(cipc_heap_directory(), "cipc_heap_directory", size: 2112, alignment: 8, [
+            FieldPin(\cipc_heap_directory.tag, "tag", at: 0, size: 4),
+            FieldPin(\cipc_heap_directory.capacity, "capacity", at: 4, size: 4),
+            FieldPin(\cipc_heap_directory.next, "next", at: 8, size: 8),
+            FieldPin(\cipc_heap_directory.reserved, "reserved", at: 16, size: 48),
+            FieldPin(\cipc_heap_directory.entries, "entries", at: 64, size: 2048),
         ]),
     ]
 }

@@ -89,7 +89,7 @@ struct ProcessRWLockTests {
             expectError(.invalidArgument) { try ProcessRWLock.create(in: segment, at: 1600) }
             expectError(.corrupt) { try ProcessRWLock.open(in: segment, at: 64) }
             _ = try ProcessMutex.create(in: segment, at: 1024)
-            expectError(.corrupt) { try ProcessRWLock.open(in: segment, at: 1024) }
+            expectError(.incompatible) { try ProcessRWLock.open(in: segment, at: 1024) } // the table says: a mutex
             let lock = try ProcessRWLock.create(in: segment, at: 64)
             // A header with another slot count or state size (another layout) is refused.
             let stateSize = 64 + fieldOffset(\cipc_rwlock.state_size)

@@ -119,7 +119,16 @@ struct SharedObjectTests {
             expectError(.corrupt) { try ProcessEvent.open(in: segment, at: 64) }
             let event = try ProcessEvent.create(in: segment, at: 64, mode: .manualReset)
             #expect(try ProcessEvent.open(in: segment, at: 64).mode == .manualReset)
-            expectError(.corrupt) { try ProcessSemaphore.open(in: segment, at: 64) } // another kind's tag
+            // Another kind is placed there: the segment's table of placed objects says which.
+            do {
+                _ = try ProcessSemaphore.open(in: segment, at: 64)
+                Issue.record("a semaphore opened where an event is placed")
+            } catch let error as InterprocessError {
+                #expect(error.code == .incompatible && error.detail.contains("an event at 64..<128"), "\(error)")
+            }
+            // Without the table's entry (an object placed by a version without the table), the tag decides.
+            try segment.removePlacedObject(at: 64)
+            expectError(.corrupt) { try ProcessEvent.open(in: segment, at: 64) } // its tag was zeroed
             event.set()
         }
     }

@@ -140,10 +140,16 @@ struct StoredValueTests {
                 } else {
                     #expect(current == Array("old".utf8))
                 }
+                // The table of placed objects is untouched (a store holds only the frame's writer
+                // lock, never the table's, while it changes the frame): one complete entry, the whole frame.
+                let frame = PlacedObject(kind: "stored value", offset: 0, size: SharedMemory.storageSize(capacity: 65536))
+                #expect(try segment.placedObjects() == [frame])
+                expectError(.overlaps) { try ProcessMutex.create(in: segment, at: 128) }
                 let start = Clock.monotonicNanoseconds()
                 try segment.write("next")
                 #expect(elapsed(since: start) < promptly)
                 #expect(try segment.readString() == "next")
+                #expect(try segment.placedObjects() == [frame])
             }
         }
     }

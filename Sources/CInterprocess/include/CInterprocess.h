@@ -39,11 +39,64 @@ typedef struct cipc_holder_slot {
     uint64_t reserved1;
 } cipc_holder_slot;
 
+// The robust mutex (used by the table of placed objects below, and placed or named by users).
+/// A robust mutex. `owner`: 0 when unlocked, else the owner's token, set by a single
+/// compare-and-swap so that the owner's identity is never half-written; its low 32 bits are the
+/// futex word waiters park on. Bit 31 (CIPC_TOKEN_FLAG) is *contended*: a waiter sets it before it
+/// parks; unlock exchanges `owner` with 0 and wakes one waiter only if the bit was set; a waiter
+/// that parked takes the lock with the bit set. So a waiter killed while parked costs at most one
+/// spare wake-up call.
+typedef struct cipc_mutex {
+    uint64_t owner;         ///<  0
+    uint32_t waiters;       ///<  8: threads parked or about to park (informational: wakes are
+                            ///<     decided by the contended bit; too high after a parked waiter died)
+    uint32_t inconsistent;  ///< 12: 1 after an owner died, until markConsistent()
+    uint32_t owner_tid;     ///< 16: informational (the owner's thread id, 0 if unknown)
+    uint32_t tag;           ///< 20: CIPC_TAG_MUTEX
+    uint64_t recoveries;    ///< 24: how many times a dead owner's lock was taken over
+    uint8_t  reserved[32];
+} cipc_mutex;
+
+// MARK: - The table of placed objects (in the header of a raw segment)
+//
+// What is placed where in a raw segment's payload: one entry per object placed in it (a mutex, a
+// semaphore, an atomic, …: the object's tag says which kind) and one for the value that `store` /
+// `write` framed at offset 0 (tag CIPC_TAG_STORED_VALUE). Entries never overlap. It lives in what
+// layout version 1 reserved (zero), so a segment whose table was never used reads as an empty table
+// (`format` 0), and the header's checksum does not cover it (it changes). Changes are made under
+// `lock` (a robust cipc_mutex): whoever takes the lock over from a holder that died repairs the
+// entry it left half-made (state 1: placed if the object's tag was published, else free).
+
+#define CIPC_PLACEMENT_CAPACITY 24u
+#define CIPC_PLACEMENT_NAME_CAPACITY 32u
+#define CIPC_PLACEMENT_FORMAT 1u
+/// The tag of the table entry of the value framed at offset 0 by `store` / `write`.
+#define CIPC_TAG_STORED_VALUE 0x314C4156u /* "VAL1" */
+
+/// One placed object. `state`: 0 free, 1 being placed (by the lock's holder), 2 placed.
+typedef struct cipc_placement {
+    uint64_t offset;       ///<  0: from the start of the payload
+    uint64_t size;         ///<  8: bytes (at least 1)
+    uint32_t state;        ///< 16: 0 free, 1 being placed, 2 placed (atomic)
+    uint32_t tag;          ///< 20: the object's tag (CIPC_TAG_MUTEX, …, CIPC_TAG_STORED_VALUE)
+    uint32_t name_length;  ///< 24: bytes of `name` (0: placed at an offset, without a name)
+    uint32_t tag_offset;   ///< 28: where the tag is in the object's state (what a repair reads)
+    uint8_t  name[CIPC_PLACEMENT_NAME_CAPACITY]; ///< 32: the object's name in the segment (UTF-8), zero-padded
+} cipc_placement;
+
+typedef struct cipc_placement_table {
+    cipc_mutex lock;       ///<   0: held while entries change (defined below; 64 bytes)
+    uint32_t format;       ///<  64: 0 never used (every entry free), 1 this layout
+    uint32_t capacity;     ///<  68: CIPC_PLACEMENT_CAPACITY once `format` is 1
+    uint8_t  reserved[56]; ///<  72: zero
+    cipc_placement entries[CIPC_PLACEMENT_CAPACITY]; ///< 128..1664
+} cipc_placement_table;
+
 typedef struct cipc_segment_header {
     uint64_t magic;              ///<   0: CIPC_SEGMENT_MAGIC
     uint32_t version;            ///<   8: CIPC_LAYOUT_VERSION
     uint32_t header_size;        ///<  12: bytes of this header (4096)
-    uint32_t kind;               ///<  16: CIPC_KIND_* (1 raw, 2 heap, 3 channel, 16.. synchronization primitives)
+    uint32_t kind;               ///<  16: CIPC_KIND_* (1 raw, 2 heap, 3 channel, 5 message queue, 16.. synchronization primitives)
     uint32_t lifetime;           ///<  20: 1 while referenced, 2 persistent
     uint32_t state;              ///<  24: 0 initializing, 1 ready, 2 removed (atomic)
     uint32_t holder_capacity;    ///<  28: CIPC_HOLDER_CAPACITY
@@ -56,7 +109,8 @@ typedef struct cipc_segment_header {
     uint32_t name_length;        ///<  76: bytes used in `name`
     uint64_t checksum;           ///<  80: FNV-1a 64 of bytes [0, 344) with `state` and `checksum` as 0
     uint8_t  name[CIPC_NAME_CAPACITY]; ///< 88: the segment's name (UTF-8, not NUL-terminated)
-    uint8_t  reserved[2048 - 88 - CIPC_NAME_CAPACITY];
+    uint8_t  reserved[40];       ///< 344: zero
+    cipc_placement_table placements; ///< 384..2048: what is placed where in a raw segment's payload
     cipc_holder_slot holders[CIPC_HOLDER_CAPACITY]; ///< 2048..4096
 } cipc_segment_header;
 
@@ -70,7 +124,8 @@ typedef struct cipc_segment_header {
 #define CIPC_KIND_CONDITION 19u /* one cipc_condition */
 #define CIPC_KIND_RWLOCK    20u /* one cipc_rwlock */
 #define CIPC_KIND_VARIABLE  21u /* one cipc_variable_header and its value */
-#define CIPC_KIND_WATCHED_VALUE 22u /* one cipc_watched_value and its frame's slots (CInterprocessValue.h) */
+#define CIPC_KIND_ATOMIC    22u /* one cipc_atomic */
+#define CIPC_KIND_WATCHED_VALUE 23u /* one cipc_watched_value and its frame's slots (CInterprocessValue.h) */
 
 // Every layout in this file is pinned, field by field (size, alignment, offset), by the Swift test
 // Tests/InterprocessTests/LayoutTests.swift, which also checks the README's tables against it: moving
@@ -82,6 +137,11 @@ _Static_assert(sizeof(cipc_segment_header) == CIPC_HEADER_SIZE, "segment header 
 _Static_assert(offsetof(cipc_segment_header, state) == 24, "state offset");
 _Static_assert(offsetof(cipc_segment_header, name) == 88, "name offset");
 _Static_assert(offsetof(cipc_segment_header, holders) == 2048, "holders offset");
+_Static_assert(sizeof(cipc_placement) == 64 && offsetof(cipc_placement, tag) == 20, "placement layout");
+_Static_assert(offsetof(cipc_placement, state) == 16 && offsetof(cipc_placement, name) == 32, "placement offsets");
+_Static_assert(sizeof(cipc_placement_table) == 1664, "placement table layout");
+_Static_assert(offsetof(cipc_placement_table, format) == 64 && offsetof(cipc_placement_table, entries) == 128, "placement table offsets");
+_Static_assert(offsetof(cipc_segment_header, placements) == 384, "placements offset");
 
 // MARK: - Type fingerprints
 //
@@ -141,22 +201,6 @@ _Static_assert(sizeof(cipc_type_fingerprint) == 128, "type fingerprint layout");
 #define CIPC_TOKEN_LOCK_BASE (1ull << 62)
 #define CIPC_TOKEN_LOCK_MASK (((1ull << 62) - 1) & ~CIPC_TOKEN_FLAG)
 
-/// A robust mutex. `owner`: 0 when unlocked, else the owner's token, set by a single
-/// compare-and-swap so that the owner's identity is never half-written; its low 32 bits are the
-/// futex word waiters park on. Bit 31 (CIPC_TOKEN_FLAG) is *contended*: a waiter sets it before it
-/// parks; unlock exchanges `owner` with 0 and wakes one waiter only if the bit was set; a waiter
-/// that parked takes the lock with the bit set. So a waiter killed while parked costs at most one
-/// spare wake-up call.
-typedef struct cipc_mutex {
-    uint64_t owner;         ///<  0
-    uint32_t waiters;       ///<  8: threads parked or about to park (informational: wakes are
-                            ///<     decided by the contended bit; too high after a parked waiter died)
-    uint32_t inconsistent;  ///< 12: 1 after an owner died, until markConsistent()
-    uint32_t owner_tid;     ///< 16: informational (the owner's thread id, 0 if unknown)
-    uint32_t tag;           ///< 20: CIPC_TAG_MUTEX
-    uint64_t recoveries;    ///< 24: how many times a dead owner's lock was taken over
-    uint8_t  reserved[32];
-} cipc_mutex;
 
 /// A counting semaphore. `count` is the futex word.
 typedef struct cipc_semaphore {
@@ -278,6 +322,25 @@ _Static_assert(offsetof(cipc_rwlock, overflow) == 40 && offsetof(cipc_rwlock, re
 _Static_assert(offsetof(cipc_rwlock, state_size) == 56 && offsetof(cipc_rwlock, readers) == 64, "rwlock readers offset");
 _Static_assert(offsetof(cipc_rwlock, owner) == 0 && offsetof(cipc_rwlock, waiters) == 12 && offsetof(cipc_rwlock, drain_waiters) == 16, "rwlock offsets");
 _Static_assert(CIPC_RWLOCK_CLEANING == CIPC_TOKEN_FLAG, "the cleaning mark is the token flag bit");
+// MARK: - Atomics (SharedAtomic<Value>: 192 bytes, 8-byte aligned; 64-byte alignment recommended)
+
+#define CIPC_TAG_ATOMIC 0x314D5441u /* "ATM1" */
+
+/// One atomic integer. `value` is 8 bytes whatever the value's size: a 4-byte value is its low
+/// half (little-endian). The value has its cache line to itself; `value_type` is the type fingerprint
+/// of the value (its size is `value_size`).
+typedef struct cipc_atomic {
+    uint64_t value;        ///<  0: the value (atomic)
+    uint32_t value_size;   ///<  8: 4 or 8
+    uint32_t reserved0[2]; ///< 12: zero
+    uint32_t tag;          ///< 20: CIPC_TAG_ATOMIC
+    uint8_t  reserved[40]; ///< 24: zero
+    cipc_type_fingerprint value_type; ///< 64..192
+} cipc_atomic;
+
+_Static_assert(sizeof(cipc_atomic) == 192 && offsetof(cipc_atomic, tag) == 20, "atomic layout");
+_Static_assert(offsetof(cipc_atomic, value_type) == 64, "atomic type offset");
+
 _Static_assert(sizeof(cipc_variable_reader) == 16, "variable reader layout");
 _Static_assert(sizeof(cipc_variable_header) == CIPC_VARIABLE_HEADER_SIZE, "variable header layout");
 _Static_assert(offsetof(cipc_variable_header, tag) == 20 && offsetof(cipc_variable_header, putter) == 24, "variable offsets");
@@ -351,5 +414,7 @@ static inline void cipc_cpu_relax(void) {
 #include "CInterprocessChannel.h"
 // Stored values (SharedMemory.store, SharedWatchedValue) use cipc_mutex and the type fingerprint.
 #include "CInterprocessValue.h"
+// The message queue's layout (it uses the type fingerprint and the channel's formats).
+#include "CInterprocessMessageQueue.h"
 
 #endif

@@ -130,12 +130,49 @@ typedef struct cipc_heap_header {
     uint64_t reserved0;         ///<   56
     cipc_mutex lock;            ///<   64: the robust lock every change is made under
     uint64_t class_bitmap[4];   ///<  128: bit c set exactly while heads[c] != 0
-    uint64_t reserved1[4];      ///<  160
+    uint64_t directory;         ///<  160: pointer word of the first chunk of named objects (0: none)
+    uint64_t reserved1[3];      ///<  168
     uint64_t quick_heads[CIPC_HEAP_QUICK_LIMIT]; ///< 192: quick lists, by exact size in granules
     uint64_t heads[256];        ///<  448: free lists, by size class (CIPC_HEAP_CLASSES used)
     cipc_heap_client clients[CIPC_HEAP_CLIENTS]; ///< 2496
     cipc_heap_journal journal;  ///< 3520
 } cipc_heap_header;
+
+// Named objects (SharedHeap.findOrCreate / find / destroy): a chain of directory chunks, each a block
+// of the heap, the first named by `cipc_heap_header.directory`, each naming the next. A chunk's
+// entries name one object each: a block of the heap, by its pointer word. Chunks are never freed.
+
+#define CIPC_TAG_HEAP_DIRECTORY 0x31524448u /* "HDR1": cipc_heap_directory.tag */
+/// An entry in use (`cipc_heap_name.state`); 0 = free (its other fields mean nothing then).
+#define CIPC_HEAP_NAME_LIVE 0x454D414Eu /* "NAME" */
+/// The longest name of a named object, in bytes of UTF-8.
+#define CIPC_HEAP_NAME_CAPACITY 96u
+/// Entries per directory chunk.
+#define CIPC_HEAP_DIRECTORY_ENTRIES 8u
+
+/// One named object.
+typedef struct cipc_heap_name {
+    uint32_t state;         ///<   0: CIPC_HEAP_NAME_LIVE, or 0 (free)
+    uint32_t name_length;   ///<   4: bytes of the name, 1..CIPC_HEAP_NAME_CAPACITY
+    uint64_t name_hash;     ///<   8: FNV-1a 64 of the name
+    uint64_t object;        ///<  16: the pointer word of the object's block
+    uint64_t byte_count;    ///<  24: bytes the object was created with (its block holds exactly these)
+    uint8_t  name[CIPC_HEAP_NAME_CAPACITY]; ///< 32: the name, zero-padded
+    cipc_type_fingerprint type; ///< 128: what the object holds (checked by every find)
+} cipc_heap_name;
+
+/// A chunk of the directory of named objects: the payload of a block of the heap.
+typedef struct cipc_heap_directory {
+    uint32_t tag;           ///<   0: CIPC_TAG_HEAP_DIRECTORY
+    uint32_t capacity;      ///<   4: CIPC_HEAP_DIRECTORY_ENTRIES
+    uint64_t next;          ///<   8: the pointer word of the next chunk, 0 for the last
+    uint64_t reserved[6];   ///<  16
+    cipc_heap_name entries[CIPC_HEAP_DIRECTORY_ENTRIES]; ///< 64
+} cipc_heap_directory;
+
+_Static_assert(sizeof(cipc_heap_name) == 256 && offsetof(cipc_heap_name, type) == 128, "named object entry layout");
+_Static_assert(sizeof(cipc_heap_directory) == 64 + 256 * CIPC_HEAP_DIRECTORY_ENTRIES, "directory chunk layout");
+_Static_assert(offsetof(cipc_heap_header, directory) == 160, "heap header offsets");
 
 _Static_assert(sizeof(cipc_heap_block) == CIPC_HEAP_GRANULE, "block header layout");
 _Static_assert(offsetof(cipc_heap_block, info) == offsetof(cipc_heap_block, state) + 4, "block header layout");

@@ -50,6 +50,9 @@ enum HeapStep: String, CaseIterable, Sendable {
     case consolidate = "consolidate"       // one quick block merged back
     case grow = "grow"                     // a new store published
     case claim = "claim"                   // a client record taken
+    case findOrCreate = "find-or-create"   // a named object created (HeapDirectory.swift)
+    case destroy = "destroy"               // a named object destroyed
+    case adopt = "adopt"                   // a block's owner recorded as the adopting process
 }
 
 /// The undo journal of the operation in progress (see `cipc_heap_journal`). Every write to the
@@ -60,6 +63,9 @@ struct HeapOperation: ~Copyable {
     let countWord: UnsafeMutableRawPointer
     var count = 0
     var step: HeapStep
+    /// The label of an operation made of other operations' steps (a named object's creation
+    /// allocates): crash points count all its writes under this label. Nil: `step`.
+    var pinned: HeapStep? = nil
     /// The armed crash point of this process, parsed once (nil: none; the usual case).
     let crash: (step: HeapStep, write: Int?)?
 
@@ -78,6 +84,14 @@ struct HeapOperation: ~Copyable {
         if old == value { return }
         record(place.ref | 8 << HeapLayout.widthShift, old)
         store64(place.pointer, value)
+        if crash != nil { crashIfArmed(atEnd: false) }
+    }
+
+    /// Records the word at `place` so that an undo restores it, without changing it: for a word
+    /// that a later write outside the journal changes (the link a block freed onto a quick list
+    /// keeps in its payload), when undoing must bring its old value back.
+    mutating func preserve64(_ place: HeapPlace) {
+        record(place.ref | 8 << HeapLayout.widthShift, load64(place.pointer))
         if crash != nil { crashIfArmed(atEnd: false) }
     }
 
@@ -103,7 +117,7 @@ struct HeapOperation: ~Copyable {
     }
 
     private func crashIfArmed(atEnd: Bool) {
-        guard let crash, crash.step == step else { return }
+        guard let crash, crash.step == (pinned ?? step) else { return }
         if atEnd ? crash.write == nil : crash.write == count { CrashPoint.crashNow() }
     }
 

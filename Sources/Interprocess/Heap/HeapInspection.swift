@@ -31,7 +31,8 @@ extension SharedHeap {
 
         /// One process's usage.
         public struct Client: Sendable, Hashable, Codable {
-            /// The client record (0: processes that found no free record).
+            /// The client record (0: named objects and their directory, which belong to their
+            /// names, and blocks of processes that found no free record).
             public var record: Int
             /// The process's pid as it saw it (0 for record 0).
             public var pid: Int32
@@ -227,6 +228,7 @@ extension HeapCore {
                 problem("\(lost.count) free block(s) on no list: \(lost.keys.sorted().prefix(8).map { String($0) }.joined(separator: ", "))")
             }
         }
+        checkDirectory(problem)
         let statistics = problems.isEmpty ? try? statisticsLocked() : nil
         return SharedHeap.CheckReport(problems: problems, statistics: statistics)
     }

@@ -96,6 +96,13 @@ import Synchronization
 /// earlier heaps of that name left behind (their last holder was killed). `ipc rm` removes a heap
 /// with its stores.
 ///
+/// ## Named objects and reclaiming
+/// ``findOrCreate(name:initialValue:type:)``, ``find(name:as:type:)`` and ``destroy(name:)`` give
+/// blocks well-known, typed names (`SharedHeap+Names.swift`, `HeapDirectory.swift`: what a kill at
+/// each of their steps leaves behind). What ended processes leave — orphan stores, blocks of dead
+/// allocators — and what can be reclaimed is written down in `HeapReclaim.swift`
+/// (``collectOrphanStores(dryRun:prefix:trusting:)``, ``reclaimBlocksOfEndedProcesses(dryRun:)``).
+///
 /// A heap is one kind of shared object (`SharedHeap+Object.swift`): store 0 is created, opened and
 /// removed by the shared-objects storage, which checks its segment kind, tag and header before the
 /// heap is built, and `ipc ls` / `ipc inspect` describe heaps and their stores. Stores added by
@@ -350,9 +357,11 @@ extension SharedHeap {
 
     /// Takes ownership of the block that `pointer` points at (a pointer another process handed over
     /// with ``SharedAllocation/relinquish()``). Throws `invalidPointer` unless it is a live block of
-    /// this heap big enough for a `T`.
+    /// this heap big enough for a `T`. The block is recorded as this process's from then on (in
+    /// ``statistics()``, and for ``reclaimBlocksOfEndedProcesses(dryRun:)``).
     public func adopt<T>(_ pointer: SharedPointer<T>) throws(InterprocessError) -> SharedAllocation<T> {
         let (address, byteCount) = try core.resolve(pointer.bitPattern, minimumBytes: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment)
+        try core.recordOwner(pointer.bitPattern)
         return SharedAllocation(heap: self, word: pointer.bitPattern, address: address, byteCount: byteCount)
     }
 

@@ -59,6 +59,9 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
     public var details: [String: String]
     /// The kind-specific state in a few words, as `ipc ls` shows it ("locked by 1234", "count 3"), or "".
     public var summary: String = ""
+    /// What a raw segment's table of placed objects records (objects placed in it, and the stored
+    /// value), by offset; empty for other kinds, and when the table is damaged (see ``problem``).
+    public var placed: [PlacedObject] = []
 
     /// Describes the payload of a segment of a kind the caller knows (the registry of shared-object
     /// kinds does): details and summary, or nil for a kind it does not know. The payload is a copy,
@@ -125,6 +128,21 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
             holders: holders, isHeld: isHeld,
             isAbandoned: problem == nil && state == .ready && lifetime == .whileReferenced && !isHeld && status.linkCount > 0,
             problem: problem, details: [:])
+        if info.problem == nil, h.kind == SegmentKind.raw.rawValue, bytes.count >= SegmentHeader.size {
+            let table = UnsafeRawPointer(buffer + PlacementTable.offsetInHeader)
+            do throws(PlacementTable.Problem) {
+                let entries = try PlacementTable.entries(of: table, payloadSize: info.size, skippingPlacing: true) { index in
+                    table.loadUnaligned(
+                        fromByteOffset: fieldOffset(\cipc_placement_table.entries) + index * MemoryLayout<cipc_placement>.stride
+                            + fieldOffset(\cipc_placement.state),
+                        as: UInt32.self)
+                }
+                info.placed = entries.sorted { $0.offset < $1.offset }.map(\.object)
+            } catch {
+                info.problem = "its table of placed objects: " + error.detail
+                info.isAbandoned = false // damage is reported, never swept
+            }
+        }
         if let describe, problem == nil, status.size > Int64(SegmentHeader.size),
            let payload = try? fd.read(count: min(Int(status.size) - SegmentHeader.size, 4096), at: Int64(SegmentHeader.size)) {
             // Owners recorded in the state are alive while their token's lock is held: asked through

@@ -1,5 +1,6 @@
 public import SystemPackage
 import InterprocessSystem
+import Synchronization
 
 /// A named segment of memory shared between processes.
 ///
@@ -41,6 +42,8 @@ import InterprocessSystem
 /// ``size`` bytes at offset ``payloadOffset``.
 public final class SharedMemory: Sendable {
     let handle: SegmentHandle
+    /// The segment's table of placed objects and its lock, made on first use.
+    let placementCache = Mutex<SegmentPlacements?>(nil)
 
     init(handle: SegmentHandle) { self.handle = handle }
 

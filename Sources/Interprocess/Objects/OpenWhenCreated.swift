@@ -230,3 +230,29 @@ extension SharedVariable {
         }
     }
 }
+
+extension SharedAtomic {
+    /// Opens the named atomic, suspending the task until a process has created it, for at most
+    /// `timeout` (nil: as long as it takes). The rules of
+    /// ``SharedMemory/openWhenCreated(name:trusting:timeout:)`` and the checks of
+    /// ``open(name:type:trusting:)`` (`incompatible` at once if it records another value type).
+    public static func openWhenCreated(
+        name: String, type: TypeFingerprint = TypeFingerprint(of: Value.self), trusting trust: TrustedOwners = .currentUser,
+        timeout: Duration? = nil
+    ) async throws(InterprocessError) -> SharedAtomic {
+        try await CreatorWait.open(name: name, what: "atomic", timeout: timeout) { () throws(InterprocessError) in
+            try open(name: name, type: type, trusting: trust)
+        }
+    }
+
+    /// The blocking form of ``openWhenCreated(name:type:trusting:timeout:)``: blocks the calling thread.
+    @available(*, noasync, message: "use the async openWhenCreated(name:type:trusting:timeout:) in async code")
+    public static func blockingOpenWhenCreated(
+        name: String, type: TypeFingerprint = TypeFingerprint(of: Value.self), trusting trust: TrustedOwners = .currentUser,
+        timeout: Duration? = nil
+    ) throws(InterprocessError) -> SharedAtomic {
+        try CreatorWait.blockingOpen(name: name, what: "atomic", timeout: timeout) { () throws(InterprocessError) in
+            try open(name: name, type: type, trusting: trust)
+        }
+    }
+}

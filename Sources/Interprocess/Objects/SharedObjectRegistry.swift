@@ -16,6 +16,8 @@ enum SharedObjectRegistry {
         SharedVariableLayout.self,
         SharedHeap.self,
         ChannelLayout.self,
+        SharedAtomicLayout.self,
+        MessageQueueLayout.self,
         SharedWatchedValueLayout.self,
     ]
 
@@ -28,6 +30,13 @@ enum SharedObjectRegistry {
     private static let segmentKindNames: [UInt32: String] = [
         SegmentKind.raw.rawValue: "raw",
     ]
+
+    /// The kinds by their tag (what a segment's table of placed objects records).
+    private static let byTag: [UInt32: any SharedObjectKind.Type] = Dictionary(
+        kinds.map { ($0.tag, $0) }, uniquingKeysWith: { first, _ in first })
+
+    /// The registered kind whose objects carry `tag`, if any.
+    static func kind(tag: UInt32) -> (any SharedObjectKind.Type)? { byTag[tag] }
 
     /// The registered kind with segment kind `kind`, if any.
     static func kind(_ kind: SegmentKind) -> (any SharedObjectKind.Type)? { byNumber[kind.rawValue] }
@@ -54,6 +63,14 @@ extension SegmentKind: CustomStringConvertible {
 
     /// The kind's name ("raw", "mutex", …), or "unknown(N)".
     public var description: String { SharedObjectRegistry.name(of: self) ?? "unknown(\(rawValue))" }
+}
+
+extension PlacedKind: CustomStringConvertible {
+    /// The kind's name ("mutex", "atomic", …), "stored value", or "unknown(TAG)".
+    var description: String {
+        if tag == PlacementTable.storedValueTag { return PlacementTable.storedValueKindName }
+        return SharedObjectRegistry.kind(tag: tag)?.kindName ?? "unknown(\(SharedObjectStorage.tagText(tag)))"
+    }
 }
 
 extension SharedMemory {

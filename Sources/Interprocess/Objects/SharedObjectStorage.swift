@@ -13,8 +13,10 @@ import Synchronization
 ///
 /// What a process killed at each step leaves behind: a named object is built in a file with no name
 /// and named only when it is complete (``SegmentHandle``): killed before, nothing; after, a complete
-/// object. A placed object is initialized in place and its tag written last: killed before that, the
-/// place holds no valid object (an open there is `corrupt`; create it again).
+/// object. A placed object is registered in its segment's table of placed objects, initialized in
+/// place and its tag written last, all under the table's lock: killed before the tag, nothing was
+/// placed (the next holder of the lock frees the entry); after it, the entry and a complete object
+/// (see ``PlacementTable``).
 ///
 /// `@unchecked Sendable`: `base` points into a mapping that `mapping` keeps alive for as long as this
 /// object exists; the state is touched only through atomics by the objects built on it, and
@@ -131,22 +133,62 @@ extension SharedObjectStorage {
 // MARK: - Objects placed in a segment
 
 extension SharedObjectStorage {
-    /// Initializes a new object at `offset` in `segment`, which the caller owns: checks that the
-    /// place is aligned and fits, fills it with zeros, initializes it and publishes its tag last.
+    /// Initializes a new object in `segment`, which the caller owns, and registers it in the
+    /// segment's table of placed objects (``PlacementTable``): at `offset`, or (nil) at the highest
+    /// free offset that is a multiple of 64 (and of the kind's alignment); under `name` if given
+    /// (1 to 32 bytes, unique in the segment). Checks that the place is aligned, fits and is free
+    /// (`alreadyExists` if an object of this kind is there, `overlaps` if anything else is, the
+    /// stored value included), then follows the steps that ``PlacementTable`` documents.
     static func place<Object: SharedObject>(
-        _: Object.Type, in segment: SharedMemory, at offset: Int, parameters: Object.Parameters
+        _: Object.Type, in segment: SharedMemory, at offset: Int?, named name: String? = nil, parameters: Object.Parameters
     ) throws(InterprocessError) -> Object {
         let size = try named(segment.name) { () throws(InterprocessError) in try Object.size(for: parameters) }
-        let storage = try locate(Object.self, in: segment, at: offset, size: size)
-        storage.base.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-        publish(Object.self, at: storage.base, size: size, parameters: parameters)
-        return try named(segment.name) { () throws(InterprocessError) in try Object(storage: storage) }
+        let kind = Object.Kind.self
+        let nameBytes = try placementName(name, in: segment)
+        return try SegmentPlacements.of(segment).withLock { table throws(InterprocessError) -> Object in
+            let entries = try table.read()
+            if let name, let existing = entries.first(where: { $0.name == nameBytes }) {
+                throw InterprocessError(existing.tag == kind.tag ? .alreadyExists : .overlaps, objectName: segment.name,
+                    detail: "the name '\(name)' is taken: \(existing.object)")
+            }
+            let alignment = Swift.max(Object.alignment, PlacementTable.automaticAlignment)
+            guard let offset = offset ?? table.freeSpot(size: size, alignment: alignment, in: entries) else {
+                throw InterprocessError(.outOfMemory, objectName: segment.name,
+                    detail: "no free \(size) bytes for \(PlacedObject.article(kind.displayName))\(kind.displayName) (\(entries.count) objects placed in \(segment.size) bytes)")
+            }
+            let storage = try locate(Object.self, in: segment, at: offset, size: size)
+            let what = PlacedObject.article(kind.displayName) + kind.displayName + (name.map { " '\($0)'" } ?? "")
+            try table.checkFree(offset..<(offset + size), tag: kind.tag, in: entries, what: what)
+            let index = try table.freeIndex(in: entries, what: what)
+            // Step 1: no stale tag at the place (a repair must not mistake it for ours), the entry.
+            atomic32(storage.base + kind.tagOffset).pointee.store(0, ordering: .relaxed)
+            table.claim(index, offset: offset, size: size, tag: kind.tag, tagOffset: kind.tagOffset, name: nameBytes)
+            CrashPoint.reached("place.afterClaim")
+            // Steps 2 and 3: the object, its tag last.
+            storage.base.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+            Object.initialize(storage.base, size: size, with: parameters)
+            CrashPoint.reached("place.beforeTag")
+            atomic32(storage.base + kind.tagOffset).pointee.store(kind.tag, ordering: .releasing)
+            CrashPoint.reached("place.afterTag")
+            // Step 4.
+            table.commit(index)
+            return try named(segment.name) { () throws(InterprocessError) in try Object(storage: storage) }
+        }
     }
 
     /// Uses the object that another process created at `offset` in `segment`, after checking it.
+    /// The segment's table of placed objects must not say that something else is there
+    /// (`incompatible`); a place it does not know (an object placed by a version without the table)
+    /// is checked by its tag alone.
     static func attach<Object: SharedObject>(
         _: Object.Type, in segment: SharedMemory, at offset: Int, expecting parameters: Object.Parameters?
     ) throws(InterprocessError) -> Object {
+        let kind = Object.Kind.self
+        if let entry = PlacementTable.entry(covering: offset, in: try SegmentPlacements.of(segment).entries()),
+           entry.offset != offset || entry.tag != kind.tag {
+            throw InterprocessError(.incompatible, objectName: segment.name,
+                detail: "\(entry.object) is placed there, not \(PlacedObject.article(kind.displayName))\(kind.displayName) at \(offset)")
+        }
         let storage = try locate(Object.self, in: segment, at: offset, size: Object.minimumSize)
         try storage.validate(Object.self, expecting: parameters, place: (segment.name, offset))
         return try named(segment.name) { () throws(InterprocessError) in try Object(storage: storage) }
@@ -160,6 +202,33 @@ extension SharedObjectStorage {
         return SharedObjectStorage(
             base: mapping.base + SegmentHeader.size + offset, available: segment.size - offset, mapping: mapping, segment: nil,
             lease: try segment.handle.ownerLease())
+    }
+
+    /// Uses the object placed in `segment` under `name` (`notFound` if there is none,
+    /// `incompatible` if it is of another kind), after checking it.
+    static func attach<Object: SharedObject>(
+        _: Object.Type, in segment: SharedMemory, named name: String, expecting parameters: Object.Parameters?
+    ) throws(InterprocessError) -> Object {
+        let nameBytes = try placementName(name, in: segment)
+        guard let entry = try SegmentPlacements.of(segment).entries().first(where: { $0.name == nameBytes }) else {
+            throw InterprocessError(.notFound, objectName: segment.name, detail: "nothing named '\(name)' is placed in it")
+        }
+        guard entry.tag == Object.Kind.tag else {
+            throw InterprocessError(.incompatible, objectName: segment.name,
+                detail: "\(entry.object) is not \(PlacedObject.article(Object.Kind.displayName))\(Object.Kind.displayName)")
+        }
+        return try attach(Object.self, in: segment, at: entry.offset, expecting: parameters)
+    }
+
+    /// The bytes of a placement name (nil: none), after checking it: 1 to 32 bytes, no NUL.
+    private static func placementName(_ name: String?, in segment: SharedMemory) throws(InterprocessError) -> [UInt8] {
+        guard let name else { return [] }
+        let bytes = Array(name.utf8)
+        guard !bytes.isEmpty, bytes.count <= PlacementTable.nameCapacity, !bytes.contains(0) else {
+            throw InterprocessError(.invalidName, objectName: segment.name,
+                detail: "a placed object's name has 1 to \(PlacementTable.nameCapacity) bytes and no NUL; '\(name.replacingNulls)' has \(bytes.count)")
+        }
+        return bytes
     }
 
     /// The storage at `offset` in `segment`, after checking that `size` bytes fit there at the kind's
@@ -180,6 +249,14 @@ extension SharedObjectStorage {
         return SharedObjectStorage(
             base: mapping.base + SegmentHeader.size + offset, available: segment.size - offset, mapping: mapping, segment: nil,
             lease: Object.recordsOwners ? try segment.handle.ownerLease() : nil)
+    }
+
+    /// Storage for a state that the library itself keeps in a segment (the lock of its table of
+    /// placed objects): `available` bytes at `base`, inside `mapping`.
+    static func internalState(
+        at base: UnsafeMutableRawPointer, available: Int, mapping: MemoryMapping, lease: OwnerLease
+    ) -> SharedObjectStorage {
+        SharedObjectStorage(base: base, available: available, mapping: mapping, segment: nil, lease: lease)
     }
 }
 

@@ -88,6 +88,20 @@ public final class ProcessEvent: @unchecked Sendable {
         try SharedObjectStorage.attach(ProcessEvent.self, in: segment, at: offset, expecting: nil)
     }
 
+    /// Places an event in `segment` under `name` (1 to 32 bytes, unique in the segment:
+    /// `alreadyExists` otherwise) at the highest free offset that is a multiple of 64, recorded in
+    /// the segment's table of placed objects (`outOfMemory` if no room is free). Peers find it with
+    /// ``open(in:named:)``.
+    public static func create(in segment: SharedMemory, named name: String, mode: Mode, initiallySet: Bool = false) throws(InterprocessError) -> ProcessEvent {
+        try SharedObjectStorage.place(ProcessEvent.self, in: segment, at: nil, named: name, parameters: (mode, initiallySet))
+    }
+
+    /// Uses the event placed in `segment` under `name` (`notFound` if nothing is, `incompatible` if
+    /// it is of another kind).
+    public static func open(in segment: SharedMemory, named name: String) throws(InterprocessError) -> ProcessEvent {
+        try SharedObjectStorage.attach(ProcessEvent.self, in: segment, named: name, expecting: nil)
+    }
+
     /// The name of a named event.
     public var name: String? { storage.name }
 

@@ -145,6 +145,20 @@ public final class ProcessMutex: @unchecked Sendable {
         try SharedObjectStorage.attach(ProcessMutex.self, in: segment, at: offset, expecting: nil)
     }
 
+    /// Places an unlocked mutex in `segment` under `name` (1 to 32 bytes, unique in the segment:
+    /// `alreadyExists` otherwise) at the highest free offset that is a multiple of 64, recorded in
+    /// the segment's table of placed objects (`outOfMemory` if no room is free). Peers find it with
+    /// ``open(in:named:)``.
+    public static func create(in segment: SharedMemory, named name: String) throws(InterprocessError) -> ProcessMutex {
+        try SharedObjectStorage.place(ProcessMutex.self, in: segment, at: nil, named: name, parameters: ())
+    }
+
+    /// Uses the mutex placed in `segment` under `name` (`notFound` if nothing is, `incompatible`
+    /// if it is of another kind).
+    public static func open(in segment: SharedMemory, named name: String) throws(InterprocessError) -> ProcessMutex {
+        try SharedObjectStorage.attach(ProcessMutex.self, in: segment, named: name, expecting: nil)
+    }
+
     /// The name of a named mutex.
     public var name: String? { storage.name }
 

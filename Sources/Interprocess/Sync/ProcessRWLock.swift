@@ -201,6 +201,20 @@ public final class ProcessRWLock: @unchecked Sendable {
         try SharedObjectStorage.attach(ProcessRWLock.self, in: segment, at: offset, expecting: nil)
     }
 
+    /// Places an unlocked reader-writer lock in `segment` under `name` (1 to 32 bytes, unique in the segment:
+    /// `alreadyExists` otherwise) at the highest free offset that is a multiple of 64, recorded in
+    /// the segment's table of placed objects (`outOfMemory` if no room is free). Peers find it with
+    /// ``open(in:named:)``.
+    public static func create(in segment: SharedMemory, named name: String) throws(InterprocessError) -> ProcessRWLock {
+        try SharedObjectStorage.place(ProcessRWLock.self, in: segment, at: nil, named: name, parameters: ())
+    }
+
+    /// Uses the reader-writer lock placed in `segment` under `name` (`notFound` if nothing is, `incompatible`
+    /// if it is of another kind).
+    public static func open(in segment: SharedMemory, named name: String) throws(InterprocessError) -> ProcessRWLock {
+        try SharedObjectStorage.attach(ProcessRWLock.self, in: segment, named: name, expecting: nil)
+    }
+
     /// The name of a named reader-writer lock.
     public var name: String? { storage.name }
 

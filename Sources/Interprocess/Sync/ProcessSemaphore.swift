@@ -76,6 +76,20 @@ public final class ProcessSemaphore: @unchecked Sendable {
         try SharedObjectStorage.attach(ProcessSemaphore.self, in: segment, at: offset, expecting: nil)
     }
 
+    /// Places a semaphore with `value` units in `segment` under `name` (1 to 32 bytes, unique in the segment:
+    /// `alreadyExists` otherwise) at the highest free offset that is a multiple of 64, recorded in
+    /// the segment's table of placed objects (`outOfMemory` if no room is free). Peers find it with
+    /// ``open(in:named:)``.
+    public static func create(in segment: SharedMemory, named name: String, value: Int) throws(InterprocessError) -> ProcessSemaphore {
+        try SharedObjectStorage.place(ProcessSemaphore.self, in: segment, at: nil, named: name, parameters: value)
+    }
+
+    /// Uses the semaphore placed in `segment` under `name` (`notFound` if nothing is, `incompatible`
+    /// if it is of another kind).
+    public static func open(in segment: SharedMemory, named name: String) throws(InterprocessError) -> ProcessSemaphore {
+        try SharedObjectStorage.attach(ProcessSemaphore.self, in: segment, named: name, expecting: nil)
+    }
+
     /// The name of a named semaphore.
     public var name: String? { storage.name }
 

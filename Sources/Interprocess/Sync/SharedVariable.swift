@@ -197,6 +197,26 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
             SharedVariable.self, in: segment, at: offset, expecting: parameters(type, nil, name: segment.name))
     }
 
+    /// Places a variable in `segment` under `name` (1 to 32 bytes, unique in the segment:
+    /// `alreadyExists` otherwise) at the highest free offset that is a multiple of 64, recorded in the
+    /// segment's table of placed objects (`outOfMemory` if no room is free), empty or holding
+    /// `initialValue`. Peers find it with ``open(in:named:type:)``.
+    public static func create(
+        in segment: SharedMemory, named name: String, initialValue: Value? = nil, type: TypeFingerprint = TypeFingerprint(of: Value.self)
+    ) throws(InterprocessError) -> SharedVariable {
+        try SharedObjectStorage.place(
+            SharedVariable.self, in: segment, at: nil, named: name, parameters: parameters(type, initialValue, name: segment.name))
+    }
+
+    /// Uses the variable placed in `segment` under `name` (`notFound` if nothing is, `incompatible`
+    /// if it is of another kind or records another value type than `type`).
+    public static func open(
+        in segment: SharedMemory, named name: String, type: TypeFingerprint = TypeFingerprint(of: Value.self)
+    ) throws(InterprocessError) -> SharedVariable {
+        try SharedObjectStorage.attach(
+            SharedVariable.self, in: segment, named: name, expecting: parameters(type, nil, name: segment.name))
+    }
+
     /// The name of a named variable.
     public var name: String? { storage.name }
 

@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 public import SystemPackage
+import InterprocessSystem
 
 /// Storing values in one call.
 ///
@@ -23,6 +24,25 @@ public import SystemPackage
 /// ``write(_:)`` or ``store(_:)`` into a segment made with ``create(name:size:permissions:group:lifetime:)``
 /// lays the frame out over the whole payload, with a capacity of (`size` − 128) / 2 rounded down to
 /// 8. A value that does not fit is refused with `invalidSize`, and the stored value stays as it was.
+///
+/// **Values and placed objects share a segment safely.** The frame is registered in the segment's
+/// table of placed objects (see ``placedObjects()``) as the bytes it takes from offset 0 — its whole
+/// extent, both slots, so the capacity reserved for later values too: placing an object over it
+/// fails with `overlaps`, and a store never writes over a placed object. In a segment that already
+/// holds placed objects, the first store lays the frame out over the free bytes before the first of
+/// them (objects placed without an offset go to the end of the segment, leaving the start to the
+/// value): a store that does not fit there fails with `overlaps`, naming what is in the way, and
+/// changes nothing. Place the objects first, or create the segment for the value with a capacity
+/// and keep the objects in another segment. (``withUnsafeMutableBytes(_:)`` is not checked: raw
+/// access is yours.)
+///
+/// **Two locks, never held together.** A store takes the table's lock (to check the frame's entry
+/// and, for the first store, to register the frame and lay it out: frames are laid out only under
+/// that lock), releases it, and only then takes the frame's writer lock to store the value. Placing
+/// and removing objects take only the table's lock; readers take neither. No process ever waits
+/// for one lock while holding the other, so the two cannot deadlock, and a process killed at any
+/// step leaves the old or the new value (see `ValueFrame`) and a complete entry covering the frame
+/// (see `registerFrame`).
 ///
 /// Until a value is stored, ``readBytes()``, ``readString()`` and ``load(_:)`` throw `empty`
 /// ("nothing stored yet"). Nothing in the frame is trusted: a capacity or length that does not fit
@@ -67,7 +87,11 @@ extension SharedMemory {
         let handle = try SegmentHandle.create(
             name: name, kind: .raw, payloadSize: storageSize(capacity: capacity), permissions: permissions, lifetime: lifetime
         ) { payload in
-            // A new file is zero-filled, and nobody sees it before it has a name.
+            // A new file is zero-filled, and nobody sees it before it has a name: its table needs no
+            // lock. The frame's entry covers its whole extent (both slots), the whole payload.
+            let table = PlacementTable(header: payload.baseAddress! - SegmentHeader.size, payloadSize: payload.count, segmentName: name)
+            table.claim(0, offset: valueFrameOffset, size: storageSize(capacity: capacity), tag: PlacementTable.storedValueTag,
+                tagOffset: 0, name: [], placed: true)
             ValueFrame(base: payload.baseAddress! + valueFrameOffset, available: payload.count - valueFrameOffset, name: name)
                 .layOut(capacity: capacity, initial: data)
         }
@@ -100,17 +124,54 @@ extension SharedMemory {
     /// Stores `bytes` as the new value, atomically for readers (see the notes above). Waits only
     /// while another writer copies its value (or, if that writer died, ~25 ms to take its lock over).
     /// Throws `invalidSize` if they exceed the frame's capacity (the stored value is then
-    /// unchanged), `corrupt` if the frame is damaged.
+    /// unchanged), `overlaps` if the frame is (or, for the first store, would be) where an object is
+    /// placed — nothing is written then — and `corrupt` if the frame or the segment's table of placed
+    /// objects is damaged.
     public func write(_ bytes: some Collection<UInt8>) throws(InterprocessError) {
         let data = Array(bytes)
         try withMapping { payload throws(InterprocessError) in
-            guard let capacity = ValueFrame.capacity(fitting: payload.count - Self.valueFrameOffset) else {
-                throw InterprocessError(.invalidSize, objectName: name,
-                    detail: "a segment of \(size) bytes cannot hold a stored value: the value frame alone takes \(ValueFrame.headerSize)")
+            let frame = frame(payload)
+            // First the table's lock (released before the writer lock is taken: see the notes above).
+            try SegmentPlacements.of(self).withLock { table throws(InterprocessError) in
+                try registerFrame(frame, forValueOf: data.count, in: table)
             }
             let writer = ProcessMutex(storage: try SharedObjectStorage.region(of: self, at: Self.valueFrameOffset + ValueFrame.writerOffset))
-            try frame(payload).store(data, writer: writer, capacityIfNew: capacity)
+            try frame.store(data, writer: writer, capacityIfNew: nil)
         }
+    }
+
+    /// Under the table's lock: makes the stored value's entry cover exactly the frame's extent (both
+    /// slots), laying the frame out first if nothing was ever stored — over the free bytes at the
+    /// start of the payload, up to the first placed object. Steps of a first store, and what a
+    /// process killed after each leaves (the next taker of the table's lock repairs nothing: the
+    /// entry is always complete):
+    /// 1. The entry is written (placed) for the extent chosen (`store.afterReserve`): an entry over
+    ///    bytes with no frame yet — readers find nothing stored, nothing can be placed there, and
+    ///    the next store lays the frame out (setting the entry to the extent it chooses).
+    /// 2. The frame is laid out, its tag last (`store.afterLayOut`): frame and entry agree; nothing
+    ///    is stored yet, until the value is stored under the frame's writer lock.
+    private func registerFrame(_ frame: ValueFrame, forValueOf count: Int, in table: PlacementTable) throws(InterprocessError) {
+        let blocker = try table.read().filter { !$0.isStoredValue }.min { $0.offset < $1.offset }
+        let free = (blocker?.offset ?? size) - Self.valueFrameOffset
+        // Frames are laid out only under the table's lock: whether this one is, cannot change now.
+        // (Where an object is placed at the start, no frame can be: its bytes are the object's.)
+        if free >= ValueFrame.headerSize, let capacity = try frame.capacity() {
+            _ = try table.registerStoredValue(extent: Self.valueFrameOffset + ValueFrame.extent(capacity: capacity))
+            return
+        }
+        guard let capacity = ValueFrame.capacity(fitting: free), capacity >= count else {
+            let needed = Self.valueFrameOffset + ValueFrame.extent(capacity: count)
+            if let blocker {
+                throw InterprocessError(.overlaps, objectName: name,
+                    detail: "the stored value at 0..<\(needed) (the frame of a \(count)-byte value) would overlap \(blocker.object)")
+            }
+            throw InterprocessError(.invalidSize, objectName: name,
+                detail: "a segment of \(size) bytes cannot hold a value of \(count) bytes: its value frame takes \(needed)")
+        }
+        _ = try table.registerStoredValue(extent: Self.valueFrameOffset + ValueFrame.extent(capacity: capacity))
+        CrashPoint.reached("store.afterReserve")
+        frame.layOut(capacity: capacity)
+        CrashPoint.reached("store.afterLayOut")
     }
 
     /// Stores `string` as UTF-8 (framed).
