@@ -5,8 +5,9 @@ import Synchronization
 /// One object placed in a segment, as the segment's table of placed objects records it
 /// (``SharedMemory/placedObjects()``, `ipc inspect`).
 public struct PlacedObject: Sendable, Hashable, Codable, CustomStringConvertible {
-    /// What it is: "mutex", "semaphore", "atomic", …, "stored value" (what `store` / `write` framed
-    /// at offset 0), or "unknown(TAG)" for a kind this version does not know.
+    /// What it is: "mutex", "semaphore", "atomic", …, "stored value" (the value frame that `store` /
+    /// `write` keep at offset 0, with both its slots), or "unknown(TAG)" for a kind this version does
+    /// not know.
     public var kind: String
     /// Where it starts, from the start of the payload.
     public var offset: Int
@@ -45,8 +46,8 @@ struct PlacedKind: Hashable, Sendable {
 
 /// The table of placed objects in a raw segment's header (`cipc_placement_table` in
 /// `CInterprocess.h`): what is placed where in the payload, so that nothing is placed over something
-/// else — an object over an object, an object over the value `store` framed at offset 0, or a value
-/// over an object.
+/// else — an object over an object, an object over the value frame `store` keeps at offset 0, or a
+/// value frame over an object.
 ///
 /// **Where it lives, and the format.** In bytes 384..<2048 of the 4096-byte header, which layout
 /// version 1 reserved (zero). A segment whose table was never used reads as an empty table
