@@ -39,6 +39,7 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
             case disconnected, connectionRefused
             case invalidPointer
             case overlaps
+            case serverDied, requestFailed
             case empty
         }
         fileprivate let value: Value
@@ -105,6 +106,13 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
         /// The bytes are taken: an object placed in a segment (or the value stored in it) is where
         /// this object or value would go. The detail names what is there: its kind and its range.
         public static let overlaps = Code(.overlaps)
+        /// The server process that took a request died before it replied (``Service``): the request
+        /// may or may not have had its effects. The caller decides whether to send it again.
+        public static let serverDied = Code(.serverDied)
+        /// The server refused a request (``Service``): its handler threw, it could not decode the
+        /// request or encode its response, or it dropped the call without replying. The detail is
+        /// the server's reason.
+        public static let requestFailed = Code(.requestFailed)
         /// Nothing is stored yet: a segment or ``SharedWatchedValue`` that no writer has stored a
         /// value in.
         public static let empty = Code(.empty)

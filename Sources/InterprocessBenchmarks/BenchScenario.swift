@@ -43,6 +43,8 @@ package enum BenchScenarios {
             PingPongBench.self,
             ChannelRoundTripBench.self,
             MessageQueueRoundTripBench.self,
+            BroadcastFanOutBench.self,
+            ServiceRoundTripBench.self,
             ContendedLockBench.self,
             OversubscribedBench.self,
             SharedVariableBench.self,

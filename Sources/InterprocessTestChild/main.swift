@@ -234,11 +234,16 @@ case "mutex-hold", "mutex-lock-within", "mutex-count", "sem-wait", "event-wait",
 case let command where command.hasPrefix("rw-") || command.hasPrefix("var-"):
     exit(runReaderWriterAndVariableCommand(command, rest))
 
+case let command where command.hasPrefix("svc-"):
+    exit(runServiceCommand(command, rest))
+
 case let command where command.hasPrefix("chan-"):
     exit(runChannelCommand(command, rest))
 
 case let command where command.hasPrefix("mq-"):
     exit(runMessageQueueCommand(command, rest))
+case let command where command.hasPrefix("bc-"):
+    exit(runBroadcastCommand(command, rest))
 
 case let command where command.hasPrefix("obj-"):
     exit(runObjectCommand(command, rest))

@@ -39,7 +39,7 @@ struct LayoutTests {
         #expect(CIPC_LAYOUT_VERSION == 1)
         #expect(CIPC_HEADER_SIZE == 4096 && CIPC_NAME_CAPACITY == 256 && CIPC_HOLDER_CAPACITY == 64)
         #expect(SharedMemory.payloadOffset == 4096)
-        #expect([CIPC_KIND_RAW, CIPC_KIND_HEAP, CIPC_KIND_CHANNEL] == [1, 2, 3])
+        #expect([CIPC_KIND_RAW, CIPC_KIND_HEAP, CIPC_KIND_CHANNEL, CIPC_KIND_BROADCAST, CIPC_KIND_MQUEUE] == [1, 2, 3, 4, 5])
         #expect([CIPC_KIND_MUTEX, CIPC_KIND_SEMAPHORE, CIPC_KIND_EVENT, CIPC_KIND_CONDITION, CIPC_KIND_RWLOCK, CIPC_KIND_VARIABLE, CIPC_KIND_ATOMIC,
             CIPC_KIND_WATCHED_VALUE] == [16, 17, 18, 19, 20, 21, 22, 23])
         #expect(CIPC_PLACEMENT_CAPACITY == 24 && CIPC_PLACEMENT_NAME_CAPACITY == 32 && CIPC_PLACEMENT_FORMAT == 1)
@@ -58,6 +58,10 @@ struct LayoutTests {
         #expect(CIPC_HEAP_MAX_STORES == 64 && CIPC_HEAP_CLIENTS == 64 && CIPC_HEAP_JOURNAL_CAPACITY == 48)
         #expect(CIPC_HEAP_REF_STORE_SHIFT == 48 && CIPC_HEAP_POINTER_STORE_SHIFT == 34 && CIPC_HEAP_POINTER_TAG_SHIFT == 40)
         #expect(Self.ascii(CIPC_TAG_CHANNEL) == "CHN1")
+        #expect(Self.ascii(CIPC_TAG_BROADCAST) == "BCS1")
+        #expect(CIPC_BROADCAST_HEADER_SIZE == 512 && CIPC_BROADCAST_SLOT_HEADER_SIZE == 16 && CIPC_BROADCAST_SUBSCRIBER_SIZE == 64)
+        #expect(CIPC_BROADCAST_CLOSED == 1 << 63 && CIPC_BROADCAST_BLOCK_PUBLISHER == 1 && CIPC_BROADCAST_DROP_OLDEST == 2)
+        #expect(CIPC_BROADCAST_MAX_CAPACITY == 1 << 20 && CIPC_BROADCAST_MAX_MESSAGE_SIZE == 1 << 24 && CIPC_BROADCAST_MAX_SUBSCRIBERS == 4096)
         #expect(CIPC_CHANNEL_HEADER_SIZE == 512 && CIPC_CHANNEL_SLOT_HEADER_SIZE == 32)
         #expect(CIPC_CHANNEL_CLOSED == 1 << 63 && CIPC_CHANNEL_ORPHAN == 1 && CIPC_CHANNEL_SKIPPED == UInt32.max)
         #expect([CIPC_CHANNEL_FORMAT_BYTES, CIPC_CHANNEL_FORMAT_VALUE, CIPC_CHANNEL_FORMAT_JSON, CIPC_CHANNEL_FORMAT_TEXT] == [1, 2, 3, 4])
@@ -66,6 +70,11 @@ struct LayoutTests {
         #expect(CIPC_MQUEUE_HEADER_SIZE == 512 && CIPC_MQUEUE_SLOT_HEADER_SIZE == 32)
         #expect(CIPC_MQUEUE_MAX_CAPACITY == 1 << 20 && CIPC_MQUEUE_MAX_MESSAGE_SIZE == 1 << 24)
         #expect([CIPC_MQUEUE_FREE, CIPC_MQUEUE_WRITING, CIPC_MQUEUE_READY, CIPC_MQUEUE_READING] == [0, 1, 2, 3])
+        #expect(Self.ascii(CIPC_TAG_SERVICE) == "SRV1" && CIPC_KIND_SERVICE == 6)
+        #expect(CIPC_SERVICE_HEADER_SIZE == 512 && CIPC_SERVICE_SLOT_HEADER_SIZE == 64 && CIPC_SERVICE_REQUEST_HEADER_SIZE == 16)
+        #expect(CIPC_SERVICE_MAX_SLOTS == 1 << 16 && CIPC_SERVICE_MAX_MESSAGE_SIZE == 1 << 24)
+        #expect([CIPC_SERVICE_FREE, CIPC_SERVICE_PENDING, CIPC_SERVICE_SERVING, CIPC_SERVICE_WRITING, CIPC_SERVICE_REPLIED,
+                  CIPC_SERVICE_FAILED, CIPC_SERVICE_ABANDONED] == [0, 1, 2, 3, 4, 5, 6])
         // The public sizes come from the structs.
         #expect(ProcessMutex.stateSize == 64 && ProcessSemaphore.stateSize == 64)
         #expect(ProcessEvent.stateSize == 64 && ProcessCondition.stateSize == 64)
@@ -82,7 +91,7 @@ struct LayoutTests {
     /// Each kind has its own number and name, and the library knows every one of them.
     @Test func segmentKindsAreDistinctAndKnown() {
         let kinds: [(SegmentKind, String)] = [
-            (.raw, "raw"), (.heap, "heap"), (.channel, "channel"), (.messageQueue, "mqueue"), (.mutex, "mutex"), (.semaphore, "semaphore"),
+            (.raw, "raw"), (.heap, "heap"), (.channel, "channel"), (.broadcast, "broadcast"), (.messageQueue, "mqueue"), (.service, "service"), (.mutex, "mutex"), (.semaphore, "semaphore"),
             (.event, "event"), (.condition, "condition"), (.rwLock, "rwlock"), (.variable, "variable"), (.atomic, "atomic"),
             (.watchedValue, "watched"),
         ]
@@ -419,6 +428,91 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_mqueue.senders_waiting, "senders_waiting", at: 388, size: 4),
             FieldPin(\cipc_mqueue.reserved4, "reserved4", at: 392, size: 56),
             FieldPin(\cipc_mqueue.reserved5, "reserved5", at: 448, size: 64),
+        ]),
+        // The broadcast (CInterprocessBroadcast.h).
+        LayoutPin(cipc_broadcast_slot(), "cipc_broadcast_slot", size: 16, alignment: 8, [
+            FieldPin(\cipc_broadcast_slot.sequence, "sequence", at: 0, size: 8),
+            FieldPin(\cipc_broadcast_slot.length, "length", at: 8, size: 4),
+            FieldPin(\cipc_broadcast_slot.reserved, "reserved", at: 12, size: 4),
+        ]),
+        LayoutPin(cipc_broadcast_subscriber(), "cipc_broadcast_subscriber", size: 64, alignment: 8, [
+            FieldPin(\cipc_broadcast_subscriber.owner, "owner", at: 0, size: 8),
+            FieldPin(\cipc_broadcast_subscriber.position, "position", at: 8, size: 8),
+            FieldPin(\cipc_broadcast_subscriber.missed, "missed", at: 16, size: 8),
+            FieldPin(\cipc_broadcast_subscriber.received, "received", at: 24, size: 8),
+            FieldPin(\cipc_broadcast_subscriber.reserved, "reserved", at: 32, size: 32),
+        ]),
+        LayoutPin(cipc_broadcast(), "cipc_broadcast", size: 512, alignment: 8, [
+            FieldPin(\cipc_broadcast.capacity, "capacity", at: 0, size: 4),
+            FieldPin(\cipc_broadcast.max_message_size, "max_message_size", at: 4, size: 4),
+            FieldPin(\cipc_broadcast.slot_stride, "slot_stride", at: 8, size: 4),
+            FieldPin(\cipc_broadcast.slots_offset, "slots_offset", at: 12, size: 4),
+            FieldPin(\cipc_broadcast.format, "format", at: 16, size: 4),
+            FieldPin(\cipc_broadcast.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_broadcast.state_size, "state_size", at: 24, size: 8),
+            FieldPin(\cipc_broadcast.policy, "policy", at: 32, size: 4),
+            FieldPin(\cipc_broadcast.max_subscribers, "max_subscribers", at: 36, size: 4),
+            FieldPin(\cipc_broadcast.reserved0, "reserved0", at: 40, size: 24),
+            FieldPin(\cipc_broadcast.subscribers_generation, "subscribers_generation", at: 64, size: 8),
+            FieldPin(\cipc_broadcast.departed_subscribers, "departed_subscribers", at: 72, size: 8),
+            FieldPin(\cipc_broadcast.completed_publishes, "completed_publishes", at: 80, size: 8),
+            FieldPin(\cipc_broadcast.abandoned_publishes, "abandoned_publishes", at: 88, size: 8),
+            FieldPin(\cipc_broadcast.dropped_messages, "dropped_messages", at: 96, size: 8),
+            FieldPin(\cipc_broadcast.reserved1, "reserved1", at: 104, size: 24),
+            FieldPin(\cipc_broadcast.message_type, "message_type", at: 128, size: 128),
+            FieldPin(\cipc_broadcast.head, "head", at: 256, size: 8),
+            FieldPin(\cipc_broadcast.publisher, "publisher", at: 264, size: 8),
+            FieldPin(\cipc_broadcast.reserved2, "reserved2", at: 272, size: 48),
+            FieldPin(\cipc_broadcast.publish_signal, "publish_signal", at: 320, size: 4),
+            FieldPin(\cipc_broadcast.subscribers_waiting, "subscribers_waiting", at: 324, size: 4),
+            FieldPin(\cipc_broadcast.reserved3, "reserved3", at: 328, size: 56),
+            FieldPin(\cipc_broadcast.space_signal, "space_signal", at: 384, size: 4),
+            FieldPin(\cipc_broadcast.publishers_waiting, "publishers_waiting", at: 388, size: 4),
+            FieldPin(\cipc_broadcast.reserved4, "reserved4", at: 392, size: 120),
+        ]),
+        // The service (CInterprocessService.h).
+        LayoutPin(cipc_service_request(), "cipc_service_request", size: 16, alignment: 8, [
+            FieldPin(\cipc_service_request.slot, "slot", at: 0, size: 4),
+            FieldPin(\cipc_service_request.reserved, "reserved", at: 4, size: 4),
+            FieldPin(\cipc_service_request.ticket, "ticket", at: 8, size: 8),
+        ]),
+        LayoutPin(cipc_service_slot(), "cipc_service_slot", size: 64, alignment: 8, [
+            FieldPin(\cipc_service_slot.control, "control", at: 0, size: 8),
+            FieldPin(\cipc_service_slot.server, "server", at: 8, size: 8),
+            FieldPin(\cipc_service_slot.client, "client", at: 16, size: 8),
+            FieldPin(\cipc_service_slot.signal, "signal", at: 24, size: 4),
+            FieldPin(\cipc_service_slot.waiting, "waiting", at: 28, size: 4),
+            FieldPin(\cipc_service_slot.length, "length", at: 32, size: 4),
+            FieldPin(\cipc_service_slot.reserved0, "reserved0", at: 36, size: 4),
+            FieldPin(\cipc_service_slot.reserved1, "reserved1", at: 40, size: 24),
+        ]),
+        LayoutPin(cipc_service(), "cipc_service", size: 512, alignment: 8, [
+            FieldPin(\cipc_service.slot_count, "slot_count", at: 0, size: 4),
+            FieldPin(\cipc_service.max_request_size, "max_request_size", at: 4, size: 4),
+            FieldPin(\cipc_service.max_response_size, "max_response_size", at: 8, size: 4),
+            FieldPin(\cipc_service.slot_stride, "slot_stride", at: 12, size: 4),
+            FieldPin(\cipc_service.request_format, "request_format", at: 16, size: 4),
+            FieldPin(\cipc_service.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_service.state_size, "state_size", at: 24, size: 8),
+            FieldPin(\cipc_service.response_format, "response_format", at: 32, size: 4),
+            FieldPin(\cipc_service.queue_offset, "queue_offset", at: 36, size: 4),
+            FieldPin(\cipc_service.queue_size, "queue_size", at: 40, size: 8),
+            FieldPin(\cipc_service.slots_offset, "slots_offset", at: 48, size: 8),
+            FieldPin(\cipc_service.reserved0, "reserved0", at: 56, size: 8),
+            FieldPin(\cipc_service.requests, "requests", at: 64, size: 8),
+            FieldPin(\cipc_service.replies, "replies", at: 72, size: 8),
+            FieldPin(\cipc_service.discarded_replies, "discarded_replies", at: 80, size: 8),
+            FieldPin(\cipc_service.server_deaths, "server_deaths", at: 88, size: 8),
+            FieldPin(\cipc_service.reclaimed_slots, "reclaimed_slots", at: 96, size: 8),
+            FieldPin(\cipc_service.stale_requests, "stale_requests", at: 104, size: 8),
+            FieldPin(\cipc_service.slot_hint, "slot_hint", at: 112, size: 4),
+            FieldPin(\cipc_service.reserved1, "reserved1", at: 116, size: 4),
+            FieldPin(\cipc_service.reserved2, "reserved2", at: 120, size: 8),
+            FieldPin(\cipc_service.request_type, "request_type", at: 128, size: 128),
+            FieldPin(\cipc_service.response_type, "response_type", at: 256, size: 128),
+            FieldPin(\cipc_service.slot_signal, "slot_signal", at: 384, size: 4),
+            FieldPin(\cipc_service.slot_waiters, "slot_waiters", at: 388, size: 4),
+            FieldPin(\cipc_service.reserved3, "reserved3", at: 392, size: 120),
         ]),
         LayoutPin(cipc_futex_waiter(), "cipc_futex_waiter", size: 24, alignment: 8, [
             FieldPin(\cipc_futex_waiter.val, "val", at: 0, size: 8),

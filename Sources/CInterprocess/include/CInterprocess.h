@@ -97,7 +97,7 @@ typedef struct cipc_segment_header {
     uint64_t magic;              ///<   0: CIPC_SEGMENT_MAGIC
     uint32_t version;            ///<   8: CIPC_LAYOUT_VERSION
     uint32_t header_size;        ///<  12: bytes of this header (4096)
-    uint32_t kind;               ///<  16: CIPC_KIND_* (1 raw, 2 heap, 3 channel, 5 message queue, 16.. synchronization primitives)
+    uint32_t kind;               ///<  16: CIPC_KIND_* (1 raw, 2 heap, 3 channel, 4 broadcast, 5 message queue, 16.. synchronization primitives)
     uint32_t lifetime;           ///<  20: 1 while referenced, 2 persistent
     uint32_t state;              ///<  24: 0 initializing, 1 ready, 2 removed (atomic)
     uint32_t holder_capacity;    ///<  28: CIPC_HOLDER_CAPACITY
@@ -119,6 +119,9 @@ typedef struct cipc_segment_header {
 #define CIPC_KIND_RAW       1u  /* SharedMemory: bytes */
 #define CIPC_KIND_HEAP      2u  /* reserved: a shared heap */
 #define CIPC_KIND_CHANNEL   3u  /* one cipc_channel and its slots (CInterprocessChannel.h) */
+#define CIPC_KIND_BROADCAST 4u  /* one cipc_broadcast, its subscribers and slots (CInterprocessBroadcast.h) */
+/* CIPC_KIND_MQUEUE (5): CInterprocessMessageQueue.h */
+#define CIPC_KIND_SERVICE   6u  /* one cipc_service, its request queue and reply slots (CInterprocessService.h) */
 #define CIPC_KIND_MUTEX     16u /* one cipc_mutex at the payload offset */
 #define CIPC_KIND_SEMAPHORE 17u /* one cipc_semaphore */
 #define CIPC_KIND_EVENT     18u /* one cipc_event */
@@ -417,5 +420,9 @@ static inline void cipc_cpu_relax(void) {
 #include "CInterprocessValue.h"
 // The message queue's layout (it uses the type fingerprint and the channel's formats).
 #include "CInterprocessMessageQueue.h"
+// The broadcast layout too (and the channel's message formats).
+#include "CInterprocessBroadcast.h"
+// The service layout embeds a channel (its request queue).
+#include "CInterprocessService.h"
 
 #endif

@@ -88,9 +88,11 @@ final class ChannelRing: @unchecked Sendable {
     /// How many lost races a `try…` form retries before it reports that it would wait.
     static let tryRetries = 10_000
 
-    init(storage: SharedObjectStorage, capacity: Int, maxMessageSize: Int, stride: Int) throws(InterprocessError) {
+    /// A ring on the validated channel state at `base` (default: the storage's state; a ``Service``
+    /// embeds one as its request queue).
+    init(storage: SharedObjectStorage, base: UnsafeMutableRawPointer? = nil, capacity: Int, maxMessageSize: Int, stride: Int) throws(InterprocessError) {
         guard let lease = storage.lease else { preconditionFailure("a channel's storage carries a lease") }
-        let base = storage.base
+        let base = base ?? storage.base
         self.storage = storage
         name = storage.name
         self.capacity = capacity

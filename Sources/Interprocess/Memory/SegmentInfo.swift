@@ -68,6 +68,10 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
     /// never trusted; `isAlive` tells whether an owner token recorded in it is alive.
     typealias Describer = (_ kind: SegmentKind, _ payload: UnsafeRawBufferPointer, _ isAlive: (UInt64) -> Bool) -> (details: [String: String], summary: String)?
 
+    /// The most payload bytes a describer gets: enough for every header, and for a service's reply
+    /// slots (behind its request queue) up to about 1 MiB of state.
+    static let describedBytes = 1 << 20
+
     /// Reads the header and locks of the object `osName` (with slash), and describes its payload
     /// with `describe` if given.
     static func read(osName: String, name requested: String?, describe: Describer? = nil) throws(InterprocessError) -> SegmentInfo {
@@ -144,7 +148,7 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
             }
         }
         if let describe, problem == nil, status.size > Int64(SegmentHeader.size),
-           let payload = try? fd.read(count: min(Int(status.size) - SegmentHeader.size, 4096), at: Int64(SegmentHeader.size)) {
+           let payload = try? fd.read(count: min(Int(status.size) - SegmentHeader.size, Self.describedBytes), at: Int64(SegmentHeader.size)) {
             // Owners recorded in the state are alive while their token's lock is held: asked through
             // our own descriptor (never a pid).
             let description = payload.withUnsafeBytes {

@@ -18,6 +18,8 @@ enum SharedObjectRegistry {
         ChannelLayout.self,
         SharedAtomicLayout.self,
         MessageQueueLayout.self,
+        BroadcastLayout.self,
+        ServiceLayout.self,
         SharedWatchedValueLayout.self,
     ]
 

@@ -1,0 +1,664 @@
+public import SystemPackage
+import CInterprocess
+import InterprocessSystem
+import Synchronization
+
+/// Request / response between processes: a server process (or several) answers the requests that
+/// any number of client processes send, and each reply reaches only the request it answers.
+///
+/// ```swift
+/// // The server:
+/// let lengths = try Service<String, Int>.create(name: "lengths", capacity: 64)
+/// try await lengths.serve { text in text.count }          // until the service is closed
+///
+/// // A client (another process):
+/// let client = try Service<String, Int>.open(name: "lengths")
+/// let n = try await client.request("hello", timeout: .seconds(2))     // 5
+/// ```
+///
+/// **Messages.** `Request` and `Response` travel as a ``Channel``'s messages do: `[UInt8]` as they
+/// are, `String` as UTF-8, a pair of `BitwiseCopyable` types as their raw bytes, any other
+/// `Codable` types as JSON (a service chooses by both types: `Service<Int, Int>` is raw,
+/// `Service<String, Int>` JSON). The creator records both types (their ``TypeFingerprint`` and
+/// formats); opening the service as other types throws `incompatible`. A request longer than
+/// `maxRequestSize`, or a response longer than `maxResponseSize`, is refused (`invalidSize`).
+///
+/// **Clients.** ``request(_:timeout:)`` (suspends the task) and ``blockingRequest(_:timeout:)``
+/// (blocks the thread) send a request and wait for its reply. `timeout` bounds the whole call:
+/// waiting for a free slot (at most `capacity` requests are in flight), for room in the queue, and
+/// for the reply. There is no `try…` form: a request always waits for a server. A request that
+/// times out (`timedOut`) or whose task is cancelled (`cancelled`) is given up: if its server
+/// replies later, the reply is discarded and reaches nobody — not even a later request in the same
+/// slot. Errors from the server's side: `requestFailed` (the server refused, with its reason) and
+/// `serverDied` (the server that took the request died before replying).
+///
+/// **Servers.** ``serve(_:)`` (async) and ``blockingServe(_:)`` answer requests with a handler
+/// until the service is closed and every queued request was answered; a handler that throws
+/// refuses the request (its client gets `requestFailed` with the error's description). For more
+/// control, ``nextCall(timeout:)``, ``blockingNextCall(timeout:)`` and ``tryNextCall()`` return one
+/// ``ServiceCall``, a `~Copyable` value that must be answered exactly once: ``ServiceCall/reply(_:)``
+/// and ``ServiceCall/refuse(_:)`` consume it, and one dropped without an answer refuses its request
+/// (`requestFailed`, "dropped"), so that no client ever waits for a forgotten call. (A
+/// `~Copyable` value cannot be an `AsyncSequence` element, hence a handler or a loop over
+/// ``nextCall(timeout:)`` rather than a `for await` over calls.) Any number of server processes
+/// may serve one service: each request is taken by exactly one of them.
+///
+/// ## How it works
+/// The state (`cipc_service` in `CInterprocessService.h`, which documents the protocol field by
+/// field) is a request queue — a whole ``Channel`` ring, embedded — and `capacity` reply slots.
+/// A client takes a free reply slot (its owner token in the slot's `client` word, then the slot's
+/// *ticket* is advanced and the slot marked pending), queues a message naming the slot and the
+/// ticket, and waits on the slot's futex word. A server takes the message from the queue and,
+/// while it still holds the queue slot, marks the reply slot as served by its own token (one
+/// 16-byte compare-and-swap of the ticket, the phase and the server's token); then it releases
+/// the queue slot, runs the handler, writes the reply into the reply slot and wakes the client.
+/// A message whose ticket is not the slot's current one is stale (its client gave up) and is
+/// passed over. Tickets only grow: a reply can only land in the request it answers. Waits spin
+/// briefly, then park; nobody makes a system call to wake nobody.
+///
+/// ## What a process killed at each step leaves behind
+/// Owner tokens are vouched for by a kernel lock that vanishes when their process dies (as for
+/// ``ProcessMutex`` and ``Channel``), so liveness is one `fcntl`, right across PID namespaces.
+///
+/// | Killed | What is left | Who repairs it, and what the other side sees |
+/// |---|---|---|
+/// | a client, before its request is queued | a reply slot held by a dead client | a client that finds no free slot takes it back (`reclaimedSlots`) |
+/// | a client, with a request queued or being served | the request, and its slot | the server serves it; its reply is discarded (`discardedReplies`); the slot is taken back as above |
+/// | a client, while its server writes the reply | the slot, being written | left to the server; taken back once it is done |
+/// | a server, after taking a queue message and before marking the slot | the message, held in the queue by a dead process | the queue redelivers it to another server (a channel's orphan); the client keeps waiting |
+/// | a server, with the request marked as its own (handling it, writing the reply) | a request nobody will answer | its client checks its server every 50 ms and gets `serverDied` (`serverDeaths`); the request is never served twice |
+/// | a server, after publishing the reply | a complete reply, maybe no wake-up | its client finds it at its next check (≤ 50 ms) |
+/// | a client that gave up while its server wrote, then that server | a slot marked abandoned by a dead server | taken back by a client that needs a slot |
+///
+/// So a request is answered at most once; a client whose server died learns it within about 50 ms
+/// (`serverDied`: it cannot know whether the handler ran, and decides itself whether to send it
+/// again); a request no server has taken waits for one (a new server takes over the queue), up to
+/// the timeout. A client that dies costs its slot until another client needs one.
+///
+/// **Never trusting a peer.** The reply slot index and ticket of every queue message are checked
+/// against the slot table, phases against the protocol, a reply's length against the slot, and a
+/// client's own slot must still carry its token and ticket; a value no correct peer writes is
+/// `corrupt` (a bad queue message is dropped), never an access outside the state.
+///
+/// **Handles.** ``close()`` closes the *service*, for every process: new requests throw `closed`;
+/// servers answer what is queued and then end (``serve(_:)`` returns). A process that is done with
+/// it calls ``detach()`` (or drops its last reference): the last holder of a `.whileReferenced`
+/// service removes it.
+public final class Service<Request: Sendable, Response: Sendable>: @unchecked Sendable {
+    // `@unchecked Sendable`: the shared state is reached through `core`'s atomics; the rest is
+    // immutable or atomic.
+
+    let state: ServiceState
+    let core: ServiceCore
+    let requestCodec: ChannelCodec<Request>
+    let responseCodec: ChannelCodec<Response>
+    private let detached = Atomic<Bool>(false)
+
+    init(state: ServiceState, request: ChannelCodec<Request>, response: ChannelCodec<Response>) throws(InterprocessError) {
+        if let size = request.fixedSize, size > state.core.maxRequestSize {
+            state.close()
+            throw InterprocessError(.corrupt, objectName: state.name, detail: "its request slots are smaller than one \(Request.self)")
+        }
+        if let size = response.fixedSize, size > state.core.maxResponseSize {
+            state.close()
+            throw InterprocessError(.corrupt, objectName: state.name, detail: "its reply slots are smaller than one \(Response.self)")
+        }
+        self.state = state
+        core = state.core
+        requestCodec = request
+        responseCodec = response
+    }
+
+    static func parameters(
+        capacity: Int, maxRequestSize: Int, maxResponseSize: Int, request: ChannelCodec<Request>, response: ChannelCodec<Response>
+    ) -> ServiceParameters {
+        ServiceParameters(
+            capacity: capacity, maxRequestSize: maxRequestSize, maxResponseSize: maxResponseSize,
+            requestType: request.messageType, responseType: response.messageType)
+    }
+
+    static func create(
+        name: String, capacity: Int, maxRequestSize: Int, maxResponseSize: Int, request: ChannelCodec<Request>,
+        response: ChannelCodec<Response>, permissions: FilePermissions, lifetime: Lifetime
+    ) throws(InterprocessError) -> Service {
+        let parameters = parameters(capacity: capacity, maxRequestSize: maxRequestSize, maxResponseSize: maxResponseSize, request: request, response: response)
+        return try Service(
+            state: SharedObjectStorage.create(ServiceState.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime),
+            request: request, response: response)
+    }
+
+    static func open(
+        name: String, request: ChannelCodec<Request>, response: ChannelCodec<Response>, trusting trust: TrustedOwners
+    ) throws(InterprocessError) -> Service {
+        let expected = parameters(capacity: 1, maxRequestSize: 1, maxResponseSize: 1, request: request, response: response)
+        return try Service(
+            state: SharedObjectStorage.open(ServiceState.self, name: name, expecting: expected, trusting: trust), request: request, response: response)
+    }
+
+    static func openOrCreate(
+        name: String, capacity: Int, maxRequestSize: Int, maxResponseSize: Int, request: ChannelCodec<Request>,
+        response: ChannelCodec<Response>, permissions: FilePermissions, lifetime: Lifetime, trusting trust: TrustedOwners
+    ) throws(InterprocessError) -> (service: Service, created: Bool) {
+        let parameters = parameters(capacity: capacity, maxRequestSize: maxRequestSize, maxResponseSize: maxResponseSize, request: request, response: response)
+        let (state, created) = try SharedObjectStorage.openOrCreate(
+            ServiceState.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime, trusting: trust)
+        return (try Service(state: state, request: request, response: response), created)
+    }
+
+    // MARK: The service
+
+    /// The service's name.
+    public var name: String { state.name ?? "" }
+    /// How many requests can be in flight at once (reply slots; also the queue's capacity).
+    public var capacity: Int { core.slotCount }
+    /// The largest request, in bytes (for raw values, the value's size).
+    public var maxRequestSize: Int { requestCodec.fixedSize ?? core.maxRequestSize }
+    /// The largest response, in bytes (for raw values, the value's size).
+    public var maxResponseSize: Int { responseCodec.fixedSize ?? core.maxResponseSize }
+    /// Requests queued and not yet taken by a server (a snapshot; may include stale ones).
+    public var queued: Int { core.queue.count }
+    /// Whether ``close()`` was called (by any process).
+    public var isClosed: Bool { core.queue.isClosed }
+
+    /// Closes the service for every process: from now on every request throws `closed`; servers
+    /// answer the requests that are queued, then ``serve(_:)`` returns and ``nextCall(timeout:)``
+    /// throws `closed`. Requests in flight get their replies. Closing twice does nothing more.
+    public func close() { core.queue.close() }
+
+    /// This process stops using the service through this handle; the last holder of a
+    /// `.whileReferenced` service removes it. Later calls on this handle throw `closed`. Idempotent;
+    /// also done when the last reference goes away.
+    public func detach() {
+        detached.store(true, ordering: .relaxed)
+        state.close()
+    }
+
+    /// Removes the name of the service `name` (`incompatible` if it is not a service); processes
+    /// that have it open go on using it.
+    public static func remove(name: String) throws(InterprocessError) {
+        try SharedObjectStorage.remove(ServiceState.self, name: name)
+    }
+
+    func checkAttached() throws(InterprocessError) {
+        if detached.load(ordering: .relaxed) {
+            throw InterprocessError(.closed, objectName: name, detail: "this handle was detached")
+        }
+    }
+
+    // MARK: Clients
+
+    /// Sends `request` and waits for its reply, suspending the task (no thread blocks), for at most
+    /// `timeout` in all — nil: as long as it takes.
+    /// - Throws: `closed` if the service is closed; `invalidSize` for a request longer than
+    ///   ``maxRequestSize``; `encodingFailed` — in these cases having sent nothing; `timedOut` or
+    ///   `cancelled` (the request is given up: a late reply is discarded); `requestFailed` if the
+    ///   server refused it; `serverDied` if the server that took it died; `decodingFailed` for a
+    ///   reply that is not a valid `Response`; `corrupt` if the state was damaged.
+    public func request(_ request: Request, timeout: Duration? = nil) async throws(InterprocessError) -> Response {
+        try checkAttached()
+        if Task.isCancelled { throw cancelledError() }
+        let payload = try encode(request)
+        let deadline = Deadline(after: timeout)
+        let ticket = try await named { () async throws(InterprocessError) in try await core.claimSlot(until: deadline) }
+        do throws(InterprocessError) {
+            let claim = try await core.queue.claimToSend(timeout: Self.remaining(deadline))
+            payload.withBytes { core.send(ticket, claim, $0) }
+        } catch {
+            core.release(ticket)
+            throw named(error)
+        }
+        let outcome: ServiceOutcome
+        do throws(InterprocessError) {
+            outcome = try await core.awaitReply(ticket, until: deadline)
+        } catch {
+            try core.abandon(ticket)
+            throw named(error)
+        }
+        return try collect(ticket, outcome)
+    }
+
+    /// Sends `request` and waits for its reply, blocking the calling thread, for at most `timeout`
+    /// in all — nil: as long as it takes. The blocking form of ``request(_:timeout:)``, with its
+    /// errors (but never `cancelled`).
+    @available(*, noasync, message: "use the async request(_:timeout:) in async code")
+    public func blockingRequest(_ request: Request, timeout: Duration? = nil) throws(InterprocessError) -> Response {
+        try checkAttached()
+        let payload = try encode(request)
+        let deadline = Deadline(after: timeout)
+        let ticket = try named { () throws(InterprocessError) in try core.blockingClaimSlot(until: deadline) }
+        do throws(InterprocessError) {
+            let claim = try core.queue.blockingClaimToSend(timeout: Self.remaining(deadline))
+            payload.withBytes { core.send(ticket, claim, $0) }
+        } catch {
+            core.release(ticket)
+            throw named(error)
+        }
+        let outcome: ServiceOutcome
+        do throws(InterprocessError) {
+            outcome = try core.blockingAwaitReply(ticket, until: deadline)
+        } catch {
+            try core.abandon(ticket)
+            throw named(error)
+        }
+        return try collect(ticket, outcome)
+    }
+
+    /// The reply that `outcome` found, decoded.
+    private func collect(_ ticket: ServiceTicket, _ outcome: ServiceOutcome) throws(InterprocessError) -> Response {
+        let codec = responseCodec
+        do throws(InterprocessError) {
+            let payload = try core.collect(ticket, outcome) { bytes throws(InterprocessError) in try codec.copyOut(bytes) }
+            return try codec.decode(payload)
+        } catch {
+            throw named(error)
+        }
+    }
+
+    private func encode(_ request: Request) throws(InterprocessError) -> ChannelPayload<Request> {
+        let payload = try named { () throws(InterprocessError) in try requestCodec.encode(request) }
+        guard payload.count <= core.maxRequestSize else {
+            throw InterprocessError(.invalidSize, objectName: name,
+                detail: "a request of \(payload.count) bytes does not fit the service's \(core.maxRequestSize)-byte requests")
+        }
+        return payload
+    }
+
+    func encodeResponse(_ response: Response) throws(InterprocessError) -> ChannelPayload<Response> {
+        let payload = try named { () throws(InterprocessError) in try responseCodec.encode(response) }
+        guard payload.count <= core.maxResponseSize else {
+            throw InterprocessError(.invalidSize, objectName: name,
+                detail: "a response of \(payload.count) bytes does not fit the service's \(core.maxResponseSize)-byte responses")
+        }
+        return payload
+    }
+
+    // MARK: Servers
+
+    /// Takes the next request, suspending the task (no thread blocks) while none is queued, for at
+    /// most `timeout` — nil: as long as it takes. The call must be answered (``ServiceCall/reply(_:)``
+    /// or ``ServiceCall/refuse(_:)``); one dropped unanswered is refused.
+    /// - Throws: `closed` once the service is closed and every queued request was taken;
+    ///   `timedOut`; `cancelled` — in both cases having taken nothing; `corrupt` for a damaged
+    ///   queue message (dropped) or state. A request that cannot be decoded is refused (its client
+    ///   gets `requestFailed`) and the wait goes on.
+    public func nextCall(timeout: Duration? = nil) async throws(InterprocessError) -> ServiceCall<Request, Response> {
+        try checkAttached()
+        if Task.isCancelled { throw cancelledError() }
+        let deadline = Deadline(after: timeout)
+        while true {
+            let claim = try await named { () async throws(InterprocessError) in try await core.queue.claimToReceive(timeout: Self.remaining(deadline)) }
+            if let call = try call(from: claim) { return call }
+        }
+    }
+
+    /// Takes the next request, blocking the calling thread while none is queued, for at most
+    /// `timeout` — nil: as long as it takes. The blocking form of ``nextCall(timeout:)``, with its
+    /// errors (but never `cancelled`).
+    @available(*, noasync, message: "use the async nextCall(timeout:) in async code")
+    public func blockingNextCall(timeout: Duration? = nil) throws(InterprocessError) -> ServiceCall<Request, Response> {
+        try checkAttached()
+        let deadline = Deadline(after: timeout)
+        while true {
+            let claim = try named { () throws(InterprocessError) in try core.queue.blockingClaimToReceive(timeout: Self.remaining(deadline)) }
+            if let call = try call(from: claim) { return call }
+        }
+    }
+
+    /// Takes the next request if one is queued now; never waits. Nil if there is none.
+    /// - Throws: `closed` once the service is closed and every queued request was taken; `corrupt`,
+    ///   as ``nextCall(timeout:)``.
+    public func tryNextCall() throws(InterprocessError) -> ServiceCall<Request, Response>? {
+        try checkAttached()
+        while true {
+            guard let claim = try named({ () throws(InterprocessError) in try core.queue.tryClaimForReceiving() }) else { return nil }
+            if let call = try call(from: claim) { return call }
+        }
+    }
+
+    /// The call of the request in the claimed queue slot; nil for a stale message or a request
+    /// that could not be decoded (refused).
+    private func call(from claim: ChannelClaim) throws(InterprocessError) -> ServiceCall<Request, Response>? {
+        let codec = requestCodec
+        guard let taken = try named({ () throws(InterprocessError) in
+            try core.take(claim) { bytes throws(InterprocessError) in try codec.copyOut(bytes) }
+        }) else { return nil }
+        do throws(InterprocessError) {
+            let request = try codec.decode(try taken.payload.get())
+            return ServiceCall(request: request, service: self, right: ServiceReplyRight(core: core, ticket: taken.ticket))
+        } catch {
+            core.refuse(taken.ticket, reason: "the server could not read the request: \(error)")
+            return nil
+        }
+    }
+
+    /// Answers requests with `handler` until the service is closed and every queued request was
+    /// answered (then returns). A handler that throws refuses its request: the client gets
+    /// `requestFailed` with the error's description. Requests are handled one at a time, in the
+    /// order they were queued; run several `serve` loops (tasks or processes) to handle several at once.
+    /// - Throws: `cancelled` when the task is cancelled (between requests: a request being handled
+    ///   is answered first); `invalidSize` or `encodingFailed` for a response that cannot be sent
+    ///   (its request is refused first); `corrupt`, as ``nextCall(timeout:)``.
+    public func serve(_ handler: (Request) async throws -> Response) async throws(InterprocessError) {
+        while true {
+            let call: ServiceCall<Request, Response>
+            do throws(InterprocessError) {
+                call = try await nextCall()
+            } catch where error.code == .closed {
+                return
+            }
+            let response: Response
+            do {
+                response = try await handler(call.request)
+            } catch {
+                call.refuse("\(error)")
+                continue
+            }
+            try call.reply(response)
+        }
+    }
+
+    /// Answers requests with `handler` until the service is closed and every queued request was
+    /// answered, blocking the calling thread: the blocking form of ``serve(_:)``, with its errors
+    /// (but never `cancelled`).
+    @available(*, noasync, message: "use the async serve(_:) in async code")
+    public func blockingServe(_ handler: (Request) throws -> Response) throws(InterprocessError) {
+        while true {
+            let call: ServiceCall<Request, Response>
+            do throws(InterprocessError) {
+                call = try blockingNextCall()
+            } catch where error.code == .closed {
+                return
+            }
+            let response: Response
+            do {
+                response = try handler(call.request)
+            } catch {
+                call.refuse("\(error)")
+                continue
+            }
+            try call.reply(response)
+        }
+    }
+
+    // MARK: Helpers
+
+    static func remaining(_ deadline: Deadline) -> Duration? {
+        deadline.isNever ? nil : .nanoseconds(Int64(clamping: deadline.remainingNanoseconds))
+    }
+
+    func named(_ error: InterprocessError) -> InterprocessError {
+        var error = error
+        if error.objectName == nil || error.objectName == "" { error.objectName = name }
+        return error
+    }
+
+    private func named<R>(_ body: () throws(InterprocessError) -> R) throws(InterprocessError) -> R {
+        do throws(InterprocessError) { return try body() } catch { throw named(error) }
+    }
+
+    private func named<R>(_ body: () async throws(InterprocessError) -> R) async throws(InterprocessError) -> R {
+        do throws(InterprocessError) { return try await body() } catch { throw named(error) }
+    }
+
+    private func cancelledError() -> InterprocessError {
+        InterprocessError(.cancelled, objectName: name, detail: "the task was cancelled")
+    }
+}
+
+/// The right to answer one request, held by its ``ServiceCall``: answered exactly once, because
+/// answering consumes it, and dropping it unanswered refuses the request. Its fields are trivial
+/// (an unmanaged, retained reference) so that answering can `discard` it.
+///
+/// `@unchecked Sendable`: it owns one retain of an immutable, `Sendable` core, and a ticket.
+struct ServiceReplyRight: ~Copyable, @unchecked Sendable {
+    private let core: Unmanaged<ServiceCore>
+    let ticket: ServiceTicket
+
+    init(core: ServiceCore, ticket: ServiceTicket) {
+        self.core = .passRetained(core)
+        self.ticket = ticket
+    }
+
+    /// Delivers `payload` as the reply; whether the client got it.
+    consuming func deliver<Message>(_ payload: ChannelPayload<Message>) -> Bool {
+        let core = core
+        let ticket = ticket
+        discard self
+        defer { core.release() }
+        return payload.withBytes { core.takeUnretainedValue().deliver(ticket, failed: false, $0) }
+    }
+
+    /// Refuses the request with `reason`; whether the client got it.
+    consuming func refuse(_ reason: String) -> Bool {
+        let core = core
+        let ticket = ticket
+        discard self
+        defer { core.release() }
+        return core.takeUnretainedValue().refuse(ticket, reason: reason)
+    }
+
+    deinit {
+        core.takeUnretainedValue().refuse(ticket, reason: "the server dropped the request without answering it")
+        core.release()
+    }
+}
+
+/// One request that a server took (``Service/nextCall(timeout:)``), to be answered exactly once:
+/// ``reply(_:)`` or ``refuse(_:)`` consume it, and the compiler refuses a second answer. A call
+/// dropped unanswered (a thrown error, a forgotten branch) refuses its request, so its client gets
+/// `requestFailed` rather than waiting.
+public struct ServiceCall<Request: Sendable, Response: Sendable>: ~Copyable, Sendable {
+    /// What the client asked.
+    public let request: Request
+    let service: Service<Request, Response>
+    var right: ServiceReplyRight
+
+    init(request: Request, service: Service<Request, Response>, right: consuming ServiceReplyRight) {
+        self.request = request
+        self.service = service
+        self.right = right
+    }
+
+    /// Sends `response` to the client. Returns whether it got there: false if the client gave up
+    /// (timed out, was cancelled or died) meanwhile — the response is then discarded, and reaches
+    /// nobody else.
+    /// - Throws: `invalidSize` for a response longer than the service's `maxResponseSize`, or
+    ///   `encodingFailed`: the request is then refused (its client gets `requestFailed`).
+    @discardableResult
+    public consuming func reply(_ response: Response) throws(InterprocessError) -> Bool {
+        let service = service
+        let right = right
+        let payload: ChannelPayload<Response>
+        do throws(InterprocessError) {
+            payload = try service.encodeResponse(response)
+        } catch {
+            _ = right.refuse("the server could not send its response: \(error)")
+            throw error
+        }
+        return right.deliver(payload)
+    }
+
+    /// Refuses the request: its client gets `requestFailed` with `reason` (cut to the service's
+    /// `maxResponseSize` bytes). Returns whether the client got it.
+    @discardableResult
+    public consuming func refuse(_ reason: String) -> Bool {
+        let right = right
+        return right.refuse(reason)
+    }
+}
+
+// MARK: - Any message types, as bytes (for `ipc call` / `ipc serve`)
+
+extension Service where Request == [UInt8], Response == [UInt8] {
+    /// Opens a service whatever its message types, to send requests and answer them as bytes. For
+    /// the `ipc` tool, which knows the formats (``requestFormat``, ``responseFormat``).
+    package static func openAnyType(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Service {
+        try Service(state: SharedObjectStorage.open(ServiceState.self, name: name, expecting: nil, trusting: trust), request: .bytes, response: .bytes)
+    }
+}
+
+extension Service {
+    /// How the requests are encoded, as the creator recorded it.
+    package var requestFormat: ChannelMessageFormat { ChannelMessageFormat(recorded: state.geometry.requestFormat) }
+    /// How the responses are encoded, as the creator recorded it.
+    package var responseFormat: ChannelMessageFormat { ChannelMessageFormat(recorded: state.geometry.responseFormat) }
+    /// The request and response types the creator recorded.
+    package var typeDescription: (request: String, response: String) { (state.geometry.requestType, state.geometry.responseType) }
+}
+
+extension ChannelMessageFormat {
+    init(recorded format: UInt32) {
+        switch format {
+        case CIPC_CHANNEL_FORMAT_VALUE: self = .rawValue
+        case CIPC_CHANNEL_FORMAT_JSON: self = .json
+        case CIPC_CHANNEL_FORMAT_TEXT: self = .text
+        default: self = .bytes
+        }
+    }
+}
+
+// MARK: - Creating and opening, by message types
+
+extension Service where Request: Codable, Response: Codable {
+    /// Creates a service whose requests and responses travel as JSON, of up to `maxRequestSize` and
+    /// `maxResponseSize` bytes, with room for `capacity` requests in flight. Throws `alreadyExists`
+    /// if the name is taken, `invalidArgument` for a capacity outside 1...65,536 or a size outside
+    /// 1...16 MiB.
+    public static func create(
+        name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
+        permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> Service {
+        try create(name: name, capacity: capacity, maxRequestSize: maxRequestSize, maxResponseSize: maxResponseSize,
+                   request: .json, response: .json, permissions: permissions, lifetime: lifetime)
+    }
+
+    /// Opens a service of these types (`incompatible` if it was created for others). Only a
+    /// service of a trusted owner opens (by default: this process's user; see ``TrustedOwners``).
+    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Service {
+        try open(name: name, request: .json, response: .json, trusting: trust)
+    }
+
+    /// Opens the service, or creates it as ``create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)``
+    /// does if there is none; `created` says which. Of racing processes exactly one creates it.
+    public static func openOrCreate(
+        name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
+        permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced, trusting trust: TrustedOwners = .currentUser
+    ) throws(InterprocessError) -> (service: Service, created: Bool) {
+        try openOrCreate(name: name, capacity: capacity, maxRequestSize: maxRequestSize, maxResponseSize: maxResponseSize,
+                         request: .json, response: .json, permissions: permissions, lifetime: lifetime, trusting: trust)
+    }
+}
+
+extension Service where Request == String, Response == String {
+    /// Creates a service of strings (UTF-8) of up to `maxRequestSize` and `maxResponseSize` bytes,
+    /// with room for `capacity` requests in flight. Throws `alreadyExists` if the name is taken,
+    /// `invalidArgument` for a capacity outside 1...65,536 or a size outside 1...16 MiB.
+    public static func create(
+        name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
+        permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> Service {
+        try create(name: name, capacity: capacity, maxRequestSize: maxRequestSize, maxResponseSize: maxResponseSize,
+                   request: .text, response: .text, permissions: permissions, lifetime: lifetime)
+    }
+
+    /// Opens a service of strings (`incompatible` if it was created for other types).
+    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Service {
+        try open(name: name, request: .text, response: .text, trusting: trust)
+    }
+
+    /// Opens the service, or creates it as ``create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)``
+    /// does if there is none; `created` says which.
+    public static func openOrCreate(
+        name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
+        permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced, trusting trust: TrustedOwners = .currentUser
+    ) throws(InterprocessError) -> (service: Service, created: Bool) {
+        try openOrCreate(name: name, capacity: capacity, maxRequestSize: maxRequestSize, maxResponseSize: maxResponseSize,
+                         request: .text, response: .text, permissions: permissions, lifetime: lifetime, trusting: trust)
+    }
+}
+
+extension Service where Request == [UInt8], Response == [UInt8] {
+    /// Creates a service of byte messages of up to `maxRequestSize` and `maxResponseSize` bytes,
+    /// with room for `capacity` requests in flight. Throws `alreadyExists` if the name is taken,
+    /// `invalidArgument` for a capacity outside 1...65,536 or a size outside 1...16 MiB.
+    public static func create(
+        name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
+        permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> Service {
+        try create(name: name, capacity: capacity, maxRequestSize: maxRequestSize, maxResponseSize: maxResponseSize,
+                   request: .bytes, response: .bytes, permissions: permissions, lifetime: lifetime)
+    }
+
+    /// Opens a service of byte messages (`incompatible` if it was created for other types).
+    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Service {
+        try open(name: name, request: .bytes, response: .bytes, trusting: trust)
+    }
+
+    /// Opens the service, or creates it as ``create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)``
+    /// does if there is none; `created` says which.
+    public static func openOrCreate(
+        name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
+        permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced, trusting trust: TrustedOwners = .currentUser
+    ) throws(InterprocessError) -> (service: Service, created: Bool) {
+        try openOrCreate(name: name, capacity: capacity, maxRequestSize: maxRequestSize, maxResponseSize: maxResponseSize,
+                         request: .bytes, response: .bytes, permissions: permissions, lifetime: lifetime, trusting: trust)
+    }
+}
+
+extension Service where Request: BitwiseCopyable, Response: BitwiseCopyable {
+    /// Creates a service whose requests and responses are copied byte for byte (every process must
+    /// agree on the types' layouts), with room for `capacity` requests in flight. Throws
+    /// `alreadyExists` if the name is taken, `invalidArgument` for a capacity outside 1...65,536.
+    public static func create(
+        name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> Service {
+        try create(name: name, capacity: capacity, maxRequestSize: rawSize(Request.self), maxResponseSize: rawSize(Response.self),
+                   request: .raw, response: .raw, permissions: permissions, lifetime: lifetime)
+    }
+
+    /// Opens a service of raw values (`incompatible` if it was created for other types, even ones of
+    /// the same sizes).
+    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Service {
+        try open(name: name, request: .raw, response: .raw, trusting: trust)
+    }
+
+    /// Opens the service, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if
+    /// there is none; `created` says which.
+    public static func openOrCreate(
+        name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
+        trusting trust: TrustedOwners = .currentUser
+    ) throws(InterprocessError) -> (service: Service, created: Bool) {
+        try openOrCreate(name: name, capacity: capacity, maxRequestSize: rawSize(Request.self), maxResponseSize: rawSize(Response.self),
+                         request: .raw, response: .raw, permissions: permissions, lifetime: lifetime, trusting: trust)
+    }
+}
+
+extension Service where Request: BitwiseCopyable & Codable, Response: BitwiseCopyable & Codable {
+    /// Creates a service whose requests and responses are copied byte for byte (types that are
+    /// both `BitwiseCopyable` and `Codable` travel raw), with room for `capacity` requests in flight.
+    /// Throws `alreadyExists` if the name is taken, `invalidArgument` for a capacity outside 1...65,536.
+    public static func create(
+        name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced
+    ) throws(InterprocessError) -> Service {
+        try create(name: name, capacity: capacity, maxRequestSize: rawSize(Request.self), maxResponseSize: rawSize(Response.self),
+                   request: .raw, response: .raw, permissions: permissions, lifetime: lifetime)
+    }
+
+    /// Opens a service of raw values (`incompatible` if it was created for other types).
+    public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Service {
+        try open(name: name, request: .raw, response: .raw, trusting: trust)
+    }
+
+    /// Opens the service, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if
+    /// there is none; `created` says which.
+    public static func openOrCreate(
+        name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
+        trusting trust: TrustedOwners = .currentUser
+    ) throws(InterprocessError) -> (service: Service, created: Bool) {
+        try openOrCreate(name: name, capacity: capacity, maxRequestSize: rawSize(Request.self), maxResponseSize: rawSize(Response.self),
+                         request: .raw, response: .raw, permissions: permissions, lifetime: lifetime, trusting: trust)
+    }
+}
+
+/// A raw value's slot size: at least one byte, even for an empty type.
+private func rawSize<T>(_: T.Type) -> Int { max(MemoryLayout<T>.size, 1) }

@@ -1,0 +1,532 @@
+import CInterprocess
+import InterprocessSystem
+import Synchronization
+
+/// One request's reply slot and ticket: what a client holds from taking a slot to collecting the
+/// reply, and what a server holds from taking the request to replying.
+struct ServiceTicket: Sendable, Hashable {
+    let slot: Int
+    let ticket: UInt64
+}
+
+/// What a client waiting for its reply found.
+enum ServiceOutcome {
+    /// The reply is in.
+    case replied
+    /// The server refused the request (the slot holds its reason).
+    case failed
+    /// The server that took the request (this token) died before it replied.
+    case serverDied(UInt64)
+}
+
+/// A request a server took from the queue: its ticket and its bytes as the request codec copied
+/// them, or why they could not be.
+struct ServiceTaken<Request> {
+    let ticket: ServiceTicket
+    let payload: Result<ChannelPayload<Request>, InterprocessError>
+}
+
+/// The protocol of a ``Service`` on its shared memory: a request queue (a ``ChannelRing`` on the
+/// channel embedded in the state) and a table of reply slots, each a 16-byte atomic pair
+/// (`control` = ticket << 8 | phase, and the serving process's token), the client's token, a futex
+/// word and the reply's bytes. The layout and the protocol are `cipc_service` in
+/// `CInterprocessService.h`; what a process killed at each step leaves behind is on ``Service``.
+///
+/// It moves bytes; what they mean is ``Service``'s business (its codecs). Every number read from
+/// the shared state is checked before it is used: a reply slot's index (from a queue message)
+/// against the slot count, phases against the known ones, a reply's length against the slot, the
+/// client word of the caller's own slot against its token; a value no correct peer writes is
+/// `corrupt`.
+///
+/// `@unchecked Sendable`: the pointers point into a mapping that `storage` keeps alive, every shared
+/// word is accessed atomically, and the rest is immutable.
+final class ServiceCore: @unchecked Sendable {
+    let name: String?
+    /// The request queue.
+    let queue: ChannelRing
+    let slotCount: Int
+    let maxRequestSize: Int
+    let maxResponseSize: Int
+    private let stride: Int
+    private let slots: UnsafeMutableRawPointer
+
+    private let requests: UnsafeMutablePointer<Atomic<UInt64>>
+    private let replies: UnsafeMutablePointer<Atomic<UInt64>>
+    private let discardedReplies: UnsafeMutablePointer<Atomic<UInt64>>
+    private let serverDeaths: UnsafeMutablePointer<Atomic<UInt64>>
+    private let reclaimedSlots: UnsafeMutablePointer<Atomic<UInt64>>
+    private let staleRequests: UnsafeMutablePointer<Atomic<UInt64>>
+    private let slotHint: UnsafeMutablePointer<Atomic<UInt32>>
+    private let slotSignal: UnsafeMutableRawPointer
+    private let slotWaiters: UnsafeMutableRawPointer
+
+    private let lease: OwnerLease
+    /// This process's token: what it records as a slot's client or server.
+    let me: UInt64
+    /// Keeps the memory mapped.
+    private let storage: SharedObjectStorage
+
+    static let free = UInt(CIPC_SERVICE_FREE)
+    static let pending = UInt(CIPC_SERVICE_PENDING)
+    static let serving = UInt(CIPC_SERVICE_SERVING)
+    static let writing = UInt(CIPC_SERVICE_WRITING)
+    static let replied = UInt(CIPC_SERVICE_REPLIED)
+    static let failed = UInt(CIPC_SERVICE_FAILED)
+    static let abandoned = UInt(CIPC_SERVICE_ABANDONED)
+    static let ticketMask: UInt64 = (1 << 56) - 1
+    static let headerSize = Int(CIPC_SERVICE_REQUEST_HEADER_SIZE)
+    static let dataOffset = Int(CIPC_SERVICE_SLOT_HEADER_SIZE)
+    /// How often a waiting client checks that its server lives, and a client waiting for a slot
+    /// looks for slots of clients that died.
+    static let recoveryInterval: UInt64 = 50_000_000
+
+    init(storage: SharedObjectStorage, geometry: ServiceLayout.Geometry) throws(InterprocessError) {
+        guard let lease = storage.lease else { preconditionFailure("a service's storage carries a lease") }
+        let base = storage.base
+        self.storage = storage
+        self.lease = lease
+        me = lease.token
+        name = storage.name
+        slotCount = geometry.slots
+        maxRequestSize = geometry.maxRequestSize
+        maxResponseSize = geometry.maxResponseSize
+        stride = geometry.stride
+        slots = base + geometry.slotsOffset
+        queue = try ChannelRing(
+            storage: storage, base: base + ServiceLayout.headerSize, capacity: geometry.queue.capacity,
+            maxMessageSize: geometry.queue.maxMessageSize, stride: geometry.queue.stride)
+        requests = atomic64(base + fieldOffset(\cipc_service.requests))
+        replies = atomic64(base + fieldOffset(\cipc_service.replies))
+        discardedReplies = atomic64(base + fieldOffset(\cipc_service.discarded_replies))
+        serverDeaths = atomic64(base + fieldOffset(\cipc_service.server_deaths))
+        reclaimedSlots = atomic64(base + fieldOffset(\cipc_service.reclaimed_slots))
+        staleRequests = atomic64(base + fieldOffset(\cipc_service.stale_requests))
+        slotHint = atomic32(base + fieldOffset(\cipc_service.slot_hint))
+        slotSignal = base + fieldOffset(\cipc_service.slot_signal)
+        slotWaiters = base + fieldOffset(\cipc_service.slot_waiters)
+    }
+
+    // MARK: Slots
+
+    @inline(__always)
+    private func slot(_ index: Int) -> UnsafeMutableRawPointer { slots + index &* stride }
+
+    @inline(__always)
+    private func pair(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<WordPair>> {
+        slot.assumingMemoryBound(to: Atomic<WordPair>.self)
+    }
+
+    /// The pair as it is now. The pair changes only by a 16-byte compare-and-swap (or store); its
+    /// halves are read with two 8-byte loads, much cheaper than the locked 16-byte instruction that
+    /// a 16-byte load takes on x86. A torn read (the halves of two different pairs) is a pair that
+    /// no compare-and-swap expects: the caller's exchange fails and it looks again. The server half
+    /// changes only with the control half, so a control read names the phase the server half is of.
+    @inline(__always)
+    private func load(_ slot: UnsafeMutableRawPointer) -> WordPair {
+        let control = atomic64(slot).pointee.load(ordering: .acquiring)
+        let server = atomic64(slot + 8).pointee.load(ordering: .acquiring)
+        return WordPair(first: UInt(control), second: UInt(server))
+    }
+
+    @inline(__always)
+    private func client(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(slot + 16) }
+
+    @inline(__always)
+    private func signal(_ slot: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer { slot + 24 }
+
+    @inline(__always)
+    private func waiting(_ slot: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer { slot + 28 }
+
+    @inline(__always)
+    private func length(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt32>> { atomic32(slot + 32) }
+
+    @inline(__always)
+    private static func word(_ ticket: UInt64, _ phase: UInt, server: UInt64 = 0) -> WordPair {
+        WordPair(first: UInt(ticket << 8) | phase, second: UInt(server))
+    }
+
+    @inline(__always)
+    private static func ticket(of pair: WordPair) -> UInt64 { UInt64(pair.first) >> 8 }
+
+    @inline(__always)
+    private static func phase(of pair: WordPair) -> UInt { pair.first & 0xFF }
+
+    // MARK: Clients: taking a slot
+
+    /// One attempt to take a free reply slot for a new request: its `client` word, then `control`
+    /// from (t, FREE) to (t + 1, PENDING). With `checkNow`, when none is free, takes back the slots
+    /// of clients that died.
+    func claimSlot(checkNow: Bool) throws(InterprocessError) -> WaitStep<ServiceTicket> {
+        let signal = atomic32(slotSignal).pointee.load(ordering: .sequentiallyConsistent)
+        let start = Int(slotHint.pointee.load(ordering: .relaxed)) % slotCount
+        for step in 0..<slotCount {
+            var index = start + step
+            if index >= slotCount { index -= slotCount }
+            let slot = slot(index)
+            guard client(slot).pointee.load(ordering: .relaxed) == 0,
+                  client(slot).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged
+            else { continue }
+            CrashPoint.reached("service.request.afterSlot")
+            let observed = load(slot)
+            guard Self.phase(of: observed) == Self.free else {
+                client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
+                throw corruptSlot(index, observed, "has no client but is not free")
+            }
+            let ticket = (Self.ticket(of: observed) &+ 1) & Self.ticketMask
+            guard pair(slot).pointee.compareExchange(
+                expected: observed, desired: Self.word(ticket, Self.pending), ordering: .sequentiallyConsistent
+            ).exchanged else {
+                client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
+                return .retry
+            }
+            // Only the slot's client ever parks on it: a count left by a client killed while parked heals here.
+            atomic32(waiting(slot)).pointee.store(0, ordering: .relaxed)
+            slotHint.pointee.store(UInt32(truncatingIfNeeded: index + 1), ordering: .relaxed)
+            return .done(ServiceTicket(slot: index, ticket: ticket))
+        }
+        if checkNow, try reclaimSlots() { return .retry }
+        return .park(expected: signal)
+    }
+
+    /// Takes back the slots of clients that died (and slots abandoned by a server that died), so
+    /// that others can use them; whether it found any. A slot whose live server is writing its reply
+    /// is left until the server is done.
+    func reclaimSlots() throws(InterprocessError) -> Bool {
+        var found = false
+        for index in 0..<slotCount {
+            let slot = slot(index)
+            let holder = client(slot).pointee.load(ordering: .acquiring)
+            guard holder != 0, holder != me else { continue }
+            guard holder >= 1 << 32, holder & OwnerLease.flagBit == 0 else {
+                throw InterprocessError(.corrupt, objectName: name, detail: "reply slot \(index) has client \(holder), which is not a process token")
+            }
+            // One consistent read (the locked 16-byte load): the liveness decided below is of this pair's server.
+            let observed = pair(slot).pointee.load(ordering: .acquiring)
+            let phase = Self.phase(of: observed)
+            guard phase <= Self.abandoned else { throw corruptSlot(index, observed, "is in no phase of the protocol") }
+            if phase == Self.writing || phase == Self.abandoned {
+                // Its server writes, or will free it when done: only if that server died is it ours.
+                if lease.isAlive(UInt64(observed.second)) { continue }
+            } else if lease.isAlive(holder) {
+                continue
+            }
+            guard client(slot).pointee.compareExchange(expected: holder, desired: me, ordering: .sequentiallyConsistent).exchanged else { continue }
+            CrashPoint.reached("service.reclaim.afterClaim")
+            guard pair(slot).pointee.compareExchange(
+                expected: observed, desired: Self.word(Self.ticket(of: observed), Self.free), ordering: .sequentiallyConsistent
+            ).exchanged else {
+                // A server moved on meanwhile (to writing its reply, or freed an abandoned slot and
+                // is about to clear its client): leave it as it is now for a later look.
+                _ = client(slot).pointee.compareExchange(expected: me, desired: holder, ordering: .sequentiallyConsistent)
+                continue
+            }
+            client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
+            reclaimedSlots.pointee.wrappingAdd(1, ordering: .relaxed)
+            found = true
+        }
+        if found, atomic32(slotWaiters).pointee.load(ordering: .sequentiallyConsistent) != 0 {
+            atomic32(slotSignal).pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            _ = Futex.wakeAll(slotSignal)
+        }
+        return found
+    }
+
+    /// Takes a free reply slot, blocking the thread while none is free, until `deadline`.
+    func blockingClaimSlot(until deadline: Deadline) throws(InterprocessError) -> ServiceTicket {
+        if case .done(let ticket) = try claimSlot(checkNow: false) { return ticket }
+        return try slotSite.blockingWait(until: deadline) { check throws(InterprocessError) in try self.claimSlot(checkNow: check) }
+    }
+
+    /// Takes a free reply slot, suspending the task while none is free, until `deadline`.
+    func claimSlot(until deadline: Deadline) async throws(InterprocessError) -> ServiceTicket {
+        if case .done(let ticket) = try claimSlot(checkNow: false) { return ticket }
+        return try await slotSite.asyncWait(until: deadline) { check throws(InterprocessError) in try self.claimSlot(checkNow: check) }
+    }
+
+    /// Takes a free reply slot if there is one now (taking back those of dead clients if there is not).
+    func tryClaimSlot() throws(InterprocessError) -> ServiceTicket? {
+        for check in [false, true] {
+            for _ in 0..<16 {
+                switch try claimSlot(checkNow: check) {
+                case .done(let ticket): return ticket
+                case .retry: continue
+                case .park: break
+                }
+                break
+            }
+        }
+        return nil
+    }
+
+    private var slotSite: WaitSite {
+        WaitSite(word: slotSignal, waiters: slotWaiters, name: name, recheckEvery: Self.recoveryInterval)
+    }
+
+    // MARK: Clients: the request
+
+    /// Writes the queue message of `ticket`'s request (its header and `bytes`, at most
+    /// ``maxRequestSize``: the caller checked) into the claimed queue slot and publishes it.
+    func send(_ ticket: ServiceTicket, _ claim: ChannelClaim, _ bytes: UnsafeRawBufferPointer) {
+        withUnsafeTemporaryAllocation(byteCount: Self.headerSize + bytes.count, alignment: 16) { buffer in
+            let base = buffer.baseAddress!
+            base.storeBytes(of: UInt32(ticket.slot).littleEndian, as: UInt32.self)
+            (base + 4).storeBytes(of: UInt32(0), as: UInt32.self)
+            (base + 8).storeBytes(of: ticket.ticket.littleEndian, as: UInt64.self)
+            if let source = bytes.baseAddress, bytes.count > 0 {
+                (base + Self.headerSize).copyMemory(from: source, byteCount: bytes.count)
+            }
+            queue.finishSend(claim, UnsafeRawBufferPointer(buffer))
+        }
+        requests.pointee.wrappingAdd(1, ordering: .relaxed)
+        CrashPoint.reached("service.request.afterSend")
+    }
+
+    /// Lets go of a slot whose request was never queued (the queue was full until the deadline,
+    /// closed, or the task was cancelled).
+    func release(_ ticket: ServiceTicket) {
+        let slot = slot(ticket.slot)
+        pair(slot).pointee.store(Self.word(ticket.ticket, Self.free), ordering: .sequentiallyConsistent)
+        client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
+        wakeSlotWaiter()
+    }
+
+    // MARK: Clients: the reply
+
+    /// One look at the reply slot of `ticket`: the outcome, or park. With `checkNow`, checks that
+    /// the server that took the request lives.
+    func awaitReply(_ ticket: ServiceTicket, checkNow: Bool) throws(InterprocessError) -> WaitStep<ServiceOutcome> {
+        let slot = slot(ticket.slot)
+        let signal = atomic32(signal(slot)).pointee.load(ordering: .sequentiallyConsistent)
+        let observed = load(slot)
+        guard Self.ticket(of: observed) == ticket.ticket, client(slot).pointee.load(ordering: .relaxed) == me else {
+            throw corruptSlot(ticket.slot, observed, "was taken from under its request (ticket \(ticket.ticket))")
+        }
+        switch Self.phase(of: observed) {
+        case Self.replied: return .done(.replied)
+        case Self.failed: return .done(.failed)
+        case Self.pending: return .park(expected: signal)
+        case Self.serving, Self.writing:
+            let server = UInt64(observed.second)
+            if checkNow, !lease.isAlive(server) { return .done(.serverDied(server)) }
+            return .park(expected: signal)
+        default:
+            throw corruptSlot(ticket.slot, observed, "is in no phase a waiting request can see")
+        }
+    }
+
+    private func replySite(_ ticket: ServiceTicket) -> WaitSite {
+        let slot = slot(ticket.slot)
+        return WaitSite(word: signal(slot), waiters: waiting(slot), name: name, recheckEvery: Self.recoveryInterval)
+    }
+
+    /// Waits for the reply of `ticket`, blocking the thread, until `deadline`. The server's
+    /// liveness is checked every ``recoveryInterval`` while the client is parked, but not at its
+    /// first park: a request that parks is the common case, and its server is almost always alive
+    /// (the check is a system call).
+    func blockingAwaitReply(_ ticket: ServiceTicket, until deadline: Deadline) throws(InterprocessError) -> ServiceOutcome {
+        var first = true
+        return try replySite(ticket).blockingWait(until: deadline) { check throws(InterprocessError) in
+            let due = check && !first
+            if check { first = false }
+            return try self.awaitReply(ticket, checkNow: due)
+        }
+    }
+
+    /// Waits for the reply of `ticket`, suspending the task, until `deadline` (checking the server as
+    /// ``blockingAwaitReply(_:until:)`` does).
+    func awaitReply(_ ticket: ServiceTicket, until deadline: Deadline) async throws(InterprocessError) -> ServiceOutcome {
+        var first = true
+        return try await replySite(ticket).asyncWait(until: deadline) { check throws(InterprocessError) in
+            let due = check && !first
+            if check { first = false }
+            return try self.awaitReply(ticket, checkNow: due)
+        }
+    }
+
+    /// Collects what `outcome` found: copies the reply out with `copy` (and returns what it made),
+    /// or throws the server's refusal (`requestFailed`) or its death (`serverDied`); frees the slot.
+    func collect<Value>(
+        _ ticket: ServiceTicket, _ outcome: ServiceOutcome, _ copy: (UnsafeRawBufferPointer) throws(InterprocessError) -> Value
+    ) throws(InterprocessError) -> Value {
+        let slot = slot(ticket.slot)
+        switch outcome {
+        case .replied, .failed:
+            let count = Int(length(slot).pointee.load(ordering: .acquiring))
+            guard count <= maxResponseSize else {
+                free(ticket)
+                throw InterprocessError(.corrupt, objectName: name,
+                    detail: "a reply of \(count) bytes in a service of at most \(maxResponseSize)-byte responses (dropped)")
+            }
+            let bytes = UnsafeRawBufferPointer(start: slot + Self.dataOffset, count: count)
+            if case .failed = outcome {
+                let reason = String(decoding: bytes, as: UTF8.self)
+                free(ticket)
+                throw InterprocessError(.requestFailed, objectName: name, detail: reason)
+            }
+            defer { free(ticket) }
+            return try copy(bytes)
+        case .serverDied(let server):
+            // Free the slot (its server cannot move on any more); count it once.
+            while true {
+                let observed = load(slot)
+                guard Self.ticket(of: observed) == ticket.ticket else { throw corruptSlot(ticket.slot, observed, "was taken from under its request") }
+                if pair(slot).pointee.compareExchange(
+                    expected: observed, desired: Self.word(ticket.ticket, Self.free), ordering: .sequentiallyConsistent
+                ).exchanged { break }
+            }
+            client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
+            wakeSlotWaiter()
+            serverDeaths.pointee.wrappingAdd(1, ordering: .relaxed)
+            throw InterprocessError(.serverDied, objectName: name,
+                detail: "the server (pid \(OwnerLease.displayPID(of: server)) as it saw itself) died while it handled the request")
+        }
+    }
+
+    /// Frees the slot of a collected reply.
+    private func free(_ ticket: ServiceTicket) {
+        let slot = slot(ticket.slot)
+        pair(slot).pointee.store(Self.word(ticket.ticket, Self.free), ordering: .sequentiallyConsistent)
+        CrashPoint.reached("service.request.afterFree")
+        client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
+        wakeSlotWaiter()
+    }
+
+    /// Gives up the request of `ticket` (timed out, cancelled): its reply, if one comes, is
+    /// discarded, and never reaches anyone else. Never waits: if its server is writing the reply,
+    /// that server frees the slot when it is done.
+    func abandon(_ ticket: ServiceTicket) throws(InterprocessError) {
+        let slot = slot(ticket.slot)
+        while true {
+            let observed = load(slot)
+            guard Self.ticket(of: observed) == ticket.ticket else { throw corruptSlot(ticket.slot, observed, "was taken from under its request") }
+            let phase = Self.phase(of: observed)
+            switch phase {
+            case Self.pending, Self.serving, Self.replied, Self.failed:
+                guard pair(slot).pointee.compareExchange(
+                    expected: observed, desired: Self.word(ticket.ticket, Self.free), ordering: .sequentiallyConsistent
+                ).exchanged else { continue }
+                if phase == Self.replied || phase == Self.failed { discardedReplies.pointee.wrappingAdd(1, ordering: .relaxed) }
+                client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
+                wakeSlotWaiter()
+                return
+            case Self.writing:
+                guard pair(slot).pointee.compareExchange(
+                    expected: observed, desired: Self.word(ticket.ticket, Self.abandoned, server: UInt64(observed.second)),
+                    ordering: .sequentiallyConsistent
+                ).exchanged else { continue }
+                return
+            default:
+                throw corruptSlot(ticket.slot, observed, "is in no phase a waiting request can see")
+            }
+        }
+    }
+
+    // MARK: Servers
+
+    /// Takes the request in the claimed queue slot: checks its header, moves its reply slot from
+    /// (t, PENDING) to (t, SERVING, this process) while the queue slot is still ours (a server
+    /// killed before this leaves the message to be redelivered), copies the request out with
+    /// `copyOut`, and releases the queue slot. Nil for a stale message (its client gave up).
+    func take<Request>(
+        _ claim: ChannelClaim, _ copyOut: (UnsafeRawBufferPointer) throws(InterprocessError) -> ChannelPayload<Request>
+    ) throws(InterprocessError) -> ServiceTaken<Request>? {
+        var taken: ServiceTaken<Request>?
+        try queue.finishReceive(claim) { bytes throws(InterprocessError) in
+            guard bytes.count >= Self.headerSize else {
+                throw InterprocessError(.corrupt, objectName: name, detail: "a request of \(bytes.count) bytes, shorter than its header (dropped)")
+            }
+            let index = Int(UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self)))
+            let ticket = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            guard index < slotCount else {
+                throw InterprocessError(.corrupt, objectName: name, detail: "a request for reply slot \(index) of \(slotCount) (dropped)")
+            }
+            let slot = slot(index)
+            while true {
+                let observed = load(slot)
+                guard Self.ticket(of: observed) == ticket, Self.phase(of: observed) == Self.pending else {
+                    // Its client gave up (or died, and its slot was taken back): nobody waits.
+                    staleRequests.pointee.wrappingAdd(1, ordering: .relaxed)
+                    return
+                }
+                if pair(slot).pointee.compareExchange(
+                    expected: observed, desired: Self.word(ticket, Self.serving, server: me), ordering: .sequentiallyConsistent
+                ).exchanged { break }
+            }
+            CrashPoint.reached("service.serve.afterTake")
+            let request = UnsafeRawBufferPointer(rebasing: bytes[Self.headerSize...])
+            let payload: Result<ChannelPayload<Request>, InterprocessError>
+            do throws(InterprocessError) {
+                payload = .success(try copyOut(request))
+            } catch {
+                payload = .failure(error)
+            }
+            taken = ServiceTaken(ticket: ServiceTicket(slot: index, ticket: ticket), payload: payload)
+        }
+        if taken != nil { CrashPoint.reached("service.serve.afterRelease") }
+        return taken
+    }
+
+    /// Delivers the reply (`failed`: a refusal, whose bytes are its reason) of the request of
+    /// `ticket`, which this process took: moves (SERVING, us) to WRITING, writes, moves to REPLIED
+    /// or FAILED and wakes the client. Whether the client got it: false if it gave up (or died and
+    /// its slot was taken back) — the reply is then discarded, and reaches nobody.
+    func deliver(_ ticket: ServiceTicket, failed: Bool, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        let slot = slot(ticket.slot)
+        guard pair(slot).pointee.compareExchange(
+            expected: Self.word(ticket.ticket, Self.serving, server: me), desired: Self.word(ticket.ticket, Self.writing, server: me),
+            ordering: .sequentiallyConsistent
+        ).exchanged else {
+            discardedReplies.pointee.wrappingAdd(1, ordering: .relaxed)
+            return false
+        }
+        CrashPoint.reached("service.reply.afterWriting")
+        let count = min(bytes.count, maxResponseSize)
+        if let source = bytes.baseAddress, count > 0 {
+            (slot + Self.dataOffset).copyMemory(from: source, byteCount: count)
+        }
+        length(slot).pointee.store(UInt32(count), ordering: .relaxed)
+        CrashPoint.reached("service.reply.afterWrite")
+        if pair(slot).pointee.compareExchange(
+            expected: Self.word(ticket.ticket, Self.writing, server: me),
+            desired: Self.word(ticket.ticket, failed ? Self.failed : Self.replied, server: me), ordering: .sequentiallyConsistent
+        ).exchanged {
+            replies.pointee.wrappingAdd(1, ordering: .relaxed)
+            CrashPoint.reached("service.reply.afterPublish")
+            atomic32(signal(slot)).pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            if atomic32(waiting(slot)).pointee.load(ordering: .sequentiallyConsistent) != 0 { _ = Futex.wake(signal(slot), count: 1) }
+            return true
+        }
+        // The client gave up while we wrote: the slot is ours to free.
+        let abandoned = Self.word(ticket.ticket, Self.abandoned, server: me)
+        if pair(slot).pointee.compareExchange(expected: abandoned, desired: Self.word(ticket.ticket, Self.free), ordering: .sequentiallyConsistent).exchanged {
+            client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
+            wakeSlotWaiter()
+        }
+        discardedReplies.pointee.wrappingAdd(1, ordering: .relaxed)
+        return false
+    }
+
+    /// Refuses the request of `ticket` with `reason` (the client gets `requestFailed`).
+    @discardableResult
+    func refuse(_ ticket: ServiceTicket, reason: String) -> Bool {
+        var text = Array(reason.utf8)
+        if text.count > maxResponseSize { text.removeLast(text.count - maxResponseSize) }
+        return text.withUnsafeBytes { deliver(ticket, failed: true, $0) }
+    }
+
+    // MARK: Waking
+
+    private func wakeSlotWaiter() {
+        if atomic32(slotWaiters).pointee.load(ordering: .sequentiallyConsistent) != 0 {
+            atomic32(slotSignal).pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            _ = Futex.wake(slotSignal, count: 1)
+        }
+    }
+
+    // MARK: Errors
+
+    private func corruptSlot(_ index: Int, _ observed: WordPair, _ what: String) -> InterprocessError {
+        InterprocessError(.corrupt, objectName: name,
+            detail: "reply slot \(index) (ticket \(Self.ticket(of: observed)), phase \(Self.phase(of: observed))) \(what)")
+    }
+}

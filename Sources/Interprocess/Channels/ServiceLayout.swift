@@ -1,0 +1,265 @@
+import CInterprocess
+import InterprocessSystem
+import Synchronization
+
+/// What creating a service takes.
+struct ServiceParameters: Sendable {
+    var capacity: Int
+    var maxRequestSize: Int
+    var maxResponseSize: Int
+    var requestType: ChannelMessageType
+    var responseType: ChannelMessageType
+}
+
+/// The shared layout of a service (`cipc_service` in `CInterprocessService.h`): its size for given
+/// parameters, how a creator initializes it (the header, the request queue — a whole channel — and
+/// the reply slots), how an opener checks it, and how `ipc ls` and `ipc inspect` describe it. The
+/// service kind of shared object (registered in ``SharedObjectRegistry``; ``ServiceState`` is the
+/// object).
+enum ServiceLayout: SharedObjectKind {
+    static var segmentKind: SegmentKind { .service }
+    static var tag: UInt32 { CIPC_TAG_SERVICE }
+    static var tagOffset: Int { fieldOffset(\cipc_service.tag) }
+    static var kindName: String { "service" }
+
+    static let headerSize = Int(CIPC_SERVICE_HEADER_SIZE)
+    static let slotHeaderSize = Int(CIPC_SERVICE_SLOT_HEADER_SIZE)
+    static let requestHeaderSize = Int(CIPC_SERVICE_REQUEST_HEADER_SIZE)
+    static let maximumSlots = Int(CIPC_SERVICE_MAX_SLOTS)
+    static let maximumMessageSize = Int(CIPC_SERVICE_MAX_MESSAGE_SIZE)
+
+    /// The request queue's message type: bytes (a request header and the request).
+    static let queueType = ChannelMessageType([UInt8].self, format: ChannelMessageType.bytesFormat)
+
+    /// Bytes from one reply slot to the next: its header and the reply, rounded up to a cache line.
+    static func stride(maxResponseSize: Int) -> Int { (slotHeaderSize + maxResponseSize + 63) / 64 * 64 }
+
+    /// The request queue's parameters.
+    static func queueParameters(slots: Int, maxRequestSize: Int) -> ChannelParameters {
+        ChannelParameters(capacity: slots, maxMessageSize: requestHeaderSize + maxRequestSize, messageType: queueType)
+    }
+
+    /// Where the parts are: the queue's size, the reply slots' offset and the whole size.
+    static func geometry(slots: Int, maxRequestSize: Int, maxResponseSize: Int) -> (queueSize: Int, slotsOffset: Int, size: Int) {
+        let queueSize = ChannelLayout.headerSize + slots * ChannelLayout.stride(maxMessageSize: requestHeaderSize + maxRequestSize)
+        let slotsOffset = headerSize + queueSize
+        return (queueSize, slotsOffset, slotsOffset + slots * stride(maxResponseSize: maxResponseSize))
+    }
+
+    /// The bytes a service with `parameters` needs. Throws `invalidArgument` for parameters it
+    /// cannot be created with.
+    static func size(for parameters: ServiceParameters) throws(InterprocessError) -> Int {
+        guard (1...maximumSlots).contains(parameters.capacity) else {
+            throw InterprocessError(.invalidArgument, detail: "a service's capacity must be in 1...\(maximumSlots), not \(parameters.capacity)")
+        }
+        for (what, size) in [("request", parameters.maxRequestSize), ("response", parameters.maxResponseSize)] {
+            guard (1...maximumMessageSize).contains(size) else {
+                throw InterprocessError(.invalidArgument, detail: "a service's maximum \(what) size must be in 1...\(maximumMessageSize) bytes, not \(size)")
+            }
+        }
+        for (what, type) in [("request", parameters.requestType), ("response", parameters.responseType)] {
+            if let problem = type.fingerprint.problem {
+                throw InterprocessError(.invalidArgument, detail: "the \(what) type cannot be recorded: \(problem)")
+            }
+        }
+        return geometry(slots: parameters.capacity, maxRequestSize: parameters.maxRequestSize, maxResponseSize: parameters.maxResponseSize).size
+    }
+
+    /// Initializes a zero-filled state of `size` bytes (the storage then publishes the tag).
+    static func initialize(_ state: UnsafeMutableRawPointer, size: Int, with parameters: ServiceParameters) {
+        let header = state.assumingMemoryBound(to: cipc_service.self)
+        let geometry = geometry(slots: parameters.capacity, maxRequestSize: parameters.maxRequestSize, maxResponseSize: parameters.maxResponseSize)
+        header.pointee.slot_count = UInt32(parameters.capacity)
+        header.pointee.max_request_size = UInt32(parameters.maxRequestSize)
+        header.pointee.max_response_size = UInt32(parameters.maxResponseSize)
+        header.pointee.slot_stride = UInt32(stride(maxResponseSize: parameters.maxResponseSize))
+        header.pointee.request_format = parameters.requestType.format
+        header.pointee.response_format = parameters.responseType.format
+        header.pointee.state_size = UInt64(size)
+        header.pointee.queue_offset = UInt32(headerSize)
+        header.pointee.queue_size = UInt64(geometry.queueSize)
+        header.pointee.slots_offset = UInt64(geometry.slotsOffset)
+        header.pointee.request_type = parameters.requestType.fingerprint.shared
+        header.pointee.response_type = parameters.responseType.fingerprint.shared
+        // The queue is a channel, tag and all (nobody opens it by itself: it is published here).
+        let queue = state + headerSize
+        ChannelLayout.initialize(queue, size: geometry.queueSize, with: queueParameters(slots: parameters.capacity, maxRequestSize: parameters.maxRequestSize))
+        atomic32(queue + ChannelLayout.tagOffset).pointee.store(ChannelLayout.tag, ordering: .releasing)
+        // Reply slots start free with ticket 0: all zero.
+    }
+
+    /// The validated fixed fields of a service.
+    struct Geometry {
+        var slots: Int
+        var maxRequestSize: Int
+        var maxResponseSize: Int
+        var stride: Int
+        var queueSize: Int
+        var slotsOffset: Int
+        var queue: (capacity: Int, maxMessageSize: Int, stride: Int)
+        var requestType: String
+        var responseType: String
+        var requestFormat: UInt32
+        var responseFormat: UInt32
+    }
+
+    /// Checks an existing state before anything trusts it: the tag, every field fixed at creation
+    /// against the `available` bytes, the embedded queue (as a channel); with `expected`, also the
+    /// request and response types (`incompatible` if they differ).
+    @discardableResult
+    static func validate(
+        _ state: UnsafeMutableRawPointer, available: Int, expecting expected: (request: ChannelMessageType, response: ChannelMessageType)?
+    ) throws(InterprocessError) -> Geometry {
+        guard available >= headerSize, atomic32(state + tagOffset).pointee.load(ordering: .acquiring) == CIPC_TAG_SERVICE else {
+            throw InterprocessError(.corrupt, detail: "no valid service there")
+        }
+        let header = state.assumingMemoryBound(to: cipc_service.self).pointee
+        let slots = Int(header.slot_count)
+        let maxRequest = Int(header.max_request_size)
+        let maxResponse = Int(header.max_response_size)
+        guard (1...maximumSlots).contains(slots), (1...maximumMessageSize).contains(maxRequest), (1...maximumMessageSize).contains(maxResponse)
+        else {
+            throw InterprocessError(.corrupt, detail: "inconsistent service header (\(header.slot_count) slots, requests of \(header.max_request_size) bytes, responses of \(header.max_response_size))")
+        }
+        let expectedGeometry = geometry(slots: slots, maxRequestSize: maxRequest, maxResponseSize: maxResponse)
+        guard Int(header.slot_stride) == stride(maxResponseSize: maxResponse), Int(header.queue_offset) == headerSize,
+              header.queue_size == UInt64(expectedGeometry.queueSize), header.slots_offset == UInt64(expectedGeometry.slotsOffset),
+              header.state_size == UInt64(expectedGeometry.size), expectedGeometry.size <= available
+        else {
+            throw InterprocessError(.corrupt, detail: "inconsistent service header (stride \(header.slot_stride), queue at \(header.queue_offset) of \(header.queue_size) bytes, slots at \(header.slots_offset), size \(header.state_size) of \(available) bytes)")
+        }
+        try ChannelMessageType.checkRecord(header.request_type)
+        try ChannelMessageType.checkRecord(header.response_type)
+        let formats = CIPC_CHANNEL_FORMAT_BYTES...CIPC_CHANNEL_FORMAT_TEXT
+        guard formats.contains(header.request_format), formats.contains(header.response_format) else {
+            throw InterprocessError(.incompatible, detail: "its messages are in formats \(header.request_format) and \(header.response_format), which this version does not know")
+        }
+        if let expected {
+            if try !expected.request.matches(header.request_type, format: header.request_format) {
+                throw InterprocessError(.incompatible,
+                    detail: "its requests are \(ChannelMessageType.text(of: header.request_type, format: header.request_format)); expected \(expected.request)")
+            }
+            if try !expected.response.matches(header.response_type, format: header.response_format) {
+                throw InterprocessError(.incompatible,
+                    detail: "its responses are \(ChannelMessageType.text(of: header.response_type, format: header.response_format)); expected \(expected.response)")
+            }
+        }
+        // The queue: a channel of exactly the size the header implies.
+        let queue = try ChannelLayout.validate(state + headerSize, available: expectedGeometry.queueSize, expecting: queueType)
+        guard queue.capacity == slots, queue.maxMessageSize == requestHeaderSize + maxRequest else {
+            throw InterprocessError(.corrupt, detail: "its request queue (\(queue.capacity) slots of \(queue.maxMessageSize) bytes) does not fit its header")
+        }
+        return Geometry(
+            slots: slots, maxRequestSize: maxRequest, maxResponseSize: maxResponse, stride: stride(maxResponseSize: maxResponse),
+            queueSize: expectedGeometry.queueSize, slotsOffset: expectedGeometry.slotsOffset,
+            queue: (queue.capacity, queue.maxMessageSize, queue.stride),
+            requestType: ChannelMessageType.text(of: header.request_type, format: header.request_format),
+            responseType: ChannelMessageType.text(of: header.response_type, format: header.response_format),
+            requestFormat: header.request_format, responseFormat: header.response_format)
+    }
+
+    /// Capacity, types, requests queued and in flight, slots by phase and what was recovered, read
+    /// from a copy of the state (never trusted: sizes are checked, nothing read is followed blindly).
+    static func describe(_ state: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> SharedObjectDescription {
+        guard state.count >= headerSize else { return SharedObjectDescription(details: [:]) }
+        let header = state.load(as: cipc_service.self)
+        var details: [String: String] = [
+            "capacity": "\(header.slot_count)",
+            "maxRequestSize": "\(header.max_request_size)",
+            "maxResponseSize": "\(header.max_response_size)",
+            "requestType": TypeFingerprint.problem(in: header.request_type) == nil
+                ? ChannelMessageType.text(of: header.request_type, format: header.request_format) : "damaged",
+            "responseType": TypeFingerprint.problem(in: header.response_type) == nil
+                ? ChannelMessageType.text(of: header.response_type, format: header.response_format) : "damaged",
+            "requestFormat": ChannelMessageType.formatName(header.request_format),
+            "responseFormat": ChannelMessageType.formatName(header.response_format),
+            "requests": "\(header.requests)",
+            "replies": "\(header.replies)",
+            "discardedReplies": "\(header.discarded_replies)",
+            "serverDeaths": "\(header.server_deaths)",
+            "reclaimedSlots": "\(header.reclaimed_slots)",
+            "staleRequests": "\(header.stale_requests)",
+            "slotWaiters": "\(header.slot_waiters)",
+        ]
+        var summary = "\(header.slot_count) slots"
+        // The queue, as a channel describes itself.
+        let queueEnd = UInt64(headerSize) &+ header.queue_size
+        if header.queue_size >= UInt64(ChannelLayout.headerSize), queueEnd <= UInt64(state.count) {
+            let queue = ChannelLayout.describe(UnsafeRawBufferPointer(rebasing: state[headerSize..<Int(queueEnd)]), isAlive: isAlive).details
+            details["queued"] = queue["count"] ?? "?"
+            details["closed"] = queue["closed"] ?? "?"
+            details["serversWaiting"] = queue["receiversWaiting"] ?? "?"
+            summary += ", \(queue["count"] ?? "?") queued" + (queue["closed"] == "yes" ? ", closed" : "")
+        }
+        // The slots, if they are where the header says and fit the copy.
+        let stride = UInt64(header.slot_stride)
+        let slots = UInt64(header.slot_count)
+        if stride >= UInt64(slotHeaderSize), slots <= UInt64(maximumSlots), header.slots_offset % 64 == 0,
+           header.slots_offset <= UInt64(state.count), slots &* stride <= UInt64(state.count) - header.slots_offset {
+            var phases = [Int](repeating: 0, count: 8)
+            var deadClients = 0
+            for index in 0..<Int(slots) {
+                let slot = state.load(fromByteOffset: Int(header.slots_offset) + index * Int(stride), as: cipc_service_slot.self)
+                phases[min(Int(slot.control & 0xFF), 7)] += 1
+                if slot.client != 0, !isAlive(slot.client) { deadClients += 1 }
+            }
+            let inFlight = Int(slots) - phases[0]
+            details["inFlight"] = "\(inFlight)"
+            details["pending"] = "\(phases[1])"
+            details["serving"] = "\(phases[2] + phases[3])"
+            details["replied"] = "\(phases[4] + phases[5])"
+            details["abandoned"] = "\(phases[6])"
+            details["deadClients"] = "\(deadClients)"
+            if phases[7] > 0 { details["invalidSlots"] = "\(phases[7])" }
+            summary += ", \(inFlight) in flight"
+        }
+        return SharedObjectDescription(details: details, summary: summary)
+    }
+}
+
+extension SegmentKind {
+    /// A request / response ``Service``.
+    public static let service = SegmentKind(rawValue: CIPC_KIND_SERVICE)
+}
+
+/// A service as a shared object: the state (`cipc_service`, its request queue and reply slots) in a
+/// named segment of kind ``SegmentKind/service``, which ``SharedObjectStorage`` creates, opens,
+/// checks and removes as for every kind, and the core built on it. Not generic: ``Service`` adds the
+/// request and response types on top (their codecs).
+///
+/// `@unchecked Sendable`: immutable; the shared words are atomics.
+final class ServiceState: SharedObject, @unchecked Sendable {
+    typealias Kind = ServiceLayout
+    typealias Parameters = ServiceParameters
+
+    static var recordsOwners: Bool { true }
+    static var alignment: Int { 64 }
+    static var minimumSize: Int { ServiceLayout.headerSize }
+
+    let storage: SharedObjectStorage
+    let core: ServiceCore
+    let geometry: ServiceLayout.Geometry
+
+    init(storage: SharedObjectStorage) throws(InterprocessError) {
+        let geometry = try ServiceLayout.validate(storage.base, available: storage.available, expecting: nil)
+        self.storage = storage
+        self.geometry = geometry
+        core = try ServiceCore(storage: storage, geometry: geometry)
+    }
+
+    static func size(for parameters: ServiceParameters) throws(InterprocessError) -> Int {
+        try ServiceLayout.size(for: parameters)
+    }
+
+    static func initialize(_ state: UnsafeMutableRawPointer, size: Int, with parameters: ServiceParameters) {
+        ServiceLayout.initialize(state, size: size, with: parameters)
+    }
+
+    static func validate(_ state: UnsafeMutableRawPointer, available: Int, expecting parameters: ServiceParameters?) throws(InterprocessError) {
+        try ServiceLayout.validate(state, available: available, expecting: parameters.map { ($0.requestType, $0.responseType) })
+    }
+
+    var name: String? { storage.name }
+
+    func close() { storage.close() }
+}
