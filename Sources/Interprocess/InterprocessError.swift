@@ -40,6 +40,7 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
             case invalidPointer
             case overlaps
             case serverDied, requestFailed
+            case empty
         }
         fileprivate let value: Value
         fileprivate init(_ value: Value) { self.value = value }
@@ -112,6 +113,9 @@ public struct InterprocessError: Error, Sendable, Hashable, CustomStringConverti
         /// request or encode its response, or it dropped the call without replying. The detail is
         /// the server's reason.
         public static let requestFailed = Code(.requestFailed)
+        /// Nothing is stored yet: a segment or ``SharedWatchedValue`` that no writer has stored a
+        /// value in.
+        public static let empty = Code(.empty)
     }
 
     /// What kind of failure this is.

@@ -25,6 +25,7 @@ struct Objects: Sendable {
     let condition: ProcessCondition
     let rwLock: ProcessRWLock
     let variable: SharedVariable<Int>
+    let watched: SharedWatchedValue<Int>
     let listener: LocalSocketListener
     let socketName: String
     let datagrams: LocalDatagramSocket
@@ -41,6 +42,7 @@ struct Objects: Sendable {
         condition = try ProcessCondition.create(name: prefix + "-condition")
         rwLock = try ProcessRWLock.create(name: prefix + "-rwlock")
         variable = try SharedVariable<Int>.create(name: prefix + "-variable", initialValue: 1)
+        watched = try SharedWatchedValue<Int>.create(name: prefix + "-watched", initialValue: 1)
         socketName = prefix + "-socket"
         listener = try LocalSocketListener.listen(name: socketName)
         datagramName = prefix + "-datagrams"
@@ -52,7 +54,7 @@ struct Objects: Sendable {
     }
 
     func close() throws {
-        for primitive in [mutex.close, semaphore.close, event.close, condition.close, rwLock.close, variable.close] { primitive() }
+        for primitive in [mutex.close, semaphore.close, event.close, condition.close, rwLock.close, variable.close, watched.close] { primitive() }
         listener.close()
         datagrams.close()
         try NamedPipe.remove(path: pipePath)
@@ -116,6 +118,10 @@ _ = try await datagramClient.receive()
 datagramClient.close()
 try await ProcessMutex.openWhenCreated(name: o.mutex.name!, timeout: .seconds(10)).close()
 try await SharedVariable<Int>.openWhenCreated(name: o.variable.name!, timeout: .seconds(10)).close()
+let watched = try await SharedWatchedValue<Int>.openWhenCreated(name: o.watched.name!, timeout: .seconds(10))
+_ = try await watched.next(after: 0, timeout: .seconds(10))
+for try await _ in watched.updates { break }
+watched.close()
 let reader = try NamedPipe.openForReading(path: o.pipePath)
 let writer = try await NamedPipe.openForWriting(path: o.pipePath, timeout: .seconds(10))
 try await writer.write([1])
@@ -175,6 +181,10 @@ func allVerbs(_ o: Objects) async throws {
     datagramClient.close()
     try await ProcessMutex.openWhenCreated(name: o.mutex.name!, timeout: .seconds(10)).close()
     try await SharedVariable<Int>.openWhenCreated(name: o.variable.name!, timeout: .seconds(10)).close()
+    let watched = try await SharedWatchedValue<Int>.openWhenCreated(name: o.watched.name!, timeout: .seconds(10))
+    _ = try await watched.next(after: 0, timeout: .seconds(10))
+    for try await _ in watched.updates { break }
+    watched.close()
     let reader = try NamedPipe.openForReading(path: o.pipePath)
     let writer = try await NamedPipe.openForWriting(path: o.pipePath, timeout: .seconds(10))
     try await writer.write([1])
@@ -238,6 +248,10 @@ actor Worker {
         datagramClient.close()
         try await ProcessMutex.openWhenCreated(name: o.mutex.name!, timeout: .seconds(10)).close()
         try await SharedVariable<Int>.openWhenCreated(name: o.variable.name!, timeout: .seconds(10)).close()
+        let watched = try await SharedWatchedValue<Int>.openWhenCreated(name: o.watched.name!, timeout: .seconds(10))
+        _ = try await watched.next(after: 0, timeout: .seconds(10))
+        for try await _ in watched.updates { break }
+        watched.close()
         let reader = try NamedPipe.openForReading(path: o.pipePath)
         let writer = try await NamedPipe.openForWriting(path: o.pipePath, timeout: .seconds(10))
         try await writer.write([1])
@@ -302,6 +316,10 @@ try await Task {
     datagramClient.close()
     try await ProcessMutex.openWhenCreated(name: o.mutex.name!, timeout: .seconds(10)).close()
     try await SharedVariable<Int>.openWhenCreated(name: o.variable.name!, timeout: .seconds(10)).close()
+    let watched = try await SharedWatchedValue<Int>.openWhenCreated(name: o.watched.name!, timeout: .seconds(10))
+    _ = try await watched.next(after: 0, timeout: .seconds(10))
+    for try await _ in watched.updates { break }
+    watched.close()
     let reader = try NamedPipe.openForReading(path: o.pipePath)
     let writer = try await NamedPipe.openForWriting(path: o.pipePath, timeout: .seconds(10))
     try await writer.write([1])

@@ -263,6 +263,9 @@ case let command where command.hasPrefix("named-"):
 case let command where command.hasPrefix("heap-"):
     exit(runHeapCommand(command, rest))
 
+case let command where command.hasPrefix("val-"):
+    exit(runValueCommand(command, rest))
+
 default:
     fail("unknown command \(command)", code: 2)
 }

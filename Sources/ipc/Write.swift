@@ -9,8 +9,10 @@ struct Write: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Store text or a file's bytes in a segment (created, persistent, if missing).",
         discussion: """
-            The bytes are framed: an 8-byte little-endian length, then the bytes, at the payload \
-            offset (see `ipc inspect`).
+            The bytes go into the segment's value frame (a 128-byte header and two slots, so that \
+            readers never see a torn value; see the README), at the payload offset (see `ipc inspect`). \
+            A new segment holds values of up to --capacity bytes (by default, this one's size); a \
+            longer value is refused and the stored one stays.
             """
     )
 
@@ -23,6 +25,9 @@ struct Write: ParsableCommand {
     @Option(help: ArgumentHelp("Store this file's bytes instead ('-': standard input).", valueName: "path"))
     var file: String?
 
+    @Option(help: ArgumentHelp("When creating the segment, make room for values of up to this many bytes.", valueName: "bytes"))
+    var capacity: Int?
+
     @OptionGroup var trust: TrustOptions
 
     func validate() throws {
@@ -31,6 +36,7 @@ struct Write: ParsableCommand {
         case (.some, .some): throw ValidationError("give either TEXT or --file, not both")
         default: break
         }
+        if let capacity, capacity < 0 { throw ValidationError("--capacity must be at least 0") }
     }
 
     func run() throws {
@@ -38,7 +44,7 @@ struct Write: ParsableCommand {
         // Open, else create, else open again…: another process may create the name between our
         // open and our create (then we write into its segment), or remove it between our create
         // and our open (then we create it). Like `SharedMemory.openOrCreate`, but a new segment is
-        // created already holding the bytes, just big enough.
+        // created already holding the bytes, with room for --capacity (by default just these).
         for _ in 0..<64 {
             if let segment = try Self.openIfPresent(name, trusting: trust.trusted) {
                 defer { segment.close() }
@@ -46,7 +52,7 @@ struct Write: ParsableCommand {
                 say("wrote \(bytes.count) bytes to \(name)")
                 return
             }
-            if let size = try Self.createIfAbsent(name, holding: bytes) {
+            if let size = try Self.createIfAbsent(name, holding: bytes, capacity: capacity) {
                 say("created \(name) (\(size) bytes, persistent) and wrote \(bytes.count) bytes")
                 return
             }
@@ -64,9 +70,10 @@ struct Write: ParsableCommand {
     }
 
     /// Creates a persistent segment holding `bytes` and returns its size; nil if the name exists.
-    private static func createIfAbsent(_ name: String, holding bytes: [UInt8]) throws(InterprocessError) -> Int? {
+    private static func createIfAbsent(_ name: String, holding bytes: [UInt8], capacity: Int?) throws(InterprocessError) -> Int? {
         do {
-            let segment = try SharedMemory.create(name: name, bytes: bytes, lifetime: .persistent)
+            let segment = try SharedMemory.create(
+                name: name, bytes: bytes, capacity: capacity.map { max($0, bytes.count) }, lifetime: .persistent)
             defer { segment.close() }
             return segment.size
         } catch where error.code == .alreadyExists {

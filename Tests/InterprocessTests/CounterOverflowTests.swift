@@ -285,19 +285,19 @@ struct CounterOverflowTests {
         }
     }
 
-    /// Framed data: the stored length comes from the payload, and any length beyond the segment is
-    /// `corrupt` (this never trapped; kept here with the other hostile counters).
+    /// Stored values: the current slot's length comes from the payload, and any length beyond the
+    /// slot's capacity is `corrupt` (this never trapped; kept here with the other hostile counters).
     @Test func framedLengthBeyondTheSegmentIsCorrupt() throws {
         try withCleanNames("cntframe") { name in
-            let segment = try SharedMemory.create(name: name, size: 64)
+            let segment = try SharedMemory.create(name: name, size: 256) // slots of (256 - 128) / 2 = 64 bytes
             defer { segment.close() }
-            try segment.write(Array("hello".utf8))
-            for hostile in [UInt64(57), UInt64(Int.max), UInt64(Int.max) + 1, UInt64.max - 7, UInt64.max] {
-                poke64(name, at: Layout.payload, hostile)
+            try segment.write(Array("hello".utf8)) // store 1: slot 1, whose length is at 88 + 8
+            for hostile in [UInt64(65), UInt64(Int.max), UInt64(Int.max) + 1, UInt64.max - 7, UInt64.max] {
+                poke64(name, at: Layout.payload + 96, hostile)
                 expectError(.corrupt) { try segment.readBytes() }
             }
-            poke64(name, at: Layout.payload, 56)
-            #expect(try segment.readBytes().count == 56)
+            poke64(name, at: Layout.payload + 96, 64)
+            #expect(try segment.readBytes().count == 64)
         }
     }
 }

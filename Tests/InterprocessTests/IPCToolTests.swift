@@ -147,24 +147,34 @@ struct IPCToolTests {
     // MARK: Tests
 
     /// `ipc inspect` lists what is placed in a raw segment, in text and JSON; `ipc write` over a
-    /// placed object is refused.
+    /// placed object is refused. (Changed on purpose with the two-slot value frame: the objects are
+    /// placed first, since a first store lays the frame out over every free byte before them — its
+    /// entry is the whole frame, 0..<1024 here, not the 10 bytes of a length-prefixed "hi".)
     @Test func inspectListsPlacedObjects() throws {
         let name = uniqueName()
         defer { try? SharedMemory.remove(name: name) }
         let segment = try SharedMemory.create(name: name, size: 4096, lifetime: .persistent)
         defer { segment.close() }
-        try segment.write("hi")
-        _ = try ProcessMutex.create(in: segment, at: 64)
+        _ = try ProcessMutex.create(in: segment, at: 1024)
         _ = try SharedAtomic<Int64>.create(in: segment, named: "hits")
+        // A first value whose frame (128 + 2 × 504 bytes) would reach the mutex: refused, nothing written.
+        let write = try ipc("write", name, String(repeating: "x", count: 500))
+        #expect(!write.succeeded && write.error.contains("overlaps") && write.error.contains("a mutex at 1024..<1088"), "\(write.error)")
+        #expect(try segment.placedObjects().map(\.kind) == ["mutex", "atomic"])
+        #expect(try ipc("write", name, "hi").succeeded)
+        #expect(try segment.readString() == "hi")
         let inspect = try ipc("inspect", name)
         #expect(inspect.succeeded, "\(inspect.error)")
-        #expect(inspect.output.contains("placed:\n  0..<10  stored value\n  64..<128  mutex\n  3904..<4096  atomic 'hits'\n"), "\(inspect.output)")
+        #expect(inspect.output.contains("placed:\n  0..<1024  stored value\n  1024..<1088  mutex\n  3904..<4096  atomic 'hits'\n"), "\(inspect.output)")
         let object = try #require(try json(try ipc("inspect", name, "--json").output) as? [String: Any])
         let placed = try #require(object["placed"] as? [[String: Any]])
         #expect(placed.map { $0["kind"] as? String } == ["stored value", "mutex", "atomic"])
+        #expect(placed.first?["size"] as? Int == 1024)
         #expect(placed.last?["name"] as? String == "hits" && placed.last?["offset"] as? Int == 3904)
-        let write = try ipc("write", name, String(repeating: "x", count: 100))
-        #expect(!write.succeeded && write.error.contains("overlaps") && write.error.contains("a mutex at 64..<128"), "\(write.error)")
+        // Later values are bounded by the frame's capacity, (1024 − 128) / 2.
+        let large = try ipc("write", name, String(repeating: "y", count: 449))
+        #expect(!large.succeeded && large.error.contains("invalidSize"), "\(large.error)")
+        #expect(try segment.readString() == "hi")
     }
 
     @Test func createListAndInspect() throws {
@@ -251,7 +261,7 @@ struct IPCToolTests {
         #expect(first.output.contains("created \(name)"))
         let info = try SharedMemory.info(name: name)
         #expect(info.lifetime == .persistent)
-        #expect(info.size == SharedMemory.framePrefixSize + text.utf8.count)
+        #expect(info.size == SharedMemory.storageSize(capacity: text.utf8.count))
         #expect(try ipc("read", name).output == text + "\n")
 
         // Writing to an existing segment replaces the contents; it must fit.
@@ -407,30 +417,48 @@ struct IPCToolTests {
         #expect(throws: InterprocessError.self) { try SharedMemory.info(name: name) }
     }
 
+    /// A program in another language reads the stored value by the README's recipe, following the
+    /// value frame's seqlock protocol: here the second store, which is in slot 0.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")))
     func pythonReadsWhatIPCWrote() throws {
         let name = uniqueName()
         defer { try? SharedMemory.remove(name: name) }
         let text = "from swift to python: ünïcode"
+        #expect(try ipc("write", name, "first", "--capacity", "64").succeeded)
         #expect(try ipc("write", name, text).succeeded)
         let object = try #require(try json(try ipc("inspect", name, "--json").output) as? [String: Any])
         let osName = try #require(object["osName"] as? String)
         let offset = try #require(object["payloadOffset"] as? Int)
 
         // Plain open()+mmap rather than multiprocessing.shared_memory, whose resource tracker may
-        // unlink the segment when Python exits.
+        // unlink the segment when Python exits. The same steps as the README's example.
         let script = """
             import mmap, struct, sys
-            path, offset = sys.argv[1], int(sys.argv[2])
+            path, off = sys.argv[1], int(sys.argv[2])
             with open(path, "rb") as f:
                 m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-                (n,) = struct.unpack_from("<Q", m, offset)
-                sys.stdout.buffer.write(m[offset + 8 : offset + 8 + n])
+                (tag,) = struct.unpack_from("<I", m, off + 76)
+                if tag != 0x31524656:
+                    sys.exit("nothing stored yet" if tag == 0 else "not a value frame")
+                (capacity,) = struct.unpack_from("<Q", m, off + 80)
+                while True:
+                    (seq,) = struct.unpack_from("<Q", m, off + 64)
+                    if seq == 0:
+                        sys.exit("nothing stored yet")
+                    slot = seq & 1
+                    (n,) = struct.unpack_from("<Q", m, off + 88 + 8 * slot)
+                    start = off + 128 + slot * capacity
+                    data = m[start : start + min(n, capacity)]
+                    if struct.unpack_from("<Q", m, off + 64)[0] == seq:
+                        if n > capacity:
+                            sys.exit("corrupt")
+                        break
+                sys.stdout.buffer.write(b"%d:" % seq + data)
             """
         let (termination, output, error) = try ChildProcess.run(
             "/usr/bin/python3", ["-c", script, "/dev/shm" + osName, "\(offset)"], timeout: .seconds(30))
         #expect(termination == .exited(0), "\(error)")
-        #expect(output == text)
+        #expect(output == "2:" + text)
         #expect(SharedMemory.exists(name: name))
     }
 
@@ -542,13 +570,13 @@ struct IPCToolTests {
         #expect(TestNames.leftovers(prefix).isEmpty, "created \(TestNames.leftovers(prefix))")
 
         // Where the repaired name exists, `rm` and `write` must not act on it instead.
-        let segment = try SharedMemory.create(name: repaired, size: 64, lifetime: .persistent)
+        let segment = try SharedMemory.create(name: repaired, size: 256, lifetime: .persistent)
         segment.close()
         let write = try ipc(rawArguments: [Array("write".utf8), invalid, Array("hello".utf8)])
         #expect(write.termination != .exited(0) && write.termination != nil)
         #expect(write.error.contains("not valid UTF-8"))
         let opened = try SharedMemory.open(name: repaired)
-        #expect(try opened.readBytes().isEmpty, "ipc write wrote into \(repaired.debugDescription)")
+        expectError(.empty) { try opened.readBytes() } // ipc write did not write into the repaired name
         opened.close()
         let remove = try ipc(rawArguments: [Array("rm".utf8), invalid])
         #expect(remove.termination != .exited(0) && remove.termination != nil)

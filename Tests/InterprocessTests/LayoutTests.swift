@@ -40,8 +40,8 @@ struct LayoutTests {
         #expect(CIPC_HEADER_SIZE == 4096 && CIPC_NAME_CAPACITY == 256 && CIPC_HOLDER_CAPACITY == 64)
         #expect(SharedMemory.payloadOffset == 4096)
         #expect([CIPC_KIND_RAW, CIPC_KIND_HEAP, CIPC_KIND_CHANNEL, CIPC_KIND_BROADCAST, CIPC_KIND_MQUEUE] == [1, 2, 3, 4, 5])
-        #expect([CIPC_KIND_MUTEX, CIPC_KIND_SEMAPHORE, CIPC_KIND_EVENT, CIPC_KIND_CONDITION, CIPC_KIND_RWLOCK, CIPC_KIND_VARIABLE, CIPC_KIND_ATOMIC]
-            == [16, 17, 18, 19, 20, 21, 22])
+        #expect([CIPC_KIND_MUTEX, CIPC_KIND_SEMAPHORE, CIPC_KIND_EVENT, CIPC_KIND_CONDITION, CIPC_KIND_RWLOCK, CIPC_KIND_VARIABLE, CIPC_KIND_ATOMIC,
+            CIPC_KIND_WATCHED_VALUE] == [16, 17, 18, 19, 20, 21, 22, 23])
         #expect(CIPC_PLACEMENT_CAPACITY == 24 && CIPC_PLACEMENT_NAME_CAPACITY == 32 && CIPC_PLACEMENT_FORMAT == 1)
         #expect(Self.ascii(CIPC_TAG_STORED_VALUE) == "VAL1" && Self.ascii(CIPC_TAG_ATOMIC) == "ATM1")
         let tags = [CIPC_TAG_MUTEX, CIPC_TAG_SEMAPHORE, CIPC_TAG_EVENT, CIPC_TAG_CONDITION, CIPC_TAG_RWLOCK, CIPC_TAG_VARIABLE]
@@ -82,6 +82,11 @@ struct LayoutTests {
         #expect(ProcessRWLock.stateSize == 576)
         #expect(SharedVariable<UInt64>.stateSize == 456)
         #expect(SharedAtomic<Int64>.stateSize == 192 && SharedAtomic<UInt32>.stateSize == 192)
+        #expect(Self.ascii(CIPC_TAG_VALUE_FRAME) == "VFR1" && Self.ascii(CIPC_TAG_WATCHED_VALUE) == "WCH1")
+        #expect(CIPC_VALUE_FRAME_HEADER_SIZE == 128 && CIPC_WATCHED_VALUE_HEADER_SIZE == 320 && CIPC_VALUE_FORMAT_JSON == 1)
+        // A frame's extent: the header and two slots of the capacity rounded up to 8.
+        #expect(SharedMemory.storageSize(capacity: 0) == 128 && SharedMemory.storageSize(capacity: 5) == 144)
+        #expect(SharedMemory.storageSize(capacity: 4096) == 128 + 8192)
     }
 
     /// Each kind has its own number and name, and the library knows every one of them.
@@ -89,6 +94,7 @@ struct LayoutTests {
         let kinds: [(SegmentKind, String)] = [
             (.raw, "raw"), (.heap, "heap"), (.channel, "channel"), (.broadcast, "broadcast"), (.messageQueue, "mqueue"), (.service, "service"), (.mutex, "mutex"), (.semaphore, "semaphore"),
             (.event, "event"), (.condition, "condition"), (.rwLock, "rwlock"), (.variable, "variable"), (.atomic, "atomic"),
+            (.watchedValue, "watched"),
         ]
         #expect(Set(kinds.map(\.0.rawValue)).count == kinds.count)
         for (kind, name) in kinds {
@@ -101,7 +107,7 @@ struct LayoutTests {
     @Test func readmeTablesMatchTheHeader() throws {
         let readme = try String(contentsOf: Self.readmeURL, encoding: .utf8)
         let tables = Self.layoutTables(in: readme)
-        #expect(Set(tables.keys) == ["cipc_segment_header", "cipc_holder_slot", "cipc_type_fingerprint", "cipc_placement_table", "cipc_placement", "cipc_mqueue", "cipc_mqueue_slot"], "\(tables.keys)")
+        #expect(Set(tables.keys) == ["cipc_segment_header", "cipc_holder_slot", "cipc_type_fingerprint", "cipc_placement_table", "cipc_placement", "cipc_mqueue", "cipc_mqueue_slot", "cipc_value_frame"], "\(tables.keys)")
         for (name, rows) in tables {
             guard let layout = LayoutPin.all.first(where: { $0.name == name }) else {
                 Issue.record("the README documents \(name), which is not a pinned layout")
@@ -324,6 +330,25 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_variable_header.reserved1, "reserved1", at: 56, size: 8),
             FieldPin(\cipc_variable_header.readers, "readers", at: 64, size: 256),
             FieldPin(\cipc_variable_header.value_type, "value_type", at: 320, size: 128),
+        ]),
+        // Stored values (CInterprocessValue.h).
+        LayoutPin(cipc_value_frame(), "cipc_value_frame", size: 128, alignment: 8, [
+            FieldPin(\cipc_value_frame.writer, "writer", at: 0, size: 64),
+            FieldPin(\cipc_value_frame.sequence, "sequence", at: 64, size: 8),
+            FieldPin(\cipc_value_frame.waiters, "waiters", at: 72, size: 4),
+            FieldPin(\cipc_value_frame.tag, "tag", at: 76, size: 4),
+            FieldPin(\cipc_value_frame.slot_capacity, "slot_capacity", at: 80, size: 8),
+            FieldPin(\cipc_value_frame.length, "length", at: 88, size: 16),
+            FieldPin(\cipc_value_frame.recoveries, "recoveries", at: 104, size: 8),
+            FieldPin(\cipc_value_frame.reserved, "reserved", at: 112, size: 16),
+        ]),
+        LayoutPin(cipc_watched_value(), "cipc_watched_value", size: 320, alignment: 8, [
+            FieldPin(\cipc_watched_value.format, "format", at: 0, size: 4),
+            FieldPin(\cipc_watched_value.reserved0, "reserved0", at: 4, size: 16),
+            FieldPin(\cipc_watched_value.tag, "tag", at: 20, size: 4),
+            FieldPin(\cipc_watched_value.reserved1, "reserved1", at: 24, size: 40),
+            FieldPin(\cipc_watched_value.value_type, "value_type", at: 64, size: 128),
+            FieldPin(\cipc_watched_value.frame, "frame", at: 192, size: 128),
         ]),
         LayoutPin(cipc_channel_slot(), "cipc_channel_slot", size: 32, alignment: 8, [
             FieldPin(\cipc_channel_slot.sequence, "sequence", at: 0, size: 8),

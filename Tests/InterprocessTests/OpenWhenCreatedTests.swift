@@ -19,7 +19,7 @@ struct OpenWhenCreatedTests {
     static func create(_ kind: String, _ name: String) throws -> () -> Void {
         switch kind {
         case "segment":
-            let segment = try SharedMemory.create(name: name, size: 64)
+            let segment = try SharedMemory.create(name: name, size: 256)
             try segment.write("ready")
             return segment.close
         case "mutex": return try ProcessMutex.create(name: name).close
@@ -125,7 +125,7 @@ struct OpenWhenCreatedTests {
     @Test func anUntrustedCreatorIsRefusedAtOnce() throws {
         guard canActAsAnotherUser("anUntrustedCreatorIsRefusedAtOnce") else { return }
         try withCleanNames("owc-trust") { name in
-            let creator = try Peer.spawn("--as-nobody", "create-hold", name, "64", "whileReferenced", "60", "644")
+            let creator = try Peer.spawn("--as-nobody", "create-hold", name, "256", "whileReferenced", "60", "644")
             defer { creator.stop() }
             #expect(creator.readLine() == "ready")
             expectError(.permissionDenied) { try SharedMemory.blockingOpenWhenCreated(name: name, timeout: .seconds(60)) }

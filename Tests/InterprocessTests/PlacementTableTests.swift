@@ -35,33 +35,67 @@ struct PlacementTableTests {
         }
     }
 
-    /// A value and its lock in one segment: the value from offset 0, the lock placed after it (by
-    /// offset, or by name at the end).
+    /// A value and its lock in one segment: the locks placed first (by offset, or by name at the
+    /// end), the value's frame laid out by the first store over the free bytes before them. (Changed
+    /// on purpose with the two-slot value frame: a frame's extent — both slots, the capacity for later
+    /// values — is fixed by the first store, so a larger value is `invalidSize`, no longer a frame
+    /// growing into the lock.)
     @Test func aValueAndItsLockLiveInOneSegment() throws {
         try withCleanNames("plboth") { name in
             let segment = try SharedMemory.create(name: name, size: 4096)
             defer { segment.close() }
-            try segment.store(["a": 1])
-            let extent = SharedMemory.framePrefixSize + 7 // {"a":1}
-            #expect(try segment.placedObjects() == [PlacedObject(kind: "stored value", offset: 0, size: extent, name: nil)])
-            // Placing over the value's frame is refused, and says what is there.
-            do throws(InterprocessError) {
-                _ = try ProcessMutex.create(in: segment, at: 0)
-                Issue.record("a mutex was placed over the stored value")
-            } catch {
-                #expect(error.code == .overlaps && error.detail.contains("the stored value at 0..<\(extent)"), "\(error)")
-            }
-            let lock = try ProcessMutex.create(in: segment, at: 64)
+            let lock = try ProcessMutex.create(in: segment, at: 1024)
             let named = try ProcessMutex.create(in: segment, named: "lock")
-            #expect(try segment.placedObjects().map(\.offset) == [0, 64, 4096 - 64])
-            // A store that would grow into the lock is refused and changes nothing; smaller ones go.
-            expectError(.overlaps) { try segment.write(Array(repeating: UInt8(ascii: "x"), count: 60)) }
+            try segment.store(["a": 1])
+            // The frame takes everything before the lock: capacity (1024 − 128) / 2.
+            let extent = 1024
+            #expect(try segment.storedValueExtent() == 0..<extent)
+            #expect(try segment.placedObjects() == [
+                PlacedObject(kind: "stored value", offset: 0, size: extent, name: nil), PlacedObject(kind: "mutex", offset: 1024, size: 64),
+                PlacedObject(kind: "mutex", offset: 4096 - 64, size: 64, name: "lock"),
+            ])
+            // Placing over the value's frame — its header or either slot — is refused, and says what is there.
+            for offset in [0, 64, 512, 1024 - 64] {
+                do throws(InterprocessError) {
+                    _ = try ProcessMutex.create(in: segment, at: offset)
+                    Issue.record("a mutex was placed over the stored value at \(offset)")
+                } catch {
+                    #expect(error.code == .overlaps && error.detail.contains("the stored value at 0..<\(extent)"), "\(error)")
+                }
+            }
+            // A value larger than the frame's capacity is refused and changes nothing; smaller ones go.
+            expectError(.invalidSize) { try segment.write(Array(repeating: UInt8(ascii: "x"), count: 449)) }
             #expect(try segment.load([String: Int].self) == ["a": 1])
-            try segment.write(Array(repeating: UInt8(ascii: "y"), count: 56)) // exactly up to 64
+            try segment.write(Array(repeating: UInt8(ascii: "y"), count: 448)) // exactly the capacity
             try segment.store(["b": 2])
             #expect(try segment.load([String: Int].self) == ["b": 2])
-            #expect(try segment.placedObjects().first?.size == extent, "the value's entry follows its frame")
+            #expect(try segment.placedObjects().first?.size == extent, "the value's entry covers its whole frame")
+            // Room is left after the lock: objects still go there.
+            _ = try ProcessEvent.create(in: segment, at: 2048, mode: .manualReset)
             try lock.withBlockingLock { try named.withBlockingLock {} }
+        }
+    }
+
+    /// A store into a segment whose start is taken: the first store refuses a value whose frame does
+    /// not fit before the first placed object (`overlaps`, naming it), and lays out the frame it can.
+    @Test func theFirstStoreFitsItsFrameBeforeThePlacedObjects() throws {
+        try withCleanNames("plfirst") { name in
+            let segment = try SharedMemory.create(name: name, size: 4096)
+            defer { segment.close() }
+            _ = try ProcessMutex.create(in: segment, at: 256)
+            do throws(InterprocessError) {
+                try segment.write(Array(repeating: UInt8(ascii: "z"), count: 100)) // needs 128 + 208 bytes
+                Issue.record("a frame was laid out over the mutex")
+            } catch {
+                #expect(error.code == .overlaps && error.detail.contains("a mutex at 256..<320"), "\(error)")
+            }
+            #expect(try segment.storedValueExtent() == nil, "nothing was laid out")
+            #expect(try segment.placedObjects().map(\.kind) == ["mutex"])
+            try segment.write("short") // capacity (256 − 128) / 2 = 64
+            #expect(try segment.storedValueExtent() == 0..<256)
+            #expect(try segment.readString() == "short")
+            expectError(.invalidSize) { try segment.write(Array(repeating: UInt8(ascii: "z"), count: 65)) }
+            #expect(try segment.readString() == "short")
         }
     }
 
@@ -70,8 +104,10 @@ struct PlacementTableTests {
         try withCleanNames("plcreated") { name in
             let segment = try SharedMemory.create(name: name, string: "hello")
             defer { segment.close() }
-            #expect(try segment.placedObjects() == [PlacedObject(kind: "stored value", offset: 0, size: 13)])
-            expectError(.invalidArgument) { try ProcessMutex.create(in: segment, at: 0) } // 13 bytes: no room
+            // The frame for "hello": its header and two slots of 8 bytes, the whole payload.
+            #expect(try segment.placedObjects() == [PlacedObject(kind: "stored value", offset: 0, size: 144)])
+            expectError(.overlaps) { try ProcessMutex.create(in: segment, at: 0) } // (was invalidArgument: 13 bytes had no room)
+            expectError(.invalidArgument) { try ProcessMutex.create(in: segment, at: 128) } // 16 bytes: no room
             let anonymous = try SharedMemory.anonymous(size: 4096)
             defer { anonymous.close() }
             let mutex = try ProcessMutex.create(in: anonymous, at: 0)
@@ -143,10 +179,12 @@ struct PlacementTableTests {
         try withCleanNames("plcount") { name in
             let segment = try SharedMemory.create(name: name, size: 4096)
             defer { segment.close() }
-            try segment.write("counters below")
+            // The objects first: the value's frame, laid out by the first store, takes the bytes
+            // before them (changed on purpose: a frame stored first would take the whole payload).
             let counter = try SharedAtomic<Int64>.create(in: segment, named: "counter", initialValue: -5)
             _ = try ProcessMutex.create(in: segment, named: "lock")
             let plain = try SharedAtomic<UInt32>.create(in: segment, named: "plain")
+            try segment.write("counters below")
             let perChild = 5000
             let children = try (0..<4).map { _ in try Peer.spawn("place-count", name, "\(perChild)") }
             defer { children.forEach { $0.stop() } }
@@ -189,22 +227,30 @@ struct PlacementTableTests {
         }
     }
 
-    /// A storer killed between registering its frame and writing it leaves an entry covering the
-    /// frame: nothing can be placed over what it may have written.
-    @Test func aStorerKilledMidwayLeavesTheFrameCovered() throws {
+    /// A first storer killed after registering its frame's entry (before laying the frame out) or
+    /// after laying it out leaves an entry covering the frame's whole extent: nothing can be placed
+    /// over it, readers find nothing stored, and the next store goes on. (Changed on purpose: the
+    /// entry no longer grows and shrinks with each value; a storer killed in a later store leaves the
+    /// table as it was: see StoredValueTests.)
+    @Test(arguments: ["store.afterReserve", "store.afterLayOut"])
+    func aStorerKilledMidwayLeavesTheFrameCovered(point: String) throws {
         try withCleanNames("plstorecrash") { name in
             let segment = try SharedMemory.create(name: name, size: 4096)
             defer { segment.close() }
-            try segment.write("short")
+            _ = try ProcessMutex.create(in: segment, named: "lock") // at 4032
             let long = String(repeating: "L", count: 100)
-            let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", "store.afterReserve", "place-store", name, long)
+            let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "place-store", name, long)
             #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
             child.closePipes()
-            #expect(try segment.placedObjects().first?.range == 0..<(8 + 100))
+            let extent = 4032 // capacity (4032 − 128) / 2 = 1952: both slots up to the lock
+            #expect(try segment.placedObjects().first == PlacedObject(kind: "stored value", offset: 0, size: extent))
+            #expect(try segment.storedValueExtent() == (point == "store.afterLayOut" ? 0..<extent : nil))
+            expectError(.empty) { try segment.readString() }
             expectError(.overlaps) { try ProcessMutex.create(in: segment, at: 64) }
             try segment.write("again")
             #expect(try segment.readString() == "again")
-            _ = try ProcessMutex.create(in: segment, at: 64)
+            #expect(try segment.placedObjects().map(\.range) == [0..<extent, 4032..<4096])
+            expectError(.overlaps) { try ProcessMutex.create(in: segment, at: 2048) }
         }
     }
 
@@ -240,13 +286,15 @@ struct PlacementTableTests {
             }
             // A stored value anywhere but at 0.
             try segment.removePlacedObject(at: 0)
-            try segment.write("v") // entry 0 again: the stored value at 0..<9
-            scribble(name, at: entry, le64(64))
+            _ = try ProcessEvent.create(in: segment, at: 1024, mode: .manualReset) // entry 0 again
+            try segment.write("v") // entry 1: the stored value's frame at 0..<1024
+            scribble(name, at: entry + 64, le64(64))
             expectError(.corrupt) { try segment.placedObjects() }
-            scribble(name, at: entry, le64(0))
-            // Two entries over one another.
-            _ = try ProcessEvent.create(in: segment, at: 64, mode: .manualReset) // entry 1
+            expectError(.corrupt) { try segment.write("w") }
             scribble(name, at: entry + 64, le64(0))
+            #expect(try segment.placedObjects().map(\.range) == [0..<1024, 1024..<1088])
+            // Two entries over one another.
+            scribble(name, at: entry, le64(0))
             expectError(.corrupt) { try segment.placedObjects() }
             expectError(.corrupt) { try segment.write("w") }
             // Random bytes anywhere in the table: an error or an answer, never a crash or a hang.

@@ -49,7 +49,7 @@ struct SegmentHardeningTests {
             let list = try ipc("ls")
             #expect(list.termination == .exited(0), "ipc ls with a FIFO present: \(String(describing: list.termination))")
             // create never removes what is not provably ours.
-            expectError(.alreadyExists) { try SharedMemory.create(name: fifo, size: 64) }
+            expectError(.alreadyExists) { try SharedMemory.create(name: fifo, size: 256) }
             var status = stat()
             #expect(lstat("/dev/shm/" + fifo, &status) == 0 && status.st_mode & S_IFMT == S_IFIFO, "the FIFO is still there")
         }
@@ -59,7 +59,7 @@ struct SegmentHardeningTests {
         try withCleanNames("fiforace") { prefix in
             let target = "/dev/shm/" + prefix
             let spare = "/dev/shm/" + prefix + "-spare"
-            try SharedMemory.create(name: prefix, size: 64, lifetime: .persistent).close()
+            try SharedMemory.create(name: prefix, size: 256, lifetime: .persistent).close()
             // A thread swaps a FIFO and a plain file in under the name, over and over, until told to
             // stop; it is joined before the names are removed.
             let stop = Atomic<Bool>(false)
@@ -93,7 +93,7 @@ struct SegmentHardeningTests {
         try withCleanNames("statew") { prefix in
             for value: UInt8 in [0, 2] {
                 let name = "\(prefix)-\(value)"
-                let segment = try SharedMemory.create(name: name, size: 64, lifetime: .persistent)
+                let segment = try SharedMemory.create(name: name, size: 256, lifetime: .persistent)
                 try segment.write("keep me")
                 segment.close()
                 scribble(name, at: 24, [value, 0, 0, 0])
@@ -114,7 +114,7 @@ struct SegmentHardeningTests {
         guard canActAsAnotherUser("aRefusedRemoveChangesNothing") else { return }
         try withCleanNames("rmrefused") { prefix in
             let segment = try SharedMemory.create(
-                name: prefix, size: 64, permissions: FilePermissions(rawValue: 0o666), lifetime: .persistent)
+                name: prefix, size: 256, permissions: FilePermissions(rawValue: 0o666), lifetime: .persistent)
             try segment.write("root's")
             segment.close()
             // Another user may write it (mode 666) but not unlink it (sticky /dev/shm).
@@ -130,7 +130,7 @@ struct SegmentHardeningTests {
     @Test func aSegmentOfAnotherUserIsNotOpenedUnlessTrusted() throws {
         guard canActAsAnotherUser("aSegmentOfAnotherUserIsNotOpenedUnlessTrusted") else { return }
         try withCleanNames("planted") { prefix in
-            let planted = try Peer.run("--as-nobody", "create-exit", prefix, "64", "persistent", "planted")
+            let planted = try Peer.run("--as-nobody", "create-exit", prefix, "256", "persistent", "planted")
             #expect(planted.termination == .exited(0))
             defer { unlink("/dev/shm/" + prefix) }
             expectError(.permissionDenied) { try SharedMemory.open(name: prefix) }
@@ -148,7 +148,7 @@ struct SegmentHardeningTests {
         try withCleanNames("group") { prefix in
             // Created for group 65534; a child running as uid/gid 65534 trusts that group.
             let segment = try SharedMemory.create(
-                name: prefix, size: 64, permissions: [.ownerReadWrite, .groupReadWrite], group: 65534)
+                name: prefix, size: 256, permissions: [.ownerReadWrite, .groupReadWrite], group: 65534)
             defer { segment.close() }
             #expect(try SharedMemory.info(name: prefix).group == 65534)
             try segment.write("for the group")
@@ -197,7 +197,7 @@ struct SegmentHardeningTests {
             defer { unlink("/dev/shm/" + prefix) }
             // Older than any grace a creator could need (the old code took it over after 2 s).
             Clock.sleep(nanoseconds: 2_200_000_000)
-            expectError(.alreadyExists) { try SharedMemory.create(name: prefix, size: 64) }
+            expectError(.alreadyExists) { try SharedMemory.create(name: prefix, size: 256) }
             expectError(.incompatible) { try SharedMemory.open(name: prefix) }
             #expect(TestNames.leftovers(prefix) == [prefix], "the empty file is still there")
         }
@@ -216,7 +216,7 @@ struct SegmentHardeningTests {
         guard canActAsAnotherUser("aDryRunListsOnlyWhatTheRealCollectionWouldRemove") else { return }
         try withCleanNames("gcdry") { prefix in
             // Readable by everyone (mode 644), so another user's gc sees it.
-            let child = try Peer.spawn("create-hold", prefix, "64", "whileReferenced", "30", "644")
+            let child = try Peer.spawn("create-hold", prefix, "256", "whileReferenced", "30", "644")
             #expect(child.readLine() == "ready")
             child.stop()
             #expect(SharedMemory.collectGarbage(dryRun: true, prefix: prefix).map(\.name) == [prefix])
@@ -256,7 +256,7 @@ extension SegmentHardeningTests {
     @Test func theToolRefusesAPlantedSegmentUnlessTold() throws {
         guard canActAsAnotherUser("theToolRefusesAPlantedSegmentUnlessTold") else { return }
         try withCleanNames("toolplant") { prefix in
-            let planted = try Peer.run("--as-nobody", "create-exit", prefix, "64", "persistent", "from nobody")
+            let planted = try Peer.run("--as-nobody", "create-exit", prefix, "256", "persistent", "from nobody")
             #expect(planted.termination == .exited(0))
             defer { unlink("/dev/shm/" + prefix) }
             // Root's write used to go into the planted segment, for its owner to read.

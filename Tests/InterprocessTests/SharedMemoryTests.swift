@@ -42,7 +42,7 @@ struct SharedMemoryTests {
     @Test func lastReferenceGoingAwayCloses() throws {
         try withCleanNames("deinit") { prefix in
             do {
-                let segment = try SharedMemory.create(name: prefix, size: 64)
+                let segment = try SharedMemory.create(name: prefix, size: 256)
                 try segment.write("x")
                 #expect(SharedMemory.exists(name: prefix))
             }
@@ -55,7 +55,7 @@ struct SharedMemoryTests {
         try withCleanNames("store") { prefix in
             let bytes = try SharedMemory.create(name: prefix + "-b", bytes: [1, 2, 3, 0, 255])
             defer { bytes.close() }
-            #expect(bytes.size == 8 + 5)
+            #expect(bytes.size == SharedMemory.storageSize(capacity: 5) && bytes.size == 128 + 2 * 8)
             #expect(try bytes.readBytes() == [1, 2, 3, 0, 255])
 
             let text = try SharedMemory.create(name: prefix + "-s", string: "grüße, 世界")
@@ -67,19 +67,80 @@ struct SharedMemoryTests {
             defer { stored.close() }
             #expect(try stored.load(Reading.self) == value)
 
-            let roomy = try SharedMemory.create(name: prefix + "-r", size: 100)
+            let roomy = try SharedMemory.create(name: prefix + "-r", size: 400)
             defer { roomy.close() }
-            #expect(try roomy.readBytes() == [], "new memory reads as an empty frame")
+            // Nothing stored yet is said so, not "not valid JSON" (issue 17).
+            expectError(.empty) { try roomy.readBytes() }
+            expectError(.empty) { try roomy.load(Reading.self) }
+            #expect(try roomy.storedValueExtent() == nil)
             try roomy.store(value)
+            // The first store laid the frame out over the payload: slots of (400 - 128) / 2 = 136 bytes.
+            #expect(try roomy.storedValueExtent() == 0..<400)
             #expect(try SharedMemory.open(name: prefix + "-r").load(Reading.self) == value)
             try roomy.write("short")
             #expect(try roomy.readString() == "short")
-            expectError(.invalidSize) { try roomy.write([UInt8](repeating: 7, count: 93)) }
-            try roomy.write([UInt8](repeating: 7, count: 92))
+            expectError(.invalidSize) { try roomy.write([UInt8](repeating: 7, count: 137)) }
+            #expect(try roomy.readString() == "short", "a value that does not fit changes nothing")
+            try roomy.write([UInt8](repeating: 7, count: 136))
             expectError(.decodingFailed) { try roomy.load(Reading.self) }
-            // A peer scribbles a huge length: reading must fail, not read out of bounds.
-            try roomy.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(1 << 40).littleEndian, as: UInt64.self) }
-            expectError(.corrupt) { try roomy.readBytes() }
+
+            // Too small for a frame: storing is refused, reading says nothing was stored.
+            let tiny = try SharedMemory.create(name: prefix + "-t", size: 64)
+            defer { tiny.close() }
+            expectError(.invalidSize) { try tiny.write("x") }
+            expectError(.empty) { try tiny.readString() }
+        }
+    }
+
+    /// `create(name:storing:)` makes room for the first value only; `capacity:` reserves room for
+    /// larger later values (issue 17).
+    @Test func aCapacityReservesRoomForLargerLaterValues() throws {
+        try withCleanNames("capacity") { prefix in
+            let exact = try SharedMemory.create(name: prefix + "-e", storing: ["a": 1])
+            defer { exact.close() }
+            expectError(.invalidSize) { try exact.store(["a": 1, "bb": 22, "ccc": 333]) }
+            #expect(try exact.load([String: Int].self) == ["a": 1])
+
+            let roomy = try SharedMemory.create(name: prefix + "-r", storing: ["a": 1], capacity: 256)
+            defer { roomy.close() }
+            #expect(roomy.size == SharedMemory.storageSize(capacity: 256))
+            let larger = Dictionary(uniqueKeysWithValues: (0..<20).map { ("key\($0)", $0) })
+            try roomy.store(larger)
+            #expect(try roomy.load([String: Int].self) == larger)
+            #expect(try roomy.storedValueExtent() == 0..<(128 + 2 * 256))
+            expectError(.invalidSize) { try SharedMemory.create(name: prefix + "-x", bytes: [1, 2, 3], capacity: 2) }
+        }
+    }
+
+    /// A peer that scribbles over the frame makes reads and writes fail with `corrupt`, never read
+    /// or write out of bounds.
+    @Test func aScribbledFrameIsCorrupt() throws {
+        try withCleanNames("scribble") { prefix in
+            let segment = try SharedMemory.create(name: prefix, string: "hello", capacity: 64)
+            defer { segment.close() }
+            try segment.write("again") // store 2: slot 0 is current
+            func scribble(_ value: some FixedWidthInteger, at offset: Int) throws {
+                try segment.withUnsafeMutableBytes { $0.storeBytes(of: value.littleEndian, toByteOffset: offset, as: type(of: value)) }
+            }
+            // The current slot's length (slot 0's, at 88).
+            try scribble(UInt64(1 << 40), at: 88)
+            expectError(.corrupt) { try segment.readBytes() }
+            try scribble(UInt64(65), at: 88)
+            expectError(.corrupt) { try segment.readBytes() }
+            try scribble(UInt64(5), at: 88)
+            #expect(try segment.readString() == "again")
+            // The slot capacity: beyond the payload, or not a multiple of 8.
+            try scribble(UInt64(1 << 40), at: 80)
+            expectError(.corrupt) { try segment.readBytes() }
+            expectError(.corrupt) { try segment.write("x") }
+            try scribble(UInt64(60), at: 80)
+            expectError(.corrupt) { try segment.readBytes() }
+            try scribble(UInt64(64), at: 80)
+            #expect(try segment.readString() == "again")
+            // The tag.
+            try scribble(UInt32(0xDEAD_BEEF), at: 76)
+            expectError(.corrupt) { try segment.readBytes() }
+            expectError(.corrupt) { try segment.write("x") }
         }
     }
 
@@ -98,17 +159,17 @@ struct SharedMemoryTests {
 
     @Test func typedErrors() throws {
         try withCleanNames("errors") { prefix in
-            let segment = try SharedMemory.create(name: prefix, size: 64)
+            let segment = try SharedMemory.create(name: prefix, size: 256)
             defer { segment.close() }
-            expectError(.alreadyExists) { try SharedMemory.create(name: prefix, size: 64) }
+            expectError(.alreadyExists) { try SharedMemory.create(name: prefix, size: 256) }
             expectError(.notFound) { try SharedMemory.open(name: prefix + "-missing") }
             expectError(.notFound) { try SharedMemory.remove(name: prefix + "-missing") }
             // Bad names
-            expectError(.invalidName) { try SharedMemory.create(name: "", size: 64) }
+            expectError(.invalidName) { try SharedMemory.create(name: "", size: 256) }
             expectError(.invalidName) { try SharedMemory.create(name: String(repeating: "n", count: 256), size: 64) }
             expectError(.invalidName) { try SharedMemory.create(name: prefix + "/x", size: 64) }
             expectError(.invalidName) { try SharedMemory.create(name: prefix + "\0x", size: 64) }
-            expectError(.invalidName) { try SharedMemory.create(name: "..", size: 64) }
+            expectError(.invalidName) { try SharedMemory.create(name: "..", size: 256) }
             expectError(.invalidName) { try SharedMemory.open(name: "a/b") }
             // Bad sizes
             expectError(.invalidSize) { try SharedMemory.create(name: prefix + "-z", size: 0) }
@@ -118,7 +179,7 @@ struct SharedMemoryTests {
             let capacity = SharedMemoryObject.availableBytes() ?? (1 << 40)
             expectError(.outOfMemory) { try SharedMemory.create(name: prefix + "-big", size: Int(capacity) * 2) }
             // Errors describe themselves readably.
-            do { _ = try SharedMemory.create(name: prefix, size: 64) } catch let error as InterprocessError {
+            do { _ = try SharedMemory.create(name: prefix, size: 256) } catch let error as InterprocessError {
                 #expect("\(error)".contains("alreadyExists"))
                 #expect("\(error)".contains(prefix))
                 #expect(error.systemError == .fileExists)
@@ -132,10 +193,10 @@ struct SharedMemoryTests {
 
     @Test func permissionsAreOwnerOnlyByDefaultAndExactWhenWidened() throws {
         try withCleanNames("perm") { prefix in
-            let private_ = try SharedMemory.create(name: prefix + "-p", size: 64)
+            let private_ = try SharedMemory.create(name: prefix + "-p", size: 256)
             defer { private_.close() }
             #expect(try SharedMemory.info(name: prefix + "-p").permissions == "0600")
-            let shared = try SharedMemory.create(name: prefix + "-w", size: 64, permissions: [.ownerReadWrite, .groupReadWrite, .otherReadWrite])
+            let shared = try SharedMemory.create(name: prefix + "-w", size: 256, permissions: [.ownerReadWrite, .groupReadWrite, .otherReadWrite])
             defer { shared.close() }
             #expect(try SharedMemory.info(name: prefix + "-w").permissions == "0666", "the umask must not narrow explicit permissions")
         }
@@ -145,12 +206,12 @@ struct SharedMemoryTests {
         try withCleanNames("noperm") { prefix in
             if geteuid() == 0 {
                 // Root bypasses permission bits: a child that drops to 'nobody' tries to open it.
-                let segment = try SharedMemory.create(name: prefix, size: 64)
+                let segment = try SharedMemory.create(name: prefix, size: 256)
                 defer { segment.close() }
                 let result = try Peer.run("--as-nobody", "expect-open-error", prefix, "permissionDenied")
                 #expect(result.termination == .exited(0), "child said: \(result.output)")
             } else {
-                let segment = try SharedMemory.create(name: prefix, size: 64, permissions: [])
+                let segment = try SharedMemory.create(name: prefix, size: 256, permissions: [])
                 defer { segment.close() }
                 expectError(.permissionDenied) { try SharedMemory.open(name: prefix) }
             }
@@ -169,7 +230,7 @@ struct SharedMemoryTests {
             scribble(foreign, at: 0, Array("hello, not a segment".utf8))
             expectError(.incompatible) { try SharedMemory.open(name: foreign) }
             expectError(.incompatible) { try SharedMemory.remove(name: foreign) }
-            expectError(.alreadyExists) { try SharedMemory.create(name: foreign, size: 64) }
+            expectError(.alreadyExists) { try SharedMemory.create(name: foreign, size: 256) }
             #expect(!SharedMemory.list().contains { $0.name == foreign })
             try SharedMemoryObject.unlink("/" + foreign)
 
@@ -239,7 +300,7 @@ struct SharedMemoryTests {
 
     @Test func whileReferencedLivesWhileAnyProcessHoldsIt() throws {
         try withCleanNames("lifetime") { prefix in
-            let child = try Peer.spawn("create-hold", prefix, "128", "whileReferenced", "30")
+            let child = try Peer.spawn("create-hold", prefix, "256", "whileReferenced", "30")
             defer { child.stop() }
             #expect(child.readLine() == "ready")
             let mine = try SharedMemory.open(name: prefix)
@@ -272,23 +333,23 @@ struct SharedMemoryTests {
             expectError(.notFound) { try SharedMemory.open(name: prefix) }
             #expect(TestNames.leftovers(prefix).isEmpty, "the open swept it")
             // And the name is free again.
-            try SharedMemory.create(name: prefix, size: 64).close()
+            try SharedMemory.create(name: prefix, size: 256).close()
         }
     }
 
     @Test func sigkilledLastHolderIsSweptByCreateAndCollectGarbage() throws {
         try withCleanNames("gc") { prefix in
             for name in [prefix + "-create", prefix + "-gc"] {
-                let child = try Peer.spawn("create-hold", name, "64", "whileReferenced", "30")
+                let child = try Peer.spawn("create-hold", name, "256", "whileReferenced", "30")
                 #expect(child.readLine() == "ready")
                 child.stop()
             }
             // create over an abandoned name sweeps it first.
-            let fresh = try SharedMemory.create(name: prefix + "-create", size: 64)
-            #expect(try fresh.readBytes() == [])
+            let fresh = try SharedMemory.create(name: prefix + "-create", size: 256)
+            expectError(.empty) { try fresh.readBytes() }
             fresh.close()
             // gc: the dry run reports, the real run removes; live segments stay.
-            let live = try SharedMemory.create(name: prefix + "-live", size: 64)
+            let live = try SharedMemory.create(name: prefix + "-live", size: 256)
             defer { live.close() }
             let wouldRemove = SharedMemory.collectGarbage(dryRun: true, prefix: prefix).map(\.name)
             #expect(wouldRemove == [prefix + "-gc"])
@@ -302,9 +363,9 @@ struct SharedMemoryTests {
 
     @Test func deadHolderDoesNotKeepItAliveWhenOthersClose() throws {
         try withCleanNames("deadholder") { prefix in
-            let segment = try SharedMemory.create(name: prefix, size: 64)
+            let segment = try SharedMemory.create(name: prefix, size: 256)
             let child = try Peer.spawn("hold", prefix, "30")
-            #expect(child.readLine() == "ready 64")
+            #expect(child.readLine() == "ready 256")
             #expect(try SharedMemory.info(name: prefix).holders.count == 2)
             child.kill(signal: SIGKILL)
             child.wait(timeout: .seconds(10))
@@ -339,13 +400,13 @@ struct SharedMemoryTests {
 
     @Test func removeLeavesHoldersWorking() throws {
         try withCleanNames("rm") { prefix in
-            let segment = try SharedMemory.create(name: prefix, size: 64)
+            let segment = try SharedMemory.create(name: prefix, size: 256)
             try segment.write("still here")
             try SharedMemory.remove(name: prefix)
             #expect(!SharedMemory.exists(name: prefix))
             #expect(try segment.readString() == "still here")
             // A new segment of the same name is independent, and closing the old handle leaves it alone.
-            let newer = try SharedMemory.create(name: prefix, size: 64)
+            let newer = try SharedMemory.create(name: prefix, size: 256)
             segment.close()
             #expect(SharedMemory.exists(name: prefix))
             newer.close()

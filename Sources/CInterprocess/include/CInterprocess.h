@@ -60,8 +60,9 @@ typedef struct cipc_mutex {
 // MARK: - The table of placed objects (in the header of a raw segment)
 //
 // What is placed where in a raw segment's payload: one entry per object placed in it (a mutex, a
-// semaphore, an atomic, …: the object's tag says which kind) and one for the value that `store` /
-// `write` framed at offset 0 (tag CIPC_TAG_STORED_VALUE). Entries never overlap. It lives in what
+// semaphore, an atomic, …: the object's tag says which kind) and one for the value frame that
+// `store` / `write` keep at offset 0 (tag CIPC_TAG_STORED_VALUE; the entry covers the frame's whole
+// extent, cipc_value_frame and both slots: see CInterprocessValue.h). Entries never overlap. It lives in what
 // layout version 1 reserved (zero), so a segment whose table was never used reads as an empty table
 // (`format` 0), and the header's checksum does not cover it (it changes). Changes are made under
 // `lock` (a robust cipc_mutex): whoever takes the lock over from a holder that died repairs the
@@ -70,7 +71,7 @@ typedef struct cipc_mutex {
 #define CIPC_PLACEMENT_CAPACITY 24u
 #define CIPC_PLACEMENT_NAME_CAPACITY 32u
 #define CIPC_PLACEMENT_FORMAT 1u
-/// The tag of the table entry of the value framed at offset 0 by `store` / `write`.
+/// The tag of the table entry of the value frame that `store` / `write` keep at offset 0.
 #define CIPC_TAG_STORED_VALUE 0x314C4156u /* "VAL1" */
 
 /// One placed object. `state`: 0 free, 1 being placed (by the lock's holder), 2 placed.
@@ -128,6 +129,7 @@ typedef struct cipc_segment_header {
 #define CIPC_KIND_RWLOCK    20u /* one cipc_rwlock */
 #define CIPC_KIND_VARIABLE  21u /* one cipc_variable_header and its value */
 #define CIPC_KIND_ATOMIC    22u /* one cipc_atomic */
+#define CIPC_KIND_WATCHED_VALUE 23u /* one cipc_watched_value and its frame's slots (CInterprocessValue.h) */
 
 // Every layout in this file is pinned, field by field (size, alignment, offset), by the Swift test
 // Tests/InterprocessTests/LayoutTests.swift, which also checks the README's tables against it: moving
@@ -414,6 +416,8 @@ static inline void cipc_cpu_relax(void) {
 #include "CInterprocessHeap.h" // the shared heap's layout (it needs cipc_mutex, above)
 // The channel layout uses the type fingerprint above.
 #include "CInterprocessChannel.h"
+// Stored values (SharedMemory.store, SharedWatchedValue) use cipc_mutex and the type fingerprint.
+#include "CInterprocessValue.h"
 // The message queue's layout (it uses the type fingerprint and the channel's formats).
 #include "CInterprocessMessageQueue.h"
 // The broadcast layout too (and the channel's message formats).

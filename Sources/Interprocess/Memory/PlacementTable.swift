@@ -5,8 +5,9 @@ import Synchronization
 /// One object placed in a segment, as the segment's table of placed objects records it
 /// (``SharedMemory/placedObjects()``, `ipc inspect`).
 public struct PlacedObject: Sendable, Hashable, Codable, CustomStringConvertible {
-    /// What it is: "mutex", "semaphore", "atomic", …, "stored value" (what `store` / `write` framed
-    /// at offset 0), or "unknown(TAG)" for a kind this version does not know.
+    /// What it is: "mutex", "semaphore", "atomic", …, "stored value" (the value frame that `store` /
+    /// `write` keep at offset 0, with both its slots), or "unknown(TAG)" for a kind this version does
+    /// not know.
     public var kind: String
     /// Where it starts, from the start of the payload.
     public var offset: Int
@@ -45,8 +46,8 @@ struct PlacedKind: Hashable, Sendable {
 
 /// The table of placed objects in a raw segment's header (`cipc_placement_table` in
 /// `CInterprocess.h`): what is placed where in the payload, so that nothing is placed over something
-/// else — an object over an object, an object over the value `store` framed at offset 0, or a value
-/// over an object.
+/// else — an object over an object, an object over the value frame `store` keeps at offset 0, or a
+/// value frame over an object.
 ///
 /// **Where it lives, and the format.** In bytes 384..<2048 of the 4096-byte header, which layout
 /// version 1 reserved (zero). A segment whose table was never used reads as an empty table
@@ -68,9 +69,12 @@ struct PlacedKind: Hashable, Sendable {
 ///    sets the entry to 2 (*placed*) — **the entry**, with a complete object.
 /// 4. `state` becomes 2 (placed); the lock is released.
 ///
-/// The entry of the stored value is set to the larger of the old and new frame before the frame is
-/// written and to the new frame after, each in one store: killed in between, the entry covers at
-/// least every byte of the frame. A removal zeroes the object's tag, then frees the entry: killed
+/// The entry of the stored value covers its value frame's whole extent (both slots: a frame's
+/// extent is fixed when it is laid out, which the first store does under this lock, after writing
+/// the entry); it is written complete (placed) in one step, and set to the frame's extent in one
+/// store: killed at any point, the entry covers at least every byte of the frame (see
+/// `SharedMemory.registerFrame`). Stores after the first change only the frame, under its own
+/// writer lock, never while holding this one. A removal zeroes the object's tag, then frees the entry: killed
 /// in between, the entry stays with an object that no longer opens (`corrupt`); removing it again
 /// finishes the job.
 ///
@@ -299,14 +303,16 @@ struct PlacementTable {
 
     // MARK: The stored value
 
-    /// Makes the stored value's entry cover at least `0..<extent` before a frame of that extent is
-    /// written (`overlaps` if a placed object is in the way); returns its index.
-    func reserveStoredValue(extent: Int) throws(InterprocessError) -> Int {
+    /// Makes the stored value's entry cover exactly `0..<extent`, the whole extent of its frame (both
+    /// slots), adding it if there is none (`overlaps` if a placed object is in the way, and nothing
+    /// changes); returns its index. One store changes a present entry: before and after it, the entry
+    /// covers at least the frame.
+    func registerStoredValue(extent: Int) throws(InterprocessError) -> Int {
         let entries = try read()
         let current = entries.first { $0.isStoredValue }
         try checkFree(0..<extent, tag: Self.storedValueTag, in: entries, except: current?.index, what: "the stored value")
         if let current {
-            if extent > current.size { resize(current.index, to: extent) }
+            if extent != current.size { resize(current.index, to: extent) }
             return current.index
         }
         let index = try freeIndex(in: entries, what: "the stored value")

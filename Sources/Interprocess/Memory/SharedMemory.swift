@@ -32,7 +32,7 @@ import Synchronization
 /// **Other users and hostile peers.** ``open(name:trusting:)`` accepts only a regular file owned by a
 /// trusted user (by default: this process's user; see ``TrustedOwners``), validates the header
 /// before mapping anything and makes every page of the file exist, so that a short or sparse file is
-/// an error, not a crash. The framed accessors (``readBytes()``, ``load(_:)``, ``write(_:)``…) and ``close()`` check the file's size
+/// an error, not a crash. The stored-value accessors (``readBytes()``, ``load(_:)``, ``write(_:)``…; see ``store(_:)``) and ``close()`` check the file's size
 /// before they touch it. What remains: a process that may write the file can truncate it *while*
 /// you access the bytes (``withUnsafeBytes(_:)`` included), which faults with SIGBUS; named shared
 /// memory offers no way to forbid that.

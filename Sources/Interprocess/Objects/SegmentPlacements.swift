@@ -64,8 +64,8 @@ final class SegmentPlacements: @unchecked Sendable {
 }
 
 extension SharedMemory {
-    /// The objects placed in this segment, and the stored value (what `store` / `write` framed at
-    /// offset 0), in the order of their offsets. Throws `corrupt` if the segment's table of placed
+    /// The objects placed in this segment, and the stored value (the value frame that `store` /
+    /// `write` keep at offset 0, with both its slots), in the order of their offsets. Throws `corrupt` if the segment's table of placed
     /// objects was damaged.
     public func placedObjects() throws(InterprocessError) -> [PlacedObject] {
         try SegmentPlacements.of(self).entries().sorted { $0.offset < $1.offset }.map(\.object)

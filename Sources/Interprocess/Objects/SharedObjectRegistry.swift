@@ -20,6 +20,7 @@ enum SharedObjectRegistry {
         MessageQueueLayout.self,
         BroadcastLayout.self,
         ServiceLayout.self,
+        SharedWatchedValueLayout.self,
     ]
 
     /// The kinds by their segment kind number (the first of two that share a number wins; a test

@@ -33,7 +33,7 @@ final class SharedObjectStorage: @unchecked Sendable {
     /// This process's identity in the file, for kinds that record owners.
     let lease: OwnerLease?
 
-    private init(base: UnsafeMutableRawPointer, available: Int, mapping: MemoryMapping, segment: SegmentHandle?, lease: OwnerLease?) {
+    init(base: UnsafeMutableRawPointer, available: Int, mapping: MemoryMapping, segment: SegmentHandle?, lease: OwnerLease?) {
         self.base = base
         self.available = available
         self.mapping = mapping
@@ -192,6 +192,16 @@ extension SharedObjectStorage {
         let storage = try locate(Object.self, in: segment, at: offset, size: Object.minimumSize)
         try storage.validate(Object.self, expecting: parameters, place: (segment.name, offset))
         return try named(segment.name) { () throws(InterprocessError) in try Object(storage: storage) }
+    }
+
+    /// The storage of the bytes from `offset` on in `segment` (the caller checked the range), with
+    /// this process's owner lease on its file: for a lock that lives inside what `SharedMemory` keeps
+    /// there (the stored value's frame).
+    static func region(of segment: SharedMemory, at offset: Int) throws(InterprocessError) -> SharedObjectStorage {
+        let mapping = try segment.handle.mapping()
+        return SharedObjectStorage(
+            base: mapping.base + SegmentHeader.size + offset, available: segment.size - offset, mapping: mapping, segment: nil,
+            lease: try segment.handle.ownerLease())
     }
 
     /// Uses the object placed in `segment` under `name` (`notFound` if there is none,

@@ -49,6 +49,13 @@ public struct TypeFingerprint: Sendable, Hashable, CustomStringConvertible {
             alignment: MemoryLayout<T>.alignment, version: version)
     }
 
+    /// The fingerprint of a type stored as JSON (a ``SharedWatchedValue``'s): its name as Swift
+    /// prints it and `version`; size 0 and alignment 1, since no value is copied byte for byte (a
+    /// peer in another language gives the same with ``init(typeName:size:alignment:version:)``).
+    public init<T: Codable>(codable type: T.Type, version: UInt32 = 0) {
+        self.init(typeName: Self.stableName(String(reflecting: type)), size: 0, alignment: 1, version: version)
+    }
+
     public var description: String {
         "\(typeName) (\(size) bytes, aligned to \(alignment), version \(version))"
     }
