@@ -210,6 +210,28 @@ struct SharedHeapTests {
         }
     }
 
+    /// A block freed into the free block before it (merging with it) is no longer live: a stale
+    /// pointer to it is refused, and freeing it again is an invalid pointer, not damage.
+    @Test func aBlockMergedIntoItsFreePredecessorIsNoLongerLive() throws {
+        try withCleanNames("heapmerge") { name in
+            let heap = try SharedHeap.create(name: name, capacity: 64 * 1024)
+            // Larger than the quick lists' sizes, so that frees merge at once.
+            let a = try heap.unsafeAllocate(byteCount: 1000)
+            let b = try heap.unsafeAllocate(byteCount: 1000)
+            let c = try heap.unsafeAllocate(byteCount: 1000)
+            try heap.unsafeDeallocate(a)
+            try heap.unsafeDeallocate(b)
+            #expect(!heap.contains(b))
+            expectError(.invalidPointer) { try heap.byteCount(of: b) }
+            expectError(.invalidPointer) { try heap.unsafeDeallocate(b) }
+            expectError(.invalidPointer) { try heap.unsafeDeallocate(a) }
+            try expectClean(heap)
+            try heap.unsafeDeallocate(c)
+            try expectClean(heap)
+            #expect(try heap.statistics().blocks == 0)
+        }
+    }
+
     @Test func freedNeighboursMergeSoTheHeapFillsAgainWithoutGrowing() throws {
         try withCleanNames("heapmerge") { name in
             let heap = try SharedHeap.create(name: name, capacity: 128 * 1024, maximumCapacity: 1 << 20)

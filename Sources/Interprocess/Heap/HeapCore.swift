@@ -646,6 +646,10 @@ final class HeapCore: @unchecked Sendable {
                 throw corrupt("block at \(block.offset) of store \(block.store): its predecessor is not the free block it records")
             }
             try unlinkFree(before, size: prevSize, &op)
+            // The block's own header ends up inside the merged free block: it must not read as
+            // live any more, or a stale pointer to it would still resolve (and a second free of it
+            // would look like damage instead of an invalid pointer).
+            op.set32(block.field(HeapLayout.blockState), HeapLayout.free)
             start = before
             total += prevSize
         }
