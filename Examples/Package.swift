@@ -15,6 +15,9 @@ let examples = [
     "heap-named",         // processes meet at a named object in a SharedHeap (findOrCreate)
     "single-instance",    // later launches hand their arguments to the running instance
     "pass-descriptor",    // a LocalSocket passes a pipe and an anonymous segment to another process
+    "config-broadcaster", // a writer and two readers (one late) watch a config: SharedWatchedValue
+    "pub-sub",            // a publisher and 3 subscriber processes; each gets every message, in order
+    "request-response",   // a server process answers 3 client processes through a Service
 ]
 
 let package = Package(
