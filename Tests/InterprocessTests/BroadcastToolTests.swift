@@ -73,6 +73,8 @@ struct BroadcastToolTests {
             defer { subscriber.stop() }
             #expect(pollUntil { (try? SharedMemory.info(name: name).details["subscribersWaiting"]) == "1" })
             subscriber.kill(signal: SIGSTOP)
+            // A stop is not immediate: publishing before every thread stopped let it read "6" first.
+            #expect(pollUntil { allThreadsStopped(subscriber.pid) }, "the subscriber stopped")
             for value in 6...10 { try broadcast.blockingPublish("\(value)") }
             subscriber.kill(signal: SIGCONT)
             #expect(subscriber.wait(timeout: .seconds(20)) == .exited(0))

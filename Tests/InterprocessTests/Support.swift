@@ -152,6 +152,29 @@ func processState(_ pid: Int32) -> Character? {
     return Character(UnicodeScalar(buffer[paren + 2]))
 }
 
+/// Whether every thread of process `pid` is stopped (after a SIGSTOP, which stops the threads one by
+/// one, each when it next runs or sleeps interruptibly: the main thread's state alone does not say a
+/// thread parked in a futex wait has stopped too).
+func allThreadsStopped(_ pid: Int32) -> Bool {
+    guard let directory = opendir("/proc/\(pid)/task") else { return false }
+    var tids: [Int32] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if let tid = Int32(name) { tids.append(tid) }
+    }
+    closedir(directory)
+    guard !tids.isEmpty else { return false }
+    return tids.allSatisfy { tid in
+        let fd = open("/proc/\(pid)/task/\(tid)/stat", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return true }  // the thread has ended
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n > 0, let paren = buffer[..<n].lastIndex(of: UInt8(ascii: ")")), paren + 2 < n else { return false }
+        return buffer[paren + 2] == UInt8(ascii: "T") || buffer[paren + 2] == UInt8(ascii: "t")
+    }
+}
+
 /// Expects `body` to throw an `InterprocessError` with `code`.
 func expectError<R>(
     _ code: InterprocessError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> R
