@@ -459,7 +459,9 @@ struct SharedHeapProcessTests {
             var running: [ChildProcess] = []
             defer { running.forEach { $0.stop() } }
             var kills = 0
-            while kills < 40 {
+            // 40 in the suite; a soak run sets INTERPROCESS_HEAP_KILLS (e.g. 400: the "hundreds").
+            let killCount = getenv("INTERPROCESS_HEAP_KILLS").flatMap { Int(String(cString: $0)) } ?? 40
+            while kills < killCount {
                 while running.count < 2 {
                     let child = try Peer.spawn("heap-churn", name, String(liveLimit))
                     #expect(child.readLine(timeout: .seconds(30)) == "ready")
@@ -477,7 +479,11 @@ struct SharedHeapProcessTests {
             try expectClean(heap)
             let stats = try heap.statistics()
             let dead = stats.clients.filter { !$0.isAlive }
-            #expect(dead.allSatisfy { $0.blocks <= liveLimit + 1 }, "\(dead)")
+            // Each child's loss is bounded: what it held, plus the block it was taking. Once 63 dead
+            // children hold blocks, every record is taken and later children share record 0 (only
+            // with INTERPROCESS_HEAP_KILLS above ~60): there the bound is per child, summed.
+            #expect(dead.allSatisfy { $0.record == 0 || $0.blocks <= liveLimit + 1 }, "\(dead)")
+            #expect(stats.blocks <= kills * (liveLimit + 1), "at most what the killed children held")
             #expect(dead.reduce(0) { $0 + $1.blocks } == stats.blocks, "every block in use belongs to a dead child")
             // The heap goes on working: a stress run passes, and everything not held by the dead fits again.
             let child = try Peer.spawn("heap-stress", name, "2", "2000", "mixed")
