@@ -12,10 +12,12 @@ import Synchronization
 /// wait at once.
 @Suite("Open when created", .serialized, .timeLimit(.minutes(3)))
 struct OpenWhenCreatedTests {
-    static let kinds = ["segment", "mutex", "semaphore", "event", "condition", "rwlock", "variable", "heap"]
+    static let kinds = ["segment", "mutex", "semaphore", "event", "condition", "rwlock", "variable", "heap", "channel", "broadcast", "service"]
 
     /// Creates the object of `kind` named `name` as the child checks it (a segment holding "ready",
-    /// a semaphore of one unit, a set manual-reset event, a variable holding 42); returns its close.
+    /// a semaphore of one unit, a set manual-reset event, a variable holding 42, a channel of
+    /// strings holding "ready", a broadcast of 8 slots and 4 subscribers, a service of strings of
+    /// 4 slots and 64-byte requests); returns its close.
     static func create(_ kind: String, _ name: String) throws -> () -> Void {
         switch kind {
         case "segment":
@@ -29,6 +31,12 @@ struct OpenWhenCreatedTests {
         case "rwlock": return try ProcessRWLock.create(name: name).close
         case "variable": return try SharedVariable<UInt64>.create(name: name, initialValue: 42).close
         case "heap": return try SharedHeap.create(name: name, capacity: 64 * 1024).close
+        case "channel":
+            let channel = try Channel<String>.create(name: name, capacity: 4)
+            #expect(try channel.trySend("ready"))
+            return channel.detach
+        case "broadcast": return try Broadcast<String>.create(name: name, capacity: 8, maxSubscribers: 4).detach
+        case "service": return try Service<String, String>.create(name: name, capacity: 4, maxRequestSize: 64).detach
         default: fatalError("unknown kind \(kind)")
         }
     }
@@ -51,11 +59,12 @@ struct OpenWhenCreatedTests {
         #expect(TestNames.leftovers(name).isEmpty)
     }
 
-    /// With no creator, both forms give up with `timedOut` after their timeout.
-    @Test(arguments: ["async", "blocking"])
-    func timesOutWithoutACreator(_ form: String) throws {
+    /// With no creator, both forms give up with `timedOut` after their timeout (for a primitive
+    /// and for each message kind).
+    @Test(arguments: ["mutex", "channel", "broadcast", "service"], ["async", "blocking"])
+    func timesOutWithoutACreator(_ kind: String, _ form: String) throws {
         let name = TestNames.make("owc-timeout")
-        let reader = try Peer.spawn("obj-open-when-created", "mutex", name, form, "200")
+        let reader = try Peer.spawn("obj-open-when-created", kind, name, form, "200")
         defer { reader.stop() }
         #expect(reader.readLine() == "waiting")
         #expect(reader.readLine(timeout: .seconds(30)) == "error timedOut")
@@ -120,6 +129,39 @@ struct OpenWhenCreatedTests {
         }
     }
 
+    /// A channel, broadcast or service whose messages are of another type ends the wait at once
+    /// (`incompatible`), in both forms; so does another kind under the name.
+    @Test func anIncompatibleMessageTypeEndsTheWaitAtOnce() async throws {
+        let name = TestNames.make("owc-types")
+        let channel = try Channel<String>.create(name: name + "-c", capacity: 4)
+        defer { channel.detach() }
+        let broadcast = try Broadcast<String>.create(name: name + "-b", capacity: 4)
+        defer { broadcast.detach() }
+        let service = try Service<String, String>.create(name: name + "-s", capacity: 4)
+        defer { service.detach() }
+        let mutex = try ProcessMutex.create(name: name + "-m")
+        defer { mutex.close() }
+        let start = Clock.monotonicNanoseconds()
+        await expectIncompatible { () async throws(InterprocessError) in _ = try await Channel<UInt64>.openWhenCreated(name: name + "-c", timeout: .seconds(60)) }
+        await expectIncompatible { () async throws(InterprocessError) in _ = try await Channel<[UInt8]>.openWhenCreated(name: name + "-c", timeout: .seconds(60)) }
+        await expectIncompatible { () async throws(InterprocessError) in _ = try await Channel<String>.openWhenCreated(name: name + "-b", timeout: .seconds(60)) }
+        await expectIncompatible { () async throws(InterprocessError) in _ = try await Broadcast<Int32>.openWhenCreated(name: name + "-b", timeout: .seconds(60)) }
+        await expectIncompatible { () async throws(InterprocessError) in _ = try await Broadcast<String>.openWhenCreated(name: name + "-m", timeout: .seconds(60)) }
+        await expectIncompatible { () async throws(InterprocessError) in _ = try await Service<[UInt8], [UInt8]>.openWhenCreated(name: name + "-s", timeout: .seconds(60)) }
+        await expectIncompatible { () async throws(InterprocessError) in _ = try await Service<String, String>.openWhenCreated(name: name + "-c", timeout: .seconds(60)) }
+        blockingExpectIncompatible { () throws(InterprocessError) in _ = try Channel<UInt64>.blockingOpenWhenCreated(name: name + "-c", timeout: .seconds(60)) }
+        blockingExpectIncompatible { () throws(InterprocessError) in _ = try Broadcast<[UInt8]>.blockingOpenWhenCreated(name: name + "-b", timeout: .seconds(60)) }
+        blockingExpectIncompatible { () throws(InterprocessError) in _ = try Service<UInt64, UInt64>.blockingOpenWhenCreated(name: name + "-s", timeout: .seconds(60)) }
+        #expect(Double(Clock.monotonicNanoseconds() - start) / 1e9 < 30, "an incompatible object was waited for")
+        // The right types open at once.
+        let openedChannel = try await Channel<String>.openWhenCreated(name: name + "-c", timeout: .seconds(60))
+        openedChannel.detach()
+        let openedBroadcast = try await Broadcast<String>.openWhenCreated(name: name + "-b", timeout: .seconds(60))
+        openedBroadcast.detach()
+        let openedService = try await Service<String, String>.openWhenCreated(name: name + "-s", timeout: .seconds(60))
+        openedService.detach()
+    }
+
     /// A segment that another user created under the name is not waited for and not opened
     /// (`permissionDenied` at once) unless that user is trusted; trusted, it opens.
     @Test func anUntrustedCreatorIsRefusedAtOnce() throws {
@@ -135,6 +177,26 @@ struct OpenWhenCreatedTests {
             creator.tell()
             #expect(creator.wait(timeout: .seconds(30)) == .exited(0))
         }
+    }
+}
+
+/// Expects `body` to throw `incompatible`.
+private func expectIncompatible(_ body: () async throws(InterprocessError) -> Void) async {
+    do throws(InterprocessError) {
+        try await body()
+        Issue.record("opened an object of another type")
+    } catch {
+        #expect(error.code == .incompatible, "\(error)")
+    }
+}
+
+/// Expects `body` to throw `incompatible` (the blocking forms).
+private func blockingExpectIncompatible(_ body: () throws(InterprocessError) -> Void) {
+    do throws(InterprocessError) {
+        try body()
+        Issue.record("opened an object of another type")
+    } catch {
+        #expect(error.code == .incompatible, "\(error)")
     }
 }
 
