@@ -162,6 +162,47 @@ struct OpenWhenCreatedTests {
         openedService.detach()
     }
 
+    /// Every message-type overload of the three message kinds opens what a creator of the same
+    /// types made, in both forms: bytes, strings, JSON (`Codable`), raw (`BitwiseCopyable`, also when
+    /// `Codable`); for a service, each request/response pairing.
+    @Test func everyMessageTypeOpens() async throws {
+        let name = TestNames.make("owc-every")
+        var created: [() -> Void] = []
+        defer { for detach in created { detach() } }
+        created.append(try Channel<[UInt8]>.create(name: name + "-c1", capacity: 2).detach)
+        created.append(try Channel<String>.create(name: name + "-c2", capacity: 2).detach)
+        created.append(try Channel<OpenedNote>.create(name: name + "-c3", capacity: 2).detach)
+        created.append(try Channel<RawPoint>.create(name: name + "-c4", capacity: 2).detach)
+        created.append(try Channel<UInt64>.create(name: name + "-c5", capacity: 2).detach)
+        created.append(try Broadcast<[UInt8]>.create(name: name + "-b1", capacity: 2).detach)
+        created.append(try Broadcast<String>.create(name: name + "-b2", capacity: 2).detach)
+        created.append(try Broadcast<OpenedNote>.create(name: name + "-b3", capacity: 2).detach)
+        created.append(try Broadcast<RawPoint>.create(name: name + "-b4", capacity: 2).detach)
+        created.append(try Broadcast<UInt64>.create(name: name + "-b5", capacity: 2).detach)
+        created.append(try Service<[UInt8], [UInt8]>.create(name: name + "-s1", capacity: 2).detach)
+        created.append(try Service<String, String>.create(name: name + "-s2", capacity: 2).detach)
+        created.append(try Service<OpenedNote, OpenedNote>.create(name: name + "-s3", capacity: 2).detach)
+        created.append(try Service<RawPoint, RawPoint>.create(name: name + "-s4", capacity: 2).detach)
+        created.append(try Service<UInt64, Int32>.create(name: name + "-s5", capacity: 2).detach)
+        let wait = Duration.seconds(60)
+        try await Channel<[UInt8]>.openWhenCreated(name: name + "-c1", timeout: wait).detach()
+        try await Channel<String>.openWhenCreated(name: name + "-c2", timeout: wait).detach()
+        try await Channel<OpenedNote>.openWhenCreated(name: name + "-c3", timeout: wait).detach()
+        try await Channel<RawPoint>.openWhenCreated(name: name + "-c4", timeout: wait).detach()
+        try await Channel<UInt64>.openWhenCreated(name: name + "-c5", timeout: wait).detach()
+        try await Broadcast<[UInt8]>.openWhenCreated(name: name + "-b1", timeout: wait).detach()
+        try await Broadcast<String>.openWhenCreated(name: name + "-b2", timeout: wait).detach()
+        try await Broadcast<OpenedNote>.openWhenCreated(name: name + "-b3", timeout: wait).detach()
+        try await Broadcast<RawPoint>.openWhenCreated(name: name + "-b4", timeout: wait).detach()
+        try await Broadcast<UInt64>.openWhenCreated(name: name + "-b5", timeout: wait).detach()
+        try await Service<[UInt8], [UInt8]>.openWhenCreated(name: name + "-s1", timeout: wait).detach()
+        try await Service<String, String>.openWhenCreated(name: name + "-s2", timeout: wait).detach()
+        try await Service<OpenedNote, OpenedNote>.openWhenCreated(name: name + "-s3", timeout: wait).detach()
+        try await Service<RawPoint, RawPoint>.openWhenCreated(name: name + "-s4", timeout: wait).detach()
+        try await Service<UInt64, Int32>.openWhenCreated(name: name + "-s5", timeout: wait).detach()
+        try blockingOpenEveryMessageType(name, timeout: wait)
+    }
+
     /// A segment that another user created under the name is not waited for and not opened
     /// (`permissionDenied` at once) unless that user is trusted; trusted, it opens.
     @Test func anUntrustedCreatorIsRefusedAtOnce() throws {
@@ -178,6 +219,31 @@ struct OpenWhenCreatedTests {
             #expect(creator.wait(timeout: .seconds(30)) == .exited(0))
         }
     }
+}
+
+/// A `Codable` message that travels as JSON.
+private struct OpenedNote: Codable, Sendable { var text: String }
+
+/// A `BitwiseCopyable` message that travels raw.
+private struct RawPoint: BitwiseCopyable, Sendable { var x: Int32; var y: Int32 }
+
+/// The blocking forms of ``OpenWhenCreatedTests/everyMessageTypeOpens()``.
+private func blockingOpenEveryMessageType(_ name: String, timeout wait: Duration) throws {
+    try Channel<[UInt8]>.blockingOpenWhenCreated(name: name + "-c1", timeout: wait).detach()
+    try Channel<String>.blockingOpenWhenCreated(name: name + "-c2", timeout: wait).detach()
+    try Channel<OpenedNote>.blockingOpenWhenCreated(name: name + "-c3", timeout: wait).detach()
+    try Channel<RawPoint>.blockingOpenWhenCreated(name: name + "-c4", timeout: wait).detach()
+    try Channel<UInt64>.blockingOpenWhenCreated(name: name + "-c5", timeout: wait).detach()
+    try Broadcast<[UInt8]>.blockingOpenWhenCreated(name: name + "-b1", timeout: wait).detach()
+    try Broadcast<String>.blockingOpenWhenCreated(name: name + "-b2", timeout: wait).detach()
+    try Broadcast<OpenedNote>.blockingOpenWhenCreated(name: name + "-b3", timeout: wait).detach()
+    try Broadcast<RawPoint>.blockingOpenWhenCreated(name: name + "-b4", timeout: wait).detach()
+    try Broadcast<UInt64>.blockingOpenWhenCreated(name: name + "-b5", timeout: wait).detach()
+    try Service<[UInt8], [UInt8]>.blockingOpenWhenCreated(name: name + "-s1", timeout: wait).detach()
+    try Service<String, String>.blockingOpenWhenCreated(name: name + "-s2", timeout: wait).detach()
+    try Service<OpenedNote, OpenedNote>.blockingOpenWhenCreated(name: name + "-s3", timeout: wait).detach()
+    try Service<RawPoint, RawPoint>.blockingOpenWhenCreated(name: name + "-s4", timeout: wait).detach()
+    try Service<UInt64, Int32>.blockingOpenWhenCreated(name: name + "-s5", timeout: wait).detach()
 }
 
 /// Expects `body` to throw `incompatible`.
