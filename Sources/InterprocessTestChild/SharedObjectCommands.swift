@@ -76,7 +76,9 @@ private func openOrCreate(kind: String, name: String, count: Int) throws {
 /// obj-open-when-created KIND NAME FORM TIMEOUT_MS: says "waiting", then opens the object of KIND
 /// with `openWhenCreated` (FORM `async`) or `blockingOpenWhenCreated` (FORM `blocking`), waiting at
 /// most TIMEOUT_MS; checks that it is initialized as the test creates it (a segment holding "ready",
-/// a semaphore of one unit, a set manual-reset event, a variable holding 42, locks that lock), says
+/// a semaphore of one unit, a set manual-reset event, a variable holding 42, locks that lock, a
+/// channel holding "ready", a broadcast of 8 slots and 4 subscribers, a service of 4 slots and
+/// 64-byte requests), says
 /// "opened ok" (or "opened uninitialized") or "error CODE", holds it until told, closes it.
 private func openWhenCreated(kind: String, name: String, form: String, timeoutMilliseconds: Int) {
     let timeout = Duration.milliseconds(timeoutMilliseconds)
@@ -135,6 +137,15 @@ private func openWhenCreatedAsync(kind: String, name: String, timeout: Duration)
     case "heap":
         let heap = try await SharedHeap.openWhenCreated(name: name, timeout: timeout)
         return ((try? heap.check().isConsistent) == true, heap.close)
+    case "channel":
+        let channel = try await Channel<String>.openWhenCreated(name: name, timeout: timeout)
+        return ((try? channel.tryReceive()) == "ready", channel.detach)
+    case "broadcast":
+        let broadcast = try await Broadcast<String>.openWhenCreated(name: name, timeout: timeout)
+        return (broadcast.capacity == 8 && broadcast.maxSubscribers == 4, broadcast.detach)
+    case "service":
+        let service = try await Service<String, String>.openWhenCreated(name: name, timeout: timeout)
+        return (service.capacity == 4 && service.maxRequestSize == 64, service.detach)
     default:
         fail("unknown kind \(kind)", code: 2)
     }
@@ -167,6 +178,15 @@ private func openWhenCreatedBlocking(kind: String, name: String, timeout: Durati
     case "heap":
         let heap = try SharedHeap.blockingOpenWhenCreated(name: name, timeout: timeout)
         return ((try? heap.check().isConsistent) == true, heap.close)
+    case "channel":
+        let channel = try Channel<String>.blockingOpenWhenCreated(name: name, timeout: timeout)
+        return ((try? channel.tryReceive()) == "ready", channel.detach)
+    case "broadcast":
+        let broadcast = try Broadcast<String>.blockingOpenWhenCreated(name: name, timeout: timeout)
+        return (broadcast.capacity == 8 && broadcast.maxSubscribers == 4, broadcast.detach)
+    case "service":
+        let service = try Service<String, String>.blockingOpenWhenCreated(name: name, timeout: timeout)
+        return (service.capacity == 4 && service.maxRequestSize == 64, service.detach)
     default:
         fail("unknown kind \(kind)", code: 2)
     }

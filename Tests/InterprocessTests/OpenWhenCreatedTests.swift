@@ -12,10 +12,12 @@ import Synchronization
 /// wait at once.
 @Suite("Open when created", .serialized, .timeLimit(.minutes(3)))
 struct OpenWhenCreatedTests {
-    static let kinds = ["segment", "mutex", "semaphore", "event", "condition", "rwlock", "variable", "heap"]
+    static let kinds = ["segment", "mutex", "semaphore", "event", "condition", "rwlock", "variable", "heap", "channel", "broadcast", "service"]
 
     /// Creates the object of `kind` named `name` as the child checks it (a segment holding "ready",
-    /// a semaphore of one unit, a set manual-reset event, a variable holding 42); returns its close.
+    /// a semaphore of one unit, a set manual-reset event, a variable holding 42, a channel of
+    /// strings holding "ready", a broadcast of 8 slots and 4 subscribers, a service of strings of
+    /// 4 slots and 64-byte requests); returns its close.
     static func create(_ kind: String, _ name: String) throws -> () -> Void {
         switch kind {
         case "segment":
@@ -29,6 +31,12 @@ struct OpenWhenCreatedTests {
         case "rwlock": return try ProcessRWLock.create(name: name).close
         case "variable": return try SharedVariable<UInt64>.create(name: name, initialValue: 42).close
         case "heap": return try SharedHeap.create(name: name, capacity: 64 * 1024).close
+        case "channel":
+            let channel = try Channel<String>.create(name: name, capacity: 4)
+            #expect(try channel.trySend("ready"))
+            return channel.detach
+        case "broadcast": return try Broadcast<String>.create(name: name, capacity: 8, maxSubscribers: 4).detach
+        case "service": return try Service<String, String>.create(name: name, capacity: 4, maxRequestSize: 64).detach
         default: fatalError("unknown kind \(kind)")
         }
     }
@@ -51,11 +59,12 @@ struct OpenWhenCreatedTests {
         #expect(TestNames.leftovers(name).isEmpty)
     }
 
-    /// With no creator, both forms give up with `timedOut` after their timeout.
-    @Test(arguments: ["async", "blocking"])
-    func timesOutWithoutACreator(_ form: String) throws {
+    /// With no creator, both forms give up with `timedOut` after their timeout (for a primitive
+    /// and for each message kind).
+    @Test(arguments: ["mutex", "channel", "broadcast", "service"], ["async", "blocking"])
+    func timesOutWithoutACreator(_ kind: String, _ form: String) throws {
         let name = TestNames.make("owc-timeout")
-        let reader = try Peer.spawn("obj-open-when-created", "mutex", name, form, "200")
+        let reader = try Peer.spawn("obj-open-when-created", kind, name, form, "200")
         defer { reader.stop() }
         #expect(reader.readLine() == "waiting")
         #expect(reader.readLine(timeout: .seconds(30)) == "error timedOut")
@@ -120,6 +129,80 @@ struct OpenWhenCreatedTests {
         }
     }
 
+    /// A channel, broadcast or service whose messages are of another type ends the wait at once
+    /// (`incompatible`), in both forms; so does another kind under the name.
+    @Test func anIncompatibleMessageTypeEndsTheWaitAtOnce() async throws {
+        let name = TestNames.make("owc-types")
+        let channel = try Channel<String>.create(name: name + "-c", capacity: 4)
+        defer { channel.detach() }
+        let broadcast = try Broadcast<String>.create(name: name + "-b", capacity: 4)
+        defer { broadcast.detach() }
+        let service = try Service<String, String>.create(name: name + "-s", capacity: 4)
+        defer { service.detach() }
+        let mutex = try ProcessMutex.create(name: name + "-m")
+        defer { mutex.close() }
+        let start = Clock.monotonicNanoseconds()
+        await expectIncompatible { () async throws(InterprocessError) in _ = try await Channel<UInt64>.openWhenCreated(name: name + "-c", timeout: .seconds(60)) }
+        await expectIncompatible { () async throws(InterprocessError) in _ = try await Channel<[UInt8]>.openWhenCreated(name: name + "-c", timeout: .seconds(60)) }
+        await expectIncompatible { () async throws(InterprocessError) in _ = try await Channel<String>.openWhenCreated(name: name + "-b", timeout: .seconds(60)) }
+        await expectIncompatible { () async throws(InterprocessError) in _ = try await Broadcast<Int32>.openWhenCreated(name: name + "-b", timeout: .seconds(60)) }
+        await expectIncompatible { () async throws(InterprocessError) in _ = try await Broadcast<String>.openWhenCreated(name: name + "-m", timeout: .seconds(60)) }
+        await expectIncompatible { () async throws(InterprocessError) in _ = try await Service<[UInt8], [UInt8]>.openWhenCreated(name: name + "-s", timeout: .seconds(60)) }
+        await expectIncompatible { () async throws(InterprocessError) in _ = try await Service<String, String>.openWhenCreated(name: name + "-c", timeout: .seconds(60)) }
+        blockingExpectIncompatible { () throws(InterprocessError) in _ = try Channel<UInt64>.blockingOpenWhenCreated(name: name + "-c", timeout: .seconds(60)) }
+        blockingExpectIncompatible { () throws(InterprocessError) in _ = try Broadcast<[UInt8]>.blockingOpenWhenCreated(name: name + "-b", timeout: .seconds(60)) }
+        blockingExpectIncompatible { () throws(InterprocessError) in _ = try Service<UInt64, UInt64>.blockingOpenWhenCreated(name: name + "-s", timeout: .seconds(60)) }
+        #expect(Double(Clock.monotonicNanoseconds() - start) / 1e9 < 30, "an incompatible object was waited for")
+        // The right types open at once.
+        let openedChannel = try await Channel<String>.openWhenCreated(name: name + "-c", timeout: .seconds(60))
+        openedChannel.detach()
+        let openedBroadcast = try await Broadcast<String>.openWhenCreated(name: name + "-b", timeout: .seconds(60))
+        openedBroadcast.detach()
+        let openedService = try await Service<String, String>.openWhenCreated(name: name + "-s", timeout: .seconds(60))
+        openedService.detach()
+    }
+
+    /// Every message-type overload of the three message kinds opens what a creator of the same
+    /// types made, in both forms: bytes, strings, JSON (`Codable`), raw (`BitwiseCopyable`, also when
+    /// `Codable`); for a service, each request/response pairing.
+    @Test func everyMessageTypeOpens() async throws {
+        let name = TestNames.make("owc-every")
+        var created: [() -> Void] = []
+        defer { for detach in created { detach() } }
+        created.append(try Channel<[UInt8]>.create(name: name + "-c1", capacity: 2).detach)
+        created.append(try Channel<String>.create(name: name + "-c2", capacity: 2).detach)
+        created.append(try Channel<OpenedNote>.create(name: name + "-c3", capacity: 2).detach)
+        created.append(try Channel<RawPoint>.create(name: name + "-c4", capacity: 2).detach)
+        created.append(try Channel<UInt64>.create(name: name + "-c5", capacity: 2).detach)
+        created.append(try Broadcast<[UInt8]>.create(name: name + "-b1", capacity: 2).detach)
+        created.append(try Broadcast<String>.create(name: name + "-b2", capacity: 2).detach)
+        created.append(try Broadcast<OpenedNote>.create(name: name + "-b3", capacity: 2).detach)
+        created.append(try Broadcast<RawPoint>.create(name: name + "-b4", capacity: 2).detach)
+        created.append(try Broadcast<UInt64>.create(name: name + "-b5", capacity: 2).detach)
+        created.append(try Service<[UInt8], [UInt8]>.create(name: name + "-s1", capacity: 2).detach)
+        created.append(try Service<String, String>.create(name: name + "-s2", capacity: 2).detach)
+        created.append(try Service<OpenedNote, OpenedNote>.create(name: name + "-s3", capacity: 2).detach)
+        created.append(try Service<RawPoint, RawPoint>.create(name: name + "-s4", capacity: 2).detach)
+        created.append(try Service<UInt64, Int32>.create(name: name + "-s5", capacity: 2).detach)
+        let wait = Duration.seconds(60)
+        try await Channel<[UInt8]>.openWhenCreated(name: name + "-c1", timeout: wait).detach()
+        try await Channel<String>.openWhenCreated(name: name + "-c2", timeout: wait).detach()
+        try await Channel<OpenedNote>.openWhenCreated(name: name + "-c3", timeout: wait).detach()
+        try await Channel<RawPoint>.openWhenCreated(name: name + "-c4", timeout: wait).detach()
+        try await Channel<UInt64>.openWhenCreated(name: name + "-c5", timeout: wait).detach()
+        try await Broadcast<[UInt8]>.openWhenCreated(name: name + "-b1", timeout: wait).detach()
+        try await Broadcast<String>.openWhenCreated(name: name + "-b2", timeout: wait).detach()
+        try await Broadcast<OpenedNote>.openWhenCreated(name: name + "-b3", timeout: wait).detach()
+        try await Broadcast<RawPoint>.openWhenCreated(name: name + "-b4", timeout: wait).detach()
+        try await Broadcast<UInt64>.openWhenCreated(name: name + "-b5", timeout: wait).detach()
+        try await Service<[UInt8], [UInt8]>.openWhenCreated(name: name + "-s1", timeout: wait).detach()
+        try await Service<String, String>.openWhenCreated(name: name + "-s2", timeout: wait).detach()
+        try await Service<OpenedNote, OpenedNote>.openWhenCreated(name: name + "-s3", timeout: wait).detach()
+        try await Service<RawPoint, RawPoint>.openWhenCreated(name: name + "-s4", timeout: wait).detach()
+        try await Service<UInt64, Int32>.openWhenCreated(name: name + "-s5", timeout: wait).detach()
+        try blockingOpenEveryMessageType(name, timeout: wait)
+    }
+
     /// A segment that another user created under the name is not waited for and not opened
     /// (`permissionDenied` at once) unless that user is trusted; trusted, it opens.
     @Test func anUntrustedCreatorIsRefusedAtOnce() throws {
@@ -135,6 +218,51 @@ struct OpenWhenCreatedTests {
             creator.tell()
             #expect(creator.wait(timeout: .seconds(30)) == .exited(0))
         }
+    }
+}
+
+/// A `Codable` message that travels as JSON.
+private struct OpenedNote: Codable, Sendable { var text: String }
+
+/// A `BitwiseCopyable` message that travels raw.
+private struct RawPoint: BitwiseCopyable, Sendable { var x: Int32; var y: Int32 }
+
+/// The blocking forms of ``OpenWhenCreatedTests/everyMessageTypeOpens()``.
+private func blockingOpenEveryMessageType(_ name: String, timeout wait: Duration) throws {
+    try Channel<[UInt8]>.blockingOpenWhenCreated(name: name + "-c1", timeout: wait).detach()
+    try Channel<String>.blockingOpenWhenCreated(name: name + "-c2", timeout: wait).detach()
+    try Channel<OpenedNote>.blockingOpenWhenCreated(name: name + "-c3", timeout: wait).detach()
+    try Channel<RawPoint>.blockingOpenWhenCreated(name: name + "-c4", timeout: wait).detach()
+    try Channel<UInt64>.blockingOpenWhenCreated(name: name + "-c5", timeout: wait).detach()
+    try Broadcast<[UInt8]>.blockingOpenWhenCreated(name: name + "-b1", timeout: wait).detach()
+    try Broadcast<String>.blockingOpenWhenCreated(name: name + "-b2", timeout: wait).detach()
+    try Broadcast<OpenedNote>.blockingOpenWhenCreated(name: name + "-b3", timeout: wait).detach()
+    try Broadcast<RawPoint>.blockingOpenWhenCreated(name: name + "-b4", timeout: wait).detach()
+    try Broadcast<UInt64>.blockingOpenWhenCreated(name: name + "-b5", timeout: wait).detach()
+    try Service<[UInt8], [UInt8]>.blockingOpenWhenCreated(name: name + "-s1", timeout: wait).detach()
+    try Service<String, String>.blockingOpenWhenCreated(name: name + "-s2", timeout: wait).detach()
+    try Service<OpenedNote, OpenedNote>.blockingOpenWhenCreated(name: name + "-s3", timeout: wait).detach()
+    try Service<RawPoint, RawPoint>.blockingOpenWhenCreated(name: name + "-s4", timeout: wait).detach()
+    try Service<UInt64, Int32>.blockingOpenWhenCreated(name: name + "-s5", timeout: wait).detach()
+}
+
+/// Expects `body` to throw `incompatible`.
+private func expectIncompatible(_ body: () async throws(InterprocessError) -> Void) async {
+    do throws(InterprocessError) {
+        try await body()
+        Issue.record("opened an object of another type")
+    } catch {
+        #expect(error.code == .incompatible, "\(error)")
+    }
+}
+
+/// Expects `body` to throw `incompatible` (the blocking forms).
+private func blockingExpectIncompatible(_ body: () throws(InterprocessError) -> Void) {
+    do throws(InterprocessError) {
+        try body()
+        Issue.record("opened an object of another type")
+    } catch {
+        #expect(error.code == .incompatible, "\(error)")
     }
 }
 
