@@ -72,11 +72,12 @@ enum Format {
         }
     }
 
-    /// Pretty JSON with sorted keys and ISO 8601 dates, followed by a newline; the characters that
-    /// the encoder leaves raw but a terminal would act on are escaped too (``Terminal/escapeJSON(_:)``).
-    static func json(_ value: some Encodable) throws -> String {
+    /// Pretty JSON (or, `compact`, one line: for output with an object per line) with sorted keys and
+    /// ISO 8601 dates, followed by a newline; the characters that the encoder leaves raw but a terminal
+    /// would act on are escaped too (``Terminal/escapeJSON(_:)``).
+    static func json(_ value: some Encodable, compact: Bool = false) throws -> String {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.outputFormatting = compact ? [.sortedKeys, .withoutEscapingSlashes] : [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
         let data = try encoder.encode(value)
         return Terminal.escapeJSON(String(decoding: data, as: UTF8.self)) + "\n"

@@ -34,6 +34,47 @@ struct ChannelToolTests {
         return (result.termination, result.standardOutput, result.standardError)
     }
 
+    /// `ipc hz` reports what was sent between its samples, from the channel's counter: it takes
+    /// nothing, its samples add up, and it refuses what has no messages.
+    @Test func hzCountsWhatIsSentWithoutTakingIt() throws {
+        struct Sample: Decodable { var messages: UInt64; var seconds: Double; var rate: Double; var total: UInt64; var waiting: Int? }
+        try withCleanNames("chanhz") { name in
+            let channel = try Channel<String>.create(name: name, capacity: 64)
+            defer { channel.detach() }
+            for index in 0..<5 { #expect(try channel.trySend("before \(index)")) }
+            let sampler = try ChildProcess.spawn(
+                try ipcPath(), ["hz", name, "--interval", "0.2", "--count", "2", "--json"], standardOutput: .pipe, standardError: .pipe)
+            defer { sampler.stop() }
+            for index in 0..<7 { #expect(try channel.trySend("during \(index)")) }
+            #expect(sampler.wait(timeout: .seconds(30)) == .exited(0))
+            let samples = try (0..<2).map { _ in
+                try JSONDecoder().decode(Sample.self, from: Data(try #require(sampler.readLine()).utf8))
+            }
+            // The first read saw at least the 5 sent before; each sample continues the one before.
+            #expect(samples[0].total - samples[0].messages >= 5)
+            #expect(samples[1].total - samples[1].messages == samples[0].total)
+            #expect(samples[1].total <= 12)
+            for sample in samples {
+                #expect(sample.seconds >= 0.2 && abs(sample.rate - Double(sample.messages) / sample.seconds) < 0.001)
+            }
+            // Nothing was taken: a last sample sees all 12 sent and waiting.
+            var result = try ipc("hz", name, "--interval", "0.01", "--count", "1", "--json")
+            #expect(result.termination == .exited(0), "\(result.error)")
+            let last = try JSONDecoder().decode(Sample.self, from: Data(result.output.utf8))
+            #expect(last.total == 12 && last.messages == 0 && last.waiting == 12)
+            #expect(channel.count == 12)
+            result = try ipc("hz", name, "--interval", "0.01", "--count", "1")
+            #expect(result.output.hasPrefix("\(name): 0.0 msg/s (0 in "), "\(result.output)")
+            // What has no messages is refused, as are bad options.
+            let mutex = try ProcessMutex.create(name: name + "-m")
+            defer { mutex.close() }
+            result = try ipc("hz", name + "-m", "--count", "1")
+            #expect(result.termination == .exited(1) && result.error.contains("is a mutex"), "\(result.error)")
+            #expect(try ipc("hz", name, "--interval", "0").termination != .exited(0))
+            #expect(try ipc("hz", name + "-missing", "--count", "1").termination == .exited(1))
+        }
+    }
+
     @Test func sendAndReceiveText() throws {
         try withCleanNames("chancli") { name in
             var result = try ipc("send", name, "hello", "two words", "--create", "--capacity", "8")
