@@ -21,9 +21,8 @@ struct OpenWhenCreatedTests {
     static func create(_ kind: String, _ name: String) throws -> () -> Void {
         switch kind {
         case "segment":
-            let segment = try SharedMemory.create(name: name, size: 256)
-            try segment.write("ready")
-            return segment.close
+            // Named with its value in it: a create and then a write would let the reader in between.
+            return try SharedMemory.create(name: name, string: "ready").close
         case "mutex": return try ProcessMutex.create(name: name).close
         case "semaphore": return try ProcessSemaphore.create(name: name, value: 1).close
         case "event": return try ProcessEvent.create(name: name, mode: .manualReset, initiallySet: true).close
