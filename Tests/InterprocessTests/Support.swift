@@ -143,7 +143,12 @@ func waiters(_ name: String) -> Int? {
 
 /// The state letter of process `pid` in /proc (`T`: stopped, `S`: sleeping, …), or nil.
 func processState(_ pid: Int32) -> Character? {
-    let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+    stateLetter(ofStatFile: "/proc/\(pid)/stat")
+}
+
+/// The state letter in a /proc `stat` file (a process's or one thread's), or nil if it cannot be read.
+private func stateLetter(ofStatFile path: String) -> Character? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
     var buffer = [UInt8](repeating: 0, count: 512)
@@ -165,13 +170,9 @@ func allThreadsStopped(_ pid: Int32) -> Bool {
     closedir(directory)
     guard !tids.isEmpty else { return false }
     return tids.allSatisfy { tid in
-        let fd = open("/proc/\(pid)/task/\(tid)/stat", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return true }  // the thread has ended
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 512)
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard n > 0, let paren = buffer[..<n].lastIndex(of: UInt8(ascii: ")")), paren + 2 < n else { return false }
-        return buffer[paren + 2] == UInt8(ascii: "T") || buffer[paren + 2] == UInt8(ascii: "t")
+        let path = "/proc/\(pid)/task/\(tid)/stat"
+        guard let state = stateLetter(ofStatFile: path) else { return access(path, F_OK) != 0 }  // ended: fine
+        return state == "T" || state == "t"
     }
 }
 
