@@ -170,12 +170,23 @@ public final class SharedMemory: Sendable {
         guard locked else {
             throw InterprocessError(.openFailed, objectName: name, detail: "another process held it exclusively")
         }
-        defer { FileLock.unlock(fd, byte: LockByte.live) }
+        // A refused remove held the lock only to look: release it as a closer would (the last
+        // holder may have closed meanwhile, unable to take the exclusive lock because of ours).
+        var refused = true
+        defer {
+            if refused {
+                CrashPoint.reached("remove.refusing")
+                SegmentHandle.releaseLookingLock(fd: fd, name: name, osName: osName)
+            } else {
+                FileLock.unlock(fd, byte: LockByte.live)
+            }
+        }
         let checked = try SegmentHandle.readHeader(fd: fd, name: name) // `incompatible` unless it is ours
         if let kind, SegmentHeader(checked.page.baseAddress!).pointer.pointee.kind != kind.rawValue {
             let found = SegmentKind(rawValue: SegmentHeader(checked.page.baseAddress!).pointer.pointee.kind)
             throw InterprocessError(.incompatible, objectName: name, detail: "it is a \(found) segment, not \(kind)")
         }
+        refused = false
         // Unlink first; mark it removed (for the holders) only once that succeeded.
         switch SegmentHandle.unlinkIfSame(fd: fd, osName: osName) {
         case .unlinked:
