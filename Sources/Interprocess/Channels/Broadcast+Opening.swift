@@ -1,21 +1,13 @@
-// Opening a Broadcast once its creator has made it (`openWhenCreated`), by message type (as MessageQueue's).
+// Opening a Broadcast once its creator has made it (`openWhenCreated`), by message type (as MessageQueue's),
+// and what the shared opener (``CodecOpenedKind``) needs of a broadcast.
 
-extension Broadcast {
-    static func openWhenCreated(name: String, codec: ChannelCodec<Message>, trusting trust: TrustedOwners, timeout: Duration?)
-        async throws(InterprocessError) -> Broadcast
-    {
-        try await CreatorWait.open(name: name, what: "broadcast", timeout: timeout) { () throws(InterprocessError) in
-            try open(name: name, codec: codec, trusting: trust)
-        }
+extension Broadcast: CodecOpenedKind {
+    static func expectation(for codec: ChannelCodec<Message>) -> BroadcastParameters {
+        BroadcastParameters(capacity: 1, maxMessageSize: 1, maxSubscribers: 1, policy: 0, messageType: codec.messageType)
     }
 
-    @available(*, noasync)
-    static func blockingOpenWhenCreated(name: String, codec: ChannelCodec<Message>, trusting trust: TrustedOwners, timeout: Duration?)
-        throws(InterprocessError) -> Broadcast
-    {
-        try CreatorWait.blockingOpen(name: name, what: "broadcast", timeout: timeout) { () throws(InterprocessError) in
-            try open(name: name, codec: codec, trusting: trust)
-        }
+    static func handle(on state: BroadcastState, codecs codec: ChannelCodec<Message>) throws(InterprocessError) -> Broadcast {
+        try Broadcast(state: state, codec: codec)
     }
 }
 
@@ -26,7 +18,7 @@ extension Broadcast where Message == [UInt8] {
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Broadcast {
-        try await openWhenCreated(name: name, codec: .bytes, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .bytes, trusting: trust, timeout: timeout)
     }
 
     /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
@@ -34,7 +26,7 @@ extension Broadcast where Message == [UInt8] {
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> Broadcast {
-        try blockingOpenWhenCreated(name: name, codec: .bytes, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .bytes, trusting: trust, timeout: timeout)
     }
 }
 
@@ -45,7 +37,7 @@ extension Broadcast where Message == String {
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Broadcast {
-        try await openWhenCreated(name: name, codec: .text, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .text, trusting: trust, timeout: timeout)
     }
 
     /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
@@ -53,7 +45,7 @@ extension Broadcast where Message == String {
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> Broadcast {
-        try blockingOpenWhenCreated(name: name, codec: .text, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .text, trusting: trust, timeout: timeout)
     }
 }
 
@@ -64,7 +56,7 @@ extension Broadcast where Message: Codable {
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Broadcast {
-        try await openWhenCreated(name: name, codec: .json, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .json, trusting: trust, timeout: timeout)
     }
 
     /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
@@ -72,7 +64,7 @@ extension Broadcast where Message: Codable {
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> Broadcast {
-        try blockingOpenWhenCreated(name: name, codec: .json, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .json, trusting: trust, timeout: timeout)
     }
 }
 
@@ -83,7 +75,7 @@ extension Broadcast where Message: BitwiseCopyable {
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Broadcast {
-        try await openWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 
     /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
@@ -91,7 +83,7 @@ extension Broadcast where Message: BitwiseCopyable {
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> Broadcast {
-        try blockingOpenWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 }
 
@@ -102,7 +94,7 @@ extension Broadcast where Message: BitwiseCopyable & Codable {
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Broadcast {
-        try await openWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 
     /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
@@ -110,6 +102,6 @@ extension Broadcast where Message: BitwiseCopyable & Codable {
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> Broadcast {
-        try blockingOpenWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 }

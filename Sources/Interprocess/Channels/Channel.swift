@@ -117,15 +117,12 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         name: String, capacity: Int, maxMessageSize: Int, codec: ChannelCodec<Message>, permissions: FilePermissions, lifetime: Lifetime
     ) throws(InterprocessError) -> Channel {
         let parameters = ChannelParameters(capacity: capacity, maxMessageSize: maxMessageSize, messageType: codec.messageType)
-        return try Channel(
-            state: SharedObjectStorage.create(ChannelState.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime),
-            codec: codec)
+        return try create(name: name, parameters: parameters, codecs: codec, permissions: permissions, lifetime: lifetime)
     }
 
     @usableFromInline
     static func open(name: String, codec: ChannelCodec<Message>, trusting trust: TrustedOwners) throws(InterprocessError) -> Channel {
-        let expected = ChannelParameters(capacity: 1, maxMessageSize: 1, messageType: codec.messageType)
-        return try Channel(state: SharedObjectStorage.open(ChannelState.self, name: name, expecting: expected, trusting: trust), codec: codec)
+        try open(name: name, codecs: codec, trusting: trust)
     }
 
     @usableFromInline
@@ -134,9 +131,7 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         lifetime: Lifetime, trusting trust: TrustedOwners
     ) throws(InterprocessError) -> (channel: Channel, created: Bool) {
         let parameters = ChannelParameters(capacity: capacity, maxMessageSize: maxMessageSize, messageType: codec.messageType)
-        let (state, created) = try SharedObjectStorage.openOrCreate(
-            ChannelState.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime, trusting: trust)
-        return (try Channel(state: state, codec: codec), created)
+        return try openOrCreate(name: name, parameters: parameters, codecs: codec, permissions: permissions, lifetime: lifetime, trusting: trust)
     }
 
     // MARK: The channel

@@ -1,6 +1,16 @@
-// Creating and opening a MessageQueue, by message type (as Channel's).
+// Creating and opening a MessageQueue, by message type (as Channel's), and what the shared opener
+// (``CodecOpenedKind``) needs of a message queue.
 public import SystemPackage
 
+extension MessageQueue: CodecOpenedKind {
+    static func expectation(for codec: ChannelCodec<Message>) -> MessageQueueParameters {
+        MessageQueueParameters(capacity: 1, maxMessageSize: 1, messageType: codec.messageType)
+    }
+
+    static func handle(on state: MessageQueueState, codecs codec: ChannelCodec<Message>) throws(InterprocessError) -> MessageQueue {
+        try MessageQueue(state: state, codec: codec)
+    }
+}
 
 extension MessageQueue where Message == [UInt8] {
     /// Creates a message queue of byte messages of up to `maxMessageSize` bytes that holds up to `capacity` of them. Throws
@@ -16,7 +26,7 @@ extension MessageQueue where Message == [UInt8] {
     /// Opens a message queue of byte messages (`incompatible` if its messages are of another type). Only a queue of a
     /// trusted owner opens (by default: this process's user; see ``TrustedOwners``).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> MessageQueue {
-        try open(name: name, codec: .bytes, trusting: trust)
+        try open(name: name, codecs: .bytes, trusting: trust)
     }
 
     /// Opens the queue, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)`` does if there is none; `created` says
@@ -36,7 +46,7 @@ extension MessageQueue where Message == [UInt8] {
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
-        try await openWhenCreated(name: name, codec: .bytes, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .bytes, trusting: trust, timeout: timeout)
     }
 
     /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
@@ -44,7 +54,7 @@ extension MessageQueue where Message == [UInt8] {
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> MessageQueue {
-        try blockingOpenWhenCreated(name: name, codec: .bytes, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .bytes, trusting: trust, timeout: timeout)
     }
 }
 
@@ -62,7 +72,7 @@ extension MessageQueue where Message == String {
     /// Opens a message queue of strings (`incompatible` if its messages are of another type). Only a queue of a
     /// trusted owner opens (by default: this process's user; see ``TrustedOwners``).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> MessageQueue {
-        try open(name: name, codec: .text, trusting: trust)
+        try open(name: name, codecs: .text, trusting: trust)
     }
 
     /// Opens the queue, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)`` does if there is none; `created` says
@@ -82,7 +92,7 @@ extension MessageQueue where Message == String {
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
-        try await openWhenCreated(name: name, codec: .text, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .text, trusting: trust, timeout: timeout)
     }
 
     /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
@@ -90,7 +100,7 @@ extension MessageQueue where Message == String {
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> MessageQueue {
-        try blockingOpenWhenCreated(name: name, codec: .text, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .text, trusting: trust, timeout: timeout)
     }
 }
 
@@ -108,7 +118,7 @@ extension MessageQueue where Message: Codable {
     /// Opens a message queue of `Message` values sent as JSON (`incompatible` if its messages are of another type). Only a queue of a
     /// trusted owner opens (by default: this process's user; see ``TrustedOwners``).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> MessageQueue {
-        try open(name: name, codec: .json, trusting: trust)
+        try open(name: name, codecs: .json, trusting: trust)
     }
 
     /// Opens the queue, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)`` does if there is none; `created` says
@@ -128,7 +138,7 @@ extension MessageQueue where Message: Codable {
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
-        try await openWhenCreated(name: name, codec: .json, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .json, trusting: trust, timeout: timeout)
     }
 
     /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
@@ -136,7 +146,7 @@ extension MessageQueue where Message: Codable {
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> MessageQueue {
-        try blockingOpenWhenCreated(name: name, codec: .json, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .json, trusting: trust, timeout: timeout)
     }
 }
 
@@ -154,7 +164,7 @@ extension MessageQueue where Message: BitwiseCopyable {
     /// Opens a message queue of raw `Message` values (`incompatible` if its messages are of another type). Only a queue of a
     /// trusted owner opens (by default: this process's user; see ``TrustedOwners``).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> MessageQueue {
-        try open(name: name, codec: .raw, trusting: trust)
+        try open(name: name, codecs: .raw, trusting: trust)
     }
 
     /// Opens the queue, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if there is none; `created` says
@@ -174,7 +184,7 @@ extension MessageQueue where Message: BitwiseCopyable {
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
-        try await openWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 
     /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
@@ -182,7 +192,7 @@ extension MessageQueue where Message: BitwiseCopyable {
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> MessageQueue {
-        try blockingOpenWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 }
 
@@ -200,7 +210,7 @@ extension MessageQueue where Message: BitwiseCopyable & Codable {
     /// Opens a message queue of raw `Message` values (`incompatible` if its messages are of another type). Only a queue of a
     /// trusted owner opens (by default: this process's user; see ``TrustedOwners``).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> MessageQueue {
-        try open(name: name, codec: .raw, trusting: trust)
+        try open(name: name, codecs: .raw, trusting: trust)
     }
 
     /// Opens the queue, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if there is none; `created` says
@@ -220,7 +230,7 @@ extension MessageQueue where Message: BitwiseCopyable & Codable {
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
-        try await openWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 
     /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
@@ -228,6 +238,6 @@ extension MessageQueue where Message: BitwiseCopyable & Codable {
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> MessageQueue {
-        try blockingOpenWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 }
