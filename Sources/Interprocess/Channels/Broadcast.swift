@@ -488,7 +488,7 @@ extension Broadcast where Message == [UInt8] {
         try open(name: name, codec: .bytes, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,
@@ -517,7 +517,7 @@ extension Broadcast where Message == String {
         try open(name: name, codec: .text, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,
@@ -546,7 +546,7 @@ extension Broadcast where Message: Codable {
         try open(name: name, codec: .json, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,
@@ -576,7 +576,7 @@ extension Broadcast where Message: BitwiseCopyable {
         try open(name: name, codec: .raw, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,
@@ -604,7 +604,7 @@ extension Broadcast where Message: BitwiseCopyable & Codable {
         try open(name: name, codec: .raw, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,

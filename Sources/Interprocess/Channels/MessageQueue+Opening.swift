@@ -19,7 +19,7 @@ extension MessageQueue where Message == [UInt8] {
         try open(name: name, codec: .bytes, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
@@ -32,14 +32,14 @@ extension MessageQueue where Message == [UInt8] {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
         try await openWhenCreated(name: name, codec: .bytes, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -65,7 +65,7 @@ extension MessageQueue where Message == String {
         try open(name: name, codec: .text, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
@@ -78,14 +78,14 @@ extension MessageQueue where Message == String {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
         try await openWhenCreated(name: name, codec: .text, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -111,7 +111,7 @@ extension MessageQueue where Message: Codable {
         try open(name: name, codec: .json, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
@@ -124,14 +124,14 @@ extension MessageQueue where Message: Codable {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
         try await openWhenCreated(name: name, codec: .json, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -157,7 +157,7 @@ extension MessageQueue where Message: BitwiseCopyable {
         try open(name: name, codec: .raw, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite,
@@ -170,14 +170,14 @@ extension MessageQueue where Message: BitwiseCopyable {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
         try await openWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -203,7 +203,7 @@ extension MessageQueue where Message: BitwiseCopyable & Codable {
         try open(name: name, codec: .raw, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite,
@@ -216,14 +216,14 @@ extension MessageQueue where Message: BitwiseCopyable & Codable {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
         try await openWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil

@@ -538,7 +538,7 @@ extension Service where Request: Codable, Response: Codable {
         try open(name: name, request: .json, response: .json, trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)``
+    /// Opens the service, or creates it as `create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
@@ -566,7 +566,7 @@ extension Service where Request == String, Response == String {
         try open(name: name, request: .text, response: .text, trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)``
+    /// Opens the service, or creates it as `create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)`
     /// does if there is none; `created` says which.
     public static func openOrCreate(
         name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
@@ -594,7 +594,7 @@ extension Service where Request == [UInt8], Response == [UInt8] {
         try open(name: name, request: .bytes, response: .bytes, trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)``
+    /// Opens the service, or creates it as `create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)`
     /// does if there is none; `created` says which.
     public static func openOrCreate(
         name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
@@ -622,7 +622,7 @@ extension Service where Request: BitwiseCopyable, Response: BitwiseCopyable {
         try open(name: name, request: .raw, response: .raw, trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if
+    /// Opens the service, or creates it as `create(name:capacity:permissions:lifetime:)` does if
     /// there is none; `created` says which.
     public static func openOrCreate(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
@@ -649,7 +649,7 @@ extension Service where Request: BitwiseCopyable & Codable, Response: BitwiseCop
         try open(name: name, request: .raw, response: .raw, trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if
+    /// Opens the service, or creates it as `create(name:capacity:permissions:lifetime:)` does if
     /// there is none; `created` says which.
     public static func openOrCreate(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
