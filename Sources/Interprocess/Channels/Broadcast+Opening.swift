@@ -14,14 +14,14 @@ extension Broadcast: CodecOpenedKind {
 extension Broadcast where Message == [UInt8] {
     /// Opens the broadcast, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Broadcast {
         try await openWhenCreated(name: name, codecs: .bytes, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -33,14 +33,14 @@ extension Broadcast where Message == [UInt8] {
 extension Broadcast where Message == String {
     /// Opens the broadcast, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Broadcast {
         try await openWhenCreated(name: name, codecs: .text, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -52,14 +52,14 @@ extension Broadcast where Message == String {
 extension Broadcast where Message: Codable {
     /// Opens the broadcast, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Broadcast {
         try await openWhenCreated(name: name, codecs: .json, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -71,14 +71,14 @@ extension Broadcast where Message: Codable {
 extension Broadcast where Message: BitwiseCopyable {
     /// Opens the broadcast, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Broadcast {
         try await openWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -90,14 +90,14 @@ extension Broadcast where Message: BitwiseCopyable {
 extension Broadcast where Message: BitwiseCopyable & Codable {
     /// Opens the broadcast, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Broadcast {
         try await openWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil

@@ -479,7 +479,7 @@ extension Broadcast where Message == [UInt8] {
         try open(name: name, codecs: .bytes, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,
@@ -508,7 +508,7 @@ extension Broadcast where Message == String {
         try open(name: name, codecs: .text, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,
@@ -537,7 +537,7 @@ extension Broadcast where Message: Codable {
         try open(name: name, codecs: .json, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,
@@ -567,7 +567,7 @@ extension Broadcast where Message: BitwiseCopyable {
         try open(name: name, codecs: .raw, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,
@@ -595,7 +595,7 @@ extension Broadcast where Message: BitwiseCopyable & Codable {
         try open(name: name, codecs: .raw, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,

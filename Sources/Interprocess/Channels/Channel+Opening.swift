@@ -14,14 +14,14 @@ extension Channel: CodecOpenedKind {
 extension Channel where Message == [UInt8] {
     /// Opens the channel, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Channel {
         try await openWhenCreated(name: name, codecs: .bytes, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -33,14 +33,14 @@ extension Channel where Message == [UInt8] {
 extension Channel where Message == String {
     /// Opens the channel, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Channel {
         try await openWhenCreated(name: name, codecs: .text, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -52,14 +52,14 @@ extension Channel where Message == String {
 extension Channel where Message: Codable {
     /// Opens the channel, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Channel {
         try await openWhenCreated(name: name, codecs: .json, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -71,14 +71,14 @@ extension Channel where Message: Codable {
 extension Channel where Message: BitwiseCopyable {
     /// Opens the channel, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Channel {
         try await openWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -90,14 +90,14 @@ extension Channel where Message: BitwiseCopyable {
 extension Channel where Message: BitwiseCopyable & Codable {
     /// Opens the channel, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Channel {
         try await openWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil

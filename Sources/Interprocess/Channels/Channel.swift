@@ -411,7 +411,7 @@ extension Channel where Message == [UInt8] {
         try open(name: name, codec: .bytes, trusting: trust)
     }
 
-    /// Opens the channel, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)``
+    /// Opens the channel, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     @inlinable
     public static func openOrCreate(
@@ -443,7 +443,7 @@ extension Channel where Message == String {
         try open(name: name, codec: .text, trusting: trust)
     }
 
-    /// Opens the channel, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)``
+    /// Opens the channel, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     @inlinable
     public static func openOrCreate(
@@ -473,7 +473,7 @@ extension Channel where Message: Codable {
         try open(name: name, codec: .json, trusting: trust)
     }
 
-    /// Opens the channel, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)``
+    /// Opens the channel, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
@@ -504,7 +504,7 @@ extension Channel where Message: BitwiseCopyable {
         try open(name: name, codec: .raw, trusting: trust)
     }
 
-    /// Opens the channel, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if
+    /// Opens the channel, or creates it as `create(name:capacity:permissions:lifetime:)` does if
     /// there is none; `created` says which. Of racing processes exactly one creates it.
     @inlinable
     public static func openOrCreate(
@@ -541,7 +541,7 @@ extension Channel where Message: BitwiseCopyable & Codable {
         try open(name: name, codec: .raw, trusting: trust)
     }
 
-    /// Opens the channel, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if
+    /// Opens the channel, or creates it as `create(name:capacity:permissions:lifetime:)` does if
     /// there is none; `created` says which. Of racing processes exactly one creates it.
     @inlinable
     public static func openOrCreate(

@@ -29,7 +29,7 @@ extension MessageQueue where Message == [UInt8] {
         try open(name: name, codecs: .bytes, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
@@ -42,14 +42,14 @@ extension MessageQueue where Message == [UInt8] {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
         try await openWhenCreated(name: name, codecs: .bytes, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -75,7 +75,7 @@ extension MessageQueue where Message == String {
         try open(name: name, codecs: .text, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
@@ -88,14 +88,14 @@ extension MessageQueue where Message == String {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
         try await openWhenCreated(name: name, codecs: .text, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -121,7 +121,7 @@ extension MessageQueue where Message: Codable {
         try open(name: name, codecs: .json, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
@@ -134,14 +134,14 @@ extension MessageQueue where Message: Codable {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
         try await openWhenCreated(name: name, codecs: .json, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -167,7 +167,7 @@ extension MessageQueue where Message: BitwiseCopyable {
         try open(name: name, codecs: .raw, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite,
@@ -180,14 +180,14 @@ extension MessageQueue where Message: BitwiseCopyable {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
         try await openWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -213,7 +213,7 @@ extension MessageQueue where Message: BitwiseCopyable & Codable {
         try open(name: name, codecs: .raw, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite,
@@ -226,14 +226,14 @@ extension MessageQueue where Message: BitwiseCopyable & Codable {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
         try await openWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil

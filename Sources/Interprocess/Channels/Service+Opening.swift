@@ -16,14 +16,14 @@ extension Service: CodecOpenedKind {
 extension Service where Request: Codable, Response: Codable {
     /// Opens the service, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Service {
         try await openWhenCreated(name: name, codecs: (request: .json, response: .json), trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -35,14 +35,14 @@ extension Service where Request: Codable, Response: Codable {
 extension Service where Request == String, Response == String {
     /// Opens the service, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Service {
         try await openWhenCreated(name: name, codecs: (request: .text, response: .text), trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -54,14 +54,14 @@ extension Service where Request == String, Response == String {
 extension Service where Request == [UInt8], Response == [UInt8] {
     /// Opens the service, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Service {
         try await openWhenCreated(name: name, codecs: (request: .bytes, response: .bytes), trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -73,14 +73,14 @@ extension Service where Request == [UInt8], Response == [UInt8] {
 extension Service where Request: BitwiseCopyable, Response: BitwiseCopyable {
     /// Opens the service, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Service {
         try await openWhenCreated(name: name, codecs: (request: .raw, response: .raw), trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
@@ -92,14 +92,14 @@ extension Service where Request: BitwiseCopyable, Response: BitwiseCopyable {
 extension Service where Request: BitwiseCopyable & Codable, Response: BitwiseCopyable & Codable {
     /// Opens the service, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Service {
         try await openWhenCreated(name: name, codecs: (request: .raw, response: .raw), trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil

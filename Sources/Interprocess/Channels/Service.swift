@@ -527,7 +527,7 @@ extension Service where Request: Codable, Response: Codable {
         try open(name: name, codecs: (request: .json, response: .json), trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)``
+    /// Opens the service, or creates it as `create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
@@ -555,7 +555,7 @@ extension Service where Request == String, Response == String {
         try open(name: name, codecs: (request: .text, response: .text), trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)``
+    /// Opens the service, or creates it as `create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)`
     /// does if there is none; `created` says which.
     public static func openOrCreate(
         name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
@@ -583,7 +583,7 @@ extension Service where Request == [UInt8], Response == [UInt8] {
         try open(name: name, codecs: (request: .bytes, response: .bytes), trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)``
+    /// Opens the service, or creates it as `create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)`
     /// does if there is none; `created` says which.
     public static func openOrCreate(
         name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
@@ -611,7 +611,7 @@ extension Service where Request: BitwiseCopyable, Response: BitwiseCopyable {
         try open(name: name, codecs: (request: .raw, response: .raw), trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if
+    /// Opens the service, or creates it as `create(name:capacity:permissions:lifetime:)` does if
     /// there is none; `created` says which.
     public static func openOrCreate(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
@@ -638,7 +638,7 @@ extension Service where Request: BitwiseCopyable & Codable, Response: BitwiseCop
         try open(name: name, codecs: (request: .raw, response: .raw), trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if
+    /// Opens the service, or creates it as `create(name:capacity:permissions:lifetime:)` does if
     /// there is none; `created` says which.
     public static func openOrCreate(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,

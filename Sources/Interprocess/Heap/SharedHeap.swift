@@ -151,7 +151,7 @@ import Synchronization
 /// A heap is one kind of shared object (`SharedHeap+Object.swift`): store 0 is created, opened and
 /// removed by the shared-objects storage, which checks its segment kind, tag and header before the
 /// heap is built, and `ipc ls` / `ipc inspect` describe heaps and their stores. Stores added by
-/// growth are the heap's own (``HeapSegments``).
+/// growth are the heap's own (`HeapSegments`).
 public final class SharedHeap: Sendable {
     let core: HeapCore
     let segments: HeapSegments
@@ -164,7 +164,7 @@ public final class SharedHeap: Sendable {
     /// When store 0's name is removed (stores added by growth go with it).
     public var lifetime: Lifetime { handle.lifetime }
 
-    /// Longest heap name in bytes: a store's name adds ``HeapSegments/storeSuffixLength`` to it.
+    /// Longest heap name in bytes: a store's name adds a suffix (`~NONCE-i`) to it.
     public static let maximumNameLength = SharedMemory.maximumNameLength - HeapSegments.storeSuffixLength
 
     /// The largest alignment ``allocate(byteCount:alignment:)`` accepts.
