@@ -27,6 +27,16 @@ struct SharedHeapRecycleTests {
     static func offset(_ pointer: SharedPointer<UInt8>) -> Int { Int(pointer.bitPattern & ((1 << 34) - 1)) * 16 }
     static func bytes<T>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value) { Array($0) } }
 
+    /// The 8 bytes at `offset` of the segment file of `name`.
+    static func peek(_ name: String, at offset: Int) -> UInt64 {
+        let fd = Glibc.open("/dev/shm/\(name)", O_RDONLY)
+        guard fd >= 0 else { return 0 }
+        defer { Glibc.close(fd) }
+        var word: UInt64 = 0
+        _ = withUnsafeMutableBytes(of: &word) { pread(fd, $0.baseAddress, 8, off_t(offset)) }
+        return word
+    }
+
     /// Runs `recycle-leave NAME BLOCKS` to its end; returns the record it said it had and the blocks
     /// the statistics counted against it.
     static func leave(_ name: String, blocks: Int) throws -> (record: Int, blocks: Int) {
@@ -149,17 +159,27 @@ struct SharedHeapRecycleTests {
             Self.fillRecords(name)
             let block = try heap.unsafeAllocate(byteCount: 100)
             let info = Self.blockField(Self.offset(block), \.info)
+            // A free block whose last tag (the hint its `info` keeps) reads like the number of an
+            // ended record: it names nobody, and the record is released all the same.
+            let hint = try heap.unsafeAllocate(byteCount: 2000)
+            try heap.unsafeDeallocate(hint)  // merged, FREE (too big for a cache)
+            let endedRecord = 5
+            #expect(Self.peek(name, at: Self.clientField(endedRecord, \.token)) != 0, "record \(endedRecord) names an ended filler")
+            scribble(name, at: Self.blockField(Self.offset(hint), \.info), Self.bytes(UInt32(endedRecord)))
             scribble(name, at: info, Self.bytes(UInt32(200)))
             expectError(.corrupt) { _ = try heap.statistics() }
             #expect(try heap.check().problems.contains { $0.contains("owner 200") }, "check names the owner")
             let (_, refused) = try Peer.run("recycle-open", name)
             #expect(refused.hasPrefix("corrupt"), "\(refused)")
-            // Put right, the opener recycles and gets a record of its own.
+            // Owner 0 is a record: the opener recycles and gets a record of its own.
             scribble(name, at: info, Self.bytes(UInt32(0)))
             try expectClean(heap)
             let (_, opened) = try Peer.run("recycle-open", name)
             #expect(opened.hasPrefix("record ") && !opened.hasPrefix("record 0"), "\(opened)")
-            // A token written over with garbage: the record looks ended, and is recycled like one.
+            let took = opened.hasPrefix("record \(endedRecord)\n")
+            #expect(took || Self.peek(name, at: Self.clientField(endedRecord, \.token)) == 0, "record \(endedRecord) was released")
+            // A token written over with garbage (and a wild count of caches): the record looks like an
+            // ended process's; checking, opening and reclaiming go on.
             scribble(name, at: Self.clientField(5, \.token), Self.bytes(UInt64(0x1234_5678_9ABC_DEF0)))
             scribble(name, at: Self.clientField(5, \.caches), Self.bytes(UInt32(0xFFFF_FFFF)))
             try expectClean(heap)

@@ -58,7 +58,9 @@ extension HeapCore {
         let endedOwner = HeapLayout.endedClient
         try walkBlocks { block, _, state in
             let info = block.info
-            guard let owner = Self.clientIndex(info), ended[owner] else { return }
+            // (The `info` of a free or quick block is its last tag, a hint that names nobody.)
+            guard state & HeapLayout.inUse != 0 || state == HeapLayout.cached || state == HeapLayout.cacheRecord,
+                  let owner = Self.clientIndex(info), ended[owner] else { return }
             guard state & HeapLayout.inUse != 0 else {
                 if !keep[owner] { endedCount -= 1 }
                 keep[owner] = true  // cached, or a cache record, that could not be given back
