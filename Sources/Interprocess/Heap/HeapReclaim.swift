@@ -25,8 +25,9 @@ import InterprocessSystem
 /// (owner unknown: only while 63 processes have the heap open at once, since a process that finds
 /// no free record recycles those of ended processes, `HeapRecycle.swift`). The blocks of ended
 /// processes whose records were recycled are owned by "ended processes"
-/// (``Statistics/Client/endedProcesses``), and freed here like those of any ended process. An operation a process
-/// was killed in the middle of needs no reclaiming: the next process that takes the lock undoes it.
+/// (``Statistics/Client/endedProcesses``), and freed here like those of any ended process. An
+/// operation a process was killed in the middle of needs no reclaiming: the next process that takes
+/// the lock undoes it.
 extension SharedHeap {
     /// What ``reclaimBlocksOfEndedProcesses(dryRun:)`` freed (or would free).
     public struct Reclamation: Sendable, Hashable, Codable {
@@ -42,10 +43,11 @@ extension SharedHeap {
 
     /// Frees every block whose allocating (or last adopting) process has closed the heap or died —
     /// those of ended processes whose records were recycled too — except named objects and their
-    /// directory, and blocks whose owner is unknown (client record 0). **Only call it if your processes never share a block they did not adopt**: a block whose
-    /// pointer an ended process handed over without ``adopt(_:)`` is freed too, and its users then
-    /// get `invalidPointer` (never a wild access). Each block is freed in an operation of its own, so
-    /// a kill in the middle leaves some freed and the rest as they were.
+    /// directory, and blocks whose owner is unknown (client record 0). **Only call it if your
+    /// processes never share a block they did not adopt**: a block whose pointer an ended process
+    /// handed over without ``adopt(_:)`` is freed too, and its users then get `invalidPointer`
+    /// (never a wild access). Each block is freed in an operation of its own, so a kill in the
+    /// middle leaves some freed and the rest as they were.
     /// - Parameter dryRun: only count what would be freed.
     public func reclaimBlocksOfEndedProcesses(dryRun: Bool = false) throws(InterprocessError) -> Reclamation {
         try core.withLock(.free) { (op: inout HeapOperation) throws(InterprocessError) in try core.reclaimLocked(dryRun: dryRun, &op) }
