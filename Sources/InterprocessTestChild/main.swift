@@ -274,6 +274,9 @@ case let command where command.hasPrefix("named-"):
 case let command where command.hasPrefix("heap-"):
     exit(runHeapCommand(command, rest))
 
+case let command where command.hasPrefix("recycle-"):
+    exit(runHeapRecycleCommand(command, rest))
+
 case let command where command.hasPrefix("val-"):
     exit(runValueCommand(command, rest))
 
