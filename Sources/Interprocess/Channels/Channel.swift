@@ -99,6 +99,8 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     let state: ChannelState
     @usableFromInline let codec: ChannelCodec<Message>
     private let detached = Atomic<Bool>(false)
+    /// The loan heap, for messages longer than a slot (`Channel+Loans.swift`).
+    @usableFromInline let loans: ChannelLoans
 
     /// A channel on `state`, whose messages `codec` encodes. (The storage checked the message type
     /// when it opened the state, if the opener expected one.)
@@ -110,6 +112,11 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         self.state = state
         self.codec = codec
         ring = state.ring
+        loans = ChannelLoans(ring: state.ring, storage: state.storage)
+    }
+
+    deinit {
+        if !detached.load(ordering: .relaxed) { loans.detach { state.close() } }
     }
 
     @usableFromInline
@@ -163,14 +170,16 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     /// `.whileReferenced` channel removes it. Later calls on this handle throw `closed`. Idempotent;
     /// also done when the last reference goes away.
     public func detach() {
-        detached.store(true, ordering: .relaxed)
-        state.close()
+        guard !detached.exchange(true, ordering: .relaxed) else { return }
+        loans.detach { state.close() }
     }
 
     /// Removes the name of the channel `name` (`incompatible` if it is not a channel); processes that
     /// have it open go on using it. (Does not close it: do that first if its users should see the end.)
     public static func remove(name: String) throws(InterprocessError) {
+        let nonce = (try? SharedMemory.info(name: name)).flatMap { $0.details["loanHeapNonce"] }.flatMap { UInt64($0, radix: 16) }
         try SharedObjectStorage.remove(ChannelState.self, name: name)
+        if let nonce, nonce != 0 { ChannelLoans.removeHeap(of: name, nonce: nonce) }
     }
 
     @usableFromInline
@@ -196,6 +205,7 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
         let payload = try encode(message)
+        if payload.count > ring.maxMessageSize { return try await sendLoan(try loanCopy(of: payload), timeout: timeout) }
         let claim = try await ring.claimToSend(timeout: timeout)
         payload.withBytes { ring.finishSend(claim, $0) }
     }
@@ -208,6 +218,7 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     public func blockingSend(_ message: Message, timeout: Duration? = nil) throws(InterprocessError) {
         try checkAttached()
         let payload = try encode(message)
+        if payload.count > ring.maxMessageSize { return try blockingSendLoan(try loanCopy(of: payload), timeout: timeout) }
         let claim = try ring.blockingClaimToSend(timeout: timeout)
         payload.withBytes { ring.finishSend(claim, $0) }
     }
@@ -219,28 +230,21 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     public func trySend(_ message: Message) throws(InterprocessError) -> Bool {
         try checkAttached()
         let payload = try encode(message)
+        if payload.count > ring.maxMessageSize { return try trySendLoan(try loanCopy(of: payload)) == nil }
         guard let claim = try ring.tryClaimForSending() else { return false }
         payload.withBytes { ring.finishSend(claim, $0) }
         return true
     }
 
-    /// The message as it is copied into a slot; refused (`invalidSize`) if it does not fit one.
+    /// The message as it is sent: copied into a slot, or, when it is longer than a slot, into a
+    /// block of the loan heap (``loanCopy(of:)``).
     @inlinable
     func encode(_ message: Message) throws(InterprocessError) -> ChannelPayload<Message> {
-        let payload: ChannelPayload<Message>
         do throws(InterprocessError) {
-            payload = try codec.encode(message)
+            return try codec.encode(message)
         } catch {
             throw named(error)
         }
-        guard payload.count <= ring.maxMessageSize else { throw tooLong(payload.count) }
-        return payload
-    }
-
-    @usableFromInline
-    func tooLong(_ count: Int) -> InterprocessError {
-        InterprocessError(.invalidSize, objectName: name,
-            detail: "a message of \(count) bytes does not fit the channel's \(ring.maxMessageSize)-byte slots")
     }
 
     @usableFromInline
@@ -290,9 +294,14 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     @inlinable
     func take(_ claim: ChannelClaim) throws(InterprocessError) -> Message {
         let codec = codec
+        let loans = loans
         var payload: ChannelPayload<Message>?
+        var taken: TakenLoan?
         do throws(InterprocessError) {
-            try ring.finishReceive(claim) { bytes throws(InterprocessError) in payload = try codec.copyOut(bytes) }
+            try ring.finishReceive(
+                claim, { bytes throws(InterprocessError) in payload = try codec.copyOut(bytes) },
+                takeLoan: { word, count throws(InterprocessError) in taken = try loans.takeLoan(word, byteCount: count) })
+            if let taken { payload = try taken.copyOut(codec) }
             guard let payload else { throw ChannelCodec<Message>.mismatch() }
             return try codec.decode(payload)
         } catch {

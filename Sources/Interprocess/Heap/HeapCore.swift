@@ -797,6 +797,14 @@ final class HeapCore: @unchecked Sendable {
 
     // MARK: Clients
 
+    /// Claims a client record now if this handle found none when it opened (every record was held
+    /// by a process, alive or ended with blocks left): after blocks of ended processes were freed,
+    /// their records can be taken. Call it before the handle is shared with other threads.
+    func claimClientIfNone() throws(InterprocessError) {
+        guard client == 0 else { return }
+        client = try withLock(.claim) { (op: inout HeapOperation) throws(InterprocessError) in try claimClient(&op) }
+    }
+
     /// Finds or takes this process's client record: its own (the same token), a free one, or one of
     /// a dead process that no block records any more; 0 if none.
     func claimClient(_ op: inout HeapOperation) throws(InterprocessError) -> UInt32 {
