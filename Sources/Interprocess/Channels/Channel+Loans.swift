@@ -302,7 +302,7 @@ extension Channel {
     @discardableResult
     public func reclaimLoans(dryRun: Bool = false) throws(InterprocessError) -> SharedHeap.Reclamation {
         try checkAttached()
-        return try loans.sweep(try loans.heap().heap, dryRun: dryRun)
+        return try loans.sweep(try loans.heap(sweeping: !dryRun).heap, dryRun: dryRun)
     }
 }
 

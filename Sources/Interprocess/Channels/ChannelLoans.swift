@@ -62,12 +62,14 @@ final class ChannelLoans: @unchecked Sendable {
     /// process that opens it sweeps it first (``sweep(dryRun:)``). `notFound` if the channel records
     /// a heap that is gone (removed with the channel, or by hand); `corrupt` if a heap of that name
     /// is another one than the channel recorded.
-    func heap(capacity: Int = defaultCapacity, maximumCapacity: Int = defaultMaximumCapacity) throws(InterprocessError) -> (heap: SharedHeap, created: Bool) {
+    func heap(
+        capacity: Int = defaultCapacity, maximumCapacity: Int = defaultMaximumCapacity, sweeping: Bool = true
+    ) throws(InterprocessError) -> (heap: SharedHeap, created: Bool) {
         let result = opened.withLock { current -> Result<(SharedHeap, Bool), InterprocessError> in
             if let current { return .success((current, false)) }
             return Result { () throws(InterprocessError) in
                 let (heap, created) = try openHeap(capacity: capacity, maximumCapacity: maximumCapacity)
-                _ = try? sweep(heap, dryRun: false)
+                if sweeping { _ = try? sweep(heap, dryRun: false) }
                 try heap.core.claimClientIfNone()
                 current = heap
                 return (heap, created)
@@ -203,5 +205,43 @@ final class ChannelLoans: @unchecked Sendable {
         let offset = fieldOffset(\cipc_channel.loan_heap_nonce)
         guard state.count >= offset + 8 else { return 0 }
         return state.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+    }
+}
+
+// MARK: - Loan heaps whose channel is gone (`ipc gc`)
+
+/// Finds the loan heaps of channels that are gone, for `ipc gc`.
+package enum ChannelLoanHeaps {
+    /// The channel whose loan heap `name` is (`NAME~loans`), or nil for any other name. (A loan heap
+    /// of a very long channel name, which ends in a hash, does not tell its channel: nil too.)
+    package static func channel(ofLoanHeap name: String) -> String? {
+        guard name.hasSuffix(ChannelLoans.suffix) else { return nil }
+        let channel = String(name.dropLast(ChannelLoans.suffix.count))
+        guard !channel.isEmpty, ChannelLoans.heapName(forChannel: channel) == name else { return nil }
+        return channel
+    }
+
+    /// Removes (or, with `dryRun`, lists) the loan heaps of trusted owners whose channel is gone:
+    /// no segment of the channel's name, a segment of another kind, or a channel that recorded
+    /// another loan heap. A channel that recorded none yet keeps a heap of its loan heap's name (a
+    /// process may be about to record it).
+    package static func collectOrphans(dryRun: Bool, prefix: String, trusting trust: TrustedOwners) -> [SegmentInfo] {
+        var removed: [SegmentInfo] = []
+        for info in SharedMemory.list() where info.name.hasPrefix(prefix) {
+            guard info.kind == SegmentKind.heap.description, info.details["store"] == nil, info.problem == nil,
+                  let channel = channel(ofLoanHeap: info.name), trust.trusts(owner: info.owner, group: info.group),
+                  let nonce = info.details["nonce"].flatMap({ UInt64($0, radix: 16) })
+            else { continue }
+            if let owner = try? SharedMemory.info(name: channel) {
+                guard owner.kind == SegmentKind.channel.description else {
+                    if dryRun || (try? SharedHeap.remove(name: info.name)) != nil { removed.append(info) }
+                    continue
+                }
+                let recorded = owner.details["loanHeapNonce"].flatMap { UInt64($0, radix: 16) } ?? 0
+                if recorded == 0 || recorded == nonce { continue }
+            }
+            if dryRun || (try? SharedHeap.remove(name: info.name)) != nil { removed.append(info) }
+        }
+        return removed
     }
 }
