@@ -138,6 +138,31 @@ struct ChannelLoanTests {
         }
     }
 
+    /// The README's example of loans ("Large messages: loans"), as written there but for the name.
+    @Test func theReadmeExampleRuns() throws {
+        try withCleanNames("loanreadme") { name in
+            let frames = try Channel<[UInt8]>.openOrCreate(name: name, capacity: 8, maxMessageSize: 64).channel
+            let loan = try frames.loan(byteCount: 1 << 20)                 // 1 MiB in the channel's loan heap
+            loan.withUnsafeMutableBytes { buffer in
+                for index in buffer.indices { buffer[index] = UInt8(truncatingIfNeeded: index) }
+            }
+            try frames.blockingSend(loan)                                   // consumes the loan: nothing is copied
+
+            // The receiver (usually another process) reads the same memory in place:
+            let frame = try frames.blockingReceiveInPlace()
+            let sum = frame.withUnsafeBytes { bytes in bytes.reduce(0) { $0 &+ Int($1) } }
+            print(frame.byteCount, frame.isInPlace, sum)                    // 1048576 true 133693440
+            #expect(frame.byteCount == 1_048_576 && frame.isInPlace && sum == 133_693_440)
+            try frame.release()                                             // or let it go out of scope
+
+            try frames.blockingSend([UInt8](repeating: 1, count: 100_000))  // a plain send longer than a slot
+            let copy = try frames.blockingReceive()                         // travels the same way (copied in and out)
+            print(copy.count)
+            #expect(copy == [UInt8](repeating: 1, count: 100_000))
+            frames.detach()
+        }
+    }
+
     // MARK: Processes killed at each step
 
     /// A sender killed while it holds a loan it has not sent: nothing was sent, and the block, which

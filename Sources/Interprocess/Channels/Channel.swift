@@ -19,8 +19,9 @@ import Synchronization
 /// **Messages.** `Message` decides how a message travels: `[UInt8]` as it is, `String` as UTF-8, a
 /// `BitwiseCopyable` value (numbers, structs of numbers — also when it is `Codable`) as its raw
 /// bytes, any other `Codable` value as JSON. Each message lives in a slot of `maxMessageSize`
-/// bytes (a raw value's size for raw values); a longer one is refused (`invalidSize`) before
-/// anything is sent. The creator records the message type (its ``TypeFingerprint`` and the
+/// bytes (a raw value's size for raw values); a longer one travels through the channel's loan
+/// heap instead, and the loan API sends one without a copy (`Channel+Loans.swift`: ``loan(byteCount:)``,
+/// ``MessageLoan``, ``ReceivedMessage``, whose doc comment says what a crash leaves). The creator records the message type (its ``TypeFingerprint`` and the
 /// format); opening the channel as another type
 /// throws `incompatible`.
 ///
@@ -152,7 +153,8 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     public var name: String { state.name ?? "" }
     /// How many messages it holds at most.
     public var capacity: Int { ring.capacity }
-    /// The largest message, in bytes (for raw values, the value's size).
+    /// The largest message a slot holds, in bytes (for raw values, the value's size); longer ones
+    /// travel through the loan heap.
     public var maxMessageSize: Int { codec.fixedSize ?? ring.maxMessageSize }
     /// Messages sent and not yet received (a snapshot; includes messages being written or taken).
     public var count: Int { ring.count }
@@ -197,9 +199,11 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
 
     /// Sends `message`, suspending the task (no thread blocks) while the channel is full, for at most
     /// `timeout` — nil: as long as it takes.
-    /// - Throws: `closed` if the channel is (or gets) closed; `invalidSize` for a message longer than
-    ///   ``maxMessageSize``; `encodingFailed`; `timedOut`; `cancelled` if the task is cancelled — in
-    ///   each case having sent nothing; `corrupt` if the ring was damaged.
+    /// A message longer than ``maxMessageSize`` is copied into a block of the channel's loan heap,
+    /// and the slot carries a reference to it (``loan(byteCount:)`` avoids the copy).
+    /// - Throws: `closed` if the channel is (or gets) closed; `encodingFailed`; `timedOut`;
+    ///   `cancelled` if the task is cancelled — in each case having sent nothing; `outOfMemory` if
+    ///   the loan heap has no room for a long message; `corrupt` if the ring was damaged.
     @inlinable
     public func send(_ message: Message, timeout: Duration? = nil) async throws(InterprocessError) {
         try checkAttached()
@@ -225,7 +229,7 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
 
     /// Sends `message` if there is room now; never waits. Returns false (having sent nothing) if the
     /// channel is full.
-    /// - Throws: `closed`, `invalidSize`, `encodingFailed`, `corrupt`, as ``send(_:timeout:)``.
+    /// - Throws: `closed`, `encodingFailed`, `outOfMemory`, `corrupt`, as ``send(_:timeout:)``.
     @inlinable
     public func trySend(_ message: Message) throws(InterprocessError) -> Bool {
         try checkAttached()
