@@ -42,6 +42,7 @@ package enum BenchScenarios {
             UncontendedLockBench.self,
             PingPongBench.self,
             ChannelRoundTripBench.self,
+            ChannelLoanThroughputBench.self,
             MessageQueueRoundTripBench.self,
             BroadcastFanOutBench.self,
             ServiceRoundTripBench.self,

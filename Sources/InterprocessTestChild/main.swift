@@ -250,6 +250,8 @@ case let command where command.hasPrefix("svc-"):
 
 case let command where command.hasPrefix("chan-"):
     exit(runChannelCommand(command, rest))
+case let command where command.hasPrefix("loan-"):
+    exit(runChannelLoanCommand(command, rest))
 
 case let command where command.hasPrefix("mq-"):
     exit(runMessageQueueCommand(command, rest))

@@ -20,7 +20,7 @@ struct CollectGarbage: ParsableCommand {
     @Option(help: "Only consider segments whose name starts with this prefix.")
     var prefix = ""
 
-    @Flag(help: "Also free, in every heap, the blocks of processes that ended (only if your processes never share a block they did not adopt: see the README).")
+    @Flag(help: "Also free, in every heap, the blocks of processes that ended (only if your processes never share a block they did not adopt: see the README; in a channel's loan heap, only blocks no message needs).")
     var reclaim = false
 
     func run() throws {
@@ -32,14 +32,20 @@ struct CollectGarbage: ParsableCommand {
         }
         // The stores of heaps that are gone (the heaps just swept among them).
         let orphans = SharedHeap.collectOrphanStores(dryRun: dryRun, prefix: prefix, trusting: trust.trusted)
+        // The loan heaps of channels that are gone (the channels just swept among them).
+        let loanHeaps = ChannelLoanHeaps.collectOrphans(dryRun: dryRun, prefix: prefix, trusting: trust.trusted).map { info in
+            var info = info
+            info.name = info.fileName
+            return info
+        }
         let removedLocal = LocalObjects.collectGarbage(dryRun: dryRun, prefix: prefix)
         let reclaimed = reclaim ? reclaimHeaps() : []
         if json {
-            StandardStream.write(try Format.json((removed + orphans).map(ListEntry.segment) + removedLocal.map(ListEntry.local)))
+            StandardStream.write(try Format.json((removed + orphans + loanHeaps).map(ListEntry.segment) + removedLocal.map(ListEntry.local)))
             return
         }
         for line in reclaimed { say(line) }
-        guard !removed.isEmpty || !orphans.isEmpty || !removedLocal.isEmpty else {
+        guard !removed.isEmpty || !orphans.isEmpty || !loanHeaps.isEmpty || !removedLocal.isEmpty else {
             say("nothing to remove")
             return
         }
@@ -48,6 +54,9 @@ struct CollectGarbage: ParsableCommand {
         }
         for info in orphans.sorted(by: { $0.name < $1.name }) {
             say("\(dryRun ? "would remove" : "removed") \(info.name) (heap store, \(Format.bytes(info.size)); its heap is gone)")
+        }
+        for info in loanHeaps.sorted(by: { $0.name < $1.name }) {
+            say("\(dryRun ? "would remove" : "removed") \(info.name) (loan heap, \(Format.bytes(info.size)); its channel is gone)")
         }
         for info in removedLocal {
             say("\(dryRun ? "would remove" : "removed") \(info.path) (socket; \(LocalListing.staleReason))")
@@ -63,9 +72,16 @@ struct CollectGarbage: ParsableCommand {
                   info.state == "ready", !info.isAbandoned
             else { continue }
             do {
-                let heap = try HeapReport.open(info.name, info: info, trusting: trust.trusted)
-                defer { heap.close() }
-                let result = try heap.reclaimBlocksOfEndedProcesses(dryRun: dryRun)
+                let result: SharedHeap.Reclamation
+                if let channelName = ChannelLoanHeaps.channel(ofLoanHeap: info.name), let channel = try? Channel<[UInt8]>.openAnyType(name: channelName, trusting: trust.trusted) {
+                    // A channel's loan heap: only what no message in the channel needs.
+                    defer { channel.detach() }
+                    result = try channel.reclaimLoans(dryRun: dryRun)
+                } else {
+                    let heap = try HeapReport.open(info.name, info: info, trusting: trust.trusted)
+                    defer { heap.close() }
+                    result = try heap.reclaimBlocksOfEndedProcesses(dryRun: dryRun)
+                }
                 guard result.blocks > 0 else { continue }
                 // No pid: only blocks of processes whose records were recycled (their pids are forgotten).
                 let pids = result.processes.isEmpty ? "" : " (pid \(result.processes.map(String.init).joined(separator: ", ")))"

@@ -6,7 +6,7 @@ struct Remove: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rm",
         abstract: "Remove segments by name.",
-        discussion: "Processes that hold a removed segment keep their memory until they close it. A heap goes with the stores it grew into."
+        discussion: "Processes that hold a removed segment keep their memory until they close it. A heap goes with the stores it grew into, a channel with its loan heap."
     )
 
     @Argument(help: "The names to remove.")
@@ -27,6 +27,10 @@ struct Remove: ParsableCommand {
                 } else if info?.kind == SegmentKind.heap.description {
                     try SharedHeap.remove(name: name) // and the stores it grew into
                     say("removed \(name) (a heap, and its stores)")
+                } else if info?.kind == SegmentKind.channel.description {
+                    let loans = info?.details["loanHeapNonce"] != nil
+                    try Channel<[UInt8]>.remove(name: name) // and its loan heap
+                    say("removed \(name)" + (loans ? " (a channel, and its loan heap)" : ""))
                 } else {
                     try SharedMemory.remove(name: name)
                     say("removed \(name)")

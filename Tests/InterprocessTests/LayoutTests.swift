@@ -68,6 +68,7 @@ struct LayoutTests {
         #expect(CIPC_CHANNEL_CLOSED == 1 << 63 && CIPC_CHANNEL_ORPHAN == 1 && CIPC_CHANNEL_SKIPPED == UInt32.max)
         #expect([CIPC_CHANNEL_FORMAT_BYTES, CIPC_CHANNEL_FORMAT_VALUE, CIPC_CHANNEL_FORMAT_JSON, CIPC_CHANNEL_FORMAT_TEXT] == [1, 2, 3, 4])
         #expect(CIPC_CHANNEL_MAX_CAPACITY == 1 << 20 && CIPC_CHANNEL_MAX_MESSAGE_SIZE == 1 << 24)
+        #expect(CIPC_CHANNEL_LOANED == 1 << 31 && CIPC_CHANNEL_MAX_LOAN_SIZE == (1 << 31) - 2)
         #expect(CIPC_KIND_MQUEUE == 5 && Self.ascii(CIPC_TAG_MQUEUE) == "MSQ1")
         #expect(CIPC_MQUEUE_HEADER_SIZE == 512 && CIPC_MQUEUE_SLOT_HEADER_SIZE == 32)
         #expect(CIPC_MQUEUE_MAX_CAPACITY == 1 << 20 && CIPC_MQUEUE_MAX_MESSAGE_SIZE == 1 << 24)
@@ -356,7 +357,7 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_channel_slot.owner, "owner", at: 8, size: 8),
             FieldPin(\cipc_channel_slot.length, "length", at: 16, size: 4),
             FieldPin(\cipc_channel_slot.reserved0, "reserved0", at: 20, size: 4),
-            FieldPin(\cipc_channel_slot.reserved1, "reserved1", at: 24, size: 8),
+            FieldPin(\cipc_channel_slot.loan, "loan", at: 24, size: 8),
         ]),
         LayoutPin(cipc_channel(), "cipc_channel", size: 512, alignment: 8, [
             FieldPin(\cipc_channel.capacity, "capacity", at: 0, size: 4),
@@ -366,7 +367,8 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_channel.format, "format", at: 16, size: 4),
             FieldPin(\cipc_channel.tag, "tag", at: 20, size: 4),
             FieldPin(\cipc_channel.state_size, "state_size", at: 24, size: 8),
-            FieldPin(\cipc_channel.reserved0, "reserved0", at: 32, size: 32),
+            FieldPin(\cipc_channel.loan_heap_nonce, "loan_heap_nonce", at: 32, size: 8),
+            FieldPin(\cipc_channel.reserved0, "reserved0", at: 40, size: 24),
             FieldPin(\cipc_channel.orphans, "orphans", at: 64, size: 4),
             FieldPin(\cipc_channel.reserved1, "reserved1", at: 68, size: 4),
             FieldPin(\cipc_channel.abandoned_sends, "abandoned_sends", at: 72, size: 8),

@@ -60,6 +60,13 @@ extern "C" {
 #define CIPC_CHANNEL_ORPHAN 1ull
 /// A slot `length`: no message (its sender died while writing it); receivers pass over it.
 #define CIPC_CHANNEL_SKIPPED 0xFFFFFFFFu
+/// Bit 31 of a slot `length` (never set by an inline message, whose length is at most
+/// CIPC_CHANNEL_MAX_MESSAGE_SIZE, nor part of CIPC_CHANNEL_SKIPPED's meaning): the message is not in
+/// the slot but in a block of the channel's loan heap, whose SharedPointer word is the slot's `loan`;
+/// the low 31 bits are the message's length (at most CIPC_CHANNEL_MAX_LOAN_SIZE). A reader of an
+/// older version sees a length longer than a slot and reports the message `corrupt`.
+#define CIPC_CHANNEL_LOANED 0x80000000u
+#define CIPC_CHANNEL_MAX_LOAN_SIZE 0x7FFFFFFEu
 #define CIPC_CHANNEL_MAX_CAPACITY (1u << 20)
 #define CIPC_CHANNEL_MAX_MESSAGE_SIZE (1u << 24)
 
@@ -68,6 +75,15 @@ extern "C" {
 #define CIPC_CHANNEL_FORMAT_VALUE 2u /* the raw bytes of one fixed-size value (a BitwiseCopyable type) */
 #define CIPC_CHANNEL_FORMAT_JSON  3u /* a Codable value as JSON (UTF-8) */
 #define CIPC_CHANNEL_FORMAT_TEXT  4u /* a string as UTF-8 */
+
+// Loans. A message longer than a slot travels through the channel's *loan heap*: a SharedHeap named
+// after the channel (NAME~loans, see Channel+Loans.swift) whose nonce the first process that needs it
+// records in `loan_heap_nonce` (a compare-and-swap from 0; an opener checks that the heap of that name
+// has that nonce). The sender allocates a block there, fills it, and publishes a slot whose `length`
+// is CIPC_CHANNEL_LOANED | the byte count and whose `loan` is the block's pointer word; the receiver
+// records itself as the block's owner (under the heap's lock) before it releases the slot, and frees
+// the block when it is done. A block of the loan heap is garbage when the process its heap records as
+// owner has ended and no published slot (odd sequence, LOANED length) names it.
 
 // The message type a channel was created for is a type fingerprint (CInterprocess.h) at
 // `message_type`, with `format`: an opener that expects another type or format gets `incompatible`.
@@ -78,7 +94,9 @@ typedef struct cipc_channel_slot {
     uint64_t owner;      ///<  8: the claimer's token (bit 31: contended), CIPC_CHANNEL_ORPHAN, or 0 (atomic)
     uint32_t length;     ///< 16: bytes of the message, or CIPC_CHANNEL_SKIPPED (atomic)
     uint32_t reserved0;  ///< 20
-    uint64_t reserved1;  ///< 24
+    uint64_t loan;       ///< 24: with CIPC_CHANNEL_LOANED in `length`, the SharedPointer word of the
+                         ///<     message's block in the channel's loan heap (written before the
+                         ///<     sequence is published; meaningless otherwise)
 } cipc_channel_slot;
 
 typedef struct cipc_channel {
@@ -90,7 +108,8 @@ typedef struct cipc_channel {
     uint32_t format;            ///<  16: CIPC_CHANNEL_FORMAT_*
     uint32_t tag;               ///<  20: CIPC_TAG_CHANNEL, written last by the creator
     uint64_t state_size;        ///<  24: slots_offset + capacity * slot_stride
-    uint8_t  reserved0[32];     ///<  32
+    uint64_t loan_heap_nonce;   ///<  32: the nonce of the channel's loan heap, 0 until one is recorded (atomic)
+    uint8_t  reserved0[24];     ///<  40
     // Counters, written only when something is recovered (a read-mostly line).
     uint32_t orphans;           ///<  64: a hint: slots marked CIPC_CHANNEL_ORPHAN not yet redelivered (atomic)
     uint32_t reserved1;         ///<  68
@@ -118,6 +137,7 @@ _Static_assert(sizeof(cipc_channel_slot) == CIPC_CHANNEL_SLOT_HEADER_SIZE, "chan
 _Static_assert(offsetof(cipc_channel_slot, owner) == 8 && offsetof(cipc_channel_slot, length) == 16, "channel slot offsets");
 _Static_assert(sizeof(cipc_channel) == CIPC_CHANNEL_HEADER_SIZE, "channel header layout");
 _Static_assert(offsetof(cipc_channel, tag) == 20, "the tag is at offset 20, as in every shared object");
+_Static_assert(offsetof(cipc_channel, loan_heap_nonce) == 32 && offsetof(cipc_channel_slot, loan) == 24, "loan fields");
 _Static_assert(offsetof(cipc_channel, orphans) == 64 && offsetof(cipc_channel, dropped_messages) == 104, "channel counters");
 _Static_assert(offsetof(cipc_channel, message_type) == 128, "channel message type offset");
 _Static_assert(offsetof(cipc_channel, send_position) == 256 && offsetof(cipc_channel, receive_position) == 320, "positions on lines of their own");

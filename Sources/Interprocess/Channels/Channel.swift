@@ -19,8 +19,9 @@ import Synchronization
 /// **Messages.** `Message` decides how a message travels: `[UInt8]` as it is, `String` as UTF-8, a
 /// `BitwiseCopyable` value (numbers, structs of numbers — also when it is `Codable`) as its raw
 /// bytes, any other `Codable` value as JSON. Each message lives in a slot of `maxMessageSize`
-/// bytes (a raw value's size for raw values); a longer one is refused (`invalidSize`) before
-/// anything is sent. The creator records the message type (its ``TypeFingerprint`` and the
+/// bytes (a raw value's size for raw values); a longer one travels through the channel's loan
+/// heap instead, and the loan API sends one without a copy (`Channel+Loans.swift`: ``loan(byteCount:)``,
+/// ``MessageLoan``, ``ReceivedMessage``, whose doc comment says what a crash leaves). The creator records the message type (its ``TypeFingerprint`` and the
 /// format); opening the channel as another type
 /// throws `incompatible`.
 ///
@@ -99,6 +100,8 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     let state: ChannelState
     @usableFromInline let codec: ChannelCodec<Message>
     private let detached = Atomic<Bool>(false)
+    /// The loan heap, for messages longer than a slot (`Channel+Loans.swift`).
+    @usableFromInline let loans: ChannelLoans
 
     /// A channel on `state`, whose messages `codec` encodes. (The storage checked the message type
     /// when it opened the state, if the opener expected one.)
@@ -110,6 +113,11 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         self.state = state
         self.codec = codec
         ring = state.ring
+        loans = ChannelLoans(ring: state.ring, storage: state.storage)
+    }
+
+    deinit {
+        if !detached.load(ordering: .relaxed) { loans.detach { state.close() } }
     }
 
     @usableFromInline
@@ -140,7 +148,8 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     public var name: String { state.name ?? "" }
     /// How many messages it holds at most.
     public var capacity: Int { ring.capacity }
-    /// The largest message, in bytes (for raw values, the value's size).
+    /// The largest message a slot holds, in bytes (for raw values, the value's size); longer ones
+    /// travel through the loan heap.
     public var maxMessageSize: Int { codec.fixedSize ?? ring.maxMessageSize }
     /// Messages sent and not yet received (a snapshot; includes messages being written or taken).
     public var count: Int { ring.count }
@@ -158,14 +167,16 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     /// `.whileReferenced` channel removes it. Later calls on this handle throw `closed`. Idempotent;
     /// also done when the last reference goes away.
     public func detach() {
-        detached.store(true, ordering: .relaxed)
-        state.close()
+        guard !detached.exchange(true, ordering: .relaxed) else { return }
+        loans.detach { state.close() }
     }
 
     /// Removes the name of the channel `name` (`incompatible` if it is not a channel); processes that
     /// have it open go on using it. (Does not close it: do that first if its users should see the end.)
     public static func remove(name: String) throws(InterprocessError) {
+        let nonce = (try? SharedMemory.info(name: name)).flatMap { $0.details["loanHeapNonce"] }.flatMap { UInt64($0, radix: 16) }
         try SharedObjectStorage.remove(ChannelState.self, name: name)
+        if let nonce, nonce != 0 { ChannelLoans.removeHeap(of: name, nonce: nonce) }
     }
 
     @usableFromInline
@@ -183,14 +194,17 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
 
     /// Sends `message`, suspending the task (no thread blocks) while the channel is full, for at most
     /// `timeout` — nil: as long as it takes.
-    /// - Throws: `closed` if the channel is (or gets) closed; `invalidSize` for a message longer than
-    ///   ``maxMessageSize``; `encodingFailed`; `timedOut`; `cancelled` if the task is cancelled — in
-    ///   each case having sent nothing; `corrupt` if the ring was damaged.
+    /// A message longer than ``maxMessageSize`` is copied into a block of the channel's loan heap,
+    /// and the slot carries a reference to it (``loan(byteCount:)`` avoids the copy).
+    /// - Throws: `closed` if the channel is (or gets) closed; `encodingFailed`; `timedOut`;
+    ///   `cancelled` if the task is cancelled — in each case having sent nothing; `outOfMemory` if
+    ///   the loan heap has no room for a long message; `corrupt` if the ring was damaged.
     @inlinable
     public func send(_ message: Message, timeout: Duration? = nil) async throws(InterprocessError) {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
         let payload = try encode(message)
+        if payload.count > ring.maxMessageSize { return try await sendLoan(try loanCopy(of: payload), timeout: timeout) }
         let claim = try await ring.claimToSend(timeout: timeout)
         payload.withBytes { ring.finishSend(claim, $0) }
     }
@@ -203,39 +217,33 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     public func blockingSend(_ message: Message, timeout: Duration? = nil) throws(InterprocessError) {
         try checkAttached()
         let payload = try encode(message)
+        if payload.count > ring.maxMessageSize { return try blockingSendLoan(try loanCopy(of: payload), timeout: timeout) }
         let claim = try ring.blockingClaimToSend(timeout: timeout)
         payload.withBytes { ring.finishSend(claim, $0) }
     }
 
     /// Sends `message` if there is room now; never waits. Returns false (having sent nothing) if the
     /// channel is full.
-    /// - Throws: `closed`, `invalidSize`, `encodingFailed`, `corrupt`, as ``send(_:timeout:)``.
+    /// - Throws: `closed`, `encodingFailed`, `outOfMemory`, `corrupt`, as ``send(_:timeout:)``.
     @inlinable
     public func trySend(_ message: Message) throws(InterprocessError) -> Bool {
         try checkAttached()
         let payload = try encode(message)
+        if payload.count > ring.maxMessageSize { return try trySendLoan(try loanCopy(of: payload)) == nil }
         guard let claim = try ring.tryClaimForSending() else { return false }
         payload.withBytes { ring.finishSend(claim, $0) }
         return true
     }
 
-    /// The message as it is copied into a slot; refused (`invalidSize`) if it does not fit one.
+    /// The message as it is sent: copied into a slot, or, when it is longer than a slot, into a
+    /// block of the loan heap (``loanCopy(of:)``).
     @inlinable
     func encode(_ message: Message) throws(InterprocessError) -> ChannelPayload<Message> {
-        let payload: ChannelPayload<Message>
         do throws(InterprocessError) {
-            payload = try codec.encode(message)
+            return try codec.encode(message)
         } catch {
             throw named(error)
         }
-        guard payload.count <= ring.maxMessageSize else { throw tooLong(payload.count) }
-        return payload
-    }
-
-    @usableFromInline
-    func tooLong(_ count: Int) -> InterprocessError {
-        InterprocessError(.invalidSize, objectName: name,
-            detail: "a message of \(count) bytes does not fit the channel's \(ring.maxMessageSize)-byte slots")
     }
 
     @usableFromInline
@@ -285,9 +293,14 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     @inlinable
     func take(_ claim: ChannelClaim) throws(InterprocessError) -> Message {
         let codec = codec
+        let loans = loans
         var payload: ChannelPayload<Message>?
+        var taken: TakenLoan?
         do throws(InterprocessError) {
-            try ring.finishReceive(claim) { bytes throws(InterprocessError) in payload = try codec.copyOut(bytes) }
+            try ring.finishReceive(
+                claim, { bytes throws(InterprocessError) in payload = try codec.copyOut(bytes) },
+                takeLoan: { word, count throws(InterprocessError) in taken = try loans.takeLoan(word, byteCount: count) })
+            if let taken { payload = try taken.copyOut(codec) }
             guard let payload else { throw ChannelCodec<Message>.mismatch() }
             return try codec.decode(payload)
         } catch {

@@ -145,8 +145,10 @@ enum ChannelLayout: SharedObjectKind {
         let waiting = UInt64(header.receivers_waiting) + UInt64(header.senders_waiting)
         let messageType = TypeFingerprint.problem(in: header.message_type) == nil
             ? ChannelMessageType.text(of: header.message_type, format: header.format) : "damaged"
+        var loans: [String: String] = [:]
+        if header.loan_heap_nonce != 0 { loans["loanHeapNonce"] = String(header.loan_heap_nonce, radix: 16) }
         return SharedObjectDescription(
-            details: [
+            details: loans.merging([
                 "capacity": "\(header.capacity)",
                 "maxMessageSize": "\(header.max_message_size)",
                 "messageType": messageType,
@@ -164,7 +166,7 @@ enum ChannelLayout: SharedObjectKind {
                 "redeliveries": "\(header.redeliveries)",
                 "clearedClaims": "\(header.cleared_claims)",
                 "droppedMessages": "\(header.dropped_messages)",
-            ],
+            ]) { $1 },
             summary: "\(count) of \(header.capacity) messages" + (closed ? ", closed" : "") + (waiting > 0 ? ", \(waiting) waiting" : ""))
     }
 }

@@ -64,6 +64,8 @@ final class ChannelRing: @unchecked Sendable {
     private let redeliveries: UnsafeMutablePointer<Atomic<UInt64>>
     private let clearedClaims: UnsafeMutablePointer<Atomic<UInt64>>
     private let droppedMessages: UnsafeMutablePointer<Atomic<UInt64>>
+    /// The nonce of the channel's loan heap (0: none recorded yet).
+    let loanHeapNonce: UnsafeMutablePointer<Atomic<UInt64>>
 
     /// This process's identity in the file, and the descriptor that checks others'.
     private let lease: OwnerLease
@@ -79,6 +81,7 @@ final class ChannelRing: @unchecked Sendable {
     static let closedBit: UInt64 = CIPC_CHANNEL_CLOSED
     static let orphan: UInt64 = CIPC_CHANNEL_ORPHAN
     static let skipped: UInt32 = CIPC_CHANNEL_SKIPPED
+    static let loaned: UInt32 = CIPC_CHANNEL_LOANED
     static let contended: UInt64 = OwnerLease.flagBit
     static let dataOffset = Int(CIPC_CHANNEL_SLOT_HEADER_SIZE)
     /// How often a parked sender or receiver looks for slots held by processes that died.
@@ -112,6 +115,7 @@ final class ChannelRing: @unchecked Sendable {
         redeliveries = atomic64(base + fieldOffset(\cipc_channel.redeliveries))
         clearedClaims = atomic64(base + fieldOffset(\cipc_channel.cleared_claims))
         droppedMessages = atomic64(base + fieldOffset(\cipc_channel.dropped_messages))
+        loanHeapNonce = atomic64(base + fieldOffset(\cipc_channel.loan_heap_nonce))
         self.lease = lease
         me = lease.token
     }
@@ -135,6 +139,9 @@ final class ChannelRing: @unchecked Sendable {
 
     @inline(__always)
     private func length(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt32>> { atomic32(slot + 16) }
+
+    @inline(__always)
+    private func loan(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(slot + 24) }
 
     /// The sequence of a slot free for position `p`, and of one holding its message.
     @inline(__always) private static func free(_ p: UInt64) -> UInt64 { p &* 2 }
@@ -225,6 +232,39 @@ final class ChannelRing: @unchecked Sendable {
            sequence(self.slot(at: claim.position &+ 1)).pointee.load(ordering: .relaxed) == Self.free(claim.position &+ 1) {
             wake(sendSignal)
         }
+    }
+
+    /// Publishes the claimed slot as a loan: the message is the `byteCount` bytes of the loan
+    /// heap's block `word` (the caller allocated and filled it; the slot names it from now on). Then
+    /// as ``finishSend(_:_:)``.
+    func finishSendLoan(_ claim: ChannelClaim, word: UInt64, byteCount: Int) {
+        let slot = claim.slot
+        CrashPoint.reached("channel.send.afterClaim")
+        loan(slot).pointee.store(word, ordering: .relaxed)
+        length(slot).pointee.store(Self.loaned | UInt32(byteCount), ordering: .relaxed)
+        CrashPoint.reached("channel.loan.afterWrite")
+        sequence(slot).pointee.store(Self.full(claim.position), ordering: .sequentiallyConsistent)
+        CrashPoint.reached("channel.loan.afterPublish")
+        releaseOwner(slot)
+        wakeReceiver()
+        if atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
+           sequence(self.slot(at: claim.position &+ 1)).pointee.load(ordering: .relaxed) == Self.free(claim.position &+ 1) {
+            wake(sendSignal)
+        }
+    }
+
+    /// The pointer words that published slots name as loans now: every slot whose sequence says it
+    /// holds a message (odd) and whose length is a loan's. What a loan heap's sweep must keep.
+    func publishedLoans() -> Set<UInt64> {
+        var words = Set<UInt64>()
+        for index in 0..<capacity {
+            let slot = slots + index &* stride
+            guard sequence(slot).pointee.load(ordering: .acquiring) & 1 == 1 else { continue }
+            let count = length(slot).pointee.load(ordering: .acquiring)
+            guard count & Self.loaned != 0, count != Self.skipped else { continue }
+            words.insert(loan(slot).pointee.load(ordering: .acquiring))
+        }
+        return words
     }
 
     /// Claims a position for a send without waiting: nil if the ring is full (or a slot it needs is
@@ -376,15 +416,34 @@ final class ChannelRing: @unchecked Sendable {
     /// the slot and must not keep the buffer), releases the slot for the position one lap on, lets
     /// it go and wakes a parked sender if there is one. A length that does not fit a slot is
     /// `corrupt` (the message is dropped).
+    ///
+    /// A slot whose message is a loan (`CIPC_CHANNEL_LOANED`) goes to `takeLoan` instead, with the
+    /// slot's pointer word and length, unchecked, while the slot is held; if it throws, the message
+    /// is dropped (and counted).
     @usableFromInline
-    func finishReceive(_ claim: ChannelClaim, _ copy: (UnsafeRawBufferPointer) throws(InterprocessError) -> Void) throws(InterprocessError) {
+    func finishReceive(
+        _ claim: ChannelClaim, _ copy: (UnsafeRawBufferPointer) throws(InterprocessError) -> Void,
+        takeLoan: (UInt64, Int) throws(InterprocessError) -> Void
+    ) throws(InterprocessError) {
         let slot = claim.slot
         let count = length(slot).pointee.load(ordering: .relaxed)
         var failure: InterprocessError?
         if Int(count) > maxMessageSize {
-            droppedMessages.pointee.wrappingAdd(1, ordering: .relaxed)
-            failure = InterprocessError(.corrupt, objectName: name,
-                detail: "a message of \(count) bytes in a channel of at most \(maxMessageSize)-byte messages (dropped)")
+            if count & Self.loaned != 0, count != Self.skipped {
+                // The message is a block of the loan heap: `takeLoan` makes it this process's (the
+                // word and length are checked there) while the slot still names it.
+                do throws(InterprocessError) {
+                    try takeLoan(loan(slot).pointee.load(ordering: .relaxed), Int(count & ~Self.loaned))
+                } catch {
+                    droppedMessages.pointee.wrappingAdd(1, ordering: .relaxed)
+                    failure = error
+                }
+                CrashPoint.reached("channel.loan.afterAdopt")
+            } else {
+                droppedMessages.pointee.wrappingAdd(1, ordering: .relaxed)
+                failure = InterprocessError(.corrupt, objectName: name,
+                    detail: "a message of \(count) bytes in a channel of at most \(maxMessageSize)-byte messages (dropped)")
+            }
         } else {
             do throws(InterprocessError) {
                 try copy(UnsafeRawBufferPointer(start: slot + Self.dataOffset, count: Int(count)))
@@ -396,6 +455,14 @@ final class ChannelRing: @unchecked Sendable {
         release(slot, position: claim.position)
         if claim.redelivery { decrementOrphans() }
         if let failure { throw failure }
+    }
+
+    /// ``finishReceive(_:_:takeLoan:)`` for a ring whose messages are never loans (a ``Service``'s
+    /// requests): a slot that claims to hold one is `corrupt`, and dropped.
+    func finishReceive(_ claim: ChannelClaim, _ copy: (UnsafeRawBufferPointer) throws(InterprocessError) -> Void) throws(InterprocessError) {
+        try finishReceive(claim, copy, takeLoan: { _, count throws(InterprocessError) in
+            throw InterprocessError(.corrupt, objectName: name, detail: "a slot claims to hold a loan of \(count) bytes, in a ring without loans (dropped)")
+        })
     }
 
     /// Frees `slot` (whose message of `position` this process took) for the position one lap on,

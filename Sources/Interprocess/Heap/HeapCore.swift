@@ -799,6 +799,14 @@ final class HeapCore: @unchecked Sendable {
 
     // MARK: Clients
 
+    /// Claims a client record now if this handle found none when it opened (every record was held
+    /// by a live process): after blocks of ended processes were freed,
+    /// their records can be taken. Call it before the handle is shared with other threads.
+    func claimClientIfNone() throws(InterprocessError) {
+        guard client == 0 else { return }
+        client = try withLock(.claim) { (op: inout HeapOperation) throws(InterprocessError) in try claimClient(&op) }
+    }
+
     /// Finds or takes this process's client record: its own (the same token), a free one, or — when
     /// none is free — one that recycling the records of ended processes freed; 0 if none (every
     /// record belongs to a live process).

@@ -113,8 +113,13 @@ extension HeapCore {
         }
     }
 
-    /// Frees (or counts) the blocks of client records whose process ended, but not the directory's.
-    func reclaimLocked(dryRun: Bool, _ op: inout HeapOperation) throws(InterprocessError) -> SharedHeap.Reclamation {
+    /// Frees (or counts) the blocks of client records whose process ended, but not the directory's,
+    /// nor (with `keeping`) the pointer words it returns. `keeping` is called after the ended
+    /// processes are known, under the lock: a word an ended process published before it ended is
+    /// in it (what a channel's loan heap needs, `Channel+Loans.swift`).
+    func reclaimLocked(
+        dryRun: Bool, keeping: (() -> Set<UInt64>)? = nil, _ op: inout HeapOperation
+    ) throws(InterprocessError) -> SharedHeap.Reclamation {
         var ended = [Bool](repeating: false, count: HeapLayout.clientCount)
         var pids = [Int32](repeating: 0, count: HeapLayout.clientCount)
         for index in 1..<HeapLayout.clientCount {
@@ -122,6 +127,7 @@ extension HeapCore {
             ended[index] = token != 0 && !lease.isAlive(token)
             pids[index] = OwnerLease.displayPID(of: token)
         }
+        let kept = keeping?() ?? []
         let named = directoryBlocks(try walkDirectory())
         var victims: [UInt64] = []
         var result = SharedHeap.Reclamation(blocks: 0, bytes: 0, processes: [])
@@ -130,7 +136,9 @@ extension HeapCore {
             guard state & HeapLayout.inUse != 0 else { return }
             let owner = Int(block.info & 0xFF)
             guard owner == Int(HeapLayout.endedClient) || (owner < HeapLayout.clientCount && ended[owner]), !named.contains(block.ref) else { return }
-            victims.append(HeapLayout.pointerWord(store: block.store, blockOffset: block.offset, tag: state & HeapLayout.tagMask))
+            let word = HeapLayout.pointerWord(store: block.store, blockOffset: block.offset, tag: state & HeapLayout.tagMask)
+            guard !kept.contains(word) else { return }
+            victims.append(word)
             result.blocks += 1
             result.bytes += Int(size) * HeapLayout.granule
             owners.insert(owner)
@@ -142,5 +150,22 @@ extension HeapCore {
             try freeLocked(word, &op)
         }
         return result
+    }
+}
+
+extension HeapCore {
+    /// Makes the live block `word` this process's (as ``recordOwner(_:)``), checked to hold at least
+    /// `byteCount` bytes, in one operation: its address and the bytes it holds. `invalidPointer`
+    /// unless it is a live block of this heap; `corrupt` if it holds fewer bytes.
+    func adoptBlock(_ word: UInt64, holding byteCount: Int) throws(InterprocessError) -> UnsafeMutableRawPointer {
+        try withLock(.adopt) { (op: inout HeapOperation) throws(InterprocessError) in
+            let (address, usable) = try resolve(word, minimumBytes: 0, alignment: 1)
+            guard usable >= byteCount else {
+                throw corrupt("a message of \(byteCount) bytes names a block of \(usable) bytes")
+            }
+            let (block, _, _) = try liveBlock(word)
+            op.set32(block.field(HeapLayout.blockInfo), (block.info & ~0xFF) | client)
+            return address
+        }
     }
 }
