@@ -10,25 +10,6 @@ import Testing
 
 @Suite("ipc publish and subscribe", .serialized, .timeLimit(.minutes(5)))
 struct BroadcastToolTests {
-    private func ipcPath() throws -> String {
-        try #require(BuiltExecutable.path(of: "ipc"), "the ipc executable is not built next to the tests")
-    }
-
-    /// Runs `ipc arguments…` to completion (killed after 30 s).
-    private func ipc(_ arguments: String...) throws -> (termination: ChildProcess.Termination?, output: String, error: String) {
-        let result = try ChildProcess.run(try ipcPath(), arguments, timeout: .seconds(30))
-        return (result.termination, result.standardOutput, result.standardError)
-    }
-
-    /// Runs a shell command line with `$IPC` set to the tool.
-    private func shell(_ script: String) throws -> (termination: ChildProcess.Termination?, output: String, error: String) {
-        var environment: [String: String] = [:]
-        for (key, value) in ProcessEnvironment.all { environment[key] = value }
-        environment["IPC"] = try ipcPath()
-        let result = try ChildProcess.run("/bin/sh", ["-c", script], timeout: .seconds(30), environment: environment)
-        return (result.termination, result.standardOutput, result.standardError)
-    }
-
     @Test func publishAndSubscribeText() throws {
         try withCleanNames("bccli") { name in
             var result = try ipc("publish", name, "hello", "two words", "--create", "--capacity", "8")

@@ -10,23 +10,6 @@ import Testing
 
 @Suite("ipc and channel loans", .serialized, .timeLimit(.minutes(5)))
 struct ChannelLoanToolTests {
-    private func ipcPath() throws -> String {
-        try #require(BuiltExecutable.path(of: "ipc"), "the ipc executable is not built next to the tests")
-    }
-
-    private func ipc(_ arguments: String...) throws -> (termination: ChildProcess.Termination?, output: String, error: String) {
-        let result = try ChildProcess.run(try ipcPath(), arguments, timeout: .seconds(30))
-        return (result.termination, result.standardOutput, result.standardError)
-    }
-
-    private func shell(_ script: String) throws -> (termination: ChildProcess.Termination?, output: String, error: String) {
-        var environment: [String: String] = [:]
-        for (key, value) in ProcessEnvironment.all { environment[key] = value }
-        environment["IPC"] = try ipcPath()
-        let result = try ChildProcess.run("/bin/sh", ["-c", script], timeout: .seconds(30), environment: environment)
-        return (result.termination, result.standardOutput, result.standardError)
-    }
-
     /// A 200 KB line through a channel of 64-byte slots: `ipc send` and `ipc recv` carry it whole
     /// (through the loan heap), `ipc ls` shows the loan heap, `ipc rm` removes it with the channel.
     @Test func aLineLongerThanASlotTravelsThroughTheLoanHeap() throws {

@@ -11,12 +11,6 @@ import Testing
 
 @Suite("ipc and message queues", .serialized, .timeLimit(.minutes(5)))
 struct MessageQueueToolTests {
-    private func ipc(_ arguments: String...) throws -> (termination: ChildProcess.Termination?, output: String, error: String) {
-        let path = try #require(BuiltExecutable.path(of: "ipc"), "the ipc executable is not built next to the tests")
-        let result = try ChildProcess.run(path, arguments, timeout: .seconds(30))
-        return (result.termination, result.standardOutput, result.standardError)
-    }
-
     @Test func createSendWithPrioritiesReceiveInOrder() throws {
         try withCleanNames("mqcli") { name in
             var result = try ipc("mq-create", name, "--capacity", "8", "--max-message-size", "64")

@@ -24,12 +24,6 @@ func canActAsAnotherUser(_ test: String) -> Bool {
 
 @Suite("Segment hardening", .serialized, .timeLimit(.minutes(3)))
 struct SegmentHardeningTests {
-    private func ipc(_ arguments: String...) throws -> (termination: ChildProcess.Termination?, output: String, error: String) {
-        let path = try #require(BuiltExecutable.path(of: "ipc"))
-        let result = try ChildProcess.run(path, arguments, timeout: .seconds(20))
-        return (result.termination, result.standardOutput, result.standardError)
-    }
-
     @Test func aFIFOOrADirectoryAtANameNeverBlocksAndIsNotASegment() throws {
         try withCleanNames("fifo") { prefix in
             let fifo = prefix + "-f"

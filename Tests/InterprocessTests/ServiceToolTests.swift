@@ -15,16 +15,6 @@ private struct Job: Codable, Equatable, Sendable {
 
 @Suite("ipc call and serve", .serialized, .timeLimit(.minutes(5)))
 struct ServiceToolTests {
-    private func ipcPath() throws -> String {
-        try #require(BuiltExecutable.path(of: "ipc"), "the ipc executable is not built next to the tests")
-    }
-
-    /// Runs `ipc arguments…` to completion (killed after 30 s).
-    private func ipc(_ arguments: String...) throws -> (termination: ChildProcess.Termination?, output: String, error: String) {
-        let result = try ChildProcess.run(try ipcPath(), arguments, timeout: .seconds(30))
-        return (result.termination, result.standardOutput, result.standardError)
-    }
-
     @Test func callAndServeFromTheShell() throws {
         try withCleanNames("svccli") { name in
             defer { try? Service<String, String>.remove(name: name) }
