@@ -80,11 +80,11 @@ enum ChannelLoanThroughputBench: BenchScenario {
                 }
                 try run("pipe") { sequence in
                     LoanNames.stamp(buffer, sequence)
-                    try BenchIO.writeAll(buffer, to: pipe.write.fd)
+                    try BenchIO.writeMessage(pipe.write.fd, UnsafeRawBufferPointer(buffer))
                 }
                 try run("socketpair") { sequence in
                     LoanNames.stamp(buffer, sequence)
-                    try BenchIO.writeAll(buffer, to: pair.0.fd)
+                    try BenchIO.writeMessage(pair.0.fd, UnsafeRawBufferPointer(buffer))
                 }
                 try run("mqueue") { sequence in
                     LoanNames.stamp(buffer, sequence)
@@ -185,36 +185,6 @@ struct LoanNames {
     }
 }
 
-extension BenchIO {
-    /// Writes all of `bytes` to `fd`.
-    static func writeAll(_ bytes: UnsafeMutableRawBufferPointer, to fd: Int32) throws {
-        var done = 0
-        while done < bytes.count {
-            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ToolError("write failed: errno \(errno)")
-            }
-            done += n
-        }
-    }
-
-    /// Fills all of `buffer` from `fd`; false at end of file.
-    static func readAll(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws -> Bool {
-        var done = 0
-        while done < buffer.count {
-            let n = read(fd, buffer.baseAddress! + done, buffer.count - done)
-            if n == 0 { return false }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ToolError("read failed: errno \(errno)")
-            }
-            done += n
-        }
-        return true
-    }
-}
-
 extension BenchRole {
     static let loanSinkChannel = BenchRole.inSegment("loan-sink-channel") { try $0.loanSinkChannel() }
     static let loanSinkStream = BenchRole.inSegment("loan-sink-stream") { try $0.loanSinkStream() }
@@ -267,7 +237,7 @@ extension PeerWork {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ChannelLoanThroughputBench.messageSize, alignment: 64)
         defer { buffer.deallocate() }
         try runs { sequence in
-            guard try BenchIO.readAll(input, into: buffer) else { return nil }
+            guard try BenchIO.readMessage(input, into: buffer) else { return nil }
             return LoanNames.carries(UnsafeRawBufferPointer(buffer), sequence)
         }
     }
