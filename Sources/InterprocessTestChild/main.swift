@@ -240,6 +240,9 @@ case let command where command.hasPrefix("svc-"):
 case let command where command.hasPrefix("chan-"):
     exit(runChannelCommand(command, rest))
 
+case let command where command.hasPrefix("ready-"):
+    exit(runReadinessCommand(command, rest))
+
 case let command where command.hasPrefix("mq-"):
     exit(runMessageQueueCommand(command, rest))
 case let command where command.hasPrefix("bc-"):
