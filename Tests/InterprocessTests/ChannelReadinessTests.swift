@@ -341,3 +341,37 @@ struct ChannelParticipantsTests {
         }
     }
 }
+
+@Suite("ipc ls and inspect: channel participants", .serialized)
+struct ChannelParticipantsToolTests {
+    /// Runs `ipc arguments…` to completion (killed after 30 s).
+    private func ipc(_ arguments: String...) throws -> (termination: ChildProcess.Termination?, output: String, error: String) {
+        let path = try #require(BuiltExecutable.path(of: "ipc"), "the ipc executable is not built next to the tests")
+        let result = try ChildProcess.run(path, arguments, timeout: .seconds(30))
+        return (result.termination, result.standardOutput, result.standardError)
+    }
+
+    @Test func lsAndInspectShowProducersConsumersAndDescriptors() throws {
+        try withCleanNames("part-tool") { prefix in
+            let name = prefix + "-c"
+            let channel = try Channel<String>.create(name: name, capacity: 8)
+            defer { channel.detach() }
+            #expect(try channel.trySend("one"))
+            let child = try Peer.spawn("ready-hold", name)
+            defer { child.stop() }
+            #expect(child.readLine() == "registered")
+            var result = try ipc("inspect", name)
+            #expect(result.termination == .exited(0), "\(result.error)")
+            #expect(result.output.contains("pid \(getpid()) alive, sender, 1 handle"), "\(result.output)")
+            #expect(result.output.contains("pid \(child.pid) alive, no messages yet, 2 handles, readiness descriptor (armed, 0 wake-ups)"), "\(result.output)")
+            #expect(result.output.contains("producers: 1") && result.output.contains("consumers: 0"), "\(result.output)")
+            result = try ipc("ls")
+            let line = result.output.split(separator: "\n").first { $0.contains(name) }.map(String.init) ?? ""
+            #expect(line.contains("1 of 8 messages, 1 producer, 0 consumers"), "\(result.output)")
+            child.stop()
+            result = try ipc("inspect", name, "--json")
+            #expect(result.output.contains("pid \(child.pid) ended"), "\(result.output)")
+            #expect(try channel.tryReceive() == "one")
+        }
+    }
+}

@@ -103,7 +103,7 @@ typedef struct cipc_channel_slot {
 typedef struct cipc_channel_participant {
     uint64_t owner;      ///<  0: the process's owner token, or 0: a free entry (atomic)
     uint32_t roles;      ///<  8: CIPC_CHANNEL_ROLE_* it has acted in (atomic)
-    uint32_t handles;    ///< 12: its handles open on the channel (atomic)
+    uint32_t handles;    ///< 12: its handles open on the channel, readiness descriptors included (atomic)
     uint64_t notifier;   ///< 16: its readiness socket's number, or 0: none (atomic)
     uint64_t pokes;      ///< 24: datagrams sent to its readiness socket (atomic)
     uint8_t  reserved[32]; ///< 32
