@@ -22,7 +22,8 @@ func runReadinessCommand(_ command: String, _ rest: [String]) -> Int32 {
             _exit(0)
         case "ready-send":
             // ready-send NAME ID COUNT: opens the Channel<String> NAME, says "ready", and when told
-            // sends "ID:SEQ" for SEQ in 0..<COUNT (blocking while full), then says "done".
+            // sends "ID:SEQ" for SEQ in 0..<COUNT (blocking while full), then says "done" and keeps
+            // its handle until told again (or killed).
             let channel = try Channel<String>.open(name: rest[0])
             let id = rest[1]
             let count = Int(rest[2])!
@@ -30,6 +31,8 @@ func runReadinessCommand(_ command: String, _ rest: [String]) -> Int32 {
             awaitInstruction(upTo: 120)
             for sequence in 0..<count { try channel.blockingSend("\(id):\(sequence)", timeout: .seconds(120)) }
             say("done")
+            awaitInstruction(upTo: 120)
+            withExtendedLifetime(channel) {}
         default:
             StandardStream.write("child: unknown command \(command)\n", to: 2)
             return 2

@@ -231,8 +231,8 @@ struct ChannelReadinessTests {
     /// once, in order per sender, and the loop never waits out its bound (no lost wake-up).
     @Test func crossProcessStressLosesNoWakeUp() throws {
         try withCleanNames("rdy-stress") { prefix in
-            let senders = 3
-            let perSender = 3000
+            let senders = 4
+            let perSender = 10_000
             let channel = try Channel<String>.create(name: prefix + "-c", capacity: 16)
             defer { channel.detach() }
             let readiness = try channel.readinessDescriptor()
@@ -268,6 +268,9 @@ struct ChannelReadinessTests {
             #expect(received == senders * perSender)
             for child in children { #expect(child.readLine() == "done") }
             #expect(try channel.tryReceive() == nil)
+            #expect(readiness.wakeUps >= 1)
+            readiness.close()
+            #expect(readinessFiles(prefix + "-c").isEmpty)
         }
     }
 }
