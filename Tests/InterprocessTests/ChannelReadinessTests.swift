@@ -375,6 +375,10 @@ struct ChannelParticipantsToolTests {
             result = try ipc("inspect", name, "--json")
             #expect(result.output.contains("pid \(child.pid) ended"), "\(result.output)")
             #expect(try channel.tryReceive() == "one")
+            // The last process to let go sweeps the dead one's socket file.
+            #expect(readinessFiles(name).count == 1)
+            channel.detach()
+            #expect(readinessFiles(name).isEmpty)
         }
     }
 }

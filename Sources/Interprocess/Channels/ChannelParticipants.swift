@@ -12,7 +12,9 @@ import SystemPackage
 /// **Entries.** A process claims a free entry with a compare-and-swap of `owner` from 0 to its
 /// owner token (one per process and file: ``OwnerLease``) and frees it (owner back to 0) when its
 /// last handle goes. An entry whose owner is dead is *swept* by whoever finds it — a process that
-/// joins, a sender whose datagram was refused, a new readiness registration: it takes the entry
+/// joins, a sender whose datagram was refused, a process letting go of its last handle (the
+/// channel may be removed after it, and the dead entries' socket files with nobody to find them
+/// later): it takes the entry
 /// (owner: its own token with the flag bit, so that two sweepers never clean one entry and a new
 /// owner's fields are never wiped), clears the entry's armed bit, removes the dead socket file (if
 /// this user's and nobody is bound to it), zeroes the entry and frees it. A sweeper killed while
@@ -131,6 +133,8 @@ final class ChannelParticipants: @unchecked Sendable {
             entries[key] = nil
             clear(local.index)
             _ = owner(local.index).pointee.compareExchange(expected: me, desired: 0, ordering: .sequentiallyConsistent)
+            // The channel may go away with us: sweep what dead processes left (their socket files).
+            sweepDead()
         }
     }
 
