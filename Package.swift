@@ -18,6 +18,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
+        // `swift package generate-documentation`: the DocC catalog Sources/Interprocess/Interprocess.docc
+        // (a command plugin: nothing of it is built into the library or its users' programs).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // C shim: only what Swift cannot call (variadic fcntl/syscall, futex constants) and the

@@ -147,8 +147,31 @@ struct Ledger: @unchecked Sendable {
     }
 }
 
-private func produce(name: String, ledger ledgerName: String, id: Int, count: Int, async: Bool) throws {
+private func produce(name: String, ledger: String, id: Int, count: Int, async: Bool) throws {
     let channel = try Channel<[UInt8]>.open(name: name)
+    try produceNumbered(ledger: ledger, id: id, count: count, async: async) { message throws(InterprocessError) in
+        try channel.blockingSend(message, timeout: .seconds(60))
+    } send: { message throws(InterprocessError) in
+        try await channel.send(message, timeout: .seconds(60))
+    }
+}
+
+private func consume(name: String, ledger: String, count: Int, async: Bool) throws {
+    let channel = try Channel<[UInt8]>.open(name: name)
+    try consumeNumbered(ledger: ledger, count: count, async: async, messages: channel.messages) { () throws(InterprocessError) in
+        (try channel.blockingReceive(timeout: .seconds(60)), nil)
+    }
+}
+
+// MARK: - Numbered messages through a channel or a message queue
+
+/// Sends `count` numbered messages of producer `id`, with `blockingSend` or (`async`) with `send` on
+/// a task, recording each in the ledger once its send returned; says "ready" first and "done" at
+/// the end. (chan-produce, mq-produce)
+func produceNumbered(
+    ledger ledgerName: String, id: Int, count: Int, async: Bool, blockingSend: ([UInt8]) throws(InterprocessError) -> Void,
+    send: @escaping @Sendable ([UInt8]) async throws(InterprocessError) -> Void
+) throws {
     let ledger = try Ledger(name: ledgerName, count: count)
     say("ready")
     if async {
@@ -157,7 +180,7 @@ private func produce(name: String, ledger ledgerName: String, id: Int, count: In
         Task {
             do throws(InterprocessError) {
                 for sequence in 0..<count {
-                    try await channel.send(numberedMessage(id: id, sequence: sequence), timeout: .seconds(60))
+                    try await send(numberedMessage(id: id, sequence: sequence))
                     ledger.sent(id).pointee.store(UInt64(sequence + 1), ordering: .releasing)
                 }
             } catch {
@@ -169,20 +192,26 @@ private func produce(name: String, ledger ledgerName: String, id: Int, count: In
         if let error = failure.withLock({ $0 }) { throw error }
     } else {
         for sequence in 0..<count {
-            try channel.blockingSend(numberedMessage(id: id, sequence: sequence), timeout: .seconds(60))
+            try blockingSend(numberedMessage(id: id, sequence: sequence))
             ledger.sent(id).pointee.store(UInt64(sequence + 1), ordering: .releasing)
         }
     }
     say("done")
 }
 
-private func consume(name: String, ledger ledgerName: String, count: Int, async: Bool) throws {
-    let channel = try Channel<[UInt8]>.open(name: name)
+/// Receives numbered messages until the channel or queue is closed and drained, with
+/// `blockingReceive` or (`async`) from `messages` on a task, checking and recording each in the
+/// ledger (a message that comes with a priority must come with its producer's, `id % 4`); says
+/// "ready" first, "drained N" at the end. (chan-consume, mq-consume)
+func consumeNumbered<Messages: AsyncSequence<[UInt8], InterprocessError> & Sendable>(
+    ledger ledgerName: String, count: Int, async: Bool, messages: Messages,
+    blockingReceive: () throws(InterprocessError) -> (message: [UInt8], priority: Int?)
+) throws {
     let ledger = try Ledger(name: ledgerName, count: count)
     var last: [Int: Int] = [:]
     var drained = 0
-    func record(_ message: [UInt8]) {
-        guard let (id, sequence) = parseNumbered(message), let cell = ledger.cell(id, sequence) else {
+    func record(_ message: [UInt8], _ priority: Int?) {
+        guard let (id, sequence) = parseNumbered(message), let cell = ledger.cell(id, sequence), priority.map({ $0 == id % 4 }) ?? true else {
             ledger.damaged.pointee.add(1, ordering: .relaxed)
             return
         }
@@ -200,7 +229,7 @@ private func consume(name: String, ledger ledgerName: String, count: Int, async:
             var mine: [Int: Int] = [:]
             var total = 0
             do throws(InterprocessError) {
-                for try await message in channel.messages {
+                for try await message in messages {
                     guard let (id, sequence) = parseNumbered(message), let cell = ledger.cell(id, sequence) else {
                         ledger.damaged.pointee.add(1, ordering: .relaxed)
                         continue
@@ -223,8 +252,8 @@ private func consume(name: String, ledger ledgerName: String, count: Int, async:
         drained = total
     } else {
         receiving: while true {
-            switch Result(catching: { () throws(InterprocessError) in try channel.blockingReceive(timeout: .seconds(60)) }) {
-            case .success(let message): record(message)
+            switch Result(catching: blockingReceive) {
+            case .success(let (message, priority)): record(message, priority)
             case .failure(let error) where error.code == .closed: break receiving
             case .failure(let error): throw error
             }

@@ -87,89 +87,20 @@ func runMessageQueueCommand(_ command: String, _ rest: [String]) -> Int32 {
     }
 }
 
-private func produce(name: String, ledger ledgerName: String, id: Int, count: Int, async: Bool) throws {
+private func produce(name: String, ledger: String, id: Int, count: Int, async: Bool) throws {
     let queue = try MessageQueue<[UInt8]>.open(name: name)
-    let ledger = try Ledger(name: ledgerName, count: count)
     let priority = id % 4
-    say("ready")
-    if async {
-        let done = DispatchSemaphore(value: 0)
-        let failure = Mutex<InterprocessError?>(nil)
-        Task {
-            do throws(InterprocessError) {
-                for sequence in 0..<count {
-                    try await queue.send(numberedMessage(id: id, sequence: sequence), priority: priority, timeout: .seconds(60))
-                    ledger.sent(id).pointee.store(UInt64(sequence + 1), ordering: .releasing)
-                }
-            } catch {
-                failure.withLock { $0 = error }
-            }
-            done.signal()
-        }
-        done.wait()
-        if let error = failure.withLock({ $0 }) { throw error }
-    } else {
-        for sequence in 0..<count {
-            try queue.blockingSend(numberedMessage(id: id, sequence: sequence), priority: priority, timeout: .seconds(60))
-            ledger.sent(id).pointee.store(UInt64(sequence + 1), ordering: .releasing)
-        }
+    try produceNumbered(ledger: ledger, id: id, count: count, async: async) { message throws(InterprocessError) in
+        try queue.blockingSend(message, priority: priority, timeout: .seconds(60))
+    } send: { message throws(InterprocessError) in
+        try await queue.send(message, priority: priority, timeout: .seconds(60))
     }
-    say("done")
 }
 
-private func consume(name: String, ledger ledgerName: String, count: Int, async: Bool) throws {
+private func consume(name: String, ledger: String, count: Int, async: Bool) throws {
     let queue = try MessageQueue<[UInt8]>.open(name: name)
-    let ledger = try Ledger(name: ledgerName, count: count)
-    var last: [Int: Int] = [:]
-    var drained = 0
-    func record(_ message: [UInt8], _ priority: Int) {
-        guard let (id, sequence) = parseNumbered(message), let cell = ledger.cell(id, sequence), priority == id % 4 else {
-            ledger.damaged.pointee.add(1, ordering: .relaxed)
-            return
-        }
-        if let previous = last[id], sequence <= previous { ledger.violations.pointee.add(1, ordering: .relaxed) }
-        last[id] = sequence
-        cell.pointee.add(1, ordering: .relaxed)
-        ledger.received.pointee.add(1, ordering: .relaxed)
-        drained += 1
+    try consumeNumbered(ledger: ledger, count: count, async: async, messages: queue.messages) { () throws(InterprocessError) in
+        let (message, priority) = try queue.blockingReceiveWithPriority(timeout: .seconds(60))
+        return (message, priority)
     }
-    say("ready")
-    if async {
-        let done = DispatchSemaphore(value: 0)
-        let outcome = Mutex<(Int, InterprocessError?)>((0, nil))
-        Task {
-            var mine: [Int: Int] = [:]
-            var total = 0
-            do throws(InterprocessError) {
-                for try await message in queue.messages {
-                    guard let (id, sequence) = parseNumbered(message), let cell = ledger.cell(id, sequence) else {
-                        ledger.damaged.pointee.add(1, ordering: .relaxed)
-                        continue
-                    }
-                    if let previous = mine[id], sequence <= previous { ledger.violations.pointee.add(1, ordering: .relaxed) }
-                    mine[id] = sequence
-                    cell.pointee.add(1, ordering: .relaxed)
-                    ledger.received.pointee.add(1, ordering: .relaxed)
-                    total += 1
-                }
-                outcome.withLock { $0 = (total, nil) }
-            } catch {
-                outcome.withLock { $0 = (total, error) }
-            }
-            done.signal()
-        }
-        done.wait()
-        let (total, error) = outcome.withLock { $0 }
-        if let error { throw error }
-        drained = total
-    } else {
-        receiving: while true {
-            switch Result(catching: { () throws(InterprocessError) in try queue.blockingReceiveWithPriority(timeout: .seconds(60)) }) {
-            case .success(let (message, priority)): record(message, priority)
-            case .failure(let error) where error.code == .closed: break receiving
-            case .failure(let error): throw error
-            }
-        }
-    }
-    say("drained \(drained)")
 }

@@ -212,6 +212,17 @@ case "churn-create":
         } catch { fail("\(error)") }
     }
 
+case "open-as-mutex", "remove-as-mutex":
+    // open-as-mutex NAME / remove-as-mutex NAME: open, or remove, NAME as a ProcessMutex (a raw
+    // segment is refused); says the error code, exit 0 if refused as `incompatible`.
+    do {
+        if command == "open-as-mutex" { _ = try ProcessMutex.open(name: rest[0]) } else { try ProcessMutex.remove(name: rest[0]) }
+        fail("\(command) succeeded")
+    } catch {
+        say(error.code.description)
+        exit(error.code == .incompatible ? 0 : 1)
+    }
+
 case "gc-dry":
     // gc-dry PREFIX: the names a dry-run garbage collection would remove, one per line.
     for info in SharedMemory.collectGarbage(dryRun: true, prefix: rest[0]) { say(info.name) }
@@ -265,6 +276,9 @@ case let command where command.hasPrefix("named-"):
 
 case let command where command.hasPrefix("heap-"):
     exit(runHeapCommand(command, rest))
+
+case let command where command.hasPrefix("recycle-"):
+    exit(runHeapRecycleCommand(command, rest))
 
 case let command where command.hasPrefix("val-"):
     exit(runValueCommand(command, rest))

@@ -67,8 +67,9 @@ struct CollectGarbage: ParsableCommand {
                 defer { heap.close() }
                 let result = try heap.reclaimBlocksOfEndedProcesses(dryRun: dryRun)
                 guard result.blocks > 0 else { continue }
-                let pids = result.processes.map(String.init).joined(separator: ", ")
-                lines.append("\(dryRun ? "would reclaim" : "reclaimed") \(result.blocks) block\(result.blocks == 1 ? "" : "s") (\(Format.bytes(result.bytes))) of ended processes (pid \(pids)) in heap \(info.name)")
+                // No pid: only blocks of processes whose records were recycled (their pids are forgotten).
+                let pids = result.processes.isEmpty ? "" : " (pid \(result.processes.map(String.init).joined(separator: ", ")))"
+                lines.append("\(dryRun ? "would reclaim" : "reclaimed") \(result.blocks) block\(result.blocks == 1 ? "" : "s") (\(Format.bytes(result.bytes))) of ended processes\(pids) in heap \(info.name)")
             } catch {
                 lines.append("could not reclaim in heap \(info.name): \(ToolError.message(for: error) ?? "\(error)")")
             }

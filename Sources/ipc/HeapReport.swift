@@ -33,7 +33,9 @@ enum HeapReport {
         let clients = statistics.clients.filter { !($0.pid == own && $0.isAlive && $0.blocks == 0) }
         lines.append("processes:\(clients.isEmpty ? " none" : "")")
         for client in clients {
-            let who = client.record == 0 ? "record 0 (named objects, and processes without a record)" : "record \(client.record)  pid \(client.pid)  \(client.isAlive ? "alive" : "ended")"
+            let who = client.record == 0 ? "record 0 (named objects, and processes without a record)"
+                : client.isEndedProcesses ? "ended processes (their records recycled)"
+                : "record \(client.record)  pid \(client.pid)  \(client.isAlive ? "alive" : "ended")"
             lines.append("  \(who)  \(client.blocks) block\(client.blocks == 1 ? "" : "s")  \(Format.bytes(client.bytes))")
         }
         lines.append("named objects:\(named.isEmpty ? " none" : "")")

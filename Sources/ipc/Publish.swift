@@ -62,23 +62,8 @@ struct Publish: ParsableCommand {
         let name = name
         let closing = close
         try Interruptible.run {
-            var published = 0
-            var remaining = texts[...]
-            while true {
-                let text: String
-                if texts.isEmpty {
-                    guard let line = readLine(strippingNewline: true) else { break }
-                    text = line
-                } else {
-                    guard let next = remaining.popFirst() else { break }
-                    text = next
-                }
-                let bytes = Array(text.utf8)
-                if format == .json, (try? JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])) == nil {
-                    throw ToolError("message \(published + 1) is not JSON, which '\(name)' carries: \(text)")
-                }
+            let published = try await TextMessages.deliverEach(texts, format: format, name: name) { bytes in
                 try await broadcast.publish(bytes, timeout: timeout)
-                published += 1
             }
             if closing { broadcast.close() }
             StandardStream.write("published \(published) message\(published == 1 ? "" : "s") to \(name)\(closing ? " and closed it" : "")\n")
@@ -87,22 +72,13 @@ struct Publish: ParsableCommand {
 
     private func openBroadcast() throws -> Broadcast<[UInt8]> {
         guard create else { return try Broadcast<[UInt8]>.openAnyType(name: name, trusting: trust.trusted) }
-        for _ in 0..<64 {
-            switch Result(catching: { () throws(InterprocessError) in try Broadcast<[UInt8]>.openAnyType(name: name, trusting: trust.trusted) }) {
-            case .success(let broadcast): return broadcast
-            case .failure(let error) where error.code == .notFound: break
-            case .failure(let error): throw error
-            }
-            switch Result(catching: { () throws(InterprocessError) in
-                try Broadcast<String>.create(
-                    name: name, capacity: capacity, maxMessageSize: maxMessageSize, policy: policy == "drop" ? .dropOldest : .blockPublisher,
-                    lifetime: .persistent)
-            }) {
-            case .success(let created): created.detach()
-            case .failure(let error) where error.code == .alreadyExists: break
-            case .failure(let error): throw error
-            }
+        return try TextMessages.openCreatingIfMissing(name: name) { () throws(InterprocessError) in
+            try Broadcast<[UInt8]>.openAnyType(name: name, trusting: trust.trusted)
+        } create: { () throws(InterprocessError) in
+            try Broadcast<String>.create(
+                name: name, capacity: capacity, maxMessageSize: maxMessageSize, policy: policy == "drop" ? .dropOldest : .blockPublisher,
+                lifetime: .persistent
+            ).detach()
         }
-        throw InterprocessError(.createFailed, objectName: name, detail: "it kept appearing and disappearing")
     }
 }

@@ -68,53 +68,20 @@ struct Send: ParsableCommand {
         let closing = close
         let priority = priority ?? 0
         try Interruptible.run {
-            let sent = try await Self.sendAll(texts, to: channel, format: format, priority: priority, timeout: timeout, name: name)
+            let sent = try await TextMessages.deliverEach(texts, format: format, name: name) { bytes in
+                try await channel.send(bytes, priority: priority, timeout: timeout)
+            }
             if closing { channel.close() }
             say("sent \(sent) message\(sent == 1 ? "" : "s") to \(name)\(closing ? " and closed it" : "")")
         }
     }
 
-    /// Sends each text (none: each line of standard input); returns how many it sent.
-    private static func sendAll(
-        _ texts: [String], to channel: MessageEndpoint, format: ChannelMessageFormat, priority: Int, timeout: Duration?, name: String
-    ) async throws -> Int {
-        var sent = 0
-        var remaining = texts[...]
-        while true {
-            let text: String
-            if texts.isEmpty {
-                guard let line = readLine(strippingNewline: true) else { break }
-                text = line
-            } else {
-                guard let next = remaining.popFirst() else { break }
-                text = next
-            }
-            let bytes = Array(text.utf8)
-            if format == .json, (try? JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])) == nil {
-                throw ToolError("message \(sent + 1) is not JSON, which '\(name)' carries: \(text)")
-            }
-            try await channel.send(bytes, priority: priority, timeout: timeout)
-            sent += 1
-        }
-        return sent
-    }
-
     private func openEndpoint() throws -> MessageEndpoint {
         guard create else { return try MessageEndpoint.open(name: name, trusting: trust.trusted) }
-        for _ in 0..<64 {
-            switch Result(catching: { () throws(InterprocessError) in try MessageEndpoint.open(name: name, trusting: trust.trusted) }) {
-            case .success(let channel): return channel
-            case .failure(let error) where error.code == .notFound: break
-            case .failure(let error): throw error
-            }
-            switch Result(catching: { () throws(InterprocessError) in
-                try Channel<String>.create(name: name, capacity: capacity, maxMessageSize: maxMessageSize, lifetime: .persistent)
-            }) {
-            case .success(let created): created.detach()
-            case .failure(let error) where error.code == .alreadyExists: break
-            case .failure(let error): throw error
-            }
+        return try TextMessages.openCreatingIfMissing(name: name) { () throws(InterprocessError) in
+            try MessageEndpoint.open(name: name, trusting: trust.trusted)
+        } create: { () throws(InterprocessError) in
+            try Channel<String>.create(name: name, capacity: capacity, maxMessageSize: maxMessageSize, lifetime: .persistent).detach()
         }
-        throw InterprocessError(.createFailed, objectName: name, detail: "it kept appearing and disappearing")
     }
 }

@@ -54,6 +54,28 @@ struct SegmentCrashTests {
         }
     }
 
+    /// A process that takes the live lock only to look — an open refused because the segment is of
+    /// another kind, a remove refused for the same reason — may hold it at the instant the last
+    /// holder closes; the closer then cannot take the exclusive lock and leaves the name. The looker,
+    /// releasing last, must sweep it. The child stops itself while it holds the lock (made certain,
+    /// not timed); we close the last handle, see the name still there, and let the child go on.
+    @Test(arguments: [("open-as-mutex", "open.refusing"), ("remove-as-mutex", "remove.refusing")])
+    func aRefusedLookerThatReleasesLastSweepsTheAbandonedSegment(command: String, point: String) throws {
+        try withCleanNames("looker") { name in
+            let segment = try SharedMemory.create(name: name, size: 4096)
+            let child = try Peer.spawn(environment: "INTERPROCESS_STOP_POINT", point, command, name)
+            defer { child.stop() }
+            #expect(pollUntil(timeout: .seconds(20)) { processState(child.pid) == "T" }, "the looker stopped holding the lock")
+            segment.close()
+            #expect(TestNames.leftovers(name) == [name], "the closer could not decide while the looker held the lock")
+            child.kill(signal: SIGCONT)
+            #expect(child.wait(timeout: .seconds(20)) == .exited(0))
+            #expect(child.readLine() == "incompatible")
+            #expect(TestNames.leftovers(name).isEmpty, "the looker, releasing last, swept it")
+            try SharedMemory.create(name: name, size: 64).close()
+        }
+    }
+
     @Test func churningPeersKilledAtRandomNeverCorruptOrLeak() throws {
         try withCleanNames("churn") { name in
             var generator = SystemRandomNumberGenerator()

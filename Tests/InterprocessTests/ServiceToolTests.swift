@@ -62,8 +62,11 @@ struct ServiceToolTests {
             let name = TestNames.make("svcclijson")
             let jobs = try Service<Job, Job>.create(name: name, capacity: 2)
             defer { jobs.detach() }
-            // On the global executor: this test's own queue blocks while `ipc` runs.
-            let server = Task.detached { () async throws -> Void in
+            // On an executor of its own: this test's own queue blocks while `ipc` runs, and the
+            // global pool (one thread per CPU) may be taken by other tests' blocking calls — the
+            // server then never ran and the call timed out (seen once, load average 15).
+            let serverQueue = OwnQueueExecutor()
+            let server = Task.detached(executorPreference: serverQueue) { () async throws -> Void in
                 try await jobs.serve { Job(id: $0.id * 10, path: $0.path) }
             }
             var result = try ipc("call", name, "{\"id\":4,\"path\":\"/p\"}", "--json")

@@ -11,9 +11,10 @@
 // counted in granules of CIPC_HEAP_GRANULE bytes; every block starts at a granule boundary, and a block's
 // payload follows its 16-byte header. All integers are little-endian; fields that change after creation
 // are read and written atomically, through pointers, and changed only by the holder of `lock`, except
-// `next_tag` (a hint), `recoveries` (a count), and a thread's cache (`cipc_heap_cache`: its heads, and
-// the state, info and link of a block moving between in use and CACHED) — every other change is
-// recorded in `journal` first.
+// `next_tag` (a hint), `recoveries` (a count), a thread's cache (`cipc_heap_cache`: its heads, and
+// the state, info and link of a block moving between in use and CACHED), and the owner byte of a
+// block in use that recycling re-tags from an ended process's record to CIPC_HEAP_ENDED_CLIENT (one
+// compare-and-swap) — every other change is recorded in `journal` first.
 #ifndef CINTERPROCESS_HEAP_H
 #define CINTERPROCESS_HEAP_H
 
@@ -27,7 +28,7 @@ extern "C" {
 
 #define CIPC_TAG_HEAP       0x31504548u /* "HEP1": cipc_heap_header.tag */
 #define CIPC_TAG_HEAP_STORE 0x31545348u /* "HST1": cipc_heap_store_header.tag */
-#define CIPC_HEAP_VERSION 2u
+#define CIPC_HEAP_VERSION 3u /* 3: owner CIPC_HEAP_ENDED_CLIENT (recycled client records) */
 
 /// Bytes per granule: the unit of block sizes, and the alignment of every payload.
 #define CIPC_HEAP_GRANULE 16u
@@ -40,6 +41,9 @@ extern "C" {
 #define CIPC_HEAP_CLASSES 248u
 #define CIPC_HEAP_MAX_STORES 64u
 #define CIPC_HEAP_CLIENTS 64u
+/// The owner (`cipc_heap_block.info` bits 0..7) of a block in use whose process ended and whose client
+/// record was recycled for another process: "ended processes", which one is no longer known.
+#define CIPC_HEAP_ENDED_CLIENT 0xFFu
 #define CIPC_HEAP_JOURNAL_CAPACITY 48u
 /// Where `cipc_heap_header` starts in store 0's payload (right after its store header).
 #define CIPC_HEAP_HEADER_OFFSET 64u
@@ -74,8 +78,9 @@ typedef struct cipc_heap_block {
     uint32_t prev_size; ///<  0: granules of the block before this one while that block is FREE, else 0
     uint32_t size;      ///<  4: granules of this block, header included (>= 2; 1 for the end marker)
     uint32_t state;     ///<  8: CIPC_HEAP_IN_USE | tag, CIPC_HEAP_FREE, CIPC_HEAP_QUICK or CIPC_HEAP_END
-    uint32_t info;      ///< 12: in use: client index (bits 0..7) | unused bytes at the payload's end
-                        ///<     (bits 8..15); free or quick: the tag the block had last (a hint)
+    uint32_t info;      ///< 12: in use: client index or CIPC_HEAP_ENDED_CLIENT (bits 0..7) | unused
+                        ///<     bytes at the payload's end (bits 8..15); free or quick: the tag the
+                        ///<     block had last (a hint)
 } cipc_heap_block;
 
 /// A block that is FREE or QUICK: its header, then two references in what would be its payload.
@@ -97,7 +102,9 @@ typedef struct cipc_heap_store_header {
 } cipc_heap_store_header;
 
 /// One process that allocates from the heap: blocks record the index of their allocator's record.
-/// Record 0 stands for processes that found no free record.
+/// Record 0 stands for named objects and for processes that found no free record. A process that
+/// finds no free record recycles those of ended processes: their blocks are re-tagged
+/// CIPC_HEAP_ENDED_CLIENT, then each record's token is set to 0 (journaled).
 typedef struct cipc_heap_client {
     uint64_t token;     ///< 0: the process's owner token in store 0's file (see CIPC_TOKEN_*), 0 = free
     uint32_t pid;       ///< 8: its pid as it saw it (display only)
@@ -196,6 +203,7 @@ _Static_assert(offsetof(cipc_heap_free_block, next) == 16 && offsetof(cipc_heap_
 _Static_assert(sizeof(cipc_heap_store_header) == CIPC_HEAP_HEADER_OFFSET, "store header layout");
 _Static_assert(offsetof(cipc_heap_store_header, first_block) == 24 && offsetof(cipc_heap_store_header, end_block) == 32, "store header offsets");
 _Static_assert(sizeof(cipc_heap_client) == 16, "client record layout");
+_Static_assert(CIPC_HEAP_CLIENTS <= CIPC_HEAP_ENDED_CLIENT, "the owner of ended processes is no client record");
 _Static_assert(sizeof(cipc_heap_cache) == 8 * CIPC_HEAP_QUICK_LIMIT, "cache record layout");
 _Static_assert(sizeof(cipc_heap_journal_entry) == 16, "journal entry layout");
 _Static_assert(sizeof(cipc_heap_journal) == 16 + 16 * CIPC_HEAP_JOURNAL_CAPACITY, "journal layout");

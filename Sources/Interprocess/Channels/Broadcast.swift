@@ -157,14 +157,7 @@ public final class Broadcast<Message: Sendable>: @unchecked Sendable {
         let parameters = BroadcastParameters(
             capacity: capacity, maxMessageSize: maxMessageSize, maxSubscribers: maxSubscribers, policy: policy.raw,
             messageType: codec.messageType)
-        return try Broadcast(
-            state: SharedObjectStorage.create(BroadcastState.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime),
-            codec: codec)
-    }
-
-    static func open(name: String, codec: ChannelCodec<Message>, trusting trust: TrustedOwners) throws(InterprocessError) -> Broadcast {
-        let expected = BroadcastParameters(capacity: 1, maxMessageSize: 1, maxSubscribers: 1, policy: 0, messageType: codec.messageType)
-        return try Broadcast(state: SharedObjectStorage.open(BroadcastState.self, name: name, expecting: expected, trusting: trust), codec: codec)
+        return try create(name: name, parameters: parameters, codecs: codec, permissions: permissions, lifetime: lifetime)
     }
 
     static func openOrCreate(
@@ -174,9 +167,7 @@ public final class Broadcast<Message: Sendable>: @unchecked Sendable {
         let parameters = BroadcastParameters(
             capacity: capacity, maxMessageSize: maxMessageSize, maxSubscribers: maxSubscribers, policy: policy.raw,
             messageType: codec.messageType)
-        let (state, created) = try SharedObjectStorage.openOrCreate(
-            BroadcastState.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime, trusting: trust)
-        return (try Broadcast(state: state, codec: codec), created)
+        return try openOrCreate(name: name, parameters: parameters, codecs: codec, permissions: permissions, lifetime: lifetime, trusting: trust)
     }
 
     // MARK: The broadcast
@@ -485,10 +476,10 @@ extension Broadcast where Message == [UInt8] {
     /// Opens a broadcast of byte messages (`incompatible` if its messages are of another type).
     /// Only a broadcast of a trusted owner opens (by default: this process's user).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Broadcast {
-        try open(name: name, codec: .bytes, trusting: trust)
+        try open(name: name, codecs: .bytes, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,
@@ -514,10 +505,10 @@ extension Broadcast where Message == String {
     /// Opens a broadcast of strings (`incompatible` if its messages are of another type). Only a
     /// broadcast of a trusted owner opens (by default: this process's user).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Broadcast {
-        try open(name: name, codec: .text, trusting: trust)
+        try open(name: name, codecs: .text, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,
@@ -543,10 +534,10 @@ extension Broadcast where Message: Codable {
     /// Opens a broadcast of `Message` values sent as JSON (`incompatible` if its messages are of
     /// another type). Only a broadcast of a trusted owner opens (by default: this process's user).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Broadcast {
-        try open(name: name, codec: .json, trusting: trust)
+        try open(name: name, codecs: .json, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxMessageSize:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,
@@ -573,10 +564,10 @@ extension Broadcast where Message: BitwiseCopyable {
     /// Opens a broadcast of raw `Message` values (`incompatible` if its messages are of another
     /// type, even one of the same size). Only a broadcast of a trusted owner opens.
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Broadcast {
-        try open(name: name, codec: .raw, trusting: trust)
+        try open(name: name, codecs: .raw, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,
@@ -601,10 +592,10 @@ extension Broadcast where Message: BitwiseCopyable & Codable {
 
     /// Opens a broadcast of raw `Message` values (`incompatible` if its messages are of another type).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Broadcast {
-        try open(name: name, codec: .raw, trusting: trust)
+        try open(name: name, codecs: .raw, trusting: trust)
     }
 
-    /// Opens the broadcast, or creates it as ``create(name:capacity:maxSubscribers:policy:permissions:lifetime:)``
+    /// Opens the broadcast, or creates it as `create(name:capacity:maxSubscribers:policy:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxSubscribers: Int = 64, policy: SlowSubscriberPolicy = .blockPublisher,

@@ -35,9 +35,7 @@ enum BroadcastLayout: SharedObjectKind {
     static let maximumSubscribers = Int(CIPC_BROADCAST_MAX_SUBSCRIBERS)
 
     /// Bytes from one slot to the next: its header and the message, rounded up to a cache line.
-    static func stride(maxMessageSize: Int) -> Int {
-        (slotHeaderSize + maxMessageSize + 63) / 64 * 64
-    }
+    static func stride(maxMessageSize: Int) -> Int { slotStride(header: slotHeaderSize, message: maxMessageSize) }
 
     /// Where the slots start: after the header and the subscriber places.
     static func slotsOffset(maxSubscribers: Int) -> Int { headerSize + maxSubscribers * subscriberSize }
@@ -53,20 +51,10 @@ enum BroadcastLayout: SharedObjectKind {
     /// The bytes a broadcast with `parameters` needs. Throws `invalidArgument` for parameters it
     /// cannot be created with.
     static func size(for parameters: BroadcastParameters) throws(InterprocessError) -> Int {
-        guard (1...maximumCapacity).contains(parameters.capacity) else {
-            throw InterprocessError(.invalidArgument, detail: "a broadcast's capacity must be in 1...\(maximumCapacity), not \(parameters.capacity)")
-        }
-        guard (1...maximumMessageSize).contains(parameters.maxMessageSize) else {
-            throw InterprocessError(.invalidArgument,
-                detail: "a broadcast's maximum message size must be in 1...\(maximumMessageSize) bytes, not \(parameters.maxMessageSize)")
-        }
-        guard (1...maximumSubscribers).contains(parameters.maxSubscribers) else {
-            throw InterprocessError(.invalidArgument,
-                detail: "a broadcast's maximum number of subscribers must be in 1...\(maximumSubscribers), not \(parameters.maxSubscribers)")
-        }
-        if let problem = parameters.messageType.fingerprint.problem {
-            throw InterprocessError(.invalidArgument, detail: "the message type cannot be recorded: \(problem)")
-        }
+        try checkParameter("capacity", parameters.capacity, upTo: maximumCapacity)
+        try checkParameter("maximum message size", parameters.maxMessageSize, upTo: maximumMessageSize, unit: " bytes")
+        try checkParameter("maximum number of subscribers", parameters.maxSubscribers, upTo: maximumSubscribers)
+        try parameters.messageType.checkRecordable()
         return slotsOffset(maxSubscribers: parameters.maxSubscribers) + parameters.capacity * stride(maxMessageSize: parameters.maxMessageSize)
     }
 
@@ -105,11 +93,7 @@ enum BroadcastLayout: SharedObjectKind {
     static func validate(
         _ state: UnsafeMutableRawPointer, available: Int, expecting expected: ChannelMessageType?
     ) throws(InterprocessError) -> Geometry {
-        guard available >= headerSize,
-              atomic32(state + fieldOffset(\cipc_broadcast.tag)).pointee.load(ordering: .acquiring) == CIPC_TAG_BROADCAST
-        else {
-            throw InterprocessError(.corrupt, detail: "no valid broadcast there")
-        }
+        try checkTag(state, available: available, headerSize: headerSize)
         let header = state.assumingMemoryBound(to: cipc_broadcast.self).pointee
         let capacity = Int(header.capacity)
         let maxMessageSize = Int(header.max_message_size)
@@ -127,18 +111,11 @@ enum BroadcastLayout: SharedObjectKind {
         guard header.policy == CIPC_BROADCAST_BLOCK_PUBLISHER || header.policy == CIPC_BROADCAST_DROP_OLDEST else {
             throw InterprocessError(.corrupt, detail: "a broadcast with slow-subscriber policy \(header.policy), which no creator writes")
         }
-        try ChannelMessageType.checkRecord(header.message_type)
-        guard (CIPC_CHANNEL_FORMAT_BYTES...CIPC_CHANNEL_FORMAT_TEXT).contains(header.format) else {
-            throw InterprocessError(.incompatible, detail: "its messages are in format \(header.format), which this version does not know")
-        }
-        if let expected, try !expected.matches(header.message_type, format: header.format) {
-            throw InterprocessError(.incompatible,
-                detail: "it carries \(ChannelMessageType.text(of: header.message_type, format: header.format)); expected \(expected)")
-        }
+        let messageType = try ChannelMessageType.checkRecorded(header.message_type, format: header.format, expecting: expected)
         return Geometry(
             capacity: capacity, maxMessageSize: maxMessageSize, stride: stride(maxMessageSize: maxMessageSize),
             maxSubscribers: maxSubscribers, slotsOffset: Int(header.slots_offset), policy: header.policy,
-            messageType: ChannelMessageType.text(of: header.message_type, format: header.format), format: header.format)
+            messageType: messageType, format: header.format)
     }
 
     /// Capacity, policy, head position, subscribers (each with its position and what it missed),

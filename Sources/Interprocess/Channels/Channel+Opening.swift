@@ -1,115 +1,107 @@
-// Opening a Channel once its creator has made it (`openWhenCreated`), by message type (as MessageQueue's).
+// Opening a Channel once its creator has made it (`openWhenCreated`), by message type (as MessageQueue's),
+// and what the shared opener (``CodecOpenedKind``) needs of a channel.
 
-extension Channel {
-    static func openWhenCreated(name: String, codec: ChannelCodec<Message>, trusting trust: TrustedOwners, timeout: Duration?)
-        async throws(InterprocessError) -> Channel
-    {
-        try await CreatorWait.open(name: name, what: "channel", timeout: timeout) { () throws(InterprocessError) in
-            try open(name: name, codec: codec, trusting: trust)
-        }
+extension Channel: CodecOpenedKind {
+    static func expectation(for codec: ChannelCodec<Message>) -> ChannelParameters {
+        ChannelParameters(capacity: 1, maxMessageSize: 1, messageType: codec.messageType)
     }
 
-    @available(*, noasync)
-    static func blockingOpenWhenCreated(name: String, codec: ChannelCodec<Message>, trusting trust: TrustedOwners, timeout: Duration?)
-        throws(InterprocessError) -> Channel
-    {
-        try CreatorWait.blockingOpen(name: name, what: "channel", timeout: timeout) { () throws(InterprocessError) in
-            try open(name: name, codec: codec, trusting: trust)
-        }
+    static func handle(on state: ChannelState, codecs codec: ChannelCodec<Message>) throws(InterprocessError) -> Channel {
+        try Channel(state: state, codec: codec)
     }
 }
 
 extension Channel where Message == [UInt8] {
     /// Opens the channel, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Channel {
-        try await openWhenCreated(name: name, codec: .bytes, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .bytes, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> Channel {
-        try blockingOpenWhenCreated(name: name, codec: .bytes, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .bytes, trusting: trust, timeout: timeout)
     }
 }
 
 extension Channel where Message == String {
     /// Opens the channel, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Channel {
-        try await openWhenCreated(name: name, codec: .text, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .text, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> Channel {
-        try blockingOpenWhenCreated(name: name, codec: .text, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .text, trusting: trust, timeout: timeout)
     }
 }
 
 extension Channel where Message: Codable {
     /// Opens the channel, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Channel {
-        try await openWhenCreated(name: name, codec: .json, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .json, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> Channel {
-        try blockingOpenWhenCreated(name: name, codec: .json, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .json, trusting: trust, timeout: timeout)
     }
 }
 
 extension Channel where Message: BitwiseCopyable {
     /// Opens the channel, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Channel {
-        try await openWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> Channel {
-        try blockingOpenWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 }
 
 extension Channel where Message: BitwiseCopyable & Codable {
     /// Opens the channel, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> Channel {
-        try await openWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> Channel {
-        try blockingOpenWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 }

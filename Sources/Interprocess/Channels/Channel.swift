@@ -117,15 +117,12 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         name: String, capacity: Int, maxMessageSize: Int, codec: ChannelCodec<Message>, permissions: FilePermissions, lifetime: Lifetime
     ) throws(InterprocessError) -> Channel {
         let parameters = ChannelParameters(capacity: capacity, maxMessageSize: maxMessageSize, messageType: codec.messageType)
-        return try Channel(
-            state: SharedObjectStorage.create(ChannelState.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime),
-            codec: codec)
+        return try create(name: name, parameters: parameters, codecs: codec, permissions: permissions, lifetime: lifetime)
     }
 
     @usableFromInline
     static func open(name: String, codec: ChannelCodec<Message>, trusting trust: TrustedOwners) throws(InterprocessError) -> Channel {
-        let expected = ChannelParameters(capacity: 1, maxMessageSize: 1, messageType: codec.messageType)
-        return try Channel(state: SharedObjectStorage.open(ChannelState.self, name: name, expecting: expected, trusting: trust), codec: codec)
+        try open(name: name, codecs: codec, trusting: trust)
     }
 
     @usableFromInline
@@ -134,9 +131,7 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         lifetime: Lifetime, trusting trust: TrustedOwners
     ) throws(InterprocessError) -> (channel: Channel, created: Bool) {
         let parameters = ChannelParameters(capacity: capacity, maxMessageSize: maxMessageSize, messageType: codec.messageType)
-        let (state, created) = try SharedObjectStorage.openOrCreate(
-            ChannelState.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime, trusting: trust)
-        return (try Channel(state: state, codec: codec), created)
+        return try openOrCreate(name: name, parameters: parameters, codecs: codec, permissions: permissions, lifetime: lifetime, trusting: trust)
     }
 
     // MARK: The channel
@@ -416,7 +411,7 @@ extension Channel where Message == [UInt8] {
         try open(name: name, codec: .bytes, trusting: trust)
     }
 
-    /// Opens the channel, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)``
+    /// Opens the channel, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     @inlinable
     public static func openOrCreate(
@@ -448,7 +443,7 @@ extension Channel where Message == String {
         try open(name: name, codec: .text, trusting: trust)
     }
 
-    /// Opens the channel, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)``
+    /// Opens the channel, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     @inlinable
     public static func openOrCreate(
@@ -478,7 +473,7 @@ extension Channel where Message: Codable {
         try open(name: name, codec: .json, trusting: trust)
     }
 
-    /// Opens the channel, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)``
+    /// Opens the channel, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
@@ -509,7 +504,7 @@ extension Channel where Message: BitwiseCopyable {
         try open(name: name, codec: .raw, trusting: trust)
     }
 
-    /// Opens the channel, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if
+    /// Opens the channel, or creates it as `create(name:capacity:permissions:lifetime:)` does if
     /// there is none; `created` says which. Of racing processes exactly one creates it.
     @inlinable
     public static func openOrCreate(
@@ -546,7 +541,7 @@ extension Channel where Message: BitwiseCopyable & Codable {
         try open(name: name, codec: .raw, trusting: trust)
     }
 
-    /// Opens the channel, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if
+    /// Opens the channel, or creates it as `create(name:capacity:permissions:lifetime:)` does if
     /// there is none; `created` says which. Of racing processes exactly one creates it.
     @inlinable
     public static func openOrCreate(

@@ -78,24 +78,15 @@ enum ChannelLayout: SharedObjectKind {
     static let maximumMessageSize = Int(CIPC_CHANNEL_MAX_MESSAGE_SIZE)
 
     /// Bytes from one slot to the next: its header and the message, rounded up to a cache line.
-    static func stride(maxMessageSize: Int) -> Int {
-        (slotHeaderSize + maxMessageSize + 63) / 64 * 64
-    }
+    static func stride(maxMessageSize: Int) -> Int { slotStride(header: slotHeaderSize, message: maxMessageSize) }
 
 
     /// The bytes a channel with `parameters` needs. Throws `invalidArgument` for parameters it
     /// cannot be created with.
     static func size(for parameters: ChannelParameters) throws(InterprocessError) -> Int {
-        guard (1...maximumCapacity).contains(parameters.capacity) else {
-            throw InterprocessError(.invalidArgument, detail: "a channel's capacity must be in 1...\(maximumCapacity), not \(parameters.capacity)")
-        }
-        guard (1...maximumMessageSize).contains(parameters.maxMessageSize) else {
-            throw InterprocessError(.invalidArgument,
-                detail: "a channel's maximum message size must be in 1...\(maximumMessageSize) bytes, not \(parameters.maxMessageSize)")
-        }
-        if let problem = parameters.messageType.fingerprint.problem {
-            throw InterprocessError(.invalidArgument, detail: "the message type cannot be recorded: \(problem)")
-        }
+        try checkParameter("capacity", parameters.capacity, upTo: maximumCapacity)
+        try checkParameter("maximum message size", parameters.maxMessageSize, upTo: maximumMessageSize, unit: " bytes")
+        try parameters.messageType.checkRecordable()
         return headerSize + parameters.capacity * stride(maxMessageSize: parameters.maxMessageSize)
     }
 
@@ -125,9 +116,7 @@ enum ChannelLayout: SharedObjectKind {
     static func validate(
         _ state: UnsafeMutableRawPointer, available: Int, expecting expected: ChannelMessageType?
     ) throws(InterprocessError) -> (capacity: Int, maxMessageSize: Int, stride: Int, messageType: String, format: UInt32) {
-        guard available >= headerSize, atomic32(state + fieldOffset(\cipc_channel.tag)).pointee.load(ordering: .acquiring) == CIPC_TAG_CHANNEL else {
-            throw InterprocessError(.corrupt, detail: "no valid channel there")
-        }
+        try checkTag(state, available: available, headerSize: headerSize)
         let header = state.assumingMemoryBound(to: cipc_channel.self).pointee
         let capacity = Int(header.capacity)
         let maxMessageSize = Int(header.max_message_size)
@@ -139,17 +128,8 @@ enum ChannelLayout: SharedObjectKind {
         else {
             throw InterprocessError(.corrupt, detail: "inconsistent channel header (capacity \(header.capacity), maximum message size \(header.max_message_size), stride \(header.slot_stride), size \(header.state_size) of \(available) bytes)")
         }
-        try ChannelMessageType.checkRecord(header.message_type)
-        guard (CIPC_CHANNEL_FORMAT_BYTES...CIPC_CHANNEL_FORMAT_TEXT).contains(header.format) else {
-            throw InterprocessError(.incompatible, detail: "its messages are in format \(header.format), which this version does not know")
-        }
-        if let expected, try !expected.matches(header.message_type, format: header.format) {
-            throw InterprocessError(.incompatible,
-                detail: "it carries \(ChannelMessageType.text(of: header.message_type, format: header.format)); expected \(expected)")
-        }
-        return (
-            capacity, maxMessageSize, stride(maxMessageSize: maxMessageSize),
-            ChannelMessageType.text(of: header.message_type, format: header.format), header.format)
+        let messageType = try ChannelMessageType.checkRecorded(header.message_type, format: header.format, expecting: expected)
+        return (capacity, maxMessageSize, stride(maxMessageSize: maxMessageSize), messageType, header.format)
     }
 
     /// Where a channel's table of participants starts, for a state of `stateSize` bytes: its slots'

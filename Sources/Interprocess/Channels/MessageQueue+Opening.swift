@@ -1,6 +1,16 @@
-// Creating and opening a MessageQueue, by message type (as Channel's).
+// Creating and opening a MessageQueue, by message type (as Channel's), and what the shared opener
+// (``CodecOpenedKind``) needs of a message queue.
 public import SystemPackage
 
+extension MessageQueue: CodecOpenedKind {
+    static func expectation(for codec: ChannelCodec<Message>) -> MessageQueueParameters {
+        MessageQueueParameters(capacity: 1, maxMessageSize: 1, messageType: codec.messageType)
+    }
+
+    static func handle(on state: MessageQueueState, codecs codec: ChannelCodec<Message>) throws(InterprocessError) -> MessageQueue {
+        try MessageQueue(state: state, codec: codec)
+    }
+}
 
 extension MessageQueue where Message == [UInt8] {
     /// Creates a message queue of byte messages of up to `maxMessageSize` bytes that holds up to `capacity` of them. Throws
@@ -16,10 +26,10 @@ extension MessageQueue where Message == [UInt8] {
     /// Opens a message queue of byte messages (`incompatible` if its messages are of another type). Only a queue of a
     /// trusted owner opens (by default: this process's user; see ``TrustedOwners``).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> MessageQueue {
-        try open(name: name, codec: .bytes, trusting: trust)
+        try open(name: name, codecs: .bytes, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
@@ -32,19 +42,19 @@ extension MessageQueue where Message == [UInt8] {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
-        try await openWhenCreated(name: name, codec: .bytes, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .bytes, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> MessageQueue {
-        try blockingOpenWhenCreated(name: name, codec: .bytes, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .bytes, trusting: trust, timeout: timeout)
     }
 }
 
@@ -62,10 +72,10 @@ extension MessageQueue where Message == String {
     /// Opens a message queue of strings (`incompatible` if its messages are of another type). Only a queue of a
     /// trusted owner opens (by default: this process's user; see ``TrustedOwners``).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> MessageQueue {
-        try open(name: name, codec: .text, trusting: trust)
+        try open(name: name, codecs: .text, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
@@ -78,19 +88,19 @@ extension MessageQueue where Message == String {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
-        try await openWhenCreated(name: name, codec: .text, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .text, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> MessageQueue {
-        try blockingOpenWhenCreated(name: name, codec: .text, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .text, trusting: trust, timeout: timeout)
     }
 }
 
@@ -108,10 +118,10 @@ extension MessageQueue where Message: Codable {
     /// Opens a message queue of `Message` values sent as JSON (`incompatible` if its messages are of another type). Only a queue of a
     /// trusted owner opens (by default: this process's user; see ``TrustedOwners``).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> MessageQueue {
-        try open(name: name, codec: .json, trusting: trust)
+        try open(name: name, codecs: .json, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:maxMessageSize:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:maxMessageSize:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxMessageSize: Int = 1024, permissions: FilePermissions = .ownerReadWrite,
@@ -124,19 +134,19 @@ extension MessageQueue where Message: Codable {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
-        try await openWhenCreated(name: name, codec: .json, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .json, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> MessageQueue {
-        try blockingOpenWhenCreated(name: name, codec: .json, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .json, trusting: trust, timeout: timeout)
     }
 }
 
@@ -154,10 +164,10 @@ extension MessageQueue where Message: BitwiseCopyable {
     /// Opens a message queue of raw `Message` values (`incompatible` if its messages are of another type). Only a queue of a
     /// trusted owner opens (by default: this process's user; see ``TrustedOwners``).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> MessageQueue {
-        try open(name: name, codec: .raw, trusting: trust)
+        try open(name: name, codecs: .raw, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite,
@@ -170,19 +180,19 @@ extension MessageQueue where Message: BitwiseCopyable {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
-        try await openWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> MessageQueue {
-        try blockingOpenWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 }
 
@@ -200,10 +210,10 @@ extension MessageQueue where Message: BitwiseCopyable & Codable {
     /// Opens a message queue of raw `Message` values (`incompatible` if its messages are of another type). Only a queue of a
     /// trusted owner opens (by default: this process's user; see ``TrustedOwners``).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> MessageQueue {
-        try open(name: name, codec: .raw, trusting: trust)
+        try open(name: name, codecs: .raw, trusting: trust)
     }
 
-    /// Opens the queue, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if there is none; `created` says
+    /// Opens the queue, or creates it as `create(name:capacity:permissions:lifetime:)` does if there is none; `created` says
     /// which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite,
@@ -216,18 +226,18 @@ extension MessageQueue where Message: BitwiseCopyable & Codable {
 
     /// Opens the queue, suspending the task until a process has created it, for at most `timeout`
     /// (nil: as long as it takes). The rules of ``SharedMemory/openWhenCreated(name:trusting:timeout:)``
-    /// and the checks of ``open(name:trusting:)``.
+    /// and the checks of `open(name:trusting:)`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> MessageQueue {
-        try await openWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try await openWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 
-    /// The blocking form of ``openWhenCreated(name:trusting:timeout:)``: blocks the calling thread.
+    /// The blocking form of `openWhenCreated(name:trusting:timeout:)`: blocks the calling thread.
     @available(*, noasync, message: "use the async openWhenCreated(name:trusting:timeout:) in async code")
     public static func blockingOpenWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) throws(InterprocessError) -> MessageQueue {
-        try blockingOpenWhenCreated(name: name, codec: .raw, trusting: trust, timeout: timeout)
+        try blockingOpenWhenCreated(name: name, codecs: .raw, trusting: trust, timeout: timeout)
     }
 }

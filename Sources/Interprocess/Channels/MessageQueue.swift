@@ -109,14 +109,7 @@ public final class MessageQueue<Message: Sendable>: @unchecked Sendable {
         name: String, capacity: Int, maxMessageSize: Int, codec: ChannelCodec<Message>, permissions: FilePermissions, lifetime: Lifetime
     ) throws(InterprocessError) -> MessageQueue {
         let parameters = MessageQueueParameters(capacity: capacity, maxMessageSize: maxMessageSize, messageType: codec.messageType)
-        return try MessageQueue(
-            state: SharedObjectStorage.create(MessageQueueState.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime),
-            codec: codec)
-    }
-
-    static func open(name: String, codec: ChannelCodec<Message>, trusting trust: TrustedOwners) throws(InterprocessError) -> MessageQueue {
-        let expected = MessageQueueParameters(capacity: 1, maxMessageSize: 1, messageType: codec.messageType)
-        return try MessageQueue(state: SharedObjectStorage.open(MessageQueueState.self, name: name, expecting: expected, trusting: trust), codec: codec)
+        return try create(name: name, parameters: parameters, codecs: codec, permissions: permissions, lifetime: lifetime)
     }
 
     static func openOrCreate(
@@ -124,26 +117,7 @@ public final class MessageQueue<Message: Sendable>: @unchecked Sendable {
         lifetime: Lifetime, trusting trust: TrustedOwners
     ) throws(InterprocessError) -> (queue: MessageQueue, created: Bool) {
         let parameters = MessageQueueParameters(capacity: capacity, maxMessageSize: maxMessageSize, messageType: codec.messageType)
-        let (state, created) = try SharedObjectStorage.openOrCreate(
-            MessageQueueState.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime, trusting: trust)
-        return (try MessageQueue(state: state, codec: codec), created)
-    }
-
-    static func openWhenCreated(name: String, codec: ChannelCodec<Message>, trusting trust: TrustedOwners, timeout: Duration?)
-        async throws(InterprocessError) -> MessageQueue
-    {
-        try await CreatorWait.open(name: name, what: "message queue", timeout: timeout) { () throws(InterprocessError) in
-            try open(name: name, codec: codec, trusting: trust)
-        }
-    }
-
-    @available(*, noasync)
-    static func blockingOpenWhenCreated(name: String, codec: ChannelCodec<Message>, trusting trust: TrustedOwners, timeout: Duration?)
-        throws(InterprocessError) -> MessageQueue
-    {
-        try CreatorWait.blockingOpen(name: name, what: "message queue", timeout: timeout) { () throws(InterprocessError) in
-            try open(name: name, codec: codec, trusting: trust)
-        }
+        return try openOrCreate(name: name, parameters: parameters, codecs: codec, permissions: permissions, lifetime: lifetime, trusting: trust)
     }
 
     // MARK: The queue

@@ -39,9 +39,7 @@ enum MessageQueueLayout: SharedObjectKind {
     static let maximumMessageSize = Int(CIPC_MQUEUE_MAX_MESSAGE_SIZE)
 
     /// Bytes from one slot to the next: its header and the message, rounded up to a cache line.
-    static func stride(maxMessageSize: Int) -> Int {
-        (slotHeaderSize + maxMessageSize + 63) / 64 * 64
-    }
+    static func stride(maxMessageSize: Int) -> Int { slotStride(header: slotHeaderSize, message: maxMessageSize) }
 
     /// Where the heap, the free stack and the slots are, and the whole size, for a geometry.
     static func offsets(capacity: Int, maxMessageSize: Int) -> (ready: Int, free: Int, slots: Int, size: Int) {
@@ -54,16 +52,9 @@ enum MessageQueueLayout: SharedObjectKind {
     /// The bytes a queue with `parameters` needs. Throws `invalidArgument` for parameters it cannot
     /// be created with.
     static func size(for parameters: MessageQueueParameters) throws(InterprocessError) -> Int {
-        guard (1...maximumCapacity).contains(parameters.capacity) else {
-            throw InterprocessError(.invalidArgument, detail: "a message queue's capacity must be in 1...\(maximumCapacity), not \(parameters.capacity)")
-        }
-        guard (1...maximumMessageSize).contains(parameters.maxMessageSize) else {
-            throw InterprocessError(.invalidArgument,
-                detail: "a message queue's maximum message size must be in 1...\(maximumMessageSize) bytes, not \(parameters.maxMessageSize)")
-        }
-        if let problem = parameters.messageType.fingerprint.problem {
-            throw InterprocessError(.invalidArgument, detail: "the message type cannot be recorded: \(problem)")
-        }
+        try checkParameter("capacity", parameters.capacity, upTo: maximumCapacity)
+        try checkParameter("maximum message size", parameters.maxMessageSize, upTo: maximumMessageSize, unit: " bytes")
+        try parameters.messageType.checkRecordable()
         return offsets(capacity: parameters.capacity, maxMessageSize: parameters.maxMessageSize).size
     }
 
@@ -95,9 +86,7 @@ enum MessageQueueLayout: SharedObjectKind {
     static func validate(
         _ state: UnsafeMutableRawPointer, available: Int, expecting expected: ChannelMessageType?
     ) throws(InterprocessError) -> MessageQueueGeometry {
-        guard available >= headerSize, atomic32(state + fieldOffset(\cipc_mqueue.tag)).pointee.load(ordering: .acquiring) == CIPC_TAG_MQUEUE else {
-            throw InterprocessError(.corrupt, detail: "no valid message queue there")
-        }
+        try checkTag(state, available: available, headerSize: headerSize)
         let header = state.assumingMemoryBound(to: cipc_mqueue.self).pointee
         let capacity = Int(header.capacity)
         let maxMessageSize = Int(header.max_message_size)
@@ -112,19 +101,11 @@ enum MessageQueueLayout: SharedObjectKind {
         else {
             throw InterprocessError(.corrupt, detail: "inconsistent message queue header (capacity \(header.capacity), maximum message size \(header.max_message_size), stride \(header.slot_stride), offsets \(header.ready_offset)/\(header.free_offset)/\(header.slots_offset), size \(header.state_size) of \(available) bytes)")
         }
-        try ChannelMessageType.checkRecord(header.message_type)
-        guard (CIPC_CHANNEL_FORMAT_BYTES...CIPC_CHANNEL_FORMAT_TEXT).contains(header.format) else {
-            throw InterprocessError(.incompatible, detail: "its messages are in format \(header.format), which this version does not know")
-        }
-        if let expected, try !expected.matches(header.message_type, format: header.format) {
-            throw InterprocessError(.incompatible,
-                detail: "it carries \(ChannelMessageType.text(of: header.message_type, format: header.format)); expected \(expected)")
-        }
+        let messageType = try ChannelMessageType.checkRecorded(header.message_type, format: header.format, expecting: expected)
         return MessageQueueGeometry(
             capacity: capacity, maxMessageSize: maxMessageSize, stride: stride(maxMessageSize: maxMessageSize),
             readyOffset: expectedOffsets.ready, freeOffset: expectedOffsets.free, slotsOffset: expectedOffsets.slots,
-            size: expectedOffsets.size, messageType: ChannelMessageType.text(of: header.message_type, format: header.format),
-            format: header.format)
+            size: expectedOffsets.size, messageType: messageType, format: header.format)
     }
 
     /// Capacity, message type, depth, messages by priority, closed, waiters, lock and what was

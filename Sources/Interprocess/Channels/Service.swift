@@ -122,17 +122,7 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
         response: ChannelCodec<Response>, permissions: FilePermissions, lifetime: Lifetime
     ) throws(InterprocessError) -> Service {
         let parameters = parameters(capacity: capacity, maxRequestSize: maxRequestSize, maxResponseSize: maxResponseSize, request: request, response: response)
-        return try Service(
-            state: SharedObjectStorage.create(ServiceState.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime),
-            request: request, response: response)
-    }
-
-    static func open(
-        name: String, request: ChannelCodec<Request>, response: ChannelCodec<Response>, trusting trust: TrustedOwners
-    ) throws(InterprocessError) -> Service {
-        let expected = parameters(capacity: 1, maxRequestSize: 1, maxResponseSize: 1, request: request, response: response)
-        return try Service(
-            state: SharedObjectStorage.open(ServiceState.self, name: name, expecting: expected, trusting: trust), request: request, response: response)
+        return try create(name: name, parameters: parameters, codecs: (request, response), permissions: permissions, lifetime: lifetime)
     }
 
     static func openOrCreate(
@@ -140,9 +130,8 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
         response: ChannelCodec<Response>, permissions: FilePermissions, lifetime: Lifetime, trusting trust: TrustedOwners
     ) throws(InterprocessError) -> (service: Service, created: Bool) {
         let parameters = parameters(capacity: capacity, maxRequestSize: maxRequestSize, maxResponseSize: maxResponseSize, request: request, response: response)
-        let (state, created) = try SharedObjectStorage.openOrCreate(
-            ServiceState.self, name: name, parameters: parameters, permissions: permissions, lifetime: lifetime, trusting: trust)
-        return (try Service(state: state, request: request, response: response), created)
+        return try openOrCreate(
+            name: name, parameters: parameters, codecs: (request, response), permissions: permissions, lifetime: lifetime, trusting: trust)
     }
 
     // MARK: The service
@@ -535,10 +524,10 @@ extension Service where Request: Codable, Response: Codable {
     /// Opens a service of these types (`incompatible` if it was created for others). Only a
     /// service of a trusted owner opens (by default: this process's user; see ``TrustedOwners``).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Service {
-        try open(name: name, request: .json, response: .json, trusting: trust)
+        try open(name: name, codecs: (request: .json, response: .json), trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)``
+    /// Opens the service, or creates it as `create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)`
     /// does if there is none; `created` says which. Of racing processes exactly one creates it.
     public static func openOrCreate(
         name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
@@ -563,10 +552,10 @@ extension Service where Request == String, Response == String {
 
     /// Opens a service of strings (`incompatible` if it was created for other types).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Service {
-        try open(name: name, request: .text, response: .text, trusting: trust)
+        try open(name: name, codecs: (request: .text, response: .text), trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)``
+    /// Opens the service, or creates it as `create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)`
     /// does if there is none; `created` says which.
     public static func openOrCreate(
         name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
@@ -591,10 +580,10 @@ extension Service where Request == [UInt8], Response == [UInt8] {
 
     /// Opens a service of byte messages (`incompatible` if it was created for other types).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Service {
-        try open(name: name, request: .bytes, response: .bytes, trusting: trust)
+        try open(name: name, codecs: (request: .bytes, response: .bytes), trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)``
+    /// Opens the service, or creates it as `create(name:capacity:maxRequestSize:maxResponseSize:permissions:lifetime:)`
     /// does if there is none; `created` says which.
     public static func openOrCreate(
         name: String, capacity: Int, maxRequestSize: Int = 1024, maxResponseSize: Int = 1024,
@@ -619,10 +608,10 @@ extension Service where Request: BitwiseCopyable, Response: BitwiseCopyable {
     /// Opens a service of raw values (`incompatible` if it was created for other types, even ones of
     /// the same sizes).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Service {
-        try open(name: name, request: .raw, response: .raw, trusting: trust)
+        try open(name: name, codecs: (request: .raw, response: .raw), trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if
+    /// Opens the service, or creates it as `create(name:capacity:permissions:lifetime:)` does if
     /// there is none; `created` says which.
     public static func openOrCreate(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,
@@ -646,10 +635,10 @@ extension Service where Request: BitwiseCopyable & Codable, Response: BitwiseCop
 
     /// Opens a service of raw values (`incompatible` if it was created for other types).
     public static func open(name: String, trusting trust: TrustedOwners = .currentUser) throws(InterprocessError) -> Service {
-        try open(name: name, request: .raw, response: .raw, trusting: trust)
+        try open(name: name, codecs: (request: .raw, response: .raw), trusting: trust)
     }
 
-    /// Opens the service, or creates it as ``create(name:capacity:permissions:lifetime:)`` does if
+    /// Opens the service, or creates it as `create(name:capacity:permissions:lifetime:)` does if
     /// there is none; `created` says which.
     public static func openOrCreate(
         name: String, capacity: Int, permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced,

@@ -32,7 +32,7 @@ enum ServiceLayout: SharedObjectKind {
     static let queueType = ChannelMessageType([UInt8].self, format: ChannelMessageType.bytesFormat)
 
     /// Bytes from one reply slot to the next: its header and the reply, rounded up to a cache line.
-    static func stride(maxResponseSize: Int) -> Int { (slotHeaderSize + maxResponseSize + 63) / 64 * 64 }
+    static func stride(maxResponseSize: Int) -> Int { slotStride(header: slotHeaderSize, message: maxResponseSize) }
 
     /// The request queue's parameters.
     static func queueParameters(slots: Int, maxRequestSize: Int) -> ChannelParameters {
@@ -49,18 +49,12 @@ enum ServiceLayout: SharedObjectKind {
     /// The bytes a service with `parameters` needs. Throws `invalidArgument` for parameters it
     /// cannot be created with.
     static func size(for parameters: ServiceParameters) throws(InterprocessError) -> Int {
-        guard (1...maximumSlots).contains(parameters.capacity) else {
-            throw InterprocessError(.invalidArgument, detail: "a service's capacity must be in 1...\(maximumSlots), not \(parameters.capacity)")
-        }
+        try checkParameter("capacity", parameters.capacity, upTo: maximumSlots)
         for (what, size) in [("request", parameters.maxRequestSize), ("response", parameters.maxResponseSize)] {
-            guard (1...maximumMessageSize).contains(size) else {
-                throw InterprocessError(.invalidArgument, detail: "a service's maximum \(what) size must be in 1...\(maximumMessageSize) bytes, not \(size)")
-            }
+            try checkParameter("maximum \(what) size", size, upTo: maximumMessageSize, unit: " bytes")
         }
         for (what, type) in [("request", parameters.requestType), ("response", parameters.responseType)] {
-            if let problem = type.fingerprint.problem {
-                throw InterprocessError(.invalidArgument, detail: "the \(what) type cannot be recorded: \(problem)")
-            }
+            try type.checkRecordable(as: what)
         }
         return geometry(slots: parameters.capacity, maxRequestSize: parameters.maxRequestSize, maxResponseSize: parameters.maxResponseSize).size
     }
@@ -110,9 +104,7 @@ enum ServiceLayout: SharedObjectKind {
     static func validate(
         _ state: UnsafeMutableRawPointer, available: Int, expecting expected: (request: ChannelMessageType, response: ChannelMessageType)?
     ) throws(InterprocessError) -> Geometry {
-        guard available >= headerSize, atomic32(state + tagOffset).pointee.load(ordering: .acquiring) == CIPC_TAG_SERVICE else {
-            throw InterprocessError(.corrupt, detail: "no valid service there")
-        }
+        try checkTag(state, available: available, headerSize: headerSize)
         let header = state.assumingMemoryBound(to: cipc_service.self).pointee
         let slots = Int(header.slot_count)
         let maxRequest = Int(header.max_request_size)

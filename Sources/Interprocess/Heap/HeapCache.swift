@@ -395,13 +395,14 @@ extension HeapCore {
         defer { op.step = saved }
         var found: [UInt64] = []
         try walkBlocks { block, _, state in
+            // (The walk checked that a cached block's or a record's owner is a client record.)
             if (state == HeapLayout.cached || state == HeapLayout.cacheRecord) && dead[Int(block.info & 0xFF)] { found.append(block.ref) }
         }
         do throws(InterprocessError) {
             for ref in found {
                 let block = try locate(ref)
                 let state = block.state
-                guard (state == HeapLayout.cached || state == HeapLayout.cacheRecord) && dead[Int(block.info & 0xFF)] else { continue }
+                guard state == HeapLayout.cached || state == HeapLayout.cacheRecord, let owner = Self.clientIndex(block.info), dead[owner] else { continue }
                 try release(block, size: try checkedSize(block), lastTag: state == HeapLayout.cached ? block.info >> 8 : 0, &op)
                 op.commit()
             }

@@ -59,6 +59,8 @@ enum HeapStep: String, CaseIterable, Sendable {
     case cacheCreate = "cache-create"      // a cache record made
     case cacheFlush = "cache-flush"        // one cached block (or a record) given back
     case cacheReclaim = "cache-reclaim"    // one block of a dead process's cache given back
+    case recycle = "recycle"               // client records of ended processes recycled (HeapRecycle.swift):
+                                           // counts every write of the pass, re-tags then releases
 }
 
 /// The undo journal of the operation in progress (see `cipc_heap_journal`). Every write to the
@@ -797,8 +799,9 @@ final class HeapCore: @unchecked Sendable {
 
     // MARK: Clients
 
-    /// Finds or takes this process's client record: its own (the same token), a free one, or one of
-    /// a dead process that no block records any more; 0 if none.
+    /// Finds or takes this process's client record: its own (the same token), a free one, or — when
+    /// none is free — one that recycling the records of ended processes freed; 0 if none (every
+    /// record belongs to a live process).
     func claimClient(_ op: inout HeapOperation) throws(InterprocessError) -> UInt32 {
         let token = lease.token
         let clients = header + HeapLayout.heapClients
@@ -807,6 +810,7 @@ final class HeapCore: @unchecked Sendable {
         }
         func take(_ index: Int) -> UInt32 {
             op.set64(tokenPlace(index), token)
+            op.set32(clientCachesPlace(index), 0)
             store32(clients + index * HeapLayout.clientStride + HeapLayout.clientPID, UInt32(truncatingIfNeeded: OwnerLease.displayPID(of: token)))
             return UInt32(index)
         }
@@ -814,18 +818,17 @@ final class HeapCore: @unchecked Sendable {
         try reclaimDeadCaches(&op)
         for index in 1..<HeapLayout.clientCount where load64(tokenPlace(index).pointer) == token { return UInt32(index) }
         for index in 1..<HeapLayout.clientCount where load64(tokenPlace(index).pointer) == 0 { return take(index) }
-        var blocks = [Int](repeating: 0, count: HeapLayout.clientCount)
-        try walkBlocks { block, size, state in
-            if state & HeapLayout.inUse != 0 || state == HeapLayout.cached || state == HeapLayout.cacheRecord { blocks[Int(block.info & 0xFF)] += 1 }
-        }
-        for index in 1..<HeapLayout.clientCount where blocks[index] == 0 && !lease.isAlive(load64(tokenPlace(index).pointer)) {
-            return take(index)
+        // None free: recycle those of ended processes (HeapRecycle.swift), all at once.
+        if try recycleEndedRecords(&op) > 0 {
+            for index in 1..<HeapLayout.clientCount where load64(tokenPlace(index).pointer) == 0 { return take(index) }
         }
         return 0
     }
 
     /// Calls `visit` with every block of every published store, in address order, checking each
-    /// header's size and state on the way (`corrupt` at the first bad one).
+    /// header's size, state and owner on the way (`corrupt` at the first bad one): a block in use
+    /// is owned by a client record or by ended processes, a cached block or a cache record by a
+    /// client record other than 0.
     func walkBlocks(_ visit: (HeapBlock, UInt32, UInt32) throws(InterprocessError) -> Void) throws(InterprocessError) {
         for store in 0..<storeCount {
             let view = try view(store)
@@ -836,6 +839,11 @@ final class HeapCore: @unchecked Sendable {
                 guard state == HeapLayout.free || state == HeapLayout.quick || state == HeapLayout.cached || state == HeapLayout.cacheRecord
                     || (state & HeapLayout.inUse != 0 && state & HeapLayout.tagMask != 0 && state & ~(HeapLayout.inUse | HeapLayout.tagMask) == 0) else {
                     throw corrupt("block at \(block.offset) of store \(store) has state 0x\(String(state, radix: 16))")
+                }
+                let info = block.info
+                guard state & HeapLayout.inUse != 0 ? Self.isOwnerOfBlockInUse(info & 0xFF)
+                    : (state != HeapLayout.cached && state != HeapLayout.cacheRecord) || Self.clientIndex(info) != nil else {
+                    throw corrupt("block at \(block.offset) of store \(store) has owner \(info & 0xFF)")
                 }
                 try visit(block, size, state)
                 block = block.advanced(by: size)

@@ -39,7 +39,8 @@ extension SharedHeap {
         /// One process's usage.
         public struct Client: Sendable, Hashable, Codable {
             /// The client record (0: named objects and their directory, which belong to their
-            /// names, and blocks of processes that found no free record).
+            /// names, and blocks of processes that found no free record; ``endedProcesses``: the
+            /// blocks of processes that ended and whose records were recycled).
             public var record: Int
             /// The process's pid as it saw it (0 for record 0).
             public var pid: Int32
@@ -51,6 +52,15 @@ extension SharedHeap {
             public var bytes: Int
             /// Free blocks in the caches of its threads.
             public var cachedBlocks: Int
+
+            /// The ``record`` that stands for every process that ended and whose client record was
+            /// recycled for a process that opened the heap later (pid 0, not alive): which of them
+            /// allocated a block is no longer known, but that its allocator ended is, so
+            /// ``SharedHeap/reclaimBlocksOfEndedProcesses(dryRun:)`` frees these blocks too.
+            public static let endedProcesses = Int(CIPC_HEAP_ENDED_CLIENT)
+
+            /// Whether this stands for the ended processes whose records were recycled.
+            public var isEndedProcesses: Bool { record == Self.endedProcesses }
         }
 
         /// 1 − largest free block ÷ free bytes: 0 when all free memory is one block.
@@ -98,7 +108,10 @@ extension HeapCore {
             capacity: Int(truncatingIfNeeded: load64(header + HeapLayout.heapCapacity)), maximumCapacity: maximumCapacity,
             stores: storeCount, usedBytes: 0, requestedBytes: 0, freeBytes: 0, largestFreeBlock: 0, blocks: 0, freeBlocks: 0,
             cachedBlocks: 0, cachedBytes: 0, overheadBytes: 0, recoveries: Int(truncatingIfNeeded: load64(header + HeapLayout.heapRecoveries)), clients: [])
-        var perClient = [(blocks: Int, bytes: Int, cached: Int)](repeating: (0, 0, 0), count: HeapLayout.clientCount)
+        // Per client record, and last the ended processes whose records were recycled (the walk
+        // checked every owner byte).
+        var perClient = [(blocks: Int, bytes: Int, cached: Int)](repeating: (0, 0, 0), count: HeapLayout.clientCount + 1)
+        @inline(__always) func slot(_ info: UInt32) -> Int { info & 0xFF == HeapLayout.endedClient ? HeapLayout.clientCount : Int(info & 0xFF) }
         var blockBytes = 0
         try walkBlocks { block, size, state in
             let bytes = Int(size) * HeapLayout.granule
@@ -109,12 +122,12 @@ extension HeapCore {
                 stats.freeBytes += bytes
                 stats.cachedBlocks += 1
                 stats.cachedBytes += bytes
-                perClient[Int(block.info & 0xFF) % HeapLayout.clientCount].cached += 1
+                perClient[slot(block.info)].cached += 1
             } else if state & HeapLayout.inUse != 0 {
                 stats.blocks += 1
                 stats.usedBytes += bytes
                 stats.requestedBytes += bytes - HeapLayout.blockHeaderSize - min(Int((block.info >> 8) & 0xFF), bytes - HeapLayout.blockHeaderSize)
-                let client = Int(block.info & 0xFF) % HeapLayout.clientCount
+                let client = slot(block.info)
                 perClient[client].blocks += 1
                 perClient[client].bytes += bytes
             } else {
@@ -131,6 +144,11 @@ extension HeapCore {
             stats.clients.append(.init(
                 record: index, pid: index == 0 ? 0 : OwnerLease.displayPID(of: token), isAlive: alive,
                 blocks: perClient[index].blocks, bytes: perClient[index].bytes, cachedBlocks: perClient[index].cached))
+        }
+        let ended = perClient[HeapLayout.clientCount]
+        if ended.blocks > 0 {
+            stats.clients.append(.init(
+                record: SharedHeap.Statistics.Client.endedProcesses, pid: 0, isAlive: false, blocks: ended.blocks, bytes: ended.bytes, cachedBlocks: 0))
         }
         return stats
     }
@@ -208,6 +226,7 @@ extension HeapCore {
                         let slack = Int((block.info >> 8) & 0xFF)
                         if slack > Int(size) * HeapLayout.granule - HeapLayout.blockHeaderSize { problem("\(at) records \(slack) unused bytes") }
                         if block.info >> 16 != 0 { problem("\(at) has info 0x\(String(block.info, radix: 16))") }
+                        if !Self.isOwnerOfBlockInUse(block.info & 0xFF) { problem("\(at) is in use with owner \(block.info & 0xFF), neither a client record nor ended processes") }
                     }
                     previousFree = 0
                 }

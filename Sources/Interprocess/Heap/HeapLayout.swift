@@ -18,6 +18,8 @@ enum HeapLayout {
     @inline(__always) static var classCount: Int { Int(CIPC_HEAP_CLASSES) }
     @inline(__always) static var maximumStores: Int { Int(CIPC_HEAP_MAX_STORES) }
     @inline(__always) static var clientCount: Int { Int(CIPC_HEAP_CLIENTS) }
+    /// The owner of blocks whose process ended and whose client record was recycled.
+    @inline(__always) static var endedClient: UInt32 { CIPC_HEAP_ENDED_CLIENT }
     @inline(__always) static var journalCapacity: Int { Int(CIPC_HEAP_JOURNAL_CAPACITY) }
     @inline(__always) static var headerOffset: Int { Int(CIPC_HEAP_HEADER_OFFSET) }
 

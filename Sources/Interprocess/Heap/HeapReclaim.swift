@@ -22,8 +22,12 @@ import InterprocessSystem
 /// request, for applications whose processes own what they allocate (or adopt). It never frees the
 /// blocks of client record 0: named objects and their directory, which belong to their names (they
 /// are recorded there when they are created), and blocks of processes that found no free record
-/// (owner unknown). An operation a process
-/// was killed in the middle of needs no reclaiming: the next process that takes the lock undoes it.
+/// (owner unknown: only while 63 processes have the heap open at once, since a process that finds
+/// no free record recycles those of ended processes, `HeapRecycle.swift`). The blocks of ended
+/// processes whose records were recycled are owned by "ended processes"
+/// (``Statistics/Client/endedProcesses``), and freed here like those of any ended process. An
+/// operation a process was killed in the middle of needs no reclaiming: the next process that takes
+/// the lock undoes it.
 extension SharedHeap {
     /// What ``reclaimBlocksOfEndedProcesses(dryRun:)`` freed (or would free).
     public struct Reclamation: Sendable, Hashable, Codable {
@@ -31,16 +35,19 @@ extension SharedHeap {
         public var blocks: Int
         /// Their bytes, headers included.
         public var bytes: Int
-        /// The processes (pids as they saw themselves) whose blocks they were.
+        /// The processes (pids as they saw themselves) whose blocks they were — but for the blocks
+        /// of ended processes whose records were recycled, which name no process (see
+        /// ``Statistics/Client/endedProcesses``).
         public var processes: [Int32]
     }
 
     /// Frees every block whose allocating (or last adopting) process has closed the heap or died —
-    /// except named objects and their directory, and blocks whose owner is unknown (client record
-    /// 0). **Only call it if your processes never share a block they did not adopt**: a block whose
-    /// pointer an ended process handed over without ``adopt(_:)`` is freed too, and its users then
-    /// get `invalidPointer` (never a wild access). Each block is freed in an operation of its own, so
-    /// a kill in the middle leaves some freed and the rest as they were.
+    /// those of ended processes whose records were recycled too — except named objects and their
+    /// directory, and blocks whose owner is unknown (client record 0). **Only call it if your
+    /// processes never share a block they did not adopt**: a block whose pointer an ended process
+    /// handed over without ``adopt(_:)`` is freed too, and its users then get `invalidPointer`
+    /// (never a wild access). Each block is freed in an operation of its own, so a kill in the
+    /// middle leaves some freed and the rest as they were.
     /// - Parameter dryRun: only count what would be freed.
     public func reclaimBlocksOfEndedProcesses(dryRun: Bool = false) throws(InterprocessError) -> Reclamation {
         try core.withLock(.free) { (op: inout HeapOperation) throws(InterprocessError) in try core.reclaimLocked(dryRun: dryRun, &op) }
@@ -122,13 +129,13 @@ extension HeapCore {
         try walkBlocks { block, size, state in
             guard state & HeapLayout.inUse != 0 else { return }
             let owner = Int(block.info & 0xFF)
-            guard owner < HeapLayout.clientCount, ended[owner], !named.contains(block.ref) else { return }
+            guard owner == Int(HeapLayout.endedClient) || (owner < HeapLayout.clientCount && ended[owner]), !named.contains(block.ref) else { return }
             victims.append(HeapLayout.pointerWord(store: block.store, blockOffset: block.offset, tag: state & HeapLayout.tagMask))
             result.blocks += 1
             result.bytes += Int(size) * HeapLayout.granule
             owners.insert(owner)
         }
-        result.processes = owners.sorted().map { pids[$0] }
+        result.processes = owners.sorted().filter { $0 < HeapLayout.clientCount }.map { pids[$0] }
         if dryRun { return result }
         for word in victims {
             op.commit()

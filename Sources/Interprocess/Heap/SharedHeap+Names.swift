@@ -59,8 +59,11 @@ extension SharedHeap {
     /// Throws `incompatible` if the object exists with another type, `outOfMemory` if it does not
     /// and there is no room, `invalidName` for an empty name, a name longer than 96 bytes, or one
     /// with a NUL.
-    /// - Parameter type: what the object holds, recorded by its creator and compared by every
-    ///   `find`; `T`'s fingerprint unless given (give a version when `T`'s layout changes).
+    /// - Parameters:
+    ///   - name: the object's name in the heap's own namespace (1 to 96 bytes of UTF-8).
+    ///   - initialValue: what a creating call stores in the new block; ignored when it exists.
+    ///   - type: what the object holds, recorded by its creator and compared by every
+    ///     `find`; `T`'s fingerprint unless given (give a version when `T`'s layout changes).
     public func findOrCreate<T: BitwiseCopyable>(
         name: String, initialValue: T, type: TypeFingerprint = TypeFingerprint(of: T.self)
     ) throws(InterprocessError) -> (pointer: SharedPointer<T>, created: Bool) {

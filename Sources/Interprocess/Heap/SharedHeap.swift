@@ -123,6 +123,41 @@ import Synchronization
 /// the block being allocated or freed (two while reallocating by moving) is lost. ``statistics()`` tells, per client record, which process holds how much, and whether it is
 /// alive.
 ///
+/// ## Client records
+/// Each process that opens the heap takes one of 63 client records (`cipc_heap_client`: its owner
+/// token, its pid for display, how many cache records it made) and keeps it; the record's number
+/// is the owner byte of every block it allocates or adopts and of its threads' cached blocks, which
+/// is how ``statistics()`` counts usage per process. Record 0 stands for named objects and for a
+/// process that found no record. A record and its blocks keep naming a process that ended (died,
+/// or closed its last handle) until a process opens the heap and finds no free record; that opener
+/// *recycles* the records of every ended process at once, under the lock (`HeapRecycle.swift`):
+/// 1. the caches of the dead go back to the free lists (as on every open);
+/// 2. one walk over every block re-tags each block in use of an ended record to the shared owner
+///    `CIPC_HEAP_ENDED_CLIENT` ("ended processes", ``Statistics/Client/endedProcesses``, freed by
+///    ``reclaimBlocksOfEndedProcesses(dryRun:)`` like the blocks of any ended process): one
+///    compare-and-swap of the block's `info`, not journaled — both owners are true of the block,
+///    and a live process putting it into its thread's cache meanwhile (without the lock, writing
+///    its own number first) wins and owns it;
+/// 3. each such record is released (its token set to 0) in a journaled operation of its own (a
+///    record whose dead process still has cached blocks in the heap is kept);
+/// then the opener takes a record. **Cost**: a liveness check per record, one walk of the block
+/// headers, a compare-and-swap per block of an ended record, a journaled write per record — only in
+/// an open that finds no free record and some ended one, never in an allocation or a free. The next
+/// opens find the freed records without walking; at worst (62 processes that stay, short-lived ones
+/// one after another) every open walks, as opening did before. Only when 63 processes have the heap
+/// open at once does an opener get record 0.
+///
+/// What a process SIGKILLed while recycling leaves (crash points `heap.recycle#N`, counting every
+/// write of the pass, re-tags then releases, and `heap.recycle#end` after its last):
+/// - **between re-tags**: some blocks of ended records owned by "ended processes", the others still
+///   by their records — both true, nothing lost; the next opener that finds no free record
+///   recycles the rest.
+/// - **while releasing a record**: undone by the next lock taker (the record still names its ended
+///   process, and holds no block); the next recycling releases it.
+/// - **after releasing, before taking one**: free records.
+/// A scribbled owner byte (neither a client record nor ended processes) is `corrupt` for every
+/// walk of the blocks, never an index out of bounds; a scribbled token makes its record look ended.
+///
 /// ## Never trust a peer
 /// Any process that can write the heap can write anything into it. Every reference, size and link
 /// read from it is checked before it is followed: a reference must lie within its store's blocks (the
@@ -151,7 +186,7 @@ import Synchronization
 /// A heap is one kind of shared object (`SharedHeap+Object.swift`): store 0 is created, opened and
 /// removed by the shared-objects storage, which checks its segment kind, tag and header before the
 /// heap is built, and `ipc ls` / `ipc inspect` describe heaps and their stores. Stores added by
-/// growth are the heap's own (``HeapSegments``).
+/// growth are the heap's own (`HeapSegments`).
 public final class SharedHeap: Sendable {
     let core: HeapCore
     let segments: HeapSegments
@@ -164,7 +199,7 @@ public final class SharedHeap: Sendable {
     /// When store 0's name is removed (stores added by growth go with it).
     public var lifetime: Lifetime { handle.lifetime }
 
-    /// Longest heap name in bytes: a store's name adds ``HeapSegments/storeSuffixLength`` to it.
+    /// Longest heap name in bytes: a store's name adds a suffix (`~NONCE-i`) to it.
     public static let maximumNameLength = SharedMemory.maximumNameLength - HeapSegments.storeSuffixLength
 
     /// The largest alignment ``allocate(byteCount:alignment:)`` accepts.

@@ -20,7 +20,9 @@ import Synchronization
 /// - **close**: release the slot and the shared lock, then try the exclusive lock. Whoever gets it
 ///   is the last holder: it unlinks the name and only then marks the header `removed`. Two closers at
 ///   once: each releases before trying, so the last one to release always succeeds, or a sweeper
-///   holding the lock finishes the job.
+///   holding the lock finishes the job. Whoever else takes the live lock only to look — an open that
+///   fails (another kind, a damaged header), a refused remove — releases it the same way and sweeps
+///   if it turns out to be the last (``releaseLookingLock(fd:name:osName:)``).
 /// - **unlink** always happens under an exclusive lock on ``LockByte/gate`` and only if the name
 ///   still refers to the same inode, so two cleaners never remove a newer segment of the same name;
 ///   nothing is marked before an unlink has succeeded (a refused unlink changes nothing).
@@ -285,7 +287,11 @@ extension SegmentHandle {
             do {
                 attachment = try attach(fd: fd, name: name, osName: osName, kind: kind, trust: trust, deadline: deadline)
             } catch {
-                try? fd.close() // drops this descriptor's locks: a failed open must not hold the segment
+                // A failed open must not hold the segment, nor leave it behind: it may have held the
+                // shared lock while the last holder closed (see ``releaseLookingLock(fd:name:osName:)``).
+                CrashPoint.reached("open.refusing")
+                releaseLookingLock(fd: fd, name: name, osName: osName)
+                try? fd.close()
                 throw error
             }
             switch attachment {
@@ -435,6 +441,20 @@ extension SegmentHandle {
               header.pointer.pointee.lifetime == Lifetime.whileReferenced.rawCode
         else { return .inUse }
         return .abandoned
+    }
+
+    /// Releases a shared lock on the live byte that was taken only to look at the segment (an open
+    /// that then failed — another kind, a damaged header — or a refused remove), then does what a
+    /// closer does after releasing: tries the exclusive lock and, if that shows nobody holds an
+    /// undamaged `.whileReferenced` segment, sweeps it. Without this, a last holder that closed while
+    /// our lock was held could not take the exclusive lock, and nobody would remove the segment: the
+    /// last one to release the live byte must always be the one to decide. A no-op lock release if
+    /// this descriptor held no lock.
+    static func releaseLookingLock(fd: FileDescriptor, name: String, osName: String) {
+        FileLock.unlock(fd, byte: LockByte.live)
+        guard (try? FileLock.tryLock(fd, byte: LockByte.live, .exclusive)) == true else { return }
+        defer { FileLock.unlock(fd, byte: LockByte.live) }
+        if (try? examineUnheld(fd: fd, name: name)) == .abandoned { sweep(fd: fd, osName: osName) }
     }
 
     /// Unlinks an abandoned segment's name, then marks it removed. The caller holds the exclusive

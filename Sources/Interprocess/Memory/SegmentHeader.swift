@@ -8,7 +8,7 @@ public enum Lifetime: String, Sendable, Hashable, Codable, CustomStringConvertib
     /// its name. A holder that died (even by SIGKILL) does not keep it alive: the next open or close
     /// by anyone, or `ipc gc`, finds the dead holder and sweeps the object.
     case whileReferenced
-    /// The object lives until ``SharedMemory/remove(name:)`` (or `ipc rm`) removes it, or the
+    /// The object lives until ``SharedMemory/remove(name:)-(String)`` (or `ipc rm`) removes it, or the
     /// machine restarts.
     case persistent
 

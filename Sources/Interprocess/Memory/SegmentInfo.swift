@@ -175,6 +175,7 @@ extension SharedMemory {
     /// - Parameters:
     ///   - dryRun: only report what would be removed.
     ///   - prefix: only consider names that start with it.
+    ///   - trust: whose segments to consider (see ``TrustedOwners``).
     /// - Returns: what was (or would be) removed.
     ///
     /// Only segments owned by a trusted user (by default this process's) are considered, and only

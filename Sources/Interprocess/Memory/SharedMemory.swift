@@ -17,7 +17,7 @@ import Synchronization
 /// New memory is zero-filled. By default a segment lives ``Lifetime/whileReferenced``: while any
 /// process holds it open; the last ``close()`` (or the release of the last reference) removes its
 /// name, and a holder that was killed does not keep it alive. ``Lifetime/persistent`` segments stay
-/// until ``remove(name:)``.
+/// until ``remove(name:)-(String)``.
 ///
 /// **Keep the handle.** A `.whileReferenced` segment lives only as long as some handle on it:
 /// `_ = try SharedMemory.create(name: "jobs", size: 4096)` creates the segment and removes it again
@@ -29,10 +29,10 @@ import Synchronization
 /// threads and processes may change at any time: synchronize access with the primitives of this
 /// library, and never trust what another process wrote.
 ///
-/// **Other users and hostile peers.** ``open(name:trusting:)`` accepts only a regular file owned by a
+/// **Other users and hostile peers.** ``open(name:trusting:)-(String,_)`` accepts only a regular file owned by a
 /// trusted user (by default: this process's user; see ``TrustedOwners``), validates the header
 /// before mapping anything and makes every page of the file exist, so that a short or sparse file is
-/// an error, not a crash. The stored-value accessors (``readBytes()``, ``load(_:)``, ``write(_:)``…; see ``store(_:)``) and ``close()`` check the file's size
+/// an error, not a crash. The stored-value accessors (``readBytes()``, ``load(_:)``, ``write(_:)-(String)``…; see ``store(_:)``) and ``close()`` check the file's size
 /// before they touch it. What remains: a process that may write the file can truncate it *while*
 /// you access the bytes (``withUnsafeBytes(_:)`` included), which faults with SIGBUS; named shared
 /// memory offers no way to forbid that.
@@ -170,12 +170,23 @@ public final class SharedMemory: Sendable {
         guard locked else {
             throw InterprocessError(.openFailed, objectName: name, detail: "another process held it exclusively")
         }
-        defer { FileLock.unlock(fd, byte: LockByte.live) }
+        // A refused remove held the lock only to look: release it as a closer would (the last
+        // holder may have closed meanwhile, unable to take the exclusive lock because of ours).
+        var refused = true
+        defer {
+            if refused {
+                CrashPoint.reached("remove.refusing")
+                SegmentHandle.releaseLookingLock(fd: fd, name: name, osName: osName)
+            } else {
+                FileLock.unlock(fd, byte: LockByte.live)
+            }
+        }
         let checked = try SegmentHandle.readHeader(fd: fd, name: name) // `incompatible` unless it is ours
         if let kind, SegmentHeader(checked.page.baseAddress!).pointer.pointee.kind != kind.rawValue {
             let found = SegmentKind(rawValue: SegmentHeader(checked.page.baseAddress!).pointer.pointee.kind)
             throw InterprocessError(.incompatible, objectName: name, detail: "it is a \(found) segment, not \(kind)")
         }
+        refused = false
         // Unlink first; mark it removed (for the holders) only once that succeeded.
         switch SegmentHandle.unlinkIfSame(fd: fd, osName: osName) {
         case .unlinked:

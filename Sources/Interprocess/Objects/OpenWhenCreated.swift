@@ -65,11 +65,11 @@ enum CreatorWait {
 extension SharedMemory {
     /// Opens the segment `name`, suspending the task (no thread blocks) until a process has created
     /// it, for at most `timeout` (nil: as long as it takes). A segment is named only once it is
-    /// complete, so this never sees a half-created one; the checks of ``open(name:trusting:)``
+    /// complete, so this never sees a half-created one; the checks of ``open(name:trusting:)-(String,_)``
     /// apply to what it finds (another user's segment is `permissionDenied` at once, not waited
     /// for). It polls the name, pausing up to 10 ms between attempts.
     /// - Throws: `timedOut` (nothing was opened), `cancelled` (nothing was opened); any error of
-    ///   ``open(name:trusting:)`` other than `notFound`.
+    ///   ``open(name:trusting:)-(String,_)`` other than `notFound`.
     public static func openWhenCreated(
         name: String, trusting trust: TrustedOwners = .currentUser, timeout: Duration? = nil
     ) async throws(InterprocessError) -> SharedMemory {

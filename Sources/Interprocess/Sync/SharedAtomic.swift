@@ -65,8 +65,13 @@ public final class SharedAtomic<Value: SharedAtomicValue>: @unchecked Sendable {
     // MARK: Creating and opening
 
     /// Creates a named atomic (a segment of kind `atomic`) holding `initialValue`.
-    /// - Parameter type: what it records as its value type (by default `Value`'s fingerprint); its
-    ///   size and alignment must be `Value`'s.
+    /// - Parameters:
+    ///   - name: 1 to 255 bytes, no '/' and no NUL.
+    ///   - initialValue: the value it starts with.
+    ///   - type: what it records as its value type (by default `Value`'s fingerprint); its
+    ///     size and alignment must be `Value`'s.
+    ///   - permissions: owner-only by default.
+    ///   - lifetime: ``Lifetime/whileReferenced`` by default.
     public static func create(
         name: String, initialValue: Value = 0, type: TypeFingerprint = TypeFingerprint(of: Value.self),
         permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced

@@ -135,10 +135,15 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     // MARK: Creating and opening
 
     /// Creates a named variable (a segment of kind `variable`), empty or holding `initialValue`.
-    /// - Parameter type: what it records as its value type: by default `Value`'s name, size and
-    ///   alignment (version 0); give a ``TypeFingerprint`` with a version when `Value`'s layout
-    ///   changes, or explicitly for peers in other languages. Its size and alignment must be
-    ///   `Value`'s (`invalidArgument` otherwise).
+    /// - Parameters:
+    ///   - name: 1 to 255 bytes, no '/' and no NUL.
+    ///   - initialValue: the value it starts with; nil: empty.
+    ///   - type: what it records as its value type: by default `Value`'s name, size and
+    ///     alignment (version 0); give a ``TypeFingerprint`` with a version when `Value`'s layout
+    ///     changes, or explicitly for peers in other languages. Its size and alignment must be
+    ///     `Value`'s (`invalidArgument` otherwise).
+    ///   - permissions: owner-only by default.
+    ///   - lifetime: ``Lifetime/whileReferenced`` by default.
     public static func create(
         name: String, initialValue: Value? = nil, type: TypeFingerprint = TypeFingerprint(of: Value.self),
         permissions: FilePermissions = .ownerReadWrite, lifetime: Lifetime = .whileReferenced

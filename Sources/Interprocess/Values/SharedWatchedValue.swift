@@ -79,9 +79,13 @@ public final class SharedWatchedValue<Value: Codable & Sendable>: @unchecked Sen
     /// Creates a named watched value (a segment of kind `watched`), holding `initialValue` (version 1)
     /// or nothing yet (version 0).
     /// - Parameters:
+    ///   - name: 1 to 255 bytes, no '/' and no NUL.
+    ///   - initialValue: the first version; nil: nothing stored yet.
     ///   - capacity: the most bytes of JSON a value may take (``defaultCapacity`` by default); fixed
     ///     for the object's life. `invalidSize` if `initialValue` does not fit.
     ///   - type: what it records as its value type (by default `Value`'s name, version 0).
+    ///   - permissions: owner-only by default.
+    ///   - lifetime: ``Lifetime/whileReferenced`` by default.
     public static func create(
         name: String, initialValue: Value? = nil, capacity: Int = defaultCapacity,
         type: TypeFingerprint = TypeFingerprint(codable: Value.self), permissions: FilePermissions = .ownerReadWrite,
