@@ -27,7 +27,8 @@ import Synchronization
 /// makes every descriptor readable: the loop's `tryReceive` then drains the rest and throws `closed`.
 ///
 /// **How it works.** The descriptor is a Unix datagram socket bound to a file in this user's runtime
-/// directory (``LocalDirectory``, mode 0600 in a 0700 directory), named from a hash of the channel
+/// directory (`$INTERPROCESS_RUNTIME_DIR`, `$XDG_RUNTIME_DIR/interprocess` or
+/// `/tmp/interprocess-UID`; mode 0600 in a 0700 directory), named from a hash of the channel
 /// name and a random number that the process records in its entry of the channel's table of
 /// participants. ``acknowledge()`` reads what is queued on the socket and then sets the entry's bit
 /// in the channel's `descriptors_armed` word. A sender, after it published a message, loads that
