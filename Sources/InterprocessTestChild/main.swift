@@ -253,6 +253,9 @@ case let command where command.hasPrefix("chan-"):
 case let command where command.hasPrefix("loan-"):
     exit(runChannelLoanCommand(command, rest))
 
+case let command where command.hasPrefix("ready-"):
+    exit(runReadinessCommand(command, rest))
+
 case let command where command.hasPrefix("mq-"):
     exit(runMessageQueueCommand(command, rest))
 case let command where command.hasPrefix("bc-"):

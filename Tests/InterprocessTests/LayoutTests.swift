@@ -69,6 +69,8 @@ struct LayoutTests {
         #expect([CIPC_CHANNEL_FORMAT_BYTES, CIPC_CHANNEL_FORMAT_VALUE, CIPC_CHANNEL_FORMAT_JSON, CIPC_CHANNEL_FORMAT_TEXT] == [1, 2, 3, 4])
         #expect(CIPC_CHANNEL_MAX_CAPACITY == 1 << 20 && CIPC_CHANNEL_MAX_MESSAGE_SIZE == 1 << 24)
         #expect(CIPC_CHANNEL_LOANED == 1 << 31 && CIPC_CHANNEL_MAX_LOAN_SIZE == (1 << 31) - 2)
+        #expect(CIPC_CHANNEL_PARTICIPANTS == 64 && CIPC_CHANNEL_PARTICIPANT_SIZE == 64)
+        #expect(CIPC_CHANNEL_ROLE_SENDER == 1 && CIPC_CHANNEL_ROLE_RECEIVER == 2)
         #expect(CIPC_KIND_MQUEUE == 5 && Self.ascii(CIPC_TAG_MQUEUE) == "MSQ1")
         #expect(CIPC_MQUEUE_HEADER_SIZE == 512 && CIPC_MQUEUE_SLOT_HEADER_SIZE == 32)
         #expect(CIPC_MQUEUE_MAX_CAPACITY == 1 << 20 && CIPC_MQUEUE_MAX_MESSAGE_SIZE == 1 << 24)
@@ -384,10 +386,19 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_channel.reserved4, "reserved4", at: 328, size: 56),
             FieldPin(\cipc_channel.receive_signal, "receive_signal", at: 384, size: 4),
             FieldPin(\cipc_channel.receivers_waiting, "receivers_waiting", at: 388, size: 4),
-            FieldPin(\cipc_channel.reserved5, "reserved5", at: 392, size: 56),
+            FieldPin(\cipc_channel.descriptors_armed, "descriptors_armed", at: 392, size: 8),
+            FieldPin(\cipc_channel.reserved5, "reserved5", at: 400, size: 48),
             FieldPin(\cipc_channel.send_signal, "send_signal", at: 448, size: 4),
             FieldPin(\cipc_channel.senders_waiting, "senders_waiting", at: 452, size: 4),
             FieldPin(\cipc_channel.reserved6, "reserved6", at: 456, size: 56),
+        ]),
+        LayoutPin(cipc_channel_participant(), "cipc_channel_participant", size: 64, alignment: 8, [
+            FieldPin(\cipc_channel_participant.owner, "owner", at: 0, size: 8),
+            FieldPin(\cipc_channel_participant.roles, "roles", at: 8, size: 4),
+            FieldPin(\cipc_channel_participant.handles, "handles", at: 12, size: 4),
+            FieldPin(\cipc_channel_participant.notifier, "notifier", at: 16, size: 8),
+            FieldPin(\cipc_channel_participant.pokes, "pokes", at: 24, size: 8),
+            FieldPin(\cipc_channel_participant.reserved, "reserved", at: 32, size: 32),
         ]),
         // The message queue (CInterprocessMessageQueue.h).
         LayoutPin(cipc_mqueue_slot(), "cipc_mqueue_slot", size: 32, alignment: 8, [

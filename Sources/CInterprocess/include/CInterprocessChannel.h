@@ -99,6 +99,34 @@ typedef struct cipc_channel_slot {
                          ///<     sequence is published; meaningless otherwise)
 } cipc_channel_slot;
 
+// Participants. A channel created by this version has a table of CIPC_CHANNEL_PARTICIPANTS entries
+// right after its slots (`state_size` = slots_offset + capacity * slot_stride + the table; a channel
+// without it, `state_size` without the table, works and has no participants). Each process that
+// has the channel open claims one entry (a compare-and-swap of `owner` from 0 to its owner token)
+// and records there how many handles it has open, whether it sent or received (roles, for `ipc ls` /
+// `ipc inspect`) and, if it waits on a readiness descriptor, that descriptor's `notifier`: a random
+// non-zero number that names its socket file in the user's runtime directory,
+// `ready-<FNV-1a 64 of the channel name, 16 hex>-<notifier, 16 hex>`. Bit i of `descriptors_armed`
+// says that entry i wants a datagram there when the next message is published: a sender that
+// published takes all set bits at once (an exchange with 0) and sends one datagram to each. An entry
+// whose owner is dead is cleared by whoever finds it (its bit cleared, its socket file removed, then
+// `owner` set to 0). Nothing in an entry is followed blindly: the path is built from this process's
+// own channel name and a number, inside this user's runtime directory.
+#define CIPC_CHANNEL_PARTICIPANTS 64u
+#define CIPC_CHANNEL_PARTICIPANT_SIZE 64u
+/// `roles` bits.
+#define CIPC_CHANNEL_ROLE_SENDER 1u
+#define CIPC_CHANNEL_ROLE_RECEIVER 2u
+
+typedef struct cipc_channel_participant {
+    uint64_t owner;      ///<  0: the process's owner token, or 0: a free entry (atomic)
+    uint32_t roles;      ///<  8: CIPC_CHANNEL_ROLE_* it has acted in (atomic)
+    uint32_t handles;    ///< 12: its handles open on the channel, readiness descriptors included (atomic)
+    uint64_t notifier;   ///< 16: its readiness socket's number, or 0: none (atomic)
+    uint64_t pokes;      ///< 24: datagrams sent to its readiness socket (atomic)
+    uint8_t  reserved[32]; ///< 32
+} cipc_channel_participant;
+
 typedef struct cipc_channel {
     // Fixed at creation: an opener checks them once and keeps its own copy.
     uint32_t capacity;          ///<   0: slots, 1...CIPC_CHANNEL_MAX_CAPACITY
@@ -127,7 +155,8 @@ typedef struct cipc_channel {
     uint8_t  reserved4[56];
     uint32_t receive_signal;    ///< 384: futex word of parked receivers, bumped to wake them (atomic)
     uint32_t receivers_waiting; ///< 388: receivers parked or about to park (atomic)
-    uint8_t  reserved5[56];
+    uint64_t descriptors_armed; ///< 392: bit i: participant i waits on its readiness descriptor (atomic)
+    uint8_t  reserved5[48];
     uint32_t send_signal;       ///< 448: futex word of parked senders (atomic)
     uint32_t senders_waiting;   ///< 452: senders parked or about to park (atomic)
     uint8_t  reserved6[56];
@@ -142,6 +171,9 @@ _Static_assert(offsetof(cipc_channel, orphans) == 64 && offsetof(cipc_channel, d
 _Static_assert(offsetof(cipc_channel, message_type) == 128, "channel message type offset");
 _Static_assert(offsetof(cipc_channel, send_position) == 256 && offsetof(cipc_channel, receive_position) == 320, "positions on lines of their own");
 _Static_assert(offsetof(cipc_channel, receive_signal) == 384 && offsetof(cipc_channel, receivers_waiting) == 388, "receivers' line");
+_Static_assert(offsetof(cipc_channel, descriptors_armed) == 392, "armed readiness descriptors on the receivers' line");
+_Static_assert(sizeof(cipc_channel_participant) == CIPC_CHANNEL_PARTICIPANT_SIZE, "channel participant layout");
+_Static_assert(offsetof(cipc_channel_participant, roles) == 8 && offsetof(cipc_channel_participant, notifier) == 16, "channel participant offsets");
 _Static_assert(offsetof(cipc_channel, send_signal) == 448 && offsetof(cipc_channel, senders_waiting) == 452, "senders' line");
 
 // MARK: - POSIX message queues (a baseline of the channel benchmark)

@@ -123,7 +123,7 @@ enum ChannelLayout: SharedObjectKind {
         guard (1...maximumCapacity).contains(capacity), (1...maximumMessageSize).contains(maxMessageSize),
               Int(header.slot_stride) == stride(maxMessageSize: maxMessageSize),
               Int(header.slots_offset) == headerSize,
-              header.state_size == UInt64(headerSize + capacity * stride(maxMessageSize: maxMessageSize)),
+              hasParticipants(stateSize: header.state_size, capacity: capacity, maxMessageSize: maxMessageSize) != nil,
               Int(header.state_size) <= available
         else {
             throw InterprocessError(.corrupt, detail: "inconsistent channel header (capacity \(header.capacity), maximum message size \(header.max_message_size), stride \(header.slot_stride), size \(header.state_size) of \(available) bytes)")
@@ -132,9 +132,20 @@ enum ChannelLayout: SharedObjectKind {
         return (capacity, maxMessageSize, stride(maxMessageSize: maxMessageSize), messageType, header.format)
     }
 
+    /// Where a channel's table of participants starts, for a state of `stateSize` bytes: its slots'
+    /// end when the state holds the table, nil when it ends with the slots (a channel without a
+    /// table: a service's request queue, or one created before the table existed). `Int?.none?`
+    /// (an outer nil) when the size fits neither.
+    static func hasParticipants(stateSize: UInt64, capacity: Int, maxMessageSize: Int) -> Int?? {
+        let slotsEnd = headerSize + capacity * stride(maxMessageSize: maxMessageSize)
+        if stateSize == UInt64(slotsEnd) { return .some(nil) }
+        if stateSize == UInt64(slotsEnd + ChannelParticipants.tableSize) { return .some(slotsEnd) }
+        return nil
+    }
+
     /// Capacity, message type, depth, closed, waiters and what was recovered, read from a copy of
     /// the state (never trusted: sizes are checked, nothing read is followed).
-    static func describe(_ state: UnsafeRawBufferPointer, isAlive _: (UInt64) -> Bool) -> SharedObjectDescription {
+    static func describe(_ state: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> SharedObjectDescription {
         guard state.count >= headerSize else { return SharedObjectDescription(details: [:]) }
         let header = state.load(as: cipc_channel.self)
         let sent = header.send_position & ~CIPC_CHANNEL_CLOSED
@@ -145,28 +156,38 @@ enum ChannelLayout: SharedObjectKind {
         let waiting = UInt64(header.receivers_waiting) + UInt64(header.senders_waiting)
         let messageType = TypeFingerprint.problem(in: header.message_type) == nil
             ? ChannelMessageType.text(of: header.message_type, format: header.format) : "damaged"
-        var loans: [String: String] = [:]
-        if header.loan_heap_nonce != 0 { loans["loanHeapNonce"] = String(header.loan_heap_nonce, radix: 16) }
+        var details: [String: String] = [
+            "capacity": "\(header.capacity)",
+            "maxMessageSize": "\(header.max_message_size)",
+            "messageType": messageType,
+            "format": ChannelMessageType.formatName(header.format),
+            "count": count,
+            "sent": "\(sent)",
+            "received": "\(received)",
+            "closed": closed ? "yes" : "no",
+            "receiversWaiting": "\(header.receivers_waiting)",
+            "sendersWaiting": "\(header.senders_waiting)",
+            "waiters": "\(waiting)",
+            "orphans": "\(header.orphans)",
+            "abandonedSends": "\(header.abandoned_sends)",
+            "orphanedReceives": "\(header.orphaned_receives)",
+            "redeliveries": "\(header.redeliveries)",
+            "clearedClaims": "\(header.cleared_claims)",
+            "droppedMessages": "\(header.dropped_messages)",
+        ]
+        if header.loan_heap_nonce != 0 { details["loanHeapNonce"] = String(header.loan_heap_nonce, radix: 16) }
+        var people = ""
+        if header.capacity <= UInt32(maximumCapacity), header.max_message_size <= UInt32(maximumMessageSize),
+           case let tableOffset?? = hasParticipants(stateSize: header.state_size, capacity: Int(header.capacity), maxMessageSize: Int(header.max_message_size)),
+           tableOffset + ChannelParticipants.tableSize <= state.count {
+            let table = UnsafeRawBufferPointer(rebasing: state[tableOffset..<(tableOffset + ChannelParticipants.tableSize)])
+            let participants = ChannelParticipants.describe(table, armed: header.descriptors_armed, isAlive: isAlive)
+            details.merge(participants.details) { _, new in new }
+            people = ", \(participants.senders) producer\(participants.senders == 1 ? "" : "s"), \(participants.receivers) consumer\(participants.receivers == 1 ? "" : "s")"
+                + (participants.ended > 0 ? " (\(participants.ended) ended)" : "")
+        }
         return SharedObjectDescription(
-            details: loans.merging([
-                "capacity": "\(header.capacity)",
-                "maxMessageSize": "\(header.max_message_size)",
-                "messageType": messageType,
-                "format": ChannelMessageType.formatName(header.format),
-                "count": count,
-                "sent": "\(sent)",
-                "received": "\(received)",
-                "closed": closed ? "yes" : "no",
-                "receiversWaiting": "\(header.receivers_waiting)",
-                "sendersWaiting": "\(header.senders_waiting)",
-                "waiters": "\(waiting)",
-                "orphans": "\(header.orphans)",
-                "abandonedSends": "\(header.abandoned_sends)",
-                "orphanedReceives": "\(header.orphaned_receives)",
-                "redeliveries": "\(header.redeliveries)",
-                "clearedClaims": "\(header.cleared_claims)",
-                "droppedMessages": "\(header.dropped_messages)",
-            ]) { $1 },
-            summary: "\(count) of \(header.capacity) messages" + (closed ? ", closed" : "") + (waiting > 0 ? ", \(waiting) waiting" : ""))
+            details: details,
+            summary: "\(count) of \(header.capacity) messages" + people + (closed ? ", closed" : "") + (waiting > 0 ? ", \(waiting) waiting" : ""))
     }
 }

@@ -66,6 +66,12 @@ final class ChannelRing: @unchecked Sendable {
     private let droppedMessages: UnsafeMutablePointer<Atomic<UInt64>>
     /// The nonce of the channel's loan heap (0: none recorded yet).
     let loanHeapNonce: UnsafeMutablePointer<Atomic<UInt64>>
+    /// `descriptors_armed` (readiness descriptors waiting for a message) and the table they are in
+    /// (nil: a ring without one, e.g. a service's request queue); see ``ChannelParticipants``.
+    private let descriptorsArmed: UnsafeMutablePointer<Atomic<UInt64>>
+    let participants: ChannelParticipants?
+    /// The roles this handle has acted in and recorded in the table (process-local).
+    private let recordedRoles = Atomic<UInt32>(0)
 
     /// This process's identity in the file, and the descriptor that checks others'.
     private let lease: OwnerLease
@@ -93,7 +99,10 @@ final class ChannelRing: @unchecked Sendable {
 
     /// A ring on the validated channel state at `base` (default: the storage's state; a ``Service``
     /// embeds one as its request queue).
-    init(storage: SharedObjectStorage, base: UnsafeMutableRawPointer? = nil, capacity: Int, maxMessageSize: Int, stride: Int) throws(InterprocessError) {
+    init(
+        storage: SharedObjectStorage, base: UnsafeMutableRawPointer? = nil, capacity: Int, maxMessageSize: Int, stride: Int,
+        participants: ChannelParticipants? = nil
+    ) throws(InterprocessError) {
         guard let lease = storage.lease else { preconditionFailure("a channel's storage carries a lease") }
         let base = base ?? storage.base
         self.storage = storage
@@ -116,6 +125,8 @@ final class ChannelRing: @unchecked Sendable {
         clearedClaims = atomic64(base + fieldOffset(\cipc_channel.cleared_claims))
         droppedMessages = atomic64(base + fieldOffset(\cipc_channel.dropped_messages))
         loanHeapNonce = atomic64(base + fieldOffset(\cipc_channel.loan_heap_nonce))
+        descriptorsArmed = atomic64(base + fieldOffset(\cipc_channel.descriptors_armed))
+        self.participants = participants
         self.lease = lease
         me = lease.token
     }
@@ -226,6 +237,9 @@ final class ChannelRing: @unchecked Sendable {
         CrashPoint.reached("channel.send.afterPublish")
         releaseOwner(slot)
         wakeReceiver()
+        // Readiness descriptors (one load while there are none; ``ChannelParticipants``).
+        if descriptorsArmed.pointee.load(ordering: .sequentiallyConsistent) != 0 { participants?.poke() }
+        if recordedRoles.load(ordering: .relaxed) & ChannelParticipants.senderRole == 0 { record(ChannelParticipants.senderRole) }
         // A sender parked on a full ring, woken for a slot that another sender took, would
         // otherwise miss the next slot that is free already.
         if atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
@@ -454,6 +468,7 @@ final class ChannelRing: @unchecked Sendable {
         CrashPoint.reached("channel.receive.afterCopy")
         release(slot, position: claim.position)
         if claim.redelivery { decrementOrphans() }
+        if recordedRoles.load(ordering: .relaxed) & ChannelParticipants.receiverRole == 0 { record(ChannelParticipants.receiverRole) }
         if let failure { throw failure }
     }
 
@@ -546,6 +561,14 @@ final class ChannelRing: @unchecked Sendable {
     func close() {
         sendPosition.pointee.bitwiseOr(Self.closedBit, ordering: .sequentiallyConsistent)
         wakeEveryone()
+        participants?.poke()
+    }
+
+    /// Records once per handle that this process acted in `role` (``ChannelParticipants``).
+    @inline(never)
+    private func record(_ role: UInt32) {
+        recordedRoles.bitwiseOr(role, ordering: .relaxed)
+        participants?.mark(role)
     }
 
     var isClosed: Bool { sendPosition.pointee.load(ordering: .acquiring) & Self.closedBit != 0 }

@@ -1,5 +1,6 @@
 import CInterprocess
 import InterprocessSystem
+import Synchronization
 
 /// A channel as a shared object: the state (`cipc_channel` and its slots) in a named segment of
 /// kind ``SegmentKind/channel``, which ``SharedObjectStorage`` creates, opens, checks and removes as
@@ -27,11 +28,35 @@ final class ChannelState: SharedObject, @unchecked Sendable {
         self.storage = storage
         recordedType = geometry.messageType
         recordedFormat = geometry.format
-        ring = try ChannelRing(storage: storage, capacity: geometry.capacity, maxMessageSize: geometry.maxMessageSize, stride: geometry.stride)
+        // The table of participants, if the channel has one (validated: the state holds it).
+        let stateSize = storage.base.load(fromByteOffset: fieldOffset(\cipc_channel.state_size), as: UInt64.self)
+        if case let tableOffset?? = ChannelLayout.hasParticipants(
+            stateSize: stateSize, capacity: geometry.capacity, maxMessageSize: geometry.maxMessageSize),
+           tableOffset + ChannelParticipants.tableSize <= storage.available {
+            participants = ChannelParticipants(storage: storage, base: storage.base, tableOffset: tableOffset, name: storage.name)
+        } else {
+            participants = nil
+        }
+        ring = try ChannelRing(
+            storage: storage, capacity: geometry.capacity, maxMessageSize: geometry.maxMessageSize, stride: geometry.stride,
+            participants: participants)
+        participants?.join()
     }
 
+    deinit { leave() }
+
+    /// The channel's table of participants (nil for a channel created without one).
+    let participants: ChannelParticipants?
+    private let left = Atomic<Bool>(false)
+
+    /// This handle no longer counts in the table of participants (once).
+    private func leave() {
+        if !left.exchange(true, ordering: .relaxed) { participants?.leave() }
+    }
+
+    /// The bytes of a channel: the header, the slots and the table of participants.
     static func size(for parameters: ChannelParameters) throws(InterprocessError) -> Int {
-        try ChannelLayout.size(for: parameters)
+        try ChannelLayout.size(for: parameters) + ChannelParticipants.tableSize
     }
 
     static func initialize(_ state: UnsafeMutableRawPointer, size: Int, with parameters: ChannelParameters) {
@@ -46,5 +71,8 @@ final class ChannelState: SharedObject, @unchecked Sendable {
 
     var name: String? { storage.name }
 
-    func close() { storage.close() }
+    func close() {
+        leave()
+        storage.close()
+    }
 }

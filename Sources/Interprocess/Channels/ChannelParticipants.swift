@@ -1,0 +1,324 @@
+import CInterprocess
+import InterprocessSystem
+import Synchronization
+import SystemPackage
+
+/// A channel's table of participants (`cipc_channel_participant` in `CInterprocessChannel.h`, after
+/// the slots): one entry per process that has the channel open — its handles, whether it sent or
+/// received (what `ipc ls` and `ipc inspect` show) and, when it waits on a readiness descriptor
+/// (``ChannelReadiness``), the number that names that descriptor's socket file. Bit i of the
+/// header's `descriptors_armed` asks for a datagram to entry i's socket at the next message.
+///
+/// **Entries.** A process claims a free entry with a compare-and-swap of `owner` from 0 to its
+/// owner token (one per process and file: ``OwnerLease``) and frees it (owner back to 0) when its
+/// last handle goes. An entry whose owner is dead is *swept* by whoever finds it — a process that
+/// joins, a sender whose datagram was refused, a process letting go of its last handle (the
+/// channel may be removed after it, and the dead entries' socket files with nobody to find them
+/// later): it takes the entry
+/// (owner: its own token with the flag bit, so that two sweepers never clean one entry and a new
+/// owner's fields are never wiped), clears the entry's armed bit, removes the dead socket file (if
+/// this user's and nobody is bound to it), zeroes the entry and frees it. A sweeper killed while
+/// sweeping leaves the entry owned by a dead token: the next sweeper does it again.
+///
+/// **Never trusting the table.** Every index is below `CIPC_CHANNEL_PARTICIPANTS` by construction
+/// (bits of a 64-bit mask, a fixed loop); a socket path is never read from shared memory: it is
+/// built from this process's own channel name and a number, inside this user's runtime directory
+/// (a scribbled number names no socket, or another registration of this channel: a spurious
+/// wake-up, never a write elsewhere).
+///
+/// `@unchecked Sendable`: the table is touched only through atomics; the rest is immutable, and
+/// this process's own entry is changed under ``local``.
+final class ChannelParticipants: @unchecked Sendable {
+    static let count = Int(CIPC_CHANNEL_PARTICIPANTS)
+    static let entrySize = Int(CIPC_CHANNEL_PARTICIPANT_SIZE)
+    static let tableSize = count * entrySize
+    static let senderRole = CIPC_CHANNEL_ROLE_SENDER
+    static let receiverRole = CIPC_CHANNEL_ROLE_RECEIVER
+
+    private let table: UnsafeMutableRawPointer
+    private let armed: UnsafeMutablePointer<Atomic<UInt64>>
+    private let lease: OwnerLease
+    private let me: UInt64
+    /// Keeps the memory mapped.
+    private let storage: SharedObjectStorage
+    /// `<runtime directory>/ready-<name hash>-`: the socket files of this channel's readiness
+    /// descriptors start with it (nil when the channel has no name or the path would not fit).
+    let socketPrefix: String?
+
+    /// This process's entries, per lease (one lease per process and file): which entry, and how
+    /// many handles hold it. Changes to our own entry are made under this lock.
+    private struct LocalEntry {
+        var index: Int
+        var holds: Int
+    }
+    private static let local = Mutex<[ObjectIdentifier: LocalEntry]>([:])
+
+    init?(storage: SharedObjectStorage, base: UnsafeMutableRawPointer, tableOffset: Int, name: String?) {
+        guard let lease = storage.lease else { return nil }
+        self.storage = storage
+        self.lease = lease
+        me = lease.token
+        table = base + tableOffset
+        armed = atomic64(base + fieldOffset(\cipc_channel.descriptors_armed))
+        socketPrefix = name.map { LocalDirectory.path + "/ready-" + Self.hex(Self.nameHash($0)) + "-" }
+    }
+
+    // MARK: Fields
+
+    private func entry(_ index: Int) -> UnsafeMutableRawPointer { table + index * Self.entrySize }
+    private func owner(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(entry(index)) }
+    private func roles(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt32>> { atomic32(entry(index) + 8) }
+    private func handles(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt32>> { atomic32(entry(index) + 12) }
+    private func notifier(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(entry(index) + 16) }
+    private func pokes(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(entry(index) + 24) }
+
+    /// FNV-1a, 64 bits, of the name's UTF-8: the same in every process.
+    static func nameHash(_ name: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        return hash
+    }
+
+    static func hex(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+
+    /// The socket file of the readiness descriptor numbered `notifier`.
+    func socketPath(_ notifier: UInt64) -> String? {
+        socketPrefix.map { $0 + Self.hex(notifier) }
+    }
+
+    /// Whether `word` has the shape of an owner token (pid above, non-zero random half below, flag clear).
+    private static func isToken(_ word: UInt64) -> Bool {
+        word >> 32 != 0 && word & 0xFFFF_FFFF != 0 && word & OwnerLease.flagBit == 0
+    }
+
+    // MARK: Joining and leaving
+
+    /// Records one more handle of this process (claiming an entry for the process if it has none).
+    /// Returns the entry's index, or nil if the table is full (the process then goes unlisted).
+    @discardableResult
+    func join() -> Int? {
+        let key = ObjectIdentifier(lease)
+        return Self.local.withLock { entries -> Int? in
+            if var local = entries[key], owner(local.index).pointee.load(ordering: .acquiring) == me {
+                local.holds += 1
+                entries[key] = local
+                handles(local.index).pointee.wrappingAdd(1, ordering: .relaxed)
+                return local.index
+            }
+            guard let index = claimEntry() else { return nil }
+            entries[key] = LocalEntry(index: index, holds: 1)
+            return index
+        }
+    }
+
+    /// Records that one handle of this process let go; the last one frees the entry.
+    func leave() {
+        let key = ObjectIdentifier(lease)
+        Self.local.withLock { entries in
+            guard var local = entries[key] else { return }
+            local.holds -= 1
+            guard owner(local.index).pointee.load(ordering: .acquiring) == me else {
+                // Someone swept our entry (it cannot happen while we are alive, but never wipe another's).
+                if local.holds <= 0 { entries[key] = nil } else { entries[key] = local }
+                return
+            }
+            if local.holds > 0 {
+                entries[key] = local
+                handles(local.index).pointee.wrappingSubtract(1, ordering: .relaxed)
+                return
+            }
+            entries[key] = nil
+            clear(local.index)
+            _ = owner(local.index).pointee.compareExchange(expected: me, desired: 0, ordering: .sequentiallyConsistent)
+            // The channel may go away with us: sweep what dead processes left (their socket files).
+            sweepDead()
+        }
+    }
+
+    /// Records that this process sent (or received) on the channel.
+    func mark(_ role: UInt32) {
+        let key = ObjectIdentifier(lease)
+        Self.local.withLock { entries in
+            guard let local = entries[key], owner(local.index).pointee.load(ordering: .acquiring) == me else { return }
+            roles(local.index).pointee.bitwiseOr(role, ordering: .relaxed)
+        }
+    }
+
+    /// Our own entry's index, if we have one.
+    var ownIndex: Int? {
+        Self.local.withLock { entries in
+            entries[ObjectIdentifier(lease)].flatMap { owner($0.index).pointee.load(ordering: .acquiring) == me ? $0.index : nil }
+        }
+    }
+
+    /// A free entry, claimed for us; nil if none. Sweeps every entry of a dead process on the way
+    /// (an open is rare, and this is what frees the entries of processes that were killed).
+    private func claimEntry() -> Int? {
+        var claimed: Int?
+        for index in 0..<Self.count {
+            var word = owner(index).pointee.load(ordering: .acquiring)
+            if word != 0, !lease.isAlive(word) {
+                sweep(index, dead: word)
+                word = owner(index).pointee.load(ordering: .acquiring)
+            }
+            guard claimed == nil, word == 0 else { continue }
+            guard owner(index).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged else { continue }
+            CrashPoint.reached("channel.participants.claimed")
+            // A sweeper zeroed the fields before it freed the entry; zero them again all the same
+            // (an entry freed by a version that did not, or scribbled).
+            clear(index)
+            handles(index).pointee.store(1, ordering: .relaxed)
+            claimed = index
+        }
+        return claimed
+    }
+
+    /// Zeroes entry `index`'s fields (not its owner) and its armed bit, removing its socket file if
+    /// it names one. Only the entry's owner (or its sweeper) calls this.
+    private func clear(_ index: Int) {
+        armed.pointee.bitwiseAnd(~(UInt64(1) << UInt64(index)), ordering: .sequentiallyConsistent)
+        let number = notifier(index).pointee.load(ordering: .acquiring)
+        if number != 0 { removeDeadSocket(number) }
+        roles(index).pointee.store(0, ordering: .relaxed)
+        handles(index).pointee.store(0, ordering: .relaxed)
+        pokes(index).pointee.store(0, ordering: .relaxed)
+        notifier(index).pointee.store(0, ordering: .releasing)
+    }
+
+    /// Sweeps entry `index` if its owner is still `dead`: takes it (our token with the flag bit),
+    /// clears it, frees it.
+    func sweep(_ index: Int, dead: UInt64) {
+        guard (0..<Self.count).contains(index), dead != 0 else { return }
+        let mark = me | OwnerLease.flagBit
+        guard owner(index).pointee.compareExchange(expected: dead, desired: mark, ordering: .sequentiallyConsistent).exchanged else { return }
+        CrashPoint.reached("channel.participants.sweep.taken")
+        clear(index)
+        owner(index).pointee.store(0, ordering: .sequentiallyConsistent)
+    }
+
+    /// Sweeps every entry whose owner is dead (`ipc gc`, tests). Returns how many it swept.
+    @discardableResult
+    func sweepDead() -> Int {
+        var swept = 0
+        for index in 0..<Self.count {
+            let word = owner(index).pointee.load(ordering: .acquiring)
+            if word != 0, !lease.isAlive(word) {
+                sweep(index, dead: word)
+                swept += 1
+            }
+        }
+        return swept
+    }
+
+    /// Removes the socket file numbered `number` if it is a socket that nobody is bound to (a dead
+    /// registration's): never a file of another kind, never a live registration's.
+    private func removeDeadSocket(_ number: UInt64) {
+        guard let path = socketPath(number), let status = try? LocalPath.status(path), status.isSocket,
+              status.owner == ProcessIdentity.effectiveUserID
+        else { return }
+        if case .refused = SocketFile.probe(path: path, kind: .datagram) { try? LocalPath.unlink(path) }
+    }
+
+    // MARK: Readiness
+
+    /// Records `number` as entry `index`'s readiness socket (before the socket file exists).
+    func setNotifier(_ index: Int, _ number: UInt64) {
+        notifier(index).pointee.store(number, ordering: .sequentiallyConsistent)
+    }
+
+    /// Records `number` as our entry's readiness socket if it has none yet (false: it has one).
+    func claimNotifier(_ index: Int, _ number: UInt64) -> Bool {
+        Self.local.withLock { _ in
+            notifier(index).pointee.compareExchange(expected: 0, desired: number, ordering: .sequentiallyConsistent).exchanged
+        }
+    }
+
+    /// Datagrams sent to entry `index`'s readiness socket.
+    func pokeCount(_ index: Int) -> UInt64 { pokes(index).pointee.load(ordering: .relaxed) }
+
+    /// Asks for a datagram at the next message (sequentially consistent: before the caller looks at the ring).
+    func arm(_ index: Int) {
+        armed.pointee.bitwiseOr(UInt64(1) << UInt64(index), ordering: .sequentiallyConsistent)
+    }
+
+    func disarm(_ index: Int) {
+        armed.pointee.bitwiseAnd(~(UInt64(1) << UInt64(index)), ordering: .sequentiallyConsistent)
+    }
+
+    /// One socket per process for sending the datagrams (nil if it cannot be made).
+    private static let pokingSocket: FileDescriptor? = try? UnixSocket.make(.datagram)
+
+    /// Sends one datagram to every armed readiness descriptor, taking their bits (each asks again
+    /// when it has been emptied). A refused datagram (the socket is gone) leads to a sweep if the
+    /// entry's owner is dead. Called by a sender that published, after it saw a bit set.
+    func poke() {
+        var bits = armed.pointee.exchange(0, ordering: .sequentiallyConsistent)
+        guard bits != 0, let socket = Self.pokingSocket else { return }
+        let byte: [UInt8] = [1]
+        while bits != 0 {
+            let index = bits.trailingZeroBitCount
+            bits &= bits &- 1
+            let word = owner(index).pointee.load(ordering: .acquiring)
+            let number = notifier(index).pointee.load(ordering: .acquiring)
+            guard Self.isToken(word), number != 0, let path = socketPath(number), let address = UnixSocket.address(path: path) else { continue }
+            let sent: Result<Int?, Errno> = byte.withUnsafeBytes { bytes in
+                do throws(Errno) { return .success(try UnixSocket.send(socket, bytes, to: address)) } catch { return .failure(error) }
+            }
+            switch sent {
+            case .success:
+                // Sent, or the socket's queue is full (so it is readable already).
+                pokes(index).pointee.wrappingAdd(1, ordering: .relaxed)
+            case .failure(let error):
+                // Gone or nobody bound: its process died (or closed it as we looked). Another user's
+                // directory cannot be reached from here (permission denied): nothing to do.
+                if error == .connectionRefused || error == .noSuchFileOrDirectory, !lease.isAlive(word) {
+                    sweep(index, dead: word)
+                }
+            }
+        }
+    }
+
+    // MARK: Describing
+
+    /// The participants in a copy of a channel's table, for `ipc ls` / `ipc inspect`: details per
+    /// entry, and how many live processes sent and received.
+    static func describe(_ table: UnsafeRawBufferPointer, armed: UInt64, isAlive: (UInt64) -> Bool)
+        -> (details: [String: String], senders: Int, receivers: Int, ended: Int)
+    {
+        var details: [String: String] = [:]
+        var senders = 0, receivers = 0, ended = 0, listed = 0
+        for index in 0..<min(count, table.count / entrySize) {
+            let record = table.load(fromByteOffset: index * entrySize, as: cipc_channel_participant.self)
+            let word = record.owner & ~OwnerLease.flagBit
+            guard word != 0 else { continue }
+            listed += 1
+            let alive = isAlive(word)
+            var roleNames: [String] = []
+            if record.roles & senderRole != 0 { roleNames.append("sender") }
+            if record.roles & receiverRole != 0 { roleNames.append("receiver") }
+            if record.roles & ~(senderRole | receiverRole) != 0 { roleNames.append("roles invalid (\(record.roles))") }
+            if alive {
+                if record.roles & senderRole != 0 { senders += 1 }
+                if record.roles & receiverRole != 0 { receivers += 1 }
+            } else {
+                ended += 1
+            }
+            var text = "pid \(OwnerLease.displayPID(of: word)) " + (alive ? "alive" : "ended")
+            if record.owner & OwnerLease.flagBit != 0 { text += " (being swept)" }
+            text += ", " + (roleNames.isEmpty ? "no messages yet" : roleNames.joined(separator: " and "))
+            text += ", \(record.handles) handle\(record.handles == 1 ? "" : "s")"
+            if record.notifier != 0 {
+                let isArmed = armed & (UInt64(1) << UInt64(index)) != 0
+                text += ", readiness descriptor (" + (isArmed ? "armed" : "signalled or not armed") + ", \(record.pokes) wake-ups)"
+            }
+            details["participant.\(index)"] = text
+        }
+        details["participants"] = "\(listed)"
+        details["producers"] = "\(senders)"
+        details["consumers"] = "\(receivers)"
+        return (details, senders, receivers, ended)
+    }
+}
