@@ -2,7 +2,7 @@ import Interprocess
 import InterprocessSystem
 import InterprocessToolSupport
 
-/// 1, 2, 4 and 8 producer processes sending 64-byte values into one ``Channel`` (256 slots), this
+/// 1, 2, 4 and 8 producer processes sending 64-byte values into one ``Channel`` (1,024 slots), this
 /// process the one consumer: the messages received per second, all producers together. On a
 /// 2-CPU machine, 8 producers and a consumer are 9 processes for 2 CPUs; the target (issue 13) is
 /// that 8 producers still move at least half as many messages as 1.

@@ -134,8 +134,9 @@ enum ChannelThroughputBench: BenchScenario {
         String(format: "%.3g M msg/s (%.3g GB/s)", messagesPerSecond / 1e6, messagesPerSecond * Double(size) / 1e9)
     }
 
-    /// Slots of the channel for `size`-byte messages: about 256 KiB of messages, at least 4.
-    static func channelCapacity(_ size: Int) -> Int { max(4, min(256, (256 << 10) / size)) }
+    /// Slots of the channel for `size`-byte messages: 256 KiB of messages, at most 1,024 slots (a
+    /// pipe holds 1,024 64-byte messages), at least 4.
+    static func channelCapacity(_ size: Int) -> Int { max(4, min(1024, (256 << 10) / size)) }
 
     /// The names of a session's channels (one per size and form) and message queue.
     static func channelName(session: String, size: Int, raw: Bool) -> String { session + "-tp\(raw ? "v" : "b")\(size)" }
