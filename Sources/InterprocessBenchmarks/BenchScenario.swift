@@ -42,6 +42,8 @@ package enum BenchScenarios {
             UncontendedLockBench.self,
             PingPongBench.self,
             ChannelRoundTripBench.self,
+            ChannelThroughputBench.self,
+            ChannelProducersBench.self,
             ChannelLoanThroughputBench.self,
             MessageQueueRoundTripBench.self,
             BroadcastFanOutBench.self,

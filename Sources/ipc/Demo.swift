@@ -4,7 +4,8 @@ import Interprocess
 import InterprocessSystem
 import InterprocessToolSupport
 
-/// `ipc demo`: two real processes share a segment and exchange data.
+/// `ipc demo`: two real processes share a segment and exchange data. (`ipc demo workers`, in
+/// DemoWorkers.swift, shows worker processes sharing jobs through a channel.)
 ///
 /// This process creates a segment and writes a greeting; it then starts itself again as
 /// `ipc demo-peer NAME` (a second process), which opens the segment by name, reads the greeting and
@@ -12,7 +13,8 @@ import InterprocessToolSupport
 /// it from ``run()``.
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Watch two processes share a segment and exchange data."
+        abstract: "Watch two processes share a segment and exchange data.",
+        subcommands: [DemoWorkers.self]
     )
 
     func run() throws {

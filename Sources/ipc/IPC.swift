@@ -14,7 +14,7 @@ struct IPC: ParsableCommand {
         subcommands: [
             List.self, Inspect.self, Check.self, Create.self, Write.self, Read.self, Remove.self, CollectGarbage.self, Send.self, Receive.self,
             MessageQueueCreate.self, Publish.self, Subscribe.self, Call.self, Serve.self, Hz.self,
-            Demo.self, DemoPeer.self, Bench.self, BenchPeer.self,
+            Demo.self, DemoPeer.self, DemoWorker.self, Bench.self, BenchPeer.self,
         ]
     )
 

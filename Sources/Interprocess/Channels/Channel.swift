@@ -45,12 +45,15 @@ import Synchronization
 /// reads the send position p and checks that p's slot is free for p, records its process's token in
 /// the slot's owner word (a compare-and-swap from 0), advances the send position from p to p + 1
 /// (a compare-and-swap), writes the length and the bytes, publishes the sequence 2p + 1, clears the
-/// owner word and, only if a receiver is parked, bumps the receivers' futex word and wakes one. A
+/// owner word and, only if a receiver is parked and p is the receive position (the message it
+/// waits for), bumps the receivers' futex word and wakes one. A
 /// **receive** is the mirror image on the receive position: owner word, position, copy the bytes
 /// out, set the sequence to 2(p + capacity) (free for the slot's next lap), clear the owner, wake a
-/// parked sender if there is one. A full ring blocks senders (they park until a receiver frees a
-/// slot), an empty one receivers. Waits spin briefly, then park on a futex word; waiters are
-/// counted, so that nobody makes a system call to wake nobody.
+/// parked sender if there is one and the send position waits for this slot. A full ring blocks
+/// senders (they park until a receiver frees a slot), an empty one receivers. Waits spin briefly,
+/// then park on a futex word; waiters are counted, and only the step a parked waiter waits for
+/// wakes it (whoever takes the next place wakes the next waiter), so that nobody makes a system
+/// call to wake nobody — nor one per message while a woken peer is on its way.
 ///
 /// **Owner tokens, not pids.** The token a process records is its identity in the segment's file,
 /// vouched for by a kernel lock that vanishes when the process dies (as ``ProcessMutex`` records its

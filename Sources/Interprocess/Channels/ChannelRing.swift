@@ -236,14 +236,21 @@ final class ChannelRing: @unchecked Sendable {
         sequence(slot).pointee.store(Self.full(claim.position), ordering: .sequentiallyConsistent)
         CrashPoint.reached("channel.send.afterPublish")
         releaseOwner(slot)
-        wakeReceiver()
+        afterPublishing(claim)
+    }
+
+    /// What every send does once its slot is published and let go: wakes a receiver parked for
+    /// this message, the readiness descriptors that are armed, and the next parked sender if the
+    /// next slot is free already (a sender parked on a full ring, woken for a slot that another
+    /// sender took, would otherwise miss it); records this process's role once per handle.
+    @inline(__always)
+    private func afterPublishing(_ claim: ChannelClaim) {
+        wakeReceiver(for: claim.position)
         // Readiness descriptors (one load while there are none; ``ChannelParticipants``).
         if descriptorsArmed.pointee.load(ordering: .sequentiallyConsistent) != 0 { participants?.poke() }
         if recordedRoles.load(ordering: .relaxed) & ChannelParticipants.senderRole == 0 { record(ChannelParticipants.senderRole) }
-        // A sender parked on a full ring, woken for a slot that another sender took, would
-        // otherwise miss the next slot that is free already.
         if atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
-           sequence(self.slot(at: claim.position &+ 1)).pointee.load(ordering: .relaxed) == Self.free(claim.position &+ 1) {
+           sequence(self.slot(at: claim.position &+ 1)).pointee.load(ordering: .sequentiallyConsistent) == Self.free(claim.position &+ 1) {
             wake(sendSignal)
         }
     }
@@ -260,11 +267,7 @@ final class ChannelRing: @unchecked Sendable {
         sequence(slot).pointee.store(Self.full(claim.position), ordering: .sequentiallyConsistent)
         CrashPoint.reached("channel.loan.afterPublish")
         releaseOwner(slot)
-        wakeReceiver()
-        if atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
-           sequence(self.slot(at: claim.position &+ 1)).pointee.load(ordering: .relaxed) == Self.free(claim.position &+ 1) {
-            wake(sendSignal)
-        }
+        afterPublishing(claim)
     }
 
     /// The pointer words that published slots name as loans now: every slot whose sequence says it
@@ -364,7 +367,7 @@ final class ChannelRing: @unchecked Sendable {
             // A receiver woken for a message that another receiver took would otherwise miss the
             // next one, which may be in already.
             if atomic32(receiversWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
-               sequence(self.slot(at: position &+ 1)).pointee.load(ordering: .relaxed) == Self.full(position &+ 1) {
+               sequence(self.slot(at: position &+ 1)).pointee.load(ordering: .sequentiallyConsistent) == Self.full(position &+ 1) {
                 wake(receiveSignal)
             }
             if length(slot).pointee.load(ordering: .relaxed) == Self.skipped {
@@ -428,7 +431,7 @@ final class ChannelRing: @unchecked Sendable {
 
     /// Copies the claimed message out of its slot with `copy` (which runs while this process holds
     /// the slot and must not keep the buffer), releases the slot for the position one lap on, lets
-    /// it go and wakes a parked sender if there is one. A length that does not fit a slot is
+    /// it go and wakes a parked sender if one waits for this slot. A length that does not fit a slot is
     /// `corrupt` (the message is dropped).
     ///
     /// A slot whose message is a loan (`CIPC_CHANNEL_LOANED`) goes to `takeLoan` instead, with the
@@ -481,12 +484,12 @@ final class ChannelRing: @unchecked Sendable {
     }
 
     /// Frees `slot` (whose message of `position` this process took) for the position one lap on,
-    /// lets it go and wakes a parked sender if there is one.
+    /// lets it go and wakes a parked sender if one waits for this slot.
     private func release(_ slot: UnsafeMutableRawPointer, position: UInt64) {
         sequence(slot).pointee.store(Self.free(position &+ UInt64(capacity)), ordering: .sequentiallyConsistent)
         CrashPoint.reached("channel.receive.afterRelease")
         releaseOwner(slot)
-        wakeSender()
+        wakeSender(forSlotOf: position)
     }
 
     // MARK: Waiting for a claim
@@ -582,14 +585,36 @@ final class ChannelRing: @unchecked Sendable {
 
     // MARK: Waking
 
+    // Wakes only on a transition: a receiver parks only when the message at the receive position is
+    // not in, so the send that publishes *that* position wakes one (the receive position cannot pass
+    // a position before it is published); a message published behind others that are waiting to be
+    // taken wakes nobody: whoever takes the one before it wakes the next receiver if the next message
+    // is in (`claimForReceiving`). Likewise a sender parks only when the slot of the send position is
+    // not free, so the receive that frees that slot wakes one, and a sender that claims a position
+    // wakes the next sender if the next slot is free (`finishSend`). Both checks are sequentially
+    // consistent loads after sequentially consistent stores, so one side always sees the other.
+    // Without this, a parked peer that was woken but is not running yet (microseconds to a time
+    // slice on a busy machine) is still counted, and every send (receive) meanwhile made a futex
+    // system call: streaming through a channel ran at system-call speed.
+
+    /// Wakes a parked receiver if there is one and the message just published at `position` is the
+    /// one the receive position waits for.
     @inline(__always)
-    private func wakeReceiver() {
-        if atomic32(receiversWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 { wake(receiveSignal) }
+    private func wakeReceiver(for position: UInt64) {
+        if atomic32(receiversWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
+           receivePosition.pointee.load(ordering: .sequentiallyConsistent) == position {
+            wake(receiveSignal)
+        }
     }
 
+    /// Wakes a parked sender if there is one and the slot just freed (of `position`, now free for
+    /// `position + capacity`) is the one the send position waits for.
     @inline(__always)
-    private func wakeSender() {
-        if atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 { wake(sendSignal) }
+    private func wakeSender(forSlotOf position: UInt64) {
+        if atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
+           sendPosition.pointee.load(ordering: .sequentiallyConsistent) & ~Self.closedBit == position &+ UInt64(capacity) {
+            wake(sendSignal)
+        }
     }
 
     /// Bumps `signal` (so that a waiter about to park with its old value does not) and wakes one waiter.
