@@ -25,9 +25,9 @@ import Synchronization
 /// format); opening the channel as another type
 /// throws `incompatible`.
 ///
-/// **Forms.** Every send and receive has three forms: the `async` one (``send(_:timeout:)``,
+/// **Forms.** Every send and receive has three forms: the `async` one (``send(_:timeout:)-(Message,_)``,
 /// ``receive(timeout:)``) suspends the task and never blocks a thread; the blocking one
-/// (``blockingSend(_:timeout:)``, ``blockingReceive(timeout:)``) blocks the calling thread and is
+/// (``blockingSend(_:timeout:)-(Message,_)``, ``blockingReceive(timeout:)``) blocks the calling thread and is
 /// unavailable in async code; the `try…` one never waits. A `timeout` (nil: none) bounds the wait
 /// (`timedOut`); a cancelled task sends or receives nothing (`cancelled`).
 ///
@@ -213,7 +213,7 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     }
 
     /// Sends `message`, blocking the calling thread while the channel is full, for at most `timeout`
-    /// — nil: as long as it takes. The blocking form of ``send(_:timeout:)``, with its errors (but
+    /// — nil: as long as it takes. The blocking form of ``send(_:timeout:)-(Message,_)``, with its errors (but
     /// never `cancelled`).
     @available(*, noasync, message: "use the async send(_:timeout:) in async code")
     @inlinable
@@ -227,7 +227,7 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
 
     /// Sends `message` if there is room now; never waits. Returns false (having sent nothing) if the
     /// channel is full.
-    /// - Throws: `closed`, `encodingFailed`, `outOfMemory`, `corrupt`, as ``send(_:timeout:)``.
+    /// - Throws: `closed`, `encodingFailed`, `outOfMemory`, `corrupt`, as ``send(_:timeout:)-(Message,_)``.
     @inlinable
     public func trySend(_ message: Message) throws(InterprocessError) -> Bool {
         try checkAttached()
