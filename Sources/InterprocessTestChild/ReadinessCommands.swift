@@ -33,6 +33,30 @@ func runReadinessCommand(_ command: String, _ rest: [String]) -> Int32 {
             say("done")
             awaitInstruction(upTo: 120)
             withExtendedLifetime(channel) {}
+        case "ready-mq-hold":
+            // ready-mq-hold NAME: opens the MessageQueue<String> NAME, takes a readiness descriptor,
+            // says "registered", and when told exits without closing anything.
+            let queue = try MessageQueue<String>.open(name: rest[0])
+            let readiness = try queue.readinessDescriptor()
+            say("registered")
+            awaitInstruction(upTo: 120)
+            withExtendedLifetime(readiness) {}
+            _exit(0)
+        case "ready-mq-send":
+            // ready-mq-send NAME PRIORITY=TEXT…: opens the MessageQueue<String> NAME, says "ready",
+            // and when told sends each TEXT with its PRIORITY (blocking while full), then says
+            // "done" and keeps its handle until told again (or killed).
+            let queue = try MessageQueue<String>.open(name: rest[0])
+            let messages = rest.dropFirst().map { item -> (Int, String) in
+                let parts = item.split(separator: "=", maxSplits: 1)
+                return (Int(parts[0])!, String(parts[1]))
+            }
+            say("ready")
+            awaitInstruction(upTo: 120)
+            for (priority, text) in messages { try queue.blockingSend(text, priority: priority, timeout: .seconds(120)) }
+            say("done")
+            awaitInstruction(upTo: 120)
+            withExtendedLifetime(queue) {}
         default:
             StandardStream.write("child: unknown command \(command)\n", to: 2)
             return 2

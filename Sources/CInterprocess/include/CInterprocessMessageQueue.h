@@ -50,6 +50,15 @@ extern "C" {
 // `receivers_waiting` / `senders_waiting`. Every publish bumps `receive_signal` (every release
 // `send_signal`) and wakes one waiter if the count is not 0. `closed` (1) is set by `close()`: sends
 // fail from then on; receivers take what is left.
+//
+// Participants. A queue created by this version has a table of CIPC_CHANNEL_PARTICIPANTS
+// `cipc_channel_participant` entries (CInterprocessChannel.h) right after its slots (`state_size` =
+// slots_offset + capacity * slot_stride + the table; a queue without it works and has no
+// participants). The protocol is the channel's: one entry per process, roles, handles and a readiness
+// descriptor's `notifier`, whose socket file is `mqready-<FNV-1a 64 of the queue name, 16 hex>-<notifier,
+// 16 hex>` in the user's runtime directory; bit i of `descriptors_armed` asks for a datagram there
+// when the next message is published (a sender loads the word after it published and bumped
+// `receive_signal`, on the same line).
 
 #define CIPC_KIND_MQUEUE 5u  /* one cipc_mqueue, its heap, its free stack and its slots */
 #define CIPC_TAG_MQUEUE 0x3151534Du /* "MSQ1" */
@@ -106,7 +115,8 @@ typedef struct cipc_mqueue {
     uint8_t  reserved2[12];     ///< 308
     uint32_t receive_signal;    ///< 320: futex word of parked receivers, bumped by every publish (atomic)
     uint32_t receivers_waiting; ///< 324: receivers parked or about to park (atomic)
-    uint8_t  reserved3[56];     ///< 328
+    uint64_t descriptors_armed; ///< 328: bit i: participant i waits on its readiness descriptor (atomic)
+    uint8_t  reserved3[48];     ///< 336
     uint32_t send_signal;       ///< 384: futex word of parked senders, bumped by every release (atomic)
     uint32_t senders_waiting;   ///< 388: senders parked or about to park (atomic)
     uint8_t  reserved4[56];     ///< 392
@@ -120,6 +130,7 @@ _Static_assert(offsetof(cipc_mqueue, tag) == 20, "the tag is at offset 20, as in
 _Static_assert(offsetof(cipc_mqueue, rebuilds) == 64 && offsetof(cipc_mqueue, message_type) == 128, "message queue counters and type");
 _Static_assert(offsetof(cipc_mqueue, lock) == 256 && offsetof(cipc_mqueue, next_sequence) == 272 && offsetof(cipc_mqueue, received) == 296 && offsetof(cipc_mqueue, top_priority) == 304, "message queue lock line");
 _Static_assert(offsetof(cipc_mqueue, receive_signal) == 320 && offsetof(cipc_mqueue, send_signal) == 384, "message queue waiting lines");
+_Static_assert(offsetof(cipc_mqueue, descriptors_armed) == 328, "armed readiness descriptors on the receivers' line");
 
 #ifdef __cplusplus
 }

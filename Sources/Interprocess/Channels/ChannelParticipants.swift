@@ -3,8 +3,10 @@ import InterprocessSystem
 import Synchronization
 import SystemPackage
 
-/// A channel's table of participants (`cipc_channel_participant` in `CInterprocessChannel.h`, after
-/// the slots): one entry per process that has the channel open — its handles, whether it sent or
+/// A channel's or a message queue's table of participants (`cipc_channel_participant` in
+/// `CInterprocessChannel.h`, after the slots; the same code serves both kinds, which differ only in
+/// where their `descriptors_armed` word is and in their socket files' names): one entry per process
+/// that has the channel (or queue) open — its handles, whether it sent or
 /// received (what `ipc ls` and `ipc inspect` show) and, when it waits on a readiness descriptor
 /// (``ChannelReadiness``), the number that names that descriptor's socket file. Bit i of the
 /// header's `descriptors_armed` asks for a datagram to entry i's socket at the next message.
@@ -53,14 +55,21 @@ final class ChannelParticipants: @unchecked Sendable {
     }
     private static let local = Mutex<[ObjectIdentifier: LocalEntry]>([:])
 
-    init?(storage: SharedObjectStorage, base: UnsafeMutableRawPointer, tableOffset: Int, name: String?) {
+    /// The table at `tableOffset` of a channel's (or, with `armedOffset` and `socketKind` of another
+    /// kind, a message queue's) state. `armedOffset`: where the header's `descriptors_armed` word is;
+    /// `socketKind`: what the socket files' names start with (`ready` for a channel, `mqready` for a
+    /// message queue), so that objects of two kinds with one name never share a socket's name.
+    init?(
+        storage: SharedObjectStorage, base: UnsafeMutableRawPointer, tableOffset: Int, name: String?,
+        armedOffset: Int = fieldOffset(\cipc_channel.descriptors_armed), socketKind: String = "ready"
+    ) {
         guard let lease = storage.lease else { return nil }
         self.storage = storage
         self.lease = lease
         me = lease.token
         table = base + tableOffset
-        armed = atomic64(base + fieldOffset(\cipc_channel.descriptors_armed))
-        socketPrefix = name.map { LocalDirectory.path + "/ready-" + Self.hex(Self.nameHash($0)) + "-" }
+        armed = atomic64(base + armedOffset)
+        socketPrefix = name.map { LocalDirectory.path + "/" + socketKind + "-" + Self.hex(Self.nameHash($0)) + "-" }
     }
 
     // MARK: Fields

@@ -3,9 +3,12 @@ import CInterprocess
 import InterprocessSystem
 import Synchronization
 
-/// A file descriptor that becomes readable when a message arrives on a ``Channel``: how an event
-/// loop (epoll, `poll`, SwiftNIO, libdispatch sources) waits for a channel without a thread of its
-/// own. Get one with ``Channel/readinessDescriptor()``.
+/// A file descriptor that becomes readable when a message arrives on a ``Channel`` or a
+/// ``MessageQueue``: how an event loop (epoll, `poll`, SwiftNIO, libdispatch sources) waits for a
+/// channel or a queue without a thread of its own. Get one with ``Channel/readinessDescriptor()``
+/// or ``MessageQueue/readinessDescriptor()``: both work the same way, and everything said here of a
+/// channel holds for a message queue (its socket files are named `mqready-…` instead of `ready-…`;
+/// its senders load `descriptors_armed` after they published under the queue's lock).
 ///
 /// ```swift
 /// let channel = try Channel<String>.open(name: "events")
@@ -74,7 +77,7 @@ public final class ChannelReadiness: Sendable {
     init(participants: ChannelParticipants, name: String) throws(InterprocessError) {
         guard let index = participants.join() else {
             throw InterprocessError(.outOfMemory, objectName: name,
-                detail: "all \(ChannelParticipants.count) entries of the channel's table of participants are taken")
+                detail: "all \(ChannelParticipants.count) entries of the table of participants are taken")
         }
         var generator = SystemRandomNumberGenerator()
         var number: UInt64 = 0
@@ -84,7 +87,7 @@ public final class ChannelReadiness: Sendable {
         do throws(InterprocessError) {
             guard participants.claimNotifier(index, number) else {
                 throw InterprocessError(.alreadyExists, objectName: name,
-                    detail: "this process already has a readiness descriptor for this channel: share that one")
+                    detail: "this process already has a readiness descriptor for \(name): share that one")
             }
             CrashPoint.reached("channel.readiness.numbered")
             _ = try LocalDirectory.ensure()

@@ -66,6 +66,13 @@ final class MessageQueueCore: @unchecked Sendable {
     private let redeliveries: UnsafeMutablePointer<Atomic<UInt64>>
     private let droppedMessages: UnsafeMutablePointer<Atomic<UInt64>>
 
+    /// `descriptors_armed` (readiness descriptors waiting for a message) and the table they are in
+    /// (nil: a queue created without one); see ``ChannelParticipants``.
+    private let descriptorsArmed: UnsafeMutablePointer<Atomic<UInt64>>
+    let participants: ChannelParticipants?
+    /// The roles this handle has acted in and recorded in the table (process-local).
+    private let recordedRoles = Atomic<UInt32>(0)
+
     /// This process's identity in the file, and the descriptor that checks others'.
     private let lease: OwnerLease
     /// This process's token.
@@ -80,7 +87,7 @@ final class MessageQueueCore: @unchecked Sendable {
     static let recoveryInterval: UInt64 = 50_000_000
     static let lockCheckInterval: UInt64 = 25_000_000
 
-    init(storage: SharedObjectStorage, geometry: MessageQueueGeometry) {
+    init(storage: SharedObjectStorage, geometry: MessageQueueGeometry, participants: ChannelParticipants? = nil) {
         guard let lease = storage.lease else { preconditionFailure("a message queue's storage carries a lease") }
         let base = storage.base
         self.storage = storage
@@ -109,6 +116,8 @@ final class MessageQueueCore: @unchecked Sendable {
         abandonedSends = atomic64(base + fieldOffset(\cipc_mqueue.abandoned_sends))
         redeliveries = atomic64(base + fieldOffset(\cipc_mqueue.redeliveries))
         droppedMessages = atomic64(base + fieldOffset(\cipc_mqueue.dropped_messages))
+        descriptorsArmed = atomic64(base + fieldOffset(\cipc_mqueue.descriptors_armed))
+        self.participants = participants
         self.lease = lease
         me = lease.token
     }
@@ -572,6 +581,10 @@ final class MessageQueueCore: @unchecked Sendable {
             return true
         }
         bump(receiveSignal, wakeAll: false, waiters: receiversWaiting)
+        // Readiness descriptors (one load while there are none; ``ChannelParticipants``). The
+        // message was published under the lock, which a receiver takes after it armed its bit.
+        if descriptorsArmed.pointee.load(ordering: .sequentiallyConsistent) != 0 { participants?.poke() }
+        if recordedRoles.load(ordering: .relaxed) & ChannelParticipants.senderRole == 0 { record(ChannelParticipants.senderRole) }
     }
 
     /// Takes the lock to finish a claim: nothing can time out or be cancelled here (what we claimed
@@ -694,6 +707,7 @@ final class MessageQueueCore: @unchecked Sendable {
             return true
         }
         bump(sendSignal, wakeAll: false, waiters: sendersWaiting)
+        if recordedRoles.load(ordering: .relaxed) & ChannelParticipants.receiverRole == 0 { record(ChannelParticipants.receiverRole) }
         if let failure { throw failure }
     }
 
@@ -759,6 +773,14 @@ final class MessageQueueCore: @unchecked Sendable {
         closedWord.pointee.store(1, ordering: .sequentiallyConsistent)
         bump(receiveSignal, wakeAll: true, waiters: receiversWaiting)
         bump(sendSignal, wakeAll: true, waiters: sendersWaiting)
+        participants?.poke()
+    }
+
+    /// Records once per handle that this process acted in `role` (``ChannelParticipants``).
+    @inline(never)
+    private func record(_ role: UInt32) {
+        recordedRoles.bitwiseOr(role, ordering: .relaxed)
+        participants?.mark(role)
     }
 
     var isClosed: Bool { closedWord.pointee.load(ordering: .acquiring) != 0 }

@@ -70,7 +70,8 @@ enum MessageQueueLayout: SharedObjectKind {
         header.pointee.ready_offset = UInt32(ready)
         header.pointee.free_offset = UInt32(free)
         header.pointee.format = parameters.messageType.format
-        header.pointee.state_size = UInt64(total)
+        // With the table of participants (``MessageQueueState/size(for:)``) or without it.
+        header.pointee.state_size = UInt64(size == total + ChannelParticipants.tableSize ? size : total)
         header.pointee.message_type = parameters.messageType.fingerprint.shared
         // The free stack pops from its top: slot 0 is used first.
         let stack = (state + free).assumingMemoryBound(to: UInt32.self)
@@ -97,7 +98,8 @@ enum MessageQueueLayout: SharedObjectKind {
         guard Int(header.slot_stride) == stride(maxMessageSize: maxMessageSize),
               Int(header.ready_offset) == expectedOffsets.ready, Int(header.free_offset) == expectedOffsets.free,
               Int(header.slots_offset) == expectedOffsets.slots,
-              header.state_size == UInt64(expectedOffsets.size), expectedOffsets.size <= available
+              hasParticipants(stateSize: header.state_size, slotsEnd: expectedOffsets.size) != nil,
+              Int(header.state_size) <= available
         else {
             throw InterprocessError(.corrupt, detail: "inconsistent message queue header (capacity \(header.capacity), maximum message size \(header.max_message_size), stride \(header.slot_stride), offsets \(header.ready_offset)/\(header.free_offset)/\(header.slots_offset), size \(header.state_size) of \(available) bytes)")
         }
@@ -106,6 +108,22 @@ enum MessageQueueLayout: SharedObjectKind {
             capacity: capacity, maxMessageSize: maxMessageSize, stride: stride(maxMessageSize: maxMessageSize),
             readyOffset: expectedOffsets.ready, freeOffset: expectedOffsets.free, slotsOffset: expectedOffsets.slots,
             size: expectedOffsets.size, messageType: messageType, format: header.format)
+    }
+
+    /// Where a queue's table of participants starts, for a state of `stateSize` bytes whose slots end
+    /// at `slotsEnd`: there when the state holds the table, nil when it ends with the slots (a queue
+    /// created before the table existed). `Int?.none?` (an outer nil) when the size fits neither.
+    static func hasParticipants(stateSize: UInt64, slotsEnd: Int) -> Int?? {
+        if stateSize == UInt64(slotsEnd) { return .some(nil) }
+        if stateSize == UInt64(slotsEnd + ChannelParticipants.tableSize) { return .some(slotsEnd) }
+        return nil
+    }
+
+    /// The table of participants of a state validated as `geometry` (nil: it has none).
+    static func participantsOffset(_ state: UnsafeMutableRawPointer, geometry: MessageQueueGeometry) -> Int? {
+        let stateSize = state.load(fromByteOffset: fieldOffset(\cipc_mqueue.state_size), as: UInt64.self)
+        guard case let offset?? = hasParticipants(stateSize: stateSize, slotsEnd: geometry.size) else { return nil }
+        return offset
     }
 
     /// Capacity, message type, depth, messages by priority, closed, waiters, lock and what was
@@ -178,9 +196,21 @@ enum MessageQueueLayout: SharedObjectKind {
         }
         if damaged > 0 { details["damagedSlots"] = "\(damaged)" }
         let top = highest.map { ", highest priority \($0)" } ?? ""
+        var people = ""
+        if capacity <= maximumCapacity, Int(header.max_message_size) <= maximumMessageSize {
+            let slotsEnd = offsets(capacity: capacity, maxMessageSize: Int(header.max_message_size)).size
+            if case let tableOffset?? = hasParticipants(stateSize: header.state_size, slotsEnd: slotsEnd),
+               tableOffset + ChannelParticipants.tableSize <= state.count {
+                let table = UnsafeRawBufferPointer(rebasing: state[tableOffset..<(tableOffset + ChannelParticipants.tableSize)])
+                let participants = ChannelParticipants.describe(table, armed: header.descriptors_armed, isAlive: isAlive)
+                details.merge(participants.details) { _, new in new }
+                people = ", \(participants.senders) producer\(participants.senders == 1 ? "" : "s"), \(participants.receivers) consumer\(participants.receivers == 1 ? "" : "s")"
+                    + (participants.ended > 0 ? " (\(participants.ended) ended)" : "")
+            }
+        }
         return SharedObjectDescription(
             details: details,
-            summary: "\(depth) of \(header.capacity) messages" + top + (closed ? ", closed" : "") + (waiting > 0 ? ", \(waiting) waiting" : ""))
+            summary: "\(depth) of \(header.capacity) messages" + top + people + (closed ? ", closed" : "") + (waiting > 0 ? ", \(waiting) waiting" : ""))
     }
 }
 
@@ -209,11 +239,33 @@ final class MessageQueueState: SharedObject, @unchecked Sendable {
         self.storage = storage
         recordedType = geometry.messageType
         recordedFormat = geometry.format
-        core = MessageQueueCore(storage: storage, geometry: geometry)
+        // The table of participants, if the queue has one (validated: the state holds it).
+        if let tableOffset = MessageQueueLayout.participantsOffset(storage.base, geometry: geometry),
+           tableOffset + ChannelParticipants.tableSize <= storage.available {
+            participants = ChannelParticipants(
+                storage: storage, base: storage.base, tableOffset: tableOffset, name: storage.name,
+                armedOffset: fieldOffset(\cipc_mqueue.descriptors_armed), socketKind: "mqready")
+        } else {
+            participants = nil
+        }
+        core = MessageQueueCore(storage: storage, geometry: geometry, participants: participants)
+        participants?.join()
     }
 
+    deinit { leave() }
+
+    /// The queue's table of participants (nil for a queue created without one).
+    let participants: ChannelParticipants?
+    private let left = Atomic<Bool>(false)
+
+    /// This handle no longer counts in the table of participants (once).
+    private func leave() {
+        if !left.exchange(true, ordering: .relaxed) { participants?.leave() }
+    }
+
+    /// The bytes of a queue: the header, the heap, the free stack, the slots and the table of participants.
     static func size(for parameters: MessageQueueParameters) throws(InterprocessError) -> Int {
-        try MessageQueueLayout.size(for: parameters)
+        try MessageQueueLayout.size(for: parameters) + ChannelParticipants.tableSize
     }
 
     static func initialize(_ state: UnsafeMutableRawPointer, size: Int, with parameters: MessageQueueParameters) {
@@ -226,7 +278,10 @@ final class MessageQueueState: SharedObject, @unchecked Sendable {
 
     var name: String? { storage.name }
 
-    func close() { storage.close() }
+    func close() {
+        leave()
+        storage.close()
+    }
 }
 
 extension SegmentKind {
