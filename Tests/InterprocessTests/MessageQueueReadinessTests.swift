@@ -134,6 +134,32 @@ struct MessageQueueReadinessTests {
         }
     }
 
+    /// A queue whose `state_size` ends with its slots (one created before the table existed) opens
+    /// and works, with no participants and no readiness descriptor (`incompatible`); a size that is
+    /// neither is `corrupt`.
+    @Test func aQueueWithoutTheTableWorksWithoutDescriptors() throws {
+        try withCleanNames("mqrdy-old") { prefix in
+            let name = prefix + "-q"
+            let creator = try MessageQueue<String>.create(name: name, capacity: 2, maxMessageSize: 32)
+            defer { creator.detach() }
+            // Header 512, heap and stack 2 × 4 each (to 528, rounded to 576), 2 slots of 64 bytes.
+            let slotsEnd: UInt64 = 576 + 2 * 64
+            scribble(name, at: 4096 + 24, withUnsafeBytes(of: slotsEnd.littleEndian) { Array($0) })
+            let old = try MessageQueue<String>.open(name: name)
+            defer { old.detach() }
+            let refused = #expect(throws: InterprocessError.self) { _ = try old.readinessDescriptor() }
+            #expect(refused?.code == .incompatible)
+            #expect(try old.trySend("still works", priority: 1))
+            #expect(try old.tryReceive() == "still works")
+            #expect(queueDetails(name)["participants"] == nil)
+            scribble(name, at: 4096 + 24, withUnsafeBytes(of: (slotsEnd + 8).littleEndian) { Array($0) })
+            let broken = #expect(throws: InterprocessError.self) { _ = try MessageQueue<String>.open(name: name) }
+            #expect(broken?.code == .corrupt)
+            // Put the size back, so that the creator's handle lets go of its entry as usual.
+            scribble(name, at: 4096 + 24, withUnsafeBytes(of: (slotsEnd + 64 * 64).littleEndian) { Array($0) })
+        }
+    }
+
     /// `ipc inspect` lists each process with the queue open (sender, receiver, handles, readiness
     /// descriptor) and `ipc ls` counts the live producers and consumers.
     @Test func ipcInspectAndLsShowParticipants() throws {
