@@ -6,6 +6,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import InterprocessToolSupport
 import CInterprocess
 
@@ -345,4 +346,22 @@ enum SystemAllocator {
     /// The corresponding C function is `free`.
     @inline(__always)
     static func deallocate(_ pointer: UnsafeMutableRawPointer) { free(pointer) }
+}
+
+extension PosixMessageQueue {
+    /// The largest power of 2 that a POSIX message queue message may be here
+    /// (`/proc/sys/fs/mqueue/msgsize_max`, 8192 by default; 8192 if it cannot be read), so that it
+    /// divides the larger message sizes.
+    static var largestMessage: Int {
+        let text = (try? String(contentsOfFile: "/proc/sys/fs/mqueue/msgsize_max", encoding: .utf8)) ?? ""
+        let limit = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)).map { max($0, 64) } ?? 8192
+        return 1 << (Int.bitWidth - 1 - limit.leadingZeroBitCount)
+    }
+
+    /// The deepest queue an unprivileged process may create here (`/proc/sys/fs/mqueue/msg_max`,
+    /// 10 by default), at most 10.
+    static var usableDepth: Int {
+        let text = (try? String(contentsOfFile: "/proc/sys/fs/mqueue/msg_max", encoding: .utf8)) ?? ""
+        return Int(text.trimmingCharacters(in: .whitespacesAndNewlines)).map { min(max($0, 1), 10) } ?? 10
+    }
 }

@@ -36,12 +36,12 @@ enum ChannelLoanThroughputBench: BenchScenario {
         let session = try BenchSession()
         defer { session.close() }
         let names = LoanNames(session: session.name.description)
-        let chunk = LoanNames.queueChunkSize()
+        let chunk = PosixMessageQueue.largestMessage
         let channel = try Channel<[UInt8]>.create(name: names.channel, capacity: 8, maxMessageSize: 64)
         defer { channel.detach() }
         // Room for every message in flight, so that no run grows the heap.
         try channel.prepareLoans(capacity: 16 << 20, maximumCapacity: 64 << 20)
-        let queue = try PosixMessageQueue.create(name: names.queue, capacity: LoanNames.queueCapacity(), messageSize: chunk)
+        let queue = try PosixMessageQueue.create(name: names.queue, capacity: PosixMessageQueue.usableDepth, messageSize: chunk)
         defer { queue.close(); queue.unlink() }
         let done = try ProcessSemaphore.create(in: session.segment, at: BenchLayout.pongSemaphore, value: 0)
         let count = plan.loanMessages
@@ -131,7 +131,7 @@ enum ChannelLoanThroughputBench: BenchScenario {
         scenario.notes.append(
             "\(count) messages of 1 MiB per run, median of \(plan.loanRuns) run(s) per variant (variants take turns); "
                 + "a run ends when the receiver has checked every message; channel of 8 slots; "
-                + "POSIX message queue messages of \(chunk) bytes (/proc/sys/fs/mqueue/msgsize_max), \(LoanNames.queueCapacity()) deep")
+                + "POSIX message queue messages of \(chunk) bytes (/proc/sys/fs/mqueue/msgsize_max), \(PosixMessageQueue.usableDepth) deep")
     }
 }
 
@@ -149,24 +149,6 @@ struct LoanNames {
     init(session: String) {
         channel = session + "-loans"
         queue = "/" + session + "-lq"
-    }
-
-    /// The largest message a POSIX message queue takes here (/proc/sys/fs/mqueue/msgsize_max; the
-    /// Linux default is 8192).
-    static func queueChunkSize() -> Int { procValue("/proc/sys/fs/mqueue/msgsize_max") ?? 8192 }
-
-    /// The deepest queue an unprivileged process may create (msg_max, at most 10 used).
-    static func queueCapacity() -> Int { min(procValue("/proc/sys/fs/mqueue/msg_max") ?? 10, 10) }
-
-    private static func procValue(_ path: String) -> Int? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 32)
-        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { return nil }
-        let digits = bytes[0..<n].prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
-        return Int(String(decoding: digits, as: UTF8.self)).flatMap { $0 > 0 ? $0 : nil }
     }
 
     /// Writes `sequence` into the first 8 bytes and its complement into the last 8.
@@ -246,7 +228,7 @@ extension PeerWork {
     func loanSinkQueue() throws {
         let queue = try PosixMessageQueue.open(name: LoanNames(session: memory.name).queue)
         defer { queue.close() }
-        let chunk = LoanNames.queueChunkSize()
+        let chunk = PosixMessageQueue.largestMessage
         let size = ChannelLoanThroughputBench.messageSize
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size + chunk, alignment: 64)
         defer { buffer.deallocate() }

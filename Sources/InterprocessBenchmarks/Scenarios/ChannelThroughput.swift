@@ -179,7 +179,7 @@ enum ChannelThroughputBench: BenchScenario {
             try peers.spawn(.streamDescriptor, segment: session.name, common + ["--out", "\(pair.1.fd)"], passing: [pair.1])
             consume = { try StreamCheck.readStream(pair.0.fd, size: size, count: count) }
         case .queue:
-            let queue = try PosixMessageQueue.create(name: queueName(session: sessionName), capacity: 10, messageSize: min(size, chunk))
+            let queue = try PosixMessageQueue.create(name: queueName(session: sessionName), capacity: PosixMessageQueue.usableDepth, messageSize: min(size, chunk))
             cleanup = { queue.close(); queue.unlink() }
             rescue = {
                 // A short message ends the consumer's loop with an error.
@@ -219,17 +219,6 @@ extension BenchPlan {
 
     /// Runs per variant and size.
     var throughputRuns: Int { quick ? 1 : 5 }
-}
-
-extension PosixMessageQueue {
-    /// The largest power of 2 that a POSIX message queue message may be here
-    /// (`/proc/sys/fs/mqueue/msgsize_max`, 8192 by default; 8192 if it cannot be read), so that it
-    /// divides the larger message sizes.
-    static var largestMessage: Int {
-        let text = (try? String(contentsOfFile: "/proc/sys/fs/mqueue/msgsize_max", encoding: .utf8)) ?? ""
-        let limit = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)).map { max($0, 64) } ?? 8192
-        return 1 << (Int.bitWidth - 1 - limit.leadingZeroBitCount)
-    }
 }
 
 /// The consumer's side: receives and checks every message. A message of `size` bytes number `n`
