@@ -88,7 +88,7 @@ final class ChannelRing: @unchecked Sendable {
     static let orphan: UInt64 = CIPC_CHANNEL_ORPHAN
     static let skipped: UInt32 = CIPC_CHANNEL_SKIPPED
     static let loaned: UInt32 = CIPC_CHANNEL_LOANED
-    static let contended: UInt64 = OwnerLease.flagBit
+    static let contended: UInt64 = CIPC_TOKEN_FLAG
     static let dataOffset = Int(CIPC_CHANNEL_SLOT_HEADER_SIZE)
     /// How often a parked sender or receiver looks for slots held by processes that died.
     static let recoveryInterval: UInt64 = 50_000_000
