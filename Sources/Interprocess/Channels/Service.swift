@@ -89,9 +89,9 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     // immutable or atomic.
 
     let state: ServiceState
-    let core: ServiceCore
-    let requestCodec: ChannelCodec<Request>
-    let responseCodec: ChannelCodec<Response>
+    @usableFromInline let core: ServiceCore
+    @usableFromInline let requestCodec: ChannelCodec<Request>
+    @usableFromInline let responseCodec: ChannelCodec<Response>
     private let detached = Atomic<Bool>(false)
 
     init(state: ServiceState, request: ChannelCodec<Request>, response: ChannelCodec<Response>) throws(InterprocessError) {
@@ -168,6 +168,7 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
         try SharedObjectStorage.remove(ServiceState.self, name: name)
     }
 
+    @usableFromInline
     func checkAttached() throws(InterprocessError) {
         if detached.load(ordering: .relaxed) {
             throw InterprocessError(.closed, objectName: name, detail: "this handle was detached")
@@ -183,82 +184,72 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     ///   `cancelled` (the request is given up: a late reply is discarded); `requestFailed` if the
     ///   server refused it; `serverDied` if the server that took it died; `decodingFailed` for a
     ///   reply that is not a valid `Response`; `corrupt` if the state was damaged.
+    @inlinable
     public func request(_ request: Request, timeout: Duration? = nil) async throws(InterprocessError) -> Response {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
         let payload = try encode(request)
-        let deadline = Deadline(after: timeout)
-        let ticket = try await named { () async throws(InterprocessError) in try await core.claimSlot(until: deadline) }
-        do throws(InterprocessError) {
-            let claim = try await core.queue.claimToSend(timeout: Self.remaining(deadline))
-            payload.withBytes { core.send(ticket, claim, $0) }
-        } catch {
-            core.release(ticket)
-            throw named(error)
-        }
-        let outcome: ServiceOutcome
-        do throws(InterprocessError) {
-            outcome = try await core.awaitReply(ticket, until: deadline)
-        } catch {
-            try core.abandon(ticket)
-            throw named(error)
-        }
-        return try collect(ticket, outcome)
+        let wait = ServiceWait(timeout: timeout)
+        let (ticket, claim) = try await core.claimRequest(wait)
+        payload.withBytes { core.send(ticket, claim, $0) }
+        return try collect(ticket, try await core.awaitReply(ticket, wait))
     }
 
     /// Sends `request` and waits for its reply, blocking the calling thread, for at most `timeout`
     /// in all — nil: as long as it takes. The blocking form of ``request(_:timeout:)``, with its
     /// errors (but never `cancelled`).
     @available(*, noasync, message: "use the async request(_:timeout:) in async code")
+    @inlinable
     public func blockingRequest(_ request: Request, timeout: Duration? = nil) throws(InterprocessError) -> Response {
         try checkAttached()
         let payload = try encode(request)
-        let deadline = Deadline(after: timeout)
-        let ticket = try named { () throws(InterprocessError) in try core.blockingClaimSlot(until: deadline) }
-        do throws(InterprocessError) {
-            let claim = try core.queue.blockingClaimToSend(timeout: Self.remaining(deadline))
-            payload.withBytes { core.send(ticket, claim, $0) }
-        } catch {
-            core.release(ticket)
-            throw named(error)
-        }
-        let outcome: ServiceOutcome
-        do throws(InterprocessError) {
-            outcome = try core.blockingAwaitReply(ticket, until: deadline)
-        } catch {
-            try core.abandon(ticket)
-            throw named(error)
-        }
-        return try collect(ticket, outcome)
+        let wait = ServiceWait(timeout: timeout)
+        let (ticket, claim) = try core.blockingClaimRequest(wait)
+        payload.withBytes { core.send(ticket, claim, $0) }
+        return try collect(ticket, try core.blockingAwaitReply(ticket, wait))
     }
 
     /// The reply that `outcome` found, decoded.
-    private func collect(_ ticket: ServiceTicket, _ outcome: ServiceOutcome) throws(InterprocessError) -> Response {
+    @inlinable
+    func collect(_ ticket: ServiceTicket, _ outcome: ServiceOutcome) throws(InterprocessError) -> Response {
         let codec = responseCodec
+        var payload: ChannelPayload<Response>?
         do throws(InterprocessError) {
-            let payload = try core.collect(ticket, outcome) { bytes throws(InterprocessError) in try codec.copyOut(bytes) }
+            try core.collect(ticket, outcome) { bytes throws(InterprocessError) in payload = try codec.copyOut(bytes) }
+            guard let payload else { throw ChannelCodec<Response>.mismatch() }
             return try codec.decode(payload)
         } catch {
-            throw named(error)
+            throw core.named(error)
         }
     }
 
-    private func encode(_ request: Request) throws(InterprocessError) -> ChannelPayload<Request> {
-        let payload = try named { () throws(InterprocessError) in try requestCodec.encode(request) }
-        guard payload.count <= core.maxRequestSize else {
-            throw InterprocessError(.invalidSize, objectName: name,
-                detail: "a request of \(payload.count) bytes does not fit the service's \(core.maxRequestSize)-byte requests")
+    @inlinable
+    func encode(_ request: Request) throws(InterprocessError) -> ChannelPayload<Request> {
+        let payload: ChannelPayload<Request>
+        do throws(InterprocessError) {
+            payload = try requestCodec.encode(request)
+        } catch {
+            throw core.named(error)
         }
+        guard payload.count <= core.maxRequestSize else { throw tooLong("request", payload.count, core.maxRequestSize) }
         return payload
     }
 
+    @inlinable
     func encodeResponse(_ response: Response) throws(InterprocessError) -> ChannelPayload<Response> {
-        let payload = try named { () throws(InterprocessError) in try responseCodec.encode(response) }
-        guard payload.count <= core.maxResponseSize else {
-            throw InterprocessError(.invalidSize, objectName: name,
-                detail: "a response of \(payload.count) bytes does not fit the service's \(core.maxResponseSize)-byte responses")
+        let payload: ChannelPayload<Response>
+        do throws(InterprocessError) {
+            payload = try responseCodec.encode(response)
+        } catch {
+            throw core.named(error)
         }
+        guard payload.count <= core.maxResponseSize else { throw tooLong("response", payload.count, core.maxResponseSize) }
         return payload
+    }
+
+    @usableFromInline
+    func tooLong(_ what: String, _ count: Int, _ limit: Int) -> InterprocessError {
+        InterprocessError(.invalidSize, objectName: name, detail: "a \(what) of \(count) bytes does not fit the service's \(limit)-byte \(what)s")
     }
 
     // MARK: Servers
@@ -270,13 +261,13 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     ///   `timedOut`; `cancelled` — in both cases having taken nothing; `corrupt` for a damaged
     ///   queue message (dropped) or state. A request that cannot be decoded is refused (its client
     ///   gets `requestFailed`) and the wait goes on.
+    @inlinable
     public func nextCall(timeout: Duration? = nil) async throws(InterprocessError) -> ServiceCall<Request, Response> {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
-        let deadline = Deadline(after: timeout)
+        let wait = ServiceWait(timeout: timeout)
         while true {
-            let claim = try await named { () async throws(InterprocessError) in try await core.queue.claimToReceive(timeout: Self.remaining(deadline)) }
-            if let call = try call(from: claim) { return call }
+            if let call = try call(from: try await core.claimToServe(wait)) { return call }
         }
     }
 
@@ -284,38 +275,48 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     /// `timeout` — nil: as long as it takes. The blocking form of ``nextCall(timeout:)``, with its
     /// errors (but never `cancelled`).
     @available(*, noasync, message: "use the async nextCall(timeout:) in async code")
+    @inlinable
     public func blockingNextCall(timeout: Duration? = nil) throws(InterprocessError) -> ServiceCall<Request, Response> {
         try checkAttached()
-        let deadline = Deadline(after: timeout)
+        let wait = ServiceWait(timeout: timeout)
         while true {
-            let claim = try named { () throws(InterprocessError) in try core.queue.blockingClaimToReceive(timeout: Self.remaining(deadline)) }
-            if let call = try call(from: claim) { return call }
+            if let call = try call(from: try core.blockingClaimToServe(wait)) { return call }
         }
     }
 
     /// Takes the next request if one is queued now; never waits. Nil if there is none.
     /// - Throws: `closed` once the service is closed and every queued request was taken; `corrupt`,
     ///   as ``nextCall(timeout:)``.
+    @inlinable
     public func tryNextCall() throws(InterprocessError) -> ServiceCall<Request, Response>? {
         try checkAttached()
         while true {
-            guard let claim = try named({ () throws(InterprocessError) in try core.queue.tryClaimForReceiving() }) else { return nil }
+            guard let claim = try core.tryClaimToServe() else { return nil }
             if let call = try call(from: claim) { return call }
         }
     }
 
     /// The call of the request in the claimed queue slot; nil for a stale message or a request
     /// that could not be decoded (refused).
-    private func call(from claim: ChannelClaim) throws(InterprocessError) -> ServiceCall<Request, Response>? {
+    @inlinable
+    func call(from claim: ChannelClaim) throws(InterprocessError) -> ServiceCall<Request, Response>? {
         let codec = requestCodec
-        guard let taken = try named({ () throws(InterprocessError) in
-            try core.take(claim) { bytes throws(InterprocessError) in try codec.copyOut(bytes) }
-        }) else { return nil }
+        var payload: Result<ChannelPayload<Request>, InterprocessError>?
+        let taken: ServiceTicket?
         do throws(InterprocessError) {
-            let request = try codec.decode(try taken.payload.get())
-            return ServiceCall(request: request, service: self, right: ServiceReplyRight(core: core, ticket: taken.ticket))
+            taken = try core.take(claim) { bytes in
+                do throws(InterprocessError) { payload = .success(try codec.copyOut(bytes)) } catch { payload = .failure(error) }
+            }
         } catch {
-            core.refuse(taken.ticket, reason: "the server could not read the request: \(error)")
+            throw core.named(error)
+        }
+        guard let ticket = taken else { return nil }
+        do throws(InterprocessError) {
+            guard let payload else { throw ChannelCodec<Request>.mismatch() }
+            let request = try codec.decode(try payload.get())
+            return ServiceCall(request: request, service: self, right: ServiceReplyRight(core: core, ticket: ticket))
+        } catch {
+            core.refuse(ticket, reason: "the server could not read the request: \(error)")
             return nil
         }
     }
@@ -327,6 +328,7 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     /// - Throws: `cancelled` when the task is cancelled (between requests: a request being handled
     ///   is answered first); `invalidSize` or `encodingFailed` for a response that cannot be sent
     ///   (its request is refused first); `corrupt`, as ``nextCall(timeout:)``.
+    @inlinable
     public func serve(_ handler: (Request) async throws -> Response) async throws(InterprocessError) {
         while true {
             let call: ServiceCall<Request, Response>
@@ -350,6 +352,7 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     /// answered, blocking the calling thread: the blocking form of ``serve(_:)``, with its errors
     /// (but never `cancelled`).
     @available(*, noasync, message: "use the async serve(_:) in async code")
+    @inlinable
     public func blockingServe(_ handler: (Request) throws -> Response) throws(InterprocessError) {
         while true {
             let call: ServiceCall<Request, Response>
@@ -371,25 +374,8 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
 
     // MARK: Helpers
 
-    static func remaining(_ deadline: Deadline) -> Duration? {
-        deadline.isNever ? nil : .nanoseconds(Int64(clamping: deadline.remainingNanoseconds))
-    }
-
-    func named(_ error: InterprocessError) -> InterprocessError {
-        var error = error
-        if error.objectName == nil || error.objectName == "" { error.objectName = name }
-        return error
-    }
-
-    private func named<R>(_ body: () throws(InterprocessError) -> R) throws(InterprocessError) -> R {
-        do throws(InterprocessError) { return try body() } catch { throw named(error) }
-    }
-
-    private func named<R>(_ body: () async throws(InterprocessError) -> R) async throws(InterprocessError) -> R {
-        do throws(InterprocessError) { return try await body() } catch { throw named(error) }
-    }
-
-    private func cancelledError() -> InterprocessError {
+    @usableFromInline
+    func cancelledError() -> InterprocessError {
         InterprocessError(.cancelled, objectName: name, detail: "the task was cancelled")
     }
 }
@@ -399,25 +385,31 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
 /// (an unmanaged, retained reference) so that answering can `discard` it.
 ///
 /// `@unchecked Sendable`: it owns one retain of an immutable, `Sendable` core, and a ticket.
+@usableFromInline
 struct ServiceReplyRight: ~Copyable, @unchecked Sendable {
-    private let core: Unmanaged<ServiceCore>
-    let ticket: ServiceTicket
+    @usableFromInline let core: Unmanaged<ServiceCore>
+    @usableFromInline let ticket: ServiceTicket
 
+    @usableFromInline
     init(core: ServiceCore, ticket: ServiceTicket) {
         self.core = .passRetained(core)
         self.ticket = ticket
     }
 
-    /// Delivers `payload` as the reply; whether the client got it.
-    consuming func deliver<Message>(_ payload: ChannelPayload<Message>) -> Bool {
+    /// Delivers the reply whose bytes `withBytes` lends; whether the client got it. (Not generic,
+    /// and not inlinable: it ends the right with `discard`.)
+    @usableFromInline
+    consuming func deliver(_ withBytes: ((UnsafeRawBufferPointer) -> Bool) -> Bool) -> Bool {
         let core = core
         let ticket = ticket
         discard self
         defer { core.release() }
-        return payload.withBytes { core.takeUnretainedValue().deliver(ticket, failed: false, $0) }
+        let service = core.takeUnretainedValue()
+        return withBytes { service.deliver(ticket, failed: false, $0) }
     }
 
     /// Refuses the request with `reason`; whether the client got it.
+    @usableFromInline
     consuming func refuse(_ reason: String) -> Bool {
         let core = core
         let ticket = ticket
@@ -426,6 +418,7 @@ struct ServiceReplyRight: ~Copyable, @unchecked Sendable {
         return core.takeUnretainedValue().refuse(ticket, reason: reason)
     }
 
+    @inlinable
     deinit {
         core.takeUnretainedValue().refuse(ticket, reason: "the server dropped the request without answering it")
         core.release()
@@ -439,9 +432,10 @@ struct ServiceReplyRight: ~Copyable, @unchecked Sendable {
 public struct ServiceCall<Request: Sendable, Response: Sendable>: ~Copyable, Sendable {
     /// What the client asked.
     public let request: Request
-    let service: Service<Request, Response>
-    var right: ServiceReplyRight
+    @usableFromInline let service: Service<Request, Response>
+    @usableFromInline var right: ServiceReplyRight
 
+    @usableFromInline
     init(request: Request, service: Service<Request, Response>, right: consuming ServiceReplyRight) {
         self.request = request
         self.service = service
@@ -453,7 +447,7 @@ public struct ServiceCall<Request: Sendable, Response: Sendable>: ~Copyable, Sen
     /// nobody else.
     /// - Throws: `invalidSize` for a response longer than the service's `maxResponseSize`, or
     ///   `encodingFailed`: the request is then refused (its client gets `requestFailed`).
-    @discardableResult
+    @discardableResult @inlinable
     public consuming func reply(_ response: Response) throws(InterprocessError) -> Bool {
         let service = service
         let right = right
@@ -464,12 +458,12 @@ public struct ServiceCall<Request: Sendable, Response: Sendable>: ~Copyable, Sen
             _ = right.refuse("the server could not send its response: \(error)")
             throw error
         }
-        return right.deliver(payload)
+        return right.deliver { payload.withBytes($0) }
     }
 
     /// Refuses the request: its client gets `requestFailed` with `reason` (cut to the service's
     /// `maxResponseSize` bytes). Returns whether the client got it.
-    @discardableResult
+    @discardableResult @inlinable
     public consuming func refuse(_ reason: String) -> Bool {
         let right = right
         return right.refuse(reason)

@@ -4,12 +4,29 @@ import Synchronization
 
 /// One request's reply slot and ticket: what a client holds from taking a slot to collecting the
 /// reply, and what a server holds from taking the request to replying.
+@usableFromInline
 struct ServiceTicket: Sendable, Hashable {
     let slot: Int
     let ticket: UInt64
 }
 
+/// The deadline of one call (a whole request, or one wait for the next request), made once from its
+/// timeout: what ``Service``'s inlinable verbs hand to ``ServiceCore``, which does the waiting.
+@usableFromInline
+struct ServiceWait: Sendable {
+    let deadline: Deadline
+
+    @usableFromInline
+    init(timeout: Duration?) { deadline = Deadline(after: timeout) }
+
+    /// What is left of it, as a timeout (nil: no deadline).
+    var remaining: Duration? {
+        deadline.isNever ? nil : .nanoseconds(Int64(clamping: deadline.remainingNanoseconds))
+    }
+}
+
 /// What a client waiting for its reply found.
+@usableFromInline
 enum ServiceOutcome {
     /// The reply is in.
     case replied
@@ -17,13 +34,6 @@ enum ServiceOutcome {
     case failed
     /// The server that took the request (this token) died before it replied.
     case serverDied(UInt64)
-}
-
-/// A request a server took from the queue: its ticket and its bytes as the request codec copied
-/// them, or why they could not be.
-struct ServiceTaken<Request> {
-    let ticket: ServiceTicket
-    let payload: Result<ChannelPayload<Request>, InterprocessError>
 }
 
 /// The protocol of a ``Service`` on its shared memory: a request queue (a ``ChannelRing`` on the
@@ -38,15 +48,20 @@ struct ServiceTaken<Request> {
 /// client word of the caller's own slot against its token; a value no correct peer writes is
 /// `corrupt`.
 ///
+/// Nothing here is generic: ``Service``'s verbs are inlinable (a program's `Service<Job, Result>`
+/// runs them specialized, with no generic metadata looked up per request: that lookup was a fifth of
+/// a request's time) and call these with bytes and closures.
+///
 /// `@unchecked Sendable`: the pointers point into a mapping that `storage` keeps alive, every shared
 /// word is accessed atomically, and the rest is immutable.
+@usableFromInline
 final class ServiceCore: @unchecked Sendable {
     let name: String?
     /// The request queue.
     let queue: ChannelRing
     let slotCount: Int
-    let maxRequestSize: Int
-    let maxResponseSize: Int
+    @usableFromInline let maxRequestSize: Int
+    @usableFromInline let maxResponseSize: Int
     private let stride: Int
     private let slots: UnsafeMutableRawPointer
 
@@ -264,8 +279,40 @@ final class ServiceCore: @unchecked Sendable {
 
     // MARK: Clients: the request
 
+    /// Takes a reply slot and a queue position for a request, blocking the thread while there is
+    /// none, until the call's deadline. Throws (named) having taken nothing.
+    @usableFromInline
+    func blockingClaimRequest(_ wait: ServiceWait) throws(InterprocessError) -> (ServiceTicket, ChannelClaim) {
+        let ticket = try named { () throws(InterprocessError) in try blockingClaimSlot(until: wait.deadline) }
+        do throws(InterprocessError) {
+            return (ticket, try queue.blockingClaimToSend(timeout: wait.remaining))
+        } catch {
+            release(ticket)
+            throw named(error)
+        }
+    }
+
+    /// ``blockingClaimRequest(_:)``, suspending the task instead (`cancelled`, having taken
+    /// nothing, if the task is cancelled).
+    @usableFromInline
+    func claimRequest(_ wait: ServiceWait) async throws(InterprocessError) -> (ServiceTicket, ChannelClaim) {
+        let ticket: ServiceTicket
+        do throws(InterprocessError) {
+            ticket = try await claimSlot(until: wait.deadline)
+        } catch {
+            throw named(error)
+        }
+        do throws(InterprocessError) {
+            return (ticket, try await queue.claimToSend(timeout: wait.remaining))
+        } catch {
+            release(ticket)
+            throw named(error)
+        }
+    }
+
     /// Writes the queue message of `ticket`'s request (its header and `bytes`, at most
     /// ``maxRequestSize``: the caller checked) into the claimed queue slot and publishes it.
+    @usableFromInline
     func send(_ ticket: ServiceTicket, _ claim: ChannelClaim, _ bytes: UnsafeRawBufferPointer) {
         withUnsafeTemporaryAllocation(byteCount: Self.headerSize + bytes.count, alignment: 16) { buffer in
             let base = buffer.baseAddress!
@@ -319,6 +366,29 @@ final class ServiceCore: @unchecked Sendable {
         return WaitSite(word: signal(slot), waiters: waiting(slot), name: name, recheckEvery: Self.recoveryInterval)
     }
 
+    /// Waits for the reply of `ticket`, blocking the thread, until the call's deadline; a wait that
+    /// ends without one (timed out) gives the request up (``abandon(_:)``). Errors are named.
+    @usableFromInline
+    func blockingAwaitReply(_ ticket: ServiceTicket, _ wait: ServiceWait) throws(InterprocessError) -> ServiceOutcome {
+        do throws(InterprocessError) {
+            return try blockingAwaitReply(ticket, until: wait.deadline)
+        } catch {
+            try named { () throws(InterprocessError) in try abandon(ticket) }
+            throw named(error)
+        }
+    }
+
+    /// ``blockingAwaitReply(_:_:)``, suspending the task instead (`cancelled` gives the request up too).
+    @usableFromInline
+    func awaitReply(_ ticket: ServiceTicket, _ wait: ServiceWait) async throws(InterprocessError) -> ServiceOutcome {
+        do throws(InterprocessError) {
+            return try await awaitReply(ticket, until: wait.deadline)
+        } catch {
+            try named { () throws(InterprocessError) in try abandon(ticket) }
+            throw named(error)
+        }
+    }
+
     /// Waits for the reply of `ticket`, blocking the thread, until `deadline`. The server's
     /// liveness is checked every ``recoveryInterval`` while the client is parked, but not at its
     /// first park: a request that parks is the common case, and its server is almost always alive
@@ -343,11 +413,12 @@ final class ServiceCore: @unchecked Sendable {
         }
     }
 
-    /// Collects what `outcome` found: copies the reply out with `copy` (and returns what it made),
-    /// or throws the server's refusal (`requestFailed`) or its death (`serverDied`); frees the slot.
-    func collect<Value>(
-        _ ticket: ServiceTicket, _ outcome: ServiceOutcome, _ copy: (UnsafeRawBufferPointer) throws(InterprocessError) -> Value
-    ) throws(InterprocessError) -> Value {
+    /// Collects what `outcome` found: copies the reply out with `copy`, or throws the server's
+    /// refusal (`requestFailed`) or its death (`serverDied`); frees the slot.
+    @usableFromInline
+    func collect(
+        _ ticket: ServiceTicket, _ outcome: ServiceOutcome, _ copy: (UnsafeRawBufferPointer) throws(InterprocessError) -> Void
+    ) throws(InterprocessError) {
         let slot = slot(ticket.slot)
         switch outcome {
         case .replied, .failed:
@@ -423,14 +494,37 @@ final class ServiceCore: @unchecked Sendable {
 
     // MARK: Servers
 
+    /// Claims the next queued request, blocking the thread while there is none, until the wait's
+    /// deadline (errors named).
+    @usableFromInline
+    func blockingClaimToServe(_ wait: ServiceWait) throws(InterprocessError) -> ChannelClaim {
+        try named { () throws(InterprocessError) in try queue.blockingClaimToReceive(timeout: wait.remaining) }
+    }
+
+    /// ``blockingClaimToServe(_:)``, suspending the task instead.
+    @usableFromInline
+    func claimToServe(_ wait: ServiceWait) async throws(InterprocessError) -> ChannelClaim {
+        do throws(InterprocessError) {
+            return try await queue.claimToReceive(timeout: wait.remaining)
+        } catch {
+            throw named(error)
+        }
+    }
+
+    /// Claims the next queued request if there is one now (errors named).
+    @usableFromInline
+    func tryClaimToServe() throws(InterprocessError) -> ChannelClaim? {
+        try named { () throws(InterprocessError) in try queue.tryClaimForReceiving() }
+    }
+
     /// Takes the request in the claimed queue slot: checks its header, moves its reply slot from
     /// (t, PENDING) to (t, SERVING, this process) while the queue slot is still ours (a server
     /// killed before this leaves the message to be redelivered), copies the request out with
-    /// `copyOut`, and releases the queue slot. Nil for a stale message (its client gave up).
-    func take<Request>(
-        _ claim: ChannelClaim, _ copyOut: (UnsafeRawBufferPointer) throws(InterprocessError) -> ChannelPayload<Request>
-    ) throws(InterprocessError) -> ServiceTaken<Request>? {
-        var taken: ServiceTaken<Request>?
+    /// `copyOut` (which keeps what it made, or why it could not), and releases the queue slot. The
+    /// request's ticket; nil for a stale message (its client gave up).
+    @usableFromInline
+    func take(_ claim: ChannelClaim, _ copyOut: (UnsafeRawBufferPointer) -> Void) throws(InterprocessError) -> ServiceTicket? {
+        var taken: ServiceTicket?
         try queue.finishReceive(claim) { bytes throws(InterprocessError) in
             guard bytes.count >= Self.headerSize else {
                 throw InterprocessError(.corrupt, objectName: name, detail: "a request of \(bytes.count) bytes, shorter than its header (dropped)")
@@ -453,14 +547,8 @@ final class ServiceCore: @unchecked Sendable {
                 ).exchanged { break }
             }
             CrashPoint.reached("service.serve.afterTake")
-            let request = UnsafeRawBufferPointer(rebasing: bytes[Self.headerSize...])
-            let payload: Result<ChannelPayload<Request>, InterprocessError>
-            do throws(InterprocessError) {
-                payload = .success(try copyOut(request))
-            } catch {
-                payload = .failure(error)
-            }
-            taken = ServiceTaken(ticket: ServiceTicket(slot: index, ticket: ticket), payload: payload)
+            copyOut(UnsafeRawBufferPointer(rebasing: bytes[Self.headerSize...]))
+            taken = ServiceTicket(slot: index, ticket: ticket)
         }
         if taken != nil { CrashPoint.reached("service.serve.afterRelease") }
         return taken
@@ -470,6 +558,7 @@ final class ServiceCore: @unchecked Sendable {
     /// `ticket`, which this process took: moves (SERVING, us) to WRITING, writes, moves to REPLIED
     /// or FAILED and wakes the client. Whether the client got it: false if it gave up (or died and
     /// its slot was taken back) — the reply is then discarded, and reaches nobody.
+    @usableFromInline
     func deliver(_ ticket: ServiceTicket, failed: Bool, _ bytes: UnsafeRawBufferPointer) -> Bool {
         let slot = slot(ticket.slot)
         guard pair(slot).pointee.compareExchange(
@@ -507,7 +596,7 @@ final class ServiceCore: @unchecked Sendable {
     }
 
     /// Refuses the request of `ticket` with `reason` (the client gets `requestFailed`).
-    @discardableResult
+    @discardableResult @usableFromInline
     func refuse(_ ticket: ServiceTicket, reason: String) -> Bool {
         var text = Array(reason.utf8)
         if text.count > maxResponseSize { text.removeLast(text.count - maxResponseSize) }
@@ -524,6 +613,18 @@ final class ServiceCore: @unchecked Sendable {
     }
 
     // MARK: Errors
+
+    /// `error`, with this service's name if it has none.
+    @usableFromInline
+    func named(_ error: InterprocessError) -> InterprocessError {
+        var error = error
+        if error.objectName == nil || error.objectName == "" { error.objectName = name }
+        return error
+    }
+
+    private func named<R>(_ body: () throws(InterprocessError) -> R) throws(InterprocessError) -> R {
+        do throws(InterprocessError) { return try body() } catch { throw named(error) }
+    }
 
     private func corruptSlot(_ index: Int, _ observed: WordPair, _ what: String) -> InterprocessError {
         InterprocessError(.corrupt, objectName: name,
