@@ -296,6 +296,8 @@ public final class Broadcast<Message: Sendable>: @unchecked Sendable {
         let broadcast: Broadcast
         let place: Int
         private let closed = Atomic<Bool>(false)
+        /// Its readiness descriptor, if one is open (``readinessDescriptor()``).
+        let readinessLink = SubscriptionReadinessLink()
 
         init(broadcast: Broadcast, place: Int) {
             self.broadcast = broadcast
@@ -308,10 +310,11 @@ public final class Broadcast<Message: Sendable>: @unchecked Sendable {
         public var name: String { broadcast.name }
 
         /// Unsubscribes: publishers stop waiting for it, and its place is free for another
-        /// subscriber. Later receives throw `closed`. Idempotent; also done when the last reference
-        /// goes away.
+        /// subscriber; its readiness descriptor, if it has one, is closed. Later receives throw
+        /// `closed`. Idempotent; also done when the last reference goes away.
         public func close() {
             guard !closed.exchange(true, ordering: .relaxed) else { return }
+            readinessLink.release()
             broadcast.ring.leave(place)
         }
 
@@ -322,7 +325,7 @@ public final class Broadcast<Message: Sendable>: @unchecked Sendable {
         /// Messages this subscription missed so far, in all (the sum of its ``Delivery/missed(_:)``).
         public var missedCount: Int { Int(truncatingIfNeeded: broadcast.ring.missedCount(place)) }
 
-        private func check() throws(InterprocessError) {
+        func check() throws(InterprocessError) {
             if closed.load(ordering: .relaxed) {
                 throw InterprocessError(.closed, objectName: name, detail: "the subscription was closed")
             }

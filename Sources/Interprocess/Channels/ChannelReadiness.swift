@@ -68,27 +68,21 @@ public final class ChannelReadiness: Sendable {
     /// The descriptor to wait on for reading (non-blocking, close-on-exec). Valid until ``close()``;
     /// do not close it yourself.
     public let fileDescriptor: FileDescriptor
-    private let participants: ChannelParticipants
+    private let participants: any ReadinessTable
     private let index: Int
     private let number: UInt64
     private let path: String
     private let closed = Atomic<Bool>(false)
 
-    init(participants: ChannelParticipants, name: String) throws(InterprocessError) {
-        guard let index = participants.join() else {
-            throw InterprocessError(.outOfMemory, objectName: name,
-                detail: "all \(ChannelParticipants.count) entries of the table of participants are taken")
-        }
+    init(participants: any ReadinessTable, name: String) throws(InterprocessError) {
+        guard let index = participants.join() else { throw participants.noEntryError(name: name) }
         var generator = SystemRandomNumberGenerator()
         var number: UInt64 = 0
         while number == 0 { number = generator.next() }
         let fd: FileDescriptor
         let path: String
         do throws(InterprocessError) {
-            guard participants.claimNotifier(index, number) else {
-                throw InterprocessError(.alreadyExists, objectName: name,
-                    detail: "this process already has a readiness descriptor for \(name): share that one")
-            }
+            guard participants.claimNotifier(index, number) else { throw participants.duplicateError(name: name) }
             CrashPoint.reached("channel.readiness.numbered")
             _ = try LocalDirectory.ensure()
             guard let candidate = participants.socketPath(number), let address = UnixSocket.address(path: candidate) else {
