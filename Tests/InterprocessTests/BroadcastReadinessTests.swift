@@ -227,6 +227,32 @@ struct BroadcastReadinessTests {
         }
     }
 
+    /// A publisher killed while sweeping a dead subscriber's place (after taking it) leaves the
+    /// place marked with its own dead token, as joining (it holds no publisher back), and the socket
+    /// file; the next subscriber that needs the place takes it over and removes the file.
+    @Test func aSweeperKilledWhileSweepingIsSweptInTurn() throws {
+        try withCleanNames("bcrdy-sweeper") { prefix in
+            let name = prefix + "-b"
+            let broadcast = try Broadcast<UInt64>.create(name: name, capacity: 8, maxSubscribers: 1)
+            defer { broadcast.detach() }
+            let holder = try Peer.spawn("bcready-hold", name)
+            defer { holder.stop() }
+            #expect(holder.readLine() == "registered")
+            holder.stop()
+            let sweeper = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", "broadcast.readiness.sweep.taken", "bc-publish", name, "0", "1")
+            defer { sweeper.stop() }
+            #expect(sweeper.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
+            let marked = subscriberLines(name, pid: sweeper.pid)
+            #expect(marked.count == 1 && marked.first?.contains("(dead)") == true && marked.first?.contains("joining") == true, "\(marked)")
+            #expect(readinessFiles(name).count == 1)
+            #expect(try broadcast.tryPublish(1), "a place being swept holds no publisher back")
+            let subscription = try broadcast.subscribe()
+            defer { subscription.close() }
+            #expect(readinessFiles(name).isEmpty)
+            #expect(subscriberLines(name, pid: sweeper.pid).isEmpty && subscriberLines(name, pid: holder.pid).isEmpty)
+        }
+    }
+
     /// A broadcast of the layout before readiness descriptors (tag "BCS1") is refused as an older
     /// layout, not misread.
     @Test func aBroadcastOfTheOlderLayoutIsIncompatible() throws {
