@@ -253,6 +253,60 @@ struct BroadcastReadinessTests {
         }
     }
 
+    /// A subscriber killed after its descriptor was signalled (not armed, so no publish sends it
+    /// anything) and that holds a `.blockPublisher` publisher back: the publisher that finds it dead
+    /// frees its place and removes its socket file.
+    @Test func aBlockedPublisherSweepsADeadSubscribersDescriptor() throws {
+        try withCleanNames("bcrdy-blocked") { prefix in
+            let name = prefix + "-b"
+            let broadcast = try Broadcast<UInt64>.create(name: name, capacity: 2, policy: .blockPublisher)
+            defer { broadcast.detach() }
+            let child = try Peer.spawn("bcready-hold", name)
+            defer { child.stop() }
+            #expect(child.readLine() == "registered")
+            #expect(try broadcast.tryPublish(0))
+            let signalled = subscriberLines(name, pid: child.pid)
+            #expect(signalled.first?.contains("readiness descriptor (signalled or not armed, 1 wake-ups)") == true, "\(signalled)")
+            child.stop()
+            #expect(readinessFiles(name).count == 1)
+            #expect(try broadcast.tryPublish(1))
+            #expect(readinessFiles(name).count == 1, "nothing was sent to it, so nothing found it")
+            #expect(try broadcast.tryPublish(2), "the dead subscriber at position 0 is cleared")
+            #expect(readinessFiles(name).isEmpty)
+            #expect(subscriberLines(name, pid: child.pid).isEmpty)
+            #expect(details(name)["departedSubscribers"] == "1")
+        }
+    }
+
+    /// Scribbled readiness fields never crash a publisher nor send a datagram anywhere but to a
+    /// path it builds itself: places whose owner is no live token are swept by the publish that
+    /// finds them armed; publishing and descriptors go on working.
+    @Test func scribbledReadinessFieldsAreSweptNotTrusted() throws {
+        try withCleanNames("bcrdy-scribble") { prefix in
+            let name = prefix + "-b"
+            let broadcast = try Broadcast<UInt64>.create(name: name, capacity: 4, maxSubscribers: 4, policy: .dropOldest)
+            defer { broadcast.detach() }
+            let places = SharedMemory.payloadOffset + 512
+            for place in 0..<4 {
+                scribble(name, at: places + place * 64, [UInt8](repeating: 0x5A, count: 8))        // owner: a dead "token"
+                scribble(name, at: places + place * 64 + 32, [UInt8](repeating: place % 2 == 0 ? 0x5A : 0xFF, count: 32))
+            }
+            scribble(name, at: SharedMemory.payloadOffset + 272, [UInt8](repeating: 0xFF, count: 8))   // descriptors_armed
+            #expect(broadcast.subscriberCount == 4)
+            #expect(try broadcast.tryPublish(1))
+            #expect(broadcast.subscriberCount == 0, "\(details(name))")
+            #expect(details(name)["departedSubscribers"] == "4")
+            let subscription = try broadcast.subscribe()
+            defer { subscription.close() }
+            let readiness = try subscription.readinessDescriptor()
+            defer { readiness.close() }
+            #expect(try broadcast.tryPublish(2))
+            #expect(isReadable(readiness.fileDescriptor, within: 0))
+            readiness.acknowledge()
+            #expect(try drain(subscription) == [2])
+        }
+    }
+
     /// A broadcast of the layout before readiness descriptors (tag "BCS1") is refused as an older
     /// layout, not misread.
     @Test func aBroadcastOfTheOlderLayoutIsIncompatible() throws {
