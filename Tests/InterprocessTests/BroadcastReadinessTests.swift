@@ -227,6 +227,33 @@ struct BroadcastReadinessTests {
         }
     }
 
+    /// A subscriber killed at each step of registering its descriptor leaves its place (and, once
+    /// bound, a socket file); the subscriber that takes the place over removes the file, and its own
+    /// descriptor works.
+    @Test(arguments: ["channel.readiness.numbered", "channel.readiness.bound", "channel.readiness.armed"])
+    func aSubscriberKilledAtEachRegistrationStepIsSwept(_ point: String) throws {
+        try withCleanNames("bcrdy-crash") { prefix in
+            let name = prefix + "-b"
+            let broadcast = try Broadcast<UInt64>.create(name: name, capacity: 8, maxSubscribers: 1)
+            defer { broadcast.detach() }
+            let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "bcready-hold", name)
+            defer { child.stop() }
+            #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
+            #expect(subscriberLines(name, pid: child.pid).first?.contains("(dead)") == true)
+            #expect(readinessFiles(name).count == (point == "channel.readiness.numbered" ? 0 : 1))
+            let subscription = try broadcast.subscribe()
+            defer { subscription.close() }
+            #expect(readinessFiles(name).isEmpty)
+            #expect(subscriberLines(name, pid: child.pid).isEmpty)
+            let readiness = try subscription.readinessDescriptor()
+            defer { readiness.close() }
+            #expect(try broadcast.tryPublish(3))
+            #expect(isReadable(readiness.fileDescriptor, within: 0))
+            readiness.acknowledge()
+            #expect(try drain(subscription) == [3])
+        }
+    }
+
     /// A publisher killed while sweeping a dead subscriber's place (after taking it) leaves the
     /// place marked with its own dead token, as joining (it holds no publisher back), and the socket
     /// file; the next subscriber that needs the place takes it over and removes the file.
@@ -324,26 +351,31 @@ struct BroadcastReadinessTests {
         }
     }
 
-    /// A publisher child publishes numbers as fast as the slowest subscriber lets it while two
-    /// child processes and the test each run an event loop on a subscription's descriptor (poll,
-    /// acknowledge, tryReceive until nil): every message arrives, once, in order (under
-    /// `.dropOldest`: every message arrives or is counted missed), and no loop waits out its bound.
+    /// A publisher child publishes numbers in bursts while two child processes and the test each
+    /// run an event loop on a subscription's descriptor (poll, acknowledge, tryReceive until nil).
+    /// Within a burst, publishes race with the loops' acknowledgements; after each burst the
+    /// publisher waits until every loop has received its last number (each replies on a channel),
+    /// so a wake-up lost on any burst's last message stops the run: the loop waits out its bound.
+    /// Every message arrives, once, in order (under `.dropOldest`: arrives or is counted missed).
     @Test(arguments: [Broadcast<UInt64>.SlowSubscriberPolicy.blockPublisher, .dropOldest])
     func crossProcessStressLosesNoWakeUp(_ policy: Broadcast<UInt64>.SlowSubscriberPolicy) throws {
         try withCleanNames("bcrdy-stress") { prefix in
             let name = prefix + "-b"
             let total = 20_000
-            let broadcast = try Broadcast<UInt64>.create(name: name, capacity: 16, policy: policy)
+            let burst = 4
+            let broadcast = try Broadcast<UInt64>.create(name: name, capacity: policy == .blockPublisher ? 2 : 16, policy: policy)
             defer { broadcast.detach() }
+            let reply = try Channel<UInt64>.create(name: prefix + "-r", capacity: 8)
+            defer { reply.detach() }
             let subscription = try broadcast.subscribe()
             defer { subscription.close() }
             let readiness = try subscription.readinessDescriptor()
             defer { readiness.close() }
             var loops: [ChildProcess] = []
             defer { for child in loops { child.stop() } }
-            for _ in 0..<2 { loops.append(try Peer.spawn("bcready-loop", name, "\(total)")) }
+            for _ in 0..<2 { loops.append(try Peer.spawn("bcready-loop", name, "\(total)", prefix + "-r", "\(burst)")) }
             for child in loops { #expect(child.readLine() == "subscribed") }
-            let publisher = try Peer.spawn("bc-publish", name, "0", "\(total)")
+            let publisher = try Peer.spawn("bcready-publish", name, "\(total)", prefix + "-r", "\(burst)", "3")
             defer { publisher.stop() }
             var received = 0, missed = 0, violations = 0, stalls = 0
             var last: UInt64?
@@ -364,6 +396,7 @@ struct BroadcastReadinessTests {
                         last = value
                         missedSinceLast = 0
                         received += 1
+                        if value % UInt64(burst) == UInt64(burst - 1) { try reply.blockingSend(value, timeout: .seconds(60)) }
                     }
                 }
             }
@@ -374,6 +407,7 @@ struct BroadcastReadinessTests {
             #expect(readiness.wakeUps >= 1)
             #expect(publisher.readLine(timeout: .seconds(60)) == "publishing")
             #expect(publisher.readLine(timeout: .seconds(60)) == "published")
+            #expect(publisher.wait(timeout: .seconds(20)) == .exited(0))
             for child in loops {
                 let report = child.readLine(timeout: .seconds(60)) ?? "nothing"
                 let fields = report.split(separator: " ")
