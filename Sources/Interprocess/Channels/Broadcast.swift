@@ -50,6 +50,10 @@ import Synchronization
 /// the broadcast for everyone: publishing throws `closed`, subscribers read what is left and then
 /// see the end (`closed`; ``Subscription/messages`` ends).
 ///
+/// **Event loops.** An epoll, `poll` or SwiftNIO loop waits for a subscription without a thread of
+/// its own on its ``Subscription/readinessDescriptor()`` (a ``ChannelReadiness``: when it is
+/// readable, acknowledge, then ``Subscription/tryReceive()`` until nil).
+///
 /// ## How it works
 /// A ring of `capacity` slots, each a sequence number, a length and the message, and a table of
 /// subscriber places, each an owner word and a position (`cipc_broadcast` in
