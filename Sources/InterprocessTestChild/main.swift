@@ -260,6 +260,8 @@ case let command where command.hasPrefix("mq-"):
     exit(runMessageQueueCommand(command, rest))
 case let command where command.hasPrefix("bc-"):
     exit(runBroadcastCommand(command, rest))
+case let command where command.hasPrefix("bcready-"):
+    exit(runBroadcastReadinessCommand(command, rest))
 
 case let command where command.hasPrefix("obj-"):
     exit(runObjectCommand(command, rest))

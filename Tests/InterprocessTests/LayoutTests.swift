@@ -60,7 +60,7 @@ struct LayoutTests {
         #expect(CIPC_HEAP_MAX_STORES == 64 && CIPC_HEAP_CLIENTS == 64 && CIPC_HEAP_JOURNAL_CAPACITY == 48)
         #expect(CIPC_HEAP_REF_STORE_SHIFT == 48 && CIPC_HEAP_POINTER_STORE_SHIFT == 34 && CIPC_HEAP_POINTER_TAG_SHIFT == 40)
         #expect(Self.ascii(CIPC_TAG_CHANNEL) == "CHN1")
-        #expect(Self.ascii(CIPC_TAG_BROADCAST) == "BCS1")
+        #expect(Self.ascii(CIPC_TAG_BROADCAST) == "BCS2" && Self.ascii(CIPC_TAG_BROADCAST_V1) == "BCS1")
         #expect(CIPC_BROADCAST_HEADER_SIZE == 512 && CIPC_BROADCAST_SLOT_HEADER_SIZE == 16 && CIPC_BROADCAST_SUBSCRIBER_SIZE == 64)
         #expect(CIPC_BROADCAST_CLOSED == 1 << 63 && CIPC_BROADCAST_BLOCK_PUBLISHER == 1 && CIPC_BROADCAST_DROP_OLDEST == 2)
         #expect(CIPC_BROADCAST_MAX_CAPACITY == 1 << 20 && CIPC_BROADCAST_MAX_MESSAGE_SIZE == 1 << 24 && CIPC_BROADCAST_MAX_SUBSCRIBERS == 4096)
@@ -456,7 +456,10 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_broadcast_subscriber.position, "position", at: 8, size: 8),
             FieldPin(\cipc_broadcast_subscriber.missed, "missed", at: 16, size: 8),
             FieldPin(\cipc_broadcast_subscriber.received, "received", at: 24, size: 8),
-            FieldPin(\cipc_broadcast_subscriber.reserved, "reserved", at: 32, size: 32),
+            FieldPin(\cipc_broadcast_subscriber.notifier, "notifier", at: 32, size: 8),
+            FieldPin(\cipc_broadcast_subscriber.pokes, "pokes", at: 40, size: 8),
+            FieldPin(\cipc_broadcast_subscriber.armed, "armed", at: 48, size: 8),
+            FieldPin(\cipc_broadcast_subscriber.reserved, "reserved", at: 56, size: 8),
         ]),
         LayoutPin(cipc_broadcast(), "cipc_broadcast", size: 512, alignment: 8, [
             FieldPin(\cipc_broadcast.capacity, "capacity", at: 0, size: 4),
@@ -478,7 +481,8 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_broadcast.message_type, "message_type", at: 128, size: 128),
             FieldPin(\cipc_broadcast.head, "head", at: 256, size: 8),
             FieldPin(\cipc_broadcast.publisher, "publisher", at: 264, size: 8),
-            FieldPin(\cipc_broadcast.reserved2, "reserved2", at: 272, size: 48),
+            FieldPin(\cipc_broadcast.descriptors_armed, "descriptors_armed", at: 272, size: 8),
+            FieldPin(\cipc_broadcast.reserved2, "reserved2", at: 280, size: 40),
             FieldPin(\cipc_broadcast.publish_signal, "publish_signal", at: 320, size: 4),
             FieldPin(\cipc_broadcast.subscribers_waiting, "subscribers_waiting", at: 324, size: 4),
             FieldPin(\cipc_broadcast.reserved3, "reserved3", at: 328, size: 56),

@@ -13,7 +13,7 @@
 extern "C" {
 #endif
 
-// MARK: - Broadcast (layout "BCS1")
+// MARK: - Broadcast (layout "BCS2"; "BCS1", without readiness descriptors, is refused: `incompatible`)
 //
 // A broadcast is a `cipc_broadcast` header (512 bytes), then `max_subscribers` subscriber places
 // (`cipc_broadcast_subscriber`, 64 bytes each: one cache line), then `capacity` slots, `slot_stride`
@@ -58,8 +58,28 @@ extern "C" {
 // `space_signal` (counted in `publishers_waiting`); a change is announced by bumping the word and a
 // futex wake only when the count is not 0. Bit 63 of `head` (CIPC_BROADCAST_CLOSED) is set by
 // `close()`: no message is published after it, and subscribers that reach `head` see the end.
+//
+// Readiness descriptors (layout BCS2). A subscription that waits by descriptor (`readinessDescriptor()`)
+// records in its place a random `notifier` number, which names a Unix datagram socket file in the
+// subscribing user's runtime directory (`bcready-<FNV-1a 64 of the broadcast's name>-<number>`, built
+// by every process from its own copy of the name: a path is never read from shared memory). To ask
+// for a wake-up it stores `armed` = 1 in its place, *then* sets bit (place index mod 64) of the
+// header's `descriptors_armed` (both sequentially consistent), then looks at `head`. A publisher,
+// after it advanced `head` (sequentially consistent), loads `descriptors_armed` — its one extra load
+// while nobody waits by descriptor, on the line of `head` — and when it is not 0 takes it whole (an
+// exchange); for each bit b taken it exchanges `armed` to 0 in places b, b + 64, b + 128, … and sends
+// one datagram to each place that was armed, adding 1 to its `pokes`. `close()` does the same.
+// Either the publisher's load comes after the subscriber's bit (it sees the bit, and the place's
+// `armed` stored before it) or the subscriber's look at `head` comes after the publisher's advance
+// (it sees the message): no wake-up is lost. A place is freed with `armed` 0 and no `notifier`;
+// whoever frees the place of a dead subscriber (a publisher whose datagram is refused, a publisher
+// waiting for it, a joining subscriber) first marks it (owner: its own token with bit 31), clears
+// `armed`, removes the dead socket file (only a socket of this user that nobody is bound to), and
+// zeroes `notifier` and `pokes`.
 
-#define CIPC_TAG_BROADCAST 0x31534342u /* "BCS1" */
+#define CIPC_TAG_BROADCAST 0x32534342u /* "BCS2": with readiness descriptors */
+/// The tag of the first layout (no readiness fields; its publishers would not wake descriptors).
+#define CIPC_TAG_BROADCAST_V1 0x31534342u /* "BCS1" */
 #define CIPC_BROADCAST_HEADER_SIZE 512u
 #define CIPC_BROADCAST_SLOT_HEADER_SIZE 16u
 #define CIPC_BROADCAST_SUBSCRIBER_SIZE 64u
@@ -89,7 +109,10 @@ typedef struct cipc_broadcast_subscriber {
     uint64_t position;   ///<  8: the next position it reads (atomic)
     uint64_t missed;     ///< 16: messages it missed (overwritten before it read them) (atomic)
     uint64_t received;   ///< 24: messages it received (atomic)
-    uint8_t  reserved[32]; ///< 32
+    uint64_t notifier;   ///< 32: the number naming its readiness socket file, or 0: none (atomic)
+    uint64_t pokes;      ///< 40: datagrams publishers sent to that socket (atomic)
+    uint64_t armed;      ///< 48: 1: send a datagram at the next publish (then 0); 0: not armed (atomic)
+    uint64_t reserved;   ///< 56
 } cipc_broadcast_subscriber;
 
 typedef struct cipc_broadcast {
@@ -115,7 +138,8 @@ typedef struct cipc_broadcast {
     // The publishers' line.
     uint64_t head;                ///< 256: messages published; bit 63 CIPC_BROADCAST_CLOSED (atomic)
     uint64_t publisher;           ///< 264: token of the process publishing (bit 31: contended), or 0 (atomic)
-    uint8_t  reserved2[48];       ///< 272
+    uint64_t descriptors_armed;   ///< 272: bit b: a place of index b mod 64 may be armed (atomic)
+    uint8_t  reserved2[40];       ///< 280
     uint32_t publish_signal;      ///< 320: futex word of parked subscribers, bumped to wake them (atomic)
     uint32_t subscribers_waiting; ///< 324: subscribers parked or about to park (atomic)
     uint8_t  reserved3[56];       ///< 328
@@ -131,6 +155,9 @@ _Static_assert(offsetof(cipc_broadcast, tag) == 20, "the tag is at offset 20, as
 _Static_assert(offsetof(cipc_broadcast, message_type) == 128, "broadcast message type offset");
 _Static_assert(offsetof(cipc_broadcast, head) == 256 && offsetof(cipc_broadcast, publish_signal) == 320, "broadcast hot lines");
 _Static_assert(offsetof(cipc_broadcast, space_signal) == 384, "broadcast publishers' wait line");
+_Static_assert(offsetof(cipc_broadcast, descriptors_armed) == 272, "broadcast armed descriptors: on the line of head");
+_Static_assert(offsetof(cipc_broadcast_subscriber, notifier) == 32 && offsetof(cipc_broadcast_subscriber, pokes) == 40
+               && offsetof(cipc_broadcast_subscriber, armed) == 48, "broadcast subscriber readiness fields");
 
 #ifdef __cplusplus
 }

@@ -50,6 +50,10 @@ import Synchronization
 /// the broadcast for everyone: publishing throws `closed`, subscribers read what is left and then
 /// see the end (`closed`; ``Subscription/messages`` ends).
 ///
+/// **Event loops.** An epoll, `poll` or SwiftNIO loop waits for a subscription without a thread of
+/// its own on its ``Subscription/readinessDescriptor()`` (a ``ChannelReadiness``: when it is
+/// readable, acknowledge, then ``Subscription/tryReceive()`` until nil).
+///
 /// ## How it works
 /// A ring of `capacity` slots, each a sequence number, a length and the message, and a table of
 /// subscriber places, each an owner word and a position (`cipc_broadcast` in
@@ -296,6 +300,8 @@ public final class Broadcast<Message: Sendable>: @unchecked Sendable {
         let broadcast: Broadcast
         let place: Int
         private let closed = Atomic<Bool>(false)
+        /// Its readiness descriptor, if one is open (``readinessDescriptor()``).
+        let readinessLink = SubscriptionReadinessLink()
 
         init(broadcast: Broadcast, place: Int) {
             self.broadcast = broadcast
@@ -308,10 +314,11 @@ public final class Broadcast<Message: Sendable>: @unchecked Sendable {
         public var name: String { broadcast.name }
 
         /// Unsubscribes: publishers stop waiting for it, and its place is free for another
-        /// subscriber. Later receives throw `closed`. Idempotent; also done when the last reference
-        /// goes away.
+        /// subscriber; its readiness descriptor, if it has one, is closed. Later receives throw
+        /// `closed`. Idempotent; also done when the last reference goes away.
         public func close() {
             guard !closed.exchange(true, ordering: .relaxed) else { return }
+            readinessLink.release()
             broadcast.ring.leave(place)
         }
 
@@ -322,7 +329,7 @@ public final class Broadcast<Message: Sendable>: @unchecked Sendable {
         /// Messages this subscription missed so far, in all (the sum of its ``Delivery/missed(_:)``).
         public var missedCount: Int { Int(truncatingIfNeeded: broadcast.ring.missedCount(place)) }
 
-        private func check() throws(InterprocessError) {
+        func check() throws(InterprocessError) {
             if closed.load(ordering: .relaxed) {
                 throw InterprocessError(.closed, objectName: name, detail: "the subscription was closed")
             }

@@ -25,6 +25,8 @@ enum BroadcastLayout: SharedObjectKind {
     static var segmentKind: SegmentKind { .broadcast }
     static var tag: UInt32 { CIPC_TAG_BROADCAST }
     static var tagOffset: Int { fieldOffset(\cipc_broadcast.tag) }
+    /// "BCS1": made before readiness descriptors (its publishers would not wake them).
+    static var retiredTags: [UInt32] { [CIPC_TAG_BROADCAST_V1] }
     static var kindName: String { "broadcast" }
 
     static let headerSize = Int(CIPC_BROADCAST_HEADER_SIZE)
@@ -159,8 +161,13 @@ enum BroadcastLayout: SharedObjectKind {
             let lag = behind <= UInt64(header.capacity) &* 2 ? "\(behind) behind" : "position invalid"
             let joining = place.owner & OwnerLease.flagBit != 0 ? ", joining" : ""
             let dead = isAlive(owner) ? "" : " (dead)"
+            var readiness = ""
+            if place.notifier != 0 {
+                let isArmed = place.armed != 0 && header.descriptors_armed & (UInt64(1) << UInt64(index & 63)) != 0
+                readiness = ", readiness descriptor (" + (isArmed ? "armed" : "signalled or not armed") + ", \(place.pokes) wake-ups)"
+            }
             details["subscriber.\(index)"] =
-                "pid \(OwnerLease.displayPID(of: owner))\(dead) at \(place.position) (\(lag)), received \(place.received), missed \(place.missed)\(joining)"
+                "pid \(OwnerLease.displayPID(of: owner))\(dead) at \(place.position) (\(lag)), received \(place.received), missed \(place.missed)\(joining)\(readiness)"
             if place.position <= head { slowest = min(slowest ?? place.position, place.position) }
         }
         details["subscribers"] = "\(subscribers)"

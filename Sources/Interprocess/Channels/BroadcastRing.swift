@@ -56,6 +56,11 @@ final class BroadcastRing: @unchecked Sendable {
     private let completedPublishes: UnsafeMutablePointer<Atomic<UInt64>>
     private let abandonedPublishes: UnsafeMutablePointer<Atomic<UInt64>>
     private let droppedMessages: UnsafeMutablePointer<Atomic<UInt64>>
+    /// The header's `descriptors_armed`: a publisher loads it after advancing `head` (its one extra
+    /// load while no subscriber waits by descriptor) and lets ``notifiers`` send the datagrams.
+    private let descriptorsArmed: UnsafeMutablePointer<Atomic<UInt64>>
+    /// The subscriber places' readiness fields (``BroadcastReadiness.swift``).
+    let notifiers: BroadcastNotifiers
 
     private let lease: OwnerLease
     private let me: UInt64
@@ -101,6 +106,8 @@ final class BroadcastRing: @unchecked Sendable {
         completedPublishes = atomic64(base + fieldOffset(\cipc_broadcast.completed_publishes))
         abandonedPublishes = atomic64(base + fieldOffset(\cipc_broadcast.abandoned_publishes))
         droppedMessages = atomic64(base + fieldOffset(\cipc_broadcast.dropped_messages))
+        notifiers = BroadcastNotifiers(base: base, maxSubscribers: geometry.maxSubscribers, name: storage.name, lease: lease)
+        descriptorsArmed = notifiers.armedWord
         self.lease = lease
         me = lease.token
     }
@@ -225,9 +232,7 @@ final class BroadcastRing: @unchecked Sendable {
                     detail: "subscriber place \(index) is at position \(at), past the \(current) messages published")
             }
             if at < needed {
-                if checkNow, holder != me, !lease.isAlive(holder),
-                   owner(place).pointee.compareExchange(expected: holder, desired: 0, ordering: .sequentiallyConsistent).exchanged {
-                    departed.pointee.wrappingAdd(1, ordering: .relaxed)
+                if checkNow, holder != me, !lease.isAlive(holder), notifiers.sweep(index, dead: holder) {
                     continue
                 }
                 blocked = true
@@ -256,9 +261,15 @@ final class BroadcastRing: @unchecked Sendable {
         CrashPoint.reached("broadcast.publish.afterComplete")
         // Adds (rather than stores), so that a concurrent close keeps its bit.
         head.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        // After `head` (see BroadcastNotifiers: a subscriber sets its bit before it reads `head`):
+        // `descriptors_armed`, 16 bytes after `head` on its line (pinned by the header's
+        // _Static_asserts), addressed from `head`'s pointer — the one extra load of a publish while
+        // no subscriber waits by descriptor. The datagrams go after the turn is given back.
+        let armed = atomic64(UnsafeMutableRawPointer(head) + 16).pointee.load(ordering: .sequentiallyConsistent)
         CrashPoint.reached("broadcast.publish.afterHead")
         wakeSubscribers()
         releaseTurn()
+        if armed != 0 { notifiers.poke() }
     }
 
     /// The turn was taken over from a publisher that died: a message it wrote whole is published;
@@ -270,6 +281,7 @@ final class BroadcastRing: @unchecked Sendable {
             head.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
             completedPublishes.pointee.wrappingAdd(1, ordering: .relaxed)
             wakeSubscribers()
+            if descriptorsArmed.pointee.load(ordering: .sequentiallyConsistent) != 0 { notifiers.poke() }
         } else if observed == Self.writing(current) {
             abandonedPublishes.pointee.wrappingAdd(1, ordering: .relaxed)
         }
@@ -358,17 +370,21 @@ final class BroadcastRing: @unchecked Sendable {
                 let place = place(index)
                 let holder = owner(place).pointee.load(ordering: .acquiring)
                 if holder != 0 {
-                    // The second pass reuses the places of subscribers that died.
+                    // The second pass reuses the places of subscribers that died (taken over
+                    // directly as joining, so that nobody else frees it meanwhile).
                     let token = holder & ~Self.flag
                     guard pass == 1, token >= 1 << 32, token != me, !lease.isAlive(token),
-                          owner(place).pointee.compareExchange(expected: holder, desired: 0, ordering: .sequentiallyConsistent).exchanged
+                          owner(place).pointee.compareExchange(expected: holder, desired: me | Self.flag, ordering: .sequentiallyConsistent).exchanged
                     else { continue }
                     departed.pointee.wrappingAdd(1, ordering: .relaxed)
-                }
-                guard owner(place).pointee.compareExchange(expected: 0, desired: me | Self.flag, ordering: .sequentiallyConsistent).exchanged else {
-                    continue
+                } else {
+                    guard owner(place).pointee.compareExchange(expected: 0, desired: me | Self.flag, ordering: .sequentiallyConsistent).exchanged else {
+                        continue
+                    }
                 }
                 CrashPoint.reached("broadcast.subscribe.afterOwner")
+                // A dead subscriber's descriptor: its socket file goes, its fields are zeroed.
+                notifiers.clearReadiness(index)
                 let current = head.pointee.load(ordering: .acquiring) & ~Self.closedBit
                 let back = UInt64(min(max(history, 0), capacity))
                 position(place).pointee.store(current >= back ? current - back : 0, ordering: .sequentiallyConsistent)
@@ -386,6 +402,7 @@ final class BroadcastRing: @unchecked Sendable {
     /// Gives the place back (if it is still this process's), waking a publisher that waits for it.
     func leave(_ index: Int) {
         let place = place(index)
+        if owner(place).pointee.load(ordering: .acquiring) == me { notifiers.clearReadiness(index) }
         if owner(place).pointee.compareExchange(expected: me, desired: 0, ordering: .sequentiallyConsistent).exchanged {
             if atomic32(publishersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 { wake(spaceSignal) }
         }
@@ -562,6 +579,7 @@ final class BroadcastRing: @unchecked Sendable {
     /// see the end.
     func close() {
         head.pointee.bitwiseOr(Self.closedBit, ordering: .sequentiallyConsistent)
+        if descriptorsArmed.pointee.load(ordering: .sequentiallyConsistent) != 0 { notifiers.poke() }
         if atomic32(subscribersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 { wake(publishSignal, all: true) }
         if atomic32(publishersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 { wake(spaceSignal, all: true) }
     }

@@ -69,7 +69,7 @@ final class ChannelParticipants: @unchecked Sendable {
         me = lease.token
         table = base + tableOffset
         armed = atomic64(base + armedOffset)
-        socketPrefix = name.map { LocalDirectory.path + "/" + socketKind + "-" + Self.hex(Self.nameHash($0)) + "-" }
+        socketPrefix = name.map { ReadinessSocket.prefix(kind: socketKind, name: $0) }
     }
 
     // MARK: Fields
@@ -81,21 +81,9 @@ final class ChannelParticipants: @unchecked Sendable {
     private func notifier(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(entry(index) + 16) }
     private func pokes(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(entry(index) + 24) }
 
-    /// FNV-1a, 64 bits, of the name's UTF-8: the same in every process.
-    static func nameHash(_ name: String) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-        return hash
-    }
-
-    static func hex(_ value: UInt64) -> String {
-        let digits = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - digits.count) + digits
-    }
-
     /// The socket file of the readiness descriptor numbered `notifier`.
     func socketPath(_ notifier: UInt64) -> String? {
-        socketPrefix.map { $0 + Self.hex(notifier) }
+        socketPrefix.map { $0 + ReadinessSocket.hex(notifier) }
     }
 
     /// Whether `word` has the shape of an owner token (pid above, non-zero random half below, flag clear).
@@ -225,10 +213,7 @@ final class ChannelParticipants: @unchecked Sendable {
     /// Removes the socket file numbered `number` if it is a socket that nobody is bound to (a dead
     /// registration's): never a file of another kind, never a live registration's.
     private func removeDeadSocket(_ number: UInt64) {
-        guard let path = socketPath(number), let status = try? LocalPath.status(path), status.isSocket,
-              status.owner == ProcessIdentity.effectiveUserID
-        else { return }
-        if case .refused = SocketFile.probe(path: path, kind: .datagram) { try? LocalPath.unlink(path) }
+        if let path = socketPath(number) { ReadinessSocket.removeIfDead(path) }
     }
 
     // MARK: Readiness
@@ -257,25 +242,18 @@ final class ChannelParticipants: @unchecked Sendable {
         armed.pointee.bitwiseAnd(~(UInt64(1) << UInt64(index)), ordering: .sequentiallyConsistent)
     }
 
-    /// One socket per process for sending the datagrams (nil if it cannot be made).
-    private static let pokingSocket: FileDescriptor? = try? UnixSocket.make(.datagram)
-
     /// Sends one datagram to every armed readiness descriptor, taking their bits (each asks again
     /// when it has been emptied). A refused datagram (the socket is gone) leads to a sweep if the
     /// entry's owner is dead. Called by a sender that published, after it saw a bit set.
     func poke() {
         var bits = armed.pointee.exchange(0, ordering: .sequentiallyConsistent)
-        guard bits != 0, let socket = Self.pokingSocket else { return }
-        let byte: [UInt8] = [1]
+        guard bits != 0 else { return }
         while bits != 0 {
             let index = bits.trailingZeroBitCount
             bits &= bits &- 1
             let word = owner(index).pointee.load(ordering: .acquiring)
             let number = notifier(index).pointee.load(ordering: .acquiring)
-            guard Self.isToken(word), number != 0, let path = socketPath(number), let address = UnixSocket.address(path: path) else { continue }
-            let sent: Result<Int?, Errno> = byte.withUnsafeBytes { bytes in
-                do throws(Errno) { return .success(try UnixSocket.send(socket, bytes, to: address)) } catch { return .failure(error) }
-            }
+            guard Self.isToken(word), number != 0, let path = socketPath(number), let sent = ReadinessSocket.poke(path) else { continue }
             switch sent {
             case .success:
                 // Sent, or the socket's queue is full (so it is readable already).
@@ -283,7 +261,7 @@ final class ChannelParticipants: @unchecked Sendable {
             case .failure(let error):
                 // Gone or nobody bound: its process died (or closed it as we looked). Another user's
                 // directory cannot be reached from here (permission denied): nothing to do.
-                if error == .connectionRefused || error == .noSuchFileOrDirectory, !lease.isAlive(word) {
+                if ReadinessSocket.isGone(error), !lease.isAlive(word) {
                     sweep(index, dead: word)
                 }
             }

@@ -4,11 +4,19 @@ import InterprocessSystem
 import Synchronization
 
 /// A file descriptor that becomes readable when a message arrives on a ``Channel`` or a
-/// ``MessageQueue``: how an event loop (epoll, `poll`, SwiftNIO, libdispatch sources) waits for a
-/// channel or a queue without a thread of its own. Get one with ``Channel/readinessDescriptor()``
-/// or ``MessageQueue/readinessDescriptor()``: both work the same way, and everything said here of a
-/// channel holds for a message queue (its socket files are named `mqready-…` instead of `ready-…`;
-/// its senders load `descriptors_armed` after they published under the queue's lock).
+/// ``MessageQueue``, or is published to a ``Broadcast`` subscription: how an event loop (epoll,
+/// `poll`, SwiftNIO, libdispatch sources) waits for a channel, a queue or a subscription without a
+/// thread of its own. Get one with ``Channel/readinessDescriptor()``,
+/// ``MessageQueue/readinessDescriptor()`` or ``Broadcast/Subscription/readinessDescriptor()``: all
+/// work the same way, and everything said here of a channel holds for a message queue (its socket
+/// files are named `mqready-…` instead of `ready-…`; its senders load `descriptors_armed` after
+/// they published under the queue's lock) and for a subscription, with these differences: one
+/// descriptor per *subscription* (not per process), registered in the subscription's own place of
+/// the broadcast's subscriber table rather than a table of participants; socket files `bcready-…`;
+/// closing the subscription closes its descriptor; every subscription is woken by every publish
+/// (no other receiver takes its messages); and a dead subscriber's registration is swept by a
+/// publisher whose datagram is refused, a publisher waiting for it, or a subscriber taking its
+/// place (see `CInterprocessBroadcast.h`).
 ///
 /// ```swift
 /// let channel = try Channel<String>.open(name: "events")
@@ -68,27 +76,21 @@ public final class ChannelReadiness: Sendable {
     /// The descriptor to wait on for reading (non-blocking, close-on-exec). Valid until ``close()``;
     /// do not close it yourself.
     public let fileDescriptor: FileDescriptor
-    private let participants: ChannelParticipants
+    private let participants: any ReadinessTable
     private let index: Int
     private let number: UInt64
     private let path: String
     private let closed = Atomic<Bool>(false)
 
-    init(participants: ChannelParticipants, name: String) throws(InterprocessError) {
-        guard let index = participants.join() else {
-            throw InterprocessError(.outOfMemory, objectName: name,
-                detail: "all \(ChannelParticipants.count) entries of the table of participants are taken")
-        }
+    init(participants: any ReadinessTable, name: String) throws(InterprocessError) {
+        guard let index = participants.join() else { throw participants.noEntryError(name: name) }
         var generator = SystemRandomNumberGenerator()
         var number: UInt64 = 0
         while number == 0 { number = generator.next() }
         let fd: FileDescriptor
         let path: String
         do throws(InterprocessError) {
-            guard participants.claimNotifier(index, number) else {
-                throw InterprocessError(.alreadyExists, objectName: name,
-                    detail: "this process already has a readiness descriptor for \(name): share that one")
-            }
+            guard participants.claimNotifier(index, number) else { throw participants.duplicateError(name: name) }
             CrashPoint.reached("channel.readiness.numbered")
             _ = try LocalDirectory.ensure()
             guard let candidate = participants.socketPath(number), let address = UnixSocket.address(path: candidate) else {
