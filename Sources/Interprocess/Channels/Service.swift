@@ -273,6 +273,7 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     public func nextCall(timeout: Duration? = nil) async throws(InterprocessError) -> ServiceCall<Request, Response> {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
+        core.markServer()
         let deadline = Deadline(after: timeout)
         while true {
             let claim = try await named { () async throws(InterprocessError) in try await core.queue.claimToReceive(timeout: Self.remaining(deadline)) }
@@ -286,6 +287,7 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     @available(*, noasync, message: "use the async nextCall(timeout:) in async code")
     public func blockingNextCall(timeout: Duration? = nil) throws(InterprocessError) -> ServiceCall<Request, Response> {
         try checkAttached()
+        core.markServer()
         let deadline = Deadline(after: timeout)
         while true {
             let claim = try named { () throws(InterprocessError) in try core.queue.blockingClaimToReceive(timeout: Self.remaining(deadline)) }
@@ -293,13 +295,23 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
         }
     }
 
-    /// Takes the next request if one is queued now; never waits. Nil if there is none.
+    /// Takes the next request if one is queued now; never waits. Nil if there is none. With a
+    /// readiness descriptor (``readinessDescriptor()``), an event loop calls it until nil whenever
+    /// the descriptor is readable, after ``ChannelReadiness/acknowledge()``; ``tryServe(_:)`` is
+    /// that loop with a handler.
+    ///
+    /// When the queue is empty it also looks, at most once per 50 ms in this process, for a request
+    /// held by a server that died before it marked the request as its own, and takes it (what a
+    /// server parked in ``nextCall(timeout:)`` does while it waits): a loop that serves only by
+    /// descriptor should therefore call it on a timer as well (every 50 ms to a few seconds: how
+    /// long such a request may wait), since nothing announces that request again.
     /// - Throws: `closed` once the service is closed and every queued request was taken; `corrupt`,
     ///   as ``nextCall(timeout:)``.
     public func tryNextCall() throws(InterprocessError) -> ServiceCall<Request, Response>? {
         try checkAttached()
+        core.markServer()
         while true {
-            guard let claim = try named({ () throws(InterprocessError) in try core.queue.tryClaimForReceiving() }) else { return nil }
+            guard let claim = try named({ () throws(InterprocessError) in try core.tryClaimRequest() }) else { return nil }
             if let call = try call(from: claim) { return call }
         }
     }
