@@ -8,7 +8,9 @@ import Synchronization
 /// channel or a queue without a thread of its own. Get one with ``Channel/readinessDescriptor()``
 /// or ``MessageQueue/readinessDescriptor()``: both work the same way, and everything said here of a
 /// channel holds for a message queue (its socket files are named `mqready-…` instead of `ready-…`;
-/// its senders load `descriptors_armed` after they published under the queue's lock).
+/// its senders load `descriptors_armed` after they published under the queue's lock). A
+/// ``Service`` server gets one from ``Service/readinessDescriptor()``: readable when a request is
+/// queued, then ``Service/tryServe(_:)`` in place of `tryReceive` (socket files `srvready-…`).
 ///
 /// ```swift
 /// let channel = try Channel<String>.open(name: "events")

@@ -41,7 +41,9 @@ import Synchronization
 /// (`requestFailed`, "dropped"), so that no client ever waits for a forgotten call. (A
 /// `~Copyable` value cannot be an `AsyncSequence` element, hence a handler or a loop over
 /// ``nextCall(timeout:)`` rather than a `for await` over calls.) Any number of server processes
-/// may serve one service: each request is taken by exactly one of them.
+/// may serve one service: each request is taken by exactly one of them. A server driven by an event
+/// loop waits on ``readinessDescriptor()`` (readable when a request is queued) and answers with
+/// ``tryServe(_:)``, which never waits.
 ///
 /// ## How it works
 /// The state (`cipc_service` in `CInterprocessService.h`, which documents the protocol field by
@@ -79,6 +81,11 @@ import Synchronization
 /// against the slot table, phases against the protocol, a reply's length against the slot, and a
 /// client's own slot must still carry its token and ticket; a value no correct peer writes is
 /// `corrupt` (a bad queue message is dropped), never an access outside the state.
+///
+/// **Participants.** A service keeps a channel's table of participants (``ChannelReadiness`` is
+/// built on it): each process that has it open, whether it served or sent requests, its handles
+/// and its readiness descriptor, which `ipc ls` and `ipc inspect` show (servers and clients, alive
+/// or ended). A service created before the table existed works without it (no descriptors).
 ///
 /// **Handles.** ``close()`` closes the *service*, for every process: new requests throw `closed`;
 /// servers answer what is queued and then end (``serve(_:)`` returns). A process that is done with
