@@ -193,6 +193,54 @@ struct ServiceReadinessTests {
         }
     }
 
+    /// A scribbled table never crashes anyone: entries whose owner is no live token are shown as
+    /// ended; bits of `descriptors_armed` naming garbage entries cost a request nothing (no
+    /// datagram goes anywhere: a path is built only from the service's own name and a number of a
+    /// live owner's entry); a process that opens the service sweeps them; requests and the
+    /// descriptor go on working.
+    @Test func aScribbledTableIsSweptNotTrusted() throws {
+        try withCleanNames("svcrdy-scribble") { name in
+            let service = try Service<String, String>.create(name: name, capacity: 2, maxRequestSize: 32, maxResponseSize: 32)
+            defer { service.detach() }
+            // A client that opened the service before the scribble (so that its opening sweeps nothing).
+            let client = try Peer.spawn("svc-clients", name, "s", "1", "1")
+            defer { client.stop() }
+            #expect(client.readLine() == "ready")
+            // The table follows the reply slots; entries 0 and 1 are ours and the client's.
+            let table = 4096 + Int(ServiceFileLayout.slotsEnd(capacity: 2, maxRequestSize: 32, maxResponseSize: 32))
+            for entry in 2..<64 {
+                let bytes = [UInt8](repeating: entry % 3 == 0 ? 0xFF : 0xA5, count: 64)
+                scribble(name, at: table + entry * 64, bytes)
+            }
+            scribble(name, at: 4096 + 904, [UInt8](repeating: 0xFF, count: 8))
+            let described = serviceDetails(name)
+            #expect(described["participants"] == "64", "\(described)")
+            #expect(described.filter { $0.key.hasPrefix("participant.") && $0.value.contains(" ended") }.count == 62, "\(described)")
+            client.tell()
+            let call = try service.blockingNextCall(timeout: .seconds(20))
+            let request = call.request
+            #expect(request == "s.0.0")
+            #expect(try call.reply("echo " + request))
+            #expect(client.readLine(timeout: .seconds(30)) == "ok 1")
+            // A process that opens the service sweeps every entry without a live owner.
+            let readiness = try service.readinessDescriptor()
+            defer { readiness.close() }
+            let joiner = try Peer.spawn("svc-request", name, "joined", "60000")
+            defer { joiner.stop() }
+            #expect(joiner.readLine() == "requesting")
+            #expect(readable(readiness.fileDescriptor, within: 20_000))
+            readiness.acknowledge()
+            #expect(try service.tryServe { "echo " + $0 } == 1)
+            #expect(joiner.readLine(timeout: .seconds(30)) == "reply echo joined")
+            #expect(joiner.wait(timeout: .seconds(20)) == .exited(0))
+            // The garbage is gone; the client and the joiner let go of their entries when they
+            // ended: only this process is left.
+            let after = serviceDetails(name)
+            #expect(after["participants"] == "1" && after["servers"] == "1" && after["clients"] == "0", "\(after)")
+            #expect(serviceParticipantLines(name, pid: getpid()) == ["pid \(getpid()) alive, server, 2 handles, readiness descriptor (armed, 1 wake-ups)"])
+        }
+    }
+
     /// A service whose `state_size` ends with its reply slots (one created before the table
     /// existed) opens and works, with no participants and no readiness descriptor
     /// (`incompatible`); a size that is neither is `corrupt`.
