@@ -99,7 +99,9 @@ struct ServiceReadinessTests {
             let second = try Peer.spawn("svc-request", name, "refuse two", "60000")
             defer { second.stop() }
             #expect(second.readLine() == "requesting")
-            #expect(pollUntil(timeout: .seconds(20)) { service.queued == 2 })
+            // Both requests published (the counter goes up after the publish and the look at the armed bits).
+            #expect(pollUntil(timeout: .seconds(20)) { serviceDetails(name)["requests"] == "2" })
+            #expect(service.queued == 2)
             #expect(readiness.wakeUps == 1, "the first request took the armed bit; the second found none")
             readiness.acknowledge()
             #expect(!readable(readiness.fileDescriptor, within: 0))
@@ -161,6 +163,41 @@ struct ServiceReadinessTests {
             })
             #expect(try call.reply("echo k.0.0"))
             #expect(client.readLine(timeout: .seconds(30)) == "ok 1")
+        }
+    }
+
+    /// A server killed at each step of registering its descriptor (claiming its entry, numbering,
+    /// binding, arming) leaves an entry of an ended process and maybe a socket file; the next
+    /// process to open the service sweeps both, and descriptors work as before.
+    @Test(arguments: ["channel.participants.claimed", "channel.readiness.numbered", "channel.readiness.bound", "channel.readiness.armed"])
+    func aServerKilledAtEachRegistrationStepIsSwept(_ point: String) throws {
+        try withCleanNames("svcrdy-crash") { name in
+            let service = try Service<String, String>.create(name: name, capacity: 4)
+            defer { service.detach() }
+            let doomed = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "svc-ready-hold", name)
+            defer { doomed.stop() }
+            #expect(doomed.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
+            let left = serviceParticipantLines(name, pid: doomed.pid)
+            #expect(left.count == 1 && left.first?.contains("ended") == true, "\(left)")
+            let readiness = try service.readinessDescriptor()
+            defer { readiness.close() }
+            // The client's opening (before it says "requesting") sweeps the dead entry.
+            let client = try Peer.spawn("svc-request", name, "after \(point)", "60000")
+            defer { client.stop() }
+            #expect(client.readLine() == "requesting")
+            #expect(serviceParticipantLines(name, pid: doomed.pid).isEmpty)
+            #expect(serviceReadinessFiles(name).count == 1, "only ours is left")
+            #expect(readable(readiness.fileDescriptor, within: 20_000))
+            readiness.acknowledge()
+            #expect(try service.tryServe { "echo " + $0 } == 1)
+            #expect(client.readLine(timeout: .seconds(30)) == "reply echo after \(point)")
+            let next = try Peer.spawn("svc-request", name, "next", "60000")
+            defer { next.stop() }
+            #expect(next.readLine() == "requesting")
+            #expect(readable(readiness.fileDescriptor, within: 20_000))
+            readiness.acknowledge()
+            #expect(try service.tryServe { "echo " + $0 } == 1)
+            #expect(next.readLine(timeout: .seconds(30)) == "reply echo next")
         }
     }
 
