@@ -46,8 +46,8 @@ extern "C" {
 // Waiting. Receivers park on `receive_signal`, senders on `send_signal`, each counted in
 // `receivers_waiting` / `senders_waiting` while parked. A sender that publishes a message bumps
 // `receive_signal` and wakes one receiver only if `receivers_waiting` is not 0 and the message is
-// the one at `receive_position` (a receiver parks only while that one is not in; whoever claims a
-// position wakes the next waiter if the next message is in). A receiver that frees a slot does the
+// the one at `receive_position` (a receiver parks only while that one is not in; a waiter that was
+// woken and claims a position wakes the next waiter if the next message is in). A receiver that frees a slot does the
 // same for senders (only if `send_position` waits for that slot), so nothing but a load is spent on
 // waking while nobody waits, and a stream makes one wake-up call per park, not one per message. Bit 63 of `send_position` (CIPC_CHANNEL_CLOSED) is set by `close()`: no position is claimed
 // after it, and receivers that find every claimed position taken see the end.

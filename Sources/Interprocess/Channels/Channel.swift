@@ -206,6 +206,12 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     public func send(_ message: Message, timeout: Duration? = nil) async throws(InterprocessError) {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
+        if codec.fixedSize != nil {
+            // A raw value: its own bytes go into the slot (no payload, no codec call).
+            let claim = try await ring.claimToSend(timeout: timeout)
+            withUnsafeBytes(of: message) { ring.finishSend(claim, $0) }
+            return
+        }
         let payload = try encode(message)
         if payload.count > ring.maxMessageSize { return try await sendLoan(try loanCopy(of: payload), timeout: timeout) }
         let claim = try await ring.claimToSend(timeout: timeout)
@@ -219,6 +225,11 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     @inlinable
     public func blockingSend(_ message: Message, timeout: Duration? = nil) throws(InterprocessError) {
         try checkAttached()
+        if codec.fixedSize != nil {
+            let claim = try ring.blockingClaimToSend(timeout: timeout)
+            withUnsafeBytes(of: message) { ring.finishSend(claim, $0) }
+            return
+        }
         let payload = try encode(message)
         if payload.count > ring.maxMessageSize { return try blockingSendLoan(try loanCopy(of: payload), timeout: timeout) }
         let claim = try ring.blockingClaimToSend(timeout: timeout)
@@ -231,6 +242,11 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     @inlinable
     public func trySend(_ message: Message) throws(InterprocessError) -> Bool {
         try checkAttached()
+        if codec.fixedSize != nil {
+            guard let claim = try ring.tryClaimForSending() else { return false }
+            withUnsafeBytes(of: message) { ring.finishSend(claim, $0) }
+            return true
+        }
         let payload = try encode(message)
         if payload.count > ring.maxMessageSize { return try trySendLoan(try loanCopy(of: payload)) == nil }
         guard let claim = try ring.tryClaimForSending() else { return false }
@@ -295,6 +311,7 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     /// Copies the claimed message out, releases its slot, and decodes it.
     @inlinable
     func take(_ claim: ChannelClaim) throws(InterprocessError) -> Message {
+        if let size = codec.fixedSize { return try takeValue(claim, size: size) }
         let codec = codec
         let loans = loans
         var payload: ChannelPayload<Message>?
@@ -306,6 +323,30 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
             if let taken { payload = try taken.copyOut(codec) }
             guard let payload else { throw ChannelCodec<Message>.mismatch() }
             return try codec.decode(payload)
+        } catch {
+            throw named(error)
+        }
+    }
+
+    /// ``take(_:)`` for raw values: the value is loaded straight from the slot (no payload, no
+    /// codec call). A loan in the slot (only a scribbling peer publishes one in a channel of raw
+    /// values) goes the general way, which frees it and reports its size.
+    @inlinable
+    func takeValue(_ claim: ChannelClaim, size: Int) throws(InterprocessError) -> Message {
+        let loans = loans
+        var value: Message?
+        var taken: TakenLoan?
+        do throws(InterprocessError) {
+            try ring.finishReceive(
+                claim,
+                { bytes throws(InterprocessError) in
+                    guard bytes.count == size else { throw ChannelCodec<Message>.wrongSize(bytes.count, size: size) }
+                    value = bytes.loadUnaligned(as: Message.self)
+                },
+                takeLoan: { word, count throws(InterprocessError) in taken = try loans.takeLoan(word, byteCount: count) })
+            if let taken { return try codec.decode(try taken.copyOut(codec)) }
+            guard let value else { throw ChannelCodec<Message>.mismatch() }
+            return value
         } catch {
             throw named(error)
         }

@@ -73,6 +73,14 @@ extension ChannelCodec {
     }
 }
 
+extension ChannelCodec {
+    /// A message of `count` bytes in a channel of raw `size`-byte values: a peer wrote it.
+    @usableFromInline
+    static func wrongSize(_ count: Int, size: Int) -> InterprocessError {
+        InterprocessError(.corrupt, detail: "a message of \(count) bytes in a channel of \(size)-byte \(Message.self) values (dropped)")
+    }
+}
+
 extension ChannelCodec where Message: BitwiseCopyable {
     /// The value's raw bytes: fixed size, no encoding. Every process must agree on the type's layout,
     /// and a peer can write any bytes: use types for which every bit pattern is valid if peers are not
@@ -85,9 +93,7 @@ extension ChannelCodec where Message: BitwiseCopyable {
             fixedSize: size,
             encode: { message throws(InterprocessError) in .value(message) },
             copyOut: { bytes throws(InterprocessError) in
-                guard bytes.count == size else {
-                    throw InterprocessError(.corrupt, detail: "a message of \(bytes.count) bytes in a channel of \(size)-byte \(Message.self) values (dropped)")
-                }
+                guard bytes.count == size else { throw wrongSize(bytes.count, size: size) }
                 return .value(bytes.loadUnaligned(as: Message.self))
             },
             decode: { payload throws(InterprocessError) in

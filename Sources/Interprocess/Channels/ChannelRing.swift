@@ -11,6 +11,9 @@ struct ChannelClaim {
     let position: UInt64
     /// A message whose first receiver died (an orphan), taken again.
     let redelivery: Bool
+    /// Claimed by a waiter that parked (and was woken) on the way: a sender that passes the wake-up
+    /// on once it published (see "Waking" in ``ChannelRing``).
+    var woken = false
 }
 
 /// The protocol of a ``Channel`` on its shared memory: a bounded ring of fixed-size slots with a
@@ -88,7 +91,7 @@ final class ChannelRing: @unchecked Sendable {
     static let orphan: UInt64 = CIPC_CHANNEL_ORPHAN
     static let skipped: UInt32 = CIPC_CHANNEL_SKIPPED
     static let loaned: UInt32 = CIPC_CHANNEL_LOANED
-    static let contended: UInt64 = OwnerLease.flagBit
+    static let contended: UInt64 = CIPC_TOKEN_FLAG
     static let dataOffset = Int(CIPC_CHANNEL_SLOT_HEADER_SIZE)
     /// How often a parked sender or receiver looks for slots held by processes that died.
     static let recoveryInterval: UInt64 = 50_000_000
@@ -173,7 +176,7 @@ final class ChannelRing: @unchecked Sendable {
     /// the wait driver's spin phase, which only needs to know whether to try. Not generic and
     /// cheap, because the wait drivers call it in their spin loops; the bytes are written by
     /// ``finishSend(_:_:)``.
-    func claimForSending(checkNow: Bool, announce: Bool, spinning: Bool = false) throws(InterprocessError) -> WaitStep<ChannelClaim> {
+    func claimForSending(checkNow: Bool, announce: Bool, spinning: Bool = false, woken: Bool = false) throws(InterprocessError) -> WaitStep<ChannelClaim> {
         if spinning {
             // While a wait driver spins: two loads, and the full attempt only once the slot is free
             // (or the channel closed). The spin phase ignores the expected value.
@@ -208,7 +211,7 @@ final class ChannelRing: @unchecked Sendable {
                 releaseOwner(slot)
                 return .retry
             }
-            return .done(ChannelClaim(slot: slot, position: position, redelivery: false))
+            return .done(ChannelClaim(slot: slot, position: position, redelivery: false, woken: woken))
         }
         let lap = 2 * Int64(capacity)
         if distance == -lap || distance == -lap + 1 {
@@ -240,16 +243,17 @@ final class ChannelRing: @unchecked Sendable {
     }
 
     /// What every send does once its slot is published and let go: wakes a receiver parked for
-    /// this message, the readiness descriptors that are armed, and the next parked sender if the
-    /// next slot is free already (a sender parked on a full ring, woken for a slot that another
-    /// sender took, would otherwise miss it); records this process's role once per handle.
+    /// this message, the readiness descriptors that are armed, and — if this sender was woken —
+    /// the next parked sender if the next slot is free already (a sender parked on a full ring,
+    /// woken for a slot that another sender took, would otherwise miss it); records this process's
+    /// role once per handle.
     @inline(__always)
     private func afterPublishing(_ claim: ChannelClaim) {
         wakeReceiver(for: claim.position)
         // Readiness descriptors (one load while there are none; ``ChannelParticipants``).
         if descriptorsArmed.pointee.load(ordering: .sequentiallyConsistent) != 0 { participants?.poke() }
         if recordedRoles.load(ordering: .relaxed) & ChannelParticipants.senderRole == 0 { record(ChannelParticipants.senderRole) }
-        if atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
+        if claim.woken, atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
            sequence(self.slot(at: claim.position &+ 1)).pointee.load(ordering: .sequentiallyConsistent) == Self.free(claim.position &+ 1) {
             wake(sendSignal)
         }
@@ -327,7 +331,7 @@ final class ChannelRing: @unchecked Sendable {
     /// `closed` when the channel is closed and every message was taken. Not generic and cheap,
     /// because the wait drivers call it in their spin loops; the message is copied out by
     /// ``finishReceive(_:_:)``.
-    func claimForReceiving(checkNow: Bool, announce: Bool, spinning: Bool = false) throws(InterprocessError) -> WaitStep<ChannelClaim> {
+    func claimForReceiving(checkNow: Bool, announce: Bool, spinning: Bool = false, woken: Bool = false) throws(InterprocessError) -> WaitStep<ChannelClaim> {
         if spinning {
             // While a wait driver spins: a few loads, and the full attempt only once a message is in
             // (or an orphan waits). The spin phase ignores the expected value.
@@ -365,8 +369,8 @@ final class ChannelRing: @unchecked Sendable {
             }
             CrashPoint.reached("channel.receive.afterClaim")
             // A receiver woken for a message that another receiver took would otherwise miss the
-            // next one, which may be in already.
-            if atomic32(receiversWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
+            // next one, which may be in already: a woken receiver passes the wake-up on.
+            if woken, atomic32(receiversWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
                sequence(self.slot(at: position &+ 1)).pointee.load(ordering: .sequentiallyConsistent) == Self.full(position &+ 1) {
                 wake(receiveSignal)
             }
@@ -499,11 +503,16 @@ final class ChannelRing: @unchecked Sendable {
     @usableFromInline
     func blockingClaimToSend(timeout: Duration?) throws(InterprocessError) -> ChannelClaim {
         if case .done(let claim) = try claimForSending(checkNow: false, announce: false) { return claim }
+        var attempts = 0
         do throws(InterprocessError) {
             return try WaitSite(word: sendSignal, waiters: sendersWaiting, name: name, recheckEvery: Self.recoveryInterval).blockingWait(
                 until: Deadline(after: timeout),
                 whileSpinning: { _ throws(InterprocessError) in try self.claimForSending(checkNow: false, announce: false, spinning: true) },
-                { check throws(InterprocessError) in try self.claimForSending(checkNow: check, announce: true) })
+                { check throws(InterprocessError) in
+                    // The first call is the last look before parking; a later one follows a park.
+                    attempts += 1
+                    return try self.claimForSending(checkNow: check, announce: true, woken: attempts > 1)
+                })
         } catch {
             passOnSenderWake()
             throw error
@@ -515,11 +524,16 @@ final class ChannelRing: @unchecked Sendable {
     @usableFromInline
     func claimToSend(timeout: Duration?) async throws(InterprocessError) -> ChannelClaim {
         if case .done(let claim) = try claimForSending(checkNow: false, announce: false) { return claim }
+        var attempts = 0
         do throws(InterprocessError) {
             return try await WaitSite(word: sendSignal, waiters: sendersWaiting, name: name, recheckEvery: Self.recoveryInterval).asyncWait(
                 until: Deadline(after: timeout),
                 whileSpinning: { _ throws(InterprocessError) in try self.claimForSending(checkNow: false, announce: false, spinning: true) },
-                { check throws(InterprocessError) in try self.claimForSending(checkNow: check, announce: true) })
+                { check throws(InterprocessError) in
+                    // The first call is the last look before parking; a later one follows a park.
+                    attempts += 1
+                    return try self.claimForSending(checkNow: check, announce: true, woken: attempts > 1)
+                })
         } catch {
             passOnSenderWake()
             throw error
@@ -531,11 +545,16 @@ final class ChannelRing: @unchecked Sendable {
     @usableFromInline
     func blockingClaimToReceive(timeout: Duration?) throws(InterprocessError) -> ChannelClaim {
         if case .done(let claim) = try claimForReceiving(checkNow: false, announce: false) { return claim }
+        var attempts = 0
         do throws(InterprocessError) {
             return try WaitSite(word: receiveSignal, waiters: receiversWaiting, name: name, recheckEvery: Self.recoveryInterval).blockingWait(
                 until: Deadline(after: timeout),
                 whileSpinning: { _ throws(InterprocessError) in try self.claimForReceiving(checkNow: false, announce: false, spinning: true) },
-                { check throws(InterprocessError) in try self.claimForReceiving(checkNow: check, announce: true) })
+                { check throws(InterprocessError) in
+                    // The first call is the last look before parking; a later one follows a park.
+                    attempts += 1
+                    return try self.claimForReceiving(checkNow: check, announce: true, woken: attempts > 1)
+                })
         } catch {
             passOnReceiverWake()
             throw error
@@ -547,11 +566,16 @@ final class ChannelRing: @unchecked Sendable {
     @usableFromInline
     func claimToReceive(timeout: Duration?) async throws(InterprocessError) -> ChannelClaim {
         if case .done(let claim) = try claimForReceiving(checkNow: false, announce: false) { return claim }
+        var attempts = 0
         do throws(InterprocessError) {
             return try await WaitSite(word: receiveSignal, waiters: receiversWaiting, name: name, recheckEvery: Self.recoveryInterval).asyncWait(
                 until: Deadline(after: timeout),
                 whileSpinning: { _ throws(InterprocessError) in try self.claimForReceiving(checkNow: false, announce: false, spinning: true) },
-                { check throws(InterprocessError) in try self.claimForReceiving(checkNow: check, announce: true) })
+                { check throws(InterprocessError) in
+                    // The first call is the last look before parking; a later one follows a park.
+                    attempts += 1
+                    return try self.claimForReceiving(checkNow: check, announce: true, woken: attempts > 1)
+                })
         } catch {
             passOnReceiverWake()
             throw error
@@ -588,14 +612,19 @@ final class ChannelRing: @unchecked Sendable {
     // Wakes only on a transition: a receiver parks only when the message at the receive position is
     // not in, so the send that publishes *that* position wakes one (the receive position cannot pass
     // a position before it is published); a message published behind others that are waiting to be
-    // taken wakes nobody: whoever takes the one before it wakes the next receiver if the next message
-    // is in (`claimForReceiving`). Likewise a sender parks only when the slot of the send position is
-    // not free, so the receive that frees that slot wakes one, and a sender that claims a position
-    // wakes the next sender if the next slot is free (`finishSend`). Both checks are sequentially
-    // consistent loads after sequentially consistent stores, so one side always sees the other.
-    // Without this, a parked peer that was woken but is not running yet (microseconds to a time
-    // slice on a busy machine) is still counted, and every send (receive) meanwhile made a futex
-    // system call: streaming through a channel ran at system-call speed.
+    // taken wakes nobody: a receiver that was woken (it parked) and takes a message wakes the next
+    // receiver if the next message is in (`claimForReceiving`). Likewise a sender parks only when
+    // the slot of the send position is not free, so the receive that frees that slot wakes one, and
+    // a sender that was woken wakes the next sender, once it published, if the next slot is free
+    // (`afterPublishing`). Both checks are sequentially consistent loads after sequentially
+    // consistent stores, so one side always sees the other. Why this loses no wake-up: a waiter
+    // that parked is woken by the transition it waits for or by a woken peer that got there first
+    // (which passes the wake on); a peer that never parked passes nothing on, and needs not: it
+    // took a slot (message) that no parked waiter was woken for, or one whose waiter, woken, finds
+    // the next. Without this, a parked peer that was woken but is not running yet (microseconds to
+    // a time slice on a busy machine) is still counted, and every send (receive) meanwhile made a
+    // futex system call: streaming through a channel ran at system-call speed. (Passing on from
+    // every send, not only a woken one, made 8 producers on 2 CPUs call futex once per 1–2 messages.)
 
     /// Wakes a parked receiver if there is one and the message just published at `position` is the
     /// one the receive position waits for.
