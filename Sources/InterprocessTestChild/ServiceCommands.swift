@@ -125,6 +125,8 @@ func runServiceCommand(_ command: String, _ rest: [String]) -> Int32 {
             while service.queued < count { sched_yield() }
             say("sent")
             awaitInstruction(upTo: 120)
+        case let command where command.hasPrefix("svc-ready-"):
+            return runServiceReadinessCommand(command, rest)
         default:
             return 2
         }

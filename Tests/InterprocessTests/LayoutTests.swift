@@ -78,6 +78,11 @@ struct LayoutTests {
         #expect(Self.ascii(CIPC_TAG_SERVICE) == "SRV1" && CIPC_KIND_SERVICE == 6)
         #expect(CIPC_SERVICE_HEADER_SIZE == 512 && CIPC_SERVICE_SLOT_HEADER_SIZE == 64 && CIPC_SERVICE_REQUEST_HEADER_SIZE == 16)
         #expect(CIPC_SERVICE_MAX_SLOTS == 1 << 16 && CIPC_SERVICE_MAX_MESSAGE_SIZE == 1 << 24)
+        // A service's table of participants (the channel's entries, after the reply slots) and its
+        // armed readiness bits (the request queue's `descriptors_armed`).
+        #expect(CIPC_SERVICE_PARTICIPANTS_SIZE == 64 * 64)
+        #expect(Int(CIPC_SERVICE_DESCRIPTORS_ARMED_OFFSET) == Int(CIPC_SERVICE_HEADER_SIZE) + MemoryLayout<cipc_channel>.offset(of: \cipc_channel.descriptors_armed)!)
+        #expect(CIPC_SERVICE_DESCRIPTORS_ARMED_OFFSET == 904)
         #expect([CIPC_SERVICE_FREE, CIPC_SERVICE_PENDING, CIPC_SERVICE_SERVING, CIPC_SERVICE_WRITING, CIPC_SERVICE_REPLIED,
                   CIPC_SERVICE_FAILED, CIPC_SERVICE_ABANDONED] == [0, 1, 2, 3, 4, 5, 6])
         // The public sizes come from the structs.

@@ -18,7 +18,8 @@ extern "C" {
 // channel, `cipc_channel` and its slots, CInterprocessChannel.h, of `slot_count` slots of
 // 16 + max_request_size bytes, format CIPC_CHANNEL_FORMAT_BYTES), then at `slots_offset`
 // `slot_count` reply slots, `slot_stride` bytes apart (a multiple of 64), each a
-// `cipc_service_slot` header (64 bytes) and room for `max_response_size` bytes of reply. It lives at
+// `cipc_service_slot` header (64 bytes) and room for `max_response_size` bytes of reply, then (a
+// service created by this version) its table of participants (below). It lives at
 // the payload offset of a segment of kind CIPC_KIND_SERVICE (6). Little-endian; the words marked
 // (atomic) are only ever read and written atomically.
 //
@@ -47,6 +48,20 @@ extern "C" {
 // and finds none free reclaims slots whose `client` is dead (not those in WRITING by a live server),
 // and slots ABANDONED by a server that died.
 // Bit 31 (CIPC_TOKEN_FLAG) is never set in these token words.
+//
+// Participants. A service created by this version has a table of CIPC_CHANNEL_PARTICIPANTS
+// `cipc_channel_participant` entries (CInterprocessChannel.h) right after its reply slots, at
+// CIPC_SERVICE_PARTICIPANTS_OFFSET(slots_offset, slot_count, slot_stride) (`state_size` = that offset +
+// CIPC_SERVICE_PARTICIPANTS_SIZE; a service without it, whose `state_size` ends with the reply slots,
+// works and has no participants). The protocol is the channel's: one entry per process that has the
+// service open, its handles, its roles — CIPC_CHANNEL_ROLE_SENDER: a *client* (it queued a request),
+// CIPC_CHANNEL_ROLE_RECEIVER: a *server* (it asked for, or took, a request) — and a readiness
+// descriptor's `notifier`, whose socket file is `srvready-<FNV-1a 64 of the service name, 16 hex>-
+// <notifier, 16 hex>` in the user's runtime directory. The armed bits are the request queue's own
+// `descriptors_armed` (at CIPC_SERVICE_DESCRIPTORS_ARMED_OFFSET of the state): bit i asks for a
+// datagram to entry i's socket when the next request is queued; a client loads the word after it
+// published its queue message (sequentially consistent, as a channel's sender does), a server sets
+// its bit before it looks at the queue.
 
 #define CIPC_TAG_SERVICE 0x31565253u /* "SRV1" */
 #define CIPC_SERVICE_HEADER_SIZE 512u
@@ -54,6 +69,12 @@ extern "C" {
 #define CIPC_SERVICE_REQUEST_HEADER_SIZE 16u
 #define CIPC_SERVICE_MAX_SLOTS (1u << 16)
 #define CIPC_SERVICE_MAX_MESSAGE_SIZE (1u << 24)
+/// The table of participants: where it starts (after the reply slots) and its bytes.
+#define CIPC_SERVICE_PARTICIPANTS_OFFSET(slots_offset, slot_count, slot_stride) \
+    ((uint64_t)(slots_offset) + (uint64_t)(slot_count) * (uint64_t)(slot_stride))
+#define CIPC_SERVICE_PARTICIPANTS_SIZE (CIPC_CHANNEL_PARTICIPANTS * CIPC_CHANNEL_PARTICIPANT_SIZE)
+/// Where the armed readiness descriptors' bits are: the request queue's `descriptors_armed`.
+#define CIPC_SERVICE_DESCRIPTORS_ARMED_OFFSET (CIPC_SERVICE_HEADER_SIZE + 392u)
 
 /// The phase of a reply slot: the low 8 bits of `control` (the ticket is the high 56).
 #define CIPC_SERVICE_FREE    0u /* nobody's (or being taken / let go by the process in `client`) */
@@ -92,7 +113,7 @@ typedef struct cipc_service {
     uint32_t slot_stride;       ///<  12: 64 + max_response_size rounded up to 64
     uint32_t request_format;    ///<  16: CIPC_CHANNEL_FORMAT_*
     uint32_t tag;               ///<  20: CIPC_TAG_SERVICE, written last by the creator
-    uint64_t state_size;        ///<  24: slots_offset + slot_count * slot_stride
+    uint64_t state_size;        ///<  24: slots_offset + slot_count * slot_stride [+ CIPC_SERVICE_PARTICIPANTS_SIZE]
     uint32_t response_format;   ///<  32: CIPC_CHANNEL_FORMAT_*
     uint32_t queue_offset;      ///<  36: CIPC_SERVICE_HEADER_SIZE
     uint64_t queue_size;        ///<  40: the request queue's bytes (its state_size)
@@ -125,6 +146,10 @@ _Static_assert(offsetof(cipc_service, tag) == 20, "the tag is at offset 20, as i
 _Static_assert(offsetof(cipc_service, requests) == 64 && offsetof(cipc_service, slot_hint) == 112, "service counters");
 _Static_assert(offsetof(cipc_service, request_type) == 128 && offsetof(cipc_service, response_type) == 256, "service types");
 _Static_assert(offsetof(cipc_service, slot_signal) == 384 && offsetof(cipc_service, slot_waiters) == 388, "service slot waiters");
+_Static_assert(CIPC_SERVICE_DESCRIPTORS_ARMED_OFFSET == CIPC_SERVICE_HEADER_SIZE + offsetof(cipc_channel, descriptors_armed),
+               "a service's armed readiness descriptors are its request queue's word");
+_Static_assert(CIPC_SERVICE_PARTICIPANTS_SIZE == 4096u, "a service's table of participants: 64 entries of 64 bytes");
+_Static_assert(sizeof(cipc_channel_participant) == CIPC_CHANNEL_PARTICIPANT_SIZE, "a service's participants are a channel's");
 
 #ifdef __cplusplus
 }

@@ -271,10 +271,12 @@ final class ChannelParticipants: @unchecked Sendable {
     // MARK: Describing
 
     /// The participants in a copy of a channel's table, for `ipc ls` / `ipc inspect`: details per
-    /// entry, and how many live processes sent and received.
-    static func describe(_ table: UnsafeRawBufferPointer, armed: UInt64, isAlive: (UInt64) -> Bool)
-        -> (details: [String: String], senders: Int, receivers: Int, ended: Int)
-    {
+    /// entry, and how many live processes sent and received. `roleNames`: how an entry's line names
+    /// the roles, and an entry with none (a service says client, server, "no requests yet").
+    static func describe(
+        _ table: UnsafeRawBufferPointer, armed: UInt64, isAlive: (UInt64) -> Bool,
+        roleNames: (sender: String, receiver: String, none: String) = ("sender", "receiver", "no messages yet")
+    ) -> (details: [String: String], senders: Int, receivers: Int, ended: Int) {
         var details: [String: String] = [:]
         var senders = 0, receivers = 0, ended = 0, listed = 0
         for index in 0..<min(count, table.count / entrySize) {
@@ -283,10 +285,10 @@ final class ChannelParticipants: @unchecked Sendable {
             guard word != 0 else { continue }
             listed += 1
             let alive = isAlive(word)
-            var roleNames: [String] = []
-            if record.roles & senderRole != 0 { roleNames.append("sender") }
-            if record.roles & receiverRole != 0 { roleNames.append("receiver") }
-            if record.roles & ~(senderRole | receiverRole) != 0 { roleNames.append("roles invalid (\(record.roles))") }
+            var names: [String] = []
+            if record.roles & senderRole != 0 { names.append(roleNames.sender) }
+            if record.roles & receiverRole != 0 { names.append(roleNames.receiver) }
+            if record.roles & ~(senderRole | receiverRole) != 0 { names.append("roles invalid (\(record.roles))") }
             if alive {
                 if record.roles & senderRole != 0 { senders += 1 }
                 if record.roles & receiverRole != 0 { receivers += 1 }
@@ -295,7 +297,7 @@ final class ChannelParticipants: @unchecked Sendable {
             }
             var text = "pid \(OwnerLease.displayPID(of: word)) " + (alive ? "alive" : "ended")
             if record.owner & OwnerLease.flagBit != 0 { text += " (being swept)" }
-            text += ", " + (roleNames.isEmpty ? "no messages yet" : roleNames.joined(separator: " and "))
+            text += ", " + (names.isEmpty ? roleNames.none : names.joined(separator: " and "))
             text += ", \(record.handles) handle\(record.handles == 1 ? "" : "s")"
             if record.notifier != 0 {
                 let isArmed = armed & (UInt64(1) << UInt64(index)) != 0

@@ -16,7 +16,9 @@ import Synchronization
 /// closing the subscription closes its descriptor; every subscription is woken by every publish
 /// (no other receiver takes its messages); and a dead subscriber's registration is swept by a
 /// publisher whose datagram is refused, a publisher waiting for it, or a subscriber taking its
-/// place (see `CInterprocessBroadcast.h`).
+/// place (see `CInterprocessBroadcast.h`). A ``Service`` server gets one from
+/// ``Service/readinessDescriptor()``: readable when a request is queued, then
+/// ``Service/tryServe(_:)`` in place of `tryReceive` (socket files `srvready-…`).
 ///
 /// ```swift
 /// let channel = try Channel<String>.open(name: "events")

@@ -41,7 +41,9 @@ import Synchronization
 /// (`requestFailed`, "dropped"), so that no client ever waits for a forgotten call. (A
 /// `~Copyable` value cannot be an `AsyncSequence` element, hence a handler or a loop over
 /// ``nextCall(timeout:)`` rather than a `for await` over calls.) Any number of server processes
-/// may serve one service: each request is taken by exactly one of them.
+/// may serve one service: each request is taken by exactly one of them. A server driven by an event
+/// loop waits on ``readinessDescriptor()`` (readable when a request is queued) and answers with
+/// ``tryServe(_:)``, which never waits.
 ///
 /// ## How it works
 /// The state (`cipc_service` in `CInterprocessService.h`, which documents the protocol field by
@@ -79,6 +81,11 @@ import Synchronization
 /// against the slot table, phases against the protocol, a reply's length against the slot, and a
 /// client's own slot must still carry its token and ticket; a value no correct peer writes is
 /// `corrupt` (a bad queue message is dropped), never an access outside the state.
+///
+/// **Participants.** A service keeps a channel's table of participants (``ChannelReadiness`` is
+/// built on it): each process that has it open, whether it served or sent requests, its handles
+/// and its readiness descriptor, which `ipc ls` and `ipc inspect` show (servers and clients, alive
+/// or ended). A service created before the table existed works without it (no descriptors).
 ///
 /// **Handles.** ``close()`` closes the *service*, for every process: new requests throw `closed`;
 /// servers answer what is queued and then end (``serve(_:)`` returns). A process that is done with
@@ -265,6 +272,7 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     public func nextCall(timeout: Duration? = nil) async throws(InterprocessError) -> ServiceCall<Request, Response> {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
+        core.markServer()
         let wait = ServiceWait(timeout: timeout)
         while true {
             if let call = try call(from: try await core.claimToServe(wait)) { return call }
@@ -278,18 +286,29 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     @inlinable
     public func blockingNextCall(timeout: Duration? = nil) throws(InterprocessError) -> ServiceCall<Request, Response> {
         try checkAttached()
+        core.markServer()
         let wait = ServiceWait(timeout: timeout)
         while true {
             if let call = try call(from: try core.blockingClaimToServe(wait)) { return call }
         }
     }
 
-    /// Takes the next request if one is queued now; never waits. Nil if there is none.
+    /// Takes the next request if one is queued now; never waits. Nil if there is none. With a
+    /// readiness descriptor (``readinessDescriptor()``), an event loop calls it until nil whenever
+    /// the descriptor is readable, after ``ChannelReadiness/acknowledge()``; ``tryServe(_:)`` is
+    /// that loop with a handler.
+    ///
+    /// When the queue is empty it also looks, at most once per 50 ms in this process, for a request
+    /// held by a server that died before it marked the request as its own, and takes it (what a
+    /// server parked in ``nextCall(timeout:)`` does while it waits): a loop that serves only by
+    /// descriptor should therefore call it on a timer as well (every 50 ms to a few seconds: how
+    /// long such a request may wait), since nothing announces that request again.
     /// - Throws: `closed` once the service is closed and every queued request was taken; `corrupt`,
     ///   as ``nextCall(timeout:)``.
     @inlinable
     public func tryNextCall() throws(InterprocessError) -> ServiceCall<Request, Response>? {
         try checkAttached()
+        core.markServer()
         while true {
             guard let claim = try core.tryClaimToServe() else { return nil }
             if let call = try call(from: claim) { return call }

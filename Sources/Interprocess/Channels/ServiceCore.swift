@@ -95,7 +95,13 @@ final class ServiceCore: @unchecked Sendable {
     /// looks for slots of clients that died.
     static let recoveryInterval: UInt64 = 50_000_000
 
-    init(storage: SharedObjectStorage, geometry: ServiceLayout.Geometry) throws(InterprocessError) {
+    /// The service's table of participants (nil: a service created without one); the request
+    /// queue pokes its armed readiness descriptors (``ServiceParticipants``).
+    let participants: ChannelParticipants?
+    /// Whether this handle has recorded this process as a server (process-local).
+    private let markedServer = Atomic<Bool>(false)
+
+    init(storage: SharedObjectStorage, geometry: ServiceLayout.Geometry, participants: ChannelParticipants? = nil) throws(InterprocessError) {
         guard let lease = storage.lease else { preconditionFailure("a service's storage carries a lease") }
         let base = storage.base
         self.storage = storage
@@ -109,7 +115,8 @@ final class ServiceCore: @unchecked Sendable {
         slots = base + geometry.slotsOffset
         queue = try ChannelRing(
             storage: storage, base: base + ServiceLayout.headerSize, capacity: geometry.queue.capacity,
-            maxMessageSize: geometry.queue.maxMessageSize, stride: geometry.queue.stride)
+            maxMessageSize: geometry.queue.maxMessageSize, stride: geometry.queue.stride, participants: participants)
+        self.participants = participants
         requests = atomic64(base + fieldOffset(\cipc_service.requests))
         replies = atomic64(base + fieldOffset(\cipc_service.replies))
         discardedReplies = atomic64(base + fieldOffset(\cipc_service.discarded_replies))
@@ -511,10 +518,40 @@ final class ServiceCore: @unchecked Sendable {
         }
     }
 
-    /// Claims the next queued request if there is one now (errors named).
+    /// Claims the next queued request if there is one now (errors named); see ``tryClaimRequest()``.
     @usableFromInline
     func tryClaimToServe() throws(InterprocessError) -> ChannelClaim? {
-        try named { () throws(InterprocessError) in try queue.tryClaimForReceiving() }
+        try named { () throws(InterprocessError) in try tryClaimRequest() }
+    }
+
+    /// Records once per handle that this process serves (asks for requests), so that `ipc inspect`
+    /// lists a server waiting for its first request as one.
+    @usableFromInline @inline(__always)
+    func markServer() {
+        if !markedServer.load(ordering: .relaxed) { recordServer() }
+    }
+
+    @inline(never)
+    private func recordServer() {
+        markedServer.store(true, ordering: .relaxed)
+        participants?.mark(ServiceParticipants.serverRole)
+    }
+
+    /// Claims the next request's queue slot without waiting (nil: none now), and — at most once per
+    /// ``ChannelRing/recoveryInterval`` in this process, when the queue is empty — looks over the
+    /// queue for requests held by a server that died before it took them (the ring's scan, which a
+    /// parked server runs while it waits): a server that waits on a readiness descriptor never
+    /// parks, so its `try…` calls are what redelivers such a request.
+    func tryClaimRequest() throws(InterprocessError) -> ChannelClaim? {
+        if let claim = try queue.tryClaimForReceiving() { return claim }
+        for _ in 0..<4 {
+            switch try queue.claimForReceiving(checkNow: true, announce: false) {
+            case .done(let claim): return claim
+            case .retry: continue
+            case .park: return nil
+            }
+        }
+        return try queue.tryClaimForReceiving()
     }
 
     /// Takes the request in the claimed queue slot: checks its header, moves its reply slot from

@@ -69,7 +69,8 @@ enum ServiceLayout: SharedObjectKind {
         header.pointee.slot_stride = UInt32(stride(maxResponseSize: parameters.maxResponseSize))
         header.pointee.request_format = parameters.requestType.format
         header.pointee.response_format = parameters.responseType.format
-        header.pointee.state_size = UInt64(size)
+        // With the table of participants (``ServiceState/size(for:)``) or without it.
+        header.pointee.state_size = UInt64(size == geometry.size + ServiceParticipants.tableSize ? size : geometry.size)
         header.pointee.queue_offset = UInt32(headerSize)
         header.pointee.queue_size = UInt64(geometry.queueSize)
         header.pointee.slots_offset = UInt64(geometry.slotsOffset)
@@ -95,6 +96,8 @@ enum ServiceLayout: SharedObjectKind {
         var responseType: String
         var requestFormat: UInt32
         var responseFormat: UInt32
+        /// Where the table of participants is (after the reply slots), nil for a service without one.
+        var participantsOffset: Int?
     }
 
     /// Checks an existing state before anything trusts it: the tag, every field fixed at creation
@@ -116,7 +119,8 @@ enum ServiceLayout: SharedObjectKind {
         let expectedGeometry = geometry(slots: slots, maxRequestSize: maxRequest, maxResponseSize: maxResponse)
         guard Int(header.slot_stride) == stride(maxResponseSize: maxResponse), Int(header.queue_offset) == headerSize,
               header.queue_size == UInt64(expectedGeometry.queueSize), header.slots_offset == UInt64(expectedGeometry.slotsOffset),
-              header.state_size == UInt64(expectedGeometry.size), expectedGeometry.size <= available
+              let participants = hasParticipants(stateSize: header.state_size, slotsEnd: expectedGeometry.size),
+              header.state_size <= UInt64(available)
         else {
             throw InterprocessError(.corrupt, detail: "inconsistent service header (stride \(header.slot_stride), queue at \(header.queue_offset) of \(header.queue_size) bytes, slots at \(header.slots_offset), size \(header.state_size) of \(available) bytes)")
         }
@@ -147,7 +151,17 @@ enum ServiceLayout: SharedObjectKind {
             queue: (queue.capacity, queue.maxMessageSize, queue.stride),
             requestType: ChannelMessageType.text(of: header.request_type, format: header.request_format),
             responseType: ChannelMessageType.text(of: header.response_type, format: header.response_format),
-            requestFormat: header.request_format, responseFormat: header.response_format)
+            requestFormat: header.request_format, responseFormat: header.response_format, participantsOffset: participants)
+    }
+
+    /// Where a service's table of participants starts, for a state of `stateSize` bytes whose reply
+    /// slots end at `slotsEnd`: there when the state holds the table, nil when it ends with the
+    /// slots (a service created before the table existed). `Int?.none?` (an outer nil) when the
+    /// size fits neither.
+    static func hasParticipants(stateSize: UInt64, slotsEnd: Int) -> Int?? {
+        if stateSize == UInt64(slotsEnd) { return .some(nil) }
+        if stateSize == UInt64(slotsEnd) &+ UInt64(ServiceParticipants.tableSize) { return .some(slotsEnd) }
+        return nil
     }
 
     /// Capacity, types, requests queued and in flight, slots by phase and what was recovered, read
@@ -205,6 +219,11 @@ enum ServiceLayout: SharedObjectKind {
             if phases[7] > 0 { details["invalidSlots"] = "\(phases[7])" }
             summary += ", \(inFlight) in flight"
         }
+        // The table of participants, if the service has one and the copy holds it.
+        if let participants = ServiceParticipants.describe(state, header: header, isAlive: isAlive) {
+            details.merge(participants.details) { _, new in new }
+            summary += participants.summary
+        }
         return SharedObjectDescription(details: details, summary: summary)
     }
 }
@@ -236,11 +255,26 @@ final class ServiceState: SharedObject, @unchecked Sendable {
         let geometry = try ServiceLayout.validate(storage.base, available: storage.available, expecting: nil)
         self.storage = storage
         self.geometry = geometry
-        core = try ServiceCore(storage: storage, geometry: geometry)
+        // The table of participants, if the service has one (validated: the state holds it).
+        participants = ServiceParticipants.table(storage: storage, offset: geometry.participantsOffset)
+        core = try ServiceCore(storage: storage, geometry: geometry, participants: participants)
+        participants?.join()
     }
 
+    deinit { leave() }
+
+    /// The service's table of participants (nil for a service created without one).
+    let participants: ChannelParticipants?
+    private let left = Atomic<Bool>(false)
+
+    /// This handle no longer counts in the table of participants (once).
+    private func leave() {
+        if !left.exchange(true, ordering: .relaxed) { participants?.leave() }
+    }
+
+    /// The bytes of a service: the header, the request queue, the reply slots and the table of participants.
     static func size(for parameters: ServiceParameters) throws(InterprocessError) -> Int {
-        try ServiceLayout.size(for: parameters)
+        try ServiceLayout.size(for: parameters) + ServiceParticipants.tableSize
     }
 
     static func initialize(_ state: UnsafeMutableRawPointer, size: Int, with parameters: ServiceParameters) {
@@ -253,5 +287,8 @@ final class ServiceState: SharedObject, @unchecked Sendable {
 
     var name: String? { storage.name }
 
-    func close() { storage.close() }
+    func close() {
+        leave()
+        storage.close()
+    }
 }
