@@ -551,6 +551,31 @@ struct ChannelTests {
         }
     }
 
+    /// A loop that only tries (an event loop on a readiness descriptor never parks) still gets the
+    /// message of a receiver that died holding it: `tryReceive` looks for such messages when the
+    /// channel looks empty (at most once per 50 ms), and nothing else would announce it.
+    @Test func tryReceiveAloneRedeliversTheMessageOfADeadReceiver() throws {
+        try withCleanNames("chantryorphan") { name in
+            let channel = try Channel<String>.create(name: name, capacity: 4)
+            defer { channel.detach() }
+            try channel.blockingSend("only")
+            let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", "channel.receive.afterClaim", "chan-receive", name, "60000")
+            defer { child.stop() }
+            #expect(child.readLine() == "receiving")
+            #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
+            // Only `try` forms from here on, polled until the message comes back (20 s: a bound).
+            var received: String?
+            let deadline = Clock.monotonicNanoseconds() + 20_000_000_000
+            while received == nil, Clock.monotonicNanoseconds() < deadline {
+                received = try channel.tryReceive()
+                if received == nil { usleep(5_000) }
+            }
+            #expect(received == "only")
+            #expect(detail(name, "redeliveries") == 1, "\(details(name))")
+            #expect(try channel.tryReceive() == nil)
+        }
+    }
+
     /// A process killed while it repairs a slot leaves it to the next repairer.
     @Test func aRepairerKilledWhileRepairingLeavesItToTheNext() throws {
         try withCleanNames("chankillrepair") { name in

@@ -298,7 +298,9 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
 
     /// Receives the next message if there is one now; never waits. Returns nil if the channel is
     /// empty (or its next message is still being written). A message whose receiver died is found by
-    /// receivers and senders that wait (within ~50 ms), not by this call.
+    /// receivers and senders that wait (within ~50 ms), and by this call when the channel looks
+    /// empty (at most one look per 50 ms in this process): an event loop that receives only through
+    /// ``readinessDescriptor()`` should also call it on a timer, since nothing announces such a message.
     /// - Throws: `closed` once the channel is closed and every message was received;
     ///   `decodingFailed`, `corrupt`, as ``receive(timeout:)``.
     @inlinable

@@ -409,7 +409,9 @@ final class ChannelRing: @unchecked Sendable {
     }
 
     /// Claims the next message without waiting: nil if there is none now. Throws `closed` when the
-    /// channel is closed and drained.
+    /// channel is closed and drained. When there is none, repairs the slot it needs if its holder
+    /// died, and at most once per ``recoveryInterval`` in this process scans for messages whose
+    /// receiver died (redelivering them).
     @usableFromInline
     func tryClaimForReceiving() throws(InterprocessError) -> ChannelClaim? {
         var checked = false
@@ -419,9 +421,13 @@ final class ChannelRing: @unchecked Sendable {
             case .retry: continue
             case .park:
                 // The slot we need is held by a process that died: repair it and try again (once).
+                // And, at most once per `recoveryInterval` in this process, look for messages whose
+                // receiver died (a parked receiver does it while it waits; a loop that only tries,
+                // on a readiness descriptor, never parks, and nothing announces such a message).
                 if !checked {
                     checked = true
                     if try recoverIfDead(slot(at: receivePosition.pointee.load(ordering: .acquiring))) { continue }
+                    if scanIsDue(), try scan(all: false) { continue }
                 }
                 // Empty (or its next message not written yet): would wait. A message that a live
                 // process holds for a moment (its sender finishing, another receiver claiming it)

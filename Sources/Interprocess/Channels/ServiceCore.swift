@@ -537,21 +537,13 @@ final class ServiceCore: @unchecked Sendable {
         participants?.mark(ServiceParticipants.serverRole)
     }
 
-    /// Claims the next request's queue slot without waiting (nil: none now), and — at most once per
-    /// ``ChannelRing/recoveryInterval`` in this process, when the queue is empty — looks over the
-    /// queue for requests held by a server that died before it took them (the ring's scan, which a
-    /// parked server runs while it waits): a server that waits on a readiness descriptor never
-    /// parks, so its `try…` calls are what redelivers such a request.
+    /// Claims the next request's queue slot without waiting (nil: none now). When the queue is
+    /// empty, the ring's `try` form also looks (at most once per ``ChannelRing/recoveryInterval`` in
+    /// this process) for requests held by a server that died before it took them: a server that
+    /// waits on a readiness descriptor never parks, so its `try…` calls are what redelivers such a
+    /// request.
     func tryClaimRequest() throws(InterprocessError) -> ChannelClaim? {
-        if let claim = try queue.tryClaimForReceiving() { return claim }
-        for _ in 0..<4 {
-            switch try queue.claimForReceiving(checkNow: true, announce: false) {
-            case .done(let claim): return claim
-            case .retry: continue
-            case .park: return nil
-            }
-        }
-        return try queue.tryClaimForReceiving()
+        try queue.tryClaimForReceiving()
     }
 
     /// Takes the request in the claimed queue slot: checks its header, moves its reply slot from
