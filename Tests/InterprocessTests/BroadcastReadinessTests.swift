@@ -7,39 +7,6 @@ import InterprocessSystem
 import InterprocessToolSupport
 import SystemPackage
 
-/// What `ipc inspect` shows for the named broadcast.
-private func details(_ name: String) -> [String: String] {
-    (try? SharedMemory.info(name: name).details) ?? [:]
-}
-
-/// The subscriber lines of `ipc inspect` that name `pid`.
-private func subscriberLines(_ name: String, pid: Int32) -> [String] {
-    details(name).filter { $0.key.hasPrefix("subscriber.") && $0.value.hasPrefix("pid \(pid) ") }.map(\.value)
-}
-
-/// Whether `fd` is readable within `milliseconds` (0: now). The bound is an upper bound only.
-private func isReadable(_ fd: FileDescriptor, within milliseconds: Int32) -> Bool {
-    var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
-    while true {
-        let ready = poll(&entry, 1, milliseconds)
-        if ready < 0 && errno == EINTR { continue }
-        return ready > 0 && entry.revents & Int16(POLLIN) != 0
-    }
-}
-
-/// The readiness socket files of the broadcast `name` in this user's runtime directory:
-/// `bcready-<FNV-1a 64 of the name>-<number>`.
-private func readinessFiles(_ name: String) -> Set<String> {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-    let digits = String(hash, radix: 16)
-    let prefix = "bcready-" + String(repeating: "0", count: 16 - digits.count) + digits + "-"
-    let directory = (LocalPath.environment("INTERPROCESS_RUNTIME_DIR").flatMap { $0.isEmpty ? nil : $0 })
-        ?? LocalPath.environment("XDG_RUNTIME_DIR").map { $0 + "/interprocess" }
-        ?? "/tmp/interprocess-\(getuid())"
-    return Set(LocalPath.entries(of: directory).filter { $0.hasPrefix(prefix) })
-}
-
 /// Receives until nil; the values of the messages (a `.missed` is recorded as nil).
 private func drain(_ subscription: Broadcast<UInt64>.Subscription) throws -> [UInt64?] {
     var values: [UInt64?] = []
@@ -122,25 +89,25 @@ struct BroadcastReadinessTests {
             let readiness = try first.readinessDescriptor()
             expectError(.alreadyExists) { try first.readinessDescriptor() }
             let other = try second.readinessDescriptor()
-            #expect(readinessFiles(name).count == 2)
-            let lines = subscriberLines(name, pid: getpid())
+            #expect(readinessFiles(name, kind: "bcready").count == 2)
+            let lines = inspectLines(name, "subscriber.", pid: getpid())
             #expect(lines.count == 2 && lines.allSatisfy { $0.contains("readiness descriptor (armed, 0 wake-ups)") }, "\(lines)")
             readiness.close()
             readiness.close()
-            #expect(readinessFiles(name).count == 1)
-            #expect(subscriberLines(name, pid: getpid()).filter { $0.contains("readiness descriptor") }.count == 1)
+            #expect(readinessFiles(name, kind: "bcready").count == 1)
+            #expect(inspectLines(name, "subscriber.", pid: getpid()).filter { $0.contains("readiness descriptor") }.count == 1)
             let again = try first.readinessDescriptor()
-            #expect(readinessFiles(name).count == 2)
+            #expect(readinessFiles(name, kind: "bcready").count == 2)
             // Closing the subscription closes its descriptor (and frees its place's fields).
             first.close()
-            #expect(readinessFiles(name).count == 1)
+            #expect(readinessFiles(name, kind: "bcready").count == 1)
             expectError(.closed) { try first.readinessDescriptor() }
             again.acknowledge()
             #expect(try broadcast.tryPublish(5))
             #expect(isReadable(other.fileDescriptor, within: 0))
             #expect(again.wakeUps == 0)
             other.close()
-            #expect(readinessFiles(name).isEmpty)
+            #expect(readinessFiles(name, kind: "bcready").isEmpty)
         }
     }
 
@@ -159,7 +126,7 @@ struct BroadcastReadinessTests {
             defer { low.close() }
             let high = try subscriptions[70].readinessDescriptor()
             defer { high.close() }
-            #expect(subscriberLines(name, pid: getpid()).filter { $0.contains("readiness descriptor (armed") }.count == 2)
+            #expect(inspectLines(name, "subscriber.", pid: getpid()).filter { $0.contains("readiness descriptor (armed") }.count == 2)
             for value in 0..<5 as Range<UInt64> { #expect(try broadcast.tryPublish(value)) }
             #expect(isReadable(low.fileDescriptor, within: 0) && isReadable(high.fileDescriptor, within: 0))
             #expect(low.wakeUps == 1 && high.wakeUps == 1)
@@ -187,17 +154,17 @@ struct BroadcastReadinessTests {
             let child = try Peer.spawn("bcready-hold", name)
             defer { child.stop() }
             #expect(child.readLine() == "registered")
-            let lines = subscriberLines(name, pid: child.pid)
+            let lines = inspectLines(name, "subscriber.", pid: child.pid)
             #expect(lines.count == 1 && lines.first?.contains("readiness descriptor (armed, 0 wake-ups)") == true, "\(lines)")
-            #expect(readinessFiles(name).count == 1)
+            #expect(readinessFiles(name, kind: "bcready").count == 1)
             child.stop()
-            #expect(subscriberLines(name, pid: child.pid).first?.contains("(dead)") == true)
+            #expect(inspectLines(name, "subscriber.", pid: child.pid).first?.contains("(dead)") == true)
             #expect(broadcast.subscriberCount == 1)
             #expect(try broadcast.tryPublish(1))
-            #expect(subscriberLines(name, pid: child.pid).isEmpty)
-            #expect(readinessFiles(name).isEmpty)
+            #expect(inspectLines(name, "subscriber.", pid: child.pid).isEmpty)
+            #expect(readinessFiles(name, kind: "bcready").isEmpty)
             #expect(broadcast.subscriberCount == 0)
-            #expect(details(name)["departedSubscribers"] == "1")
+            #expect(inspectDetails(name)["departedSubscribers"] == "1")
             #expect(try broadcast.tryPublish(2))
         }
     }
@@ -213,11 +180,11 @@ struct BroadcastReadinessTests {
             defer { child.stop() }
             #expect(child.readLine() == "registered")
             child.stop()
-            #expect(readinessFiles(name).count == 1)
+            #expect(readinessFiles(name, kind: "bcready").count == 1)
             let subscription = try broadcast.subscribe()
             defer { subscription.close() }
-            #expect(readinessFiles(name).isEmpty)
-            #expect(subscriberLines(name, pid: getpid()) == ["pid \(getpid()) at 0 (0 behind), received 0, missed 0"])
+            #expect(readinessFiles(name, kind: "bcready").isEmpty)
+            #expect(inspectLines(name, "subscriber.", pid: getpid()) == ["pid \(getpid()) at 0 (0 behind), received 0, missed 0"])
             let readiness = try subscription.readinessDescriptor()
             defer { readiness.close() }
             #expect(try broadcast.tryPublish(9))
@@ -239,12 +206,12 @@ struct BroadcastReadinessTests {
             let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "bcready-hold", name)
             defer { child.stop() }
             #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
-            #expect(subscriberLines(name, pid: child.pid).first?.contains("(dead)") == true)
-            #expect(readinessFiles(name).count == (point == "channel.readiness.numbered" ? 0 : 1))
+            #expect(inspectLines(name, "subscriber.", pid: child.pid).first?.contains("(dead)") == true)
+            #expect(readinessFiles(name, kind: "bcready").count == (point == "channel.readiness.numbered" ? 0 : 1))
             let subscription = try broadcast.subscribe()
             defer { subscription.close() }
-            #expect(readinessFiles(name).isEmpty)
-            #expect(subscriberLines(name, pid: child.pid).isEmpty)
+            #expect(readinessFiles(name, kind: "bcready").isEmpty)
+            #expect(inspectLines(name, "subscriber.", pid: child.pid).isEmpty)
             let readiness = try subscription.readinessDescriptor()
             defer { readiness.close() }
             #expect(try broadcast.tryPublish(3))
@@ -269,14 +236,14 @@ struct BroadcastReadinessTests {
             let sweeper = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", "broadcast.readiness.sweep.taken", "bc-publish", name, "0", "1")
             defer { sweeper.stop() }
             #expect(sweeper.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
-            let marked = subscriberLines(name, pid: sweeper.pid)
+            let marked = inspectLines(name, "subscriber.", pid: sweeper.pid)
             #expect(marked.count == 1 && marked.first?.contains("(dead)") == true && marked.first?.contains("joining") == true, "\(marked)")
-            #expect(readinessFiles(name).count == 1)
+            #expect(readinessFiles(name, kind: "bcready").count == 1)
             #expect(try broadcast.tryPublish(1), "a place being swept holds no publisher back")
             let subscription = try broadcast.subscribe()
             defer { subscription.close() }
-            #expect(readinessFiles(name).isEmpty)
-            #expect(subscriberLines(name, pid: sweeper.pid).isEmpty && subscriberLines(name, pid: holder.pid).isEmpty)
+            #expect(readinessFiles(name, kind: "bcready").isEmpty)
+            #expect(inspectLines(name, "subscriber.", pid: sweeper.pid).isEmpty && inspectLines(name, "subscriber.", pid: holder.pid).isEmpty)
         }
     }
 
@@ -292,16 +259,16 @@ struct BroadcastReadinessTests {
             defer { child.stop() }
             #expect(child.readLine() == "registered")
             #expect(try broadcast.tryPublish(0))
-            let signalled = subscriberLines(name, pid: child.pid)
+            let signalled = inspectLines(name, "subscriber.", pid: child.pid)
             #expect(signalled.first?.contains("readiness descriptor (signalled or not armed, 1 wake-ups)") == true, "\(signalled)")
             child.stop()
-            #expect(readinessFiles(name).count == 1)
+            #expect(readinessFiles(name, kind: "bcready").count == 1)
             #expect(try broadcast.tryPublish(1))
-            #expect(readinessFiles(name).count == 1, "nothing was sent to it, so nothing found it")
+            #expect(readinessFiles(name, kind: "bcready").count == 1, "nothing was sent to it, so nothing found it")
             #expect(try broadcast.tryPublish(2), "the dead subscriber at position 0 is cleared")
-            #expect(readinessFiles(name).isEmpty)
-            #expect(subscriberLines(name, pid: child.pid).isEmpty)
-            #expect(details(name)["departedSubscribers"] == "1")
+            #expect(readinessFiles(name, kind: "bcready").isEmpty)
+            #expect(inspectLines(name, "subscriber.", pid: child.pid).isEmpty)
+            #expect(inspectDetails(name)["departedSubscribers"] == "1")
         }
     }
 
@@ -321,8 +288,8 @@ struct BroadcastReadinessTests {
             scribble(name, at: SharedMemory.payloadOffset + 272, [UInt8](repeating: 0xFF, count: 8))   // descriptors_armed
             #expect(broadcast.subscriberCount == 4)
             #expect(try broadcast.tryPublish(1))
-            #expect(broadcast.subscriberCount == 0, "\(details(name))")
-            #expect(details(name)["departedSubscribers"] == "4")
+            #expect(broadcast.subscriberCount == 0, "\(inspectDetails(name))")
+            #expect(inspectDetails(name)["departedSubscribers"] == "4")
             let subscription = try broadcast.subscribe()
             defer { subscription.close() }
             let readiness = try subscription.readinessDescriptor()
@@ -420,7 +387,7 @@ struct BroadcastReadinessTests {
             }
             #expect(try subscription.tryReceive() == nil)
             readiness.close()
-            #expect(readinessFiles(name).isEmpty)
+            #expect(readinessFiles(name, kind: "bcready").isEmpty)
         }
     }
 }

@@ -7,43 +7,6 @@ import InterprocessSystem
 import InterprocessToolSupport
 import SystemPackage
 
-/// What `ipc inspect` shows for the named channel.
-private func details(_ name: String) -> [String: String] {
-    (try? SharedMemory.info(name: name).details) ?? [:]
-}
-
-/// The participant lines of `ipc inspect` that name `pid`.
-private func participantLines(_ name: String, pid: Int32) -> [String] {
-    details(name).filter { $0.key.hasPrefix("participant.") && $0.value.hasPrefix("pid \(pid) ") }.map(\.value)
-}
-
-/// Whether `fd` is readable within `milliseconds` (0: now). The bound is an upper bound only.
-private func isReadable(_ fd: FileDescriptor, within milliseconds: Int32) -> Bool {
-    var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
-    while true {
-        let ready = poll(&entry, 1, milliseconds)
-        if ready < 0 && errno == EINTR { continue }
-        return ready > 0 && entry.revents & Int16(POLLIN) != 0
-    }
-}
-
-/// The readiness socket files of the channel `name` in this user's runtime directory (what a
-/// registration leaves there): `ready-<FNV-1a 64 of the name>-<number>`.
-private func readinessFiles(_ name: String) -> Set<String> {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-    let digits = String(hash, radix: 16)
-    let prefix = "ready-" + String(repeating: "0", count: 16 - digits.count) + digits + "-"
-    return allReadinessFiles().filter { $0.hasPrefix(prefix) }
-}
-
-private func allReadinessFiles() -> Set<String> {
-    let directory = (LocalPath.environment("INTERPROCESS_RUNTIME_DIR").flatMap { $0.isEmpty ? nil : $0 })
-        ?? LocalPath.environment("XDG_RUNTIME_DIR").map { $0 + "/interprocess" }
-        ?? "/tmp/interprocess-\(getuid())"
-    return Set(LocalPath.entries(of: directory).filter { $0.hasPrefix("ready-") })
-}
-
 @Suite("Channel readiness descriptors")
 struct ChannelReadinessTests {
     @Test func becomesReadableWhenAChildSends() async throws {
@@ -106,17 +69,17 @@ struct ChannelReadinessTests {
                         let channel = try Channel<String>.create(name: prefix + "-c", capacity: 4)
             defer { channel.detach() }
             let readiness = try channel.readinessDescriptor()
-            #expect(readinessFiles(prefix + "-c").count == 1)
+            #expect(readinessFiles(prefix + "-c", kind: "ready").count == 1)
             let again = #expect(throws: InterprocessError.self) { _ = try channel.readinessDescriptor() }
             #expect(again?.code == .alreadyExists)
-            let line = participantLines(prefix + "-c", pid: getpid())
+            let line = inspectLines(prefix + "-c", "participant.", pid: getpid())
             #expect(line.count == 1 && line.first?.contains("readiness descriptor (armed") == true, "\(line)")
             readiness.close()
             readiness.close()
-            #expect(readinessFiles(prefix + "-c").isEmpty)
+            #expect(readinessFiles(prefix + "-c", kind: "ready").isEmpty)
             let second = try channel.readinessDescriptor()
             second.close()
-            #expect(readinessFiles(prefix + "-c").isEmpty)
+            #expect(readinessFiles(prefix + "-c", kind: "ready").isEmpty)
         }
     }
 
@@ -129,15 +92,15 @@ struct ChannelReadinessTests {
             let child = try Peer.spawn("ready-hold", prefix + "-c")
             defer { child.stop() }
             #expect(child.readLine() == "registered")
-            let lines = participantLines(prefix + "-c", pid: child.pid)
+            let lines = inspectLines(prefix + "-c", "participant.", pid: child.pid)
             #expect(lines.count == 1 && lines.first?.contains("alive") == true && lines.first?.contains("readiness descriptor (armed") == true, "\(lines)")
-            #expect(readinessFiles(prefix + "-c").count == 1)
+            #expect(readinessFiles(prefix + "-c", kind: "ready").count == 1)
             child.stop()
-            let ended = participantLines(prefix + "-c", pid: child.pid)
+            let ended = inspectLines(prefix + "-c", "participant.", pid: child.pid)
             #expect(ended.count == 1 && ended.first?.contains("ended") == true, "\(ended)")
             #expect(try channel.trySend("to nobody's descriptor"))
-            #expect(participantLines(prefix + "-c", pid: child.pid).isEmpty)
-            #expect(readinessFiles(prefix + "-c").isEmpty)
+            #expect(inspectLines(prefix + "-c", "participant.", pid: child.pid).isEmpty)
+            #expect(readinessFiles(prefix + "-c", kind: "ready").isEmpty)
             #expect(try channel.tryReceive() == "to nobody's descriptor")
         }
     }
@@ -156,8 +119,8 @@ struct ChannelReadinessTests {
             let sender = try Peer.spawn("ready-send", prefix + "-c", "s", "0")
             defer { sender.stop() }
             #expect(sender.readLine() == "ready")
-            #expect(participantLines(prefix + "-c", pid: child.pid).isEmpty)
-            #expect(readinessFiles(prefix + "-c").isEmpty)
+            #expect(inspectLines(prefix + "-c", "participant.", pid: child.pid).isEmpty)
+            #expect(readinessFiles(prefix + "-c", kind: "ready").isEmpty)
             sender.tell()
             #expect(sender.readLine() == "done")
         }
@@ -182,13 +145,13 @@ struct ChannelReadinessTests {
                 child.tell()
             }
             #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
-            let left = participantLines(name, pid: child.pid)
+            let left = inspectLines(name, "participant.", pid: child.pid)
             #expect(left.count == 1 && left.first?.contains("ended") == true, "\(left)")
             let joiner = try Peer.spawn("ready-send", name, "j", "1")
             defer { joiner.stop() }
             #expect(joiner.readLine() == "ready")
-            #expect(participantLines(name, pid: child.pid).isEmpty)
-            #expect(readinessFiles(name).isEmpty)
+            #expect(inspectLines(name, "participant.", pid: child.pid).isEmpty)
+            #expect(readinessFiles(name, kind: "ready").isEmpty)
             let readiness = try channel.readinessDescriptor()
             defer { readiness.close() }
             joiner.tell()
@@ -213,14 +176,14 @@ struct ChannelReadinessTests {
             let sweeper = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", "channel.participants.sweep.taken", "ready-send", name, "s", "0")
             defer { sweeper.stop() }
             #expect(sweeper.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
-            let marked = participantLines(name, pid: sweeper.pid)
+            let marked = inspectLines(name, "participant.", pid: sweeper.pid)
             #expect(marked.count == 1 && marked.first?.contains("ended (being swept)") == true, "\(marked)")
-            #expect(readinessFiles(name).count == 1)
+            #expect(readinessFiles(name, kind: "ready").count == 1)
             let joiner = try Peer.spawn("ready-send", name, "j", "0")
             defer { joiner.stop() }
             #expect(joiner.readLine() == "ready")
-            #expect(participantLines(name, pid: holder.pid).isEmpty && participantLines(name, pid: sweeper.pid).isEmpty)
-            #expect(readinessFiles(name).isEmpty)
+            #expect(inspectLines(name, "participant.", pid: holder.pid).isEmpty && inspectLines(name, "participant.", pid: sweeper.pid).isEmpty)
+            #expect(readinessFiles(name, kind: "ready").isEmpty)
             joiner.tell()
             #expect(joiner.readLine() == "done")
         }
@@ -270,7 +233,7 @@ struct ChannelReadinessTests {
             #expect(try channel.tryReceive() == nil)
             #expect(readiness.wakeUps >= 1)
             readiness.close()
-            #expect(readinessFiles(prefix + "-c").isEmpty)
+            #expect(readinessFiles(prefix + "-c", kind: "ready").isEmpty)
         }
     }
 }
@@ -285,7 +248,7 @@ struct ChannelParticipantsTests {
             let channel = try Channel<String>.create(name: name, capacity: 8)
             defer { channel.detach() }
             let second = try Channel<String>.open(name: name)
-            let mine = participantLines(name, pid: getpid())
+            let mine = inspectLines(name, "participant.", pid: getpid())
             #expect(mine == ["pid \(getpid()) alive, no messages yet, 2 handles"], "\(mine)")
             second.detach()
             let sender = try Peer.spawn("ready-send", name, "s", "2")
@@ -293,14 +256,14 @@ struct ChannelParticipantsTests {
             #expect(sender.readLine() == "ready")
             sender.tell()
             #expect(sender.readLine() == "done")
-            #expect(participantLines(name, pid: sender.pid) == ["pid \(sender.pid) alive, sender, 1 handle"])
+            #expect(inspectLines(name, "participant.", pid: sender.pid) == ["pid \(sender.pid) alive, sender, 1 handle"])
             #expect(try channel.tryReceive() == "s:0")
-            #expect(participantLines(name, pid: getpid()) == ["pid \(getpid()) alive, receiver, 1 handle"])
+            #expect(inspectLines(name, "participant.", pid: getpid()) == ["pid \(getpid()) alive, receiver, 1 handle"])
             let info = try SharedMemory.info(name: name)
             #expect(info.details["producers"] == "1" && info.details["consumers"] == "1", "\(info.details)")
             #expect(info.summary.contains("1 of 8 messages, 1 producer, 1 consumer"), "\(info.summary)")
             sender.stop()
-            #expect(participantLines(name, pid: sender.pid) == ["pid \(sender.pid) ended, sender, 1 handle"])
+            #expect(inspectLines(name, "participant.", pid: sender.pid) == ["pid \(sender.pid) ended, sender, 1 handle"])
             #expect(try SharedMemory.info(name: name).summary.contains("0 producers, 1 consumer (1 ended)"))
         }
     }
@@ -321,19 +284,19 @@ struct ChannelParticipantsTests {
                 scribble(name, at: table + entry * 64, bytes)
             }
             scribble(name, at: 4096 + 392, [UInt8](repeating: 0xFF, count: 8))
-            let described = details(name)
+            let described = inspectDetails(name)
             #expect(described["participants"] == "64", "\(described)")
             #expect(try channel.trySend("after the scribble"))
             #expect(try channel.tryReceive() == "after the scribble")
             // Garbage is never followed: none of it is a token, so no datagram went anywhere.
-            let after = details(name)
+            let after = inspectDetails(name)
             #expect(after.filter { $0.key.hasPrefix("participant.") && $0.value.contains(" alive") }.count == 1, "\(after)")
             #expect(after.filter { $0.key.hasPrefix("participant.") && $0.value.contains(" ended") }.count == 63, "\(after)")
             // A process that joins sweeps every entry without a live owner, and takes one.
             let joiner = try Peer.spawn("ready-send", name, "j", "1")
             defer { joiner.stop() }
             #expect(joiner.readLine() == "ready")
-            #expect(details(name)["participants"] == "2", "\(details(name))")
+            #expect(inspectDetails(name)["participants"] == "2", "\(inspectDetails(name))")
             let readiness = try channel.readinessDescriptor()
             joiner.tell()
             #expect(joiner.readLine() == "done")
@@ -376,9 +339,9 @@ struct ChannelParticipantsToolTests {
             #expect(result.output.contains("pid \(child.pid) ended"), "\(result.output)")
             #expect(try channel.tryReceive() == "one")
             // The last process to let go sweeps the dead one's socket file.
-            #expect(readinessFiles(name).count == 1)
+            #expect(readinessFiles(name, kind: "ready").count == 1)
             channel.detach()
-            #expect(readinessFiles(name).isEmpty)
+            #expect(readinessFiles(name, kind: "ready").isEmpty)
         }
     }
 }

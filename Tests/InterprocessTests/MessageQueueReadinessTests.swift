@@ -7,39 +7,6 @@ import InterprocessSystem
 import InterprocessToolSupport
 import SystemPackage
 
-/// What `ipc inspect` shows for the named message queue.
-private func queueDetails(_ name: String) -> [String: String] {
-    (try? SharedMemory.info(name: name).details) ?? [:]
-}
-
-/// The participant lines of `ipc inspect` that name `pid`.
-private func queueParticipantLines(_ name: String, pid: Int32) -> [String] {
-    queueDetails(name).filter { $0.key.hasPrefix("participant.") && $0.value.hasPrefix("pid \(pid) ") }.map(\.value)
-}
-
-/// Whether `fd` is readable within `milliseconds` (0: now). The bound is an upper bound only.
-private func readable(_ fd: FileDescriptor, within milliseconds: Int32) -> Bool {
-    var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
-    while true {
-        let ready = poll(&entry, 1, milliseconds)
-        if ready < 0 && errno == EINTR { continue }
-        return ready > 0 && entry.revents & Int16(POLLIN) != 0
-    }
-}
-
-/// The readiness socket files of the message queue `name` in this user's runtime directory:
-/// `mqready-<FNV-1a 64 of the name>-<number>`.
-private func queueReadinessFiles(_ name: String) -> Set<String> {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-    let digits = String(hash, radix: 16)
-    let prefix = "mqready-" + String(repeating: "0", count: 16 - digits.count) + digits + "-"
-    let directory = (LocalPath.environment("INTERPROCESS_RUNTIME_DIR").flatMap { $0.isEmpty ? nil : $0 })
-        ?? LocalPath.environment("XDG_RUNTIME_DIR").map { $0 + "/interprocess" }
-        ?? "/tmp/interprocess-\(getuid())"
-    return Set(LocalPath.entries(of: directory).filter { $0.hasPrefix(prefix) })
-}
-
 @Suite("Message queue readiness descriptors and participants")
 struct MessageQueueReadinessTests {
     /// A child sends three messages of different priorities: the descriptor becomes readable (one
@@ -53,15 +20,15 @@ struct MessageQueueReadinessTests {
             let readiness = try queue.readinessDescriptor()
             defer { readiness.close() }
             #expect(try queue.tryReceive() == nil)
-            #expect(!readable(readiness.fileDescriptor, within: 0))
+            #expect(!isReadable(readiness.fileDescriptor, within: 0))
             let sender = try Peer.spawn("ready-mq-send", name, "1=low", "9=high", "5=middle")
             defer { sender.stop() }
             #expect(sender.readLine() == "ready")
             sender.tell()
-            #expect(readable(readiness.fileDescriptor, within: 20_000))
+            #expect(isReadable(readiness.fileDescriptor, within: 20_000))
             #expect(sender.readLine() == "done")
             readiness.acknowledge()
-            #expect(!readable(readiness.fileDescriptor, within: 0))
+            #expect(!isReadable(readiness.fileDescriptor, within: 0))
             let first = try queue.tryReceiveWithPriority()
             let second = try queue.tryReceiveWithPriority()
             let third = try queue.tryReceiveWithPriority()
@@ -70,7 +37,7 @@ struct MessageQueueReadinessTests {
             #expect(third?.message == "low" && third?.priority == 1)
             #expect(try queue.tryReceive() == nil)
             #expect(readiness.wakeUps == 1)
-            #expect(queueParticipantLines(name, pid: sender.pid) == ["pid \(sender.pid) alive, sender, 1 handle"])
+            #expect(inspectLines(name, "participant.", pid: sender.pid) == ["pid \(sender.pid) alive, sender, 1 handle"])
         }
     }
 
@@ -87,27 +54,27 @@ struct MessageQueueReadinessTests {
             defer { readiness.close() }
             let again = #expect(throws: InterprocessError.self) { _ = try sender.readinessDescriptor() }
             #expect(again?.code == .alreadyExists)
-            #expect(queueReadinessFiles(prefix + "-q").count == 1)
+            #expect(readinessFiles(prefix + "-q", kind: "mqready").count == 1)
             #expect(try sender.trySend("one"))
-            #expect(readable(readiness.fileDescriptor, within: 0))
+            #expect(isReadable(readiness.fileDescriptor, within: 0))
             #expect(try sender.trySend("two", priority: 2))
             #expect(readiness.wakeUps == 1)
             readiness.acknowledge()
-            #expect(!readable(readiness.fileDescriptor, within: 0))
+            #expect(!isReadable(readiness.fileDescriptor, within: 0))
             #expect(try receiver.tryReceive() == "two")
             #expect(try receiver.tryReceive() == "one")
             #expect(try receiver.tryReceive() == nil)
             #expect(try sender.trySend("three"))
-            #expect(readable(readiness.fileDescriptor, within: 0))
+            #expect(isReadable(readiness.fileDescriptor, within: 0))
             #expect(readiness.wakeUps == 2)
             readiness.acknowledge()
             sender.close()
-            #expect(readable(readiness.fileDescriptor, within: 0))
+            #expect(isReadable(readiness.fileDescriptor, within: 0))
             #expect(try receiver.tryReceive() == "three")
             let end = #expect(throws: InterprocessError.self) { _ = try receiver.tryReceive() }
             #expect(end?.code == .closed)
             readiness.close()
-            #expect(queueReadinessFiles(prefix + "-q").isEmpty)
+            #expect(readinessFiles(prefix + "-q", kind: "mqready").isEmpty)
         }
     }
 
@@ -121,15 +88,15 @@ struct MessageQueueReadinessTests {
             let child = try Peer.spawn("ready-mq-hold", name)
             defer { child.stop() }
             #expect(child.readLine() == "registered")
-            let lines = queueParticipantLines(name, pid: child.pid)
+            let lines = inspectLines(name, "participant.", pid: child.pid)
             #expect(lines == ["pid \(child.pid) alive, no messages yet, 2 handles, readiness descriptor (armed, 0 wake-ups)"], "\(lines)")
-            #expect(queueReadinessFiles(name).count == 1)
+            #expect(readinessFiles(name, kind: "mqready").count == 1)
             child.stop()
-            let ended = queueParticipantLines(name, pid: child.pid)
+            let ended = inspectLines(name, "participant.", pid: child.pid)
             #expect(ended.count == 1 && ended.first?.contains("ended") == true, "\(ended)")
             #expect(try queue.trySend("to nobody's descriptor", priority: 3))
-            #expect(queueParticipantLines(name, pid: child.pid).isEmpty)
-            #expect(queueReadinessFiles(name).isEmpty)
+            #expect(inspectLines(name, "participant.", pid: child.pid).isEmpty)
+            #expect(readinessFiles(name, kind: "mqready").isEmpty)
             #expect(try queue.tryReceive() == "to nobody's descriptor")
         }
     }
@@ -151,7 +118,7 @@ struct MessageQueueReadinessTests {
             #expect(refused?.code == .incompatible)
             #expect(try old.trySend("still works", priority: 1))
             #expect(try old.tryReceive() == "still works")
-            #expect(queueDetails(name)["participants"] == nil)
+            #expect(inspectDetails(name)["participants"] == nil)
             scribble(name, at: 4096 + 24, withUnsafeBytes(of: (slotsEnd + 8).littleEndian) { Array($0) })
             let broken = #expect(throws: InterprocessError.self) { _ = try MessageQueue<String>.open(name: name) }
             #expect(broken?.code == .corrupt)
@@ -167,7 +134,7 @@ struct MessageQueueReadinessTests {
             let name = prefix + "-q"
             let queue = try MessageQueue<String>.create(name: name, capacity: 8)
             defer { queue.detach() }
-            #expect(queueParticipantLines(name, pid: getpid()) == ["pid \(getpid()) alive, no messages yet, 1 handle"])
+            #expect(inspectLines(name, "participant.", pid: getpid()) == ["pid \(getpid()) alive, no messages yet, 1 handle"])
             let sender = try Peer.spawn("ready-mq-send", name, "4=a", "7=b")
             defer { sender.stop() }
             #expect(sender.readLine() == "ready")
@@ -191,9 +158,9 @@ struct MessageQueueReadinessTests {
             #expect(try SharedMemory.info(name: name).summary.contains("0 producers, 1 consumer (1 ended)"))
             holder.stop()
             // The last process to let go sweeps the dead holder's socket file.
-            #expect(queueReadinessFiles(name).count == 1)
+            #expect(readinessFiles(name, kind: "mqready").count == 1)
             queue.detach()
-            #expect(queueReadinessFiles(name).isEmpty)
+            #expect(readinessFiles(name, kind: "mqready").isEmpty)
         }
     }
 }

@@ -7,39 +7,6 @@ import InterprocessSystem
 import InterprocessToolSupport
 import SystemPackage
 
-/// What `ipc inspect` shows for the named service.
-private func serviceDetails(_ name: String) -> [String: String] {
-    (try? SharedMemory.info(name: name).details) ?? [:]
-}
-
-/// The participant lines of `ipc inspect` that name `pid`.
-private func serviceParticipantLines(_ name: String, pid: Int32) -> [String] {
-    serviceDetails(name).filter { $0.key.hasPrefix("participant.") && $0.value.hasPrefix("pid \(pid) ") }.map(\.value)
-}
-
-/// Whether `fd` is readable within `milliseconds` (0: now). The bound is an upper bound only.
-private func readable(_ fd: FileDescriptor, within milliseconds: Int32) -> Bool {
-    var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
-    while true {
-        let ready = poll(&entry, 1, milliseconds)
-        if ready < 0 && errno == EINTR { continue }
-        return ready > 0 && entry.revents & Int16(POLLIN) != 0
-    }
-}
-
-/// The readiness socket files of the service `name` in this user's runtime directory:
-/// `srvready-<FNV-1a 64 of the name>-<number>`.
-private func serviceReadinessFiles(_ name: String) -> Set<String> {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-    let digits = String(hash, radix: 16)
-    let prefix = "srvready-" + String(repeating: "0", count: 16 - digits.count) + digits + "-"
-    let directory = (LocalPath.environment("INTERPROCESS_RUNTIME_DIR").flatMap { $0.isEmpty ? nil : $0 })
-        ?? LocalPath.environment("XDG_RUNTIME_DIR").map { $0 + "/interprocess" }
-        ?? "/tmp/interprocess-\(getuid())"
-    return Set(LocalPath.entries(of: directory).filter { $0.hasPrefix(prefix) })
-}
-
 /// Where a service's `state_size` is in its file, and where its reply slots end (a service
 /// created with these parameters: header 512, queue 512 + slots of 32 + 16 + request bytes rounded
 /// up to 64, reply slots of 64 + response bytes rounded up to 64).
@@ -63,18 +30,18 @@ struct ServiceReadinessTests {
             let readiness = try service.readinessDescriptor()
             defer { readiness.close() }
             #expect(try service.tryServe { "echo " + $0 } == 0)
-            #expect(!readable(readiness.fileDescriptor, within: 0))
+            #expect(!isReadable(readiness.fileDescriptor, within: 0))
             let client = try Peer.spawn("svc-request", name, "hello", "60000")
             defer { client.stop() }
             #expect(client.readLine() == "requesting")
-            #expect(readable(readiness.fileDescriptor, within: 20_000))
+            #expect(isReadable(readiness.fileDescriptor, within: 20_000))
             readiness.acknowledge()
-            #expect(!readable(readiness.fileDescriptor, within: 0))
+            #expect(!isReadable(readiness.fileDescriptor, within: 0))
             #expect(try service.tryServe { "echo " + $0 } == 1)
             #expect(client.readLine(timeout: .seconds(30)) == "reply echo hello")
             #expect(client.wait(timeout: .seconds(20)) == .exited(0))
             #expect(try service.tryServe { "echo " + $0 } == 0)
-            #expect(!readable(readiness.fileDescriptor, within: 0))
+            #expect(!isReadable(readiness.fileDescriptor, within: 0))
             #expect(readiness.wakeUps == 1)
         }
     }
@@ -91,20 +58,20 @@ struct ServiceReadinessTests {
             defer { readiness.close() }
             let again = #expect(throws: InterprocessError.self) { _ = try service.readinessDescriptor() }
             #expect(again?.code == .alreadyExists)
-            #expect(serviceReadinessFiles(name).count == 1)
+            #expect(readinessFiles(name, kind: "srvready").count == 1)
             let first = try Peer.spawn("svc-request", name, "one", "60000")
             defer { first.stop() }
             #expect(first.readLine() == "requesting")
-            #expect(readable(readiness.fileDescriptor, within: 20_000))
+            #expect(isReadable(readiness.fileDescriptor, within: 20_000))
             let second = try Peer.spawn("svc-request", name, "refuse two", "60000")
             defer { second.stop() }
             #expect(second.readLine() == "requesting")
             // Both requests published (the counter goes up after the publish and the look at the armed bits).
-            #expect(pollUntil(timeout: .seconds(20)) { serviceDetails(name)["requests"] == "2" })
+            #expect(pollUntil(timeout: .seconds(20)) { inspectDetails(name)["requests"] == "2" })
             #expect(service.queued == 2)
             #expect(readiness.wakeUps == 1, "the first request took the armed bit; the second found none")
             readiness.acknowledge()
-            #expect(!readable(readiness.fileDescriptor, within: 0))
+            #expect(!isReadable(readiness.fileDescriptor, within: 0))
             let answered = try service.tryServe { text in
                 if text.hasPrefix("refuse") { throw InterprocessError(.invalidArgument, detail: "not \(text)") }
                 return "echo " + text
@@ -117,10 +84,10 @@ struct ServiceReadinessTests {
             let third = try Peer.spawn("svc-request", name, "three", "60000")
             defer { third.stop() }
             #expect(third.readLine() == "requesting")
-            #expect(readable(readiness.fileDescriptor, within: 20_000))
+            #expect(isReadable(readiness.fileDescriptor, within: 20_000))
             readiness.acknowledge()
             service.close()
-            #expect(readable(readiness.fileDescriptor, within: 0))
+            #expect(isReadable(readiness.fileDescriptor, within: 0))
             readiness.acknowledge()
             var served: [String] = []
             let end = #expect(throws: InterprocessError.self) { try service.tryServe { served.append($0); return "echo " + $0 } }
@@ -128,7 +95,7 @@ struct ServiceReadinessTests {
             #expect(served == ["three"])
             #expect(third.readLine(timeout: .seconds(30)) == "reply echo three")
             readiness.close()
-            #expect(serviceReadinessFiles(name).isEmpty)
+            #expect(readinessFiles(name, kind: "srvready").isEmpty)
         }
     }
 
@@ -143,23 +110,23 @@ struct ServiceReadinessTests {
             let holder = try Peer.spawn("svc-ready-hold", name)
             defer { holder.stop() }
             #expect(holder.readLine() == "registered")
-            let lines = serviceParticipantLines(name, pid: holder.pid)
+            let lines = inspectLines(name, "participant.", pid: holder.pid)
             #expect(lines == ["pid \(holder.pid) alive, server, 2 handles, readiness descriptor (armed, 0 wake-ups)"], "\(lines)")
-            #expect(serviceReadinessFiles(name).count == 1)
+            #expect(readinessFiles(name, kind: "srvready").count == 1)
             let client = try Peer.spawn("svc-clients", name, "k", "1", "1")
             defer { client.stop() }
             #expect(client.readLine() == "ready")
             holder.stop()
-            let ended = serviceParticipantLines(name, pid: holder.pid)
+            let ended = inspectLines(name, "participant.", pid: holder.pid)
             #expect(ended.count == 1 && ended.first?.contains("ended, server, 2 handles, readiness descriptor (armed") == true, "\(ended)")
             client.tell()
-            #expect(pollUntil(timeout: .seconds(20)) { serviceParticipantLines(name, pid: holder.pid).isEmpty })
-            #expect(serviceReadinessFiles(name).isEmpty)
+            #expect(pollUntil(timeout: .seconds(20)) { inspectLines(name, "participant.", pid: holder.pid).isEmpty })
+            #expect(readinessFiles(name, kind: "srvready").isEmpty)
             let call = try service.blockingNextCall(timeout: .seconds(20))
             #expect(call.request == "k.0.0")
             // The client waits for its reply: listed alive, as a client (recorded after it published).
             #expect(pollUntil(timeout: .seconds(20)) {
-                serviceParticipantLines(name, pid: client.pid) == ["pid \(client.pid) alive, client, 1 handle"]
+                inspectLines(name, "participant.", pid: client.pid) == ["pid \(client.pid) alive, client, 1 handle"]
             })
             #expect(try call.reply("echo k.0.0"))
             #expect(client.readLine(timeout: .seconds(30)) == "ok 1")
@@ -177,7 +144,7 @@ struct ServiceReadinessTests {
             let doomed = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "svc-ready-hold", name)
             defer { doomed.stop() }
             #expect(doomed.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
-            let left = serviceParticipantLines(name, pid: doomed.pid)
+            let left = inspectLines(name, "participant.", pid: doomed.pid)
             #expect(left.count == 1 && left.first?.contains("ended") == true, "\(left)")
             let readiness = try service.readinessDescriptor()
             defer { readiness.close() }
@@ -185,16 +152,16 @@ struct ServiceReadinessTests {
             let client = try Peer.spawn("svc-request", name, "after \(point)", "60000")
             defer { client.stop() }
             #expect(client.readLine() == "requesting")
-            #expect(serviceParticipantLines(name, pid: doomed.pid).isEmpty)
-            #expect(serviceReadinessFiles(name).count == 1, "only ours is left")
-            #expect(readable(readiness.fileDescriptor, within: 20_000))
+            #expect(inspectLines(name, "participant.", pid: doomed.pid).isEmpty)
+            #expect(readinessFiles(name, kind: "srvready").count == 1, "only ours is left")
+            #expect(isReadable(readiness.fileDescriptor, within: 20_000))
             readiness.acknowledge()
             #expect(try service.tryServe { "echo " + $0 } == 1)
             #expect(client.readLine(timeout: .seconds(30)) == "reply echo after \(point)")
             let next = try Peer.spawn("svc-request", name, "next", "60000")
             defer { next.stop() }
             #expect(next.readLine() == "requesting")
-            #expect(readable(readiness.fileDescriptor, within: 20_000))
+            #expect(isReadable(readiness.fileDescriptor, within: 20_000))
             readiness.acknowledge()
             #expect(try service.tryServe { "echo " + $0 } == 1)
             #expect(next.readLine(timeout: .seconds(30)) == "reply echo next")
@@ -221,12 +188,12 @@ struct ServiceReadinessTests {
             var served: [String] = []
             let deadline = Deadline(after: .seconds(30))
             while served.isEmpty, !deadline.hasPassed {
-                if readable(readiness.fileDescriptor, within: 100) { readiness.acknowledge() }
+                if isReadable(readiness.fileDescriptor, within: 100) { readiness.acknowledge() }
                 try service.tryServe { served.append($0); return "echo " + $0 }
             }
             #expect(served == ["held"])
             #expect(client.readLine(timeout: .seconds(30)) == "reply echo held")
-            #expect(Int(serviceDetails(name)["inFlight"] ?? "") == 0)
+            #expect(Int(inspectDetails(name)["inFlight"] ?? "") == 0)
         }
     }
 
@@ -250,7 +217,7 @@ struct ServiceReadinessTests {
                 scribble(name, at: table + entry * 64, bytes)
             }
             scribble(name, at: 4096 + 904, [UInt8](repeating: 0xFF, count: 8))
-            let described = serviceDetails(name)
+            let described = inspectDetails(name)
             #expect(described["participants"] == "64", "\(described)")
             #expect(described.filter { $0.key.hasPrefix("participant.") && $0.value.contains(" ended") }.count == 62, "\(described)")
             client.tell()
@@ -265,16 +232,16 @@ struct ServiceReadinessTests {
             let joiner = try Peer.spawn("svc-request", name, "joined", "60000")
             defer { joiner.stop() }
             #expect(joiner.readLine() == "requesting")
-            #expect(readable(readiness.fileDescriptor, within: 20_000))
+            #expect(isReadable(readiness.fileDescriptor, within: 20_000))
             readiness.acknowledge()
             #expect(try service.tryServe { "echo " + $0 } == 1)
             #expect(joiner.readLine(timeout: .seconds(30)) == "reply echo joined")
             #expect(joiner.wait(timeout: .seconds(20)) == .exited(0))
             // The garbage is gone; the client and the joiner let go of their entries when they
             // ended: only this process is left.
-            let after = serviceDetails(name)
+            let after = inspectDetails(name)
             #expect(after["participants"] == "1" && after["servers"] == "1" && after["clients"] == "0", "\(after)")
-            #expect(serviceParticipantLines(name, pid: getpid()) == ["pid \(getpid()) alive, server, 2 handles, readiness descriptor (armed, 1 wake-ups)"])
+            #expect(inspectLines(name, "participant.", pid: getpid()) == ["pid \(getpid()) alive, server, 2 handles, readiness descriptor (armed, 1 wake-ups)"])
         }
     }
 
@@ -286,13 +253,13 @@ struct ServiceReadinessTests {
             let creator = try Service<String, String>.create(name: name, capacity: 2, maxRequestSize: 32, maxResponseSize: 32)
             defer { creator.detach() }
             let slotsEnd = ServiceFileLayout.slotsEnd(capacity: 2, maxRequestSize: 32, maxResponseSize: 32)
-            #expect(Int(serviceDetails(name)["participants"] ?? "") == 1)
+            #expect(Int(inspectDetails(name)["participants"] ?? "") == 1)
             scribble(name, at: ServiceFileLayout.stateSize, withUnsafeBytes(of: slotsEnd.littleEndian) { Array($0) })
             let old = try Service<String, String>.open(name: name)
             defer { old.detach() }
             let refused = #expect(throws: InterprocessError.self) { _ = try old.readinessDescriptor() }
             #expect(refused?.code == .incompatible)
-            #expect(serviceDetails(name)["participants"] == nil)
+            #expect(inspectDetails(name)["participants"] == nil)
             let client = try Peer.spawn("svc-request", name, "still works", "60000")
             defer { client.stop() }
             #expect(client.readLine() == "requesting")
@@ -305,7 +272,7 @@ struct ServiceReadinessTests {
             #expect(broken?.code == .corrupt)
             // Put the size back, so that the creator's handle lets go of its entry as usual.
             scribble(name, at: ServiceFileLayout.stateSize, withUnsafeBytes(of: (slotsEnd + 64 * 64).littleEndian) { Array($0) })
-            #expect(Int(serviceDetails(name)["participants"] ?? "") == 1)
+            #expect(Int(inspectDetails(name)["participants"] ?? "") == 1)
         }
     }
 
@@ -341,7 +308,7 @@ struct ServiceReadinessTests {
             var seen = Set<String>()
             var duplicates = 0
             while answered < total {
-                if !readable(readiness.fileDescriptor, within: 30_000) {
+                if !isReadable(readiness.fileDescriptor, within: 30_000) {
                     stalls += 1
                     break
                 }
@@ -356,11 +323,11 @@ struct ServiceReadinessTests {
             for child in children { #expect(child.readLine(timeout: .seconds(60)) == "ok \(tasks * perTask)") }
             #expect(try service.tryServe { "echo " + $0 } == 0)
             #expect(readiness.wakeUps >= 1)
-            let described = serviceDetails(name)
+            let described = inspectDetails(name)
             #expect(Int(described["requests"] ?? "") == total && Int(described["replies"] ?? "") == total, "\(described)")
             #expect(Int(described["inFlight"] ?? "") == 0)
             readiness.close()
-            #expect(serviceReadinessFiles(name).isEmpty)
+            #expect(readinessFiles(name, kind: "srvready").isEmpty)
         }
     }
 }
@@ -375,12 +342,12 @@ struct ServiceParticipantsToolTests {
         try withCleanNames("svcrdy-tool") { name in
             let service = try Service<String, String>.create(name: name, capacity: 4)
             defer { service.detach() }
-            #expect(serviceParticipantLines(name, pid: getpid()) == ["pid \(getpid()) alive, no requests yet, 1 handle"])
+            #expect(inspectLines(name, "participant.", pid: getpid()) == ["pid \(getpid()) alive, no requests yet, 1 handle"])
             let server = try Peer.spawn("svc-serve", name)
             defer { server.stop() }
             #expect(server.readLine() == "ready")
             #expect(pollUntil(timeout: .seconds(20)) {
-                serviceParticipantLines(name, pid: server.pid) == ["pid \(server.pid) alive, server, 1 handle"]
+                inspectLines(name, "participant.", pid: server.pid) == ["pid \(server.pid) alive, server, 1 handle"]
             })
             // A client killed right after it collected its reply (before it let go of its
             // handle): its entry stays, ended.
@@ -423,12 +390,12 @@ struct ServiceParticipantsToolTests {
             holder.stop()
             result = try ipc("inspect", name)
             #expect(result.output.contains("pid \(holder.pid) ended, server, 2 handles, readiness descriptor"), "\(result.output)")
-            #expect(serviceReadinessFiles(name).count == 1)
+            #expect(readinessFiles(name, kind: "srvready").count == 1)
             result = try shell("\"$IPC\" call \(name) last --timeout 30")
             #expect(result.output.contains("echo last"), "\(result.output)")
             result = try ipc("inspect", name)
             #expect(!result.output.contains("pid \(holder.pid) "), "\(result.output)")
-            #expect(serviceReadinessFiles(name).isEmpty)
+            #expect(readinessFiles(name, kind: "srvready").isEmpty)
             service.close()
             #expect(server.readLine(timeout: .seconds(30)) == "served 3")
         }
