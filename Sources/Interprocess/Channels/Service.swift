@@ -380,15 +380,22 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
             } catch where error.code == .closed {
                 return
             }
-            let response: Response
-            do {
-                response = try handler(call.request)
-            } catch {
-                call.refuse("\(error)")
-                continue
-            }
-            try call.reply(response)
+            try answer(call, with: handler)
         }
+    }
+
+    /// Answers `call` with what `handler` makes of its request, or refuses it with the error the
+    /// handler threw (what ``blockingServe(_:)`` and ``tryServe(_:)`` do with each call).
+    @inlinable
+    func answer(_ call: consuming ServiceCall<Request, Response>, with handler: (Request) throws -> Response) throws(InterprocessError) {
+        let response: Response
+        do {
+            response = try handler(call.request)
+        } catch {
+            call.refuse("\(error)")
+            return
+        }
+        try call.reply(response)
     }
 
     // MARK: Helpers

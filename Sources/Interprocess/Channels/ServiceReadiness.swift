@@ -71,14 +71,7 @@ extension Service {
         var answered = 0
         while let call = try tryNextCall() {
             answered += 1
-            let response: Response
-            do {
-                response = try handler(call.request)
-            } catch {
-                call.refuse("\(error)")
-                continue
-            }
-            try call.reply(response)
+            try answer(call, with: handler)
         }
         return answered
     }
