@@ -518,10 +518,13 @@ final class ServiceCore: @unchecked Sendable {
         }
     }
 
-    /// Claims the next queued request if there is one now (errors named); see ``tryClaimRequest()``.
+    /// Claims the next queued request if there is one now (errors named). When the queue is empty,
+    /// the ring's `try` form also looks (at most once per ``ChannelRing/recoveryInterval`` in this
+    /// process) for requests held by a server that died before it took them: a server that waits on
+    /// a readiness descriptor never parks, so its `try…` calls are what redelivers such a request.
     @usableFromInline
     func tryClaimToServe() throws(InterprocessError) -> ChannelClaim? {
-        try named { () throws(InterprocessError) in try tryClaimRequest() }
+        try named { () throws(InterprocessError) in try queue.tryClaimForReceiving() }
     }
 
     /// Records once per handle that this process serves (asks for requests), so that `ipc inspect`
@@ -535,15 +538,6 @@ final class ServiceCore: @unchecked Sendable {
     private func recordServer() {
         markedServer.store(true, ordering: .relaxed)
         participants?.mark(ServiceParticipants.serverRole)
-    }
-
-    /// Claims the next request's queue slot without waiting (nil: none now). When the queue is
-    /// empty, the ring's `try` form also looks (at most once per ``ChannelRing/recoveryInterval`` in
-    /// this process) for requests held by a server that died before it took them: a server that
-    /// waits on a readiness descriptor never parks, so its `try…` calls are what redelivers such a
-    /// request.
-    func tryClaimRequest() throws(InterprocessError) -> ChannelClaim? {
-        try queue.tryClaimForReceiving()
     }
 
     /// Takes the request in the claimed queue slot: checks its header, moves its reply slot from
