@@ -311,3 +311,26 @@ final class ChannelParticipants: @unchecked Sendable {
         return (details, senders, receivers, ended)
     }
 }
+
+/// One handle's place in a table of participants: it joins when it is made and leaves once, at
+/// ``leave()`` (its state's `close()`) or when it goes away. What every state with a table holds (a
+/// channel's, a message queue's, a service's).
+///
+/// `@unchecked Sendable`: the table is safe to share (shared words atomic, process-local entries
+/// behind a lock) and `left` is an atomic.
+final class ParticipantsMembership: @unchecked Sendable {
+    let table: ChannelParticipants?
+    private let left = Atomic<Bool>(false)
+
+    init(_ table: ChannelParticipants?) {
+        self.table = table
+        table?.join()
+    }
+
+    deinit { leave() }
+
+    /// This handle no longer counts in the table (once).
+    func leave() {
+        if !left.exchange(true, ordering: .relaxed) { table?.leave() }
+    }
+}

@@ -1,6 +1,5 @@
 import CInterprocess
 import InterprocessSystem
-import Synchronization
 
 /// A channel as a shared object: the state (`cipc_channel` and its slots) in a named segment of
 /// kind ``SegmentKind/channel``, which ``SharedObjectStorage`` creates, opens, checks and removes as
@@ -40,19 +39,13 @@ final class ChannelState: SharedObject, @unchecked Sendable {
         ring = try ChannelRing(
             storage: storage, capacity: geometry.capacity, maxMessageSize: geometry.maxMessageSize, stride: geometry.stride,
             participants: participants)
-        participants?.join()
+        membership = ParticipantsMembership(participants)
     }
-
-    deinit { leave() }
 
     /// The channel's table of participants (nil for a channel created without one).
     let participants: ChannelParticipants?
-    private let left = Atomic<Bool>(false)
-
-    /// This handle no longer counts in the table of participants (once).
-    private func leave() {
-        if !left.exchange(true, ordering: .relaxed) { participants?.leave() }
-    }
+    /// This handle's place in it, left at `close()` or when the state goes away.
+    private let membership: ParticipantsMembership
 
     /// The bytes of a channel: the header, the slots and the table of participants.
     static func size(for parameters: ChannelParameters) throws(InterprocessError) -> Int {
@@ -72,7 +65,7 @@ final class ChannelState: SharedObject, @unchecked Sendable {
     var name: String? { storage.name }
 
     func close() {
-        leave()
+        membership.leave()
         storage.close()
     }
 }

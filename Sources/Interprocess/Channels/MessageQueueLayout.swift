@@ -1,6 +1,5 @@
 import CInterprocess
 import InterprocessSystem
-import Synchronization
 
 /// What creating a message queue takes.
 struct MessageQueueParameters: Sendable {
@@ -249,19 +248,13 @@ final class MessageQueueState: SharedObject, @unchecked Sendable {
             participants = nil
         }
         core = MessageQueueCore(storage: storage, geometry: geometry, participants: participants)
-        participants?.join()
+        membership = ParticipantsMembership(participants)
     }
-
-    deinit { leave() }
 
     /// The queue's table of participants (nil for a queue created without one).
     let participants: ChannelParticipants?
-    private let left = Atomic<Bool>(false)
-
-    /// This handle no longer counts in the table of participants (once).
-    private func leave() {
-        if !left.exchange(true, ordering: .relaxed) { participants?.leave() }
-    }
+    /// This handle's place in it, left at `close()` or when the state goes away.
+    private let membership: ParticipantsMembership
 
     /// The bytes of a queue: the header, the heap, the free stack, the slots and the table of participants.
     static func size(for parameters: MessageQueueParameters) throws(InterprocessError) -> Int {
@@ -279,7 +272,7 @@ final class MessageQueueState: SharedObject, @unchecked Sendable {
     var name: String? { storage.name }
 
     func close() {
-        leave()
+        membership.leave()
         storage.close()
     }
 }

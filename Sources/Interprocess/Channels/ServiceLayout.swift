@@ -1,6 +1,5 @@
 import CInterprocess
 import InterprocessSystem
-import Synchronization
 
 /// What creating a service takes.
 struct ServiceParameters: Sendable {
@@ -258,19 +257,13 @@ final class ServiceState: SharedObject, @unchecked Sendable {
         // The table of participants, if the service has one (validated: the state holds it).
         participants = ServiceParticipants.table(storage: storage, offset: geometry.participantsOffset)
         core = try ServiceCore(storage: storage, geometry: geometry, participants: participants)
-        participants?.join()
+        membership = ParticipantsMembership(participants)
     }
-
-    deinit { leave() }
 
     /// The service's table of participants (nil for a service created without one).
     let participants: ChannelParticipants?
-    private let left = Atomic<Bool>(false)
-
-    /// This handle no longer counts in the table of participants (once).
-    private func leave() {
-        if !left.exchange(true, ordering: .relaxed) { participants?.leave() }
-    }
+    /// This handle's place in it, left at `close()` or when the state goes away.
+    private let membership: ParticipantsMembership
 
     /// The bytes of a service: the header, the request queue, the reply slots and the table of participants.
     static func size(for parameters: ServiceParameters) throws(InterprocessError) -> Int {
@@ -288,7 +281,7 @@ final class ServiceState: SharedObject, @unchecked Sendable {
     var name: String? { storage.name }
 
     func close() {
-        leave()
+        membership.leave()
         storage.close()
     }
 }
