@@ -232,31 +232,31 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
 
     @inlinable
     func encode(_ request: Request) throws(InterprocessError) -> ChannelPayload<Request> {
-        let payload: ChannelPayload<Request>
-        do throws(InterprocessError) {
-            payload = try requestCodec.encode(request)
-        } catch {
-            throw core.named(error)
-        }
-        guard payload.count <= core.maxRequestSize else { throw tooLong("request", payload.count, core.maxRequestSize) }
-        return payload
+        try encode(request, requestCodec, limit: core.maxRequestSize, as: "request")
     }
 
     @inlinable
     func encodeResponse(_ response: Response) throws(InterprocessError) -> ChannelPayload<Response> {
-        let payload: ChannelPayload<Response>
+        try encode(response, responseCodec, limit: core.maxResponseSize, as: "response")
+    }
+
+    /// `value` encoded by `codec`, or `invalidSize` if it is longer than `limit` bytes (`what`: a
+    /// request or a response).
+    @inlinable
+    func encode<Value>(
+        _ value: Value, _ codec: ChannelCodec<Value>, limit: Int, as what: String
+    ) throws(InterprocessError) -> ChannelPayload<Value> {
+        let payload: ChannelPayload<Value>
         do throws(InterprocessError) {
-            payload = try responseCodec.encode(response)
+            payload = try codec.encode(value)
         } catch {
             throw core.named(error)
         }
-        guard payload.count <= core.maxResponseSize else { throw tooLong("response", payload.count, core.maxResponseSize) }
+        guard payload.count <= limit else {
+            throw InterprocessError(.invalidSize, objectName: name,
+                detail: "a \(what) of \(payload.count) bytes does not fit the service's \(limit)-byte \(what)s")
+        }
         return payload
-    }
-
-    @usableFromInline
-    func tooLong(_ what: String, _ count: Int, _ limit: Int) -> InterprocessError {
-        InterprocessError(.invalidSize, objectName: name, detail: "a \(what) of \(count) bytes does not fit the service's \(limit)-byte \(what)s")
     }
 
     // MARK: Servers

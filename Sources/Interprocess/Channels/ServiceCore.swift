@@ -374,11 +374,19 @@ final class ServiceCore: @unchecked Sendable {
     }
 
     /// Waits for the reply of `ticket`, blocking the thread, until the call's deadline; a wait that
-    /// ends without one (timed out) gives the request up (``abandon(_:)``). Errors are named.
+    /// ends without one (timed out) gives the request up (``abandon(_:)``). Errors are named. The
+    /// server's liveness is checked every ``recoveryInterval`` while the client is parked, but not
+    /// at its first park: a request that parks is the common case, and its server is almost always
+    /// alive (the check is a system call).
     @usableFromInline
     func blockingAwaitReply(_ ticket: ServiceTicket, _ wait: ServiceWait) throws(InterprocessError) -> ServiceOutcome {
+        var first = true
         do throws(InterprocessError) {
-            return try blockingAwaitReply(ticket, until: wait.deadline)
+            return try replySite(ticket).blockingWait(until: wait.deadline) { check throws(InterprocessError) in
+                let due = check && !first
+                if check { first = false }
+                return try self.awaitReply(ticket, checkNow: due)
+            }
         } catch {
             try named { () throws(InterprocessError) in try abandon(ticket) }
             throw named(error)
@@ -388,35 +396,16 @@ final class ServiceCore: @unchecked Sendable {
     /// ``blockingAwaitReply(_:_:)``, suspending the task instead (`cancelled` gives the request up too).
     @usableFromInline
     func awaitReply(_ ticket: ServiceTicket, _ wait: ServiceWait) async throws(InterprocessError) -> ServiceOutcome {
+        var first = true
         do throws(InterprocessError) {
-            return try await awaitReply(ticket, until: wait.deadline)
+            return try await replySite(ticket).asyncWait(until: wait.deadline) { check throws(InterprocessError) in
+                let due = check && !first
+                if check { first = false }
+                return try self.awaitReply(ticket, checkNow: due)
+            }
         } catch {
             try named { () throws(InterprocessError) in try abandon(ticket) }
             throw named(error)
-        }
-    }
-
-    /// Waits for the reply of `ticket`, blocking the thread, until `deadline`. The server's
-    /// liveness is checked every ``recoveryInterval`` while the client is parked, but not at its
-    /// first park: a request that parks is the common case, and its server is almost always alive
-    /// (the check is a system call).
-    func blockingAwaitReply(_ ticket: ServiceTicket, until deadline: Deadline) throws(InterprocessError) -> ServiceOutcome {
-        var first = true
-        return try replySite(ticket).blockingWait(until: deadline) { check throws(InterprocessError) in
-            let due = check && !first
-            if check { first = false }
-            return try self.awaitReply(ticket, checkNow: due)
-        }
-    }
-
-    /// Waits for the reply of `ticket`, suspending the task, until `deadline` (checking the server as
-    /// ``blockingAwaitReply(_:until:)`` does).
-    func awaitReply(_ ticket: ServiceTicket, until deadline: Deadline) async throws(InterprocessError) -> ServiceOutcome {
-        var first = true
-        return try await replySite(ticket).asyncWait(until: deadline) { check throws(InterprocessError) in
-            let due = check && !first
-            if check { first = false }
-            return try self.awaitReply(ticket, checkNow: due)
         }
     }
 
