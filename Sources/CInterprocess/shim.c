@@ -85,6 +85,22 @@ int32_t cipc_gettid(void) {
     return (int32_t)syscall(SYS_gettid);
 }
 
+// <linux/membarrier.h>'s commands, spelled out (the header is not everywhere the libc is).
+#define CIPC_MEMBARRIER_CMD_GLOBAL_EXPEDITED (1 << 1)
+#define CIPC_MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED (1 << 2)
+#ifdef SYS_membarrier
+int cipc_membarrier_register_global(void) {
+    return (int)syscall(SYS_membarrier, CIPC_MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0);
+}
+
+int cipc_membarrier_global(void) {
+    return (int)syscall(SYS_membarrier, CIPC_MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);
+}
+#else
+int cipc_membarrier_register_global(void) { errno = ENOSYS; return -1; }
+int cipc_membarrier_global(void) { errno = ENOSYS; return -1; }
+#endif
+
 #else
 const uint32_t cipc_FUTEX2_SIZE_U32 = 0x02;
 int cipc_futex_wait(uint32_t *word, uint32_t expected, int64_t deadline_ns) {
@@ -93,6 +109,8 @@ int cipc_futex_wait(uint32_t *word, uint32_t expected, int64_t deadline_ns) {
 int cipc_futex_wake(uint32_t *word, int32_t count) { (void)word; (void)count; errno = ENOSYS; return -1; }
 int cipc_futex_waitv(cipc_futex_waiter *w, uint32_t c, int64_t d) { (void)w; (void)c; (void)d; errno = ENOSYS; return -1; }
 int32_t cipc_gettid(void) { return 0; }
+int cipc_membarrier_register_global(void) { errno = ENOSYS; return -1; }
+int cipc_membarrier_global(void) { errno = ENOSYS; return -1; }
 #endif
 
 // The shared heap's thread-local slots (CInterprocessThread.h).

@@ -88,6 +88,8 @@ func runChannelCommand(_ command: String, _ rest: [String]) -> Int32 {
                 }
             }
             say("echoed \(echoed)")
+        case let command where command.hasPrefix("chan-x-"):
+            try runExclusiveChannelCommand(command, rest)
         default:
             StandardStream.write("child: unknown command \(command)\n", to: 2)
             return 2

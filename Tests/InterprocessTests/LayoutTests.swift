@@ -59,7 +59,7 @@ struct LayoutTests {
         #expect(CIPC_HEAP_GRANULE == 16 && CIPC_HEAP_MIN_BLOCK == 2 && CIPC_HEAP_QUICK_LIMIT == 32 && CIPC_HEAP_CLASSES == 248)
         #expect(CIPC_HEAP_MAX_STORES == 64 && CIPC_HEAP_CLIENTS == 64 && CIPC_HEAP_JOURNAL_CAPACITY == 48)
         #expect(CIPC_HEAP_REF_STORE_SHIFT == 48 && CIPC_HEAP_POINTER_STORE_SHIFT == 34 && CIPC_HEAP_POINTER_TAG_SHIFT == 40)
-        #expect(Self.ascii(CIPC_TAG_CHANNEL) == "CHN1")
+        #expect(Self.ascii(CIPC_TAG_CHANNEL) == "CHN2" && Self.ascii(CIPC_TAG_CHANNEL_V1) == "CHN1")
         #expect(Self.ascii(CIPC_TAG_BROADCAST) == "BCS2" && Self.ascii(CIPC_TAG_BROADCAST_V1) == "BCS1")
         #expect(CIPC_BROADCAST_HEADER_SIZE == 512 && CIPC_BROADCAST_SLOT_HEADER_SIZE == 16 && CIPC_BROADCAST_SUBSCRIBER_SIZE == 64)
         #expect(CIPC_BROADCAST_CLOSED == 1 << 63 && CIPC_BROADCAST_BLOCK_PUBLISHER == 1 && CIPC_BROADCAST_DROP_OLDEST == 2)
@@ -375,7 +375,9 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_channel.tag, "tag", at: 20, size: 4),
             FieldPin(\cipc_channel.state_size, "state_size", at: 24, size: 8),
             FieldPin(\cipc_channel.loan_heap_nonce, "loan_heap_nonce", at: 32, size: 8),
-            FieldPin(\cipc_channel.reserved0, "reserved0", at: 40, size: 24),
+            FieldPin(\cipc_channel.exclusive_sender, "exclusive_sender", at: 40, size: 8),
+            FieldPin(\cipc_channel.exclusive_receiver, "exclusive_receiver", at: 48, size: 8),
+            FieldPin(\cipc_channel.reserved0, "reserved0", at: 56, size: 8),
             FieldPin(\cipc_channel.orphans, "orphans", at: 64, size: 4),
             FieldPin(\cipc_channel.reserved1, "reserved1", at: 68, size: 4),
             FieldPin(\cipc_channel.abandoned_sends, "abandoned_sends", at: 72, size: 8),
@@ -386,7 +388,8 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_channel.reserved2, "reserved2", at: 112, size: 16),
             FieldPin(\cipc_channel.message_type, "message_type", at: 128, size: 128),
             FieldPin(\cipc_channel.send_position, "send_position", at: 256, size: 8),
-            FieldPin(\cipc_channel.reserved3, "reserved3", at: 264, size: 56),
+            FieldPin(\cipc_channel.exclusive_position, "exclusive_position", at: 264, size: 8),
+            FieldPin(\cipc_channel.reserved3, "reserved3", at: 272, size: 48),
             FieldPin(\cipc_channel.receive_position, "receive_position", at: 320, size: 8),
             FieldPin(\cipc_channel.reserved4, "reserved4", at: 328, size: 56),
             FieldPin(\cipc_channel.receive_signal, "receive_signal", at: 384, size: 4),

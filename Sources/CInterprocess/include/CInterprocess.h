@@ -400,6 +400,23 @@ extern const uint32_t cipc_FUTEX2_SIZE_U32;
 /// The calling thread's kernel id (`gettid`, which Glibc's Swift module does not export).
 int32_t cipc_gettid(void);
 
+// MARK: - Asymmetric fences (membarrier)
+
+/// Registers the calling process for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`: from now on another process's
+/// `cipc_membarrier_global()` makes every running thread of this one execute a full memory barrier.
+/// Returns 0, or -1 with errno (ENOSYS, EINVAL: the kernel has none; EPERM: a seccomp filter).
+int cipc_membarrier_register_global(void);
+
+/// `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`: returns once every running thread of every
+/// registered process has executed a full memory barrier (a thread that is not running does at its
+/// next context switch). Returns 0, or -1 with errno.
+int cipc_membarrier_global(void);
+
+/// A compiler barrier (no instruction): memory accesses are not moved across it. The fast side of an
+/// asymmetric fence needs its store and its following load kept in program order; the processor
+/// keeps them so except for the store buffer, which the slow side's membarrier drains.
+static inline void cipc_compiler_barrier(void) { __asm__ __volatile__("" ::: "memory"); }
+
 /// A spin-loop hint (x86 `pause`, ARM `yield`).
 static inline void cipc_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -51,12 +51,48 @@ extern "C" {
 // same for senders (only if `send_position` waits for that slot), so nothing but a load is spent on
 // waking while nobody waits, and a stream makes one wake-up call per park, not one per message. Bit 63 of `send_position` (CIPC_CHANNEL_CLOSED) is set by `close()`: no position is claimed
 // after it, and receivers that find every claimed position taken see the end.
+//
+// Exclusive endpoints (layout "CHN2"). A process may hold a channel's *sender* role (or its
+// *receiver* role) alone: it records its owner token in `exclusive_sender` (`exclusive_receiver`)
+// by a compare-and-swap from 0, and from then on sends (receives) without claims: no owner word, no
+// compare-and-swap, no locked instruction per message. Every other send (receive) checks the role
+// word after it took a slot's owner word and before it advances the position (both sequentially
+// consistent, so either it sees the role taken and lets the slot go, or the role's taker, which
+// waits after taking it until no slot of its side is owned by a live process, sees its claim), and
+// waits while the role is held.
+//   The exclusive sender keeps its next position in `exclusive_position` (send_position is left as
+//   it was when it took the role, and written back when it gives the role up). A send: check the
+//   slot is free for p (its sequence 2p), store exclusive_position = p + 1 (the position is being
+//   written), check that bit 62 of send_position (CIPC_CHANNEL_CLOSING) is clear (else set
+//   exclusive_position back to p: closed), write the length and bytes, publish the sequence 2p + 1
+//   (a release store). While the role is held, receivers read exclusive_position where they would
+//   read send_position.
+//   The exclusive receiver: check the slot holds p's message (2p + 1), copy it out, store the
+//   sequence 2(p + capacity), store receive_position = p + 1 (release stores).
+//   Closing: `close()` sets CIPC_CHANNEL_CLOSING, then, if an exclusive sender holds the role, makes
+//   every thread of the processes that registered for it execute a memory barrier (membarrier
+//   GLOBAL_EXPEDITED), then sets CIPC_CHANNEL_CLOSED: after it, the exclusive sender's
+//   exclusive_position is final or it sees CLOSING. (Where membarrier is refused, close leaves
+//   CLOSED to the exclusive sender: its next send or its giving up the role sets it.)
+//   Waking: a waiter that parks while the other side's role is held makes the same barrier after
+//   it counted itself and before its last look, so the role holder's plain loads of the waiter
+//   counts cannot miss it (where membarrier is refused, it parks for at most 1 ms at a time).
+//   A holder that dies: whoever next needs the role (a waiter's periodic check, a process taking
+//   the role) takes it from the dead token with a compare-and-swap and repairs from the slots: for
+//   a dead sender, send_position becomes the first position at or after max(send_position,
+//   receive_position) whose slot does not hold its message (a message being written when it died is
+//   not sent); for a dead receiver, receive_position moves past a slot it released already (the
+//   message it took is lost with it; one it was copying is still in, and is received again).
 
-#define CIPC_TAG_CHANNEL 0x314E4843u /* "CHN1" */
+#define CIPC_TAG_CHANNEL 0x324E4843u /* "CHN2" */
+/// The layout before exclusive endpoints: refused as an older layout (`incompatible`).
+#define CIPC_TAG_CHANNEL_V1 0x314E4843u /* "CHN1" */
 #define CIPC_CHANNEL_HEADER_SIZE 512u
 #define CIPC_CHANNEL_SLOT_HEADER_SIZE 32u
 /// Bit 63 of `send_position`: the channel is closed.
 #define CIPC_CHANNEL_CLOSED 0x8000000000000000ull
+/// Bit 62 of `send_position`: `close()` has begun (exclusive senders stop at it; see above).
+#define CIPC_CHANNEL_CLOSING 0x4000000000000000ull
 /// A slot `owner` (never a token: tokens are at least 2^32): the slot holds a message whose receiver
 /// died before it released the slot; the next receiver takes it (redelivery).
 #define CIPC_CHANNEL_ORPHAN 1ull
@@ -139,7 +175,9 @@ typedef struct cipc_channel {
     uint32_t tag;               ///<  20: CIPC_TAG_CHANNEL, written last by the creator
     uint64_t state_size;        ///<  24: slots_offset + capacity * slot_stride
     uint64_t loan_heap_nonce;   ///<  32: the nonce of the channel's loan heap, 0 until one is recorded (atomic)
-    uint8_t  reserved0[24];     ///<  40
+    uint64_t exclusive_sender;  ///<  40: the token of the process that holds the sender role alone, or 0 (atomic)
+    uint64_t exclusive_receiver;///<  48: the same for the receiver role (atomic)
+    uint8_t  reserved0[8];      ///<  56
     // Counters, written only when something is recovered (a read-mostly line).
     uint32_t orphans;           ///<  64: a hint: slots marked CIPC_CHANNEL_ORPHAN not yet redelivered (atomic)
     uint32_t reserved1;         ///<  68
@@ -151,8 +189,9 @@ typedef struct cipc_channel {
     uint8_t  reserved2[16];     ///< 112
     cipc_type_fingerprint message_type; ///< 128: the message type; opened as another, `incompatible`
     // The hot words, each on a cache line of its own.
-    uint64_t send_position;     ///< 256: next position to send; bit 63 CIPC_CHANNEL_CLOSED (atomic)
-    uint8_t  reserved3[56];
+    uint64_t send_position;     ///< 256: next position to send; bit 63 CIPC_CHANNEL_CLOSED, bit 62 CIPC_CHANNEL_CLOSING (atomic)
+    uint64_t exclusive_position;///< 264: while an exclusive sender holds the role, its next position (atomic)
+    uint8_t  reserved3[48];
     uint64_t receive_position;  ///< 320: next position to receive (atomic)
     uint8_t  reserved4[56];
     uint32_t receive_signal;    ///< 384: futex word of parked receivers, bumped to wake them (atomic)
@@ -172,6 +211,8 @@ _Static_assert(offsetof(cipc_channel, loan_heap_nonce) == 32 && offsetof(cipc_ch
 _Static_assert(offsetof(cipc_channel, orphans) == 64 && offsetof(cipc_channel, dropped_messages) == 104, "channel counters");
 _Static_assert(offsetof(cipc_channel, message_type) == 128, "channel message type offset");
 _Static_assert(offsetof(cipc_channel, send_position) == 256 && offsetof(cipc_channel, receive_position) == 320, "positions on lines of their own");
+_Static_assert(offsetof(cipc_channel, exclusive_sender) == 40 && offsetof(cipc_channel, exclusive_receiver) == 48, "role words on the read-mostly line");
+_Static_assert(offsetof(cipc_channel, exclusive_position) == 264, "the exclusive sender's position on the send position's line");
 _Static_assert(offsetof(cipc_channel, receive_signal) == 384 && offsetof(cipc_channel, receivers_waiting) == 388, "receivers' line");
 _Static_assert(offsetof(cipc_channel, descriptors_armed) == 392, "armed readiness descriptors on the receivers' line");
 _Static_assert(sizeof(cipc_channel_participant) == CIPC_CHANNEL_PARTICIPANT_SIZE, "channel participant layout");

@@ -232,29 +232,29 @@ extension Channel {
     }
 
     @usableFromInline
-    func sendLoan(_ loan: consuming MessageLoan, timeout: Duration?) async throws(InterprocessError) {
+    func sendLoan(_ loan: consuming MessageLoan, timeout: Duration?, exclusive: Bool = false) async throws(InterprocessError) {
         try checkAttached()
         try checkOwn(loan)
         if Task.isCancelled { throw cancelledError() }
-        let claim = try await ring.claimToSend(timeout: timeout)
+        let claim = try await ring.claimToSend(timeout: timeout, exclusive: exclusive)
         let (word, count) = loan.handOver()
         ring.finishSendLoan(claim, word: word, byteCount: count)
     }
 
     @usableFromInline
-    func blockingSendLoan(_ loan: consuming MessageLoan, timeout: Duration?) throws(InterprocessError) {
+    func blockingSendLoan(_ loan: consuming MessageLoan, timeout: Duration?, exclusive: Bool = false) throws(InterprocessError) {
         try checkAttached()
         try checkOwn(loan)
-        let claim = try ring.blockingClaimToSend(timeout: timeout)
+        let claim = try ring.blockingClaimToSend(timeout: timeout, exclusive: exclusive)
         let (word, count) = loan.handOver()
         ring.finishSendLoan(claim, word: word, byteCount: count)
     }
 
     @usableFromInline
-    func trySendLoan(_ loan: consuming MessageLoan) throws(InterprocessError) -> MessageLoan? {
+    func trySendLoan(_ loan: consuming MessageLoan, exclusive: Bool = false) throws(InterprocessError) -> MessageLoan? {
         try checkAttached()
         try checkOwn(loan)
-        guard let claim = try ring.tryClaimForSending() else { return loan }
+        guard let claim = try ring.tryClaimForSending(exclusive: exclusive) else { return loan }
         let (word, count) = loan.handOver()
         ring.finishSendLoan(claim, word: word, byteCount: count)
         return nil

@@ -204,17 +204,25 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     ///   the loan heap has no room for a long message; `corrupt` if the ring was damaged.
     @inlinable
     public func send(_ message: Message, timeout: Duration? = nil) async throws(InterprocessError) {
+        try await send(message, timeout: timeout, exclusive: false)
+    }
+
+    /// ``send(_:timeout:)-(Message,_)``, as the holder of the sender role (``ExclusiveSender``) or not.
+    @inlinable
+    func send(_ message: Message, timeout: Duration?, exclusive: Bool) async throws(InterprocessError) {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
         if codec.fixedSize != nil {
             // A raw value: its own bytes go into the slot (no payload, no codec call).
-            let claim = try await ring.claimToSend(timeout: timeout)
+            let claim = try await ring.claimToSend(timeout: timeout, exclusive: exclusive)
             withUnsafeBytes(of: message) { ring.finishSend(claim, $0) }
             return
         }
         let payload = try encode(message)
-        if payload.count > ring.maxMessageSize { return try await sendLoan(try loanCopy(of: payload), timeout: timeout) }
-        let claim = try await ring.claimToSend(timeout: timeout)
+        if payload.count > ring.maxMessageSize {
+            return try await sendLoan(try loanCopy(of: payload), timeout: timeout, exclusive: exclusive)
+        }
+        let claim = try await ring.claimToSend(timeout: timeout, exclusive: exclusive)
         payload.withBytes { ring.finishSend(claim, $0) }
     }
 
@@ -224,15 +232,24 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     @available(*, noasync, message: "use the async send(_:timeout:) in async code")
     @inlinable
     public func blockingSend(_ message: Message, timeout: Duration? = nil) throws(InterprocessError) {
+        try blockingSend(message, timeout: timeout, exclusive: false)
+    }
+
+    /// ``blockingSend(_:timeout:)-(Message,_)``, as the holder of the sender role or not.
+    @available(*, noasync, message: "use the async send(_:timeout:) in async code")
+    @inlinable
+    func blockingSend(_ message: Message, timeout: Duration?, exclusive: Bool) throws(InterprocessError) {
         try checkAttached()
         if codec.fixedSize != nil {
-            let claim = try ring.blockingClaimToSend(timeout: timeout)
+            let claim = try ring.blockingClaimToSend(timeout: timeout, exclusive: exclusive)
             withUnsafeBytes(of: message) { ring.finishSend(claim, $0) }
             return
         }
         let payload = try encode(message)
-        if payload.count > ring.maxMessageSize { return try blockingSendLoan(try loanCopy(of: payload), timeout: timeout) }
-        let claim = try ring.blockingClaimToSend(timeout: timeout)
+        if payload.count > ring.maxMessageSize {
+            return try blockingSendLoan(try loanCopy(of: payload), timeout: timeout, exclusive: exclusive)
+        }
+        let claim = try ring.blockingClaimToSend(timeout: timeout, exclusive: exclusive)
         payload.withBytes { ring.finishSend(claim, $0) }
     }
 
@@ -241,15 +258,21 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     /// - Throws: `closed`, `encodingFailed`, `outOfMemory`, `corrupt`, as ``send(_:timeout:)-(Message,_)``.
     @inlinable
     public func trySend(_ message: Message) throws(InterprocessError) -> Bool {
+        try trySend(message, exclusive: false)
+    }
+
+    /// ``trySend(_:)-(Message)``, as the holder of the sender role or not.
+    @inlinable
+    func trySend(_ message: Message, exclusive: Bool) throws(InterprocessError) -> Bool {
         try checkAttached()
         if codec.fixedSize != nil {
-            guard let claim = try ring.tryClaimForSending() else { return false }
+            guard let claim = try ring.tryClaimForSending(exclusive: exclusive) else { return false }
             withUnsafeBytes(of: message) { ring.finishSend(claim, $0) }
             return true
         }
         let payload = try encode(message)
-        if payload.count > ring.maxMessageSize { return try trySendLoan(try loanCopy(of: payload)) == nil }
-        guard let claim = try ring.tryClaimForSending() else { return false }
+        if payload.count > ring.maxMessageSize { return try trySendLoan(try loanCopy(of: payload), exclusive: exclusive) == nil }
+        guard let claim = try ring.tryClaimForSending(exclusive: exclusive) else { return false }
         payload.withBytes { ring.finishSend(claim, $0) }
         return true
     }
@@ -281,9 +304,15 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     ///   for a message that is not a valid `Message` (it was taken); `corrupt` if the ring was damaged.
     @inlinable
     public func receive(timeout: Duration? = nil) async throws(InterprocessError) -> Message {
+        try await receive(timeout: timeout, exclusive: false)
+    }
+
+    /// ``receive(timeout:)``, as the holder of the receiver role (``ExclusiveReceiver``) or not.
+    @inlinable
+    func receive(timeout: Duration?, exclusive: Bool) async throws(InterprocessError) -> Message {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
-        return try take(try await ring.claimToReceive(timeout: timeout))
+        return try take(try await ring.claimToReceive(timeout: timeout, exclusive: exclusive))
     }
 
     /// Receives the next message, blocking the calling thread while the channel is empty, for at
@@ -292,8 +321,15 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     @available(*, noasync, message: "use the async receive(timeout:) in async code")
     @inlinable
     public func blockingReceive(timeout: Duration? = nil) throws(InterprocessError) -> Message {
+        try blockingReceive(timeout: timeout, exclusive: false)
+    }
+
+    /// ``blockingReceive(timeout:)``, as the holder of the receiver role or not.
+    @available(*, noasync, message: "use the async receive(timeout:) in async code")
+    @inlinable
+    func blockingReceive(timeout: Duration?, exclusive: Bool) throws(InterprocessError) -> Message {
         try checkAttached()
-        return try take(try ring.blockingClaimToReceive(timeout: timeout))
+        return try take(try ring.blockingClaimToReceive(timeout: timeout, exclusive: exclusive))
     }
 
     /// Receives the next message if there is one now; never waits. Returns nil if the channel is
@@ -305,8 +341,14 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     ///   `decodingFailed`, `corrupt`, as ``receive(timeout:)``.
     @inlinable
     public func tryReceive() throws(InterprocessError) -> Message? {
+        try tryReceive(exclusive: false)
+    }
+
+    /// ``tryReceive()``, as the holder of the receiver role or not.
+    @inlinable
+    func tryReceive(exclusive: Bool) throws(InterprocessError) -> Message? {
         try checkAttached()
-        guard let claim = try ring.tryClaimForReceiving() else { return nil }
+        guard let claim = try ring.tryClaimForReceiving(exclusive: exclusive) else { return nil }
         return try take(claim)
     }
 

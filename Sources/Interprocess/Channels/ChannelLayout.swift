@@ -70,6 +70,8 @@ enum ChannelLayout: SharedObjectKind {
     static var segmentKind: SegmentKind { .channel }
     static var tag: UInt32 { CIPC_TAG_CHANNEL }
     static var tagOffset: Int { fieldOffset(\cipc_channel.tag) }
+    /// "CHN1": made before exclusive endpoints (its senders and receivers would not respect them).
+    static var retiredTags: [UInt32] { [CIPC_TAG_CHANNEL_V1] }
     static var kindName: String { "channel" }
 
     static let headerSize = Int(CIPC_CHANNEL_HEADER_SIZE)
@@ -143,16 +145,26 @@ enum ChannelLayout: SharedObjectKind {
         return nil
     }
 
+    /// Who holds an exclusive role, for `ipc inspect`: "none", or the holder's pid (from its token,
+    /// for display only) and whether it is alive.
+    static func exclusiveHolder(_ token: UInt64, isAlive: (UInt64) -> Bool) -> String {
+        guard token != 0 else { return "none" }
+        guard token >= 1 << 32 else { return "invalid (\(token))" }
+        return "pid \(token >> 32) (\(isAlive(token) ? "alive" : "ended"))"
+    }
+
     /// Capacity, message type, depth, closed, waiters and what was recovered, read from a copy of
     /// the state (never trusted: sizes are checked, nothing read is followed).
     static func describe(_ state: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> SharedObjectDescription {
         guard state.count >= headerSize else { return SharedObjectDescription(details: [:]) }
         let header = state.load(as: cipc_channel.self)
-        let sent = header.send_position & ~CIPC_CHANNEL_CLOSED
+        // While an exclusive sender holds the role, its position is `exclusive_position`.
+        let shared = header.send_position & ~(CIPC_CHANNEL_CLOSED | CIPC_CHANNEL_CLOSING)
+        let sent = header.exclusive_sender != 0 && ChannelRing.isAtOrAhead(header.exclusive_position, of: shared) ? header.exclusive_position : shared
         let received = header.receive_position
         let depth = sent &- received
         let count = depth <= UInt64(header.capacity) ? "\(depth)" : "invalid (\(sent) sent, \(received) received)"
-        let closed = header.send_position & CIPC_CHANNEL_CLOSED != 0
+        let closed = header.send_position & (CIPC_CHANNEL_CLOSED | CIPC_CHANNEL_CLOSING) != 0
         let waiting = UInt64(header.receivers_waiting) + UInt64(header.senders_waiting)
         let messageType = TypeFingerprint.problem(in: header.message_type) == nil
             ? ChannelMessageType.text(of: header.message_type, format: header.format) : "damaged"
@@ -174,6 +186,8 @@ enum ChannelLayout: SharedObjectKind {
             "redeliveries": "\(header.redeliveries)",
             "clearedClaims": "\(header.cleared_claims)",
             "droppedMessages": "\(header.dropped_messages)",
+            "exclusiveSender": exclusiveHolder(header.exclusive_sender, isAlive: isAlive),
+            "exclusiveReceiver": exclusiveHolder(header.exclusive_receiver, isAlive: isAlive),
         ]
         if header.loan_heap_nonce != 0 { details["loanHeapNonce"] = String(header.loan_heap_nonce, radix: 16) }
         var people = ""
@@ -185,6 +199,10 @@ enum ChannelLayout: SharedObjectKind {
             details.merge(participants.details) { _, new in new }
             people = ", \(participants.senders) producer\(participants.senders == 1 ? "" : "s"), \(participants.receivers) consumer\(participants.receivers == 1 ? "" : "s")"
                 + (participants.ended > 0 ? " (\(participants.ended) ended)" : "")
+        }
+        if header.exclusive_sender != 0 || header.exclusive_receiver != 0 {
+            let roles = [header.exclusive_sender != 0 ? "sender" : nil, header.exclusive_receiver != 0 ? "receiver" : nil].compactMap { $0 }
+            people += ", exclusive \(roles.joined(separator: " and "))"
         }
         return SharedObjectDescription(
             details: details,

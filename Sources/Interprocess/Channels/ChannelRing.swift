@@ -14,6 +14,15 @@ struct ChannelClaim {
     /// Claimed by a waiter that parked (and was woken) on the way: a sender that passes the wake-up
     /// on once it published (see "Waking" in ``ChannelRing``).
     var woken = false
+    /// Claimed by the holder of the side's exclusive role (``ChannelRing/exclusiveClaimForSending(checkNow:spinning:)``):
+    /// no owner word to clear, plain release stores instead of sequentially consistent ones.
+    var exclusive = false
+}
+
+/// A side of a channel that one process can hold alone (``ChannelRing/takeExclusiveRole(_:)``).
+@usableFromInline
+enum ChannelRole: Sendable {
+    case sender, receiver
 }
 
 /// The protocol of a ``Channel`` on its shared memory: a bounded ring of fixed-size slots with a
@@ -52,42 +61,49 @@ final class ChannelRing: @unchecked Sendable {
     @usableFromInline let maxMessageSize: Int
     let stride: Int
     /// `capacity - 1` when the capacity is a power of 2 (a mask instead of a division), else nil.
-    private let indexMask: UInt64?
+    let indexMask: UInt64?
 
-    private let slots: UnsafeMutableRawPointer
-    private let sendPosition: UnsafeMutablePointer<Atomic<UInt64>>
-    private let receivePosition: UnsafeMutablePointer<Atomic<UInt64>>
-    private let receiveSignal: UnsafeMutableRawPointer
-    private let receiversWaiting: UnsafeMutableRawPointer
-    private let sendSignal: UnsafeMutableRawPointer
-    private let sendersWaiting: UnsafeMutableRawPointer
-    private let orphans: UnsafeMutablePointer<Atomic<UInt32>>
-    private let abandonedSends: UnsafeMutablePointer<Atomic<UInt64>>
-    private let orphanedReceives: UnsafeMutablePointer<Atomic<UInt64>>
-    private let redeliveries: UnsafeMutablePointer<Atomic<UInt64>>
-    private let clearedClaims: UnsafeMutablePointer<Atomic<UInt64>>
-    private let droppedMessages: UnsafeMutablePointer<Atomic<UInt64>>
+    let slots: UnsafeMutableRawPointer
+    let sendPosition: UnsafeMutablePointer<Atomic<UInt64>>
+    let receivePosition: UnsafeMutablePointer<Atomic<UInt64>>
+    let receiveSignal: UnsafeMutableRawPointer
+    let receiversWaiting: UnsafeMutableRawPointer
+    let sendSignal: UnsafeMutableRawPointer
+    let sendersWaiting: UnsafeMutableRawPointer
+    let orphans: UnsafeMutablePointer<Atomic<UInt32>>
+    let abandonedSends: UnsafeMutablePointer<Atomic<UInt64>>
+    let orphanedReceives: UnsafeMutablePointer<Atomic<UInt64>>
+    let redeliveries: UnsafeMutablePointer<Atomic<UInt64>>
+    let clearedClaims: UnsafeMutablePointer<Atomic<UInt64>>
+    let droppedMessages: UnsafeMutablePointer<Atomic<UInt64>>
     /// The nonce of the channel's loan heap (0: none recorded yet).
     let loanHeapNonce: UnsafeMutablePointer<Atomic<UInt64>>
     /// `descriptors_armed` (readiness descriptors waiting for a message) and the table they are in
     /// (nil: a ring without one, e.g. a service's request queue); see ``ChannelParticipants``.
-    private let descriptorsArmed: UnsafeMutablePointer<Atomic<UInt64>>
+    let descriptorsArmed: UnsafeMutablePointer<Atomic<UInt64>>
+    /// The role words (`exclusive_sender`, `exclusive_receiver`) and the exclusive sender's position.
+    let exclusiveSender: UnsafeMutablePointer<Atomic<UInt64>>
+    let exclusiveReceiver: UnsafeMutablePointer<Atomic<UInt64>>
+    let exclusivePosition: UnsafeMutablePointer<Atomic<UInt64>>
     let participants: ChannelParticipants?
     /// The roles this handle has acted in and recorded in the table (process-local).
-    private let recordedRoles = Atomic<UInt32>(0)
+    let recordedRoles = Atomic<UInt32>(0)
 
     /// This process's identity in the file, and the descriptor that checks others'.
-    private let lease: OwnerLease
+    let lease: OwnerLease
     /// This process's token: what it records in a slot's `owner` while it works on the slot.
-    private let me: UInt64
+    let me: UInt64
     /// Keeps the memory mapped.
-    private let storage: SharedObjectStorage
+    let storage: SharedObjectStorage
     /// Where the next bounded scan of a waiting receiver starts, and when the last one started
     /// (process-local).
-    private let scanCursor = Atomic<Int>(0)
-    private let lastScan = Atomic<UInt64>(0)
+    let scanCursor = Atomic<Int>(0)
+    let lastScan = Atomic<UInt64>(0)
 
     static let closedBit: UInt64 = CIPC_CHANNEL_CLOSED
+    static let closingBit: UInt64 = CIPC_CHANNEL_CLOSING
+    /// The bits of `send_position` that are not the position.
+    static let flagBits: UInt64 = CIPC_CHANNEL_CLOSED | CIPC_CHANNEL_CLOSING
     static let orphan: UInt64 = CIPC_CHANNEL_ORPHAN
     static let skipped: UInt32 = CIPC_CHANNEL_SKIPPED
     static let loaned: UInt32 = CIPC_CHANNEL_LOANED
@@ -129,6 +145,9 @@ final class ChannelRing: @unchecked Sendable {
         droppedMessages = atomic64(base + fieldOffset(\cipc_channel.dropped_messages))
         loanHeapNonce = atomic64(base + fieldOffset(\cipc_channel.loan_heap_nonce))
         descriptorsArmed = atomic64(base + fieldOffset(\cipc_channel.descriptors_armed))
+        exclusiveSender = atomic64(base + fieldOffset(\cipc_channel.exclusive_sender))
+        exclusiveReceiver = atomic64(base + fieldOffset(\cipc_channel.exclusive_receiver))
+        exclusivePosition = atomic64(base + fieldOffset(\cipc_channel.exclusive_position))
         self.participants = participants
         self.lease = lease
         me = lease.token
@@ -137,33 +156,33 @@ final class ChannelRing: @unchecked Sendable {
     // MARK: Slots
 
     @inline(__always)
-    private func slot(at position: UInt64) -> UnsafeMutableRawPointer {
+    func slot(at position: UInt64) -> UnsafeMutableRawPointer {
         let index = indexMask.map { position & $0 } ?? position % UInt64(capacity)
         return slots + Int(index) &* stride
     }
 
     @inline(__always)
-    private func index(of slot: UnsafeMutableRawPointer) -> Int { (slot - slots) / stride }
+    func index(of slot: UnsafeMutableRawPointer) -> Int { (slot - slots) / stride }
 
     @inline(__always)
-    private func sequence(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(slot) }
+    func sequence(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(slot) }
 
     @inline(__always)
-    private func owner(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(slot + 8) }
+    func owner(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(slot + 8) }
 
     @inline(__always)
-    private func length(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt32>> { atomic32(slot + 16) }
+    func length(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt32>> { atomic32(slot + 16) }
 
     @inline(__always)
-    private func loan(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(slot + 24) }
+    func loan(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(slot + 24) }
 
     /// The sequence of a slot free for position `p`, and of one holding its message.
-    @inline(__always) private static func free(_ p: UInt64) -> UInt64 { p &* 2 }
-    @inline(__always) private static func full(_ p: UInt64) -> UInt64 { p &* 2 &+ 1 }
+    @inline(__always) static func free(_ p: UInt64) -> UInt64 { p &* 2 }
+    @inline(__always) static func full(_ p: UInt64) -> UInt64 { p &* 2 &+ 1 }
 
     /// How far ahead of `from` the position `to` is, if it is within one lap (`0...capacity`).
     @inline(__always)
-    private func lead(of to: UInt64, over from: UInt64) -> Int? {
+    func lead(of to: UInt64, over from: UInt64) -> Int? {
         let difference = to &- from
         return difference <= UInt64(capacity) ? Int(difference) : nil
     }
@@ -181,14 +200,20 @@ final class ChannelRing: @unchecked Sendable {
             // While a wait driver spins: two loads, and the full attempt only once the slot is free
             // (or the channel closed). The spin phase ignores the expected value.
             let position = sendPosition.pointee.load(ordering: .relaxed)
-            if position & Self.closedBit == 0, sequence(slot(at: position)).pointee.load(ordering: .relaxed) != Self.free(position) {
+            if position & Self.flagBits == 0,
+               sequence(slot(at: position)).pointee.load(ordering: .relaxed) != Self.free(position)
+                || exclusiveSender.pointee.load(ordering: .relaxed) != 0 {
                 return .park(expected: 0)
             }
         }
         // Read before looking at the ring (see `blockingWait`): a change after this read is a wake-up.
         let signal = atomic32(sendSignal).pointee.load(ordering: .sequentiallyConsistent)
         let position = sendPosition.pointee.load(ordering: .acquiring)
-        if position & Self.closedBit != 0 { throw closedError() }
+        if position & Self.flagBits != 0 { throw closedError() }
+        // A process holds the sender role alone: wait until it gives it up (or died).
+        if exclusiveSender.pointee.load(ordering: .acquiring) != 0 {
+            return try waitForRole(.sender, checkNow: checkNow, signal: signal)
+        }
         let slot = slot(at: position)
         let observed = sequence(slot).pointee.load(ordering: .acquiring)
         let distance = Int64(bitPattern: observed &- Self.free(position))
@@ -204,6 +229,12 @@ final class ChannelRing: @unchecked Sendable {
                 return .retry
             }
             CrashPoint.reached("channel.send.afterOwner")
+            // After the owner word, before the position (both sequentially consistent): a process
+            // that takes the sender role meanwhile sees our claim and waits for it, or we see the role.
+            if exclusiveSender.pointee.load(ordering: .sequentiallyConsistent) != 0 {
+                releaseOwner(slot)
+                return .retry
+            }
             guard sequence(slot).pointee.load(ordering: .acquiring) == observed,
                   sendPosition.pointee.compareExchange(expected: position, desired: position &+ 1, ordering: .sequentiallyConsistent).exchanged
             else {
@@ -218,6 +249,7 @@ final class ChannelRing: @unchecked Sendable {
             // The ring is full: the slot still serves the position one lap back (its message is
             // being written, waits for a receiver, or is being received).
             if checkNow, try recoverIfDead(slot) { return .retry }
+            if checkNow, try recoverRoleIfDead(.receiver) { return .retry }
             return .park(expected: signal)
         }
         return try staleOrCorrupt(sendPosition, was: position, slot: slot, sequence: observed)
@@ -234,12 +266,25 @@ final class ChannelRing: @unchecked Sendable {
             (slot + Self.dataOffset).copyMemory(from: source, byteCount: bytes.count)
         }
         CrashPoint.reached("channel.send.afterWrite")
-        // Publish (release: the bytes before the sequence; sequentially consistent: before we read
-        // `receivers_waiting` in `wakeReceiver`).
-        sequence(slot).pointee.store(Self.full(claim.position), ordering: .sequentiallyConsistent)
+        publish(claim)
         CrashPoint.reached("channel.send.afterPublish")
-        releaseOwner(slot)
+        if !claim.exclusive { releaseOwner(slot) }
         afterPublishing(claim)
+    }
+
+    /// Publishes the claimed slot's message: its sequence becomes 2p + 1 (release: the bytes before
+    /// the sequence). A shared claim's store is sequentially consistent, before it reads
+    /// `receivers_waiting` in `wakeReceiver`; the exclusive sender's is a plain release store, and
+    /// a parking receiver's asymmetric fence stands in for the other half (see "Exclusive
+    /// endpoints" in `CInterprocessChannel.h`).
+    @inline(__always)
+    func publish(_ claim: ChannelClaim) {
+        if claim.exclusive {
+            sequence(claim.slot).pointee.store(Self.full(claim.position), ordering: .releasing)
+            AsymmetricFence.light()
+        } else {
+            sequence(claim.slot).pointee.store(Self.full(claim.position), ordering: .sequentiallyConsistent)
+        }
     }
 
     /// What every send does once its slot is published and let go: wakes a receiver parked for
@@ -248,7 +293,7 @@ final class ChannelRing: @unchecked Sendable {
     /// woken for a slot that another sender took, would otherwise miss it); records this process's
     /// role once per handle.
     @inline(__always)
-    private func afterPublishing(_ claim: ChannelClaim) {
+    func afterPublishing(_ claim: ChannelClaim) {
         wakeReceiver(for: claim.position)
         // Readiness descriptors (one load while there are none; ``ChannelParticipants``).
         if descriptorsArmed.pointee.load(ordering: .sequentiallyConsistent) != 0 { participants?.poke() }
@@ -268,9 +313,9 @@ final class ChannelRing: @unchecked Sendable {
         loan(slot).pointee.store(word, ordering: .relaxed)
         length(slot).pointee.store(Self.loaned | UInt32(byteCount), ordering: .relaxed)
         CrashPoint.reached("channel.loan.afterWrite")
-        sequence(slot).pointee.store(Self.full(claim.position), ordering: .sequentiallyConsistent)
+        publish(claim)
         CrashPoint.reached("channel.loan.afterPublish")
-        releaseOwner(slot)
+        if !claim.exclusive { releaseOwner(slot) }
         afterPublishing(claim)
     }
 
@@ -291,7 +336,8 @@ final class ChannelRing: @unchecked Sendable {
     /// Claims a position for a send without waiting: nil if the ring is full (or a slot it needs is
     /// held by a live process). Checks once whether a process holding that slot died.
     @usableFromInline
-    func tryClaimForSending() throws(InterprocessError) -> ChannelClaim? {
+    func tryClaimForSending(exclusive: Bool = false) throws(InterprocessError) -> ChannelClaim? {
+        if exclusive { return try tryExclusiveClaimForSending() }
         var checked = false
         for _ in 0..<Self.tryRetries {
             switch try claimForSending(checkNow: false, announce: false) {
@@ -302,7 +348,10 @@ final class ChannelRing: @unchecked Sendable {
                 if !checked {
                     checked = true
                     if try recoverIfDead(slot(at: sendPosition.pointee.load(ordering: .acquiring))) { continue }
+                    if try recoverRoleIfDead(.sender) { continue }
                 }
+                // Another process holds the sender role: would wait.
+                if exclusiveSender.pointee.load(ordering: .acquiring) != 0 { return nil }
                 // Full: would wait. A free slot that a live process holds for a moment (another
                 // sender claiming it) is worth a few more tries.
                 guard hasFreeSlot() else { return nil }
@@ -313,13 +362,13 @@ final class ChannelRing: @unchecked Sendable {
     }
 
     /// Whether the slot at the send position is free for it (a snapshot).
-    private func hasFreeSlot() -> Bool {
+    func hasFreeSlot() -> Bool {
         let position = sendPosition.pointee.load(ordering: .acquiring)
-        return position & Self.closedBit != 0 || sequence(slot(at: position)).pointee.load(ordering: .acquiring) == Self.free(position)
+        return position & Self.flagBits != 0 || sequence(slot(at: position)).pointee.load(ordering: .acquiring) == Self.free(position)
     }
 
     /// Whether the message at the receive position is in (a snapshot).
-    private func hasMessage() -> Bool {
+    func hasMessage() -> Bool {
         let position = receivePosition.pointee.load(ordering: .acquiring)
         return sequence(slot(at: position)).pointee.load(ordering: .acquiring) == Self.full(position)
     }
@@ -337,11 +386,16 @@ final class ChannelRing: @unchecked Sendable {
             // (or an orphan waits). The spin phase ignores the expected value.
             let position = receivePosition.pointee.load(ordering: .relaxed)
             if sequence(slot(at: position)).pointee.load(ordering: .relaxed) != Self.full(position),
-               orphans.pointee.load(ordering: .relaxed) == 0 {
+               orphans.pointee.load(ordering: .relaxed) == 0
+                || exclusiveReceiver.pointee.load(ordering: .relaxed) != 0 {
                 return .park(expected: 0)
             }
         }
         let signal = atomic32(receiveSignal).pointee.load(ordering: .sequentiallyConsistent)
+        // A process holds the receiver role alone: wait until it gives it up (or died).
+        if exclusiveReceiver.pointee.load(ordering: .acquiring) != 0 {
+            return try waitForRole(.receiver, checkNow: checkNow, signal: signal)
+        }
         if orphans.pointee.load(ordering: .relaxed) != 0, let claim = try claimOrphan() {
             return .done(claim)
         }
@@ -361,6 +415,11 @@ final class ChannelRing: @unchecked Sendable {
                 return .retry
             }
             CrashPoint.reached("channel.receive.afterOwner")
+            // As for senders: the role's taker sees our claim, or we see the role.
+            if exclusiveReceiver.pointee.load(ordering: .sequentiallyConsistent) != 0 {
+                releaseOwner(slot)
+                return .retry
+            }
             guard sequence(slot).pointee.load(ordering: .acquiring) == observed,
                   receivePosition.pointee.compareExchange(expected: position, desired: position &+ 1, ordering: .sequentiallyConsistent).exchanged
             else {
@@ -381,24 +440,7 @@ final class ChannelRing: @unchecked Sendable {
             return .done(ChannelClaim(slot: slot, position: position, redelivery: false))
         }
         if distance == -1 {
-            // Not in yet: either nobody claimed our position (empty), or its sender is writing it.
-            let sent = sendPosition.pointee.load(ordering: .acquiring)
-            let claimed = sent & ~Self.closedBit
-            if claimed == position {
-                if sent & Self.closedBit != 0 {
-                    // Closed, and every claimed position was taken: the end, unless a receiver that
-                    // died left a message behind.
-                    if try scan(all: true) { return .retry }
-                    throw InterprocessError(.closed, objectName: name, detail: "the channel was closed and every message was received")
-                }
-                if checkNow, scanIsDue(), try scan(all: false) { return .retry }
-                return .park(expected: signal)
-            }
-            if let ahead = lead(of: claimed, over: position), ahead > 0 {
-                if checkNow, try recoverIfDead(slot) { return .retry }
-                return .park(expected: signal)
-            }
-            return try staleOrCorrupt(receivePosition, was: position, slot: slot, sequence: observed)
+            return try notInYet(slot: slot, position: position, observed: observed, checkNow: checkNow, signal: signal)
         }
         if distance == -2 * Int64(capacity) {
             // The slot still holds the message one lap back, which its receiver has not released.
@@ -408,12 +450,40 @@ final class ChannelRing: @unchecked Sendable {
         return try staleOrCorrupt(receivePosition, was: position, slot: slot, sequence: observed)
     }
 
+    /// A receiver's position whose message is not in (its slot is free for it): either nobody
+    /// claimed the position (empty; the end, once the channel is closed), or its sender is writing it.
+    func notInYet(
+        slot: UnsafeMutableRawPointer, position: UInt64, observed: UInt64, checkNow: Bool, signal: UInt32
+    ) throws(InterprocessError) -> WaitStep<ChannelClaim> {
+        // Not in yet: either nobody claimed our position (empty), or its sender is writing it.
+        let (claimed, sent) = claimedSends()
+        if claimed == position {
+            if sent & Self.closedBit != 0 {
+                // Closed, and every claimed position was taken: the end, unless a receiver that
+                // died left a message behind.
+                if try scan(all: true) { return .retry }
+                throw InterprocessError(.closed, objectName: name, detail: "the channel was closed and every message was received")
+            }
+            if checkNow, scanIsDue(), try scan(all: false) { return .retry }
+            if checkNow, try recoverRoleIfDead(.sender) { return .retry }
+            return .park(expected: signal)
+        }
+        if let ahead = lead(of: claimed, over: position), ahead > 0 {
+            if checkNow, try recoverIfDead(slot) { return .retry }
+            if checkNow, try recoverRoleIfDead(.sender) { return .retry }
+            return .park(expected: signal)
+        }
+        if claimedSends().position != claimed { return .retry }
+        return try staleOrCorrupt(receivePosition, was: position, slot: slot, sequence: observed)
+    }
+
     /// Claims the next message without waiting: nil if there is none now. Throws `closed` when the
     /// channel is closed and drained. When there is none, repairs the slot it needs if its holder
     /// died, and at most once per ``recoveryInterval`` in this process scans for messages whose
     /// receiver died (redelivering them).
     @usableFromInline
-    func tryClaimForReceiving() throws(InterprocessError) -> ChannelClaim? {
+    func tryClaimForReceiving(exclusive: Bool = false) throws(InterprocessError) -> ChannelClaim? {
+        if exclusive { return try tryExclusiveClaimForReceiving() }
         var checked = false
         for _ in 0..<Self.tryRetries {
             switch try claimForReceiving(checkNow: false, announce: false) {
@@ -428,7 +498,10 @@ final class ChannelRing: @unchecked Sendable {
                     checked = true
                     if try recoverIfDead(slot(at: receivePosition.pointee.load(ordering: .acquiring))) { continue }
                     if scanIsDue(), try scan(all: false) { continue }
+                    if try recoverRoleIfDead(.receiver) { continue }
                 }
+                // Another process holds the receiver role: would wait.
+                if exclusiveReceiver.pointee.load(ordering: .acquiring) != 0 { return nil }
                 // Empty (or its next message not written yet): would wait. A message that a live
                 // process holds for a moment (its sender finishing, another receiver claiming it)
                 // is worth a few more tries.
@@ -479,7 +552,11 @@ final class ChannelRing: @unchecked Sendable {
             }
         }
         CrashPoint.reached("channel.receive.afterCopy")
-        release(slot, position: claim.position)
+        if claim.exclusive {
+            releaseExclusively(slot, position: claim.position)
+        } else {
+            release(slot, position: claim.position)
+        }
         if claim.redelivery { decrementOrphans() }
         if recordedRoles.load(ordering: .relaxed) & ChannelParticipants.receiverRole == 0 { record(ChannelParticipants.receiverRole) }
         if let failure { throw failure }
@@ -495,29 +572,38 @@ final class ChannelRing: @unchecked Sendable {
 
     /// Frees `slot` (whose message of `position` this process took) for the position one lap on,
     /// lets it go and wakes a parked sender if one waits for this slot.
-    private func release(_ slot: UnsafeMutableRawPointer, position: UInt64) {
+    func release(_ slot: UnsafeMutableRawPointer, position: UInt64) {
         sequence(slot).pointee.store(Self.free(position &+ UInt64(capacity)), ordering: .sequentiallyConsistent)
         CrashPoint.reached("channel.receive.afterRelease")
         releaseOwner(slot)
         wakeSender(forSlotOf: position)
     }
 
+    /// The exclusive receiver's ``release(_:position:)``: frees the slot (release stores, no owner
+    /// word), then advances the receive position (which only it writes while it holds the role).
+    func releaseExclusively(_ slot: UnsafeMutableRawPointer, position: UInt64) {
+        sequence(slot).pointee.store(Self.free(position &+ UInt64(capacity)), ordering: .releasing)
+        CrashPoint.reached("channel.receive.afterRelease")
+        receivePosition.pointee.store(position &+ 1, ordering: .releasing)
+        AsymmetricFence.light()
+        wakeSender(forSlotOf: position)
+    }
+
     // MARK: Waiting for a claim
 
     /// Claims a position to send to, blocking the thread while the ring is full, for at most
-    /// `timeout` (nil: as long as it takes).
+    /// `timeout` (nil: as long as it takes). `exclusive`: as the holder of the sender role.
     @usableFromInline
-    func blockingClaimToSend(timeout: Duration?) throws(InterprocessError) -> ChannelClaim {
-        if case .done(let claim) = try claimForSending(checkNow: false, announce: false) { return claim }
+    func blockingClaimToSend(timeout: Duration?, exclusive: Bool = false) throws(InterprocessError) -> ChannelClaim {
+        if case .done(let claim) = try sendAttempt(exclusive: exclusive, checkNow: false, attempt: 0) { return claim }
         var attempts = 0
         do throws(InterprocessError) {
             return try WaitSite(word: sendSignal, waiters: sendersWaiting, name: name, recheckEvery: Self.recoveryInterval).blockingWait(
                 until: Deadline(after: timeout),
-                whileSpinning: { _ throws(InterprocessError) in try self.claimForSending(checkNow: false, announce: false, spinning: true) },
+                whileSpinning: { _ throws(InterprocessError) in try self.sendAttempt(exclusive: exclusive, checkNow: false, attempt: 0, spinning: true) },
                 { check throws(InterprocessError) in
-                    // The first call is the last look before parking; a later one follows a park.
                     attempts += 1
-                    return try self.claimForSending(checkNow: check, announce: true, woken: attempts > 1)
+                    return try self.sendAttempt(exclusive: exclusive, checkNow: check, attempt: attempts)
                 })
         } catch {
             passOnSenderWake()
@@ -528,17 +614,16 @@ final class ChannelRing: @unchecked Sendable {
     /// Claims a position to send to, suspending the task while the ring is full, for at most
     /// `timeout` (nil: as long as it takes); `cancelled` (having claimed nothing) if the task is cancelled.
     @usableFromInline
-    func claimToSend(timeout: Duration?) async throws(InterprocessError) -> ChannelClaim {
-        if case .done(let claim) = try claimForSending(checkNow: false, announce: false) { return claim }
+    func claimToSend(timeout: Duration?, exclusive: Bool = false) async throws(InterprocessError) -> ChannelClaim {
+        if case .done(let claim) = try sendAttempt(exclusive: exclusive, checkNow: false, attempt: 0) { return claim }
         var attempts = 0
         do throws(InterprocessError) {
             return try await WaitSite(word: sendSignal, waiters: sendersWaiting, name: name, recheckEvery: Self.recoveryInterval).asyncWait(
                 until: Deadline(after: timeout),
-                whileSpinning: { _ throws(InterprocessError) in try self.claimForSending(checkNow: false, announce: false, spinning: true) },
+                whileSpinning: { _ throws(InterprocessError) in try self.sendAttempt(exclusive: exclusive, checkNow: false, attempt: 0, spinning: true) },
                 { check throws(InterprocessError) in
-                    // The first call is the last look before parking; a later one follows a park.
                     attempts += 1
-                    return try self.claimForSending(checkNow: check, announce: true, woken: attempts > 1)
+                    return try self.sendAttempt(exclusive: exclusive, checkNow: check, attempt: attempts)
                 })
         } catch {
             passOnSenderWake()
@@ -546,20 +631,30 @@ final class ChannelRing: @unchecked Sendable {
         }
     }
 
+    /// One attempt of a waiting send. `attempt` 0: before counting ourselves as a waiter (a first
+    /// try, or the spin phase); 1: the last look before parking, which the drivers make right after
+    /// counting us (and which first makes the asymmetric fence if the receiver role is held: its
+    /// holder reads `senders_waiting` with a plain load); later ones follow a park (a woken claim).
+    @inline(__always)
+    func sendAttempt(exclusive: Bool, checkNow: Bool, attempt: Int, spinning: Bool = false) throws(InterprocessError) -> WaitStep<ChannelClaim> {
+        if attempt == 1 { fenceBeforeParking(behind: exclusiveReceiver) }
+        if exclusive { return try exclusiveClaimForSending(checkNow: checkNow, spinning: spinning) }
+        return try claimForSending(checkNow: checkNow, announce: attempt > 0, spinning: spinning, woken: attempt > 1)
+    }
+
     /// Claims the next message, blocking the thread while the ring is empty, for at most `timeout`
-    /// (nil: as long as it takes).
+    /// (nil: as long as it takes). `exclusive`: as the holder of the receiver role.
     @usableFromInline
-    func blockingClaimToReceive(timeout: Duration?) throws(InterprocessError) -> ChannelClaim {
-        if case .done(let claim) = try claimForReceiving(checkNow: false, announce: false) { return claim }
+    func blockingClaimToReceive(timeout: Duration?, exclusive: Bool = false) throws(InterprocessError) -> ChannelClaim {
+        if case .done(let claim) = try receiveAttempt(exclusive: exclusive, checkNow: false, attempt: 0) { return claim }
         var attempts = 0
         do throws(InterprocessError) {
             return try WaitSite(word: receiveSignal, waiters: receiversWaiting, name: name, recheckEvery: Self.recoveryInterval).blockingWait(
                 until: Deadline(after: timeout),
-                whileSpinning: { _ throws(InterprocessError) in try self.claimForReceiving(checkNow: false, announce: false, spinning: true) },
+                whileSpinning: { _ throws(InterprocessError) in try self.receiveAttempt(exclusive: exclusive, checkNow: false, attempt: 0, spinning: true) },
                 { check throws(InterprocessError) in
-                    // The first call is the last look before parking; a later one follows a park.
                     attempts += 1
-                    return try self.claimForReceiving(checkNow: check, announce: true, woken: attempts > 1)
+                    return try self.receiveAttempt(exclusive: exclusive, checkNow: check, attempt: attempts)
                 })
         } catch {
             passOnReceiverWake()
@@ -570,17 +665,16 @@ final class ChannelRing: @unchecked Sendable {
     /// Claims the next message, suspending the task while the ring is empty, for at most `timeout`
     /// (nil: as long as it takes); `cancelled` (having claimed nothing) if the task is cancelled.
     @usableFromInline
-    func claimToReceive(timeout: Duration?) async throws(InterprocessError) -> ChannelClaim {
-        if case .done(let claim) = try claimForReceiving(checkNow: false, announce: false) { return claim }
+    func claimToReceive(timeout: Duration?, exclusive: Bool = false) async throws(InterprocessError) -> ChannelClaim {
+        if case .done(let claim) = try receiveAttempt(exclusive: exclusive, checkNow: false, attempt: 0) { return claim }
         var attempts = 0
         do throws(InterprocessError) {
             return try await WaitSite(word: receiveSignal, waiters: receiversWaiting, name: name, recheckEvery: Self.recoveryInterval).asyncWait(
                 until: Deadline(after: timeout),
-                whileSpinning: { _ throws(InterprocessError) in try self.claimForReceiving(checkNow: false, announce: false, spinning: true) },
+                whileSpinning: { _ throws(InterprocessError) in try self.receiveAttempt(exclusive: exclusive, checkNow: false, attempt: 0, spinning: true) },
                 { check throws(InterprocessError) in
-                    // The first call is the last look before parking; a later one follows a park.
                     attempts += 1
-                    return try self.claimForReceiving(checkNow: check, announce: true, woken: attempts > 1)
+                    return try self.receiveAttempt(exclusive: exclusive, checkNow: check, attempt: attempts)
                 })
         } catch {
             passOnReceiverWake()
@@ -588,29 +682,46 @@ final class ChannelRing: @unchecked Sendable {
         }
     }
 
+    /// One attempt of a waiting receive (the attempts are numbered as ``sendAttempt(exclusive:checkNow:attempt:spinning:)``'s;
+    /// the fence is made when the sender role is held).
+    @inline(__always)
+    func receiveAttempt(exclusive: Bool, checkNow: Bool, attempt: Int, spinning: Bool = false) throws(InterprocessError) -> WaitStep<ChannelClaim> {
+        if attempt == 1 { fenceBeforeParking(behind: exclusiveSender) }
+        if exclusive { return try exclusiveClaimForReceiving(checkNow: checkNow, spinning: spinning) }
+        return try claimForReceiving(checkNow: checkNow, announce: attempt > 0, spinning: spinning, woken: attempt > 1)
+    }
+
     // MARK: Closing
 
     /// Closes the channel: no send succeeds from now on; receivers take what is in and then see the end.
+    ///
+    /// In two steps, for an exclusive sender (which checks CLOSING with a plain load after it
+    /// announced its position): CLOSING; then, if the sender role is held, an asymmetric fence, after
+    /// which that sender either saw CLOSING or its announced position is visible; then CLOSED, which
+    /// receivers go by. Where the fence is refused, the exclusive sender sets CLOSED itself at its
+    /// next send or when it gives up the role.
     func close() {
-        sendPosition.pointee.bitwiseOr(Self.closedBit, ordering: .sequentiallyConsistent)
+        sendPosition.pointee.bitwiseOr(Self.closingBit, ordering: .sequentiallyConsistent)
+        if exclusiveSender.pointee.load(ordering: .sequentiallyConsistent) == 0 || AsymmetricFence.heavy() {
+            sendPosition.pointee.bitwiseOr(Self.closedBit, ordering: .sequentiallyConsistent)
+        }
         wakeEveryone()
         participants?.poke()
     }
 
     /// Records once per handle that this process acted in `role` (``ChannelParticipants``).
     @inline(never)
-    private func record(_ role: UInt32) {
+    func record(_ role: UInt32) {
         recordedRoles.bitwiseOr(role, ordering: .relaxed)
         participants?.mark(role)
     }
 
-    var isClosed: Bool { sendPosition.pointee.load(ordering: .acquiring) & Self.closedBit != 0 }
+    var isClosed: Bool { sendPosition.pointee.load(ordering: .acquiring) & Self.flagBits != 0 }
 
     /// Messages sent and not yet received (a snapshot; includes messages being written or taken).
     var count: Int {
         let received = receivePosition.pointee.load(ordering: .acquiring)
-        let sent = sendPosition.pointee.load(ordering: .acquiring) & ~Self.closedBit
-        return lead(of: sent, over: received) ?? 0
+        return lead(of: claimedSends().position, over: received) ?? 0
     }
 
     // MARK: Waking
@@ -635,7 +746,7 @@ final class ChannelRing: @unchecked Sendable {
     /// Wakes a parked receiver if there is one and the message just published at `position` is the
     /// one the receive position waits for.
     @inline(__always)
-    private func wakeReceiver(for position: UInt64) {
+    func wakeReceiver(for position: UInt64) {
         if atomic32(receiversWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
            receivePosition.pointee.load(ordering: .sequentiallyConsistent) == position {
             wake(receiveSignal)
@@ -645,35 +756,35 @@ final class ChannelRing: @unchecked Sendable {
     /// Wakes a parked sender if there is one and the slot just freed (of `position`, now free for
     /// `position + capacity`) is the one the send position waits for.
     @inline(__always)
-    private func wakeSender(forSlotOf position: UInt64) {
+    func wakeSender(forSlotOf position: UInt64) {
         if atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
-           sendPosition.pointee.load(ordering: .sequentiallyConsistent) & ~Self.closedBit == position &+ UInt64(capacity) {
+           claimedSends().position == position &+ UInt64(capacity) {
             wake(sendSignal)
         }
     }
 
     /// Bumps `signal` (so that a waiter about to park with its old value does not) and wakes one waiter.
     @inline(never)
-    private func wake(_ signal: UnsafeMutableRawPointer, all: Bool = false) {
+    func wake(_ signal: UnsafeMutableRawPointer, all: Bool = false) {
         atomic32(signal).pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         Futex.wake(signal, count: all ? Int32.max : 1)
     }
 
     /// Wakes every parked sender and receiver (close, a contended slot released, a recovery).
-    private func wakeEveryone() {
+    func wakeEveryone() {
         if atomic32(receiversWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 { wake(receiveSignal, all: true) }
         if atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 { wake(sendSignal, all: true) }
     }
 
     /// Clears this process's claim on `slot`, waking whoever parked behind it.
     @inline(__always)
-    private func releaseOwner(_ slot: UnsafeMutableRawPointer) {
+    func releaseOwner(_ slot: UnsafeMutableRawPointer) {
         if owner(slot).pointee.exchange(0, ordering: .sequentiallyConsistent) & Self.contended != 0 { wakeEveryone() }
     }
 
     /// A receiver that leaves a wait without a message (timed out, cancelled) may have been the one
     /// woken for a message that is there: passes the wake-up on.
-    private func passOnReceiverWake() {
+    func passOnReceiverWake() {
         guard atomic32(receiversWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 else { return }
         if hasMessage() || orphans.pointee.load(ordering: .relaxed) != 0 || isClosed {
             wake(receiveSignal)
@@ -681,7 +792,7 @@ final class ChannelRing: @unchecked Sendable {
     }
 
     /// The same for a sender that leaves a wait without sending.
-    private func passOnSenderWake() {
+    func passOnSenderWake() {
         guard atomic32(sendersWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 else { return }
         if hasFreeSlot() { wake(sendSignal) }
     }
@@ -691,7 +802,7 @@ final class ChannelRing: @unchecked Sendable {
     /// We need `slot`, which `holder` (not 0) owns: a process finishing with it, a process claiming
     /// it, or one that died doing so. Checks the holder's liveness when `checkNow`, and marks the
     /// slot contended before parking when `announce`.
-    private func waitBehind<T>(
+    func waitBehind<T>(
         _ holder: UInt64, of slot: UnsafeMutableRawPointer, observed: UInt64,
         position word: UnsafeMutablePointer<Atomic<UInt64>>, at position: UInt64,
         checkNow: Bool, announce: Bool, signal: UInt32
@@ -721,7 +832,7 @@ final class ChannelRing: @unchecked Sendable {
     }
 
     /// Recovers `slot` if a process that died owns it; whether it did (or the owner changed meanwhile).
-    private func recoverIfDead(_ slot: UnsafeMutableRawPointer) throws(InterprocessError) -> Bool {
+    func recoverIfDead(_ slot: UnsafeMutableRawPointer) throws(InterprocessError) -> Bool {
         let holder = owner(slot).pointee.load(ordering: .acquiring)
         let token = holder & ~Self.contended
         guard token >= 1 << 32, token != me, !lease.isAlive(token) else { return false }
@@ -733,7 +844,7 @@ final class ChannelRing: @unchecked Sendable {
     /// state (the table in `CInterprocessChannel.h`). Claims the slot first, so that one process
     /// repairs it; a repairer that dies leaves a dead owner again, and the next one repairs the same
     /// way. Throws `corrupt` if the state fits no step of the protocol.
-    private func recover(_ slot: UnsafeMutableRawPointer, deadOwner dead: UInt64) throws(InterprocessError) {
+    func recover(_ slot: UnsafeMutableRawPointer, deadOwner dead: UInt64) throws(InterprocessError) {
         guard owner(slot).pointee.compareExchange(
             expected: dead, desired: me | (dead & Self.contended), ordering: .sequentiallyConsistent
         ).exchanged else { return }
@@ -746,7 +857,7 @@ final class ChannelRing: @unchecked Sendable {
         }
         if observed & 1 == 0 {
             // Free for `position`, or being written for it.
-            let sent = sendPosition.pointee.load(ordering: .acquiring) & ~Self.closedBit
+            let sent = sendPosition.pointee.load(ordering: .acquiring) & ~Self.flagBits
             if lead(of: position, over: sent) != nil {
                 // Not claimed: the dead process only held the slot.
                 clearedClaims.pointee.wrappingAdd(1, ordering: .relaxed)
@@ -784,7 +895,7 @@ final class ChannelRing: @unchecked Sendable {
 
     /// Claims a message whose receiver died (an orphan), if there is one: nil if none is left (and
     /// then resets the hint that sent us looking). Skipped slots among them are released at once.
-    private func claimOrphan() throws(InterprocessError) -> ChannelClaim? {
+    func claimOrphan() throws(InterprocessError) -> ChannelClaim? {
         let hint = orphans.pointee.load(ordering: .sequentiallyConsistent)
         for index in 0..<capacity {
             let slot = slots + index &* stride
@@ -818,14 +929,14 @@ final class ChannelRing: @unchecked Sendable {
     /// Whether a waiting receiver of this process should look over the ring now: at most once per
     /// ``recoveryInterval`` in the process (a wait checks at its first park, where a scan of a large
     /// ring on every park would cost more than the wait).
-    private func scanIsDue() -> Bool {
+    func scanIsDue() -> Bool {
         let now = Clock.monotonicNanoseconds()
         let last = lastScan.load(ordering: .relaxed)
         guard now &- last >= Self.recoveryInterval else { return false }
         return lastScan.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
     }
 
-    private func decrementOrphans() {
+    func decrementOrphans() {
         var current = orphans.pointee.load(ordering: .relaxed)
         while current > 0 {
             let (exchanged, original) = orphans.pointee.compareExchange(expected: current, desired: current - 1, ordering: .sequentiallyConsistent)
@@ -837,7 +948,7 @@ final class ChannelRing: @unchecked Sendable {
     /// Looks for slots held by processes that died, and for orphans nobody counted: all slots
     /// (`all`), or the next ``scanChunk`` of them. Recovers what it finds; returns whether it found
     /// anything (the caller looks again).
-    private func scan(all: Bool) throws(InterprocessError) -> Bool {
+    func scan(all: Bool) throws(InterprocessError) -> Bool {
         let count = all ? capacity : min(capacity, Self.scanChunk)
         let start = all ? 0 : scanCursor.load(ordering: .relaxed) % capacity
         if !all { scanCursor.store((start + count) % capacity, ordering: .relaxed) }
@@ -862,21 +973,21 @@ final class ChannelRing: @unchecked Sendable {
 
     /// The position we read (`was`) and the sequence of its slot do not fit. If the position moved
     /// on meanwhile, we read an old one: look again. Otherwise the ring is damaged.
-    private func staleOrCorrupt<T>(
+    func staleOrCorrupt<T>(
         _ word: UnsafeMutablePointer<Atomic<UInt64>>, was position: UInt64, slot: UnsafeMutableRawPointer, sequence observed: UInt64
     ) throws(InterprocessError) -> WaitStep<T> {
         if word.pointee.load(ordering: .acquiring) != position { return .retry }
         let which = word == sendPosition ? "send" : "receive"
         throw InterprocessError(.corrupt, objectName: name,
-            detail: "slot \(index(of: slot)) has sequence \(observed), which does not fit \(which) position \(position & ~Self.closedBit)")
+            detail: "slot \(index(of: slot)) has sequence \(observed), which does not fit \(which) position \(position & ~Self.flagBits)")
     }
 
-    private func corruptSlot(_ slot: UnsafeMutableRawPointer, _ observed: UInt64) -> InterprocessError {
+    func corruptSlot(_ slot: UnsafeMutableRawPointer, _ observed: UInt64) -> InterprocessError {
         InterprocessError(.corrupt, objectName: name,
-            detail: "slot \(index(of: slot)) has sequence \(observed), which no step of the protocol leaves (send position \(sendPosition.pointee.load(ordering: .relaxed) & ~Self.closedBit), receive position \(receivePosition.pointee.load(ordering: .relaxed)))")
+            detail: "slot \(index(of: slot)) has sequence \(observed), which no step of the protocol leaves (send position \(sendPosition.pointee.load(ordering: .relaxed) & ~Self.flagBits), receive position \(receivePosition.pointee.load(ordering: .relaxed)))")
     }
 
-    private func closedError() -> InterprocessError {
+    func closedError() -> InterprocessError {
         InterprocessError(.closed, objectName: name, detail: "the channel was closed")
     }
 }
