@@ -140,6 +140,26 @@ struct ServiceTests {
         }
     }
 
+    /// A service of the layout before the clients' and servers' lines (tag "SRV1") is refused as
+    /// an older layout, not misread; `ipc inspect` says what it is.
+    @Test func aServiceOfTheOlderLayoutIsIncompatible() throws {
+        try withCleanNames("svcold") { name in
+            let service = try Service<Int64, Int64>.create(name: name, capacity: 2)
+            defer { service.detach() }
+            _ = try Service<Int64, Int64>.open(name: name).detach()
+            scribble(name, at: ServiceFile.payload + 20, Array("SRV1".utf8))
+            do {
+                _ = try Service<Int64, Int64>.open(name: name)
+                Issue.record("an SRV1 service opened")
+            } catch let error as InterprocessError {
+                #expect(error.code == .incompatible && error.detail.contains("older layout"), "\(error)")
+            }
+            let info = try SharedMemory.info(name: name)
+            #expect(info.kind == "service" && info.details["layout"]?.hasPrefix("SRV1") == true, "\(info.details)")
+            #expect(info.details["requests"] == nil, "its counters are not misread")
+        }
+    }
+
     // MARK: Timeouts and cancellation
 
     @Test func aRequestNobodyServesTimesOutAndItsStaleMessageReachesNobody() throws {

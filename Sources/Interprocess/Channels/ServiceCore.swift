@@ -551,16 +551,20 @@ final class ServiceCore: @unchecked Sendable {
                 throw InterprocessError(.corrupt, objectName: name, detail: "a request for reply slot \(index) of \(slotCount) (dropped)")
             }
             let slot = slot(index)
+            // Straight to the exchange, expecting what the client left (a pending slot's server
+            // half is 0): one fetch of the slot's line, where a load first fetched it to read and
+            // then again to write. A failed exchange returns what is there.
+            var expected = Self.word(ticket, Self.pending)
             while true {
-                let observed = load(slot)
+                let (exchanged, observed) = pair(slot).pointee.compareExchange(
+                    expected: expected, desired: Self.word(ticket, Self.serving, server: me), ordering: .sequentiallyConsistent)
+                if exchanged { break }
                 guard Self.ticket(of: observed) == ticket, Self.phase(of: observed) == Self.pending else {
                     // Its client gave up (or died, and its slot was taken back): nobody waits.
                     staleRequests.pointee.wrappingAdd(1, ordering: .relaxed)
                     return
                 }
-                if pair(slot).pointee.compareExchange(
-                    expected: observed, desired: Self.word(ticket, Self.serving, server: me), ordering: .sequentiallyConsistent
-                ).exchanged { break }
+                expected = observed
             }
             CrashPoint.reached("service.serve.afterTake")
             copyOut(UnsafeRawBufferPointer(rebasing: bytes[Self.headerSize...]))
