@@ -543,6 +543,56 @@ struct ServiceTests {
         }
     }
 
+    /// Raw values skip the codec on both sides (blocking forms here; the async ones above): still
+    /// checked as any message is. A peer that replies with bytes of another length gets its client
+    /// `corrupt` (not a value read past the reply), and a request of another length is refused.
+    @Test func rawValuesAreCheckedAsAnyMessage() throws {
+        try withCleanNames("svcraw") { name in
+            let service = try Service<Int64, Int64>.create(name: name, capacity: 2)
+            defer { service.detach() }
+            let bytes = try Service<[UInt8], [UInt8]>.openAnyType(name: name)
+            defer { bytes.detach() }
+            let outcome = Mutex<Result<Int64, InterprocessError>?>(nil)
+            func request(_ value: Int64) -> ServiceTestThread {
+                outcome.withLock { $0 = nil }
+                return ServiceTestThread {
+                    let result: Result<Int64, InterprocessError>
+                    do throws(InterprocessError) { result = .success(try service.blockingRequest(value, timeout: .seconds(30))) } catch { result = .failure(error) }
+                    outcome.withLock { $0 = result }
+                }
+            }
+            // Both sides raw, blocking.
+            var thread = request(21)
+            let call = try service.blockingNextCall(timeout: .seconds(30))
+            let asked = call.request
+            #expect(asked == 21)
+            #expect(try call.reply(asked * 2))
+            thread.join()
+            #expect(outcome.withLock { $0 } == .success(42))
+            // A 3-byte reply to a client of 8-byte values.
+            thread = request(5)
+            let short = try bytes.blockingNextCall(timeout: .seconds(30))
+            #expect(short.request == Array(withUnsafeBytes(of: Int64(5)) { Array($0) }))
+            #expect(try short.reply([1, 2, 3]))
+            thread.join()
+            let shortReply = outcome.withLock { $0 }
+            #expect(shortReply?.failureValue?.code == .corrupt, "\(String(describing: shortReply))")
+            // A 3-byte request to a server of 8-byte values: refused, and the server goes on.
+            let refused = Mutex<InterprocessError?>(nil)
+            let sender = ServiceTestThread {
+                do throws(InterprocessError) { _ = try bytes.blockingRequest([1, 2, 3], timeout: .seconds(30)) } catch { refused.withLock { $0 = error } }
+            }
+            #expect(pollUntil { service.queued == 1 })
+            if let taken = try service.tryNextCall() {
+                Issue.record("a 3-byte request was read as \(taken.request)")
+                taken.refuse("test")
+            }
+            sender.join()
+            #expect(refused.withLock { $0 }?.code == .requestFailed)
+            #expect(detail(name, "inFlight") == 0)
+        }
+    }
+
     /// A reply slot whose length is longer than a reply, read by the waiting client: `corrupt`.
     @Test func aScribbledReplyLengthIsCorrupt() throws {
         try withCleanNames("svclength") { name in
