@@ -481,8 +481,9 @@ struct ServiceReplyRight: ~Copyable, @unchecked Sendable {
         let ticket = ticket
         discard self
         defer { core.release() }
-        let service = core.takeUnretainedValue()
-        return withBytes { service.deliver(ticket, failed: false, $0) }
+        // The core is kept alive by our retain until the `defer`: borrowed, not retained again
+        // for the closure (a reference captured by the closure cost a retain and a release).
+        return withBytes { bytes in core._withUnsafeGuaranteedRef { $0.deliver(ticket, failed: false, bytes) } }
     }
 
     /// Refuses the request with `reason`; whether the client got it.
