@@ -75,7 +75,7 @@ struct LayoutTests {
         #expect(CIPC_MQUEUE_HEADER_SIZE == 512 && CIPC_MQUEUE_SLOT_HEADER_SIZE == 32)
         #expect(CIPC_MQUEUE_MAX_CAPACITY == 1 << 20 && CIPC_MQUEUE_MAX_MESSAGE_SIZE == 1 << 24)
         #expect([CIPC_MQUEUE_FREE, CIPC_MQUEUE_WRITING, CIPC_MQUEUE_READY, CIPC_MQUEUE_READING] == [0, 1, 2, 3])
-        #expect(Self.ascii(CIPC_TAG_SERVICE) == "SRV1" && CIPC_KIND_SERVICE == 6)
+        #expect(Self.ascii(CIPC_TAG_SERVICE) == "SRV2" && Self.ascii(CIPC_TAG_SERVICE_V1) == "SRV1" && CIPC_KIND_SERVICE == 6)
         #expect(CIPC_SERVICE_HEADER_SIZE == 512 && CIPC_SERVICE_SLOT_HEADER_SIZE == 64 && CIPC_SERVICE_REQUEST_HEADER_SIZE == 16)
         #expect(CIPC_SERVICE_MAX_SLOTS == 1 << 16 && CIPC_SERVICE_MAX_MESSAGE_SIZE == 1 << 24)
         // A service's table of participants (the channel's entries, after the reply slots) and its
@@ -528,19 +528,18 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_service.slots_offset, "slots_offset", at: 48, size: 8),
             FieldPin(\cipc_service.reserved0, "reserved0", at: 56, size: 8),
             FieldPin(\cipc_service.requests, "requests", at: 64, size: 8),
-            FieldPin(\cipc_service.replies, "replies", at: 72, size: 8),
-            FieldPin(\cipc_service.discarded_replies, "discarded_replies", at: 80, size: 8),
-            FieldPin(\cipc_service.server_deaths, "server_deaths", at: 88, size: 8),
-            FieldPin(\cipc_service.reclaimed_slots, "reclaimed_slots", at: 96, size: 8),
-            FieldPin(\cipc_service.stale_requests, "stale_requests", at: 104, size: 8),
-            FieldPin(\cipc_service.slot_hint, "slot_hint", at: 112, size: 4),
-            FieldPin(\cipc_service.reserved1, "reserved1", at: 116, size: 4),
-            FieldPin(\cipc_service.reserved2, "reserved2", at: 120, size: 8),
+            FieldPin(\cipc_service.server_deaths, "server_deaths", at: 72, size: 8),
+            FieldPin(\cipc_service.reclaimed_slots, "reclaimed_slots", at: 80, size: 8),
+            FieldPin(\cipc_service.slot_signal, "slot_signal", at: 88, size: 4),
+            FieldPin(\cipc_service.slot_waiters, "slot_waiters", at: 92, size: 4),
+            FieldPin(\cipc_service.slot_hint, "slot_hint", at: 96, size: 4),
+            FieldPin(\cipc_service.reserved1, "reserved1", at: 100, size: 28),
             FieldPin(\cipc_service.request_type, "request_type", at: 128, size: 128),
             FieldPin(\cipc_service.response_type, "response_type", at: 256, size: 128),
-            FieldPin(\cipc_service.slot_signal, "slot_signal", at: 384, size: 4),
-            FieldPin(\cipc_service.slot_waiters, "slot_waiters", at: 388, size: 4),
-            FieldPin(\cipc_service.reserved3, "reserved3", at: 392, size: 120),
+            FieldPin(\cipc_service.replies, "replies", at: 384, size: 8),
+            FieldPin(\cipc_service.discarded_replies, "discarded_replies", at: 392, size: 8),
+            FieldPin(\cipc_service.stale_requests, "stale_requests", at: 400, size: 8),
+            FieldPin(\cipc_service.reserved2, "reserved2", at: 408, size: 104),
         ]),
         LayoutPin(cipc_futex_waiter(), "cipc_futex_waiter", size: 24, alignment: 8, [
             FieldPin(\cipc_futex_waiter.val, "val", at: 0, size: 8),

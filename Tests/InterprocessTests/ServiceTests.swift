@@ -140,6 +140,26 @@ struct ServiceTests {
         }
     }
 
+    /// A service of the layout before the clients' and servers' lines (tag "SRV1") is refused as
+    /// an older layout, not misread; `ipc inspect` says what it is.
+    @Test func aServiceOfTheOlderLayoutIsIncompatible() throws {
+        try withCleanNames("svcold") { name in
+            let service = try Service<Int64, Int64>.create(name: name, capacity: 2)
+            defer { service.detach() }
+            _ = try Service<Int64, Int64>.open(name: name).detach()
+            scribble(name, at: ServiceFile.payload + 20, Array("SRV1".utf8))
+            do {
+                _ = try Service<Int64, Int64>.open(name: name)
+                Issue.record("an SRV1 service opened")
+            } catch let error as InterprocessError {
+                #expect(error.code == .incompatible && error.detail.contains("older layout"), "\(error)")
+            }
+            let info = try SharedMemory.info(name: name)
+            #expect(info.kind == "service" && info.details["layout"]?.hasPrefix("SRV1") == true, "\(info.details)")
+            #expect(info.details["requests"] == nil, "its counters are not misread")
+        }
+    }
+
     // MARK: Timeouts and cancellation
 
     @Test func aRequestNobodyServesTimesOutAndItsStaleMessageReachesNobody() throws {
@@ -520,6 +540,56 @@ struct ServiceTests {
             _ = try Service<String, String>.open(name: name + "-header").detach()
             scribble(name + "-header", at: ServiceFile.payload + ServiceFile.header, bytes(of: UInt32(3)))
             expectError(.corrupt) { try Service<String, String>.open(name: name + "-header") }
+        }
+    }
+
+    /// Raw values skip the codec on both sides (blocking forms here; the async ones above): still
+    /// checked as any message is. A peer that replies with bytes of another length gets its client
+    /// `corrupt` (not a value read past the reply), and a request of another length is refused.
+    @Test func rawValuesAreCheckedAsAnyMessage() throws {
+        try withCleanNames("svcraw") { name in
+            let service = try Service<Int64, Int64>.create(name: name, capacity: 2)
+            defer { service.detach() }
+            let bytes = try Service<[UInt8], [UInt8]>.openAnyType(name: name)
+            defer { bytes.detach() }
+            let outcome = Mutex<Result<Int64, InterprocessError>?>(nil)
+            func request(_ value: Int64) -> ServiceTestThread {
+                outcome.withLock { $0 = nil }
+                return ServiceTestThread {
+                    let result: Result<Int64, InterprocessError>
+                    do throws(InterprocessError) { result = .success(try service.blockingRequest(value, timeout: .seconds(30))) } catch { result = .failure(error) }
+                    outcome.withLock { $0 = result }
+                }
+            }
+            // Both sides raw, blocking.
+            var thread = request(21)
+            let call = try service.blockingNextCall(timeout: .seconds(30))
+            let asked = call.request
+            #expect(asked == 21)
+            #expect(try call.reply(asked * 2))
+            thread.join()
+            #expect(outcome.withLock { $0 } == .success(42))
+            // A 3-byte reply to a client of 8-byte values.
+            thread = request(5)
+            let short = try bytes.blockingNextCall(timeout: .seconds(30))
+            #expect(short.request == Array(withUnsafeBytes(of: Int64(5)) { Array($0) }))
+            #expect(try short.reply([1, 2, 3]))
+            thread.join()
+            let shortReply = outcome.withLock { $0 }
+            #expect(shortReply?.failureValue?.code == .corrupt, "\(String(describing: shortReply))")
+            // A 3-byte request to a server of 8-byte values: refused, and the server goes on.
+            let refused = Mutex<InterprocessError?>(nil)
+            let sender = ServiceTestThread {
+                do throws(InterprocessError) { _ = try bytes.blockingRequest([1, 2, 3], timeout: .seconds(30)) } catch { refused.withLock { $0 = error } }
+            }
+            #expect(pollUntil { service.queued == 1 })
+            if let taken = try service.tryNextCall() {
+                Issue.record("a 3-byte request was read as \(taken.request)")
+                taken.refuse("test")
+            }
+            sender.join()
+            #expect(refused.withLock { $0 }?.code == .requestFailed)
+            #expect(detail(name, "inFlight") == 0)
         }
     }
 

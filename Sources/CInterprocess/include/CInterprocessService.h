@@ -12,7 +12,7 @@
 extern "C" {
 #endif
 
-// MARK: - Service (layout "SRV1")
+// MARK: - Service (layout "SRV2")
 //
 // A service is a `cipc_service` header (512 bytes), then at `queue_offset` a request queue (a whole
 // channel, `cipc_channel` and its slots, CInterprocessChannel.h, of `slot_count` slots of
@@ -29,10 +29,12 @@ extern "C" {
 // on the slot's `signal` for its reply. A server that receives the message, while it still holds
 // the queue slot, moves `control` and `server` together (a 16-byte compare-and-swap) from
 // (t + 1, PENDING, s) to (t + 1, SERVING, its token), and only then releases the queue slot. It
-// replies by moving (SERVING, its token) to WRITING, writing `length` and the bytes, moving to
-// REPLIED (or FAILED: the bytes are a UTF-8 reason), bumping `signal` and waking the client if
-// `waiting` is not 0. The client copies the reply out, moves `control` to (t + 1, FREE) and clears
-// `client`. A message whose ticket is not the slot's current one, or whose slot is not PENDING, is
+// replies by moving (SERVING, its token) to WRITING, writing `length` (first, while the line is
+// the server's) and the bytes, moving to REPLIED (or FAILED: the bytes are a UTF-8 reason), then,
+// only if `waiting` is not 0, bumping `signal` and waking the client (a client counts itself in
+// `waiting` before its last look at `control`, both sequentially consistent, so one of the two sees
+// the other; a client that spins sees the phase change). The client copies the reply out, moves
+// `control` to (t + 1, FREE) and clears `client`. A message whose ticket is not the slot's current one, or whose slot is not PENDING, is
 // stale (its client gave up): servers pass over it. Tickets only grow (56 bits), so a late reply
 // never reaches a later request of the same slot.
 //
@@ -63,7 +65,10 @@ extern "C" {
 // published its queue message (sequentially consistent, as a channel's sender does), a server sets
 // its bit before it looks at the queue.
 
-#define CIPC_TAG_SERVICE 0x31565253u /* "SRV1" */
+#define CIPC_TAG_SERVICE 0x32565253u /* "SRV2" */
+/// The tag of the layout before the clients' and servers' lines (counters at 64...127 written by
+/// both sides, slot waiters at 384): refused as an older layout (`incompatible`).
+#define CIPC_TAG_SERVICE_V1 0x31565253u /* "SRV1" */
 #define CIPC_SERVICE_HEADER_SIZE 512u
 #define CIPC_SERVICE_SLOT_HEADER_SIZE 64u
 #define CIPC_SERVICE_REQUEST_HEADER_SIZE 16u
@@ -119,22 +124,23 @@ typedef struct cipc_service {
     uint64_t queue_size;        ///<  40: the request queue's bytes (its state_size)
     uint64_t slots_offset;      ///<  48: queue_offset + queue_size
     uint64_t reserved0;         ///<  56
-    // Counters (a read-mostly line).
+    // The clients' line: written by clients (and by a server that frees a slot abandoned while it
+    // wrote, rarely): a request writes no word of the header that a server writes, so that the two
+    // sides do not pass a header line back and forth on every request (they did in "SRV1").
     uint64_t requests;          ///<  64: requests queued (atomic)
-    uint64_t replies;           ///<  72: replies (and refusals) written for a waiting client (atomic)
-    uint64_t discarded_replies; ///<  80: replies whose client had given up or died (atomic)
-    uint64_t server_deaths;     ///<  88: requests failed because their server died (atomic)
-    uint64_t reclaimed_slots;   ///<  96: slots of clients that died, taken back (atomic)
-    uint64_t stale_requests;    ///< 104: queue messages passed over: their client gave up (atomic)
-    uint32_t slot_hint;         ///< 112: where the next client looks for a free slot (atomic)
-    uint32_t reserved1;         ///< 116
-    uint64_t reserved2;         ///< 120
+    uint64_t server_deaths;     ///<  72: requests failed because their server died (atomic)
+    uint64_t reclaimed_slots;   ///<  80: slots of clients that died, taken back (atomic)
+    uint32_t slot_signal;       ///<  88: futex word of clients waiting for a free slot, bumped when a slot is let go (atomic)
+    uint32_t slot_waiters;      ///<  92: clients parked or about to park for a slot (atomic)
+    uint32_t slot_hint;         ///<  96: where the next client looks for a free slot (atomic)
+    uint8_t  reserved1[28];     ///< 100
     cipc_type_fingerprint request_type;  ///< 128: opened as another type, `incompatible`
     cipc_type_fingerprint response_type; ///< 256
-    // Clients waiting for a free slot park here.
-    uint32_t slot_signal;       ///< 384: futex word, bumped when a slot is let go (atomic)
-    uint32_t slot_waiters;      ///< 388: clients parked or about to park for a slot (atomic)
-    uint8_t  reserved3[120];    ///< 392
+    // The servers' line: written by servers (and by a client that gives up on a reply, rarely).
+    uint64_t replies;           ///< 384: replies (and refusals) written for a waiting client (atomic)
+    uint64_t discarded_replies; ///< 392: replies whose client had given up or died (atomic)
+    uint64_t stale_requests;    ///< 400: queue messages passed over: their client gave up (atomic)
+    uint8_t  reserved2[104];    ///< 408
 } cipc_service;
 
 _Static_assert(sizeof(cipc_service_request) == CIPC_SERVICE_REQUEST_HEADER_SIZE, "service request header");
@@ -143,9 +149,10 @@ _Static_assert(offsetof(cipc_service_slot, client) == 16 && offsetof(cipc_servic
 _Static_assert(offsetof(cipc_service_slot, length) == 32, "service slot length");
 _Static_assert(sizeof(cipc_service) == CIPC_SERVICE_HEADER_SIZE, "service header layout");
 _Static_assert(offsetof(cipc_service, tag) == 20, "the tag is at offset 20, as in every shared object");
-_Static_assert(offsetof(cipc_service, requests) == 64 && offsetof(cipc_service, slot_hint) == 112, "service counters");
+_Static_assert(offsetof(cipc_service, requests) == 64 && offsetof(cipc_service, slot_signal) == 88 && offsetof(cipc_service, slot_hint) == 96,
+               "the clients' line");
 _Static_assert(offsetof(cipc_service, request_type) == 128 && offsetof(cipc_service, response_type) == 256, "service types");
-_Static_assert(offsetof(cipc_service, slot_signal) == 384 && offsetof(cipc_service, slot_waiters) == 388, "service slot waiters");
+_Static_assert(offsetof(cipc_service, replies) == 384 && offsetof(cipc_service, stale_requests) == 400, "the servers' line");
 _Static_assert(CIPC_SERVICE_DESCRIPTORS_ARMED_OFFSET == CIPC_SERVICE_HEADER_SIZE + offsetof(cipc_channel, descriptors_armed),
                "a service's armed readiness descriptors are its request queue's word");
 _Static_assert(CIPC_SERVICE_PARTICIPANTS_SIZE == 4096u, "a service's table of participants: 64 entries of 64 bytes");

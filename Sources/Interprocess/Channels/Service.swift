@@ -195,8 +195,14 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     public func request(_ request: Request, timeout: Duration? = nil) async throws(InterprocessError) -> Response {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
-        let payload = try encode(request)
         let wait = ServiceWait(timeout: timeout)
+        if requestCodec.fixedSize != nil {
+            // A raw value: its own bytes go into the queue slot (no payload, no codec call).
+            let (ticket, claim) = try await core.claimRequest(wait)
+            withUnsafeBytes(of: request) { core.send(ticket, claim, $0) }
+            return try collect(ticket, try await core.awaitReply(ticket, wait))
+        }
+        let payload = try encode(request)
         let (ticket, claim) = try await core.claimRequest(wait)
         payload.withBytes { core.send(ticket, claim, $0) }
         return try collect(ticket, try await core.awaitReply(ticket, wait))
@@ -209,8 +215,13 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     @inlinable
     public func blockingRequest(_ request: Request, timeout: Duration? = nil) throws(InterprocessError) -> Response {
         try checkAttached()
-        let payload = try encode(request)
         let wait = ServiceWait(timeout: timeout)
+        if requestCodec.fixedSize != nil {
+            let (ticket, claim) = try core.blockingClaimRequest(wait)
+            withUnsafeBytes(of: request) { core.send(ticket, claim, $0) }
+            return try collect(ticket, try core.blockingAwaitReply(ticket, wait))
+        }
+        let payload = try encode(request)
         let (ticket, claim) = try core.blockingClaimRequest(wait)
         payload.withBytes { core.send(ticket, claim, $0) }
         return try collect(ticket, try core.blockingAwaitReply(ticket, wait))
@@ -220,6 +231,21 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     @inlinable
     func collect(_ ticket: ServiceTicket, _ outcome: ServiceOutcome) throws(InterprocessError) -> Response {
         let codec = responseCodec
+        if let size = codec.fixedSize {
+            // A raw value: loaded straight from the reply slot (no payload, no codec call: the
+            // codec's closures are generic, and look up their payload's metadata on every call).
+            var value: Response?
+            do throws(InterprocessError) {
+                try core.collect(ticket, outcome) { bytes throws(InterprocessError) in
+                    guard bytes.count == size else { throw ChannelCodec<Response>.wrongSize(bytes.count, size: size) }
+                    value = bytes.loadUnaligned(as: Response.self)
+                }
+                guard let value else { throw ChannelCodec<Response>.mismatch() }
+                return value
+            } catch {
+                throw core.named(error)
+            }
+        }
         var payload: ChannelPayload<Response>?
         do throws(InterprocessError) {
             try core.collect(ticket, outcome) { bytes throws(InterprocessError) in payload = try codec.copyOut(bytes) }
@@ -320,6 +346,7 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     @inlinable
     func call(from claim: ChannelClaim) throws(InterprocessError) -> ServiceCall<Request, Response>? {
         let codec = requestCodec
+        if let size = codec.fixedSize { return try rawCall(from: claim, size: size) }
         var payload: Result<ChannelPayload<Request>, InterprocessError>?
         let taken: ServiceTicket?
         do throws(InterprocessError) {
@@ -338,6 +365,30 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
             core.refuse(ticket, reason: "the server could not read the request: \(error)")
             return nil
         }
+    }
+
+    /// ``call(from:)`` for raw values: the request is loaded straight from the queue slot (no
+    /// payload, no codec call).
+    @inlinable
+    func rawCall(from claim: ChannelClaim, size: Int) throws(InterprocessError) -> ServiceCall<Request, Response>? {
+        var value: Request?
+        var count = 0
+        let taken: ServiceTicket?
+        do throws(InterprocessError) {
+            taken = try core.take(claim) { bytes in
+                count = bytes.count
+                if count == size { value = bytes.loadUnaligned(as: Request.self) }
+            }
+        } catch {
+            throw core.named(error)
+        }
+        guard let ticket = taken else { return nil }
+        guard let value else {
+            let error = ChannelCodec<Request>.wrongSize(count, size: size)
+            core.refuse(ticket, reason: "the server could not read the request: \(error)")
+            return nil
+        }
+        return ServiceCall(request: value, service: self, right: ServiceReplyRight(core: core, ticket: ticket))
     }
 
     /// Answers requests with `handler` until the service is closed and every queued request was
@@ -430,8 +481,9 @@ struct ServiceReplyRight: ~Copyable, @unchecked Sendable {
         let ticket = ticket
         discard self
         defer { core.release() }
-        let service = core.takeUnretainedValue()
-        return withBytes { service.deliver(ticket, failed: false, $0) }
+        // The core is kept alive by our retain until the `defer`: borrowed, not retained again
+        // for the closure (a reference captured by the closure cost a retain and a release).
+        return withBytes { bytes in core._withUnsafeGuaranteedRef { $0.deliver(ticket, failed: false, bytes) } }
     }
 
     /// Refuses the request with `reason`; whether the client got it.
@@ -477,6 +529,10 @@ public struct ServiceCall<Request: Sendable, Response: Sendable>: ~Copyable, Sen
     public consuming func reply(_ response: Response) throws(InterprocessError) -> Bool {
         let service = service
         let right = right
+        if service.responseCodec.fixedSize != nil {
+            // A raw value: its own bytes go into the reply slot (no payload, no codec call).
+            return right.deliver { deliver in withUnsafeBytes(of: response) { deliver($0) } }
+        }
         let payload: ChannelPayload<Response>
         do throws(InterprocessError) {
             payload = try service.encodeResponse(response)

@@ -351,7 +351,11 @@ final class ServiceCore: @unchecked Sendable {
     func awaitReply(_ ticket: ServiceTicket, checkNow: Bool) throws(InterprocessError) -> WaitStep<ServiceOutcome> {
         let slot = slot(ticket.slot)
         let signal = atomic32(signal(slot)).pointee.load(ordering: .sequentiallyConsistent)
-        let observed = load(slot)
+        // Sequentially consistent (a plain load on x86, as acquiring is): after a park counted in
+        // `waiting`, this look and the server's load of `waiting` after its publishing exchange
+        // cannot both miss each other (see `deliver`).
+        let control = atomic64(slot).pointee.load(ordering: .sequentiallyConsistent)
+        let observed = WordPair(first: UInt(control), second: UInt(atomic64(slot + 8).pointee.load(ordering: .acquiring)))
         guard Self.ticket(of: observed) == ticket.ticket, client(slot).pointee.load(ordering: .relaxed) == me else {
             throw corruptSlot(ticket.slot, observed, "was taken from under its request (ticket \(ticket.ticket))")
         }
@@ -547,16 +551,20 @@ final class ServiceCore: @unchecked Sendable {
                 throw InterprocessError(.corrupt, objectName: name, detail: "a request for reply slot \(index) of \(slotCount) (dropped)")
             }
             let slot = slot(index)
+            // Straight to the exchange, expecting what the client left (a pending slot's server
+            // half is 0): one fetch of the slot's line, where a load first fetched it to read and
+            // then again to write. A failed exchange returns what is there.
+            var expected = Self.word(ticket, Self.pending)
             while true {
-                let observed = load(slot)
+                let (exchanged, observed) = pair(slot).pointee.compareExchange(
+                    expected: expected, desired: Self.word(ticket, Self.serving, server: me), ordering: .sequentiallyConsistent)
+                if exchanged { break }
                 guard Self.ticket(of: observed) == ticket, Self.phase(of: observed) == Self.pending else {
                     // Its client gave up (or died, and its slot was taken back): nobody waits.
                     staleRequests.pointee.wrappingAdd(1, ordering: .relaxed)
                     return
                 }
-                if pair(slot).pointee.compareExchange(
-                    expected: observed, desired: Self.word(ticket, Self.serving, server: me), ordering: .sequentiallyConsistent
-                ).exchanged { break }
+                expected = observed
             }
             CrashPoint.reached("service.serve.afterTake")
             copyOut(UnsafeRawBufferPointer(rebasing: bytes[Self.headerSize...]))
@@ -581,20 +589,29 @@ final class ServiceCore: @unchecked Sendable {
             return false
         }
         CrashPoint.reached("service.reply.afterWriting")
+        // The length first, while the slot's line is ours from the exchange (the client spins on
+        // that line: every write to it after the client looked again costs a transfer); then the
+        // bytes, on the lines after it.
         let count = min(bytes.count, maxResponseSize)
+        length(slot).pointee.store(UInt32(count), ordering: .relaxed)
         if let source = bytes.baseAddress, count > 0 {
             (slot + Self.dataOffset).copyMemory(from: source, byteCount: count)
         }
-        length(slot).pointee.store(UInt32(count), ordering: .relaxed)
         CrashPoint.reached("service.reply.afterWrite")
         if pair(slot).pointee.compareExchange(
             expected: Self.word(ticket.ticket, Self.writing, server: me),
             desired: Self.word(ticket.ticket, failed ? Self.failed : Self.replied, server: me), ordering: .sequentiallyConsistent
         ).exchanged {
-            replies.pointee.wrappingAdd(1, ordering: .relaxed)
             CrashPoint.reached("service.reply.afterPublish")
-            atomic32(signal(slot)).pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
-            if atomic32(waiting(slot)).pointee.load(ordering: .sequentiallyConsistent) != 0 { _ = Futex.wake(signal(slot), count: 1) }
+            // Wake the client only if it parked (or is about to: it counts itself in `waiting`
+            // before its last look, and that look reads `control` sequentially consistently, after
+            // our exchange or before our load here); bump `signal` first, so that a client about
+            // to park with the old value does not. A client that spins sees the phase change.
+            if atomic32(waiting(slot)).pointee.load(ordering: .sequentiallyConsistent) != 0 {
+                atomic32(signal(slot)).pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+                _ = Futex.wake(signal(slot), count: 1)
+            }
+            replies.pointee.wrappingAdd(1, ordering: .relaxed)
             return true
         }
         // The client gave up while we wrote: the slot is ours to free.

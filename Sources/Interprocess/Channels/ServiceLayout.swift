@@ -19,6 +19,9 @@ enum ServiceLayout: SharedObjectKind {
     static var segmentKind: SegmentKind { .service }
     static var tag: UInt32 { CIPC_TAG_SERVICE }
     static var tagOffset: Int { fieldOffset(\cipc_service.tag) }
+    /// "SRV1": its counters were on one line written by clients and servers alike (every request
+    /// passed that line back and forth between the two processes).
+    static var retiredTags: [UInt32] { [CIPC_TAG_SERVICE_V1] }
     static var kindName: String { "service" }
 
     static let headerSize = Int(CIPC_SERVICE_HEADER_SIZE)
@@ -168,6 +171,10 @@ enum ServiceLayout: SharedObjectKind {
     static func describe(_ state: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> SharedObjectDescription {
         guard state.count >= headerSize else { return SharedObjectDescription(details: [:]) }
         let header = state.load(as: cipc_service.self)
+        if header.tag == CIPC_TAG_SERVICE_V1 {
+            // Its counters are elsewhere: say what it is rather than misread them.
+            return SharedObjectDescription(details: ["layout": "SRV1 (older; this version does not open it)"], summary: "older layout (SRV1)")
+        }
         var details: [String: String] = [
             "capacity": "\(header.slot_count)",
             "maxRequestSize": "\(header.max_request_size)",
