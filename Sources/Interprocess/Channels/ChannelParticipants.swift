@@ -186,24 +186,26 @@ final class ChannelParticipants: @unchecked Sendable {
     }
 
     /// Sweeps entry `index` if its owner is still `dead`: takes it (our token with the flag bit),
-    /// clears it, frees it.
-    func sweep(_ index: Int, dead: UInt64) {
-        guard (0..<Self.count).contains(index), dead != 0 else { return }
+    /// clears it, frees it. Returns whether it did (false: another process swept it, or it changed).
+    @discardableResult
+    func sweep(_ index: Int, dead: UInt64) -> Bool {
+        guard (0..<Self.count).contains(index), dead != 0 else { return false }
         let mark = me | OwnerLease.flagBit
-        guard owner(index).pointee.compareExchange(expected: dead, desired: mark, ordering: .sequentiallyConsistent).exchanged else { return }
+        guard owner(index).pointee.compareExchange(expected: dead, desired: mark, ordering: .sequentiallyConsistent).exchanged else { return false }
         CrashPoint.reached("channel.participants.sweep.taken")
         clear(index)
         owner(index).pointee.store(0, ordering: .sequentiallyConsistent)
+        return true
     }
 
-    /// Sweeps every entry whose owner is dead (`ipc gc`, tests). Returns how many it swept.
+    /// Sweeps every entry whose owner is dead (`ipc gc` through ``ParticipantsSweep``, tests).
+    /// Returns how many it swept (not those another process swept meanwhile).
     @discardableResult
     func sweepDead() -> Int {
         var swept = 0
         for index in 0..<Self.count {
             let word = owner(index).pointee.load(ordering: .acquiring)
-            if word != 0, !lease.isAlive(word) {
-                sweep(index, dead: word)
+            if word != 0, !lease.isAlive(word), sweep(index, dead: word) {
                 swept += 1
             }
         }
