@@ -16,7 +16,7 @@ import SystemPackage
 /// last handle goes. An entry whose owner is dead is *swept* by whoever finds it — a process that
 /// joins, a sender whose datagram was refused, a process letting go of its last handle (the
 /// channel may be removed after it, and the dead entries' socket files with nobody to find them
-/// later): it takes the entry
+/// later), or `ipc gc` (``ParticipantsSweep``, which opens the object without joining): it takes the entry
 /// (owner: its own token with the flag bit, so that two sweepers never clean one entry and a new
 /// owner's fields are never wiped), clears the entry's armed bit, removes the dead socket file (if
 /// this user's and nobody is bound to it), zeroes the entry and frees it. A sweeper killed while

@@ -61,7 +61,7 @@ import Synchronization
 /// - Registering: after claiming its entry of the table, an entry of a dead process; after recording
 ///   the number, the same (no file yet); after binding the socket, also the socket file. Whoever
 ///   next claims an entry (opens the channel), finds the socket refusing a datagram, or lets go of
-///   its last handle *sweeps* the entry:
+///   its last handle *sweeps* the entry, as does `ipc gc`:
 ///   clears its bit, removes the socket file (when it is this user's and nobody is bound to it) and
 ///   frees the entry. `ipc inspect` shows such entries as `ended` until then.
 /// - Armed (waiting): the same; the first sender to find its bit set and the socket gone sweeps it.
