@@ -46,6 +46,7 @@ package enum BenchScenarios {
             ChannelProducersBench.self,
             ChannelLoanThroughputBench.self,
             MessageQueueRoundTripBench.self,
+            MessageQueueProducersBench.self,
             BroadcastFanOutBench.self,
             ServiceRoundTripBench.self,
             ContendedLockBench.self,

@@ -73,6 +73,45 @@ func runMessageQueueCommand(_ command: String, _ rest: [String]) -> Int32 {
         case "mq-consume":
             // mq-consume NAME LEDGER COUNT [async]: as chan-consume.
             try consume(name: rest[0], ledger: rest[1], count: Int(rest[2])!, async: rest.count > 3 && rest[3] == "async")
+        case "mq-wake-rounds":
+            // mq-wake-rounds receiver|sender|async-receiver WORK GO ACKS ROUNDS ID: ROUNDS rounds of one message
+            // each, on MessageQueue<UInt64>s. A receiver takes one from WORK, sends ID on ACKS and
+            // (except after the last round) takes one from GO; a sender takes one from GO, then
+            // sends ID on WORK. Every wait is bounded by 20 s (exit 4: a wake-up was lost, if the
+            // periodic look is turned off: INTERPROCESS_MQUEUE_RECOVERY_MS).
+            let work = try MessageQueue<UInt64>.open(name: rest[1])
+            let go = try MessageQueue<UInt64>.open(name: rest[2])
+            let acks = try MessageQueue<UInt64>.open(name: rest[3])
+            let rounds = Int(rest[4])!, id = UInt64(rest[5])!
+            let bound = Duration.seconds(20)
+            say("ready")
+            for round in 0..<rounds {
+                switch rest[0] {
+                case "receiver":
+                    _ = try work.blockingReceive(timeout: bound)
+                    try acks.blockingSend(id, timeout: bound)
+                    if round < rounds - 1 { _ = try go.blockingReceive(timeout: bound) }
+                case "async-receiver":
+                    let finished = DispatchSemaphore(value: 0)
+                    let last = round == rounds - 1
+                    Task {
+                        do throws(InterprocessError) {
+                            _ = try await work.receive(timeout: bound)
+                            try await acks.send(id, timeout: bound)
+                            if !last { _ = try await go.receive(timeout: bound) }
+                        } catch {
+                            StandardStream.write("child: \(error)\n", to: 2)
+                            exit(error.code == .timedOut ? 4 : 1)
+                        }
+                        finished.signal()
+                    }
+                    finished.wait()
+                default:
+                    _ = try go.blockingReceive(timeout: bound)
+                    try work.blockingSend(id, timeout: bound)
+                }
+            }
+            say("done")
         default:
             StandardStream.write("child: unknown command \(command)\n", to: 2)
             return 2

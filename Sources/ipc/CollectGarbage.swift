@@ -6,7 +6,7 @@ import InterprocessToolSupport
 struct CollectGarbage: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gc",
-        abstract: "Remove abandoned segments (every holder died), half-made or half-removed ones, the stores of heaps that are gone, and stale socket files."
+        abstract: "Remove abandoned segments (every holder died), half-made or half-removed ones, the stores of heaps that are gone, and stale socket files; sweep the entries of processes that died from the tables of participants of channels, message queues and services."
     )
 
     @OptionGroup var trust: TrustOptions
@@ -38,6 +38,8 @@ struct CollectGarbage: ParsableCommand {
             info.name = info.fileName
             return info
         }
+        // Before the stale socket files: a sweep removes the readiness socket files of the entries it frees.
+        let swept = sweepParticipants()
         let removedLocal = LocalObjects.collectGarbage(dryRun: dryRun, prefix: prefix)
         let reclaimed = reclaim ? reclaimHeaps() : []
         if json {
@@ -45,7 +47,8 @@ struct CollectGarbage: ParsableCommand {
             return
         }
         for line in reclaimed { say(line) }
-        guard !removed.isEmpty || !orphans.isEmpty || !loanHeaps.isEmpty || !removedLocal.isEmpty else {
+        for line in swept { say(line) }
+        guard !removed.isEmpty || !orphans.isEmpty || !loanHeaps.isEmpty || !removedLocal.isEmpty || !swept.isEmpty else {
             say("nothing to remove")
             return
         }
@@ -61,6 +64,35 @@ struct CollectGarbage: ParsableCommand {
         for info in removedLocal {
             say("\(dryRun ? "would remove" : "removed") \(info.path) (socket; \(LocalListing.staleReason))")
         }
+    }
+
+    /// Sweeps (or, with `--dry-run`, counts) the entries of processes that died in the tables of
+    /// participants of every channel, message queue and service that matches the prefix and is
+    /// in use (an abandoned one was just removed, or would be), with their readiness socket files;
+    /// one line per object that had any. Only objects whose `ipc inspect` lists an ended entry are
+    /// opened (not as a participant: ``ParticipantsSweep``).
+    func sweepParticipants() -> [String] {
+        var lines: [String] = []
+        for info in SharedMemory.list().sorted(by: { $0.name < $1.name }) where info.name.hasPrefix(prefix) {
+            guard ParticipantsSweep.hasTable(kind: info.kind), info.problem == nil, info.state == "ready", !info.isAbandoned else { continue }
+            let ended = ParticipantsSweep.endedEntries(inDetails: info.details)
+            guard ended > 0 else { continue }
+            let count: Int
+            if dryRun {
+                count = ended
+            } else {
+                do {
+                    guard let swept = try ParticipantsSweep.sweepDead(name: info.name, kind: info.kind, trusting: trust.trusted) else { continue }
+                    count = swept
+                } catch {
+                    lines.append("could not sweep the participants of \(info.kind) \(info.name): \(ToolError.message(for: error) ?? "\(error)")")
+                    continue
+                }
+            }
+            guard count > 0 else { continue }
+            lines.append("\(dryRun ? "would sweep" : "swept") \(count) entr\(count == 1 ? "y" : "ies") of ended processes (and their readiness socket files) from the participants of \(info.kind) \(info.name)")
+        }
+        return lines
     }
 
     /// Frees (or counts) the blocks of ended processes in every heap that matches the prefix and is

@@ -197,7 +197,7 @@ struct BroadcastReadinessTests {
     /// A subscriber killed at each step of registering its descriptor leaves its place (and, once
     /// bound, a socket file); the subscriber that takes the place over removes the file, and its own
     /// descriptor works.
-    @Test(arguments: ["channel.readiness.numbered", "channel.readiness.bound", "channel.readiness.armed"])
+    @Test(arguments: ["broadcast.readiness.numbered", "broadcast.readiness.bound", "broadcast.readiness.armed"])
     func aSubscriberKilledAtEachRegistrationStepIsSwept(_ point: String) throws {
         try withCleanNames("bcrdy-crash") { prefix in
             let name = prefix + "-b"
@@ -207,7 +207,7 @@ struct BroadcastReadinessTests {
             defer { child.stop() }
             #expect(child.wait(timeout: .seconds(20)) == .signaled(SIGKILL))
             #expect(inspectLines(name, "subscriber.", pid: child.pid).first?.contains("(dead)") == true)
-            #expect(readinessFiles(name, kind: "bcready").count == (point == "channel.readiness.numbered" ? 0 : 1))
+            #expect(readinessFiles(name, kind: "bcready").count == (point == "broadcast.readiness.numbered" ? 0 : 1))
             let subscription = try broadcast.subscribe()
             defer { subscription.close() }
             #expect(readinessFiles(name, kind: "bcready").isEmpty)

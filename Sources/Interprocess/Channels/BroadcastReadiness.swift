@@ -232,6 +232,7 @@ final class SubscriptionReadinessTable: ReadinessTable {
     func arm(_ index: Int) { link.ifHeld { notifiers.arm(index) } }
     func disarm(_ index: Int) { link.ifHeld { notifiers.disarm(index) } }
     func pokeCount(_ index: Int) -> UInt64 { notifiers.pokeCount(index) }
+    var crashPoints: ReadinessCrashPoints { .broadcast }
 
     func noEntryError(name: String) -> InterprocessError {
         InterprocessError(.closed, objectName: name, detail: "the subscription was closed")

@@ -16,7 +16,7 @@ import SystemPackage
 /// last handle goes. An entry whose owner is dead is *swept* by whoever finds it — a process that
 /// joins, a sender whose datagram was refused, a process letting go of its last handle (the
 /// channel may be removed after it, and the dead entries' socket files with nobody to find them
-/// later): it takes the entry
+/// later), or `ipc gc` (``ParticipantsSweep``, which opens the object without joining): it takes the entry
 /// (owner: its own token with the flag bit, so that two sweepers never clean one entry and a new
 /// owner's fields are never wiped), clears the entry's armed bit, removes the dead socket file (if
 /// this user's and nobody is bound to it), zeroes the entry and frees it. A sweeper killed while
@@ -186,24 +186,26 @@ final class ChannelParticipants: @unchecked Sendable {
     }
 
     /// Sweeps entry `index` if its owner is still `dead`: takes it (our token with the flag bit),
-    /// clears it, frees it.
-    func sweep(_ index: Int, dead: UInt64) {
-        guard (0..<Self.count).contains(index), dead != 0 else { return }
+    /// clears it, frees it. Returns whether it did (false: another process swept it, or it changed).
+    @discardableResult
+    func sweep(_ index: Int, dead: UInt64) -> Bool {
+        guard (0..<Self.count).contains(index), dead != 0 else { return false }
         let mark = me | OwnerLease.flagBit
-        guard owner(index).pointee.compareExchange(expected: dead, desired: mark, ordering: .sequentiallyConsistent).exchanged else { return }
+        guard owner(index).pointee.compareExchange(expected: dead, desired: mark, ordering: .sequentiallyConsistent).exchanged else { return false }
         CrashPoint.reached("channel.participants.sweep.taken")
         clear(index)
         owner(index).pointee.store(0, ordering: .sequentiallyConsistent)
+        return true
     }
 
-    /// Sweeps every entry whose owner is dead (`ipc gc`, tests). Returns how many it swept.
+    /// Sweeps every entry whose owner is dead (`ipc gc` through ``ParticipantsSweep``, tests).
+    /// Returns how many it swept (not those another process swept meanwhile).
     @discardableResult
     func sweepDead() -> Int {
         var swept = 0
         for index in 0..<Self.count {
             let word = owner(index).pointee.load(ordering: .acquiring)
-            if word != 0, !lease.isAlive(word) {
-                sweep(index, dead: word)
+            if word != 0, !lease.isAlive(word), sweep(index, dead: word) {
                 swept += 1
             }
         }

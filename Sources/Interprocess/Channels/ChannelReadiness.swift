@@ -61,7 +61,7 @@ import Synchronization
 /// - Registering: after claiming its entry of the table, an entry of a dead process; after recording
 ///   the number, the same (no file yet); after binding the socket, also the socket file. Whoever
 ///   next claims an entry (opens the channel), finds the socket refusing a datagram, or lets go of
-///   its last handle *sweeps* the entry:
+///   its last handle *sweeps* the entry, as does `ipc gc`:
 ///   clears its bit, removes the socket file (when it is this user's and nobody is bound to it) and
 ///   frees the entry. `ipc inspect` shows such entries as `ended` until then.
 /// - Armed (waiting): the same; the first sender to find its bit set and the socket gone sweeps it.
@@ -93,7 +93,7 @@ public final class ChannelReadiness: Sendable {
         let path: String
         do throws(InterprocessError) {
             guard participants.claimNotifier(index, number) else { throw participants.duplicateError(name: name) }
-            CrashPoint.reached("channel.readiness.numbered")
+            CrashPoint.reached(participants.crashPoints.numbered)
             _ = try LocalDirectory.ensure()
             guard let candidate = participants.socketPath(number), let address = UnixSocket.address(path: candidate) else {
                 participants.setNotifier(index, 0)
@@ -116,7 +116,7 @@ public final class ChannelReadiness: Sendable {
                 participants.setNotifier(index, 0)
                 throw InterprocessError(.bind, error, objectName: name, detail: "could not bind the readiness socket at \(path)")
             }
-            CrashPoint.reached("channel.readiness.bound")
+            CrashPoint.reached(participants.crashPoints.bound)
         } catch {
             participants.leave()
             throw error
@@ -127,7 +127,7 @@ public final class ChannelReadiness: Sendable {
         self.number = number
         self.path = path
         participants.arm(index)
-        CrashPoint.reached("channel.readiness.armed")
+        CrashPoint.reached(participants.crashPoints.armed)
     }
 
     deinit { close() }
@@ -156,7 +156,7 @@ public final class ChannelReadiness: Sendable {
         participants.disarm(index)
         try? fileDescriptor.close()
         try? LocalPath.unlink(path)
-        CrashPoint.reached("channel.readiness.unlinked")
+        CrashPoint.reached(participants.crashPoints.unlinked)
         participants.setNotifier(index, 0)
         participants.leave()
     }

@@ -41,8 +41,10 @@ import Synchronization
 /// lock, gives it the next publication number and its priority, marks it *ready* and pushes it on the
 /// heap. A **receive** pops the heap's top under the lock (state *reading*), copies the message out
 /// without the lock, then frees the slot under the lock. Waiting receivers park on one futex word and
-/// senders on another, counted; every publish or release bumps its word and wakes one waiter if one
-/// is parked. (Finishing a send or receive takes the lock even in `async` code: it is held so
+/// senders on another, counted; a publish into an empty queue (a release from a full one) bumps its
+/// word and wakes one waiter if one is parked, and a waiter that was woken passes the wake-up on
+/// when it leaves more behind, so that a stream makes one wake-up call per park, not one per message.
+/// (Finishing a send or receive takes the lock even in `async` code: it is held so
 /// briefly that waiting for it is spinning, and what was claimed must be finished.)
 ///
 /// **Owner tokens, not pids.** The lock word and the slots being written or read hold the owner token

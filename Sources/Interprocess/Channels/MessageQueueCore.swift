@@ -11,6 +11,10 @@ struct MessageQueueClaim {
     let slot: UnsafeMutableRawPointer
     /// For a receive: the message's priority.
     @usableFromInline let priority: UInt32
+    /// Whether, right after this claim (under the lock), more was left of what it took: another
+    /// message ready (a receive), another slot free (a send). A claim that came out of a park passes
+    /// its wake-up on only then (see "Waking" in ``MessageQueueCore``).
+    var more = false
 }
 
 /// The protocol of a ``MessageQueue`` on its shared memory: slots whose own `state` is the truth,
@@ -82,9 +86,13 @@ final class MessageQueueCore: @unchecked Sendable {
 
     static let contended: UInt64 = OwnerLease.flagBit
     static let dataOffset = Int(CIPC_MQUEUE_SLOT_HEADER_SIZE)
-    /// How often a waiting sender or receiver looks for slots of processes that died, and a lock
-    /// waiter for a dead holder.
-    static let recoveryInterval: UInt64 = 50_000_000
+    /// How often a waiting sender or receiver looks for slots of processes that died: 50 ms. The
+    /// environment variable `INTERPROCESS_MQUEUE_RECOVERY_MS` sets another interval (read once); the
+    /// tests set a long one in their children, so that a lost wake-up, which this periodic look
+    /// would otherwise turn into a delay of one interval, makes a wait run into its timeout.
+    static let recoveryInterval: UInt64 = LocalPath.environment("INTERPROCESS_MQUEUE_RECOVERY_MS")
+        .flatMap { UInt64($0) }.map { max(1, min($0, 86_400_000)) &* 1_000_000 } ?? 50_000_000
+    /// How often a lock waiter checks the holder's liveness.
     static let lockCheckInterval: UInt64 = 25_000_000
 
     init(storage: SharedObjectStorage, geometry: MessageQueueGeometry, participants: ChannelParticipants? = nil) {
@@ -445,7 +453,7 @@ final class MessageQueueCore: @unchecked Sendable {
             state(slot).pointee.store(Self.writing, ordering: .relaxed)
             CrashPoint.reached("mqueue.send.lockedClaim")
             freeCount.pointee.store(UInt32(freeEntries - 1), ordering: .relaxed)
-            return MessageQueueClaim(index: index, slot: slot, priority: 0)
+            return MessageQueueClaim(index: index, slot: slot, priority: 0, more: freeEntries > 1)
         }
     }
 
@@ -482,7 +490,7 @@ final class MessageQueueCore: @unchecked Sendable {
         CrashPoint.reached("mqueue.receive.lockedClaim")
         readyCount.pointee.store(UInt32(last), ordering: .relaxed)
         noteTop(count: last)
-        return MessageQueueClaim(index: index, slot: slot, priority: priority(slot).pointee.load(ordering: .relaxed))
+        return MessageQueueClaim(index: index, slot: slot, priority: priority(slot).pointee.load(ordering: .relaxed), more: last > 0)
     }
 
     /// Repairs dead processes' slots (holding the lock), waking everyone if it did.
@@ -512,17 +520,27 @@ final class MessageQueueCore: @unchecked Sendable {
         let deadline = Deadline(after: timeout)
         // nil until the first failure, which looks for dead processes' slots before it parks.
         var nextRepair: Deadline?
+        // Whether this call parked: only then does its claim pass the wake-up on ("Waking"), and
+        // so does its leaving without one (timed out, cancelled, closed).
+        var woken = false
+        var claimed = false
+        defer { if woken && !claimed { passOnWake(sendSignal, waiters: sendersWaiting) } }
         while true {
             let observed = atomic32(sendSignal).pointee.load(ordering: .sequentiallyConsistent)
             try blockingLock(deadline)
             let repair = nextRepair?.hasPassed ?? false
             if repair { nextRepair = Deadline.after(nanoseconds: Self.recoveryInterval) }
-            if let claim = try claimFree(repair: repair) { return claim }
+            if let claim = try claimFree(repair: repair) {
+                claimed = true
+                if woken && claim.more { passOnWake(sendSignal, waiters: sendersWaiting) }
+                return claim
+            }
             guard let due = nextRepair else {
                 nextRepair = Deadline.now
                 continue
             }
             try blockingPark(on: sendSignal, waiters: sendersWaiting, observed: observed, deadline: deadline, nextRepair: due)
+            woken = true
         }
     }
 
@@ -533,23 +551,34 @@ final class MessageQueueCore: @unchecked Sendable {
         let deadline = Deadline(after: timeout)
         // nil until the first failure, which looks for dead processes' slots before it parks.
         var nextRepair: Deadline?
+        // Whether this call parked: only then does its claim pass the wake-up on ("Waking"), and
+        // so does its leaving without one (timed out, cancelled, closed).
+        var woken = false
+        var claimed = false
+        defer { if woken && !claimed { passOnWake(sendSignal, waiters: sendersWaiting) } }
         while true {
             if Task.isCancelled { throw cancelledError() }
             let observed = atomic32(sendSignal).pointee.load(ordering: .sequentiallyConsistent)
             try await asyncLock(deadline)
             let repair = nextRepair?.hasPassed ?? false
             if repair { nextRepair = Deadline.after(nanoseconds: Self.recoveryInterval) }
-            if let claim = try claimFree(repair: repair) { return claim }
+            if let claim = try claimFree(repair: repair) {
+                claimed = true
+                if woken && claim.more { passOnWake(sendSignal, waiters: sendersWaiting) }
+                return claim
+            }
             guard let due = nextRepair else {
                 nextRepair = Deadline.now
                 continue
             }
             try await asyncPark(on: sendSignal, waiters: sendersWaiting, observed: observed, deadline: deadline, nextRepair: due)
+            woken = true
         }
     }
 
     /// Copies `bytes` (at most ``maxMessageSize``: the caller checked) into the claimed slot, then
-    /// publishes it under the lock with `priority` and wakes a parked receiver if there is one.
+    /// publishes it under the lock with `priority` and, if the queue was empty, wakes a parked
+    /// receiver if there is one ("Waking").
     /// Throws `corrupt` if the slot was taken from us meanwhile (a peer scribbled it).
     @usableFromInline
     func publish(_ claim: MessageQueueClaim, priority messagePriority: UInt32, bytes: UnsafeRawBufferPointer) throws(InterprocessError) {
@@ -561,7 +590,7 @@ final class MessageQueueCore: @unchecked Sendable {
         }
         CrashPoint.reached("mqueue.send.afterWrite")
         lockForFinishing()
-        _ = try underLock { () throws -> Bool? in
+        let wasEmpty = try underLock { () throws -> Bool? in
             guard state(slot).pointee.load(ordering: .relaxed) == Self.writing, owner(slot).pointee.load(ordering: .relaxed) == me else {
                 throw InterprocessError(.corrupt, objectName: name, detail: "slot \(claim.index) was taken from its sender (message lost)")
             }
@@ -578,9 +607,11 @@ final class MessageQueueCore: @unchecked Sendable {
             CrashPoint.reached("mqueue.send.lockedPublish")
             try push(claim.index, count: readyEntries)
             sentCount.pointee.wrappingAdd(1, ordering: .relaxed)
-            return true
+            return readyEntries == 0
         }
-        bump(receiveSignal, wakeAll: false, waiters: receiversWaiting)
+        // A receiver parks only on an empty queue: the message that ends the emptiness wakes one
+        // ("Waking"); one published behind others wakes nobody.
+        if wasEmpty == true { bump(receiveSignal, wakeAll: false, waiters: receiversWaiting) }
         // Readiness descriptors (one load while there are none; ``ChannelParticipants``). The
         // message was published under the lock, which a receiver takes after it armed its bit.
         if descriptorsArmed.pointee.load(ordering: .sequentiallyConsistent) != 0 { participants?.poke() }
@@ -634,17 +665,27 @@ final class MessageQueueCore: @unchecked Sendable {
         let deadline = Deadline(after: timeout)
         // nil until the first failure, which looks for dead processes' slots before it parks.
         var nextRepair: Deadline?
+        // Whether this call parked: only then does its claim pass the wake-up on ("Waking"), and
+        // so does its leaving without one (timed out, cancelled, closed).
+        var woken = false
+        var claimed = false
+        defer { if woken && !claimed { passOnWake(receiveSignal, waiters: receiversWaiting) } }
         while true {
             let observed = atomic32(receiveSignal).pointee.load(ordering: .sequentiallyConsistent)
             try blockingLock(deadline)
             let repair = nextRepair?.hasPassed ?? false
             if repair { nextRepair = Deadline.after(nanoseconds: Self.recoveryInterval) }
-            if let claim = try claimReady(repair: repair) { return claim }
+            if let claim = try claimReady(repair: repair) {
+                claimed = true
+                if woken && claim.more { passOnWake(receiveSignal, waiters: receiversWaiting) }
+                return claim
+            }
             guard let due = nextRepair else {
                 nextRepair = Deadline.now
                 continue
             }
             try blockingPark(on: receiveSignal, waiters: receiversWaiting, observed: observed, deadline: deadline, nextRepair: due)
+            woken = true
         }
     }
 
@@ -655,24 +696,34 @@ final class MessageQueueCore: @unchecked Sendable {
         let deadline = Deadline(after: timeout)
         // nil until the first failure, which looks for dead processes' slots before it parks.
         var nextRepair: Deadline?
+        // Whether this call parked: only then does its claim pass the wake-up on ("Waking"), and
+        // so does its leaving without one (timed out, cancelled, closed).
+        var woken = false
+        var claimed = false
+        defer { if woken && !claimed { passOnWake(receiveSignal, waiters: receiversWaiting) } }
         while true {
             if Task.isCancelled { throw cancelledError() }
             let observed = atomic32(receiveSignal).pointee.load(ordering: .sequentiallyConsistent)
             try await asyncLock(deadline)
             let repair = nextRepair?.hasPassed ?? false
             if repair { nextRepair = Deadline.after(nanoseconds: Self.recoveryInterval) }
-            if let claim = try claimReady(repair: repair) { return claim }
+            if let claim = try claimReady(repair: repair) {
+                claimed = true
+                if woken && claim.more { passOnWake(receiveSignal, waiters: receiversWaiting) }
+                return claim
+            }
             guard let due = nextRepair else {
                 nextRepair = Deadline.now
                 continue
             }
             try await asyncPark(on: receiveSignal, waiters: receiversWaiting, observed: observed, deadline: deadline, nextRepair: due)
+            woken = true
         }
     }
 
     /// Copies the claimed message out through `body` (which must not keep the buffer), then frees
-    /// the slot under the lock and wakes a parked sender if there is one. A length longer than a
-    /// slot (a peer scribbled it) drops the message (`corrupt`).
+    /// the slot under the lock and, if the queue was full, wakes a parked sender if there is one
+    /// ("Waking"). A length longer than a slot (a peer scribbled it) drops the message (`corrupt`).
     @usableFromInline
     func finishReceive(_ claim: MessageQueueClaim, _ body: (UnsafeRawBufferPointer) throws(InterprocessError) -> Void) throws(InterprocessError) {
         let slot = claim.slot
@@ -692,7 +743,7 @@ final class MessageQueueCore: @unchecked Sendable {
         }
         CrashPoint.reached("mqueue.receive.afterCopy")
         lockForFinishing()
-        _ = try underLock { () throws -> Bool? in
+        let wasFull = try underLock { () throws -> Bool? in
             guard state(slot).pointee.load(ordering: .relaxed) == Self.reading, owner(slot).pointee.load(ordering: .relaxed) == me else {
                 throw InterprocessError(.corrupt, objectName: name, detail: "slot \(claim.index) was taken from its receiver")
             }
@@ -704,14 +755,44 @@ final class MessageQueueCore: @unchecked Sendable {
             free[freeEntries] = UInt32(claim.index)
             freeCount.pointee.store(UInt32(freeEntries + 1), ordering: .relaxed)
             receivedCount.pointee.wrappingAdd(1, ordering: .relaxed)
-            return true
+            return freeEntries == 0
         }
-        bump(sendSignal, wakeAll: false, waiters: sendersWaiting)
+        // A sender parks only on a full queue: the slot that ends the fullness wakes one ("Waking").
+        if wasFull == true { bump(sendSignal, wakeAll: false, waiters: sendersWaiting) }
         if recordedRoles.load(ordering: .relaxed) & ChannelParticipants.receiverRole == 0 { record(ChannelParticipants.receiverRole) }
         if let failure { throw failure }
     }
 
     // MARK: Waiting for a signal
+
+    // Waking. A receiver parks only after it found the queue empty under the lock (having read the
+    // receive signal before it took the lock), and a sender only after it found no free slot. So a
+    // publish wakes a parked receiver only when it ends the emptiness (the heap had no entry before
+    // its push), a release wakes a parked sender only when it ends the fullness (the free stack had
+    // none), and a claim that came out of a park (`woken`) passes the wake-up on — bumps the signal
+    // and wakes one more if one is counted — when it left more behind (`MessageQueueClaim.more`:
+    // another message ready, another slot free), as does such a call that leaves without a claim
+    // (timed out, cancelled, closed: the `defer` in the four waiting loops; a failed park passes on
+    // by itself). Why no wake-up is lost (receivers; senders likewise with free slots for messages):
+    // let R be parked — asleep in the kernel — while a message is ready and nothing else happens.
+    // R found the queue empty under the lock at some time t; let P be the last publish that found
+    // the heap empty (the queue is not empty now, so there is one after t, and the queue has not
+    // been empty since P). P bumped the signal after t, so R, asleep, checked the signal before that
+    // bump: R counted itself (sequentially consistent) before P loaded the count (sequentially
+    // consistent, after its bump), P saw a waiter and woke one sleeper — not R, so another receiver
+    // W1, which is now `woken`. W1 takes the lock after P: the queue has not been empty since, so W1
+    // claims a message; the queue is still not empty after it (it is not empty now and no publish
+    // after P found it empty), so W1 passes the wake-up on, sees R still counted and wakes one more
+    // sleeper W2 ≠ R, and so on; each woken receiver takes a message or leaves passing the wake-up
+    // on, and the sleepers other than R are finitely many: the chain reaches R (a contradiction) or
+    // empties the queue (a contradiction). A receiver that never parked passes nothing on, and needs
+    // not: it took a message no sleeper was woken for, or one whose woken receiver then finds the
+    // next. A woken process killed before it claims takes its wake-up with it: the others find the
+    // message at their next periodic look (``recoveryInterval``), as they find slots of the dead.
+    // A waiter's repair and `close()` wake everyone; what a rebuild after a dead lock holder frees is
+    // found by the same periodic look (as before). Before this, every publish made a futex
+    // system call while any receiver was counted — and a woken receiver stays counted until it runs:
+    // with 4 producer processes and one consumer on 2 CPUs, 1.7 futex calls per message.
 
     /// Parks until `signal` differs from `observed` (a publish or release since we looked), the
     /// next repair is due, or `deadline` (`timedOut`). Counted in `waiters` while parked.

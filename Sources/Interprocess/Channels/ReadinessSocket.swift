@@ -84,6 +84,32 @@ protocol ReadinessTable: AnyObject, Sendable {
     func noEntryError(name: String) -> InterprocessError
     /// The error when the entry already has a descriptor.
     func duplicateError(name: String) -> InterprocessError
+    /// The names of the crash points that registering and closing a descriptor reach (by default
+    /// `channel.readiness.*`).
+    var crashPoints: ReadinessCrashPoints { get }
+}
+
+extension ReadinessTable {
+    var crashPoints: ReadinessCrashPoints { .channel }
+}
+
+/// The crash points (``CrashPoint``) of a readiness descriptor's steps, named after the kind of
+/// table it registers in: after recording its number, after binding its socket, after arming, and
+/// after removing its socket file when it closes.
+struct ReadinessCrashPoints: Sendable {
+    let numbered: StaticString
+    let bound: StaticString
+    let armed: StaticString
+    let unlinked: StaticString
+
+    /// A channel's, a message queue's and a service's table of participants.
+    static let channel = ReadinessCrashPoints(
+        numbered: "channel.readiness.numbered", bound: "channel.readiness.bound", armed: "channel.readiness.armed",
+        unlinked: "channel.readiness.unlinked")
+    /// A broadcast subscription's place.
+    static let broadcast = ReadinessCrashPoints(
+        numbered: "broadcast.readiness.numbered", bound: "broadcast.readiness.bound", armed: "broadcast.readiness.armed",
+        unlinked: "broadcast.readiness.unlinked")
 }
 
 extension ChannelParticipants: ReadinessTable {
