@@ -92,6 +92,12 @@ import Synchronization
 /// reads or writes outside the ring. A peer with write access can still make the channel report
 /// `corrupt`, or wait.
 ///
+/// **Exclusive endpoints.** One producer (or one consumer) can hold the channel's sender (receiver)
+/// role alone — ``exclusiveSender()``, ``exclusiveReceiver()`` — and then sends (receives) without
+/// claims: no owner word, no compare-and-swap, no locked instruction per message. Other senders
+/// (receivers) wait while the role is held; a holder that dies is taken over and repaired from the
+/// slots (``ExclusiveSender`` and ``ExclusiveReceiver`` say what each step leaves behind).
+///
 /// **Handles.** ``close()`` closes the *channel*, for every process. A process that is done with it
 /// calls ``detach()`` (or drops its last reference): when the last holder of a `.whileReferenced`
 /// channel detaches, the channel is removed.

@@ -14,18 +14,18 @@ import Synchronization
 enum ChannelRoundTripBench: BenchScenario {
     static let id = "channel-round-trip"
     static let title = "64-byte round trip between two processes through two channels"
-    static let summary = "Channel pair (64-byte values) vs spinning floor, ProcessSemaphore, pipe, Unix socket, POSIX message queue"
+    static let summary = "Channel pair (64-byte values; shared, and through exclusive endpoints) vs spinning floor, ProcessSemaphore, pipe, Unix socket, POSIX message queue"
     static let unit = "ns per round trip"
     static let higherIsBetter = false
     static let baseline: String? = "floor-spin"
     static let targets = [
-        BenchTarget("Channel / floor", "channel", over: "floor-spin", .atMost(2)),
-        BenchTarget("pipe / Channel", "pipe", over: "channel", .atLeast(50)),
-        BenchTarget("Unix socket / Channel", "unix-socket", over: "channel", .atLeast(50)),
-        BenchTarget("POSIX message queue / Channel", "mqueue", over: "channel", .atLeast(50)),
+        BenchTarget("Channel (exclusive endpoints) / floor", "channel-exclusive", over: "floor-spin", .atMost(2)),
+        BenchTarget("pipe / Channel (exclusive endpoints)", "pipe", over: "channel-exclusive", .atLeast(50)),
+        BenchTarget("Unix socket / Channel (exclusive endpoints)", "unix-socket", over: "channel-exclusive", .atLeast(50)),
+        BenchTarget("POSIX message queue / Channel (exclusive endpoints)", "mqueue", over: "channel-exclusive", .atLeast(50)),
     ]
     // The floor's and the semaphores' peers are the ping-pong scenario's (`pong-spin`, `pong-semaphore`).
-    static let roles: [BenchRole] = [.pongChannel, .pongMessage, .pongQueue]
+    static let roles: [BenchRole] = [.pongChannel, .pongExclusive, .pongMessage, .pongQueue]
 
     static func measure(_ scenario: inout BenchScenarioResult, _ plan: BenchPlan) throws {
         let session = try BenchSession()
@@ -35,6 +35,10 @@ enum ChannelRoundTripBench: BenchScenario {
         defer { ping.detach() }
         let pong = try Channel<BenchMessage>.create(name: names.pong, capacity: 16)
         defer { pong.detach() }
+        let pingExclusive = try Channel<BenchMessage>.create(name: names.ping + "x", capacity: 16)
+        defer { pingExclusive.detach() }
+        let pongExclusive = try Channel<BenchMessage>.create(name: names.pong + "x", capacity: 16)
+        defer { pongExclusive.detach() }
         let pingQueue = try PosixMessageQueue.create(name: names.pingQueue, capacity: 8, messageSize: BenchMessage.size)
         defer { pingQueue.close(); pingQueue.unlink() }
         let pongQueue = try PosixMessageQueue.create(name: names.pongQueue, capacity: 8, messageSize: BenchMessage.size)
@@ -54,6 +58,7 @@ enum ChannelRoundTripBench: BenchScenario {
             defer { peers.killAll() }
             try peers.spawn(.pongSpin, segment: session.name)
             try peers.spawn(.pongChannel, segment: session.name)
+            try peers.spawn(.pongExclusive, segment: session.name)
             try peers.spawn(.pongSemaphore, segment: session.name)
             try peers.spawn(.pongQueue, segment: session.name)
             try peers.spawn(
@@ -62,17 +67,21 @@ enum ChannelRoundTripBench: BenchScenario {
             try peers.spawn(
                 .pongMessage, segment: session.name, ["--in", "\(sockets.1.fd)", "--out", "\(sockets.1.fd)"], passing: [sockets.1])
             let deadline = Deadline(after: plan.stepTimeout)
-            try peers.awaitReady(control, count: 6, deadline: deadline)
+            try peers.awaitReady(control, count: 7, deadline: deadline)
 
             let watchdog = Watchdog(peers: peers.children, deadline: deadline) { [pongQueue] in
                 // Release a side that waits for an answer that will not come.
                 pong.close()
+                pongExclusive.close()
                 try? pongSemaphore.signal()
                 var empty = BenchMessage()
                 try? withUnsafeBytes(of: &empty) { try pongQueue.send(UnsafeRawBufferPointer(rebasing: $0[..<1])) }
             }
             var spin = SpinRoundTrip(word: floorWord, watchdog: watchdog)
             var channels = ChannelPairRoundTrip(ping: ping, pong: pong)
+            var exclusive = ExclusivePairRoundTrip(
+                ends: ExclusiveEnds(sender: try pingExclusive.exclusiveSender(), receiver: try pongExclusive.exclusiveReceiver()),
+                ping: pingExclusive)
             var semaphores = SemaphoreRoundTrip(ping: pingSemaphore, pong: pongSemaphore, control: control)
             var pipes = MessagePipeRoundTrip(output: toPipePeer.write, input: fromPipePeer.read)
             var socket = MessagePipeRoundTrip(output: sockets.0, input: sockets.0)
@@ -82,6 +91,7 @@ enum ChannelRoundTripBench: BenchScenario {
                 for _ in 0..<plan.pingPongRounds {
                     try PingPongBench.chunk(&spin, plan, watchdog, into: &samples["floor-spin", default: []])
                     try PingPongBench.chunk(&channels, plan, watchdog, into: &samples["channel", default: []])
+                    try PingPongBench.chunk(&exclusive, plan, watchdog, into: &samples["channel-exclusive", default: []])
                     try PingPongBench.chunk(&semaphores, plan, watchdog, into: &samples["semaphore", default: []])
                     try PingPongBench.chunk(&pipes, plan, watchdog, into: &samples["pipe", default: []])
                     try PingPongBench.chunk(&socket, plan, watchdog, into: &samples["unix-socket", default: []])
@@ -90,17 +100,19 @@ enum ChannelRoundTripBench: BenchScenario {
             }
             spin.finish()
             try channels.finish()
+            exclusive.finish()
             try semaphores.finish()
             pipes.finish()
             socket.finish()
             try queues.finish()
             try peers.finish(deadline: deadline)
-            scenario.correctness("every answer was the message sent", channels.correct && pipes.correct && socket.correct && queues.correct)
+            scenario.correctness("every answer was the message sent", channels.correct && exclusive.correct && pipes.correct && socket.correct && queues.correct)
         }
 
         let rows = [
             ("floor-spin", "floor: spin on one atomic word (pause)"),
             ("channel", "Channel pair (64-byte BitwiseCopyable values, blocking send and receive)"),
+            ("channel-exclusive", "Channel pair through exclusive endpoints (ExclusiveSender / ExclusiveReceiver)"),
             ("semaphore", "ProcessSemaphore pair (no message: the wake-up alone)"),
             ("pipe", "pipe round trip (2 pipes, 64 bytes each way)"),
             ("unix-socket", "Unix domain socket round trip (socketpair, 64 bytes each way)"),
@@ -169,6 +181,40 @@ struct ChannelPairRoundTrip: RoundTrip {
     }
 }
 
+/// The exclusive endpoints of one side of the round trip (a class, so that the round trip, which
+/// the bench's chunks copy, can hold the non-copyable endpoints).
+final class ExclusiveEnds {
+    var sender: ExclusiveSender<BenchMessage>
+    var receiver: ExclusiveReceiver<BenchMessage>
+
+    init(sender: consuming ExclusiveSender<BenchMessage>, receiver: consuming ExclusiveReceiver<BenchMessage>) {
+        self.sender = sender
+        self.receiver = receiver
+    }
+}
+
+/// A ping sent through the exclusive sender of one channel, its echo received through the
+/// exclusive receiver of the other (the peer holds the other two roles).
+struct ExclusivePairRoundTrip: RoundTrip {
+    let ends: ExclusiveEnds
+    let ping: Channel<BenchMessage>
+    var sequence: UInt64 = 1
+    var correct = true
+
+    @inline(__always)
+    mutating func once() throws {
+        try ends.sender.blockingSend(BenchMessage(sequence))
+        let answer = try ends.receiver.blockingReceive()
+        if answer.sequence != sequence || !answer.isWhole { correct = false }
+        sequence &+= 1
+    }
+
+    /// Closing the ping channel ends the peer's loop.
+    func finish() {
+        ping.close()
+    }
+}
+
 /// 64 bytes written, 64 bytes read back (a pipe pair, or one end of a socket pair).
 struct MessagePipeRoundTrip: RoundTrip {
     let output: BenchDescriptor
@@ -220,6 +266,7 @@ struct MessageQueueRoundTrip: RoundTrip {
 
 extension BenchRole {
     static let pongChannel = BenchRole.inSegment("pong-channel") { try $0.pongChannel() }
+    static let pongExclusive = BenchRole.inSegment("pong-exclusive") { try $0.pongExclusive() }
     static let pongMessage = BenchRole.inSegment("pong-message") { try $0.pongMessages() }
     static let pongQueue = BenchRole.inSegment("pong-queue") { try $0.pongQueue() }
 }
@@ -243,6 +290,28 @@ extension PeerWork {
             case .failure(let error): throw error
             }
             try pong.blockingSend(message)
+        }
+    }
+
+    /// ``pongChannel()`` through exclusive endpoints: the receiver of the ping channel, the sender
+    /// of the pong channel.
+    func pongExclusive() throws {
+        let names = ChannelNames(session: memory.name)
+        let ping = try Channel<BenchMessage>.open(name: names.ping + "x")
+        defer { ping.detach() }
+        let pong = try Channel<BenchMessage>.open(name: names.pong + "x")
+        defer { pong.detach() }
+        var receiver = try ping.exclusiveReceiver()
+        var sender = try pong.exclusiveSender()
+        control.markReady()
+        while true {
+            let message: BenchMessage
+            switch Result(catching: { () throws(InterprocessError) in try receiver.blockingReceive() }) {
+            case .success(let received): message = received
+            case .failure(let error) where error.code == .closed: return
+            case .failure(let error): throw error
+            }
+            try sender.blockingSend(message)
         }
     }
 
