@@ -33,9 +33,9 @@ enum ChannelThroughputBench: BenchScenario {
     static let baseline: String? = nil
     /// ≥ 10× the best of the three at 64 bytes: ≥ 10× each of them.
     static let targets = [
-        BenchTarget("Channel 64 B / pipe 64 B", "channel-64", over: "pipe-64", .atLeast(10)),
-        BenchTarget("Channel 64 B / Unix socket 64 B", "channel-64", over: "unix-socket-64", .atLeast(10)),
-        BenchTarget("Channel 64 B / POSIX message queue 64 B", "channel-64", over: "mqueue-64", .atLeast(10)),
+        BenchTarget("Channel 64 B (exclusive endpoints) / pipe 64 B", "channel-exclusive-64", over: "pipe-64", .atLeast(10)),
+        BenchTarget("Channel 64 B (exclusive endpoints) / Unix socket 64 B", "channel-exclusive-64", over: "unix-socket-64", .atLeast(10)),
+        BenchTarget("Channel 64 B (exclusive endpoints) / POSIX message queue 64 B", "channel-exclusive-64", over: "mqueue-64", .atLeast(10)),
     ]
     static let roles: [BenchRole] = [.streamChannel, .streamDescriptor, .streamQueue]
 
@@ -44,11 +44,12 @@ enum ChannelThroughputBench: BenchScenario {
 
     /// The variants: row id prefix, row name, and the channel's form for the size.
     enum Variant: CaseIterable {
-        case channel, channelBytes, pipe, socket, queue
+        case channel, channelExclusive, channelBytes, pipe, socket, queue
 
         var id: String {
             switch self {
             case .channel: "channel"
+            case .channelExclusive: "channel-exclusive"
             case .channelBytes: "channel-bytes"
             case .pipe: "pipe"
             case .socket: "unix-socket"
@@ -66,6 +67,7 @@ enum ChannelThroughputBench: BenchScenario {
             let bytes = ChannelThroughputBench.label(size)
             switch self {
             case .channel: return "Channel<64-byte value>, \(bytes) messages"
+            case .channelExclusive: return "Channel<64-byte value> through exclusive endpoints, \(bytes) messages"
             case .channelBytes: return "Channel<[UInt8]>, \(bytes) messages (slots of \(bytes))"
             case .pipe: return "pipe, \(bytes) messages (one write each)"
             case .socket: return "Unix socket (socketpair), \(bytes) messages (one write each)"
@@ -163,6 +165,12 @@ enum ChannelThroughputBench: BenchScenario {
             rescue = { channel.close() }
             try peers.spawn(.streamChannel, segment: session.name, common + ["--parties", "1"])
             consume = { try StreamCheck.receiveValues(channel, count: count, timeout: plan.stepTimeout) }
+        case .channelExclusive:
+            let channel = try Channel<BenchMessage>.create(name: channelName(session: sessionName, size: size, raw: true), capacity: channelCapacity(size))
+            cleanup = { channel.detach() }
+            rescue = { channel.close() }
+            try peers.spawn(.streamChannel, segment: session.name, common + ["--parties", "3"])
+            consume = { try StreamCheck.receiveValuesExclusively(channel, count: count, timeout: plan.stepTimeout) }
         case .channelBytes:
             let channel = try Channel<[UInt8]>.create(
                 name: channelName(session: sessionName, size: size, raw: false), capacity: channelCapacity(size), maxMessageSize: size)
@@ -247,6 +255,16 @@ enum StreamCheck {
         return correct
     }
 
+    static func receiveValuesExclusively(_ channel: Channel<BenchMessage>, count: Int, timeout: Duration) throws -> Bool {
+        var receiver = try channel.exclusiveReceiver()
+        var correct = true
+        for number in 0..<UInt64(count) {
+            let message = try receiver.blockingReceive(timeout: timeout)
+            if message.sequence != number || !message.isWhole { correct = false }
+        }
+        return correct
+    }
+
     static func receiveBytes(_ channel: Channel<[UInt8]>, size: Int, count: Int, timeout: Duration) throws -> Bool {
         var correct = true
         for number in 0..<UInt64(count) {
@@ -298,12 +316,21 @@ enum StreamCheck {
 
 extension BenchRole {
     /// Sends `--count` messages of `--bytes` bytes on the session's channel for that size, after go:
-    /// raw 64-byte values with `--parties 1`, `[UInt8]` with `--parties 2`. With `--slot P`, numbers
+    /// raw 64-byte values with `--parties 1` (`3`: through the exclusive sender), `[UInt8]` with `--parties 2`. With `--slot P`, numbers
     /// them `P << 40 | n` (one of several producers).
     static let streamChannel = BenchRole("stream-channel") { peer in
         try peer.withControl { control, session in
             let count = peer.count, size = peer.bytes, first = UInt64(peer.slot) << 40
-            if peer.parties == 1 {
+            if peer.parties == 3 {
+                // Through the exclusive sender.
+                let channel = try Channel<BenchMessage>.open(name: ChannelThroughputBench.channelName(session: session, size: size, raw: true))
+                defer { channel.detach() }
+                var sender = try channel.exclusiveSender()
+                control.markReady()
+                try control.awaitGo(deadline: Deadline(after: .seconds(60)))
+                for number in 0..<UInt64(count) { try sender.blockingSend(BenchMessage(first | number)) }
+                try control.awaitRelease()
+            } else if peer.parties == 1 {
                 let channel = try Channel<BenchMessage>.open(name: ChannelThroughputBench.channelName(session: session, size: size, raw: true))
                 defer { channel.detach() }
                 control.markReady()
