@@ -39,6 +39,8 @@ final class ChannelParticipants: @unchecked Sendable {
 
     private let table: UnsafeMutableRawPointer
     private let armed: UnsafeMutablePointer<Atomic<UInt64>>
+    /// A channel's `exclusive_sender` word (nil for the other kinds, which have none).
+    private let exclusiveSender: UnsafeMutablePointer<Atomic<UInt64>>?
     private let lease: OwnerLease
     private let me: UInt64
     /// Keeps the memory mapped.
@@ -61,7 +63,8 @@ final class ChannelParticipants: @unchecked Sendable {
     /// message queue), so that objects of two kinds with one name never share a socket's name.
     init?(
         storage: SharedObjectStorage, base: UnsafeMutableRawPointer, tableOffset: Int, name: String?,
-        armedOffset: Int = fieldOffset(\cipc_channel.descriptors_armed), socketKind: String = "ready"
+        armedOffset: Int = fieldOffset(\cipc_channel.descriptors_armed), socketKind: String = "ready",
+        exclusiveSenderOffset: Int? = nil
     ) {
         guard let lease = storage.lease else { return nil }
         self.storage = storage
@@ -69,6 +72,7 @@ final class ChannelParticipants: @unchecked Sendable {
         me = lease.token
         table = base + tableOffset
         armed = atomic64(base + armedOffset)
+        exclusiveSender = exclusiveSenderOffset.map { atomic64(base + $0) }
         socketPrefix = name.map { ReadinessSocket.prefix(kind: socketKind, name: $0) }
     }
 
@@ -236,8 +240,14 @@ final class ChannelParticipants: @unchecked Sendable {
     func pokeCount(_ index: Int) -> UInt64 { pokes(index).pointee.load(ordering: .relaxed) }
 
     /// Asks for a datagram at the next message (sequentially consistent: before the caller looks at the ring).
+    /// While a channel's exclusive sender holds the role, it loads `descriptors_armed` with a plain
+    /// load after its release store: the armer makes the slow side of the asymmetric fence before
+    /// the caller looks (see `ChannelRing.fenceBeforeParking(behind:)`).
     func arm(_ index: Int) {
         armed.pointee.bitwiseOr(UInt64(1) << UInt64(index), ordering: .sequentiallyConsistent)
+        if let exclusiveSender, exclusiveSender.pointee.load(ordering: .sequentiallyConsistent) != 0 {
+            _ = AsymmetricFence.heavy()
+        }
     }
 
     func disarm(_ index: Int) {

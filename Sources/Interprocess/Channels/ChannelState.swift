@@ -32,7 +32,9 @@ final class ChannelState: SharedObject, @unchecked Sendable {
         if case let tableOffset?? = ChannelLayout.hasParticipants(
             stateSize: stateSize, capacity: geometry.capacity, maxMessageSize: geometry.maxMessageSize),
            tableOffset + ChannelParticipants.tableSize <= storage.available {
-            participants = ChannelParticipants(storage: storage, base: storage.base, tableOffset: tableOffset, name: storage.name)
+            participants = ChannelParticipants(
+                storage: storage, base: storage.base, tableOffset: tableOffset, name: storage.name,
+                exclusiveSenderOffset: fieldOffset(\cipc_channel.exclusive_sender))
         } else {
             participants = nil
         }
