@@ -42,6 +42,10 @@ extension ChannelRing {
         do throws(InterprocessError) {
             try quiesce(role)
         } catch {
+            // `exclusive_position` is not ours yet: give the role up without writing it back.
+            if role == .sender {
+                exclusivePosition.pointee.store(sendPosition.pointee.load(ordering: .acquiring) & ~Self.flagBits, ordering: .releasing)
+            }
             giveUpExclusiveRole(role)
             throw error
         }
