@@ -295,15 +295,7 @@ extension ChannelRing {
             }
             return .done(ChannelClaim(slot: slot, position: position, redelivery: false, exclusive: true))
         }
-        let distance = Int64(bitPattern: observed &- Self.full(position))
-        if distance == -1 {
-            return try notInYet(slot: slot, position: position, observed: observed, checkNow: checkNow, signal: signal)
-        }
-        if distance == -2 * Int64(capacity) {
-            if checkNow, try recoverIfDead(slot) { return .retry }
-            return .park(expected: signal)
-        }
-        return try staleOrCorrupt(receivePosition, was: position, slot: slot, sequence: observed)
+        return try notIn(slot: slot, position: position, observed: observed, checkNow: checkNow, signal: signal)
     }
 
     /// The exclusive receiver's `try` form: nil if there is no message now.

@@ -402,8 +402,7 @@ final class ChannelRing: @unchecked Sendable {
         let position = receivePosition.pointee.load(ordering: .acquiring)
         let slot = slot(at: position)
         let observed = sequence(slot).pointee.load(ordering: .acquiring)
-        let distance = Int64(bitPattern: observed &- Self.full(position))
-        if distance == 0 {
+        if observed == Self.full(position) {
             // The message of our position is in: claim the slot, then the position.
             let holder = owner(slot).pointee.load(ordering: .relaxed)
             if holder != 0 {
@@ -439,6 +438,16 @@ final class ChannelRing: @unchecked Sendable {
             }
             return .done(ChannelClaim(slot: slot, position: position, redelivery: false))
         }
+        return try notIn(slot: slot, position: position, observed: observed, checkNow: checkNow, signal: signal)
+    }
+
+    /// A receiver's position whose slot does not hold its message (shared and exclusive receivers
+    /// alike): not written yet (``notInYet(slot:position:observed:checkNow:signal:)``), or the slot
+    /// still holds the message one lap back, or a sequence that fits neither.
+    func notIn(
+        slot: UnsafeMutableRawPointer, position: UInt64, observed: UInt64, checkNow: Bool, signal: UInt32
+    ) throws(InterprocessError) -> WaitStep<ChannelClaim> {
+        let distance = Int64(bitPattern: observed &- Self.full(position))
         if distance == -1 {
             return try notInYet(slot: slot, position: position, observed: observed, checkNow: checkNow, signal: signal)
         }
