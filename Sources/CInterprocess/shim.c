@@ -85,6 +85,9 @@ int32_t cipc_gettid(void) {
     return (int32_t)syscall(SYS_gettid);
 }
 
+int cipc_crash_points_word = 0;
+int cipc_fence_word = 0;
+
 // <linux/membarrier.h>'s commands, spelled out (the header is not everywhere the libc is).
 #define CIPC_MEMBARRIER_CMD_GLOBAL_EXPEDITED (1 << 1)
 #define CIPC_MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED (1 << 2)

@@ -1,5 +1,5 @@
 import CInterprocess
-package import Synchronization
+import Synchronization
 
 /// A store→load barrier split unevenly between two sides (Linux `membarrier`): a *fast side* that
 /// runs on every message and pays nothing — no locked instruction, no fence — and a *slow side*
@@ -18,29 +18,26 @@ package import Synchronization
 /// under seccomp filters that refuse it; callers then fall back to fences on the fast side, or to
 /// bounded waits on the slow side.
 package enum AsymmetricFence {
-    /// 0: not tried; 1: registered; 2: refused.
-    @usableFromInline package static let registration = Atomic<UInt8>(0)
-
     /// Registers this process as a fast side (idempotent; one system call the first time). Whether
-    /// it is registered: if not, the fast side must use a full fence instead.
+    /// it is registered: if not, the fast side must use a full fence instead. The state is
+    /// `cipc_fence_word` (0: not tried; 1: registered; 2: refused), a C word so that the library's
+    /// hot paths test it inline (`HotPath.lightFence`).
     package static func registerFastSide() -> Bool {
-        switch registration.load(ordering: .acquiring) {
+        switch cipc_fence_state() {
         case 1: return true
         case 2: return false
         default:
             let registered = cipc_membarrier_register_global() == 0
-            registration.store(registered ? 1 : 2, ordering: .releasing)
+            cipc_set_fence_state(registered ? 1 : 2)
             return registered
         }
     }
 
     /// Whether this process registered as a fast side (one relaxed load).
-    @inlinable
-    package static var isFastSideRegistered: Bool { registration.load(ordering: .relaxed) == 1 }
+    package static var isFastSideRegistered: Bool { cipc_fence_state() == 1 }
 
     /// The fast side's barrier between its store and its load: a compiler barrier when this process
-    /// is registered (the call itself is one too), a full fence when it is not.
-    @inline(never)
+    /// is registered, a full fence when it is not.
     package static func light() {
         if isFastSideRegistered { cipc_compiler_barrier() } else { atomicMemoryFence(ordering: .sequentiallyConsistent) }
     }

@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-package import Synchronization
+import CInterprocess
 
 /// Named steps inside multi-step protocols where a test can have the process SIGKILL itself, to
 /// prove that a peer dying at exactly that instruction wedges and corrupts nothing — or stop itself
@@ -11,33 +11,33 @@ package import Synchronization
 /// test makes a race certain without a clock deciding it.
 ///
 /// Enabled only by the environment variables `INTERPROCESS_CRASH_POINT=<name>` and
-/// `INTERPROCESS_STOP_POINT=<name>` (read once); otherwise `reached` costs a call of one relaxed
-/// load and a compare (the optimizer does not inline it across modules): a statically initialized
-/// word says whether the variables were read and found unset. (A lazily initialized global here cost a `swift_once` call and a copy of two
-/// optional strings at every step: 17 % of a channel send + receive in one process.)
+/// `INTERPROCESS_STOP_POINT=<name>` (read once); otherwise a step costs one relaxed load of a C word
+/// and a compare. (A lazily initialized global here cost a `swift_once` call
+/// and a copy of two optional strings at every step: 17 % of a channel send + receive in one
+/// process; the word is C's `cipc_crash_points_word` — 0 not read yet, 1 no point armed, 2 one is — so
+/// that the library's hot paths test it inline: a package function of this module, even
+/// `@inlinable`, is called from the others, not inlined.)
 package enum CrashPoint {
-    /// 0: the environment was not read yet; 1: no point is armed; 2: one is (see ``armed``).
-    @usableFromInline static let state: Atomic<Int> = Atomic(0)
-
     private static let armed: (crash: String?, stop: String?)? = {
         let crash = getenv("INTERPROCESS_CRASH_POINT").map { String(cString: $0) }
         let stop = getenv("INTERPROCESS_STOP_POINT").map { String(cString: $0) }
         return crash == nil && stop == nil ? nil : (crash, stop)
     }()
 
-    @inlinable @inline(__always)
     package static func reached(_ name: StaticString) {
-        if state.load(ordering: .relaxed) == 1 { return }
+        if cipc_crash_points_state() == 1 { return }
         reachedSlowly(name)
     }
 
-    @usableFromInline @inline(never)
-    static func reachedSlowly(_ name: StaticString) {
+    /// The rest of ``reached(_:)`` once the word is not 1 (other modules test the word inline:
+    /// `HotPath.crashPoint` in the library).
+    @inline(never)
+    package static func reachedSlowly(_ name: StaticString) {
         guard let armed else {
-            state.store(1, ordering: .relaxed)
+            cipc_set_crash_points_state(1)
             return
         }
-        state.store(2, ordering: .relaxed)
+        cipc_set_crash_points_state(2)
         if armed.crash == name.description { raise(SIGKILL) }
         if armed.stop == name.description { raise(SIGSTOP) }
     }

@@ -417,6 +417,20 @@ int cipc_membarrier_global(void);
 /// keeps them so except for the store buffer, which the slow side's membarrier drains.
 static inline void cipc_compiler_barrier(void) { __asm__ __volatile__("" ::: "memory"); }
 
+// MARK: - Words the hot paths test inline
+
+/// Process-local words that Swift code in every module tests inline on its hot paths (a Swift
+/// global of another module is reached through a call): `cipc_crash_points_word` is
+/// `CrashPoint`'s state (0: the environment was not read yet, 1: no point armed, 2: one is);
+/// `cipc_fence_word` is `AsymmetricFence`'s registration (0: not tried, 1: registered, 2: refused).
+extern int cipc_crash_points_word;
+extern int cipc_fence_word;
+
+static inline int cipc_crash_points_state(void) { return __atomic_load_n(&cipc_crash_points_word, __ATOMIC_RELAXED); }
+static inline void cipc_set_crash_points_state(int state) { __atomic_store_n(&cipc_crash_points_word, state, __ATOMIC_RELAXED); }
+static inline int cipc_fence_state(void) { return __atomic_load_n(&cipc_fence_word, __ATOMIC_ACQUIRE); }
+static inline void cipc_set_fence_state(int state) { __atomic_store_n(&cipc_fence_word, state, __ATOMIC_RELEASE); }
+
 /// A spin-loop hint (x86 `pause`, ARM `yield`).
 static inline void cipc_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

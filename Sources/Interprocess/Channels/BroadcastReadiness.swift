@@ -128,7 +128,7 @@ final class BroadcastNotifiers: @unchecked Sendable {
         guard dead != 0, owner(index).pointee.compareExchange(
             expected: dead, desired: me | OwnerLease.flagBit, ordering: .sequentiallyConsistent
         ).exchanged else { return false }
-        CrashPoint.reached("broadcast.readiness.sweep.taken")
+        HotPath.crashPoint("broadcast.readiness.sweep.taken")
         clearReadiness(index)
         departed.pointee.wrappingAdd(1, ordering: .relaxed)
         owner(index).pointee.store(0, ordering: .sequentiallyConsistent)

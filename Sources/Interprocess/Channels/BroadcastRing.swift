@@ -183,7 +183,7 @@ final class BroadcastRing: @unchecked Sendable {
                 return .retry
             }
         }
-        CrashPoint.reached("broadcast.publish.afterTurn")
+        HotPath.crashPoint("broadcast.publish.afterTurn")
         let current = head.pointee.load(ordering: .acquiring)
         if current & Self.closedBit != 0 {
             releaseTurn()
@@ -251,14 +251,14 @@ final class BroadcastRing: @unchecked Sendable {
         let slot = slot(at: position)
         // Odd: readers of the message this one overwrites see that it is going.
         sequence(slot).pointee.store(Self.writing(position), ordering: .sequentiallyConsistent)
-        CrashPoint.reached("broadcast.publish.afterMark")
+        HotPath.crashPoint("broadcast.publish.afterMark")
         length(slot).pointee.store(UInt32(bytes.count), ordering: .relaxed)
         if let source = bytes.baseAddress, bytes.count > 0 {
             (slot + Self.dataOffset).copyMemory(from: source, byteCount: bytes.count)
         }
-        CrashPoint.reached("broadcast.publish.afterWrite")
+        HotPath.crashPoint("broadcast.publish.afterWrite")
         sequence(slot).pointee.store(Self.complete(position), ordering: .releasing)
-        CrashPoint.reached("broadcast.publish.afterComplete")
+        HotPath.crashPoint("broadcast.publish.afterComplete")
         // Adds (rather than stores), so that a concurrent close keeps its bit.
         head.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         // After `head` (see BroadcastNotifiers: a subscriber sets its bit before it reads `head`):
@@ -266,7 +266,7 @@ final class BroadcastRing: @unchecked Sendable {
         // _Static_asserts), addressed from `head`'s pointer — the one extra load of a publish while
         // no subscriber waits by descriptor. The datagrams go after the turn is given back.
         let armed = atomic64(UnsafeMutableRawPointer(head) + 16).pointee.load(ordering: .sequentiallyConsistent)
-        CrashPoint.reached("broadcast.publish.afterHead")
+        HotPath.crashPoint("broadcast.publish.afterHead")
         wakeSubscribers()
         releaseTurn()
         if armed != 0 { notifiers.poke() }
@@ -382,7 +382,7 @@ final class BroadcastRing: @unchecked Sendable {
                         continue
                     }
                 }
-                CrashPoint.reached("broadcast.subscribe.afterOwner")
+                HotPath.crashPoint("broadcast.subscribe.afterOwner")
                 // A dead subscriber's descriptor: its socket file goes, its fields are zeroed.
                 notifiers.clearReadiness(index)
                 let current = head.pointee.load(ordering: .acquiring) & ~Self.closedBit
@@ -512,7 +512,7 @@ final class BroadcastRing: @unchecked Sendable {
         guard self.position(place).pointee.compareExchange(expected: position, desired: position &+ 1, ordering: .sequentiallyConsistent).exchanged else {
             return false
         }
-        CrashPoint.reached("broadcast.receive.afterAdvance")
+        HotPath.crashPoint("broadcast.receive.afterAdvance")
         received(place).pointee.wrappingAdd(1, ordering: .relaxed)
         wakePublisherIfWaiting()
         return true

@@ -247,8 +247,7 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     func blockingSend(_ message: Message, timeout: Duration?, exclusive: Bool) throws(InterprocessError) {
         try checkAttached()
         if codec.fixedSize != nil {
-            let claim = try ring.blockingClaimToSend(timeout: timeout, exclusive: exclusive)
-            withUnsafeBytes(of: message) { ring.finishSend(claim, $0) }
+            try withUnsafeBytes(of: message) { bytes throws(InterprocessError) in try ring.blockingSend(bytes, timeout: timeout, exclusive: exclusive) }
             return
         }
         let payload = try encode(message)
@@ -335,6 +334,14 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     @inlinable
     func blockingReceive(timeout: Duration?, exclusive: Bool) throws(InterprocessError) -> Message {
         try checkAttached()
+        if let size = codec.fixedSize {
+            // A raw value: claimed, loaded and released in one call.
+            var value: Message?
+            let claim = try ring.blockingReceive(size: size, timeout: timeout, exclusive: exclusive) { value = $0.loadUnaligned(as: Message.self) }
+            if let claim { return try takeValue(claim, size: size) }
+            guard let value else { throw named(ChannelCodec<Message>.mismatch()) }
+            return value
+        }
         return try take(try ring.blockingClaimToReceive(timeout: timeout, exclusive: exclusive))
     }
 
@@ -361,7 +368,12 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     /// Copies the claimed message out, releases its slot, and decodes it.
     @inlinable
     func take(_ claim: ChannelClaim) throws(InterprocessError) -> Message {
-        if let size = codec.fixedSize { return try takeValue(claim, size: size) }
+        if let size = codec.fixedSize {
+            // A raw value: loaded straight from the slot (one call, no payload, no codec).
+            var value: Message?
+            if ring.finishRawReceive(claim, size: size, { value = $0.loadUnaligned(as: Message.self) }), let value { return value }
+            return try takeValue(claim, size: size)
+        }
         let codec = codec
         let loans = loans
         var payload: ChannelPayload<Message>?
@@ -378,9 +390,9 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         }
     }
 
-    /// ``take(_:)`` for raw values: the value is loaded straight from the slot (no payload, no
-    /// codec call). A loan in the slot (only a scribbling peer publishes one in a channel of raw
-    /// values) goes the general way, which frees it and reports its size.
+    /// ``take(_:)`` for raw values that ``ChannelRing/finishRawReceive(_:size:_:)`` left claimed:
+    /// a length that is not the value's is dropped and reported (`corrupt`); a loan in the slot
+    /// (only a scribbling peer publishes one in a channel of raw values) is freed and reported.
     @inlinable
     func takeValue(_ claim: ChannelClaim, size: Int) throws(InterprocessError) -> Message {
         let loans = loans

@@ -167,7 +167,7 @@ final class ChannelParticipants: @unchecked Sendable {
             }
             guard claimed == nil, word == 0 else { continue }
             guard owner(index).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged else { continue }
-            CrashPoint.reached("channel.participants.claimed")
+            HotPath.crashPoint("channel.participants.claimed")
             // A sweeper zeroed the fields before it freed the entry; zero them again all the same
             // (an entry freed by a version that did not, or scribbled).
             clear(index)
@@ -196,7 +196,7 @@ final class ChannelParticipants: @unchecked Sendable {
         guard (0..<Self.count).contains(index), dead != 0 else { return false }
         let mark = me | OwnerLease.flagBit
         guard owner(index).pointee.compareExchange(expected: dead, desired: mark, ordering: .sequentiallyConsistent).exchanged else { return false }
-        CrashPoint.reached("channel.participants.sweep.taken")
+        HotPath.crashPoint("channel.participants.sweep.taken")
         clear(index)
         owner(index).pointee.store(0, ordering: .sequentiallyConsistent)
         return true

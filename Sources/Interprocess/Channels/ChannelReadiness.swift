@@ -93,7 +93,7 @@ public final class ChannelReadiness: Sendable {
         let path: String
         do throws(InterprocessError) {
             guard participants.claimNotifier(index, number) else { throw participants.duplicateError(name: name) }
-            CrashPoint.reached(participants.crashPoints.numbered)
+            HotPath.crashPoint(participants.crashPoints.numbered)
             _ = try LocalDirectory.ensure()
             guard let candidate = participants.socketPath(number), let address = UnixSocket.address(path: candidate) else {
                 participants.setNotifier(index, 0)
@@ -116,7 +116,7 @@ public final class ChannelReadiness: Sendable {
                 participants.setNotifier(index, 0)
                 throw InterprocessError(.bind, error, objectName: name, detail: "could not bind the readiness socket at \(path)")
             }
-            CrashPoint.reached(participants.crashPoints.bound)
+            HotPath.crashPoint(participants.crashPoints.bound)
         } catch {
             participants.leave()
             throw error
@@ -127,7 +127,7 @@ public final class ChannelReadiness: Sendable {
         self.number = number
         self.path = path
         participants.arm(index)
-        CrashPoint.reached(participants.crashPoints.armed)
+        HotPath.crashPoint(participants.crashPoints.armed)
     }
 
     deinit { close() }
@@ -156,7 +156,7 @@ public final class ChannelReadiness: Sendable {
         participants.disarm(index)
         try? fileDescriptor.close()
         try? LocalPath.unlink(path)
-        CrashPoint.reached(participants.crashPoints.unlinked)
+        HotPath.crashPoint(participants.crashPoints.unlinked)
         participants.setNotifier(index, 0)
         participants.leave()
     }

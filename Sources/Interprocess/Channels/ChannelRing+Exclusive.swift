@@ -38,7 +38,7 @@ extension ChannelRing {
             throw InterprocessError(.wouldBlock, objectName: name,
                 detail: "the exclusive \(role) role is held by \(holder == me ? "this process" : "process \(holder >> 32)")")
         }
-        CrashPoint.reached("channel.role.afterTake")
+        HotPath.crashPoint("channel.role.afterTake")
         do throws(InterprocessError) {
             try quiesce(role)
         } catch {
@@ -134,7 +134,7 @@ extension ChannelRing {
         guard roleWord(role).pointee.compareExchange(expected: dead, desired: me, ordering: .sequentiallyConsistent).exchanged else {
             return false
         }
-        CrashPoint.reached("channel.role.afterRepairClaim")
+        HotPath.crashPoint("channel.role.afterRepairClaim")
         switch role {
         case .sender:
             // Its messages are those published: from where the receivers are (or the send position,
@@ -217,6 +217,7 @@ extension ChannelRing {
 
     /// One attempt of the exclusive sender to claim its next position: free slot → announce the
     /// position in `exclusive_position`, then check CLOSING (the fast side of the close's fence).
+    @inline(__always)
     func exclusiveClaimForSending(checkNow: Bool, spinning: Bool = false) throws(InterprocessError) -> WaitStep<ChannelClaim> {
         let position = exclusivePosition.pointee.load(ordering: .relaxed)
         let slot = slot(at: position)
@@ -224,23 +225,34 @@ extension ChannelRing {
         let signal = atomic32(sendSignal).pointee.load(ordering: .sequentiallyConsistent)
         if sendPosition.pointee.load(ordering: .relaxed) & Self.flagBits != 0 { throw endOfSending() }
         let observed = sequence(slot).pointee.load(ordering: .acquiring)
-        if observed == Self.free(position) {
-            exclusivePosition.pointee.store(position &+ 1, ordering: .releasing)
-            AsymmetricFence.light()
-            if sendPosition.pointee.load(ordering: .relaxed) & Self.flagBits != 0 {
-                // Closed meanwhile: take the announcement back (receivers that saw it and parked
-                // look again).
-                exclusivePosition.pointee.store(position, ordering: .releasing)
-                AsymmetricFence.light()
-                if atomic32(receiversWaiting).pointee.load(ordering: .relaxed) != 0 { wake(receiveSignal, all: true) }
-                throw endOfSending()
-            }
-            return .done(ChannelClaim(slot: slot, position: position, redelivery: false, exclusive: true))
+        guard observed == Self.free(position) else {
+            return try exclusiveSlotNotFree(slot, position: position, observed: observed, checkNow: checkNow, signal: signal)
         }
+        exclusivePosition.pointee.store(position &+ 1, ordering: .releasing)
+        HotPath.lightFence()
+        if sendPosition.pointee.load(ordering: .relaxed) & Self.flagBits != 0 { throw takeBackAnnouncement(of: position) }
+        return .done(ChannelClaim(slot: slot, position: position, redelivery: false, exclusive: true))
+    }
+
+    /// Closed after the exclusive sender announced `position`: takes the announcement back
+    /// (receivers that saw it and parked look again); the error to throw.
+    @inline(never)
+    private func takeBackAnnouncement(of position: UInt64) -> InterprocessError {
+        exclusivePosition.pointee.store(position, ordering: .releasing)
+        HotPath.lightFence()
+        if atomic32(receiversWaiting).pointee.load(ordering: .relaxed) != 0 { wake(receiveSignal, all: true) }
+        return endOfSending()
+    }
+
+    /// The exclusive sender's next slot is not free: full (it still serves the position one lap
+    /// back: park, repairing first at a check), or a sequence that fits no position (`corrupt`).
+    @inline(never)
+    private func exclusiveSlotNotFree(
+        _ slot: UnsafeMutableRawPointer, position: UInt64, observed: UInt64, checkNow: Bool, signal: UInt32
+    ) throws(InterprocessError) -> WaitStep<ChannelClaim> {
         let distance = Int64(bitPattern: observed &- Self.free(position))
         let lap = 2 * Int64(capacity)
         if distance == -lap || distance == -lap + 1 {
-            // Full: the slot still serves the position one lap back.
             if checkNow, try recoverIfDead(slot) { return .retry }
             if checkNow, try recoverRoleIfDead(.receiver) { return .retry }
             return .park(expected: signal)
@@ -251,6 +263,7 @@ extension ChannelRing {
 
     /// The channel is closing or closed: the error, after finishing a close whose closer could not
     /// fence (this sender has nothing under way, so receivers may see the end).
+    @inline(never)
     private func endOfSending() -> InterprocessError {
         if sendPosition.pointee.load(ordering: .acquiring) & Self.closedBit == 0 {
             sendPosition.pointee.bitwiseOr(Self.closedBit, ordering: .sequentiallyConsistent)
@@ -276,8 +289,10 @@ extension ChannelRing {
 
     /// One attempt of the exclusive receiver to claim the next message: an orphan first (a message
     /// whose shared receiver died, taken with its owner word as before), else the message at the
-    /// receive position if it is in.
-    func exclusiveClaimForReceiving(checkNow: Bool, spinning: Bool = false) throws(InterprocessError) -> WaitStep<ChannelClaim> {
+    /// receive position if it is in. `quick`: a waiting receive's first try, which parks (goes on
+    /// to the spin) as soon as the message is not in, without looking at the send position.
+    @inline(__always)
+    func exclusiveClaimForReceiving(checkNow: Bool, spinning: Bool = false, quick: Bool = false) throws(InterprocessError) -> WaitStep<ChannelClaim> {
         let position = receivePosition.pointee.load(ordering: .relaxed)
         let slot = slot(at: position)
         if spinning, sequence(slot).pointee.load(ordering: .relaxed) != Self.full(position), orphans.pointee.load(ordering: .relaxed) == 0 {
@@ -295,6 +310,9 @@ extension ChannelRing {
             }
             return .done(ChannelClaim(slot: slot, position: position, redelivery: false, exclusive: true))
         }
+        // Not in yet, at a first try: the waiting attempts look further (the send position's line
+        // is the exclusive sender's, written at every send: reading it here would take it away).
+        if quick, observed == Self.full(position) &- 1 { return .park(expected: signal) }
         return try notIn(slot: slot, position: position, observed: observed, checkNow: checkNow, signal: signal)
     }
 

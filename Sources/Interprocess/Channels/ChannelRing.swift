@@ -228,7 +228,7 @@ final class ChannelRing: @unchecked Sendable {
             guard owner(slot).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged else {
                 return .retry
             }
-            CrashPoint.reached("channel.send.afterOwner")
+            HotPath.crashPoint("channel.send.afterOwner")
             // After the owner word, before the position (both sequentially consistent): a process
             // that takes the sender role meanwhile sees our claim and waits for it, or we see the role.
             if exclusiveSender.pointee.load(ordering: .sequentiallyConsistent) != 0 {
@@ -257,17 +257,17 @@ final class ChannelRing: @unchecked Sendable {
 
     /// Writes `bytes` (at most ``maxMessageSize``: the caller checked) into the claimed slot,
     /// publishes it, lets the slot go and wakes a parked receiver if there is one.
-    @usableFromInline
+    @usableFromInline @inline(__always)
     func finishSend(_ claim: ChannelClaim, _ bytes: UnsafeRawBufferPointer) {
         let slot = claim.slot
-        CrashPoint.reached("channel.send.afterClaim")
+        HotPath.crashPoint("channel.send.afterClaim")
         length(slot).pointee.store(UInt32(bytes.count), ordering: .relaxed)
         if let source = bytes.baseAddress, bytes.count > 0 {
             (slot + Self.dataOffset).copyMemory(from: source, byteCount: bytes.count)
         }
-        CrashPoint.reached("channel.send.afterWrite")
+        HotPath.crashPoint("channel.send.afterWrite")
         publish(claim)
-        CrashPoint.reached("channel.send.afterPublish")
+        HotPath.crashPoint("channel.send.afterPublish")
         if !claim.exclusive { releaseOwner(slot) }
         afterPublishing(claim)
     }
@@ -281,7 +281,7 @@ final class ChannelRing: @unchecked Sendable {
     func publish(_ claim: ChannelClaim) {
         if claim.exclusive {
             sequence(claim.slot).pointee.store(Self.full(claim.position), ordering: .releasing)
-            AsymmetricFence.light()
+            HotPath.lightFence()
         } else {
             sequence(claim.slot).pointee.store(Self.full(claim.position), ordering: .sequentiallyConsistent)
         }
@@ -309,12 +309,12 @@ final class ChannelRing: @unchecked Sendable {
     /// as ``finishSend(_:_:)``.
     func finishSendLoan(_ claim: ChannelClaim, word: UInt64, byteCount: Int) {
         let slot = claim.slot
-        CrashPoint.reached("channel.send.afterClaim")
+        HotPath.crashPoint("channel.send.afterClaim")
         loan(slot).pointee.store(word, ordering: .relaxed)
         length(slot).pointee.store(Self.loaned | UInt32(byteCount), ordering: .relaxed)
-        CrashPoint.reached("channel.loan.afterWrite")
+        HotPath.crashPoint("channel.loan.afterWrite")
         publish(claim)
-        CrashPoint.reached("channel.loan.afterPublish")
+        HotPath.crashPoint("channel.loan.afterPublish")
         if !claim.exclusive { releaseOwner(slot) }
         afterPublishing(claim)
     }
@@ -413,7 +413,7 @@ final class ChannelRing: @unchecked Sendable {
             guard owner(slot).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged else {
                 return .retry
             }
-            CrashPoint.reached("channel.receive.afterOwner")
+            HotPath.crashPoint("channel.receive.afterOwner")
             // As for senders: the role's taker sees our claim, or we see the role.
             if exclusiveReceiver.pointee.load(ordering: .sequentiallyConsistent) != 0 {
                 releaseOwner(slot)
@@ -425,7 +425,7 @@ final class ChannelRing: @unchecked Sendable {
                 releaseOwner(slot)
                 return .retry
             }
-            CrashPoint.reached("channel.receive.afterClaim")
+            HotPath.crashPoint("channel.receive.afterClaim")
             // A receiver woken for a message that another receiver took would otherwise miss the
             // next one, which may be in already: a woken receiver passes the wake-up on.
             if woken, atomic32(receiversWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0,
@@ -547,7 +547,7 @@ final class ChannelRing: @unchecked Sendable {
                     droppedMessages.pointee.wrappingAdd(1, ordering: .relaxed)
                     failure = error
                 }
-                CrashPoint.reached("channel.loan.afterAdopt")
+                HotPath.crashPoint("channel.loan.afterAdopt")
             } else {
                 droppedMessages.pointee.wrappingAdd(1, ordering: .relaxed)
                 failure = InterprocessError(.corrupt, objectName: name,
@@ -560,15 +560,37 @@ final class ChannelRing: @unchecked Sendable {
                 failure = error
             }
         }
-        CrashPoint.reached("channel.receive.afterCopy")
+        HotPath.crashPoint("channel.receive.afterCopy")
+        releaseClaim(claim)
+        if let failure { throw failure }
+    }
+
+    /// ``finishReceive(_:_:takeLoan:)`` for a raw value of `size` bytes, the hot path of channels of
+    /// `BitwiseCopyable` values: if the claimed slot holds `size` bytes, gives them to `load` (which
+    /// must not keep the pointer) and releases the slot; true. Any other message (a loan, another
+    /// length: only a scribbling peer writes them in such a channel) is left claimed: false, and the
+    /// caller finishes it the general way, which reports it.
+    @usableFromInline @inline(__always)
+    func finishRawReceive(_ claim: ChannelClaim, size: Int, _ load: (UnsafeRawPointer) -> Void) -> Bool {
+        let slot = claim.slot
+        guard size <= maxMessageSize, length(slot).pointee.load(ordering: .relaxed) == UInt32(truncatingIfNeeded: size) else { return false }
+        load(UnsafeRawPointer(slot + Self.dataOffset))
+        HotPath.crashPoint("channel.receive.afterCopy")
+        releaseClaim(claim)
+        return true
+    }
+
+    /// The end of every receive, once the message was copied out: releases the slot (a shared
+    /// claim's owner word with it), counts a redelivered orphan, records the receiver role.
+    @inline(__always)
+    func releaseClaim(_ claim: ChannelClaim) {
         if claim.exclusive {
-            releaseExclusively(slot, position: claim.position)
+            releaseExclusively(claim.slot, position: claim.position)
         } else {
-            release(slot, position: claim.position)
+            release(claim.slot, position: claim.position)
         }
         if claim.redelivery { decrementOrphans() }
         if recordedRoles.load(ordering: .relaxed) & ChannelParticipants.receiverRole == 0 { record(ChannelParticipants.receiverRole) }
-        if let failure { throw failure }
     }
 
     /// ``finishReceive(_:_:takeLoan:)`` for a ring whose messages are never loans (a ``Service``'s
@@ -583,18 +605,19 @@ final class ChannelRing: @unchecked Sendable {
     /// lets it go and wakes a parked sender if one waits for this slot.
     func release(_ slot: UnsafeMutableRawPointer, position: UInt64) {
         sequence(slot).pointee.store(Self.free(position &+ UInt64(capacity)), ordering: .sequentiallyConsistent)
-        CrashPoint.reached("channel.receive.afterRelease")
+        HotPath.crashPoint("channel.receive.afterRelease")
         releaseOwner(slot)
         wakeSender(forSlotOf: position)
     }
 
     /// The exclusive receiver's ``release(_:position:)``: frees the slot (release stores, no owner
     /// word), then advances the receive position (which only it writes while it holds the role).
+    @inline(__always)
     func releaseExclusively(_ slot: UnsafeMutableRawPointer, position: UInt64) {
         sequence(slot).pointee.store(Self.free(position &+ UInt64(capacity)), ordering: .releasing)
-        CrashPoint.reached("channel.receive.afterRelease")
+        HotPath.crashPoint("channel.receive.afterRelease")
         receivePosition.pointee.store(position &+ 1, ordering: .releasing)
-        AsymmetricFence.light()
+        HotPath.lightFence()
         wakeSender(forSlotOf: position)
     }
 
@@ -602,9 +625,23 @@ final class ChannelRing: @unchecked Sendable {
 
     /// Claims a position to send to, blocking the thread while the ring is full, for at most
     /// `timeout` (nil: as long as it takes). `exclusive`: as the holder of the sender role.
-    @usableFromInline
+    @usableFromInline @inline(__always)
     func blockingClaimToSend(timeout: Duration?, exclusive: Bool = false) throws(InterprocessError) -> ChannelClaim {
         if case .done(let claim) = try sendAttempt(exclusive: exclusive, checkNow: false, attempt: 0) { return claim }
+        return try waitToSend(timeout: timeout, exclusive: exclusive)
+    }
+
+    /// A whole blocking send of `bytes` (at most ``maxMessageSize``: the caller checked): the
+    /// claim (``blockingClaimToSend(timeout:exclusive:)``) and ``finishSend(_:_:)`` in one call, the
+    /// hot path of raw values.
+    @usableFromInline
+    func blockingSend(_ bytes: UnsafeRawBufferPointer, timeout: Duration?, exclusive: Bool) throws(InterprocessError) {
+        finishSend(try blockingClaimToSend(timeout: timeout, exclusive: exclusive), bytes)
+    }
+
+    /// The rest of ``blockingClaimToSend(timeout:exclusive:)`` when its first attempt did not claim: the wait.
+    @inline(never)
+    func waitToSend(timeout: Duration?, exclusive: Bool) throws(InterprocessError) -> ChannelClaim {
         var attempts = 0
         do throws(InterprocessError) {
             return try WaitSite(word: sendSignal, waiters: sendersWaiting, name: name, recheckEvery: Self.recoveryInterval).blockingWait(
@@ -622,9 +659,15 @@ final class ChannelRing: @unchecked Sendable {
 
     /// Claims a position to send to, suspending the task while the ring is full, for at most
     /// `timeout` (nil: as long as it takes); `cancelled` (having claimed nothing) if the task is cancelled.
-    @usableFromInline
+    @usableFromInline @inline(__always)
     func claimToSend(timeout: Duration?, exclusive: Bool = false) async throws(InterprocessError) -> ChannelClaim {
         if case .done(let claim) = try sendAttempt(exclusive: exclusive, checkNow: false, attempt: 0) { return claim }
+        return try await waitAsyncToSend(timeout: timeout, exclusive: exclusive)
+    }
+
+    /// The rest of ``claimToSend(timeout:exclusive:)`` when its first attempt did not claim: the wait.
+    @inline(never)
+    func waitAsyncToSend(timeout: Duration?, exclusive: Bool) async throws(InterprocessError) -> ChannelClaim {
         var attempts = 0
         do throws(InterprocessError) {
             return try await WaitSite(word: sendSignal, waiters: sendersWaiting, name: name, recheckEvery: Self.recoveryInterval).asyncWait(
@@ -653,9 +696,25 @@ final class ChannelRing: @unchecked Sendable {
 
     /// Claims the next message, blocking the thread while the ring is empty, for at most `timeout`
     /// (nil: as long as it takes). `exclusive`: as the holder of the receiver role.
-    @usableFromInline
+    @usableFromInline @inline(__always)
     func blockingClaimToReceive(timeout: Duration?, exclusive: Bool = false) throws(InterprocessError) -> ChannelClaim {
         if case .done(let claim) = try receiveAttempt(exclusive: exclusive, checkNow: false, attempt: 0) { return claim }
+        return try waitToReceive(timeout: timeout, exclusive: exclusive)
+    }
+
+    /// A whole blocking receive of a raw value of `size` bytes: the claim
+    /// (``blockingClaimToReceive(timeout:exclusive:)``) and ``finishRawReceive(_:size:_:)`` in one
+    /// call, the hot path of raw values. Nil once `load` had the value; a claim that the caller
+    /// finishes the general way if the slot held something else.
+    @usableFromInline
+    func blockingReceive(size: Int, timeout: Duration?, exclusive: Bool, _ load: (UnsafeRawPointer) -> Void) throws(InterprocessError) -> ChannelClaim? {
+        let claim = try blockingClaimToReceive(timeout: timeout, exclusive: exclusive)
+        return finishRawReceive(claim, size: size, load) ? nil : claim
+    }
+
+    /// The rest of ``blockingClaimToReceive(timeout:exclusive:)`` when its first attempt did not claim: the wait.
+    @inline(never)
+    func waitToReceive(timeout: Duration?, exclusive: Bool) throws(InterprocessError) -> ChannelClaim {
         var attempts = 0
         do throws(InterprocessError) {
             return try WaitSite(word: receiveSignal, waiters: receiversWaiting, name: name, recheckEvery: Self.recoveryInterval).blockingWait(
@@ -673,9 +732,15 @@ final class ChannelRing: @unchecked Sendable {
 
     /// Claims the next message, suspending the task while the ring is empty, for at most `timeout`
     /// (nil: as long as it takes); `cancelled` (having claimed nothing) if the task is cancelled.
-    @usableFromInline
+    @usableFromInline @inline(__always)
     func claimToReceive(timeout: Duration?, exclusive: Bool = false) async throws(InterprocessError) -> ChannelClaim {
         if case .done(let claim) = try receiveAttempt(exclusive: exclusive, checkNow: false, attempt: 0) { return claim }
+        return try await waitAsyncToReceive(timeout: timeout, exclusive: exclusive)
+    }
+
+    /// The rest of ``claimToReceive(timeout:exclusive:)`` when its first attempt did not claim: the wait.
+    @inline(never)
+    func waitAsyncToReceive(timeout: Duration?, exclusive: Bool) async throws(InterprocessError) -> ChannelClaim {
         var attempts = 0
         do throws(InterprocessError) {
             return try await WaitSite(word: receiveSignal, waiters: receiversWaiting, name: name, recheckEvery: Self.recoveryInterval).asyncWait(
@@ -696,7 +761,7 @@ final class ChannelRing: @unchecked Sendable {
     @inline(__always)
     func receiveAttempt(exclusive: Bool, checkNow: Bool, attempt: Int, spinning: Bool = false) throws(InterprocessError) -> WaitStep<ChannelClaim> {
         if attempt == 1 { fenceBeforeParking(behind: exclusiveSender) }
-        if exclusive { return try exclusiveClaimForReceiving(checkNow: checkNow, spinning: spinning) }
+        if exclusive { return try exclusiveClaimForReceiving(checkNow: checkNow, spinning: spinning, quick: attempt == 0) }
         return try claimForReceiving(checkNow: checkNow, announce: attempt > 0, spinning: spinning, woken: attempt > 1)
     }
 
@@ -857,7 +922,7 @@ final class ChannelRing: @unchecked Sendable {
         guard owner(slot).pointee.compareExchange(
             expected: dead, desired: me | (dead & Self.contended), ordering: .sequentiallyConsistent
         ).exchanged else { return }
-        CrashPoint.reached("channel.recover.afterClaim")
+        HotPath.crashPoint("channel.recover.afterClaim")
         let observed = sequence(slot).pointee.load(ordering: .acquiring)
         let position = observed / 2
         guard Int(position % UInt64(capacity)) == index(of: slot) else {

@@ -263,7 +263,7 @@ final class MessageQueueCore: @unchecked Sendable {
             if current == Self.writing || current == Self.reading {
                 let holder = owner(slot).pointee.load(ordering: .relaxed)
                 if !lease.isAlive(holder) {
-                    CrashPoint.reached("mqueue.repair.beforeState")
+                    HotPath.crashPoint("mqueue.repair.beforeState")
                     if current == Self.writing {
                         state(slot).pointee.store(Self.free, ordering: .relaxed)
                         abandonedSends.pointee.wrappingAdd(1, ordering: .relaxed)
@@ -451,7 +451,7 @@ final class MessageQueueCore: @unchecked Sendable {
             guard state(slot).pointee.load(ordering: .relaxed) == Self.free else { throw Inconsistent() }
             owner(slot).pointee.store(me, ordering: .relaxed)
             state(slot).pointee.store(Self.writing, ordering: .relaxed)
-            CrashPoint.reached("mqueue.send.lockedClaim")
+            HotPath.crashPoint("mqueue.send.lockedClaim")
             freeCount.pointee.store(UInt32(freeEntries - 1), ordering: .relaxed)
             return MessageQueueClaim(index: index, slot: slot, priority: 0, more: freeEntries > 1)
         }
@@ -487,7 +487,7 @@ final class MessageQueueCore: @unchecked Sendable {
         try siftDown(0, count: last)
         owner(slot).pointee.store(me, ordering: .relaxed)
         state(slot).pointee.store(Self.reading, ordering: .relaxed)
-        CrashPoint.reached("mqueue.receive.lockedClaim")
+        HotPath.crashPoint("mqueue.receive.lockedClaim")
         readyCount.pointee.store(UInt32(last), ordering: .relaxed)
         noteTop(count: last)
         return MessageQueueClaim(index: index, slot: slot, priority: priority(slot).pointee.load(ordering: .relaxed), more: last > 0)
@@ -583,12 +583,12 @@ final class MessageQueueCore: @unchecked Sendable {
     @usableFromInline
     func publish(_ claim: MessageQueueClaim, priority messagePriority: UInt32, bytes: UnsafeRawBufferPointer) throws(InterprocessError) {
         let slot = claim.slot
-        CrashPoint.reached("mqueue.send.afterClaim")
+        HotPath.crashPoint("mqueue.send.afterClaim")
         length(slot).pointee.store(UInt32(bytes.count), ordering: .relaxed)
         if let source = bytes.baseAddress, bytes.count > 0 {
             (slot + Self.dataOffset).copyMemory(from: source, byteCount: bytes.count)
         }
-        CrashPoint.reached("mqueue.send.afterWrite")
+        HotPath.crashPoint("mqueue.send.afterWrite")
         lockForFinishing()
         let wasEmpty = try underLock { () throws -> Bool? in
             guard state(slot).pointee.load(ordering: .relaxed) == Self.writing, owner(slot).pointee.load(ordering: .relaxed) == me else {
@@ -604,7 +604,7 @@ final class MessageQueueCore: @unchecked Sendable {
             owner(slot).pointee.store(0, ordering: .relaxed)
             // The step that sends it: READY is what a rebuild finds.
             state(slot).pointee.store(Self.readyState, ordering: .relaxed)
-            CrashPoint.reached("mqueue.send.lockedPublish")
+            HotPath.crashPoint("mqueue.send.lockedPublish")
             try push(claim.index, count: readyEntries)
             sentCount.pointee.wrappingAdd(1, ordering: .relaxed)
             return readyEntries == 0
@@ -727,7 +727,7 @@ final class MessageQueueCore: @unchecked Sendable {
     @usableFromInline
     func finishReceive(_ claim: MessageQueueClaim, _ body: (UnsafeRawBufferPointer) throws(InterprocessError) -> Void) throws(InterprocessError) {
         let slot = claim.slot
-        CrashPoint.reached("mqueue.receive.afterClaim")
+        HotPath.crashPoint("mqueue.receive.afterClaim")
         let count = Int(length(slot).pointee.load(ordering: .relaxed))
         var failure: InterprocessError?
         if count <= maxMessageSize {
@@ -741,7 +741,7 @@ final class MessageQueueCore: @unchecked Sendable {
             failure = InterprocessError(.corrupt, objectName: name,
                 detail: "slot \(claim.index) holds a message of \(count) bytes in \(maxMessageSize)-byte slots (dropped)")
         }
-        CrashPoint.reached("mqueue.receive.afterCopy")
+        HotPath.crashPoint("mqueue.receive.afterCopy")
         lockForFinishing()
         let wasFull = try underLock { () throws -> Bool? in
             guard state(slot).pointee.load(ordering: .relaxed) == Self.reading, owner(slot).pointee.load(ordering: .relaxed) == me else {
@@ -751,7 +751,7 @@ final class MessageQueueCore: @unchecked Sendable {
             guard readyEntries + freeEntries < capacity else { throw Inconsistent() }
             owner(slot).pointee.store(0, ordering: .relaxed)
             state(slot).pointee.store(Self.free, ordering: .relaxed)
-            CrashPoint.reached("mqueue.receive.lockedRelease")
+            HotPath.crashPoint("mqueue.receive.lockedRelease")
             free[freeEntries] = UInt32(claim.index)
             freeCount.pointee.store(UInt32(freeEntries + 1), ordering: .relaxed)
             receivedCount.pointee.wrappingAdd(1, ordering: .relaxed)

@@ -188,7 +188,7 @@ final class ServiceCore: @unchecked Sendable {
             guard client(slot).pointee.load(ordering: .relaxed) == 0,
                   client(slot).pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged
             else { continue }
-            CrashPoint.reached("service.request.afterSlot")
+            HotPath.crashPoint("service.request.afterSlot")
             let observed = load(slot)
             guard Self.phase(of: observed) == Self.free else {
                 client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
@@ -233,7 +233,7 @@ final class ServiceCore: @unchecked Sendable {
                 continue
             }
             guard client(slot).pointee.compareExchange(expected: holder, desired: me, ordering: .sequentiallyConsistent).exchanged else { continue }
-            CrashPoint.reached("service.reclaim.afterClaim")
+            HotPath.crashPoint("service.reclaim.afterClaim")
             guard pair(slot).pointee.compareExchange(
                 expected: observed, desired: Self.word(Self.ticket(of: observed), Self.free), ordering: .sequentiallyConsistent
             ).exchanged else {
@@ -332,7 +332,7 @@ final class ServiceCore: @unchecked Sendable {
             queue.finishSend(claim, UnsafeRawBufferPointer(buffer))
         }
         requests.pointee.wrappingAdd(1, ordering: .relaxed)
-        CrashPoint.reached("service.request.afterSend")
+        HotPath.crashPoint("service.request.afterSend")
     }
 
     /// Lets go of a slot whose request was never queued (the queue was full until the deadline,
@@ -457,7 +457,7 @@ final class ServiceCore: @unchecked Sendable {
     private func free(_ ticket: ServiceTicket) {
         let slot = slot(ticket.slot)
         pair(slot).pointee.store(Self.word(ticket.ticket, Self.free), ordering: .sequentiallyConsistent)
-        CrashPoint.reached("service.request.afterFree")
+        HotPath.crashPoint("service.request.afterFree")
         client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
         wakeSlotWaiter()
     }
@@ -566,11 +566,11 @@ final class ServiceCore: @unchecked Sendable {
                 }
                 expected = observed
             }
-            CrashPoint.reached("service.serve.afterTake")
+            HotPath.crashPoint("service.serve.afterTake")
             copyOut(UnsafeRawBufferPointer(rebasing: bytes[Self.headerSize...]))
             taken = ServiceTicket(slot: index, ticket: ticket)
         }
-        if taken != nil { CrashPoint.reached("service.serve.afterRelease") }
+        if taken != nil { HotPath.crashPoint("service.serve.afterRelease") }
         return taken
     }
 
@@ -588,7 +588,7 @@ final class ServiceCore: @unchecked Sendable {
             discardedReplies.pointee.wrappingAdd(1, ordering: .relaxed)
             return false
         }
-        CrashPoint.reached("service.reply.afterWriting")
+        HotPath.crashPoint("service.reply.afterWriting")
         // The length first, while the slot's line is ours from the exchange (the client spins on
         // that line: every write to it after the client looked again costs a transfer); then the
         // bytes, on the lines after it.
@@ -597,12 +597,12 @@ final class ServiceCore: @unchecked Sendable {
         if let source = bytes.baseAddress, count > 0 {
             (slot + Self.dataOffset).copyMemory(from: source, byteCount: count)
         }
-        CrashPoint.reached("service.reply.afterWrite")
+        HotPath.crashPoint("service.reply.afterWrite")
         if pair(slot).pointee.compareExchange(
             expected: Self.word(ticket.ticket, Self.writing, server: me),
             desired: Self.word(ticket.ticket, failed ? Self.failed : Self.replied, server: me), ordering: .sequentiallyConsistent
         ).exchanged {
-            CrashPoint.reached("service.reply.afterPublish")
+            HotPath.crashPoint("service.reply.afterPublish")
             // Wake the client only if it parked (or is about to: it counts itself in `waiting`
             // before its last look, and that look reads `control` sequentially consistently, after
             // our exchange or before our load here); bump `signal` first, so that a client about

@@ -781,7 +781,7 @@ final class HeapCore: @unchecked Sendable {
         size = min(size, room) / systemPageSize * systemPageSize
         size = max(size, need)
         let mapped = try provider.createStore(count, byteCount: size)
-        CrashPoint.reached("heap.grow.afterCreate")
+        HotPath.crashPoint("heap.grow.afterCreate")
         let view = try table.map(count) { () throws(InterprocessError) in mapped }
         guard view.size <= maximumCapacity - capacity else {
             throw corrupt("store \(count) has \(view.size) bytes, more than the \(maximumCapacity - capacity) the maximum leaves")

@@ -65,7 +65,7 @@ final class HeapSegments: HeapStoreProvider {
                 ) { payload in
                     _ = HeapInitializer.initializeStore(payload.baseAddress!, size: byteCount, index: index, nonce: nonce)
                 }
-                CrashPoint.reached("heap.grow.afterLink")
+                HotPath.crashPoint("heap.grow.afterLink")
                 return try keep(handle, index: index)
             } catch where error.code == .alreadyExists {
                 // A grower died after creating it and before publishing it: nobody uses it (a

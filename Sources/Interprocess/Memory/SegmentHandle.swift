@@ -141,7 +141,7 @@ final class SegmentHandle: Sendable {
         FileLock.unlock(fd, byte: LockByte.live)
         if lifetime == .whileReferenced, (try? FileLock.tryLock(fd, byte: LockByte.live, .exclusive)) == true {
             if intact, header.state == SegmentState.ready.rawValue, Self.unlinkIfSame(fd: fd, osName: osName) == .unlinked {
-                CrashPoint.reached("close.afterUnlink")
+                HotPath.crashPoint("close.afterUnlink")
                 _ = header.transition(from: .ready, to: .removed)
             }
             FileLock.unlock(fd, byte: LockByte.live)
@@ -213,7 +213,7 @@ extension SegmentHandle {
         for _ in 0..<16 {
             do {
                 try SharedMemoryObject.link(fd, as: osName)
-                CrashPoint.reached("create.afterLink")
+                HotPath.crashPoint("create.afterLink")
                 return handle
             } catch {
                 if error == .fileExists, try sweepIfAbandoned(name: name, osName: osName) { continue }
@@ -241,7 +241,7 @@ extension SegmentHandle {
         permissions: FilePermissions, group: UInt32?, lifetime: Lifetime,
         initialize: (UnsafeMutableRawBufferPointer) throws(InterprocessError) -> Void
     ) throws(InterprocessError) -> SegmentHandle {
-        CrashPoint.reached("create.afterOpen")
+        HotPath.crashPoint("create.afterOpen")
         if let group {
             try perform(.setGroup, name: name, detail: "could not give the segment to group \(group)") { () throws(Errno) in try fd.setGroup(group) }
         }
@@ -258,20 +258,20 @@ extension SegmentHandle {
         header.initialize(name: name, kind: kind, lifetime: lifetime, payloadSize: payloadSize)
         header.stateWord.pointee.store(SegmentState.ready.rawValue, ordering: .relaxed)
         try perform(.writeHeader, name: name) { () throws(Errno) in try fd.write(UnsafeRawBufferPointer(page), at: 0) }
-        CrashPoint.reached("create.afterHeader")
+        HotPath.crashPoint("create.afterHeader")
         try perform(.resize, name: name, detail: "\(total) bytes") { () throws(Errno) in try fd.truncate(to: Int64(total)) }
         // tmpfs overcommits: reserve the pages now, so that a segment too big for the machine
         // fails here with ENOSPC instead of killing the process with SIGBUS on first touch.
         try perform(.reserve, name: name, detail: "could not reserve \(total) bytes", otherwise: .createFailed) { () throws(Errno) in
             try fd.reserve(bytes: Int64(total))
         }
-        CrashPoint.reached("create.afterReserve")
+        HotPath.crashPoint("create.afterReserve")
         let mapping = try perform(.map, name: name, detail: "could not map \(total) bytes", otherwise: .createFailed) { () throws(Errno) in
             try MemoryMapping(fd: fd, length: total)
         }
         try initialize(UnsafeMutableRawBufferPointer(start: mapping.base + SegmentHeader.size, count: payloadSize))
         let slot = claimSlot(fd: fd, header: SegmentHeader(mapping.base))
-        CrashPoint.reached("create.beforeLink")
+        HotPath.crashPoint("create.beforeLink")
         return SegmentHandle(
             name: name, osName: osName, kind: kind, lifetime: lifetime, payloadSize: payloadSize,
             registration: Registration(fd: fd, slot: slot, mapping: mapping))
@@ -289,7 +289,7 @@ extension SegmentHandle {
             } catch {
                 // A failed open must not hold the segment, nor leave it behind: it may have held the
                 // shared lock while the last holder closed (see ``releaseLookingLock(fd:name:osName:)``).
-                CrashPoint.reached("open.refusing")
+                HotPath.crashPoint("open.refusing")
                 releaseLookingLock(fd: fd, name: name, osName: osName)
                 try? fd.close()
                 throw error

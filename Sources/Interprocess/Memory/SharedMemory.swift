@@ -175,7 +175,7 @@ public final class SharedMemory: Sendable {
         var refused = true
         defer {
             if refused {
-                CrashPoint.reached("remove.refusing")
+                HotPath.crashPoint("remove.refusing")
                 SegmentHandle.releaseLookingLock(fd: fd, name: name, osName: osName)
             } else {
                 FileLock.unlock(fd, byte: LockByte.live)

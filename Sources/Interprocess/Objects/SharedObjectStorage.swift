@@ -163,13 +163,13 @@ extension SharedObjectStorage {
             // Step 1: no stale tag at the place (a repair must not mistake it for ours), the entry.
             atomic32(storage.base + kind.tagOffset).pointee.store(0, ordering: .relaxed)
             table.claim(index, offset: offset, size: size, tag: kind.tag, tagOffset: kind.tagOffset, name: nameBytes)
-            CrashPoint.reached("place.afterClaim")
+            HotPath.crashPoint("place.afterClaim")
             // Steps 2 and 3: the object, its tag last.
             storage.base.initializeMemory(as: UInt8.self, repeating: 0, count: size)
             Object.initialize(storage.base, size: size, with: parameters)
-            CrashPoint.reached("place.beforeTag")
+            HotPath.crashPoint("place.beforeTag")
             atomic32(storage.base + kind.tagOffset).pointee.store(kind.tag, ordering: .releasing)
-            CrashPoint.reached("place.afterTag")
+            HotPath.crashPoint("place.afterTag")
             // Step 4.
             table.commit(index)
             return try named(segment.name) { () throws(InterprocessError) in try Object(storage: storage) }

@@ -451,7 +451,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
             return .park(expected: Layout.futexValue(current))
         }
         guard putter.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged else { return .retry }
-        CrashPoint.reached("variable.put.afterClaim")
+        HotPath.crashPoint("variable.put.afterClaim")
         let now = state.pointee.load(ordering: .sequentiallyConsistent)
         guard now & Layout.full == 0 else {
             releasePutter()
@@ -547,7 +547,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
                 releasePutter()
                 return .retry
             }
-            CrashPoint.reached("variable.exchange.afterTake")
+            HotPath.crashPoint("variable.exchange.afterTake")
             return .done(copy.load(as: Value.self))
         }
     }
@@ -567,7 +567,7 @@ public final class SharedVariable<Value: BitwiseCopyable>: @unchecked Sendable {
     private func publish(from empty: UInt64) {
         let next = ((empty & ~(Layout.full | Layout.pending)) &+ Layout.generationUnit) | Layout.full | Layout.pending
         state.pointee.store(next, ordering: .sequentiallyConsistent)
-        CrashPoint.reached("variable.put.afterPublish")
+        HotPath.crashPoint("variable.put.afterPublish")
         putter.pointee.store(0, ordering: .sequentiallyConsistent)
         _ = settle(.never)
         wakeWaiters()

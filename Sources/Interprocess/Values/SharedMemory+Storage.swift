@@ -169,9 +169,9 @@ extension SharedMemory {
                 detail: "a segment of \(size) bytes cannot hold a value of \(count) bytes: its value frame takes \(needed)")
         }
         _ = try table.registerStoredValue(extent: Self.valueFrameOffset + ValueFrame.extent(capacity: capacity))
-        CrashPoint.reached("store.afterReserve")
+        HotPath.crashPoint("store.afterReserve")
         frame.layOut(capacity: capacity)
-        CrashPoint.reached("store.afterLayOut")
+        HotPath.crashPoint("store.afterLayOut")
     }
 
     /// Stores `string` as UTF-8 (framed).

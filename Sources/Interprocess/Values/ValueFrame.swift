@@ -130,7 +130,7 @@ struct ValueFrame: @unchecked Sendable {
             writer.markConsistent()
         }
         defer { try? writer.unlock() }
-        CrashPoint.reached("value.store.afterLock")
+        HotPath.crashPoint("value.store.afterLock")
         if capacity == nil {
             capacity = try self.capacity()
             if capacity == nil {
@@ -152,12 +152,12 @@ struct ValueFrame: @unchecked Sendable {
         atomicMemoryFence(ordering: .releasing)
         let half = bytes.count / 2
         copy(bytes[..<half], to: slot(index, capacity: capacity))
-        CrashPoint.reached("value.store.midCopy")
+        HotPath.crashPoint("value.store.midCopy")
         copy(bytes[half...], to: slot(index, capacity: capacity) + half)
         length(index).pointee.store(UInt64(bytes.count), ordering: .relaxed)
-        CrashPoint.reached("value.store.beforePublish")
+        HotPath.crashPoint("value.store.beforePublish")
         sequence.pointee.store(next, ordering: .sequentiallyConsistent)
-        CrashPoint.reached("value.store.afterPublish")
+        HotPath.crashPoint("value.store.afterPublish")
         // The publish (sequentially consistent) comes before this read; a watcher counts itself
         // before its last look: one of them sees the other.
         if atomic32(waiters).pointee.load(ordering: .sequentiallyConsistent) != 0 {
@@ -207,7 +207,7 @@ struct ValueFrame: @unchecked Sendable {
                     if total > 0 {
                         let destination = UnsafeMutableRawPointer(buffer.baseAddress!)
                         destination.copyMemory(from: source, byteCount: half)
-                        CrashPoint.reached("value.read.midCopy") // (tests stop a reader here and overtake it)
+                        HotPath.crashPoint("value.read.midCopy") // (tests stop a reader here and overtake it)
                         (destination + half).copyMemory(from: source + half, byteCount: total - half)
                     }
                     initialized = total
