@@ -90,9 +90,10 @@ func runExclusiveChannelCommand(_ command: String, _ rest: [String]) throws {
     case "chan-x-ready-send":
         // chan-x-ready-send NAME COUNT fast|paced: takes the sender role of a Channel<String>, says
         // "ready", and when told sends "0" … "COUNT-1" (blocking while full): back to back, or
-        // paced — after each message a pause of its own (a spin of 0–15 µs, and now and then a
-        // yield or a 50–450 µs sleep), so that the receiver often finds the channel empty and
-        // waits while a send is on its way. Then says "done" and holds the role until told.
+        // paced — after each message a pause of its own: a spin of 0–40 µs, now and then a
+        // 50–450 µs sleep, and one time in two until the receiver has taken every message (so
+        // that a wake-up lost for the last message sent would leave the receiver waiting, not be
+        // covered by the next message's). Then says "done" and holds the role until told.
         let channel = try Channel<String>.open(name: rest[0])
         let count = Int(rest[1])!
         let paced = rest[2] == "paced"
@@ -103,13 +104,17 @@ func runExclusiveChannelCommand(_ command: String, _ rest: [String]) throws {
         for sequence in 0..<count {
             try sender.blockingSend("\(sequence)", timeout: .seconds(60))
             guard paced else { continue }
-            let pause = random.next() % 64
-            if pause == 0 {
+            let pause = random.next() % 16
+            if pause < 8 {
+                let deadline = Clock.monotonicNanoseconds() &+ 60_000_000_000
+                while channel.count != 0 {
+                    guard Clock.monotonicNanoseconds() < deadline else { fail("message \(sequence) was not received within 60 s") }
+                    sched_yield()
+                }
+            } else if pause == 8 {
                 usleep(50 + UInt32(random.next() % 400))
-            } else if pause == 1 {
-                sched_yield()
             } else {
-                let end = Clock.monotonicNanoseconds() &+ random.next() % 15_000
+                let end = Clock.monotonicNanoseconds() &+ random.next() % 40_000
                 while Clock.monotonicNanoseconds() < end {}
             }
         }

@@ -325,10 +325,14 @@ struct ChannelExclusiveFormsTests {
 
     /// A child sends numbered messages through an exclusive sender — back to back, or at a pace of
     /// its own (pauses of a few microseconds to a few hundred, so that the loop here often finds the
-    /// channel empty and goes back to `poll` while a send is on its way) — while this process waits
-    /// on a readiness descriptor (armed, by its acknowledgements, while the role is held) and
-    /// drains with `tryReceive`, shared or through its own exclusive receiver: every message
-    /// arrives, once, in order, and the poll never waits out its bound (no wake-up lost).
+    /// channel empty and goes back to `poll` while a send is on its way; and after every other
+    /// message it waits until this process has taken it, so that a wake-up lost for that message
+    /// is not made up for by the next one's) — while this process waits on a readiness descriptor
+    /// (armed, by its acknowledgements, while the role is held: the arming makes the asymmetric
+    /// fence) and drains with `tryReceive`, shared or through its own exclusive receiver: every
+    /// message arrives, once, in order, and the poll never waits out its bound (no wake-up lost).
+    /// (Checked by breaking it: a sender that skips the datagram for one message in 5,000 makes the
+    /// paced cases wait out the bound.)
     @Test(arguments: [("paced", "shared"), ("paced", "exclusive"), ("fast", "shared"), ("fast", "exclusive")])
     func readinessRacingAnExclusiveSenderLosesNoWakeUp(pace: String, receiving: String) throws {
         try withCleanNames("chanxready") { name in
