@@ -321,6 +321,31 @@ struct ChannelExclusiveFormsTests {
         }
     }
 
+    /// A process killed while it iterates its exclusive receiver's messages leaves what a holder
+    /// of the role killed in a receive leaves: killed while copying a message out, the message is
+    /// received again; after freeing its slot, it is lost with the process. A shared receiver
+    /// waiting for the role takes it over and repairs.
+    @Test(arguments: [
+        ("channel.receive.afterCopy", ["first", "second"]),
+        ("channel.receive.afterRelease", ["second"]),
+    ])
+    func aProcessKilledWhileIteratingMessages(point: String, expected: [String]) throws {
+        try withCleanNames("chanxmsgkill") { name in
+            let channel = try Channel<String>.create(name: name, capacity: 4)
+            defer { channel.detach() }
+            try channel.blockingSend("first")
+            try channel.blockingSend("second")
+            let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "chan-x-messages", name)
+            defer { child.stop() }
+            #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
+            var received: [String] = []
+            for _ in expected { received.append(try channel.blockingReceive(timeout: .seconds(20))) }
+            #expect(received == expected)
+            #expect(try channel.tryReceive() == nil)
+            #expect(details(name)["exclusiveReceiver"] == "none")
+        }
+    }
+
     // MARK: Readiness racing an exclusive sender
 
     /// A child sends numbered messages through an exclusive sender — back to back, or at a pace of
