@@ -253,15 +253,7 @@ public struct ExclusiveMessages<Message: Sendable>: AsyncSequence, Sendable {
 
         /// The next message, or nil once the channel is closed and drained (the role is then given back).
         public mutating func next() async throws(InterprocessError) -> Message? {
-            let holder = try start()
-            guard let holder else { return nil }
-            defer { holder.receiving = false }
-            do throws(InterprocessError) {
-                return try await channel.receive(timeout: nil, exclusive: true)
-            } catch where error.code == .closed {
-                holder.receiver = nil
-                return nil
-            }
+            try await next(isolation: nil)
         }
 
         /// The next message, or nil once the channel is closed and drained (the role is then given back).
