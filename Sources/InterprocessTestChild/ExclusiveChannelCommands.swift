@@ -1,5 +1,8 @@
 // Commands for a Channel's exclusive endpoints ("chan-x-…"), run through runChannelCommand (its
 // exit codes and ledger).
+#if canImport(Glibc)
+import Glibc
+#endif
 import Interprocess
 import InterprocessSystem
 import Synchronization
@@ -84,6 +87,153 @@ func runExclusiveChannelCommand(_ command: String, _ rest: [String]) throws {
         try consumeNumbered(ledger: rest[1], count: Int(rest[2])!, async: false, messages: channel.messages) { () throws(InterprocessError) in
             (try receiver.blockingReceive(timeout: .seconds(60)), nil)
         }
+    case "chan-x-ready-send":
+        // chan-x-ready-send NAME COUNT fast|paced: takes the sender role of a Channel<String>, says
+        // "ready", and when told sends "0" … "COUNT-1" (blocking while full): back to back, or
+        // paced — after each message a pause of its own: a spin of 0–40 µs, now and then a
+        // 50–450 µs sleep, and one time in two until the receiver has taken every message (so
+        // that a wake-up lost for the last message sent would leave the receiver waiting, not be
+        // covered by the next message's). Then says "done" and holds the role until told.
+        let channel = try Channel<String>.open(name: rest[0])
+        let count = Int(rest[1])!
+        let paced = rest[2] == "paced"
+        var sender = try channel.exclusiveSender()
+        say("ready")
+        awaitInstruction(upTo: 120)
+        var random = SystemRandomNumberGenerator()
+        for sequence in 0..<count {
+            try sender.blockingSend("\(sequence)", timeout: .seconds(60))
+            guard paced else { continue }
+            let pause = random.next() % 16
+            if pause < 8 {
+                let deadline = Clock.monotonicNanoseconds() &+ 60_000_000_000
+                while channel.count != 0 {
+                    guard Clock.monotonicNanoseconds() < deadline else { fail("message \(sequence) was not received within 60 s") }
+                    sched_yield()
+                }
+            } else if pause == 8 {
+                usleep(50 + UInt32(random.next() % 400))
+            } else {
+                let end = Clock.monotonicNanoseconds() &+ random.next() % 40_000
+                while Clock.monotonicNanoseconds() < end {}
+            }
+        }
+        say("done")
+        awaitInstruction(upTo: 120)
+        _ = consume sender
+    case "chan-x-loan-send":
+        // chan-x-loan-send NAME SIZE SEED [blocking|async|try]: takes the sender role of a
+        // Channel<[UInt8]>, loans SIZE bytes through it, fills them with message SEED
+        // (loanPattern), says "sending", sends the loan, says "sent" ("full" if a try found no
+        // room), and holds the role until told.
+        let channel = try Channel<[UInt8]>.open(name: rest[0])
+        let size = Int(rest[1])!, seed = Int(rest[2])!
+        let mode = rest.count > 3 ? rest[3] : "blocking"
+        func loaned(_ sender: borrowing ExclusiveSender<[UInt8]>) throws(InterprocessError) -> MessageLoan {
+            let loan = try sender.loan(byteCount: size)
+            loan.withUnsafeMutableBytes { buffer in for index in buffer.indices { buffer[index] = loanPattern(seed, index) } }
+            say("sending")
+            return loan
+        }
+        if mode == "async" {
+            let done = DispatchSemaphore(value: 0)
+            let failure = Mutex<InterprocessError?>(nil)
+            Task {
+                do throws(InterprocessError) {
+                    var sender = try channel.exclusiveSender()
+                    try await sender.send(try loaned(sender), timeout: .seconds(20))
+                    say("sent")
+                    awaitInstruction(upTo: 60)
+                } catch {
+                    failure.withLock { $0 = error }
+                }
+                done.signal()
+            }
+            done.wait()
+            if let error = failure.withLock({ $0 }) { throw error }
+            return
+        }
+        var sender = try channel.exclusiveSender()
+        let loan = try loaned(sender)
+        if mode == "try" {
+            if let unsent = try sender.trySend(loan) {
+                try unsent.giveBack()
+                say("full")
+                return
+            }
+        } else {
+            try sender.blockingSend(loan, timeout: .seconds(20))
+        }
+        say("sent")
+        awaitInstruction(upTo: 60)
+        _ = consume sender
+    case "chan-x-loan-receive":
+        // chan-x-loan-receive NAME SEED [blocking|async|try]: takes the receiver role of a
+        // Channel<[UInt8]>, says "receiving", receives a message in place through it, says
+        // "received SIZE in place|copied whole|damaged" (checked against message SEED; "empty" if
+        // a try found none), holds it until told, then releases it and says "released".
+        let channel = try Channel<[UInt8]>.open(name: rest[0])
+        let seed = Int(rest[1])!
+        let mode = rest.count > 2 ? rest[2] : "blocking"
+        func handle(_ message: consuming ReceivedMessage) throws(InterprocessError) {
+            let whole = message.withUnsafeBytes { bytes in bytes.indices.allSatisfy { bytes[$0] == loanPattern(seed, $0) } }
+            say("received \(message.byteCount) \(message.isInPlace ? "in place" : "copied") \(whole ? "whole" : "damaged")")
+            awaitInstruction(upTo: 60)
+            try message.release()
+            say("released")
+        }
+        if mode == "async" {
+            let done = DispatchSemaphore(value: 0)
+            let failure = Mutex<InterprocessError?>(nil)
+            Task {
+                do throws(InterprocessError) {
+                    var receiver = try channel.exclusiveReceiver()
+                    say("receiving")
+                    try handle(try await receiver.receiveInPlace(timeout: .seconds(20)))
+                } catch {
+                    failure.withLock { $0 = error }
+                }
+                done.signal()
+            }
+            done.wait()
+            if let error = failure.withLock({ $0 }) { throw error }
+            return
+        }
+        var receiver = try channel.exclusiveReceiver()
+        say("receiving")
+        if mode == "try" {
+            guard let message = try receiver.tryReceiveInPlace() else {
+                say("empty")
+                return
+            }
+            try handle(message)
+        } else {
+            try handle(try receiver.blockingReceiveInPlace(timeout: .seconds(20)))
+        }
+    case "chan-x-messages":
+        // chan-x-messages NAME: takes the receiver role of a Channel<String>, says "ready", then
+        // iterates the receiver's messages(), saying "received TEXT" for each; at the end "ended",
+        // then "role back" if the receiver role can be taken again at once (else the error's code).
+        let channel = try Channel<String>.open(name: rest[0])
+        let messages = try channel.exclusiveReceiver().messages()
+        say("ready")
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            do throws(InterprocessError) {
+                for try await text in messages { say("received \(text)") }
+                say("ended")
+                do throws(InterprocessError) {
+                    _ = try channel.exclusiveReceiver()
+                    say("role back")
+                } catch {
+                    say("\(error.code)")
+                }
+            } catch {
+                say("\(error.code)")
+            }
+            done.signal()
+        }
+        done.wait()
     default:
         fail("unknown command \(command)", code: 2)
     }

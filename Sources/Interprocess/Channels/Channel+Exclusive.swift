@@ -2,6 +2,8 @@
 // ring's side of it is ChannelRing+Exclusive.swift; the shared protocol is "Exclusive endpoints"
 // in CInterprocessChannel.h.
 
+import Synchronization
+
 extension Channel {
     /// Takes the channel's sender role for this process alone, and returns the endpoint that sends
     /// with it: the fastest way for one producer to feed a channel (no locked instruction per
@@ -46,9 +48,11 @@ extension Channel {
 /// and publishes it with release stores — no locked instruction, which on x86 also means no wait for
 /// the store buffer to drain — and announces its position in a word of its own. Receivers that park
 /// make the other half of the barrier (a `membarrier` system call, only when they park). The forms
-/// and errors are ``Channel``'s: ``send(_:timeout:)``, ``blockingSend(_:timeout:)``,
-/// ``trySend(_:)``, with `Message` encoded as the channel encodes it, and a message longer than a
-/// slot through the loan heap.
+/// and errors are ``Channel``'s: ``send(_:timeout:)-(Message,_)``, ``blockingSend(_:timeout:)-(Message,_)``,
+/// ``trySend(_:)-(Message)``, with `Message` encoded as the channel encodes it, and a message longer
+/// than a slot through the loan heap. A sender of bytes also sends loans without a copy
+/// (``loan(byteCount:)``, ``send(_:timeout:)-(MessageLoan,_)``, ``blockingSend(_:timeout:)-(MessageLoan,_)``,
+/// ``trySend(_:)-(MessageLoan)``), as ``Channel`` does.
 ///
 /// **One owner, checked by the compiler.** The endpoint is `~Copyable` and its sends are
 /// `mutating`: it cannot be shared between tasks or threads, only moved, so two sends through it
@@ -105,8 +109,11 @@ public struct ExclusiveSender<Message: Sendable>: ~Copyable, Sendable {
 /// The holder is the only receiver: it copies the message out, frees the slot and advances the
 /// receive position with release stores. Messages whose shared receiver died before the role was
 /// taken are still delivered (redelivered first). The forms and errors are ``Channel``'s:
-/// ``receive(timeout:)``, ``blockingReceive(timeout:)``, ``tryReceive()``; `~Copyable`, with
-/// `mutating` receives, like ``ExclusiveSender``.
+/// ``receive(timeout:)``, ``blockingReceive(timeout:)``, ``tryReceive()``; for a receiver of bytes,
+/// ``receiveInPlace(timeout:)``, ``blockingReceiveInPlace(timeout:)`` and ``tryReceiveInPlace()``
+/// (a large message read where its sender wrote it); and ``messages()``, the messages as an
+/// `AsyncSequence` that holds the role while it is iterated. `~Copyable`, with `mutating`
+/// receives, like ``ExclusiveSender``.
 ///
 /// **What a process killed while it holds the role leaves behind.** As for the sender role, the
 /// next process that needs the role takes it over from the dead token and repairs: killed while
@@ -148,5 +155,130 @@ public struct ExclusiveReceiver<Message: Sendable>: ~Copyable, Sendable {
     @inlinable
     public mutating func tryReceive() throws(InterprocessError) -> Message? {
         try channel.tryReceive(exclusive: true)
+    }
+}
+
+// MARK: - The messages of an exclusive receiver, as a sequence
+
+extension ExclusiveReceiver {
+    /// The messages as they arrive, as an `AsyncSequence` that holds the receiver role for as long
+    /// as it is iterated: ``Channel/messages``, through this endpoint. Each iteration receives one
+    /// message as ``receive(timeout:)`` does (no claim, no locked instruction); the sequence ends
+    /// when the channel is closed and drained, and throws what a receive throws otherwise
+    /// (`cancelled` when the iterating task is cancelled: a cancelled iteration takes no message,
+    /// and the iterator still holds the role, so a later `next()` goes on from the same message).
+    ///
+    /// ```swift
+    /// let receiver = try channel.exclusiveReceiver()
+    /// for try await message in receiver.messages() { print(message) }   // the role, held throughout
+    /// // the loop ended (closed and drained, an error, or `break`): the role went back
+    /// ```
+    ///
+    /// The endpoint is consumed: the role passes to the sequence and then to its iterator, and goes
+    /// back to the channel when the iteration ends — at once when the channel is closed and
+    /// drained, else when the iterator (and every copy of it) is dropped — or, if the sequence is
+    /// never iterated, when the sequence is dropped. One iterator per sequence: a second one
+    /// throws `wouldBlock` (as taking a held role does). Copies of that one iterator share the
+    /// role and must not overlap their `next()` calls (a precondition: they would receive at once).
+    ///
+    /// **A process killed while iterating** leaves what a holder of the role killed in a receive
+    /// leaves (see ``ExclusiveReceiver``): the role is taken over from it and repaired; the message
+    /// it was copying out is received again; one whose slot it had freed is lost with it.
+    public consuming func messages() -> ExclusiveMessages<Message> {
+        ExclusiveMessages(self)
+    }
+}
+
+/// The messages of a channel as they arrive through its receiver role (``ExclusiveReceiver/messages()``):
+/// an `AsyncSequence` whose one iterator holds the role until it is done with it.
+///
+/// `Sendable`: the role waits in a lock until an iterator takes it out; the channel handle is `Sendable`.
+public struct ExclusiveMessages<Message: Sendable>: AsyncSequence, Sendable {
+    public typealias Element = Message
+    public typealias Failure = InterprocessError
+
+    let channel: Channel<Message>
+    let role: RoleInWaiting
+
+    init(_ receiver: consuming ExclusiveReceiver<Message>) {
+        channel = receiver.channel
+        role = RoleInWaiting(receiver)
+    }
+
+    /// The iterator that receives with the role (the first made; any later one throws `wouldBlock`).
+    public func makeAsyncIterator() -> Iterator {
+        switch role.take() {
+        case .some(let receiver): Iterator(channel: channel, holder: RoleHolder(receiver))
+        case .none: Iterator(channel: channel, holder: nil)
+        }
+    }
+
+    /// The receiver role until an iterator takes it (given back with this object if none does).
+    final class RoleInWaiting: Sendable {
+        let receiver: Mutex<ExclusiveReceiver<Message>?>
+
+        init(_ receiver: consuming ExclusiveReceiver<Message>) {
+            self.receiver = Mutex(Optional(receiver))
+        }
+
+        func take() -> ExclusiveReceiver<Message>? {
+            receiver.withLock { $0.take() }
+        }
+    }
+
+    /// The role as an iterator holds it: given back when the channel ends or when the last copy of
+    /// the iterator goes away. Not `Sendable`: the iterator is used in one isolation domain, so
+    /// `receiving` is a plain flag.
+    final class RoleHolder {
+        var receiver: ExclusiveReceiver<Message>?
+        var receiving = false
+
+        init(_ receiver: consuming ExclusiveReceiver<Message>) {
+            self.receiver = Optional(receiver)
+        }
+    }
+
+    /// Receives the next message on each call, as the holder of the receiver role.
+    public struct Iterator: AsyncIteratorProtocol {
+        public typealias Element = Message
+        public typealias Failure = InterprocessError
+
+        let channel: Channel<Message>
+        let holder: RoleHolder?
+
+        init(channel: Channel<Message>, holder: RoleHolder?) {
+            self.channel = channel
+            self.holder = holder
+        }
+
+        /// The next message, or nil once the channel is closed and drained (the role is then given back).
+        public mutating func next() async throws(InterprocessError) -> Message? {
+            try await next(isolation: nil)
+        }
+
+        /// The next message, or nil once the channel is closed and drained (the role is then given back).
+        public mutating func next(isolation actor: isolated (any Actor)?) async throws(InterprocessError) -> Message? {
+            let holder = try start()
+            guard let holder else { return nil }
+            defer { holder.receiving = false }
+            do throws(InterprocessError) {
+                return try await channel.receive(timeout: nil, exclusive: true)
+            } catch where error.code == .closed {
+                holder.receiver = nil
+                return nil
+            }
+        }
+
+        /// The role's holder, marked receiving; nil once the sequence ended.
+        private func start() throws(InterprocessError) -> RoleHolder? {
+            guard let holder else {
+                throw InterprocessError(.wouldBlock, objectName: channel.name,
+                    detail: "the receiver role went to the first iterator of these messages")
+            }
+            guard holder.receiver != nil else { return nil }
+            precondition(!holder.receiving, "next() of an exclusive receiver's messages while another is under way")
+            holder.receiving = true
+            return holder
+        }
     }
 }

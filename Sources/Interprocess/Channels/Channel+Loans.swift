@@ -345,22 +345,107 @@ extension Channel where Message == [UInt8] {
     /// - Throws: as ``receive(timeout:)``; `corrupt` when the message names no block of the loan
     ///   heap (it is dropped), `notFound` when the loan heap was removed.
     public func receiveInPlace(timeout: Duration? = nil) async throws(InterprocessError) -> ReceivedMessage {
+        try await receiveInPlace(timeout: timeout, exclusive: false)
+    }
+
+    /// ``receiveInPlace(timeout:)``, as the holder of the receiver role (``ExclusiveReceiver``) or not.
+    func receiveInPlace(timeout: Duration?, exclusive: Bool) async throws(InterprocessError) -> ReceivedMessage {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
-        return try takeInPlace(try await ring.claimToReceive(timeout: timeout))
+        return try takeInPlace(try await ring.claimToReceive(timeout: timeout, exclusive: exclusive))
     }
 
     /// The blocking form of ``receiveInPlace(timeout:)``.
     @available(*, noasync, message: "use the async receiveInPlace(timeout:) in async code")
     public func blockingReceiveInPlace(timeout: Duration? = nil) throws(InterprocessError) -> ReceivedMessage {
+        try blockingReceiveInPlace(timeout: timeout, exclusive: false)
+    }
+
+    /// ``blockingReceiveInPlace(timeout:)``, as the holder of the receiver role or not.
+    @available(*, noasync, message: "use the async receiveInPlace(timeout:) in async code")
+    func blockingReceiveInPlace(timeout: Duration?, exclusive: Bool) throws(InterprocessError) -> ReceivedMessage {
         try checkAttached()
-        return try takeInPlace(try ring.blockingClaimToReceive(timeout: timeout))
+        return try takeInPlace(try ring.blockingClaimToReceive(timeout: timeout, exclusive: exclusive))
     }
 
     /// ``receiveInPlace(timeout:)`` if a message is there now; never waits (nil: none).
     public func tryReceiveInPlace() throws(InterprocessError) -> ReceivedMessage? {
+        try tryReceiveInPlace(exclusive: false)
+    }
+
+    /// ``tryReceiveInPlace()``, as the holder of the receiver role or not.
+    func tryReceiveInPlace(exclusive: Bool) throws(InterprocessError) -> ReceivedMessage? {
         try checkAttached()
-        guard let claim = try ring.tryClaimForReceiving() else { return nil }
+        guard let claim = try ring.tryClaimForReceiving(exclusive: exclusive) else { return nil }
         return try takeInPlace(claim)
+    }
+}
+
+// MARK: - Loans through the exclusive endpoints
+
+extension ExclusiveSender where Message == [UInt8] {
+    /// Lends this process a buffer of `byteCount` bytes in the channel's loan heap, to fill and send
+    /// through this endpoint without a copy (``send(_:timeout:)-(MessageLoan,_)``): what
+    /// ``Channel/loan(byteCount:)`` does (a loan of the channel handle the endpoint was taken from
+    /// is the same thing, and either kind of send takes it). Taking a loan does not need the role.
+    /// - Throws: as ``Channel/loan(byteCount:)``.
+    public func loan(byteCount: Int) throws(InterprocessError) -> MessageLoan {
+        try channel.makeLoan(byteCount: byteCount)
+    }
+
+    /// Sends the loaned buffer, suspending the task while the channel is full, for at most
+    /// `timeout`; the receiver gets the same bytes, not a copy. As
+    /// ``Channel/send(_:timeout:)-(MessageLoan,_)`` — the loan is consumed: if the send fails
+    /// (`closed`, `timedOut`, `cancelled`), nothing is sent and the buffer is given back;
+    /// `invalidArgument` for a loan of another channel handle — without a claim, as the holder of
+    /// the sender role.
+    ///
+    /// **Killed while sending it**, the holder leaves what a holder killed in a send leaves (see
+    /// ``ExclusiveSender``): killed before publishing, the message is not sent, and its block — named
+    /// by no published slot — is freed by the loan heap's next sweep; killed after publishing, the
+    /// message is delivered whole (see ``MessageLoan`` for the block's side).
+    public mutating func send(_ loan: consuming MessageLoan, timeout: Duration? = nil) async throws(InterprocessError) {
+        try await channel.sendLoan(loan, timeout: timeout, exclusive: true)
+    }
+
+    /// The blocking form of ``send(_:timeout:)-(MessageLoan,_)``.
+    @available(*, noasync, message: "use the async send(_:timeout:) in async code")
+    public mutating func blockingSend(_ loan: consuming MessageLoan, timeout: Duration? = nil) throws(InterprocessError) {
+        try channel.blockingSendLoan(loan, timeout: timeout, exclusive: true)
+    }
+
+    /// Sends the loaned buffer if there is room now; never waits. Returns nil once sent, or the
+    /// loan, unsent, if the channel is full (as ``Channel/trySend(_:)-(MessageLoan)``).
+    public mutating func trySend(_ loan: consuming MessageLoan) throws(InterprocessError) -> MessageLoan? {
+        try channel.trySendLoan(loan, exclusive: true)
+    }
+}
+
+extension ExclusiveReceiver where Message == [UInt8] {
+    /// Receives the next message without copying it when it came through the loan heap, suspending
+    /// the task while the channel is empty, for at most `timeout`: ``Channel/receiveInPlace(timeout:)``
+    /// (its errors; the buffer is given back when the ``ReceivedMessage`` goes away), without a
+    /// claim, as the holder of the receiver role.
+    ///
+    /// **Killed while receiving it**, the holder leaves what a holder killed in a receive leaves
+    /// (see ``ExclusiveReceiver``): killed after taking the block over and before freeing the slot,
+    /// the slot still names the block, so the message is received again, whole, by the next
+    /// receiver (which takes the block over in turn); killed after freeing the slot — or while it
+    /// holds the ``ReceivedMessage`` — the message is lost with it, and its block, which no slot
+    /// names any more, is freed by the loan heap's next sweep.
+    public mutating func receiveInPlace(timeout: Duration? = nil) async throws(InterprocessError) -> ReceivedMessage {
+        try await channel.receiveInPlace(timeout: timeout, exclusive: true)
+    }
+
+    /// The blocking form of ``receiveInPlace(timeout:)``.
+    @available(*, noasync, message: "use the async receiveInPlace(timeout:) in async code")
+    public mutating func blockingReceiveInPlace(timeout: Duration? = nil) throws(InterprocessError) -> ReceivedMessage {
+        try channel.blockingReceiveInPlace(timeout: timeout, exclusive: true)
+    }
+
+    /// ``receiveInPlace(timeout:)`` if a message is there now; never waits (nil: none), as
+    /// ``Channel/tryReceiveInPlace()``.
+    public mutating func tryReceiveInPlace() throws(InterprocessError) -> ReceivedMessage? {
+        try channel.tryReceiveInPlace(exclusive: true)
     }
 }
