@@ -164,7 +164,7 @@ struct BroadcastReadinessTests {
             #expect(inspectLines(name, "subscriber.", pid: child.pid).isEmpty)
             #expect(readinessFiles(name, kind: "bcready").isEmpty)
             #expect(broadcast.subscriberCount == 0)
-            #expect(inspectDetails(name)["departedSubscribers"] == "1")
+            #expect(details(name)["departedSubscribers"] == "1")
             #expect(try broadcast.tryPublish(2))
         }
     }
@@ -268,7 +268,7 @@ struct BroadcastReadinessTests {
             #expect(try broadcast.tryPublish(2), "the dead subscriber at position 0 is cleared")
             #expect(readinessFiles(name, kind: "bcready").isEmpty)
             #expect(inspectLines(name, "subscriber.", pid: child.pid).isEmpty)
-            #expect(inspectDetails(name)["departedSubscribers"] == "1")
+            #expect(details(name)["departedSubscribers"] == "1")
         }
     }
 
@@ -288,8 +288,8 @@ struct BroadcastReadinessTests {
             scribble(name, at: SharedMemory.payloadOffset + 272, [UInt8](repeating: 0xFF, count: 8))   // descriptors_armed
             #expect(broadcast.subscriberCount == 4)
             #expect(try broadcast.tryPublish(1))
-            #expect(broadcast.subscriberCount == 0, "\(inspectDetails(name))")
-            #expect(inspectDetails(name)["departedSubscribers"] == "4")
+            #expect(broadcast.subscriberCount == 0, "\(details(name))")
+            #expect(details(name)["departedSubscribers"] == "4")
             let subscription = try broadcast.subscribe()
             defer { subscription.close() }
             let readiness = try subscription.readinessDescriptor()

@@ -7,13 +7,6 @@ import InterprocessSystem
 import InterprocessToolSupport
 import Synchronization
 
-/// What `ipc inspect` shows for the named broadcast.
-private func details(_ name: String) -> [String: String] {
-    (try? SharedMemory.info(name: name).details) ?? [:]
-}
-
-private func detail(_ name: String, _ key: String) -> Int? { Int(details(name)[key] ?? "") }
-
 private struct Quote: Codable, Equatable, Sendable {
     var symbol: String
     var price: Double

@@ -11,17 +11,6 @@ import Synchronization
 // copy) and in-place receives, `messages()` as an AsyncSequence, and a readiness descriptor racing
 // an exclusive sender in another process.
 
-private func details(_ name: String) -> [String: String] {
-    (try? SharedMemory.info(name: name).details) ?? [:]
-}
-
-private func detail(_ name: String, _ key: String) -> Int? { Int(details(name)[key] ?? "") }
-
-/// Byte i of message SEED (as the test child's loan commands write it).
-private func pattern(_ seed: Int, _ index: Int) -> UInt8 { UInt8(truncatingIfNeeded: seed &+ 7 &* index) }
-
-private func message(_ seed: Int, count: Int) -> [UInt8] { (0..<count).map { pattern(seed, $0) } }
-
 /// Blocks of the loan heap in use now (opened for a look, then closed).
 private func blocksInUse(_ channel: Channel<[UInt8]>) throws -> Int {
     let heap = try SharedHeap.open(name: channel.loanHeapName)

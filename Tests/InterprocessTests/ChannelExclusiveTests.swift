@@ -7,13 +7,6 @@ import InterprocessSystem
 import InterprocessToolSupport
 import Synchronization
 
-/// What `ipc inspect` shows for the named channel.
-private func details(_ name: String) -> [String: String] {
-    (try? SharedMemory.info(name: name).details) ?? [:]
-}
-
-private func detail(_ name: String, _ key: String) -> Int? { Int(details(name)[key] ?? "") }
-
 /// Sends and receives through the exclusive endpoints of a channel (``ExclusiveSender``,
 /// ``ExclusiveReceiver``): the roles, the other senders and receivers waiting while they are held,
 /// processes that hold them killed at each step, and close racing an exclusive sender.

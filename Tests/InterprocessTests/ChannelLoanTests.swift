@@ -6,18 +6,6 @@ import Interprocess
 import InterprocessSystem
 import InterprocessToolSupport
 
-/// What `ipc inspect` shows for the named channel.
-private func details(_ name: String) -> [String: String] {
-    (try? SharedMemory.info(name: name).details) ?? [:]
-}
-
-private func detail(_ name: String, _ key: String) -> Int? { Int(details(name)[key] ?? "") }
-
-/// Byte i of message SEED (as the test child's `loan-…` commands write it).
-private func pattern(_ seed: Int, _ index: Int) -> UInt8 { UInt8(truncatingIfNeeded: seed &+ 7 &* index) }
-
-private func message(_ seed: Int, count: Int) -> [UInt8] { (0..<count).map { pattern(seed, $0) } }
-
 private struct Report: Codable, Equatable, Sendable {
     var title: String
     var lines: [String]

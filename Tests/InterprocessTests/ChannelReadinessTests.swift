@@ -284,19 +284,19 @@ struct ChannelParticipantsTests {
                 scribble(name, at: table + entry * 64, bytes)
             }
             scribble(name, at: 4096 + 392, [UInt8](repeating: 0xFF, count: 8))
-            let described = inspectDetails(name)
+            let described = details(name)
             #expect(described["participants"] == "64", "\(described)")
             #expect(try channel.trySend("after the scribble"))
             #expect(try channel.tryReceive() == "after the scribble")
             // Garbage is never followed: none of it is a token, so no datagram went anywhere.
-            let after = inspectDetails(name)
+            let after = details(name)
             #expect(after.filter { $0.key.hasPrefix("participant.") && $0.value.contains(" alive") }.count == 1, "\(after)")
             #expect(after.filter { $0.key.hasPrefix("participant.") && $0.value.contains(" ended") }.count == 63, "\(after)")
             // A process that joins sweeps every entry without a live owner, and takes one.
             let joiner = try Peer.spawn("ready-send", name, "j", "1")
             defer { joiner.stop() }
             #expect(joiner.readLine() == "ready")
-            #expect(inspectDetails(name)["participants"] == "2", "\(inspectDetails(name))")
+            #expect(details(name)["participants"] == "2", "\(details(name))")
             let readiness = try channel.readinessDescriptor()
             joiner.tell()
             #expect(joiner.readLine() == "done")

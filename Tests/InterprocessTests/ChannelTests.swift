@@ -7,13 +7,6 @@ import InterprocessSystem
 import InterprocessToolSupport
 import Synchronization
 
-/// What `ipc inspect` shows for the named channel.
-private func details(_ name: String) -> [String: String] {
-    (try? SharedMemory.info(name: name).details) ?? [:]
-}
-
-private func detail(_ name: String, _ key: String) -> Int? { Int(details(name)[key] ?? "") }
-
 private struct Job: Codable, Equatable, Sendable {
     var id: Int
     var path: String

@@ -59,10 +59,10 @@ struct CollectGarbageParticipantsTests {
             #expect(gc.termination == .exited(0), "\(gc.error)")
             for (index, (name, kind, _)) in objects.enumerated() {
                 #expect(gc.output.contains("swept 1 entry of ended processes (and their readiness socket files) from the participants of \(kindName(kind)) \(name)\n"), "\(gc.output)")
-                #expect(inspectLines(name, "participant.", pid: children[index].pid).isEmpty, "\(name): \(inspectDetails(name))")
+                #expect(inspectLines(name, "participant.", pid: children[index].pid).isEmpty, "\(name): \(details(name))")
                 #expect(readinessFiles(name, kind: kind).isEmpty, "\(name)")
                 // This process's own entry (alive) stays, and gc removed nothing that is in use.
-                #expect(inspectLines(name, "participant.", pid: getpid()).count == 1, "\(name): \(inspectDetails(name))")
+                #expect(inspectLines(name, "participant.", pid: getpid()).count == 1, "\(name): \(details(name))")
             }
             #expect(!gc.output.contains("removed \(prefix)"), "\(gc.output)")
             #expect(try ipc("gc", "--prefix", prefix).output == "nothing to remove\n")

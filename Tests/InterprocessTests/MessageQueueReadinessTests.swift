@@ -118,7 +118,7 @@ struct MessageQueueReadinessTests {
             #expect(refused?.code == .incompatible)
             #expect(try old.trySend("still works", priority: 1))
             #expect(try old.tryReceive() == "still works")
-            #expect(inspectDetails(name)["participants"] == nil)
+            #expect(details(name)["participants"] == nil)
             scribble(name, at: 4096 + 24, withUnsafeBytes(of: (slotsEnd + 8).littleEndian) { Array($0) })
             let broken = #expect(throws: InterprocessError.self) { _ = try MessageQueue<String>.open(name: name) }
             #expect(broken?.code == .corrupt)

@@ -55,10 +55,6 @@ enum Namespaces {
 /// from pids: right for owners in other PID namespaces and owners that /proc hides.
 @Suite("Owner liveness", .serialized, .timeLimit(.minutes(3)))
 struct OwnerLivenessTests {
-    private func details(_ name: String) -> [String: String] {
-        (try? SharedMemory.info(name: name).details) ?? [:]
-    }
-
     @Test func aMutexOwnerInAnotherPIDNamespaceKeepsItsLock() throws {
         guard Namespaces.available(Namespaces.pidNamespaceRefusal) else { return }
         try withCleanNames("nsmtx") { name in

@@ -10,15 +10,10 @@ import SystemPackage
 // look at from outside: `ipc inspect`'s details, whether a descriptor is readable, and the socket
 // files in this user's runtime directory.
 
-/// What `ipc inspect` shows for the named object.
-func inspectDetails(_ name: String) -> [String: String] {
-    (try? SharedMemory.info(name: name).details) ?? [:]
-}
-
 /// The lines of `ipc inspect` whose key starts with `key` (`participant.`, `subscriber.`) and that
 /// name `pid`.
 func inspectLines(_ name: String, _ key: String, pid: Int32) -> [String] {
-    inspectDetails(name).filter { $0.key.hasPrefix(key) && $0.value.hasPrefix("pid \(pid) ") }.map(\.value)
+    details(name).filter { $0.key.hasPrefix(key) && $0.value.hasPrefix("pid \(pid) ") }.map(\.value)
 }
 
 /// Whether `fd` is readable within `milliseconds` (0: now). The bound is an upper bound only.

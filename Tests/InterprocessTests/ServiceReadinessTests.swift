@@ -67,7 +67,7 @@ struct ServiceReadinessTests {
             defer { second.stop() }
             #expect(second.readLine() == "requesting")
             // Both requests published (the counter goes up after the publish and the look at the armed bits).
-            #expect(pollUntil(timeout: .seconds(20)) { inspectDetails(name)["requests"] == "2" })
+            #expect(pollUntil(timeout: .seconds(20)) { details(name)["requests"] == "2" })
             #expect(service.queued == 2)
             #expect(readiness.wakeUps == 1, "the first request took the armed bit; the second found none")
             readiness.acknowledge()
@@ -193,7 +193,7 @@ struct ServiceReadinessTests {
             }
             #expect(served == ["held"])
             #expect(client.readLine(timeout: .seconds(30)) == "reply echo held")
-            #expect(Int(inspectDetails(name)["inFlight"] ?? "") == 0)
+            #expect(Int(details(name)["inFlight"] ?? "") == 0)
         }
     }
 
@@ -217,7 +217,7 @@ struct ServiceReadinessTests {
                 scribble(name, at: table + entry * 64, bytes)
             }
             scribble(name, at: 4096 + 904, [UInt8](repeating: 0xFF, count: 8))
-            let described = inspectDetails(name)
+            let described = details(name)
             #expect(described["participants"] == "64", "\(described)")
             #expect(described.filter { $0.key.hasPrefix("participant.") && $0.value.contains(" ended") }.count == 62, "\(described)")
             client.tell()
@@ -239,7 +239,7 @@ struct ServiceReadinessTests {
             #expect(joiner.wait(timeout: .seconds(20)) == .exited(0))
             // The garbage is gone; the client and the joiner let go of their entries when they
             // ended: only this process is left.
-            let after = inspectDetails(name)
+            let after = details(name)
             #expect(after["participants"] == "1" && after["servers"] == "1" && after["clients"] == "0", "\(after)")
             #expect(inspectLines(name, "participant.", pid: getpid()) == ["pid \(getpid()) alive, server, 2 handles, readiness descriptor (armed, 1 wake-ups)"])
         }
@@ -253,13 +253,13 @@ struct ServiceReadinessTests {
             let creator = try Service<String, String>.create(name: name, capacity: 2, maxRequestSize: 32, maxResponseSize: 32)
             defer { creator.detach() }
             let slotsEnd = ServiceFileLayout.slotsEnd(capacity: 2, maxRequestSize: 32, maxResponseSize: 32)
-            #expect(Int(inspectDetails(name)["participants"] ?? "") == 1)
+            #expect(Int(details(name)["participants"] ?? "") == 1)
             scribble(name, at: ServiceFileLayout.stateSize, withUnsafeBytes(of: slotsEnd.littleEndian) { Array($0) })
             let old = try Service<String, String>.open(name: name)
             defer { old.detach() }
             let refused = #expect(throws: InterprocessError.self) { _ = try old.readinessDescriptor() }
             #expect(refused?.code == .incompatible)
-            #expect(inspectDetails(name)["participants"] == nil)
+            #expect(details(name)["participants"] == nil)
             let client = try Peer.spawn("svc-request", name, "still works", "60000")
             defer { client.stop() }
             #expect(client.readLine() == "requesting")
@@ -272,7 +272,7 @@ struct ServiceReadinessTests {
             #expect(broken?.code == .corrupt)
             // Put the size back, so that the creator's handle lets go of its entry as usual.
             scribble(name, at: ServiceFileLayout.stateSize, withUnsafeBytes(of: (slotsEnd + 64 * 64).littleEndian) { Array($0) })
-            #expect(Int(inspectDetails(name)["participants"] ?? "") == 1)
+            #expect(Int(details(name)["participants"] ?? "") == 1)
         }
     }
 
@@ -323,7 +323,7 @@ struct ServiceReadinessTests {
             for child in children { #expect(child.readLine(timeout: .seconds(60)) == "ok \(tasks * perTask)") }
             #expect(try service.tryServe { "echo " + $0 } == 0)
             #expect(readiness.wakeUps >= 1)
-            let described = inspectDetails(name)
+            let described = details(name)
             #expect(Int(described["requests"] ?? "") == total && Int(described["replies"] ?? "") == total, "\(described)")
             #expect(Int(described["inFlight"] ?? "") == 0)
             readiness.close()

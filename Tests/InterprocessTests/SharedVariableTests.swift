@@ -8,11 +8,6 @@ import InterprocessToolSupport
 
 private struct Boom: Error {}
 
-/// The details `ipc inspect` shows for the named variable.
-private func details(_ name: String) -> [String: String] {
-    (try? SharedMemory.info(name: name).details) ?? [:]
-}
-
 @Suite("SharedVariable", .serialized, .timeLimit(.minutes(5)))
 struct SharedVariableTests {
     @Test func emptyAndFullInOneProcess() throws {

@@ -7,10 +7,6 @@ import InterprocessSystem
 import InterprocessToolSupport
 import SystemPackage
 
-private func details(_ name: String) -> [String: String] {
-    (try? SharedMemory.info(name: name).details) ?? [:]
-}
-
 /// The test child's checked values (Sources/InterprocessTestChild/ValueCommands.swift): the tests
 /// only create the first one, seed -1, which the child accepts as whole.
 private struct CheckedValue: Codable, Sendable, Equatable {
