@@ -30,18 +30,9 @@ func runBroadcastCommand(_ command: String, _ rest: [String]) -> Int32 {
             if options.contains("hold") { _ = awaitInstruction(upTo: 120) }
             let tally = BroadcastTally()
             if options.contains("async") {
-                let done = DispatchSemaphore(value: 0)
-                let failure = Mutex<InterprocessError?>(nil)
-                Task {
-                    do throws(InterprocessError) {
-                        for try await delivery in subscription.messages { tally.count(delivery) }
-                    } catch {
-                        failure.withLock { $0 = error }
-                    }
-                    done.signal()
+                try runInTask { () throws(InterprocessError) in
+                    for try await delivery in subscription.messages { tally.count(delivery) }
                 }
-                done.wait()
-                if let error = failure.withLock({ $0 }) { throw error }
             } else {
                 receiving: while true {
                     switch Result(catching: { () throws(InterprocessError) in try subscription.blockingReceive(timeout: .seconds(60)) }) {

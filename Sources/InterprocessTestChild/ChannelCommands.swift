@@ -177,21 +177,12 @@ func produceNumbered(
     let ledger = try Ledger(name: ledgerName, count: count)
     say("ready")
     if async {
-        let done = DispatchSemaphore(value: 0)
-        let failure = Mutex<InterprocessError?>(nil)
-        Task {
-            do throws(InterprocessError) {
-                for sequence in 0..<count {
-                    try await send(numberedMessage(id: id, sequence: sequence))
-                    ledger.sent(id).pointee.store(UInt64(sequence + 1), ordering: .releasing)
-                }
-            } catch {
-                failure.withLock { $0 = error }
+        try runInTask { () throws(InterprocessError) in
+            for sequence in 0..<count {
+                try await send(numberedMessage(id: id, sequence: sequence))
+                ledger.sent(id).pointee.store(UInt64(sequence + 1), ordering: .releasing)
             }
-            done.signal()
         }
-        done.wait()
-        if let error = failure.withLock({ $0 }) { throw error }
     } else {
         for sequence in 0..<count {
             try blockingSend(numberedMessage(id: id, sequence: sequence))

@@ -51,22 +51,13 @@ func runExclusiveChannelCommand(_ command: String, _ rest: [String]) throws {
         let mode = rest.count > 4 ? rest[4] : "blocking"
         if mode == "async" {
             say("ready")
-            let done = DispatchSemaphore(value: 0)
-            let failure = Mutex<InterprocessError?>(nil)
-            Task {
-                do throws(InterprocessError) {
-                    var sender = try channel.exclusiveSender()
-                    for sequence in 0..<count {
-                        try await sender.send(numberedMessage(id: id, sequence: sequence), timeout: .seconds(60))
-                        ledger.sent(id).pointee.store(UInt64(sequence + 1), ordering: .releasing)
-                    }
-                } catch {
-                    failure.withLock { $0 = error }
+            try runInTask { () throws(InterprocessError) in
+                var sender = try channel.exclusiveSender()
+                for sequence in 0..<count {
+                    try await sender.send(numberedMessage(id: id, sequence: sequence), timeout: .seconds(60))
+                    ledger.sent(id).pointee.store(UInt64(sequence + 1), ordering: .releasing)
                 }
-                done.signal()
             }
-            done.wait()
-            if let error = failure.withLock({ $0 }) { throw error }
             say("done")
             return
         }
@@ -136,21 +127,12 @@ func runExclusiveChannelCommand(_ command: String, _ rest: [String]) throws {
             return loan
         }
         if mode == "async" {
-            let done = DispatchSemaphore(value: 0)
-            let failure = Mutex<InterprocessError?>(nil)
-            Task {
-                do throws(InterprocessError) {
-                    var sender = try channel.exclusiveSender()
-                    try await sender.send(try loaned(sender), timeout: .seconds(20))
-                    say("sent")
-                    awaitInstruction(upTo: 60)
-                } catch {
-                    failure.withLock { $0 = error }
-                }
-                done.signal()
+            try runInTask { () throws(InterprocessError) in
+                var sender = try channel.exclusiveSender()
+                try await sender.send(try loaned(sender), timeout: .seconds(20))
+                say("sent")
+                awaitInstruction(upTo: 60)
             }
-            done.wait()
-            if let error = failure.withLock({ $0 }) { throw error }
             return
         }
         var sender = try channel.exclusiveSender()
@@ -183,20 +165,11 @@ func runExclusiveChannelCommand(_ command: String, _ rest: [String]) throws {
             say("released")
         }
         if mode == "async" {
-            let done = DispatchSemaphore(value: 0)
-            let failure = Mutex<InterprocessError?>(nil)
-            Task {
-                do throws(InterprocessError) {
-                    var receiver = try channel.exclusiveReceiver()
-                    say("receiving")
-                    try handle(try await receiver.receiveInPlace(timeout: .seconds(20)))
-                } catch {
-                    failure.withLock { $0 = error }
-                }
-                done.signal()
+            try runInTask { () throws(InterprocessError) in
+                var receiver = try channel.exclusiveReceiver()
+                say("receiving")
+                try handle(try await receiver.receiveInPlace(timeout: .seconds(20)))
             }
-            done.wait()
-            if let error = failure.withLock({ $0 }) { throw error }
             return
         }
         var receiver = try channel.exclusiveReceiver()

@@ -25,18 +25,9 @@ func runServiceCommand(_ command: String, _ rest: [String]) -> Int32 {
                 return "echo " + text
             }
             if rest.count > 1 && rest[1] == "async" {
-                let done = DispatchSemaphore(value: 0)
-                let outcome = Mutex<InterprocessError?>(nil)
-                Task {
-                    do throws(InterprocessError) {
-                        try await service.serve { try handler($0) }
-                    } catch {
-                        outcome.withLock { $0 = error }
-                    }
-                    done.signal()
+                try runInTask { () throws(InterprocessError) in
+                    try await service.serve { try handler($0) }
                 }
-                done.wait()
-                if let error = outcome.withLock({ $0 }) { throw error }
             } else {
                 try service.blockingServe(handler)
             }

@@ -129,20 +129,11 @@ func runValueCommand(_ command: String, _ rest: [String]) -> Int32 {
         case "val-config":
             // val-config NAME: the config broadcaster's reader (issue 17): prints every config it
             // receives until the final one.
-            let done = DispatchSemaphore(value: 0)
-            let failure = Mutex<InterprocessError?>(nil)
             let name = rest[0]
             say("waiting")
-            Task {
-                do throws(InterprocessError) {
-                    try await broadcastReader(name: name)
-                } catch {
-                    failure.withLock { $0 = error }
-                }
-                done.signal()
+            try runInTask { () throws(InterprocessError) in
+                try await broadcastReader(name: name)
             }
-            done.wait()
-            if let error = failure.withLock({ $0 }) { throw error }
         default:
             StandardStream.write("child: unknown command \(command)\n", to: 2)
             return 2
