@@ -11,24 +11,6 @@ import Synchronization
 // copy) and in-place receives, `messages()` as an AsyncSequence, and a readiness descriptor racing
 // an exclusive sender in another process.
 
-/// Blocks of the loan heap in use now (opened for a look, then closed).
-private func blocksInUse(_ channel: Channel<[UInt8]>) throws -> Int {
-    let heap = try SharedHeap.open(name: channel.loanHeapName)
-    defer { heap.close() }
-    return try heap.statistics().blocks
-}
-
-/// ``withCleanNames(_:sourceLocation:_:)`` for an async body.
-private func withCleanNamesAsync(_ tag: String, sourceLocation: SourceLocation = #_sourceLocation, _ body: (String) async throws -> Void) async rethrows {
-    let prefix = TestNames.make(tag)
-    defer {
-        let left = TestNames.leftovers(prefix)
-        #expect(left.isEmpty, "left in /dev/shm: \(left)", sourceLocation: sourceLocation)
-        for name in left { try? SharedMemoryObject.unlink("/" + name) }
-    }
-    try await body(prefix)
-}
-
 /// The code of the `InterprocessError` that `body` throws, or nil if it returns.
 private func errorCode<R>(_ body: () async throws(InterprocessError) -> R) async -> InterprocessError.Code? {
     do throws(InterprocessError) {

@@ -11,13 +11,6 @@ private struct Report: Codable, Equatable, Sendable {
     var lines: [String]
 }
 
-/// Blocks of the loan heap in use now (opened for a look, then closed).
-private func blocksInUse(_ channel: Channel<[UInt8]>) throws -> Int {
-    let heap = try SharedHeap.open(name: channel.loanHeapName)
-    defer { heap.close() }
-    return try heap.statistics().blocks
-}
-
 private func bytes(of value: UInt64) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
 private func bytes(of value: UInt32) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
 

@@ -505,16 +505,3 @@ private func zeroWhenParked(_ name: String, at offset: Int) {
     }
 }
 
-/// `withCleanNames` for async tests: a unique name, and a check that nothing with it is left in
-/// /dev/shm afterwards.
-private func withCleanNamesAsync(
-    _ tag: String, sourceLocation: SourceLocation = #_sourceLocation, _ body: (String) async throws -> Void
-) async rethrows {
-    let prefix = TestNames.make(tag)
-    defer {
-        let left = TestNames.leftovers(prefix)
-        #expect(left.isEmpty, "left in /dev/shm: \(left)", sourceLocation: sourceLocation)
-        for name in left { try? SharedMemoryObject.unlink("/" + name) }
-    }
-    try await body(prefix)
-}

@@ -15,3 +15,10 @@ func pattern(_ seed: Int, _ index: Int) -> UInt8 { UInt8(truncatingIfNeeded: see
 
 /// Message SEED of `count` bytes (``pattern(_:_:)``).
 func message(_ seed: Int, count: Int) -> [UInt8] { (0..<count).map { pattern(seed, $0) } }
+
+/// Blocks of a channel's loan heap in use now (opened for a look, then closed).
+func blocksInUse(_ channel: Channel<[UInt8]>) throws -> Int {
+    let heap = try SharedHeap.open(name: channel.loanHeapName)
+    defer { heap.close() }
+    return try heap.statistics().blocks
+}

@@ -44,6 +44,17 @@ func withCleanNames(_ tag: String, sourceLocation: SourceLocation = #_sourceLoca
     try body(prefix)
 }
 
+/// ``withCleanNames(_:sourceLocation:_:)`` for an async body.
+func withCleanNamesAsync(_ tag: String, sourceLocation: SourceLocation = #_sourceLocation, _ body: (String) async throws -> Void) async rethrows {
+    let prefix = TestNames.make(tag)
+    defer {
+        let left = TestNames.leftovers(prefix)
+        #expect(left.isEmpty, "left in /dev/shm: \(left)", sourceLocation: sourceLocation)
+        for name in left { try? SharedMemoryObject.unlink("/" + name) }
+    }
+    try await body(prefix)
+}
+
 /// The test child executable, built beside the test binary.
 enum Peer {
     static var path: String {

@@ -205,17 +205,6 @@ private func blockingReceiveSegment(_ socket: LocalSocket, timeout: Duration) th
     try socket.blockingReceiveSegment(timeout: timeout)
 }
 
-/// ``withCleanNames(_:sourceLocation:_:)`` for an async body.
-private func withCleanNamesAsync(_ tag: String, sourceLocation: SourceLocation = #_sourceLocation, _ body: (String) async throws -> Void) async rethrows {
-    let prefix = TestNames.make(tag)
-    defer {
-        let left = TestNames.leftovers(prefix)
-        #expect(left.isEmpty, "left in /dev/shm: \(left)", sourceLocation: sourceLocation)
-        for name in left { try? SharedMemoryObject.unlink("/" + name) }
-    }
-    try await body(prefix)
-}
-
 /// ``expectError(_:sourceLocation:_:)`` for an async body.
 private func expectErrorAsync<R>(
     _ code: InterprocessError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> R
