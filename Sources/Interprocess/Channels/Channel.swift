@@ -108,7 +108,6 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     @usableFromInline let ring: ChannelRing
     let state: ChannelState
     @usableFromInline let codec: ChannelCodec<Message>
-    private let detached = Atomic<Bool>(false)
     /// The loan heap, for messages longer than a slot (`Channel+Loans.swift`).
     @usableFromInline let loans: ChannelLoans
 
@@ -126,7 +125,7 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     }
 
     deinit {
-        if !detached.load(ordering: .relaxed) { loans.detach { state.close() } }
+        if !ring.detached.load(ordering: .relaxed) { loans.detach { state.close() } }
     }
 
     @usableFromInline
@@ -176,7 +175,7 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     /// `.whileReferenced` channel removes it. Later calls on this handle throw `closed`. Idempotent;
     /// also done when the last reference goes away.
     public func detach() {
-        guard !detached.exchange(true, ordering: .relaxed) else { return }
+        guard !ring.detached.exchange(true, ordering: .relaxed) else { return }
         loans.detach { state.close() }
     }
 
@@ -190,9 +189,7 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
 
     @usableFromInline
     func checkAttached() throws(InterprocessError) {
-        if detached.load(ordering: .relaxed) {
-            throw InterprocessError(.closed, objectName: name, detail: "this handle was detached")
-        }
+        try ring.checkAttached()
     }
 
     // MARK: Sending
@@ -245,11 +242,12 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     @available(*, noasync, message: "use the async send(_:timeout:) in async code")
     @inlinable
     func blockingSend(_ message: Message, timeout: Duration?, exclusive: Bool) throws(InterprocessError) {
-        try checkAttached()
         if codec.fixedSize != nil {
+            // A raw value: one call (which checks that the handle is attached).
             try withUnsafeBytes(of: message) { bytes throws(InterprocessError) in try ring.blockingSend(bytes, timeout: timeout, exclusive: exclusive) }
             return
         }
+        try checkAttached()
         let payload = try encode(message)
         if payload.count > ring.maxMessageSize {
             return try blockingSendLoan(try loanCopy(of: payload), timeout: timeout, exclusive: exclusive)
@@ -333,15 +331,16 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
     @available(*, noasync, message: "use the async receive(timeout:) in async code")
     @inlinable
     func blockingReceive(timeout: Duration?, exclusive: Bool) throws(InterprocessError) -> Message {
-        try checkAttached()
         if let size = codec.fixedSize {
-            // A raw value: claimed, loaded and released in one call.
+            // A raw value: claimed, loaded and released in one call (which checks that the handle
+            // is attached).
             var value: Message?
             let claim = try ring.blockingReceive(size: size, timeout: timeout, exclusive: exclusive) { value = $0.loadUnaligned(as: Message.self) }
             if let claim { return try takeValue(claim, size: size) }
             guard let value else { throw named(ChannelCodec<Message>.mismatch()) }
             return value
         }
+        try checkAttached()
         return try take(try ring.blockingClaimToReceive(timeout: timeout, exclusive: exclusive))
     }
 

@@ -88,6 +88,9 @@ final class ChannelRing: @unchecked Sendable {
     let participants: ChannelParticipants?
     /// The roles this handle has acted in and recorded in the table (process-local).
     let recordedRoles = Atomic<UInt32>(0)
+    /// Set by ``Channel/detach()`` on the handle's ring (one ring per handle): its verbs then throw
+    /// `closed` (``checkAttached()``).
+    let detached = Atomic<Bool>(false)
 
     /// This process's identity in the file, and the descriptor that checks others'.
     let lease: OwnerLease
@@ -636,7 +639,19 @@ final class ChannelRing: @unchecked Sendable {
     /// hot path of raw values.
     @usableFromInline
     func blockingSend(_ bytes: UnsafeRawBufferPointer, timeout: Duration?, exclusive: Bool) throws(InterprocessError) {
+        try checkAttached()
         finishSend(try blockingClaimToSend(timeout: timeout, exclusive: exclusive), bytes)
+    }
+
+    /// Throws `closed` if the handle of this ring was detached (``Channel/detach()``).
+    @inline(__always)
+    func checkAttached() throws(InterprocessError) {
+        if detached.load(ordering: .relaxed) { throw detachedError() }
+    }
+
+    @inline(never)
+    func detachedError() -> InterprocessError {
+        InterprocessError(.closed, objectName: name, detail: "this handle was detached")
     }
 
     /// The rest of ``blockingClaimToSend(timeout:exclusive:)`` when its first attempt did not claim: the wait.
@@ -708,6 +723,7 @@ final class ChannelRing: @unchecked Sendable {
     /// finishes the general way if the slot held something else.
     @usableFromInline
     func blockingReceive(size: Int, timeout: Duration?, exclusive: Bool, _ load: (UnsafeRawPointer) -> Void) throws(InterprocessError) -> ChannelClaim? {
+        try checkAttached()
         let claim = try blockingClaimToReceive(timeout: timeout, exclusive: exclusive)
         return finishRawReceive(claim, size: size, load) ? nil : claim
     }
