@@ -86,6 +86,44 @@ struct ChannelTests {
         }
     }
 
+    /// A detached handle's verbs throw `closed` and touch nothing (the raw values' one-call paths
+    /// check it inside the ring), while another handle on the channel goes on.
+    @Test func aDetachedHandleThrowsClosed() throws {
+        try withCleanNames("chandet") { name in
+            let channel = try Channel<UInt64>.create(name: name, capacity: 4)
+            let other = try Channel<UInt64>.open(name: name)
+            defer { other.detach() }
+            try channel.blockingSend(1)
+            channel.detach()
+            channel.detach() // idempotent
+            func code(_ body: () throws(InterprocessError) -> Void) -> InterprocessError.Code? {
+                do throws(InterprocessError) { try body(); return nil } catch { return error.code }
+            }
+            #expect(code { () throws(InterprocessError) in try channel.blockingSend(2) } == .closed)
+            #expect(code { () throws(InterprocessError) in _ = try channel.trySend(2) } == .closed)
+            #expect(code { () throws(InterprocessError) in _ = try channel.blockingReceive() } == .closed)
+            #expect(code { () throws(InterprocessError) in _ = try channel.tryReceive() } == .closed)
+            #expect(code { () throws(InterprocessError) in _ = try channel.exclusiveSender() } == .closed)
+            #expect(code { () throws(InterprocessError) in _ = try channel.exclusiveReceiver() } == .closed)
+            // Nothing was sent or taken through the detached handle.
+            #expect(try other.tryReceive() == 1)
+            #expect(try other.tryReceive() == nil)
+        }
+    }
+
+    /// ``aDetachedHandleThrowsClosed()`` for the async forms.
+    @Test func aDetachedHandleThrowsClosedAsync() async throws {
+        try await withCleanNamesAsync("chandeta") { name in
+            let channel = try Channel<UInt64>.create(name: name, capacity: 4)
+            channel.detach()
+            func code(_ body: () async throws(InterprocessError) -> Void) async -> InterprocessError.Code? {
+                do throws(InterprocessError) { try await body(); return nil } catch { return error.code }
+            }
+            #expect(await code { () async throws(InterprocessError) in try await channel.send(2) } == .closed)
+            #expect(await code { () async throws(InterprocessError) in _ = try await channel.receive() } == .closed)
+        }
+    }
+
     @Test func openingAsAnotherMessageTypeIsIncompatible() throws {
         try withCleanNames("chantype") { name in
             let channel = try Channel<Int64>.create(name: name, capacity: 4)
