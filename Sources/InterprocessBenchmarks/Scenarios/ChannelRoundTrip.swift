@@ -182,10 +182,13 @@ struct ChannelPairRoundTrip: RoundTrip {
 }
 
 /// The exclusive endpoints of one side of the round trip (a class, so that the round trip, which
-/// the bench's chunks copy, can hold the non-copyable endpoints).
+/// the bench's chunks copy, can hold the non-copyable endpoints). Only the measuring thread uses
+/// them, one call at a time: `@exclusivity(unchecked)` spares each sample the runtime's access
+/// bookkeeping (a `swift_beginAccess` / `swift_endAccess` pair around every send and receive, which
+/// the peer, holding its endpoints in local variables, does not pay either).
 final class ExclusiveEnds {
-    var sender: ExclusiveSender<BenchMessage>
-    var receiver: ExclusiveReceiver<BenchMessage>
+    @exclusivity(unchecked) var sender: ExclusiveSender<BenchMessage>
+    @exclusivity(unchecked) var receiver: ExclusiveReceiver<BenchMessage>
 
     init(sender: consuming ExclusiveSender<BenchMessage>, receiver: consuming ExclusiveReceiver<BenchMessage>) {
         self.sender = sender
