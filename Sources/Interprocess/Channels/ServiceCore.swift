@@ -38,7 +38,8 @@ enum ServiceOutcome {
 
 /// The protocol of a ``Service`` on its shared memory: a request queue (a ``ChannelRing`` on the
 /// channel embedded in the state) and a table of reply slots, each a 16-byte atomic pair
-/// (`control` = ticket << 8 | phase, and the serving process's token), the client's token, a futex
+/// (`control` = ticket << 8 | phase, and the serving process's token — the reply's length once
+/// replied), the client's token, a futex
 /// word and the reply's bytes. The layout and the protocol are `cipc_service` in
 /// `CInterprocessService.h`; what a process killed at each step leaves behind is on ``Service``.
 ///
@@ -209,8 +210,8 @@ final class ServiceCore: @unchecked Sendable {
     }
 
     /// Takes back the slots of clients that died (and slots abandoned by a server that died), so
-    /// that others can use them; whether it found any. A slot whose live server is writing its reply
-    /// is left until the server is done.
+    /// that others can use them; whether it found any. A slot that a live server has (SERVING: it
+    /// may be writing the reply into it; ABANDONED: it frees it) is left until that server replied.
     func reclaimSlots() throws(InterprocessError) -> Bool {
         var found = false
         for index in 0..<slotCount {
@@ -237,8 +238,8 @@ final class ServiceCore: @unchecked Sendable {
             guard pair(slot).pointee.compareExchange(
                 expected: observed, desired: Self.word(Self.ticket(of: observed), Self.free), ordering: .sequentiallyConsistent
             ).exchanged else {
-                // A server moved on meanwhile (to writing its reply, or freed an abandoned slot and
-                // is about to clear its client): leave it as it is now for a later look.
+                // A server moved on meanwhile (took the request, published its reply, or freed an
+                // abandoned slot and is about to clear its client): leave it for a later look.
                 _ = client(slot).pointee.compareExchange(expected: me, desired: holder, ordering: .sequentiallyConsistent)
                 continue
             }
@@ -464,8 +465,8 @@ final class ServiceCore: @unchecked Sendable {
     }
 
     /// Gives up the request of `ticket` (timed out, cancelled): its reply, if one comes, is
-    /// discarded, and never reaches anyone else. Never waits: if its server is writing the reply,
-    /// that server frees the slot when it is done.
+    /// discarded, and never reaches anyone else. Never waits: if a server has the request (SERVING),
+    /// the slot becomes ABANDONED and that server frees it when it replies.
     func abandon(_ ticket: ServiceTicket) throws(InterprocessError) {
         let slot = slot(ticket.slot)
         while true {
