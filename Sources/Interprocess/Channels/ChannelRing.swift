@@ -259,20 +259,12 @@ final class ChannelRing: @unchecked Sendable {
     /// publishes it, lets the slot go and wakes a parked receiver if there is one.
     @usableFromInline @inline(__always)
     func finishSend(_ claim: ChannelClaim, _ bytes: UnsafeRawBufferPointer) {
-        finishSend(claim, count: bytes.count) { data in
-            if let source = bytes.baseAddress, bytes.count > 0 { data.copyMemory(from: source, byteCount: bytes.count) }
-        }
-    }
-
-    /// ``finishSend(_:_:)`` for a message of `count` bytes (at most ``maxMessageSize``: the caller
-    /// checked) that `write` writes straight into the claimed slot's data (a ``Service`` request:
-    /// its header and bytes, without a copy in between).
-    @inline(__always)
-    func finishSend(_ claim: ChannelClaim, count: Int, _ write: (UnsafeMutableRawPointer) -> Void) {
         let slot = claim.slot
         HotPath.crashPoint("channel.send.afterClaim")
-        length(slot).pointee.store(UInt32(count), ordering: .relaxed)
-        write(slot + Self.dataOffset)
+        length(slot).pointee.store(UInt32(bytes.count), ordering: .relaxed)
+        if let source = bytes.baseAddress, bytes.count > 0 {
+            (slot + Self.dataOffset).copyMemory(from: source, byteCount: bytes.count)
+        }
         HotPath.crashPoint("channel.send.afterWrite")
         publish(claim)
         HotPath.crashPoint("channel.send.afterPublish")

@@ -322,14 +322,15 @@ final class ServiceCore: @unchecked Sendable {
     /// ``maxRequestSize``: the caller checked) into the claimed queue slot and publishes it.
     @usableFromInline
     func send(_ ticket: ServiceTicket, _ claim: ChannelClaim, _ bytes: UnsafeRawBufferPointer) {
-        // Straight into the queue slot (the header, then the bytes): no copy in between.
-        queue.finishSend(claim, count: Self.headerSize + bytes.count) { base in
+        withUnsafeTemporaryAllocation(byteCount: Self.headerSize + bytes.count, alignment: 16) { buffer in
+            let base = buffer.baseAddress!
             base.storeBytes(of: UInt32(ticket.slot).littleEndian, as: UInt32.self)
             (base + 4).storeBytes(of: UInt32(0), as: UInt32.self)
             (base + 8).storeBytes(of: ticket.ticket.littleEndian, as: UInt64.self)
             if let source = bytes.baseAddress, bytes.count > 0 {
                 (base + Self.headerSize).copyMemory(from: source, byteCount: bytes.count)
             }
+            queue.finishSend(claim, UnsafeRawBufferPointer(buffer))
         }
         requests.pointee.wrappingAdd(1, ordering: .relaxed)
         HotPath.crashPoint("service.request.afterSend")
