@@ -14,15 +14,23 @@ func runServiceCommand(_ command: String, _ rest: [String]) -> Int32 {
     do {
         switch command {
         case "svc-serve":
-            // svc-serve NAME [async]: says "ready", answers "TEXT" with "echo TEXT" (and refuses
-            // "refuse…") until the service is closed, then says "served N".
+            // svc-serve NAME [async|exclusive]: says "ready", answers "TEXT" with "echo TEXT" (and
+            // refuses "refuse…") until the service is closed, then says "served N". "exclusive":
+            // through the service's exclusive server role (taken before "ready").
             let service = try Service<String, String>.open(name: rest[0])
             let served = Atomic<Int>(0)
-            say("ready")
+            if rest.count <= 1 || rest[1] != "exclusive" { say("ready") }
             let handler: @Sendable (String) throws -> String = { text in
                 if text.hasPrefix("refuse") { throw InterprocessError(.invalidArgument, detail: "refused \(text)") }
                 served.wrappingAdd(1, ordering: .relaxed)
                 return "echo " + text
+            }
+            if rest.count > 1 && rest[1] == "exclusive" {
+                var server = try service.exclusiveServer()
+                say("ready")
+                try server.blockingServe(handler)
+                say("served \(served.load(ordering: .relaxed))")
+                return 0
             }
             if rest.count > 1 && rest[1] == "async" {
                 try runInTask { () throws(InterprocessError) in

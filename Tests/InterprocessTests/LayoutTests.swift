@@ -75,7 +75,7 @@ struct LayoutTests {
         #expect(CIPC_MQUEUE_HEADER_SIZE == 512 && CIPC_MQUEUE_SLOT_HEADER_SIZE == 32)
         #expect(CIPC_MQUEUE_MAX_CAPACITY == 1 << 20 && CIPC_MQUEUE_MAX_MESSAGE_SIZE == 1 << 24)
         #expect([CIPC_MQUEUE_FREE, CIPC_MQUEUE_WRITING, CIPC_MQUEUE_READY, CIPC_MQUEUE_READING] == [0, 1, 2, 3])
-        #expect(Self.ascii(CIPC_TAG_SERVICE) == "SRV2" && Self.ascii(CIPC_TAG_SERVICE_V1) == "SRV1" && CIPC_KIND_SERVICE == 6)
+        #expect(Self.ascii(CIPC_TAG_SERVICE) == "SRV3" && Self.ascii(CIPC_TAG_SERVICE_V2) == "SRV2" && Self.ascii(CIPC_TAG_SERVICE_V1) == "SRV1" && CIPC_KIND_SERVICE == 6)
         #expect(CIPC_SERVICE_HEADER_SIZE == 512 && CIPC_SERVICE_SLOT_HEADER_SIZE == 64 && CIPC_SERVICE_REQUEST_HEADER_SIZE == 16)
         #expect(CIPC_SERVICE_MAX_SLOTS == 1 << 16 && CIPC_SERVICE_MAX_MESSAGE_SIZE == 1 << 24)
         // A service's table of participants (the channel's entries, after the reply slots) and its

@@ -133,22 +133,24 @@ struct ServiceTests {
         }
     }
 
-    /// A service of the layout before the clients' and servers' lines (tag "SRV1") is refused as
-    /// an older layout, not misread; `ipc inspect` says what it is.
-    @Test func aServiceOfTheOlderLayoutIsIncompatible() throws {
+    /// A service of an older layout — before the clients' and servers' lines (tag "SRV1"), or
+    /// with the WRITING step and a separate length word (tag "SRV2") — is refused as an older
+    /// layout, not misread; `ipc inspect` says what it is.
+    @Test(arguments: ["SRV1", "SRV2"])
+    func aServiceOfAnOlderLayoutIsIncompatible(tag: String) throws {
         try withCleanNames("svcold") { name in
             let service = try Service<Int64, Int64>.create(name: name, capacity: 2)
             defer { service.detach() }
             _ = try Service<Int64, Int64>.open(name: name).detach()
-            scribble(name, at: ServiceFile.payload + 20, Array("SRV1".utf8))
+            scribble(name, at: ServiceFile.payload + 20, Array(tag.utf8))
             do {
                 _ = try Service<Int64, Int64>.open(name: name)
-                Issue.record("an SRV1 service opened")
+                Issue.record("an \(tag) service opened")
             } catch let error as InterprocessError {
                 #expect(error.code == .incompatible && error.detail.contains("older layout"), "\(error)")
             }
             let info = try SharedMemory.info(name: name)
-            #expect(info.kind == "service" && info.details["layout"]?.hasPrefix("SRV1") == true, "\(info.details)")
+            #expect(info.kind == "service" && info.details["layout"]?.hasPrefix(tag) == true, "\(info.details)")
             #expect(info.details["requests"] == nil, "its counters are not misread")
         }
     }
@@ -218,7 +220,7 @@ struct ServiceTests {
         try withCleanNames("svcwriting") { name in
             let service = try Service<String, String>.create(name: name, capacity: 1)
             defer { service.detach() }
-            let server = try Peer.spawn(environment: "INTERPROCESS_STOP_POINT", "service.reply.afterWriting", "svc-hold", name)
+            let server = try Peer.spawn(environment: "INTERPROCESS_STOP_POINT", "service.reply.afterWrite", "svc-hold", name)
             defer { server.stop() }
             #expect(server.readLine() == "ready")
             let client = try Peer.spawn("svc-request", name, "w", "60000")
@@ -248,7 +250,7 @@ struct ServiceTests {
         try withCleanNames("svcabandon") { name in
             let service = try Service<String, String>.create(name: name, capacity: 1)
             defer { service.detach() }
-            let server = try Peer.spawn(environment: "INTERPROCESS_STOP_POINT", "service.reply.afterWriting", "svc-hold", name)
+            let server = try Peer.spawn(environment: "INTERPROCESS_STOP_POINT", "service.reply.afterWrite", "svc-hold", name)
             defer { server.stop() }
             #expect(server.readLine() == "ready")
             let waiting = Mutex<InterprocessError?>(nil)
@@ -368,35 +370,77 @@ struct ServiceTests {
 
     /// A server killed at each step of handling a request: what its client sees, and that the next
     /// server goes on.
+    /// The same for a server that holds the exclusive server role (the next server, a shared one,
+    /// takes the role over from the dead process).
     @Test(arguments: [
+        ("service.serve.beforeTake", "reply echo a"),
         ("service.serve.afterTake", "serverDied"),
         ("service.serve.afterRelease", "serverDied"),
-        ("service.reply.afterWriting", "serverDied"),
         ("service.reply.afterWrite", "serverDied"),
         ("service.reply.afterPublish", "reply echo a"),
-    ])
-    func aServerKilledAtEachStep(point: String, expected: String) throws {
+    ], [false, true])
+    func aServerKilledAtEachStep(_ step: (String, String), exclusive: Bool) throws {
+        let (point, expected) = step
         try withCleanNames("svcstep") { name in
             let service = try Service<String, String>.create(name: name, capacity: 2)
             defer { service.detach() }
-            let doomed = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "svc-serve", name)
+            let doomed = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "svc-serve", name, exclusive ? "exclusive" : "sync")
             defer { doomed.stop() }
             #expect(doomed.readLine() == "ready")
             let client = try Peer.spawn("svc-request", name, "a", "120000")
             defer { client.stop() }
             #expect(client.readLine() == "requesting")
             #expect(doomed.wait(timeout: .seconds(60)) == .signaled(SIGKILL))
-            #expect(client.readLine(timeout: .seconds(60)) == expected)
+            // The next server (killed before the take, the dead one left the request to it).
             let server = try Peer.spawn("svc-serve", name)
             defer { server.stop() }
             #expect(server.readLine() == "ready")
+            #expect(client.readLine(timeout: .seconds(60)) == expected)
             #expect(try service.blockingRequest("b", timeout: .seconds(30)) == "echo b")
-            // A server killed before it released the queue slot left the message to be redelivered:
-            // the next server passes over it (its request was marked as the dead server's).
-            // (The queue finds the orphan within about 50 ms, while a receiver waits.)
+            // A server killed after the take and before it released the queue slot left the
+            // message to be redelivered: the next server passes over it (its request was marked as
+            // the dead server's). (The queue finds the orphan, or the exclusive role's dead holder,
+            // within about 50 ms, while a server waits.)
             let stale = point == "service.serve.afterTake" ? 1 : 0
             #expect(pollUntil { detail(name, "staleRequests") == stale })
             #expect(detail(name, "inFlight") == 0)
+        }
+    }
+
+    /// One process holds the server role: it answers every request; a second holder is refused
+    /// (`wouldBlock`) and a shared server finds nothing while the role is held; once the role is
+    /// given back, shared servers answer again.
+    @Test func anExclusiveServerAnswersAloneUntilItGivesTheRoleBack() throws {
+        try withCleanNames("svcexcl") { name in
+            let service = try Service<String, String>.create(name: name, capacity: 4)
+            defer { service.detach() }
+            let server = try Peer.spawn("svc-serve", name, "exclusive")
+            defer { server.stop() }
+            #expect(server.readLine() == "ready")
+            expectError(.wouldBlock) { _ = try service.exclusiveServer() }
+            for text in ["a", "b", "c"] {
+                #expect(try service.blockingRequest(text, timeout: .seconds(30)) == "echo " + text)
+            }
+            // A request this process queues is not taken by its shared server while the role is held.
+            let client = try Peer.spawn("svc-request", name, "d", "60000")
+            defer { client.stop() }
+            #expect(client.readLine() == "requesting")
+            #expect(client.readLine(timeout: .seconds(30)) == "reply echo d")
+            if let call = try service.tryNextCall() {
+                Issue.record("a shared server took \(call.request) while the role was held")
+                _ = call.refuse("taken by mistake")
+            }
+            service.close()
+            #expect(server.readLine(timeout: .seconds(30)) == "served 4")
+            #expect(server.wait(timeout: .seconds(30)) == .exited(0))
+            // Given back (the server ended): this process takes it now.
+            var mine = try service.exclusiveServer()
+            do {
+                if let call = try mine.tryNextCall() { _ = call.refuse("unexpected") }
+                Issue.record("a closed and drained service had a call")
+            } catch let error as InterprocessError {
+                #expect(error.code == .closed, "\(error)")
+            }
         }
     }
 
@@ -586,24 +630,22 @@ struct ServiceTests {
         }
     }
 
-    /// A reply slot whose length is longer than a reply, read by the waiting client: `corrupt`.
+    /// A reply slot whose length (the second half of its pair, once replied) is longer than a
+    /// reply, read by the waiting client: `corrupt`.
     @Test func aScribbledReplyLengthIsCorrupt() throws {
         try withCleanNames("svclength") { name in
             let file = ServiceFile(capacity: 1, maxRequestSize: 32, maxResponseSize: 32)
             let service = try Service<String, String>.create(name: name, capacity: 1, maxRequestSize: 32, maxResponseSize: 32)
             defer { service.detach() }
-            let server = try Peer.spawn(environment: "INTERPROCESS_STOP_POINT", "service.reply.afterWrite", "svc-hold", name)
+            let server = try Peer.spawn("svc-serve", name)
             defer { server.stop() }
             #expect(server.readLine() == "ready")
-            let client = try Peer.spawn("svc-request", name, "l", "60000")
+            let client = try Peer.spawn(environment: "INTERPROCESS_STOP_POINT", "service.request.afterReply", "svc-request", name, "l", "60000")
             defer { client.stop() }
             #expect(client.readLine() == "requesting")
-            #expect(server.readLine() == "got l")
-            server.tell()
-            #expect(pollUntil { processState(server.pid) == "T" })
-            scribble(name, at: file.replySlot(0) + 32, bytes(of: UInt32(10_000)))
-            server.kill(signal: SIGCONT)
-            #expect(server.readLine(timeout: .seconds(30)) == "delivered true")
+            #expect(pollUntil { processState(client.pid) == "T" }, "the client stops once its reply is in")
+            scribble(name, at: file.replySlot(0) + 8, bytes(of: UInt64(10_000)))
+            client.kill(signal: SIGCONT)
             #expect(client.readLine(timeout: .seconds(30)) == "corrupt")
             #expect(detail(name, "inFlight") == 0, "the client freed its slot")
         }

@@ -12,7 +12,7 @@
 extern "C" {
 #endif
 
-// MARK: - Service (layout "SRV2")
+// MARK: - Service (layout "SRV3")
 //
 // A service is a `cipc_service` header (512 bytes), then at `queue_offset` a request queue (a whole
 // channel, `cipc_channel` and its slots, CInterprocessChannel.h, of `slot_count` slots of
@@ -29,26 +29,35 @@ extern "C" {
 // on the slot's `signal` for its reply. A server that receives the message, while it still holds
 // the queue slot, moves `control` and `server` together (a 16-byte compare-and-swap) from
 // (t + 1, PENDING, s) to (t + 1, SERVING, its token), and only then releases the queue slot. It
-// replies by moving (SERVING, its token) to WRITING, writing `length` (first, while the line is
-// the server's) and the bytes, moving to REPLIED (or FAILED: the bytes are a UTF-8 reason), then,
-// only if `waiting` is not 0, bumping `signal` and waking the client (a client counts itself in
-// `waiting` before its last look at `control`, both sequentially consistent, so one of the two sees
-// the other; a client that spins sees the phase change). The client copies the reply out, moves
-// `control` to (t + 1, FREE) and clears `client`. A message whose ticket is not the slot's current one, or whose slot is not PENDING, is
+// replies by writing the bytes after the slot's header (the slot is its own while it is SERVING:
+// nobody else moves it on while the server lives), then moving the pair with one 16-byte
+// compare-and-swap from (t + 1, SERVING, its token) to (t + 1, REPLIED, the reply's length) (or
+// FAILED: the bytes are a UTF-8 reason), then, only if `waiting` is not 0, bumping `signal` and
+// waking the client (a client counts itself in `waiting` before its last look at `control`, both
+// sequentially consistent, so one of the two sees the other; a client that spins sees the phase
+// change). The slot's first line, which the client spins on, is written once per reply (SRV2 wrote
+// it three times: WRITING, `length`, REPLIED). The client copies the reply out, moves `control` to
+// (t + 1, FREE) and clears `client`. A message whose ticket is not the slot's current one, or whose slot is not PENDING, is
 // stale (its client gave up): servers pass over it. Tickets only grow (56 bits), so a late reply
 // never reaches a later request of the same slot.
 //
-// Giving up. A client that times out or is cancelled moves (t, PENDING | SERVING | REPLIED | FAILED)
-// to (t, FREE) and clears `client`; its server's move to WRITING then fails and the reply is
-// discarded (`discarded_replies`). A client that gives up while its server writes moves (t, WRITING)
-// to (t, ABANDONED) and leaves: the server, finding it so when it is done, frees the slot.
+// Giving up. A client that times out or is cancelled moves (t, PENDING | REPLIED | FAILED) to
+// (t, FREE) and clears `client`. A client that gives up while a server has its request moves
+// (t, SERVING, s) to (t, ABANDONED, s) and leaves: the server's publishing exchange then fails, the
+// reply is discarded (`discarded_replies`) and the server frees the slot.
 //
 // Processes that die. A client that waits checks, every 50 ms, whether the server named in `server`
-// (SERVING, WRITING) is alive, and fails the request with `serverDied` if it is not (freeing the
+// (SERVING) is alive, and fails the request with `serverDied` if it is not (freeing the
 // slot). A server killed after taking a queue message and before marking the slot SERVING leaves an
 // orphan in the queue, which the channel redelivers to another server. A client that needs a slot
-// and finds none free reclaims slots whose `client` is dead (not those in WRITING by a live server),
-// and slots ABANDONED by a server that died.
+// and finds none free reclaims slots whose `client` is dead (not those SERVING by a live server,
+// which may be writing into them: they are reclaimed once replied), and slots SERVING or ABANDONED
+// by a server that died.
+// Exclusive server. One process may hold the request queue's receiver role alone (the channel's
+// `exclusive_receiver`, "Exclusive endpoints" in CInterprocessChannel.h): it takes requests
+// without the queue's owner word and position compare-and-swaps; the reply slots' protocol is the
+// same. Its death is repaired as the channel's exclusive receiver's: a request it was taking,
+// before its reply slot went SERVING, is taken again by the next server; after, it is stale.
 // Bit 31 (CIPC_TOKEN_FLAG) is never set in these token words.
 //
 // Participants. A service created by this version has a table of CIPC_CHANNEL_PARTICIPANTS
@@ -65,7 +74,10 @@ extern "C" {
 // published its queue message (sequentially consistent, as a channel's sender does), a server sets
 // its bit before it looks at the queue.
 
-#define CIPC_TAG_SERVICE 0x32565253u /* "SRV2" */
+#define CIPC_TAG_SERVICE 0x33565253u /* "SRV3" */
+/// The tag of the layout whose servers moved a slot to WRITING before they wrote a reply, and wrote
+/// its length at offset 32 of the slot: refused as an older layout (`incompatible`).
+#define CIPC_TAG_SERVICE_V2 0x32565253u /* "SRV2" */
 /// The tag of the layout before the clients' and servers' lines (counters at 64...127 written by
 /// both sides, slot waiters at 384): refused as an older layout (`incompatible`).
 #define CIPC_TAG_SERVICE_V1 0x31565253u /* "SRV1" */
@@ -85,10 +97,10 @@ extern "C" {
 #define CIPC_SERVICE_FREE    0u /* nobody's (or being taken / let go by the process in `client`) */
 #define CIPC_SERVICE_PENDING 1u /* the request is (being) queued; no server has it */
 #define CIPC_SERVICE_SERVING 2u /* the server in `server` is handling it */
-#define CIPC_SERVICE_WRITING 3u /* the server in `server` is writing the reply */
+#define CIPC_SERVICE_WRITING 3u /* SRV2 only (its server writing the reply); never in SRV3: corrupt */
 #define CIPC_SERVICE_REPLIED 4u /* the reply is in */
 #define CIPC_SERVICE_FAILED  5u /* the server refused: the bytes are a UTF-8 reason */
-#define CIPC_SERVICE_ABANDONED 6u /* the client gave up while the server in `server` wrote: that server frees the slot */
+#define CIPC_SERVICE_ABANDONED 6u /* the client gave up while the server in `server` had it: that server frees the slot */
 
 /// A queue message starts with this; the request's bytes follow it.
 typedef struct cipc_service_request {
@@ -101,11 +113,11 @@ typedef struct cipc_service_request {
 /// atomic pair (aligned to 16).
 typedef struct cipc_service_slot {
     uint64_t control;    ///<  0: ticket << 8 | phase (atomic, paired with `server`)
-    uint64_t server;     ///<  8: the handling server's token in SERVING, WRITING, REPLIED, FAILED, else 0
+    uint64_t server;     ///<  8: the handling server's token in SERVING and ABANDONED; the reply's length in REPLIED and FAILED; else 0
     uint64_t client;     ///< 16: the token of the client that holds the slot, 0 if free (atomic)
     uint32_t signal;     ///< 24: futex word of the waiting client, bumped when the reply is in (atomic)
     uint32_t waiting;    ///< 28: 1 while the client is parked (atomic)
-    uint32_t length;     ///< 32: bytes of the reply (atomic)
+    uint32_t length;     ///< 32: reserved (SRV2: bytes of the reply; SRV3 publishes them in `server`)
     uint32_t reserved0;  ///< 36
     uint8_t  reserved1[24]; ///< 40
 } cipc_service_slot;

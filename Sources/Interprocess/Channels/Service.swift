@@ -53,7 +53,9 @@ import Synchronization
 /// ticket, and waits on the slot's futex word. A server takes the message from the queue and,
 /// while it still holds the queue slot, marks the reply slot as served by its own token (one
 /// 16-byte compare-and-swap of the ticket, the phase and the server's token); then it releases
-/// the queue slot, runs the handler, writes the reply into the reply slot and wakes the client.
+/// the queue slot, runs the handler, writes the reply into the reply slot, publishes it (one
+/// 16-byte compare-and-swap of the phase and the reply's length: the line the client waits on is
+/// written once per reply) and wakes the client if it parked.
 /// A message whose ticket is not the slot's current one is stale (its client gave up) and is
 /// passed over. Tickets only grow: a reply can only land in the request it answers. Waits spin
 /// briefly, then park; nobody makes a system call to wake nobody.
@@ -65,17 +67,24 @@ import Synchronization
 /// | Killed | What is left | Who repairs it, and what the other side sees |
 /// |---|---|---|
 /// | a client, before its request is queued | a reply slot held by a dead client | a client that finds no free slot takes it back (`reclaimedSlots`) |
-/// | a client, with a request queued or being served | the request, and its slot | the server serves it; its reply is discarded (`discardedReplies`); the slot is taken back as above |
-/// | a client, while its server writes the reply | the slot, being written | left to the server; taken back once it is done |
+/// | a client, with a request queued | the request, and its slot | the server serves it; its reply is discarded (`discardedReplies`); the slot is taken back as above |
+/// | a client, while a server handles its request (and writes the reply) | the slot, the server's until it replies | left to the server; taken back once it replied |
 /// | a server, after taking a queue message and before marking the slot | the message, held in the queue by a dead process | the queue redelivers it to another server (a channel's orphan); the client keeps waiting |
 /// | a server, with the request marked as its own (handling it, writing the reply) | a request nobody will answer | its client checks its server every 50 ms and gets `serverDied` (`serverDeaths`); the request is never served twice |
 /// | a server, after publishing the reply | a complete reply, maybe no wake-up | its client finds it at its next check (≤ 50 ms) |
-/// | a client that gave up while its server wrote, then that server | a slot marked abandoned by a dead server | taken back by a client that needs a slot |
+/// | a client that gave up while a server handled its request, then that server | a slot marked abandoned by a dead server | taken back by a client that needs a slot |
 ///
 /// So a request is answered at most once; a client whose server died learns it within about 50 ms
 /// (`serverDied`: it cannot know whether the handler ran, and decides itself whether to send it
 /// again); a request no server has taken waits for one (a new server takes over the queue), up to
-/// the timeout. A client that dies costs its slot until another client needs one.
+/// the timeout. A client that dies costs its slot until another client needs one. A client that
+/// gives up (times out, is cancelled) while a server handles its request leaves the slot to that
+/// server, which frees it when it replies (the reply is discarded): a handler that never returns
+/// keeps one slot.
+///
+/// **One server alone.** ``exclusiveServer()`` takes the server role for one process: it takes
+/// requests from the queue without locked instructions (the request queue's exclusive receiver);
+/// see ``ExclusiveServer`` for what its death leaves behind.
 ///
 /// **Never trusting a peer.** The reply slot index and ticket of every queue message are checked
 /// against the slot table, phases against the protocol, a reply's length against the slot, and a
@@ -296,12 +305,18 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     ///   gets `requestFailed`) and the wait goes on.
     @inlinable
     public func nextCall(timeout: Duration? = nil) async throws(InterprocessError) -> ServiceCall<Request, Response> {
+        try await nextCall(timeout: timeout, exclusive: false)
+    }
+
+    /// ``nextCall(timeout:)``; `exclusive`: as the holder of the server role (``ExclusiveServer``).
+    @inlinable
+    func nextCall(timeout: Duration?, exclusive: Bool) async throws(InterprocessError) -> ServiceCall<Request, Response> {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
         core.markServer()
         let wait = ServiceWait(timeout: timeout)
         while true {
-            if let call = try call(from: try await core.claimToServe(wait)) { return call }
+            if let call = try call(from: try await core.claimToServe(wait, exclusive: exclusive)) { return call }
         }
     }
 
@@ -311,11 +326,18 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     @available(*, noasync, message: "use the async nextCall(timeout:) in async code")
     @inlinable
     public func blockingNextCall(timeout: Duration? = nil) throws(InterprocessError) -> ServiceCall<Request, Response> {
+        try blockingNextCall(timeout: timeout, exclusive: false)
+    }
+
+    /// ``blockingNextCall(timeout:)``; `exclusive`: as the holder of the server role (``ExclusiveServer``).
+    @available(*, noasync, message: "use the async nextCall(timeout:) in async code")
+    @inlinable
+    func blockingNextCall(timeout: Duration?, exclusive: Bool) throws(InterprocessError) -> ServiceCall<Request, Response> {
         try checkAttached()
         core.markServer()
         let wait = ServiceWait(timeout: timeout)
         while true {
-            if let call = try call(from: try core.blockingClaimToServe(wait)) { return call }
+            if let call = try call(from: try core.blockingClaimToServe(wait, exclusive: exclusive)) { return call }
         }
     }
 
@@ -333,10 +355,16 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     ///   as ``nextCall(timeout:)``.
     @inlinable
     public func tryNextCall() throws(InterprocessError) -> ServiceCall<Request, Response>? {
+        try tryNextCall(exclusive: false)
+    }
+
+    /// ``tryNextCall()``; `exclusive`: as the holder of the server role (``ExclusiveServer``).
+    @inlinable
+    func tryNextCall(exclusive: Bool) throws(InterprocessError) -> ServiceCall<Request, Response>? {
         try checkAttached()
         core.markServer()
         while true {
-            guard let claim = try core.tryClaimToServe() else { return nil }
+            guard let claim = try core.tryClaimToServe(exclusive: exclusive) else { return nil }
             if let call = try call(from: claim) { return call }
         }
     }
@@ -400,10 +428,16 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     ///   (its request is refused first); `corrupt`, as ``nextCall(timeout:)``.
     @inlinable
     public func serve(_ handler: (Request) async throws -> Response) async throws(InterprocessError) {
+        try await serve(exclusive: false, handler)
+    }
+
+    /// ``serve(_:)``; `exclusive`: as the holder of the server role (``ExclusiveServer``).
+    @inlinable
+    func serve(exclusive: Bool, _ handler: (Request) async throws -> Response) async throws(InterprocessError) {
         while true {
             let call: ServiceCall<Request, Response>
             do throws(InterprocessError) {
-                call = try await nextCall()
+                call = try await nextCall(timeout: nil, exclusive: exclusive)
             } catch where error.code == .closed {
                 return
             }
@@ -424,10 +458,17 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     @available(*, noasync, message: "use the async serve(_:) in async code")
     @inlinable
     public func blockingServe(_ handler: (Request) throws -> Response) throws(InterprocessError) {
+        try blockingServe(exclusive: false, handler)
+    }
+
+    /// ``blockingServe(_:)``; `exclusive`: as the holder of the server role (``ExclusiveServer``).
+    @available(*, noasync, message: "use the async serve(_:) in async code")
+    @inlinable
+    func blockingServe(exclusive: Bool, _ handler: (Request) throws -> Response) throws(InterprocessError) {
         while true {
             let call: ServiceCall<Request, Response>
             do throws(InterprocessError) {
-                call = try blockingNextCall()
+                call = try blockingNextCall(timeout: nil, exclusive: exclusive)
             } catch where error.code == .closed {
                 return
             }

@@ -38,7 +38,8 @@ enum ServiceOutcome {
 
 /// The protocol of a ``Service`` on its shared memory: a request queue (a ``ChannelRing`` on the
 /// channel embedded in the state) and a table of reply slots, each a 16-byte atomic pair
-/// (`control` = ticket << 8 | phase, and the serving process's token), the client's token, a futex
+/// (`control` = ticket << 8 | phase, and the serving process's token — the reply's length once
+/// replied), the client's token, a futex
 /// word and the reply's bytes. The layout and the protocol are `cipc_service` in
 /// `CInterprocessService.h`; what a process killed at each step leaves behind is on ``Service``.
 ///
@@ -84,7 +85,8 @@ final class ServiceCore: @unchecked Sendable {
     static let free = UInt(CIPC_SERVICE_FREE)
     static let pending = UInt(CIPC_SERVICE_PENDING)
     static let serving = UInt(CIPC_SERVICE_SERVING)
-    static let writing = UInt(CIPC_SERVICE_WRITING)
+    /// "SRV2"'s phase of a server writing its reply; "SRV3" writes it in SERVING (never seen here).
+    static let retiredWriting = UInt(CIPC_SERVICE_WRITING)
     static let replied = UInt(CIPC_SERVICE_REPLIED)
     static let failed = UInt(CIPC_SERVICE_FAILED)
     static let abandoned = UInt(CIPC_SERVICE_ABANDONED)
@@ -160,9 +162,6 @@ final class ServiceCore: @unchecked Sendable {
     private func waiting(_ slot: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer { slot + 28 }
 
     @inline(__always)
-    private func length(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt32>> { atomic32(slot + 32) }
-
-    @inline(__always)
     private static func word(_ ticket: UInt64, _ phase: UInt, server: UInt64 = 0) -> WordPair {
         WordPair(first: UInt(ticket << 8) | phase, second: UInt(server))
     }
@@ -211,8 +210,8 @@ final class ServiceCore: @unchecked Sendable {
     }
 
     /// Takes back the slots of clients that died (and slots abandoned by a server that died), so
-    /// that others can use them; whether it found any. A slot whose live server is writing its reply
-    /// is left until the server is done.
+    /// that others can use them; whether it found any. A slot that a live server has (SERVING: it
+    /// may be writing the reply into it; ABANDONED: it frees it) is left until that server replied.
     func reclaimSlots() throws(InterprocessError) -> Bool {
         var found = false
         for index in 0..<slotCount {
@@ -226,8 +225,10 @@ final class ServiceCore: @unchecked Sendable {
             let observed = pair(slot).pointee.load(ordering: .acquiring)
             let phase = Self.phase(of: observed)
             guard phase <= Self.abandoned else { throw corruptSlot(index, observed, "is in no phase of the protocol") }
-            if phase == Self.writing || phase == Self.abandoned {
-                // Its server writes, or will free it when done: only if that server died is it ours.
+            if phase == Self.retiredWriting { throw corruptSlot(index, observed, "is in a phase of an older protocol") }
+            if phase == Self.serving || phase == Self.abandoned {
+                // Its server handles it (and may be writing its reply), or will free it when done:
+                // only if that server died is it ours.
                 if lease.isAlive(UInt64(observed.second)) { continue }
             } else if lease.isAlive(holder) {
                 continue
@@ -237,8 +238,8 @@ final class ServiceCore: @unchecked Sendable {
             guard pair(slot).pointee.compareExchange(
                 expected: observed, desired: Self.word(Self.ticket(of: observed), Self.free), ordering: .sequentiallyConsistent
             ).exchanged else {
-                // A server moved on meanwhile (to writing its reply, or freed an abandoned slot and
-                // is about to clear its client): leave it as it is now for a later look.
+                // A server moved on meanwhile (took the request, published its reply, or freed an
+                // abandoned slot and is about to clear its client): leave it for a later look.
                 _ = client(slot).pointee.compareExchange(expected: me, desired: holder, ordering: .sequentiallyConsistent)
                 continue
             }
@@ -363,7 +364,7 @@ final class ServiceCore: @unchecked Sendable {
         case Self.replied: return .done(.replied)
         case Self.failed: return .done(.failed)
         case Self.pending: return .park(expected: signal)
-        case Self.serving, Self.writing:
+        case Self.serving:
             let server = UInt64(observed.second)
             if checkNow, !lease.isAlive(server) { return .done(.serverDied(server)) }
             return .park(expected: signal)
@@ -422,7 +423,9 @@ final class ServiceCore: @unchecked Sendable {
         let slot = slot(ticket.slot)
         switch outcome {
         case .replied, .failed:
-            let count = Int(length(slot).pointee.load(ordering: .acquiring))
+            HotPath.crashPoint("service.request.afterReply")
+            // The length is the pair's second half in REPLIED and FAILED (published with the phase).
+            let count = Int(truncatingIfNeeded: min(atomic64(slot + 8).pointee.load(ordering: .acquiring), UInt64(Int32.max)))
             guard count <= maxResponseSize else {
                 free(ticket)
                 throw InterprocessError(.corrupt, objectName: name,
@@ -463,8 +466,8 @@ final class ServiceCore: @unchecked Sendable {
     }
 
     /// Gives up the request of `ticket` (timed out, cancelled): its reply, if one comes, is
-    /// discarded, and never reaches anyone else. Never waits: if its server is writing the reply,
-    /// that server frees the slot when it is done.
+    /// discarded, and never reaches anyone else. Never waits: if a server has the request (SERVING),
+    /// the slot becomes ABANDONED and that server frees it when it replies.
     func abandon(_ ticket: ServiceTicket) throws(InterprocessError) {
         let slot = slot(ticket.slot)
         while true {
@@ -472,7 +475,7 @@ final class ServiceCore: @unchecked Sendable {
             guard Self.ticket(of: observed) == ticket.ticket else { throw corruptSlot(ticket.slot, observed, "was taken from under its request") }
             let phase = Self.phase(of: observed)
             switch phase {
-            case Self.pending, Self.serving, Self.replied, Self.failed:
+            case Self.pending, Self.replied, Self.failed:
                 guard pair(slot).pointee.compareExchange(
                     expected: observed, desired: Self.word(ticket.ticket, Self.free), ordering: .sequentiallyConsistent
                 ).exchanged else { continue }
@@ -480,7 +483,8 @@ final class ServiceCore: @unchecked Sendable {
                 client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
                 wakeSlotWaiter()
                 return
-            case Self.writing:
+            case Self.serving:
+                // Its server may be writing the reply into the slot: the slot stays its until it is done.
                 guard pair(slot).pointee.compareExchange(
                     expected: observed, desired: Self.word(ticket.ticket, Self.abandoned, server: UInt64(observed.second)),
                     ordering: .sequentiallyConsistent
@@ -495,17 +499,18 @@ final class ServiceCore: @unchecked Sendable {
     // MARK: Servers
 
     /// Claims the next queued request, blocking the thread while there is none, until the wait's
-    /// deadline (errors named).
+    /// deadline (errors named). `exclusive`: as the holder of the request queue's receiver role
+    /// (``ExclusiveServer``).
     @usableFromInline
-    func blockingClaimToServe(_ wait: ServiceWait) throws(InterprocessError) -> ChannelClaim {
-        try named { () throws(InterprocessError) in try queue.blockingClaimToReceive(timeout: wait.remaining) }
+    func blockingClaimToServe(_ wait: ServiceWait, exclusive: Bool = false) throws(InterprocessError) -> ChannelClaim {
+        try named { () throws(InterprocessError) in try queue.blockingClaimToReceive(timeout: wait.remaining, exclusive: exclusive) }
     }
 
-    /// ``blockingClaimToServe(_:)``, suspending the task instead.
+    /// ``blockingClaimToServe(_:exclusive:)``, suspending the task instead.
     @usableFromInline
-    func claimToServe(_ wait: ServiceWait) async throws(InterprocessError) -> ChannelClaim {
+    func claimToServe(_ wait: ServiceWait, exclusive: Bool = false) async throws(InterprocessError) -> ChannelClaim {
         do throws(InterprocessError) {
-            return try await queue.claimToReceive(timeout: wait.remaining)
+            return try await queue.claimToReceive(timeout: wait.remaining, exclusive: exclusive)
         } catch {
             throw named(error)
         }
@@ -516,8 +521,8 @@ final class ServiceCore: @unchecked Sendable {
     /// process) for requests held by a server that died before it took them: a server that waits on
     /// a readiness descriptor never parks, so its `try…` calls are what redelivers such a request.
     @usableFromInline
-    func tryClaimToServe() throws(InterprocessError) -> ChannelClaim? {
-        try named { () throws(InterprocessError) in try queue.tryClaimForReceiving() }
+    func tryClaimToServe(exclusive: Bool = false) throws(InterprocessError) -> ChannelClaim? {
+        try named { () throws(InterprocessError) in try queue.tryClaimForReceiving(exclusive: exclusive) }
     }
 
     /// Records once per handle that this process serves (asks for requests), so that `ipc inspect`
@@ -551,6 +556,7 @@ final class ServiceCore: @unchecked Sendable {
                 throw InterprocessError(.corrupt, objectName: name, detail: "a request for reply slot \(index) of \(slotCount) (dropped)")
             }
             let slot = slot(index)
+            HotPath.crashPoint("service.serve.beforeTake")
             // Straight to the exchange, expecting what the client left (a pending slot's server
             // half is 0): one fetch of the slot's line, where a load first fetched it to read and
             // then again to write. A failed exchange returns what is there.
@@ -575,33 +581,28 @@ final class ServiceCore: @unchecked Sendable {
     }
 
     /// Delivers the reply (`failed`: a refusal, whose bytes are its reason) of the request of
-    /// `ticket`, which this process took: moves (SERVING, us) to WRITING, writes, moves to REPLIED
-    /// or FAILED and wakes the client. Whether the client got it: false if it gave up (or died and
-    /// its slot was taken back) — the reply is then discarded, and reaches nobody.
+    /// `ticket`, which this process took and which is still (SERVING, us) or (ABANDONED, us): the
+    /// slot is ours to write either way (nobody else moves it on while we live). Writes the bytes,
+    /// then publishes them with one 16-byte exchange from (SERVING, us) to (REPLIED or FAILED, the
+    /// length), and wakes the client if it parked. Whether the client got it: false if it gave up
+    /// meanwhile (ABANDONED) — the reply is then discarded, reaches nobody, and we free the slot.
+    ///
+    /// The slot's first line (the one its client spins on) is written once, by the publishing
+    /// exchange: each write to it while the client looks costs a transfer of the line ("SRV2" wrote
+    /// it three times: WRITING, the length, REPLIED).
     @usableFromInline
     func deliver(_ ticket: ServiceTicket, failed: Bool, _ bytes: UnsafeRawBufferPointer) -> Bool {
         let slot = slot(ticket.slot)
-        guard pair(slot).pointee.compareExchange(
-            expected: Self.word(ticket.ticket, Self.serving, server: me), desired: Self.word(ticket.ticket, Self.writing, server: me),
-            ordering: .sequentiallyConsistent
-        ).exchanged else {
-            discardedReplies.pointee.wrappingAdd(1, ordering: .relaxed)
-            return false
-        }
-        HotPath.crashPoint("service.reply.afterWriting")
-        // The length first, while the slot's line is ours from the exchange (the client spins on
-        // that line: every write to it after the client looked again costs a transfer); then the
-        // bytes, on the lines after it.
         let count = min(bytes.count, maxResponseSize)
-        length(slot).pointee.store(UInt32(count), ordering: .relaxed)
         if let source = bytes.baseAddress, count > 0 {
             (slot + Self.dataOffset).copyMemory(from: source, byteCount: count)
         }
         HotPath.crashPoint("service.reply.afterWrite")
-        if pair(slot).pointee.compareExchange(
-            expected: Self.word(ticket.ticket, Self.writing, server: me),
-            desired: Self.word(ticket.ticket, failed ? Self.failed : Self.replied, server: me), ordering: .sequentiallyConsistent
-        ).exchanged {
+        let phase = failed ? Self.failed : Self.replied
+        let (published, observed) = pair(slot).pointee.compareExchange(
+            expected: Self.word(ticket.ticket, Self.serving, server: me),
+            desired: WordPair(first: UInt(ticket.ticket << 8) | phase, second: UInt(count)), ordering: .sequentiallyConsistent)
+        if published {
             HotPath.crashPoint("service.reply.afterPublish")
             // Wake the client only if it parked (or is about to: it counts itself in `waiting`
             // before its last look, and that look reads `control` sequentially consistently, after
@@ -614,9 +615,9 @@ final class ServiceCore: @unchecked Sendable {
             replies.pointee.wrappingAdd(1, ordering: .relaxed)
             return true
         }
-        // The client gave up while we wrote: the slot is ours to free.
-        let abandoned = Self.word(ticket.ticket, Self.abandoned, server: me)
-        if pair(slot).pointee.compareExchange(expected: abandoned, desired: Self.word(ticket.ticket, Self.free), ordering: .sequentiallyConsistent).exchanged {
+        // The client gave up while we handled the request: the slot is ours to free.
+        if observed == Self.word(ticket.ticket, Self.abandoned, server: me),
+           pair(slot).pointee.compareExchange(expected: observed, desired: Self.word(ticket.ticket, Self.free), ordering: .sequentiallyConsistent).exchanged {
             client(slot).pointee.store(0, ordering: .sequentiallyConsistent)
             wakeSlotWaiter()
         }

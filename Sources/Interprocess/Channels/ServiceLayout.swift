@@ -20,8 +20,10 @@ enum ServiceLayout: SharedObjectKind {
     static var tag: UInt32 { CIPC_TAG_SERVICE }
     static var tagOffset: Int { fieldOffset(\cipc_service.tag) }
     /// "SRV1": its counters were on one line written by clients and servers alike (every request
-    /// passed that line back and forth between the two processes).
-    static var retiredTags: [UInt32] { [CIPC_TAG_SERVICE_V1] }
+    /// passed that line back and forth between the two processes). "SRV2": a server moved its reply
+    /// slot to WRITING before it wrote the reply and wrote the reply's length in a word of its own
+    /// (three writes to the line the client waits on, where "SRV3" makes one).
+    static var retiredTags: [UInt32] { [CIPC_TAG_SERVICE_V1, CIPC_TAG_SERVICE_V2] }
     static var kindName: String { "service" }
 
     static let headerSize = Int(CIPC_SERVICE_HEADER_SIZE)
@@ -171,9 +173,12 @@ enum ServiceLayout: SharedObjectKind {
     static func describe(_ state: UnsafeRawBufferPointer, isAlive: (UInt64) -> Bool) -> SharedObjectDescription {
         guard state.count >= headerSize else { return SharedObjectDescription(details: [:]) }
         let header = state.load(as: cipc_service.self)
-        if header.tag == CIPC_TAG_SERVICE_V1 {
-            // Its counters are elsewhere: say what it is rather than misread them.
-            return SharedObjectDescription(details: ["layout": "SRV1 (older; this version does not open it)"], summary: "older layout (SRV1)")
+        if header.tag == CIPC_TAG_SERVICE_V1 || header.tag == CIPC_TAG_SERVICE_V2 {
+            // Its counters may be elsewhere and its slots mean other things: say what it is rather
+            // than misread them.
+            let version = header.tag == CIPC_TAG_SERVICE_V1 ? "SRV1" : "SRV2"
+            return SharedObjectDescription(
+                details: ["layout": "\(version) (older; this version does not open it)"], summary: "older layout (\(version))")
         }
         var details: [String: String] = [
             "capacity": "\(header.slot_count)",

@@ -68,8 +68,13 @@ extension Service {
     ///   sent (its request is refused first); `corrupt`, as ``nextCall(timeout:)``.
     @discardableResult
     public func tryServe(_ handler: (Request) throws -> Response) throws(InterprocessError) -> Int {
+        try tryServe(exclusive: false, handler)
+    }
+
+    /// ``tryServe(_:)``; `exclusive`: as the holder of the server role (``ExclusiveServer``).
+    func tryServe(exclusive: Bool, _ handler: (Request) throws -> Response) throws(InterprocessError) -> Int {
         var answered = 0
-        while let call = try tryNextCall() {
+        while let call = try tryNextCall(exclusive: exclusive) {
             answered += 1
             try answer(call, with: handler)
         }

@@ -10,16 +10,17 @@ import Synchronization
 enum ServiceRoundTripBench: BenchScenario {
     static let id = "request-response"
     static let title = "64-byte request / response round trip between two processes"
-    static let summary = "Service request (64-byte values) vs spinning floor and a Channel pair"
+    static let summary = "Service request (64-byte values; shared server, and an exclusive one) vs spinning floor and a Channel pair"
     static let unit = "ns per round trip"
     static let higherIsBetter = false
     static let baseline: String? = "floor-spin"
     static let targets = [
         BenchTarget("Service / floor", "service", over: "floor-spin", .atMost(3)),
+        BenchTarget("Service, exclusive server / floor", "service-exclusive", over: "floor-spin", .atMost(3)),
     ]
     // The floor's peer is the ping-pong scenario's (`pong-spin`), the channel pair's the channel
     // round trip's (`pong-channel`).
-    static let roles: [BenchRole] = [.serveService]
+    static let roles: [BenchRole] = [.serveService, .serveServiceExclusively]
 
     static func measure(_ scenario: inout BenchScenarioResult, _ plan: BenchPlan) throws {
         let session = try BenchSession()
@@ -31,6 +32,9 @@ enum ServiceRoundTripBench: BenchScenario {
         defer { pong.detach() }
         let service = try Service<BenchMessage, BenchMessage>.create(name: Self.serviceName(session.name.description), capacity: 16)
         defer { service.detach() }
+        let exclusiveService = try Service<BenchMessage, BenchMessage>.create(
+            name: Self.exclusiveServiceName(session.name.description), capacity: 16)
+        defer { exclusiveService.detach() }
         var samples: [String: [UInt64]] = [:]
         try session.withMemory { base in
             let control = BenchControl(base: base)
@@ -41,35 +45,41 @@ enum ServiceRoundTripBench: BenchScenario {
             try peers.spawn(.pongSpin, segment: session.name)
             try peers.spawn(.pongChannel, segment: session.name)
             try peers.spawn(.serveService, segment: session.name)
+            try peers.spawn(.serveServiceExclusively, segment: session.name)
             let deadline = Deadline(after: plan.stepTimeout)
-            try peers.awaitReady(control, count: 3, deadline: deadline)
+            try peers.awaitReady(control, count: 4, deadline: deadline)
 
             let watchdog = Watchdog(peers: peers.children, deadline: deadline) {
                 // Release a side that waits for an answer that will not come.
                 pong.close()
                 service.close()
+                exclusiveService.close()
             }
             var spin = SpinRoundTrip(word: floorWord, watchdog: watchdog)
             var channels = ChannelPairRoundTrip(ping: ping, pong: pong)
             var requests = ServiceRoundTrip(service: service)
+            var exclusiveRequests = ServiceRoundTrip(service: exclusiveService)
             do {
                 defer { watchdog.disarm() }
                 for _ in 0..<plan.pingPongRounds {
                     try PingPongBench.chunk(&spin, plan, watchdog, into: &samples["floor-spin", default: []])
                     try PingPongBench.chunk(&requests, plan, watchdog, into: &samples["service", default: []])
+                    try PingPongBench.chunk(&exclusiveRequests, plan, watchdog, into: &samples["service-exclusive", default: []])
                     try PingPongBench.chunk(&channels, plan, watchdog, into: &samples["channel", default: []])
                 }
             }
             spin.finish()
             try channels.finish()
             requests.finish()
+            exclusiveRequests.finish()
             try peers.finish(deadline: deadline)
-            scenario.correctness("every reply was the request sent", channels.correct && requests.correct)
+            scenario.correctness("every reply was the request sent", channels.correct && requests.correct && exclusiveRequests.correct)
         }
 
         let rows = [
             ("floor-spin", "floor: spin on one atomic word (pause)"),
             ("service", "Service request (64-byte BitwiseCopyable values, blocking request, blocking serve)"),
+            ("service-exclusive", "Service request, exclusive server (ExclusiveServer.blockingServe)"),
             ("channel", "Channel pair (64-byte values, one channel each way, blocking send and receive)"),
         ]
         for (id, name) in rows {
@@ -84,6 +94,7 @@ enum ServiceRoundTripBench: BenchScenario {
     }
 
     static func serviceName(_ session: String) -> String { session + "-svc" }
+    static func exclusiveServiceName(_ session: String) -> String { session + "-svx" }
 }
 
 /// One request, and its reply checked.
@@ -107,6 +118,7 @@ struct ServiceRoundTrip: RoundTrip {
 
 extension BenchRole {
     static let serveService = BenchRole.inSegment("serve-service") { try $0.serveService() }
+    static let serveServiceExclusively = BenchRole.inSegment("serve-service-exclusive") { try $0.serveServiceExclusively() }
 }
 
 // MARK: - The serving side (`ipc bench-peer serve-service`)
@@ -118,5 +130,14 @@ extension PeerWork {
         defer { service.detach() }
         control.markReady()
         try service.blockingServe { $0 }
+    }
+
+    /// ``serveService()`` through the service's exclusive server role.
+    func serveServiceExclusively() throws {
+        let service = try Service<BenchMessage, BenchMessage>.open(name: ServiceRoundTripBench.exclusiveServiceName(memory.name))
+        defer { service.detach() }
+        var server = try service.exclusiveServer()
+        control.markReady()
+        try server.blockingServe { $0 }
     }
 }
