@@ -207,7 +207,11 @@ struct SpinRoundTrip: RoundTrip {
         while word.pointee.load(ordering: .acquiring) != pong {
             SpinPolicy.pause()
             spins &+= 1
-            if spins & 0xFFFF == 0, watchdog.isTripped { throw ToolError("the spinning peer stopped answering") }
+            if spins & 0xFFFF == 0 {
+                if watchdog.isTripped { throw ToolError("the spinning peer stopped answering") }
+                // The peer is not running (this sample is lost anyway): under `chrt -f`, let it have this CPU.
+                SpinPolicy.yield()
+            }
         }
         ping &+= 2
     }
@@ -315,6 +319,10 @@ extension PeerWork {
                     guard PeerLifetime.parentPID == parent, !deadline.hasPassed else {
                         throw ToolError("bench-peer: the bench went away")
                     }
+                    // ~1.5 ms without a ping: the bench is not running. Under `chrt -f`, a peer of
+                    // another real-time run on the other CPU would otherwise keep it off both for
+                    // as long as the peers live (seen: two benches at once, stalled 10 minutes).
+                    SpinPolicy.yield()
                 }
                 value = word.pointee.load(ordering: .acquiring)
             }
