@@ -25,6 +25,19 @@ func runExclusiveChannelCommand(_ command: String, _ rest: [String]) throws {
         var receiver = try channel.exclusiveReceiver()
         say("receiving")
         say(receiveOrCode(&receiver, timeout: .milliseconds(Int(rest[1])!)))
+    case "chan-x-raw-receive":
+        // chan-x-raw-receive NAME shared|exclusive: receives one value of a Channel<UInt64> (raw
+        // values: the ring's one-call receive), through the exclusive receiver or not; says
+        // "receiving", then "received N".
+        let channel = try Channel<UInt64>.open(name: rest[0])
+        if rest[1] == "exclusive" {
+            var receiver = try channel.exclusiveReceiver()
+            say("receiving")
+            say("received \(try receiver.blockingReceive(timeout: .seconds(20)))")
+        } else {
+            say("receiving")
+            say("received \(try channel.blockingReceive(timeout: .seconds(20)))")
+        }
     case "chan-x-hold":
         // chan-x-hold NAME sender|receiver: takes the role, says "holding", gives it up when told
         // (a line on standard input), says "released".

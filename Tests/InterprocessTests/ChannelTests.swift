@@ -582,6 +582,39 @@ struct ChannelTests {
         }
     }
 
+    /// The same for raw values (`Channel<UInt64>`), whose receive is one call into the ring that
+    /// loads the value and releases the slot: a shared receiver killed after loading the value and
+    /// before releasing its slot has it redelivered (after the next one); an exclusive receiver
+    /// killed there has it received again (first: the receive position did not move); killed after
+    /// the release, the value is gone with it.
+    @Test(arguments: [
+        ("shared", "channel.receive.afterCopy", [UInt64(2), 1]),
+        ("shared", "channel.receive.afterRelease", [UInt64(2)]),
+        ("exclusive", "channel.receive.afterCopy", [UInt64(1), 2]),
+        ("exclusive", "channel.receive.afterRelease", [UInt64(2)]),
+    ])
+    func aRawValueReceiverKilledAtEachStep(mode: String, point: String, expected: [UInt64]) throws {
+        try withCleanNames("chankillraw") { name in
+            let channel = try Channel<UInt64>.create(name: name, capacity: 4)
+            defer { channel.detach() }
+            try channel.blockingSend(1)
+            try channel.blockingSend(2)
+            let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "chan-x-raw-receive", name, mode)
+            defer { child.stop() }
+            #expect(child.readLine() == "receiving")
+            #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
+            var received: [UInt64] = []
+            for _ in expected { received.append(try channel.blockingReceive(timeout: .seconds(20))) }
+            #expect(received == expected)
+            expectError(.timedOut) { try channel.blockingReceive(timeout: .milliseconds(200)) }
+            for round in UInt64(10)..<20 {
+                try channel.blockingSend(round, timeout: .seconds(5))
+                #expect(try channel.blockingReceive(timeout: .seconds(5)) == round)
+            }
+            #expect(channel.count == 0)
+        }
+    }
+
     /// A loop that only tries (an event loop on a readiness descriptor never parks) still gets the
     /// message of a receiver that died holding it: `tryReceive` looks for such messages when the
     /// channel looks empty (at most once per 50 ms), and nothing else would announce it.
