@@ -50,6 +50,10 @@ int cipc_pipe_cloexec(int fds[2]) {
 #endif
 }
 
+// The words the library's hot paths test inline (CInterprocess.h, "Words the hot paths test inline").
+int cipc_crash_points_word = 0;
+int cipc_fence_word = 0;
+
 #if defined(__linux__)
 const uint32_t cipc_FUTEX2_SIZE_U32 = 0x02;
 
@@ -84,9 +88,6 @@ int cipc_futex_waitv(cipc_futex_waiter *waiters, uint32_t count, int64_t deadlin
 int32_t cipc_gettid(void) {
     return (int32_t)syscall(SYS_gettid);
 }
-
-int cipc_crash_points_word = 0;
-int cipc_fence_word = 0;
 
 // <linux/membarrier.h>'s commands, spelled out (the header is not everywhere the libc is).
 #define CIPC_MEMBARRIER_CMD_GLOBAL_EXPEDITED (1 << 1)
