@@ -428,8 +428,8 @@ extern int cipc_fence_word;
 
 static inline int cipc_crash_points_state(void) { return __atomic_load_n(&cipc_crash_points_word, __ATOMIC_RELAXED); }
 static inline void cipc_set_crash_points_state(int state) { __atomic_store_n(&cipc_crash_points_word, state, __ATOMIC_RELAXED); }
-static inline int cipc_fence_state(void) { return __atomic_load_n(&cipc_fence_word, __ATOMIC_ACQUIRE); }
-static inline void cipc_set_fence_state(int state) { __atomic_store_n(&cipc_fence_word, state, __ATOMIC_RELEASE); }
+static inline int cipc_fence_state(void) { return __atomic_load_n(&cipc_fence_word, __ATOMIC_RELAXED); }
+static inline void cipc_set_fence_state(int state) { __atomic_store_n(&cipc_fence_word, state, __ATOMIC_RELAXED); }
 
 /// A spin-loop hint (x86 `pause`, ARM `yield`).
 static inline void cipc_cpu_relax(void) {

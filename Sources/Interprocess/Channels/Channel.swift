@@ -370,7 +370,10 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         if let size = codec.fixedSize {
             // A raw value: loaded straight from the slot (one call, no payload, no codec).
             var value: Message?
-            if ring.finishRawReceive(claim, size: size, { value = $0.loadUnaligned(as: Message.self) }), let value { return value }
+            if ring.finishRawReceive(claim, size: size, { value = $0.loadUnaligned(as: Message.self) }) {
+                guard let value else { throw named(ChannelCodec<Message>.mismatch()) }
+                return value
+            }
             return try takeValue(claim, size: size)
         }
         let codec = codec
