@@ -12,7 +12,9 @@ import Synchronization
 /// registered process executes a full barrier at some point during the call: either the fast side's
 /// store came before that point (and the slow side's load sees it), or its load comes after it (and
 /// sees the slow side's store). The fast side only has to have been registered, once per process,
-/// *before* it relies on this (``registerFastSide()``).
+/// *before* it relies on this (``registerFastSide()``). The fast side's own barrier, between its
+/// store and its load, is in the library, inlined where it runs (`HotPath.lightFence`): a compiler
+/// barrier once this process is registered, a full fence if it is not.
 ///
 /// Both calls fail on kernels without `membarrier` (before 4.16 for the expedited global command) and
 /// under seccomp filters that refuse it; callers then fall back to fences on the fast side, or to
@@ -31,15 +33,6 @@ package enum AsymmetricFence {
             cipc_set_fence_state(registered ? 1 : 2)
             return registered
         }
-    }
-
-    /// Whether this process registered as a fast side (one relaxed load).
-    package static var isFastSideRegistered: Bool { cipc_fence_state() == 1 }
-
-    /// The fast side's barrier between its store and its load: a compiler barrier when this process
-    /// is registered, a full fence when it is not.
-    package static func light() {
-        if isFastSideRegistered { cipc_compiler_barrier() } else { atomicMemoryFence(ordering: .sequentiallyConsistent) }
     }
 
     /// The slow side's barrier: returns true once every running thread of every registered process

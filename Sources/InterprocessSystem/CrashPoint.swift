@@ -12,10 +12,10 @@ import CInterprocess
 ///
 /// Enabled only by the environment variables `INTERPROCESS_CRASH_POINT=<name>` and
 /// `INTERPROCESS_STOP_POINT=<name>` (read once); otherwise a step costs one relaxed load of a C word
-/// and a compare. (A lazily initialized global here cost a `swift_once` call
-/// and a copy of two optional strings at every step: 17 % of a channel send + receive in one
-/// process; the word is C's `cipc_crash_points_word` — 0 not read yet, 1 no point armed, 2 one is — so
-/// that the library's hot paths test it inline: a package function of this module, even
+/// and a compare, inlined where the step is (`HotPath.crashPoint` in the library). (A lazily
+/// initialized global here cost a `swift_once` call and a copy of two optional strings at every
+/// step: 17 % of a channel send + receive in one process; the word is C's `cipc_crash_points_word`
+/// — 0 not read yet, 1 no point armed, 2 one is — because a package function of this module, even
 /// `@inlinable`, is called from the others, not inlined.)
 package enum CrashPoint {
     private static let armed: (crash: String?, stop: String?)? = {
@@ -24,13 +24,9 @@ package enum CrashPoint {
         return crash == nil && stop == nil ? nil : (crash, stop)
     }()
 
-    package static func reached(_ name: StaticString) {
-        if cipc_crash_points_state() == 1 { return }
-        reachedSlowly(name)
-    }
-
-    /// The rest of ``reached(_:)`` once the word is not 1 (other modules test the word inline:
-    /// `HotPath.crashPoint` in the library).
+    /// What a step does once `cipc_crash_points_word` is not 1 (the step itself tests the word
+    /// inline: `HotPath.crashPoint` in the library): reads the environment the first time, then
+    /// stops or kills this process if `name` is the armed point.
     @inline(never)
     package static func reachedSlowly(_ name: StaticString) {
         guard let armed else {
