@@ -336,9 +336,7 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
             // is attached).
             var value: Message?
             let claim = try ring.blockingReceive(size: size, timeout: timeout, exclusive: exclusive) { value = $0.loadUnaligned(as: Message.self) }
-            if let claim { return try takeValue(claim, size: size) }
-            guard let value else { throw named(ChannelCodec<Message>.mismatch()) }
-            return value
+            return try rawValue(value, leftClaimed: claim, size: size)
         }
         try checkAttached()
         return try take(try ring.blockingClaimToReceive(timeout: timeout, exclusive: exclusive))
@@ -370,11 +368,8 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         if let size = codec.fixedSize {
             // A raw value: loaded straight from the slot (one call, no payload, no codec).
             var value: Message?
-            if ring.finishRawReceive(claim, size: size, { value = $0.loadUnaligned(as: Message.self) }) {
-                guard let value else { throw named(ChannelCodec<Message>.mismatch()) }
-                return value
-            }
-            return try takeValue(claim, size: size)
+            let taken = ring.finishRawReceive(claim, size: size) { value = $0.loadUnaligned(as: Message.self) }
+            return try rawValue(value, leftClaimed: taken ? nil : claim, size: size)
         }
         let codec = codec
         let loans = loans
@@ -390,6 +385,15 @@ public final class Channel<Message: Sendable>: @unchecked Sendable {
         } catch {
             throw named(error)
         }
+    }
+
+    /// The end of a raw value's receive: the value the ring loaded (and whose slot it released), or,
+    /// when the ring left the message claimed (it was not the value's length), ``takeValue(_:size:)``.
+    @inlinable
+    func rawValue(_ value: Message?, leftClaimed claim: ChannelClaim?, size: Int) throws(InterprocessError) -> Message {
+        if let claim { return try takeValue(claim, size: size) }
+        guard let value else { throw named(ChannelCodec<Message>.mismatch()) }
+        return value
     }
 
     /// ``take(_:)`` for raw values that ``ChannelRing/finishRawReceive(_:size:_:)`` left claimed:
