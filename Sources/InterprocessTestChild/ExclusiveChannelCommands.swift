@@ -26,18 +26,75 @@ func runExclusiveChannelCommand(_ command: String, _ rest: [String]) throws {
         say("receiving")
         say(receiveOrCode(&receiver, timeout: .milliseconds(Int(rest[1])!)))
     case "chan-x-raw-receive":
-        // chan-x-raw-receive NAME shared|exclusive: receives one value of a Channel<UInt64> (raw
-        // values: the ring's one-call receive), through the exclusive receiver or not; says
-        // "receiving", then "received N".
+        // chan-x-raw-receive NAME shared|exclusive [COUNT]: receives COUNT (default 1) values of a
+        // Channel<UInt64> (raw values: the ring's one-call receive, or the exclusive receiver's
+        // inlined fast path), through the exclusive receiver or not; says "receiving", then
+        // "received N" for each.
         let channel = try Channel<UInt64>.open(name: rest[0])
+        let count = rest.count > 2 ? Int(rest[2])! : 1
         if rest[1] == "exclusive" {
             var receiver = try channel.exclusiveReceiver()
             say("receiving")
-            say("received \(try receiver.blockingReceive(timeout: .seconds(20)))")
+            for _ in 0..<count { say("received \(try receiver.blockingReceive(timeout: .seconds(20)))") }
         } else {
             say("receiving")
             say("received \(try channel.blockingReceive(timeout: .seconds(20)))")
         }
+    case "chan-x-raw-send":
+        // chan-x-raw-send NAME N...: chan-x-send for a Channel<UInt64> (raw values: the exclusive
+        // sender's inlined fast path).
+        let channel = try Channel<UInt64>.open(name: rest[0])
+        var sender = try channel.exclusiveSender()
+        say("sending")
+        for value in rest.dropFirst() { try sender.blockingSend(UInt64(value)!, timeout: .seconds(20)) }
+        say("sent")
+    case "chan-x-raw-produce":
+        // chan-x-raw-produce NAME COUNT blocking|async|try|until-closed: takes the sender role of a
+        // Channel<UInt64>, says "ready", sends 0 … COUNT-1 through it (try: retrying while full),
+        // now and then sleeping 1–2 ms so that the receiver parks, and says "done". until-closed:
+        // sends (COUNT at most, back to back) until the channel is closed, then says "closed N",
+        // N the sends that returned.
+        let channel = try Channel<UInt64>.open(name: rest[0])
+        let count = UInt64(rest[1])!
+        let mode = rest[2]
+        var random = SystemRandomNumberGenerator()
+        func pause(_ value: UInt64) {
+            if value % 2_000 == 1_000 { usleep(1_000 + UInt32(random.next() % 1_000)) }
+        }
+        if mode == "async" {
+            say("ready")
+            try runInTask { () throws(InterprocessError) in
+                var sender = try channel.exclusiveSender()
+                for value in 0..<count {
+                    try await sender.send(value, timeout: .seconds(60))
+                    pause(value)
+                }
+            }
+            say("done")
+            return
+        }
+        var sender = try channel.exclusiveSender()
+        say("ready")
+        for value in 0..<count {
+            switch mode {
+            case "until-closed":
+                guard try sendUnlessClosed(&sender, value, stopping: true) else {
+                    say("closed \(value)")
+                    return
+                }
+                continue
+            case "try":
+                let deadline = Deadline(after: .seconds(60))
+                while try !sender.trySend(value) {
+                    guard !deadline.hasPassed else { fail("value \(value) found no room within 60 s") }
+                    sched_yield()
+                }
+            default:
+                try sender.blockingSend(value, timeout: .seconds(60))
+            }
+            pause(value)
+        }
+        say("done")
     case "chan-x-hold":
         // chan-x-hold NAME sender|receiver: takes the role, says "holding", gives it up when told
         // (a line on standard input), says "released".
@@ -235,7 +292,7 @@ private func receiveOrCode(_ receiver: inout ExclusiveReceiver<String>, timeout:
 }
 
 /// Sends `message`; false if the channel was closed and `stopping` says that is the end.
-private func sendUnlessClosed(_ sender: inout ExclusiveSender<[UInt8]>, _ message: [UInt8], stopping: Bool) throws(InterprocessError) -> Bool {
+private func sendUnlessClosed<Message>(_ sender: inout ExclusiveSender<Message>, _ message: Message, stopping: Bool) throws(InterprocessError) -> Bool {
     do throws(InterprocessError) {
         try sender.blockingSend(message, timeout: .seconds(60))
         return true

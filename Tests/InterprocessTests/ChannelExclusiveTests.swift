@@ -14,10 +14,12 @@ import Synchronization
 struct ChannelExclusiveTests {
     /// In one process: the endpoints move values in order around a small ring (full and empty many
     /// times over); a role is held once at a time; while it is held, the shared forms would wait;
-    /// once it is given up, they work again and see what the endpoints left.
-    @Test func endpointsKeepOrderAndHoldTheirRoleAlone() throws {
+    /// once it is given up, they work again and see what the endpoints left. Raw values, so the
+    /// endpoints' inlined fast paths; a capacity of 4 finds slots with a mask, one of 3 with a division.
+    @Test(arguments: [4, 3])
+    func endpointsKeepOrderAndHoldTheirRoleAlone(capacity: Int) throws {
         try withCleanNames("chanxone") { name in
-            let channel = try Channel<UInt64>.create(name: name, capacity: 4)
+            let channel = try Channel<UInt64>.create(name: name, capacity: capacity)
             defer { channel.detach() }
             do {
                 var sender = try channel.exclusiveSender()
@@ -27,10 +29,10 @@ struct ChannelExclusiveTests {
                 #expect(details(name)["exclusiveSender"]?.hasSuffix("(alive)") == true, "\(details(name))")
                 var next: UInt64 = 0, expected: UInt64 = 0
                 for round in 0..<500 {
-                    // Fill (the ring refuses the fifth), then drain part of it.
+                    // Fill (the ring refuses one more), then drain part of it.
                     while try sender.trySend(next) { next += 1 }
-                    #expect(channel.count == 4)
-                    for _ in 0..<(round % 4 + 1) {
+                    #expect(channel.count == capacity)
+                    for _ in 0..<(round % capacity + 1) {
                         #expect(try receiver.tryReceive() == expected)
                         expected += 1
                     }
@@ -126,37 +128,54 @@ struct ChannelExclusiveTests {
     /// An exclusive sender killed at each step of a send: after taking the role, or announcing its
     /// position, or writing, nothing is sent (a message being written is counted abandoned); after
     /// publishing, the message is delivered. A shared sender waiting for the role takes it over from
-    /// the dead process and repairs, promptly; the channel goes on working, around the ring.
+    /// the dead process and repairs, promptly; the channel goes on working, around the ring. For
+    /// strings (the general path) and raw values (the sender's inlined fast path, whose steps are
+    /// the same crash points).
     @Test(arguments: [
         ("channel.role.afterTake", false, 0),
         ("channel.send.afterClaim", false, 1),
         ("channel.send.afterWrite", false, 1),
         ("channel.send.afterPublish", true, 0),
-    ])
-    func anExclusiveSenderKilledAtEachStep(point: String, delivered: Bool, abandoned: Int) throws {
+    ], ["text", "raw"])
+    func anExclusiveSenderKilledAtEachStep(step: (point: String, delivered: Bool, abandoned: Int), kind: String) throws {
         try withCleanNames("chanxkillsend") { name in
-            let channel = try Channel<String>.create(name: name, capacity: 4)
-            defer { channel.detach() }
-            try channel.blockingSend("before")
-            let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "chan-x-send", name, "lost?")
-            defer { child.stop() }
-            #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
-            #expect(details(name)["exclusiveSender"]?.hasSuffix("(ended)") == true, "\(details(name))")
-            let start = Clock.monotonicNanoseconds()
-            try channel.blockingSend("after", timeout: .seconds(20))
-            var received: [String] = []
-            for _ in 0..<(delivered ? 3 : 2) { received.append(try channel.blockingReceive(timeout: .seconds(20))) }
-            #expect(elapsed(since: start) < promptly)
-            #expect(received == (delivered ? ["before", "lost?", "after"] : ["before", "after"]))
-            #expect(detail(name, "abandonedSends") == abandoned, "\(details(name))")
-            #expect(details(name)["exclusiveSender"] == "none")
-            #expect(try channel.tryReceive() == nil)
-            for round in 0..<10 {
-                try channel.blockingSend("m\(round)", timeout: .seconds(5))
-                #expect(try channel.blockingReceive(timeout: .seconds(5)) == "m\(round)")
+            if kind == "raw" {
+                let channel = try Channel<UInt64>.create(name: name, capacity: 4)
+                defer { channel.detach() }
+                try senderKilled(step, channel, name: name, values: [1, 2, 3], command: "chan-x-raw-send", lost: "2") { 10 + UInt64($0) }
+            } else {
+                let channel = try Channel<String>.create(name: name, capacity: 4)
+                defer { channel.detach() }
+                try senderKilled(step, channel, name: name, values: ["before", "lost?", "after"], command: "chan-x-send", lost: "lost?") { "m\($0)" }
             }
-            #expect(channel.count == 0)
         }
+    }
+
+    /// ``anExclusiveSenderKilledAtEachStep(step:kind:)`` on `channel`: `values` are sent before, by
+    /// the child (`command` … `lost`) and after.
+    private func senderKilled<Message: Equatable>(
+        _ step: (point: String, delivered: Bool, abandoned: Int), _ channel: Channel<Message>, name: String,
+        values: [Message], command: String, lost: String, round: (Int) -> Message
+    ) throws {
+        try channel.blockingSend(values[0])
+        let child = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", step.point, command, name, lost)
+        defer { child.stop() }
+        #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
+        #expect(details(name)["exclusiveSender"]?.hasSuffix("(ended)") == true, "\(details(name))")
+        let start = Clock.monotonicNanoseconds()
+        try channel.blockingSend(values[2], timeout: .seconds(20))
+        var received: [Message] = []
+        for _ in 0..<(step.delivered ? 3 : 2) { received.append(try channel.blockingReceive(timeout: .seconds(20))) }
+        #expect(elapsed(since: start) < promptly)
+        #expect(received == (step.delivered ? values : [values[0], values[2]]))
+        #expect(detail(name, "abandonedSends") == step.abandoned, "\(details(name))")
+        #expect(details(name)["exclusiveSender"] == "none")
+        #expect(try channel.tryReceive() == nil)
+        for index in 0..<10 {
+            try channel.blockingSend(round(index), timeout: .seconds(5))
+            #expect(try channel.blockingReceive(timeout: .seconds(5)) == round(index))
+        }
+        #expect(channel.count == 0)
     }
 
     /// An exclusive receiver killed at each step of a receive: while copying the message out, it is

@@ -462,24 +462,6 @@ private func poke64(_ name: String, at offset: Int, _ value: UInt64) {
     scribble(name, at: offset, withUnsafeBytes(of: value.littleEndian) { Array($0) })
 }
 
-private func peek(_ name: String, at offset: Int, count: Int) -> [UInt8] {
-    let fd = open("/dev/shm/" + name, O_RDONLY)
-    precondition(fd >= 0)
-    defer { close(fd) }
-    var bytes = [UInt8](repeating: 0, count: count)
-    let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
-    precondition(n == count)
-    return bytes
-}
-
-private func peek32(_ name: String, at offset: Int) -> UInt32 {
-    UInt32(littleEndian: peek(name, at: offset, count: 4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
-}
-
-private func peek64(_ name: String, at offset: Int) -> UInt64 {
-    UInt64(littleEndian: peek(name, at: offset, count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
-}
-
 /// In an exit test's body: runs `body` and ends the process with `status` unless it threw an
 /// `InterprocessError` with `code`.
 private func exitUnless<R>(code: InterprocessError.Code, _ status: Int32, _ body: () throws(InterprocessError) -> R) {

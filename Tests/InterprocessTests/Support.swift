@@ -244,3 +244,23 @@ final class LiveTokens {
         return token
     }
 }
+
+/// `count` bytes of the segment file `name` at `offset` (a peer's view of its shared state, read
+/// without mapping it).
+func peek(_ name: String, at offset: Int, count: Int) -> [UInt8] {
+    let fd = open("/dev/shm/" + name, O_RDONLY)
+    precondition(fd >= 0)
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: count)
+    let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
+    precondition(n == count)
+    return bytes
+}
+
+func peek32(_ name: String, at offset: Int) -> UInt32 {
+    UInt32(littleEndian: peek(name, at: offset, count: 4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
+}
+
+func peek64(_ name: String, at offset: Int) -> UInt64 {
+    UInt64(littleEndian: peek(name, at: offset, count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+}

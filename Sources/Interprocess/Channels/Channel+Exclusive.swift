@@ -2,6 +2,7 @@
 // ring's side of it is ChannelRing+Exclusive.swift; the shared protocol is "Exclusive endpoints"
 // in CInterprocessChannel.h.
 
+import InterprocessSystem
 import Synchronization
 
 extension Channel {
@@ -68,9 +69,15 @@ extension Channel {
 /// that happened while it held the role is completed.
 public struct ExclusiveSender<Message: Sendable>: ~Copyable, Sendable {
     @usableFromInline let channel: Channel<Message>
+    /// The channel's ring, and the size of the raw values that its inlined fast path sends (-1:
+    /// none; see `ChannelRing+ExclusiveFastPath.swift`).
+    @usableFromInline let ring: ChannelRing
+    @usableFromInline let valueSize: Int
 
     init(channel: Channel<Message>) {
         self.channel = channel
+        ring = channel.ring
+        valueSize = channel.ring.fastValueSize(channel.codec.fixedSize)
     }
 
     deinit {
@@ -84,6 +91,7 @@ public struct ExclusiveSender<Message: Sendable>: ~Copyable, Sendable {
     /// as long as it takes). ``Channel/send(_:timeout:)-(Message,_)``'s errors.
     @inlinable
     public mutating func send(_ message: Message, timeout: Duration? = nil) async throws(InterprocessError) {
+        if valueSize == MemoryLayout<Message>.size, !Task.isCancelled, try ring.exclusiveSendNow(message) { return }
         try await channel.send(message, timeout: timeout, exclusive: true)
     }
 
@@ -92,6 +100,7 @@ public struct ExclusiveSender<Message: Sendable>: ~Copyable, Sendable {
     @available(*, noasync, message: "use the async send(_:timeout:) in async code")
     @inlinable
     public mutating func blockingSend(_ message: Message, timeout: Duration? = nil) throws(InterprocessError) {
+        if valueSize == MemoryLayout<Message>.size, try ring.exclusiveSendNow(message) { return }
         try channel.blockingSend(message, timeout: timeout, exclusive: true)
     }
 
@@ -99,7 +108,8 @@ public struct ExclusiveSender<Message: Sendable>: ~Copyable, Sendable {
     /// channel is full. ``Channel/trySend(_:)-(Message)``'s errors.
     @inlinable
     public mutating func trySend(_ message: Message) throws(InterprocessError) -> Bool {
-        try channel.trySend(message, exclusive: true)
+        if valueSize == MemoryLayout<Message>.size, try ring.exclusiveSendNow(message) { return true }
+        return try channel.trySend(message, exclusive: true)
     }
 }
 
@@ -123,9 +133,18 @@ public struct ExclusiveSender<Message: Sendable>: ~Copyable, Sendable {
 /// before handling) and the receive position moves past it.
 public struct ExclusiveReceiver<Message: Sendable>: ~Copyable, Sendable {
     @usableFromInline let channel: Channel<Message>
+    /// The channel's ring, the size of the raw values that its inlined fast path receives (-1:
+    /// none; see `ChannelRing+ExclusiveFastPath.swift`), and how many pause rounds a blocking
+    /// receive spins on the fast path before it takes the general path (which spins, yields and parks).
+    @usableFromInline let ring: ChannelRing
+    @usableFromInline let valueSize: Int
+    @usableFromInline let spinRounds: Int
 
     init(channel: Channel<Message>) {
         self.channel = channel
+        ring = channel.ring
+        valueSize = channel.ring.fastValueSize(channel.codec.fixedSize)
+        spinRounds = SpinPolicy.contendedSpinRounds
     }
 
     deinit {
@@ -139,7 +158,10 @@ public struct ExclusiveReceiver<Message: Sendable>: ~Copyable, Sendable {
     /// `timeout` (nil: as long as it takes). ``Channel/receive(timeout:)``'s errors.
     @inlinable
     public mutating func receive(timeout: Duration? = nil) async throws(InterprocessError) -> Message {
-        try await channel.receive(timeout: timeout, exclusive: true)
+        if valueSize == MemoryLayout<Message>.size, !Task.isCancelled, case .value(let value) = ring.exclusiveReceiveNow(Message.self) {
+            return value
+        }
+        return try await channel.receive(timeout: timeout, exclusive: true)
     }
 
     /// Receives the next message, blocking the calling thread while the channel is empty, for at
@@ -147,14 +169,30 @@ public struct ExclusiveReceiver<Message: Sendable>: ~Copyable, Sendable {
     @available(*, noasync, message: "use the async receive(timeout:) in async code")
     @inlinable
     public mutating func blockingReceive(timeout: Duration? = nil) throws(InterprocessError) -> Message {
-        try channel.blockingReceive(timeout: timeout, exclusive: true)
+        if valueSize == MemoryLayout<Message>.size {
+            // A few pause rounds here catch a message that is on its way (a round trip's answer)
+            // without the general path's calls; the general path spins on, then yields and parks.
+            var rounds = spinRounds
+            spinning: while true {
+                switch ring.exclusiveReceiveNow(Message.self) {
+                case .value(let value): return value
+                case .general: break spinning
+                case .notIn:
+                    guard rounds > 0 else { break spinning }
+                    rounds &-= 1
+                    HotPath.pause()
+                }
+            }
+        }
+        return try channel.blockingReceive(timeout: timeout, exclusive: true)
     }
 
     /// Receives the next message if there is one now; never waits. Returns nil if the channel is
     /// empty. ``Channel/tryReceive()``'s errors.
     @inlinable
     public mutating func tryReceive() throws(InterprocessError) -> Message? {
-        try channel.tryReceive(exclusive: true)
+        if valueSize == MemoryLayout<Message>.size, case .value(let value) = ring.exclusiveReceiveNow(Message.self) { return value }
+        return try channel.tryReceive(exclusive: true)
     }
 }
 

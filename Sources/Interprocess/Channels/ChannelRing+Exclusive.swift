@@ -237,7 +237,7 @@ extension ChannelRing {
     /// Closed after the exclusive sender announced `position`: takes the announcement back
     /// (receivers that saw it and parked look again); the error to throw.
     @inline(never)
-    private func takeBackAnnouncement(of position: UInt64) -> InterprocessError {
+    func takeBackAnnouncement(of position: UInt64) -> InterprocessError {
         exclusivePosition.pointee.store(position, ordering: .releasing)
         HotPath.lightFence()
         if atomic32(receiversWaiting).pointee.load(ordering: .relaxed) != 0 { wake(receiveSignal, all: true) }

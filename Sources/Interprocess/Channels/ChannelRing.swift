@@ -1,6 +1,6 @@
 import CInterprocess
 import InterprocessSystem
-import Synchronization
+public import Synchronization
 
 /// A slot that this process claimed for one send or one receive (its owner word holds our token and
 /// the position is ours), between the claim and ``ChannelRing/finishSend(_:_:)`` or
@@ -57,20 +57,25 @@ final class ChannelRing: @unchecked Sendable {
 
     let name: String?
     /// Validated copies of the fixed fields.
-    let capacity: Int
+    @usableFromInline let capacity: Int
     @usableFromInline let maxMessageSize: Int
-    let stride: Int
+    @usableFromInline let stride: Int
     /// `capacity - 1` when the capacity is a power of 2 (a mask instead of a division), else nil.
     let indexMask: UInt64?
+    /// `indexMask`, or 0 for a capacity that is not a power of 2 (the exclusive endpoints' inlined paths).
+    @usableFromInline let mask: UInt64
 
-    let slots: UnsafeMutableRawPointer
-    let sendPosition: UnsafeMutablePointer<Atomic<UInt64>>
-    let receivePosition: UnsafeMutablePointer<Atomic<UInt64>>
+    @usableFromInline let slots: UnsafeMutableRawPointer
+    @usableFromInline let sendPosition: UnsafeMutablePointer<Atomic<UInt64>>
+    @usableFromInline let receivePosition: UnsafeMutablePointer<Atomic<UInt64>>
     let receiveSignal: UnsafeMutableRawPointer
     let receiversWaiting: UnsafeMutableRawPointer
     let sendSignal: UnsafeMutableRawPointer
     let sendersWaiting: UnsafeMutableRawPointer
-    let orphans: UnsafeMutablePointer<Atomic<UInt32>>
+    /// `receivers_waiting` and `senders_waiting` as atomics (the exclusive endpoints' inlined paths).
+    @usableFromInline let receiversWaitingCount: UnsafeMutablePointer<Atomic<UInt32>>
+    @usableFromInline let sendersWaitingCount: UnsafeMutablePointer<Atomic<UInt32>>
+    @usableFromInline let orphans: UnsafeMutablePointer<Atomic<UInt32>>
     let abandonedSends: UnsafeMutablePointer<Atomic<UInt64>>
     let orphanedReceives: UnsafeMutablePointer<Atomic<UInt64>>
     let redeliveries: UnsafeMutablePointer<Atomic<UInt64>>
@@ -80,17 +85,17 @@ final class ChannelRing: @unchecked Sendable {
     let loanHeapNonce: UnsafeMutablePointer<Atomic<UInt64>>
     /// `descriptors_armed` (readiness descriptors waiting for a message) and the table they are in
     /// (nil: a ring without one, e.g. a service's request queue); see ``ChannelParticipants``.
-    let descriptorsArmed: UnsafeMutablePointer<Atomic<UInt64>>
+    @usableFromInline let descriptorsArmed: UnsafeMutablePointer<Atomic<UInt64>>
     /// The role words (`exclusive_sender`, `exclusive_receiver`) and the exclusive sender's position.
     let exclusiveSender: UnsafeMutablePointer<Atomic<UInt64>>
     let exclusiveReceiver: UnsafeMutablePointer<Atomic<UInt64>>
-    let exclusivePosition: UnsafeMutablePointer<Atomic<UInt64>>
+    @usableFromInline let exclusivePosition: UnsafeMutablePointer<Atomic<UInt64>>
     let participants: ChannelParticipants?
     /// The roles this handle has acted in and recorded in the table (process-local).
     let recordedRoles = Atomic<UInt32>(0)
     /// Set by ``Channel/detach()`` on the handle's ring (one ring per handle): its verbs then throw
     /// `closed` (``checkAttached()``).
-    let detached = Atomic<Bool>(false)
+    @usableFromInline let detached = Atomic<Bool>(false)
 
     /// This process's identity in the file, and the descriptor that checks others'.
     let lease: OwnerLease
@@ -106,12 +111,12 @@ final class ChannelRing: @unchecked Sendable {
     static let closedBit: UInt64 = CIPC_CHANNEL_CLOSED
     static let closingBit: UInt64 = CIPC_CHANNEL_CLOSING
     /// The bits of `send_position` that are not the position.
-    static let flagBits: UInt64 = CIPC_CHANNEL_CLOSED | CIPC_CHANNEL_CLOSING
+    @usableFromInline static let flagBits: UInt64 = CIPC_CHANNEL_CLOSED | CIPC_CHANNEL_CLOSING
     static let orphan: UInt64 = CIPC_CHANNEL_ORPHAN
-    static let skipped: UInt32 = CIPC_CHANNEL_SKIPPED
+    @usableFromInline static let skipped: UInt32 = CIPC_CHANNEL_SKIPPED
     static let loaned: UInt32 = CIPC_CHANNEL_LOANED
     static let contended: UInt64 = CIPC_TOKEN_FLAG
-    static let dataOffset = Int(CIPC_CHANNEL_SLOT_HEADER_SIZE)
+    @usableFromInline static let dataOffset = Int(CIPC_CHANNEL_SLOT_HEADER_SIZE)
     /// How often a parked sender or receiver looks for slots held by processes that died.
     static let recoveryInterval: UInt64 = 50_000_000
     /// The most slots a waiting receiver's periodic check looks at (the end-of-stream check looks at all).
@@ -133,6 +138,7 @@ final class ChannelRing: @unchecked Sendable {
         self.maxMessageSize = maxMessageSize
         self.stride = stride
         indexMask = capacity.nonzeroBitCount == 1 ? UInt64(capacity - 1) : nil
+        mask = indexMask ?? 0
         slots = base + Int(CIPC_CHANNEL_HEADER_SIZE)
         sendPosition = atomic64(base + fieldOffset(\cipc_channel.send_position))
         receivePosition = atomic64(base + fieldOffset(\cipc_channel.receive_position))
@@ -140,6 +146,8 @@ final class ChannelRing: @unchecked Sendable {
         receiversWaiting = base + fieldOffset(\cipc_channel.receivers_waiting)
         sendSignal = base + fieldOffset(\cipc_channel.send_signal)
         sendersWaiting = base + fieldOffset(\cipc_channel.senders_waiting)
+        receiversWaitingCount = atomic32(receiversWaiting)
+        sendersWaitingCount = atomic32(sendersWaiting)
         orphans = atomic32(base + fieldOffset(\cipc_channel.orphans))
         abandonedSends = atomic64(base + fieldOffset(\cipc_channel.abandoned_sends))
         orphanedReceives = atomic64(base + fieldOffset(\cipc_channel.orphaned_receives))
@@ -180,8 +188,8 @@ final class ChannelRing: @unchecked Sendable {
     func loan(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(slot + 24) }
 
     /// The sequence of a slot free for position `p`, and of one holding its message.
-    @inline(__always) static func free(_ p: UInt64) -> UInt64 { p &* 2 }
-    @inline(__always) static func full(_ p: UInt64) -> UInt64 { p &* 2 &+ 1 }
+    @usableFromInline @inline(__always) static func free(_ p: UInt64) -> UInt64 { p &* 2 }
+    @usableFromInline @inline(__always) static func full(_ p: UInt64) -> UInt64 { p &* 2 &+ 1 }
 
     /// How far ahead of `from` the position `to` is, if it is within one lap (`0...capacity`).
     @inline(__always)

@@ -1,6 +1,6 @@
-import CInterprocess
+public import CInterprocess
 import InterprocessSystem
-import Synchronization
+public import Synchronization
 
 /// The steps of `CrashPoint` and the fast side's barrier of `AsymmetricFence`, inlined where
 /// this module's hot paths take them. A package function of another module of this package is
@@ -9,18 +9,35 @@ import Synchronization
 /// send + receive passes seven crash points and two fences: ~20 % of its instructions were the
 /// calls. Both test a C word (`cipc_crash_points_word`, `cipc_fence_word`) through a C inline
 /// function.
+///
+/// Inlinable (and the reason this file imports `CInterprocess` publicly): the exclusive endpoints'
+/// fast paths (``ExclusiveSender``, ``ExclusiveReceiver``) run in the user's module.
+@usableFromInline
 enum HotPath {
     /// A crash point's step: one relaxed load and a compare while no point is armed, else
     /// `CrashPoint.reachedSlowly` (which may stop or kill this process there).
-    @inline(__always)
+    @inlinable @inline(__always)
     static func crashPoint(_ name: StaticString) {
-        if cipc_crash_points_state() != 1 { CrashPoint.reachedSlowly(name) }
+        if cipc_crash_points_state() != 1 { reachedSlowly(name) }
+    }
+
+    /// A crash point that some test armed: `CrashPoint.reachedSlowly` (a package function, which
+    /// inlinable code cannot name).
+    @usableFromInline @inline(never)
+    static func reachedSlowly(_ name: StaticString) {
+        CrashPoint.reachedSlowly(name)
     }
 
     /// The fast side's barrier between its store and its load: a compiler barrier when this process
     /// registered as a fast side (`AsymmetricFence.registerFastSide`), a full fence when it did not.
-    @inline(__always)
+    @inlinable @inline(__always)
     static func lightFence() {
         if cipc_fence_state() == 1 { cipc_compiler_barrier() } else { atomicMemoryFence(ordering: .sequentiallyConsistent) }
+    }
+
+    /// One spin-loop hint (`SpinPolicy.pause`).
+    @inlinable @inline(__always)
+    static func pause() {
+        cipc_cpu_relax()
     }
 }
