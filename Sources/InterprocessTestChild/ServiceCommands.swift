@@ -40,6 +40,35 @@ func runServiceCommand(_ command: String, _ rest: [String]) -> Int32 {
                 try service.blockingServe(handler)
             }
             say("served \(served.load(ordering: .relaxed))")
+        case "svc-raw-serve":
+            // svc-raw-serve NAME [sync|exclusive]: svc-serve on a Service<UInt64, UInt64> (raw
+            // values: the exclusive server's and the clients' fast paths): answers N with N + 1000
+            // (and refuses 666) until the service is closed, then says "served N".
+            let service = try Service<UInt64, UInt64>.open(name: rest[0])
+            let served = Atomic<Int>(0)
+            let handler: @Sendable (UInt64) throws -> UInt64 = { value in
+                if value == 666 { throw InterprocessError(.invalidArgument, detail: "refused \(value)") }
+                served.wrappingAdd(1, ordering: .relaxed)
+                return value &+ 1000
+            }
+            if rest.count > 1 && rest[1] == "exclusive" {
+                var server = try service.exclusiveServer()
+                say("ready")
+                try server.blockingServe(handler)
+            } else {
+                say("ready")
+                try service.blockingServe(handler)
+            }
+            say("served \(served.load(ordering: .relaxed))")
+        case "svc-raw-request":
+            // svc-raw-request NAME VALUE TIMEOUT_MS: svc-request on a Service<UInt64, UInt64>.
+            let service = try Service<UInt64, UInt64>.open(name: rest[0])
+            say("requesting")
+            do throws(InterprocessError) {
+                say("reply \(try service.blockingRequest(UInt64(rest[1])!, timeout: .milliseconds(Int(rest[2])!)))")
+            } catch {
+                say("\(error.code)")
+            }
         case "svc-hold":
             // svc-hold NAME: takes one request, says "got TEXT", waits to be told, answers
             // "late TEXT" and says "delivered true|false".

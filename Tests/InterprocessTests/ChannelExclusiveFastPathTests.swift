@@ -67,7 +67,7 @@ struct ChannelExclusiveFastPathTests {
                 defer { child.stop() }
                 #expect(child.readLine() == "receiving")
                 for value in UInt64(1)...3 {
-                    #expect(waitForDetail(name, "receiversWaiting", "1"), "\(details(name))")
+                    #expect(pollUntil(timeout: .seconds(20)) { details(name)["receiversWaiting"] == "1" }, "\(details(name))")
                     let signal = peek32(name, at: Self.receiveSignal)
                     try sender.blockingSend(value, timeout: .seconds(5))
                     #expect(peek32(name, at: Self.receiveSignal) == signal &+ 1)
@@ -80,7 +80,7 @@ struct ChannelExclusiveFastPathTests {
             let child = try Peer.spawn("chan-x-raw-send", name, "4", "5", "6")
             defer { child.stop() }
             #expect(child.readLine() == "sending")
-            #expect(waitForDetail(name, "sendersWaiting", "1"), "\(details(name))")
+            #expect(pollUntil(timeout: .seconds(20)) { details(name)["sendersWaiting"] == "1" }, "\(details(name))")
             let signal = peek32(name, at: Self.sendSignal)
             #expect(try receiver.tryReceive() == 4)
             #expect(peek32(name, at: Self.sendSignal) == signal &+ 1)
@@ -225,14 +225,4 @@ private func expectClosed(_ body: () async throws(InterprocessError) -> Void, so
     } catch {
         #expect(error.code == .closed, "\(error)", sourceLocation: sourceLocation)
     }
-}
-
-/// Waits (at most 20 s) until `ipc inspect`'s detail `key` of `name` reads `value`.
-private func waitForDetail(_ name: String, _ key: String, _ value: String) -> Bool {
-    let deadline = Deadline(after: .seconds(20))
-    while !deadline.hasPassed {
-        if details(name)[key] == value { return true }
-        usleep(1_000)
-    }
-    return false
 }

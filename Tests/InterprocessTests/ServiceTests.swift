@@ -371,32 +371,43 @@ struct ServiceTests {
     /// A server killed at each step of handling a request: what its client sees, and that the next
     /// server goes on.
     /// The same for a server that holds the exclusive server role (the next server, a shared one,
-    /// takes the role over from the dead process).
+    /// takes the role over from the dead process); and for raw values (`Service<UInt64, UInt64>`,
+    /// whose exclusive server takes a request in one call: the same steps).
     @Test(arguments: [
-        ("service.serve.beforeTake", "reply echo a"),
+        ("service.serve.beforeTake", "reply"),
         ("service.serve.afterTake", "serverDied"),
         ("service.serve.afterRelease", "serverDied"),
         ("service.reply.afterWrite", "serverDied"),
-        ("service.reply.afterPublish", "reply echo a"),
-    ], [false, true])
-    func aServerKilledAtEachStep(_ step: (String, String), exclusive: Bool) throws {
-        let (point, expected) = step
+        ("service.reply.afterPublish", "reply"),
+    ], [(false, "text"), (true, "text"), (false, "raw"), (true, "raw")])
+    func aServerKilledAtEachStep(_ step: (String, String), _ how: (exclusive: Bool, kind: String)) throws {
+        let (point, outcome) = step
+        let raw = how.kind == "raw"
+        let expected = outcome == "reply" ? (raw ? "reply 1001" : "reply echo a") : outcome
         try withCleanNames("svcstep") { name in
-            let service = try Service<String, String>.create(name: name, capacity: 2)
-            defer { service.detach() }
-            let doomed = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "svc-serve", name, exclusive ? "exclusive" : "sync")
-            defer { doomed.stop() }
-            #expect(doomed.readLine() == "ready")
-            let client = try Peer.spawn("svc-request", name, "a", "120000")
+            let text = raw ? nil : try Service<String, String>.create(name: name, capacity: 2)
+            let values = raw ? try Service<UInt64, UInt64>.create(name: name, capacity: 2) : nil
+            defer { text?.detach(); values?.detach() }
+            // The request is queued before the doomed server looks (so that a raw server takes it
+            // on its fast path, in one call).
+            let client = try Peer.spawn(raw ? "svc-raw-request" : "svc-request", name, raw ? "1" : "a", "120000")
             defer { client.stop() }
             #expect(client.readLine() == "requesting")
+            #expect(pollUntil { (text?.queued ?? values?.queued) == 1 })
+            let serve = raw ? "svc-raw-serve" : "svc-serve"
+            let doomed = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, serve, name, how.exclusive ? "exclusive" : "sync")
+            defer { doomed.stop() }
             #expect(doomed.wait(timeout: .seconds(60)) == .signaled(SIGKILL))
             // The next server (killed before the take, the dead one left the request to it).
-            let server = try Peer.spawn("svc-serve", name)
+            let server = try Peer.spawn(serve, name)
             defer { server.stop() }
             #expect(server.readLine() == "ready")
             #expect(client.readLine(timeout: .seconds(60)) == expected)
-            #expect(try service.blockingRequest("b", timeout: .seconds(30)) == "echo b")
+            if let values {
+                #expect(try values.blockingRequest(2, timeout: .seconds(30)) == 1002)
+            } else if let text {
+                #expect(try text.blockingRequest("b", timeout: .seconds(30)) == "echo b")
+            }
             // A server killed after the take and before it released the queue slot left the
             // message to be redelivered: the next server passes over it (its request was marked as
             // the dead server's). (The queue finds the orphan, or the exclusive role's dead holder,
@@ -444,19 +455,30 @@ struct ServiceTests {
         }
     }
 
-    @Test func aClientKilledWhileTakingASlotOrQueueingLeavesASlotThatIsTakenBack() throws {
-        for point in ["service.request.afterSlot", "service.request.afterSend", "service.request.afterFree"] {
+    /// A client killed at each step of a request leaves a slot that is taken back; for strings,
+    /// and for raw values (whose request is sent in one call, and whose reply is looked for before
+    /// the general wait: the same steps), served by a shared and by an exclusive server.
+    @Test(arguments: ["text", "raw", "raw exclusive"])
+    func aClientKilledWhileTakingASlotOrQueueingLeavesASlotThatIsTakenBack(kind: String) throws {
+        for point in ["service.request.afterSlot", "service.request.afterSend", "service.request.afterReply", "service.request.afterFree"] {
             try withCleanNames("svcclientstep") { name in
-                let service = try Service<String, String>.create(name: name, capacity: 1)
-                defer { service.detach() }
-                let server = try Peer.spawn("svc-serve", name)
+                let raw = kind != "text"
+                let text = raw ? nil : try Service<String, String>.create(name: name, capacity: 1)
+                let values = raw ? try Service<UInt64, UInt64>.create(name: name, capacity: 1) : nil
+                defer { text?.detach(); values?.detach() }
+                let server = try Peer.spawn(raw ? "svc-raw-serve" : "svc-serve", name, kind == "raw exclusive" ? "exclusive" : "sync")
                 defer { server.stop() }
                 #expect(server.readLine() == "ready")
-                let doomed = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, "svc-request", name, "lost", "60000")
+                let doomed = try Peer.spawn(
+                    environment: "INTERPROCESS_CRASH_POINT", point, raw ? "svc-raw-request" : "svc-request", name, raw ? "7" : "lost", "60000")
                 defer { doomed.stop() }
                 #expect(doomed.wait(timeout: .seconds(60)) == .signaled(SIGKILL))
-                #expect(try service.blockingRequest("next", timeout: .seconds(30)) == "echo next", "\(point)")
-                #expect(detail(name, "inFlight") == 0)
+                if let values {
+                    #expect(try values.blockingRequest(8, timeout: .seconds(30)) == 1008, "\(point)")
+                } else if let text {
+                    #expect(try text.blockingRequest("next", timeout: .seconds(30)) == "echo next", "\(point)")
+                }
+                #expect(pollUntil { detail(name, "inFlight") == 0 }, "\(point): \(details(name))")
             }
         }
     }

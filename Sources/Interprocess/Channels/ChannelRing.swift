@@ -270,12 +270,20 @@ final class ChannelRing: @unchecked Sendable {
     /// publishes it, lets the slot go and wakes a parked receiver if there is one.
     @usableFromInline @inline(__always)
     func finishSend(_ claim: ChannelClaim, _ bytes: UnsafeRawBufferPointer) {
+        finishSend(claim, byteCount: bytes.count) { data in
+            if let source = bytes.baseAddress, bytes.count > 0 { data.copyMemory(from: source, byteCount: bytes.count) }
+        }
+    }
+
+    /// ``finishSend(_:_:)`` of a message of `byteCount` bytes (at most ``maxMessageSize``: the
+    /// caller checked) that `write` writes into the slot's data (a ``Service``'s request: its
+    /// header, then its bytes, with no copy in between).
+    @inline(__always)
+    func finishSend(_ claim: ChannelClaim, byteCount: Int, _ write: (UnsafeMutableRawPointer) -> Void) {
         let slot = claim.slot
         HotPath.crashPoint("channel.send.afterClaim")
-        length(slot).pointee.store(UInt32(bytes.count), ordering: .relaxed)
-        if let source = bytes.baseAddress, bytes.count > 0 {
-            (slot + Self.dataOffset).copyMemory(from: source, byteCount: bytes.count)
-        }
+        length(slot).pointee.store(UInt32(byteCount), ordering: .relaxed)
+        write(slot + Self.dataOffset)
         HotPath.crashPoint("channel.send.afterWrite")
         publish(claim)
         HotPath.crashPoint("channel.send.afterPublish")

@@ -206,7 +206,12 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
         if Task.isCancelled { throw cancelledError() }
         let wait = ServiceWait(timeout: timeout)
         if requestCodec.fixedSize != nil {
-            // A raw value: its own bytes go into the queue slot (no payload, no codec call).
+            // A raw value: its own bytes go into the queue slot (no payload, no codec call); when
+            // nothing has to wait, in one call, and the reply looked for before the general wait.
+            if let ticket = try withUnsafeBytes(of: request, { bytes throws(InterprocessError) in try core.sendNow(bytes) }) {
+                if core.replyArrived(ticket, spinning: ServiceCore.replySpinRounds) { return try collect(ticket, .replied) }
+                return try collect(ticket, try await core.awaitReply(ticket, wait))
+            }
             let (ticket, claim) = try await core.claimRequest(wait)
             withUnsafeBytes(of: request) { core.send(ticket, claim, $0) }
             return try collect(ticket, try await core.awaitReply(ticket, wait))
@@ -226,6 +231,10 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
         try checkAttached()
         let wait = ServiceWait(timeout: timeout)
         if requestCodec.fixedSize != nil {
+            if let ticket = try withUnsafeBytes(of: request, { bytes throws(InterprocessError) in try core.sendNow(bytes) }) {
+                if core.replyArrived(ticket, spinning: ServiceCore.replySpinRounds) { return try collect(ticket, .replied) }
+                return try collect(ticket, try core.blockingAwaitReply(ticket, wait))
+            }
             let (ticket, claim) = try core.blockingClaimRequest(wait)
             withUnsafeBytes(of: request) { core.send(ticket, claim, $0) }
             return try collect(ticket, try core.blockingAwaitReply(ticket, wait))
@@ -474,6 +483,20 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
             }
             try answer(call, with: handler)
         }
+    }
+
+    /// ``answer(_:with:)`` for a raw request taken by ``ServiceCore/exclusiveTakeNow(size:spinning:_:)``
+    /// (no ``ServiceCall``: the ticket is answered here, once) and a raw response.
+    @inlinable
+    func answer(_ ticket: ServiceTicket, _ request: Request, with handler: (Request) throws -> Response) throws(InterprocessError) {
+        let response: Response
+        do {
+            response = try handler(request)
+        } catch {
+            core.refuse(ticket, reason: "\(error)")
+            return
+        }
+        _ = withUnsafeBytes(of: response) { core.deliver(ticket, failed: false, $0) }
     }
 
     /// Answers `call` with what `handler` makes of its request, or refuses it with the error the

@@ -322,19 +322,71 @@ final class ServiceCore: @unchecked Sendable {
     /// ``maxRequestSize``: the caller checked) into the claimed queue slot and publishes it.
     @usableFromInline
     func send(_ ticket: ServiceTicket, _ claim: ChannelClaim, _ bytes: UnsafeRawBufferPointer) {
-        withUnsafeTemporaryAllocation(byteCount: Self.headerSize + bytes.count, alignment: 16) { buffer in
-            let base = buffer.baseAddress!
-            base.storeBytes(of: UInt32(ticket.slot).littleEndian, as: UInt32.self)
-            (base + 4).storeBytes(of: UInt32(0), as: UInt32.self)
-            (base + 8).storeBytes(of: ticket.ticket.littleEndian, as: UInt64.self)
+        // The header and the bytes, written straight into the queue slot.
+        queue.finishSend(claim, byteCount: Self.headerSize + bytes.count) { data in
+            data.storeBytes(of: UInt32(ticket.slot).littleEndian, as: UInt32.self)
+            (data + 4).storeBytes(of: UInt32(0), as: UInt32.self)
+            (data + 8).storeBytes(of: ticket.ticket.littleEndian, as: UInt64.self)
             if let source = bytes.baseAddress, bytes.count > 0 {
-                (base + Self.headerSize).copyMemory(from: source, byteCount: bytes.count)
+                (data + Self.headerSize).copyMemory(from: source, byteCount: bytes.count)
             }
-            queue.finishSend(claim, UnsafeRawBufferPointer(buffer))
         }
         requests.pointee.wrappingAdd(1, ordering: .relaxed)
         HotPath.crashPoint("service.request.afterSend")
     }
+
+    // MARK: Clients: the hot path of raw values
+
+    /// A whole request of `bytes` (at most ``maxRequestSize``: the caller checked) if it needs no
+    /// wait: a reply slot and a queue position taken at the first try
+    /// (``blockingClaimRequest(_:)``'s first attempts), then ``send(_:_:_:)``: one call. Nil,
+    /// having taken nothing, when either would wait (or lost a race): the caller takes the general
+    /// path from the start. Errors are named.
+    @usableFromInline
+    func sendNow(_ bytes: UnsafeRawBufferPointer) throws(InterprocessError) -> ServiceTicket? {
+        let ticket: ServiceTicket
+        let claim: ChannelClaim
+        do throws(InterprocessError) {
+            guard case .done(let slotTicket) = try claimSlot(checkNow: false) else { return nil }
+            ticket = slotTicket
+            do throws(InterprocessError) {
+                guard case .done(let queueClaim) = try queue.claimForSending(checkNow: false, announce: false) else {
+                    release(ticket)
+                    return nil
+                }
+                claim = queueClaim
+            } catch {
+                release(ticket)
+                throw error
+            }
+        } catch {
+            throw named(error)
+        }
+        send(ticket, claim, bytes)
+        return ticket
+    }
+
+    /// Whether the reply of `ticket` is in (REPLIED), looking at most `rounds` pause rounds more:
+    /// a request's reply usually comes within a few hundred nanoseconds, and spinning here spares
+    /// it the general wait's set-up. False: not yet, or another phase (a refusal, a server that
+    /// died, a damaged slot): the caller waits the general way (``blockingAwaitReply(_:_:)``),
+    /// which sees to each.
+    @usableFromInline
+    func replyArrived(_ ticket: ServiceTicket, spinning rounds: Int) -> Bool {
+        let slot = slot(ticket.slot)
+        let control = atomic64(slot)
+        let replied = ticket.ticket << 8 | UInt64(Self.replied)
+        var rounds = rounds
+        while control.pointee.load(ordering: .acquiring) != replied {
+            guard rounds > 0 else { return false }
+            rounds -= 1
+            SpinPolicy.pause()
+        }
+        return client(slot).pointee.load(ordering: .relaxed) == me
+    }
+
+    /// Pause rounds of ``replyArrived(_:spinning:)`` (none on one CPU).
+    @usableFromInline static let replySpinRounds = SpinPolicy.contendedSpinRounds
 
     /// Lets go of a slot whose request was never queued (the queue was full until the deadline,
     /// closed, or the task was cancelled).
@@ -578,6 +630,45 @@ final class ServiceCore: @unchecked Sendable {
         }
         if taken != nil { HotPath.crashPoint("service.serve.afterRelease") }
         return taken
+    }
+
+    /// The exclusive server's ``take(_:_:)`` of a raw request of `size` bytes, when one is queued
+    /// now or within `rounds` pause rounds (the hot path of ``ExclusiveServer/blockingServe(_:)``):
+    /// the same steps and crash points as a claim at the queue's receive position followed by
+    /// ``take(_:_:)`` — the reply slot marked SERVING while the queue slot still holds the request,
+    /// the request handed to `load` (which must not keep the pointer), the queue slot freed and
+    /// the receive position advanced — in one call. Nil, having done nothing, when the general
+    /// path must run: nothing queued within the spin, a request whose server died to redeliver
+    /// first, a message of another length or a damaged one, a request its client gave up.
+    @usableFromInline
+    func exclusiveTakeNow(size: Int, spinning rounds: Int, _ load: (UnsafeRawPointer) -> Void) -> ServiceTicket? {
+        let position = queue.receivePosition.pointee.load(ordering: .relaxed)
+        let slot = queue.fastSlot(at: position)
+        let sequence = queue.sequence(slot)
+        var rounds = rounds
+        while sequence.pointee.load(ordering: .acquiring) != ChannelRing.full(position) {
+            guard rounds > 0 else { return nil }
+            rounds -= 1
+            SpinPolicy.pause()
+        }
+        guard queue.orphans.pointee.load(ordering: .relaxed) == 0,
+              queue.length(slot).pointee.load(ordering: .relaxed) == UInt32(truncatingIfNeeded: Self.headerSize + size)
+        else { return nil }
+        let data = UnsafeRawPointer(slot + ChannelRing.dataOffset)
+        let index = Int(UInt32(littleEndian: data.loadUnaligned(as: UInt32.self)))
+        let ticket = UInt64(littleEndian: data.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        guard index < slotCount else { return nil }
+        let replySlot = self.slot(index)
+        HotPath.crashPoint("service.serve.beforeTake")
+        guard pair(replySlot).pointee.compareExchange(
+            expected: Self.word(ticket, Self.pending), desired: Self.word(ticket, Self.serving, server: me), ordering: .sequentiallyConsistent
+        ).exchanged else { return nil }
+        HotPath.crashPoint("service.serve.afterTake")
+        load(data + Self.headerSize)
+        HotPath.crashPoint("channel.receive.afterCopy")
+        queue.releaseExclusively(slot, position: position)
+        HotPath.crashPoint("service.serve.afterRelease")
+        return ServiceTicket(slot: index, ticket: ticket)
     }
 
     /// Delivers the reply (`failed`: a refusal, whose bytes are its reason) of the request of

@@ -83,17 +83,16 @@ struct WaitSite {
     /// when they are about to park, so that a waiter that gets the lock by spinning leaves no bit (and
     /// no spare wake-up call) behind. Such locks decide wakes by that bit, not by `waiters`, which is
     /// then only a count for `ipc inspect`.
+    ///
+    /// The closures are not optional (an optional closure escapes: its context would be allocated on
+    /// the heap at every wait); ``blockingWait(until:_:)`` spins with `attempt` itself.
     @inline(never)
     func blockingWait<Value>(
         until deadline: Deadline,
-        whileSpinning: ((_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>)? = nil,
+        whileSpinning: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>,
         _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
     ) throws(InterprocessError) -> Value {
-        if let whileSpinning {
-            if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, whileSpinning) { return value }
-        } else {
-            if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, attempt) { return value }
-        }
+        if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, whileSpinning) { return value }
         try countWaiter(in: waiters, name: name)
         defer { uncountWaiter(in: waiters) }
         var check = PeriodicCheck(every: recheckEvery)
@@ -116,17 +115,13 @@ struct WaitSite {
     /// nothing — if the task is cancelled before it starts or while it waits.
     func asyncWait<Value>(
         until deadline: Deadline,
-        whileSpinning: ((_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>)? = nil,
+        whileSpinning: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>,
         _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
     ) async throws(InterprocessError) -> Value {
         // A cancelled task acquires nothing, not even what is free.
         try throwIfCancelled()
         // A shorter spin, and no yields: this runs on a cooperative thread.
-        if let whileSpinning {
-            if let value = try spin(rounds: SpinPolicy.spinRounds / 4, whileSpinning) { return value }
-        } else {
-            if let value = try spin(rounds: SpinPolicy.spinRounds / 4, attempt) { return value }
-        }
+        if let value = try spin(rounds: SpinPolicy.spinRounds / 4, whileSpinning) { return value }
         try countWaiter(in: waiters, name: name)
         defer { uncountWaiter(in: waiters) }
         var check = PeriodicCheck(every: recheckEvery)
@@ -146,6 +141,22 @@ struct WaitSite {
                 }
             }
         }
+    }
+
+    /// ``blockingWait(until:whileSpinning:_:)`` spinning with `attempt` itself.
+    @inline(__always)
+    func blockingWait<Value>(
+        until deadline: Deadline, _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
+    ) throws(InterprocessError) -> Value {
+        try blockingWait(until: deadline, whileSpinning: attempt, attempt)
+    }
+
+    /// ``asyncWait(until:whileSpinning:_:)`` spinning with `attempt` itself.
+    @inline(__always)
+    func asyncWait<Value>(
+        until deadline: Deadline, _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
+    ) async throws(InterprocessError) -> Value {
+        try await asyncWait(until: deadline, whileSpinning: attempt, attempt)
     }
 
     /// One last attempt when the time ran out (the state may have changed as it did), else `timedOut`.
