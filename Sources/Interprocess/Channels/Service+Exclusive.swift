@@ -107,33 +107,7 @@ public struct ExclusiveServer<Request: Sendable, Response: Sendable>: ~Copyable,
     @available(*, noasync, message: "use the async serve(_:) in async code")
     @inlinable
     public mutating func blockingServe(_ handler: (Request) throws -> Response) throws(InterprocessError) {
-        guard service.requestCodec.fixedSize != nil, service.responseCodec.fixedSize != nil else {
-            return try service.blockingServe(exclusive: true, handler)
-        }
-        // Raw values: each request taken in one call when it is queued (or comes within a short
-        // spin), and answered straight into its reply slot; the general path for the rest.
-        let core = service.core
-        let size = MemoryLayout<Request>.size
-        while true {
-            do throws(InterprocessError) {
-                try service.checkAttached()
-            } catch where error.code == .closed {
-                return
-            }
-            var request: Request?
-            if let ticket = core.exclusiveTakeNow(size: size, spinning: ServiceCore.replySpinRounds, { request = $0.loadUnaligned(as: Request.self) }),
-               let request {
-                try service.answer(ticket, request, with: handler)
-                continue
-            }
-            let call: ServiceCall<Request, Response>
-            do throws(InterprocessError) {
-                call = try service.blockingNextCall(timeout: nil, exclusive: true)
-            } catch where error.code == .closed {
-                return
-            }
-            try service.answer(call, with: handler)
-        }
+        try service.blockingServe(exclusive: true, handler)
     }
 
     /// Answers, with `handler`, every request queued now, and returns how many it answered; never

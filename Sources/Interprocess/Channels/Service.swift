@@ -408,6 +408,15 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     /// payload, no codec call).
     @inlinable
     func rawCall(from claim: ChannelClaim, size: Int) throws(InterprocessError) -> ServiceCall<Request, Response>? {
+        guard let (ticket, request) = try rawRequest(from: claim, size: size) else { return nil }
+        return ServiceCall(request: request, service: self, right: ServiceReplyRight(core: core, ticket: ticket))
+    }
+
+    /// The raw request in the claimed queue slot and its ticket, to be answered once (by a
+    /// ``ServiceCall``, or by ``answer(_:_:with:)``); nil for a stale message or one of another
+    /// length (refused).
+    @inlinable
+    func rawRequest(from claim: ChannelClaim, size: Int) throws(InterprocessError) -> (ServiceTicket, Request)? {
         var value: Request?
         var count = 0
         let taken: ServiceTicket?
@@ -425,7 +434,7 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
             core.refuse(ticket, reason: "the server could not read the request: \(error)")
             return nil
         }
-        return ServiceCall(request: value, service: self, right: ServiceReplyRight(core: core, ticket: ticket))
+        return (ticket, value)
     }
 
     /// Answers requests with `handler` until the service is closed and every queued request was
@@ -474,6 +483,7 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     @available(*, noasync, message: "use the async serve(_:) in async code")
     @inlinable
     func blockingServe(exclusive: Bool, _ handler: (Request) throws -> Response) throws(InterprocessError) {
+        if requestCodec.fixedSize != nil, responseCodec.fixedSize != nil { return try blockingServeValues(exclusive: exclusive, handler) }
         while true {
             let call: ServiceCall<Request, Response>
             do throws(InterprocessError) {
@@ -497,6 +507,37 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
             return
         }
         _ = withUnsafeBytes(of: response) { core.deliver(ticket, failed: false, $0) }
+    }
+
+    /// ``blockingServe(exclusive:_:)`` for raw requests and responses: a request queued now, or
+    /// within a short spin, is taken in one call (the exclusive server) or claimed with the general
+    /// path's first attempt (a shared one), and answered straight into its reply slot, with no
+    /// ``ServiceCall``; the general wait when none comes.
+    @available(*, noasync, message: "use the async serve(_:) in async code")
+    @inlinable
+    func blockingServeValues(exclusive: Bool, _ handler: (Request) throws -> Response) throws(InterprocessError) {
+        let core = core
+        let size = MemoryLayout<Request>.size
+        core.markServer()
+        while true {
+            do throws(InterprocessError) {
+                try checkAttached()
+                if exclusive {
+                    var request: Request?
+                    if let ticket = core.exclusiveTakeNow(size: size, spinning: ServiceCore.replySpinRounds, { request = $0.loadUnaligned(as: Request.self) }),
+                       let request {
+                        try answer(ticket, request, with: handler)
+                        continue
+                    }
+                } else if let claim = try core.claimToServeNow(spinning: ServiceCore.replySpinRounds) {
+                    if let (ticket, request) = try rawRequest(from: claim, size: size) { try answer(ticket, request, with: handler) }
+                    continue
+                }
+                try answer(try blockingNextCall(timeout: nil, exclusive: exclusive), with: handler)
+            } catch where error.code == .closed {
+                return
+            }
+        }
     }
 
     /// Answers `call` with what `handler` makes of its request, or refuses it with the error the

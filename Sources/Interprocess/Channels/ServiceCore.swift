@@ -577,6 +577,26 @@ final class ServiceCore: @unchecked Sendable {
         try named { () throws(InterprocessError) in try queue.tryClaimForReceiving(exclusive: exclusive) }
     }
 
+    /// A shared server's claim of the next queued request when one is queued now or within
+    /// `rounds` pause rounds (the hot path of ``Service/blockingServe(_:)`` for raw values): the
+    /// general path's first attempt, without its wait. Nil, having claimed nothing, when none came
+    /// (or another server won it): the caller takes the general path. Errors are named.
+    @usableFromInline
+    func claimToServeNow(spinning rounds: Int) throws(InterprocessError) -> ChannelClaim? {
+        var rounds = rounds
+        while !queue.hasMessage() {
+            guard rounds > 0 else { return nil }
+            rounds -= 1
+            SpinPolicy.pause()
+        }
+        do throws(InterprocessError) {
+            guard case .done(let claim) = try queue.claimForReceiving(checkNow: false, announce: false) else { return nil }
+            return claim
+        } catch {
+            throw named(error)
+        }
+    }
+
     /// Records once per handle that this process serves (asks for requests), so that `ipc inspect`
     /// lists a server waiting for its first request as one.
     @usableFromInline @inline(__always)
