@@ -62,13 +62,7 @@ func runServiceCommand(_ command: String, _ rest: [String]) -> Int32 {
             say("served \(served.load(ordering: .relaxed))")
         case "svc-raw-request":
             // svc-raw-request NAME VALUE TIMEOUT_MS: svc-request on a Service<UInt64, UInt64>.
-            let service = try Service<UInt64, UInt64>.open(name: rest[0])
-            say("requesting")
-            do throws(InterprocessError) {
-                say("reply \(try service.blockingRequest(UInt64(rest[1])!, timeout: .milliseconds(Int(rest[2])!)))")
-            } catch {
-                say("\(error.code)")
-            }
+            requestAndSay(try Service<UInt64, UInt64>.open(name: rest[0]), UInt64(rest[1])!, milliseconds: rest[2])
         case "svc-hold":
             // svc-hold NAME: takes one request, says "got TEXT", waits to be told, answers
             // "late TEXT" and says "delivered true|false".
@@ -81,13 +75,7 @@ func runServiceCommand(_ command: String, _ rest: [String]) -> Int32 {
             say("delivered \(try call.reply("late " + text))")
         case "svc-request":
             // svc-request NAME TEXT TIMEOUT_MS: says "requesting", then "reply TEXT" or the error's code.
-            let service = try Service<String, String>.open(name: rest[0])
-            say("requesting")
-            do throws(InterprocessError) {
-                say("reply \(try service.blockingRequest(rest[1], timeout: .milliseconds(Int(rest[2])!)))")
-            } catch {
-                say("\(error.code)")
-            }
+            requestAndSay(try Service<String, String>.open(name: rest[0]), rest[1], milliseconds: rest[2])
         case "svc-clients":
             // svc-clients NAME ID TASKS COUNT [tolerant]: says "ready", waits to be told, then TASKS
             // tasks each send COUNT requests "ID.TASK.SEQ" and check that each reply is "echo " + it;
@@ -191,4 +179,14 @@ final class Tally: Sendable {
     let sent = Atomic<Int>(0)
     let stop = Atomic<Bool>(false)
     let wrong = Mutex<String?>(nil)
+}
+
+/// Says "requesting", sends `request` (timeout: `milliseconds`), then says "reply REPLY" or the error's code.
+private func requestAndSay<Request, Response>(_ service: Service<Request, Response>, _ request: Request, milliseconds: String) {
+    say("requesting")
+    do throws(InterprocessError) {
+        say("reply \(try service.blockingRequest(request, timeout: .milliseconds(Int(milliseconds)!)))")
+    } catch {
+        say("\(error.code)")
+    }
 }

@@ -274,7 +274,7 @@ struct PlacementTableTests {
                 ("format", Self.table + 64, le32(9), .incompatible),
             ]
             for (what, offset, bytes, code) in damages {
-                let saved = Self.read(name, at: offset, count: bytes.count)
+                let saved = peek(name, at: offset, count: bytes.count)
                 scribble(name, at: offset, bytes)
                 expectError(code) { try segment.placedObjects() }
                 expectError(code) { try ProcessMutex.create(in: segment, at: 1024) }
@@ -340,15 +340,5 @@ struct PlacementTableTests {
         defer { atomic.close() }
         #expect(try await SharedAtomic<UInt64>.openWhenCreated(name: name, timeout: .seconds(20)).load() == 5)
         await #expect(throws: InterprocessError.self) { try await SharedAtomic<Int64>.openWhenCreated(name: name, timeout: .seconds(20)) }
-    }
-
-    static func read(_ name: String, at offset: Int, count: Int) -> [UInt8] {
-        let fd = open("/dev/shm/" + name, O_RDONLY)
-        precondition(fd >= 0)
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: count)
-        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
-        precondition(n == count)
-        return bytes
     }
 }

@@ -76,7 +76,7 @@ struct TypeFingerprintTests {
             let tick = TypeFingerprint(typeName: "feed.Tick", size: 16, alignment: 8, version: 7)
             let variable = try SharedVariable<Tick>.create(name: name, initialValue: Tick(sequence: 1, price: 99), type: tick)
             defer { variable.close() }
-            let bytes = readBytes(name, at: Self.fingerprintOffset, count: 128)
+            let bytes = peek(name, at: Self.fingerprintOffset, count: 128)
             func load<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T {
                 T(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) })
             }
@@ -127,7 +127,7 @@ struct TypeFingerprintTests {
         try withCleanNames("fpgarbage") { name in
             let variable = try SharedVariable<UInt64>.create(name: name)
             defer { variable.close() }
-            let original = readBytes(name, at: Self.fingerprintOffset, count: 128)
+            let original = peek(name, at: Self.fingerprintOffset, count: 128)
             func withFingerprint(_ edit: (inout [UInt8]) -> Void, expect codes: Set<String>) {
                 var bytes = original
                 edit(&bytes)
@@ -204,7 +204,7 @@ extension TypeFingerprintTests {
                 (fieldOffset(\cipc_variable_header.value_offset), UInt32(0xFFFF_0000)),
                 (fieldOffset(\cipc_variable_header.reader_capacity), UInt32(1 << 30)),
             ] {
-                let original = readBytes(name, at: header + field, count: 4)
+                let original = peek(name, at: header + field, count: 4)
                 scribble(name, at: header + field, withUnsafeBytes(of: garbage.littleEndian) { Array($0) })
                 expectError(.corrupt) { try SharedVariable<UInt64>.open(name: name) }
                 #expect(try SharedMemory.info(name: name).kind == "variable")
@@ -220,14 +220,4 @@ private func fnv1a64(_ bytes: [UInt8]) -> UInt64 {
     var hash: UInt64 = 0xcbf2_9ce4_8422_2325
     for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
     return hash
-}
-
-private func readBytes(_ name: String, at offset: Int, count: Int) -> [UInt8] {
-    let fd = open("/dev/shm/" + name, O_RDONLY)
-    precondition(fd >= 0)
-    defer { close(fd) }
-    var bytes = [UInt8](repeating: 0, count: count)
-    let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
-    precondition(n == count)
-    return bytes
 }

@@ -310,7 +310,7 @@ final class BroadcastRing: @unchecked Sendable {
                 }
                 // Another publisher's turn is short: worth a few more tries; a full ring is not.
                 guard publisher.pointee.load(ordering: .relaxed) != 0 else { return nil }
-                SpinPolicy.pause()
+                HotPath.pause()
             }
         }
         return nil

@@ -374,7 +374,7 @@ final class ChannelRing: @unchecked Sendable {
                 // Full: would wait. A free slot that a live process holds for a moment (another
                 // sender claiming it) is worth a few more tries.
                 guard hasFreeSlot() else { return nil }
-                SpinPolicy.pause()
+                HotPath.pause()
             }
         }
         return nil
@@ -534,7 +534,7 @@ final class ChannelRing: @unchecked Sendable {
                 // process holds for a moment (its sender finishing, another receiver claiming it)
                 // is worth a few more tries.
                 guard hasMessage() else { return nil }
-                SpinPolicy.pause()
+                HotPath.pause()
             }
         }
         return nil

@@ -202,7 +202,7 @@ final class MessageQueueCore: @unchecked Sendable {
         }
         // The lock is held for a few dozen memory operations: a short spin is worth it.
         for _ in 0..<64 {
-            SpinPolicy.pause()
+            HotPath.pause()
             if lockWord.pointee.compareExchange(expected: 0, desired: me, ordering: .acquiring).exchanged { return true }
         }
         let holder = lockWord.pointee.load(ordering: .relaxed)

@@ -380,7 +380,7 @@ final class ServiceCore: @unchecked Sendable {
         while control.pointee.load(ordering: .acquiring) != replied {
             guard rounds > 0 else { return false }
             rounds -= 1
-            SpinPolicy.pause()
+            HotPath.pause()
         }
         return client(slot).pointee.load(ordering: .relaxed) == me
     }
@@ -587,7 +587,7 @@ final class ServiceCore: @unchecked Sendable {
         while !queue.hasMessage() {
             guard rounds > 0 else { return nil }
             rounds -= 1
-            SpinPolicy.pause()
+            HotPath.pause()
         }
         do throws(InterprocessError) {
             guard case .done(let claim) = try queue.claimForReceiving(checkNow: false, announce: false) else { return nil }
@@ -669,7 +669,7 @@ final class ServiceCore: @unchecked Sendable {
         while sequence.pointee.load(ordering: .acquiring) != ChannelRing.full(position) {
             guard rounds > 0 else { return nil }
             rounds -= 1
-            SpinPolicy.pause()
+            HotPath.pause()
         }
         guard queue.orphans.pointee.load(ordering: .relaxed) == 0,
               queue.length(slot).pointee.load(ordering: .relaxed) == UInt32(truncatingIfNeeded: Self.headerSize + size)

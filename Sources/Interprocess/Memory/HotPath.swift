@@ -35,7 +35,8 @@ enum HotPath {
         if cipc_fence_state() == 1 { cipc_compiler_barrier() } else { atomicMemoryFence(ordering: .sequentiallyConsistent) }
     }
 
-    /// One spin-loop hint (`SpinPolicy.pause`).
+    /// One spin-loop hint (`SpinPolicy.pause`, which is a call from this module: the wait drivers'
+    /// spins and the hot paths' short spins use this one).
     @inlinable @inline(__always)
     static func pause() {
         cipc_cpu_relax()

@@ -202,7 +202,7 @@ private func spin<Value>(
             }
             if rounds > 0 {
                 rounds -= 1
-                SpinPolicy.pause()
+                HotPath.pause()
                 continue
             }
             guard yields > 0 else { return nil }
