@@ -41,9 +41,10 @@ func runServiceCommand(_ command: String, _ rest: [String]) -> Int32 {
             }
             say("served \(served.load(ordering: .relaxed))")
         case "svc-raw-serve":
-            // svc-raw-serve NAME [sync|exclusive]: svc-serve on a Service<UInt64, UInt64> (raw
-            // values: the exclusive server's and the clients' fast paths): answers N with N + 1000
-            // (and refuses 666) until the service is closed, then says "served N".
+            // svc-raw-serve NAME [sync|exclusive|async|async-exclusive]: svc-serve on a
+            // Service<UInt64, UInt64> (raw values: the servers' and the clients' hot paths):
+            // answers N with N + 1000 (and refuses 666) until the service is closed, then says
+            // "served N".
             let service = try Service<UInt64, UInt64>.open(name: rest[0])
             let served = Atomic<Int>(0)
             let handler: @Sendable (UInt64) throws -> UInt64 = { value in
@@ -51,11 +52,22 @@ func runServiceCommand(_ command: String, _ rest: [String]) -> Int32 {
                 served.wrappingAdd(1, ordering: .relaxed)
                 return value &+ 1000
             }
-            if rest.count > 1 && rest[1] == "exclusive" {
+            let mode = rest.count > 1 ? rest[1] : "sync"
+            switch mode {
+            case "exclusive":
                 var server = try service.exclusiveServer()
                 say("ready")
                 try server.blockingServe(handler)
-            } else {
+            case "async-exclusive":
+                try runInTask { () throws(InterprocessError) in
+                    var server = try service.exclusiveServer()
+                    say("ready")
+                    try await server.serve { try handler($0) }
+                }
+            case "async":
+                say("ready")
+                try runInTask { () throws(InterprocessError) in try await service.serve { try handler($0) } }
+            default:
                 say("ready")
                 try service.blockingServe(handler)
             }

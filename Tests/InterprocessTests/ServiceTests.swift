@@ -157,6 +157,30 @@ struct ServiceTests {
 
     // MARK: Timeouts and cancellation
 
+    /// A server whose task is cancelled takes nothing, not even a request that is queued already
+    /// (raw values: the async servers' hot path checks before it takes), shared or exclusive; the
+    /// request stays for the next server.
+    @Test(arguments: [false, true])
+    func aCancelledServerTakesNothing(exclusive: Bool) async throws {
+        try await withCleanNamesAsync("svccancelserve") { name in
+            let service = try Service<UInt64, UInt64>.create(name: name, capacity: 2)
+            defer { service.detach() }
+            let client = try Peer.spawn("svc-raw-request", name, "5", "60000")
+            defer { client.stop() }
+            #expect(client.readLine() == "requesting")
+            #expect(pollUntil { service.queued == 1 })
+            let outcome = await Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                try await serveValues(service, exclusive: exclusive)
+            }.result
+            #expect((outcome.failureValue as? InterprocessError)?.code == .cancelled, "\(outcome)")
+            #expect(service.queued == 1)
+            let server = try Peer.spawn("svc-raw-serve", name)
+            defer { server.stop() }
+            #expect(client.readLine(timeout: .seconds(30)) == "reply 1005")
+        }
+    }
+
     @Test func aRequestNobodyServesTimesOutAndItsStaleMessageReachesNobody() throws {
         try withCleanNames("svctimeout") { name in
             let service = try Service<String, String>.create(name: name, capacity: 1)
@@ -372,15 +396,15 @@ struct ServiceTests {
     /// server goes on.
     /// The same for a server that holds the exclusive server role (the next server, a shared one,
     /// takes the role over from the dead process); and for raw values (`Service<UInt64, UInt64>`,
-    /// whose exclusive server takes a request in one call: the same steps).
+    /// whose servers, blocking and async, take a queued request on their hot path: the same steps).
     @Test(arguments: [
         ("service.serve.beforeTake", "reply"),
         ("service.serve.afterTake", "serverDied"),
         ("service.serve.afterRelease", "serverDied"),
         ("service.reply.afterWrite", "serverDied"),
         ("service.reply.afterPublish", "reply"),
-    ], [(false, "text"), (true, "text"), (false, "raw"), (true, "raw")])
-    func aServerKilledAtEachStep(_ step: (String, String), _ how: (exclusive: Bool, kind: String)) throws {
+    ], [("sync", "text"), ("exclusive", "text"), ("sync", "raw"), ("exclusive", "raw"), ("async", "raw"), ("async-exclusive", "raw")])
+    func aServerKilledAtEachStep(_ step: (String, String), _ how: (mode: String, kind: String)) throws {
         let (point, outcome) = step
         let raw = how.kind == "raw"
         let expected = outcome == "reply" ? (raw ? "reply 1001" : "reply echo a") : outcome
@@ -395,7 +419,7 @@ struct ServiceTests {
             #expect(client.readLine() == "requesting")
             #expect(pollUntil { (text?.queued ?? values?.queued) == 1 })
             let serve = raw ? "svc-raw-serve" : "svc-serve"
-            let doomed = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, serve, name, how.exclusive ? "exclusive" : "sync")
+            let doomed = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", point, serve, name, how.mode)
             defer { doomed.stop() }
             #expect(doomed.wait(timeout: .seconds(60)) == .signaled(SIGKILL))
             // The next server (killed before the take, the dead one left the request to it).
@@ -703,4 +727,14 @@ private final class ServiceTestThread: @unchecked Sendable {
 /// What the threads of a test found.
 private final class Outcomes: Sendable {
     let list = Mutex<[String]>([])
+}
+
+/// Serves `service` with `value + 1`, through its exclusive server or not, until it ends.
+private func serveValues(_ service: Service<UInt64, UInt64>, exclusive: Bool) async throws {
+    if exclusive {
+        var server = try service.exclusiveServer()
+        try await server.serve { $0 + 1 }
+    } else {
+        try await service.serve { $0 + 1 }
+    }
 }

@@ -459,7 +459,32 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     /// ``serve(_:)``; `exclusive`: as the holder of the server role (``ExclusiveServer``).
     @inlinable
     func serve(exclusive: Bool, _ handler: (Request) async throws -> Response) async throws(InterprocessError) {
+        let values = requestCodec.fixedSize != nil && responseCodec.fixedSize != nil
+        if values { core.markServer() }
         while true {
+            if values {
+                // Raw values: a request queued now is taken in one call (no spin on a cooperative
+                // thread) and answered straight into its reply slot; else the general wait.
+                let taken: (ServiceTicket, Request)?
+                do throws(InterprocessError) {
+                    try checkAttached()
+                    if Task.isCancelled { throw cancelledError() }
+                    taken = try rawRequestNow(exclusive: exclusive, spinning: 0)
+                } catch where error.code == .closed {
+                    return
+                }
+                if let (ticket, request) = taken {
+                    let response: Response
+                    do {
+                        response = try await handler(request)
+                    } catch {
+                        core.refuse(ticket, reason: "\(error)")
+                        continue
+                    }
+                    deliver(ticket, response)
+                    continue
+                }
+            }
             let call: ServiceCall<Request, Response>
             do throws(InterprocessError) {
                 call = try await nextCall(timeout: nil, exclusive: exclusive)
@@ -502,8 +527,47 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
         }
     }
 
-    /// ``answer(_:with:)`` for a raw request taken by ``ServiceCore/exclusiveTakeNow(size:spinning:_:)``
-    /// (no ``ServiceCall``: the ticket is answered here, once) and a raw response.
+    /// ``blockingServe(exclusive:_:)`` for raw requests and responses: a request queued now, or
+    /// within a short spin, is taken by ``rawRequestNow(exclusive:spinning:)`` and answered straight
+    /// into its reply slot, with no ``ServiceCall``; the general wait when none comes.
+    @available(*, noasync, message: "use the async serve(_:) in async code")
+    @inlinable
+    func blockingServeValues(exclusive: Bool, _ handler: (Request) throws -> Response) throws(InterprocessError) {
+        core.markServer()
+        while true {
+            do throws(InterprocessError) {
+                try checkAttached()
+                if let (ticket, request) = try rawRequestNow(exclusive: exclusive, spinning: ServiceCore.replySpinRounds) {
+                    try answer(ticket, request, with: handler)
+                    continue
+                }
+                try answer(try blockingNextCall(timeout: nil, exclusive: exclusive), with: handler)
+            } catch where error.code == .closed {
+                return
+            }
+        }
+    }
+
+    /// A raw request queued now or within `rounds` pause rounds, and its ticket, to be answered
+    /// once: taken in one call by the exclusive server (``ServiceCore/exclusiveTakeNow(size:spinning:_:)``),
+    /// claimed with the general path's first attempt by a shared one. Nil when none came, or the
+    /// one claimed was stale or of another length (refused): the caller waits the general way.
+    @inlinable
+    func rawRequestNow(exclusive: Bool, spinning rounds: Int) throws(InterprocessError) -> (ServiceTicket, Request)? {
+        let size = MemoryLayout<Request>.size
+        if exclusive {
+            var request: Request?
+            guard let ticket = core.exclusiveTakeNow(size: size, spinning: rounds, { request = $0.loadUnaligned(as: Request.self) }),
+                  let request
+            else { return nil }
+            return (ticket, request)
+        }
+        guard let claim = try core.claimToServeNow(spinning: rounds) else { return nil }
+        return try rawRequest(from: claim, size: size)
+    }
+
+    /// ``answer(_:with:)`` for a raw request taken by ``rawRequestNow(exclusive:spinning:)`` (no
+    /// ``ServiceCall``: the ticket is answered here, once) and a raw response.
     @inlinable
     func answer(_ ticket: ServiceTicket, _ request: Request, with handler: (Request) throws -> Response) throws(InterprocessError) {
         let response: Response
@@ -513,38 +577,14 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
             core.refuse(ticket, reason: "\(error)")
             return
         }
-        _ = withUnsafeBytes(of: response) { core.deliver(ticket, failed: false, $0) }
+        deliver(ticket, response)
     }
 
-    /// ``blockingServe(exclusive:_:)`` for raw requests and responses: a request queued now, or
-    /// within a short spin, is taken in one call (the exclusive server) or claimed with the general
-    /// path's first attempt (a shared one), and answered straight into its reply slot, with no
-    /// ``ServiceCall``; the general wait when none comes.
-    @available(*, noasync, message: "use the async serve(_:) in async code")
+    /// Delivers the raw `response` to the request of `ticket` (a client that gave up meanwhile
+    /// never sees it).
     @inlinable
-    func blockingServeValues(exclusive: Bool, _ handler: (Request) throws -> Response) throws(InterprocessError) {
-        let core = core
-        let size = MemoryLayout<Request>.size
-        core.markServer()
-        while true {
-            do throws(InterprocessError) {
-                try checkAttached()
-                if exclusive {
-                    var request: Request?
-                    if let ticket = core.exclusiveTakeNow(size: size, spinning: ServiceCore.replySpinRounds, { request = $0.loadUnaligned(as: Request.self) }),
-                       let request {
-                        try answer(ticket, request, with: handler)
-                        continue
-                    }
-                } else if let claim = try core.claimToServeNow(spinning: ServiceCore.replySpinRounds) {
-                    if let (ticket, request) = try rawRequest(from: claim, size: size) { try answer(ticket, request, with: handler) }
-                    continue
-                }
-                try answer(try blockingNextCall(timeout: nil, exclusive: exclusive), with: handler)
-            } catch where error.code == .closed {
-                return
-            }
-        }
+    func deliver(_ ticket: ServiceTicket, _ response: Response) {
+        _ = withUnsafeBytes(of: response) { core.deliver(ticket, failed: false, $0) }
     }
 
     /// Answers `call` with what `handler` makes of its request, or refuses it with the error the
