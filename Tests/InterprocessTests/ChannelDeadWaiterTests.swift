@@ -111,6 +111,30 @@ struct ChannelDeadWaiterTests {
         }
     }
 
+    /// `ipc gc`, which sweeps the entries of ended processes, takes a dead parked receiver's count
+    /// out too.
+    @Test func ipcGCTakesTheCountOfADeadWaiter() throws {
+        try withCleanNames("deadgc") { name in
+            let channel = try Channel<String>.create(name: name, capacity: 4)
+            defer { channel.detach() }
+            let child = try Peer.spawn("chan-receive", name, "60000")
+            defer { child.stop() }
+            #expect(child.readLine() == "receiving")
+            expectDetail(name, "receiversWaiting", 1)
+            child.kill(signal: SIGKILL)
+            #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
+
+            let path = try #require(BuiltExecutable.path(of: "ipc"), "the ipc executable is not built next to the tests")
+            let gc = try ChildProcess.run(path, ["gc", "--prefix", name], timeout: .seconds(30))
+            #expect(gc.termination == .exited(0), "\(gc.standardError)")
+            #expect(detail(name, "receiversWaiting") == 0, "\(gc.standardOutput) \(details(name))")
+            let signal = peek32(name, at: Self.receiveSignal)
+            try channel.blockingSend("nobody waits", timeout: .seconds(5))
+            #expect(peek32(name, at: Self.receiveSignal) == signal)
+            #expect(try channel.tryReceive() == "nobody waits")
+        }
+    }
+
     /// A waiter killed between its two counts, on the way in (`channel.wait.countedGlobally`: in
     /// the header, not yet in its entry) or on the way out (`channel.wait.uncountedEntry`: out of
     /// its entry, not yet out of the header), leaves an over-count of one that no sweep can
