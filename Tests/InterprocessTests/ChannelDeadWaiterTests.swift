@@ -23,21 +23,64 @@ struct ChannelDeadWaiterTests {
         #expect(reached, "\(key) is \(detail(name, key).map(String.init) ?? "?"), not \(value): \(details(name))", sourceLocation: sourceLocation)
     }
 
+    /// Runs `body` with a new `Channel<String>` of `capacity` and its name (nothing left in /dev/shm after).
+    private func withChannel(_ tag: String, capacity: Int = 4, _ body: (String, Channel<String>) throws -> Void) throws {
+        try withCleanNames(tag) { name in
+            let channel = try Channel<String>.create(name: name, capacity: capacity)
+            defer { channel.detach() }
+            try body(name, channel)
+        }
+    }
+
+    /// A child (`command` NAME 60000) that parks receiving on the empty channel `name`, once
+    /// `receiversWaiting` reads `counted`. The caller stops it.
+    private func parkedReceiver(_ name: String, counted: Int, command: String = "chan-receive", sourceLocation: SourceLocation = #_sourceLocation) throws -> ChildProcess {
+        let child = try Peer.spawn(command, name, "60000")
+        #expect(child.readLine() == "receiving", sourceLocation: sourceLocation)
+        expectDetail(name, "receiversWaiting", counted, sourceLocation: sourceLocation)
+        return child
+    }
+
+    /// SIGKILLs the parked `child` and reaps it.
+    private func killParked(_ child: ChildProcess, sourceLocation: SourceLocation = #_sourceLocation) {
+        child.kill(signal: SIGKILL)
+        #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL), sourceLocation: sourceLocation)
+    }
+
+    /// A program that opens the channel `name` and sends nothing (joining sweeps the entries of
+    /// dead processes), killed at `crashPoint` if one is given; how it ended.
+    private func openAndLeave(_ name: String, crashPoint: String? = nil) throws -> ChildProcess.Termination? {
+        let child = try crashPoint.map { try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", $0, "chan-send", name) } ?? Peer.spawn("chan-send", name)
+        defer { child.stop() }
+        return child.wait(timeout: .seconds(10))
+    }
+
+    /// Runs `body` (a send or receive that nobody waits for) and expects the futex word at `offset`
+    /// of `name` not to move: no wake-up call.
+    private func expectNoWake(_ name: String, at offset: Int, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) rethrows {
+        let signal = peek32(name, at: offset)
+        try body()
+        #expect(peek32(name, at: offset) == signal, "a wake-up call", sourceLocation: sourceLocation)
+    }
+
+    /// Sends a message that the parked `live` receiver gets, then waits until `receiversWaiting`
+    /// reads `left` (the over-count that stays, if any).
+    private func wake(_ live: ChildProcess, of channel: Channel<String>, name: String, leaving left: Int, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try channel.blockingSend("for the live one", timeout: .seconds(5))
+        #expect(live.readLine(timeout: .seconds(20)) == "received for the live one", sourceLocation: sourceLocation)
+        expectDetail(name, "receiversWaiting", left, sourceLocation: sourceLocation)
+    }
+
     /// A receiver killed while parked on an empty channel (blocking or async): the next send that
     /// would wake it wakes nobody, sweeps its entry, and its count is gone — the send after that
     /// makes no wake-up call (the receivers' futex word does not move).
     @Test(arguments: ["chan-receive", "chan-receive-async"])
     func aReceiverKilledWhileParkedIsNoLongerCounted(command: String) throws {
-        try withCleanNames("deadrecv") { name in
-            let channel = try Channel<String>.create(name: name, capacity: 4)
-            defer { channel.detach() }
-            let child = try Peer.spawn(command, name, "60000")
+        try withChannel("deadrecv") { name, channel in
+            let child = try parkedReceiver(name, counted: 1, command: command)
             defer { child.stop() }
-            #expect(child.readLine() == "receiving")
-            expectDetail(name, "receiversWaiting", 1)
             #expect(details(name).values.contains { $0.contains("waiting: 1 receiving, 0 sending") }, "\(details(name))")
-            child.kill(signal: SIGKILL)
-            #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
+            killParked(child)
             #expect(detail(name, "receiversWaiting") == 1)
 
             // The send the dead receiver waited for: a wake-up call that wakes nobody, and the sweep.
@@ -46,9 +89,7 @@ struct ChannelDeadWaiterTests {
             #expect(try channel.tryReceive() == "first")
             // Empty again, nobody waits: a send publishes the message the receive position is at,
             // and makes no wake-up call.
-            let signal = peek32(name, at: Self.receiveSignal)
-            try channel.blockingSend("second", timeout: .seconds(5))
-            #expect(peek32(name, at: Self.receiveSignal) == signal)
+            try expectNoWake(name, at: Self.receiveSignal) { try channel.blockingSend("second", timeout: .seconds(5)) }
             #expect(try channel.tryReceive() == "second")
         }
     }
@@ -56,25 +97,22 @@ struct ChannelDeadWaiterTests {
     /// A sender killed while parked on a full ring: the receive that frees the slot it waited for
     /// sweeps it; the next receive that frees such a slot makes no wake-up call.
     @Test func aSenderKilledWhileParkedIsNoLongerCounted() throws {
-        try withCleanNames("deadsend") { name in
-            let channel = try Channel<String>.create(name: name, capacity: 1)
-            defer { channel.detach() }
+        try withChannel("deadsend", capacity: 1) { name, channel in
             try channel.blockingSend("full", timeout: .seconds(5))
             let child = try Peer.spawn("chan-send-wait", name, "never", "60000")
             defer { child.stop() }
             #expect(child.readLine() == "sending")
             expectDetail(name, "sendersWaiting", 1)
-            child.kill(signal: SIGKILL)
-            #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
+            killParked(child)
             #expect(detail(name, "sendersWaiting") == 1)
 
             #expect(try channel.tryReceive() == "full")
             expectDetail(name, "sendersWaiting", 0)
             // Full again, nobody waits: the receive that frees the slot makes no wake-up call.
             try channel.blockingSend("again", timeout: .seconds(5))
-            let signal = peek32(name, at: Self.sendSignal)
-            #expect(try channel.tryReceive() == "again")
-            #expect(peek32(name, at: Self.sendSignal) == signal)
+            var again: String?
+            try expectNoWake(name, at: Self.sendSignal) { again = try channel.tryReceive() }
+            #expect(again == "again")
             #expect(try channel.tryReceive() == nil)
         }
     }
@@ -83,54 +121,31 @@ struct ChannelDeadWaiterTests {
     /// the entries of dead processes), takes out its count only: a live receiver parked in another
     /// process stays counted and is woken by the next send.
     @Test func aLiveWaiterIsNotSubtractedWithADeadOne() throws {
-        try withCleanNames("deadlive") { name in
-            let channel = try Channel<String>.create(name: name, capacity: 4)
-            defer { channel.detach() }
-            let live = try Peer.spawn("chan-receive", name, "60000")
+        try withChannel("deadlive") { name, channel in
+            let live = try parkedReceiver(name, counted: 1)
             defer { live.stop() }
-            #expect(live.readLine() == "receiving")
-            expectDetail(name, "receiversWaiting", 1)
-            let dead = try Peer.spawn("chan-receive", name, "60000")
+            let dead = try parkedReceiver(name, counted: 2)
             defer { dead.stop() }
-            #expect(dead.readLine() == "receiving")
-            expectDetail(name, "receiversWaiting", 2)
-            dead.kill(signal: SIGKILL)
-            #expect(dead.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
-
-            // A program that opens the channel and sends nothing.
-            let opener = try Peer.spawn("chan-send", name)
-            defer { opener.stop() }
-            #expect(opener.readLine() == "sending")
-            #expect(opener.readLine() == "sent")
-            #expect(opener.wait(timeout: .seconds(10)) == .exited(0))
+            killParked(dead)
+            #expect(try openAndLeave(name) == .exited(0))
             #expect(detail(name, "receiversWaiting") == 1, "\(details(name))")
-
-            try channel.blockingSend("for the live one", timeout: .seconds(5))
-            #expect(live.readLine(timeout: .seconds(20)) == "received for the live one")
-            expectDetail(name, "receiversWaiting", 0)
+            try wake(live, of: channel, name: name, leaving: 0)
         }
     }
 
     /// `ipc gc`, which sweeps the entries of ended processes, takes a dead parked receiver's count
     /// out too.
     @Test func ipcGCTakesTheCountOfADeadWaiter() throws {
-        try withCleanNames("deadgc") { name in
-            let channel = try Channel<String>.create(name: name, capacity: 4)
-            defer { channel.detach() }
-            let child = try Peer.spawn("chan-receive", name, "60000")
+        try withChannel("deadgc") { name, channel in
+            let child = try parkedReceiver(name, counted: 1)
             defer { child.stop() }
-            #expect(child.readLine() == "receiving")
-            expectDetail(name, "receiversWaiting", 1)
-            child.kill(signal: SIGKILL)
-            #expect(child.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
+            killParked(child)
 
             let path = try #require(BuiltExecutable.path(of: "ipc"), "the ipc executable is not built next to the tests")
             let gc = try ChildProcess.run(path, ["gc", "--prefix", name], timeout: .seconds(30))
             #expect(gc.termination == .exited(0), "\(gc.standardError)")
             #expect(detail(name, "receiversWaiting") == 0, "\(gc.standardOutput) \(details(name))")
-            let signal = peek32(name, at: Self.receiveSignal)
-            try channel.blockingSend("nobody waits", timeout: .seconds(5))
-            #expect(peek32(name, at: Self.receiveSignal) == signal)
+            try expectNoWake(name, at: Self.receiveSignal) { try channel.blockingSend("nobody waits", timeout: .seconds(5)) }
             #expect(try channel.tryReceive() == "nobody waits")
         }
     }
@@ -141,9 +156,7 @@ struct ChannelDeadWaiterTests {
     /// attribute — never less than the live waiters — and the channel works on.
     @Test(arguments: ["channel.wait.countedGlobally", "channel.wait.uncountedEntry"])
     func aWaiterKilledBetweenItsTwoCounts(point: String) throws {
-        try withCleanNames("deadcount") { name in
-            let channel = try Channel<String>.create(name: name, capacity: 4)
-            defer { channel.detach() }
+        try withChannel("deadcount") { name, channel in
             // On the way out: a receive that parks and times out (one woken for a message would
             // die holding it: a redelivery, ChannelTests' business).
             let timeout = point == "channel.wait.uncountedEntry" ? "300" : "60000"
@@ -155,19 +168,13 @@ struct ChannelDeadWaiterTests {
             // Every sweep there is: a send that wakes nobody, a process that opens the channel.
             try channel.blockingSend("one", timeout: .seconds(5))
             #expect(try channel.tryReceive() == "one")
-            let opener = try Peer.spawn("chan-send", name)
-            defer { opener.stop() }
-            #expect(opener.wait(timeout: .seconds(10)) == .exited(0))
+            #expect(try openAndLeave(name) == .exited(0))
             #expect(detail(name, "receiversWaiting") == 1, "\(details(name))")
 
             // A live receiver on top of it is counted, and woken.
-            let live = try Peer.spawn("chan-receive", name, "60000")
+            let live = try parkedReceiver(name, counted: 2)
             defer { live.stop() }
-            #expect(live.readLine() == "receiving")
-            expectDetail(name, "receiversWaiting", 2)
-            try channel.blockingSend("for the live one", timeout: .seconds(5))
-            #expect(live.readLine(timeout: .seconds(20)) == "received for the live one")
-            expectDetail(name, "receiversWaiting", 1)
+            try wake(live, of: channel, name: name, leaving: 1)
             for round in 0..<6 {
                 try channel.blockingSend("m\(round)", timeout: .seconds(5))
                 #expect(try channel.blockingReceive(timeout: .seconds(5)) == "m\(round)")
@@ -179,37 +186,24 @@ struct ChannelDeadWaiterTests {
     /// (`channel.participants.sweep.countsTaken`) leaves them in the header: an over-count, which
     /// no later sweep takes twice; a live waiter is still counted and woken.
     @Test func aSweeperKilledAfterTakingTheCounts() throws {
-        try withCleanNames("deadsweeper") { name in
-            let channel = try Channel<String>.create(name: name, capacity: 4)
-            defer { channel.detach() }
-            let dead = try Peer.spawn("chan-receive", name, "60000")
+        try withChannel("deadsweeper") { name, channel in
+            let dead = try parkedReceiver(name, counted: 1)
             defer { dead.stop() }
-            #expect(dead.readLine() == "receiving")
-            expectDetail(name, "receiversWaiting", 1)
-            dead.kill(signal: SIGKILL)
-            #expect(dead.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
+            killParked(dead)
 
             // A process that opens the channel sweeps the dead entry, and dies doing it.
-            let sweeper = try Peer.spawn(environment: "INTERPROCESS_CRASH_POINT", "channel.participants.sweep.countsTaken", "chan-send", name)
-            defer { sweeper.stop() }
-            #expect(sweeper.wait(timeout: .seconds(10)) == .signaled(SIGKILL))
+            #expect(try openAndLeave(name, crashPoint: "channel.participants.sweep.countsTaken") == .signaled(SIGKILL))
             #expect(detail(name, "receiversWaiting") == 1)
             // The next sweeps (a process that opens it; a send that wakes nobody) take nothing twice.
-            let opener = try Peer.spawn("chan-send", name)
-            defer { opener.stop() }
-            #expect(opener.wait(timeout: .seconds(10)) == .exited(0))
+            #expect(try openAndLeave(name) == .exited(0))
             try channel.blockingSend("one", timeout: .seconds(5))
             #expect(try channel.tryReceive() == "one")
             #expect(detail(name, "receiversWaiting") == 1, "\(details(name))")
             #expect(ParticipantsSweep.endedEntries(inDetails: details(name)) == 0, "\(details(name))")
 
-            let live = try Peer.spawn("chan-receive", name, "60000")
+            let live = try parkedReceiver(name, counted: 2)
             defer { live.stop() }
-            #expect(live.readLine() == "receiving")
-            expectDetail(name, "receiversWaiting", 2)
-            try channel.blockingSend("for the live one", timeout: .seconds(5))
-            #expect(live.readLine(timeout: .seconds(20)) == "received for the live one")
-            expectDetail(name, "receiversWaiting", 1)
+            try wake(live, of: channel, name: name, leaving: 1)
         }
     }
 }
