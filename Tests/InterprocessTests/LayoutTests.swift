@@ -406,7 +406,9 @@ struct LayoutPin: Sendable, CustomTestStringConvertible {
             FieldPin(\cipc_channel_participant.handles, "handles", at: 12, size: 4),
             FieldPin(\cipc_channel_participant.notifier, "notifier", at: 16, size: 8),
             FieldPin(\cipc_channel_participant.pokes, "pokes", at: 24, size: 8),
-            FieldPin(\cipc_channel_participant.reserved, "reserved", at: 32, size: 32),
+            FieldPin(\cipc_channel_participant.receivers_waiting, "receivers_waiting", at: 32, size: 4),
+            FieldPin(\cipc_channel_participant.senders_waiting, "senders_waiting", at: 36, size: 4),
+            FieldPin(\cipc_channel_participant.reserved, "reserved", at: 40, size: 24),
         ]),
         // The message queue (CInterprocessMessageQueue.h).
         LayoutPin(cipc_mqueue_slot(), "cipc_mqueue_slot", size: 32, alignment: 8, [

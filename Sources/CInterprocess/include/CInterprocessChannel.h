@@ -150,6 +150,28 @@ typedef struct cipc_channel_slot {
 // whose owner is dead is cleared by whoever finds it (its bit cleared, its socket file removed, then
 // `owner` set to 0). Nothing in an entry is followed blindly: the path is built from this process's
 // own channel name and a number, inside this user's runtime directory.
+//
+// Waiters of a process. A channel waiter (a send or receive that parks) counts itself in the
+// header's `receivers_waiting` / `senders_waiting` and, if its process has an entry, in the entry's
+// count of the same name: global first, then the entry, on the way in; the entry first, then
+// global, on the way out. So an entry never counts more than its process contributes to the
+// global count, and whoever sweeps a dead process's entry takes the entry's counts (an exchange
+// with 0: of two sweepers, one gets them) and subtracts them from the global counts, never below
+// 0: a waiter killed while parked no longer makes every later send (receive) a wake-up call. What
+// is left wrong is always an over-count (a spare wake-up call per send while it lasts, never a lost
+// wake-up). Dead entries are swept as above (joining, a refused datagram, the last handle let
+// go, `ipc gc`) and, so that nobody has to, by a waker whose wake-up call woke nobody while a
+// count said someone waits: it sweeps the dead entries that still count waiters (at most every
+// 50 ms per process and channel). What is left:
+//   killed between the two increments ("channel.wait.countedGlobally") or between the two
+//   decrements ("channel.wait.uncountedEntry"): one that no entry names, for good;
+//   a sweeper killed after taking the counts ("channel.participants.sweep.countsTaken"): those counts.
+// A process's own entry count is raised only while the entry is its own (under its process-local
+// lock), lowered never below 0; an entry freed by a live process whose threads still wait keeps
+// nothing (its counts are zeroed when it is claimed again, not subtracted). A process of an older
+// version (these 8 bytes were reserved, and zero) counts globally only and leaves its entry's
+// counts 0, as does a process without an entry (table full) and a ring without a table (a
+// service's request queue): an over-count again, never an under-count. No layout tag change.
 #define CIPC_CHANNEL_PARTICIPANTS 64u
 #define CIPC_CHANNEL_PARTICIPANT_SIZE 64u
 /// `roles` bits.
@@ -162,7 +184,9 @@ typedef struct cipc_channel_participant {
     uint32_t handles;    ///< 12: its handles open on the channel, readiness descriptors included (atomic)
     uint64_t notifier;   ///< 16: its readiness socket's number, or 0: none (atomic)
     uint64_t pokes;      ///< 24: datagrams sent to its readiness socket (atomic)
-    uint8_t  reserved[32]; ///< 32
+    uint32_t receivers_waiting; ///< 32: its threads counted in the header's `receivers_waiting` (atomic; see "Waiters of a process")
+    uint32_t senders_waiting;   ///< 36: the same for `senders_waiting` (atomic)
+    uint8_t  reserved[24]; ///< 40
 } cipc_channel_participant;
 
 typedef struct cipc_channel {
@@ -217,6 +241,7 @@ _Static_assert(offsetof(cipc_channel, receive_signal) == 384 && offsetof(cipc_ch
 _Static_assert(offsetof(cipc_channel, descriptors_armed) == 392, "armed readiness descriptors on the receivers' line");
 _Static_assert(sizeof(cipc_channel_participant) == CIPC_CHANNEL_PARTICIPANT_SIZE, "channel participant layout");
 _Static_assert(offsetof(cipc_channel_participant, roles) == 8 && offsetof(cipc_channel_participant, notifier) == 16, "channel participant offsets");
+_Static_assert(offsetof(cipc_channel_participant, receivers_waiting) == 32 && offsetof(cipc_channel_participant, senders_waiting) == 36, "a participant's waiter counts");
 _Static_assert(offsetof(cipc_channel, send_signal) == 448 && offsetof(cipc_channel, senders_waiting) == 452, "senders' line");
 
 // MARK: - POSIX message queues (a baseline of the channel benchmark)

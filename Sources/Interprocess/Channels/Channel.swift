@@ -80,8 +80,15 @@ import Synchronization
 ///   `redeliveries`) — later than messages sent after it. Killed after releasing the slot: the
 ///   message is lost with it, as is any message a process receives and dies before handling.
 ///   A receiver never gets a message that another receiver's receive returned: no duplicates.
-/// - **Any waiter** killed while parked leaves its side's waiter count one too high: each later
-///   send (or receive) then makes one spare wake-up call (~1 µs) while the count stays wrong.
+/// - **Any waiter** killed while parked leaves its side's waiter count one too high: the next send
+///   (or receive) that would wake it makes one wake-up call (~1 µs) that wakes nobody, and then
+///   sweeps the entries of dead processes in the table of participants, which also count their
+///   waiters: the dead one's count is taken out of the header's (`ipc inspect`'s
+///   `receiversWaiting` / `sendersWaiting` drop back; "Waiters of a process" in
+///   `CInterprocessChannel.h`). A waiter killed between its two counts on the way in or out
+///   (`channel.wait.countedGlobally`, `channel.wait.uncountedEntry`), or whose process had no
+///   entry (a full table), leaves the count one too high for good: a spare wake-up call per send
+///   (receive) that would wake it, never a lost one.
 /// - **A repairer** killed while repairing leaves a slot owned by a dead process again; the next
 ///   repairer does the same repair from the slot's state.
 ///

@@ -22,6 +22,16 @@ import SystemPackage
 /// this user's and nobody is bound to it), zeroes the entry and frees it. A sweeper killed while
 /// sweeping leaves the entry owned by a dead token: the next sweeper does it again.
 ///
+/// **Waiters.** A channel's entry also counts its process's threads parked in a send or receive
+/// (``ProcessWaiterTally``, "Waiters of a process" in `CInterprocessChannel.h`): a sweeper first
+/// takes those counts (an exchange with 0) and subtracts them from the header's
+/// `receivers_waiting` / `senders_waiting`, never below 0, and wakes nobody (no live waiter lost
+/// anything). Besides the sweeps above, a wake-up call of the channel that woke nobody
+/// (``sweepDeadWaitersIfDue()``: at most once per ``waiterSweepInterval`` and table) looks for
+/// entries of dead processes that still count waiters: a waiter killed while parked costs one
+/// spare wake-up call, not one per message from then on. A sweeper killed after it took the counts
+/// (`channel.participants.sweep.countsTaken`) leaves them in the header: an over-count.
+///
 /// **Never trusting the table.** Every index is below `CIPC_CHANNEL_PARTICIPANTS` by construction
 /// (bits of a 64-bit mask, a fixed loop); a socket path is never read from shared memory: it is
 /// built from this process's own channel name and a number, inside this user's runtime directory
@@ -41,6 +51,13 @@ final class ChannelParticipants: @unchecked Sendable {
     private let armed: UnsafeMutablePointer<Atomic<UInt64>>
     /// A channel's `exclusive_sender` word (nil for the other kinds, which have none).
     private let exclusiveSender: UnsafeMutablePointer<Atomic<UInt64>>?
+    /// A channel's `receivers_waiting` and `senders_waiting` (nil for the other kinds, whose
+    /// entries count no waiters).
+    private let waiterCounts: (receivers: UnsafeMutablePointer<Atomic<UInt32>>, senders: UnsafeMutablePointer<Atomic<UInt32>>)?
+    /// When this table's last sweep for waiters of dead processes started (process-local).
+    private let lastWaiterSweep = Atomic<UInt64>(0)
+    /// The least time between two sweeps for dead waiters (``sweepDeadWaitersIfDue()``).
+    static let waiterSweepInterval: UInt64 = 50_000_000
     private let lease: OwnerLease
     private let me: UInt64
     /// Keeps the memory mapped.
@@ -51,11 +68,16 @@ final class ChannelParticipants: @unchecked Sendable {
 
     /// This process's entries, per lease (one lease per process and file): which entry, and how
     /// many handles hold it. Changes to our own entry are made under this lock.
-    private struct LocalEntry {
+    fileprivate struct LocalEntry {
         var index: Int
         var holds: Int
     }
-    private static let local = Mutex<[ObjectIdentifier: LocalEntry]>([:])
+    fileprivate static let local = Mutex<[ObjectIdentifier: LocalEntry]>([:])
+
+    /// What this process's waiting receivers and senders count themselves in beside the header
+    /// (``WaitSite/processTally``): its entry's counts. Nil for a table of another kind.
+    let receiverTally: EntryWaiterTally?
+    let senderTally: EntryWaiterTally?
 
     /// The table at `tableOffset` of a channel's (or, with `armedOffset` and `socketKind` of another
     /// kind, a message queue's) state. `armedOffset`: where the header's `descriptors_armed` word is;
@@ -64,7 +86,7 @@ final class ChannelParticipants: @unchecked Sendable {
     init?(
         storage: SharedObjectStorage, base: UnsafeMutableRawPointer, tableOffset: Int, name: String?,
         armedOffset: Int = fieldOffset(\cipc_channel.descriptors_armed), socketKind: String = "ready",
-        exclusiveSenderOffset: Int? = nil
+        exclusiveSenderOffset: Int? = nil, waiterCountOffsets: (receivers: Int, senders: Int)? = nil
     ) {
         guard let lease = storage.lease else { return nil }
         self.storage = storage
@@ -73,7 +95,24 @@ final class ChannelParticipants: @unchecked Sendable {
         table = base + tableOffset
         armed = atomic64(base + armedOffset)
         exclusiveSender = exclusiveSenderOffset.map { atomic64(base + $0) }
+        waiterCounts = waiterCountOffsets.map { (atomic32(base + $0.receivers), atomic32(base + $0.senders)) }
+        let table = table
+        receiverTally = waiterCountOffsets.map { _ in
+            EntryWaiterTally(table: table, lease: lease, field: fieldOffset(\cipc_channel_participant.receivers_waiting))
+        }
+        senderTally = waiterCountOffsets.map { _ in
+            EntryWaiterTally(table: table, lease: lease, field: fieldOffset(\cipc_channel_participant.senders_waiting))
+        }
         socketPrefix = name.map { ReadinessSocket.prefix(kind: socketKind, name: $0) }
+    }
+
+    /// A channel's table at `tableOffset` of its state at `base`: with the role word and the
+    /// waiter counts of its header.
+    static func ofChannel(storage: SharedObjectStorage, base: UnsafeMutableRawPointer, tableOffset: Int, name: String?) -> ChannelParticipants? {
+        ChannelParticipants(
+            storage: storage, base: base, tableOffset: tableOffset, name: name,
+            exclusiveSenderOffset: fieldOffset(\cipc_channel.exclusive_sender),
+            waiterCountOffsets: (fieldOffset(\cipc_channel.receivers_waiting), fieldOffset(\cipc_channel.senders_waiting)))
     }
 
     // MARK: Fields
@@ -84,6 +123,12 @@ final class ChannelParticipants: @unchecked Sendable {
     private func handles(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt32>> { atomic32(entry(index) + 12) }
     private func notifier(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(entry(index) + 16) }
     private func pokes(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { atomic64(entry(index) + 24) }
+    private func receiversWaiting(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt32>> {
+        atomic32(entry(index) + fieldOffset(\cipc_channel_participant.receivers_waiting))
+    }
+    private func sendersWaiting(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt32>> {
+        atomic32(entry(index) + fieldOffset(\cipc_channel_participant.senders_waiting))
+    }
 
     /// The socket file of the readiness descriptor numbered `notifier`.
     func socketPath(_ notifier: UInt64) -> String? {
@@ -186,6 +231,10 @@ final class ChannelParticipants: @unchecked Sendable {
         roles(index).pointee.store(0, ordering: .relaxed)
         handles(index).pointee.store(0, ordering: .relaxed)
         pokes(index).pointee.store(0, ordering: .relaxed)
+        // Counts a sweeper took already, or of threads of a live process that let the entry go
+        // while they wait (they count themselves out of the header; never subtracted for them).
+        receiversWaiting(index).pointee.store(0, ordering: .relaxed)
+        sendersWaiting(index).pointee.store(0, ordering: .relaxed)
         notifier(index).pointee.store(0, ordering: .releasing)
     }
 
@@ -197,9 +246,42 @@ final class ChannelParticipants: @unchecked Sendable {
         let mark = me | OwnerLease.flagBit
         guard owner(index).pointee.compareExchange(expected: dead, desired: mark, ordering: .sequentiallyConsistent).exchanged else { return false }
         HotPath.crashPoint("channel.participants.sweep.taken")
+        dropWaiterCounts(index)
         clear(index)
         owner(index).pointee.store(0, ordering: .sequentiallyConsistent)
         return true
+    }
+
+    /// Takes the waiter counts of entry `index`, which we are sweeping (its owner died), and
+    /// subtracts them from the header's counts, never below 0; wakes nobody. The exchange takes
+    /// them once even if a sweeper before us died after taking the entry.
+    private func dropWaiterCounts(_ index: Int) {
+        guard let waiterCounts else { return }
+        let receivers = receiversWaiting(index).pointee.exchange(0, ordering: .sequentiallyConsistent)
+        let senders = sendersWaiting(index).pointee.exchange(0, ordering: .sequentiallyConsistent)
+        HotPath.crashPoint("channel.participants.sweep.countsTaken")
+        subtractWithoutWrapping(receivers, from: waiterCounts.receivers)
+        subtractWithoutWrapping(senders, from: waiterCounts.senders)
+    }
+
+    /// Sweeps the entries of dead processes that still count waiters, if no such sweep of this
+    /// table started in this process for ``waiterSweepInterval``: what a channel's wake-up call
+    /// that woke nobody does (``ChannelRing/wake(_:all:)``), the sign of a waiter counted and not
+    /// parked — on its way, or killed while parked. Checks the liveness only of entries whose
+    /// counts are not 0.
+    func sweepDeadWaitersIfDue() {
+        guard waiterCounts != nil else { return }
+        let now = Clock.monotonicNanoseconds()
+        let last = lastWaiterSweep.load(ordering: .relaxed)
+        guard now &- last >= Self.waiterSweepInterval,
+              lastWaiterSweep.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+        else { return }
+        for index in 0..<Self.count {
+            guard receiversWaiting(index).pointee.load(ordering: .relaxed) != 0
+                || sendersWaiting(index).pointee.load(ordering: .relaxed) != 0 else { continue }
+            let word = owner(index).pointee.load(ordering: .acquiring)
+            if word != 0, !lease.isAlive(word) { sweep(index, dead: word) }
+        }
     }
 
     /// Sweeps every entry whose owner is dead (`ipc gc` through ``ParticipantsSweep``, tests).
@@ -311,6 +393,9 @@ final class ChannelParticipants: @unchecked Sendable {
             if record.owner & OwnerLease.flagBit != 0 { text += " (being swept)" }
             text += ", " + (names.isEmpty ? roleNames.none : names.joined(separator: " and "))
             text += ", \(record.handles) handle\(record.handles == 1 ? "" : "s")"
+            if record.receivers_waiting != 0 || record.senders_waiting != 0 {
+                text += ", waiting: \(record.receivers_waiting) receiving, \(record.senders_waiting) sending"
+            }
             if record.notifier != 0 {
                 let isArmed = armed & (UInt64(1) << UInt64(index)) != 0
                 text += ", readiness descriptor (" + (isArmed ? "armed" : "signalled or not armed") + ", \(record.pokes) wake-ups)"
@@ -321,6 +406,45 @@ final class ChannelParticipants: @unchecked Sendable {
         details["producers"] = "\(senders)"
         details["consumers"] = "\(receivers)"
         return (details, senders, receivers, ended)
+    }
+}
+
+/// One of a process's counts of its waiters in its entry of a channel's table
+/// (``ChannelParticipants/receiverTally``, ``ChannelParticipants/senderTally``): a thread counts
+/// itself in only while the entry is its process's (checked under the process-local lock that its
+/// process's joining and leaving take), so an entry never counts a thread of another process.
+///
+/// `@unchecked Sendable`: immutable; the entry's words are atomics, the process-local map is behind
+/// its lock.
+final class EntryWaiterTally: ProcessWaiterTally, @unchecked Sendable {
+    private let table: UnsafeMutableRawPointer
+    private let lease: OwnerLease
+    /// The count's offset in an entry.
+    private let field: Int
+
+    init(table: UnsafeMutableRawPointer, lease: OwnerLease, field: Int) {
+        self.table = table
+        self.lease = lease
+        self.field = field
+    }
+
+    func countWaiter() -> UnsafeMutablePointer<Atomic<UInt32>>? {
+        // Counted in the header already: a process killed here leaves an over-count of one.
+        HotPath.crashPoint("channel.wait.countedGlobally")
+        let me = lease.token
+        return ChannelParticipants.local.withLock { entries -> UnsafeMutablePointer<Atomic<UInt32>>? in
+            guard let local = entries[ObjectIdentifier(lease)] else { return nil }
+            let entry = table + local.index * ChannelParticipants.entrySize
+            guard atomic64(entry).pointee.load(ordering: .acquiring) == me else { return nil }
+            let count = atomic32(entry + field)
+            count.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            return count
+        }
+    }
+
+    func countedOut() {
+        // Out of the entry, not yet out of the header: a process killed here leaves an over-count of one.
+        HotPath.crashPoint("channel.wait.uncountedEntry")
     }
 }
 

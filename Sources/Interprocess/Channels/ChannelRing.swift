@@ -675,7 +675,7 @@ final class ChannelRing: @unchecked Sendable {
     func waitToSend(timeout: Duration?, exclusive: Bool) throws(InterprocessError) -> ChannelClaim {
         var attempts = 0
         do throws(InterprocessError) {
-            return try WaitSite(word: sendSignal, waiters: sendersWaiting, name: name, recheckEvery: Self.recoveryInterval).blockingWait(
+            return try WaitSite(word: sendSignal, waiters: sendersWaiting, name: name, recheckEvery: Self.recoveryInterval, processTally: participants?.senderTally).blockingWait(
                 until: Deadline(after: timeout),
                 whileSpinning: { _ throws(InterprocessError) in try self.sendAttempt(exclusive: exclusive, checkNow: false, attempt: 0, spinning: true) },
                 { check throws(InterprocessError) in
@@ -701,7 +701,7 @@ final class ChannelRing: @unchecked Sendable {
     func waitAsyncToSend(timeout: Duration?, exclusive: Bool) async throws(InterprocessError) -> ChannelClaim {
         var attempts = 0
         do throws(InterprocessError) {
-            return try await WaitSite(word: sendSignal, waiters: sendersWaiting, name: name, recheckEvery: Self.recoveryInterval).asyncWait(
+            return try await WaitSite(word: sendSignal, waiters: sendersWaiting, name: name, recheckEvery: Self.recoveryInterval, processTally: participants?.senderTally).asyncWait(
                 until: Deadline(after: timeout),
                 whileSpinning: { _ throws(InterprocessError) in try self.sendAttempt(exclusive: exclusive, checkNow: false, attempt: 0, spinning: true) },
                 { check throws(InterprocessError) in
@@ -749,7 +749,7 @@ final class ChannelRing: @unchecked Sendable {
     func waitToReceive(timeout: Duration?, exclusive: Bool) throws(InterprocessError) -> ChannelClaim {
         var attempts = 0
         do throws(InterprocessError) {
-            return try WaitSite(word: receiveSignal, waiters: receiversWaiting, name: name, recheckEvery: Self.recoveryInterval).blockingWait(
+            return try WaitSite(word: receiveSignal, waiters: receiversWaiting, name: name, recheckEvery: Self.recoveryInterval, processTally: participants?.receiverTally).blockingWait(
                 until: Deadline(after: timeout),
                 whileSpinning: { _ throws(InterprocessError) in try self.receiveAttempt(exclusive: exclusive, checkNow: false, attempt: 0, spinning: true) },
                 { check throws(InterprocessError) in
@@ -775,7 +775,7 @@ final class ChannelRing: @unchecked Sendable {
     func waitAsyncToReceive(timeout: Duration?, exclusive: Bool) async throws(InterprocessError) -> ChannelClaim {
         var attempts = 0
         do throws(InterprocessError) {
-            return try await WaitSite(word: receiveSignal, waiters: receiversWaiting, name: name, recheckEvery: Self.recoveryInterval).asyncWait(
+            return try await WaitSite(word: receiveSignal, waiters: receiversWaiting, name: name, recheckEvery: Self.recoveryInterval, processTally: participants?.receiverTally).asyncWait(
                 until: Deadline(after: timeout),
                 whileSpinning: { _ throws(InterprocessError) in try self.receiveAttempt(exclusive: exclusive, checkNow: false, attempt: 0, spinning: true) },
                 { check throws(InterprocessError) in
@@ -870,10 +870,13 @@ final class ChannelRing: @unchecked Sendable {
     }
 
     /// Bumps `signal` (so that a waiter about to park with its old value does not) and wakes one waiter.
+    /// A call that woke nobody while a waiter was counted may mean that a waiter was killed while
+    /// parked: the table's sweep for dead waiters, at most every 50 ms
+    /// (``ChannelParticipants/sweepDeadWaitersIfDue()``), takes back what it left in the count.
     @inline(never)
     func wake(_ signal: UnsafeMutableRawPointer, all: Bool = false) {
         atomic32(signal).pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
-        Futex.wake(signal, count: all ? Int32.max : 1)
+        if Futex.wake(signal, count: all ? Int32.max : 1) == 0 { participants?.sweepDeadWaitersIfDue() }
     }
 
     /// Wakes every parked sender and receiver (close, a contended slot released, a recovery).
@@ -1043,12 +1046,7 @@ final class ChannelRing: @unchecked Sendable {
     }
 
     func decrementOrphans() {
-        var current = orphans.pointee.load(ordering: .relaxed)
-        while current > 0 {
-            let (exchanged, original) = orphans.pointee.compareExchange(expected: current, desired: current - 1, ordering: .sequentiallyConsistent)
-            if exchanged { return }
-            current = original
-        }
+        subtractWithoutWrapping(1, from: orphans)
     }
 
     /// Looks for slots held by processes that died, and for orphans nobody counted: all slots

@@ -32,9 +32,7 @@ final class ChannelState: SharedObject, @unchecked Sendable {
         if case let tableOffset?? = ChannelLayout.hasParticipants(
             stateSize: stateSize, capacity: geometry.capacity, maxMessageSize: geometry.maxMessageSize),
            tableOffset + ChannelParticipants.tableSize <= storage.available {
-            participants = ChannelParticipants(
-                storage: storage, base: storage.base, tableOffset: tableOffset, name: storage.name,
-                exclusiveSenderOffset: fieldOffset(\cipc_channel.exclusive_sender))
+            participants = ChannelParticipants.ofChannel(storage: storage, base: storage.base, tableOffset: tableOffset, name: storage.name)
         } else {
             participants = nil
         }

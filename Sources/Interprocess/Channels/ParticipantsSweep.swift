@@ -59,7 +59,7 @@ extension ChannelState: ParticipantsTableOwner {
             stateSize: stateSize, capacity: geometry.capacity, maxMessageSize: geometry.maxMessageSize),
             tableOffset + ChannelParticipants.tableSize <= storage.available
         else { return nil }
-        return ChannelParticipants(storage: storage, base: storage.base, tableOffset: tableOffset, name: storage.name)
+        return ChannelParticipants.ofChannel(storage: storage, base: storage.base, tableOffset: tableOffset, name: storage.name)
     }
 }
 

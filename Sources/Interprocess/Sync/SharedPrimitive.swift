@@ -69,6 +69,9 @@ struct WaitSite {
     let name: String?
     /// Nanoseconds between the periodic checks (`attempt(true)`); `.max`: none.
     var recheckEvery: UInt64 = .max
+    /// Where a waiter also counts itself per process (a channel's participant entry); nil for
+    /// every other primitive, which then pays one test of nil per park.
+    var processTally: (any ProcessWaiterTally)? = nil
 
     /// The waiting loop, blocking the thread: spin briefly (never on one CPU), then count ourselves
     /// in `waiters` and park on `word` until `attempt` succeeds or `deadline` passes (`timedOut`).
@@ -77,6 +80,11 @@ struct WaitSite {
     /// park, then every `recheckEvery`. Wakers skip the system call when `waiters` is 0: the waiter
     /// increments it *before* its final attempt, and a waker changes the word *before* reading
     /// `waiters` (both sequentially consistent), so one of them always sees the other.
+    ///
+    /// With a ``processTally``, the waiter also counts itself in its process's own word after the
+    /// shared one, and counts itself out of it before the shared one
+    /// (``countWaiter(in:name:alsoIn:)``): what lets a sweeper of a dead process take back the
+    /// counts it left.
     ///
     /// `whileSpinning`, if given, replaces `attempt` during the spin phase: the locks whose owner word
     /// carries a *contended* bit (``ProcessMutex``, ``ProcessRWLock``) announce themselves in it only
@@ -93,8 +101,8 @@ struct WaitSite {
         _ attempt: (_ checkNow: Bool) throws(InterprocessError) -> WaitStep<Value>
     ) throws(InterprocessError) -> Value {
         if let value = try spin(rounds: SpinPolicy.spinRounds, yields: SpinPolicy.yieldRounds, whileSpinning) { return value }
-        try countWaiter(in: waiters, name: name)
-        defer { uncountWaiter(in: waiters) }
+        let own = try countWaiter(in: waiters, name: name, alsoIn: processTally)
+        defer { uncountWaiter(in: waiters, alsoIn: own) }
         var check = PeriodicCheck(every: recheckEvery)
         while true {
             switch try attempt(check.isDue()) {
@@ -122,8 +130,8 @@ struct WaitSite {
         try throwIfCancelled()
         // A shorter spin, and no yields: this runs on a cooperative thread.
         if let value = try spin(rounds: SpinPolicy.spinRounds / 4, whileSpinning) { return value }
-        try countWaiter(in: waiters, name: name)
-        defer { uncountWaiter(in: waiters) }
+        let own = try countWaiter(in: waiters, name: name, alsoIn: processTally)
+        defer { uncountWaiter(in: waiters, alsoIn: own) }
         var check = PeriodicCheck(every: recheckEvery)
         while true {
             try throwIfCancelled()
@@ -259,4 +267,57 @@ func countWaiter(in waiters: UnsafeMutableRawPointer, name: String?) throws(Inte
 /// meanwhile becomes impossible, which the next waiter reports (``countWaiter(in:name:)``).
 func uncountWaiter(in waiters: UnsafeMutableRawPointer) {
     atomic32(waiters).pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+}
+
+/// A process's own count of its threads parked at a ``WaitSite``, beside the shared count: a
+/// channel's participant entry (`receivers_waiting` / `senders_waiting` in
+/// `cipc_channel_participant`), so that whoever sweeps a process that died parked subtracts what
+/// it left in the shared count. The site counts in the shared word first and in this one second,
+/// and out in the reverse order, so that this one never holds more than its process contributes
+/// to the shared one: subtracting it can leave an over-count (spare wake-ups), never an
+/// under-count (a lost one).
+protocol ProcessWaiterTally: AnyObject, Sendable {
+    /// Counts the calling thread in its process's own word, after it counted itself in the shared
+    /// one; returns that word (to count out of), or nil when the process has none (no entry).
+    func countWaiter() -> UnsafeMutablePointer<Atomic<UInt32>>?
+    /// Runs after the thread counted itself out of its own word and before the shared one (a
+    /// crash point of the kind).
+    func countedOut()
+}
+
+/// ``countWaiter(in:name:)``, then, if there is a `tally`, the same thread in its process's own
+/// word; that word, to give back to ``uncountWaiter(in:alsoIn:)``.
+@inline(__always)
+func countWaiter(
+    in waiters: UnsafeMutableRawPointer, name: String?, alsoIn tally: (any ProcessWaiterTally)?
+) throws(InterprocessError) -> (word: UnsafeMutablePointer<Atomic<UInt32>>, tally: any ProcessWaiterTally)? {
+    try countWaiter(in: waiters, name: name)
+    guard let tally, let word = tally.countWaiter() else { return nil }
+    return (word, tally)
+}
+
+/// Counts the calling thread out of its process's own word (never below 0: a word zeroed since,
+/// its entry freed and claimed again, keeps 0), then out of `waiters` (``uncountWaiter(in:)``).
+@inline(__always)
+func uncountWaiter(in waiters: UnsafeMutableRawPointer, alsoIn own: (word: UnsafeMutablePointer<Atomic<UInt32>>, tally: any ProcessWaiterTally)?) {
+    if let own {
+        subtractWithoutWrapping(1, from: own.word)
+        own.tally.countedOut()
+    }
+    uncountWaiter(in: waiters)
+}
+
+/// Subtracts `amount` from the count at `word`, stopping at 0 (a compare-and-swap loop): for counts
+/// that another process may have lowered or zeroed meanwhile. Returns what it subtracted.
+@discardableResult
+func subtractWithoutWrapping(_ amount: UInt32, from word: UnsafeMutablePointer<Atomic<UInt32>>) -> UInt32 {
+    guard amount != 0 else { return 0 }
+    var current = word.pointee.load(ordering: .relaxed)
+    while current != 0 {
+        let taken = min(current, amount)
+        let (exchanged, original) = word.pointee.compareExchange(expected: current, desired: current - taken, ordering: .sequentiallyConsistent)
+        if exchanged { return taken }
+        current = original
+    }
+    return 0
 }
