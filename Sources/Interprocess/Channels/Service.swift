@@ -1,7 +1,7 @@
 public import SystemPackage
 import CInterprocess
 import InterprocessSystem
-import Synchronization
+public import Synchronization
 
 /// Request / response between processes: a server process (or several) answers the requests that
 /// any number of client processes send, and each reply reaches only the request it answers.
@@ -115,7 +115,8 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     @usableFromInline let core: ServiceCore
     @usableFromInline let requestCodec: ChannelCodec<Request>
     @usableFromInline let responseCodec: ChannelCodec<Response>
-    private let detached = Atomic<Bool>(false)
+    /// Set by ``detach()``: the verbs then throw `closed`.
+    @usableFromInline let detached = Atomic<Bool>(false)
 
     init(state: ServiceState, request: ChannelCodec<Request>, response: ChannelCodec<Response>) throws(InterprocessError) {
         if let size = request.fixedSize, size > state.core.maxRequestSize {
@@ -191,11 +192,14 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
         try SharedObjectStorage.remove(ServiceState.self, name: name)
     }
 
-    @usableFromInline
+    @inlinable @inline(__always)
     func checkAttached() throws(InterprocessError) {
-        if detached.load(ordering: .relaxed) {
-            throw InterprocessError(.closed, objectName: name, detail: "this handle was detached")
-        }
+        if detached.load(ordering: .relaxed) { throw detachedError() }
+    }
+
+    @usableFromInline @inline(never)
+    func detachedError() -> InterprocessError {
+        InterprocessError(.closed, objectName: name, detail: "this handle was detached")
     }
 
     // MARK: Clients
@@ -211,18 +215,19 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     public func request(_ request: Request, timeout: Duration? = nil) async throws(InterprocessError) -> Response {
         try checkAttached()
         if Task.isCancelled { throw cancelledError() }
-        let wait = ServiceWait(timeout: timeout)
         if requestCodec.fixedSize != nil {
             // A raw value: its own bytes go into the queue slot (no payload, no codec call); when
             // nothing has to wait, in one call, and the reply looked for before the general wait.
             if let ticket = try withUnsafeBytes(of: request, { bytes throws(InterprocessError) in try core.sendNow(bytes) }) {
-                if core.replyArrived(ticket, spinning: ServiceCore.replySpinRounds) { return try collect(ticket, .replied) }
-                return try collect(ticket, try await core.awaitReply(ticket, wait))
+                if let response = try collectNow(ticket) { return response }
+                return try collect(ticket, try await core.awaitReply(ticket, ServiceWait(timeout: timeout)))
             }
+            let wait = ServiceWait(timeout: timeout)
             let (ticket, claim) = try await core.claimRequest(wait)
             withUnsafeBytes(of: request) { core.send(ticket, claim, $0) }
             return try collect(ticket, try await core.awaitReply(ticket, wait))
         }
+        let wait = ServiceWait(timeout: timeout)
         let payload = try encode(request)
         let (ticket, claim) = try await core.claimRequest(wait)
         payload.withBytes { core.send(ticket, claim, $0) }
@@ -236,20 +241,35 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     @inlinable
     public func blockingRequest(_ request: Request, timeout: Duration? = nil) throws(InterprocessError) -> Response {
         try checkAttached()
-        let wait = ServiceWait(timeout: timeout)
         if requestCodec.fixedSize != nil {
             if let ticket = try withUnsafeBytes(of: request, { bytes throws(InterprocessError) in try core.sendNow(bytes) }) {
-                if core.replyArrived(ticket, spinning: ServiceCore.replySpinRounds) { return try collect(ticket, .replied) }
-                return try collect(ticket, try core.blockingAwaitReply(ticket, wait))
+                if let response = try collectNow(ticket) { return response }
+                return try collect(ticket, try core.blockingAwaitReply(ticket, ServiceWait(timeout: timeout)))
             }
+            let wait = ServiceWait(timeout: timeout)
             let (ticket, claim) = try core.blockingClaimRequest(wait)
             withUnsafeBytes(of: request) { core.send(ticket, claim, $0) }
             return try collect(ticket, try core.blockingAwaitReply(ticket, wait))
         }
+        let wait = ServiceWait(timeout: timeout)
         let payload = try encode(request)
         let (ticket, claim) = try core.blockingClaimRequest(wait)
         payload.withBytes { core.send(ticket, claim, $0) }
         return try collect(ticket, try core.blockingAwaitReply(ticket, wait))
+    }
+
+    /// The reply of `ticket` if it is in now or within a short spin and is a raw `Response` of its
+    /// size: loaded, and the slot freed, in one call (``ServiceCore/collectValue(_:size:spinning:_:)``).
+    /// Nil otherwise (the general wait and ``collect(_:_:)`` see to it), having done nothing.
+    @inlinable
+    func collectNow(_ ticket: ServiceTicket) throws(InterprocessError) -> Response? {
+        guard let size = responseCodec.fixedSize else { return nil }
+        var value: Response?
+        guard core.collectValue(ticket, size: size, spinning: ServiceCore.replySpinRounds, { value = $0.loadUnaligned(as: Response.self) }) else {
+            return nil
+        }
+        guard let value else { throw core.named(ChannelCodec<Response>.mismatch()) }
+        return value
     }
 
     /// The reply that `outcome` found, decoded.

@@ -366,13 +366,15 @@ final class ServiceCore: @unchecked Sendable {
         return ticket
     }
 
-    /// Whether the reply of `ticket` is in (REPLIED), looking at most `rounds` pause rounds more:
-    /// a request's reply usually comes within a few hundred nanoseconds, and spinning here spares
-    /// it the general wait's set-up. False: not yet, or another phase (a refusal, a server that
-    /// died, a damaged slot): the caller waits the general way (``blockingAwaitReply(_:_:)``),
-    /// which sees to each.
+    /// The reply of `ticket` collected in one call if it is in (REPLIED), looking at most `rounds`
+    /// pause rounds more (a request's reply usually comes within a few hundred nanoseconds, and
+    /// spinning here spares it the general wait's set-up), and is `size` bytes long: handed to
+    /// `load` (which must not keep the pointer), then the slot freed — ``collect(_:_:_:)``'s steps
+    /// and crash points. False, having done nothing: not in yet, or another phase (a refusal, a
+    /// server that died, a damaged slot), or another length: the caller waits the general way
+    /// (``blockingAwaitReply(_:_:)``), which sees to each.
     @usableFromInline
-    func replyArrived(_ ticket: ServiceTicket, spinning rounds: Int) -> Bool {
+    func collectValue(_ ticket: ServiceTicket, size: Int, spinning rounds: Int, _ load: (UnsafeRawPointer) -> Void) -> Bool {
         let slot = slot(ticket.slot)
         let control = atomic64(slot)
         let replied = ticket.ticket << 8 | UInt64(Self.replied)
@@ -382,10 +384,18 @@ final class ServiceCore: @unchecked Sendable {
             rounds -= 1
             HotPath.pause()
         }
-        return client(slot).pointee.load(ordering: .relaxed) == me
+        // The length is the pair's second half in REPLIED (published with the phase).
+        guard client(slot).pointee.load(ordering: .relaxed) == me,
+              atomic64(slot + 8).pointee.load(ordering: .acquiring) == UInt64(size)
+        else { return false }
+        HotPath.crashPoint("service.request.afterReply")
+        load(UnsafeRawPointer(slot + Self.dataOffset))
+        free(ticket)
+        return true
     }
 
-    /// Pause rounds of ``replyArrived(_:spinning:)`` (none on one CPU).
+    /// Pause rounds of the hot paths' short spins (``collectValue(_:size:spinning:_:)``, the servers'
+    /// takes): none on one CPU.
     @usableFromInline static let replySpinRounds = SpinPolicy.contendedSpinRounds
 
     /// Lets go of a slot whose request was never queued (the queue was full until the deadline,
