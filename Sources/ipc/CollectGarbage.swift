@@ -14,7 +14,7 @@ struct CollectGarbage: ParsableCommand {
     @Flag(help: "Only report what would be removed.")
     var dryRun = false
 
-    @Flag(help: "Print a JSON array of the segments removed (or that would be).")
+    @Flag(help: "Print a JSON array of what was removed, swept or reclaimed (or would be): segments and socket files as `ipc ls --json` lists them, then one object per table of participants swept and per heap reclaimed in (`action`, `kind`, `name`, and `entries`, or `blocks`, `bytes`, `pids`, or `error`).")
     var json = false
 
     @Option(help: "Only consider segments whose name starts with this prefix.")
@@ -43,11 +43,13 @@ struct CollectGarbage: ParsableCommand {
         let removedLocal = LocalObjects.collectGarbage(dryRun: dryRun, prefix: prefix)
         let reclaimed = reclaim ? reclaimHeaps() : []
         if json {
-            StandardStream.write(try Format.json((removed + orphans + loanHeaps).map(ListEntry.segment) + removedLocal.map(ListEntry.local)))
+            StandardStream.write(try Format.json(
+                (removed + orphans + loanHeaps).map(ListEntry.segment) + removedLocal.map(ListEntry.local)
+                    + (reclaimed + swept).map(ListEntry.garbage)))
             return
         }
-        for line in reclaimed { say(line) }
-        for line in swept { say(line) }
+        for action in reclaimed { say(action.line) }
+        for action in swept { say(action.line) }
         guard !removed.isEmpty || !orphans.isEmpty || !loanHeaps.isEmpty || !removedLocal.isEmpty || !swept.isEmpty else {
             say("nothing to remove")
             return
@@ -71,8 +73,8 @@ struct CollectGarbage: ParsableCommand {
     /// in use (an abandoned one was just removed, or would be), with their readiness socket files;
     /// one line per object that had any. Only objects whose `ipc inspect` lists an ended entry are
     /// opened (not as a participant: ``ParticipantsSweep``).
-    func sweepParticipants() -> [String] {
-        var lines: [String] = []
+    func sweepParticipants() -> [GarbageAction] {
+        var actions: [GarbageAction] = []
         for info in SharedMemory.list().sorted(by: { $0.name < $1.name }) where info.name.hasPrefix(prefix) {
             guard ParticipantsSweep.hasTable(kind: info.kind), info.problem == nil, info.state == "ready", !info.isAbandoned else { continue }
             let ended = ParticipantsSweep.endedEntries(inDetails: info.details)
@@ -85,20 +87,20 @@ struct CollectGarbage: ParsableCommand {
                     guard let swept = try ParticipantsSweep.sweepDead(name: info.name, kind: info.kind, trusting: trust.trusted) else { continue }
                     count = swept
                 } catch {
-                    lines.append("could not sweep the participants of \(info.kind) \(info.name): \(ToolError.message(for: error) ?? "\(error)")")
+                    actions.append(GarbageAction(action: "could not sweep", kind: info.kind, name: info.name, error: ToolError.message(for: error) ?? "\(error)"))
                     continue
                 }
             }
             guard count > 0 else { continue }
-            lines.append("\(dryRun ? "would sweep" : "swept") \(count) entr\(count == 1 ? "y" : "ies") of ended processes (and their readiness socket files) from the participants of \(info.kind) \(info.name)")
+            actions.append(GarbageAction(action: dryRun ? "would sweep" : "swept", kind: info.kind, name: info.name, entries: count))
         }
-        return lines
+        return actions
     }
 
     /// Frees (or counts) the blocks of ended processes in every heap that matches the prefix and is
     /// held; one line per heap that had any.
-    func reclaimHeaps() -> [String] {
-        var lines: [String] = []
+    func reclaimHeaps() -> [GarbageAction] {
+        var actions: [GarbageAction] = []
         for info in SharedMemory.list().sorted(by: { $0.name < $1.name }) where info.name.hasPrefix(prefix) {
             guard info.kind == SegmentKind.heap.description, info.details["store"] == nil, info.problem == nil,
                   info.state == "ready", !info.isAbandoned
@@ -115,13 +117,42 @@ struct CollectGarbage: ParsableCommand {
                     result = try heap.reclaimBlocksOfEndedProcesses(dryRun: dryRun)
                 }
                 guard result.blocks > 0 else { continue }
-                // No pid: only blocks of processes whose records were recycled (their pids are forgotten).
-                let pids = result.processes.isEmpty ? "" : " (pid \(result.processes.map(String.init).joined(separator: ", ")))"
-                lines.append("\(dryRun ? "would reclaim" : "reclaimed") \(result.blocks) block\(result.blocks == 1 ? "" : "s") (\(Format.bytes(result.bytes))) of ended processes\(pids) in heap \(info.name)")
+                actions.append(GarbageAction(
+                    action: dryRun ? "would reclaim" : "reclaimed", kind: info.kind, name: info.name,
+                    blocks: result.blocks, bytes: result.bytes, pids: result.processes.map(Int.init)))
             } catch {
-                lines.append("could not reclaim in heap \(info.name): \(ToolError.message(for: error) ?? "\(error)")")
+                actions.append(GarbageAction(action: "could not reclaim", kind: info.kind, name: info.name, error: ToolError.message(for: error) ?? "\(error)"))
             }
         }
-        return lines
+        return actions
+    }
+}
+
+/// What `ipc gc` did (or would do) to one object besides removing it: swept the entries of ended
+/// processes from its table of participants, or reclaimed blocks of ended processes in a heap; a
+/// line of its report, or an object of its `--json` array.
+struct GarbageAction: Encodable {
+    /// "swept", "would sweep", "reclaimed", "would reclaim", "could not sweep", "could not reclaim".
+    let action: String
+    let kind: String
+    let name: String
+    /// Entries of ended processes swept from the table of participants.
+    var entries: Int?
+    /// Blocks (and their bytes) of ended processes reclaimed, and the pids that are known.
+    var blocks: Int?
+    var bytes: Int?
+    var pids: [Int]?
+    var error: String?
+
+    /// The report's line.
+    var line: String {
+        if let error { return "\(action) \(action.hasSuffix("reclaim") ? "in" : "the participants of") \(kind) \(name): \(error)" }
+        if let entries {
+            return "\(action) \(entries) entr\(entries == 1 ? "y" : "ies") of ended processes (and their readiness socket files) from the participants of \(kind) \(name)"
+        }
+        let count = blocks ?? 0
+        // No pid: only blocks of processes whose records were recycled (their pids are forgotten).
+        let known = (pids ?? []).isEmpty ? "" : " (pid \((pids ?? []).map(String.init).joined(separator: ", ")))"
+        return "\(action) \(count) block\(count == 1 ? "" : "s") (\(Format.bytes(bytes ?? 0))) of ended processes\(known) in heap \(name)"
     }
 }

@@ -27,11 +27,14 @@ enum LocalListing {
 enum ListEntry: Encodable {
     case segment(SegmentInfo)
     case local(LocalObjects.Info)
+    /// `ipc gc --json`: a sweep or a reclamation.
+    case garbage(GarbageAction)
 
     func encode(to encoder: any Encoder) throws {
         switch self {
         case .segment(let info): try info.encode(to: encoder)
         case .local(let info): try info.encode(to: encoder)
+        case .garbage(let action): try action.encode(to: encoder)
         }
     }
 }

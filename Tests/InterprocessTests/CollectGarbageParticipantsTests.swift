@@ -4,6 +4,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import Interprocess
 import InterprocessSystem
 import InterprocessToolSupport
@@ -53,6 +54,15 @@ struct CollectGarbageParticipantsTests {
                 #expect(inspectLines(name, "participant.", pid: children[0].pid).count + inspectLines(name, "participant.", pid: children[1].pid).count
                     + inspectLines(name, "participant.", pid: children[2].pid).count == 1, "dry run changed \(name)")
                 #expect(readinessFiles(name, kind: kind).count == 1, "dry run removed \(name)'s socket file")
+            }
+
+            // The same as JSON: one object per table swept.
+            let dryJSON = try ipc("gc", "--dry-run", "--json", "--prefix", prefix)
+            let actions = try #require(try JSONSerialization.jsonObject(with: Data(dryJSON.output.utf8)) as? [[String: Any]], "\(dryJSON.output)")
+            for (name, kind, _) in objects {
+                let action = actions.first { $0["name"] as? String == name }
+                #expect(action?["action"] as? String == "would sweep" && action?["kind"] as? String == kindName(kind)
+                    && action?["entries"] as? Int == 1, "\(dryJSON.output)")
             }
 
             let gc = try ipc("gc", "--prefix", prefix)

@@ -151,6 +151,10 @@ struct HeapToolTests {
             let dryReclaim = try ipc("gc", "--reclaim", "--dry-run", "--prefix", name)
             #expect(dryReclaim.output.contains("would reclaim 6 blocks (") && dryReclaim.output.contains("of ended processes (pid \(holder.pid)) in heap \(name)"), "\(dryReclaim.output)")
             #expect(try heap.statistics().blocks == blocks)
+            let dryJSON = try ipc("gc", "--reclaim", "--dry-run", "--json", "--prefix", name)
+            let actions = try #require(try JSONSerialization.jsonObject(with: Data(dryJSON.output.utf8)) as? [[String: Any]], "\(dryJSON.output)")
+            #expect(actions.count == 1 && actions.first?["action"] as? String == "would reclaim" && actions.first?["name"] as? String == name
+                && actions.first?["blocks"] as? Int == 6 && actions.first?["pids"] as? [Int] == [Int(holder.pid)], "\(dryJSON.output)")
             let reclaim = try ipc("gc", "--reclaim", "--prefix", name)
             #expect(reclaim.output.contains("reclaimed 6 blocks ("), "\(reclaim.output)")
             #expect(try heap.statistics().blocks == blocks - 6, "5 blocks and the relinquished one; the named object and its chunk stay")
