@@ -47,10 +47,10 @@ public import Synchronization
 ///
 /// **Raw values, the hot path.** When `Request` and `Response` are `BitwiseCopyable`, a request
 /// that needs no wait is queued in one call, and its client looks for the reply for a few pause
-/// rounds (~20) before it sets up the general wait; ``blockingServe(_:)`` (and
-/// ``ExclusiveServer/blockingServe(_:)``) take a request that is queued, or comes within such a
-/// spin, in one call and answer it straight into its reply slot. The steps, and what a process
-/// killed at each leaves behind (below), are the general path's.
+/// rounds (~20) before it sets up the general wait; the servers — ``serve(_:)``,
+/// ``blockingServe(_:)`` and ``ExclusiveServer``'s — take a request that is queued (or, blocking,
+/// comes within such a spin) in one call and answer it straight into its reply slot. The steps,
+/// and what a process killed at each leaves behind (below), are the general path's.
 ///
 /// ## How it works
 /// The state (`cipc_service` in `CInterprocessService.h`, which documents the protocol field by
