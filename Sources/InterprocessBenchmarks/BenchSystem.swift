@@ -179,6 +179,17 @@ enum PeerLifetime {
 
     /// The parent process's id (it changes when the parent dies and the peer is re-parented).
     static var parentPID: Int32 { getppid() }
+
+    /// Runs this process under the ordinary time-sharing policy (`SCHED_OTHER`), whatever it
+    /// inherited: the loaded scenario's processes stand for ordinary programs on a busy machine.
+    /// Under `chrt -f` they would inherit a real-time policy, and a CPU hog that never blocks would
+    /// then keep its CPU from everyone of its priority (the whole run stalled until the peers' life
+    /// limit).
+    static func useOrdinaryScheduling() {
+        var parameters = sched_param()
+        parameters.sched_priority = 0
+        _ = sched_setscheduler(0, SCHED_OTHER, &parameters)
+    }
 }
 
 /// A POSIX unnamed semaphore in shared memory (`sem_init` with `pshared` = 1): the baseline of the

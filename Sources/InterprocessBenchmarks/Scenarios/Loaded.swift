@@ -14,7 +14,8 @@ import InterprocessToolSupport
 /// go) to the last worker's end, divided by M; every run checks that the takers took M values whose
 /// sum is 0 + 1 + … + (M − 1). Runs alternate between the variants; the rows give the median run.
 /// Target: ours no slower than the POSIX semaphores (issue 10, point 11: yields before parking used
-/// to hand the CPU to the hogs).
+/// to hand the CPU to the hogs). Every process of the scenario runs under `SCHED_OTHER`, also when
+/// the bench runs under `chrt` (``PeerLifetime/useOrdinaryScheduling()``).
 enum LoadedBench: BenchScenario {
     static let id = "loaded"
     static let title = "loaded: 1 putter → 4 takers through one slot, CPU hogs beside them"
@@ -137,6 +138,7 @@ extension BenchRole {
 extension PeerWork {
     /// Burns its CPU (no system call, no pause) from ready until the bench says stop.
     func hog() throws {
+        PeerLifetime.useOrdinaryScheduling()
         let parent = PeerLifetime.parentPID
         control.markReady()
         var state: UInt64 = 0x9E37_79B9_7F4A_7C15
@@ -151,6 +153,7 @@ extension PeerWork {
 
     /// Puts 0..<count, then one quit value per taker (`parties`); records the count and the times.
     func loadedPut(_ put: (UInt64) throws -> Void) throws {
+        PeerLifetime.useOrdinaryScheduling()
         control.markReady()
         try control.awaitGo(deadline: deadline)
         let start = Clock.monotonicNanoseconds()
@@ -161,6 +164,7 @@ extension PeerWork {
 
     /// Takes values until the quit value; records how many it took, their sum and when it was done.
     func loadedTake(_ take: () throws -> UInt64) throws {
+        PeerLifetime.useOrdinaryScheduling()
         control.markReady()
         try control.awaitGo(deadline: deadline)
         let start = Clock.monotonicNanoseconds()
