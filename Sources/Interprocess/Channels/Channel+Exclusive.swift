@@ -57,10 +57,10 @@ extension Channel {
 ///
 /// **Raw values, in the caller's code.** For a `BitwiseCopyable` `Message` that fits a slot, a
 /// send whose slot is free runs inlined where it is called — claim, copy, publish: no call into the
-/// library, the steps (and what a process killed at each leaves) of the general path — and only a
-/// full ring, a close or a peer to wake takes the general path. (A 64-byte round trip through two
-/// channels: 2.0–2.4× the spinning floor through the general path, 1.5× inlined; see the package's
-/// `BENCHMARKS.md`.)
+/// library, the steps (and what a process killed at each leaves) of the general path; waking a
+/// parked receiver is one call, and only a full ring, a close or a detached handle takes the
+/// general path. (A 64-byte round trip through two channels: 2.0–2.5× the spinning floor through
+/// the general path, 1.5–1.85× inlined; see the package's `BENCHMARKS.md`.)
 ///
 /// **One owner, checked by the compiler.** The endpoint is `~Copyable` and its sends are
 /// `mutating`: it cannot be shared between tasks or threads, only moved, so two sends through it
