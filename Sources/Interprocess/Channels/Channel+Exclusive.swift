@@ -153,7 +153,7 @@ public struct ExclusiveReceiver<Message: Sendable>: ~Copyable, Sendable {
         self.channel = channel
         ring = channel.ring
         valueSize = channel.ring.fastValueSize(channel.codec.fixedSize)
-        spinRounds = SpinPolicy.contendedSpinRounds
+        spinRounds = HotPath.spinRounds
     }
 
     deinit {

@@ -14,12 +14,6 @@ public import Synchronization
 // protocol itself is a few dozen (a C program of it runs at 1.2–1.5× the spinning floor).
 
 extension ChannelRing {
-    @inlinable @inline(__always)
-    func fastSlot(at position: UInt64) -> UnsafeMutableRawPointer {
-        let index = mask != 0 ? position & mask : position % UInt64(truncatingIfNeeded: capacity)
-        return slots + Int(truncatingIfNeeded: index) &* stride
-    }
-
     /// The raw-value size that the exclusive endpoints' fast paths handle for a channel whose codec
     /// has `fixedSize`: that size if it fits a slot, else -1 (never the size of a value).
     func fastValueSize(_ fixedSize: Int?) -> Int {
@@ -38,7 +32,7 @@ extension ChannelRing {
         if detached.load(ordering: .relaxed) { return false }
         let positionWord = exclusivePosition
         let position = positionWord.pointee.load(ordering: .relaxed)
-        let slot = fastSlot(at: position)
+        let slot = slot(at: position)
         let sequence = slot.assumingMemoryBound(to: Atomic<UInt64>.self)
         guard sequence.pointee.load(ordering: .acquiring) == Self.free(position) else { return false }
         positionWord.pointee.store(position &+ 1, ordering: .releasing)
@@ -72,7 +66,7 @@ extension ChannelRing {
         if detached.load(ordering: .relaxed) { return .general }
         let positionWord = receivePosition
         let position = positionWord.pointee.load(ordering: .relaxed)
-        let slot = fastSlot(at: position)
+        let slot = slot(at: position)
         let sequence = slot.assumingMemoryBound(to: Atomic<UInt64>.self)
         guard sequence.pointee.load(ordering: .acquiring) == Self.full(position) else { return .notIn }
         guard orphans.pointee.load(ordering: .relaxed) == 0,

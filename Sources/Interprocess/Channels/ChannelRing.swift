@@ -60,9 +60,7 @@ final class ChannelRing: @unchecked Sendable {
     @usableFromInline let capacity: Int
     @usableFromInline let maxMessageSize: Int
     @usableFromInline let stride: Int
-    /// `capacity - 1` when the capacity is a power of 2 (a mask instead of a division), else nil.
-    let indexMask: UInt64?
-    /// `indexMask`, or 0 for a capacity that is not a power of 2 (the exclusive endpoints' inlined paths).
+    /// `capacity - 1` when the capacity is a power of 2 (a mask instead of a division), else 0.
     @usableFromInline let mask: UInt64
 
     @usableFromInline let slots: UnsafeMutableRawPointer
@@ -137,8 +135,7 @@ final class ChannelRing: @unchecked Sendable {
         self.capacity = capacity
         self.maxMessageSize = maxMessageSize
         self.stride = stride
-        indexMask = capacity.nonzeroBitCount == 1 ? UInt64(capacity - 1) : nil
-        mask = indexMask ?? 0
+        mask = capacity.nonzeroBitCount == 1 ? UInt64(capacity - 1) : 0
         slots = base + Int(CIPC_CHANNEL_HEADER_SIZE)
         sendPosition = atomic64(base + fieldOffset(\cipc_channel.send_position))
         receivePosition = atomic64(base + fieldOffset(\cipc_channel.receive_position))
@@ -166,10 +163,11 @@ final class ChannelRing: @unchecked Sendable {
 
     // MARK: Slots
 
-    @inline(__always)
+    /// The slot of `position` (inlinable: the exclusive endpoints' fast paths run in the caller's module).
+    @inlinable @inline(__always)
     func slot(at position: UInt64) -> UnsafeMutableRawPointer {
-        let index = indexMask.map { position & $0 } ?? position % UInt64(capacity)
-        return slots + Int(index) &* stride
+        let index = mask != 0 ? position & mask : position % UInt64(truncatingIfNeeded: capacity)
+        return slots + Int(truncatingIfNeeded: index) &* stride
     }
 
     @inline(__always)

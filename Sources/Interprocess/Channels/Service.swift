@@ -265,7 +265,7 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
     func collectNow(_ ticket: ServiceTicket) throws(InterprocessError) -> Response? {
         guard let size = responseCodec.fixedSize else { return nil }
         var value: Response?
-        guard core.collectValue(ticket, size: size, spinning: ServiceCore.replySpinRounds, { value = $0.loadUnaligned(as: Response.self) }) else {
+        guard core.collectValue(ticket, size: size, spinning: HotPath.spinRounds, { value = $0.loadUnaligned(as: Response.self) }) else {
             return nil
         }
         guard let value else { throw core.named(ChannelCodec<Response>.mismatch()) }
@@ -557,7 +557,7 @@ public final class Service<Request: Sendable, Response: Sendable>: @unchecked Se
         while true {
             do throws(InterprocessError) {
                 try checkAttached()
-                if let (ticket, request) = try rawRequestNow(exclusive: exclusive, spinning: ServiceCore.replySpinRounds) {
+                if let (ticket, request) = try rawRequestNow(exclusive: exclusive, spinning: HotPath.spinRounds) {
                     try answer(ticket, request, with: handler)
                     continue
                 }

@@ -335,6 +335,13 @@ final class ServiceCore: @unchecked Sendable {
         HotPath.crashPoint("service.request.afterSend")
     }
 
+    /// The reply slot and the ticket of the queue message at `data` (its header, as ``send(_:_:_:)``
+    /// writes it: `cipc_service_request`), unchecked.
+    @inline(__always)
+    static func requestHeader(_ data: UnsafeRawPointer) -> (index: Int, ticket: UInt64) {
+        (Int(UInt32(littleEndian: data.loadUnaligned(as: UInt32.self))), UInt64(littleEndian: data.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+    }
+
     // MARK: Clients: the hot path of raw values
 
     /// A whole request of `bytes` (at most ``maxRequestSize``: the caller checked) if it needs no
@@ -378,12 +385,7 @@ final class ServiceCore: @unchecked Sendable {
         let slot = slot(ticket.slot)
         let control = atomic64(slot)
         let replied = ticket.ticket << 8 | UInt64(Self.replied)
-        var rounds = rounds
-        while control.pointee.load(ordering: .acquiring) != replied {
-            guard rounds > 0 else { return false }
-            rounds -= 1
-            HotPath.pause()
-        }
+        guard HotPath.spin(rounds: rounds, until: { control.pointee.load(ordering: .acquiring) == replied }) else { return false }
         // The length is the pair's second half in REPLIED (published with the phase).
         guard client(slot).pointee.load(ordering: .relaxed) == me,
               atomic64(slot + 8).pointee.load(ordering: .acquiring) == UInt64(size)
@@ -393,10 +395,6 @@ final class ServiceCore: @unchecked Sendable {
         free(ticket)
         return true
     }
-
-    /// Pause rounds of the hot paths' short spins (``collectValue(_:size:spinning:_:)``, the servers'
-    /// takes): none on one CPU.
-    @usableFromInline static let replySpinRounds = SpinPolicy.contendedSpinRounds
 
     /// Lets go of a slot whose request was never queued (the queue was full until the deadline,
     /// closed, or the task was cancelled).
@@ -593,12 +591,7 @@ final class ServiceCore: @unchecked Sendable {
     /// (or another server won it): the caller takes the general path. Errors are named.
     @usableFromInline
     func claimToServeNow(spinning rounds: Int) throws(InterprocessError) -> ChannelClaim? {
-        var rounds = rounds
-        while !queue.hasMessage() {
-            guard rounds > 0 else { return nil }
-            rounds -= 1
-            HotPath.pause()
-        }
+        guard HotPath.spin(rounds: rounds, until: { queue.hasMessage() }) else { return nil }
         do throws(InterprocessError) {
             guard case .done(let claim) = try queue.claimForReceiving(checkNow: false, announce: false) else { return nil }
             return claim
@@ -632,8 +625,7 @@ final class ServiceCore: @unchecked Sendable {
             guard bytes.count >= Self.headerSize else {
                 throw InterprocessError(.corrupt, objectName: name, detail: "a request of \(bytes.count) bytes, shorter than its header (dropped)")
             }
-            let index = Int(UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self)))
-            let ticket = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            let (index, ticket) = Self.requestHeader(bytes.baseAddress.unsafelyUnwrapped)
             guard index < slotCount else {
                 throw InterprocessError(.corrupt, objectName: name, detail: "a request for reply slot \(index) of \(slotCount) (dropped)")
             }
@@ -673,20 +665,14 @@ final class ServiceCore: @unchecked Sendable {
     @usableFromInline
     func exclusiveTakeNow(size: Int, spinning rounds: Int, _ load: (UnsafeRawPointer) -> Void) -> ServiceTicket? {
         let position = queue.receivePosition.pointee.load(ordering: .relaxed)
-        let slot = queue.fastSlot(at: position)
+        let slot = queue.slot(at: position)
         let sequence = queue.sequence(slot)
-        var rounds = rounds
-        while sequence.pointee.load(ordering: .acquiring) != ChannelRing.full(position) {
-            guard rounds > 0 else { return nil }
-            rounds -= 1
-            HotPath.pause()
-        }
+        guard HotPath.spin(rounds: rounds, until: { sequence.pointee.load(ordering: .acquiring) == ChannelRing.full(position) }) else { return nil }
         guard queue.orphans.pointee.load(ordering: .relaxed) == 0,
               queue.length(slot).pointee.load(ordering: .relaxed) == UInt32(truncatingIfNeeded: Self.headerSize + size)
         else { return nil }
         let data = UnsafeRawPointer(slot + ChannelRing.dataOffset)
-        let index = Int(UInt32(littleEndian: data.loadUnaligned(as: UInt32.self)))
-        let ticket = UInt64(littleEndian: data.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        let (index, ticket) = Self.requestHeader(data)
         guard index < slotCount else { return nil }
         let replySlot = self.slot(index)
         HotPath.crashPoint("service.serve.beforeTake")

@@ -41,4 +41,20 @@ enum HotPath {
     static func pause() {
         cipc_cpu_relax()
     }
+
+    /// Pause rounds of the hot paths' short spins, before the general wait (which spins on, yields
+    /// and parks): `SpinPolicy.contendedSpinRounds`, ~20 (none on one CPU).
+    @usableFromInline static let spinRounds = SpinPolicy.contendedSpinRounds
+
+    /// Looks at `ready` until it holds, pausing between looks at most `rounds` times; whether it held.
+    @inlinable @inline(__always)
+    static func spin(rounds: Int, until ready: () -> Bool) -> Bool {
+        var rounds = rounds
+        while !ready() {
+            guard rounds > 0 else { return false }
+            rounds &-= 1
+            pause()
+        }
+        return true
+    }
 }
