@@ -157,12 +157,12 @@ struct ChannelExclusiveFastPathTests {
             var receiver = try channel.exclusiveReceiver()
             #expect(try sender.trySend(1))
             channel.close()
-            await expectClosed { () async throws(InterprocessError) in try await sender.send(2) }
-            await expectClosed { () async throws(InterprocessError) in _ = try sender.trySend(2) }
+            await expectErrorAsync(.closed) { try await sender.send(2) }
+            await expectErrorAsync(.closed) { _ = try sender.trySend(2) }
             expectError(.closed) { try sendBlocking(&sender, 2) }
             #expect(try receiver.tryReceive() == 1)
-            await expectClosed { () async throws(InterprocessError) in _ = try receiver.tryReceive() }
-            await expectClosed { () async throws(InterprocessError) in _ = try await receiver.receive() }
+            await expectErrorAsync(.closed) { _ = try receiver.tryReceive() }
+            await expectErrorAsync(.closed) { _ = try await receiver.receive() }
             expectError(.closed) { _ = try receiveBlocking(&receiver) }
             #expect(detail(name, "sent") == 1 && detail(name, "abandonedSends") == 0, "\(details(name))")
         }
@@ -180,10 +180,10 @@ struct ChannelExclusiveFastPathTests {
                 var sender = try channel.exclusiveSender()
                 var receiver = try channel.exclusiveReceiver()
                 channel.detach()
-                await expectClosed { () async throws(InterprocessError) in try await sender.send(2) }
-                await expectClosed { () async throws(InterprocessError) in _ = try sender.trySend(2) }
-                await expectClosed { () async throws(InterprocessError) in _ = try await receiver.receive() }
-                await expectClosed { () async throws(InterprocessError) in _ = try receiver.tryReceive() }
+                await expectErrorAsync(.closed) { try await sender.send(2) }
+                await expectErrorAsync(.closed) { _ = try sender.trySend(2) }
+                await expectErrorAsync(.closed) { _ = try await receiver.receive() }
+                await expectErrorAsync(.closed) { _ = try receiver.tryReceive() }
                 expectBlockingClosed(&sender, &receiver)
             }
             #expect(try other.tryReceive() == 1)
@@ -216,13 +216,4 @@ private func receiveTrying(_ receiver: inout ExclusiveReceiver<UInt64>) throws -
 private func expectBlockingClosed(_ sender: inout ExclusiveSender<UInt64>, _ receiver: inout ExclusiveReceiver<UInt64>) {
     expectError(.closed) { try sender.blockingSend(2) }
     expectError(.closed) { _ = try receiver.blockingReceive() }
-}
-
-private func expectClosed(_ body: () async throws(InterprocessError) -> Void, sourceLocation: SourceLocation = #_sourceLocation) async {
-    do throws(InterprocessError) {
-        try await body()
-        Issue.record("expected closed, but it succeeded", sourceLocation: sourceLocation)
-    } catch {
-        #expect(error.code == .closed, "\(error)", sourceLocation: sourceLocation)
-    }
 }

@@ -96,15 +96,12 @@ struct ChannelTests {
             try channel.blockingSend(1)
             channel.detach()
             channel.detach() // idempotent
-            func code(_ body: () throws(InterprocessError) -> Void) -> InterprocessError.Code? {
-                do throws(InterprocessError) { try body(); return nil } catch { return error.code }
-            }
-            #expect(code { () throws(InterprocessError) in try channel.blockingSend(2) } == .closed)
-            #expect(code { () throws(InterprocessError) in _ = try channel.trySend(2) } == .closed)
-            #expect(code { () throws(InterprocessError) in _ = try channel.blockingReceive() } == .closed)
-            #expect(code { () throws(InterprocessError) in _ = try channel.tryReceive() } == .closed)
-            #expect(code { () throws(InterprocessError) in _ = try channel.exclusiveSender() } == .closed)
-            #expect(code { () throws(InterprocessError) in _ = try channel.exclusiveReceiver() } == .closed)
+            expectError(.closed) { try channel.blockingSend(2) }
+            expectError(.closed) { _ = try channel.trySend(2) }
+            expectError(.closed) { _ = try channel.blockingReceive() }
+            expectError(.closed) { _ = try channel.tryReceive() }
+            expectError(.closed) { _ = try channel.exclusiveSender() }
+            expectError(.closed) { _ = try channel.exclusiveReceiver() }
             // Nothing was sent or taken through the detached handle.
             #expect(try other.tryReceive() == 1)
             #expect(try other.tryReceive() == nil)
@@ -116,11 +113,8 @@ struct ChannelTests {
         try await withCleanNamesAsync("chandeta") { name in
             let channel = try Channel<UInt64>.create(name: name, capacity: 4)
             channel.detach()
-            func code(_ body: () async throws(InterprocessError) -> Void) async -> InterprocessError.Code? {
-                do throws(InterprocessError) { try await body(); return nil } catch { return error.code }
-            }
-            #expect(await code { () async throws(InterprocessError) in try await channel.send(2) } == .closed)
-            #expect(await code { () async throws(InterprocessError) in _ = try await channel.receive() } == .closed)
+            await expectErrorAsync(.closed) { try await channel.send(2) }
+            await expectErrorAsync(.closed) { _ = try await channel.receive() }
         }
     }
 

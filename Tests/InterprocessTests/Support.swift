@@ -201,6 +201,20 @@ func expectError<R>(
     }
 }
 
+/// ``expectError(_:sourceLocation:_:)`` for an async body.
+func expectErrorAsync<R>(
+    _ code: InterprocessError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> R
+) async {
+    do {
+        _ = try await body()
+        Issue.record("expected \(code), but it succeeded", sourceLocation: sourceLocation)
+    } catch let error as InterprocessError {
+        #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected \(code), got \(error)", sourceLocation: sourceLocation)
+    }
+}
+
 /// Writes raw bytes into the file of shared memory object `name` (to corrupt it on purpose).
 func scribble(_ name: String, at offset: Int, _ bytes: [UInt8]) {
     let fd = open("/dev/shm/" + name, O_RDWR)

@@ -204,17 +204,3 @@ private func blockingSendSegment(_ socket: LocalSocket, _ segment: SharedMemory,
 private func blockingReceiveSegment(_ socket: LocalSocket, timeout: Duration) throws -> SharedMemory {
     try socket.blockingReceiveSegment(timeout: timeout)
 }
-
-/// ``expectError(_:sourceLocation:_:)`` for an async body.
-private func expectErrorAsync<R>(
-    _ code: InterprocessError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> R
-) async {
-    do {
-        _ = try await body()
-        Issue.record("expected \(code), but it succeeded", sourceLocation: sourceLocation)
-    } catch let error as InterprocessError {
-        #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
-    } catch {
-        Issue.record("expected \(code), got \(error)", sourceLocation: sourceLocation)
-    }
-}
